@@ -1,0 +1,9 @@
+"""PatchPilot: the Azure Functions composition root. Nothing but registration lives here."""
+
+import azure.functions as func
+
+from shared.functions import run_workers, runs_api
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(runs_api.bp)
+app.register_functions(run_workers.bp)

@@ -1,0 +1,33 @@
+"""Where ARM bearer tokens come from.
+
+In Azure: `DefaultAzureCredential`, which resolves to the Function App's managed identity
+(`AZURE_CLIENT_ID` picks the user-assigned one). Locally against the simulator: a fixed token from
+`ARM_DEV_TOKEN`, which settings.py only accepts for a loopback ARM endpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from azure.core.credentials import AccessToken, TokenCredential
+
+from shared.settings import Settings
+
+
+class StaticTokenCredential:
+    """A TokenCredential that always returns one token (for the local ARM simulator only)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def credential_for(settings: Settings) -> TokenCredential:
+    if settings.arm_dev_token:
+        return StaticTokenCredential(settings.arm_dev_token)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)

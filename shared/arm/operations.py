@@ -1,0 +1,124 @@
+"""Following Azure's long-running operations (installPatches, assessPatches, anything later).
+
+Pure functions: an ARM response in, an `Outcome` out. The worker turns an outcome into a Table
+update plus, maybe, a delayed queue message. Both patch operations are `final-state-via: location`:
+the result body comes from the `Location` URL (200), which answers 202 while running. When ARM
+gives only `Azure-AsyncOperation`, we follow that instead: it always answers 200 with a `status`,
+and the result is its `properties.output`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.arm.client import ArmResponse
+
+RetryKind = Literal["throttled", "transient", "conflict"]
+TERMINAL_ASYNC = {"succeeded", "failed", "canceled"}
+
+
+@dataclass(frozen=True)
+class Started:
+    """202: the operation runs; poll `poll_url` after `retry_after` seconds."""
+
+    poll_url: str
+    mode: Literal["location", "async"]
+    retry_after: int
+    async_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    retry_after: int
+    poll_url: str | None = None  # a poll may hand out a new Location
+
+
+@dataclass(frozen=True)
+class Done:
+    """The operation finished; `result` is its body. Finished is not succeeded: see result["status"]."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Retry:
+    kind: RetryKind
+    retry_after: int | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+
+
+Outcome = Started | Pending | Done | Retry | Failed
+
+
+def _retryable(resp: ArmResponse, default_retry_after: int) -> Retry | None:
+    code, message = resp.error()
+    if resp.status == 429:
+        return Retry("throttled", resp.retry_after(default_retry_after), code, message)
+    if resp.status == 408 or resp.status >= 500:
+        header = resp.headers.get("Retry-After")
+        return Retry("transient", resp.retry_after(0) if header else None, code, message)
+    return None
+
+
+def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
+    """The answer to `POST .../installPatches` (or assessPatches)."""
+    if resp.status == 202:
+        location = resp.headers.get("Location")
+        async_url = resp.headers.get("Azure-AsyncOperation")
+        retry_after = resp.retry_after(default_retry_after)
+        if location:
+            return Started(location, "location", retry_after, async_url)
+        if async_url:
+            return Started(async_url, "async", retry_after, async_url)
+        return Failed("MissingPollingUrl", "ARM accepted the operation but gave neither Location nor "
+                      "Azure-AsyncOperation, so it cannot be followed")
+    if resp.status == 200:
+        return _done_or_failed(resp)
+    if resp.status == 409:
+        code, message = resp.error()
+        hinted = resp.retry_after(0) if "Retry-After" in resp.headers else None
+        return Retry("conflict", hinted, code, message)
+    retry = _retryable(resp, default_retry_after)
+    if retry:
+        return retry
+    return Failed(*resp.error())
+
+
+def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> Outcome:
+    """The answer to a GET of the stored polling URL."""
+    retry = _retryable(resp, default_retry_after)
+    if retry:
+        return retry
+    if mode == "async":
+        if resp.status != 200 or not isinstance(resp.body, dict):
+            return Failed(*resp.error())
+        status = str(resp.body.get("status", "")).lower()
+        if status not in TERMINAL_ASYNC:
+            return Pending(resp.retry_after(default_retry_after))
+        output = (resp.body.get("properties") or {}).get("output")
+        if isinstance(output, dict):
+            return Done(output)
+        err = resp.body.get("error") or {}
+        return Failed(str(err.get("code") or f"Operation{status.title()}"),
+                      str(err.get("message") or f"the operation ended {status} without a result"))
+    if resp.status == 202:
+        return Pending(resp.retry_after(default_retry_after), resp.headers.get("Location"))
+    if resp.status == 200:
+        return _done_or_failed(resp)
+    return Failed(*resp.error())
+
+
+def _done_or_failed(resp: ArmResponse) -> Outcome:
+    if not isinstance(resp.body, dict):
+        return Failed("InvalidResult", "ARM answered 200 without a JSON result body")
+    if str(resp.body.get("status", "")).lower() == "inprogress":
+        return Pending(resp.retry_after(60))
+    return Done(resp.body)

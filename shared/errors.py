@@ -1,0 +1,64 @@
+"""Errors and ARM's error shape.
+
+Hierarchy:
+    PatchPilotError
+    ├── ApiError                 an HTTP answer to give a caller: status + ARM error body
+    │   └── ValidationError      400 for bad input, naming the offending field in `target`
+    └── ArmError                 talking to Azure Resource Manager went wrong
+        ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
+        └── UntrustedEndpointError   a URL outside the configured ARM endpoint (never sent)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PatchPilotError(Exception):
+    """Base class for errors raised by PatchPilot itself."""
+
+
+class ApiError(PatchPilotError):
+    """An error answer for our own HTTP API, in ARM's shape so callers parse one format."""
+
+    def __init__(self, status: int, code: str, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.target = target
+
+    def body(self) -> dict[str, Any]:
+        return arm_error_body(self.code, self.message, self.target)
+
+
+class ValidationError(ApiError):
+    """Bad input: always a 400 naming the field, raised before anything is written."""
+
+    def __init__(self, message: str, *, target: str | None, code: str = "InvalidParameter") -> None:
+        super().__init__(400, code, message, target=target)
+
+
+class ArmError(PatchPilotError):
+    """A call to Azure Resource Manager could not be completed."""
+
+
+class ArmConnectionError(ArmError):
+    """No HTTP response was received; the request may be retried after a backoff."""
+
+
+class UntrustedEndpointError(ArmError):
+    """A URL (typically a Location header) points outside ARM_ENDPOINT: the token must not go there."""
+
+    def __init__(self, url: str, *, endpoint: str) -> None:
+        super().__init__(f"refusing to call {url!r}: it is not on the configured ARM endpoint {endpoint!r}")
+        self.url = url
+        self.endpoint = endpoint
+
+
+def arm_error_body(code: str, message: str, target: str | None = None) -> dict[str, Any]:
+    """`{"error": {"code", "message", "target"}}` as ARM returns it."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if target is not None:
+        error["target"] = target
+    return {"error": error}

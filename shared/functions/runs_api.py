@@ -1,0 +1,102 @@
+"""HTTP API for patch runs: create (202 + Location), follow, list, and per-machine detail."""
+
+from __future__ import annotations
+
+import re
+
+import azure.functions as func
+
+from shared.errors import ApiError, ValidationError
+from shared.http.responses import absolute_url, accepted, api_errors, json_response
+from shared.runs.accept import accept_run, check_idempotency_key
+from shared.runs.model import RunStatus
+from shared.runs.services import get_services
+from shared.runs.views import machine_view, run_view
+from shared.validation.resource_ids import parse_vm_id
+from shared.validation.run_request import parse_run_request
+
+bp = func.Blueprint()
+RUN_ID = re.compile(r"^[0-9a-f]{11}-[0-9a-f]{8}$")
+MAX_PAGE = 100
+UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
+
+
+def _run_id(req: func.HttpRequest) -> str:
+    run_id = req.route_params.get("runId", "").lower()
+    if not RUN_ID.match(run_id):
+        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+    return run_id
+
+
+def _run_answer(req: func.HttpRequest, view: dict[str, object]) -> func.HttpResponse:
+    """202 + Location while the run is unfinished (Logic Apps keeps polling), 200 once it is done."""
+    settings = get_services().settings
+    if view["status"] in UNFINISHED:
+        location = absolute_url(req, f"/api/runs/{view['id']}")
+        return accepted(view, location, settings.run_retry_after_seconds)
+    return json_response(view, 200)
+
+
+@bp.route(route="runs", methods=["POST"])
+@api_errors
+def create_run(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    key = check_idempotency_key(req.headers.get("Idempotency-Key"))
+    request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
+                                max_machines=svc.settings.max_machines_per_run)
+    run, _created = accept_run(request, key, svc)
+    view = run_view(run, None)
+    view["status"] = view.get("status") or RunStatus.ACCEPTED.value
+    location = absolute_url(req, f"/api/runs/{run['RowKey']}")
+    return accepted(view, location, svc.settings.run_retry_after_seconds)
+
+
+@bp.route(route="runs/{runId}", methods=["GET"])
+@api_errors
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    run_id = _run_id(req)
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+    return _run_answer(req, run_view(run, svc.store.list_targets(run_id)))
+
+
+@bp.route(route="runs", methods=["GET"])
+@api_errors
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    raw_top = req.params.get("top", "20")
+    if not raw_top.isdigit() or not 1 <= int(raw_top) <= MAX_PAGE:
+        raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE}", target="top")
+    token = req.params.get("continuationToken")
+    try:
+        runs, next_token = svc.store.list_runs(int(raw_top), token)
+    except ValueError:
+        raise ValidationError("continuationToken is not one this API issued", target="continuationToken") from None
+    body: dict[str, object] = {"value": [run_view(r, None) for r in runs]}
+    if next_token:
+        body["nextLink"] = absolute_url(req, "/api/runs", {"top": raw_top, "continuationToken": next_token})
+    return json_response(body)
+
+
+@bp.route(route="runs/{runId}/machines/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+                "/providers/Microsoft.Compute/virtualMachines/{vmName}", methods=["GET"])
+@api_errors
+def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
+    """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
+    svc = get_services()
+    run_id = _run_id(req)
+    p = req.route_params
+    vm = parse_vm_id(
+        f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
+        f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}",
+        target="machine",
+    )
+    target = svc.store.get_target(run_id, vm.key)
+    if target is None:
+        raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")
+    view = machine_view(target)
+    view["runId"] = run_id
+    view["patches"] = svc.store.list_patches(run_id, vm.key)
+    return json_response(view)

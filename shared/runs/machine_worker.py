@@ -1,0 +1,305 @@
+"""One step of one machine's operation, per queue message.
+
+A step loads the target, checks the message is current (`seq`), makes at most one ARM call, and
+records the outcome with an ETag-conditional update before queuing the next step. So:
+- a duplicated message finds `seq` moved on (or loses the ETag race) and does nothing;
+- the `Queued → Starting` claim happens before `installPatches` is sent, so two deliveries can
+  never both send it;
+- waiting (Retry-After, backoff, polling) is a delayed queue message, never a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceModifiedError
+
+from shared.arm.client import ArmResponse
+from shared.arm.operations import (
+    Done,
+    Failed,
+    Outcome,
+    Pending,
+    Retry,
+    Started,
+    classify_poll,
+    classify_start,
+)
+from shared.errors import ArmConnectionError, UntrustedEndpointError
+from shared.runs.messages import StepMessage
+from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow
+from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
+from shared.runs.services import Services
+from shared.validation.install_parameters import maximum_duration, parameters_for_os
+from shared.validation.resource_ids import parse_vm_id
+
+log = logging.getLogger(__name__)
+OPERATION = "installPatches"
+MAX_RECORDED_CALLS = 25
+RESULT_FIELDS = (
+    "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded", "excludedPatchCount",
+    "notSelectedPatchCount", "pendingPatchCount", "installedPatchCount", "failedPatchCount", "startDateTime",
+)
+
+
+class MachineStep:
+    """Carries one target through one step; `result` says what happened (for logs and tests)."""
+
+    def __init__(self, target: dict[str, Any], svc: Services, rng: random.Random | None = None) -> None:
+        self.target = target
+        self.svc = svc
+        self.settings = svc.settings
+        self.rng = rng
+        self.now = utcnow()
+        self.vm = parse_vm_id(target["resourceId"], target="resourceId")
+        self.calls: list[dict[str, Any]] = json.loads(target.get("armCalls") or "[]")
+
+    # -- entry points --------------------------------------------------------------------------
+    def start(self) -> str:
+        params = self.svc.run_parameters(self.target["PartitionKey"])
+        if params is None:
+            return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
+        os_type = self.target.get("osType")
+        if not os_type:
+            try:
+                resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
+            except ArmConnectionError as exc:
+                return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="start")
+            if resp.status != 200:
+                outcome = classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds)
+                return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()),
+                                  phase="start")
+            os_type = str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
+                          .get("osDisk", {}).get("osType") or "")
+        body = parameters_for_os(params, os_type)
+        if body is None:
+            return self.fail(
+                "NoParametersForOsType",
+                f"the VM runs {os_type or 'an unknown OS'} but the run has no "
+                f"{'windowsParameters' if os_type.lower() == 'windows' else 'linuxParameters'}",
+                extra={"osType": os_type},
+            )
+        # The claim: after this succeeds no other delivery of this message can send installPatches.
+        try:
+            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
+        except ResourceModifiedError:
+            return "lost-claim"
+        try:
+            resp = self._call(lambda: self.svc.arm.post_action(self.vm, OPERATION, body), OPERATION)
+        except ArmConnectionError as exc:
+            # Dropped before an answer. A retry is safe in the common case (request never reached
+            # ARM); if ARM had accepted it, the retry meets 409 while that operation runs.
+            return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="start")
+        return self.apply(classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds),
+                          phase="start")
+
+    def poll(self) -> str:
+        if self._past_deadline():
+            return self.time_out()
+        try:
+            resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
+        except UntrustedEndpointError as exc:
+            return self.fail("UntrustedPollingUrl", str(exc))
+        except ArmConnectionError as exc:
+            return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="poll")
+        outcome = classify_poll(resp, mode=self.target.get("pollMode") or "location",
+                                default_retry_after=self.settings.default_retry_after_seconds)
+        return self.apply(outcome, phase="poll")
+
+    def recover_claim(self) -> str:
+        """`Starting` means a delivery claimed the machine and may have sent installPatches."""
+        claimed = parse_iso(self.target["claimedAt"])
+        if self.now - claimed < timedelta(seconds=self.settings.claim_timeout_seconds):
+            return "claimed-elsewhere"  # another delivery is working on it right now
+        # That delivery died mid-call. Sending again could start a second installation, so the
+        # machine fails with a reason a person can act on instead.
+        return self.fail(
+            "OutcomeUnknown",
+            "the worker stopped after claiming this machine and may or may not have sent installPatches; "
+            "check the VM's patch history (instanceView.patchStatus) before running it again",
+        )
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def apply(self, outcome: Outcome, *, phase: str) -> str:
+        if isinstance(outcome, Started):
+            return self.started(outcome)
+        if isinstance(outcome, Pending):
+            return self.pending(outcome)
+        if isinstance(outcome, Done):
+            return self.finish(outcome.result)
+        if isinstance(outcome, Retry):
+            return self.retry(outcome, phase=phase)
+        return self.fail(outcome.code, outcome.message)
+
+    def started(self, outcome: Started) -> str:
+        try:
+            self.svc.arm.ensure_trusted(outcome.poll_url)
+        except UntrustedEndpointError as exc:
+            return self.fail("UntrustedPollingUrl", str(exc))
+        params = self.svc.run_parameters(self.target["PartitionKey"]) or {}
+        deadline = self.now + maximum_duration(params) + timedelta(seconds=self.settings.operation_grace_seconds)
+        delay = poll_delay(outcome.retry_after, self.settings)
+        self._advance(delay, {
+            "state": MachineState.RUNNING.value,
+            "pollUrl": outcome.poll_url,
+            "pollMode": outcome.mode,
+            "asyncOperationUrl": outcome.async_url or "",
+            "operationStartedAt": iso(self.now),
+            "deadline": iso(deadline),
+            "polls": 0,
+            "attempts": 0,
+        })
+        return "started"
+
+    def pending(self, outcome: Pending) -> str:
+        if self._past_deadline():
+            return self.time_out()
+        changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
+        if outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
+            try:
+                changes["pollUrl"] = self.svc.arm.ensure_trusted(outcome.poll_url)
+            except UntrustedEndpointError as exc:
+                return self.fail("UntrustedPollingUrl", str(exc))
+        self._advance(poll_delay(outcome.retry_after, self.settings), changes)
+        return "pending"
+
+    def retry(self, retry: Retry, *, phase: str) -> str:
+        counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
+        attempt = int(self.target.get(counter) or 0) + 1
+        if attempt > retry_limit(retry, self.settings):
+            return self.fail(retry.code, f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}")
+        changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
+        if phase == "start":
+            changes["state"] = MachineState.QUEUED.value
+        self._advance(retry_delay(retry, attempt, self.settings, self.rng), changes)
+        return f"retry-{retry.kind}"
+
+    def finish(self, result: dict[str, Any]) -> str:
+        self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
+                                    list(result.get("patches") or []))
+        changes: dict[str, Any] = {k: result[k] for k in RESULT_FIELDS if result.get(k) is not None}
+        error = result.get("error")
+        if isinstance(error, dict) and (error.get("code") or error.get("message")):
+            changes["errorCode"] = str(error.get("code") or "")
+            changes["errorMessage"] = str(error.get("message") or "")[:4000]
+            changes["errorDetail"] = json.dumps(error)[:30000]
+        return self._terminal(MachineState.COMPLETED, changes)
+
+    def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> str:
+        return self._terminal(MachineState.FAILED,
+                              {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
+
+    def time_out(self) -> str:
+        return self._terminal(MachineState.TIMED_OUT, {
+            "errorCode": "OperationTimedOut",
+            "errorMessage": f"no final result by {self.target.get('deadline')} "
+                            "(maximumDuration plus OPERATION_GRACE_SECONDS)",
+        })
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, send: Any, op: str) -> ArmResponse:
+        try:
+            resp: ArmResponse = send()
+        except ArmConnectionError:
+            self._record(op, None, None)
+            raise
+        self._record(op, resp.status, resp.request_id)
+        return resp
+
+    def _record(self, op: str, status: int | None, request_id: str | None) -> None:
+        self.calls.append({"op": op, "status": status, "requestId": request_id, "at": iso(utcnow())})
+        while len(self.calls) > MAX_RECORDED_CALLS:  # keep the first calls, drop the oldest polls
+            polls = [i for i, c in enumerate(self.calls) if c["op"] == "poll"]
+            self.calls.pop(polls[0] if polls else 0)
+
+    def _update(self, changes: dict[str, Any]) -> None:
+        changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
+        self.svc.store.update_target(self.target, changes)
+
+    def _advance(self, delay: int, changes: dict[str, Any]) -> None:
+        """Record the step and queue the next one; raises ResourceModifiedError if we lost a race."""
+        seq = int(self.target["seq"]) + 1
+        next_at = self.now + timedelta(seconds=delay)
+        self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
+        self.svc.send_step(self.target["PartitionKey"], self.target["RowKey"], seq, delay)
+
+    def _terminal(self, state: MachineState, changes: dict[str, Any]) -> str:
+        self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
+                      "completedAt": iso(utcnow())})
+        complete_run_if_done(self.target["PartitionKey"], self.svc)
+        return state.value
+
+    def _past_deadline(self) -> bool:
+        deadline = self.target.get("deadline")
+        return bool(deadline) and self.now > parse_iso(deadline)
+
+
+def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) -> str:
+    """Process one step message. Safe to run twice: duplicates return 'stale' or lose the ETag race."""
+    target = svc.store.get_target(msg.run_id, msg.machine)
+    if target is None:
+        return "missing"
+    if target["state"] in TERMINAL_STATES:
+        return "finished"
+    if int(target["seq"]) != msg.seq:
+        return "stale"
+    step = MachineStep(target, svc, rng)
+    try:
+        if target["state"] == MachineState.QUEUED.value:
+            return step.start()
+        if target["state"] == MachineState.STARTING.value:
+            return step.recover_claim()
+        return step.poll()
+    except ResourceModifiedError:
+        return "lost-race"  # another delivery of this message moved the target first
+
+
+def fail_poisoned_step(msg: StepMessage, svc: Services, queue_name: str) -> str:
+    """A step that failed maxDequeueCount times: end the machine as Failed so the run still ends."""
+    target = svc.store.get_target(msg.run_id, msg.machine)
+    if target is None or target["state"] in TERMINAL_STATES or int(target["seq"]) != msg.seq:
+        return "ignored"
+    try:
+        return MachineStep(target, svc).fail(
+            "PoisonMessage",
+            f"processing this machine's step failed repeatedly and the message was moved to "
+            f"{queue_name}-poison; see the function logs for the error",
+        )
+    except ResourceModifiedError:
+        return "lost-race"
+
+
+def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
+    """The dispatch message itself was poisoned: fail the machines that never got going."""
+    failed = 0
+    for target in svc.store.list_targets(run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0"):
+        try:
+            MachineStep(target, svc).fail("DispatchFailed", reason)
+            failed += 1
+        except ResourceModifiedError:
+            continue
+    return failed
+
+
+def complete_run_if_done(run_id: str, svc: Services) -> bool:
+    """Called after each terminal transition; the last machine to finish closes the run.
+
+    Each caller checks *after* its own update, so whichever finishes last sees no unfinished
+    machine. Two callers may both close it; the write is the same either way.
+    """
+    store = svc.store
+    if store.has_unfinished_targets(run_id):
+        return False
+    summary = summarize(store.list_targets(run_id))
+    store.update_run(run_id, {
+        "active": False,
+        "status": summary["status"],
+        "completedAt": iso(utcnow()),
+        "summary": json.dumps(summary),
+    })
+    log.info("run %s completed: %s", run_id, summary["status"])
+    return True

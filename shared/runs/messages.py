@@ -1,0 +1,54 @@
+"""Queue message bodies (JSON) and their parsing; a malformed message is dropped, never retried."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+RUN_ID = re.compile(r"^[0-9a-f]{11}-[0-9a-f]{8}$")
+
+
+class BadMessageError(ValueError):
+    """The body can never be processed; retrying it would only fill the poison queue later."""
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """'Do the next thing for this machine': start its operation, or poll it. `seq` fences duplicates."""
+
+    run_id: str
+    machine: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class DispatchMessage:
+    run_id: str
+
+
+def _load(body: str) -> dict[str, object]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadMessageError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessageError("not a JSON object")
+    run_id = data.get("runId")
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise BadMessageError(f"bad runId {run_id!r}")
+    return data
+
+
+def parse_step(body: str) -> StepMessage:
+    data = _load(body)
+    machine, seq = data.get("machine"), data.get("seq")
+    if not isinstance(machine, str) or machine.count("|") != 2:
+        raise BadMessageError(f"bad machine {machine!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise BadMessageError(f"bad seq {seq!r}")
+    return StepMessage(str(data["runId"]), machine, seq)
+
+
+def parse_dispatch(body: str) -> DispatchMessage:
+    return DispatchMessage(str(_load(body)["runId"]))

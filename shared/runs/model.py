@@ -1,0 +1,89 @@
+"""States of a machine in a run, and how a run's status follows from its machines.
+
+Machine state (ours) and operation status (Azure's) are different things: a machine is
+`Completed` when Azure's operation finished, and its `status` then says how it went
+(`Succeeded`, `CompletedWithWarnings`, `Failed`, `Unknown`). A finished operation is not a succeeded one.
+
+    Queued ──claim──▶ Starting ──202──▶ Running ──200──▶ Completed
+      ▲  │               │ 200 (sync result) ─────────────▶ Completed
+      │  │ 409/429/5xx   │ 4xx, no params for OS, ambiguous crash ──▶ Failed
+      └──┴───────────────┘             │ past maximumDuration + grace ──▶ TimedOut
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class MachineState(str, Enum):
+    QUEUED = "Queued"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    TIMED_OUT = "TimedOut"
+
+
+TERMINAL_STATES = frozenset(
+    {MachineState.COMPLETED.value, MachineState.FAILED.value, MachineState.TIMED_OUT.value}
+)
+
+
+class RunStatus(str, Enum):
+    ACCEPTED = "Accepted"
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
+    FAILED = "Failed"
+
+
+def machine_outcome(target: Mapping[str, Any]) -> str:
+    """'succeeded', 'warnings' or 'failed' for a machine in a terminal state."""
+    if target.get("state") != MachineState.COMPLETED.value:
+        return "failed"
+    status = str(target.get("status") or "")
+    if status == "Succeeded" and not target.get("failedPatchCount"):
+        return "succeeded"
+    if status in ("Succeeded", "CompletedWithWarnings"):
+        return "warnings"
+    return "failed"
+
+
+def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts by state and outcome, and the run status they imply."""
+    states: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for t in targets:
+        states[str(t.get("state"))] += 1
+        if t.get("state") in TERMINAL_STATES:
+            outcomes[machine_outcome(t)] += 1
+    total = sum(states.values())
+    finished = sum(states[s] for s in TERMINAL_STATES)
+    if finished < total or total == 0:
+        status = RunStatus.IN_PROGRESS if finished or states[MachineState.QUEUED.value] < total \
+            else RunStatus.ACCEPTED
+    elif outcomes["failed"]:
+        status = RunStatus.FAILED
+    elif outcomes["warnings"]:
+        status = RunStatus.COMPLETED_WITH_WARNINGS
+    else:
+        status = RunStatus.SUCCEEDED
+    return {"status": status.value, "machineCount": total, "finished": finished,
+            "states": dict(states), "outcomes": dict(outcomes)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime) -> str:
+    """Fixed-width UTC timestamps: they sort as strings, so Table filters can compare them."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

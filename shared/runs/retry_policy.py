@@ -1,0 +1,42 @@
+"""How long to wait before the next step: polling cadence and retry backoff. Pure functions."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from shared.arm.operations import Retry
+from shared.settings import Settings
+
+
+def poll_delay(retry_after: int, settings: Settings) -> int:
+    """Never sooner than ARM's Retry-After; never sooner than POLL_MIN_SECONDS either, because a
+    fleet polling every 10 s would spend the subscription's read budget (25/s) on nothing."""
+    return max(retry_after, settings.poll_min_seconds)
+
+
+def backoff(attempt: int, settings: Settings, rng: random.Random | None = None) -> int:
+    """Exponential backoff with jitter: base·2^(attempt-1), capped, drawn from [cap/2, cap]."""
+    cap = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    draw = (rng or random).uniform(cap / 2, cap)
+    return max(1, math.ceil(draw))
+
+
+def retry_delay(retry: Retry, attempt: int, settings: Settings, rng: random.Random | None = None) -> int:
+    """429 waits exactly what ARM said; 409 waits what ARM said or CONFLICT_RETRY_SECONDS;
+    5xx and dropped connections back off exponentially (or wait ARM's hint when it gave one)."""
+    if retry.kind == "throttled":
+        return retry.retry_after if retry.retry_after is not None else settings.default_retry_after_seconds
+    if retry.retry_after is not None:
+        return retry.retry_after
+    if retry.kind == "conflict":
+        return settings.conflict_retry_seconds
+    return backoff(attempt, settings, rng)
+
+
+def retry_limit(retry: Retry, settings: Settings) -> int:
+    if retry.kind == "conflict":
+        return settings.max_conflict_retries
+    if retry.kind == "throttled":
+        return settings.max_transient_retries * 4  # throttling is not failure; still, never forever
+    return settings.max_transient_retries

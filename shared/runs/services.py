@@ -1,0 +1,81 @@
+"""What the run machinery needs from the outside world, built once per process.
+
+Functions are invoked many times per process; clients (HTTP session, Table and Queue clients,
+credential) are created on first use and reused, so warm invocations pay no set-up cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+from azure.storage.queue import QueueClient
+
+from shared.arm.client import ArmClient
+from shared.arm.credentials import credential_for
+from shared.settings import Settings, get_settings
+from shared.storage.clients import queue
+from shared.storage.run_store import RunStore
+
+log = logging.getLogger(__name__)
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message's initial invisibility
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def store(self) -> RunStore:
+        return RunStore(self.settings)
+
+    @cached_property
+    def arm(self) -> ArmClient:
+        return ArmClient(
+            self.settings.arm_endpoint,
+            credential_for(self.settings),
+            api_version=self.settings.compute_api_version,
+            timeout=self.settings.arm_timeout_seconds,
+        )
+
+    @cached_property
+    def operations_queue(self) -> QueueClient:
+        return queue(self.settings.operations_queue)
+
+    @cached_property
+    def dispatch_queue(self) -> QueueClient:
+        return queue(self.settings.dispatch_queue)
+
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0) -> None:
+        """A delayed message is how we wait: the function returns, the queue brings us back later."""
+        body = json.dumps({"runId": run_id, "machine": machine, "seq": seq}, separators=(",", ":"))
+        delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
+        self.operations_queue.send_message(body, visibility_timeout=delay or None)
+
+    def send_dispatch(self, run_id: str) -> None:
+        self.dispatch_queue.send_message(json.dumps({"runId": run_id}))
+
+    def run_parameters(self, run_id: str) -> dict[str, Any] | None:
+        return _run_parameters(self.store, run_id)
+
+
+@lru_cache(maxsize=4096)
+def _run_parameters(store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """A run's installPatches parameters never change, so one Table read per run per process."""
+    run = store.get_run(run_id)
+    return json.loads(run["installPatches"]) if run else None
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    return Services(get_settings())
+
+
+def reset_services() -> None:
+    """For tests that change settings between cases."""
+    get_services.cache_clear()
+    _run_parameters.cache_clear()
+    get_settings.cache_clear()

@@ -1,0 +1,126 @@
+"""App settings, read from the environment once per process.
+
+Azure puts app settings in the environment; locally the host loads `local.settings.json` first.
+Every setting is documented in README.md ("Settings"); the names used in trigger bindings
+(`%OPERATIONS_QUEUE%` …) must also exist as app settings, so they are in local.settings.example.json.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_COMPUTE_API_VERSION = "2025-04-01"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; raised at first use so the host log names it."""
+
+
+def _int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"setting {name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"setting {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _str(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_arm_endpoint(raw: str) -> str:
+    """`https://host[:port]` with no path; plain http only for loopback (the simulator)."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SettingsError(f"ARM_ENDPOINT must be an absolute http(s) URL, got {raw!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise SettingsError(f"ARM_ENDPOINT may use plain http only on loopback, got {raw!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SettingsError(f"ARM_ENDPOINT must not have a path or query, got {raw!r}")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: str
+    arm_endpoint: str
+    compute_api_version: str
+    arm_dev_token: str | None
+    managed_identity_client_id: str | None
+    dispatch_queue: str
+    operations_queue: str
+    runs_table: str
+    targets_table: str
+    patches_table: str
+    max_machines_per_run: int
+    max_request_bytes: int
+    run_retry_after_seconds: int
+    poll_min_seconds: int
+    poll_max_seconds: int
+    default_retry_after_seconds: int
+    retry_base_seconds: int
+    retry_max_seconds: int
+    max_transient_retries: int
+    max_conflict_retries: int
+    conflict_retry_seconds: int
+    operation_grace_seconds: int
+    claim_timeout_seconds: int
+    arm_timeout_seconds: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        endpoint = normalise_arm_endpoint(_str("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT))
+        dev_token = os.environ.get("ARM_DEV_TOKEN", "").strip() or None
+        if dev_token and not is_loopback_host(urlsplit(endpoint).hostname or ""):
+            raise SettingsError("ARM_DEV_TOKEN is only honoured for a loopback ARM_ENDPOINT (the simulator)")
+        return cls(
+            storage_connection=_str("AzureWebJobsStorage", ""),
+            arm_endpoint=endpoint,
+            compute_api_version=_str("COMPUTE_API_VERSION", DEFAULT_COMPUTE_API_VERSION),
+            arm_dev_token=dev_token,
+            managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None,
+            dispatch_queue=_str("DISPATCH_QUEUE", "patch-dispatch"),
+            operations_queue=_str("OPERATIONS_QUEUE", "patch-operations"),
+            runs_table=_str("RUNS_TABLE", "patchruns"),
+            targets_table=_str("TARGETS_TABLE", "patchtargets"),
+            patches_table=_str("PATCHES_TABLE", "patchdetails"),
+            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 1000, minimum=1),
+            max_request_bytes=_int("MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+            run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1),
+            poll_min_seconds=_int("POLL_MIN_SECONDS", 30),
+            poll_max_seconds=_int("POLL_MAX_SECONDS", 300, minimum=1),
+            default_retry_after_seconds=_int("DEFAULT_RETRY_AFTER_SECONDS", 60),
+            retry_base_seconds=_int("RETRY_BASE_SECONDS", 5, minimum=1),
+            retry_max_seconds=_int("RETRY_MAX_SECONDS", 600, minimum=1),
+            max_transient_retries=_int("MAX_TRANSIENT_RETRIES", 8),
+            max_conflict_retries=_int("MAX_CONFLICT_RETRIES", 12),
+            conflict_retry_seconds=_int("CONFLICT_RETRY_SECONDS", 120, minimum=1),
+            operation_grace_seconds=_int("OPERATION_GRACE_SECONDS", 1800),
+            claim_timeout_seconds=_int("CLAIM_TIMEOUT_SECONDS", 300, minimum=1),
+            arm_timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process; tests call `get_settings.cache_clear()` after changing the env."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Azure Storage: Table storage holds every durable fact; queues only carry work."""

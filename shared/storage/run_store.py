@@ -1,0 +1,190 @@
+"""Runs, their machines ("targets") and per-patch results in Azure Table storage.
+
+Layout (why: every read the API and workers make is a point read or one-partition query):
+    RUNS_TABLE     PK "run",  RK runId          one entity per run (runIds sort newest first)
+                   PK "idem", RK sha256(key)    Idempotency-Key claims → runId + request fingerprint
+    TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
+    PATCHES_TABLE  PK runId|machine key, RK patchId    PatchInstallationDetail rows
+
+Writes of many entities go in transactions of ≤ 100 entities of one PartitionKey (< 4 MiB),
+which is Azure's rule even though Azurite does not enforce the PartitionKey part.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.runs.model import TERMINAL_STATES
+from shared.settings import Settings
+from shared.storage.clients import table
+
+RUN_PARTITION = "run"
+IDEMPOTENCY_PARTITION = "idem"
+MAX_BATCH_ENTITIES = 100
+MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
+
+
+def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Group entities into valid transactions: one PartitionKey, ≤ 100 entities, well under 4 MiB."""
+    current: list[dict[str, Any]] = []
+    size = 0
+    partition: str | None = None
+    for entity in entities:
+        entity_size = len(json.dumps(entity, default=str))
+        if current and (
+            entity["PartitionKey"] != partition
+            or len(current) == MAX_BATCH_ENTITIES
+            or size + entity_size > MAX_BATCH_BYTES
+        ):
+            yield current
+            current, size = [], 0
+        current.append(entity)
+        partition = entity["PartitionKey"]
+        size += entity_size
+    if current:
+        yield current
+
+
+def _odata_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class RunStore:
+    """All Table access for runs; `ops` counts round-trips so their cost is measurable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runs: TableClient = table(settings.runs_table)
+        self.targets: TableClient = table(settings.targets_table)
+        self.patches: TableClient = table(settings.patches_table)
+        self.ops: Counter[str] = Counter()
+
+    # -- idempotency ---------------------------------------------------------------------------
+    def claim_idempotency_key(self, key: str, fingerprint: str, run_id: str) -> dict[str, Any]:
+        """Insert the key's claim, or return the existing one (whose runId/fingerprint then decide)."""
+        entity = {
+            "PartitionKey": IDEMPOTENCY_PARTITION,
+            "RowKey": hashlib.sha256(key.encode()).hexdigest(),
+            "runId": run_id,
+            "fingerprint": fingerprint,
+        }
+        self.ops["idempotency"] += 1
+        try:
+            self.runs.create_entity(entity)
+            return entity
+        except ResourceExistsError:
+            self.ops["idempotency"] += 1
+            return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
+
+    # -- runs ----------------------------------------------------------------------------------
+    def insert_targets(self, entities: list[dict[str, Any]]) -> None:
+        """Upserts, so a retried request after a crash rewrites the same rows harmlessly."""
+        for batch in batches(entities):
+            self.ops["targetBatch"] += 1
+            self.targets.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def create_run(self, run: dict[str, Any]) -> bool:
+        """False if the run already exists (a retried request that had got this far)."""
+        self.ops["createRun"] += 1
+        try:
+            self.runs.create_entity({"PartitionKey": RUN_PARTITION, **run})
+            return True
+        except ResourceExistsError:
+            return False
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        self.ops["getRun"] += 1
+        try:
+            return dict(self.runs.get_entity(RUN_PARTITION, run_id))
+        except ResourceNotFoundError:
+            return None
+
+    def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> None:
+        self.ops["updateRun"] += 1
+        entity = {"PartitionKey": RUN_PARTITION, "RowKey": run_id, **changes}
+        if etag:
+            self.runs.update_entity(entity, mode=UpdateMode.MERGE, etag=etag,
+                                    match_condition=MatchConditions.IfNotModified)
+        else:
+            self.runs.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def list_runs(self, top: int, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
+        pages = self.runs.query_entities(
+            f"PartitionKey eq {_odata_str(RUN_PARTITION)}", results_per_page=top
+        ).by_page(continuation_token=token)
+        self.ops["listRuns"] += 1
+        page = [dict(e) for e in next(pages, [])]
+        nxt = pages.continuation_token
+        encoded = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode() if nxt else None
+        return page, encoded
+
+    # -- targets -------------------------------------------------------------------------------
+    def get_target(self, run_id: str, key: str) -> dict[str, Any] | None:
+        """The entity with its ETag under "etag", for conditional updates."""
+        self.ops["getTarget"] += 1
+        try:
+            entity = self.targets.get_entity(run_id, key)
+        except ResourceNotFoundError:
+            return None
+        return {**entity, "etag": entity.metadata["etag"]}
+
+    def list_targets(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
+        query = f"PartitionKey eq {_odata_str(run_id)}" + (f" and ({where})" if where else "")
+        result = []
+        for page in self.targets.query_entities(query, results_per_page=1000).by_page():
+            self.ops["listTargets"] += 1
+            result.extend({**e, "etag": e.metadata["etag"]} for e in page)
+        return result
+
+    def update_target(self, target: dict[str, Any], changes: dict[str, Any]) -> str:
+        """Merge `changes` if nobody changed the target since it was read; returns the new ETag.
+
+        Raises azure.core.exceptions.ResourceModifiedError when the ETag no longer matches:
+        another delivery of the same message got there first, so the caller must stop.
+        """
+        self.ops["updateTarget"] += 1
+        entity = {"PartitionKey": target["PartitionKey"], "RowKey": target["RowKey"], **changes}
+        meta = self.targets.update_entity(entity, mode=UpdateMode.MERGE, etag=target["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+        target.update(changes)
+        target["etag"] = meta["etag"]
+        return str(meta["etag"])
+
+    def has_unfinished_targets(self, run_id: str) -> bool:
+        """One small query: is any machine of the run not yet in a terminal state?"""
+        terminal = " and ".join(f"state ne {_odata_str(s)}" for s in sorted(TERMINAL_STATES))
+        query = f"PartitionKey eq {_odata_str(run_id)} and {terminal}"
+        self.ops["unfinishedCheck"] += 1
+        page = next(self.targets.query_entities(query, results_per_page=1, select=["RowKey"]).by_page(), [])
+        return any(True for _ in page)
+
+    # -- patches -------------------------------------------------------------------------------
+    def save_patches(self, run_id: str, key: str, patches: list[dict[str, Any]]) -> None:
+        partition = f"{run_id}|{key}"
+        entities = []
+        for i, patch in enumerate(patches):
+            patch_id = str(patch.get("patchId") or f"index-{i}")
+            entities.append({
+                "PartitionKey": partition,
+                "RowKey": patch_id.replace("/", "_").replace("#", "_").replace("?", "_").replace("\\", "_"),
+                "order": i,
+                "detail": json.dumps(patch, separators=(",", ":")),
+            })
+        for batch in batches(entities):
+            self.ops["patchBatch"] += 1
+            self.patches.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def list_patches(self, run_id: str, key: str) -> list[dict[str, Any]]:
+        self.ops["listPatches"] += 1
+        rows = self.patches.query_entities(f"PartitionKey eq {_odata_str(f'{run_id}|{key}')}")
+        ordered = sorted(rows, key=lambda e: e.get("order", 0))
+        return [json.loads(e["detail"]) for e in ordered]

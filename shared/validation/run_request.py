@@ -1,0 +1,76 @@
+"""`POST /api/runs` bodies: parse, validate, normalise, fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import ValidationError
+from shared.validation.install_parameters import parse_install_parameters, reject_unknown
+from shared.validation.resource_ids import VmRef, parse_vm_id
+
+RUN_FIELDS = {"machines", "installPatches"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    machines: tuple[VmRef, ...]
+    install_parameters: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        """Hash of the normalised request: equal for bodies that mean the same (Idempotency-Key checks)."""
+        canonical = json.dumps(
+            {"machines": sorted(m.key for m in self.machines), "installPatches": self.install_parameters},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_json_body(body: bytes, *, max_bytes: int) -> Any:
+    if len(body) > max_bytes:
+        raise ValidationError(f"the request body is {len(body)} bytes; at most {max_bytes} are accepted",
+                              target=None, code="RequestBodyTooLarge")
+    if not body.strip():
+        raise ValidationError("the request body is empty; send a JSON object", target=None,
+                              code="InvalidRequestContent")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"the request body is not valid JSON: {exc}", target=None,
+                              code="InvalidRequestContent") from None
+
+
+def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunRequest:
+    data = parse_json_body(body, max_bytes=max_bytes)
+    if not isinstance(data, dict):
+        raise ValidationError("the request body must be a JSON object", target=None,
+                              code="InvalidRequestContent")
+    reject_unknown(data, RUN_FIELDS, "")
+
+    raw_machines = data.get("machines")
+    if not isinstance(raw_machines, list):
+        raise ValidationError("machines must be a JSON array of VM resource ids", target="machines")
+    if not raw_machines:
+        raise ValidationError("machines is empty; give at least one VM resource id", target="machines")
+    if len(raw_machines) > max_machines:
+        raise ValidationError(
+            f"machines has {len(raw_machines)} entries; a run takes at most {max_machines} "
+            "(setting MAX_MACHINES_PER_RUN)",
+            target="machines",
+        )
+    machines: list[VmRef] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_machines):
+        ref = parse_vm_id(raw, target=f"machines[{i}]")
+        if ref.key in seen:
+            raise ValidationError(f"machines[{i}] repeats machines[{seen[ref.key]}]", target=f"machines[{i}]")
+        seen[ref.key] = i
+        machines.append(ref)
+
+    if "installPatches" not in data:
+        raise ValidationError("installPatches is required", target="installPatches")
+    params = parse_install_parameters(data["installPatches"])
+    return RunRequest(machines=tuple(machines), install_parameters=params)
