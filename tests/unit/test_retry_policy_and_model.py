@@ -1,0 +1,59 @@
+"""Delays and the run-status rule."""
+
+from __future__ import annotations
+
+import random
+
+from shared.arm.operations import Retry
+from shared.runs.model import summarize
+from shared.runs.retry_policy import backoff, poll_delay, retry_delay, retry_limit
+from shared.settings import Settings
+
+
+def settings(**env: str) -> Settings:
+    import os
+
+    os.environ.update(env)
+    return Settings.from_env()
+
+
+def test_poll_never_sooner_than_retry_after_or_floor() -> None:
+    s = settings(POLL_MIN_SECONDS="30")
+    assert poll_delay(10, s) == 30
+    assert poll_delay(45, s) == 45
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    s = settings(RETRY_BASE_SECONDS="2", RETRY_MAX_SECONDS="20")
+    rng = random.Random(1)
+    draws = [backoff(n, s, rng) for n in range(1, 8)]
+    assert all(1 <= d <= 20 for d in draws)
+    assert draws[0] <= 2 and draws[-1] >= 10
+    assert len({backoff(3, s, random.Random(i)) for i in range(20)}) > 1  # jitter
+
+
+def test_throttling_waits_exactly_what_arm_said() -> None:
+    s = settings()
+    assert retry_delay(Retry("throttled", 1200, "c", "m"), 1, s) == 1200
+    assert retry_delay(Retry("throttled", None, "c", "m"), 1, s) == 60  # ARM's default when absent
+
+
+def test_conflict_waits_setting_and_is_bounded() -> None:
+    s = settings(CONFLICT_RETRY_SECONDS="90", MAX_CONFLICT_RETRIES="3")
+    assert retry_delay(Retry("conflict", None, "c", "m"), 1, s) == 90
+    assert retry_limit(Retry("conflict", None, "c", "m"), s) == 3
+
+
+def t(state: str, status: str | None = None, failed: int = 0) -> dict[str, object]:
+    return {"state": state, "status": status, "failedPatchCount": failed}
+
+
+def test_run_status_rules() -> None:
+    assert summarize([t("Queued")])["status"] == "Accepted"
+    assert summarize([t("Queued"), t("Running")])["status"] == "InProgress"
+    assert summarize([t("Completed", "Succeeded")] * 2)["status"] == "Succeeded"
+    assert summarize([t("Completed", "Succeeded"), t("Completed", "CompletedWithWarnings")])["status"] == \
+        "CompletedWithWarnings"
+    assert summarize([t("Completed", "Succeeded"), t("Completed", "Failed")])["status"] == "Failed"
+    assert summarize([t("Completed", "Succeeded"), t("TimedOut")])["status"] == "Failed"
+    assert summarize([t("Completed", "Succeeded", failed=1)])["status"] == "CompletedWithWarnings"
