@@ -1,0 +1,38 @@
+# Two commands on a fresh machine (Python 3.11+, Node.js 18+):
+#   make run    install everything, start Azurite + ARM simulator + local Functions host, print a request
+#   make test   install everything, lint, run every test (starts Azurite, simulator and host itself)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint unit bench clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	$(BIN)/python -m tools.dev
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+bench: setup
+	$(BIN)/python -m benchmarks.accept_run
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

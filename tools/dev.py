@@ -1,0 +1,122 @@
+"""`make run`: Azurite + the ARM simulator + the local Functions host, wired together.
+
+Prints a `curl` that starts a run on the simulated fleet and one that follows it. Ctrl-C stops
+everything. Azurite keeps its data in .azurite/ so runs survive a restart, like a real account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tools.azurite import REPO_ROOT, Azurite
+
+DEV_TOKEN = "local-simulator-token"
+
+
+def ensure_local_settings(arm_endpoint: str) -> Path:
+    """local.settings.json is not committed; create it from the example the first time."""
+    path = REPO_ROOT / "local.settings.json"
+    if not path.exists():
+        shutil.copy(REPO_ROOT / "local.settings.example.json", path)
+        print(f"created {path.name} from local.settings.example.json")
+    data = json.loads(path.read_text())
+    if data["Values"].get("ARM_ENDPOINT") != arm_endpoint:
+        print(f"note: local.settings.json has ARM_ENDPOINT={data['Values'].get('ARM_ENDPOINT')}; "
+              f"this run overrides it with {arm_endpoint}")
+    return path
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vms", type=int, default=20, help="simulated fleet size")
+    parser.add_argument("--time-scale", type=float, default=600.0, help="simulated seconds per real second")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--arm-port", type=int, default=8090)
+    args = parser.parse_args()
+
+    from tools.azure_simulator import Simulator, SimulatorConfig
+
+    azurite = Azurite(blob_port=10000, queue_port=10001, table_port=10002,
+                      location=str(REPO_ROOT / ".azurite")).start()
+    os.makedirs(REPO_ROOT / ".azurite", exist_ok=True)
+    sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
+                                    port=args.arm_port, retry_after_seconds=2)).start()
+    ensure_local_settings(sim.url)
+    env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
+           "ARM_DEV_TOKEN": DEV_TOKEN}
+    host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
+                             "--port", str(args.port)], env=env, cwd=REPO_ROOT)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        wait_http(f"http://127.0.0.1:{args.port}/api/runs")
+        vms = sim.vm_ids()[:4]
+        body = json.dumps({
+            "machines": vms,
+            "installPatches": {
+                "maximumDuration": "PT2H",
+                "rebootSetting": "IfRequired",
+                "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
+            },
+        }, indent=2)
+        print(f"""
+PatchPilot is running:
+  Functions host   http://127.0.0.1:{args.port}/api
+  ARM simulator    {sim.url}  ({args.vms} VMs, {args.time_scale:g}x time; state at {sim.url}/_sim/vms)
+  Azurite          blob 10000, queue 10001, table 10002 (data in .azurite/)
+
+Start a run on four simulated VMs:
+
+curl -si -X POST http://127.0.0.1:{args.port}/api/runs \\
+  -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$(date +%s)" \\
+  -d '{body.replace(chr(10), ' ')}'
+
+Follow it (use the Location header the answer gave you):
+
+curl -s http://127.0.0.1:{args.port}/api/runs/<runId> | python3 -m json.tool
+
+Ctrl-C stops everything.
+""", flush=True)
+        while not stop and host.poll() is None:
+            time.sleep(0.5)
+    finally:
+        host.terminate()
+        try:
+            host.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            host.kill()
+        sim.stop()
+        azurite.stop()
+    return 0 if stop else (host.returncode or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
