@@ -14,6 +14,7 @@ import json
 import logging
 import random
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError
@@ -35,7 +36,7 @@ from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, sum
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.install_parameters import maximum_duration, parameters_for_os
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import VmRef, parse_vm_id
 
 log = logging.getLogger(__name__)
 OPERATION = "installPatches"
@@ -55,8 +56,11 @@ class MachineStep:
         self.settings = svc.settings
         self.rng = rng
         self.now = utcnow()
-        self.vm = parse_vm_id(target["resourceId"], target="resourceId")
         self.calls: list[dict[str, Any]] = json.loads(target.get("armCalls") or "[]")
+
+    @cached_property
+    def vm(self) -> VmRef:
+        return parse_vm_id(self.target["resourceId"], target="resourceId")
 
     # -- entry points --------------------------------------------------------------------------
     def start(self) -> str:

@@ -1,0 +1,77 @@
+"""Integration fixtures: real Azurite, the ARM simulator over HTTP, and the app's settings.
+
+Each test gets its own queue and table names, so tests share one Azurite without seeing each
+other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from shared.runs.services import Services, get_services, reset_services
+from shared.storage.clients import reset_clients
+from tools.azure_simulator import Simulator, SimulatorConfig
+from tools.azurite import Azurite
+
+DEV_TOKEN = "integration-test-token"
+
+# Fast retry settings: the semantics are the same as production, only the waits are short.
+FAST = {
+    "POLL_MIN_SECONDS": "0",
+    "RETRY_BASE_SECONDS": "1",
+    "RETRY_MAX_SECONDS": "2",
+    "CONFLICT_RETRY_SECONDS": "1",
+    "DEFAULT_RETRY_AFTER_SECONDS": "1",
+    "MAX_TRANSIENT_RETRIES": "30",
+    "MAX_CONFLICT_RETRIES": "30",
+    "RUN_RETRY_AFTER_SECONDS": "1",
+}
+
+
+def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
+    tag = secrets.token_hex(4)
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "ARM_ENDPOINT": arm_url,
+        "ARM_DEV_TOKEN": DEV_TOKEN,
+        "DISPATCH_QUEUE": f"dispatch-{tag}",
+        "OPERATIONS_QUEUE": f"operations-{tag}",
+        "RUNS_TABLE": f"runs{tag}",
+        "TARGETS_TABLE": f"targets{tag}",
+        "PATCHES_TABLE": f"patches{tag}",
+        **FAST,
+    }
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    """Override in a test module to shape the fleet."""
+    return SimulatorConfig(vms=12, subscriptions=1, seed=3, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1)
+
+
+@pytest.fixture
+def simulator(simulator_config: SimulatorConfig) -> Iterator[Simulator]:
+    sim = Simulator(simulator_config).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def app_settings(azurite: Azurite, simulator: Simulator) -> dict[str, str]:
+    return unique_settings(azurite, simulator.url)
+
+
+@pytest.fixture
+def services(app_settings: dict[str, str]) -> Iterator[Services]:
+    """The app's own Services, configured for this test (in-process use of shared/)."""
+    os.environ.update(app_settings)
+    reset_services()
+    reset_clients()
+    yield get_services()
+    reset_services()
+    reset_clients()

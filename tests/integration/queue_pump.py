@@ -1,0 +1,69 @@
+"""Deliver queue messages to the app's trigger functions in this process.
+
+The local host does this for real (see tests/integration/test_local_host_runs.py); the pump
+exists for tests that need control over delivery, such as delivering every message twice, at
+once and one after the other, to prove the workers are idempotent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import azure.functions as func
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+from shared.functions import run_workers
+from shared.runs.services import Services
+
+
+class QueuePump:
+    def __init__(self, svc: Services, *, duplicate: bool = False) -> None:
+        self.svc = svc
+        self.duplicate = duplicate
+        self.delivered: Counter[str] = Counter()
+        conn = svc.settings.storage_connection
+        self.routes: list[tuple[QueueClient, Callable[[func.QueueMessage], None]]] = [
+            (QueueClient.from_connection_string(conn, svc.settings.dispatch_queue,
+                                                message_decode_policy=TextBase64DecodePolicy()),
+             run_workers.dispatch_worker),
+            (QueueClient.from_connection_string(conn, svc.settings.operations_queue,
+                                                message_decode_policy=TextBase64DecodePolicy()),
+             run_workers.operation_worker),
+        ]
+
+    def _deliver(self, fn: Callable[[func.QueueMessage], None], qm: func.QueueMessage, n: int) -> None:
+        if not self.duplicate:
+            fn(qm)
+            return
+        if n % 2 == 0:  # both copies at the same time
+            threads = [threading.Thread(target=fn, args=(qm,)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:  # one copy after the other
+            fn(qm)
+            fn(qm)
+
+    def pump_once(self) -> int:
+        handled = 0
+        for client, fn in self.routes:
+            for msg in client.receive_messages(messages_per_page=32, visibility_timeout=60, max_messages=32):
+                qm = func.QueueMessage(id=msg.id, body=msg.content.encode(), pop_receipt=msg.pop_receipt)
+                self._deliver(fn, qm, handled)
+                self.delivered[client.queue_name] += 2 if self.duplicate else 1
+                client.delete_message(msg)
+                handled += 1
+        return handled
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.pump_once():
+                if done():
+                    return
+                time.sleep(0.1)
+        raise AssertionError(f"not done within {timeout}s")
