@@ -9,6 +9,7 @@ import azure.functions as func
 from shared.errors import ApiError, ValidationError
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
 from shared.runs.accept import accept_run, check_idempotency_key
+from shared.runs.dispatch import undispatched_targets
 from shared.runs.model import RunStatus
 from shared.runs.services import get_services
 from shared.runs.views import machine_view, run_view
@@ -59,7 +60,8 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     run = svc.store.get_run(run_id)
     if run is None:
         raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-    return _run_answer(req, run_view(run, svc.store.list_targets(run_id)))
+    targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
+    return _run_answer(req, run_view(run, targets))
 
 
 @bp.route(route="runs", methods=["GET"])

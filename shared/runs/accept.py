@@ -1,9 +1,10 @@
 """Accepting a run: validate (done by the caller), persist, queue one dispatch message, answer.
 
-Order matters for "nothing half-written": targets first (batched upserts), then the run entity,
-which is what makes the run visible, then the dispatch message. A crash before the run entity
-leaves only unreachable target rows; a crash after it leaves a visible run that a retry with the
-same Idempotency-Key (or the sweeper) dispatches.
+Order matters for "nothing half-written": the machine list first (one transaction of chunk
+entities), then the run entity, which is what makes the run visible, then the dispatch message.
+A crash before the run entity leaves only unreachable chunk rows; a crash after it leaves a visible
+run that a retry with the same Idempotency-Key dispatches. Target rows are created by the dispatch
+worker, so the HTTP answer costs three storage round-trips whatever the run's size.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 from shared.errors import ApiError, ValidationError
-from shared.runs.model import MachineState, RunStatus, iso, utcnow
+from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import Services
 from shared.validation.run_request import RunRequest
 
@@ -58,19 +59,7 @@ def accept_run(
             return existing, False
 
     now = iso(utcnow())
-    store.insert_targets([
-        {
-            "PartitionKey": run_id,
-            "RowKey": vm.key,
-            "resourceId": vm.resource_id,
-            "state": MachineState.QUEUED.value,
-            "seq": 0,
-            "createdAt": now,
-            "updatedAt": now,
-            "nextActionAt": now,
-        }
-        for vm in request.machines
-    ])
+    store.save_machine_chunks(run_id, [vm.resource_id for vm in request.machines])
     run = {
         "RowKey": run_id,
         "createdAt": now,

@@ -1,8 +1,10 @@
 """Fan a run out into one step message per machine, off the HTTP path.
 
-The HTTP function queues a single dispatch message so a 1,000-machine request answers in
-milliseconds; this worker sends the per-machine messages in parallel. A duplicate dispatch is
-harmless: each machine's `seq` and ETag let only one delivery act.
+The HTTP function stores the machine list and queues a single dispatch message, so a
+1,000-machine request answers in milliseconds; this worker creates the target rows (one
+transaction per 100 machines) and sends the per-machine messages in parallel. A duplicate or
+retried dispatch is harmless: target rows are created, never overwritten, and each machine's
+`seq` and ETag let only one delivery of a step act.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shared.runs.messages import DispatchMessage
 from shared.runs.model import MachineState, RunStatus, iso, utcnow
 from shared.runs.services import Services
+from shared.validation.resource_ids import parse_vm_id
 
 log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
@@ -27,9 +30,42 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
     if run.get("dispatchedAt"):
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
-    queued = svc.store.list_targets(msg.run_id, where=f"state eq '{MachineState.QUEUED.value}'")
+    create_targets(msg.run_id, svc)
+    queued = svc.store.list_targets(msg.run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0")
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(lambda t: svc.send_step(msg.run_id, t["RowKey"], int(t["seq"])), queued))
     svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
     log.info("dispatch: run %s queued %d machines", msg.run_id, len(queued))
     return len(queued)
+
+
+def queued_target(run_id: str, resource_id: str, now: str) -> dict[str, object]:
+    vm = parse_vm_id(resource_id, target="machines")
+    return {
+        "PartitionKey": run_id,
+        "RowKey": vm.key,
+        "resourceId": vm.resource_id,
+        "state": MachineState.QUEUED.value,
+        "seq": 0,
+        "createdAt": now,
+        "updatedAt": now,
+        "nextActionAt": now,
+    }
+
+
+def create_targets(run_id: str, svc: Services) -> int:
+    """Create the target rows chunk by chunk; chunks created by an earlier attempt are skipped."""
+    now = iso(utcnow())
+    created = 0
+    for chunk in svc.store.machine_chunks(run_id):
+        if svc.store.create_targets([queued_target(run_id, rid, now) for rid in chunk]):
+            created += len(chunk)
+    return created
+
+
+def undispatched_targets(run_id: str, svc: Services) -> list[dict[str, object]]:
+    """Before dispatch has created its rows, a run's machines are all Queued: show them from the request."""
+    existing = {t["RowKey"]: t for t in svc.store.list_targets(run_id)}
+    now = iso(utcnow())
+    return [existing.get(t["RowKey"], t) for chunk in svc.store.machine_chunks(run_id)
+            for t in (queued_target(run_id, rid, now) for rid in chunk)]

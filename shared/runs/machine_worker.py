@@ -279,6 +279,9 @@ def fail_poisoned_step(msg: StepMessage, svc: Services, queue_name: str) -> str:
 
 def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
     """The dispatch message itself was poisoned: fail the machines that never got going."""
+    from shared.runs.dispatch import create_targets
+
+    create_targets(run_id, svc)
     failed = 0
     for target in svc.store.list_targets(run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0"):
         try:

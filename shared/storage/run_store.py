@@ -3,6 +3,8 @@
 Layout (why: every read the API and workers make is a point read or one-partition query):
     RUNS_TABLE     PK "run",  RK runId          one entity per run (runIds sort newest first)
                    PK "idem", RK sha256(key)    Idempotency-Key claims → runId + request fingerprint
+                   PK runId,  RK "machines-NNNN"    the request's machine ids, 100 per entity, written in
+                                                    one transaction so accepting 1,000 machines is 1 round-trip
     TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
     PATCHES_TABLE  PK runId|machine key, RK patchId    PatchInstallationDetail rows
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.runs.model import TERMINAL_STATES
 from shared.settings import Settings
@@ -30,6 +32,7 @@ from shared.storage.clients import table
 RUN_PARTITION = "run"
 IDEMPOTENCY_PARTITION = "idem"
 MAX_BATCH_ENTITIES = 100
+CHUNK = 100  # machines per chunk entity: one chunk becomes one target transaction
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
 
 
@@ -85,11 +88,36 @@ class RunStore:
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
     # -- runs ----------------------------------------------------------------------------------
-    def insert_targets(self, entities: list[dict[str, Any]]) -> None:
-        """Upserts, so a retried request after a crash rewrites the same rows harmlessly."""
+    def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:
+        """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""
+        entities = [
+            {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
+             "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"))}
+            for i in range(0, len(resource_ids), CHUNK)
+        ]
         for batch in batches(entities):
-            self.ops["targetBatch"] += 1
-            self.targets.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            self.ops["machineChunks"] += 1
+            self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def machine_chunks(self, run_id: str) -> list[list[str]]:
+        self.ops["machineChunks"] += 1
+        rows = self.runs.query_entities(f"PartitionKey eq {_odata_str(run_id)}")
+        return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
+
+    def create_targets(self, entities: list[dict[str, Any]]) -> bool:
+        """Create one chunk's targets in one transaction; False if it was created before.
+
+        Never an upsert: a second dispatch must not reset machines that already started. A
+        transaction is all-or-nothing, so "already exists" means the whole chunk exists.
+        """
+        self.ops["targetBatch"] += 1
+        try:
+            self.targets.submit_transaction([("create", e) for e in entities])
+            return True
+        except TableTransactionError as exc:
+            if exc.error_code == "EntityAlreadyExists":
+                return False
+            raise
 
     def create_run(self, run: dict[str, Any]) -> bool:
         """False if the run already exists (a retried request that had got this far)."""

@@ -11,10 +11,10 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from tools.azure_simulator import Simulator, SimulatorConfig
 
 from shared.runs.services import Services, get_services, reset_services
 from shared.storage.clients import reset_clients
-from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
 DEV_TOKEN = "integration-test-token"

@@ -1,0 +1,244 @@
+"""The run machinery against Azurite and the ARM simulator over real HTTP, delivered in-process.
+
+These tests call the app's own trigger functions (HTTP and queue) directly, so they can control
+delivery: duplicates, poison, deadlines. tests/integration/test_local_host_runs.py runs the same
+app through the local Functions host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+from tools.azure_simulator import Simulator
+
+from shared.functions import run_workers, runs_api
+from shared.runs.model import iso, utcnow
+from shared.runs.services import Services, get_services, reset_services
+from tests.integration.queue_pump import QueuePump
+
+INSTALL = {
+    "maximumDuration": "PT2H",
+    "rebootSetting": "IfRequired",
+    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
+}
+
+
+def post_run(machines: list[str], install: dict[str, Any] | None = None, key: str | None = None,
+             raw: bytes | None = None) -> func.HttpResponse:
+    headers = {"Content-Type": "application/json", **({"Idempotency-Key": key} if key else {})}
+    body = raw if raw is not None else json.dumps({"machines": machines, "installPatches": install or INSTALL}).encode()
+    return runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1:7071/api/runs?code=k1", headers=headers,
+                                                body=body))
+
+
+def get_run(run_id: str) -> func.HttpResponse:
+    return runs_api.get_run(func.HttpRequest("GET", f"http://127.0.0.1:7071/api/runs/{run_id}", body=b"",
+                                             route_params={"runId": run_id}))
+
+
+def run_view(run_id: str) -> dict[str, Any]:
+    return json.loads(get_run(run_id).get_body())
+
+
+def start(machines: list[str], **kw: Any) -> str:
+    resp = post_run(machines, **kw)
+    assert resp.status_code == 202, resp.get_body()
+    return json.loads(resp.get_body())["id"]
+
+
+def finished(run_id: str) -> bool:
+    return get_run(run_id).status_code == 200
+
+
+def machine(view: dict[str, Any], vm_id: str) -> dict[str, Any]:
+    return next(m for m in view["machines"] if m["id"].lower() == vm_id.lower())
+
+
+def by_vm(sim: Simulator) -> dict[str, dict[str, int]]:
+    return sim.calls()["byVm"]
+
+
+def test_accepts_with_location_retry_after_and_function_key(services: Services, simulator: Simulator) -> None:
+    resp = post_run(simulator.vm_ids()[:2])
+    assert resp.status_code == 202
+    body = json.loads(resp.get_body())
+    assert resp.headers["Location"] == f"http://127.0.0.1:7071/api/runs/{body['id']}?code=k1"
+    assert resp.headers["Retry-After"] == "1"
+    assert body["status"] == "Accepted" and body["machineCount"] == 2
+    assert get_run(body["id"]).status_code == 202
+
+
+def test_every_message_delivered_twice_still_one_install_per_machine(services: Services,
+                                                                     simulator: Simulator) -> None:
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    pump = QueuePump(services, duplicate=True)
+    pump.run_until(lambda: finished(run_id), timeout=90)
+    calls = by_vm(simulator)
+    for vm in vms:
+        assert calls[vm.lower()]["installPatches"] == 1, vm
+    view = run_view(run_id)
+    assert view["status"] in ("Succeeded", "CompletedWithWarnings", "Failed")
+    assert all(m["state"] == "Completed" for m in view["machines"])
+    assert pump.delivered[services.settings.operations_queue] >= 2 * 2 * len(vms)  # start + ≥1 poll, twice
+
+
+def test_results_in_table_storage_equal_what_the_simulator_did(services: Services, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()[:6]
+    run_id = start(vms)
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
+    state = {v["id"].lower(): v for v in simulator.state()["vms"]}
+    view = run_view(run_id)
+    for vm in vms:
+        ops = [op for op in state[vm.lower()]["operations"] if op["kind"] == "installPatches"]
+        assert len(ops) == 1
+        result = ops[0]["result"]
+        mine = machine(view, vm)
+        for field in ("status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
+                      "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount",
+                      "notSelectedPatchCount"):
+            assert mine.get(field) == result.get(field), (vm, field)
+        detail = runs_api.get_run_machine(func.HttpRequest(
+            "GET", "http://x/api", body=b"", route_params={"runId": run_id, **_route(vm)}))
+        assert detail.status_code == 200
+        assert json.loads(detail.get_body())["patches"] == result["patches"]
+
+
+def _route(vm_id: str) -> dict[str, str]:
+    parts = vm_id.split("/")
+    return {"subscriptionId": parts[2], "resourceGroupName": parts[4], "vmName": parts[8]}
+
+
+def test_bad_request_writes_nothing(services: Services, simulator: Simulator) -> None:
+    resp = post_run(simulator.vm_ids()[:1], install={**INSTALL, "rebootSetting": "Sometimes"})
+    assert resp.status_code == 400
+    error = json.loads(resp.get_body())["error"]
+    assert error["target"] == "installPatches.rebootSetting" and error["code"] == "InvalidParameter"
+    assert list(services.store.targets.list_entities()) == []
+    assert list(services.store.runs.list_entities()) == []
+    assert services.dispatch_queue.peek_messages() == []
+
+
+def test_idempotency_key(services: Services, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()[:2]
+    first = start(vms, key="abc")
+    again = post_run(list(reversed(vms)), key="abc", install={**INSTALL, "rebootSetting": "ifrequired"})
+    assert again.status_code == 202 and json.loads(again.get_body())["id"] == first
+    other = post_run(vms[:1], key="abc")
+    assert other.status_code == 409
+    assert json.loads(other.get_body())["error"]["code"] == "IdempotencyKeyReused"
+    runs = [e for e in services.store.runs.list_entities() if e["PartitionKey"] == "run"]
+    assert [r["RowKey"] for r in runs] == [first]
+
+
+def reconfigure(**env: str) -> Services:
+    """Change settings mid-test, as a redeploy with new app settings would."""
+    os.environ.update(env)
+    reset_services()
+    return get_services()
+
+
+def test_conflict_retries_are_bounded(services: Services, simulator: Simulator) -> None:
+    services = reconfigure(MAX_CONFLICT_RETRIES="2")
+    simulator.set_faults(conflict_rate=1.0)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), vm)
+    assert mine["state"] == "Failed"
+    assert "conflict" in mine["error"]["message"]
+    assert by_vm(simulator)[vm.lower()]["installPatches"] == 3  # first try + 2 retries
+    assert by_vm(simulator)[vm.lower()].get("installPatchesAccepted", 0) == 0
+
+
+def test_throttling_waits_exactly_retry_after(services: Services, simulator: Simulator) -> None:
+    simulator.set_faults(throttle_rate=1.0, throttle_retry_after=7)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(services)
+    pump.pump_once()  # dispatch
+    pump.pump_once()  # first step meets 429
+    target = services.store.get_target(run_id, _key(vm))
+    assert target is not None and target["throttles"] == 1 and target["state"] == "Queued"
+    waited = _seconds_between(target["updatedAt"], target["nextActionAt"])
+    assert 6.5 <= waited <= 7.5
+    simulator.set_faults(throttle_rate=0.0)
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert machine(run_view(run_id), vm)["state"] == "Completed"
+
+
+def test_server_errors_back_off_then_fail(services: Services, simulator: Simulator) -> None:
+    services = reconfigure(MAX_TRANSIENT_RETRIES="2")
+    simulator.set_faults(error_rate=1.0)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), vm)
+    assert mine["state"] == "Failed" and "transient" in mine["error"]["message"]
+    assert len(mine["armCalls"]) == 3 and all(c["status"] >= 500 for c in mine["armCalls"])
+
+
+def test_unknown_vm_fails_with_arms_error(services: Services, simulator: Simulator) -> None:
+    ghost = simulator.vm_ids()[0].rsplit("/", 1)[0] + "/does-not-exist"
+    run_id = start([ghost])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), ghost)
+    assert mine["state"] == "Failed" and mine["error"]["code"] == "ResourceNotFound"
+
+
+def test_vm_without_parameters_for_its_os_fails_clearly(services: Services, simulator: Simulator) -> None:
+    linux = [v["id"] for v in simulator.state()["vms"] if v["osType"] == "Linux"][:1]
+    windows_only = {k: v for k, v in INSTALL.items() if k != "linuxParameters"}
+    run_id = start(linux, install=windows_only)
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), linux[0])
+    assert mine["error"]["code"] == "NoParametersForOsType"
+    assert by_vm(simulator)[linux[0].lower()].get("installPatches", 0) == 0
+
+
+def test_poll_past_deadline_times_out(services: Services, simulator: Simulator) -> None:
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(services)
+    pump.pump_once()
+    pump.pump_once()  # started: Running with a deadline
+    target = services.store.get_target(run_id, _key(vm))
+    assert target is not None and target["state"] == "Running"
+    services.store.update_target(target, {"deadline": iso(utcnow() - timedelta(seconds=1))})
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert machine(run_view(run_id), vm)["state"] == "TimedOut"
+    assert run_view(run_id)["status"] == "Failed"
+
+
+def test_poisoned_step_fails_the_machine_and_the_run_finishes(services: Services, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()[:2]
+    run_id = start(vms)
+    pump = QueuePump(services)
+    pump.pump_once()  # dispatch → two step messages
+    client = pump.routes[1][0]
+    msgs = list(client.receive_messages(max_messages=2, visibility_timeout=60))
+    assert len(msgs) == 2
+    for m in msgs:  # as if each had failed maxDequeueCount times and moved to the poison queue
+        run_workers.operation_poison(func.QueueMessage(id=m.id, body=m.content.encode()))
+        client.delete_message(m)
+    view = run_view(run_id)
+    assert view["status"] == "Failed"
+    assert {m["error"]["code"] for m in view["machines"]} == {"PoisonMessage"}
+    run = services.store.get_run(run_id)
+    assert run is not None and run["active"] is False and run["completedAt"]
+
+
+def _key(vm_id: str) -> str:
+    parts = vm_id.split("/")
+    return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
+
+
+def _seconds_between(a: str, b: str) -> float:
+    from shared.runs.model import parse_iso
+
+    return (parse_iso(b) - parse_iso(a)).total_seconds()
