@@ -242,3 +242,23 @@ def _seconds_between(a: str, b: str) -> float:
     from shared.runs.model import parse_iso
 
     return (parse_iso(b) - parse_iso(a)).total_seconds()
+
+
+def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, simulator: Simulator) -> None:
+    from shared.runs.sweeper import sweep
+
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(services)
+    pump.pump_once()
+    pump.pump_once()  # started; the next poll message is queued
+    services.operations_queue.clear_messages()  # the worker "died" before queuing it
+    target = services.store.get_target(run_id, _key(vm))
+    assert target is not None and target["state"] == "Running"
+    assert sweep(services, utcnow())["requeued"] == 0  # not overdue yet: no duplicate work
+    services.store.update_target(target, {"nextActionAt": iso(utcnow() - timedelta(minutes=20))})
+    assert sweep(services, utcnow())["requeued"] == 1
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert machine(run_view(run_id), vm)["state"] == "Completed"
+    assert by_vm(simulator)[vm.lower()]["installPatchesAccepted"] == 1
+    assert sweep(services, utcnow())["runs"] == 0  # the run is closed

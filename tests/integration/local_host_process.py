@@ -1,0 +1,46 @@
+"""Run the local Functions host as its own process, as `make run` does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tools.azurite import REPO_ROOT, free_port
+
+
+class HostProcess:
+    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT), "--port", str(self.port)],
+            env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> HostProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"host exited {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                requests.get(f"{self.base_url}/api/runs", timeout=1)
+                return self
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError(f"host not ready in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
