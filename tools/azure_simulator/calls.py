@@ -1,0 +1,65 @@
+"""Who called what: every ARM request is counted, including the ones rejected with 4xx/5xx or dropped.
+
+Tests assert on these counts (e.g. "exactly one installPatches per VM despite duplicate messages"), so a
+request is counted as soon as its route is known, before any fault or check can reject it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+PER_VM_KINDS = (
+    "installPatches",
+    "installPatchesAccepted",
+    "assessPatches",
+    "assessPatchesAccepted",
+    "get",
+    "instanceView",
+    "poll",
+)
+
+
+class CallLog:
+    def __init__(self, vm_keys: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._vm_keys = list(vm_keys)
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._by_vm: dict[str, Counter[str]] = {key: Counter() for key in self._vm_keys}
+            self._total: Counter[str] = Counter()
+            self._throttled = 0
+            self._faults: Counter[str] = Counter()
+            self._statuses: Counter[int] = Counter()
+
+    def record(self, kind: str, vm_key: str | None = None) -> None:
+        with self._lock:
+            self._total[kind] += 1
+            if vm_key is not None:
+                self._by_vm.setdefault(vm_key, Counter())[kind] += 1
+
+    def status(self, code: int) -> None:
+        with self._lock:
+            self._statuses[code] += 1
+            if code == 429:
+                self._throttled += 1
+
+    def fault(self, kind: str) -> None:
+        with self._lock:
+            self._faults[kind] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "byVm": {
+                    key: {k: counts.get(k, 0) for k in PER_VM_KINDS} for key, counts in self._by_vm.items()
+                },
+                "total": {**{k: 0 for k in (*PER_VM_KINDS, "list")}, **dict(self._total)},
+                "throttled": self._throttled,
+                "faults": sum(self._faults.values()),
+                "faultsByKind": dict(self._faults),
+                "statuses": {str(k): v for k, v in sorted(self._statuses.items())},
+            }

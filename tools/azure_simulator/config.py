@@ -1,0 +1,88 @@
+"""Simulator settings: the fleet's shape, ARM/Compute throttling budgets and injected faults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class FaultSettings:
+    """Knobs for misbehaviour; all default to a perfectly healthy ARM.
+
+    Settable at start (SimulatorConfig.faults) and at run time (Simulator.set_faults, POST /_sim/faults).
+    """
+
+    error_rate: float = 0.0  # share of ARM requests answered 500/503 before any processing
+    drop_rate: float = 0.0  # share of ARM requests whose connection is closed with no response, unprocessed
+    latency_ms: int = 0  # added before every ARM request
+    conflict_rate: float = 0.0  # share of patch POSTs answered 409 as if another operation were running
+    throttle_rate: float = 0.0  # share of ARM requests answered 429 SubscriptionRequestsThrottled
+    throttle_retry_after: int = 2  # Retry-After (seconds) on injected 429s
+    patch_failure_rate: float = 0.0  # chance each patch selected for installation fails
+    seed: int | None = None  # seed of the fault dice; None derives it from the fleet seed
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply a partial update, refusing unknown names and out-of-range rates (fail loudly in tests)."""
+        known = {f.name: f for f in fields(self)}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"unknown fault setting {name!r}; known: {', '.join(sorted(known))}")
+            if name.endswith("_rate"):
+                rate = float(value)
+                if not 0.0 <= rate <= 1.0:
+                    raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+                setattr(self, name, rate)
+            elif name == "seed":
+                setattr(self, name, None if value is None else int(value))
+            else:
+                number = int(value)
+                if number < 0:
+                    raise ValueError(f"{name} must be >= 0, got {value!r}")
+                setattr(self, name, number)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything that shapes one simulated ARM endpoint. Defaults mirror Azure's documented limits."""
+
+    vms: int = 20  # fleet size, spread over all subscriptions
+    subscriptions: int = 1
+    seed: int = 1
+    time_scale: float = 600.0  # simulated seconds per real second
+    windows_ratio: float = 0.5
+    stopped_ratio: float = 0.0  # share of VMs generated deallocated/stopped
+    page_size: int = 100
+    location: str = "westus"
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port
+    required_token: str | None = None  # None = any non-empty bearer token is accepted
+    retry_after_seconds: int = 5  # Retry-After on 202s, in real seconds
+    # ARM per-subscription token buckets (bucket size, refill per real second), as documented since 2024.
+    read_burst: int = 250
+    read_rate: float = 25.0
+    write_burst: int = 200
+    write_rate: float = 10.0
+    # Compute's guest-patch throttling policy for installPatches/assessPatches POSTs; None disables a bucket.
+    patch_ops_per_vm_burst: int | None = 6
+    patch_ops_per_vm_per_min: float | None = 2
+    patch_ops_per_sub_burst: int | None = 600
+    patch_ops_per_sub_per_min: float | None = 200
+    operation_seconds: tuple[float, float] = (60.0, 240.0)  # simulated fixed overhead of each operation
+    reboot_seconds: float = 180.0  # simulated time a reboot adds to an installation
+    faults: FaultSettings = field(default_factory=FaultSettings)
+
+    def __post_init__(self) -> None:
+        if self.vms < 0 or self.subscriptions < 1:
+            raise ValueError("need vms >= 0 and subscriptions >= 1")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        if self.page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        if isinstance(self.faults, dict):
+            settings = FaultSettings()
+            settings.update(self.faults)
+            self.faults = settings

@@ -1,0 +1,391 @@
+"""The long-running-operation engine: patch operations on the simulated clock, and the VM state they change.
+
+An operation's whole outcome is decided when it is accepted (deterministically), and becomes visible when
+its real finish time passes: `settle()` then applies it to the VM (installed patches leave the pending list,
+reboot state and the instance view's patchStatus change). Nothing runs in the background, so there is no
+timer thread to race with, and a stopped simulator leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tools.azure_simulator.config import SimulatorConfig
+from tools.azure_simulator.fleet import Fleet, VirtualMachine, iso_z
+from tools.azure_simulator.patching import (
+    InstallOutcome,
+    InstallParameters,
+    assessment_result,
+    simulate_install,
+)
+
+KINDS = ("installPatches", "assessPatches")
+
+
+def iso_offset(when: datetime) -> str:
+    """Operation-status timestamps, as Compute writes them: 2020-04-24T21:02:04.2556154+00:00."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
+
+
+@dataclass
+class Operation:
+    op_id: str
+    kind: str
+    vm: VirtualMachine
+    request: Any
+    api_version: str
+    started: datetime  # wall clock
+    started_real: float  # monotonic
+    finish_real: float  # monotonic
+    simulated_seconds: float
+    result: dict[str, Any]
+    outcome: InstallOutcome | None = None
+    applied: bool = False
+    ended: datetime | None = None
+
+    def done(self, now_real: float) -> bool:
+        return now_real >= self.finish_real
+
+    def status(self, now_real: float) -> str:
+        return "Succeeded" if self.done(now_real) else "InProgress"
+
+    def async_body(self, now_real: float) -> dict[str, Any]:
+        """What the Azure-AsyncOperation URL returns (Compute's OperationStatusResponse)."""
+        body: dict[str, Any] = {
+            "startTime": iso_offset(self.started),
+            "status": self.status(now_real),
+            "name": self.op_id,
+        }
+        if self.done(now_real):
+            body["endTime"] = iso_offset(self.end_time())
+            body["properties"] = {"output": self.result}
+        return body
+
+    def end_time(self) -> datetime:
+        return self.ended or self.started + timedelta(seconds=self.finish_real - self.started_real)
+
+    def state(self, now_real: float) -> dict[str, Any]:
+        done = self.done(now_real)
+        return {
+            "opId": self.op_id,
+            "kind": self.kind,
+            "status": self.status(now_real),
+            "vmId": self.vm.id,
+            "apiVersion": self.api_version,
+            "startTime": iso_offset(self.started),
+            "endTime": iso_offset(self.end_time()) if done else None,
+            "simulatedSeconds": self.simulated_seconds,
+            "realSeconds": round(self.finish_real - self.started_real, 4),
+            "request": self.request,
+            "result": self.result if done else None,
+        }
+
+
+@dataclass
+class OperationEngine:
+    """Owns the fleet's mutable state; every public method takes the engine's lock."""
+
+    config: SimulatorConfig
+    fleet: Fleet
+    patch_failure_rng: Callable[[], random.Random]
+    patch_failure_rate: Callable[[], float]
+    clock: Callable[[], float] = time.monotonic
+    operations: dict[str, Operation] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _running: dict[str, Operation] = field(default_factory=dict)
+    _by_vm: dict[str, list[str]] = field(default_factory=dict)
+    _last_assessment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _last_installation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _counter: int = 0
+
+    def __post_init__(self) -> None:
+        self._created = datetime.now(UTC)
+        self._ids = random.Random(f"operations:{self.config.seed}")
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _next(self) -> tuple[str, random.Random]:
+        self._counter += 1
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4)), random.Random(
+            f"op:{self.config.seed}:{self._counter}"
+        )
+
+    def settle(self) -> None:
+        """Apply every operation whose finish time has passed (in the order they finish)."""
+        with self.lock:
+            now = self.clock()
+            due = sorted(
+                (op for op in self.operations.values() if not op.applied and op.done(now)),
+                key=lambda op: op.finish_real,
+            )
+            for op in due:
+                self._apply(op)
+
+    def _apply(self, op: Operation) -> None:
+        vm = op.vm
+        op.applied = True
+        op.ended = op.end_time()
+        if self._running.get(vm.key) is op:
+            del self._running[vm.key]
+        if op.kind == "installPatches" and op.outcome is not None:
+            gone = {p.patch_id for p in op.outcome.installed}
+            vm.pending = [p for p in vm.pending if p.patch_id not in gone]
+            vm.installed.extend(op.outcome.installed)
+            vm.reboot_pending = op.outcome.reboot_pending_after
+            r = op.result
+            self._last_installation[vm.key] = {
+                "status": r["status"],
+                "installationActivityId": r["installationActivityId"],
+                "maintenanceWindowExceeded": r["maintenanceWindowExceeded"],
+                "notSelectedPatchCount": r["notSelectedPatchCount"],
+                "excludedPatchCount": r["excludedPatchCount"],
+                "pendingPatchCount": r["pendingPatchCount"],
+                "installedPatchCount": r["installedPatchCount"],
+                "failedPatchCount": r["failedPatchCount"],
+                "startTime": r["startDateTime"],
+                "lastModifiedTime": iso_z(op.ended),
+                "error": r["error"],
+            }
+            # The patch extension assesses again after installing, so the available summary moves on too.
+            self._last_assessment[vm.key] = self._summary(
+                vm, str(uuid.uuid5(uuid.NAMESPACE_URL, op.op_id)), op.ended, op.ended
+            )
+        elif op.kind == "assessPatches":
+            r = op.result
+            self._last_assessment[vm.key] = {
+                "status": r["status"],
+                "assessmentActivityId": r["assessmentActivityId"],
+                "rebootPending": r["rebootPending"],
+                "criticalAndSecurityPatchCount": r["criticalAndSecurityPatchCount"],
+                "otherPatchCount": r["otherPatchCount"],
+                "startTime": r["startDateTime"],
+                "lastModifiedTime": iso_z(op.ended),
+                "error": None,
+            }
+
+    def _summary(self, vm: VirtualMachine, activity: str, start: datetime, end: datetime) -> dict[str, Any]:
+        critical = sum(1 for p in vm.pending if p.critical_or_security)
+        return {
+            "status": "Succeeded",
+            "assessmentActivityId": activity,
+            "rebootPending": vm.reboot_pending,
+            "criticalAndSecurityPatchCount": critical,
+            "otherPatchCount": len(vm.pending) - critical,
+            "startTime": iso_z(start),
+            "lastModifiedTime": iso_z(end),
+            "error": None,
+        }
+
+    def running(self, vm: VirtualMachine) -> Operation | None:
+        with self.lock:
+            self.settle()
+            return self._running.get(vm.key)
+
+    def _register(self, op: Operation) -> Operation:
+        self.operations[op.op_id] = op
+        self._running[op.vm.key] = op
+        self._by_vm.setdefault(op.vm.key, []).append(op.op_id)
+        return op
+
+    def start_install(
+        self, vm: VirtualMachine, params: InstallParameters, request: Any, api_version: str
+    ) -> Operation:
+        with self.lock:
+            op_id, rng = self._next()
+            started = self.now()
+            overhead = rng.uniform(*self.config.operation_seconds)
+            outcome = simulate_install(
+                list(vm.pending),
+                params,
+                reboot_pending_before=vm.reboot_pending,
+                overhead=overhead,
+                reboot_seconds=self.config.reboot_seconds,
+                failure_rate=self.patch_failure_rate(),
+                rng=self.patch_failure_rng(),
+                activity_id=op_id,
+                started=started,
+            )
+            real = self.clock()
+            return self._register(
+                Operation(
+                    op_id,
+                    "installPatches",
+                    vm,
+                    request,
+                    api_version,
+                    started,
+                    real,
+                    real + outcome.simulated_seconds / self.config.time_scale,
+                    outcome.simulated_seconds,
+                    outcome.result,
+                    outcome,
+                )
+            )
+
+    def start_assess(self, vm: VirtualMachine, request: Any, api_version: str) -> Operation:
+        with self.lock:
+            op_id, rng = self._next()
+            started = self.now()
+            seconds = rng.uniform(*self.config.operation_seconds)
+            real = self.clock()
+            finish = real + seconds / self.config.time_scale
+            result = assessment_result(
+                list(vm.pending),
+                reboot_pending=vm.reboot_pending,
+                activity_id=op_id,
+                started=started,
+                assessed_at=started + timedelta(seconds=finish - real),
+            )
+            return self._register(
+                Operation(
+                    op_id, "assessPatches", vm, request, api_version, started, real, finish, seconds, result
+                )
+            )
+
+    def get(self, op_id: str) -> Operation | None:
+        with self.lock:
+            self.settle()
+            return self.operations.get(op_id.lower())
+
+    def patch_status(self, vm: VirtualMachine) -> dict[str, Any]:
+        """VirtualMachinePatchStatus for the instance view, reflecting finished and running operations."""
+        with self.lock:
+            self.settle()
+            now_real = self.clock()
+            assessment = self._last_assessment.get(vm.key) or self._summary(
+                vm,
+                str(uuid.uuid5(uuid.NAMESPACE_URL, vm.key)),
+                self._created - timedelta(hours=6),
+                self._created - timedelta(hours=6) + timedelta(minutes=3),
+            )
+            status: dict[str, Any] = {"availablePatchSummary": dict(assessment)}
+            running = self._running.get(vm.key)
+            if running is not None and not running.done(now_real):
+                progress = {
+                    "status": "InProgress",
+                    "startTime": iso_z(running.started),
+                    "lastModifiedTime": iso_z(self.now()),
+                    "error": None,
+                }
+                if running.kind == "assessPatches":
+                    status["availablePatchSummary"] = {
+                        **assessment,
+                        **progress,
+                        "assessmentActivityId": running.op_id,
+                    }
+                else:
+                    status["lastPatchInstallationSummary"] = {
+                        **progress,
+                        "installationActivityId": running.op_id,
+                        "maintenanceWindowExceeded": False,
+                        "notSelectedPatchCount": 0,
+                        "excludedPatchCount": 0,
+                        "pendingPatchCount": 0,
+                        "installedPatchCount": 0,
+                        "failedPatchCount": 0,
+                    }
+            if "lastPatchInstallationSummary" not in status and vm.key in self._last_installation:
+                status["lastPatchInstallationSummary"] = dict(self._last_installation[vm.key])
+            when = iso_z(self._created)
+            status["configurationStatuses"] = [
+                {
+                    "code": "PatchModeConfigurationState/Ready",
+                    "level": "Info",
+                    "displayStatus": "Status_PatchModeConfigurationState_Ready",
+                    "time": when,
+                },
+                {
+                    "code": "AssessmentModeConfigurationState/Ready",
+                    "level": "Info",
+                    "displayStatus": "Status_AssessmentModeConfigurationState_Ready",
+                    "time": when,
+                },
+            ]
+            return status
+
+    def instance_view(self, vm: VirtualMachine) -> dict[str, Any]:
+        """VirtualMachineInstanceView (shape of VirtualMachine_Get_InstanceView.json)."""
+        created = vm.time_created.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
+        power_display = {"running": "VM running", "deallocated": "VM deallocated", "stopped": "VM stopped"}
+        view: dict[str, Any] = {}
+        if vm.power_state == "running":
+            view.update(
+                {
+                    "computerName": vm.name[:15] if vm.os_type == "Windows" else vm.name,
+                    "osName": vm.image.os_name,
+                    "osVersion": vm.image.os_version,
+                    "vmAgent": {
+                        "vmAgentVersion": "2.7.41491.1176" if vm.os_type == "Windows" else "2.13.1.1",
+                        "statuses": [
+                            {
+                                "code": "ProvisioningState/succeeded",
+                                "level": "Info",
+                                "displayStatus": "Ready",
+                                "message": "GuestAgent is running and processing the extensions.",
+                                "time": iso_offset(self.now()),
+                            }
+                        ],
+                        "extensionHandlers": [],
+                    },
+                }
+            )
+        view["hyperVGeneration"] = "V2"
+        view["disks"] = [
+            {
+                "name": f"{vm.name}_OsDisk_1",
+                "statuses": [
+                    {
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Provisioning succeeded",
+                        "time": created,
+                    }
+                ],
+            }
+        ]
+        view["patchStatus"] = self.patch_status(vm)
+        view["isVMInStandbyPool"] = False
+        view["statuses"] = [
+            {
+                "code": "ProvisioningState/succeeded",
+                "level": "Info",
+                "displayStatus": "Provisioning succeeded",
+                "time": created,
+            },
+            {
+                "code": f"PowerState/{vm.power_state}",
+                "level": "Info",
+                "displayStatus": power_display[vm.power_state],
+            },
+        ]
+        return view
+
+    def vm_state(self, vm: VirtualMachine) -> dict[str, Any]:
+        with self.lock:
+            self.settle()
+            now_real = self.clock()
+            running = self._running.get(vm.key)
+            return {
+                "id": vm.id,
+                "name": vm.name,
+                "subscriptionId": vm.subscription_id,
+                "resourceGroup": vm.resource_group,
+                "location": vm.location,
+                "osType": vm.os_type,
+                "osName": vm.image.os_name,
+                "osVersion": vm.image.os_version,
+                "powerState": vm.power_state,
+                "rebootPending": vm.reboot_pending,
+                "runningOperation": running.op_id if running is not None else None,
+                "pendingPatches": [p.summary() for p in vm.pending],
+                "installedPatches": [p.summary() for p in vm.installed],
+                "operations": [self.operations[i].state(now_real) for i in self._by_vm.get(vm.key, [])],
+            }

@@ -1,0 +1,476 @@
+"""HTTP handling: ARM's Compute surface for VMs and patch operations, plus the /_sim admin API.
+
+The pipeline for every ARM request mirrors where real Azure rejects things: count the call, roll network
+faults (drop, latency), authenticate, check api-version, roll injected 5xx/429, charge ARM's subscription
+read/write bucket, then route to Compute (which has its own guest-patch throttling, validation and
+conflict checks). Every response, error or not, carries ARM's request-id headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from tools.azure_simulator.errors import ArmError
+from tools.azure_simulator.fleet import VirtualMachine
+from tools.azure_simulator.operations import Operation
+from tools.azure_simulator.patching import validate_install
+
+if TYPE_CHECKING:
+    from tools.azure_simulator.simulator import Simulator
+
+_SUB = r"/subscriptions/(?P<sub>[^/]+)"
+_RG = r"/resourcegroups/(?P<rg>[^/]+)"
+_CP = r"/providers/microsoft\.compute"
+ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("listAll", re.compile(f"^{_SUB}{_CP}/virtualmachines/?$", re.I)),
+    ("listRg", re.compile(f"^{_SUB}{_RG}{_CP}/virtualmachines/?$", re.I)),
+    ("listLocation", re.compile(f"^{_SUB}{_CP}/locations/(?P<loc>[^/]+)/virtualmachines/?$", re.I)),
+    ("operation", re.compile(f"^{_SUB}{_CP}/locations/(?P<loc>[^/]+)/operations/(?P<op>[^/]+)/?$", re.I)),
+    (
+        "vm",
+        re.compile(
+            f"^{_SUB}{_RG}{_CP}/virtualmachines/(?P<vm>[^/]+)"
+            r"(?:/(?P<action>instanceview|installpatches|assesspatches))?/?$",
+            re.I,
+        ),
+    ),
+)
+ACTIONS = {
+    "instanceview": "instanceView",
+    "installpatches": "installPatches",
+    "assesspatches": "assessPatches",
+}
+API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-(?:preview|privatepreview|beta|alpha))?$", re.I)
+SUPPORTED_VERSIONS = "2025-04-01, 2024-11-01, 2024-07-01, 2024-03-01, 2023-09-01, 2023-07-01, 2023-03-01"
+THROTTLE_MESSAGE = (
+    "The server rejected the request because too many requests have been received for this subscription."
+)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-serialisable, or None for an empty body
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body).encode()
+
+
+DROP = Response(0)  # sentinel: close the connection without answering
+
+
+def _error(err: ArmError) -> Response:
+    return Response(err.status, err.body(), dict(err.headers))
+
+
+class ArmApi:
+    """Turns a parsed Request into a Response; all state lives on the Simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    # ----------------------------------------------------------------------------------- entry point
+    def handle(self, req: Request) -> Response:
+        if req.path.lower().startswith("/_sim"):
+            try:
+                return self.sim.admin.handle(req)
+            except ArmError as err:
+                return _error(err)
+            except ValueError as err:
+                return Response(400, {"error": {"code": "InvalidRequest", "message": str(err)}})
+        route, match = self._route(req.path)
+        kind, vm_key = self._kind(req.method, route, match)
+        sim = self.sim
+        sim.call_log.record(kind, vm_key)
+        if sim.faults.should_drop():
+            sim.call_log.fault("drop")
+            return DROP
+        if sim.faults.latency_seconds():
+            time.sleep(sim.faults.latency_seconds())
+        write = req.method not in ("GET", "HEAD")
+        extra: dict[str, str] = {}
+        try:
+            self._authenticate(req)
+            api_version = self._api_version(req)
+            if (err := sim.faults.server_error()) is not None:
+                sim.call_log.fault(f"http{err.status}")
+                raise err
+            if sim.faults.throttled():
+                sim.call_log.fault("throttle")
+                raise self._arm_throttle_error(
+                    "write" if write else "read", match, sim.faults.settings.throttle_retry_after
+                )
+            if match is not None:
+                extra.update(self._charge_arm(req, match["sub"], write))
+            response = self._dispatch(req, route, match, api_version)
+        except ArmError as err:
+            response = _error(err)
+        for name, value in extra.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # ----------------------------------------------------------------------------------- routing
+    @staticmethod
+    def _route(path: str) -> tuple[str | None, dict[str, str] | None]:
+        decoded = unquote(path)
+        for name, pattern in ROUTES:
+            m = pattern.match(decoded)
+            if m:
+                return name, {k: v for k, v in m.groupdict().items() if v is not None}
+        return None, None
+
+    def _kind(self, method: str, route: str | None, match: dict[str, str] | None) -> tuple[str, str | None]:
+        if route is None or match is None:
+            return "other", None
+        if route.startswith("list"):
+            return "list", None
+        if route == "operation":
+            op = self.sim.engine.operations.get(match["op"].lower())
+            return "poll", op.vm.key if op is not None else None
+        key = (
+            f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
+            f"/providers/microsoft.compute/virtualmachines/{match['vm']}"
+        ).lower()
+        action = match.get("action")
+        if action is None:
+            return ("get" if method == "GET" else method.lower()), key
+        return ACTIONS[action.lower()], key
+
+    def _dispatch(
+        self, req: Request, route: str | None, match: dict[str, str] | None, api_version: str
+    ) -> Response:
+        if route is None or match is None:
+            raise ArmError(404, "NotFound", f"The requested resource '{req.path}' was not found.")
+        action = ACTIONS.get((match.get("action") or "").lower())
+        want = "POST" if action in ("installPatches", "assessPatches") else "GET"
+        if req.method != want:
+            raise ArmError(
+                405,
+                "MethodNotAllowed",
+                f"The requested resource does not support http method '{req.method}'.",
+            )
+        if route.startswith("list"):
+            return self._list(req, route, match, api_version)
+        if route == "operation":
+            return self._poll(req, match, api_version)
+        vm = self.sim.engine.fleet.vm(match["sub"], match["rg"], match["vm"])
+        if action is None:
+            return self._get_vm(req, vm)
+        if action == "instanceView":
+            return Response(200, self.sim.engine.instance_view(vm), self._compute_read_headers("LowCostGet"))
+        return self._start(req, vm, action, api_version)
+
+    # ----------------------------------------------------------------------------------- checks
+    def _authenticate(self, req: Request) -> None:
+        header = req.headers.get("authorization")
+        realm = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
+        if not header:
+            raise ArmError(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+                headers={
+                    "WWW-Authenticate": realm + ', error_description="The authentication failed '
+                    "because of missing 'Authorization' header.\""
+                },
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ArmError(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is provided in an invalid format.",
+                headers={
+                    "WWW-Authenticate": realm + ', error_description="The authentication failed '
+                    "because of an invalid 'Authorization' header.\""
+                },
+            )
+        required = self.sim.config.required_token
+        if required is not None and token.strip() != required:
+            raise ArmError(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+                headers={"WWW-Authenticate": realm + ', error_description="The access token is invalid."'},
+            )
+
+    @staticmethod
+    def _api_version(req: Request) -> str:
+        version = req.query.get("api-version")
+        if not version:
+            raise ArmError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        if not API_VERSION.match(version):
+            raise ArmError(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are '{SUPPORTED_VERSIONS}'.",
+            )
+        return version
+
+    def _actor(self, req: Request) -> str:
+        token = req.headers.get("authorization", "").partition(" ")[2]
+        return str(uuid.uuid5(uuid.NAMESPACE_OID, token))
+
+    def _arm_throttle_error(
+        self, op: str, match: dict[str, str] | None, retry_after: int, actor: str | None = None
+    ) -> ArmError:
+        sub = match["sub"] if match else "00000000-0000-0000-0000-000000000000"
+        actor = actor or str(uuid.uuid4())
+        return ArmError(
+            429,
+            "SubscriptionRequestsThrottled",
+            f"Number of '{op}' requests for subscription '{sub}' actor '{actor}' exceeded. "
+            f"Please try again after '{retry_after}' seconds after additional tokens are available. "
+            "Refer to https://aka.ms/arm-throttling",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def _charge_arm(self, req: Request, sub: str, write: bool) -> dict[str, str]:
+        buckets = self.sim.arm_writes if write else self.sim.arm_reads
+        op = "writes" if write else "reads"
+        bucket = buckets.get(sub.lower())
+        if not bucket.try_take():
+            raise self._arm_throttle_error(op[:-1], {"sub": sub}, bucket.retry_after(), self._actor(req))
+        return {f"x-ms-ratelimit-remaining-subscription-{op}": str(bucket.remaining())}
+
+    def _compute_read_headers(self, policy: str) -> dict[str, str]:
+        """Compute's informational read counters (reported, not enforced: ARM's buckets bind first)."""
+        values = []
+        for window in ("3Min", "30Min"):
+            bucket = self.sim.compute_reads[f"{policy}{window}"].get("all")
+            bucket.try_take()
+            values.append(f"Microsoft.Compute/{policy}{window};{bucket.remaining()}")
+        return {"x-ms-ratelimit-remaining-resource": ",".join(values)}
+
+    # ----------------------------------------------------------------------------------- reads
+    def _list(self, req: Request, route: str, match: dict[str, str], api_version: str) -> Response:
+        fleet = self.sim.engine.fleet
+        vms = fleet.in_subscription(match["sub"])
+        if route == "listRg":
+            rg = fleet.resource_group(match["sub"], match["rg"]).lower()
+            vms = [vm for vm in vms if vm.resource_group.lower() == rg]
+        elif route == "listLocation":
+            vms = [vm for vm in vms if vm.location.lower() == match["loc"].lower()]
+        token = req.query.get("$skiptoken", "0")
+        try:
+            start = int(token)
+        except ValueError:
+            raise ArmError(
+                400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
+            ) from None
+        page = vms[start : start + self.sim.config.page_size]
+        status_only = req.query.get("statusOnly", "").lower() == "true"
+        value = []
+        for vm in page:
+            model = vm.model()
+            if status_only:
+                model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
+            value.append(model)
+        body: dict[str, Any] = {"value": value}
+        if start + len(page) < len(vms):
+            query = {k: v for k, v in req.query.items() if k != "$skiptoken"}
+            query["api-version"] = api_version
+            query["$skiptoken"] = str(start + len(page))
+            body["nextLink"] = f"{self.sim.url}{req.path}?{urlencode(query)}"
+        return Response(200, body, self._compute_read_headers("HighCostGet"))
+
+    def _get_vm(self, req: Request, vm: VirtualMachine) -> Response:
+        model = vm.model()
+        if "instanceview" in req.query.get("$expand", "").lower():
+            model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
+        return Response(200, model, self._compute_read_headers("LowCostGet"))
+
+    def _poll(self, req: Request, match: dict[str, str], api_version: str) -> Response:
+        op = self.sim.engine.get(match["op"])
+        if (
+            op is None
+            or op.vm.subscription_id.lower() != match["sub"].lower()
+            or op.vm.location.lower() != match["loc"].lower()
+        ):
+            raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
+        now = self.sim.engine.clock()
+        headers = self._compute_read_headers("GetOperation")
+        if req.query.get("monitor", "").lower() == "true":
+            if not op.done(now):
+                headers.update(
+                    {
+                        "Location": self.operation_url(op, api_version, monitor=True),
+                        "Retry-After": str(self.sim.config.retry_after_seconds),
+                    }
+                )
+                return Response(202, None, headers)
+            return Response(200, op.result, headers)
+        if not op.done(now):
+            headers["Retry-After"] = str(self.sim.config.retry_after_seconds)
+        return Response(200, op.async_body(now), headers)
+
+    # ----------------------------------------------------------------------------------- writes
+    def operation_url(self, op: Operation, api_version: str, *, monitor: bool) -> str:
+        base = (
+            f"{self.sim.url}/subscriptions/{op.vm.subscription_id}/providers/Microsoft.Compute/locations/"
+            f"{op.vm.location}/operations/{op.op_id}"
+        )
+        query = {
+            "p": self.sim.partition_id,
+            **({"monitor": "true"} if monitor else {}),
+            "api-version": api_version,
+        }
+        return f"{base}?{urlencode(query)}"
+
+    def _start(self, req: Request, vm: VirtualMachine, action: str, api_version: str) -> Response:
+        sim = self.sim
+        body: Any = None
+        if req.body.strip():
+            try:
+                body = json.loads(req.body)
+            except ValueError:
+                raise ArmError(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                ) from None
+        remaining = sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
+        with sim.engine.lock:
+            params = validate_install(body, vm.os_type) if action == "installPatches" else None
+            if vm.power_state == "deallocated":
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation '{action}' is not allowed on VM '{vm.name}' since the VM is either "
+                    "deallocated or marked to be deallocated.",
+                )
+            if vm.power_state != "running":
+                raise ArmError(
+                    409, "OperationNotAllowed", "The operation requires the VM to be running (or set to run)."
+                )
+            running = sim.engine.running(vm)
+            spurious = running is None and sim.faults.conflict()
+            if running is not None or spurious:
+                if spurious:
+                    sim.call_log.fault("conflict")
+                other = (
+                    running.kind
+                    if running is not None
+                    else ("installPatches" if action == "assessPatches" else "assessPatches")
+                )
+                detail = {
+                    "code": "OperationInProgress",
+                    "target": other,
+                    "message": f"Operation '{other}'"
+                    + (
+                        f" ({running.op_id}) started at {running.started.isoformat()}"
+                        if running is not None
+                        else ""
+                    )
+                    + " is in progress on this virtual machine.",
+                }
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation '{action}' is not allowed on VM '{vm.name}' since another operation "
+                    f"is in progress.",
+                    details=[detail],
+                )
+            if params is not None:
+                op = sim.engine.start_install(vm, params, body, api_version)
+            else:
+                op = sim.engine.start_assess(vm, body, api_version)
+            sim.call_log.record(f"{action}Accepted", vm.key)
+        headers = {
+            "Location": self.operation_url(op, api_version, monitor=True),
+            "Azure-AsyncOperation": self.operation_url(op, api_version, monitor=False),
+            "Retry-After": str(sim.config.retry_after_seconds),
+            "x-ms-request-id": op.op_id,
+        }
+        if remaining:
+            headers["x-ms-ratelimit-remaining-resource"] = remaining
+        return Response(202, None, headers)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """http.server glue: parse, call ArmApi, write the response with ARM's standard headers."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    api: ArmApi  # set on a per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # keep test output clean; /_sim/calls is the log
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        req = Request(self.command, parts.path, query, headers, body)
+        response = self.api.handle(req)
+        if response is DROP:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        payload = response.encoded()
+        correlation = headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+        out = {
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+            "Expires": "-1",
+            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-correlation-request-id": correlation,
+            "x-ms-routing-request-id": f"{self.api.sim.config.location.upper()}:"
+            f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}:{correlation}",
+            "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if "x-ms-client-request-id" in headers:
+            out["x-ms-client-request-id"] = headers["x-ms-client-request-id"]
+        if payload:
+            out["Content-Type"] = "application/json; charset=utf-8"
+        out.update(response.headers)
+        if not req.path.startswith("/_sim"):
+            self.api.sim.call_log.status(response.status)
+        self.send_response(response.status)
+        for name, value in out.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve  # noqa: N815
+
+
+def make_server(api: ArmApi, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"api": api})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server

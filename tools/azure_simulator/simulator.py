@@ -1,0 +1,202 @@
+"""The Simulator object: builds the fleet and its state, serves it over HTTP, and exposes test hooks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tools.azure_simulator.calls import CallLog
+from tools.azure_simulator.config import SimulatorConfig
+from tools.azure_simulator.errors import ArmError
+from tools.azure_simulator.faults import FaultInjector
+from tools.azure_simulator.fleet import build_fleet
+from tools.azure_simulator.operations import OperationEngine
+from tools.azure_simulator.server import ArmApi, Request, Response, make_server
+from tools.azure_simulator.throttling import BucketSet, PatchThrottle
+
+POWER_STATES = ("running", "deallocated", "stopped")
+# Compute's informational read counters: (bucket size, refill per second) per policy window.
+COMPUTE_READ_POLICIES = {
+    "LowCostGet3Min": (4000, 4000 / 180),
+    "LowCostGet30Min": (32000, 32000 / 1800),
+    "HighCostGet3Min": (250, 250 / 180),
+    "HighCostGet30Min": (1000, 1000 / 1800),
+    "GetOperation3Min": (50000, 50000 / 180),
+    "GetOperation30Min": (400000, 400000 / 1800),
+}
+
+
+class Simulator:
+    """A running stand-in for management.azure.com (Compute VMs and guest patching)."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.partition_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"azure-simulator-{self.config.seed}"))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+        self._lock = threading.Lock()
+        self.admin = AdminApi(self)
+        self._build()
+
+    def _build(self) -> None:
+        c = self.config
+        fleet = build_fleet(
+            c.vms,
+            c.subscriptions,
+            c.seed,
+            windows_ratio=c.windows_ratio,
+            stopped_ratio=c.stopped_ratio,
+            location=c.location,
+        )
+        self.faults = FaultInjector(c.faults, c.seed)
+        self.engine = OperationEngine(
+            c,
+            fleet,
+            patch_failure_rng=self.faults.rng,
+            patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
+        )
+        self.call_log = CallLog([vm.key for vm in fleet.vms])
+        self.arm_reads = BucketSet(c.read_burst, c.read_rate)
+        self.arm_writes = BucketSet(c.write_burst, c.write_rate)
+        self.compute_reads = {
+            name: BucketSet(size, rate) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
+        }
+        self.patch_throttle = PatchThrottle(
+            c.patch_ops_per_vm_burst,
+            c.patch_ops_per_vm_per_min,
+            c.patch_ops_per_sub_burst,
+            c.patch_ops_per_sub_per_min,
+        )
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> Simulator:
+        with self._lock:
+            if self._server is not None:
+                return self
+            self._server = make_server(ArmApi(self), self.config.host, self.config.port)
+            host, port = self._server.server_address[:2]
+            self._url = f"http://{host}:{port}"
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="arm-simulator", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is None:
+                return
+            self._server.shutdown()
+            self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the simulator is not started; call start() first")
+        return self._url
+
+    # ------------------------------------------------------------------------------ test hooks
+    def vm_ids(self) -> list[str]:
+        return [vm.id for vm in self.engine.fleet.vms]
+
+    def subscriptions(self) -> list[str]:
+        return list(self.engine.fleet.subscriptions)
+
+    def calls(self) -> dict[str, Any]:
+        return self.call_log.snapshot()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "subscriptions": self.subscriptions(),
+            "faults": self.faults.settings.as_dict(),
+            "vms": [self.engine.vm_state(vm) for vm in self.engine.fleet.vms],
+        }
+
+    def operation(self, op_id: str) -> dict[str, Any] | None:
+        op = self.engine.get(op_id)
+        return None if op is None else op.state(self.engine.clock())
+
+    def set_faults(self, values: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Change fault settings at run time (partial update); returns the full settings."""
+        return self.faults.configure({**(values or {}), **kwargs}).as_dict()
+
+    def set_power(self, vm_id: str, power_state: str) -> dict[str, Any]:
+        if power_state not in POWER_STATES:
+            raise ValueError(f"power state must be one of {', '.join(POWER_STATES)}")
+        vm = self._vm_by_id(vm_id)
+        with self.engine.lock:
+            vm.power_state = power_state
+        return self.engine.vm_state(vm)
+
+    def reset(self) -> None:
+        """Back to the freshly generated fleet: state, counters, buckets and faults as configured."""
+        with self.engine.lock:
+            self._build()
+
+    def _vm_by_id(self, vm_id: str) -> Any:
+        parts = vm_id.strip("/").split("/")
+        if len(parts) != 8 or parts[0].lower() != "subscriptions":
+            raise ArmError(400, "InvalidResourceId", f"'{vm_id}' is not a virtual machine resource id.")
+        return self.engine.fleet.vm(parts[1], parts[3], parts[7])
+
+    @contextmanager
+    def faults_set(self, **values: Any) -> Iterator[None]:
+        """Temporarily change faults (restores the previous settings afterwards)."""
+        before = self.faults.settings.as_dict()
+        self.set_faults(values)
+        try:
+            yield
+        finally:
+            self.set_faults(before)
+
+
+class AdminApi:
+    """/_sim/...: unauthenticated test hooks over HTTP, the same as the Python methods."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def handle(self, req: Request) -> Response:
+        path = req.path.rstrip("/")
+        parts = path.split("/")[2:]  # after "", "_sim"
+        body = json.loads(req.body) if req.body.strip() else {}
+        sim = self.sim
+        if req.method == "GET" and parts == ["calls"]:
+            return Response(200, sim.calls())
+        if req.method == "GET" and parts == ["vms"]:
+            return Response(200, sim.state())
+        if req.method == "GET" and parts[:1] == ["vms"] and len(parts) > 1:
+            vm = sim._vm_by_id("/" + "/".join(parts[1:]))
+            return Response(200, sim.engine.vm_state(vm))
+        if req.method == "POST" and parts[:1] == ["vms"] and parts[-1:] == ["power"]:
+            state = body.get("powerState") or body.get("state")
+            return Response(200, sim.set_power("/" + "/".join(parts[1:-1]), str(state)))
+        if req.method == "GET" and parts[:1] == ["operations"] and len(parts) == 2:
+            op = sim.operation(parts[1])
+            if op is None:
+                raise ArmError(404, "NotFound", f"No operation '{parts[1]}'.")
+            return Response(200, op)
+        if parts == ["faults"] and req.method in ("GET", "POST"):
+            return Response(
+                200, sim.set_faults(body) if req.method == "POST" else sim.faults.settings.as_dict()
+            )
+        if req.method == "POST" and parts == ["reset"]:
+            sim.reset()
+            return Response(200, {"reset": True, "vms": len(sim.vm_ids())})
+        if req.method == "GET" and parts == ["health"]:
+            return Response(200, {"ok": True, "vms": len(sim.vm_ids())})
+        raise ArmError(404, "NotFound", f"No simulator admin route {req.method} {req.path}.")
