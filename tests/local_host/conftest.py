@@ -88,8 +88,9 @@ def start_host(app_dir: Path, settings: dict[str, str]) -> Iterator[Callable[...
     hosts: list[LocalHost] = []
 
     def _start(extra: dict[str, str] | None = None, root: Path | None = None) -> LocalHost:
-        host = LocalHost(root or app_dir, port=0, env_overrides={**settings, **(extra or {})},
-                         shutdown_timeout=10).start()
+        host = LocalHost(
+            root or app_dir, port=0, env_overrides={**settings, **(extra or {})}, shutdown_timeout=10
+        ).start()
         hosts.append(host)
         return host
 
@@ -109,8 +110,13 @@ def spawn_host(app_dir: Path, settings: dict[str, str], tmp_path: Path) -> Itera
         port = free_port()
         env = {**os.environ, **settings, **(extra or {}), "PYTHONPATH": str(REPO_ROOT)}
         log = open(tmp_path / f"host-{port}.log", "wb")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--port", str(port)],
-                                cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.local_host", "--port", str(port)],
+            cwd=app_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
 

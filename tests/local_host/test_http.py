@@ -9,8 +9,9 @@ from tests.local_host.conftest import Records, wait_for
 
 def test_route_params_query_body_and_absolute_url(start_host) -> None:
     host = start_host()
-    r = requests.post(f"{host.base_url}/api/items/42?a=1&b=two&a=3", data=b"payload", headers={"X-Test": "yes"},
-                      timeout=5)
+    r = requests.post(
+        f"{host.base_url}/api/items/42?a=1&b=two&a=3", data=b"payload", headers={"X-Test": "yes"}, timeout=5
+    )
     assert r.status_code == 201
     assert r.headers["X-Item"] == "42"
     assert r.headers["Content-Type"] == "application/json"

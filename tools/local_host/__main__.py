@@ -14,17 +14,26 @@ from .settings import read_local_settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.local_host", description=__doc__)
     parser.add_argument("--script-root", default=".", help="folder holding function_app.py and host.json")
-    parser.add_argument("--port", type=int, default=None,
-                        help="HTTP port (default: local.settings.json Host.LocalHttpPort, else 7071)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="HTTP port (default: local.settings.json Host.LocalHttpPort, else 7071)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="[%(asctime)s] %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="[%(asctime)s] %(message)s",
+        stream=sys.stdout,
+    )
     logging.getLogger("azure").setLevel(logging.WARNING)
     port = args.port
     if port is None:
-        port = int((read_local_settings(Path(args.script_root)).get("Host") or {}).get("LocalHttpPort") or 7071)
+        port = int(
+            (read_local_settings(Path(args.script_root)).get("Host") or {}).get("LocalHttpPort") or 7071
+        )
     try:
         host = LocalHost(args.script_root, port=port, host=args.host).start()
     except (HostStartupError, OSError, ValueError) as exc:

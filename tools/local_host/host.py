@@ -63,7 +63,9 @@ def default_host_id(script_root: Path) -> str:
     Hosts started from the same folder on the same machine share the id, so they share timer locks
     and schedule status, exactly like two Core Tools hosts would.
     """
-    explicit = os.environ.get("AzureFunctionsWebHost__hostid") or os.environ.get("AzureFunctionsWebHost:hostid")
+    explicit = os.environ.get("AzureFunctionsWebHost__hostid") or os.environ.get(
+        "AzureFunctionsWebHost:hostid"
+    )
     if explicit:
         return explicit.lower()
     raw = f"{socket.gethostname()}-{abs(stable_hash(str(script_root)))}".lower()
@@ -96,9 +98,16 @@ def _plain(value: Any) -> Any:
 class LocalHost:
     """A local Functions host. `start()` returns self; `stop()` shuts down gracefully; usable as a context."""
 
-    def __init__(self, script_root: str | os.PathLike[str] = ".", *, port: int = 7071, host: str = "127.0.0.1",
-                 env_overrides: dict[str, str] | None = None, shutdown_timeout: float = 30.0,
-                 host_id: str | None = None) -> None:
+    def __init__(
+        self,
+        script_root: str | os.PathLike[str] = ".",
+        *,
+        port: int = 7071,
+        host: str = "127.0.0.1",
+        env_overrides: dict[str, str] | None = None,
+        shutdown_timeout: float = 30.0,
+        host_id: str | None = None,
+    ) -> None:
         self.script_root = Path(script_root).resolve()
         self.bind = host
         self.requested_port = port
@@ -164,7 +173,9 @@ class LocalHost:
         file_name = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
         path = self.script_root / file_name
         if not path.exists():
-            raise HostStartupError(f"{path} not found: the v2 programming model needs {file_name} in the script root")
+            raise HostStartupError(
+                f"{path} not found: the v2 programming model needs {file_name} in the script root"
+            )
         if str(self.script_root) not in sys.path:
             sys.path.insert(0, str(self.script_root))
         spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -191,16 +202,26 @@ class LocalHost:
             for key in ("direction", "dataType"):
                 props.pop(key, None)
             if ttype not in SUPPORTED_TRIGGERS:
-                log.warning("Function '%s': trigger type '%s' is not supported by the local host; skipped",
-                            name, ttype)
+                log.warning(
+                    "Function '%s': trigger type '%s' is not supported by the local host; skipped",
+                    name,
+                    ttype,
+                )
                 continue
             try:
                 props = resolve_properties(props)
             except SettingsError as exc:
                 raise HostStartupError(f"Error indexing method 'Functions.{name}': {exc}") from None
             user_func = fn.get_user_function()
-            info = FunctionInfo(name, ttype, arg, props, user_func, str(self.script_root),
-                                list(inspect.signature(user_func).parameters))
+            info = FunctionInfo(
+                name,
+                ttype,
+                arg,
+                props,
+                user_func,
+                str(self.script_root),
+                list(inspect.signature(user_func).parameters),
+            )
             self._bind_outputs(info, fn)
             self.functions[name] = info
 
@@ -211,8 +232,12 @@ class LocalHost:
             return
         original = info.func
         for b in extra:
-            log.warning("Function '%s': binding '%s' (%s) is not supported by the local host",
-                        info.name, b.get("name"), b.get("type"))
+            log.warning(
+                "Function '%s': binding '%s' (%s) is not supported by the local host",
+                info.name,
+                b.get("name"),
+                b.get("type"),
+            )
 
         def with_outputs(**kwargs: Any) -> Any:
             for b in extra:
@@ -220,8 +245,10 @@ class LocalHost:
             return original(**kwargs)
 
         if inspect.iscoroutinefunction(original):
+
             async def async_with_outputs(**kwargs: Any) -> Any:
                 return await with_outputs(**kwargs)
+
             info.func = async_with_outputs
         else:
             info.func = with_outputs
@@ -275,7 +302,7 @@ class LocalHost:
             raise KeyError(f"no timer function named '{name}'")
         return listener.fire(past_due=past_due)
 
-    def invoke(self, name: str, input: Any = None) -> InvocationRecord:  # noqa: A002 - Core Tools' field name
+    def invoke(self, name: str, input: Any = None) -> InvocationRecord:
         """What `POST /admin/functions/{name}` runs: a non-HTTP function with `input` as its trigger data."""
         info = self.functions.get(name)
         if info is None:
@@ -285,10 +312,12 @@ class LocalHost:
         if info.trigger_type == "queueTrigger":
             body = input if isinstance(input, str) else ("" if input is None else str(input))
             msg = QueueMessage(id=str(uuid.uuid4()), body=body.encode(), pop_receipt=None, dequeue_count=1)
-            return self.invoker.invoke(info, msg, "This function was programmatically called via the host APIs.")
+            return self.invoker.invoke(
+                info, msg, "This function was programmatically called via the host APIs."
+            )
         raise ValueError(f"'{name}' is an HTTP function: call its route instead")
 
-    def invoke_async(self, name: str, input: Any = None) -> None:  # noqa: A002
+    def invoke_async(self, name: str, input: Any = None) -> None:
         """Validate now, run in the background (the admin API answers 202 before the function ends)."""
         info = self.functions.get(name)
         if info is None:
@@ -308,8 +337,10 @@ class LocalHost:
         timeout = self.shutdown_timeout if timeout is None else timeout
         if self._http:
             self._http.stop()
-        stoppers = [threading.Thread(target=lst.stop, args=(timeout,), daemon=True)
-                    for lst in [*self.queue_listeners.values(), *self.timer_listeners.values()]]
+        stoppers = [
+            threading.Thread(target=lst.stop, args=(timeout,), daemon=True)
+            for lst in [*self.queue_listeners.values(), *self.timer_listeners.values()]
+        ]
         for t in stoppers:
             t.start()
         for t in [*stoppers, *self._admin_threads]:

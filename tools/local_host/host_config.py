@@ -35,8 +35,9 @@ def parse_timespan(text: str) -> timedelta:
     if hours > 23 or minutes > 59 or seconds > 59:
         raise ValueError(f"'{text}' is not a TimeSpan: hours 0-23, minutes and seconds 0-59")
     frac = (m["f"] or "").ljust(7, "0")
-    value = timedelta(days=int(m["days"] or 0), hours=hours, minutes=minutes, seconds=seconds,
-                      microseconds=int(frac) // 10)
+    value = timedelta(
+        days=int(m["days"] or 0), hours=hours, minutes=minutes, seconds=seconds, microseconds=int(frac) // 10
+    )
     return -value if m["neg"] else value
 
 
@@ -107,21 +108,28 @@ def parse_host_config(data: dict[str, Any]) -> HostConfig:
     threshold = int(q.get("newbatchthreshold", -1))
     if "newbatchthreshold" in q and threshold < 0:
         raise HostConfigError("host.json extensions.queues.newBatchThreshold must not be negative")
-    max_poll = _duration(q.get("maxpollinginterval", "00:01:00"), "extensions.queues.maxPollingInterval",
-                         ms_if_number=True)
+    max_poll = _duration(
+        q.get("maxpollinginterval", "00:01:00"), "extensions.queues.maxPollingInterval", ms_if_number=True
+    )
     if max_poll < timedelta(milliseconds=100):
-        raise HostConfigError("host.json extensions.queues.maxPollingInterval must not be less than 00:00:00.1")
+        raise HostConfigError(
+            "host.json extensions.queues.maxPollingInterval must not be less than 00:00:00.1"
+        )
     max_dequeue = int(q.get("maxdequeuecount", 5))
     if max_dequeue < 1:
         raise HostConfigError("host.json extensions.queues.maxDequeueCount must not be less than 1")
     encoding = str(q.get("messageencoding", "base64")).lower()
     if encoding not in ("base64", "none"):
-        raise HostConfigError(f"host.json extensions.queues.messageEncoding must be base64 or none, got {encoding}")
+        raise HostConfigError(
+            f"host.json extensions.queues.messageEncoding must be base64 or none, got {encoding}"
+        )
     queues = QueuesOptions(
         batch_size=batch_size,
         new_batch_threshold=threshold,
         max_polling_interval=max_poll,
-        visibility_timeout=_duration(q.get("visibilitytimeout", "00:00:00"), "extensions.queues.visibilityTimeout"),
+        visibility_timeout=_duration(
+            q.get("visibilitytimeout", "00:00:00"), "extensions.queues.visibilityTimeout"
+        ),
         max_dequeue_count=max_dequeue,
         message_encoding=encoding,
     )
@@ -129,11 +137,18 @@ def parse_host_config(data: dict[str, Any]) -> HostConfig:
     s = _lower_keys(top.get("singleton"))
     singleton = SingletonOptions(
         lock_period=_duration(s.get("lockperiod", "00:00:15"), "singleton.lockPeriod"),
-        listener_lock_period=_duration(s.get("listenerlockperiod", "00:01:00"), "singleton.listenerLockPeriod"),
+        listener_lock_period=_duration(
+            s.get("listenerlockperiod", "00:01:00"), "singleton.listenerLockPeriod"
+        ),
         listener_lock_recovery_polling_interval=_duration(
-            s.get("listenerlockrecoverypollinginterval", "00:01:00"), "singleton.listenerLockRecoveryPollingInterval"),
+            s.get("listenerlockrecoverypollinginterval", "00:01:00"),
+            "singleton.listenerLockRecoveryPollingInterval",
+        ),
     )
-    for what, value in (("lockPeriod", singleton.lock_period), ("listenerLockPeriod", singleton.listener_lock_period)):
+    for what, value in (
+        ("lockPeriod", singleton.lock_period),
+        ("listenerLockPeriod", singleton.listener_lock_period),
+    ):
         if not timedelta(seconds=15) <= value <= timedelta(seconds=60):
             raise HostConfigError(f"host.json singleton.{what} must be between 00:00:15 and 00:01:00")
 

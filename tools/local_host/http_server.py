@@ -41,13 +41,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "LocalFunctionsHost"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
 
     # -- plumbing --------------------------------------------------------------------------------------
     def _read_body(self) -> bytes | None:
@@ -85,7 +85,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), [("Content-Type", "application/json; charset=utf-8")])
+        self._send(
+            status, json.dumps(payload).encode(), [("Content-Type", "application/json; charset=utf-8")]
+        )
 
     def _dispatch(self) -> None:
         host = self.server.host
@@ -117,7 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in parse_qsl(split.query, keep_blank_values=True):
             params[k] = f"{params[k]},{v}" if k in params else v
         url = f"http://{self.headers.get('Host') or host.authority}{self.path}"
-        req = func.HttpRequest(self.command, url, headers=headers, params=params, route_params=values, body=body)
+        req = func.HttpRequest(
+            self.command, url, headers=headers, params=params, route_params=values, body=body
+        )
         record = host.invoker.invoke(fn, req, "This function was programmatically called via the host APIs.")
         if not record.succeeded:
             self._send(500)
@@ -130,7 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(result, func.HttpResponse):
             headers = list(result.headers.items())
             if not any(k.lower() == "content-type" for k, _ in headers):
-                ct = result.mimetype + (f"; charset={result.charset}" if result.mimetype.startswith("text/") else "")
+                ct = result.mimetype + (
+                    f"; charset={result.charset}" if result.mimetype.startswith("text/") else ""
+                )
                 headers.append(("Content-Type", ct))
             self._send(result.status_code, result.get_body(), headers)
         elif isinstance(result, str | bytes):
@@ -142,16 +148,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _admin(self, lower: str, path: str, body: bytes) -> None:
         host = self.server.host
         if lower == "/admin/host/status" and self.command == "GET":
-            self._json(200, {"id": host.host_id, "state": "Running", "version": "local",
-                             "processUptime": int(host.uptime * 1000)})
+            self._json(
+                200,
+                {
+                    "id": host.host_id,
+                    "state": "Running",
+                    "version": "local",
+                    "processUptime": int(host.uptime * 1000),
+                },
+            )
             return
         prefix = "/admin/functions/"
         if lower.startswith(prefix) and self.command == "POST":
-            name = path.rstrip("/")[len(prefix):]
+            name = path.rstrip("/")[len(prefix) :]
             try:
                 payload = json.loads(body or b"{}")
             except ValueError:
-                self._send(400, b"Body must be JSON: {\"input\": \"...\"}")
+                self._send(400, b'Body must be JSON: {"input": "..."}')
                 return
             try:
                 host.invoke_async(name, (payload or {}).get("input") if isinstance(payload, dict) else None)
@@ -172,8 +185,12 @@ class HttpServer:
     def __init__(self, host: LocalHost, bind: str, port: int) -> None:
         self.server = _Server((bind, port), _Handler)
         self.server.host = host
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name="local-host-http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="local-host-http",
+            daemon=True,
+        )
 
     @property
     def port(self) -> int:

@@ -96,8 +96,9 @@ class Invoker:
         self.records: deque[InvocationRecord] = deque(maxlen=history)
         self._lock = threading.Lock()
 
-    def invoke(self, fn: FunctionInfo, trigger_value: Any, reason: str, invocation_id: str | None = None
-               ) -> InvocationRecord:
+    def invoke(
+        self, fn: FunctionInfo, trigger_value: Any, reason: str, invocation_id: str | None = None
+    ) -> InvocationRecord:
         """Never raises for a function failure: the record says Succeeded/Failed, as the host reports it."""
         invocation_id = invocation_id or str(uuid.uuid4())
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", fn.name, reason, invocation_id)
@@ -116,10 +117,17 @@ class Invoker:
         duration = (time.monotonic() - started) * 1000
         record = InvocationRecord(fn.name, invocation_id, reason, error is None, duration, error, result)
         if error is None:
-            log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", fn.name, invocation_id, duration)
+            log.info(
+                "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", fn.name, invocation_id, duration
+            )
         else:
-            log.error("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", fn.name, invocation_id, duration,
-                      exc_info=error)
+            log.error(
+                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
+                fn.name,
+                invocation_id,
+                duration,
+                exc_info=error,
+            )
         with self._lock:
             self.records.append(record)
         return record

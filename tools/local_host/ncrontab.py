@@ -17,8 +17,20 @@ from datetime import datetime, timedelta
 
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
-_FULL_MONTHS = ["JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER",
-                "OCTOBER", "NOVEMBER", "DECEMBER"]
+_FULL_MONTHS = [
+    "JANUARY",
+    "FEBRUARY",
+    "MARCH",
+    "APRIL",
+    "MAY",
+    "JUNE",
+    "JULY",
+    "AUGUST",
+    "SEPTEMBER",
+    "OCTOBER",
+    "NOVEMBER",
+    "DECEMBER",
+]
 _FULL_DAYS = ["SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY"]
 
 # (name, min, max, names, first value the names map to)
@@ -57,7 +69,8 @@ def _value(token: str, field: tuple) -> int:
 def _parse_field(text: str, field: tuple) -> frozenset[int]:
     name, lo, hi, _, _ = field
     values: set[int] = set()
-    for part in text.split(","):
+    for item in text.split(","):
+        part = item
         if not part:
             raise CrontabError(f"empty list item in the {name} field '{text}'")
         step = 1
@@ -99,8 +112,13 @@ class CrontabSchedule:
             raise CrontabError(
                 f"'{expression}' is an invalid crontab expression: it must contain 6 fields "
                 "(second minute hour day month day-of-week), found "
-                f"{len(fields)}" + ("; prefix a seconds field, e.g. '0 " + expression.strip() + "'"
-                                    if len(fields) == 5 else ""))
+                f"{len(fields)}"
+                + (
+                    "; prefix a seconds field, e.g. '0 " + expression.strip() + "'"
+                    if len(fields) == 5
+                    else ""
+                )
+            )
         parsed = [_parse_field(text, spec) for text, spec in zip(fields, _FIELDS, strict=True)]
         return cls(expression, *parsed)
 
@@ -108,7 +126,7 @@ class CrontabSchedule:
         return t.day in self.days and (t.isoweekday() % 7) in self.days_of_week
 
     def next_after(self, start: datetime) -> datetime | None:
-        """The first matching time strictly after `start` (sub-second part ignored), or None if none exists."""
+        """The first matching time strictly after `start` (sub-second part ignored), or None."""
         t = start.replace(microsecond=0) + timedelta(seconds=1)
         limit = start.year + _SEARCH_YEARS
         while t.year <= limit:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import azure.functions as func
-from azure.functions.queue import QueueMessage
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueServiceClient
@@ -108,8 +107,9 @@ class _InFlight:
 class QueueListener:
     """Feeds one queue's messages to one function, `batchSize` at a time, until stopped."""
 
-    def __init__(self, fn: FunctionInfo, invoker: Invoker, service: QueueServiceClient,
-                 options: QueuesOptions) -> None:
+    def __init__(
+        self, fn: FunctionInfo, invoker: Invoker, service: QueueServiceClient, options: QueuesOptions
+    ) -> None:
         self.fn = fn
         self.invoker = invoker
         self.options = options
@@ -118,8 +118,9 @@ class QueueListener:
         poison = poison_queue_name(self.queue_name)
         self.poison: QueueClient | None = service.get_queue_client(poison) if poison else None
         self.threshold = options.effective_new_batch_threshold
-        self._pool = ThreadPoolExecutor(max_workers=options.batch_size + self.threshold,
-                                        thread_name_prefix=f"queue-{fn.name}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=options.batch_size + self.threshold, thread_name_prefix=f"queue-{fn.name}"
+        )
         self._processing: set[Future[None]] = set()
         self._in_flight: dict[str, _InFlight] = {}
         self._in_flight_lock = threading.Lock()
@@ -131,8 +132,12 @@ class QueueListener:
     def start(self) -> None:
         with contextlib.suppress(ResourceExistsError):
             self.queue.create_queue()
-        self._thread = threading.Thread(target=self._poll_loop, name=f"queue-listener-{self.fn.name}", daemon=True)
-        self._renewer = threading.Thread(target=self._renew_loop, name=f"queue-renew-{self.fn.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._poll_loop, name=f"queue-listener-{self.fn.name}", daemon=True
+        )
+        self._renewer = threading.Thread(
+            target=self._renew_loop, name=f"queue-renew-{self.fn.name}", daemon=True
+        )
         self._thread.start()
         self._renewer.start()
 
@@ -150,9 +155,13 @@ class QueueListener:
         found_since_delay = False
         while not self._stop.is_set():
             try:
-                messages = list(self.queue.receive_messages(
-                    messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
-                    visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds())))
+                messages = list(
+                    self.queue.receive_messages(
+                        messages_per_page=self.options.batch_size,
+                        max_messages=self.options.batch_size,
+                        visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds()),
+                    )
+                )
             except ResourceNotFoundError:
                 log.warning("Queue '%s' does not exist; waiting for it", self.queue_name)
                 messages = []
@@ -178,8 +187,9 @@ class QueueListener:
     def _track(self, message: Any) -> None:
         half = RECEIVE_VISIBILITY.total_seconds() / 2
         with self._in_flight_lock:
-            self._in_flight[message.id] = _InFlight(message.id, message.pop_receipt, time.monotonic() + half,
-                                                    threading.Lock())
+            self._in_flight[message.id] = _InFlight(
+                message.id, message.pop_receipt, time.monotonic() + half, threading.Lock()
+            )
 
     def _renew_loop(self) -> None:
         half = RECEIVE_VISIBILITY.total_seconds() / 2
@@ -193,7 +203,8 @@ class QueueListener:
                 with m.lock:
                     try:
                         receipt = self.queue.update_message(
-                            m.id, m.pop_receipt, visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds()))
+                            m.id, m.pop_receipt, visibility_timeout=int(RECEIVE_VISIBILITY.total_seconds())
+                        )
                         m.pop_receipt = receipt.pop_receipt
                         m.renew_at = now + half
                     except HttpResponseError as exc:
@@ -227,15 +238,24 @@ class QueueListener:
                     "host.json sets messageEncoding 'base64' (the default): send messages with "
                     "QueueClient(..., message_encode_policy=TextBase64EncodePolicy()) or set "
                     "extensions.queues.messageEncoding to 'none'. Moving it to the poison queue.",
-                    message.id, self.queue_name, exc, self.fn.name)
+                    message.id,
+                    self.queue_name,
+                    exc,
+                    self.fn.name,
+                )
                 self._move_to_poison(message, text, "it could not be decoded")
                 return
         else:
             body = text.encode("utf-8")
         msg = QueueMessage(
-            id=message.id, body=body, pop_receipt=self._receipt(message), dequeue_count=message.dequeue_count,
-            insertion_time=message.inserted_on, expiration_time=message.expires_on,
-            time_next_visible=message.next_visible_on)
+            id=message.id,
+            body=body,
+            pop_receipt=self._receipt(message),
+            dequeue_count=message.dequeue_count,
+            insertion_time=message.inserted_on,
+            expiration_time=message.expires_on,
+            time_next_visible=message.next_visible_on,
+        )
         record = self.invoker.invoke(self.fn, msg, f"New queue message detected on '{self.queue_name}'.")
         if record.succeeded:
             self._delete(message)
@@ -270,7 +290,9 @@ class QueueListener:
         receipt = self._receipt(message)
         with self._locked(message):
             try:
-                self.queue.update_message(message.id, receipt, visibility_timeout=int(visibility.total_seconds()))
+                self.queue.update_message(
+                    message.id, receipt, visibility_timeout=int(visibility.total_seconds())
+                )
             except (ResourceNotFoundError, HttpResponseError) as exc:
                 log.debug("Could not release message %s: %s", message.id, exc)
 

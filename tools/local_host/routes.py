@@ -30,6 +30,7 @@ class RouteError(ValueError):
 def _int_in(bits: int) -> Callable[[str], bool]:
     def check(v: str) -> bool:
         return re.fullmatch(r"[+-]?\d+", v) is not None and -(2 ** (bits - 1)) <= int(v) < 2 ** (bits - 1)
+
     return check
 
 
@@ -168,7 +169,7 @@ class Route:
                 continue
             regex, pos = "", 0
             for m, p in zip(_PARAM.finditer(part), params, strict=True):
-                regex += re.escape(part[pos:m.start()]) + f"(?P<{p.name}>.+?)"
+                regex += re.escape(part[pos : m.start()]) + f"(?P<{p.name}>.+?)"
                 pos = m.end()
             regex += re.escape(part[pos:])
             route.segments.append((re.compile(regex, re.IGNORECASE), params, part))
@@ -241,7 +242,7 @@ class RouteTable:
             return path
         head = "/" + self.prefix
         if path.lower() == head.lower() or path.lower().startswith(head.lower() + "/"):
-            return path[len(head):] or "/"
+            return path[len(head) :] or "/"
         return None
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:

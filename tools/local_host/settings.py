@@ -44,7 +44,9 @@ def read_local_settings(script_root: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise SettingsError(f"{path} is not valid JSON: {exc}") from exc
     if data.get("IsEncrypted"):
-        raise SettingsError(f"{path} is encrypted (IsEncrypted=true); the local host only reads plain settings")
+        raise SettingsError(
+            f"{path} is encrypted (IsEncrypted=true); the local host only reads plain settings"
+        )
     return data
 
 
@@ -53,8 +55,11 @@ def apply_local_settings(values: Mapping[str, Any], environ: MutableMapping[str,
     env = os.environ if environ is None else environ
     for name, value in values.items():
         if name in env:
-            log.info("Skipping '%s' from local.settings.json as it's already defined in current "
-                     "environment variables.", name)
+            log.info(
+                "Skipping '%s' from local.settings.json as it's already defined in current "
+                "environment variables.",
+                name,
+            )
             continue
         env[name] = "" if value is None else str(value)
 
@@ -66,8 +71,10 @@ def resolve(value: str, environ: Mapping[str, str] | None = None) -> str:
     def _lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in env:
-            raise SettingsError(f"'%{name}%' does not resolve to a value: add the app setting '{name}' "
-                                "(local.settings.json Values or the environment)")
+            raise SettingsError(
+                f"'%{name}%' does not resolve to a value: add the app setting '{name}' "
+                "(local.settings.json Values or the environment)"
+            )
         return env[name]
 
     return _SETTING_REF.sub(_lookup, value)
@@ -89,8 +96,10 @@ def storage_connection_string(connection: str | None, environ: Mapping[str, str]
     name = connection or "AzureWebJobsStorage"
     value = env.get(name) or env.get(f"AzureWebJobs{name}")
     if not value:
-        raise SettingsError(f"Storage account connection string '{name}' does not exist. "
-                            "Make sure that it is a defined App Setting.")
+        raise SettingsError(
+            f"Storage account connection string '{name}' does not exist. "
+            "Make sure that it is a defined App Setting."
+        )
     if value.replace(" ", "").lower().startswith("usedevelopmentstorage=true"):
         return DEV_STORAGE
     return value

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import azure.functions as func
+from azure.functions.timer import TimerRequest
 
 from .host_config import parse_timespan
 from .ncrontab import CrontabError, CrontabSchedule
@@ -78,8 +78,10 @@ class TimerSchedule:
             try:
                 interval = parse_timespan(expression)
             except ValueError:
-                raise ScheduleError(f"The schedule expression '{expression}' was not recognized as a valid cron "
-                                    f"expression or timespan string ({cron_error})") from None
+                raise ScheduleError(
+                    f"The schedule expression '{expression}' was not recognized as a valid cron "
+                    f"expression or timespan string ({cron_error})"
+                ) from None
             if interval <= timedelta(0):
                 raise ScheduleError(f"The schedule interval '{expression}' must be positive") from None
             return cls(expression, interval=interval, tz=tz)
@@ -117,14 +119,22 @@ def _parse_iso(text: Any) -> datetime | None:
 class TimerListener:
     """Fires one timer function on its schedule, while this instance holds the function's listener lock."""
 
-    def __init__(self, fn: FunctionInfo, invoker: Invoker, blobs: BlobServiceClient, host_id: str,
-                 singleton: SingletonOptions) -> None:
+    def __init__(
+        self,
+        fn: FunctionInfo,
+        invoker: Invoker,
+        blobs: BlobServiceClient,
+        host_id: str,
+        singleton: SingletonOptions,
+    ) -> None:
         self.fn = fn
         self.invoker = invoker
         self.schedule = TimerSchedule.parse(str(fn.properties["schedule"]))
         self.run_on_startup = bool(fn.properties.get("runOnStartup"))
         explicit = fn.properties.get("useMonitor")
-        self.use_monitor = False if self.schedule.is_sub_minute else (True if explicit is None else bool(explicit))
+        self.use_monitor = (
+            False if self.schedule.is_sub_minute else (True if explicit is None else bool(explicit))
+        )
         self.singleton = singleton
         self._container = blobs.get_container_client(HOSTS_CONTAINER)
         self._lock_blob = f"locks/{host_id}/Host.Functions.{fn.name}.Listener"
@@ -162,7 +172,8 @@ class TimerListener:
             blob.upload_blob(b"", overwrite=False)
         try:
             self._lease = blob.acquire_lease(
-                lease_duration=int(self.singleton.listener_lock_period.total_seconds()))
+                lease_duration=int(self.singleton.listener_lock_period.total_seconds())
+            )
         except HttpResponseError:
             return False
         self._lost.clear()
@@ -178,7 +189,9 @@ class TimerListener:
             try:
                 lease.renew()
             except Exception:
-                log.warning("Timer '%s' lost its singleton listener lock; stopping it on this instance", self.fn.name)
+                log.warning(
+                    "Timer '%s' lost its singleton listener lock; stopping it on this instance", self.fn.name
+                )
                 self._lost.set()
                 return
 
@@ -227,22 +240,29 @@ class TimerListener:
         return now > status["Next"]
 
     # -- firing ----------------------------------------------------------------------------------------
-    def _timer_request(self, past_due: bool) -> func.TimerRequest:
+    def _timer_request(self, past_due: bool) -> TimerRequest:
         status = {k: _iso(v) for k, v in self.status.items()} if self.use_monitor else None
-        return func.TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
+        return TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
 
-    def fire(self, past_due: bool = False, *, scheduled: bool = False, run_on_startup: bool = False
-             ) -> InvocationRecord:
+    def fire(
+        self, past_due: bool = False, *, scheduled: bool = False, run_on_startup: bool = False
+    ) -> InvocationRecord:
         """Invoke now. Scheduled firings also advance (and record) the schedule status."""
         with self._invocation_lock:
             now = datetime.now(UTC)
-            record = self.invoker.invoke(self.fn, self._timer_request(past_due), f"Timer fired at {now.isoformat()}")
+            record = self.invoker.invoke(
+                self.fn, self._timer_request(past_due), f"Timer fired at {now.isoformat()}"
+            )
             if scheduled or past_due or run_on_startup:
                 adjusted = now
                 nxt = self.status.get("Next")
                 if scheduled and nxt is not None and nxt > now:
                     adjusted = nxt  # fired a little early: don't schedule the same occurrence twice
-                self.status = {"Last": adjusted, "Next": self.schedule.next_after(adjusted), "LastUpdated": adjusted}
+                self.status = {
+                    "Last": adjusted,
+                    "Next": self.schedule.next_after(adjusted),
+                    "LastUpdated": adjusted,
+                }
                 self._write_status()
             return record
 
@@ -255,14 +275,18 @@ class TimerListener:
                 log.warning("Timer '%s': singleton lock check failed: %s", self.fn.name, exc)
                 acquired = False
             if not acquired:
-                log.debug("Timer '%s' is running on another instance; retrying in %ss", self.fn.name, recovery)
+                log.debug(
+                    "Timer '%s' is running on another instance; retrying in %ss", self.fn.name, recovery
+                )
                 self._stop.wait(recovery)
                 continue
             self.holds_lock.set()
             try:
                 self._run_schedule()
             except Exception:
-                log.exception("Timer '%s' listener failed", self.fn.name)
+                log.exception("Timer '%s' listener failed; restarting it", self.fn.name)
+                self._release()
+                self._stop.wait(recovery)
             finally:
                 self._release()
 
@@ -272,8 +296,12 @@ class TimerListener:
         if self.status.get("Next") is None:
             log.warning("Timer '%s': schedule '%s' never occurs", self.fn.name, self.schedule.expression)
         else:
-            log.info("Timer '%s' schedule %s (UTC): next occurrence %s", self.fn.name, self.schedule.expression,
-                     self.status["Next"].isoformat())
+            log.info(
+                "Timer '%s' schedule %s (UTC): next occurrence %s",
+                self.fn.name,
+                self.schedule.expression,
+                self.status["Next"].isoformat(),
+            )
         if past_due:
             log.info("Timer '%s' is past due on startup. Executing now.", self.fn.name)
             self.fire(past_due=True)

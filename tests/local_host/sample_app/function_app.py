@@ -35,8 +35,12 @@ def items(req: func.HttpRequest) -> func.HttpResponse:
         "url": req.url,
         "header": req.headers.get("x-test"),
     }
-    return func.HttpResponse(json.dumps(payload), status_code=201 if req.method == "POST" else 200,
-                             mimetype="application/json", headers={"X-Item": req.route_params["id"]})
+    return func.HttpResponse(
+        json.dumps(payload),
+        status_code=201 if req.method == "POST" else 200,
+        mimetype="application/json",
+        headers={"X-Item": req.route_params["id"]},
+    )
 
 
 @app.route(route="items/special", methods=["GET"])
@@ -71,8 +75,16 @@ def work(msg: func.QueueMessage, context: func.Context) -> None:
     started = time.time()
     if task.get("sleep"):
         time.sleep(task["sleep"])
-    record("work", body=body, tag=task.get("tag"), dequeue_count=msg.dequeue_count, id=msg.id,
-           invocation_id=context.invocation_id, started=started, ended=time.time())
+    record(
+        "work",
+        body=body,
+        tag=task.get("tag"),
+        dequeue_count=msg.dequeue_count,
+        id=msg.id,
+        invocation_id=context.invocation_id,
+        started=started,
+        ended=time.time(),
+    )
     if task.get("fail"):
         raise ValueError(f"asked to fail: {task.get('tag')}")
 

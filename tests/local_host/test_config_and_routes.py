@@ -1,0 +1,142 @@
+"""Unit tests: settings precedence and %NAME% resolution, host.json parsing, route templates."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+import requests
+
+from tools.local_host.host_config import HostConfigError, parse_host_config, parse_timespan
+from tools.local_host.routes import Route, RouteError, RouteTable
+from tools.local_host.settings import (
+    DEV_STORAGE,
+    SettingsError,
+    apply_local_settings,
+    resolve,
+    storage_connection_string,
+)
+
+
+def test_environment_wins_over_local_settings(caplog) -> None:
+    env = {"A": "from-env"}
+    with caplog.at_level(logging.INFO, logger="tools.local_host"):
+        apply_local_settings({"A": "from-file", "B": "from-file"}, env)
+    assert env == {"A": "from-env", "B": "from-file"}
+    assert (
+        "Skipping 'A' from local.settings.json as it's already defined in current environment variables."
+        in caplog.text
+    )
+
+
+def test_env_override_reaches_the_function(start_host) -> None:
+    host = start_host({"GREETING": "from-env"})
+    assert requests.get(f"{host.base_url}/api/greeting", timeout=5).text == "from-env"
+
+
+def test_local_settings_value_reaches_the_function(start_host) -> None:
+    host = start_host()
+    assert requests.get(f"{host.base_url}/api/greeting", timeout=5).text == "from-local-settings"
+
+
+def test_resolve_setting_references() -> None:
+    env = {"Q": "orders", "P": "x"}
+    assert resolve("%Q%-poison", env) == "orders-poison"
+    assert resolve("%Q%/%P%", env) == "orders/x"
+    assert resolve("plain", env) == "plain"
+    with pytest.raises(SettingsError, match="MISSING"):
+        resolve("%MISSING%", env)
+
+
+def test_connection_strings() -> None:
+    assert (
+        storage_connection_string(None, {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}) == DEV_STORAGE
+    )
+    assert storage_connection_string("Other", {"AzureWebJobsOther": "cs"}) == "cs"
+    with pytest.raises(SettingsError, match="'AzureWebJobsStorage' does not exist"):
+        storage_connection_string("AzureWebJobsStorage", {})
+
+
+def test_host_json_defaults_and_values() -> None:
+    cfg = parse_host_config({"version": "2.0"})
+    assert cfg.route_prefix == "api"
+    q = cfg.queues
+    assert (q.batch_size, q.max_dequeue_count, q.message_encoding) == (16, 5, "base64")
+    assert q.max_polling_interval == timedelta(minutes=1)
+    assert q.visibility_timeout == timedelta(0)
+    assert q.effective_new_batch_threshold >= 8
+    cfg = parse_host_config(
+        {
+            "version": "2.0",
+            "extensions": {
+                "http": {"routePrefix": ""},
+                "queues": {
+                    "batchSize": 8,
+                    "newBatchThreshold": 1,
+                    "maxPollingInterval": 2000,
+                    "visibilityTimeout": "00:00:30",
+                    "maxDequeueCount": 2,
+                    "messageEncoding": "None",
+                },
+            },
+        }
+    )
+    assert cfg.route_prefix == ""
+    q = cfg.queues
+    assert (q.batch_size, q.effective_new_batch_threshold, q.max_dequeue_count) == (8, 1, 2)
+    assert q.max_polling_interval == timedelta(seconds=2)
+    assert q.visibility_timeout == timedelta(seconds=30)
+    assert q.message_encoding == "none"
+
+
+@pytest.mark.parametrize(
+    "queues",
+    [
+        {"batchSize": 33},
+        {"batchSize": 0},
+        {"maxPollingInterval": "00:00:00.050"},
+        {"maxDequeueCount": 0},
+        {"messageEncoding": "utf8"},
+        {"visibilityTimeout": "soon"},
+    ],
+)
+def test_host_json_invalid_values(queues: dict) -> None:
+    with pytest.raises(HostConfigError):
+        parse_host_config({"version": "2.0", "extensions": {"queues": queues}})
+
+
+def test_timespans() -> None:
+    assert parse_timespan("00:00:00.500") == timedelta(milliseconds=500)
+    assert parse_timespan("1.02:03:04") == timedelta(days=1, hours=2, minutes=3, seconds=4)
+    assert parse_timespan("00:05") == timedelta(minutes=5)
+    with pytest.raises(ValueError, match="TimeSpan"):
+        parse_timespan("00:61:00")
+
+
+def test_route_templates() -> None:
+    r = Route.compile("users/{id:int}/files/{name}.{ext}", "t", None)
+    assert r.match("/users/5/files/a.txt") == {"id": "5", "name": "a", "ext": "txt"}
+    assert r.match("/USERS/5/files/a.txt") is not None
+    assert r.match("/users/x/files/a.txt") is None
+    opt = Route.compile("things/{id:guid?}", "t", None)
+    assert opt.match("/things") == {}
+    assert opt.match("/things/0f8fad5b-d9cb-469f-a165-70867728950e") is not None
+    assert opt.match("/things/nope") is None
+    assert Route.compile("a/{n=7}", "t", None).match("/a") == {"n": "7"}
+    assert Route.compile("r/{n:range(1,3)}", "t", None).match("/r/4") is None
+    with pytest.raises(RouteError, match="unknown route constraint"):
+        Route.compile("a/{x:bogus}", "t", None)
+    with pytest.raises(RouteError, match="last segment"):
+        Route.compile("a/{*x}/b", "t", None)
+
+
+def test_route_table_precedence_and_methods() -> None:
+    table = RouteTable("api")
+    table.add("{*all}", "catch", None)
+    table.add("items/{id}", "param", frozenset({"GET"}))
+    table.add("items/new", "literal", None)
+    assert table.find("GET", "/api/items/new")[0].target == "literal"
+    assert table.find("GET", "/api/items/9")[0].target == "param"
+    assert table.find("POST", "/api/items/9")[0].target == "catch"
+    assert table.find("GET", "/other") is None
