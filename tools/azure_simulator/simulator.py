@@ -82,7 +82,7 @@ class Simulator:
             host, port = self._server.server_address[:2]
             self._url = f"http://{host}:{port}"
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="arm-simulator", daemon=True
+                target=self._server.serve_forever, args=(0.05,), name="arm-simulator", daemon=True
             )
             self._thread.start()
         return self

@@ -1,0 +1,66 @@
+"""Token buckets and Compute's guest-patch policy, on a fake clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.azure_simulator.errors import ArmError
+from tools.azure_simulator.throttling import PatchThrottle, TokenBucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_burst_then_refill() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(3, 0.5, clock)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.remaining() == 0 and bucket.retry_after() == 2
+    clock.now += 1.0
+    assert not bucket.try_take() and bucket.retry_after() == 1
+    clock.now += 1.0
+    assert bucket.try_take()
+    clock.now += 1000
+    assert bucket.remaining() == 3  # never above capacity
+
+
+def test_give_back_restores_a_token() -> None:
+    bucket = TokenBucket(1, 0.0, FakeClock())
+    assert bucket.try_take() and not bucket.try_take()
+    bucket.give_back()
+    assert bucket.try_take()
+
+
+def test_patch_policy_per_vm_then_per_subscription() -> None:
+    clock = FakeClock()
+    throttle = PatchThrottle(2, 60, 3, 60, clock)  # 1 token/s refill each
+    assert throttle.charge("vm1", "sub").startswith("Microsoft.Compute/VMGuestPatchOperations;1,")
+    throttle.charge("vm1", "sub")
+    with pytest.raises(ArmError) as vm_limit:
+        throttle.charge("vm1", "sub")
+    err = vm_limit.value
+    assert err.status == 429 and err.code == "OperationNotAllowed" and err.headers["Retry-After"] == "1"
+    detail = err.details[0] if err.details else {}
+    assert detail["code"] == "TooManyRequests" and detail["target"] == "VMGuestPatchOperations"
+    assert json.loads(detail["message"])["allowedRequestCount"] == 2
+    throttle.charge("vm2", "sub")  # the subscription's third and last token
+    with pytest.raises(ArmError) as sub_limit:
+        throttle.charge("vm3", "sub")
+    assert (
+        sub_limit.value.details
+        and sub_limit.value.details[0]["target"] == "VMGuestPatchOperationsSubscription"
+    )
+    assert throttle.per_vm.get("vm3").remaining() == 2  # the per-VM token was given back
+
+
+def test_patch_policy_can_be_disabled() -> None:
+    throttle = PatchThrottle(None, None, None, None, FakeClock())
+    for _ in range(100):
+        assert throttle.charge("vm", "sub") == ""
