@@ -254,6 +254,7 @@ class LocalHost:
             info.func = with_outputs
 
     def _start_listeners(self) -> None:
+        from azure.core.exceptions import HttpResponseError
         from azure.storage.blob import BlobServiceClient
         from azure.storage.queue import QueueServiceClient
 
@@ -270,8 +271,14 @@ class LocalHost:
                     raise HostStartupError(f"Function '{info.name}': {exc}") from None
                 service = queue_services.setdefault(conn, QueueServiceClient.from_connection_string(conn))
                 listener = QueueListener(info, self.invoker, service, self.config.queues)
+                try:
+                    listener.start()
+                except HttpResponseError as exc:
+                    reason = str(exc.message or exc).splitlines()[0]
+                    raise HostStartupError(
+                        f"Function '{info.name}': queue '{listener.queue_name}' cannot be used: {reason}"
+                    ) from None
                 self.queue_listeners[info.name] = listener
-                listener.start()
             elif info.trigger_type == "timerTrigger":
                 try:
                     blobs = BlobServiceClient.from_connection_string(_conn(None))
