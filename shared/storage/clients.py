@@ -60,14 +60,12 @@ def table_service() -> TableServiceClient:
 @lru_cache(maxsize=1)
 def queue_service() -> QueueServiceClient:
     conn = _connection_string()
-    policies = {"message_encode_policy": TextBase64EncodePolicy(),
-                "message_decode_policy": TextBase64DecodePolicy()}
     if conn:
-        return QueueServiceClient.from_connection_string(conn, **policies)
+        return QueueServiceClient.from_connection_string(conn)
     uri = os.environ.get("AzureWebJobsStorage__queueServiceUri")
     if not uri:
         raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
-    return QueueServiceClient(account_url=uri, credential=_identity_credential(), **policies)
+    return QueueServiceClient(account_url=uri, credential=_identity_credential())
 
 
 def table(name: str) -> TableClient:
@@ -77,8 +75,14 @@ def table(name: str) -> TableClient:
 
 
 def queue(name: str) -> QueueClient:
-    """Base64 encoding on the way out: the queue trigger's default `messageEncoding` expects it."""
-    client = queue_service().get_queue_client(name)
+    """Base64 encoding on the way out: the queue trigger's default `messageEncoding` expects it.
+
+    The policies go on the QueueClient itself: QueueServiceClient.get_queue_client does not pass
+    a service client's encode policy on, and a raw-text message would fail in the real host.
+    """
+    client = queue_service().get_queue_client(
+        name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+    )
     _ensure(f"queue:{name}", client.create_queue)
     return client
 

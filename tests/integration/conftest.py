@@ -11,10 +11,10 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from tools.azure_simulator import Simulator, SimulatorConfig
 
 from shared.runs.services import Services, get_services, reset_services
 from shared.storage.clients import reset_clients
+from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
 DEV_TOKEN = "integration-test-token"
@@ -43,6 +43,7 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
         "RUNS_TABLE": f"runs{tag}",
         "TARGETS_TABLE": f"targets{tag}",
         "PATCHES_TABLE": f"patches{tag}",
+        "SWEEP_SCHEDULE": "0 */5 * * * *",
         **FAST,
     }
 

@@ -48,9 +48,12 @@ class QueuePump:
             fn(qm)
             fn(qm)
 
-    def pump_once(self) -> int:
+    def pump_once(self, only: str | None = None) -> int:
+        """Deliver what is visible now; `only="dispatch"` or `"operations"` limits it to one queue."""
         handled = 0
         for client, fn in self.routes:
+            if only and not client.queue_name.startswith(only):
+                continue
             for msg in client.receive_messages(messages_per_page=32, visibility_timeout=60, max_messages=32):
                 qm = func.QueueMessage(id=msg.id, body=msg.content.encode(), pop_receipt=msg.pop_receipt)
                 self._deliver(fn, qm, handled)

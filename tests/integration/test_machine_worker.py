@@ -13,12 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
-from tools.azure_simulator import Simulator
 
 from shared.functions import run_workers, runs_api
 from shared.runs.model import iso, utcnow
 from shared.runs.services import Services, get_services, reset_services
 from tests.integration.queue_pump import QueuePump
+from tools.azure_simulator import Simulator
 
 INSTALL = {
     "maximumDuration": "PT2H",
@@ -161,8 +161,8 @@ def test_throttling_waits_exactly_retry_after(services: Services, simulator: Sim
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
     pump = QueuePump(services)
-    pump.pump_once()  # dispatch
-    pump.pump_once()  # first step meets 429
+    pump.pump_once(only="dispatch")
+    pump.pump_once(only="operations")  # the first step meets 429
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["throttles"] == 1 and target["state"] == "Queued"
     waited = _seconds_between(target["updatedAt"], target["nextActionAt"])
@@ -205,8 +205,8 @@ def test_poll_past_deadline_times_out(services: Services, simulator: Simulator) 
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
     pump = QueuePump(services)
-    pump.pump_once()
-    pump.pump_once()  # started: Running with a deadline
+    pump.pump_once(only="dispatch")
+    pump.pump_once(only="operations")  # started: Running with a deadline
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Running"
     services.store.update_target(target, {"deadline": iso(utcnow() - timedelta(seconds=1))})
@@ -219,7 +219,7 @@ def test_poisoned_step_fails_the_machine_and_the_run_finishes(services: Services
     vms = simulator.vm_ids()[:2]
     run_id = start(vms)
     pump = QueuePump(services)
-    pump.pump_once()  # dispatch → two step messages
+    pump.pump_once(only="dispatch")  # two step messages queued
     client = pump.routes[1][0]
     msgs = list(client.receive_messages(max_messages=2, visibility_timeout=60))
     assert len(msgs) == 2
@@ -250,8 +250,8 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, s
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
     pump = QueuePump(services)
-    pump.pump_once()
-    pump.pump_once()  # started; the next poll message is queued
+    pump.pump_once(only="dispatch")
+    pump.pump_once(only="operations")  # started; the next poll message is queued
     services.operations_queue.clear_messages()  # the worker "died" before queuing it
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Running"
@@ -262,3 +262,16 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, s
     assert machine(run_view(run_id), vm)["state"] == "Completed"
     assert by_vm(simulator)[vm.lower()]["installPatchesAccepted"] == 1
     assert sweep(services, utcnow())["runs"] == 0  # the run is closed
+
+
+def test_queue_messages_are_base64_on_the_wire(services: Services, simulator: Simulator) -> None:
+    """The queue trigger's default messageEncoding is base64; raw text would fail in the real host."""
+    import base64
+
+    from azure.storage.queue import QueueClient
+
+    run_id = start(simulator.vm_ids()[:1])
+    raw = QueueClient.from_connection_string(services.settings.storage_connection,
+                                             services.settings.dispatch_queue)
+    [msg] = list(raw.peek_messages())
+    assert json.loads(base64.b64decode(msg.content, validate=True)) == {"runId": run_id}
