@@ -275,3 +275,29 @@ def test_queue_messages_are_base64_on_the_wire(services: Services, simulator: Si
                                              services.settings.dispatch_queue)
     [msg] = list(raw.peek_messages())
     assert json.loads(base64.b64decode(msg.content, validate=True)) == {"runId": run_id}
+
+
+def test_synchronous_200_is_stored_without_polling(services: Services, simulator: Simulator) -> None:
+    simulator.set_faults(sync_rate=1.0)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), vm)
+    assert mine["state"] == "Completed" and mine["status"] in ("Succeeded", "Failed")
+    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "installPatches"]
+    assert by_vm(simulator)[vm.lower()]["poll"] == 0
+    [op] = [o for v in simulator.state()["vms"] if v["id"] == vm for o in v["operations"]]
+    assert mine["installedPatchCount"] == op["result"]["installedPatchCount"]
+
+
+def test_location_on_another_host_is_refused_and_never_called(services: Services, simulator: Simulator) -> None:
+    simulator.set_faults(foreign_location_rate=1.0)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), vm)
+    assert mine["state"] == "Failed" and mine["error"]["code"] == "UntrustedPollingUrl"
+    assert "127.0.0.2:9" in mine["error"]["message"]
+    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "installPatches"]  # no poll was sent anywhere
+    target = services.store.get_target(run_id, _key(vm))
+    assert target is not None and not target.get("pollUrl")

@@ -20,6 +20,8 @@ class FaultSettings:
     throttle_rate: float = 0.0  # share of ARM requests answered 429 SubscriptionRequestsThrottled
     throttle_retry_after: int = 2  # Retry-After (seconds) on injected 429s
     patch_failure_rate: float = 0.0  # chance each patch selected for installation fails
+    sync_rate: float = 0.0  # share of accepted patch POSTs answered 200 with the final result at once
+    foreign_location_rate: float = 0.0  # share of 202s whose Location/Azure-AsyncOperation name another host
     seed: int | None = None  # seed of the fault dice; None derives it from the fleet seed
 
     def update(self, values: dict[str, Any]) -> None:

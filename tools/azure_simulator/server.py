@@ -51,6 +51,7 @@ ACTIONS = {
     "assesspatches": "assessPatches",
 }
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-(?:preview|privatepreview|beta|alpha))?$", re.I)
+FOREIGN_BASE = "http://127.0.0.2:9"  # loopback, but not the simulator: nothing listens there
 SUPPORTED_VERSIONS = "2025-04-01, 2024-11-01, 2024-07-01, 2024-03-01, 2023-09-01, 2023-07-01, 2023-03-01"
 THROTTLE_MESSAGE = (
     "The server rejected the request because too many requests have been received for this subscription."
@@ -408,6 +409,18 @@ class ArmApi:
         }
         if remaining:
             headers["x-ms-ratelimit-remaining-resource"] = remaining
+        if sim.faults.roll(sim.faults.settings.sync_rate):
+            # ARM may answer a POST with the final 200 at once; the operation is then already over.
+            with sim.engine.lock:
+                op.finish_real = sim.engine.clock()
+                sim.engine.settle()
+            sim.call_log.fault("sync")
+            return Response(200, op.result, {"x-ms-request-id": op.op_id})
+        if sim.faults.roll(sim.faults.settings.foreign_location_rate):
+            # A Location on a host that is not ARM: a client must not send its token there.
+            for name in ("Location", "Azure-AsyncOperation"):
+                headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
+            sim.call_log.fault("foreignLocation")
         return Response(202, None, headers)
 
 
