@@ -78,6 +78,7 @@ class Azurite:
             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
         ]
+        os.makedirs(self.location, exist_ok=True)
         log = open(os.path.join(self.location, "azurite.log"), "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.location)
         deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ everything. Azurite keeps its data in .azurite/ so runs survive a restart, like 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,14 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vms", type=int, default=20, help="simulated fleet size")
@@ -57,16 +66,6 @@ def main() -> int:
 
     from tools.azure_simulator import Simulator, SimulatorConfig
 
-    azurite = Azurite(blob_port=10000, queue_port=10001, table_port=10002,
-                      location=str(REPO_ROOT / ".azurite")).start()
-    os.makedirs(REPO_ROOT / ".azurite", exist_ok=True)
-    sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
-                                    port=args.arm_port, retry_after_seconds=2)).start()
-    ensure_local_settings(sim.url)
-    env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
-           "ARM_DEV_TOKEN": DEV_TOKEN}
-    host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
-                             "--port", str(args.port)], env=env, cwd=REPO_ROOT)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -75,7 +74,19 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    try:
+    with contextlib.ExitStack() as services:  # whatever started is stopped, however we leave
+        azurite = services.enter_context(
+            Azurite(blob_port=10000, queue_port=10001, table_port=10002, location=str(REPO_ROOT / ".azurite"))
+        )
+        sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
+                                        port=args.arm_port, retry_after_seconds=2)).start()
+        services.callback(sim.stop)
+        ensure_local_settings(sim.url)
+        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
+               "ARM_DEV_TOKEN": DEV_TOKEN}
+        host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
+                                 "--port", str(args.port)], env=env, cwd=REPO_ROOT)
+        services.callback(stop_process, host)
         wait_http(f"http://127.0.0.1:{args.port}/api/runs")
         vms = sim.vm_ids()[:4]
         body = json.dumps({
@@ -86,35 +97,28 @@ def main() -> int:
                 "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
                 "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
             },
-        }, indent=2)
+        }, separators=(",", ":"))
+        api = f"http://127.0.0.1:{args.port}/api"
         print(f"""
 PatchPilot is running:
-  Functions host   http://127.0.0.1:{args.port}/api
+  Functions host   {api}
   ARM simulator    {sim.url}  ({args.vms} VMs, {args.time_scale:g}x time; state at {sim.url}/_sim/vms)
   Azurite          blob 10000, queue 10001, table 10002 (data in .azurite/)
 
-Start a run on four simulated VMs:
+Start a run on four simulated VMs (answers 202 with Location and Retry-After):
 
-curl -si -X POST http://127.0.0.1:{args.port}/api/runs \\
-  -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$(date +%s)" \\
-  -d '{body.replace(chr(10), ' ')}'
+LOC=$(curl -s -o /dev/null -D - -X POST {api}/runs -H 'Content-Type: application/json' \\
+  -H "Idempotency-Key: demo-$(date +%s)" -d '{body}' \\
+  | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$LOC"
 
-Follow it (use the Location header the answer gave you):
+Follow it (202 while it runs, 200 with every machine's result when it is done):
 
-curl -s http://127.0.0.1:{args.port}/api/runs/<runId> | python3 -m json.tool
+curl -s -w '\\nHTTP %{{http_code}}\\n' "$LOC"
 
 Ctrl-C stops everything.
 """, flush=True)
         while not stop and host.poll() is None:
             time.sleep(0.5)
-    finally:
-        host.terminate()
-        try:
-            host.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            host.kill()
-        sim.stop()
-        azurite.stop()
     return 0 if stop else (host.returncode or 1)
 
 
