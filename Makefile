@@ -33,6 +33,7 @@ unit: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.accept_run
+	$(BIN)/python -m benchmarks.run_costs
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

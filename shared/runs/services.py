@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -27,6 +28,7 @@ MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message'
 @dataclass
 class Services:
     settings: Settings
+    sent: Counter[str] = field(default_factory=Counter)  # queue messages sent, by queue (for metrics)
 
     @cached_property
     def store(self) -> RunStore:
@@ -54,9 +56,11 @@ class Services:
         body = json.dumps({"runId": run_id, "machine": machine, "seq": seq}, separators=(",", ":"))
         delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
         self.operations_queue.send_message(body, visibility_timeout=delay or None)
+        self.sent["operations"] += 1
 
     def send_dispatch(self, run_id: str) -> None:
         self.dispatch_queue.send_message(json.dumps({"runId": run_id}))
+        self.sent["dispatch"] += 1
 
     def run_parameters(self, run_id: str) -> dict[str, Any] | None:
         return _run_parameters(self.store, run_id)
