@@ -1,7 +1,7 @@
 """What one machine costs: ARM calls, Table round-trips and queue messages, for a whole run.
 
 Runs a 100-VM install against the ARM simulator and Azurite, delivering queue messages in-process,
-with polls every simulated Retry-After (1 s real; operations take 1–4 simulated hours at 3600x).
+with polls every simulated Retry-After (1 s real; operations take 1-4 simulated hours at 3600x).
 Prints a table; run with `make bench`.
 """
 
@@ -57,7 +57,7 @@ def main() -> int:
         print(f"| ARM calls (all) | {arm / VMS:.2f} |")
         for kind in sorted(svc.arm.calls):
             print(f"| ARM `{kind}` | {svc.arm.calls[kind] / VMS:.2f} |")
-        print(f"| polls per machine (Retry-After 1 s, 1–4 h ops at 3600x) | {polls / VMS:.2f} |")
+        print(f"| polls per machine (Retry-After 1 s, 1-4 h ops at 3600x) | {polls / VMS:.2f} |")
         print(f"| Table round-trips (workers + accept) | {table / VMS:.2f} |")
         for kind in sorted(svc.store.ops):
             print(f"| Table `{kind}` | {svc.store.ops[kind] / VMS:.2f} |")
