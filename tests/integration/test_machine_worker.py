@@ -301,3 +301,22 @@ def test_location_on_another_host_is_refused_and_never_called(services: Services
     assert [c["op"] for c in mine["armCalls"]] == ["getVm", "installPatches"]  # no poll was sent anywhere
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and not target.get("pollUrl")
+
+
+def test_list_runs_pages_newest_first(services: Services, simulator: Simulator) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    ids = [start(simulator.vm_ids()[i:i + 1]) for i in range(3)]
+
+    def page(params: dict[str, str]) -> dict[str, Any]:
+        resp = runs_api.list_runs(func.HttpRequest("GET", "http://127.0.0.1:7071/api/runs", body=b"", params=params))
+        assert resp.status_code == 200
+        return json.loads(resp.get_body())
+
+    first = page({"top": "2"})
+    assert [r["id"] for r in first["value"]] == ids[::-1][:2]
+    query = {k: v[0] for k, v in parse_qs(urlsplit(first["nextLink"]).query).items()}
+    second = page(query)
+    assert [r["id"] for r in second["value"]] == [ids[0]] and "nextLink" not in second
+    bad = runs_api.list_runs(func.HttpRequest("GET", "http://x/api/runs", body=b"", params={"top": "0"}))
+    assert bad.status_code == 400 and json.loads(bad.get_body())["error"]["target"] == "top"
