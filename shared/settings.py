@@ -106,7 +106,7 @@ class Settings:
             max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 1000, minimum=1),
             max_request_bytes=_int("MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
             run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1),
-            poll_min_seconds=_int("POLL_MIN_SECONDS", 30),
+            poll_min_seconds=_int("POLL_MIN_SECONDS", 60),
             poll_max_seconds=_int("POLL_MAX_SECONDS", 300, minimum=1),
             default_retry_after_seconds=_int("DEFAULT_RETRY_AFTER_SECONDS", 60),
             retry_base_seconds=_int("RETRY_BASE_SECONDS", 5, minimum=1),
