@@ -320,3 +320,15 @@ def test_list_runs_pages_newest_first(services: Services, simulator: Simulator) 
     assert [r["id"] for r in second["value"]] == [ids[0]] and "nextLink" not in second
     bad = runs_api.list_runs(func.HttpRequest("GET", "http://x/api/runs", body=b"", params={"top": "0"}))
     assert bad.status_code == 400 and json.loads(bad.get_body())["error"]["target"] == "top"
+
+
+def test_dropped_connections_back_off_then_fail(services: Services, simulator: Simulator) -> None:
+    services = reconfigure(MAX_TRANSIENT_RETRIES="1")
+    simulator.set_faults(drop_rate=1.0)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    mine = machine(run_view(run_id), vm)
+    assert mine["state"] == "Failed" and mine["error"]["code"] == "ConnectionError"
+    assert [c["status"] for c in mine["armCalls"]] == [None, None]  # no answer, twice
+    assert simulator.calls()["byVm"][vm.lower()].get("installPatchesAccepted", 0) == 0
