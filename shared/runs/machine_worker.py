@@ -33,18 +33,13 @@ from shared.arm.operations import (
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.runs.messages import StepMessage
 from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow
+from shared.runs.operation_kinds import INSTALL, KINDS
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
-from shared.validation.install_parameters import maximum_duration, parameters_for_os
 from shared.validation.resource_ids import VmRef, parse_vm_id
 
 log = logging.getLogger(__name__)
-OPERATION = "installPatches"
 MAX_RECORDED_CALLS = 25
-RESULT_FIELDS = (
-    "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded", "excludedPatchCount",
-    "notSelectedPatchCount", "pendingPatchCount", "installedPatchCount", "failedPatchCount", "startDateTime",
-)
 
 
 class MachineStep:
@@ -64,11 +59,12 @@ class MachineStep:
 
     # -- entry points --------------------------------------------------------------------------
     def start(self) -> str:
-        params = self.svc.run_parameters(self.target["PartitionKey"])
-        if params is None:
+        spec = self.svc.run_spec(self.target["PartitionKey"])
+        if spec is None or spec.operation not in KINDS:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
-        os_type = self.target.get("osType")
-        if not os_type:
+        kind = KINDS[spec.operation]
+        os_type = str(self.target.get("osType") or "")
+        if kind.needs_os_type and not os_type:
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
             except ArmConnectionError as exc:
@@ -79,21 +75,16 @@ class MachineStep:
                                   phase="start")
             os_type = str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
                           .get("osDisk", {}).get("osType") or "")
-        body = parameters_for_os(params, os_type)
-        if body is None:
-            return self.fail(
-                "NoParametersForOsType",
-                f"the VM runs {os_type or 'an unknown OS'} but the run has no "
-                f"{'windowsParameters' if os_type.lower() == 'windows' else 'linuxParameters'}",
-                extra={"osType": os_type},
-            )
-        # The claim: after this succeeds no other delivery of this message can send installPatches.
+        body, unusable = kind.request_body(spec.parameters, os_type)
+        if unusable:
+            return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
+        # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
         except ResourceModifiedError:
             return "lost-claim"
         try:
-            resp = self._call(lambda: self.svc.arm.post_action(self.vm, OPERATION, body), OPERATION)
+            resp = self._call(lambda: self.svc.arm.post_action(self.vm, kind.action, body), kind.action)
         except ArmConnectionError as exc:
             # Dropped before an answer. A retry is safe in the common case (request never reached
             # ARM); if ARM had accepted it, the retry meets 409 while that operation runs.
@@ -144,8 +135,9 @@ class MachineStep:
             self.svc.arm.ensure_trusted(outcome.poll_url)
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
-        params = self.svc.run_parameters(self.target["PartitionKey"]) or {}
-        deadline = self.now + maximum_duration(params) + timedelta(seconds=self.settings.operation_grace_seconds)
+        spec = self.svc.run_spec(self.target["PartitionKey"])
+        duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
+        deadline = self.now + duration + timedelta(seconds=self.settings.operation_grace_seconds)
         delay = poll_delay(outcome.retry_after, self.settings)
         self._advance(delay, {
             "state": MachineState.RUNNING.value,
@@ -183,9 +175,11 @@ class MachineStep:
         return f"retry-{retry.kind}"
 
     def finish(self, result: dict[str, Any]) -> str:
+        spec = self.svc.run_spec(self.target["PartitionKey"])
+        kind = KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
         self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
-                                    list(result.get("patches") or []))
-        changes: dict[str, Any] = {k: result[k] for k in RESULT_FIELDS if result.get(k) is not None}
+                                    list(result.get(kind.patches_field) or []))
+        changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
         error = result.get("error")
         if isinstance(error, dict) and (error.get("code") or error.get("message")):
             changes["errorCode"] = str(error.get("code") or "")

@@ -62,15 +62,25 @@ class Services:
         self.dispatch_queue.send_message(json.dumps({"runId": run_id}))
         self.sent["dispatch"] += 1
 
-    def run_parameters(self, run_id: str) -> dict[str, Any] | None:
-        return _run_parameters(self.store, run_id)
+    def run_spec(self, run_id: str) -> RunSpec | None:
+        return _run_spec(self.store, run_id)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The immutable part of a run: which operation, with which parameters."""
+
+    operation: str
+    parameters: dict[str, Any]
 
 
 @lru_cache(maxsize=4096)
-def _run_parameters(store: RunStore, run_id: str) -> dict[str, Any] | None:
-    """A run's installPatches parameters never change, so one Table read per run per process."""
+def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
+    """A run's operation and parameters never change, so one Table read per run per process."""
     run = store.get_run(run_id)
-    return json.loads(run["installPatches"]) if run else None
+    if run is None:
+        return None
+    return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"))
 
 
 @lru_cache(maxsize=1)
@@ -81,5 +91,5 @@ def get_services() -> Services:
 def reset_services() -> None:
     """For tests that change settings between cases."""
     get_services.cache_clear()
-    _run_parameters.cache_clear()
+    _run_spec.cache_clear()
     get_settings.cache_clear()

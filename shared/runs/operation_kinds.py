@@ -1,0 +1,57 @@
+"""What differs between Azure's patch operations. Everything else (claiming, polling, retries,
+timeouts, poison handling) is one shared path in machine_worker.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from shared.validation.install_parameters import maximum_duration, parameters_for_os
+
+
+@dataclass(frozen=True)
+class OperationKind:
+    action: str  # the ARM action: POST .../virtualMachines/{vm}/{action}
+    needs_os_type: bool  # the request body depends on the VM's OS, so GET the VM first
+    result_fields: tuple[str, ...]  # result properties kept on the target row
+    patches_field: str  # the result's list of per-patch records
+
+    def request_body(self, params: dict[str, Any], os_type: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(body, None), or (None, reason) when this VM cannot get a body from the request."""
+        if not self.needs_os_type:
+            return None, None
+        body = parameters_for_os(params, os_type)
+        if body is None:
+            wanted = "windowsParameters" if os_type.lower() == "windows" else "linuxParameters"
+            return None, f"the VM runs {os_type or 'an unknown OS'} but the run has no {wanted}"
+        return body, None
+
+    def expected_duration(self, params: dict[str, Any]) -> timedelta:
+        """How long Azure may run the operation; polling stops at this plus the grace period."""
+        if self.action == "installPatches":
+            return maximum_duration(params)
+        return ASSESSMENT_DURATION
+
+
+# Azure does not bound an assessment; it normally takes minutes. An hour is generous.
+ASSESSMENT_DURATION = timedelta(hours=1)
+
+INSTALL = OperationKind(
+    action="installPatches",
+    needs_os_type=True,
+    result_fields=(
+        "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded", "excludedPatchCount",
+        "notSelectedPatchCount", "pendingPatchCount", "installedPatchCount", "failedPatchCount", "startDateTime",
+    ),
+    patches_field="patches",
+)
+ASSESS = OperationKind(
+    action="assessPatches",
+    needs_os_type=False,
+    result_fields=("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
+                   "otherPatchCount", "startDateTime"),
+    patches_field="availablePatches",
+)
+KINDS = {k.action: k for k in (INSTALL, ASSESS)}
