@@ -1,0 +1,39 @@
+// The custom role PatchPilot's identity holds on each target scope: exactly the ARM calls the app makes.
+targetScope = 'subscription'
+
+@description('Role definition name (a GUID) and role name; both are unique in the tenant, so they carry the azd environment name.')
+param roleDefinitionName string
+param roleName string
+@description('Subscription and/or resource group ids the role may be assigned on (the target scopes).')
+param assignableScopes array
+
+resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: roleDefinitionName
+  properties: {
+    roleName: roleName
+    description: 'PatchPilot: read VMs, install and assess OS patches, follow the resulting long-running operations.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          // GET .../virtualMachines/{vm} and listing VMs in a subscription or resource group
+          'Microsoft.Compute/virtualMachines/read'
+          // GET .../virtualMachines/{vm}/instanceView
+          'Microsoft.Compute/virtualMachines/instanceView/read'
+          // POST .../virtualMachines/{vm}/installPatches
+          'Microsoft.Compute/virtualMachines/installPatches/action'
+          // POST .../virtualMachines/{vm}/assessPatches
+          'Microsoft.Compute/virtualMachines/assessPatches/action'
+          // GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id} (LRO status)
+          'Microsoft.Compute/locations/operations/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
+output roleDefinitionName string = patchOperator.name

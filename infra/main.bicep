@@ -1,0 +1,219 @@
+// PatchPilot on Azure: one resource group with a Flex Consumption Function App, its storage, monitoring and
+// one user-assigned identity; plus a custom "VM Patch Operator" role assigned on each target scope.
+// Plain resource declarations instead of br/public AVM modules so `az bicep build` and the offline checks
+// (tests/infra) work without registry access; the shapes follow the AVM / Azure-Samples Flex templates.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; seeds the resource token and the resource group name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for all resources; it must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Subscription ids (/subscriptions/<id>) and resource group ids (/subscriptions/<id>/resourceGroups/<name>) whose VMs PatchPilot may patch.')
+param patchTargetScopes array = []
+
+@description('Optional: object id of a person who may read the queues and tables for debugging (azd sets AZURE_PRINCIPAL_ID).')
+param principalId string = ''
+
+@description('Resource Manager endpoint the app calls; the cloud this is deployed to unless overridden.')
+param armEndpoint string = environment().resourceManager
+
+@description('Compute REST API version for VM, installPatches and assessPatches calls.')
+param computeApiVersion string = '2025-04-01'
+
+@description('NCRONTAB schedule of the sweeper timer (six fields, UTC).')
+param sweepSchedule string = '0 */5 * * * *'
+
+@minValue(1)
+param maxMachinesPerRun int = 1000
+
+@description('Floor (seconds) between polls of a VM operation; 60 keeps 1,000 VMs under ARM\'s read rate limit.')
+param pollMinSeconds int = 60
+
+@minValue(1)
+@description('Retry-After (seconds) on 202 answers for unfinished runs.')
+param runRetryAfterSeconds int = 20
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+// Queue and table names: one place for storage (pre-created) and app settings (read by the code).
+var dispatchQueue = 'patch-dispatch'
+var operationsQueue = 'patch-operations'
+var runsTable = 'patchruns'
+var targetsTable = 'patchtargets'
+var patchesTable = 'patchdetails'
+
+// environment().resourceManager ends with "/"; the app wants scheme://host.
+var armEndpointTrimmed = endsWith(armEndpoint, '/') ? substring(armEndpoint, 0, length(armEndpoint) - 1) : armEndpoint
+
+// Target scopes, split by kind: "/subscriptions/<id>" has 3 segments, ".../resourceGroups/<name>" has 5.
+var subscriptionTargets = filter(patchTargetScopes, s => length(split(s, '/')) == 3)
+var resourceGroupTargets = filter(patchTargetScopes, s => length(split(s, '/')) == 5)
+var unrecognisedTargets = filter(patchTargetScopes, s => length(split(s, '/')) != 3 && length(split(s, '/')) != 5)
+var patchRoleName = 'PatchPilot VM Patch Operator (${environmentName})'
+var patchRoleDefinitionName = guid(tenant().tenantId, patchRoleName)
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    // The trigger queues and the "-poison" queues the host moves failed messages to.
+    queueNames: [
+      dispatchQueue
+      '${dispatchQueue}-poison'
+      operationsQueue
+      '${operationsQueue}-poison'
+    ]
+    tableNames: [
+      runsTable
+      targetsTable
+      patchesTable
+    ]
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// Every setting shared/settings.py and the trigger bindings (%NAME%) read; tests/infra checks this list
+// against the code. Tuning knobs left at their code defaults are listed, with reasons, in that test.
+var appSettings = {
+  ARM_ENDPOINT: armEndpointTrimmed
+  COMPUTE_API_VERSION: computeApiVersion
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  DISPATCH_QUEUE: dispatchQueue
+  OPERATIONS_QUEUE: operationsQueue
+  RUNS_TABLE: runsTable
+  TARGETS_TABLE: targetsTable
+  PATCHES_TABLE: patchesTable
+  SWEEP_SCHEDULE: sweepSchedule
+  MAX_MACHINES_PER_RUN: string(maxMachinesPerRun)
+  POLL_MIN_SECONDS: string(pollMinSeconds)
+  RUN_RETRY_AFTER_SECONDS: string(runRetryAfterSeconds)
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    appSettings: appSettings
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+  }
+}
+
+// The custom role lives in this subscription and is assignable on every target scope.
+module patchRole 'app/patch-role.bicep' = if (!empty(patchTargetScopes)) {
+  name: 'patch-role'
+  params: {
+    roleDefinitionName: patchRoleDefinitionName
+    roleName: patchRoleName
+    assignableScopes: patchTargetScopes
+  }
+}
+
+module patchRoleOnSubscriptions 'app/patch-role-assignment-subscription.bicep' = [for target in subscriptionTargets: {
+  name: 'patch-role-${uniqueString(target)}'
+  scope: subscription(split(target, '/')[2])
+  params: {
+    roleDefinitionName: patchRoleDefinitionName
+    principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    patchRole
+  ]
+}]
+
+module patchRoleOnResourceGroups 'app/patch-role-assignment-resource-group.bicep' = [for target in resourceGroupTargets: {
+  name: 'patch-role-${uniqueString(target)}'
+  scope: resourceGroup(split(target, '/')[2], split(target, '/')[4])
+  params: {
+    roleDefinitionName: patchRoleDefinitionName
+    principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    patchRole
+  ]
+}]
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = '${api.outputs.uri}/api'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output PATCHPILOT_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output PATCHPILOT_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output PATCHPILOT_ROLE_NAME string = patchRoleName
+// Entries of patchTargetScopes that are neither a subscription id nor a resource group id were not granted.
+output PATCHPILOT_UNRECOGNISED_TARGET_SCOPES array = unrecognisedTargets
