@@ -33,6 +33,17 @@ param computeApiVersion string = '2025-04-01'
 @description('NCRONTAB schedule of the sweeper timer (six fields, UTC).')
 param sweepSchedule string = '0 */5 * * * *'
 
+@description('NCRONTAB schedule of the periodic assessment (six fields, UTC). Azure assesses daily; so do we.')
+param assessmentSchedule string = '0 0 3 * * *'
+
+@minValue(1)
+@description('Days of assessment history kept per machine (pruned as new results arrive).')
+param assessmentRetentionDays int = 90
+
+@minValue(1)
+@description('Hours after which a machine\'s latest assessment counts as stale in the compliance view.')
+param assessmentFreshnessHours int = 36
+
 @minValue(1)
 param maxMachinesPerRun int = 1000
 
@@ -62,6 +73,9 @@ var operationsQueue = 'patch-operations'
 var runsTable = 'patchruns'
 var targetsTable = 'patchtargets'
 var patchesTable = 'patchdetails'
+var discoveryQueue = 'patch-discovery'
+var machinesTable = 'patchmachines'
+var assessmentsTable = 'patchassessments'
 
 // environment().resourceManager ends with "/"; the app wants scheme://host.
 var armEndpointTrimmed = endsWith(armEndpoint, '/') ? substring(armEndpoint, 0, length(armEndpoint) - 1) : armEndpoint
@@ -103,11 +117,15 @@ module storage 'app/storage.bicep' = {
       '${dispatchQueue}-poison'
       operationsQueue
       '${operationsQueue}-poison'
+      discoveryQueue
+      '${discoveryQueue}-poison'
     ]
     tableNames: [
       runsTable
       targetsTable
       patchesTable
+      machinesTable
+      assessmentsTable
     ]
   }
 }
@@ -138,6 +156,15 @@ var appSettings = {
   MAX_MACHINES_PER_RUN: string(maxMachinesPerRun)
   POLL_MIN_SECONDS: string(pollMinSeconds)
   RUN_RETRY_AFTER_SECONDS: string(runRetryAfterSeconds)
+  DISCOVERY_QUEUE: discoveryQueue
+  MACHINES_TABLE: machinesTable
+  ASSESSMENTS_TABLE: assessmentsTable
+  ASSESSMENT_SCHEDULE: assessmentSchedule
+  // The periodic assessment covers exactly the scopes the identity was granted (the app drops a resource
+  // group that a listed subscription already covers).
+  ASSESSMENT_SCOPES: join(concat(subscriptionTargets, resourceGroupTargets), ',')
+  ASSESSMENT_RETENTION_DAYS: string(assessmentRetentionDays)
+  ASSESSMENT_FRESHNESS_HOURS: string(assessmentFreshnessHours)
 }
 
 module api 'app/api.bicep' = {

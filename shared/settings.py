@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_COMPUTE_API_VERSION = "2025-04-01"
+# Once a day, as Azure's periodic assessment runs; 03:00 UTC keeps it clear of business hours in most zones.
+DEFAULT_ASSESSMENT_SCHEDULE = "0 0 3 * * *"
 
 
 class SettingsError(ValueError):
@@ -36,6 +39,11 @@ def _int(name: str, default: int, *, minimum: int = 0) -> int:
 
 def _str(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
+
+
+def _list(name: str) -> tuple[str, ...]:
+    """Comma-, semicolon- or whitespace-separated values (one scope per line reads well in the portal)."""
+    return tuple(v for v in re.split(r"[,;\s]+", os.environ.get(name, "")) if v)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -85,6 +93,13 @@ class Settings:
     operation_grace_seconds: int
     claim_timeout_seconds: int
     arm_timeout_seconds: int
+    discovery_queue: str
+    machines_table: str
+    assessments_table: str
+    assessment_schedule: str
+    assessment_scopes: tuple[str, ...]
+    assessment_retention_days: int
+    assessment_freshness_hours: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,6 +132,13 @@ class Settings:
             operation_grace_seconds=_int("OPERATION_GRACE_SECONDS", 1800),
             claim_timeout_seconds=_int("CLAIM_TIMEOUT_SECONDS", 300, minimum=1),
             arm_timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1),
+            discovery_queue=_str("DISCOVERY_QUEUE", "patch-discovery"),
+            machines_table=_str("MACHINES_TABLE", "patchmachines"),
+            assessments_table=_str("ASSESSMENTS_TABLE", "patchassessments"),
+            assessment_schedule=_str("ASSESSMENT_SCHEDULE", DEFAULT_ASSESSMENT_SCHEDULE),
+            assessment_scopes=_list("ASSESSMENT_SCOPES"),
+            assessment_retention_days=_int("ASSESSMENT_RETENTION_DAYS", 90, minimum=1),
+            assessment_freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1),
         )
 
 

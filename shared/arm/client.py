@@ -24,6 +24,7 @@ from requests.structures import CaseInsensitiveDict
 
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.validation.resource_ids import VmRef
+from shared.validation.scopes import ScopeRef
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +138,13 @@ class ArmClient:
 
     def poll(self, url: str) -> ArmResponse:
         return self.request("GET", url, kind="poll")
+
+    def list_vms_url(self, scope: ScopeRef) -> str:
+        """First page of the VMs in a subscription or resource group, each with its instance view
+        (power state), so discovery needs no per-VM GET. Later pages come from `nextLink`."""
+        query = urlencode({"api-version": self.api_version, "$expand": "instanceView"})
+        return f"{self.endpoint}{scope.resource_id}/providers/Microsoft.Compute/virtualMachines?{query}"
+
+    def list_page(self, url: str) -> ArmResponse:
+        """One page of a list; a `nextLink` is checked against ARM_ENDPOINT like any other URL."""
+        return self.request("GET", url, kind="listVms")

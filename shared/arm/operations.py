@@ -15,6 +15,11 @@ from typing import Any, Literal
 from shared.arm.client import ArmResponse
 
 RetryKind = Literal["throttled", "transient", "conflict"]
+VM_NOT_RUNNING = "VMNotRunning"
+# ARM answers a patch operation on a stopped VM with the same 409 OperationNotAllowed it uses while
+# another operation runs; only the message tells them apart ("... since the VM is either deallocated
+# or marked to be deallocated", "... the VM is not running"). Retrying cannot help the former.
+_NOT_RUNNING_HINTS = ("deallocated", "not running", "stopped", "requires the vm to be running")
 TERMINAL_ASYNC = {"succeeded", "failed", "canceled"}
 
 
@@ -68,6 +73,13 @@ def _retryable(resp: ArmResponse, default_retry_after: int) -> Retry | None:
     return None
 
 
+def classify_read(resp: ArmResponse, *, default_retry_after: int) -> Retry | Failed | None:
+    """A plain GET (a list page): None when it answered 200, else what to do about it."""
+    if resp.status == 200:
+        return None
+    return _retryable(resp, default_retry_after) or Failed(*resp.error())
+
+
 def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
     """The answer to `POST .../installPatches` (or assessPatches)."""
     if resp.status == 202:
@@ -84,6 +96,8 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
         return _done_or_failed(resp)
     if resp.status == 409:
         code, message = resp.error()
+        if any(hint in message.lower() for hint in _NOT_RUNNING_HINTS):
+            return Failed(VM_NOT_RUNNING, message)
         hinted = resp.retry_after(0) if "Retry-After" in resp.headers else None
         return Retry("conflict", hinted, code, message)
     retry = _retryable(resp, default_retry_after)

@@ -15,7 +15,7 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
-def _body(msg: func.QueueMessage) -> str | None:
+def message_text(msg: func.QueueMessage) -> str | None:
     try:
         return msg.get_body().decode("utf-8")
     except UnicodeDecodeError:
@@ -25,7 +25,7 @@ def _body(msg: func.QueueMessage) -> str | None:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
 def dispatch_worker(msg: func.QueueMessage) -> None:
-    body = _body(msg)
+    body = message_text(msg)
     try:
         parsed = parse_dispatch(body or "")
     except BadMessageError as exc:
@@ -36,7 +36,7 @@ def dispatch_worker(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
 def operation_worker(msg: func.QueueMessage) -> None:
-    body = _body(msg)
+    body = message_text(msg)
     try:
         step = parse_step(body or "")
     except BadMessageError as exc:
@@ -50,7 +50,7 @@ def operation_worker(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
 def operation_poison(msg: func.QueueMessage) -> None:
     try:
-        step = parse_step(_body(msg) or "")
+        step = parse_step(message_text(msg) or "")
     except BadMessageError as exc:
         log.error("poisoned step message %s is malformed (%s); nothing to fail", msg.id, exc)
         return
@@ -62,7 +62,7 @@ def operation_poison(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
 def dispatch_poison(msg: func.QueueMessage) -> None:
     try:
-        parsed = parse_dispatch(_body(msg) or "")
+        parsed = parse_dispatch(message_text(msg) or "")
     except BadMessageError as exc:
         log.error("poisoned dispatch message %s is malformed (%s)", msg.id, exc)
         return

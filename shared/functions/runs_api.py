@@ -9,10 +9,9 @@ import azure.functions as func
 from shared.errors import ApiError, ValidationError
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.dispatch import undispatched_targets
 from shared.runs.model import RunStatus
 from shared.runs.services import get_services
-from shared.runs.views import machine_view, run_view
+from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.run_request import parse_run_request
 
@@ -22,18 +21,18 @@ MAX_PAGE = 100
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
-def _run_id(req: func.HttpRequest) -> str:
+def run_id_param(req: func.HttpRequest) -> str:
     run_id = req.route_params.get("runId", "").lower()
     if not RUN_ID.match(run_id):
         raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
     return run_id
 
 
-def _run_answer(req: func.HttpRequest, view: dict[str, object]) -> func.HttpResponse:
+def run_answer(req: func.HttpRequest, view: dict[str, object], collection: str = "runs") -> func.HttpResponse:
     """202 + Location while the run is unfinished (Logic Apps keeps polling), 200 once it is done."""
     settings = get_services().settings
     if view["status"] in UNFINISHED:
-        location = absolute_url(req, f"/api/runs/{view['id']}")
+        location = absolute_url(req, f"/api/{collection}/{view['id']}")
         return accepted(view, location, settings.run_retry_after_seconds)
     return json_response(view, 200)
 
@@ -56,12 +55,11 @@ def create_run(req: func.HttpRequest) -> func.HttpResponse:
 @api_errors
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     svc = get_services()
-    run_id = _run_id(req)
+    run_id = run_id_param(req)
     run = svc.store.get_run(run_id)
     if run is None:
         raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-    targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
-    return _run_answer(req, run_view(run, targets))
+    return run_answer(req, load_run_view(run, svc))
 
 
 @bp.route(route="runs", methods=["GET"])
@@ -88,7 +86,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
     """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
     svc = get_services()
-    run_id = _run_id(req)
+    run_id = run_id_param(req)
     p = req.route_params
     vm = parse_vm_id(
         f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
@@ -100,5 +98,8 @@ def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
         raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")
     view = machine_view(target)
     view["runId"] = run_id
-    view["patches"] = svc.store.list_patches(run_id, vm.key)
+    # An assessment's patches live in the machine's history (shared/assessments/results.py).
+    history_key = target.get("historyKey")
+    view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
+                       else svc.store.list_patches(run_id, vm.key))
     return json_response(view)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import ApiError, ValidationError
 from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import Services
+from shared.validation.resource_ids import VmRef
 from shared.validation.run_request import RunRequest
+from shared.validation.scopes import ScopeRef
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -38,16 +41,33 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """What any run is made of: an operation over a machine list, or over scopes to discover."""
+
+    operation: str
+    parameters: dict[str, Any]
+    fingerprint: str
+    machines: tuple[VmRef, ...] = ()
+    scopes: tuple[ScopeRef, ...] = ()
+    origin: str = "api"  # "api" or "schedule"
+
+
 def accept_run(
     request: RunRequest, idempotency_key: str | None, svc: Services
 ) -> tuple[dict[str, Any], bool]:
+    """An install run from `POST /api/runs`."""
+    return accept(NewRun("installPatches", request.install_parameters, request.fingerprint(), request.machines),
+                  idempotency_key, svc)
+
+
+def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dict[str, Any], bool]:
     """Returns (run entity, created). A replay with the same key and body returns the first run."""
     store = svc.store
-    fingerprint = request.fingerprint()
     run_id = new_run_id()
     if idempotency_key:
-        claim = store.claim_idempotency_key(idempotency_key, fingerprint, run_id)
-        if claim["fingerprint"] != fingerprint:
+        claim = store.claim_idempotency_key(idempotency_key, new.fingerprint, run_id)
+        if claim["fingerprint"] != new.fingerprint:
             raise ApiError(409, "IdempotencyKeyReused",
                            "this Idempotency-Key was already used with a different request body",
                            target="Idempotency-Key")
@@ -59,18 +79,30 @@ def accept_run(
             return existing, False
 
     now = iso(utcnow())
-    store.save_machine_chunks(run_id, [vm.resource_id for vm in request.machines])
-    run = {
+    run: dict[str, Any] = {
         "RowKey": run_id,
         "createdAt": now,
         "status": RunStatus.ACCEPTED.value,
         "active": True,
-        "machineCount": len(request.machines),
-        "operation": "installPatches",
-        "installPatches": json.dumps(request.install_parameters, separators=(",", ":")),
-        "fingerprint": fingerprint,
+        "operation": new.operation,
+        "origin": new.origin,
+        "installPatches": json.dumps(new.parameters, separators=(",", ":")),
+        "fingerprint": new.fingerprint,
         "idempotencyKey": idempotency_key or "",
     }
+    if new.scopes:
+        # Discovery fans out instead of dispatch; the sweeper re-queues a page message that got lost.
+        store.create_scopes(run_id, [s.resource_id for s in new.scopes], now)
+        run.update(scopes=json.dumps([s.resource_id for s in new.scopes]), machineCount=0, dispatchedAt=now)
+    else:
+        store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
+        run["machineCount"] = len(new.machines)
+    if new.operation == "assessPatches" and new.machines:
+        svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
     store.create_run(run)
-    svc.send_dispatch(run_id)
+    if new.scopes:
+        for index in range(len(new.scopes)):
+            svc.send_discovery(run_id, index, 0)
+    else:
+        svc.send_dispatch(run_id)
     return {"PartitionKey": "run", **run}, True

@@ -21,6 +21,7 @@ from azure.core.exceptions import ResourceModifiedError
 
 from shared.arm.client import ArmResponse
 from shared.arm.operations import (
+    VM_NOT_RUNNING,
     Done,
     Failed,
     Outcome,
@@ -32,8 +33,8 @@ from shared.arm.operations import (
 )
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.runs.messages import StepMessage
-from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow
-from shared.runs.operation_kinds import INSTALL, KINDS
+from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow, with_discovery
+from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.resource_ids import VmRef, parse_vm_id
@@ -64,7 +65,7 @@ class MachineStep:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
-        if kind.needs_os_type and not os_type:
+        if not os_type:
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
             except ArmConnectionError as exc:
@@ -174,22 +175,27 @@ class MachineStep:
         self._advance(retry_delay(retry, attempt, self.settings, self.rng), changes)
         return f"retry-{retry.kind}"
 
-    def finish(self, result: dict[str, Any]) -> str:
+    @cached_property
+    def kind(self) -> OperationKind:
         spec = self.svc.run_spec(self.target["PartitionKey"])
-        kind = KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
-        self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
-                                    list(result.get(kind.patches_field) or []))
+        return KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
+
+    def finish(self, result: dict[str, Any]) -> str:
+        kind = self.kind
+        if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
+            self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
+                                        list(result.get(kind.patches_field) or []))
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
         error = result.get("error")
         if isinstance(error, dict) and (error.get("code") or error.get("message")):
             changes["errorCode"] = str(error.get("code") or "")
             changes["errorMessage"] = str(error.get("message") or "")[:4000]
             changes["errorDetail"] = json.dumps(error)[:30000]
-        return self._terminal(MachineState.COMPLETED, changes)
+        return self._terminal(MachineState.COMPLETED, changes, result)
 
     def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> str:
-        return self._terminal(MachineState.FAILED,
-                              {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
+        state = self.kind.not_running_state if code == VM_NOT_RUNNING else MachineState.FAILED
+        return self._terminal(state, {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
 
     def time_out(self) -> str:
         return self._terminal(MachineState.TIMED_OUT, {
@@ -225,7 +231,13 @@ class MachineStep:
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
         self.svc.send_step(self.target["PartitionKey"], self.target["RowKey"], seq, delay)
 
-    def _terminal(self, state: MachineState, changes: dict[str, Any]) -> str:
+    def _terminal(self, state: MachineState, changes: dict[str, Any],
+                  result: dict[str, Any] | None = None) -> str:
+        if self.kind.keeps_history:  # before our own update: a redelivery then writes the same rows again
+            from shared.assessments.results import record_outcome
+
+            changes = {**changes, **record_outcome(self.svc, {**self.target, **changes}, state, result,
+                                                   self.target["PartitionKey"])}
         self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
                       "completedAt": iso(utcnow())})
         complete_run_if_done(self.target["PartitionKey"], self.svc)
@@ -295,7 +307,12 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     store = svc.store
     if store.has_unfinished_targets(run_id):
         return False
+    spec = svc.run_spec(run_id)
+    scopes = store.list_scopes(run_id) if spec is not None and spec.discovers else []
+    if any(not s.get("done") for s in scopes):
+        return False  # more machines may still be listed
     summary = summarize(store.list_targets(run_id))
+    summary["status"] = with_discovery(summary["status"], scopes)
     store.update_run(run_id, {
         "active": False,
         "status": summary["status"],

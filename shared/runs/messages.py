@@ -27,6 +27,15 @@ class DispatchMessage:
     run_id: str
 
 
+@dataclass(frozen=True)
+class DiscoveryMessage:
+    """'List page `page` of scope number `scope` of this run'; `page` fences duplicates like `seq`."""
+
+    run_id: str
+    scope: int
+    page: int
+
+
 def _load(body: str) -> dict[str, object]:
     try:
         data = json.loads(body)
@@ -52,3 +61,12 @@ def parse_step(body: str) -> StepMessage:
 
 def parse_dispatch(body: str) -> DispatchMessage:
     return DispatchMessage(str(_load(body)["runId"]))
+
+
+def parse_discovery(body: str) -> DiscoveryMessage:
+    data = _load(body)
+    scope, page = data.get("scope"), data.get("page")
+    for name, value in (("scope", scope), ("page", page)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BadMessageError(f"bad {name} {value!r}")
+    return DiscoveryMessage(str(data["runId"]), int(scope), int(page))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ Machine state (ours) and operation status (Azure's) are different things: a mach
       ▲  │               │ 200 (sync result) ─────────────▶ Completed
       │  │ 409/429/5xx   │ 4xx, no params for OS, ambiguous crash ──▶ Failed
       └──┴───────────────┘             │ past maximumDuration + grace ──▶ TimedOut
+      Queued ── VM not running (assessments only) ──▶ Skipped: recorded with the reason, not a failure
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ class MachineState(str, Enum):
     COMPLETED = "Completed"
     FAILED = "Failed"
     TIMED_OUT = "TimedOut"
+    SKIPPED = "Skipped"  # deliberately not attempted (an assessment of a VM that is not running)
 
 
 TERMINAL_STATES = frozenset(
-    {MachineState.COMPLETED.value, MachineState.FAILED.value, MachineState.TIMED_OUT.value}
+    {MachineState.COMPLETED.value, MachineState.FAILED.value, MachineState.TIMED_OUT.value,
+     MachineState.SKIPPED.value}
 )
 
 
@@ -42,7 +45,9 @@ class RunStatus(str, Enum):
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
-    """'succeeded', 'warnings' or 'failed' for a machine in a terminal state."""
+    """'succeeded', 'warnings', 'skipped' or 'failed' for a machine in a terminal state."""
+    if target.get("state") == MachineState.SKIPPED.value:
+        return "skipped"
     if target.get("state") != MachineState.COMPLETED.value:
         return "failed"
     status = str(target.get("status") or "")
@@ -74,6 +79,17 @@ def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         status = RunStatus.SUCCEEDED
     return {"status": status.value, "machineCount": total, "finished": finished,
             "states": dict(states), "outcomes": dict(outcomes)}
+
+
+def with_discovery(status: str, scopes: Iterable[Mapping[str, Any]]) -> str:
+    """A run that lists scopes is unfinished until every scope is listed, and failed if one could not be."""
+    scopes = list(scopes)
+    if any(not s.get("done") for s in scopes):
+        return RunStatus.IN_PROGRESS.value
+    if status not in (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value) and any(
+            s.get("errorCode") for s in scopes):
+        return RunStatus.FAILED.value
+    return status
 
 
 def utcnow() -> datetime:

@@ -1,5 +1,7 @@
 """What differs between Azure's patch operations. Everything else (claiming, polling, retries,
-timeouts, poison handling) is one shared path in machine_worker.py.
+timeouts, poison handling) is one shared path in machine_worker.py. Both need the VM's OS before
+starting (install: its parameters; assess: the compliance view filters by it), read with one GET
+unless discovery already listed it.
 """
 
 from __future__ import annotations
@@ -8,19 +10,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from shared.runs.model import MachineState
 from shared.validation.install_parameters import maximum_duration, parameters_for_os
 
 
 @dataclass(frozen=True)
 class OperationKind:
     action: str  # the ARM action: POST .../virtualMachines/{vm}/{action}
-    needs_os_type: bool  # the request body depends on the VM's OS, so GET the VM first
+    body_per_os: bool  # the request body is the part of the run's parameters for the VM's own OS
     result_fields: tuple[str, ...]  # result properties kept on the target row
     patches_field: str  # the result's list of per-patch records
+    # Azure refuses the operation on a VM that is not running: an install was asked for and did not
+    # happen (Failed); an assessment is simply not possible now (Skipped, with the reason).
+    not_running_state: MachineState
+    keeps_history: bool  # results also go to the per-machine history and latest snapshot (compliance)
 
     def request_body(self, params: dict[str, Any], os_type: str) -> tuple[dict[str, Any] | None, str | None]:
         """(body, None), or (None, reason) when this VM cannot get a body from the request."""
-        if not self.needs_os_type:
+        if not self.body_per_os:
             return None, None
         body = parameters_for_os(params, os_type)
         if body is None:
@@ -40,18 +47,22 @@ ASSESSMENT_DURATION = timedelta(hours=1)
 
 INSTALL = OperationKind(
     action="installPatches",
-    needs_os_type=True,
+    body_per_os=True,
     result_fields=(
         "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded", "excludedPatchCount",
         "notSelectedPatchCount", "pendingPatchCount", "installedPatchCount", "failedPatchCount", "startDateTime",
     ),
     patches_field="patches",
+    not_running_state=MachineState.FAILED,
+    keeps_history=False,
 )
 ASSESS = OperationKind(
     action="assessPatches",
-    needs_os_type=False,
+    body_per_os=False,
     result_fields=("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
                    "otherPatchCount", "startDateTime"),
     patches_field="availablePatches",
+    not_running_state=MachineState.SKIPPED,
+    keeps_history=True,
 )
 KINDS = {k.action: k for k in (INSTALL, ASSESS)}

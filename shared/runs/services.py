@@ -19,6 +19,7 @@ from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
 from shared.settings import Settings, get_settings
 from shared.storage.clients import queue
+from shared.storage.fleet_store import FleetStore
 from shared.storage.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ class Services:
     @cached_property
     def store(self) -> RunStore:
         return RunStore(self.settings)
+
+    @cached_property
+    def fleet(self) -> FleetStore:
+        return FleetStore(self.settings)
 
     @cached_property
     def arm(self) -> ArmClient:
@@ -58,6 +63,16 @@ class Services:
         self.operations_queue.send_message(body, visibility_timeout=delay or None)
         self.sent["operations"] += 1
 
+    @cached_property
+    def discovery_queue(self) -> QueueClient:
+        return queue(self.settings.discovery_queue)
+
+    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
+        body = json.dumps({"runId": run_id, "scope": scope, "page": page}, separators=(",", ":"))
+        delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
+        self.discovery_queue.send_message(body, visibility_timeout=delay or None)
+        self.sent["discovery"] += 1
+
     def send_dispatch(self, run_id: str) -> None:
         self.dispatch_queue.send_message(json.dumps({"runId": run_id}))
         self.sent["dispatch"] += 1
@@ -72,6 +87,7 @@ class RunSpec:
 
     operation: str
     parameters: dict[str, Any]
+    discovers: bool = False  # machines come from listing scopes, page by page (shared/assessments/discovery.py)
 
 
 @lru_cache(maxsize=4096)
@@ -80,7 +96,8 @@ def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
     run = store.get_run(run_id)
     if run is None:
         return None
-    return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"))
+    return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
+                   bool(run.get("scopes")))
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ UNDISPATCHED_AFTER = timedelta(minutes=2)
 
 
 def sweep(svc: Services, now: datetime) -> dict[str, int]:
-    counts = {"runs": 0, "redispatched": 0, "requeued": 0, "completed": 0}
+    counts = {"runs": 0, "redispatched": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
     stalled_before = iso(now - STALL_AFTER)
     not_terminal = " and ".join(f"state ne '{s}'" for s in sorted(TERMINAL_STATES))
@@ -39,8 +39,12 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
         for target in stalled:
             svc.send_step(run_id, target["RowKey"], int(target["seq"]))
             counts["requeued"] += 1
+        if run.get("scopes"):  # a discovery page whose message was lost
+            for row in store.list_scopes(run_id, where=f"done eq false and nextActionAt lt '{stalled_before}'"):
+                svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
+                counts["relisted"] += 1
         if complete_run_if_done(run_id, svc):
             counts["completed"] += 1
-    if counts["redispatched"] or counts["requeued"]:
+    if counts["redispatched"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)
     return counts

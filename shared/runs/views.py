@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.runs.model import summarize
+from shared.runs.model import summarize, with_discovery
+from shared.runs.services import Services
 
 MACHINE_FIELDS = (
     "state", "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
     "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount", "notSelectedPatchCount",
-    "startDateTime", "osType", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
+    "startDateTime", "osType", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
+    "otherPatchCount", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
 )
 
 
@@ -28,17 +30,34 @@ def machine_view(target: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None) -> dict[str, Any]:
+def scope_view(row: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {"scope": row["scope"], "listed": int(row.get("listed") or 0), "done": bool(row.get("done"))}
+    if row.get("errorCode"):
+        view["error"] = {"code": row["errorCode"], "message": row.get("errorMessage", "")}
+    elif row.get("lastRetryReason") and not row.get("done"):
+        view["lastRetryReason"] = row["lastRetryReason"]
+    return view
+
+
+def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
+             scopes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    operation = run.get("operation", "installPatches")
     view: dict[str, Any] = {
         "id": run["RowKey"],
-        "operation": run.get("operation", "installPatches"),
+        "operation": operation,
+        "origin": run.get("origin", "api"),
         "createdAt": run.get("createdAt"),
         "machineCount": run.get("machineCount"),
-        "installPatches": json.loads(run.get("installPatches") or "{}"),
     }
+    if operation == "installPatches":
+        view["installPatches"] = json.loads(run.get("installPatches") or "{}")
     if targets is not None:
         summary = summarize(targets)
-        view.update(status=summary["status"], states=summary["states"], outcomes=summary["outcomes"])
+        status = with_discovery(summary["status"], scopes or [])
+        view.update(status=status, states=summary["states"], outcomes=summary["outcomes"])
+        if scopes is not None:
+            view["machineCount"] = summary["machineCount"]
+            view["scopes"] = [scope_view(s) for s in scopes]
         view["machines"] = [machine_view(t) for t in targets]
     else:
         view["status"] = run.get("status")
@@ -47,3 +66,14 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None) -> dict[
     if run.get("idempotencyKey"):
         view["idempotencyKey"] = run["idempotencyKey"]
     return view
+
+
+def load_run_view(run: dict[str, Any], svc: Services) -> dict[str, Any]:
+    """The full view of a stored run: its machines (from the request until dispatch made their rows)
+    and, for a run that discovers machines, its scopes."""
+    from shared.runs.dispatch import undispatched_targets
+
+    run_id = run["RowKey"]
+    targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
+    scopes = svc.store.list_scopes(run_id) if run.get("scopes") else None
+    return run_view(run, targets, scopes)

@@ -57,7 +57,7 @@ def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]
         yield current
 
 
-def _odata_str(value: str) -> str:
+def odata_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -101,7 +101,8 @@ class RunStore:
 
     def machine_chunks(self, run_id: str) -> list[list[str]]:
         self.ops["machineChunks"] += 1
-        rows = self.runs.query_entities(f"PartitionKey eq {_odata_str(run_id)}")
+        rows = self.runs.query_entities(
+            f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'machines-' and RowKey lt 'machines.'")
         return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
 
     def create_targets(self, entities: list[dict[str, Any]]) -> bool:
@@ -147,13 +148,47 @@ class RunStore:
     def list_runs(self, top: int, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
         token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
         pages = self.runs.query_entities(
-            f"PartitionKey eq {_odata_str(RUN_PARTITION)}", results_per_page=top
+            f"PartitionKey eq {odata_str(RUN_PARTITION)}", results_per_page=top
         ).by_page(continuation_token=token)
         self.ops["listRuns"] += 1
         page = [dict(e) for e in next(pages, [])]
         nxt = pages.continuation_token
         encoded = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode() if nxt else None
         return page, encoded
+
+    # -- discovery (runs whose machines come from listing scopes) ------------------------------
+    def create_scopes(self, run_id: str, scopes: list[str], now: str) -> None:
+        """One row per scope: which page comes next, fenced by its ETag like a target's `seq`."""
+        rows = [{"PartitionKey": run_id, "RowKey": f"scope-{i:03d}", "scope": scope, "page": 0, "nextLink": "",
+                 "done": False, "listed": 0, "attempts": 0, "nextActionAt": now} for i, scope in enumerate(scopes)]
+        for batch in batches(rows):
+            self.ops["scopeBatch"] += 1
+            self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def get_scope(self, run_id: str, index: int) -> dict[str, Any] | None:
+        self.ops["getScope"] += 1
+        try:
+            entity = self.runs.get_entity(run_id, f"scope-{index:03d}")
+        except ResourceNotFoundError:
+            return None
+        return {**entity, "etag": entity.metadata["etag"]}
+
+    def update_scope(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
+        """Conditional on the ETag read: a duplicated page message loses here and stops."""
+        self.ops["updateScope"] += 1
+        entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes}
+        meta = self.runs.update_entity(entity, mode=UpdateMode.MERGE, etag=row["etag"],
+                                       match_condition=MatchConditions.IfNotModified)
+        row.update(changes)
+        row["etag"] = meta["etag"]
+
+    def list_scopes(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
+        self.ops["listScopes"] += 1
+        query = f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'scope-' and RowKey lt 'scope.'"
+        return [dict(e) for e in self.runs.query_entities(query + (f" and ({where})" if where else ""))]
+
+    def has_pending_discovery(self, run_id: str) -> bool:
+        return bool(self.list_scopes(run_id, where="done eq false"))
 
     # -- targets -------------------------------------------------------------------------------
     def get_target(self, run_id: str, key: str) -> dict[str, Any] | None:
@@ -166,7 +201,7 @@ class RunStore:
         return {**entity, "etag": entity.metadata["etag"]}
 
     def list_targets(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
-        query = f"PartitionKey eq {_odata_str(run_id)}" + (f" and ({where})" if where else "")
+        query = f"PartitionKey eq {odata_str(run_id)}" + (f" and ({where})" if where else "")
         result = []
         for page in self.targets.query_entities(query, results_per_page=1000).by_page():
             self.ops["listTargets"] += 1
@@ -189,8 +224,8 @@ class RunStore:
 
     def has_unfinished_targets(self, run_id: str) -> bool:
         """One small query: is any machine of the run not yet in a terminal state?"""
-        terminal = " and ".join(f"state ne {_odata_str(s)}" for s in sorted(TERMINAL_STATES))
-        query = f"PartitionKey eq {_odata_str(run_id)} and {terminal}"
+        terminal = " and ".join(f"state ne {odata_str(s)}" for s in sorted(TERMINAL_STATES))
+        query = f"PartitionKey eq {odata_str(run_id)} and {terminal}"
         self.ops["unfinishedCheck"] += 1
         page = next(self.targets.query_entities(query, results_per_page=1, select=["RowKey"]).by_page(), [])
         return any(True for _ in page)
@@ -213,6 +248,6 @@ class RunStore:
 
     def list_patches(self, run_id: str, key: str) -> list[dict[str, Any]]:
         self.ops["listPatches"] += 1
-        rows = self.patches.query_entities(f"PartitionKey eq {_odata_str(f'{run_id}|{key}')}")
+        rows = self.patches.query_entities(f"PartitionKey eq {odata_str(f'{run_id}|{key}')}")
         ordered = sorted(rows, key=lambda e: e.get("order", 0))
         return [json.loads(e["detail"]) for e in ordered]

@@ -50,7 +50,16 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunR
                               code="InvalidRequestContent")
     reject_unknown(data, RUN_FIELDS, "")
 
-    raw_machines = data.get("machines")
+    machines = parse_machines(data.get("machines"), max_machines=max_machines)
+
+    if "installPatches" not in data:
+        raise ValidationError("installPatches is required", target="installPatches")
+    params = parse_install_parameters(data["installPatches"])
+    return RunRequest(machines=machines, install_parameters=params)
+
+
+def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, ...]:
+    """A non-empty list of distinct VM resource ids, at most MAX_MACHINES_PER_RUN."""
     if not isinstance(raw_machines, list):
         raise ValidationError("machines must be a JSON array of VM resource ids", target="machines")
     if not raw_machines:
@@ -69,8 +78,4 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunR
             raise ValidationError(f"machines[{i}] repeats machines[{seen[ref.key]}]", target=f"machines[{i}]")
         seen[ref.key] = i
         machines.append(ref)
-
-    if "installPatches" not in data:
-        raise ValidationError("installPatches is required", target="installPatches")
-    params = parse_install_parameters(data["installPatches"])
-    return RunRequest(machines=tuple(machines), install_parameters=params)
+    return tuple(machines)

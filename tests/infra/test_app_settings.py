@@ -25,7 +25,7 @@ MAIN = INFRA / "main.bicep"
 API = INFRA / "app" / "api.bicep"
 
 READ_PATTERNS = [
-    re.compile(r"""\b_(?:str|int)\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
+    re.compile(r"""\b_(?:str|int|list)\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
     re.compile(r"""\bos\.environ\.get\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
     re.compile(r"""\bos\.environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]"""),
     re.compile(r"""\bos\.getenv\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),

@@ -44,6 +44,10 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
         "TARGETS_TABLE": f"targets{tag}",
         "PATCHES_TABLE": f"patches{tag}",
         "SWEEP_SCHEDULE": "0 */5 * * * *",
+        "DISCOVERY_QUEUE": f"discovery-{tag}",
+        "MACHINES_TABLE": f"machines{tag}",
+        "ASSESSMENTS_TABLE": f"assessments{tag}",
+        "ASSESSMENT_SCHEDULE": "0 0 3 1 1 *",  # never during a test; tests call the timer themselves
         **FAST,
     }
 

@@ -7,15 +7,17 @@ once and one after the other, to prove the workers are idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared.functions import run_workers
+from shared.functions import assessment_workers, run_workers
 from shared.runs.services import Services
 
 
@@ -32,7 +34,14 @@ class QueuePump:
             (QueueClient.from_connection_string(conn, svc.settings.operations_queue,
                                                 message_decode_policy=TextBase64DecodePolicy()),
              run_workers.operation_worker),
+            (QueueClient.from_connection_string(conn, svc.settings.discovery_queue,
+                                                message_decode_policy=TextBase64DecodePolicy()),
+             assessment_workers.discovery_worker),
         ]
+
+        for client, _fn in self.routes:
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
 
     def _deliver(self, fn: Callable[[func.QueueMessage], None], qm: func.QueueMessage, n: int) -> None:
         if not self.duplicate:

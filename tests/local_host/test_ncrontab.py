@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tools.local_host.ncrontab import CrontabError, CrontabSchedule
+from shared.scheduling.ncrontab import CrontabError, CrontabSchedule
 from tools.local_host.timers import ScheduleError, TimerSchedule
 
 BASE = datetime(2024, 1, 15, 10, 20, 30)  # a Monday

@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows-ratio", type=float, default=0.5)
     parser.add_argument("--stopped-ratio", type=float, default=0.0)
     parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--upcoming-patches", type=int, default=0,
+                        help="updates per OS type published during the run (over --upcoming-within-hours, simulated)")
+    parser.add_argument("--upcoming-within-hours", type=float, default=72.0)
     parser.add_argument("--location", default="westus")
     parser.add_argument("--token", default=None, help="require this bearer token (default: any)")
     parser.add_argument("--retry-after", type=int, default=5, help="Retry-After seconds on 202s")
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         windows_ratio=args.windows_ratio,
         stopped_ratio=args.stopped_ratio,
+        upcoming_patches=args.upcoming_patches,
+        upcoming_within_hours=args.upcoming_within_hours,
         page_size=args.page_size,
         location=args.location,
         host=args.host,

@@ -41,6 +41,13 @@ class CallLog:
             if vm_key is not None:
                 self._by_vm.setdefault(vm_key, Counter())[kind] += 1
 
+    def ensure(self, vm_key: str) -> None:
+        """A VM added at run time is counted like the generated ones (and survives reset())."""
+        with self._lock:
+            if vm_key not in self._vm_keys:
+                self._vm_keys.append(vm_key)
+            self._by_vm.setdefault(vm_key, Counter())
+
     def status(self, code: int) -> None:
         with self._lock:
             self._statuses[code] += 1

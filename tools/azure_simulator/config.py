@@ -75,6 +75,10 @@ class SimulatorConfig:
     patch_ops_per_sub_per_min: float | None = 200
     operation_seconds: tuple[float, float] = (60.0, 240.0)  # simulated fixed overhead of each operation
     reboot_seconds: float = 180.0  # simulated time a reboot adds to an installation
+    # Patches published after the simulator starts: this many new ones per OS type, spread over the first
+    # `upcoming_within_hours` of simulated time; every VM of that OS type gets them as they publish.
+    upcoming_patches: int = 0
+    upcoming_within_hours: float = 72.0
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:

@@ -457,6 +457,33 @@ def linux_catalog(image: OsImage, rng: random.Random) -> list[Patch]:
     return patches
 
 
+def new_patch(os_type: str, classification: str, name: str | None, published: datetime, n: int) -> Patch:
+    """An update published during the simulation (Windows: a KB; Linux: a package version)."""
+    rng = random.Random(f"published:{os_type}:{n}:{published.isoformat()}")
+    if os_type == "Windows":
+        kb = str(5070000 + rng.randint(0, 9999))
+        title = name or f"{published:%Y-%m} Security Update for Windows Server (KB{kb})"
+        return Patch(new_uuid(rng), title, "", kb, classification, "CanRequestReboot", published,
+                     rng.uniform(120, 900), rng.random() < 0.5)
+    package = name or f"libsim{n}"
+    version = f"1.{n}.{rng.randint(0, 9)}-1"
+    return Patch(f"{package}_{version}", package, version, None, classification, "NeverReboots", published,
+                 rng.uniform(10, 90), False)
+
+
+def upcoming_patches(count: int, within_hours: float, seed: int, start: datetime) -> dict[str, list[Patch]]:
+    """`count` updates per OS type with publish dates spread over the next `within_hours` (simulated)."""
+    rng = random.Random(f"upcoming:{seed}")
+    result: dict[str, list[Patch]] = {}
+    for offset, os_type in enumerate(("Windows", "Linux")):
+        result[os_type] = [
+            new_patch(os_type, rng.choice(("Critical", "Security", "Security", "Other")), None,
+                      start + timedelta(hours=rng.uniform(0.01, within_hours)), 100000 + 500 * offset + i)
+            for i in range(count)
+        ]
+    return result
+
+
 @dataclass
 class VirtualMachine:
     """One VM: its ARM model plus the guest state the patch operations change."""
@@ -476,6 +503,7 @@ class VirtualMachine:
     pending: list[Patch]
     time_created: datetime
     installed: list[Patch] = field(default_factory=list)
+    upcoming: list[Patch] = field(default_factory=list)  # published later in simulated time (see settle())
 
     @property
     def id(self) -> str:
@@ -596,6 +624,19 @@ class Fleet:
                 "https://aka.ms/ARMResourceNotFoundFix",
             )
         return vm
+
+    def add(self, vm: VirtualMachine) -> None:
+        if vm.key in self.by_key:
+            raise ArmError(409, "Conflict", f"A VM named '{vm.name}' already exists in '{vm.resource_group}'.")
+        self.resource_groups.setdefault(vm.subscription_id.lower(), {}).setdefault(
+            vm.resource_group.lower(), vm.resource_group
+        )
+        self.vms.append(vm)
+        self.by_key[vm.key] = vm
+
+    def remove(self, vm: VirtualMachine) -> None:
+        self.vms.remove(vm)
+        del self.by_key[vm.key]
 
     def in_subscription(self, sub: str) -> list[VirtualMachine]:
         known = self.subscription(sub)

@@ -8,6 +8,7 @@ timer thread to race with, and a stopped simulator leaves nothing behind.
 
 from __future__ import annotations
 
+import heapq
 import random
 import threading
 import time
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tools.azure_simulator.config import SimulatorConfig
-from tools.azure_simulator.fleet import Fleet, VirtualMachine, iso_z
+from tools.azure_simulator.fleet import Fleet, Patch, VirtualMachine, iso_z
 from tools.azure_simulator.patching import (
     InstallOutcome,
     InstallParameters,
@@ -105,9 +106,34 @@ class OperationEngine:
     _last_installation: dict[str, dict[str, Any]] = field(default_factory=dict)
     _counter: int = 0
 
+    _releases: list[tuple[datetime, int, str, Patch]] = field(default_factory=list)  # heap by publish time
+
     def __post_init__(self) -> None:
         self._created = datetime.now(UTC)
+        self._created_real = self.clock()
         self._ids = random.Random(f"operations:{self.config.seed}")
+        for vm in self.fleet.vms:
+            self.schedule_releases(vm)
+
+    def simulated_now(self) -> datetime:
+        """The simulated wall clock: starts at the real time the simulator started, runs time_scale times faster."""
+        return self._created + timedelta(seconds=(self.clock() - self._created_real) * self.config.time_scale)
+
+    def schedule_releases(self, vm: VirtualMachine) -> None:
+        """Queue the VM's upcoming patches; each becomes pending once simulated time reaches its publish date."""
+        with self.lock:
+            for patch in vm.upcoming:
+                self._counter += 1
+                heapq.heappush(self._releases, (patch.published, self._counter, vm.key, patch))
+            vm.upcoming = []
+
+    def _release_published(self) -> None:
+        now = self.simulated_now()
+        while self._releases and self._releases[0][0] <= now:
+            _, _, key, patch = heapq.heappop(self._releases)
+            vm = self.fleet.by_key.get(key)
+            if vm is not None and all(p.patch_id != patch.patch_id for p in vm.pending):
+                vm.pending.append(patch)
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -121,6 +147,7 @@ class OperationEngine:
     def settle(self) -> None:
         """Apply every operation whose finish time has passed (in the order they finish)."""
         with self.lock:
+            self._release_published()
             now = self.clock()
             due = sorted(
                 (op for op in self.operations.values() if not op.applied and op.done(now)),

@@ -284,7 +284,10 @@ class ArmApi:
                 400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
             ) from None
         page = vms[start : start + self.sim.config.page_size]
-        status_only = req.query.get("statusOnly", "").lower() == "true"
+        # statusOnly=true (subscription lists) and $expand=instanceView (both lists) add the instance view.
+        status_only = req.query.get("statusOnly", "").lower() == "true" or (
+            req.query.get("$expand", "").lower() == "instanceview"
+        )
         value = []
         for vm in page:
             model = vm.model()

@@ -7,13 +7,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from tools.azure_simulator.calls import CallLog
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.faults import FaultInjector
-from tools.azure_simulator.fleet import build_fleet
+from tools.azure_simulator.fleet import build_fleet, new_patch, upcoming_patches
 from tools.azure_simulator.operations import OperationEngine
 from tools.azure_simulator.server import ArmApi, Request, Response, make_server
 from tools.azure_simulator.throttling import BucketSet, PatchThrottle
@@ -41,6 +42,7 @@ class Simulator:
         self._url: str | None = None
         self._lock = threading.Lock()
         self.admin = AdminApi(self)
+        self._added = 0
         self._build()
 
     def _build(self) -> None:
@@ -53,6 +55,10 @@ class Simulator:
             stopped_ratio=c.stopped_ratio,
             location=c.location,
         )
+        if c.upcoming_patches:
+            upcoming = upcoming_patches(c.upcoming_patches, c.upcoming_within_hours, c.seed, datetime.now(UTC))
+            for vm in fleet.vms:
+                vm.upcoming = list(upcoming[vm.os_type])
         self.faults = FaultInjector(c.faults, c.seed)
         self.engine = OperationEngine(
             c,
@@ -142,6 +148,47 @@ class Simulator:
             vm.power_state = power_state
         return self.engine.vm_state(vm)
 
+    def add_vms(self, count: int, subscription: str | None = None, os_type: str | None = None) -> list[str]:
+        """New VMs appear (as someone deploying would make them): generated like the fleet, given new names."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self.engine.lock:
+            fleet = self.engine.fleet
+            sub = fleet.subscription(subscription) if subscription else fleet.subscriptions[0]
+            self._added += 1
+            extra = build_fleet(count, 1, self.config.seed * 1000 + self._added,
+                                windows_ratio={"windows": 1.0, "linux": 0.0}.get((os_type or "").lower(),
+                                                                              self.config.windows_ratio),
+                                location=self.config.location)
+            groups = list(fleet.resource_groups.get(sub.lower(), {}).values()) or ["rg-added"]
+            ids = []
+            for i, vm in enumerate(extra.vms):
+                vm.subscription_id = sub
+                vm.resource_group = groups[i % len(groups)]
+                vm.name = f"{vm.name}-n{self._added}"
+                fleet.add(vm)
+                self.call_log.ensure(vm.key)
+                ids.append(vm.id)
+            return ids
+
+    def remove_vm(self, vm_id: str) -> None:
+        """A VM is deleted: it disappears from lists and GETs answer 404."""
+        vm = self._vm_by_id(vm_id)
+        with self.engine.lock:
+            self.engine.fleet.remove(vm)
+
+    def publish_patch(self, os_type: str, classification: str = "Security", name: str | None = None) -> dict[str, Any]:
+        """A vendor publishes an update now: every VM of that OS type is missing it from now on."""
+        if os_type not in ("Windows", "Linux"):
+            raise ValueError("os_type must be Windows or Linux")
+        with self.engine.lock:
+            self._added += 1
+            patch = new_patch(os_type, classification, name, self.engine.simulated_now(), self._added)
+            for vm in self.engine.fleet.vms:
+                if vm.os_type == os_type:
+                    vm.pending.append(patch)
+        return patch.summary()
+
     def reset(self) -> None:
         """Back to the freshly generated fleet: state, counters, buckets and faults as configured."""
         with self.engine.lock:
@@ -182,6 +229,15 @@ class AdminApi:
         if req.method == "GET" and parts[:1] == ["vms"] and len(parts) > 1:
             vm = sim._vm_by_id("/" + "/".join(parts[1:]))
             return Response(200, sim.engine.vm_state(vm))
+        if req.method == "POST" and parts == ["vms"]:
+            ids = sim.add_vms(int(body.get("count", 1)), body.get("subscription"), body.get("osType"))
+            return Response(201, {"added": ids})
+        if req.method == "DELETE" and parts[:1] == ["vms"] and len(parts) > 1:
+            sim.remove_vm("/" + "/".join(parts[1:]))
+            return Response(200, {"removed": "/" + "/".join(parts[1:])})
+        if req.method == "POST" and parts == ["publish"]:
+            return Response(201, sim.publish_patch(str(body.get("osType")), str(body.get("classification", "Security")),
+                                                   body.get("name")))
         if req.method == "POST" and parts[:1] == ["vms"] and parts[-1:] == ["power"]:
             state = body.get("powerState") or body.get("state")
             return Response(200, sim.set_power("/" + "/".join(parts[1:-1]), str(state)))

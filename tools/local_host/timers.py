@@ -31,8 +31,9 @@ from zoneinfo import ZoneInfo
 
 from azure.functions.timer import TimerRequest
 
+from shared.scheduling.ncrontab import CrontabError, CrontabSchedule
+
 from .host_config import parse_timespan
-from .ncrontab import CrontabError, CrontabSchedule
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient

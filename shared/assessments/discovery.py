@@ -1,0 +1,169 @@
+"""Finding the VMs in a scope: one ARM list page per queue message, like every other step.
+
+A page message lists one page (`$expand=instanceView`, so the power state comes with it), records
+each VM in the fleet snapshot, creates the run's targets (running VMs `Queued`, the others
+`Skipped` with the reason), queues their steps, and then moves the scope's row on to the next page
+with an ETag-conditional update before queuing that page. A duplicated message finds the page
+moved on (or loses the ETag race); a redelivered one rewrites the same rows. When a scope's last
+page is done, machines the snapshot still holds for that scope but the listing did not return are
+gone from Azure and leave the snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceModifiedError
+
+from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read
+from shared.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
+from shared.runs.dispatch import queued_target
+from shared.runs.machine_worker import complete_run_if_done
+from shared.runs.messages import DiscoveryMessage
+from shared.runs.model import MachineState, iso, utcnow
+from shared.runs.retry_policy import retry_delay, retry_limit
+from shared.runs.services import Services
+from shared.storage.fleet_store import machine_row_key
+from shared.storage.run_store import batches
+from shared.validation.resource_ids import parse_vm_id
+from shared.validation.scopes import ScopeRef, parse_scope
+
+log = logging.getLogger(__name__)
+
+
+def power_state(vm: dict[str, Any]) -> str:
+    """`running`, `deallocated`, `stopped`, … from the instance view; `unknown` when not given."""
+    statuses = ((vm.get("properties") or {}).get("instanceView") or {}).get("statuses") or []
+    for status in statuses:
+        code = str(status.get("code") or "")
+        if code.lower().startswith("powerstate/"):
+            return code.split("/", 1)[1].lower()
+    return "unknown"
+
+
+def os_type(vm: dict[str, Any]) -> str:
+    return str(((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk", {}).get("osType") or "")
+
+
+def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
+    """Process one page message. Safe to run twice."""
+    row = svc.store.get_scope(msg.run_id, msg.scope)
+    if row is None:
+        return "missing"
+    if row.get("done"):
+        return "finished"
+    if int(row["page"]) != msg.page:
+        return "stale"
+    scope = parse_scope(row["scope"], target="scope")
+    try:
+        url = svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink") else svc.arm.list_vms_url(scope)
+        resp = svc.arm.list_page(url)
+    except UntrustedEndpointError as exc:
+        return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
+    except ArmConnectionError as exc:
+        return _retry(msg, row, svc, Retry("transient", None, "ConnectionError", str(exc)))
+    problem = classify_read(resp, default_retry_after=svc.settings.default_retry_after_seconds)
+    if isinstance(problem, Retry):
+        return _retry(msg, row, svc, problem)
+    if isinstance(problem, Failed):
+        return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message))
+    body = resp.body if isinstance(resp.body, dict) else {}
+    listed = _record_page(msg.run_id, scope, list(body.get("value") or []), svc)
+    next_link = str(body.get("nextLink") or "")
+    try:
+        if next_link:
+            svc.store.update_scope(row, {"page": msg.page + 1, "nextLink": next_link, "attempts": 0,
+                                         "listed": int(row.get("listed") or 0) + listed,
+                                         "nextActionAt": iso(utcnow())})
+            svc.send_discovery(msg.run_id, msg.scope, msg.page + 1)
+            return "page"
+        row["listed"] = int(row.get("listed") or 0) + listed
+        return _end_scope(msg, row, svc, scope, error=None)
+    except ResourceModifiedError:
+        return "lost-race"
+
+
+def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: Services) -> int:
+    """Snapshot rows, target rows and step messages for one page; every write is repeatable."""
+    now = iso(utcnow())
+    targets: list[dict[str, Any]] = []
+    inventory: list[dict[str, Any]] = []
+    for vm in vms:
+        try:
+            ref = parse_vm_id(vm.get("id"), target="id")
+        except ValidationError:
+            log.warning("discovery: run %s skipped a listed resource with an unexpected id %r", run_id, vm.get("id"))
+            continue
+        power = power_state(vm)
+        snapshot = {"PartitionKey": ref.subscription_id, "RowKey": machine_row_key(ref),
+                    "resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
+                    "osType": os_type(vm), "location": str(vm.get("location") or ""), "powerState": power,
+                    "lastSeenAt": now, "lastSeenRun": run_id}
+        target = {**queued_target(run_id, ref.resource_id, now), "osType": os_type(vm)}
+        if power not in ("running", "unknown"):  # unknown: let ARM decide rather than skip a live VM
+            reason = (f"the VM is {power}; Azure assesses only running VMs, so it was not assessed "
+                      "(it counts as not assessed in the compliance view)")
+            target.update(state=MachineState.SKIPPED.value, errorCode=VM_NOT_RUNNING, errorMessage=reason,
+                          completedAt=now, seq=1)
+            snapshot.update(lastAttemptAt=now, lastAttemptState=MachineState.SKIPPED.value,
+                            lastAttemptRun=run_id, notAssessedReason=reason)
+        inventory.append(snapshot)
+        targets.append(target)
+    svc.fleet.upsert_machines(inventory)
+    if inventory:
+        svc.fleet.note_subscriptions({scope.subscription_id})
+    for batch in batches(targets):
+        if not svc.store.create_targets(batch):
+            # An earlier delivery created this page; a listing can change between calls, so add
+            # what is new one by one (rare: only on redelivery).
+            for target in batch:
+                svc.store.create_targets([target])
+    for target in targets:
+        if target["state"] == MachineState.QUEUED.value:
+            svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless
+    return len(targets)
+
+
+def _retry(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, retry: Retry) -> str:
+    attempt = int(row.get("attempts") or 0) + 1
+    if attempt > retry_limit(retry, svc.settings):
+        scope = parse_scope(row["scope"], target="scope")
+        return _end_scope(msg, row, svc, scope, error=(retry.code, f"gave up listing after {attempt - 1} retries "
+                                                                   f"({retry.kind}): {retry.message}"))
+    delay = retry_delay(retry, attempt, svc.settings)
+    try:
+        svc.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
+                                     "nextActionAt": iso(utcnow() + timedelta(seconds=delay))})
+    except ResourceModifiedError:
+        return "lost-race"
+    svc.send_discovery(msg.run_id, msg.scope, msg.page, delay)
+    return f"retry-{retry.kind}"
+
+
+def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope: ScopeRef,
+               error: tuple[str, str] | None) -> str:
+    changes: dict[str, Any] = {"done": True, "page": msg.page + 1, "listed": int(row.get("listed") or 0),
+                               "completedAt": iso(utcnow())}
+    if error:
+        changes.update(errorCode=error[0], errorMessage=error[1][:4000])
+    else:
+        # Only a complete listing may say a machine is gone.
+        changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group, msg.run_id)
+    try:
+        svc.store.update_scope(row, changes)
+    except ResourceModifiedError:
+        return "lost-race"
+    complete_run_if_done(msg.run_id, svc)
+    return "scope-failed" if error else "scope-done"
+
+
+def fail_poisoned_page(msg: DiscoveryMessage, svc: Services, queue_name: str) -> str:
+    """A page message that failed maxDequeueCount times ends its scope with the reason."""
+    row = svc.store.get_scope(msg.run_id, msg.scope)
+    if row is None or row.get("done") or int(row["page"]) != msg.page:
+        return "ignored"
+    scope = parse_scope(row["scope"], target="scope")
+    return _end_scope(msg, row, svc, scope, error=(
+        "PoisonMessage", f"listing this scope failed repeatedly and the message was moved to {queue_name}-poison"))

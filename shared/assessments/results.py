@@ -1,0 +1,102 @@
+"""Keeping assessment outcomes: every result in the machine's history, the newest in its snapshot.
+
+Called by the machine worker on every terminal transition of an assessment, *before* the target's
+own conditional update, so a crash in between is repaired by the redelivered message, which
+writes the same rows again (history keys derive from the result itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.runs.model import MachineState, iso, utcnow
+from shared.runs.services import Services
+from shared.storage.fleet_store import MAX_MISSING_KEPT, patch_classification, patch_key
+from shared.validation.resource_ids import VmRef, parse_vm_id
+
+SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
+                  "otherPatchCount", "startDateTime")
+
+
+def parse_azure_time(value: object) -> datetime | None:
+    """Azure's timestamps carry 7 fractional digits ("2020-04-24T21:02:04.2556154Z"); keep 6."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    head, _, tail = text.partition(".")
+    if tail:
+        digits = "".join(c for c in tail if c.isdigit())
+        text = f"{head}.{digits[:6]}{tail[len(digits):]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
+    """What compliance needs from the patch list, compact enough for the snapshot entity."""
+    classes = Counter(patch_classification(p) for p in patches)
+    missing = sorted({(patch_key(p), patch_classification(p)) for p in patches})
+    return {
+        "classificationCounts": json.dumps(dict(sorted(classes.items())), separators=(",", ":")),
+        "missingPatches": json.dumps([list(m) for m in missing[:MAX_MISSING_KEPT]], separators=(",", ":")),
+        "missingPatchesTruncated": len(missing) > MAX_MISSING_KEPT,
+    }
+
+
+def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
+                   result: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
+    """Store one assessment's outcome; returns fields for the target row (the history key)."""
+    vm = parse_vm_id(target["resourceId"], target="resourceId")
+    now = utcnow()
+    attempt: dict[str, Any] = {
+        "resourceId": vm.resource_id, "resourceGroup": vm.resource_group, "name": vm.name,
+        "lastAttemptAt": iso(now), "lastAttemptState": state.value, "lastAttemptRun": run_id,
+    }
+    if target.get("osType"):
+        attempt["osType"] = target["osType"]
+    succeeded = (state is MachineState.COMPLETED and result is not None
+                 and str(result.get("status")) in ("Succeeded", "CompletedWithWarnings"))
+    if not succeeded:
+        error = (result or {}).get("error") if result else None
+        code = target.get("errorCode") or (error or {}).get("code") or f"Assessment{(result or {}).get('status', '')}"
+        message = target.get("errorMessage") or (error or {}).get("message") or ""
+        attempt.update(lastAttemptState=MachineState.FAILED.value if state is MachineState.COMPLETED
+                       else state.value, errorCode=str(code), errorMessage=str(message)[:4000])
+        if state is MachineState.SKIPPED:
+            attempt["notAssessedReason"] = str(message)[:1000]
+        svc.fleet.record_attempt(vm, attempt, assessed_at=None)
+        return {}
+    assert result is not None
+    return _record_success(svc, vm, result, attempt, run_id=run_id, now=now)
+
+
+def _record_success(svc: Services, vm: VmRef, result: dict[str, Any], attempt: dict[str, Any], *,
+                    run_id: str, now: datetime) -> dict[str, Any]:
+    when = parse_azure_time(result.get("startDateTime")) or now
+    patches = list(result.get("availablePatches") or [])
+    summary = {k: result[k] for k in SUMMARY_FIELDS if result.get(k) is not None}
+    summary["runId"] = run_id
+    facts = patch_facts(patches)
+    history_key = svc.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
+                                         {**summary, "classificationCounts": facts["classificationCounts"]}, patches)
+    svc.fleet.prune_history(vm, now - timedelta(days=svc.settings.assessment_retention_days))
+    latest = {
+        **attempt, **facts,
+        "assessedAt": iso(when),
+        "assessmentStatus": summary.get("status", ""),
+        "assessmentActivityId": summary.get("assessmentActivityId", ""),
+        "rebootPending": bool(result.get("rebootPending")),
+        "criticalAndSecurityPatchCount": int(result.get("criticalAndSecurityPatchCount") or 0),
+        "otherPatchCount": int(result.get("otherPatchCount") or 0),
+        "historyKey": history_key,
+        "errorCode": "", "errorMessage": "", "notAssessedReason": "",
+    }
+    if not svc.fleet.record_attempt(vm, latest, assessed_at=latest["assessedAt"]):
+        # A newer assessment is already the snapshot; this one stays in history only.
+        svc.fleet.record_attempt(vm, attempt, assessed_at=None)
+    return {"historyKey": history_key}

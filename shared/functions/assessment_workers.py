@@ -1,0 +1,47 @@
+"""Timer and queue triggers for assessments: the periodic sweep and scope discovery."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.assessments.discovery import discover_page, fail_poisoned_page
+from shared.assessments.periodic import start_periodic_sweep
+from shared.functions.run_workers import message_text
+from shared.runs.messages import BadMessageError, parse_discovery
+from shared.runs.model import utcnow
+from shared.runs.services import get_services
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.timer_trigger(schedule="%ASSESSMENT_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def periodic_assessment(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.info("periodic assessment is late; it counts for the latest slot it missed")
+    start_periodic_sweep(get_services(), utcnow())
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%", connection="AzureWebJobsStorage")
+def discovery_worker(msg: func.QueueMessage) -> None:
+    try:
+        page = parse_discovery(message_text(msg) or "")
+    except BadMessageError as exc:
+        log.error("discovery message %s dropped: %s", msg.id, exc)
+        return
+    outcome = discover_page(page, get_services())
+    log.info("discovery run=%s scope=%d page=%d -> %s", page.run_id, page.scope, page.page, outcome)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%-poison", connection="AzureWebJobsStorage")
+def discovery_poison(msg: func.QueueMessage) -> None:
+    try:
+        page = parse_discovery(message_text(msg) or "")
+    except BadMessageError as exc:
+        log.error("poisoned discovery message %s is malformed (%s)", msg.id, exc)
+        return
+    svc = get_services()
+    outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
+    log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)

@@ -1,0 +1,92 @@
+"""HTTP API for assessments: start one on demand (202 + Location), follow it, the compliance view,
+and one machine's latest assessment with its history."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
+from shared.assessments.machine_view import machine_assessment
+from shared.errors import ApiError, ValidationError
+from shared.functions.runs_api import run_answer, run_id_param
+from shared.http.responses import absolute_url, accepted, api_errors, json_response
+from shared.runs.accept import accept, check_idempotency_key
+from shared.runs.model import RunStatus, utcnow
+from shared.runs.services import get_services
+from shared.runs.views import load_run_view, run_view
+from shared.validation.assessment_request import parse_assessment_request
+from shared.validation.resource_ids import parse_vm_id
+from shared.validation.scopes import parse_scope
+
+bp = func.Blueprint()
+MAX_TOP = 100
+VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+            "/providers/Microsoft.Compute/virtualMachines/{vmName}")
+
+
+def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> int:
+    raw = req.params.get(name, str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ValidationError(f"{name} must be a whole number from 1 to {maximum}", target=name)
+    return int(raw)
+
+
+@bp.route(route="assessments", methods=["POST"])
+@api_errors
+def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    key = check_idempotency_key(req.headers.get("Idempotency-Key"))
+    new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
+                                   max_machines=svc.settings.max_machines_per_run)
+    run, _created = accept(new, key, svc)
+    view = run_view(run, None)
+    view["status"] = view.get("status") or RunStatus.ACCEPTED.value
+    location = absolute_url(req, f"/api/assessments/{run['RowKey']}")
+    return accepted(view, location, svc.settings.run_retry_after_seconds)
+
+
+@bp.route(route="assessments/{runId}", methods=["GET"])
+@api_errors
+def get_assessment(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    run_id = run_id_param(req)
+    run = svc.store.get_run(run_id)
+    if run is None or run.get("operation") != "assessPatches":
+        raise ApiError(404, "AssessmentNotFound", f"no assessment with id {run_id!r}", target="runId")
+    return run_answer(req, load_run_view(run, svc), collection="assessments")
+
+
+@bp.route(route="compliance", methods=["GET"])
+@api_errors
+def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    sub = req.params.get("subscriptionId")
+    rg = req.params.get("resourceGroup")
+    if rg and not sub:
+        raise ValidationError("resourceGroup needs subscriptionId", target="resourceGroup")
+    if sub:
+        scope = parse_scope(f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else ""),
+                            target="resourceGroup" if rg else "subscriptionId")
+        sub, rg = scope.subscription_id, scope.resource_group
+    raw_os = req.params.get("osType")
+    os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
+    if raw_os and os_type is None:
+        raise ValidationError(f"osType must be Windows or Linux, got {raw_os!r}", target="osType")
+    top = _int_param(req, "top", 10, MAX_TOP)
+    rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
+    report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
+    report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
+    return json_response(report)
+
+
+@bp.route(route=f"machines/{VM_ROUTE}/assessment", methods=["GET"])
+@api_errors
+def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    p = req.route_params
+    vm = parse_vm_id(f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
+                     f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}", target="machine")
+    view = machine_assessment(svc.fleet, vm, history=_int_param(req, "history", 20, MAX_TOP))
+    if view is None:
+        raise ApiError(404, "MachineNotFound", f"PatchPilot has no record of {vm.resource_id}", target="machine")
+    return json_response(view)

@@ -1,0 +1,1 @@
+"""Schedules: NCRONTAB expressions as the Functions host reads them, and schedule slots."""
