@@ -99,7 +99,9 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
         run["machineCount"] = len(new.machines)
     if new.operation == "assessPatches" and new.machines:
         svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
-    store.create_run(run)
+    if not store.create_run(run):
+        # A concurrent request with the same key got here first: it queues the work, we answer with its run.
+        return store.get_run(run_id) or {"PartitionKey": "run", **run}, False
     if new.scopes:
         for index in range(len(new.scopes)):
             svc.send_discovery(run_id, index, 0)
