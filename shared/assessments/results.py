@@ -28,8 +28,8 @@ def parse_azure_time(value: object) -> datetime | None:
     text = value.strip().replace("Z", "+00:00")
     head, _, tail = text.partition(".")
     if tail:
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits):]}"
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        text = f"{head}.{tail[:min(digits, 6)]}{tail[digits:]}"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
