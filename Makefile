@@ -40,6 +40,7 @@ infra-check: setup
 bench: setup
 	$(BIN)/python -m benchmarks.accept_run
 	$(BIN)/python -m benchmarks.run_costs
+	$(BIN)/python -m benchmarks.assessment_costs
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache
