@@ -79,16 +79,18 @@ def main() -> int:
             Azurite(blob_port=10000, queue_port=10001, table_port=10002, location=str(REPO_ROOT / ".azurite"))
         )
         sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
-                                        port=args.arm_port, retry_after_seconds=2)).start()
+                                        port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
+                                        upcoming_patches=3, upcoming_within_hours=72.0)).start()
         services.callback(sim.stop)
         ensure_local_settings(sim.url)
+        scope = f"/subscriptions/{sim.subscriptions()[0]}"
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
-               "ARM_DEV_TOKEN": DEV_TOKEN}
+               "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope}
         host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
                                  "--port", str(args.port)], env=env, cwd=REPO_ROOT)
         services.callback(stop_process, host)
         wait_http(f"http://127.0.0.1:{args.port}/api/runs")
-        vms = sim.vm_ids()[:4]
+        vms = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][:4]
         body = json.dumps({
             "machines": vms,
             "installPatches": {
@@ -114,6 +116,14 @@ LOC=$(curl -s -o /dev/null -D - -X POST {api}/runs -H 'Content-Type: application
 Follow it (202 while it runs, 200 with every machine's result when it is done):
 
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$LOC"
+
+Assess the whole simulated subscription now (the periodic_assessment timer does this daily for
+ASSESSMENT_SCOPES={scope}), follow it the same way, then ask for the compliance view:
+
+ALOC=$(curl -s -o /dev/null -D - -X POST {api}/assessments -H 'Content-Type: application/json' \\
+  -d '{{"scopes":["{scope}"]}}' | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ALOC"
+curl -s -w '\\nHTTP %{{http_code}}\\n' "$ALOC"
+curl -s {api}/compliance
 
 Ctrl-C stops everything.
 """, flush=True)
