@@ -303,3 +303,39 @@ def test_a_scope_that_cannot_be_listed_fails_the_sweep_with_the_reason(services:
     failed = next(s for s in run["scopes"] if s["scope"] == missing)
     assert failed["error"]["code"] == "SubscriptionNotFound"
     assert sum(s["listed"] for s in run["scopes"]) == run["machineCount"] == 20
+
+
+def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Services, simulator: Simulator) -> None:
+    from shared.runs.model import iso, utcnow
+    from shared.runs.sweeper import sweep
+
+    svc = configure(services, simulator)
+    run_id, _ = start_periodic_sweep(svc, SLOT)
+    assert run_id
+    svc.discovery_queue.clear_messages()  # the timer's host "died" after creating the run, before queuing
+    assert sweep(svc, utcnow())["relisted"] == 0  # not overdue yet: nothing duplicated
+    for index in range(2):
+        row = svc.store.get_scope(run_id, index)
+        assert row is not None
+        svc.store.update_scope(row, {"nextActionAt": iso(utcnow() - timedelta(minutes=20))})
+    assert sweep(svc, utcnow())["relisted"] == 2
+    QueuePump(svc).run_until(lambda: run_finished(run_id), timeout=90)
+    _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": run_id})
+    assert run["status"] == "Succeeded" and run["machineCount"] == 40
+
+
+def test_a_poisoned_page_ends_its_scope_and_the_sweep_still_finishes(services: Services,
+                                                                    simulator: Simulator) -> None:
+    svc = configure(services, simulator)
+    run_id, _ = start_periodic_sweep(svc, SLOT)
+    pump = QueuePump(svc)
+    client = pump.routes[2][0]
+    msgs = list(client.receive_messages(max_messages=2, visibility_timeout=2))  # the other reappears in 2 s
+    assert len(msgs) == 2
+    first = msgs[0]  # as if it had failed maxDequeueCount times and moved to the poison queue
+    assessment_workers.discovery_poison(func.QueueMessage(id=first.id, body=first.content.encode()))
+    client.delete_message(first)
+    pump.run_until(lambda: run_finished(str(run_id)), timeout=90)
+    _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": run_id})
+    assert run["status"] == "Failed" and run["machineCount"] == 20
+    assert sorted(str((s.get("error") or {}).get("code")) for s in run["scopes"]) == ["None", "PoisonMessage"]

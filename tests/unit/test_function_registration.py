@@ -1,0 +1,34 @@
+"""The composition root registers every trigger with its binding read from app settings."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def triggers() -> dict[str, dict[str, Any]]:
+    # A private copy: FunctionApp.get_functions() may be called only once per app object.
+    spec = importlib.util.spec_from_file_location("_function_app_for_registration", ROOT / "function_app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {f.get_function_name(): f.get_trigger().get_dict_repr() for f in module.app.get_functions()}
+
+
+def test_assessment_triggers_read_their_settings() -> None:
+    found = triggers()
+    timer = found["periodic_assessment"]
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%ASSESSMENT_SCHEDULE%"
+    assert not timer.get("runOnStartup")
+    assert found["discovery_worker"]["queueName"] == "%DISCOVERY_QUEUE%"
+    assert found["discovery_poison"]["queueName"] == "%DISCOVERY_QUEUE%-poison"
+    for name in ("discovery_worker", "discovery_poison", "operation_worker", "dispatch_worker"):
+        assert found[name]["connection"] == "AzureWebJobsStorage"
+    routes = {found[n]["route"]: [str(getattr(m, "value", m)) for m in found[n]["methods"]]
+              for n in found if found[n]["type"] == "httpTrigger"}
+    assert routes["assessments"] == ["POST"] and routes["assessments/{runId}"] == ["GET"]
+    assert routes["compliance"] == ["GET"]
+    assert any(r.startswith("machines/subscriptions/") and r.endswith("/assessment") for r in routes)
