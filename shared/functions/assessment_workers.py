@@ -8,8 +8,8 @@ import azure.functions as func
 
 from shared.assessments.discovery import discover_page, fail_poisoned_page
 from shared.assessments.periodic import start_periodic_sweep
-from shared.functions.run_workers import message_text
-from shared.runs.messages import BadMessageError, parse_discovery
+from shared.functions.queue_input import parse_message
+from shared.runs.messages import parse_discovery
 from shared.runs.model import utcnow
 from shared.runs.services import get_services
 
@@ -26,22 +26,16 @@ def periodic_assessment(timer: func.TimerRequest) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%", connection="AzureWebJobsStorage")
 def discovery_worker(msg: func.QueueMessage) -> None:
-    try:
-        page = parse_discovery(message_text(msg) or "")
-    except BadMessageError as exc:
-        log.error("discovery message %s dropped: %s", msg.id, exc)
-        return
-    outcome = discover_page(page, get_services())
-    log.info("discovery run=%s scope=%d page=%d -> %s", page.run_id, page.scope, page.page, outcome)
+    page = parse_message(msg, parse_discovery, "discovery")
+    if page:
+        outcome = discover_page(page, get_services())
+        log.info("discovery run=%s scope=%d page=%d -> %s", page.run_id, page.scope, page.page, outcome)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%-poison", connection="AzureWebJobsStorage")
 def discovery_poison(msg: func.QueueMessage) -> None:
-    try:
-        page = parse_discovery(message_text(msg) or "")
-    except BadMessageError as exc:
-        log.error("poisoned discovery message %s is malformed (%s)", msg.id, exc)
-        return
-    svc = get_services()
-    outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
-    log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)
+    page = parse_message(msg, parse_discovery, "poisoned discovery")
+    if page:
+        svc = get_services()
+        outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
+        log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)

@@ -8,12 +8,12 @@ import azure.functions as func
 from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
 from shared.assessments.machine_view import machine_assessment
 from shared.errors import ApiError, ValidationError
-from shared.functions.runs_api import run_answer, run_id_param
-from shared.http.responses import absolute_url, accepted, api_errors, json_response
+from shared.functions.runs_api import accepted_run, run_answer, run_id_param
+from shared.http.responses import api_errors, json_response
 from shared.runs.accept import accept, check_idempotency_key
-from shared.runs.model import RunStatus, utcnow
+from shared.runs.model import utcnow
 from shared.runs.services import get_services
-from shared.runs.views import load_run_view, run_view
+from shared.runs.views import load_run_view
 from shared.validation.assessment_request import parse_assessment_request
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.scopes import parse_scope
@@ -39,10 +39,7 @@ def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
     new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
                                    max_machines=svc.settings.max_machines_per_run)
     run, _created = accept(new, key, svc)
-    view = run_view(run, None)
-    view["status"] = view.get("status") or RunStatus.ACCEPTED.value
-    location = absolute_url(req, f"/api/assessments/{run['RowKey']}")
-    return accepted(view, location, svc.settings.run_retry_after_seconds)
+    return accepted_run(req, run, collection="assessments")
 
 
 @bp.route(route="assessments/{runId}", methods=["GET"])

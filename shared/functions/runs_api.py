@@ -37,6 +37,14 @@ def run_answer(req: func.HttpRequest, view: dict[str, object], collection: str =
     return json_response(view, 200)
 
 
+def accepted_run(req: func.HttpRequest, run: dict[str, object], collection: str = "runs") -> func.HttpResponse:
+    """The answer to a request that started (or, replayed, found) a run: 202 + its Location."""
+    view = run_view(run, None)
+    view["status"] = view.get("status") or RunStatus.ACCEPTED.value
+    location = absolute_url(req, f"/api/{collection}/{run['RowKey']}")
+    return accepted(view, location, get_services().settings.run_retry_after_seconds)
+
+
 @bp.route(route="runs", methods=["POST"])
 @api_errors
 def create_run(req: func.HttpRequest) -> func.HttpResponse:
@@ -45,10 +53,7 @@ def create_run(req: func.HttpRequest) -> func.HttpResponse:
     request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
                                 max_machines=svc.settings.max_machines_per_run)
     run, _created = accept_run(request, key, svc)
-    view = run_view(run, None)
-    view["status"] = view.get("status") or RunStatus.ACCEPTED.value
-    location = absolute_url(req, f"/api/runs/{run['RowKey']}")
-    return accepted(view, location, svc.settings.run_retry_after_seconds)
+    return accepted_run(req, run)
 
 
 @bp.route(route="runs/{runId}", methods=["GET"])

@@ -31,6 +31,7 @@ from shared.arm.operations import (
     classify_poll,
     classify_start,
 )
+from shared.assessments.results import record_outcome
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.runs.messages import StepMessage
 from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow, with_discovery
@@ -234,8 +235,6 @@ class MachineStep:
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> str:
         if self.kind.keeps_history:  # before our own update: a redelivery then writes the same rows again
-            from shared.assessments.results import record_outcome
-
             changes = {**changes, **record_outcome(self.svc, {**self.target, **changes}, state, result,
                                                    self.target["PartitionKey"])}
         self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,

@@ -58,24 +58,23 @@ class Services:
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0) -> None:
         """A delayed message is how we wait: the function returns, the queue brings us back later."""
-        body = json.dumps({"runId": run_id, "machine": machine, "seq": seq}, separators=(",", ":"))
-        delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
-        self.operations_queue.send_message(body, visibility_timeout=delay or None)
-        self.sent["operations"] += 1
+        self._send(self.operations_queue, "operations", {"runId": run_id, "machine": machine, "seq": seq},
+                   delay_seconds)
 
     @cached_property
     def discovery_queue(self) -> QueueClient:
         return queue(self.settings.discovery_queue)
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
-        body = json.dumps({"runId": run_id, "scope": scope, "page": page}, separators=(",", ":"))
-        delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
-        self.discovery_queue.send_message(body, visibility_timeout=delay or None)
-        self.sent["discovery"] += 1
+        self._send(self.discovery_queue, "discovery", {"runId": run_id, "scope": scope, "page": page}, delay_seconds)
 
     def send_dispatch(self, run_id: str) -> None:
-        self.dispatch_queue.send_message(json.dumps({"runId": run_id}))
-        self.sent["dispatch"] += 1
+        self._send(self.dispatch_queue, "dispatch", {"runId": run_id})
+
+    def _send(self, client: QueueClient, name: str, body: dict[str, Any], delay_seconds: int = 0) -> None:
+        delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
+        client.send_message(json.dumps(body, separators=(",", ":")), visibility_timeout=delay or None)
+        self.sent[name] += 1
 
     def run_spec(self, run_id: str) -> RunSpec | None:
         return _run_spec(self.store, run_id)

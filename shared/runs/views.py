@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.runs.dispatch import undispatched_targets
 from shared.runs.model import summarize, with_discovery
 from shared.runs.services import Services
 
@@ -71,8 +72,6 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
 def load_run_view(run: dict[str, Any], svc: Services) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
     and, for a run that discovers machines, its scopes."""
-    from shared.runs.dispatch import undispatched_targets
-
     run_id = run["RowKey"]
     targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
     scopes = svc.store.list_scopes(run_id) if run.get("scopes") else None

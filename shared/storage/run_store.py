@@ -57,6 +57,19 @@ def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]
         yield current
 
 
+def merge_if_unchanged(client: TableClient, row: dict[str, Any], changes: dict[str, Any]) -> str:
+    """Merge `changes` into the stored row if its ETag is still `row["etag"]`; keeps `row` current.
+
+    Raises ResourceModifiedError when another writer got there first: the caller must stop.
+    """
+    entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes}
+    meta = client.update_entity(entity, mode=UpdateMode.MERGE, etag=row["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+    row.update(changes)
+    row["etag"] = meta["etag"]
+    return str(meta["etag"])
+
+
 def odata_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -176,11 +189,7 @@ class RunStore:
     def update_scope(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
         """Conditional on the ETag read: a duplicated page message loses here and stops."""
         self.ops["updateScope"] += 1
-        entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes}
-        meta = self.runs.update_entity(entity, mode=UpdateMode.MERGE, etag=row["etag"],
-                                       match_condition=MatchConditions.IfNotModified)
-        row.update(changes)
-        row["etag"] = meta["etag"]
+        merge_if_unchanged(self.runs, row, changes)
 
     def list_scopes(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
         self.ops["listScopes"] += 1
@@ -215,12 +224,7 @@ class RunStore:
         another delivery of the same message got there first, so the caller must stop.
         """
         self.ops["updateTarget"] += 1
-        entity = {"PartitionKey": target["PartitionKey"], "RowKey": target["RowKey"], **changes}
-        meta = self.targets.update_entity(entity, mode=UpdateMode.MERGE, etag=target["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
-        target.update(changes)
-        target["etag"] = meta["etag"]
-        return str(meta["etag"])
+        return merge_if_unchanged(self.targets, target, changes)
 
     def has_unfinished_targets(self, run_id: str) -> bool:
         """One small query: is any machine of the run not yet in a terminal state?"""
