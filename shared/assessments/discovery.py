@@ -99,8 +99,10 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
         power = power_state(vm)
         snapshot = {"PartitionKey": ref.subscription_id, "RowKey": machine_row_key(ref),
                     "resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
-                    "osType": os_type(vm), "location": str(vm.get("location") or ""), "powerState": power,
+                    "location": str(vm.get("location") or ""), "powerState": power,
                     "lastSeenAt": now, "lastSeenRun": run_id}
+        if os_type(vm):  # a merge must not blank an OS type known from before
+            snapshot["osType"] = os_type(vm)
         target = {**queued_target(run_id, ref.resource_id, now), "osType": os_type(vm)}
         if power not in ("running", "unknown"):  # unknown: let ARM decide rather than skip a live VM
             reason = (f"the VM is {power}; Azure assesses only running VMs, so it was not assessed "

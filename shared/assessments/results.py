@@ -67,8 +67,9 @@ def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
         message = target.get("errorMessage") or (error or {}).get("message") or ""
         attempt.update(lastAttemptState=MachineState.FAILED.value if state is MachineState.COMPLETED
                        else state.value, errorCode=str(code), errorMessage=str(message)[:4000])
-        if state is MachineState.SKIPPED:
+        if state is MachineState.SKIPPED:  # ARM refused: the VM is not running (its 409 says how)
             attempt["notAssessedReason"] = str(message)[:1000]
+            attempt["powerState"] = "deallocated" if "deallocated" in str(message).lower() else "stopped"
         svc.fleet.record_attempt(vm, attempt, assessed_at=None)
         return {}
     assert result is not None

@@ -311,8 +311,9 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     if any(not s.get("done") for s in scopes):
         return False  # more machines may still be listed
     summary = summarize(store.list_targets(run_id))
-    summary["status"] = with_discovery(summary["status"], scopes)
+    summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
     store.update_run(run_id, {
+        "machineCount": summary["machineCount"],
         "active": False,
         "status": summary["status"],
         "completedAt": iso(utcnow()),

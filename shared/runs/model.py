@@ -81,11 +81,16 @@ def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "states": dict(states), "outcomes": dict(outcomes)}
 
 
-def with_discovery(status: str, scopes: Iterable[Mapping[str, Any]]) -> str:
-    """A run that lists scopes is unfinished until every scope is listed, and failed if one could not be."""
+def with_discovery(status: str, scopes: Iterable[Mapping[str, Any]], machine_count: int) -> str:
+    """A run that lists scopes is unfinished until every scope is listed, and failed if one could not be.
+    Listing nothing at all is a finished run (an empty subscription), not one waiting to start."""
     scopes = list(scopes)
+    if not scopes:
+        return status
     if any(not s.get("done") for s in scopes):
         return RunStatus.IN_PROGRESS.value
+    if machine_count == 0:
+        status = RunStatus.SUCCEEDED.value
     if status not in (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value) and any(
             s.get("errorCode") for s in scopes):
         return RunStatus.FAILED.value

@@ -54,7 +54,7 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
         view["installPatches"] = json.loads(run.get("installPatches") or "{}")
     if targets is not None:
         summary = summarize(targets)
-        status = with_discovery(summary["status"], scopes or [])
+        status = with_discovery(summary["status"], scopes or [], summary["machineCount"])
         view.update(status=status, states=summary["states"], outcomes=summary["outcomes"])
         if scopes is not None:
             view["machineCount"] = summary["machineCount"]

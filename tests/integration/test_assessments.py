@@ -193,6 +193,8 @@ def test_on_demand_assessment_follows_the_async_pattern(services: Services, simu
     skipped = next(m for m in run["machines"] if m["id"] == stopped)
     assert skipped["state"] == "Skipped" and "deallocated" in skipped["error"]["message"]
     assert simulator.calls()["byVm"][stopped.lower()]["assessPatchesAccepted"] == 0
+    report = compliance()  # the skipped machine counts as not running and never assessed
+    assert (report["machines"], report["assessed"], report["notRunning"], report["neverAssessed"]) == (4, 3, 1, 1)
 
     # The machine detail of the run shows the assessment's patches (kept in the machine's history).
     detail = json.loads(runs_api.get_run_machine(func.HttpRequest(
@@ -339,3 +341,18 @@ def test_a_poisoned_page_ends_its_scope_and_the_sweep_still_finishes(services: S
     _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": run_id})
     assert run["status"] == "Failed" and run["machineCount"] == 20
     assert sorted(str((s.get("error") or {}).get("code")) for s in run["scopes"]) == ["None", "PoisonMessage"]
+
+
+def test_a_scope_with_no_vms_finishes(services: Services, simulator: Simulator) -> None:
+    svc = configure(services, simulator)
+    vms = simulator.state()["vms"]
+    group, sub = vms[0]["resourceGroup"], vms[0]["subscriptionId"]
+    for vm in vms:
+        if vm["resourceGroup"] == group and vm["subscriptionId"] == sub:
+            simulator.remove_vm(vm["id"])
+    status, body, _ = call(assessments_api.create_assessment, "POST", "/api/assessments",
+                           body={"scopes": [f"/subscriptions/{sub}/resourceGroups/{group}"]})
+    assert status == 202
+    QueuePump(svc).run_until(lambda: run_finished(body["id"]), timeout=30)
+    _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": body["id"]})
+    assert run["status"] == "Succeeded" and run["machineCount"] == 0 and run["scopes"][0]["listed"] == 0

@@ -132,9 +132,14 @@ def test_run_status_waits_for_discovery_and_fails_on_an_unlisted_scope() -> None
     done = [{"state": "Completed", "status": "Succeeded"}, {"state": "Skipped"}]
     status = summarize(done)["status"]
     assert status == "Succeeded" and summarize(done)["outcomes"] == {"succeeded": 1, "skipped": 1}
-    assert with_discovery(status, [{"done": True}, {"done": False}]) == "InProgress"
-    assert with_discovery(status, [{"done": True}, {"done": True, "errorCode": "AuthorizationFailed"}]) == "Failed"
-    assert with_discovery(status, [{"done": True}]) == "Succeeded"
+    assert with_discovery(status, [{"done": True}, {"done": False}], 2) == "InProgress"
+    assert with_discovery(status, [{"done": True}, {"done": True, "errorCode": "AuthorizationFailed"}], 2) == "Failed"
+    assert with_discovery(status, [{"done": True}], 2) == "Succeeded"
+    # An empty subscription: nothing listed is a finished run, not one forever "Accepted".
+    empty = summarize([])["status"]
+    assert empty == "Accepted" and with_discovery(empty, [{"done": True}], 0) == "Succeeded"
+    assert with_discovery(empty, [{"done": True, "errorCode": "SubscriptionNotFound"}], 0) == "Failed"
+    assert with_discovery(empty, [], 0) == "Accepted"  # not a discovery run: unchanged
 
 
 def test_azure_timestamps_and_keys() -> None:
