@@ -1,0 +1,219 @@
+"""`recurEvery` as Azure's maintenance configurations write it, and the windows it produces.
+
+Grammar (case-insensitive, tokens separated by spaces; from MaintenanceWindow.recurEvery):
+    [N]Hour(s)                                   every N hours (InGuestPatch: N >= 6)
+    [N]Day(s)                                    every N days
+    [N]Week(s) [Monday,...,Sunday]               every N weeks, on the listed days (default: the start's)
+    [N]Month(s) [dayD,...]                       every N months, on those days of the month
+    [N]Month(s) First|Second|Third|Fourth|Last <Weekday> [Offset-6..Offset6]
+N defaults to 1. `Month` alone recurs on the start's day of the month.
+
+Rules where Azure's text is silent (written down so a user can check a schedule before trusting it):
+- Periods count from the start: day k·N, week k·N (weeks begin on Monday), month k·N after the
+  start's day, week or month. Hours count in absolute time from the start.
+- A month without the day (day31 in April, day30 in February) has no window that month.
+- An offset moves the day after the weekday is found, across a month's end if it must
+  (`Month Last Sunday Offset6` can fall in the next month).
+- Local times that do not exist (the hour skipped when clocks go forward) start when the gap ends
+  plus the same minutes, i.e. at the instant the pre-change offset names (02:30 → 03:30); local
+  times that happen twice (clocks go back) start at the first of the two. Every window lasts its
+  full duration in real time.
+- Windows start at or after `startDateTime` and before `expirationDateTime`, both local times.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+MIN_HOURS = 6  # Azure's lower bound for hourly InGuestPatch schedules
+_HEAD = re.compile(r"^(\d*)(hours?|days?|weeks?|months?)$", re.IGNORECASE)
+_DAY = re.compile(r"^day(\d{1,2})$", re.IGNORECASE)
+_OFFSET = re.compile(r"^offset([+-]?\d+)$", re.IGNORECASE)
+
+
+class RecurrenceError(ValueError):
+    """`recurEvery` is not in Azure's grammar; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    unit: str  # "hour" | "day" | "week" | "month"
+    interval: int = 1
+    weekdays: tuple[int, ...] = ()  # week: 0 = Monday … 6 = Sunday
+    month_days: tuple[int, ...] = ()  # month: days of the month
+    week_of_month: int | None = None  # month: 1-4, or -1 for Last
+    weekday: int | None = None  # month: with week_of_month
+    offset: int = 0  # month: days added after the weekday is found
+
+
+def _weekday(token: str, text: str) -> int:
+    try:
+        return WEEKDAYS.index(token.lower())
+    except ValueError:
+        raise RecurrenceError(f"'{token}' in recurEvery '{text}' is not a weekday (Monday … Sunday)") from None
+
+
+def parse_recur_every(text: object) -> Recurrence:
+    if not isinstance(text, str) or not text.strip():
+        raise RecurrenceError("recurEvery must be a string such as 'Day', 'Week Saturday,Sunday' or "
+                              "'Month Second Tuesday Offset2'")
+    tokens = text.split()
+    head = _HEAD.match(tokens[0])
+    if not head:
+        raise RecurrenceError(f"recurEvery '{text}' must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
+                              f"(e.g. Day, 3Days, Week, 2Months), not '{tokens[0]}'")
+    interval = int(head[1]) if head[1] else 1
+    unit = head[2].lower().rstrip("s")
+    if interval < 1:
+        raise RecurrenceError(f"recurEvery '{text}': the frequency must be at least 1")
+    rest = tokens[1:]
+    if unit in ("hour", "day"):
+        if rest:
+            raise RecurrenceError(f"recurEvery '{text}': a {unit}ly schedule takes nothing after '{tokens[0]}'")
+        if unit == "hour" and interval < MIN_HOURS:
+            raise RecurrenceError(f"recurEvery '{text}': hourly maintenance recurs every {MIN_HOURS} hours or more")
+        return Recurrence(unit, interval)
+    if unit == "week":
+        if len(rest) > 1:
+            raise RecurrenceError(f"recurEvery '{text}': list weekdays separated by commas without spaces, "
+                                  "e.g. 'Week Saturday,Sunday'")
+        days = tuple(sorted({_weekday(d, text) for d in rest[0].split(",")})) if rest else ()
+        return Recurrence(unit, interval, weekdays=days)
+    return _parse_month(text, interval, rest)
+
+
+def _parse_month(text: str, interval: int, rest: list[str]) -> Recurrence:
+    if not rest:
+        return Recurrence("month", interval)
+    if _DAY.match(rest[0].split(",")[0]):
+        if len(rest) > 1:
+            raise RecurrenceError(f"recurEvery '{text}': list month days separated by commas without spaces, "
+                                  "e.g. 'Month day23,day24'")
+        days = set()
+        for token in rest[0].split(","):
+            match = _DAY.match(token)
+            if not match or not 1 <= int(match[1]) <= 31:
+                raise RecurrenceError(f"recurEvery '{text}': '{token}' is not a day of the month (day1 … day31)")
+            days.add(int(match[1]))
+        return Recurrence("month", interval, month_days=tuple(sorted(days)))
+    ordinal = ORDINALS.get(rest[0].lower())
+    if ordinal is None:
+        raise RecurrenceError(f"recurEvery '{text}': after Month comes day numbers (day1,day15) or "
+                              f"First|Second|Third|Fourth|Last and a weekday, not '{rest[0]}'")
+    if len(rest) < 2:
+        raise RecurrenceError(f"recurEvery '{text}': '{rest[0]}' needs a weekday, e.g. 'Month {rest[0]} Sunday'")
+    weekday = _weekday(rest[1], text)
+    offset = 0
+    if len(rest) > 2:
+        match = _OFFSET.match(rest[2])
+        if not match:
+            raise RecurrenceError(f"recurEvery '{text}': '{rest[2]}' is not an offset (Offset-6 … Offset6)")
+        offset = int(match[1])
+        if not -6 <= offset <= 6:
+            raise RecurrenceError(f"recurEvery '{text}': the offset must be between -6 and 6 days, not {offset}")
+    if len(rest) > 3:
+        raise RecurrenceError(f"recurEvery '{text}': unexpected '{' '.join(rest[3:])}' after the offset")
+    return Recurrence("month", interval, week_of_month=ordinal, weekday=weekday, offset=offset)
+
+
+def nth_weekday(year: int, month: int, ordinal: int, weekday: int) -> date:
+    """The first…fourth (1-4) or last (-1) given weekday of a month."""
+    if ordinal == -1:
+        last = date(year, month, calendar.monthrange(year, month)[1])
+        return last - timedelta(days=(last.weekday() - weekday) % 7)
+    first = date(year, month, 1)
+    return first + timedelta(days=(weekday - first.weekday()) % 7 + 7 * (ordinal - 1))
+
+
+def to_utc(local: datetime, zone: ZoneInfo) -> datetime:
+    """Local wall time → UTC, by the module's rules for skipped and repeated local times."""
+    return local.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A maintenance window's timing, ready to generate occurrences."""
+
+    recurrence: Recurrence
+    start: datetime  # local, naive
+    expiration: datetime | None  # local, naive; windows start before it
+    duration: timedelta
+    zone: ZoneInfo
+
+    def _local_starts(self, not_before: date) -> Iterator[datetime]:
+        """Local start times in order, from the period containing `not_before` (or the start) on."""
+        r, start, at = self.recurrence, self.start, self.start.time()
+        if r.unit == "hour":
+            step = timedelta(hours=r.interval)
+            first_utc = to_utc(start, self.zone)
+            lower = datetime.combine(not_before, at).replace(tzinfo=UTC) - timedelta(days=1)
+            k = max(0, int((lower - first_utc) / step))
+            while True:  # absolute hours: convert back to local only for the caller's comparisons
+                yield (first_utc + k * step).astimezone(self.zone).replace(tzinfo=None)
+                k += 1
+        elif r.unit == "day":
+            k = max(0, (not_before - start.date()).days // r.interval - 1)
+            while True:
+                yield datetime.combine(start.date() + timedelta(days=k * r.interval), at)
+                k += 1
+        elif r.unit == "week":
+            monday = start.date() - timedelta(days=start.weekday())
+            days = r.weekdays or (start.weekday(),)
+            w = max(0, (not_before - monday).days // 7 // r.interval - 1) * r.interval
+            while True:
+                for d in days:
+                    yield datetime.combine(monday + timedelta(weeks=w, days=d), at)
+                w += r.interval
+        else:
+            months_since = (not_before.year - start.year) * 12 + not_before.month - start.month
+            m = max(0, months_since // r.interval - 1) * r.interval
+            while True:
+                year, month = divmod(start.year * 12 + start.month - 1 + m, 12)
+                month += 1
+                for day in self._month_dates(year, month):
+                    yield datetime.combine(day, at)
+                m += r.interval
+
+    def _month_dates(self, year: int, month: int) -> list[date]:
+        r = self.recurrence
+        length = calendar.monthrange(year, month)[1]
+        if r.week_of_month is not None and r.weekday is not None:
+            return [nth_weekday(year, month, r.week_of_month, r.weekday) + timedelta(days=r.offset)]
+        days = r.month_days or (self.start.day,)
+        return [date(year, month, d) for d in days if d <= length]
+
+    def windows(self, after: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """(start, end) in UTC of every window starting at or after `after` (aware), in order."""
+        not_before = max(self.start.date(), after.astimezone(self.zone).date() - timedelta(days=1))
+        for local in self._local_starts(not_before):
+            if local < self.start:
+                continue
+            if self.expiration is not None and local >= self.expiration:
+                return
+            begin = to_utc(local, self.zone)
+            if begin >= after:
+                yield begin, begin + self.duration
+
+    def next_windows(self, after: datetime, count: int) -> list[tuple[datetime, datetime]]:
+        result: list[tuple[datetime, datetime]] = []
+        for window in self.windows(after):
+            result.append(window)
+            if len(result) == count:
+                break
+        return result
+
+    def window_at(self, when: datetime) -> tuple[datetime, datetime] | None:
+        """The window open at `when` (start <= when < end), if any."""
+        for begin, end in self.windows(when - self.duration):
+            if begin > when:
+                return None
+            if when < end:
+                return begin, end
+        return None
