@@ -140,9 +140,11 @@ class ArmClient:
         return self.request("GET", url, kind="poll")
 
     def list_vms_url(self, scope: ScopeRef) -> str:
-        """First page of the VMs in a subscription or resource group, each with its instance view
-        (power state), so discovery needs no per-VM GET. Later pages come from `nextLink`."""
-        query = urlencode({"api-version": self.api_version, "$expand": "instanceView"})
+        """First page of the VMs in a subscription or resource group (models: OS type, location, tags),
+        so discovery needs no per-VM GET. Later pages come from `nextLink`. No `$expand=instanceView`:
+        Azure accepts it on lists only together with a `$filter`; a stopped VM shows itself instead by
+        ARM's 409 when its operation is posted."""
+        query = urlencode({"api-version": self.api_version})
         return f"{self.endpoint}{scope.resource_id}/providers/Microsoft.Compute/virtualMachines?{query}"
 
     def list_page(self, url: str) -> ArmResponse:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def power_state(vm: dict[str, Any]) -> str:
-    """`running`, `deallocated`, `stopped`, … from the instance view; `unknown` when not given."""
+    """`running`, `deallocated`, `stopped`, … from an instance view when one is present; else `unknown`."""
     statuses = ((vm.get("properties") or {}).get("instanceView") or {}).get("statuses") or []
     for status in statuses:
         code = str(status.get("code") or "")
@@ -99,17 +99,17 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
         power = power_state(vm)
         snapshot = {"PartitionKey": ref.subscription_id, "RowKey": machine_row_key(ref),
                     "resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
-                    "location": str(vm.get("location") or ""), "powerState": power,
-                    "lastSeenAt": now, "lastSeenRun": run_id}
+                    "location": str(vm.get("location") or ""), "lastSeenAt": now, "lastSeenRun": run_id}
         if os_type(vm):  # a merge must not blank an OS type known from before
             snapshot["osType"] = os_type(vm)
-        target = {**queued_target(run_id, ref.resource_id, now), "osType": os_type(vm)}
-        if power not in ("running", "unknown"):  # unknown: let ARM decide rather than skip a live VM
-            reason = (f"the VM is {power}; Azure assesses only running VMs, so it was not assessed "
+        # `discovered`: a VM that turns out not to be running is skipped, not failed, whatever the operation.
+        target = {**queued_target(run_id, ref.resource_id, now), "osType": os_type(vm), "discovered": True}
+        if power not in ("running", "unknown", "starting"):  # only when ARM sent an instance view
+            reason = (f"the VM is {power}; Azure patches and assesses only running VMs, so it was skipped "
                       "(it counts as not assessed in the compliance view)")
             target.update(state=MachineState.SKIPPED.value, errorCode=VM_NOT_RUNNING, errorMessage=reason,
                           completedAt=now, seq=1)
-            snapshot.update(lastAttemptAt=now, lastAttemptState=MachineState.SKIPPED.value,
+            snapshot.update(powerState=power, lastAttemptAt=now, lastAttemptState=MachineState.SKIPPED.value,
                             lastAttemptRun=run_id, notAssessedReason=reason)
         inventory.append(snapshot)
         targets.append(target)
@@ -151,8 +151,9 @@ def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope:
     if error:
         changes.update(errorCode=error[0], errorMessage=error[1][:4000])
     else:
-        # Only a complete listing may say a machine is gone.
-        changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group, msg.run_id)
+        # Only a complete listing may say a machine is gone: one nobody has listed since this listing began.
+        changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group,
+                                                     listed_since=str(row.get("startedAt") or row["nextActionAt"]))
     try:
         svc.store.update_scope(row, changes)
     except ResourceModifiedError:

@@ -14,9 +14,10 @@ from typing import Any
 
 from shared.runs.model import MachineState, iso, utcnow
 from shared.runs.services import Services
-from shared.storage.fleet_store import MAX_MISSING_KEPT, patch_classification, patch_key
+from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
 from shared.validation.resource_ids import VmRef, parse_vm_id
 
+NOT_FOUND = {"ResourceNotFound", "NotFound", "ResourceGroupNotFound", "SubscriptionNotFound"}
 SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
                   "otherPatchCount", "startDateTime")
 
@@ -41,10 +42,15 @@ def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
     """What compliance needs from the patch list, compact enough for the snapshot entity."""
     classes = Counter(patch_classification(p) for p in patches)
     missing = sorted({(patch_key(p), patch_classification(p)) for p in patches})
+    kept = missing[:MAX_MISSING_KEPT]
+    text = json.dumps([list(m) for m in kept], separators=(",", ":"))
+    while len(text) > MAX_MISSING_CHARS:  # long Windows titles or package names: keep what fits
+        kept = kept[: len(kept) * 3 // 4]
+        text = json.dumps([list(m) for m in kept], separators=(",", ":"))
     return {
         "classificationCounts": json.dumps(dict(sorted(classes.items())), separators=(",", ":")),
-        "missingPatches": json.dumps([list(m) for m in missing[:MAX_MISSING_KEPT]], separators=(",", ":")),
-        "missingPatchesTruncated": len(missing) > MAX_MISSING_KEPT,
+        "missingPatches": text,
+        "missingPatchesTruncated": len(kept) < len(missing),
     }
 
 
@@ -62,6 +68,9 @@ def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
     succeeded = (state is MachineState.COMPLETED and result is not None
                  and str(result.get("status")) in ("Succeeded", "CompletedWithWarnings"))
     if not succeeded:
+        if state is MachineState.FAILED and str(target.get("errorCode")) in NOT_FOUND:
+            svc.fleet.forget_machine(vm)  # deleted in Azure: not a machine to count any more
+            return {}
         error = (result or {}).get("error") if result else None
         code = target.get("errorCode") or (error or {}).get("code") or f"Assessment{(result or {}).get('status', '')}"
         message = target.get("errorMessage") or (error or {}).get("message") or ""
@@ -94,7 +103,7 @@ def _record_success(svc: Services, vm: VmRef, result: dict[str, Any], attempt: d
         "rebootPending": bool(result.get("rebootPending")),
         "criticalAndSecurityPatchCount": int(result.get("criticalAndSecurityPatchCount") or 0),
         "otherPatchCount": int(result.get("otherPatchCount") or 0),
-        "historyKey": history_key,
+        "historyKey": history_key, "powerState": "running",
         "errorCode": "", "errorMessage": "", "notAssessedReason": "",
     }
     if not svc.fleet.record_attempt(vm, latest, assessed_at=latest["assessedAt"]):

@@ -93,7 +93,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
     if new.scopes:
         # Discovery fans out instead of dispatch; the sweeper re-queues a page message that got lost.
         store.create_scopes(run_id, [s.resource_id for s in new.scopes], now)
-        run.update(scopes=json.dumps([s.resource_id for s in new.scopes]), machineCount=0, dispatchedAt=now)
+        run.update(scopeCount=len(new.scopes), machineCount=0, dispatchedAt=now)  # the ids live in scope rows
     else:
         store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
         run["machineCount"] = len(new.machines)

@@ -195,7 +195,9 @@ class MachineStep:
         return self._terminal(MachineState.COMPLETED, changes, result)
 
     def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> str:
-        state = self.kind.not_running_state if code == VM_NOT_RUNNING else MachineState.FAILED
+        state = MachineState.FAILED
+        if code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
+            state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
         return self._terminal(state, {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
 
     def time_out(self) -> str:

@@ -96,7 +96,7 @@ def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
     if run is None:
         return None
     return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
-                   bool(run.get("scopes")))
+                   bool(run.get("scopeCount")))
 
 
 @lru_cache(maxsize=1)

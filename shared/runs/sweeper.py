@@ -39,7 +39,7 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
         for target in stalled:
             svc.send_step(run_id, target["RowKey"], int(target["seq"]))
             counts["requeued"] += 1
-        if run.get("scopes"):  # a discovery page whose message was lost
+        if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, where=f"done eq false and nextActionAt lt '{stalled_before}'"):
                 svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
                 counts["relisted"] += 1

@@ -74,5 +74,5 @@ def load_run_view(run: dict[str, Any], svc: Services) -> dict[str, Any]:
     and, for a run that discovers machines, its scopes."""
     run_id = run["RowKey"]
     targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
-    scopes = svc.store.list_scopes(run_id) if run.get("scopes") else None
+    scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
     return run_view(run, targets, scopes)

@@ -27,7 +27,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.runs.model import iso
+from shared.runs.model import iso, utcnow
 from shared.settings import Settings
 from shared.storage.clients import table
 from shared.storage.run_store import batches, odata_str
@@ -35,8 +35,13 @@ from shared.validation.resource_ids import VmRef
 
 SUBSCRIPTIONS_PARTITION = "~subscriptions"
 INVERTED_BASE = 10**13  # milliseconds since 1970 stay below this until the year 2286
-MAX_MISSING_KEPT = 400  # per machine in the snapshot; enough for "most widespread" without nearing 64 KiB
+MAX_MISSING_KEPT = 400  # per machine in the snapshot: enough for "most widespread"
+MAX_MISSING_CHARS = 30_000  # a string property holds 64 KiB of UTF-16 (32,768 characters)
 SUMMARY = "summary"
+
+
+class SnapshotContentionError(RuntimeError):
+    """Writers kept racing on one machine's snapshot; the step fails and the queue retries it."""
 PATCH = "patch"
 
 
@@ -110,15 +115,22 @@ class FleetStore:
             entity = {"PartitionKey": vm.subscription_id, "RowKey": machine_row_key(vm), **changes}
             self.ops["writeMachine"] += 1
             try:
-                if current is None:
-                    self.machines.create_entity(entity)
+                if current is None:  # first sight: it exists now, so a later listing may remove it
+                    self.machines.create_entity({"lastSeenAt": iso(utcnow()), **entity})
                 else:
                     self.machines.update_entity(entity, mode=UpdateMode.MERGE, etag=current["etag"],
                                                 match_condition=MatchConditions.IfNotModified)
                 return True
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # someone wrote in between: read again and decide again
-        raise ResourceModifiedError("the machine snapshot kept changing; the step will be retried")
+        # Not ResourceModifiedError: the worker treats that as "another delivery won" and drops the
+        # message; this one must fail so the queue delivers it again.
+        raise SnapshotContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
+
+    def forget_machine(self, vm: VmRef) -> None:
+        """ARM says the VM does not exist: it leaves the compliance view (its history stays)."""
+        self.ops["deleteMachines"] += 1
+        self.machines.delete_entity(vm.subscription_id, machine_row_key(vm))
 
     def query_machines(self, subscription_id: str, resource_group: str | None = None,
                        where: str | None = None, select: list[str] | None = None) -> list[dict[str, Any]]:
@@ -135,9 +147,13 @@ class FleetStore:
             result.extend(dict(e) for e in page)
         return result
 
-    def remove_unseen(self, subscription_id: str, resource_group: str | None, run_id: str) -> int:
-        """After a complete listing of a scope: machines it did not list no longer exist there."""
-        gone = self.query_machines(subscription_id, resource_group, where=f"lastSeenRun ne {odata_str(run_id)}")
+    def remove_unseen(self, subscription_id: str, resource_group: str | None, *, listed_since: str) -> int:
+        """After a complete listing of a scope: machines no listing has seen since it began are gone.
+
+        By time, not by run: another listing of the same scope running at the same time (an on-demand
+        assessment during a sweep) stamps the machines it sees too, and they must stay.
+        """
+        gone = self.query_machines(subscription_id, resource_group, where=f"lastSeenAt lt {odata_str(listed_since)}")
         for batch in batches({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in gone):
             self.ops["deleteMachines"] += 1
             self.machines.submit_transaction([("delete", e) for e in batch])

@@ -173,7 +173,8 @@ class RunStore:
     def create_scopes(self, run_id: str, scopes: list[str], now: str) -> None:
         """One row per scope: which page comes next, fenced by its ETag like a target's `seq`."""
         rows = [{"PartitionKey": run_id, "RowKey": f"scope-{i:03d}", "scope": scope, "page": 0, "nextLink": "",
-                 "done": False, "listed": 0, "attempts": 0, "nextActionAt": now} for i, scope in enumerate(scopes)]
+                 "done": False, "listed": 0, "attempts": 0, "nextActionAt": now, "startedAt": now}
+                for i, scope in enumerate(scopes)]
         for batch in batches(rows):
             self.ops["scopeBatch"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])

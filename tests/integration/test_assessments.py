@@ -356,3 +356,27 @@ def test_a_scope_with_no_vms_finishes(services: Services, simulator: Simulator) 
     QueuePump(svc).run_until(lambda: run_finished(body["id"]), timeout=30)
     _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": body["id"]})
     assert run["status"] == "Succeeded" and run["machineCount"] == 0 and run["scopes"][0]["listed"] == 0
+
+
+def test_overlapping_listings_never_remove_machines_that_exist(services: Services, simulator: Simulator) -> None:
+    svc = configure(services, simulator)
+    sweep_id, _ = start_periodic_sweep(svc, SLOT)
+    sub = simulator.subscriptions()[0]
+    _, on_demand, _ = call(assessments_api.create_assessment, "POST", "/api/assessments",
+                           body={"scopes": [f"/subscriptions/{sub}"]})
+    pump = QueuePump(svc)  # both listings' pages interleave
+    pump.run_until(lambda: run_finished(str(sweep_id)) and run_finished(on_demand["id"]), timeout=90)
+    assert compliance()["machines"] == 40
+
+
+def test_an_assessment_of_a_deleted_vm_leaves_no_phantom_machine(services: Services,
+                                                                 simulator: Simulator) -> None:
+    svc = configure(services, simulator)
+    gone = "/subscriptions/00000000-0000-0000-0000-0000000000ff/resourceGroups/rg/providers/" \
+           "Microsoft.Compute/virtualMachines/deleted-vm"
+    _, body, _ = call(assessments_api.create_assessment, "POST", "/api/assessments", body={"machines": [gone]})
+    QueuePump(svc).run_until(lambda: run_finished(body["id"]), timeout=30)
+    _, run, _ = call(assessments_api.get_assessment, "GET", "/x", route={"runId": body["id"]})
+    assert run["status"] == "Failed" and run["machines"][0]["error"]["code"] in ("SubscriptionNotFound",
+                                                                              "ResourceNotFound")
+    assert compliance()["machines"] == 0

@@ -21,22 +21,21 @@ def assess(sim: Simulator, arm: requests.Session, vm: str) -> dict[str, object]:
     return done.json()
 
 
-def test_lists_expand_instance_view_with_power_state(make_sim: Callable[..., Simulator],
-                                                     arm: requests.Session) -> None:
+def test_lists_give_power_state_only_as_azure_documents(make_sim: Callable[..., Simulator],
+                                                        arm: requests.Session) -> None:
     sim = make_sim(vms=10, stopped_ratio=0.3)
     sub = sim.subscriptions()[0]
-    for path in (f"/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines",
-                 f"/subscriptions/{sub}/resourceGroups/{sim.state()['vms'][0]['resourceGroup']}"
-                 "/providers/Microsoft.Compute/virtualMachines"):
-        plain = arm.get(f"{sim.url}{path}?{API}").json()["value"]
-        assert all("instanceView" not in vm["properties"] for vm in plain)
-        expanded = arm.get(f"{sim.url}{path}?{API}&$expand=instanceView").json()["value"]
-        power = {vm["id"]: next(s["code"] for s in vm["properties"]["instanceView"]["statuses"]
-                                if s["code"].startswith("PowerState/")) for vm in expanded}
-        truth = {v["id"]: f"PowerState/{v['powerState']}" for v in sim.state()["vms"] if v["id"] in power}
-        assert power == truth
-    assert {v["powerState"] for v in sim.state()["vms"]} >= {"running"} and len(
-        [v for v in sim.state()["vms"] if v["powerState"] != "running"]) == 3
+    listing = f"{sim.url}/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?{API}"
+    plain = arm.get(listing).json()["value"]
+    assert all("instanceView" not in vm["properties"] for vm in plain)
+    assert {vm["properties"]["storageProfile"]["osDisk"]["osType"] for vm in plain} == {"Windows", "Linux"}
+    refused = arm.get(f"{listing}&$expand=instanceView")  # needs a $filter on lists
+    assert refused.status_code == 400 and refused.json()["error"]["target"] == "$expand"
+    status = arm.get(f"{listing}&statusOnly=true").json()["value"]
+    power = {vm["id"]: next(s["code"] for s in vm["properties"]["instanceView"]["statuses"]
+                            if s["code"].startswith("PowerState/")) for vm in status}
+    assert power == {v["id"]: f"PowerState/{v['powerState']}" for v in sim.state()["vms"]}
+    assert len([v for v in sim.state()["vms"] if v["powerState"] != "running"]) == 3
 
 
 def test_vms_appear_and_disappear(sim: Simulator, arm: requests.Session) -> None:

@@ -183,3 +183,12 @@ def test_compliance_report_counts() -> None:
     assert compliance_report([], now=now, freshness_hours=36)["machines"] == 0
     # The freshness window is the setting: 300 hours covers the machine assessed 10 days ago.
     assert compliance_report(rows, now=now, freshness_hours=300)["stale"] == 0
+
+
+def test_the_snapshot_patch_list_fits_a_table_property() -> None:
+    long_titles = [{"name": f"{'Cumulative Update for a very long product name ' * 3}{i}",
+                    "classifications": ["Security"]} for i in range(400)]
+    facts = patch_facts(long_titles)
+    assert len(facts["missingPatches"]) <= 30_000 and facts["missingPatchesTruncated"] is True
+    assert json.loads(facts["missingPatches"])  # still valid JSON, with what fits
+    assert patch_facts(long_titles[:3])["missingPatchesTruncated"] is False

@@ -284,10 +284,14 @@ class ArmApi:
                 400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
             ) from None
         page = vms[start : start + self.sim.config.page_size]
-        # statusOnly=true (subscription lists) and $expand=instanceView (both lists) add the instance view.
-        status_only = req.query.get("statusOnly", "").lower() == "true" or (
-            req.query.get("$expand", "").lower() == "instanceview"
-        )
+        # statusOnly=true adds the instance view; $expand=instanceView does too, but Azure documents it on
+        # lists as valid "only if a valid $filter option is specified", so without one it is refused.
+        expand = req.query.get("$expand", "")
+        if expand and (expand.lower() != "instanceview" or not req.query.get("$filter")):
+            raise ArmError(400, "InvalidParameter", f"The value '{expand}' of query parameter '$expand' is not "
+                           "allowed here: 'instanceView' can only be specified with a valid $filter.",
+                           target="$expand")
+        status_only = req.query.get("statusOnly", "").lower() == "true" or bool(expand)
         value = []
         for vm in page:
             model = vm.model()

@@ -1,0 +1,279 @@
+"""Maintenance configurations (Azure's `InGuestPatch` shape) and their assignments: parse, validate,
+normalise. A configuration exported from Azure (with id, name, type, location, systemData) is
+accepted as it is; anything PatchPilot cannot honour is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.errors import ValidationError
+from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
+from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
+from shared.validation.install_parameters import parse_install_parameters, reject_unknown
+from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.scopes import ScopeRef, parse_scope
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
+HH_MM = re.compile(r"^(\d{2}):(\d{2})$")
+MIN_DURATION = timedelta(hours=1, minutes=30)  # Azure's bounds for InGuestPatch windows
+MAX_DURATION = timedelta(hours=3, minutes=55)
+DEFAULT_DURATION = "03:55"
+NO_EXPIRATION = "9999-12-31 23:59"
+RESOURCE_FIELDS = {"id", "name", "type", "location", "tags", "systemData", "properties", "etag"}
+PROPERTY_FIELDS = {"namespace", "extensionProperties", "maintenanceScope", "visibility", "maintenanceWindow",
+                   "installPatches"}
+WINDOW_FIELDS = {"startDateTime", "expirationDateTime", "duration", "timeZone", "recurEvery"}
+PATCH_FIELDS = {"rebootSetting", "windowsParameters", "linuxParameters", "tasks"}
+VM_TYPE = "microsoft.compute/virtualmachines"
+
+
+def check_name(value: str, target: str) -> str:
+    if not NAME.match(value or ""):
+        raise ValidationError(f"{target} {value!r} must be 1-128 letters, digits, '-', '_' or '.', starting with "
+                              "a letter or digit", target=target, code="InvalidResourceName")
+    return value
+
+
+def _object(value: object, target: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"{target} must be a JSON object", target=target)
+    return value
+
+
+def _local_time(value: object, target: str) -> datetime:
+    if not isinstance(value, str) or not LOCAL_TIME.match(value.strip()):
+        raise ValidationError(f"{target} must be a local time 'YYYY-MM-DD hh:mm', got {value!r}", target=target)
+    try:
+        return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise ValidationError(f"{target} {value!r} is not a real date and time", target=target) from None
+
+
+def _duration(value: object, target: str) -> timedelta:
+    match = HH_MM.match(value.strip()) if isinstance(value, str) else None
+    if not match or int(match[2]) > 59:
+        raise ValidationError(f"{target} must be 'HH:mm', e.g. '03:00', got {value!r}", target=target)
+    duration = timedelta(hours=int(match[1]), minutes=int(match[2]))
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        raise ValidationError(f"{target} is {value}; an InGuestPatch window lasts from 01:30 to 03:55",
+                              target=target)
+    return duration
+
+
+@dataclass(frozen=True)
+class MaintenanceConfiguration:
+    name: str
+    location: str
+    tags: dict[str, str]
+    properties: dict[str, Any]  # normalised, as stored and shown
+    schedule: Schedule
+    install_patches: dict[str, Any]  # rebootSetting + per-OS parameters, without maximumDuration
+
+    def resource(self) -> dict[str, Any]:
+        """The ARM-shaped resource the API returns."""
+        return {"id": f"/maintenance-configurations/{self.name}", "name": self.name,
+                "type": "Microsoft.Maintenance/maintenanceConfigurations", "location": self.location,
+                "tags": self.tags, "properties": self.properties}
+
+
+def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
+    check_name(name, "name")
+    data = _object(body, "body")
+    reject_unknown(data, RESOURCE_FIELDS, "")
+    if "name" in data and str(data["name"]).lower() != name.lower():
+        raise ValidationError(f"name {data['name']!r} in the body differs from {name!r} in the URL", target="name")
+    props = _object(data.get("properties"), "properties")
+    reject_unknown(props, PROPERTY_FIELDS, "properties")
+    scope = props.get("maintenanceScope")
+    if not isinstance(scope, str) or scope.lower() != "inguestpatch":
+        raise ValidationError(f"properties.maintenanceScope is {scope!r}; PatchPilot runs InGuestPatch "
+                              "configurations (guest OS patching)", target="properties.maintenanceScope")
+    schedule, window = parse_window(props.get("maintenanceWindow"))
+    install, patches = parse_patch_configuration(props.get("installPatches"))
+    tags = data.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise ValidationError("tags must be an object of string values", target="tags")
+    normalised = {
+        "namespace": props.get("namespace") or "Microsoft.Maintenance",
+        "extensionProperties": props.get("extensionProperties") or {"InGuestPatchMode": "User"},
+        "maintenanceScope": "InGuestPatch",
+        "visibility": props.get("visibility") or "Custom",
+        "maintenanceWindow": window,
+        "installPatches": patches,
+    }
+    return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install)
+
+
+def parse_window(value: object) -> tuple[Schedule, dict[str, Any]]:
+    target = "properties.maintenanceWindow"
+    window = _object(value, target)
+    reject_unknown(window, WINDOW_FIELDS, target)
+    for field in ("startDateTime", "timeZone", "recurEvery"):
+        if not window.get(field):
+            raise ValidationError(f"{target}.{field} is required", target=f"{target}.{field}")
+    start = _local_time(window["startDateTime"], f"{target}.startDateTime")
+    expiration_text = window.get("expirationDateTime") or NO_EXPIRATION
+    expiration = _local_time(expiration_text, f"{target}.expirationDateTime")
+    if expiration <= start:
+        raise ValidationError(f"{target}.expirationDateTime must be after startDateTime",
+                              target=f"{target}.expirationDateTime")
+    duration_text = window.get("duration") or DEFAULT_DURATION
+    duration = _duration(duration_text, f"{target}.duration")
+    try:
+        zone = resolve_time_zone(str(window["timeZone"]))
+    except UnknownTimeZoneError as exc:
+        raise ValidationError(f"{target}.timeZone: {exc}", target=f"{target}.timeZone") from None
+    try:
+        recurrence = parse_recur_every(window["recurEvery"])
+    except RecurrenceError as exc:
+        raise ValidationError(str(exc), target=f"{target}.recurEvery") from None
+    if recurrence.unit == "hour" and timedelta(hours=recurrence.interval) < duration:
+        raise ValidationError(f"{target}.recurEvery every {recurrence.interval} hours is shorter than the "
+                              f"{duration_text} window: windows would overlap", target=f"{target}.recurEvery")
+    schedule = Schedule(recurrence, start, None if expiration_text == NO_EXPIRATION else expiration, duration, zone)
+    shown = {"startDateTime": start.strftime("%Y-%m-%d %H:%M"),
+             "expirationDateTime": expiration.strftime("%Y-%m-%d %H:%M"),
+             "duration": duration_text, "timeZone": str(window["timeZone"]).strip(),
+             "recurEvery": " ".join(str(window["recurEvery"]).split())}
+    return schedule, shown
+
+
+def parse_patch_configuration(value: object) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what installPatches gets minus maximumDuration, what is shown). `tasks` (Azure Automation pre/post
+    runbooks) are kept as given but not run: PatchPilot's own pre/post hooks replace them."""
+    target = "properties.installPatches"
+    patches = _object(value, target)
+    reject_unknown(patches, PATCH_FIELDS, target)
+    raw = {k: v for k, v in patches.items() if k != "tasks"}
+    raw.setdefault("rebootSetting", "IfRequired")  # the swagger's default
+    parsed = parse_install_parameters({**raw, "maximumDuration": "PT1H"}, target)
+    parsed.pop("maximumDuration")
+    shown = dict(parsed)
+    if patches.get("tasks") is not None:
+        shown["tasks"] = patches["tasks"]
+    return parsed, shown
+
+
+def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceConfiguration:
+    """Rebuild from a stored (already validated) body."""
+    return parse_configuration(name, json.loads(stored["body"]))
+
+
+# -- assignments ---------------------------------------------------------------------------------
+ASSIGNMENT_FIELDS = {"id", "name", "type", "location", "systemData", "properties"}
+ASSIGNMENT_PROPERTIES = {"resourceId", "filter", "maintenanceConfigurationId"}
+FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One VM (static), or every VM in a subscription / resource group that passes `filter` (dynamic)."""
+
+    name: str
+    vm: VmRef | None
+    scope: ScopeRef | None
+    filter: dict[str, Any]  # normalised; empty for static assignments and unfiltered scopes
+
+    def resource(self, configuration: str) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "maintenanceConfigurationId": f"/maintenance-configurations/{configuration}",
+            "resourceId": self.vm.resource_id if self.vm else self.scope.resource_id if self.scope else "",
+        }
+        if self.filter:
+            props["filter"] = self.filter
+        return {"id": f"/maintenance-configurations/{configuration}/assignments/{self.name}", "name": self.name,
+                "type": "Microsoft.Maintenance/configurationAssignments", "properties": props}
+
+
+def _names(value: object, target: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValidationError(f"{target} must be an array of non-empty strings", target=target)
+    return [v.strip() for v in value]
+
+
+def normalise_location(value: str) -> str:
+    """ARM accepts 'Japan East' and 'japaneast' alike; VMs report the latter."""
+    return value.replace(" ", "").lower()
+
+
+def parse_filter(value: object) -> dict[str, Any]:
+    target = "properties.filter"
+    raw = _object(value, target)
+    reject_unknown(raw, FILTER_FIELDS, target)
+    out: dict[str, Any] = {}
+    if "resourceTypes" in raw:
+        types = _names(raw["resourceTypes"], f"{target}.resourceTypes")
+        if VM_TYPE not in {t.lower() for t in types}:
+            raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines: "
+                                  "PatchPilot patches Azure VMs", target=f"{target}.resourceTypes")
+        out["resourceTypes"] = types
+    if "resourceGroups" in raw:
+        out["resourceGroups"] = _names(raw["resourceGroups"], f"{target}.resourceGroups")
+    if "osTypes" in raw:
+        os_types = _names(raw["osTypes"], f"{target}.osTypes")
+        canonical = {"windows": "Windows", "linux": "Linux"}
+        for i, os_type in enumerate(os_types):
+            if os_type.lower() not in canonical:
+                raise ValidationError(f"{target}.osTypes[{i}] must be Windows or Linux",
+                                      target=f"{target}.osTypes[{i}]")
+        out["osTypes"] = [canonical[o.lower()] for o in os_types]
+    if "locations" in raw:
+        out["locations"] = _names(raw["locations"], f"{target}.locations")
+    if raw.get("tagSettings") is not None:
+        settings = _object(raw["tagSettings"], f"{target}.tagSettings")
+        reject_unknown(settings, {"tags", "filterOperator"}, f"{target}.tagSettings")
+        tags = _object(settings.get("tags") or {}, f"{target}.tagSettings.tags")
+        for key, values in tags.items():
+            _names(values, f"{target}.tagSettings.tags.{key}")
+        operator = str(settings.get("filterOperator") or "Any")
+        if operator.lower() not in ("any", "all"):
+            raise ValidationError(f"{target}.tagSettings.filterOperator must be Any or All",
+                                  target=f"{target}.tagSettings.filterOperator")
+        out["tagSettings"] = {"tags": tags, "filterOperator": operator.title()}
+    return out
+
+
+def parse_assignment(name: str, body: object) -> Assignment:
+    check_name(name, "assignmentName")
+    data = _object(body, "body")
+    reject_unknown(data, ASSIGNMENT_FIELDS, "")
+    props = _object(data.get("properties"), "properties")
+    reject_unknown(props, ASSIGNMENT_PROPERTIES, "properties")
+    resource_id = props.get("resourceId")
+    if not isinstance(resource_id, str) or not resource_id.strip():
+        raise ValidationError("properties.resourceId is required: a VM, or a subscription or resource group "
+                              "for a dynamic scope", target="properties.resourceId")
+    if "/providers/" in resource_id.lower():
+        if props.get("filter") is not None:
+            raise ValidationError("properties.filter applies to a subscription or resource group, not to one VM",
+                                  target="properties.filter")
+        return Assignment(name, parse_vm_id(resource_id, target="properties.resourceId"), None, {})
+    scope = parse_scope(resource_id, target="properties.resourceId")
+    return Assignment(name, None, scope, parse_filter(props["filter"]) if props.get("filter") is not None else {})
+
+
+def filter_matches(flt: dict[str, Any], vm: dict[str, Any], os_type: str) -> bool:
+    """Azure's dynamic scope: every given criterion must hold; within one, any listed value does.
+    Tag names compare case-insensitively (as ARM treats them), values exactly."""
+    if not flt:
+        return True
+    group = vm.get("id", "").split("/")[4].lower() if vm.get("id", "").count("/") >= 4 else ""
+    if "resourceGroups" in flt and group not in {g.lower() for g in flt["resourceGroups"]}:
+        return False
+    if "osTypes" in flt and os_type not in flt["osTypes"]:
+        return False
+    if "locations" in flt and normalise_location(str(vm.get("location") or "")) not in {
+            normalise_location(loc) for loc in flt["locations"]}:
+        return False
+    settings = flt.get("tagSettings")
+    if settings and settings.get("tags"):
+        vm_tags = {str(k).lower(): str(v) for k, v in (vm.get("tags") or {}).items()}
+        hits = [vm_tags.get(k.lower()) in set(values) for k, values in settings["tags"].items()]
+        return all(hits) if settings["filterOperator"] == "All" else any(hits)
+    return True

@@ -1,0 +1,157 @@
+"""Maintenance configurations, assignments, window occurrences and per-VM leases in one table.
+
+Layout (MAINTENANCE_TABLE; every read is a point read or one-partition query):
+    PK "config",              RK name (lower)          the configuration as PUT (validated), its ETag
+    PK "assign|<config>",     RK assignment (lower)    one assignment: a VM, or a scope with a filter
+    PK "occ|<config>",        RK window start (UTC)    what became of a window: Started (runId) or Skipped (why)
+    PK "lease|<subscription>", RK "rg|vm"              which window's run may patch this VM until when, so a VM
+                                                       in two configurations' overlapping windows is patched once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.runs.model import iso
+from shared.settings import Settings
+from shared.storage.clients import table
+from shared.storage.run_store import batches, odata_str
+from shared.validation.resource_ids import VmRef
+
+CONFIG = "config"
+
+
+class MaintenanceStore:
+    def __init__(self, settings: Settings) -> None:
+        self.table: TableClient = table(settings.maintenance_table)
+        self.ops: Counter[str] = Counter()
+
+    # -- configurations ------------------------------------------------------------------------
+    def put_config(self, name: str, body: dict[str, Any], now: datetime) -> bool:
+        """Create or replace; True if it was created. A replaced schedule keeps its watermark."""
+        self.ops["putConfig"] += 1
+        entity = {"PartitionKey": CONFIG, "RowKey": name.lower(), "name": name,
+                  "body": json.dumps(body, separators=(",", ":")), "updatedAt": iso(now)}
+        try:
+            self.table.create_entity({**entity, "createdAt": iso(now), "checkedThrough": iso(now)})
+            return True
+        except ResourceExistsError:
+            self.table.update_entity(entity, mode=UpdateMode.MERGE)
+            return False
+
+    def get_config(self, name: str) -> dict[str, Any] | None:
+        self.ops["getConfig"] += 1
+        try:
+            entity = self.table.get_entity(CONFIG, name.lower())
+        except ResourceNotFoundError:
+            return None
+        return {**entity, "etag": entity.metadata["etag"]}
+
+    def list_configs(self) -> list[dict[str, Any]]:
+        self.ops["listConfigs"] += 1
+        return [{**e, "etag": e.metadata["etag"]} for e in self.table.query_entities(f"PartitionKey eq '{CONFIG}'")]
+
+    def advance_watermark(self, config: dict[str, Any], checked_through: datetime) -> None:
+        """Windows starting before this have been opened or recorded; a lost race means another tick did it."""
+        self.ops["watermark"] += 1
+        with contextlib.suppress(ResourceModifiedError):
+            self.table.update_entity({"PartitionKey": CONFIG, "RowKey": config["RowKey"],
+                                      "checkedThrough": iso(checked_through)}, mode=UpdateMode.MERGE,
+                                     etag=config["etag"], match_condition=MatchConditions.IfNotModified)
+
+    def delete_config(self, name: str) -> bool:
+        """Deletes the configuration and its assignments; False if it did not exist (still a success)."""
+        self.ops["deleteConfig"] += 1
+        query = f"PartitionKey eq {odata_str('assign|' + name.lower())}"
+        keys = ({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
+                for e in self.table.query_entities(query, select=["PartitionKey", "RowKey"]))
+        for batch in batches(keys):
+            self.table.submit_transaction([("delete", e) for e in batch])
+        try:
+            self.table.delete_entity(CONFIG, name.lower(), match_condition=MatchConditions.IfPresent)
+        except ResourceNotFoundError:
+            return False
+        existed = True
+        return existed
+
+    # -- assignments ---------------------------------------------------------------------------
+    def put_assignment(self, config: str, name: str, body: dict[str, Any]) -> bool:
+        self.ops["putAssignment"] += 1
+        entity = {"PartitionKey": f"assign|{config.lower()}", "RowKey": name.lower(), "name": name,
+                  "body": json.dumps(body, separators=(",", ":"))}
+        try:
+            self.table.create_entity(entity)
+            return True
+        except ResourceExistsError:
+            self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            return False
+
+    def get_assignment(self, config: str, name: str) -> dict[str, Any] | None:
+        self.ops["getAssignment"] += 1
+        try:
+            return dict(self.table.get_entity(f"assign|{config.lower()}", name.lower()))
+        except ResourceNotFoundError:
+            return None
+
+    def list_assignments(self, config: str) -> list[dict[str, Any]]:
+        self.ops["listAssignments"] += 1
+        return [dict(e) for e in self.table.query_entities(f"PartitionKey eq {odata_str('assign|' + config.lower())}")]
+
+    def delete_assignment(self, config: str, name: str) -> None:
+        self.ops["deleteAssignment"] += 1
+        self.table.delete_entity(f"assign|{config.lower()}", name.lower())  # succeeds when already gone
+
+    # -- occurrences ---------------------------------------------------------------------------
+    def record_occurrence(self, config: str, start: datetime, fields: dict[str, Any]) -> bool:
+        """Create the record of a window; False if one exists (the window was handled already)."""
+        self.ops["recordOccurrence"] += 1
+        try:
+            self.table.create_entity({"PartitionKey": f"occ|{config.lower()}", "RowKey": iso(start), **fields})
+            return True
+        except ResourceExistsError:
+            return False
+
+    def update_occurrence(self, config: str, start: datetime, fields: dict[str, Any]) -> None:
+        self.ops["updateOccurrence"] += 1
+        self.table.upsert_entity({"PartitionKey": f"occ|{config.lower()}", "RowKey": iso(start), **fields},
+                                 mode=UpdateMode.MERGE)
+
+    def list_occurrences(self, config: str, since: datetime) -> list[dict[str, Any]]:
+        self.ops["listOccurrences"] += 1
+        query = f"PartitionKey eq {odata_str('occ|' + config.lower())} and RowKey ge {odata_str(iso(since))}"
+        return sorted((dict(e) for e in self.table.query_entities(query)), key=lambda e: e["RowKey"])
+
+    # -- leases --------------------------------------------------------------------------------
+    def lease(self, vm: VmRef, *, run_id: str, configuration: str, until: datetime,
+              now: datetime) -> dict[str, Any] | None:
+        """Take the VM for this run until `until`; returns the holder instead if another run has it."""
+        key = (f"lease|{vm.subscription_id}", f"{vm.resource_group}|{vm.name}".lower())
+        mine = {"PartitionKey": key[0], "RowKey": key[1], "runId": run_id, "configuration": configuration,
+                "until": iso(until)}
+        for _ in range(5):
+            self.ops["lease"] += 1
+            try:
+                current = self.table.get_entity(*key)
+            except ResourceNotFoundError:
+                try:
+                    self.table.create_entity(mine)
+                    return None
+                except ResourceExistsError:
+                    continue
+            if current["runId"] != run_id and current["until"] > iso(now):
+                return dict(current)
+            try:
+                self.table.update_entity(mine, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+                return None
+            except ResourceModifiedError:
+                continue
+        raise ResourceModifiedError("the VM's lease kept changing; the step will be retried")
