@@ -76,6 +76,7 @@ var patchesTable = 'patchdetails'
 var discoveryQueue = 'patch-discovery'
 var machinesTable = 'patchmachines'
 var assessmentsTable = 'patchassessments'
+var maintenanceTable = 'patchmaintenance'
 
 // environment().resourceManager ends with "/"; the app wants scheme://host.
 var armEndpointTrimmed = endsWith(armEndpoint, '/') ? substring(armEndpoint, 0, length(armEndpoint) - 1) : armEndpoint
@@ -126,6 +127,7 @@ module storage 'app/storage.bicep' = {
       patchesTable
       machinesTable
       assessmentsTable
+      maintenanceTable
     ]
   }
 }
@@ -165,6 +167,9 @@ var appSettings = {
   ASSESSMENT_SCOPES: join(concat(subscriptionTargets, resourceGroupTargets), ',')
   ASSESSMENT_RETENTION_DAYS: string(assessmentRetentionDays)
   ASSESSMENT_FRESHNESS_HOURS: string(assessmentFreshnessHours)
+  MAINTENANCE_TABLE: maintenanceTable
+  // Every minute: a window opens within a minute of its start.
+  MAINTENANCE_SCHEDULE: '0 * * * * *'
 }
 
 module api 'app/api.bicep' = {

@@ -100,6 +100,9 @@ class Settings:
     assessment_scopes: tuple[str, ...]
     assessment_retention_days: int
     assessment_freshness_hours: int
+    maintenance_table: str
+    schedule_clock_origin: str | None
+    schedule_clock_scale: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -139,7 +142,23 @@ class Settings:
             assessment_scopes=_list("ASSESSMENT_SCOPES"),
             assessment_retention_days=_int("ASSESSMENT_RETENTION_DAYS", 90, minimum=1),
             assessment_freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1),
+            maintenance_table=_str("MAINTENANCE_TABLE", "patchmaintenance"),
+            **_schedule_clock(endpoint),
         )
+
+
+def _schedule_clock(endpoint: str) -> dict[str, object]:
+    """A compressed clock for maintenance windows, for the simulator only (tests and demos): from
+    SCHEDULE_CLOCK_ORIGIN (an ISO instant every host shares) time runs SCHEDULE_CLOCK_SCALE times faster."""
+    origin = os.environ.get("SCHEDULE_CLOCK_ORIGIN", "").strip() or None
+    raw_scale = os.environ.get("SCHEDULE_CLOCK_SCALE", "").strip() or "1"
+    try:
+        scale = float(raw_scale)
+    except ValueError:
+        raise SettingsError(f"setting SCHEDULE_CLOCK_SCALE must be a number, got {raw_scale!r}") from None
+    if (origin or scale != 1) and not is_loopback_host(urlsplit(endpoint).hostname or ""):
+        raise SettingsError("SCHEDULE_CLOCK_* is only honoured for a loopback ARM_ENDPOINT (the simulator)")
+    return {"schedule_clock_origin": origin, "schedule_clock_scale": scale}
 
 
 @lru_cache(maxsize=1)

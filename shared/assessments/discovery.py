@@ -11,6 +11,7 @@ gone from Azure and leave the snapshot.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from azure.core.exceptions import ResourceModifiedError
 
 from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read
 from shared.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
+from shared.maintenance.dynamic_scope import filter_matches
 from shared.runs.dispatch import queued_target
 from shared.runs.machine_worker import complete_run_if_done
 from shared.runs.messages import DiscoveryMessage
@@ -70,7 +72,9 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if isinstance(problem, Failed):
         return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message))
     body = resp.body if isinstance(resp.body, dict) else {}
-    listed = _record_page(msg.run_id, scope, list(body.get("value") or []), svc)
+    flt = json.loads(row.get("filter") or "{}")
+    vms = [vm for vm in body.get("value") or [] if filter_matches(flt, vm, os_type(vm))]
+    listed = _record_page(msg.run_id, scope, vms, svc)
     next_link = str(body.get("nextLink") or "")
     try:
         if next_link:
@@ -117,11 +121,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
     if inventory:
         svc.fleet.note_subscriptions({scope.subscription_id})
     for batch in batches(targets):
-        if not svc.store.create_targets(batch):
-            # An earlier delivery created this page; a listing can change between calls, so add
-            # what is new one by one (rare: only on redelivery).
-            for target in batch:
-                svc.store.create_targets([target])
+        svc.store.create_targets(batch)  # rows an earlier delivery (or another scope) made stay as they are
     for target in targets:
         if target["state"] == MachineState.QUEUED.value:
             svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless

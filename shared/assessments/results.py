@@ -12,9 +12,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.errors import ValidationError
 from shared.runs.model import MachineState, iso, utcnow
 from shared.runs.services import Services
 from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
+from shared.validation.install_parameters import parse_datetime
 from shared.validation.resource_ids import VmRef, parse_vm_id
 
 NOT_FOUND = {"ResourceNotFound", "NotFound", "ResourceGroupNotFound", "SubscriptionNotFound"}
@@ -23,19 +25,11 @@ SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAn
 
 
 def parse_azure_time(value: object) -> datetime | None:
-    """Azure's timestamps carry 7 fractional digits ("2020-04-24T21:02:04.2556154Z"); keep 6."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    head, _, tail = text.partition(".")
-    if tail:
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        text = f"{head}.{tail[:min(digits, 6)]}{tail[digits:]}"
+    """Azure's timestamps (7 fractional digits, "Z"); None when absent or not a time."""
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return parse_datetime(value, "startDateTime") if value else None
+    except ValidationError:
         return None
-    return parsed if parsed.tzinfo else None
 
 
 def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Timer-triggered housekeeping."""
+"""Timer-triggered housekeeping, and the timer that opens maintenance windows."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import logging
 
 import azure.functions as func
 
+from shared.maintenance.windows import open_due_windows
 from shared.runs.model import utcnow
 from shared.runs.services import get_services
 from shared.runs.sweeper import sweep
+from shared.scheduling.clock import schedule_now
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -20,3 +22,12 @@ def sweeper(timer: func.TimerRequest) -> None:
         log.info("sweeper is running late; one sweep covers the missed ones")
     counts = sweep(get_services(), utcnow())
     log.info("sweep: %s", counts)
+
+
+@bp.timer_trigger(schedule="%MAINTENANCE_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def maintenance_windows(timer: func.TimerRequest) -> None:
+    """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
+    svc = get_services()
+    counts = open_due_windows(svc, schedule_now(svc.settings))
+    if counts:
+        log.info("maintenance windows: %s", dict(counts))

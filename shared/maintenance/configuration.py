@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.errors import ValidationError
+from shared.maintenance.dynamic_scope import parse_filter
 from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
-from shared.validation.install_parameters import parse_install_parameters, reject_unknown
+from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
 from shared.validation.resource_ids import VmRef, parse_vm_id
 from shared.validation.scopes import ScopeRef, parse_scope
 
@@ -30,7 +31,6 @@ PROPERTY_FIELDS = {"namespace", "extensionProperties", "maintenanceScope", "visi
                    "installPatches"}
 WINDOW_FIELDS = {"startDateTime", "expirationDateTime", "duration", "timeZone", "recurEvery"}
 PATCH_FIELDS = {"rebootSetting", "windowsParameters", "linuxParameters", "tasks"}
-VM_TYPE = "microsoft.compute/virtualmachines"
 
 
 def check_name(value: str, target: str) -> str:
@@ -39,11 +39,6 @@ def check_name(value: str, target: str) -> str:
                               "a letter or digit", target=target, code="InvalidResourceName")
     return value
 
-
-def _object(value: object, target: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValidationError(f"{target} must be a JSON object", target=target)
-    return value
 
 
 def _local_time(value: object, target: str) -> datetime:
@@ -84,11 +79,11 @@ class MaintenanceConfiguration:
 
 def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
     check_name(name, "name")
-    data = _object(body, "body")
+    data = json_object(body, "body")
     reject_unknown(data, RESOURCE_FIELDS, "")
     if "name" in data and str(data["name"]).lower() != name.lower():
         raise ValidationError(f"name {data['name']!r} in the body differs from {name!r} in the URL", target="name")
-    props = _object(data.get("properties"), "properties")
+    props = json_object(data.get("properties"), "properties")
     reject_unknown(props, PROPERTY_FIELDS, "properties")
     scope = props.get("maintenanceScope")
     if not isinstance(scope, str) or scope.lower() != "inguestpatch":
@@ -112,7 +107,7 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
 
 def parse_window(value: object) -> tuple[Schedule, dict[str, Any]]:
     target = "properties.maintenanceWindow"
-    window = _object(value, target)
+    window = json_object(value, target)
     reject_unknown(window, WINDOW_FIELDS, target)
     for field in ("startDateTime", "timeZone", "recurEvery"):
         if not window.get(field):
@@ -148,7 +143,7 @@ def parse_patch_configuration(value: object) -> tuple[dict[str, Any], dict[str, 
     """(what installPatches gets minus maximumDuration, what is shown). `tasks` (Azure Automation pre/post
     runbooks) are kept as given but not run: PatchPilot's own pre/post hooks replace them."""
     target = "properties.installPatches"
-    patches = _object(value, target)
+    patches = json_object(value, target)
     reject_unknown(patches, PATCH_FIELDS, target)
     raw = {k: v for k, v in patches.items() if k != "tasks"}
     raw.setdefault("rebootSetting", "IfRequired")  # the swagger's default
@@ -168,7 +163,6 @@ def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceC
 # -- assignments ---------------------------------------------------------------------------------
 ASSIGNMENT_FIELDS = {"id", "name", "type", "location", "systemData", "properties"}
 ASSIGNMENT_PROPERTIES = {"resourceId", "filter", "maintenanceConfigurationId"}
-FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}
 
 
 @dataclass(frozen=True)
@@ -191,59 +185,12 @@ class Assignment:
                 "type": "Microsoft.Maintenance/configurationAssignments", "properties": props}
 
 
-def _names(value: object, target: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValidationError(f"{target} must be an array of non-empty strings", target=target)
-    return [v.strip() for v in value]
-
-
-def normalise_location(value: str) -> str:
-    """ARM accepts 'Japan East' and 'japaneast' alike; VMs report the latter."""
-    return value.replace(" ", "").lower()
-
-
-def parse_filter(value: object) -> dict[str, Any]:
-    target = "properties.filter"
-    raw = _object(value, target)
-    reject_unknown(raw, FILTER_FIELDS, target)
-    out: dict[str, Any] = {}
-    if "resourceTypes" in raw:
-        types = _names(raw["resourceTypes"], f"{target}.resourceTypes")
-        if VM_TYPE not in {t.lower() for t in types}:
-            raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines: "
-                                  "PatchPilot patches Azure VMs", target=f"{target}.resourceTypes")
-        out["resourceTypes"] = types
-    if "resourceGroups" in raw:
-        out["resourceGroups"] = _names(raw["resourceGroups"], f"{target}.resourceGroups")
-    if "osTypes" in raw:
-        os_types = _names(raw["osTypes"], f"{target}.osTypes")
-        canonical = {"windows": "Windows", "linux": "Linux"}
-        for i, os_type in enumerate(os_types):
-            if os_type.lower() not in canonical:
-                raise ValidationError(f"{target}.osTypes[{i}] must be Windows or Linux",
-                                      target=f"{target}.osTypes[{i}]")
-        out["osTypes"] = [canonical[o.lower()] for o in os_types]
-    if "locations" in raw:
-        out["locations"] = _names(raw["locations"], f"{target}.locations")
-    if raw.get("tagSettings") is not None:
-        settings = _object(raw["tagSettings"], f"{target}.tagSettings")
-        reject_unknown(settings, {"tags", "filterOperator"}, f"{target}.tagSettings")
-        tags = _object(settings.get("tags") or {}, f"{target}.tagSettings.tags")
-        for key, values in tags.items():
-            _names(values, f"{target}.tagSettings.tags.{key}")
-        operator = str(settings.get("filterOperator") or "Any")
-        if operator.lower() not in ("any", "all"):
-            raise ValidationError(f"{target}.tagSettings.filterOperator must be Any or All",
-                                  target=f"{target}.tagSettings.filterOperator")
-        out["tagSettings"] = {"tags": tags, "filterOperator": operator.title()}
-    return out
-
 
 def parse_assignment(name: str, body: object) -> Assignment:
     check_name(name, "assignmentName")
-    data = _object(body, "body")
+    data = json_object(body, "body")
     reject_unknown(data, ASSIGNMENT_FIELDS, "")
-    props = _object(data.get("properties"), "properties")
+    props = json_object(data.get("properties"), "properties")
     reject_unknown(props, ASSIGNMENT_PROPERTIES, "properties")
     resource_id = props.get("resourceId")
     if not isinstance(resource_id, str) or not resource_id.strip():
@@ -256,24 +203,3 @@ def parse_assignment(name: str, body: object) -> Assignment:
         return Assignment(name, parse_vm_id(resource_id, target="properties.resourceId"), None, {})
     scope = parse_scope(resource_id, target="properties.resourceId")
     return Assignment(name, None, scope, parse_filter(props["filter"]) if props.get("filter") is not None else {})
-
-
-def filter_matches(flt: dict[str, Any], vm: dict[str, Any], os_type: str) -> bool:
-    """Azure's dynamic scope: every given criterion must hold; within one, any listed value does.
-    Tag names compare case-insensitively (as ARM treats them), values exactly."""
-    if not flt:
-        return True
-    group = vm.get("id", "").split("/")[4].lower() if vm.get("id", "").count("/") >= 4 else ""
-    if "resourceGroups" in flt and group not in {g.lower() for g in flt["resourceGroups"]}:
-        return False
-    if "osTypes" in flt and os_type not in flt["osTypes"]:
-        return False
-    if "locations" in flt and normalise_location(str(vm.get("location") or "")) not in {
-            normalise_location(loc) for loc in flt["locations"]}:
-        return False
-    settings = flt.get("tagSettings")
-    if settings and settings.get("tags"):
-        vm_tags = {str(k).lower(): str(v) for k, v in (vm.get("tags") or {}).items()}
-        hits = [vm_tags.get(k.lower()) in set(values) for k, values in settings["tags"].items()]
-        return all(hits) if settings["filterOperator"] == "All" else any(hits)
-    return True

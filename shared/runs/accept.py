@@ -50,7 +50,9 @@ class NewRun:
     fingerprint: str
     machines: tuple[VmRef, ...] = ()
     scopes: tuple[ScopeRef, ...] = ()
-    origin: str = "api"  # "api" or "schedule"
+    filters: tuple[dict[str, Any], ...] = ()  # per scope (dynamic-scope filters); empty: no filters
+    origin: str = "api"  # "api", "schedule" (periodic assessment) or "maintenance"
+    extra: tuple[tuple[str, Any], ...] = ()  # more fields for the run entity (a maintenance window's)
 
 
 def accept_run(
@@ -90,21 +92,24 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
         "fingerprint": new.fingerprint,
         "idempotencyKey": idempotency_key or "",
     }
+    run.update(dict(new.extra))
+    run["machineCount"] = len(new.machines)
     if new.scopes:
-        # Discovery fans out instead of dispatch; the sweeper re-queues a page message that got lost.
-        store.create_scopes(run_id, [s.resource_id for s in new.scopes], now)
-        run.update(scopeCount=len(new.scopes), machineCount=0, dispatchedAt=now)  # the ids live in scope rows
-    else:
+        # Discovery fans out the scopes' machines; the sweeper re-queues a page message that got lost.
+        filters = new.filters or tuple({} for _ in new.scopes)
+        store.create_scopes(run_id, [(s.resource_id, f) for s, f in zip(new.scopes, filters, strict=True)], now)
+        run["scopeCount"] = len(new.scopes)  # the ids live in the scope rows
+    if new.machines:
         store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
-        run["machineCount"] = len(new.machines)
+    else:
+        run["dispatchedAt"] = now  # nothing to dispatch
     if new.operation == "assessPatches" and new.machines:
         svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
     if not store.create_run(run):
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
         return store.get_run(run_id) or {"PartitionKey": "run", **run}, False
-    if new.scopes:
-        for index in range(len(new.scopes)):
-            svc.send_discovery(run_id, index, 0)
-    else:
+    for index in range(len(new.scopes)):
+        svc.send_discovery(run_id, index, 0)
+    if new.machines:
         svc.send_dispatch(run_id)
     return {"PartitionKey": "run", **run}, True

@@ -80,6 +80,15 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
+        if spec.configuration:  # a maintenance window: a VM in two overlapping windows is patched once
+            holder = self.svc.maintenance.lease(self.vm, run_id=self.target["PartitionKey"],
+                                                configuration=spec.configuration,
+                                                until=parse_iso(spec.window_end), now=self.now)
+            if holder is not None:
+                return self._terminal(MachineState.SKIPPED, {
+                    "errorCode": "PatchedByOtherWindow", "osType": os_type,
+                    "errorMessage": f"maintenance configuration '{holder['configuration']}' (run {holder['runId']}) "
+                                    f"has this VM until {holder['until']}; it is patched there, once"})
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})

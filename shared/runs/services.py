@@ -20,6 +20,7 @@ from shared.arm.credentials import credential_for
 from shared.settings import Settings, get_settings
 from shared.storage.clients import queue
 from shared.storage.fleet_store import FleetStore
+from shared.storage.maintenance_store import MaintenanceStore
 from shared.storage.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class Services:
     @cached_property
     def fleet(self) -> FleetStore:
         return FleetStore(self.settings)
+
+    @cached_property
+    def maintenance(self) -> MaintenanceStore:
+        return MaintenanceStore(self.settings)
 
     @cached_property
     def arm(self) -> ArmClient:
@@ -87,6 +92,8 @@ class RunSpec:
     operation: str
     parameters: dict[str, Any]
     discovers: bool = False  # machines come from listing scopes, page by page (shared/assessments/discovery.py)
+    configuration: str = ""  # the maintenance configuration whose window this run is
+    window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
 
 
 @lru_cache(maxsize=4096)
@@ -96,7 +103,8 @@ def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
     if run is None:
         return None
     return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
-                   bool(run.get("scopeCount")))
+                   bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
+                   str(run.get("windowEnd") or ""))
 
 
 @lru_cache(maxsize=1)

@@ -52,6 +52,9 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
     }
     if operation == "installPatches":
         view["installPatches"] = json.loads(run.get("installPatches") or "{}")
+    if run.get("maintenanceConfiguration"):
+        view["maintenanceWindow"] = {"configuration": run["maintenanceConfiguration"],
+                                     "startDateTime": run.get("windowStart"), "endDateTime": run.get("windowEnd")}
     if targets is not None:
         summary = summarize(targets)
         status = with_discovery(summary["status"], scopes or [], summary["machineCount"])

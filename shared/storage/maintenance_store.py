@@ -119,6 +119,13 @@ class MaintenanceStore:
         except ResourceExistsError:
             return False
 
+    def get_occurrence(self, config: str, start: datetime) -> dict[str, Any] | None:
+        self.ops["getOccurrence"] += 1
+        try:
+            return dict(self.table.get_entity(f"occ|{config.lower()}", iso(start)))
+        except ResourceNotFoundError:
+            return None
+
     def update_occurrence(self, config: str, start: datetime, fields: dict[str, Any]) -> None:
         self.ops["updateOccurrence"] += 1
         self.table.upsert_entity({"PartitionKey": f"occ|{config.lower()}", "RowKey": iso(start), **fields},

@@ -15,6 +15,7 @@ which is Azure's rule even though Azurite does not enforce the PartitionKey part
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -119,19 +120,28 @@ class RunStore:
         return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
 
     def create_targets(self, entities: list[dict[str, Any]]) -> bool:
-        """Create one chunk's targets in one transaction; False if it was created before.
+        """Create one batch of targets; False if some existed already (those are left as they are).
 
         Never an upsert: a second dispatch must not reset machines that already started. A
-        transaction is all-or-nothing, so "already exists" means the whole chunk exists.
+        transaction is all-or-nothing, so when one row exists (an earlier attempt, or the same VM
+        from a scope listing and a machine list), the rest are created one by one.
         """
         self.ops["targetBatch"] += 1
         try:
             self.targets.submit_transaction([("create", e) for e in entities])
             return True
         except TableTransactionError as exc:
-            if exc.error_code == "EntityAlreadyExists":
-                return False
-            raise
+            if exc.error_code != "EntityAlreadyExists":
+                raise
+        partition = entities[0]["PartitionKey"]
+        self.ops["listTargets"] += 1
+        existing = {e["RowKey"] for e in self.targets.query_entities(
+            f"PartitionKey eq {odata_str(partition)}", select=["RowKey"])}
+        for entity in (e for e in entities if e["RowKey"] not in existing):
+            self.ops["targetCreate"] += 1
+            with contextlib.suppress(ResourceExistsError):
+                self.targets.create_entity(entity)
+        return False
 
     def create_run(self, run: dict[str, Any]) -> bool:
         """False if the run already exists (a retried request that had got this far)."""
@@ -170,11 +180,12 @@ class RunStore:
         return page, encoded
 
     # -- discovery (runs whose machines come from listing scopes) ------------------------------
-    def create_scopes(self, run_id: str, scopes: list[str], now: str) -> None:
-        """One row per scope: which page comes next, fenced by its ETag like a target's `seq`."""
+    def create_scopes(self, run_id: str, scopes: list[tuple[str, dict[str, Any]]], now: str) -> None:
+        """One row per scope (and its dynamic-scope filter): which page comes next, fenced by its ETag."""
         rows = [{"PartitionKey": run_id, "RowKey": f"scope-{i:03d}", "scope": scope, "page": 0, "nextLink": "",
+                 "filter": json.dumps(flt, separators=(",", ":")) if flt else "",
                  "done": False, "listed": 0, "attempts": 0, "nextActionAt": now, "startedAt": now}
-                for i, scope in enumerate(scopes)]
+                for i, (scope, flt) in enumerate(scopes)]
         for batch in batches(rows):
             self.ops["scopeBatch"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])

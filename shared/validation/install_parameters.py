@@ -63,7 +63,7 @@ _TOP_FIELDS = {"maximumDuration", "rebootSetting", "windowsParameters", "linuxPa
 _KB = re.compile(r"^(?:KB)?(\d{1,10})$", re.IGNORECASE)
 
 
-def _object(value: object, target: str) -> dict[str, Any]:
+def json_object(value: object, target: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError(f"{target} must be a JSON object", target=target, code="InvalidRequestContent")
     return value
@@ -144,7 +144,7 @@ def parse_datetime(value: object, target: str) -> datetime:
 
 
 def _windows(raw: object, target: str) -> dict[str, Any]:
-    obj = _object(raw, target)
+    obj = json_object(raw, target)
     reject_unknown(obj, _WINDOWS_FIELDS, target)
     out: dict[str, Any] = {}
     if "classificationsToInclude" in obj:
@@ -175,7 +175,7 @@ def _windows(raw: object, target: str) -> dict[str, Any]:
 
 
 def _linux(raw: object, target: str) -> dict[str, Any]:
-    obj = _object(raw, target)
+    obj = json_object(raw, target)
     reject_unknown(obj, _LINUX_FIELDS, target)
     out: dict[str, Any] = {}
     if "classificationsToInclude" in obj:
@@ -200,7 +200,7 @@ def _linux(raw: object, target: str) -> dict[str, Any]:
 
 def parse_install_parameters(raw: object, target: str = "installPatches") -> dict[str, Any]:
     """Validate and normalise; the result is exactly what goes to ARM (minus the other OS's part)."""
-    obj = _object(raw, target)
+    obj = json_object(raw, target)
     reject_unknown(obj, _TOP_FIELDS, target)
     out: dict[str, Any] = {}
 

@@ -47,6 +47,8 @@ NOT_SET_IN_AZURE = {
     "OPERATION_GRACE_SECONDS": "sweeper tuning knob: how long an operation may run before it is chased",
     "CLAIM_TIMEOUT_SECONDS": "sweeper tuning knob: when a claimed step counts as abandoned",
     "ARM_TIMEOUT_SECONDS": "HTTP timeout per ARM call",
+    "SCHEDULE_CLOCK_ORIGIN": "compressed clock for the simulator only; settings.py refuses it for real ARM",
+    "SCHEDULE_CLOCK_SCALE": "compressed clock for the simulator only; settings.py refuses it for real ARM",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.

@@ -48,6 +48,8 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
         "MACHINES_TABLE": f"machines{tag}",
         "ASSESSMENTS_TABLE": f"assessments{tag}",
         "ASSESSMENT_SCHEDULE": "0 0 3 1 1 *",  # never during a test; tests call the timer themselves
+        "MAINTENANCE_TABLE": f"maintenance{tag}",
+        "MAINTENANCE_SCHEDULE": "0 0 3 1 1 *",
         **FAST,
     }
 

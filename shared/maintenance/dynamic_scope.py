@@ -1,0 +1,85 @@
+"""Azure's dynamic scope filter (ConfigurationAssignmentFilterProperties): parse it, and test a listed VM.
+
+Every given criterion must hold; within one, any listed value does. Tag names compare
+case-insensitively (ARM treats them so), tag values exactly; `filterOperator` All needs every
+listed tag, Any (the default) one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import ValidationError
+from shared.validation.install_parameters import json_object, reject_unknown
+
+FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}
+VM_TYPE = "microsoft.compute/virtualmachines"
+
+
+
+def _names(value: object, target: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValidationError(f"{target} must be an array of non-empty strings", target=target)
+    return [v.strip() for v in value]
+
+
+def normalise_location(value: str) -> str:
+    """ARM accepts 'Japan East' and 'japaneast' alike; VMs report the latter."""
+    return value.replace(" ", "").lower()
+
+
+def parse_filter(value: object) -> dict[str, Any]:
+    target = "properties.filter"
+    raw = json_object(value, target)
+    reject_unknown(raw, FILTER_FIELDS, target)
+    out: dict[str, Any] = {}
+    if "resourceTypes" in raw:
+        types = _names(raw["resourceTypes"], f"{target}.resourceTypes")
+        if VM_TYPE not in {t.lower() for t in types}:
+            raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines: "
+                                  "PatchPilot patches Azure VMs", target=f"{target}.resourceTypes")
+        out["resourceTypes"] = types
+    if "resourceGroups" in raw:
+        out["resourceGroups"] = _names(raw["resourceGroups"], f"{target}.resourceGroups")
+    if "osTypes" in raw:
+        os_types = _names(raw["osTypes"], f"{target}.osTypes")
+        canonical = {"windows": "Windows", "linux": "Linux"}
+        for i, os_type in enumerate(os_types):
+            if os_type.lower() not in canonical:
+                raise ValidationError(f"{target}.osTypes[{i}] must be Windows or Linux",
+                                      target=f"{target}.osTypes[{i}]")
+        out["osTypes"] = [canonical[o.lower()] for o in os_types]
+    if "locations" in raw:
+        out["locations"] = _names(raw["locations"], f"{target}.locations")
+    if raw.get("tagSettings") is not None:
+        settings = json_object(raw["tagSettings"], f"{target}.tagSettings")
+        reject_unknown(settings, {"tags", "filterOperator"}, f"{target}.tagSettings")
+        tags = json_object(settings.get("tags") or {}, f"{target}.tagSettings.tags")
+        for key, values in tags.items():
+            _names(values, f"{target}.tagSettings.tags.{key}")
+        operator = str(settings.get("filterOperator") or "Any")
+        if operator.lower() not in ("any", "all"):
+            raise ValidationError(f"{target}.tagSettings.filterOperator must be Any or All",
+                                  target=f"{target}.tagSettings.filterOperator")
+        out["tagSettings"] = {"tags": tags, "filterOperator": operator.title()}
+    return out
+
+
+def filter_matches(flt: dict[str, Any], vm: dict[str, Any], os_type: str) -> bool:
+    """Does a VM, as ARM lists it, pass the filter?"""
+    if not flt:
+        return True
+    group = vm.get("id", "").split("/")[4].lower() if vm.get("id", "").count("/") >= 4 else ""
+    if "resourceGroups" in flt and group not in {g.lower() for g in flt["resourceGroups"]}:
+        return False
+    if "osTypes" in flt and os_type not in flt["osTypes"]:
+        return False
+    if "locations" in flt and normalise_location(str(vm.get("location") or "")) not in {
+            normalise_location(loc) for loc in flt["locations"]}:
+        return False
+    settings = flt.get("tagSettings")
+    if settings and settings.get("tags"):
+        vm_tags = {str(k).lower(): str(v) for k, v in (vm.get("tags") or {}).items()}
+        hits = [vm_tags.get(k.lower()) in set(values) for k, values in settings["tags"].items()]
+        return all(hits) if settings["filterOperator"] == "All" else any(hits)
+    return True

@@ -1,0 +1,134 @@
+"""Opening maintenance windows: each exactly once, or recorded as skipped with the reason.
+
+Every tick of the `maintenance_windows` timer looks at each configuration's windows from its
+watermark (what earlier ticks handled) to now:
+- a window open now is opened: its install run is accepted under the Idempotency-Key
+  "maintenance:<configuration>:<window start>", a claim in Table storage made before anything
+  starts, so two hosts, a retried tick or a late one all find the same run;
+- a window found with less than 25 minutes left, or with nothing assigned, is recorded `Skipped`
+  with why; a window that ended while no timer ran is recorded `Skipped` as missed. None is lost
+  silently: `GET .../occurrences` shows each one's fate.
+The run's `maximumDuration` is what is left of the window minus the 10 minutes Azure keeps for a
+reboot. A VM that two configurations' windows catch at once is patched by the run that reaches it
+first; the other records it `Skipped` (PatchedByOtherWindow, see machine_worker.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.maintenance.configuration import (
+    Assignment,
+    MaintenanceConfiguration,
+    configuration_from_stored,
+    parse_assignment,
+)
+from shared.runs.accept import NewRun, accept
+from shared.runs.model import iso, parse_iso
+from shared.runs.services import Services
+from shared.validation.durations import format_duration
+
+log = logging.getLogger(__name__)
+REBOOT_RESERVE = timedelta(minutes=10)  # Azure keeps the window's last 10 minutes for a reboot
+MIN_REMAINING = timedelta(minutes=25)  # less than this left: too late to start installing
+LOOKBACK = timedelta(days=2)  # windows missed longer ago than this (timer down for days) are not reported
+
+
+def open_due_windows(svc: Services, now: datetime) -> Counter[str]:
+    """One pass over every configuration; returns what happened, for the log."""
+    counts: Counter[str] = Counter()
+    for stored in svc.maintenance.list_configs():
+        try:
+            config = configuration_from_stored(stored["name"], stored)
+        except ValueError:
+            log.exception("maintenance configuration %s cannot be read; skipped", stored.get("name"))
+            counts["unreadable"] += 1
+            continue
+        since = max(parse_iso(stored["checkedThrough"]) - config.schedule.duration, now - LOOKBACK)
+        for begin, end in config.schedule.windows(since):
+            if begin > now:
+                break
+            if end <= now:
+                counts[_record(svc, config, begin, end, code="Missed",
+                                       reason="no timer ran while the window was open")] += 1
+            else:
+                counts[open_window(svc, config, begin, end, now)] += 1
+        svc.maintenance.advance_watermark(stored, now)
+    return counts
+
+
+def _record(svc: Services, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
+            reason: str) -> str:
+    created = svc.maintenance.record_occurrence(config.name, begin, {
+        "state": "Skipped", "errorCode": code, "reason": reason, "windowEnd": iso(end)})
+    if created:
+        log.warning("maintenance window %s %s skipped: %s", config.name, iso(begin), reason)
+    return f"skipped-{code}" if created else "handled"
+
+
+def open_window(svc: Services, config: MaintenanceConfiguration, begin: datetime, end: datetime,
+                now: datetime) -> str:
+    occurrence = svc.maintenance.get_occurrence(config.name, begin)
+    if occurrence is not None and occurrence.get("state") in ("Started", "Skipped"):
+        return "handled"
+    remaining = end - now
+    if remaining < MIN_REMAINING:
+        minutes = int(remaining.total_seconds() // 60)
+        return _record(svc, config, begin, end, code="TooLate",
+                       reason=f"found with {minutes} minutes of the window left; starting needs "
+                       f"{int(MIN_REMAINING.total_seconds() // 60)} (10 are kept for a reboot)")
+    assignments = [parse_assignment(a["name"], json.loads(a["body"]))
+                   for a in svc.maintenance.list_assignments(config.name)]
+    if not assignments:
+        return _record(svc, config, begin, end, code="NoAssignments",
+                       reason="nothing is assigned to this configuration")
+    new = window_run(config, assignments, begin, end, remaining - REBOOT_RESERVE)
+    run, created = accept(new, f"maintenance:{config.name.lower()}:{iso(begin)}", svc)
+    svc.maintenance.update_occurrence(config.name, begin, {
+        "state": "Started", "runId": run["RowKey"], "errorCode": "", "reason": "", "windowEnd": iso(end)})
+    if created:
+        log.info("maintenance window %s %s opened: run %s", config.name, iso(begin), run["RowKey"])
+    return "opened" if created else "handled"
+
+
+def window_run(config: MaintenanceConfiguration, assignments: list[Assignment], begin: datetime, end: datetime,
+               maximum: timedelta) -> NewRun:
+    """The install run for one window: static VMs by id, dynamic scopes with their filters."""
+    minutes = int(maximum.total_seconds() // 60)
+    parameters: dict[str, Any] = {"maximumDuration": format_duration(timedelta(minutes=minutes)),
+                                  **config.install_patches}
+    machines = {a.vm.key: a.vm for a in assignments if a.vm is not None}
+    dynamic = [a for a in assignments if a.scope is not None]
+    fingerprint = hashlib.sha256(f"{config.name.lower()}|{iso(begin)}".encode()).hexdigest()
+    return NewRun(
+        "installPatches", parameters, fingerprint,
+        machines=tuple(machines[k] for k in sorted(machines)),
+        scopes=tuple(a.scope for a in dynamic if a.scope is not None),
+        filters=tuple(a.filter for a in dynamic),
+        origin="maintenance",
+        extra=(("maintenanceConfiguration", config.name), ("windowStart", iso(begin)), ("windowEnd", iso(end))),
+    )
+
+
+def occurrence_view(config: MaintenanceConfiguration, begin: datetime, end: datetime,
+                    recorded: dict[str, Any] | None) -> dict[str, Any]:
+    zone = config.schedule.zone
+    view: dict[str, Any] = {
+        "startDateTime": iso(begin), "endDateTime": iso(end),
+        "startLocal": begin.astimezone(zone).isoformat(timespec="minutes"),
+        "endLocal": end.astimezone(zone).isoformat(timespec="minutes"),
+        "timeZone": config.properties["maintenanceWindow"]["timeZone"],
+        "maximumDuration": format_duration(config.schedule.duration - REBOOT_RESERVE),
+    }
+    if recorded:
+        view["state"] = recorded.get("state")
+        if recorded.get("runId"):
+            view["runId"] = recorded["runId"]
+        if recorded.get("errorCode"):
+            view["error"] = {"code": recorded["errorCode"], "message": recorded.get("reason", "")}
+    return view
