@@ -38,6 +38,7 @@ from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, sum
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
+from shared.scheduling.clock import schedule_now
 from shared.validation.resource_ids import VmRef, parse_vm_id
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class MachineStep:
         if spec.configuration:  # a maintenance window: a VM in two overlapping windows is patched once
             holder = self.svc.maintenance.lease(self.vm, run_id=self.target["PartitionKey"],
                                                 configuration=spec.configuration,
-                                                until=parse_iso(spec.window_end), now=self.now)
+                                                until=parse_iso(spec.window_end),
+                                                now=schedule_now(self.settings))  # windows' own clock
             if holder is not None:
                 return self._terminal(MachineState.SKIPPED, {
                     "errorCode": "PatchedByOtherWindow", "osType": os_type,

@@ -75,11 +75,8 @@ class MaintenanceStore:
                 for e in self.table.query_entities(query, select=["PartitionKey", "RowKey"]))
         for batch in batches(keys):
             self.table.submit_transaction([("delete", e) for e in batch])
-        try:
-            self.table.delete_entity(CONFIG, name.lower(), match_condition=MatchConditions.IfPresent)
-        except ResourceNotFoundError:
-            return False
-        existed = True
+        existed = self.get_config(name) is not None
+        self.table.delete_entity(CONFIG, name.lower())  # succeeds when already gone
         return existed
 
     # -- assignments ---------------------------------------------------------------------------

@@ -406,6 +406,7 @@ class OperationEngine:
                 "subscriptionId": vm.subscription_id,
                 "resourceGroup": vm.resource_group,
                 "location": vm.location,
+                "tags": dict(vm.tags),
                 "osType": vm.os_type,
                 "osName": vm.image.os_name,
                 "osVersion": vm.image.os_version,
