@@ -32,3 +32,18 @@ def test_assessment_triggers_read_their_settings() -> None:
     assert routes["assessments"] == ["POST"] and routes["assessments/{runId}"] == ["GET"]
     assert routes["compliance"] == ["GET"]
     assert any(r.startswith("machines/subscriptions/") and r.endswith("/assessment") for r in routes)
+
+
+def test_maintenance_triggers_read_their_settings() -> None:
+    found = triggers()
+    timer = found["maintenance_windows"]
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%MAINTENANCE_SCHEDULE%"
+    assert not timer.get("runOnStartup")
+    routes = {found[n]["route"]: sorted(str(getattr(m, "value", m)) for m in found[n]["methods"])
+              for n in found if found[n]["type"] == "httpTrigger"}
+    base = "maintenance-configurations"
+    assert routes[base] == ["GET"] and routes[f"{base}/{{name}}/occurrences"] == ["GET"]
+    assert routes[f"{base}/{{name}}/assignments"] == ["GET"]
+    names = {n for n in found if found[n]["type"] == "httpTrigger" and found[n]["route"] in (
+        f"{base}/{{name}}", f"{base}/{{name}}/assignments/{{assignmentName}}")}
+    assert len(names) == 6  # PUT, GET and DELETE of each

@@ -63,3 +63,22 @@ def test_token_goes_to_the_endpoint_and_nowhere_else(recorder: ThreadingHTTPServ
         with pytest.raises(UntrustedEndpointError):
             client.poll(url)
     assert _Recorder.seen == ["Bearer secret"]
+
+
+def test_the_compressed_schedule_clock_is_for_the_simulator_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from shared.scheduling.clock import schedule_now
+    from shared.settings import Settings, SettingsError
+
+    monkeypatch.setenv("SCHEDULE_CLOCK_ORIGIN", "2026-01-01T00:00:00Z")
+    monkeypatch.setenv("SCHEDULE_CLOCK_SCALE", "60")
+    monkeypatch.setenv("ARM_ENDPOINT", "http://127.0.0.1:8090")
+    settings = Settings.from_env()
+    assert schedule_now(settings, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    monkeypatch.setenv("ARM_ENDPOINT", "https://management.azure.com")
+    with pytest.raises(SettingsError):
+        Settings.from_env()
+    monkeypatch.delenv("SCHEDULE_CLOCK_ORIGIN")
+    monkeypatch.delenv("SCHEDULE_CLOCK_SCALE")
+    assert Settings.from_env().schedule_clock_origin is None
