@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -101,6 +102,14 @@ def main() -> int:
             },
         }, separators=(",", ":"))
         api = f"http://127.0.0.1:{args.port}/api"
+        window = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
+        maintenance = json.dumps({"properties": {
+            "maintenanceScope": "InGuestPatch",
+            "maintenanceWindow": {"startDateTime": window, "duration": "02:00", "timeZone": "UTC", "recurEvery": "Day"},
+            "installPatches": {"rebootSetting": "IfRequired",
+                               "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                               "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}}},
+            separators=(",", ":"))
         print(f"""
 PatchPilot is running:
   Functions host   {api}
@@ -124,6 +133,15 @@ ALOC=$(curl -s -o /dev/null -D - -X POST {api}/assessments -H 'Content-Type: app
   -d '{{"scopes":["{scope}"]}}' | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ALOC"
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$ALOC"
 curl -s {api}/compliance
+
+A maintenance schedule (Azure's InGuestPatch shape) whose first window opens at {window} UTC, two
+minutes from now, for every VM tagged owner=payments; then the windows it will open:
+
+curl -s -X PUT {api}/maintenance-configurations/nightly -H 'Content-Type: application/json' \\
+  -d '{maintenance}'
+curl -s -X PUT {api}/maintenance-configurations/nightly/assignments/payments -H 'Content-Type: application/json' \\
+  -d '{{"properties":{{"resourceId":"{scope}","filter":{{"tagSettings":{{"tags":{{"owner":["payments"]}}}}}}}}}}'
+curl -s "{api}/maintenance-configurations/nightly/occurrences?count=3"
 
 Ctrl-C stops everything.
 """, flush=True)
