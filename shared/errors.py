@@ -4,6 +4,7 @@ Hierarchy:
     PatchPilotError
     ├── ApiError                 an HTTP answer to give a caller: status + ARM error body
     │   └── ValidationError      400 for bad input, naming the offending field in `target`
+    ├── StorageContentionError   writers kept racing on one Table row: fail the step so the queue retries
     └── ArmError                 talking to Azure Resource Manager went wrong
         ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
         └── UntrustedEndpointError   a URL outside the configured ARM endpoint (never sent)
@@ -37,6 +38,11 @@ class ValidationError(ApiError):
 
     def __init__(self, message: str, *, target: str | None, code: str = "InvalidParameter") -> None:
         super().__init__(400, code, message, target=target)
+
+
+class StorageContentionError(PatchPilotError):
+    """Conditional writes kept losing to other writers. Not ResourceModifiedError on purpose: workers
+    read that as "another delivery won" and drop the message; this must fail so it is delivered again."""
 
 
 class ArmError(PatchPilotError):

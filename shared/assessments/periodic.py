@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 
 from shared.errors import ValidationError
-from shared.runs.accept import NewRun, accept
+from shared.runs.accept import NewRun, accept, internal_key
 from shared.runs.model import iso
 from shared.runs.services import Services
 from shared.scheduling.slots import current_slot
@@ -45,7 +45,7 @@ def start_periodic_sweep(svc: Services, now: datetime) -> tuple[str | None, bool
     if slot is None:
         raise SettingsError(f"ASSESSMENT_SCHEDULE {svc.settings.assessment_schedule!r} had no occurrence in a year")
     new = NewRun("assessPatches", {}, scopes_fingerprint(scopes), scopes=scopes, origin="schedule")
-    run, created = accept(new, f"periodic-assessment:{iso(slot)}", svc)
+    run, created = accept(new, internal_key(f"periodic-assessment:{iso(slot)}"), svc)
     log.info("periodic assessment for slot %s: run %s (%s)", iso(slot), run["RowKey"],
              "started" if created else "already started for this slot")
     return str(run["RowKey"]), created

@@ -26,7 +26,7 @@ VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
 
 def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> int:
     raw = req.params.get(name, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not raw.isdecimal() or not 1 <= int(raw) <= maximum:
         raise ValidationError(f"{name} must be a whole number from 1 to {maximum}", target=name)
     return int(raw)
 

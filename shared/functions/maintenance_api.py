@@ -85,8 +85,10 @@ def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
     config = configuration_from_stored(str(stored["name"]), stored)
     start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
                        else schedule_now(svc.settings))
+    if not 1971 <= start.year <= 9000:
+        raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
     raw_count = req.params.get("count", "10")
-    if not raw_count.isdigit() or not 1 <= int(raw_count) <= MAX_OCCURRENCES:
+    if not raw_count.isdecimal() or not 1 <= int(raw_count) <= MAX_OCCURRENCES:
         raise ValidationError(f"count must be a whole number from 1 to {MAX_OCCURRENCES}", target="count")
     windows = config.schedule.next_windows(start, int(raw_count))
     recorded = {r["RowKey"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
@@ -98,7 +100,7 @@ def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
 def put_assignment(req: func.HttpRequest) -> func.HttpResponse:
     name, assignment_name = _name(req), _name(req, "assignmentName")
     body = _body(req)
-    assignment = parse_assignment(assignment_name, body)
+    assignment = parse_assignment(assignment_name, body, configuration=name)
     _config(name)
     created = get_services().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
     return json_response(assignment.resource(name), 201 if created else 200)

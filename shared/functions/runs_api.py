@@ -72,7 +72,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     svc = get_services()
     raw_top = req.params.get("top", "20")
-    if not raw_top.isdigit() or not 1 <= int(raw_top) <= MAX_PAGE:
+    if not raw_top.isdecimal() or not 1 <= int(raw_top) <= MAX_PAGE:
         raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE}", target="top")
     token = req.params.get("continuationToken")
     try:

@@ -91,6 +91,7 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
                               "configurations (guest OS patching)", target="properties.maintenanceScope")
     schedule, window = parse_window(props.get("maintenanceWindow"))
     install, patches = parse_patch_configuration(props.get("installPatches"))
+    _check_extras(props)
     tags = data.get("tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise ValidationError("tags must be an object of string values", target="tags")
@@ -103,6 +104,25 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
         "installPatches": patches,
     }
     return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install)
+
+
+def _check_extras(props: dict[str, Any]) -> None:
+    """Fields Azure has that PatchPilot keeps but cannot act on differently: only values it honours."""
+    extension = props.get("extensionProperties")
+    if extension is not None:
+        if not isinstance(extension, dict) or not all(isinstance(v, str) for v in extension.values()):
+            raise ValidationError("properties.extensionProperties must be an object of strings",
+                                  target="properties.extensionProperties")
+        mode = extension.get("InGuestPatchMode")
+        if mode is not None and mode.lower() != "user":
+            raise ValidationError(f"properties.extensionProperties.InGuestPatchMode is {mode!r}; PatchPilot runs "
+                                  "user-managed schedules ('User'); 'Platform' leaves patching to Azure",
+                                  target="properties.extensionProperties.InGuestPatchMode")
+    for field, allowed in (("visibility", ("Custom", "Public")), ("namespace", None)):
+        value = props.get(field)
+        if value is not None and (not isinstance(value, str) or (allowed and value not in allowed)):
+            expected = " or ".join(allowed) if allowed else "a string"
+            raise ValidationError(f"properties.{field} must be {expected}", target=f"properties.{field}")
 
 
 def parse_window(value: object) -> tuple[Schedule, dict[str, Any]]:
@@ -186,12 +206,18 @@ class Assignment:
 
 
 
-def parse_assignment(name: str, body: object) -> Assignment:
+def parse_assignment(name: str, body: object, *, configuration: str | None = None) -> Assignment:
     check_name(name, "assignmentName")
     data = json_object(body, "body")
     reject_unknown(data, ASSIGNMENT_FIELDS, "")
     props = json_object(data.get("properties"), "properties")
     reject_unknown(props, ASSIGNMENT_PROPERTIES, "properties")
+    named = props.get("maintenanceConfigurationId")
+    if configuration and named is not None and (
+            not isinstance(named, str) or named.rstrip("/").split("/")[-1].lower() != configuration.lower()):
+        raise ValidationError(f"properties.maintenanceConfigurationId names another configuration than "
+                              f"{configuration!r}, whose assignment this is",
+                              target="properties.maintenanceConfigurationId")
     resource_id = props.get("resourceId")
     if not isinstance(resource_id, str) or not resource_id.strip():
         raise ValidationError("properties.resourceId is required: a VM, or a subscription or resource group "

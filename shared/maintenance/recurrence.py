@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
 MIN_HOURS = 6  # Azure's lower bound for hourly InGuestPatch schedules
-_HEAD = re.compile(r"^(\d*)(hours?|days?|weeks?|months?)$", re.IGNORECASE)
+_HEAD = re.compile(r"^(\d{0,4})(hours?|days?|weeks?|months?)$", re.IGNORECASE)
+MAX_INTERVAL = {"hour": 24 * 366, "day": 366, "week": 104, "month": 120}  # more is surely a typo
 _DAY = re.compile(r"^day(\d{1,2})$", re.IGNORECASE)
 _OFFSET = re.compile(r"^offset([+-]?\d+)$", re.IGNORECASE)
 
@@ -68,11 +69,11 @@ def parse_recur_every(text: object) -> Recurrence:
     head = _HEAD.match(tokens[0])
     if not head:
         raise RecurrenceError(f"recurEvery '{text}' must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
-                              f"(e.g. Day, 3Days, Week, 2Months), not '{tokens[0]}'")
+                              f"(e.g. Day, 3Days, Week, 2Months), not '{tokens[0][:40]}'")
     interval = int(head[1]) if head[1] else 1
     unit = head[2].lower().rstrip("s")
-    if interval < 1:
-        raise RecurrenceError(f"recurEvery '{text}': the frequency must be at least 1")
+    if not 1 <= interval <= MAX_INTERVAL[unit]:
+        raise RecurrenceError(f"recurEvery '{text}': the frequency must be from 1 to {MAX_INTERVAL[unit]}")
     rest = tokens[1:]
     if unit in ("hour", "day"):
         if rest:
@@ -147,21 +148,24 @@ class Schedule:
     duration: timedelta
     zone: ZoneInfo
 
-    def _local_starts(self, not_before: date) -> Iterator[datetime]:
-        """Local start times in order, from the period containing `not_before` (or the start) on."""
+    def _starts(self, not_before: date) -> Iterator[tuple[datetime, datetime]]:
+        """(local start, UTC start) in order, from the period containing `not_before` (or the start) on.
+        Hourly schedules step in absolute time; the others step on the local calendar."""
         r, start, at = self.recurrence, self.start, self.start.time()
         if r.unit == "hour":
             step = timedelta(hours=r.interval)
             first_utc = to_utc(start, self.zone)
             lower = datetime.combine(not_before, at).replace(tzinfo=UTC) - timedelta(days=1)
             k = max(0, int((lower - first_utc) / step))
-            while True:  # absolute hours: convert back to local only for the caller's comparisons
-                yield (first_utc + k * step).astimezone(self.zone).replace(tzinfo=None)
+            while True:  # absolute hours: local time only for the start/expiration comparisons
+                utc = first_utc + k * step
+                yield utc.astimezone(self.zone).replace(tzinfo=None), utc
                 k += 1
         elif r.unit == "day":
             k = max(0, (not_before - start.date()).days // r.interval - 1)
             while True:
-                yield datetime.combine(start.date() + timedelta(days=k * r.interval), at)
+                local = datetime.combine(start.date() + timedelta(days=k * r.interval), at)
+                yield local, to_utc(local, self.zone)
                 k += 1
         elif r.unit == "week":
             monday = start.date() - timedelta(days=start.weekday())
@@ -169,7 +173,8 @@ class Schedule:
             w = max(0, (not_before - monday).days // 7 // r.interval - 1) * r.interval
             while True:
                 for d in days:
-                    yield datetime.combine(monday + timedelta(weeks=w, days=d), at)
+                    local = datetime.combine(monday + timedelta(weeks=w, days=d), at)
+                    yield local, to_utc(local, self.zone)
                 w += r.interval
         else:
             months_since = (not_before.year - start.year) * 12 + not_before.month - start.month
@@ -178,7 +183,8 @@ class Schedule:
                 year, month = divmod(start.year * 12 + start.month - 1 + m, 12)
                 month += 1
                 for day in self._month_dates(year, month):
-                    yield datetime.combine(day, at)
+                    local = datetime.combine(day, at)
+                    yield local, to_utc(local, self.zone)
                 m += r.interval
 
     def _month_dates(self, year: int, month: int) -> list[date]:
@@ -191,15 +197,17 @@ class Schedule:
 
     def windows(self, after: datetime) -> Iterator[tuple[datetime, datetime]]:
         """(start, end) in UTC of every window starting at or after `after` (aware), in order."""
-        not_before = max(self.start.date(), after.astimezone(self.zone).date() - timedelta(days=1))
-        for local in self._local_starts(not_before):
-            if local < self.start:
-                continue
-            if self.expiration is not None and local >= self.expiration:
-                return
-            begin = to_utc(local, self.zone)
-            if begin >= after:
-                yield begin, begin + self.duration
+        try:
+            not_before = max(self.start.date(), after.astimezone(self.zone).date() - timedelta(days=1))
+            for local, begin in self._starts(not_before):
+                if local < self.start:
+                    continue
+                if self.expiration is not None and local >= self.expiration:
+                    return
+                if begin >= after:
+                    yield begin, begin + self.duration
+        except (OverflowError, ValueError):
+            return  # past the year 9999: there are no more windows
 
     def next_windows(self, after: datetime, count: int) -> list[tuple[datetime, datetime]]:
         result: list[tuple[datetime, datetime]] = []

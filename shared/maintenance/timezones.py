@@ -30,7 +30,7 @@ def resolve_time_zone(name: str) -> ZoneInfo:
         raise UnknownTimeZoneError(f"{name!r} is not a time zone")
     try:
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database ("Europe")
         raise UnknownTimeZoneError(
             f"{name!r} is not a Windows time zone name (e.g. 'W. Europe Standard Time') or an IANA one "
             "(e.g. 'Europe/Berlin')") from None

@@ -4,7 +4,8 @@ Every tick of the `maintenance_windows` timer looks at each configuration's wind
 watermark (what earlier ticks handled) to now:
 - a window open now is opened: its install run is accepted under the Idempotency-Key
   "maintenance:<configuration>:<window start>", a claim in Table storage made before anything
-  starts, so two hosts, a retried tick or a late one all find the same run;
+  starts, so two hosts, a retried tick or a late one all find the same run (the key starts with a
+  control character, so no caller's Idempotency-Key can take it);
 - a window found with less than 25 minutes left, or with nothing assigned, is recorded `Skipped`
   with why; a window that ended while no timer ran is recorded `Skipped` as missed. None is lost
   silently: `GET .../occurrences` shows each one's fate.
@@ -28,14 +29,13 @@ from shared.maintenance.configuration import (
     configuration_from_stored,
     parse_assignment,
 )
-from shared.runs.accept import NewRun, accept
+from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
+from shared.runs.accept import NewRun, accept, internal_key
 from shared.runs.model import iso, parse_iso
 from shared.runs.services import Services
 from shared.validation.durations import format_duration
 
 log = logging.getLogger(__name__)
-REBOOT_RESERVE = timedelta(minutes=10)  # Azure keeps the window's last 10 minutes for a reboot
-MIN_REMAINING = timedelta(minutes=25)  # less than this left: too late to start installing
 LOOKBACK = timedelta(days=2)  # windows missed longer ago than this (timer down for days) are not reported
 
 
@@ -43,27 +43,44 @@ def open_due_windows(svc: Services, now: datetime) -> Counter[str]:
     """One pass over every configuration; returns what happened, for the log."""
     counts: Counter[str] = Counter()
     for stored in svc.maintenance.list_configs():
-        try:
-            config = configuration_from_stored(stored["name"], stored)
-        except ValueError:
-            log.exception("maintenance configuration %s cannot be read; skipped", stored.get("name"))
-            counts["unreadable"] += 1
-            continue
-        since = max(parse_iso(stored["checkedThrough"]) - config.schedule.duration, now - LOOKBACK)
-        for begin, end in config.schedule.windows(since):
-            if begin > now:
-                break
-            if end <= now:
-                counts[_record(svc, config, begin, end, code="Missed",
-                                       reason="no timer ran while the window was open")] += 1
-            else:
-                counts[open_window(svc, config, begin, end, now)] += 1
-        svc.maintenance.advance_watermark(stored, now)
+        try:  # one configuration's trouble must not keep every other window shut
+            counts.update(_handle_configuration(svc, stored, now))
+        except Exception:
+            log.exception("maintenance configuration %s could not be handled this tick", stored.get("name"))
+            counts["failed"] += 1
     return counts
+
+
+def _handle_configuration(svc: Services, stored: dict[str, Any], now: datetime) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    config = configuration_from_stored(stored["name"], stored)
+    since = max(parse_iso(stored["checkedThrough"]) - config.schedule.duration, now - LOOKBACK)
+    for begin, end in config.schedule.windows(since):
+        if begin > now:
+            break
+        if end <= now:
+            if svc.maintenance.get_occurrence(config.name, begin) is not None:
+                counts["handled"] += 1  # opened, or recorded, by an earlier tick
+                continue
+            counts[_record(svc, config, begin, end, code="Missed",
+                           reason="no timer ran while the window was open")] += 1
+        else:
+            counts[open_window(svc, config, begin, end, now)] += 1
+    svc.maintenance.advance_watermark(stored, now)
+    return counts
+
+
+def window_key(config: MaintenanceConfiguration, begin: datetime) -> str:
+    return internal_key(f"maintenance:{config.name.lower()}:{iso(begin)}")
 
 
 def _record(svc: Services, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
             reason: str) -> str:
+    claim = svc.store.find_idempotency_claim(window_key(config, begin))
+    if claim is not None:  # the window did open; the tick that opened it stopped before recording so
+        svc.maintenance.update_occurrence(config.name, begin, {"state": "Started", "runId": claim["runId"],
+                                                               "errorCode": "", "reason": "", "windowEnd": iso(end)})
+        return "handled"
     created = svc.maintenance.record_occurrence(config.name, begin, {
         "state": "Skipped", "errorCode": code, "reason": reason, "windowEnd": iso(end)})
     if created:
@@ -88,7 +105,7 @@ def open_window(svc: Services, config: MaintenanceConfiguration, begin: datetime
         return _record(svc, config, begin, end, code="NoAssignments",
                        reason="nothing is assigned to this configuration")
     new = window_run(config, assignments, begin, end, remaining - REBOOT_RESERVE)
-    run, created = accept(new, f"maintenance:{config.name.lower()}:{iso(begin)}", svc)
+    run, created = accept(new, window_key(config, begin), svc)
     svc.maintenance.update_occurrence(config.name, begin, {
         "state": "Started", "runId": run["RowKey"], "errorCode": "", "reason": "", "windowEnd": iso(end)})
     if created:

@@ -31,6 +31,12 @@ def new_run_id() -> str:
     return f"{inverted:011x}-{secrets.token_hex(4)}"
 
 
+def internal_key(name: str) -> str:
+    """A claim key for PatchPilot's own runs (schedule slots, maintenance windows). It starts with NUL,
+    which check_idempotency_key refuses in a caller's header (and strip() keeps): no collision."""
+    return "\x00" + name
+
+
 def check_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None

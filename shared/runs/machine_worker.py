@@ -33,12 +33,23 @@ from shared.arm.operations import (
 )
 from shared.assessments.results import record_outcome
 from shared.errors import ArmConnectionError, UntrustedEndpointError
+from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
 from shared.runs.messages import StepMessage
-from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, summarize, utcnow, with_discovery
+from shared.runs.model import (
+    TERMINAL_STATES,
+    MachineState,
+    iso,
+    machine_outcome,
+    parse_iso,
+    summarize,
+    utcnow,
+    with_discovery,
+)
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
-from shared.runs.services import Services
+from shared.runs.services import RunSpec, Services
 from shared.scheduling.clock import schedule_now
+from shared.validation.durations import format_duration, parse_duration
 from shared.validation.resource_ids import VmRef, parse_vm_id
 
 log = logging.getLogger(__name__)
@@ -81,16 +92,10 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
-        if spec.configuration:  # a maintenance window: a VM in two overlapping windows is patched once
-            holder = self.svc.maintenance.lease(self.vm, run_id=self.target["PartitionKey"],
-                                                configuration=spec.configuration,
-                                                until=parse_iso(spec.window_end),
-                                                now=schedule_now(self.settings))  # windows' own clock
-            if holder is not None:
-                return self._terminal(MachineState.SKIPPED, {
-                    "errorCode": "PatchedByOtherWindow", "osType": os_type,
-                    "errorMessage": f"maintenance configuration '{holder['configuration']}' (run {holder['runId']}) "
-                                    f"has this VM until {holder['until']}; it is patched there, once"})
+        if spec.configuration:  # a maintenance window: inside it, and once per VM across windows
+            body, refused = self.within_window(spec, body)
+            if refused:
+                return refused
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
@@ -117,6 +122,35 @@ class MachineStep:
         outcome = classify_poll(resp, mode=self.target.get("pollMode") or "location",
                                 default_retry_after=self.settings.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
+
+    def within_window(self, spec: RunSpec, body: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+        """(body with maximumDuration capped to what is left of the window, "") or (None, outcome) when
+        the VM is skipped: the window is (nearly) over, or another window's run has the VM."""
+        now = schedule_now(self.settings)  # the windows' own clock
+        window_end = parse_iso(spec.window_end)
+        left = window_end - now
+        if left < MIN_REMAINING:  # a retry, throttling or a slow listing brought us here too late
+            return None, self._terminal(MachineState.SKIPPED, {
+                "errorCode": "WindowClosed",
+                "errorMessage": f"only {int(left.total_seconds() // 60)} minutes of the window were left when this "
+                                f"VM's turn came; it was not started outside its window"})
+        lease = self.svc.maintenance.lease
+        holder = lease(self.vm, run_id=self.target["PartitionKey"], configuration=spec.configuration,
+                       until=window_end, now=now)
+        if holder is not None:
+            theirs = self.svc.store.get_target(holder["runId"], self.target["RowKey"])
+            if theirs is not None and theirs["state"] in TERMINAL_STATES and machine_outcome(theirs) != "succeeded":
+                holder = lease(self.vm, run_id=self.target["PartitionKey"], configuration=spec.configuration,
+                               until=window_end, now=now, take_over=holder["runId"])  # they did not patch it
+        if holder is not None:
+            return None, self._terminal(MachineState.SKIPPED, {
+                "errorCode": "PatchedByOtherWindow",
+                "errorMessage": f"maintenance configuration '{holder['configuration']}' (run {holder['runId']}) has "
+                                f"this VM until {holder['until']}; it is patched there, once"})
+        if body is not None:
+            allowed = timedelta(minutes=int((left - REBOOT_RESERVE).total_seconds() // 60))
+            body = {**body, "maximumDuration": format_duration(min(parse_duration(body["maximumDuration"]), allowed))}
+        return body, ""
 
     def recover_claim(self) -> str:
         """`Starting` means a delivery claimed the machine and may have sent installPatches."""

@@ -53,7 +53,7 @@ class CrontabError(ValueError):
 
 def _value(token: str, field: tuple) -> int:
     name, lo, hi, names, first = field
-    if token.isdigit():
+    if token.isdecimal():
         value = int(token)
     elif names and token.upper() in names[0]:
         value = names[0].index(token.upper()) + first

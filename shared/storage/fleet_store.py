@@ -27,6 +27,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.errors import StorageContentionError
 from shared.runs.model import iso, utcnow
 from shared.settings import Settings
 from shared.storage.clients import table
@@ -38,10 +39,6 @@ INVERTED_BASE = 10**13  # milliseconds since 1970 stay below this until the year
 MAX_MISSING_KEPT = 400  # per machine in the snapshot: enough for "most widespread"
 MAX_MISSING_CHARS = 30_000  # a string property holds 64 KiB of UTF-16 (32,768 characters)
 SUMMARY = "summary"
-
-
-class SnapshotContentionError(RuntimeError):
-    """Writers kept racing on one machine's snapshot; the step fails and the queue retries it."""
 PATCH = "patch"
 
 
@@ -123,9 +120,7 @@ class FleetStore:
                 return True
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # someone wrote in between: read again and decide again
-        # Not ResourceModifiedError: the worker treats that as "another delivery won" and drops the
-        # message; this one must fail so the queue delivers it again.
-        raise SnapshotContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
+        raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
     def forget_machine(self, vm: VmRef) -> None:
         """ARM says the VM does not exist: it leaves the compliance view (its history stays)."""

@@ -20,6 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.errors import StorageContentionError
 from shared.runs.model import iso
 from shared.settings import Settings
 from shared.storage.clients import table
@@ -135,8 +136,9 @@ class MaintenanceStore:
 
     # -- leases --------------------------------------------------------------------------------
     def lease(self, vm: VmRef, *, run_id: str, configuration: str, until: datetime,
-              now: datetime) -> dict[str, Any] | None:
-        """Take the VM for this run until `until`; returns the holder instead if another run has it."""
+              now: datetime, take_over: str | None = None) -> dict[str, Any] | None:
+        """Take the VM for this run until `until`; returns the holder instead if another run has it.
+        `take_over` names a holder whose lease may be taken anyway (its run did not patch the VM)."""
         key = (f"lease|{vm.subscription_id}", f"{vm.resource_group}|{vm.name}".lower())
         mine = {"PartitionKey": key[0], "RowKey": key[1], "runId": run_id, "configuration": configuration,
                 "until": iso(until)}
@@ -150,7 +152,7 @@ class MaintenanceStore:
                     return None
                 except ResourceExistsError:
                     continue
-            if current["runId"] != run_id and current["until"] > iso(now):
+            if current["runId"] not in (run_id, take_over) and current["until"] > iso(now):
                 return dict(current)
             try:
                 self.table.update_entity(mine, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
@@ -158,4 +160,4 @@ class MaintenanceStore:
                 return None
             except ResourceModifiedError:
                 continue
-        raise ResourceModifiedError("the VM's lease kept changing; the step will be retried")
+        raise StorageContentionError(f"the lease of {vm.resource_id} kept changing; retrying the step")

@@ -101,6 +101,13 @@ class RunStore:
             self.ops["idempotency"] += 1
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
+    def find_idempotency_claim(self, key: str) -> dict[str, Any] | None:
+        self.ops["idempotency"] += 1
+        try:
+            return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, hashlib.sha256(key.encode()).hexdigest()))
+        except ResourceNotFoundError:
+            return None
+
     # -- runs ----------------------------------------------------------------------------------
     def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:
         """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""

@@ -54,7 +54,9 @@ def test_grammar_accepts_every_form_azure_documents(text: str, expected: Recurre
 @pytest.mark.parametrize(("text", "says"), [
     ("", "must be a string"),
     ("Fortnight", "must start with"),
-    ("0Days", "at least 1"),
+    ("0Days", "from 1 to 366"),
+    ("400Days", "from 1 to 366"),
+    ("99999999999999Hours", "must start with"),
     ("5Hours", "6 hours or more"),
     ("Day Monday", "takes nothing after"),
     ("Week Funday", "not a weekday"),
@@ -313,3 +315,52 @@ def test_dynamic_scope_filter_semantics() -> None:
     assert not filter_matches(flt, {**vm, "tags": {"env": "Prod", "tier": "api"}}, "Windows")  # values exact
     assert not filter_matches(flt, {**vm, "location": "eastus"}, "Windows")
     assert filter_matches({}, vm, "Linux")
+
+
+def test_hourly_windows_step_in_real_time_through_a_repeated_hour() -> None:
+    # New York falls back at 06:00Z on 3 Nov 2024: 01:30 local happens twice. Six hours is six hours.
+    schedule = Schedule(parse_recur_every("6Hours"), datetime(2024, 11, 2, 20, 30), None, timedelta(hours=2),
+                        resolve_time_zone("America/New_York"))
+    starts = [b.strftime("%dT%H:%M") for b, _ in schedule.next_windows(datetime(2024, 11, 2, tzinfo=UTC), 4)]
+    assert starts == ["03T00:30", "03T06:30", "03T12:30", "03T18:30"]
+    assert schedule.window_at(datetime(2024, 11, 3, 7, 0, tzinfo=UTC)) is not None  # the 06:30Z one is open
+
+
+def test_the_end_of_the_calendar_ends_the_windows_quietly() -> None:
+    schedule = Schedule(parse_recur_every("Day"), datetime(9999, 12, 30), None, timedelta(hours=2),
+                        resolve_time_zone("UTC"))
+    assert len(schedule.next_windows(datetime(9999, 12, 1, tzinfo=UTC), 10)) == 2
+    with pytest.raises(UnknownTimeZoneError):
+        resolve_time_zone("Europe")  # a folder of the zone database, not a zone
+
+
+@pytest.mark.parametrize(("field", "value", "target"), [
+    ("extensionProperties", {"InGuestPatchMode": "Platform"}, "properties.extensionProperties.InGuestPatchMode"),
+    ("extensionProperties", "junk", "properties.extensionProperties"),
+    ("visibility", "Secret", "properties.visibility"),
+    ("namespace", 7, "properties.namespace"),
+])
+def test_azure_fields_patchpilot_cannot_honour_are_refused(field: str, value: object, target: str) -> None:
+    body = valid()
+    body["properties"][field] = value  # type: ignore[index]
+    with pytest.raises(ValidationError) as err:
+        parse_configuration("weekly", body)
+    assert err.value.target == target
+
+
+def test_an_assignment_naming_another_configuration_is_refused() -> None:
+    vm = "/subscriptions/5b4b650e-28b9-4790-b3ab-ddbd88d727c4/resourceGroups/rg/providers/" \
+         "Microsoft.Compute/virtualMachines/vm1"
+    body = {"properties": {"resourceId": vm, "maintenanceConfigurationId": "/subscriptions/x/resourcegroups/rg/"
+                           "providers/Microsoft.Maintenance/maintenanceConfigurations/other"}}
+    with pytest.raises(ValidationError) as err:
+        parse_assignment("a", body, configuration="nightly")
+    assert err.value.target == "properties.maintenanceConfigurationId"
+    assert parse_assignment("a", body, configuration="Other").vm is not None
+
+
+def test_internal_claim_keys_cannot_be_sent_by_a_caller() -> None:
+    from shared.runs.accept import check_idempotency_key, internal_key
+
+    with pytest.raises(ValidationError):
+        check_idempotency_key(internal_key("maintenance:nightly:2026-01-01T00:00:00.000000Z"))
