@@ -1,6 +1,6 @@
 """Maintenance windows end to end through two local Functions hosts at once, on a compressed clock
-(one simulated day every 12 s): a schedule with a dynamic scope opens three consecutive windows and
-each becomes exactly one run. The hosts have different host ids, so both timers really tick every
+(a 6-hourly schedule, one window every 12 s): a schedule with a dynamic scope opens three consecutive
+windows and each becomes exactly one run. The hosts have different host ids, so both timers really tick every
 second (no shared singleton lease): exactly-once rests on the claim in Table storage alone."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-SCALE = 7200.0  # simulated seconds per real second: a day in 12 s, a 03:55 window in about 2 s
+# Simulated seconds per real second: six hours in 12 s, a 03:55 window in about 8 s. Queue polling
+# (up to 2 s real) is then an hour of window time, well inside the window: every VM starts in time.
+SCALE = 1800.0
 ZONE = "W. Europe Standard Time"
 
 
@@ -54,12 +56,12 @@ def test_three_windows_two_hosts_one_run_each(hosts: tuple[HostProcess, HostProc
     zone = resolve_time_zone(ZONE)
     soon = simulated(origin) + timedelta(hours=2)
     start = datetime.fromtimestamp(math.ceil(soon.timestamp() / 60) * 60, UTC).astimezone(zone)
-    expiration = start + timedelta(days=2, minutes=1)  # exactly three windows
+    expiration = start + timedelta(hours=12, minutes=1)  # exactly three windows
     config = {"properties": {
         "maintenanceScope": "InGuestPatch",
         "maintenanceWindow": {"startDateTime": start.strftime("%Y-%m-%d %H:%M"), "duration": "03:55",
                               "expirationDateTime": expiration.strftime("%Y-%m-%d %H:%M"),
-                              "timeZone": ZONE, "recurEvery": "Day"},
+                              "timeZone": ZONE, "recurEvery": "6Hours"},
         "installPatches": {"rebootSetting": "IfRequired",
                            "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
                            "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}}}
@@ -83,7 +85,7 @@ def test_three_windows_two_hosts_one_run_each(hosts: tuple[HostProcess, HostProc
         runs = [r for r in requests.get(f"{a.base_url}/api/runs?top=20", timeout=10).json()["value"]
                 if r["origin"] == "maintenance"]
         done = all(r["status"] not in ("Accepted", "InProgress") for r in runs)
-        if len(runs) >= 3 and done and simulated(origin) > start + timedelta(days=2, hours=4):
+        if len(runs) >= 3 and done and simulated(origin) > start + timedelta(hours=16):
             break
         assert time.monotonic() < deadline, (runs, a.log_path.read_text()[-3000:])
         time.sleep(0.5)

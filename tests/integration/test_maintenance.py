@@ -158,7 +158,8 @@ def test_a_window_opens_exactly_once_with_its_dynamic_scope(services: Services, 
         if expected:  # what was left of the window when the VM started, minus the 10-minute reboot reserve
             sent = state[vm]["operations"][0]["request"]["maximumDuration"]
             assert sent in ("PT2H50M", "PT2H49M", "PT2H48M", "PT2H47M"), sent
-    assert run["installPatches"]["maximumDuration"] == "PT2H50M"  # opened at its start: the whole window
+    # Opened by the on-time ticks (the whole window) or by the one 20 s late, whichever claimed it first.
+    assert run["installPatches"]["maximumDuration"] in ("PT2H50M", "PT2H49M")
     assert open_due_windows(services, begin + timedelta(hours=1))["opened"] == 0
 
 
