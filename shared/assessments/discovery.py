@@ -21,8 +21,9 @@ from azure.core.exceptions import ResourceModifiedError
 from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read
 from shared.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
 from shared.maintenance.dynamic_scope import filter_matches
+from shared.rollouts.controller import advance
+from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
-from shared.runs.machine_worker import complete_run_if_done
 from shared.runs.messages import DiscoveryMessage
 from shared.runs.model import MachineState, iso, utcnow
 from shared.runs.retry_policy import retry_delay, retry_limit
@@ -122,6 +123,9 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
         svc.fleet.note_subscriptions({scope.subscription_id})
     for batch in batches(targets):
         svc.store.create_targets(batch)  # rows an earlier delivery (or another scope) made stay as they are
+    spec = svc.run_spec(run_id)
+    if spec is not None and spec.rollout:
+        return len(targets)  # the rollout controller admits them once every scope is listed
     for target in targets:
         if target["state"] == MachineState.QUEUED.value:
             svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless
@@ -158,7 +162,11 @@ def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope:
         svc.store.update_scope(row, changes)
     except ResourceModifiedError:
         return "lost-race"
-    complete_run_if_done(msg.run_id, svc)
+    spec = svc.run_spec(msg.run_id)
+    if spec is not None and spec.rollout:
+        advance(msg.run_id, svc)
+    else:
+        complete_run_if_done(msg.run_id, svc)
     return "scope-failed" if error else "scope-done"
 
 

@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 
 from shared.functions.queue_input import parse_message
+from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
 from shared.runs.messages import parse_dispatch, parse_step
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
 def dispatch_worker(msg: func.QueueMessage) -> None:
     parsed = parse_message(msg, parse_dispatch, "dispatch")
-    if parsed:
+    if parsed and parsed.advance:
+        log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, get_services()))
+    elif parsed:
         dispatch_run(parsed, get_services())
 
 

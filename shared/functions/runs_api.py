@@ -8,8 +8,9 @@ import azure.functions as func
 
 from shared.errors import ApiError, ValidationError
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
+from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.model import RunStatus
+from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import get_services
 from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import parse_vm_id
@@ -108,3 +109,42 @@ def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
     view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
                        else svc.store.list_patches(run_id, vm.key))
     return json_response(view)
+
+
+def _rollout_run(req: func.HttpRequest) -> dict[str, object]:
+    run_id = run_id_param(req)
+    run = get_services().store.get_run(run_id)
+    if run is None:
+        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+    if not run.get("rollout"):
+        raise ApiError(409, "NotARollout", "only a run with a rollout can be canceled or resumed: a run without one "
+                       "started every machine at once", target="runId")
+    return run
+
+
+@bp.route(route="runs/{runId}/cancel", methods=["POST"])
+@api_errors
+def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
+    svc = get_services()
+    run = _rollout_run(req)
+    if run.get("completedAt"):
+        raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
+    if not run.get("canceledAt"):
+        svc.store.update_run(str(run["RowKey"]), {"canceledAt": iso(utcnow())})
+    advance(str(run["RowKey"]), svc)
+    return run_answer(req, load_run_view(svc.store.get_run(str(run["RowKey"])) or run, svc))
+
+
+@bp.route(route="runs/{runId}/resume", methods=["POST"])
+@api_errors
+def resume_run(req: func.HttpRequest) -> func.HttpResponse:
+    """A halted run goes on: the machines it did not start are queued again, and the error budget
+    starts afresh from the failures seen so far."""
+    svc = get_services()
+    run = _rollout_run(req)
+    if not run.get("haltedReason") or run.get("canceledAt"):
+        raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
+    run_id = str(run["RowKey"])
+    resume(run_id, svc)
+    return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc))

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from shared.errors import ApiError, ValidationError
@@ -65,8 +66,24 @@ def accept_run(
     request: RunRequest, idempotency_key: str | None, svc: Services
 ) -> tuple[dict[str, Any], bool]:
     """An install run from `POST /api/runs`."""
-    return accept(NewRun("installPatches", request.install_parameters, request.fingerprint(), request.machines),
+    extra: tuple[tuple[str, Any], ...] = ()
+    parameters = request.install_parameters
+    if request.rollout is not None:
+        parameters = pin_windows_publish_date(parameters, request.rollout)
+        extra = (("rollout", json.dumps(request.rollout, separators=(",", ":"))),)
+    return accept(NewRun("installPatches", parameters, request.fingerprint(), request.machines, extra=extra),
                   idempotency_key, svc)
+
+
+def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:
+    """One patch set: every wave installs nothing published after the run started (or, with
+    approveAfterDays, after that many days before it), unless the request set its own date."""
+    windows = parameters.get("windowsParameters")
+    if not windows or windows.get("maxPatchPublishDate"):
+        return parameters
+    cutoff = utcnow() - timedelta(days=int(rollout.get("approveAfterDays") or 0))
+    return {**parameters, "windowsParameters": {**windows,
+                                                "maxPatchPublishDate": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 
 def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dict[str, Any], bool]:

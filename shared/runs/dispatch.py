@@ -31,6 +31,10 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
     create_targets(msg.run_id, svc)
+    if run.get("rollout"):  # machines wait for the rollout controller to admit them
+        svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
+        svc.send_advance(msg.run_id)
+        return 0
     queued = svc.store.list_targets(msg.run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0")
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(lambda t: svc.send_step(msg.run_id, t["RowKey"], int(t["seq"])), queued))

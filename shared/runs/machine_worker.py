@@ -34,6 +34,8 @@ from shared.arm.operations import (
 from shared.assessments.results import record_outcome
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
+from shared.rollouts.controller import advance
+from shared.runs.completion import complete_run_if_done
 from shared.runs.messages import StepMessage
 from shared.runs.model import (
     TERMINAL_STATES,
@@ -41,9 +43,7 @@ from shared.runs.model import (
     iso,
     machine_outcome,
     parse_iso,
-    summarize,
     utcnow,
-    with_discovery,
 )
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
@@ -92,6 +92,14 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
+        if spec.rollout:  # read fresh: a cancel or halt may have come after this machine was admitted
+            run = self.svc.store.get_run(self.target["PartitionKey"]) or {}
+            if run.get("canceledAt") or run.get("haltedReason"):
+                code = "RunCanceled" if run.get("canceledAt") else "RunHalted"
+                return self._terminal(MachineState.SKIPPED, {
+                    "errorCode": code, "osType": os_type,
+                    "errorMessage": "the run stopped before this machine started"})
+            body = pinned_body(body, run, os_type)
         if spec.configuration:  # a maintenance window: inside it, and once per VM across windows
             body, refused = self.within_window(spec, body)
             if refused:
@@ -286,12 +294,27 @@ class MachineStep:
                                                    self.target["PartitionKey"])}
         self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
                       "completedAt": iso(utcnow())})
-        complete_run_if_done(self.target["PartitionKey"], self.svc)
+        run_id = self.target["PartitionKey"]
+        spec = self.svc.run_spec(run_id)
+        if spec is not None and spec.rollout:
+            advance(run_id, self.svc)  # frees a slot: the controller admits the next machine, or closes the run
+        else:
+            complete_run_if_done(run_id, self.svc)
         return state.value
 
     def _past_deadline(self) -> bool:
         deadline = self.target.get("deadline")
         return bool(deadline) and self.now > parse_iso(deadline)
+
+
+def pinned_body(body: dict[str, Any] | None, run: dict[str, Any], os_type: str) -> dict[str, Any] | None:
+    """One patch set: a Linux VM after the canary wave installs exactly the package versions the
+    canary installed, and nothing else (classifications would let newer packages in)."""
+    pins = json.loads(run.get("pinnedLinuxPackages") or "[]")
+    if body is None or not pins or os_type.lower() != "linux" or "linuxParameters" not in body:
+        return body
+    linux = {k: v for k, v in body["linuxParameters"].items() if k != "classificationsToInclude"}
+    return {**body, "linuxParameters": {**linux, "packageNameMasksToInclude": pins}}
 
 
 def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) -> str:
@@ -342,29 +365,3 @@ def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
         except ResourceModifiedError:
             continue
     return failed
-
-
-def complete_run_if_done(run_id: str, svc: Services) -> bool:
-    """Called after each terminal transition; the last machine to finish closes the run.
-
-    Each caller checks *after* its own update, so whichever finishes last sees no unfinished
-    machine. Two callers may both close it; the write is the same either way.
-    """
-    store = svc.store
-    if store.has_unfinished_targets(run_id):
-        return False
-    spec = svc.run_spec(run_id)
-    scopes = store.list_scopes(run_id) if spec is not None and spec.discovers else []
-    if any(not s.get("done") for s in scopes):
-        return False  # more machines may still be listed
-    summary = summarize(store.list_targets(run_id))
-    summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
-    store.update_run(run_id, {
-        "machineCount": summary["machineCount"],
-        "active": False,
-        "status": summary["status"],
-        "completedAt": iso(utcnow()),
-        "summary": json.dumps(summary),
-    })
-    log.info("run %s completed: %s", run_id, summary["status"])
-    return True

@@ -25,6 +25,7 @@ class StepMessage:
 @dataclass(frozen=True)
 class DispatchMessage:
     run_id: str
+    advance: bool = False  # a rollout run: ask its controller to decide again, rather than fan out
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def parse_step(body: str) -> StepMessage:
 
 
 def parse_dispatch(body: str) -> DispatchMessage:
-    return DispatchMessage(str(_load(body)["runId"]))
+    data = _load(body)
+    return DispatchMessage(str(data["runId"]), data.get("advance") is True)
 
 
 def parse_discovery(body: str) -> DiscoveryMessage:

@@ -42,6 +42,8 @@ class RunStatus(str, Enum):
     SUCCEEDED = "Succeeded"
     COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
     FAILED = "Failed"
+    HALTED = "Halted"  # a rollout spent its error budget: nothing new started
+    CANCELED = "Canceled"
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
@@ -94,6 +96,17 @@ def with_discovery(status: str, scopes: Iterable[Mapping[str, Any]], machine_cou
     if status not in (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value) and any(
             s.get("errorCode") for s in scopes):
         return RunStatus.FAILED.value
+    return status
+
+
+def with_rollout(status: str, run: Mapping[str, Any]) -> str:
+    """A finished rollout that was canceled or halted says so, whatever its machines did."""
+    if status in (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value):
+        return status
+    if run.get("canceledAt"):
+        return RunStatus.CANCELED.value
+    if run.get("haltedReason"):
+        return RunStatus.HALTED.value
     return status
 
 

@@ -76,6 +76,10 @@ class Services:
     def send_dispatch(self, run_id: str) -> None:
         self._send(self.dispatch_queue, "dispatch", {"runId": run_id})
 
+    def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
+        """Ask the rollout controller to look at the run again (after a soak, or when it was busy)."""
+        self._send(self.dispatch_queue, "dispatch", {"runId": run_id, "advance": True}, delay_seconds)
+
     def _send(self, client: QueueClient, name: str, body: dict[str, Any], delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
         client.send_message(json.dumps(body, separators=(",", ":")), visibility_timeout=delay or None)
@@ -94,6 +98,7 @@ class RunSpec:
     discovers: bool = False  # machines come from listing scopes, page by page (shared/assessments/discovery.py)
     configuration: str = ""  # the maintenance configuration whose window this run is
     window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
+    rollout: bool = False  # machines start only when the rollout controller admits them
 
 
 @lru_cache(maxsize=4096)
@@ -104,7 +109,7 @@ def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
         return None
     return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
                    bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
-                   str(run.get("windowEnd") or ""))
+                   str(run.get("windowEnd") or ""), bool(run.get("rollout")))
 
 
 @lru_cache(maxsize=1)

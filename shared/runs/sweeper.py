@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from shared.runs.machine_worker import complete_run_if_done
+from shared.rollouts.controller import advance
+from shared.runs.completion import complete_run_if_done
 from shared.runs.model import TERMINAL_STATES, iso
 from shared.runs.services import Services
 
@@ -35,7 +36,8 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
                 svc.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue
-        stalled = store.list_targets(run_id, where=f"{not_terminal} and nextActionAt lt '{stalled_before}'")
+        admitted = " and admitted eq true" if run.get("rollout") else ""  # the controller starts the others
+        stalled = store.list_targets(run_id, where=f"{not_terminal} and nextActionAt lt '{stalled_before}'{admitted}")
         for target in stalled:
             svc.send_step(run_id, target["RowKey"], int(target["seq"]))
             counts["requeued"] += 1
@@ -43,7 +45,9 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
             for row in store.list_scopes(run_id, where=f"done eq false and nextActionAt lt '{stalled_before}'"):
                 svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
                 counts["relisted"] += 1
-        if complete_run_if_done(run_id, svc):
+        if run.get("rollout"):
+            advance(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here
+        elif complete_run_if_done(run_id, svc):
             counts["completed"] += 1
     if counts["redispatched"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)

@@ -6,14 +6,14 @@ import json
 from typing import Any
 
 from shared.runs.dispatch import undispatched_targets
-from shared.runs.model import summarize, with_discovery
+from shared.runs.model import summarize, with_discovery, with_rollout
 from shared.runs.services import Services
 
 MACHINE_FIELDS = (
     "state", "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
     "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount", "notSelectedPatchCount",
     "startDateTime", "osType", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
-    "otherPatchCount", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
+    "otherPatchCount", "wave", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
 )
 
 
@@ -40,6 +40,21 @@ def scope_view(row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {**json.loads(run["rollout"]), "currentWave": run.get("currentWave"),
+                            "waveCount": run.get("waveCount")}
+    if run.get("soakUntil"):
+        view["soakUntil"] = run["soakUntil"]
+    if run.get("haltedReason"):
+        view["halted"] = {"reason": run["haltedReason"], "at": run.get("haltedAt"),
+                          "machines": json.loads(run.get("haltedMachines") or "[]")}
+    if run.get("canceledAt"):
+        view["canceledAt"] = run["canceledAt"]
+    if run.get("pinnedLinuxPackages"):
+        view["pinnedLinuxPackages"] = json.loads(run["pinnedLinuxPackages"])
+    return view
+
+
 def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
              scopes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     operation = run.get("operation", "installPatches")
@@ -57,7 +72,7 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
                                      "startDateTime": run.get("windowStart"), "endDateTime": run.get("windowEnd")}
     if targets is not None:
         summary = summarize(targets)
-        status = with_discovery(summary["status"], scopes or [], summary["machineCount"])
+        status = with_rollout(with_discovery(summary["status"], scopes or [], summary["machineCount"]), run)
         view.update(status=status, states=summary["states"], outcomes=summary["outcomes"])
         if scopes is not None:
             view["machineCount"] = summary["machineCount"]
@@ -65,6 +80,8 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
         view["machines"] = [machine_view(t) for t in targets]
     else:
         view["status"] = run.get("status")
+    if run.get("rollout"):
+        view["rollout"] = rollout_view(run)
     if run.get("completedAt"):
         view["completedAt"] = run["completedAt"]
     if run.get("idempotencyKey"):

@@ -162,9 +162,10 @@ class RunStore:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         self.ops["getRun"] += 1
         try:
-            return dict(self.runs.get_entity(RUN_PARTITION, run_id))
+            entity = self.runs.get_entity(RUN_PARTITION, run_id)
         except ResourceNotFoundError:
             return None
+        return {**entity, "etag": entity.metadata["etag"]}
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> None:
         self.ops["updateRun"] += 1
@@ -235,6 +236,12 @@ class RunStore:
             self.ops["listTargets"] += 1
             result.extend({**e, "etag": e.metadata["etag"]} for e in page)
         return result
+
+    def merge_targets(self, changes: list[dict[str, Any]]) -> None:
+        """Unconditional merges in transactions, for rows no worker is acting on (not yet admitted)."""
+        for batch in batches(changes):
+            self.ops["targetMerge"] += 1
+            self.targets.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
 
     def update_target(self, target: dict[str, Any], changes: dict[str, Any]) -> str:
         """Merge `changes` if nobody changed the target since it was read; returns the new ETag.

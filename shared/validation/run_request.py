@@ -10,19 +10,22 @@ from typing import Any
 from shared.errors import ValidationError
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
 from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.rollout import parse_rollout
 
-RUN_FIELDS = {"machines", "installPatches"}
+RUN_FIELDS = {"machines", "installPatches", "rollout"}
 
 
 @dataclass(frozen=True)
 class RunRequest:
     machines: tuple[VmRef, ...]
     install_parameters: dict[str, Any]
+    rollout: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """Hash of the normalised request: equal for bodies that mean the same (Idempotency-Key checks)."""
         canonical = json.dumps(
-            {"machines": sorted(m.key for m in self.machines), "installPatches": self.install_parameters},
+            {"machines": sorted(m.key for m in self.machines), "installPatches": self.install_parameters,
+             **({"rollout": self.rollout} if self.rollout is not None else {})},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -55,7 +58,18 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunR
     if "installPatches" not in data:
         raise ValidationError("installPatches is required", target="installPatches")
     params = parse_install_parameters(data["installPatches"])
-    return RunRequest(machines=machines, install_parameters=params)
+    rollout = parse_rollout(data["rollout"]) if data.get("rollout") is not None else None
+    if rollout is not None:
+        check_wave_machines(rollout, {m.key for m in machines})
+    return RunRequest(machines=machines, install_parameters=params, rollout=rollout)
+
+
+def check_wave_machines(rollout: dict[str, Any], keys: set[str]) -> None:
+    for i, wave in enumerate(rollout.get("waves") or []):
+        for j, key in enumerate(wave.get("machines") or []):
+            if key not in keys:
+                raise ValidationError(f"rollout.waves[{i}].machines[{j}] is not one of the run's machines",
+                                      target=f"rollout.waves[{i}].machines[{j}]")
 
 
 def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, ...]:

@@ -107,6 +107,7 @@ class OperationEngine:
     _counter: int = 0
 
     _releases: list[tuple[datetime, int, str, Patch]] = field(default_factory=list)  # heap by publish time
+    peak_concurrent: dict[str, int] = field(default_factory=dict)  # subscription ("*": all) -> most at once
 
     def __post_init__(self) -> None:
         self._created = datetime.now(UTC)
@@ -219,6 +220,10 @@ class OperationEngine:
     def _register(self, op: Operation) -> Operation:
         self.operations[op.op_id] = op
         self._running[op.vm.key] = op
+        sub = op.vm.subscription_id.lower()
+        now_running = sum(1 for o in self._running.values() if o.vm.subscription_id.lower() == sub)
+        self.peak_concurrent[sub] = max(self.peak_concurrent.get(sub, 0), now_running)
+        self.peak_concurrent["*"] = max(self.peak_concurrent.get("*", 0), len(self._running))
         self._by_vm.setdefault(op.vm.key, []).append(op.op_id)
         return op
 

@@ -123,7 +123,10 @@ class Simulator:
         return list(self.engine.fleet.subscriptions)
 
     def calls(self) -> dict[str, Any]:
-        return self.call_log.snapshot()
+        with self.engine.lock:
+            self.engine.settle()  # finished operations no longer count as running
+            peaks = dict(self.engine.peak_concurrent)
+        return {**self.call_log.snapshot(), "peakConcurrentBySubscription": peaks}
 
     def state(self) -> dict[str, Any]:
         return {

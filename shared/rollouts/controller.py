@@ -1,0 +1,204 @@
+"""The rollout controller: admits a run's machines wave by wave within its limits, halts it when the
+error budget is spent, and stops it when canceled.
+
+`advance(run)` is called when the run's machines are known (dispatch or discovery done), after each
+machine finishes, after a soak, on cancel/resume, and by the sweeper. Decisions need one view of the
+run, so a call first takes the run's controller lock (an ETag-conditional write on the run entity,
+expiring after a minute in case its holder dies); a call that finds it taken queues a delayed
+`advance` instead, so no finish is ever left unconsidered. Admitting a machine marks its target
+`admitted` and sends its first step message; nothing else sends one for a rollout run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceModifiedError
+
+from shared.rollouts.plan import assign_waves, failure_kind
+from shared.runs.completion import complete_run_if_done
+from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, utcnow
+from shared.runs.services import Services
+from shared.validation.durations import parse_duration
+from shared.validation.rollout import resolve
+
+log = logging.getLogger(__name__)
+LOCK = timedelta(seconds=60)
+BUSY_RETRY_SECONDS = 2
+
+
+def advance(run_id: str, svc: Services) -> str:
+    store = svc.store
+    run = store.get_run(run_id)
+    if run is None or not run.get("rollout") or run.get("active") is False:
+        return "inactive"
+    now = utcnow()
+    if str(run.get("controllerLockUntil") or "") > iso(now):
+        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        return "busy"
+    try:
+        store.update_run(run_id, {"controllerLock": secrets.token_hex(6), "controllerLockUntil": iso(now + LOCK)},
+                         etag=run["etag"])
+    except ResourceModifiedError:
+        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        return "busy"
+    try:
+        return Round(run, svc, now).decide()
+    finally:
+        with contextlib.suppress(Exception):
+            store.update_run(run_id, {"controllerLockUntil": ""})
+
+
+class Round:
+    """One decision over the whole run, under its lock."""
+
+    def __init__(self, run: dict[str, Any], svc: Services, now: datetime) -> None:
+        self.run, self.svc, self.now = run, svc, now
+        self.run_id = run["RowKey"]
+        self.spec: dict[str, Any] = json.loads(run["rollout"])
+        self.changes: dict[str, Any] = {}
+
+    def field(self, name: str) -> Any:
+        return self.changes.get(name, self.run.get(name))
+
+    def save(self) -> None:
+        if self.changes:
+            self.svc.store.update_run(self.run_id, self.changes)
+            self.run.update(self.changes)
+            self.changes = {}
+
+    def decide(self) -> str:
+        store = self.svc.store
+        if not self.run.get("dispatchedAt"):
+            return "waiting-dispatch"
+        if self.run.get("scopeCount") and any(not s.get("done") for s in store.list_scopes(self.run_id)):
+            return "waiting-discovery"
+        targets = store.list_targets(self.run_id)
+        if not self.field("planned"):
+            self.plan(targets)
+        total = len(targets)
+        if self.field("canceledAt") or self.field("haltedReason"):
+            return self.stop(targets)
+        failed = [t for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
+                  and failure_kind(t, self.spec.get("failureOn"))]
+        budget = resolve(self.spec.get("maxFailures"), total)
+        spent = len(failed) - int(self.field("failureBaseline") or 0)
+        if budget is not None and spent > 0 and spent >= budget:
+            kinds = Counter(str(failure_kind(t, self.spec.get("failureOn"))) for t in failed)
+            self.changes.update(
+                haltedReason=f"{spent} machine(s) failed ({', '.join(f'{k}: {n}' for k, n in sorted(kinds.items()))}); "
+                             f"maxFailures is {self.spec['maxFailures']}: nothing new starts",
+                haltedMachines=json.dumps([t["resourceId"] for t in failed][:100]), haltedAt=iso(self.now))
+            log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
+            return self.stop(targets)
+        return self.admit(targets, total)
+
+    def plan(self, targets: list[dict[str, Any]]) -> None:
+        """Waves are fixed once the machines are known: request order first, then discovered ones."""
+        requested = [vm for chunk in self.svc.store.machine_chunks(self.run_id) for vm in chunk]
+        keys = {t["RowKey"] for t in targets}
+        order = [k for k in (self._key(r) for r in requested) if k in keys]
+        order += sorted(keys - set(order))
+        waves = assign_waves(order, self.spec.get("waves") or [])
+        updates = [{"PartitionKey": self.run_id, "RowKey": k, "wave": w} for k, w in waves.items()]
+        self.svc.store.merge_targets(updates)
+        for target in targets:
+            target["wave"] = waves[target["RowKey"]]
+        self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
+
+    @staticmethod
+    def _key(resource_id: str) -> str:
+        parts = resource_id.split("/")
+        return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
+
+    def stop(self, targets: list[dict[str, Any]]) -> str:
+        """Canceled or halted: machines not yet admitted never start; the rest are followed to their end."""
+        reason = ("RunCanceled", "the run was canceled before this machine started") if self.field("canceledAt") \
+            else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
+        waiting = [t for t in targets if t["state"] == MachineState.QUEUED.value and not t.get("admitted")]
+        self.svc.store.merge_targets([{
+            "PartitionKey": self.run_id, "RowKey": t["RowKey"], "state": MachineState.SKIPPED.value,
+            "errorCode": reason[0], "errorMessage": reason[1], "seq": int(t["seq"]) + 1, "completedAt": iso(self.now),
+        } for t in waiting])
+        self.save()
+        complete_run_if_done(self.run_id, self.svc)
+        return "stopped"
+
+    def admit(self, targets: list[dict[str, Any]], total: int) -> str:
+        current, waves = int(self.field("currentWave") or 0), int(self.field("waveCount") or 1)
+        while True:
+            in_wave = [t for t in targets if int(t.get("wave") or 0) == current]
+            if any(t["state"] not in TERMINAL_STATES for t in in_wave):
+                break
+            if current >= waves - 1:
+                self.save()
+                complete_run_if_done(self.run_id, self.svc)
+                return "done"
+            soak = parse_duration(self.spec["soakTime"]) if self.spec.get("soakTime") else timedelta(0)
+            if int(self.field("soakFor") if self.field("soakFor") not in (None, "") else -1) != current:
+                if current == 0:
+                    self.pin_patch_set(in_wave)
+                self.changes.update(soakFor=current, soakUntil=iso(self.now + soak))
+            until = parse_iso(self.field("soakUntil"))
+            if self.now < until:
+                self.save()
+                self.svc.send_advance(self.run_id, int((until - self.now).total_seconds()) + 1)
+                return "soaking"
+            current += 1
+            self.changes["currentWave"] = current
+        in_flight = [t for t in targets if t.get("admitted") and t["state"] not in TERMINAL_STATES]
+        limit = resolve(self.spec.get("maxConcurrency"), total) or total
+        per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
+        by_sub = Counter(t["RowKey"].split("|")[0] for t in targets)
+        busy = Counter(t["RowKey"].split("|")[0] for t in in_flight)
+        chosen: list[dict[str, Any]] = []
+        for target in sorted((t for t in targets if int(t.get("wave") or 0) == current and not t.get("admitted")
+                              and t["state"] == MachineState.QUEUED.value), key=lambda t: t["RowKey"]):
+            if len(in_flight) + len(chosen) >= limit:
+                break
+            sub = target["RowKey"].split("|")[0]
+            if per_sub_spec is not None and busy[sub] >= (resolve(per_sub_spec, by_sub[sub]) or by_sub[sub]):
+                continue
+            busy[sub] += 1
+            chosen.append(target)
+        self.svc.store.merge_targets([{"PartitionKey": self.run_id, "RowKey": t["RowKey"], "admitted": True,
+                                       "admittedAt": iso(self.now)} for t in chosen])
+        self.save()
+        for target in chosen:
+            self.svc.send_step(self.run_id, target["RowKey"], int(target["seq"]))
+        return f"admitted-{len(chosen)}"
+
+    def pin_patch_set(self, canary: list[dict[str, Any]]) -> None:
+        """Later waves install nothing the canary did not: on Linux, exactly the package versions it
+        installed (Windows is pinned by maxPatchPublishDate when the run was accepted)."""
+        packages: set[str] = set()
+        for target in canary:
+            if str(target.get("osType") or "").lower() != "linux" or target["state"] != MachineState.COMPLETED.value:
+                continue
+            for patch in self.svc.store.list_patches(self.run_id, target["RowKey"]):
+                if patch.get("installationState") == "Installed" and patch.get("name"):
+                    packages.add(f"{patch['name']}_{patch['version']}" if patch.get("version") else patch["name"])
+        if packages:
+            self.changes["pinnedLinuxPackages"] = json.dumps(sorted(packages))
+
+
+def resume(run_id: str, svc: Services) -> None:
+    """Re-queue what the halt skipped, count failures afresh from here, reopen the run, and advance."""
+    store = svc.store
+    targets = store.list_targets(run_id)
+    run = store.get_run(run_id) or {}
+    failure_on = json.loads(str(run.get("rollout") or "{}")).get("failureOn")
+    baseline = sum(1 for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
+                   and failure_kind(t, failure_on))
+    store.merge_targets([{"PartitionKey": run_id, "RowKey": t["RowKey"], "state": MachineState.QUEUED.value,
+                          "errorCode": "", "errorMessage": "", "completedAt": ""}
+                         for t in targets if t.get("errorCode") == "RunHalted"])
+    store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "failureBaseline": baseline,
+                              "active": True, "completedAt": "", "resumedAt": iso(utcnow())})
+    advance(run_id, svc)

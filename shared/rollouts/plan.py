@@ -1,0 +1,66 @@
+"""Pure rollout decisions: which wave each machine is in, and which outcomes spend the error budget."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shared.runs.model import MachineState
+from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
+
+
+def assign_waves(keys: list[str], waves: list[dict[str, Any]]) -> dict[str, int]:
+    """Machine key -> wave index. Waves naming machines or selecting them claim first, in wave order;
+    sized waves then take from the rest in request order; anything left over joins the last wave."""
+    if not waves:
+        return dict.fromkeys(keys, 0)
+    total = len(keys)
+    remaining = list(keys)
+    assigned: dict[str, int] = {}
+    for index, wave in enumerate(waves):
+        if "machines" in wave:
+            chosen = [k for k in remaining if k in set(wave["machines"])]
+        elif "selector" in wave:
+            chosen = [k for k in remaining if _selected(k, wave["selector"])]
+        else:
+            continue
+        for key in chosen:
+            assigned[key] = index
+        remaining = [k for k in remaining if k not in assigned]
+    for index, wave in enumerate(waves):
+        if "size" in wave:
+            count = len(remaining) if wave["size"] == "rest" else resolve(wave["size"], total) or 0
+            for key in remaining[:count]:
+                assigned[key] = index
+            remaining = remaining[count:]
+    for key in remaining:
+        assigned[key] = len(waves) - 1
+    return assigned
+
+
+def _selected(key: str, selector: dict[str, list[str]]) -> bool:
+    sub, group, _ = key.split("|")
+    return (not selector.get("subscriptions") or sub in selector["subscriptions"]) and (
+        not selector.get("resourceGroups") or group in selector["resourceGroups"])
+
+
+def failure_kind(target: Mapping[str, Any], failure_on: list[str] | None = None) -> str | None:
+    """Why a finished machine counts against maxFailures, or None. Skipped machines never do."""
+    kinds = set(failure_on or DEFAULT_FAILURE_ON)
+    state = target.get("state")
+    if state == MachineState.FAILED.value and "Failed" in kinds:
+        return "Failed"
+    if state == MachineState.TIMED_OUT.value and "TimedOut" in kinds:
+        return "TimedOut"
+    if state != MachineState.COMPLETED.value:
+        return None
+    status = str(target.get("status") or "")
+    if status in ("Failed", "Unknown") and "Failed" in kinds:
+        return "Failed"
+    if status == "CompletedWithWarnings" and "CompletedWithWarnings" in kinds:
+        return "CompletedWithWarnings"
+    if int(target.get("failedPatchCount") or 0) > 0 and "FailedPatches" in kinds:
+        return "FailedPatches"
+    if target.get("maintenanceWindowExceeded") and "MaintenanceWindowExceeded" in kinds:
+        return "MaintenanceWindowExceeded"
+    return None

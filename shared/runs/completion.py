@@ -1,0 +1,39 @@
+"""Closing a run: the last machine to finish (or the rollout controller) records its final status."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from shared.runs.model import iso, summarize, utcnow, with_discovery, with_rollout
+from shared.runs.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def complete_run_if_done(run_id: str, svc: Services) -> bool:
+    """Called after each terminal transition; the last machine to finish closes the run.
+
+    Each caller checks *after* its own update, so whichever finishes last sees no unfinished
+    machine. Two callers may both close it; the write is the same either way.
+    """
+    store = svc.store
+    if store.has_unfinished_targets(run_id):
+        return False
+    spec = svc.run_spec(run_id)
+    scopes = store.list_scopes(run_id) if spec is not None and spec.discovers else []
+    if any(not s.get("done") for s in scopes):
+        return False  # more machines may still be listed
+    summary = summarize(store.list_targets(run_id))
+    summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
+    if spec is not None and spec.rollout:
+        summary["status"] = with_rollout(summary["status"], store.get_run(run_id) or {})
+    store.update_run(run_id, {
+        "machineCount": summary["machineCount"],
+        "active": False,
+        "status": summary["status"],
+        "completedAt": iso(utcnow()),
+        "summary": json.dumps(summary),
+    })
+    log.info("run %s completed: %s", run_id, summary["status"])
+    return True

@@ -1,0 +1,138 @@
+"""`rollout` on a run: waves, concurrency, an error budget and one patch set. Parse and normalise.
+
+    "rollout": {
+      "waves": [{"name": "canary", "size": 1}, {"size": "10%"}, {"size": "rest"}],
+      "soakTime": "PT30M",
+      "maxConcurrency": 10,                      # or "20%": operations in flight in the whole run
+      "maxConcurrencyPerSubscription": "10%",    # and in any one subscription
+      "maxFailures": 1,                          # or "5%": then nothing new starts; the run ends Halted
+      "failureOn": ["Failed", "TimedOut", "FailedPatches"],
+      "approveAfterDays": 7                      # Windows: install nothing published in the last 7 days
+    }
+A wave is `{"size": n | "n%" | "rest"}`, `{"machines": [VM ids]}` or `{"selector": {"subscriptions",
+"resourceGroups"}}` (what a VM id says; tags and locations need the VM itself and are not offered).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.errors import ValidationError
+from shared.validation.durations import format_duration, parse_duration
+from shared.validation.install_parameters import json_object, reject_unknown
+from shared.validation.resource_ids import parse_vm_id
+
+FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
+          "approveAfterDays"}
+WAVE_FIELDS = {"name", "size", "machines", "selector"}
+FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "FailedPatches",
+            "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
+DEFAULT_FAILURE_ON = ["Failed", "TimedOut", "FailedPatches"]
+MAX_WAVES = 20
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+def count_or_percent(value: object, target: str, *, allow_rest: bool = False) -> int | str:
+    """A whole number >= 0 (>= 1 for sizes), "N%" with 1-100, or "rest"."""
+    if isinstance(value, bool):
+        raise ValidationError(f"{target} must be a number or a percentage such as \"10%\"", target=target)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if allow_rest and text == "rest":
+            return "rest"
+        match = _PERCENT.match(text)
+        if match and 1 <= int(match[1]) <= 100:
+            return f"{int(match[1])}%"
+    rest = ', or "rest"' if allow_rest else ""
+    raise ValidationError(f"{target} must be a whole number or a percentage from 1% to 100%{rest}", target=target)
+
+
+def resolve(value: int | str | None, total: int) -> int | None:
+    """A count or percentage of `total` machines; a percentage rounds up so it is never zero."""
+    if value is None or value == "rest":
+        return None
+    if isinstance(value, int):
+        return value
+    return max(1, -(-total * int(value.rstrip("%")) // 100))
+
+
+def parse_rollout(raw: object) -> dict[str, Any]:
+    spec = json_object(raw, "rollout")
+    reject_unknown(spec, FIELDS, "rollout")
+    out: dict[str, Any] = {}
+    waves = spec.get("waves")
+    if waves is not None:
+        if not isinstance(waves, list) or not 1 <= len(waves) <= MAX_WAVES:
+            raise ValidationError(f"rollout.waves must be an array of 1 to {MAX_WAVES} waves", target="rollout.waves")
+        out["waves"] = [_wave(w, f"rollout.waves[{i}]") for i, w in enumerate(waves)]
+        rests = [i for i, w in enumerate(out["waves"]) if w.get("size") == "rest"]
+        if len(rests) > 1 or (rests and rests[0] != len(out["waves"]) - 1):
+            raise ValidationError("only the last wave may be \"rest\"", target=f"rollout.waves[{rests[0]}].size")
+    if spec.get("soakTime") is not None:
+        try:
+            out["soakTime"] = format_duration(parse_duration(str(spec["soakTime"])))
+        except ValueError as exc:
+            raise ValidationError(f"rollout.soakTime: {exc}", target="rollout.soakTime") from None
+    for name in ("maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures"):
+        if spec.get(name) is not None:
+            value = count_or_percent(spec[name], f"rollout.{name}")
+            if name != "maxFailures" and value == 0:
+                raise ValidationError(f"rollout.{name} must be at least 1", target=f"rollout.{name}")
+            out[name] = value
+    failure_on = spec.get("failureOn")
+    if failure_on is not None:
+        if not isinstance(failure_on, list) or not failure_on:
+            raise ValidationError("rollout.failureOn must be a non-empty array", target="rollout.failureOn")
+        kinds = []
+        for i, kind in enumerate(failure_on):
+            canonical = FAILURES.get(str(kind).replace(" ", "").lower())
+            if canonical is None:
+                raise ValidationError(f"rollout.failureOn[{i}] is {kind!r}; allowed: {', '.join(FAILURES.values())}",
+                                      target=f"rollout.failureOn[{i}]")
+            kinds.append(canonical)
+        out["failureOn"] = sorted(set(kinds))
+    if spec.get("approveAfterDays") is not None:
+        days = spec["approveAfterDays"]
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 365:
+            raise ValidationError("rollout.approveAfterDays must be a whole number of days from 0 to 365",
+                                  target="rollout.approveAfterDays")
+        out["approveAfterDays"] = days
+    return out
+
+
+def _wave(raw: object, target: str) -> dict[str, Any]:
+    wave = json_object(raw, target)
+    reject_unknown(wave, WAVE_FIELDS, target)
+    kinds = [k for k in ("size", "machines", "selector") if k in wave]
+    if len(kinds) != 1:
+        raise ValidationError(f"{target} needs exactly one of size, machines or selector", target=target)
+    out: dict[str, Any] = {"name": str(wave.get("name") or "")[:64]}
+    if "size" in wave:
+        size = count_or_percent(wave["size"], f"{target}.size", allow_rest=True)
+        if size == 0:
+            raise ValidationError(f"{target}.size must be at least 1", target=f"{target}.size")
+        out["size"] = size
+    elif "machines" in wave:
+        machines = wave["machines"]
+        if not isinstance(machines, list) or not machines:
+            raise ValidationError(f"{target}.machines must be a non-empty array of VM ids", target=f"{target}.machines")
+        out["machines"] = [parse_vm_id(m, target=f"{target}.machines[{i}]").key for i, m in enumerate(machines)]
+    else:
+        selector = json_object(wave["selector"], f"{target}.selector")
+        reject_unknown(selector, {"subscriptions", "resourceGroups"}, f"{target}.selector")
+        clean: dict[str, list[str]] = {}
+        for key in ("subscriptions", "resourceGroups"):
+            values = selector.get(key)
+            if values is not None:
+                if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+                    raise ValidationError(f"{target}.selector.{key} must be an array of names",
+                                          target=f"{target}.selector.{key}")
+                clean[key] = [v.lower() for v in values]
+        if not clean:
+            raise ValidationError(f"{target}.selector needs subscriptions and/or resourceGroups",
+                                  target=f"{target}.selector")
+        out["selector"] = clean
+    return out

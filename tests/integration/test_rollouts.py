@@ -1,0 +1,158 @@
+"""Rollouts against Azurite and the ARM simulator: a failing canary halts the run before anything else
+starts, concurrency limits hold (measured on the simulator's side), a cancel starts nothing new, a
+halted run resumes, and later waves get the canary's patch set."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.functions import runs_api
+from shared.runs.services import Services
+from tests.integration.queue_pump import QueuePump
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+from .conftest import DEV_TOKEN
+
+INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    # Operations of 1-4 simulated hours take 0.1-0.4 s here.
+    return SimulatorConfig(vms=30, subscriptions=2, seed=12, time_scale=36000.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1)
+
+
+def post(machines: list[str], rollout: dict[str, Any], install: dict[str, Any] | None = None) -> str:
+    body = json.dumps({"machines": machines, "installPatches": install or INSTALL, "rollout": rollout}).encode()
+    resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1:7071/api/runs", body=body))
+    assert resp.status_code == 202, resp.get_body()
+    return json.loads(resp.get_body())["id"]
+
+
+def view(run_id: str) -> dict[str, Any]:
+    resp = runs_api.get_run(func.HttpRequest("GET", "http://127.0.0.1/api/runs/x", body=b"",
+                                             route_params={"runId": run_id}))
+    return json.loads(resp.get_body())
+
+
+def action(fn: Any, run_id: str) -> tuple[int, dict[str, Any]]:
+    resp = fn(func.HttpRequest("POST", "http://127.0.0.1/api/runs/x/y", body=b"", route_params={"runId": run_id}))
+    return resp.status_code, json.loads(resp.get_body())
+
+
+def finished(run_id: str) -> bool:
+    return view(run_id)["status"] not in ("Accepted", "InProgress")
+
+
+def installs(sim: Simulator) -> dict[str, int]:
+    return {vm: c["installPatchesAccepted"] for vm, c in sim.calls()["byVm"].items()}
+
+
+@pytest.mark.parametrize("simulator_config", [SimulatorConfig(
+    vms=100, subscriptions=2, seed=14, time_scale=36000.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Services, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()
+    canary = vms[0]
+    simulator.set_power(canary, "deallocated")  # installPatches on it fails: the canary fails
+    run_id = post(vms, {"waves": [{"name": "canary", "machines": [canary]}, {"size": "rest"}], "maxFailures": 1,
+                        "maxConcurrency": 20})
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
+    run = view(run_id)
+    assert run["status"] == "Halted", run["states"]
+    assert run["rollout"]["halted"]["machines"] == [canary] and "maxFailures is 1" in run["rollout"]["halted"]["reason"]
+    assert sum(installs(simulator).values()) == 0
+    assert sum(c["installPatches"] for c in simulator.calls()["byVm"].values()) == 1  # the canary's refused POST
+    skipped = [m for m in run["machines"] if m["state"] == "Skipped"]
+    assert len(skipped) == 99 and {m["error"]["code"] for m in skipped} == {"RunHalted"}
+
+    status, _ = action(runs_api.resume_run, run_id)
+    assert status in (200, 202)
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=90)
+    run = view(run_id)
+    assert run["status"] == "Failed"  # the canary still failed; the other 99 went on
+    assert sum(installs(simulator).values()) == 99
+    assert sorted(m["state"] for m in run["machines"]).count("Completed") == 99
+
+
+@pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1-4 s: long enough to overlap
+    vms=12, subscriptions=2, seed=12, time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+def test_concurrency_limits_hold_per_run_and_per_subscription(services: Services, simulator: Simulator) -> None:
+    run_id = post(simulator.vm_ids(), {"maxConcurrency": 3, "maxConcurrencyPerSubscription": 2})
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
+    assert view(run_id)["status"] in ("Succeeded", "CompletedWithWarnings")
+    peaks = simulator.calls()["peakConcurrentBySubscription"]
+    assert peaks["*"] == 3  # the limit was used, and never passed
+    assert all(n <= 2 for sub, n in peaks.items() if sub != "*") and max(peaks.values()) >= 2
+    assert set(installs(simulator).values()) == {1}
+
+
+def test_a_canceled_run_starts_nothing_new(services: Services, simulator: Simulator) -> None:
+    run_id = post(simulator.vm_ids()[:10], {"maxConcurrency": 2})
+    pump = QueuePump(services)
+    pump.run_until(lambda: sum(installs(simulator).values()) >= 2, timeout=30)
+    status, body = action(runs_api.cancel_run, run_id)
+    assert status in (200, 202) and body["rollout"]["canceledAt"]
+    started = sum(installs(simulator).values())
+    pump.run_until(lambda: finished(run_id), timeout=60)
+    run = view(run_id)
+    assert run["status"] == "Canceled"
+    assert sum(installs(simulator).values()) == started  # nothing new after the cancel
+    assert len([m for m in run["machines"] if m["state"] == "Completed"]) == started
+    assert {m["error"]["code"] for m in run["machines"] if m["state"] == "Skipped"} == {"RunCanceled"}
+    assert action(runs_api.cancel_run, run_id)[0] == 409  # finished
+
+
+def test_later_waves_install_the_canary_patch_set(services: Services, simulator: Simulator) -> None:
+    state = simulator.state()["vms"]
+    linux = [v["id"] for v in state if v["osType"] == "Linux"]
+    windows = [v["id"] for v in state if v["osType"] == "Windows"]
+    machines = linux[:4] + windows[:3]
+    before = datetime.now(UTC)
+    run_id = post(machines, {"waves": [{"name": "canary", "machines": [linux[0]]}, {"size": "rest"}],
+                             "soakTime": "PT1S", "approveAfterDays": 7})
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
+    run = view(run_id)
+    assert run["status"] in ("Succeeded", "CompletedWithWarnings")
+    canary_op = next(v for v in simulator.state()["vms"] if v["id"] == linux[0])["operations"][0]
+    installed = sorted(f"{p['name']}_{p['version']}" for p in canary_op["result"]["patches"]
+                       if p["installationState"] == "Installed")
+    assert installed and run["rollout"]["pinnedLinuxPackages"] == installed
+    ops = {v["id"]: v["operations"] for v in simulator.state()["vms"]}
+    for vm in linux[1:4]:  # exactly the canary's versions, and nothing chosen by classification
+        sent = ops[vm][0]["request"]["linuxParameters"]
+        assert sent["packageNameMasksToInclude"] == installed and "classificationsToInclude" not in sent
+    cutoff = (before - timedelta(days=7)).strftime("%Y-%m-%d")
+    for vm in [linux[0], *windows[:3]]:
+        sent = ops[vm][0]["request"]
+        if vm in windows:  # pinned when the run was accepted: 7 days before its start
+            assert sent["windowsParameters"]["maxPatchPublishDate"].startswith(cutoff)
+    waves = {m["id"]: m["wave"] for m in run["machines"]}
+    assert waves[linux[0]] == 0 and {waves[m] for m in machines[1:]} == {1}
+
+
+@pytest.mark.parametrize(("rollout", "target"), [
+    ({"waves": [{"size": "rest"}, {"size": 1}]}, "rollout.waves[0].size"),
+    ({"waves": [{"size": "110%"}]}, "rollout.waves[0].size"),
+    ({"waves": [{"size": 1, "machines": []}]}, "rollout.waves[0]"),
+    ({"maxConcurrency": 0}, "rollout.maxConcurrency"),
+    ({"maxFailures": "-1"}, "rollout.maxFailures"),
+    ({"failureOn": ["Sometimes"]}, "rollout.failureOn[0]"),
+    ({"soakTime": "tomorrow"}, "rollout.soakTime"),
+    ({"waves": [{"machines": ["/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+                              "Microsoft.Compute/virtualMachines/elsewhere"]}]}, "rollout.waves[0].machines[0]"),
+    ({"speed": "fast"}, "rollout.speed"),
+])
+def test_bad_rollouts_are_400_and_write_nothing(services: Services, simulator: Simulator, rollout: dict[str, Any],
+                                               target: str) -> None:
+    body = json.dumps({"machines": simulator.vm_ids()[:3], "installPatches": INSTALL, "rollout": rollout}).encode()
+    resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs", body=body))
+    assert resp.status_code == 400 and json.loads(resp.get_body())["error"]["target"] == target
+    assert services.store.list_runs(5, None)[0] == []
