@@ -5,6 +5,7 @@ import azure.functions as func
 from shared.functions import (
     assessment_workers,
     assessments_api,
+    event_workers,
     maintenance_api,
     maintenance_timers,
     run_workers,
@@ -18,3 +19,4 @@ app.register_functions(maintenance_timers.bp)
 app.register_functions(assessments_api.bp)
 app.register_functions(assessment_workers.bp)
 app.register_functions(maintenance_api.bp)
+app.register_functions(event_workers.bp)

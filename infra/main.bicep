@@ -36,6 +36,17 @@ param sweepSchedule string = '0 */5 * * * *'
 @description('NCRONTAB schedule of the periodic assessment (six fields, UTC). Azure assesses daily; so do we.')
 param assessmentSchedule string = '0 0 3 * * *'
 
+@description('Webhook URLs (comma-separated, https) that receive PatchPilot events; empty for none.')
+param eventWebhooks string = ''
+
+@description('Event format for the webhooks: CloudEvents (1.0 JSON) or EventGrid (an Event Grid topic or a Logic App).')
+@allowed(['CloudEvents', 'EventGrid'])
+param eventSchema string = 'CloudEvents'
+
+@secure()
+@description('Key for the HMAC-SHA256 signature on every event and hook call (X-PatchPilot-Signature).')
+param eventSigningKey string = ''
+
 @minValue(1)
 @description('Days of assessment history kept per machine (pruned as new results arrive).')
 param assessmentRetentionDays int = 90
@@ -77,6 +88,7 @@ var discoveryQueue = 'patch-discovery'
 var machinesTable = 'patchmachines'
 var assessmentsTable = 'patchassessments'
 var maintenanceTable = 'patchmaintenance'
+var eventsQueue = 'patch-events'
 
 // environment().resourceManager ends with "/"; the app wants scheme://host.
 var armEndpointTrimmed = endsWith(armEndpoint, '/') ? substring(armEndpoint, 0, length(armEndpoint) - 1) : armEndpoint
@@ -120,6 +132,8 @@ module storage 'app/storage.bicep' = {
       '${operationsQueue}-poison'
       discoveryQueue
       '${discoveryQueue}-poison'
+      eventsQueue
+      '${eventsQueue}-poison'
     ]
     tableNames: [
       runsTable
@@ -170,6 +184,10 @@ var appSettings = {
   MAINTENANCE_TABLE: maintenanceTable
   // Every minute: a window opens within a minute of its start.
   MAINTENANCE_SCHEDULE: '0 * * * * *'
+  EVENTS_QUEUE: eventsQueue
+  EVENT_WEBHOOKS: eventWebhooks
+  EVENT_SCHEMA: eventSchema
+  EVENT_SIGNING_KEY: eventSigningKey
 }
 
 module api 'app/api.bicep' = {

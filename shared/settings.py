@@ -101,6 +101,11 @@ class Settings:
     assessment_retention_days: int
     assessment_freshness_hours: int
     maintenance_table: str
+    events_queue: str
+    event_webhooks: tuple[str, ...]
+    event_signing_key: str | None
+    event_schema: str
+    event_max_attempts: int
     schedule_clock_origin: str | None
     schedule_clock_scale: float
 
@@ -143,8 +148,29 @@ class Settings:
             assessment_retention_days=_int("ASSESSMENT_RETENTION_DAYS", 90, minimum=1),
             assessment_freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1),
             maintenance_table=_str("MAINTENANCE_TABLE", "patchmaintenance"),
+            events_queue=_str("EVENTS_QUEUE", "patch-events"),
+            event_webhooks=tuple(check_hook_url(u, "EVENT_WEBHOOKS") for u in _list("EVENT_WEBHOOKS")),
+            event_signing_key=os.environ.get("EVENT_SIGNING_KEY", "").strip() or None,
+            event_schema=_schema(_str("EVENT_SCHEMA", "CloudEvents")),
+            event_max_attempts=_int("EVENT_MAX_ATTEMPTS", 8, minimum=1),
             **_schedule_clock(endpoint),
         )
+
+
+def check_hook_url(url: str, what: str) -> str:
+    """Webhooks get https; plain http only on loopback (tests, a local receiver)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme == "https" and parts.hostname:
+        return url.strip()
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return url.strip()
+    raise SettingsError(f"{what}: {url!r} must be an https URL (plain http only on loopback)")
+
+
+def _schema(value: str) -> str:
+    if value.lower() not in ("cloudevents", "eventgrid"):
+        raise SettingsError(f"setting EVENT_SCHEMA must be CloudEvents or EventGrid, got {value!r}")
+    return "EventGrid" if value.lower() == "eventgrid" else "CloudEvents"
 
 
 def _schedule_clock(endpoint: str) -> dict[str, object]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError
 
+from shared.events.publish import emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
 from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, utcnow
@@ -96,7 +97,17 @@ class Round:
                              f"maxFailures is {self.spec['maxFailures']}: nothing new starts",
                 haltedMachines=json.dumps([t["resourceId"] for t in failed][:100]), haltedAt=iso(self.now))
             log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
+            emit(self.svc, "patchpilot.run.halted", run_subject(self.run_id), {
+                "runId": self.run_id, "reason": self.changes["haltedReason"],
+                "machines": json.loads(self.changes["haltedMachines"])})
             return self.stop(targets)
+        hook = self.spec.get("preHook")
+        if hook and not self.field("preHookAt"):  # nothing starts before the pre-run hook said yes
+            if not self.field("preHookRequestedAt"):
+                self.changes["preHookRequestedAt"] = iso(self.now)
+                self.save()
+                self.svc.send_delivery({"kind": "prehook", "runId": self.run_id})
+            return "waiting-prehook"
         return self.admit(targets, total)
 
     def plan(self, targets: list[dict[str, Any]]) -> None:
@@ -145,6 +156,10 @@ class Round:
                 if current == 0:
                     self.pin_patch_set(in_wave)
                 self.changes.update(soakFor=current, soakUntil=iso(self.now + soak))
+                emit(self.svc, "patchpilot.wave.completed", run_subject(self.run_id), {
+                    "runId": self.run_id, "wave": current, "machines": len(in_wave),
+                    "failed": sum(1 for t in in_wave if failure_kind(t, self.spec.get("failureOn")))},
+                    key=str(current))
             until = parse_iso(self.field("soakUntil"))
             if self.now < until:
                 self.save()

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.errors import ApiError, ValidationError
+from shared.events.publish import emit, run_subject
 from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import Services
 from shared.validation.resource_ids import VmRef
@@ -131,6 +132,9 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
     if not store.create_run(run):
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
         return store.get_run(run_id) or {"PartitionKey": "run", **run}, False
+    emit(svc, "patchpilot.run.started", run_subject(run_id), {
+        "runId": run_id, "operation": new.operation, "origin": new.origin, "machineCount": len(new.machines),
+        "scopes": [s.resource_id for s in new.scopes]})
     for index in range(len(new.scopes)):
         svc.send_discovery(run_id, index, 0)
     if new.machines:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from shared.events.publish import emit, run_subject
 from shared.runs.model import iso, summarize, utcnow, with_discovery, with_rollout
 from shared.runs.services import Services
 
@@ -36,4 +37,11 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
         "summary": json.dumps(summary),
     })
     log.info("run %s completed: %s", run_id, summary["status"])
+    outcome = {"runId": run_id, "status": summary["status"], "machineCount": summary["machineCount"],
+               "outcomes": summary["outcomes"]}
+    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome)
+    run = store.get_run(run_id) if spec is not None and spec.rollout else None
+    post_hook = json.loads(str((run or {}).get("rollout") or "{}")).get("postHook")
+    if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
+        svc.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
     return True

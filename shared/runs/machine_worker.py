@@ -33,6 +33,7 @@ from shared.arm.operations import (
 )
 from shared.assessments.results import record_outcome
 from shared.errors import ArmConnectionError, UntrustedEndpointError
+from shared.events.publish import emit, run_subject
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
 from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
@@ -295,6 +296,10 @@ class MachineStep:
         self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
                       "completedAt": iso(utcnow())})
         run_id = self.target["PartitionKey"]
+        emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
+            "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
+            **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
+               if self.target.get(k) not in (None, "")}})
         spec = self.svc.run_spec(run_id)
         if spec is not None and spec.rollout:
             advance(run_id, self.svc)  # frees a slot: the controller admits the next machine, or closes the run

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
+import requests
 from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
@@ -72,6 +73,21 @@ class Services:
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
         self._send(self.discovery_queue, "discovery", {"runId": run_id, "scope": scope, "page": page}, delay_seconds)
+
+    @cached_property
+    def events_queue(self) -> QueueClient:
+        return queue(self.settings.events_queue)
+
+    @cached_property
+    def hooks_session(self) -> requests.Session:
+        """For webhooks and hooks only: never the ARM session, never a bearer token."""
+        session = requests.Session()
+        session.trust_env = False
+        return session
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+        """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""
+        self._send(self.events_queue, "events", message, delay_seconds)
 
     def send_dispatch(self, run_id: str) -> None:
         self._send(self.dispatch_queue, "dispatch", {"runId": run_id})

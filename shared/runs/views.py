@@ -50,6 +50,11 @@ def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
                           "machines": json.loads(run.get("haltedMachines") or "[]")}
     if run.get("canceledAt"):
         view["canceledAt"] = run["canceledAt"]
+        if run.get("canceledReason"):
+            view["canceledReason"] = run["canceledReason"]
+    if run.get("preHookAt"):
+        view["preHook"] = {"at": run["preHookAt"], "status": run.get("preHookStatus"),
+                           "answer": run.get("preHookAnswer", "")}
     if run.get("pinnedLinuxPackages"):
         view["pinnedLinuxPackages"] = json.loads(run["pinnedLinuxPackages"])
     return view

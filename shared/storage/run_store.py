@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.runs.model import TERMINAL_STATES
+from shared.runs.model import TERMINAL_STATES, iso, utcnow
 from shared.settings import Settings
 from shared.storage.clients import table
 
@@ -107,6 +108,14 @@ class RunStore:
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, hashlib.sha256(key.encode()).hexdigest()))
         except ResourceNotFoundError:
             return None
+
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        """An event or hook PatchPilot gave up delivering, kept for a person to look at."""
+        self.ops["deadLetter"] += 1
+        now = utcnow()
+        self.runs.create_entity({"PartitionKey": "deadletter",
+                                 "RowKey": f"{10**13 - int(now.timestamp() * 1000):013d}-{secrets.token_hex(4)}",
+                                 "at": iso(now), **record})
 
     # -- runs ----------------------------------------------------------------------------------
     def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:

@@ -7,7 +7,9 @@
       "maxConcurrencyPerSubscription": "10%",    # and in any one subscription
       "maxFailures": 1,                          # or "5%": then nothing new starts; the run ends Halted
       "failureOn": ["Failed", "TimedOut", "FailedPatches"],
-      "approveAfterDays": 7                      # Windows: install nothing published in the last 7 days
+      "approveAfterDays": 7,                     # Windows: install nothing published in the last 7 days
+      "preHook": {"url": "https://...", "timeoutSeconds": 60},  # must answer 2xx before the first wave
+      "postHook": {"url": "https://..."}         # told the outcome when the run ends
     }
 A wave is `{"size": n | "n%" | "rest"}`, `{"machines": [VM ids]}` or `{"selector": {"subscriptions",
 "resourceGroups"}}` (what a VM id says; tags and locations need the VM itself and are not offered).
@@ -19,12 +21,14 @@ import re
 from typing import Any
 
 from shared.errors import ValidationError
+from shared.settings import SettingsError, check_hook_url
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import parse_vm_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
-          "approveAfterDays"}
+          "approveAfterDays", "preHook", "postHook"}
+MAX_HOOK_SECONDS = 200  # a queue worker answers well within the host's 5-minute function timeout
 WAVE_FIELDS = {"name", "size", "machines", "selector"}
 FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "FailedPatches",
             "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
@@ -100,6 +104,26 @@ def parse_rollout(raw: object) -> dict[str, Any]:
             raise ValidationError("rollout.approveAfterDays must be a whole number of days from 0 to 365",
                                   target="rollout.approveAfterDays")
         out["approveAfterDays"] = days
+    for name in ("preHook", "postHook"):
+        if spec.get(name) is not None:
+            out[name] = _hook(spec[name], f"rollout.{name}", timeout=name == "preHook")
+    return out
+
+
+def _hook(raw: object, target: str, *, timeout: bool) -> dict[str, Any]:
+    """`{"url": "https://...", "timeoutSeconds": 60}`: a webhook PatchPilot POSTs to (signed)."""
+    hook = json_object(raw, target)
+    reject_unknown(hook, {"url", "timeoutSeconds"} if timeout else {"url"}, target)
+    try:
+        out: dict[str, Any] = {"url": check_hook_url(str(hook.get("url") or ""), f"{target}.url")}
+    except SettingsError as exc:
+        raise ValidationError(str(exc), target=f"{target}.url") from None
+    if timeout:
+        seconds = hook.get("timeoutSeconds", 60)
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_HOOK_SECONDS:
+            raise ValidationError(f"{target}.timeoutSeconds must be 1 to {MAX_HOOK_SECONDS}",
+                                  target=f"{target}.timeoutSeconds")
+        out["timeoutSeconds"] = seconds
     return out
 
 

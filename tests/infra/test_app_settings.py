@@ -47,6 +47,7 @@ NOT_SET_IN_AZURE = {
     "OPERATION_GRACE_SECONDS": "sweeper tuning knob: how long an operation may run before it is chased",
     "CLAIM_TIMEOUT_SECONDS": "sweeper tuning knob: when a claimed step counts as abandoned",
     "ARM_TIMEOUT_SECONDS": "HTTP timeout per ARM call",
+    "EVENT_MAX_ATTEMPTS": "delivery tuning knob: attempts before an event becomes a dead letter",
     "SCHEDULE_CLOCK_ORIGIN": "compressed clock for the simulator only; settings.py refuses it for real ARM",
     "SCHEDULE_CLOCK_SCALE": "compressed clock for the simulator only; settings.py refuses it for real ARM",
 }

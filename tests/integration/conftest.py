@@ -50,6 +50,7 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
         "ASSESSMENT_SCHEDULE": "0 0 3 1 1 *",  # never during a test; tests call the timer themselves
         "MAINTENANCE_TABLE": f"maintenance{tag}",
         "MAINTENANCE_SCHEDULE": "0 0 3 1 1 *",
+        "EVENTS_QUEUE": f"events-{tag}",
         **FAST,
     }
 

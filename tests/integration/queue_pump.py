@@ -17,7 +17,7 @@ import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared.functions import assessment_workers, run_workers
+from shared.functions import assessment_workers, event_workers, run_workers
 from shared.runs.services import Services
 
 
@@ -37,6 +37,9 @@ class QueuePump:
             (QueueClient.from_connection_string(conn, svc.settings.discovery_queue,
                                                 message_decode_policy=TextBase64DecodePolicy()),
              assessment_workers.discovery_worker),
+            (QueueClient.from_connection_string(conn, svc.settings.events_queue,
+                                                message_decode_policy=TextBase64DecodePolicy()),
+             event_workers.event_delivery),
         ]
 
         for client, _fn in self.routes:
