@@ -17,6 +17,7 @@ from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
 from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.rollout import parse_rollout
 from shared.validation.scopes import ScopeRef, parse_scope
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -28,7 +29,7 @@ DEFAULT_DURATION = "03:55"
 NO_EXPIRATION = "9999-12-31 23:59"
 RESOURCE_FIELDS = {"id", "name", "type", "location", "tags", "systemData", "properties", "etag"}
 PROPERTY_FIELDS = {"namespace", "extensionProperties", "maintenanceScope", "visibility", "maintenanceWindow",
-                   "installPatches"}
+                   "installPatches", "rollout"}  # rollout: PatchPilot's own, not Azure's
 WINDOW_FIELDS = {"startDateTime", "expirationDateTime", "duration", "timeZone", "recurEvery"}
 PATCH_FIELDS = {"rebootSetting", "windowsParameters", "linuxParameters", "tasks"}
 
@@ -69,6 +70,7 @@ class MaintenanceConfiguration:
     properties: dict[str, Any]  # normalised, as stored and shown
     schedule: Schedule
     install_patches: dict[str, Any]  # rebootSetting + per-OS parameters, without maximumDuration
+    rollout: dict[str, Any] | None = None  # waves, limits and hooks for every window's run
 
     def resource(self) -> dict[str, Any]:
         """The ARM-shaped resource the API returns."""
@@ -103,7 +105,11 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
         "maintenanceWindow": window,
         "installPatches": patches,
     }
-    return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install)
+    rollout = parse_rollout(props["rollout"]) if props.get("rollout") is not None else None
+    if rollout is not None:
+        normalised["rollout"] = rollout
+    return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install,
+                                    rollout)
 
 
 def _check_extras(props: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from shared.maintenance.configuration import (
     parse_assignment,
 )
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.runs.accept import NewRun, accept, internal_key
+from shared.runs.accept import NewRun, accept, internal_key, pin_windows_publish_date
 from shared.runs.model import iso, parse_iso
 from shared.runs.services import Services
 from shared.validation.durations import format_duration
@@ -119,6 +119,10 @@ def window_run(config: MaintenanceConfiguration, assignments: list[Assignment], 
     minutes = int(maximum.total_seconds() // 60)
     parameters: dict[str, Any] = {"maximumDuration": format_duration(timedelta(minutes=minutes)),
                                   **config.install_patches}
+    rollout: tuple[tuple[str, Any], ...] = ()
+    if config.rollout is not None:  # the same safe rollout as a run asked for over HTTP
+        parameters = pin_windows_publish_date(parameters, config.rollout)
+        rollout = (("rollout", json.dumps(config.rollout, separators=(",", ":"))),)
     machines = {a.vm.key: a.vm for a in assignments if a.vm is not None}
     dynamic = [a for a in assignments if a.scope is not None]
     fingerprint = hashlib.sha256(f"{config.name.lower()}|{iso(begin)}".encode()).hexdigest()
@@ -128,7 +132,8 @@ def window_run(config: MaintenanceConfiguration, assignments: list[Assignment], 
         scopes=tuple(a.scope for a in dynamic if a.scope is not None),
         filters=tuple(a.filter for a in dynamic),
         origin="maintenance",
-        extra=(("maintenanceConfiguration", config.name), ("windowStart", iso(begin)), ("windowEnd", iso(end))),
+        extra=(("maintenanceConfiguration", config.name), ("windowStart", iso(begin)), ("windowEnd", iso(end)),
+               *rollout),
     )
 
 

@@ -271,3 +271,23 @@ def test_a_vm_the_first_window_failed_to_patch_is_patched_by_the_second(services
     QueuePump(services).run_until(lambda: finished(second), timeout=60)
     assert run_of(second)["machines"][0]["state"] == "Completed"
     assert simulator.calls()["byVm"][vm.lower()]["installPatchesAccepted"] == 2
+
+
+@pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1-4 s, so they overlap
+    vms=8, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+def test_a_window_run_follows_the_configurations_rollout(services: Services, simulator: Simulator) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    body = configuration(now - timedelta(minutes=1))
+    body["properties"]["rollout"] = {"waves": [{"name": "canary", "size": 1}, {"size": "rest"}],
+                                     "maxConcurrency": 2}
+    put("careful", body)
+    assign("careful", "all", {"resourceId": f"/subscriptions/{simulator.subscriptions()[0]}"})
+    assert open_due_windows(services, now)["opened"] == 1
+    run_id = occurrences("careful", now - timedelta(minutes=5), 1)[0]["runId"]
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
+    run = run_of(run_id)
+    assert run["status"] in ("Succeeded", "CompletedWithWarnings") and run["rollout"]["maxConcurrency"] == 2
+    assert sorted(m["wave"] for m in run["machines"]) == [0] + [1] * 7
+    assert simulator.calls()["peakConcurrentBySubscription"]["*"] <= 2
+    windows_sent = [v["operations"][0]["request"] for v in simulator.state()["vms"] if v["osType"] == "Windows"]
+    assert all("maxPatchPublishDate" in r["windowsParameters"] for r in windows_sent)  # one patch set
