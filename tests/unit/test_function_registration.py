@@ -47,3 +47,11 @@ def test_maintenance_triggers_read_their_settings() -> None:
     names = {n for n in found if found[n]["type"] == "httpTrigger" and found[n]["route"] in (
         f"{base}/{{name}}", f"{base}/{{name}}/assignments/{{assignmentName}}")}
     assert len(names) == 6  # PUT, GET and DELETE of each
+
+
+def test_rollout_and_event_triggers() -> None:
+    found = triggers()
+    assert found["event_delivery"]["queueName"] == "%EVENTS_QUEUE%"
+    assert found["event_delivery_poison"]["queueName"] == "%EVENTS_QUEUE%-poison"
+    routes = {found[n]["route"] for n in found if found[n]["type"] == "httpTrigger"}
+    assert {"runs/{runId}/cancel", "runs/{runId}/resume"} <= routes
