@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -157,14 +158,31 @@ class Settings:
         )
 
 
-def check_hook_url(url: str, what: str) -> str:
-    """Webhooks get https; plain http only on loopback (tests, a local receiver)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme == "https" and parts.hostname:
-        return url.strip()
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return url.strip()
-    raise SettingsError(f"{what}: {url!r} must be an https URL (plain http only on loopback)")
+def check_hook_url(url: str, what: str, *, public_only: bool = False, allow_local: bool = True) -> str:
+    """Webhooks get https; plain http only on loopback (tests, a local receiver).
+
+    `public_only` (URLs a caller puts in a request, not the operator's settings): the host must
+    resolve only to public addresses, so a request cannot point PatchPilot at the instance metadata
+    service, the Functions host's admin API or a private network. `allow_local` lifts that for a
+    development setup against the local simulator.
+    """
+    text = url.strip()
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    if not host or parts.scheme not in ("https", "http") or (parts.scheme == "http" and not is_loopback_host(host)):
+        raise SettingsError(f"{what}: {url!r} must be an https URL (plain http only on loopback)")
+    if parts.scheme == "http" and not allow_local:
+        raise SettingsError(f"{what}: {url!r} must be an https URL")
+    if public_only and not allow_local:
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)}
+        except OSError:
+            raise SettingsError(f"{what}: the host of {url!r} does not resolve") from None
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if not ip.is_global:
+                raise SettingsError(f"{what}: {url!r} resolves to {address}, which is not a public address")
+    return text
 
 
 def _schema(value: str) -> str:

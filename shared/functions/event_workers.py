@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from shared.events.delivery import deliver
+from shared.events.delivery import deliver, fail_pre_hook
 from shared.functions.queue_input import parse_message
 from shared.runs.messages import BadMessageError
 from shared.runs.services import get_services
@@ -40,7 +40,10 @@ def event_delivery(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%-poison", connection="AzureWebJobsStorage")
 def event_delivery_poison(msg: func.QueueMessage) -> None:
     message = parse_message(msg, parse_delivery, "poisoned delivery")
-    if message:
+    if message and message["kind"] == "prehook":
+        fail_pre_hook(str(message["runId"]), get_services(),
+                      "calling the pre-run hook failed repeatedly (poison queue); the run was not started")
+    elif message:
         get_services().store.dead_letter({"url": str(message.get("url") or ""), "kind": str(message["kind"]),
                                           "attempts": int(str(message.get("attempt") or 1)),
                                           "lastError": "the delivery worker failed repeatedly (poison queue)",

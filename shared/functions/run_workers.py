@@ -47,7 +47,9 @@ def operation_poison(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
 def dispatch_poison(msg: func.QueueMessage) -> None:
     parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
-    if parsed:
+    if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
+        log.warning("poisoned advance for run=%s dropped", parsed.run_id)
+    elif parsed:
         svc = get_services()
         failed = fail_undispatched(parsed.run_id, svc, f"dispatching the run failed repeatedly and the message "
                                                        f"was moved to {svc.settings.dispatch_queue}-poison")

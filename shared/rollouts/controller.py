@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,34 +27,58 @@ from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
 from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, utcnow
 from shared.runs.services import Services
+from shared.storage.run_store import TargetsChangedError
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import resolve
 
 log = logging.getLogger(__name__)
-LOCK = timedelta(seconds=60)
+LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functionTimeout is 5 minutes)
 BUSY_RETRY_SECONDS = 2
+PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
 def advance(run_id: str, svc: Services) -> str:
+    return locked(run_id, svc, lambda run, now: Round(run, svc, now).decide())
+
+
+def locked(run_id: str, svc: Services, act: Callable[[dict[str, Any], datetime], str], *,
+           inactive_ok: bool = False) -> str:
+    """Run `act` holding the run's controller lock; when it is taken, queue a retry instead.
+
+    The lock is a token on the run entity written with the run's ETag; it lasts longer than a
+    function may run, and is released only by its holder (checked by token and ETag). A decision
+    that finds targets changed under it (conditional writes fail) gives way and retries too.
+    """
     store = svc.store
     run = store.get_run(run_id)
-    if run is None or not run.get("rollout") or run.get("active") is False:
+    if run is None or not run.get("rollout") or (run.get("active") is False and not inactive_ok):
         return "inactive"
     now = utcnow()
     if str(run.get("controllerLockUntil") or "") > iso(now):
         svc.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
+    token = secrets.token_hex(8)
     try:
-        store.update_run(run_id, {"controllerLock": secrets.token_hex(6), "controllerLockUntil": iso(now + LOCK)},
-                         etag=run["etag"])
+        store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)}, etag=run["etag"])
     except ResourceModifiedError:
         svc.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
+    run.update(controllerLock=token)
     try:
-        return Round(run, svc, now).decide()
+        return act(run, now)
+    except (ResourceModifiedError, TargetsChangedError) as exc:
+        log.info("run %s: %s; deciding again shortly", run_id, exc)
+        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        return "retry"
     finally:
-        with contextlib.suppress(Exception):
-            store.update_run(run_id, {"controllerLockUntil": ""})
+        _release(run_id, token, svc)
+
+
+def _release(run_id: str, token: str, svc: Services) -> None:
+    with contextlib.suppress(Exception):
+        current = svc.store.get_run(run_id)
+        if current is not None and current.get("controllerLock") == token:
+            svc.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current["etag"])
 
 
 class Round:
@@ -81,8 +106,11 @@ class Round:
         if self.run.get("scopeCount") and any(not s.get("done") for s in store.list_scopes(self.run_id)):
             return "waiting-discovery"
         targets = store.list_targets(self.run_id)
-        if not self.field("planned"):
+        if not self.field("planned"):  # its own step: planning changes every target, and so their ETags
             self.plan(targets)
+            self.save()
+            self.svc.send_advance(self.run_id)
+            return "planned"
         total = len(targets)
         if self.field("canceledAt") or self.field("haltedReason"):
             return self.stop(targets)
@@ -99,14 +127,18 @@ class Round:
             log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
             emit(self.svc, "patchpilot.run.halted", run_subject(self.run_id), {
                 "runId": self.run_id, "reason": self.changes["haltedReason"],
-                "machines": json.loads(self.changes["haltedMachines"])})
+                "machines": json.loads(self.changes["haltedMachines"])}, key=str(self.field("resumes") or 0))
             return self.stop(targets)
         hook = self.spec.get("preHook")
         if hook and not self.field("preHookAt"):  # nothing starts before the pre-run hook said yes
-            if not self.field("preHookRequestedAt"):
+            asked = self.field("preHookRequestedAt")
+            patience = timedelta(seconds=int(hook.get("timeoutSeconds") or 60)) + PRE_HOOK_SLACK
+            if not asked or parse_iso(asked) + patience < self.now:  # never asked, or the request was lost
                 self.changes["preHookRequestedAt"] = iso(self.now)
                 self.save()
                 self.svc.send_delivery({"kind": "prehook", "runId": self.run_id})
+            else:
+                self.save()
             return "waiting-prehook"
         return self.admit(targets, total)
 
@@ -117,8 +149,9 @@ class Round:
         order = [k for k in (self._key(r) for r in requested) if k in keys]
         order += sorted(keys - set(order))
         waves = assign_waves(order, self.spec.get("waves") or [])
-        updates = [{"PartitionKey": self.run_id, "RowKey": k, "wave": w} for k, w in waves.items()]
-        self.svc.store.merge_targets(updates)
+        etags = {t["RowKey"]: t["etag"] for t in targets}
+        self.svc.store.merge_targets([{"PartitionKey": self.run_id, "RowKey": k, "wave": w, "etag": etags[k]}
+                                      for k, w in waves.items()])
         for target in targets:
             target["wave"] = waves[target["RowKey"]]
         self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
@@ -134,7 +167,7 @@ class Round:
             else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
         waiting = [t for t in targets if t["state"] == MachineState.QUEUED.value and not t.get("admitted")]
         self.svc.store.merge_targets([{
-            "PartitionKey": self.run_id, "RowKey": t["RowKey"], "state": MachineState.SKIPPED.value,
+            "PartitionKey": self.run_id, "RowKey": t["RowKey"], "state": MachineState.SKIPPED.value, "etag": t["etag"],
             "errorCode": reason[0], "errorMessage": reason[1], "seq": int(t["seq"]) + 1, "completedAt": iso(self.now),
         } for t in waiting])
         self.save()
@@ -151,6 +184,10 @@ class Round:
                 self.save()
                 complete_run_if_done(self.run_id, self.svc)
                 return "done"
+            if not any(t.get("admitted") for t in in_wave):  # nothing ran in it: nothing to soak or report
+                current += 1
+                self.changes["currentWave"] = current
+                continue
             soak = parse_duration(self.spec["soakTime"]) if self.spec.get("soakTime") else timedelta(0)
             if int(self.field("soakFor") if self.field("soakFor") not in (None, "") else -1) != current:
                 if current == 0:
@@ -159,7 +196,7 @@ class Round:
                 emit(self.svc, "patchpilot.wave.completed", run_subject(self.run_id), {
                     "runId": self.run_id, "wave": current, "machines": len(in_wave),
                     "failed": sum(1 for t in in_wave if failure_kind(t, self.spec.get("failureOn")))},
-                    key=str(current))
+                    key=f"{current}|{self.field('resumes') or 0}")
             until = parse_iso(self.field("soakUntil"))
             if self.now < until:
                 self.save()
@@ -183,7 +220,8 @@ class Round:
             busy[sub] += 1
             chosen.append(target)
         self.svc.store.merge_targets([{"PartitionKey": self.run_id, "RowKey": t["RowKey"], "admitted": True,
-                                       "admittedAt": iso(self.now)} for t in chosen])
+                                       "admittedAt": iso(self.now), "nextActionAt": iso(self.now), "etag": t["etag"]}
+                                      for t in chosen])
         self.save()
         for target in chosen:
             self.svc.send_step(self.run_id, target["RowKey"], int(target["seq"]))
@@ -199,21 +237,26 @@ class Round:
             for patch in self.svc.store.list_patches(self.run_id, target["RowKey"]):
                 if patch.get("installationState") == "Installed" and patch.get("name"):
                     packages.add(f"{patch['name']}_{patch['version']}" if patch.get("version") else patch["name"])
-        if packages:
-            self.changes["pinnedLinuxPackages"] = json.dumps(sorted(packages))
+        if packages:  # rows of their own: hundreds of packages outgrow one property
+            self.svc.store.save_pins(self.run_id, sorted(packages))
+            self.changes["pinnedLinuxCount"] = len(packages)
 
 
-def resume(run_id: str, svc: Services) -> None:
-    """Re-queue what the halt skipped, count failures afresh from here, reopen the run, and advance."""
-    store = svc.store
-    targets = store.list_targets(run_id)
-    run = store.get_run(run_id) or {}
-    failure_on = json.loads(str(run.get("rollout") or "{}")).get("failureOn")
-    baseline = sum(1 for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
-                   and failure_kind(t, failure_on))
-    store.merge_targets([{"PartitionKey": run_id, "RowKey": t["RowKey"], "state": MachineState.QUEUED.value,
-                          "errorCode": "", "errorMessage": "", "completedAt": ""}
-                         for t in targets if t.get("errorCode") == "RunHalted"])
-    store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "failureBaseline": baseline,
-                              "active": True, "completedAt": "", "resumedAt": iso(utcnow())})
-    advance(run_id, svc)
+def resume(run_id: str, svc: Services) -> str:
+    """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
+    here, reopen the run, and decide again."""
+    def act(run: dict[str, Any], now: datetime) -> str:
+        store = svc.store
+        targets = store.list_targets(run_id)
+        failure_on = json.loads(str(run.get("rollout") or "{}")).get("failureOn")
+        baseline = sum(1 for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
+                       and failure_kind(t, failure_on))
+        store.merge_targets([{"PartitionKey": run_id, "RowKey": t["RowKey"], "state": MachineState.QUEUED.value,
+                              "admitted": False, "errorCode": "", "errorMessage": "", "completedAt": "",
+                              "etag": t["etag"]} for t in targets if t.get("errorCode") == "RunHalted"])
+        store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "active": True,
+                                  "failureBaseline": baseline, "completedAt": "", "resumedAt": iso(now),
+                                  "resumes": int(run.get("resumes") or 0) + 1})
+        return Round({**(store.get_run(run_id) or run)}, svc, now).decide()
+
+    return locked(run_id, svc, act, inactive_ok=True)

@@ -100,7 +100,8 @@ class MachineStep:
                 return self._terminal(MachineState.SKIPPED, {
                     "errorCode": code, "osType": os_type,
                     "errorMessage": "the run stopped before this machine started"})
-            body = pinned_body(body, run, os_type)
+            if run.get("pinnedLinuxCount") and os_type.lower() == "linux":
+                body = pinned_body(body, self.svc.store.pins(self.target["PartitionKey"]), os_type)
         if spec.configuration:  # a maintenance window: inside it, and once per VM across windows
             body, refused = self.within_window(spec, body)
             if refused:
@@ -299,7 +300,7 @@ class MachineStep:
         emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
             "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
-               if self.target.get(k) not in (None, "")}})
+               if self.target.get(k) not in (None, "")}}, key=str(self.target["seq"]))  # one id per finish
         spec = self.svc.run_spec(run_id)
         if spec is not None and spec.rollout:
             advance(run_id, self.svc)  # frees a slot: the controller admits the next machine, or closes the run
@@ -312,10 +313,9 @@ class MachineStep:
         return bool(deadline) and self.now > parse_iso(deadline)
 
 
-def pinned_body(body: dict[str, Any] | None, run: dict[str, Any], os_type: str) -> dict[str, Any] | None:
+def pinned_body(body: dict[str, Any] | None, pins: list[str], os_type: str) -> dict[str, Any] | None:
     """One patch set: a Linux VM after the canary wave installs exactly the package versions the
     canary installed, and nothing else (classifications would let newer packages in)."""
-    pins = json.loads(run.get("pinnedLinuxPackages") or "[]")
     if body is None or not pins or os_type.lower() != "linux" or "linuxParameters" not in body:
         return body
     linux = {k: v for k, v in body["linuxParameters"].items() if k != "classificationsToInclude"}

@@ -55,8 +55,8 @@ def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
     if run.get("preHookAt"):
         view["preHook"] = {"at": run["preHookAt"], "status": run.get("preHookStatus"),
                            "answer": run.get("preHookAnswer", "")}
-    if run.get("pinnedLinuxPackages"):
-        view["pinnedLinuxPackages"] = json.loads(run["pinnedLinuxPackages"])
+    if run.get("pinnedLinuxCount"):
+        view["pinnedLinuxPackages"] = int(run["pinnedLinuxCount"])  # the versions: in each later Linux request
     return view
 
 

@@ -38,6 +38,10 @@ CHUNK = 100  # machines per chunk entity: one chunk becomes one target transacti
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
 
 
+class TargetsChangedError(RuntimeError):
+    """A conditional batch of target updates found a row changed since it was read."""
+
+
 def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Group entities into valid transactions: one PartitionKey, ≤ 100 entities, well under 4 MiB."""
     current: list[dict[str, Any]] = []
@@ -247,10 +251,36 @@ class RunStore:
         return result
 
     def merge_targets(self, changes: list[dict[str, Any]]) -> None:
-        """Unconditional merges in transactions, for rows no worker is acting on (not yet admitted)."""
+        """Merges in transactions, each conditional on the "etag" it carries (as listed): if any row
+        changed since, the batch is refused and TargetsChangedError says to decide again."""
         for batch in batches(changes):
             self.ops["targetMerge"] += 1
-            self.targets.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
+            ops = []
+            for change in batch:
+                entity = {k: v for k, v in change.items() if k != "etag"}
+                ops.append(("update", entity, {"mode": UpdateMode.MERGE, "etag": change["etag"],
+                                               "match_condition": MatchConditions.IfNotModified}))
+            try:
+                self.targets.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.error_code in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
+                    raise TargetsChangedError("a target changed while the rollout controller decided") from exc
+                raise
+
+    def save_pins(self, run_id: str, packages: list[str]) -> None:
+        """The canary's Linux package versions, in rows of up to 500 (well under a property's 64 KiB)."""
+        rows = [{"PartitionKey": run_id, "RowKey": f"pins-{i // 500:04d}",
+                 "packages": json.dumps(packages[i:i + 500], separators=(",", ":"))}
+                for i in range(0, len(packages), 500)]
+        for batch in batches(rows):
+            self.ops["pins"] += 1
+            self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def pins(self, run_id: str) -> list[str]:
+        self.ops["pins"] += 1
+        rows = self.runs.query_entities(
+            f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'pins-' and RowKey lt 'pins.'")
+        return [p for row in sorted(rows, key=lambda r: r["RowKey"]) for p in json.loads(row["packages"])]
 
     def update_target(self, target: dict[str, Any], changes: dict[str, Any]) -> str:
         """Merge `changes` if nobody changed the target since it was read; returns the new ETag.

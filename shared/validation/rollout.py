@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from shared.errors import ValidationError
-from shared.settings import SettingsError, check_hook_url
+from shared.settings import SettingsError, check_hook_url, get_settings
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import parse_vm_id
@@ -115,7 +115,9 @@ def _hook(raw: object, target: str, *, timeout: bool) -> dict[str, Any]:
     hook = json_object(raw, target)
     reject_unknown(hook, {"url", "timeoutSeconds"} if timeout else {"url"}, target)
     try:
-        out: dict[str, Any] = {"url": check_hook_url(str(hook.get("url") or ""), f"{target}.url")}
+        local = get_settings().arm_dev_token is not None  # only against the local simulator
+        out: dict[str, Any] = {"url": check_hook_url(str(hook.get("url") or ""), f"{target}.url",
+                                                     public_only=True, allow_local=local)}
     except SettingsError as exc:
         raise ValidationError(str(exc), target=f"{target}.url") from None
     if timeout:

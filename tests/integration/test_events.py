@@ -9,7 +9,9 @@ import hmac
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -86,8 +88,12 @@ def view(run_id: str) -> dict[str, Any]:
 
 
 def signed(request: dict[str, Any]) -> bool:
-    expected = "sha256=" + hmac.new(KEY.encode(), request["body"], hashlib.sha256).hexdigest()
-    return hmac.compare_digest(request["headers"].get("X-PatchPilot-Signature", ""), expected)
+    """What a receiver does: HMAC of "<timestamp>.<body>", and the timestamp recent (no replays)."""
+    timestamp = request["headers"]["X-PatchPilot-Timestamp"]
+    expected = "sha256=" + hmac.new(KEY.encode(), timestamp.encode() + b"." + request["body"],
+                                    hashlib.sha256).hexdigest()
+    return (hmac.compare_digest(request["headers"].get("X-PatchPilot-Signature", ""), expected)
+            and abs(time.time() - int(timestamp)) < 300)
 
 
 def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: Services, simulator: Simulator,
@@ -99,6 +105,8 @@ def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: S
     pump.run_until(lambda: view(run_id)["status"] == "Succeeded"
                    and any(e["type"] == "patchpilot.run.completed" for e in receiver.events()), timeout=60)
     assert all(signed(r) for r in receiver.requests)
+    tampered = {**receiver.requests[0], "body": receiver.requests[0]["body"] + b" "}
+    assert not signed(tampered)
     assert all(r["headers"]["Content-Type"] == "application/cloudevents+json" for r in receiver.requests)
     events = receiver.events()
     types = [e["type"] for e in events]
@@ -151,3 +159,33 @@ def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outco
     pre_at = next(i for i, r in enumerate(receiver.requests) if r["path"] == "/pre")
     assert all(r["path"] != "/post" for r in receiver.requests[:pre_at])
     assert sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values()) == 2
+
+
+def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_run(
+        services: Services, simulator: Simulator, receiver: Receiver) -> None:
+    from shared.functions import event_workers
+    from shared.rollouts.controller import advance
+    from shared.runs.model import iso, utcnow
+
+    svc = configure(receiver)
+    run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}})
+    pump = QueuePump(svc)
+    pump.run_until(lambda: bool((svc.store.get_run(run_id) or {}).get("preHookRequestedAt")), timeout=30)
+    svc.events_queue.clear_messages()  # the request was lost
+    svc.store.update_run(run_id, {"preHookRequestedAt": iso(utcnow() - timedelta(minutes=10))})
+    advance(run_id, svc)  # as the sweeper does
+    pump.run_until(lambda: view(run_id)["status"] == "Succeeded", timeout=60)
+    assert len([r for r in receiver.requests if r["path"] == "/pre"]) == 1
+
+    second = start(simulator.vm_ids()[2:4], {"preHook": {"url": f"{receiver.url}/pre"}})
+    for _ in range(100):  # only the dispatch queue: the hook's own message stays undelivered
+        pump.pump_once(only="dispatch")
+        if (svc.store.get_run(second) or {}).get("preHookRequestedAt"):
+            break
+        time.sleep(0.1)
+    message = json.dumps({"kind": "prehook", "runId": second}).encode()
+    svc.events_queue.clear_messages()
+    event_workers.event_delivery_poison(func.QueueMessage(id="m", body=message))  # it failed maxDequeueCount times
+    pump.run_until(lambda: view(second)["status"] == "Canceled", timeout=30)
+    assert "poison" in view(second)["rollout"]["canceledReason"]
+    assert sum(simulator.calls()["byVm"][v.lower()]["installPatches"] for v in simulator.vm_ids()[2:4]) == 0

@@ -54,7 +54,30 @@ def test_counts_and_percentages() -> None:
     assert resolve("10%", 7) == 1 and resolve("50%", 7) == 4 and resolve(5, 7) == 5 and resolve(None, 7) is None
 
 
-def test_parse_rollout_normalises() -> None:
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names resolve without a network: one public host, and hosts pointing inwards."""
+    table = {"hooks.example.com": "20.50.2.10", "x.example": "20.50.2.11", "metadata.internal": "169.254.169.254",
+             "intranet.example": "10.1.2.3", "localhost.example": "127.0.0.1"}
+
+    def fake(host: str, port: object, *args: object) -> list[tuple[object, ...]]:
+        if host not in table:
+            raise OSError("unknown host")
+        return [(2, 1, 6, "", (table[host], port))]
+
+    monkeypatch.setattr("socket.getaddrinfo", fake)
+
+
+@pytest.mark.parametrize("url", ["https://metadata.internal/latest", "https://intranet.example/hook",
+                                 "https://localhost.example/admin", "http://127.0.0.1:7071/admin/functions/x",
+                                 "https://nowhere.example/hook"])
+def test_hooks_a_caller_names_must_be_public(dns: None, url: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_rollout({"preHook": {"url": url}})
+    assert err.value.target == "rollout.preHook.url"
+
+
+def test_parse_rollout_normalises(dns: None) -> None:
     spec = parse_rollout({"waves": [{"name": "canary", "size": 1}, {"size": "REST"}], "soakTime": "pt30m",
                           "maxFailures": "5%", "failureOn": ["failed", "Completed With Warnings"],
                           "preHook": {"url": "https://hooks.example.com/pre"}})
@@ -75,12 +98,12 @@ def test_parse_rollout_normalises() -> None:
 def test_later_linux_waves_install_exactly_the_canary_versions() -> None:
     body = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
             "linuxParameters": {"classificationsToInclude": ["Critical"], "packageNameMasksToExclude": ["kernel*"]}}
-    run = {"pinnedLinuxPackages": '["openssl_3.0.2-0ubuntu1.15", "sudo_1.9.9-1ubuntu2.4"]'}
+    run = ["openssl_3.0.2-0ubuntu1.15", "sudo_1.9.9-1ubuntu2.4"]
     pinned = pinned_body(body, run, "Linux")
     assert pinned is not None and pinned["linuxParameters"] == {
         "packageNameMasksToExclude": ["kernel*"],
         "packageNameMasksToInclude": ["openssl_3.0.2-0ubuntu1.15", "sudo_1.9.9-1ubuntu2.4"]}
-    assert pinned_body(body, {}, "Linux") == body and pinned_body(body, run, "Windows") == body
+    assert pinned_body(body, [], "Linux") == body and pinned_body(body, run, "Windows") == body
 
 
 def test_a_stopped_rollout_says_how_it_stopped() -> None:
