@@ -1,0 +1,72 @@
+"""A rollout end to end through the local Functions host, as a Logic App would drive it: POST a run with
+waves, a concurrency limit and a pre-run hook, follow its Location to the end, and check on the
+simulator's side that the limit held, and on a webhook receiver that signed events arrived."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import DEV_TOKEN
+from tests.integration.local_host_process import HostProcess
+from tests.integration.test_events import KEY, Receiver, signed
+from tests.integration.test_local_host_runs import follow
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(vms=24, subscriptions=2, seed=31, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def host(app_settings: dict[str, str], receiver: Receiver, tmp_path: Path) -> Iterator[HostProcess]:
+    proc = HostProcess({**app_settings, "EVENT_WEBHOOKS": f"{receiver.url}/events", "EVENT_SIGNING_KEY": KEY},
+                       tmp_path / "host.log").wait_ready()
+    yield proc
+    proc.stop()
+
+
+def test_a_rollout_through_the_local_host(host: HostProcess, simulator: Simulator, receiver: Receiver) -> None:
+    body: dict[str, Any] = {
+        "machines": simulator.vm_ids(),
+        "installPatches": {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+                           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}},
+        "rollout": {"waves": [{"name": "canary", "size": 1}, {"size": "25%"}, {"size": "rest"}],
+                    "maxConcurrency": 4, "maxConcurrencyPerSubscription": 3, "maxFailures": "10%",
+                    "preHook": {"url": f"{receiver.url}/pre"}}}
+    resp = requests.post(f"{host.base_url}/api/runs", json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    final = follow(resp.headers["Location"], timeout=240)
+    run = final.json()
+    assert final.status_code == 200 and run["status"] in ("Succeeded", "CompletedWithWarnings"), run.get("states")
+    assert sorted({m["wave"] for m in run["machines"]}) == [0, 1, 2]
+
+    peaks = simulator.calls()["peakConcurrentBySubscription"]
+    assert 2 <= peaks["*"] <= 4 and all(n <= 3 for sub, n in peaks.items() if sub != "*")
+    assert set(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values()) == {1}
+
+    deadline = time.monotonic() + 30  # events are delivered by their own worker, a moment later
+    while not any(json.loads(r["body"]).get("type") == "patchpilot.run.completed" for r in receiver.requests
+                  if r["path"] == "/events"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert all(signed(r) for r in receiver.requests)
+    types = [json.loads(r["body"])["type"] for r in receiver.requests if r["path"] == "/events"]
+    assert types.count("patchpilot.wave.completed") == 2 and types.count("patchpilot.machine.completed") >= 24
+    assert [r["path"] for r in receiver.requests].count("/pre") == 1
