@@ -27,21 +27,14 @@ class QueuePump:
         self.duplicate = duplicate
         self.delivered: Counter[str] = Counter()
         conn = svc.settings.storage_connection
+        settings = svc.settings
         self.routes: list[tuple[QueueClient, Callable[[func.QueueMessage], None]]] = [
-            (QueueClient.from_connection_string(conn, svc.settings.dispatch_queue,
-                                                message_decode_policy=TextBase64DecodePolicy()),
-             run_workers.dispatch_worker),
-            (QueueClient.from_connection_string(conn, svc.settings.operations_queue,
-                                                message_decode_policy=TextBase64DecodePolicy()),
-             run_workers.operation_worker),
-            (QueueClient.from_connection_string(conn, svc.settings.discovery_queue,
-                                                message_decode_policy=TextBase64DecodePolicy()),
-             assessment_workers.discovery_worker),
-            (QueueClient.from_connection_string(conn, svc.settings.events_queue,
-                                                message_decode_policy=TextBase64DecodePolicy()),
-             event_workers.event_delivery),
+            (QueueClient.from_connection_string(conn, name, message_decode_policy=TextBase64DecodePolicy()), fn)
+            for name, fn in ((settings.dispatch_queue, run_workers.dispatch_worker),
+                             (settings.operations_queue, run_workers.operation_worker),
+                             (settings.discovery_queue, assessment_workers.discovery_worker),
+                             (settings.events_queue, event_workers.event_delivery))
         ]
-
         for client, _fn in self.routes:
             with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
