@@ -70,3 +70,63 @@ def test_a_rollout_through_the_local_host(host: HostProcess, simulator: Simulato
     types = [json.loads(r["body"])["type"] for r in receiver.requests if r["path"] == "/events"]
     assert types.count("patchpilot.wave.completed") == 2 and types.count("patchpilot.machine.completed") >= 24
     assert [r["path"] for r in receiver.requests].count("/pre") == 1
+
+
+INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
+
+
+def received(receiver: Receiver, event_type: str, timeout: float = 30) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [json.loads(r["body"]) for r in receiver.requests if r["path"] == "/events"
+                 and json.loads(r["body"])["type"] == event_type]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("simulator_config", [SimulatorConfig(
+    vms=100, subscriptions=2, seed=32, time_scale=36000.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+def test_a_failing_canary_halts_100_vms_through_the_local_host(host: HostProcess, simulator: Simulator,
+                                                               receiver: Receiver) -> None:
+    receiver.fail_first = 1  # the first event delivery fails; it is retried
+    vms = simulator.vm_ids()
+    simulator.set_power(vms[0], "deallocated")
+    body = {"machines": vms, "installPatches": INSTALL,
+            "rollout": {"waves": [{"name": "canary", "machines": [vms[0]]}, {"size": "rest"}], "maxFailures": 1}}
+    resp = requests.post(f"{host.base_url}/api/runs", json=body, timeout=30)
+    run = follow(resp.headers["Location"], timeout=120).json()
+    assert run["status"] == "Halted" and run["rollout"]["halted"]["machines"] == [vms[0]]
+    assert sum(c["installPatches"] for c in simulator.calls()["byVm"].values()) == 1  # the canary's, refused
+    halted = received(receiver, "patchpilot.run.halted")
+    assert halted and halted[0]["data"]["machines"] == [vms[0]]
+    assert all(signed(r) for r in receiver.requests)
+    first = json.loads(receiver.requests[0]["body"])["id"]
+    assert [json.loads(r["body"])["id"] for r in receiver.requests].count(first) == 2  # failed, then retried
+
+
+def test_a_pre_hook_veto_and_a_cancel_through_the_local_host(host: HostProcess, simulator: Simulator,
+                                                             receiver: Receiver) -> None:
+    receiver.status, receiver.answer = 503, b"change freeze"
+    vetoed = requests.post(f"{host.base_url}/api/runs", timeout=30, json={
+        "machines": simulator.vm_ids()[:4], "installPatches": INSTALL,
+        "rollout": {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}}})
+    run = follow(vetoed.headers["Location"], timeout=60).json()
+    assert run["status"] == "Canceled" and "change freeze" in run["rollout"]["canceledReason"]
+    receiver.status, receiver.answer = 200, b"ok"
+
+    slow = requests.post(f"{host.base_url}/api/runs", timeout=30, json={
+        "machines": simulator.vm_ids()[4:16], "installPatches": INSTALL, "rollout": {"maxConcurrency": 1}})
+    run_url = slow.headers["Location"]
+    deadline = time.monotonic() + 60
+    while sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values()) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    canceled = requests.post(run_url.split("?")[0] + "/cancel", timeout=30)
+    assert canceled.status_code in (200, 202), canceled.text
+    started = sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values())
+    run = follow(run_url, timeout=60).json()
+    assert run["status"] == "Canceled"
+    assert sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values()) == started < 12
