@@ -102,8 +102,13 @@ def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: S
     receiver.fail_first = 1  # the first delivery fails; its retry must arrive
     run_id = start(simulator.vm_ids()[:3])
     pump = QueuePump(svc)
-    pump.run_until(lambda: view(run_id)["status"] == "Succeeded"
-                   and any(e["type"] == "patchpilot.run.completed" for e in receiver.events()), timeout=60)
+    def retried_and_done() -> bool:
+        events = receiver.events()
+        return (view(run_id)["status"] == "Succeeded" and len(events) > 1 and any(
+            e["type"] == "patchpilot.run.completed" for e in events)
+            and [e["id"] for e in events].count(events[0]["id"]) == 2)  # the failed first one came again
+
+    pump.run_until(retried_and_done, timeout=60)
     assert all(signed(r) for r in receiver.requests)
     tampered = {**receiver.requests[0], "body": receiver.requests[0]["body"] + b" "}
     assert not signed(tampered)
