@@ -132,4 +132,8 @@ def test_a_pre_hook_veto_and_a_cancel_through_the_local_host(host: HostProcess, 
     started = sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values())
     run = follow(run_url, timeout=60).json()
     assert run["status"] == "Canceled"
-    assert sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values()) == started < 12
+    # The host runs on while we count: at most the one machine already admitted (maxConcurrency 1)
+    # may still have been posting its install as the cancel landed; nothing after it.
+    final = sum(c["installPatchesAccepted"] for c in simulator.calls()["byVm"].values())
+    assert started <= final <= started + 1 and final < 12
+    assert sum(1 for m in run["machines"] if m["state"] == "Skipped") == 12 - final
