@@ -34,6 +34,9 @@ from shared.validation.rollout import resolve
 log = logging.getLogger(__name__)
 LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functionTimeout is 5 minutes)
 BUSY_RETRY_SECONDS = 2
+# What a decision reads of each target: every decision reads them all, so only these columns.
+DECISION_COLUMNS = ["PartitionKey", "RowKey", "resourceId", "state", "seq", "wave", "admitted", "status",
+                    "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode"]
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
@@ -105,7 +108,7 @@ class Round:
             return "waiting-dispatch"
         if self.run.get("scopeCount") and any(not s.get("done") for s in store.list_scopes(self.run_id)):
             return "waiting-discovery"
-        targets = store.list_targets(self.run_id)
+        targets = store.list_targets(self.run_id, select=DECISION_COLUMNS)
         if not self.field("planned"):  # its own step: planning changes every target, and so their ETags
             self.plan(targets)
             self.save()

@@ -25,7 +25,7 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     scopes = store.list_scopes(run_id) if spec is not None and spec.discovers else []
     if any(not s.get("done") for s in scopes):
         return False  # more machines may still be listed
-    summary = summarize(store.list_targets(run_id))
+    summary = summarize(store.list_targets(run_id, select=["state", "status", "failedPatchCount"]))
     summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
     if spec is not None and spec.rollout:
         summary["status"] = with_rollout(summary["status"], store.get_run(run_id) or {})

@@ -242,10 +242,12 @@ class RunStore:
             return None
         return {**entity, "etag": entity.metadata["etag"]}
 
-    def list_targets(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
+    def list_targets(self, run_id: str, *, where: str | None = None,
+                     select: list[str] | None = None) -> list[dict[str, Any]]:
+        """`select` keeps big columns (armCalls, error details) off the wire when a caller needs few."""
         query = f"PartitionKey eq {odata_str(run_id)}" + (f" and ({where})" if where else "")
         result = []
-        for page in self.targets.query_entities(query, results_per_page=1000).by_page():
+        for page in self.targets.query_entities(query, results_per_page=1000, select=select).by_page():
             self.ops["listTargets"] += 1
             result.extend({**e, "etag": e.metadata["etag"]} for e in page)
         return result
