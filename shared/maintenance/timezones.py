@@ -35,6 +35,3 @@ def resolve_time_zone(name: str) -> ZoneInfo:
             f"{name!r} is not a Windows time zone name (e.g. 'W. Europe Standard Time') or an IANA one "
             "(e.g. 'Europe/Berlin')") from None
 
-
-def windows_zone_names() -> list[str]:
-    return sorted(win_tz)

@@ -36,6 +36,7 @@ from shared.runs.services import Services
 from shared.validation.durations import format_duration
 
 log = logging.getLogger(__name__)
+WATERMARK_STEP = timedelta(minutes=10)  # how stale the watermark may get: windows since are looked at again
 LOOKBACK = timedelta(days=2)  # windows missed longer ago than this (timer down for days) are not reported
 
 
@@ -54,7 +55,8 @@ def open_due_windows(svc: Services, now: datetime) -> Counter[str]:
 def _handle_configuration(svc: Services, stored: dict[str, Any], now: datetime) -> Counter[str]:
     counts: Counter[str] = Counter()
     config = configuration_from_stored(stored["name"], stored)
-    since = max(parse_iso(stored["checkedThrough"]) - config.schedule.duration, now - LOOKBACK)
+    checked = parse_iso(stored["checkedThrough"])
+    since = max(checked - config.schedule.duration, now - LOOKBACK)
     for begin, end in config.schedule.windows(since):
         if begin > now:
             break
@@ -66,7 +68,8 @@ def _handle_configuration(svc: Services, stored: dict[str, Any], now: datetime) 
                            reason="no timer ran while the window was open")] += 1
         else:
             counts[open_window(svc, config, begin, end, now)] += 1
-    svc.maintenance.advance_watermark(stored, now)
+    if now - checked >= WATERMARK_STEP:  # not a write per configuration per tick
+        svc.maintenance.advance_watermark(stored, now)
     return counts
 
 

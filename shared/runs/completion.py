@@ -27,8 +27,8 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
         return False  # more machines may still be listed
     summary = summarize(store.list_targets(run_id, select=["state", "status", "failedPatchCount"]))
     summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
-    if spec is not None and spec.rollout:
-        summary["status"] = with_rollout(summary["status"], store.get_run(run_id) or {})
+    run = (store.get_run(run_id) or {}) if spec is not None and spec.rollout else {}
+    summary["status"] = with_rollout(summary["status"], run)
     store.update_run(run_id, {
         "machineCount": summary["machineCount"],
         "active": False,
@@ -39,9 +39,8 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     log.info("run %s completed: %s", run_id, summary["status"])
     outcome = {"runId": run_id, "status": summary["status"], "machineCount": summary["machineCount"],
                "outcomes": summary["outcomes"]}
-    run = store.get_run(run_id) if spec is not None and spec.rollout else None
-    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str((run or {}).get("resumes") or 0))
-    post_hook = json.loads(str((run or {}).get("rollout") or "{}")).get("postHook")
+    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(run.get("resumes") or 0))
+    post_hook = json.loads(str(run.get("rollout") or "{}")).get("postHook")
     if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
         svc.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
     return True

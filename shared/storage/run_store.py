@@ -229,8 +229,6 @@ class RunStore:
         query = f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'scope-' and RowKey lt 'scope.'"
         return [dict(e) for e in self.runs.query_entities(query + (f" and ({where})" if where else ""))]
 
-    def has_pending_discovery(self, run_id: str) -> bool:
-        return bool(self.list_scopes(run_id, where="done eq false"))
 
     # -- targets -------------------------------------------------------------------------------
     def get_target(self, run_id: str, key: str) -> dict[str, Any] | None:
