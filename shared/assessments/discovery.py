@@ -1,8 +1,8 @@
 """Finding the VMs in a scope: one ARM list page per queue message, like every other step.
 
-A page message lists one page (`$expand=instanceView`, so the power state comes with it), records
-each VM in the fleet snapshot, creates the run's targets (running VMs `Queued`, the others
-`Skipped` with the reason), queues their steps, and then moves the scope's row on to the next page
+A page message lists one page (models: OS type, location, tags), records each VM in the fleet
+snapshot, creates the run's targets (`Queued`; a VM that is not running is skipped when ARM
+refuses its operation), queues their steps, and then moves the scope's row on to the next page
 with an ETag-conditional update before queuing that page. A duplicated message finds the page
 moved on (or loses the ETag race); a redelivered one rewrites the same rows. When a scope's last
 page is done, machines the snapshot still holds for that scope but the listing did not return are
@@ -18,14 +18,14 @@ from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError
 
-from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read
+from shared.arm.operations import Failed, Retry, classify_read
 from shared.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
 from shared.maintenance.dynamic_scope import filter_matches
 from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
 from shared.runs.messages import DiscoveryMessage
-from shared.runs.model import MachineState, iso, utcnow
+from shared.runs.model import iso, utcnow
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.storage.fleet_store import machine_row_key
@@ -34,16 +34,6 @@ from shared.validation.resource_ids import parse_vm_id
 from shared.validation.scopes import ScopeRef, parse_scope
 
 log = logging.getLogger(__name__)
-
-
-def power_state(vm: dict[str, Any]) -> str:
-    """`running`, `deallocated`, `stopped`, … from an instance view when one is present; else `unknown`."""
-    statuses = ((vm.get("properties") or {}).get("instanceView") or {}).get("statuses") or []
-    for status in statuses:
-        code = str(status.get("code") or "")
-        if code.lower().startswith("powerstate/"):
-            return code.split("/", 1)[1].lower()
-    return "unknown"
 
 
 def os_type(vm: dict[str, Any]) -> str:
@@ -101,21 +91,15 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
         except ValidationError:
             log.warning("discovery: run %s skipped a listed resource with an unexpected id %r", run_id, vm.get("id"))
             continue
-        power = power_state(vm)
+        os = os_type(vm)
         snapshot = {"PartitionKey": ref.subscription_id, "RowKey": machine_row_key(ref),
                     "resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
                     "location": str(vm.get("location") or ""), "lastSeenAt": now, "lastSeenRun": run_id}
-        if os_type(vm):  # a merge must not blank an OS type known from before
-            snapshot["osType"] = os_type(vm)
-        # `discovered`: a VM that turns out not to be running is skipped, not failed, whatever the operation.
-        target = {**queued_target(run_id, ref.resource_id, now), "osType": os_type(vm), "discovered": True}
-        if power not in ("running", "unknown", "starting"):  # only when ARM sent an instance view
-            reason = (f"the VM is {power}; Azure patches and assesses only running VMs, so it was skipped "
-                      "(it counts as not assessed in the compliance view)")
-            target.update(state=MachineState.SKIPPED.value, errorCode=VM_NOT_RUNNING, errorMessage=reason,
-                          completedAt=now, seq=1)
-            snapshot.update(powerState=power, lastAttemptAt=now, lastAttemptState=MachineState.SKIPPED.value,
-                            lastAttemptRun=run_id, notAssessedReason=reason)
+        if os:  # a merge must not blank an OS type known from before
+            snapshot["osType"] = os
+        # `discovered`: a VM that turns out not to be running (ARM's 409 says so when its operation is
+        # posted; the list does not tell) is skipped, not failed, whatever the operation.
+        target = {**queued_target(run_id, ref.resource_id, now), "osType": os, "discovered": True}
         inventory.append(snapshot)
         targets.append(target)
     svc.fleet.upsert_machines(inventory)
@@ -127,8 +111,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
     if spec is not None and spec.rollout:
         return len(targets)  # the rollout controller admits them once every scope is listed
     for target in targets:
-        if target["state"] == MachineState.QUEUED.value:
-            svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless
+        svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless
     return len(targets)
 
 

@@ -13,7 +13,7 @@ from requests.structures import CaseInsensitiveDict
 from shared.arm.client import ArmResponse
 from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read, classify_start
 from shared.assessments.compliance import compliance_report
-from shared.assessments.discovery import os_type, power_state
+from shared.assessments.discovery import os_type
 from shared.assessments.results import parse_azure_time, patch_facts
 from shared.errors import ValidationError
 from shared.runs.messages import BadMessageError, parse_discovery
@@ -111,12 +111,9 @@ def test_list_page_answers() -> None:
                          default_retry_after=60) == Failed("SubscriptionNotFound", "m")
 
 
-def test_power_state_and_os_from_a_listed_vm() -> None:
-    vm = {"properties": {"storageProfile": {"osDisk": {"osType": "Linux"}},
-                         "instanceView": {"statuses": [{"code": "ProvisioningState/succeeded"},
-                                                       {"code": "PowerState/deallocated"}]}}}
-    assert power_state(vm) == "deallocated" and os_type(vm) == "Linux"
-    assert power_state({"properties": {}}) == "unknown" and os_type({}) == ""
+def test_os_from_a_listed_vm() -> None:
+    vm = {"properties": {"storageProfile": {"osDisk": {"osType": "Linux"}}}}
+    assert os_type(vm) == "Linux" and os_type({}) == ""
 
 
 def test_discovery_messages() -> None:
