@@ -158,6 +158,10 @@ def parse_window(value: object) -> tuple[Schedule, dict[str, Any]]:
         raise ValidationError(f"{target}.recurEvery every {recurrence.interval} hours is shorter than the "
                               f"{duration_text} window: windows would overlap", target=f"{target}.recurEvery")
     schedule = Schedule(recurrence, start, None if expiration_text == NO_EXPIRATION else expiration, duration, zone)
+    if schedule.first_window() is None:
+        raise ValidationError(f"{target}: recurEvery '{window['recurEvery']}' starting {start:%Y-%m-%d %H:%M} "
+                              "never produces a maintenance window (no month it recurs in has that day, or the "
+                              "configuration expires before its first window)", target=f"{target}.recurEvery")
     shown = {"startDateTime": start.strftime("%Y-%m-%d %H:%M"),
              "expirationDateTime": expiration.strftime("%Y-%m-%d %H:%M"),
              "duration": duration_text, "timeZone": str(window["timeZone"]).strip(),

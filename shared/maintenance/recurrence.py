@@ -19,6 +19,9 @@ Rules where Azure's text is silent (written down so a user can check a schedule 
   times that happen twice (clocks go back) start at the first of the two. Every window lasts its
   full duration in real time.
 - Windows start at or after `startDateTime` and before `expirationDateTime`, both local times.
+- A schedule that can never produce a window (`12Months day30` starting in February; an expiration
+  before the first window) is refused when it is written, and every search for a window is bounded
+  by the 400-year Gregorian cycle, so no schedule can make a search run forever.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ _HEAD = re.compile(r"^(\d{0,4})(hours?|days?|weeks?|months?)$", re.IGNORECASE)
 MAX_INTERVAL = {"hour": 24 * 366, "day": 366, "week": 104, "month": 120}  # more is surely a typo
 _DAY = re.compile(r"^day(\d{1,2})$", re.IGNORECASE)
 _OFFSET = re.compile(r"^offset([+-]?\d+)$", re.IGNORECASE)
+# The Gregorian calendar repeats every 400 years: a monthly schedule with no day in that many months
+# has none ever, so every search for a window is bounded by it (and such a schedule is refused).
+GREGORIAN_CYCLE_MONTHS = 400 * 12
 
 
 class RecurrenceError(ValueError):
@@ -179,10 +185,13 @@ class Schedule:
         else:
             months_since = (not_before.year - start.year) * 12 + not_before.month - start.month
             m = max(0, months_since // r.interval - 1) * r.interval
-            while True:
+            empty = 0  # periods in a row without a day: `12Months day30` from February has none, ever
+            while empty <= GREGORIAN_CYCLE_MONTHS // r.interval + 1:
                 year, month = divmod(start.year * 12 + start.month - 1 + m, 12)
                 month += 1
-                for day in self._month_dates(year, month):
+                days = self._month_dates(year, month)
+                empty = 0 if days else empty + 1
+                for day in days:
                     local = datetime.combine(day, at)
                     yield local, to_utc(local, self.zone)
                 m += r.interval
@@ -208,6 +217,11 @@ class Schedule:
                     yield begin, begin + self.duration
         except (OverflowError, ValueError):
             return  # past the year 9999: there are no more windows
+
+    def first_window(self) -> tuple[datetime, datetime] | None:
+        """The schedule's first window, or None when it can never produce one (a day no month of its
+        cycle has, or an expiration before the first start). Bounded: see GREGORIAN_CYCLE_MONTHS."""
+        return next(iter(self.windows(to_utc(self.start, self.zone) - timedelta(days=1))), None)
 
     def next_windows(self, after: datetime, count: int) -> list[tuple[datetime, datetime]]:
         result: list[tuple[datetime, datetime]] = []

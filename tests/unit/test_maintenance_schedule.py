@@ -364,3 +364,37 @@ def test_internal_claim_keys_cannot_be_sent_by_a_caller() -> None:
 
     with pytest.raises(ValidationError):
         check_idempotency_key(internal_key("maintenance:nightly:2026-01-01T00:00:00.000000Z"))
+
+
+@pytest.mark.parametrize(("recur", "start"), [
+    ("12Months day30", "2026-02-10 22:00"),   # February never has a 30th
+    ("12Months day31", "2026-04-10 22:00"),   # nor April a 31st
+    ("24Months day30,day31", "2026-02-01 22:00"),
+])
+def test_a_schedule_that_can_never_produce_a_window_is_refused(recur: str, start: str) -> None:
+    body = valid()
+    body["properties"]["maintenanceWindow"].update(recurEvery=recur, startDateTime=start)  # type: ignore[index]
+    with pytest.raises(ValidationError) as err:
+        parse_configuration("never", body)
+    assert err.value.target == "properties.maintenanceWindow.recurEvery"
+    assert "never produces a maintenance window" in err.value.message
+
+
+def test_rare_but_real_windows_are_kept_and_found() -> None:
+    # Every 4 years on 29 February: 2028, 2032 … and across 2100, which is not a leap year.
+    schedule = Schedule(parse_recur_every("48Months day29"), datetime(2024, 2, 1, 22, 0), None,
+                        timedelta(hours=3), resolve_time_zone("UTC"))
+    assert schedule.first_window() is not None
+    starts = [b.date() for b, _ in schedule.next_windows(datetime(2090, 1, 1, tzinfo=UTC), 3)]
+    assert starts == [date(2092, 2, 29), date(2096, 2, 29), date(2104, 2, 29)]
+
+
+def test_every_search_for_a_window_is_bounded_even_for_a_stored_schedule_that_has_none() -> None:
+    # A configuration stored before such schedules were refused must not hang the timer or the API.
+    schedule = Schedule(parse_recur_every("12Months day30"), datetime(2026, 2, 10, 22, 0), None,
+                        timedelta(hours=3), resolve_time_zone("UTC"))
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    assert schedule.first_window() is None
+    assert schedule.next_windows(now, 5) == []
+    assert schedule.window_at(now) is None
+    assert list(schedule.windows(now)) == []
