@@ -1,26 +1,55 @@
-"""A small, session-reusing client for the ARM calls PatchPilot makes.
+"""The ARM client: azure-core's `PipelineClient` with the policies PatchPilot needs, and nothing that
+retries or redirects.
 
-It never retries by itself: a retry is a delayed queue message decided by the caller, so no
-function sleeps. It never follows redirects, and it refuses any URL whose origin differs from
-ARM_ENDPOINT before sending: Microsoft's own SDK follows a `Location` on any host and sends the
-bearer token there; we don't.
+Pipeline, in order (one concern per policy, as azure-core and httpx send in layers):
+    SameOriginPolicy          refuse any URL not on ARM_ENDPOINT, before a token is attached
+    HeadersPolicy             Accept: application/json
+    RequestIdPolicy           x-ms-client-request-id on every request (ARM echoes it; support asks for it)
+    UserAgentPolicy           patchpilot/<version> azsdk-python-core/... Python/...
+    BearerTokenCredentialPolicy  the managed identity's token, cached and refreshed by azure-core
+    DistributedTracingPolicy  a dependency span per call when a tracer is configured
+    RequestsTransport         one pooled session per process, proxies and .netrc ignored
+
+It never retries by itself (no RetryPolicy): a retry is a delayed queue message decided by the
+caller, so no function sleeps. It never follows redirects (no RedirectPolicy). Microsoft's SDK follows
+a `Location` on any host and sends the bearer token there; this client refuses such a URL.
+
+A URL is checked exactly as it will be sent: it must contain no userinfo, backslash, control character,
+whitespace or non-ASCII character in its authority, and both the standard library's parser and
+urllib3's (which `requests` uses to open the connection) must read the same scheme, host and port as
+ARM_ENDPOINT's. `http://other:9\\@arm-host/...` is refused: the two parsers disagree about its host.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from azure.core.credentials import AccessToken, TokenCredential
+from azure.core import PipelineClient
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    DistributedTracingPolicy,
+    HeadersPolicy,
+    RequestIdPolicy,
+    RetryPolicy,
+    SansIOHTTPPolicy,
+    UserAgentPolicy,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from shared.errors import ArmConnectionError, UntrustedEndpointError
 from shared.validation.resource_ids import VmRef
@@ -28,19 +57,54 @@ from shared.validation.scopes import ScopeRef
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_PORTS = {"https": 443, "http": 80}
+USER_AGENT = "patchpilot/1.0"
+DEFAULT_PORTS = {"https": 443, "http": 80}
+_FORBIDDEN_ANYWHERE = frozenset("\\") | {chr(c) for c in range(0x21)} | {"\x7f"}
 
 
 def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) as the standard library reads them, lower-cased, default ports filled in."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 0)
 
 
-@dataclass
+def check_same_origin(url: str, endpoint: str) -> str:
+    """`url` unchanged if it is safe to send a bearer token to; else `UntrustedEndpointError`.
+
+    Same origin as `endpoint` (scheme, host, port), read by both parsers that matter, with nothing in
+    the URL on which they could disagree (userinfo, backslashes, control characters, whitespace)."""
+    if not isinstance(url, str) or any(c in _FORBIDDEN_ANYWHERE for c in url):
+        raise UntrustedEndpointError(url, endpoint=endpoint)
+    try:
+        std = urlsplit(url)
+        ours = origin(url)
+        sent = parse_url(url)  # what requests/urllib3 will connect to
+    except (ValueError, LocationParseError):
+        raise UntrustedEndpointError(url, endpoint=endpoint) from None
+    if "@" in std.netloc or sent.auth is not None or not std.netloc.isascii():
+        raise UntrustedEndpointError(url, endpoint=endpoint)
+    scheme = (sent.scheme or "").lower()
+    sent_origin = (scheme, (sent.host or "").lower(), sent.port or DEFAULT_PORTS.get(scheme, 0))
+    if ours != origin(endpoint) or sent_origin != ours:
+        raise UntrustedEndpointError(url, endpoint=endpoint)
+    return url
+
+
+class SameOriginPolicy(SansIOHTTPPolicy[Any, Any]):
+    """Refuses, before the bearer-token policy runs, any request whose URL is not on ARM_ENDPOINT."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        check_same_origin(request.http_request.url, self._endpoint)
+
+
+@dataclass(frozen=True)
 class ArmResponse:
     status: int
-    headers: CaseInsensitiveDict[str]
+    headers: Mapping[str, str]  # case-insensitive, as the transport returns them
     body: Any
     url: str
 
@@ -60,17 +124,20 @@ class ArmResponse:
         return f"Http{self.status}", f"ARM answered {self.status} with no error body"
 
 
+_RETRY_AFTER = RetryPolicy()  # used only for its Retry-After parser (seconds or an HTTP-date)
+
+
 def parse_retry_after(value: str | None, default: int) -> int:
+    """Retry-After in whole seconds (rounded up), parsed by azure-core; `default` when absent or unreadable."""
     if value is None or not value.strip():
         return default
-    text = value.strip()
-    if text.isdigit():
-        return int(text)
-    try:  # RFC 9110 also allows an HTTP-date; ARM sends seconds, but be liberal in what we accept.
-        when = parsedate_to_datetime(text)
-        return max(0, int(when.timestamp() - time.time() + 0.999))
-    except (TypeError, ValueError):
+    try:
+        seconds = _RETRY_AFTER.parse_retry_after(value.strip())
+    except (TypeError, ValueError, OverflowError):
         return default
+    if not math.isfinite(seconds):
+        return default
+    return max(0, math.ceil(seconds))
 
 
 def new_session() -> requests.Session:
@@ -83,18 +150,39 @@ def new_session() -> requests.Session:
     return session
 
 
+def build_pipeline(endpoint: str, credential: TokenCredential, timeout: float) -> PipelineClient[Any, Any]:
+    transport = RequestsTransport(session=new_session(), session_owner=False, connection_timeout=timeout,
+                                  read_timeout=timeout)
+    policies: list[Any] = [
+        SameOriginPolicy(endpoint),
+        HeadersPolicy({"Accept": "application/json"}),
+        RequestIdPolicy(),
+        UserAgentPolicy(base_user_agent=USER_AGENT),
+        BearerTokenCredentialPolicy(credential, f"{endpoint}/.default"),
+        DistributedTracingPolicy(),
+    ]
+    return PipelineClient(base_url=endpoint, policies=policies, transport=transport)
+
+
 @dataclass
 class ArmClient:
-    """Calls ARM at one endpoint with one credential; `calls` counts requests by kind (for metrics)."""
+    """Calls ARM at one endpoint with one credential; `calls` counts requests by kind (for metrics).
+
+    Raises `UntrustedEndpointError` for a URL off the endpoint (nothing sent) and `ArmConnectionError`
+    when no HTTP answer came back (connection refused or dropped, timeout)."""
 
     endpoint: str
     credential: TokenCredential
     api_version: str
     timeout: float = 30.0
-    session: requests.Session = field(default_factory=new_session)
     calls: Counter[str] = field(default_factory=Counter)
-    _token: AccessToken | None = field(default=None, repr=False)
+    _pipeline: PipelineClient[Any, Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pipeline = build_pipeline(self.endpoint, self.credential, self.timeout)
+        # TLS is required by azure-core's bearer policy; settings allow plain http only on loopback (simulator).
+        self._enforce_https = urlsplit(self.endpoint).scheme.lower() == "https"
 
     def vm_url(self, vm: VmRef, action: str | None = None, **query: str) -> str:
         path = vm.resource_id + (f"/{action}" if action else "")
@@ -102,32 +190,26 @@ class ArmClient:
 
     def ensure_trusted(self, url: str) -> str:
         """The token only ever goes to ARM_ENDPOINT's exact origin (scheme, host, port)."""
-        if origin(url) != origin(self.endpoint):
-            raise UntrustedEndpointError(url, endpoint=self.endpoint)
-        return url
-
-    def _bearer(self) -> str:
-        with self._lock:
-            if self._token is None or self._token.expires_on - 300 < time.time():
-                self._token = self.credential.get_token(f"{self.endpoint}/.default")
-            return self._token.token
+        return check_same_origin(url, self.endpoint)
 
     def request(self, method: str, url: str, *, json: Any = None, kind: str | None = None) -> ArmResponse:
         self.ensure_trusted(url)
-        headers = {"Authorization": f"Bearer {self._bearer()}", "Accept": "application/json"}
-        self.calls[kind or method] += 1
+        assert self._pipeline is not None
+        with self._lock:
+            self.calls[kind or method] += 1
+        request = HttpRequest(method, url, json=json)
         try:
-            resp = self.session.request(
-                method, url, json=json, headers=headers, timeout=self.timeout, allow_redirects=False
-            )
-        except requests.RequestException as exc:
+            resp = self._pipeline.send_request(request, enforce_https=self._enforce_https)
+            content = resp.read()
+        except UntrustedEndpointError:
+            raise
+        except AzureError as exc:
             raise ArmConnectionError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         try:
-            body = resp.json() if resp.content else None
+            body = resp.json() if content else None
         except ValueError:
             body = None
-        log.debug("arm %s %s -> %s request-id=%s", method, url, resp.status_code,
-                  resp.headers.get("x-ms-request-id"))
+        log.debug("arm %s %s -> %s request-id=%s", method, url, resp.status_code, resp.headers.get("x-ms-request-id"))
         return ArmResponse(resp.status_code, resp.headers, body, url)
 
     def get_vm(self, vm: VmRef) -> ArmResponse:
