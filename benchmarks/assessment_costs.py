@@ -21,8 +21,8 @@ import azure.functions as func
 
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
+from shared.core.clock import iso, utcnow
 from shared.functions import assessments_api
-from shared.runs.model import iso, utcnow
 from shared.runs.services import get_services, reset_services
 from shared.storage.clients import reset_clients
 from tests.integration.conftest import DEV_TOKEN, unique_settings

@@ -157,7 +157,7 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
-// Every setting shared/settings.py and the trigger bindings (%NAME%) read; tests/infra checks this list
+// Every setting shared/core/settings.py and the trigger bindings (%NAME%) read; tests/infra checks this list
 // against the code. Tuning knobs left at their code defaults are listed, with reasons, in that test.
 var appSettings = {
   ARM_ENDPOINT: armEndpointTrimmed

@@ -51,9 +51,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from shared.errors import ArmConnectionError, UntrustedEndpointError
-from shared.validation.resource_ids import VmRef
-from shared.validation.scopes import ScopeRef
+from shared.core.errors import ArmConnectionError, UntrustedEndpointError
+from shared.core.ids import ScopeRef, VmRef
 
 log = logging.getLogger(__name__)
 

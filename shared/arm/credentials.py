@@ -12,7 +12,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 class StaticTokenCredential:

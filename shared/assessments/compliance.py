@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.runs.model import MachineState, iso
+from shared.core.clock import iso
+from shared.core.states import MachineState
 from shared.storage.fleet_store import FleetStore
 from shared.storage.run_store import odata_str
 

@@ -19,19 +19,20 @@ from typing import Any
 from azure.core.exceptions import ResourceModifiedError
 
 from shared.arm.operations import Failed, Retry, classify_read
-from shared.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
+from shared.core.clock import iso, utcnow
+from shared.core.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
+from shared.core.ids import ScopeRef
 from shared.maintenance.dynamic_scope import filter_matches
 from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
 from shared.runs.messages import DiscoveryMessage
-from shared.runs.model import iso, utcnow
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.storage.fleet_store import machine_row_key
 from shared.storage.run_store import batches
 from shared.validation.resource_ids import parse_vm_id
-from shared.validation.scopes import ScopeRef, parse_scope
+from shared.validation.scopes import parse_scope
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.core.ids import VmRef
 from shared.storage.fleet_store import FleetStore
-from shared.validation.resource_ids import VmRef
 
 SNAPSHOT_FIELDS = ("resourceId", "osType", "location", "powerState", "lastSeenAt", "assessedAt", "assessmentStatus",
                    "rebootPending", "criticalAndSecurityPatchCount", "otherPatchCount", "lastAttemptAt",

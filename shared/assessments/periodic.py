@@ -13,13 +13,14 @@ import json
 import logging
 from datetime import datetime
 
-from shared.errors import ValidationError
+from shared.core.clock import iso
+from shared.core.errors import ValidationError
+from shared.core.ids import ScopeRef
+from shared.core.settings import SettingsError
 from shared.runs.accept import NewRun, accept, internal_key
-from shared.runs.model import iso
 from shared.runs.services import Services
 from shared.scheduling.slots import current_slot
-from shared.settings import SettingsError
-from shared.validation.scopes import ScopeRef, covering_scopes, parse_scope
+from shared.validation.scopes import covering_scopes, parse_scope
 
 
 def configured_scopes(raw: tuple[str, ...]) -> tuple[ScopeRef, ...]:

@@ -12,12 +12,14 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import ValidationError
-from shared.runs.model import MachineState, iso, utcnow
+from shared.core.clock import iso, utcnow
+from shared.core.errors import ValidationError
+from shared.core.ids import VmRef
+from shared.core.states import MachineState
 from shared.runs.services import Services
 from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
 from shared.validation.install_parameters import parse_datetime
-from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.resource_ids import parse_vm_id
 
 NOT_FOUND = {"ResourceNotFound", "NotFound", "ResourceGroupNotFound", "SubscriptionNotFound"}
 SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",

@@ -19,9 +19,9 @@ from typing import Any
 import requests
 from azure.core.exceptions import ResourceModifiedError
 
+from shared.core.clock import iso, utcnow
 from shared.events.publish import emit, run_subject
 from shared.rollouts.controller import advance
-from shared.runs.model import iso, utcnow
 from shared.runs.retry_policy import backoff
 from shared.runs.services import Services
 

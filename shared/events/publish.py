@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from shared.runs.model import iso, utcnow
+from shared.core.clock import iso, utcnow
 from shared.runs.services import Services
 
 SOURCE = "/patchpilot"

@@ -8,9 +8,9 @@ import azure.functions as func
 
 from shared.assessments.discovery import discover_page, fail_poisoned_page
 from shared.assessments.periodic import start_periodic_sweep
+from shared.core.clock import utcnow
 from shared.functions.queue_input import parse_message
 from shared.runs.messages import parse_discovery
-from shared.runs.model import utcnow
 from shared.runs.services import get_services
 
 bp = func.Blueprint()

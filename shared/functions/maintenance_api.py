@@ -8,7 +8,8 @@ from datetime import datetime
 
 import azure.functions as func
 
-from shared.errors import ApiError, ValidationError
+from shared.core.clock import iso, schedule_now
+from shared.core.errors import ApiError, ValidationError
 from shared.http.responses import api_errors, json_response
 from shared.maintenance.configuration import (
     check_name,
@@ -17,9 +18,7 @@ from shared.maintenance.configuration import (
     parse_configuration,
 )
 from shared.maintenance.windows import occurrence_view
-from shared.runs.model import iso
 from shared.runs.services import get_services
-from shared.scheduling.clock import schedule_now
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.run_request import parse_json_body
 

@@ -6,11 +6,10 @@ import logging
 
 import azure.functions as func
 
+from shared.core.clock import schedule_now, utcnow
 from shared.maintenance.windows import open_due_windows
-from shared.runs.model import utcnow
 from shared.runs.services import get_services
 from shared.runs.sweeper import sweep
-from shared.scheduling.clock import schedule_now
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

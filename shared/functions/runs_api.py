@@ -6,11 +6,12 @@ import re
 
 import azure.functions as func
 
-from shared.errors import ApiError, ValidationError
+from shared.core.clock import iso, utcnow
+from shared.core.errors import ApiError, ValidationError
+from shared.core.states import RunStatus
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
 from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import get_services
 from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import parse_vm_id

@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import azure.functions as func
 
-from shared.errors import ApiError, arm_error_body
-from shared.settings import SettingsError
+from shared.core.errors import ApiError, arm_error_body
+from shared.core.settings import SettingsError
 
 log = logging.getLogger(__name__)
 JSON = "application/json; charset=utf-8"

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
+from shared.core.ids import ScopeRef, VmRef
 from shared.maintenance.dynamic_scope import parse_filter
 from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
-from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.resource_ids import parse_vm_id
 from shared.validation.rollout import parse_rollout
-from shared.validation.scopes import ScopeRef, parse_scope
+from shared.validation.scopes import parse_scope
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 from shared.validation.install_parameters import json_object, reject_unknown
 
 FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}

@@ -23,6 +23,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.core.clock import iso, parse_iso
 from shared.maintenance.configuration import (
     Assignment,
     MaintenanceConfiguration,
@@ -31,7 +32,6 @@ from shared.maintenance.configuration import (
 )
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
 from shared.runs.accept import NewRun, accept, internal_key, pin_windows_publish_date
-from shared.runs.model import iso, parse_iso
 from shared.runs.services import Services
 from shared.validation.durations import format_duration
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError
 
+from shared.core.clock import iso, parse_iso, utcnow
+from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
-from shared.runs.model import TERMINAL_STATES, MachineState, iso, parse_iso, utcnow
 from shared.runs.services import Services
 from shared.storage.run_store import TargetsChangedError
 from shared.validation.durations import parse_duration

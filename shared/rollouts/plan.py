@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.runs.model import MachineState
+from shared.core.states import MachineState
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.errors import ApiError, ValidationError
+from shared.core.clock import iso, utcnow
+from shared.core.errors import ApiError, ValidationError
+from shared.core.ids import ScopeRef, VmRef
+from shared.core.states import RunStatus
 from shared.events.publish import emit, run_subject
-from shared.runs.model import RunStatus, iso, utcnow
 from shared.runs.services import Services
-from shared.validation.resource_ids import VmRef
 from shared.validation.run_request import RunRequest
-from shared.validation.scopes import ScopeRef
 
 MAX_IDEMPOTENCY_KEY = 255
 

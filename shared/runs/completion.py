@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from shared.core.clock import iso, utcnow
+from shared.core.states import summarize, with_discovery, with_rollout
 from shared.events.publish import emit, run_subject
-from shared.runs.model import iso, summarize, utcnow, with_discovery, with_rollout
 from shared.runs.services import Services
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from shared.core.clock import iso, utcnow
+from shared.core.states import MachineState, RunStatus
 from shared.runs.messages import DispatchMessage
-from shared.runs.model import MachineState, RunStatus, iso, utcnow
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_vm_id
 

@@ -32,26 +32,20 @@ from shared.arm.operations import (
     classify_start,
 )
 from shared.assessments.results import record_outcome
-from shared.errors import ArmConnectionError, UntrustedEndpointError
+from shared.core.clock import iso, parse_iso, schedule_now, utcnow
+from shared.core.errors import ArmConnectionError, UntrustedEndpointError
+from shared.core.ids import VmRef
+from shared.core.states import TERMINAL_STATES, MachineState, machine_outcome
 from shared.events.publish import emit, run_subject
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
 from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.messages import StepMessage
-from shared.runs.model import (
-    TERMINAL_STATES,
-    MachineState,
-    iso,
-    machine_outcome,
-    parse_iso,
-    utcnow,
-)
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import RunSpec, Services
-from shared.scheduling.clock import schedule_now
 from shared.validation.durations import format_duration, parse_duration
-from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.resource_ids import parse_vm_id
 
 log = logging.getLogger(__name__)
 MAX_RECORDED_CALLS = 25

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.runs.model import MachineState
+from shared.core.states import MachineState
 from shared.validation.install_parameters import maximum_duration, parameters_for_os
 
 

@@ -6,7 +6,7 @@ import math
 import random
 
 from shared.arm.operations import Retry
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def poll_delay(retry_after: int, settings: Settings) -> int:

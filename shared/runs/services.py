@@ -18,7 +18,7 @@ from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
-from shared.settings import Settings, get_settings
+from shared.core.settings import Settings, get_settings
 from shared.storage.clients import queue
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore

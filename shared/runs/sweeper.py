@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from shared.core.clock import iso
+from shared.core.states import TERMINAL_STATES
 from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
-from shared.runs.model import TERMINAL_STATES, iso
 from shared.runs.services import Services
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
-from shared.runs.model import summarize, with_discovery, with_rollout
 from shared.runs.services import Services
 
 MACHINE_FIELDS = (

@@ -21,7 +21,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
-from shared.settings import SettingsError, get_settings
+from shared.core.settings import SettingsError, get_settings
 
 AZURITE_DEFAULT = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"

@@ -27,12 +27,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.errors import StorageContentionError
-from shared.runs.model import iso, utcnow
-from shared.settings import Settings
+from shared.core.clock import iso, utcnow
+from shared.core.errors import StorageContentionError
+from shared.core.ids import VmRef
+from shared.core.settings import Settings
 from shared.storage.clients import table
 from shared.storage.run_store import batches, odata_str
-from shared.validation.resource_ids import VmRef
 
 SUBSCRIPTIONS_PARTITION = "~subscriptions"
 INVERTED_BASE = 10**13  # milliseconds since 1970 stay below this until the year 2286

@@ -20,12 +20,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.errors import StorageContentionError
-from shared.runs.model import iso
-from shared.settings import Settings
+from shared.core.clock import iso
+from shared.core.errors import StorageContentionError
+from shared.core.ids import VmRef
+from shared.core.settings import Settings
 from shared.storage.clients import table
 from shared.storage.run_store import batches, odata_str
-from shared.validation.resource_ids import VmRef
 
 CONFIG = "config"
 

@@ -27,8 +27,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.runs.model import TERMINAL_STATES, iso, utcnow
-from shared.settings import Settings
+from shared.core.clock import iso, utcnow
+from shared.core.settings import Settings
+from shared.core.states import TERMINAL_STATES
 from shared.storage.clients import table
 
 RUN_PARTITION = "run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 from shared.runs.accept import NewRun
 from shared.validation.install_parameters import reject_unknown
 from shared.validation.run_request import parse_json_body, parse_machines

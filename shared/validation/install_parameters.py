@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 from shared.validation.durations import format_duration, parse_duration
 
 # Shortest window we accept: Azure stops starting updates 15-20 minutes before the end and keeps

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
+from shared.core.ids import VmRef
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # Resource group: 1-90 of alphanumerics, underscore, parentheses, hyphen, period; no trailing period.
@@ -18,32 +18,6 @@ _VM_ID = re.compile(
     rf"/providers/Microsoft\.Compute/virtualMachines/(?P<vm>{_VM})$",
     re.IGNORECASE,
 )
-
-
-@dataclass(frozen=True)
-class VmRef:
-    """A VM, keeping the caller's casing for display; ARM compares names case-insensitively."""
-
-    subscription_id: str
-    resource_group: str
-    name: str
-
-    @property
-    def resource_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
-        )
-
-    @property
-    def key(self) -> str:
-        """Table RowKey: case-folded, and free of the characters RowKey forbids (/ \\ # ?)."""
-        return f"{self.subscription_id}|{self.resource_group}|{self.name}".lower()
-
-    @classmethod
-    def from_key(cls, key: str) -> VmRef:
-        sub, rg, name = key.split("|")
-        return cls(sub, rg, name)
 
 
 def parse_vm_id(value: object, *, target: str) -> VmRef:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.errors import ValidationError
-from shared.settings import SettingsError, check_hook_url, get_settings
+from shared.core.errors import ValidationError
+from shared.core.settings import SettingsError, check_hook_url, get_settings
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import parse_vm_id

@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
+from shared.core.ids import VmRef
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
-from shared.validation.resource_ids import VmRef, parse_vm_id
+from shared.validation.resource_ids import parse_vm_id
 from shared.validation.rollout import parse_rollout
 
 RUN_FIELDS = {"machines", "installPatches", "rollout"}

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
+from shared.core.ids import ScopeRef
 from shared.validation.resource_ids import _GUID, _RG
 
 _SCOPE = re.compile(rf"^/subscriptions/(?P<sub>{_GUID})(?:/resourceGroups/(?P<rg>{_RG}))?/?$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ScopeRef:
-    subscription_id: str
-    resource_group: str | None = None
-
-    @property
-    def resource_id(self) -> str:
-        base = f"/subscriptions/{self.subscription_id}"
-        return f"{base}/resourceGroups/{self.resource_group}" if self.resource_group else base
-
-    def contains(self, subscription_id: str, resource_group: str) -> bool:
-        return subscription_id.lower() == self.subscription_id and (
-            self.resource_group is None or resource_group.lower() == self.resource_group.lower()
-        )
 
 
 def parse_scope(value: object, *, target: str) -> ScopeRef:

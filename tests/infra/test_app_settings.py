@@ -127,8 +127,8 @@ def test_exception_lists_are_not_stale() -> None:
 
 
 def code_defaults() -> dict[str, object]:
-    """NAME -> default for every `_str("NAME", default)` / `_int("NAME", default)` in shared/settings.py."""
-    import shared.settings as module
+    """NAME -> default for every `_str("NAME", default)` / `_int("NAME", default)` in shared/core/settings.py."""
+    import shared.core.settings as module
 
     defaults: dict[str, object] = {}
     for node in ast.walk(ast.parse(Path(module.__file__).read_text())):

@@ -308,7 +308,7 @@ def test_a_scope_that_cannot_be_listed_fails_the_sweep_with_the_reason(services:
 
 
 def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Services, simulator: Simulator) -> None:
-    from shared.runs.model import iso, utcnow
+    from shared.core.clock import iso, utcnow
     from shared.runs.sweeper import sweep
 
     svc = configure(services, simulator)

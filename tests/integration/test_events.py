@@ -168,9 +168,9 @@ def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outco
 
 def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_run(
         services: Services, simulator: Simulator, receiver: Receiver) -> None:
+    from shared.core.clock import iso, utcnow
     from shared.functions import event_workers
     from shared.rollouts.controller import advance
-    from shared.runs.model import iso, utcnow
 
     svc = configure(receiver)
     run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}})

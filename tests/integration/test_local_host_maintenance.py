@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from shared.core.clock import iso
 from shared.maintenance.timezones import resolve_time_zone
-from shared.runs.model import iso
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
 from tools.azure_simulator import Simulator, SimulatorConfig

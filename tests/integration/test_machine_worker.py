@@ -14,8 +14,8 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.core.clock import iso, utcnow
 from shared.functions import run_workers, runs_api
-from shared.runs.model import iso, utcnow
 from shared.runs.services import Services, get_services, reset_services
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
@@ -239,7 +239,7 @@ def _key(vm_id: str) -> str:
 
 
 def _seconds_between(a: str, b: str) -> float:
-    from shared.runs.model import parse_iso
+    from shared.core.clock import parse_iso
 
     return (parse_iso(b) - parse_iso(a)).total_seconds()
 

@@ -13,9 +13,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from shared.core.clock import iso
 from shared.functions import maintenance_api, runs_api
 from shared.maintenance.windows import open_due_windows
-from shared.runs.model import iso
 from shared.runs.services import Services
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig

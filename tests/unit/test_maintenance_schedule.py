@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tzlocal.windows_tz import win_tz
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 from shared.maintenance.configuration import parse_assignment, parse_configuration
 from shared.maintenance.dynamic_scope import filter_matches, parse_filter
 from shared.maintenance.recurrence import (

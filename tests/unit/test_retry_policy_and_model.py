@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from shared.arm.operations import Retry
-from shared.runs.model import summarize
+from shared.core.settings import Settings
+from shared.core.states import summarize
 from shared.runs.retry_policy import backoff, poll_delay, retry_delay, retry_limit
-from shared.settings import Settings
 
 
 def settings(**env: str) -> Settings:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 from shared.validation.run_request import parse_run_request
 
 SUB = "00000000-0000-0000-0000-000000000001"

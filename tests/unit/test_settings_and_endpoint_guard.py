@@ -9,8 +9,8 @@ import pytest
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import StaticTokenCredential
-from shared.errors import UntrustedEndpointError
-from shared.settings import SettingsError, normalise_arm_endpoint
+from shared.core.errors import UntrustedEndpointError
+from shared.core.settings import SettingsError, normalise_arm_endpoint
 
 
 @pytest.mark.parametrize(
@@ -68,8 +68,8 @@ def test_token_goes_to_the_endpoint_and_nowhere_else(recorder: ThreadingHTTPServ
 def test_the_compressed_schedule_clock_is_for_the_simulator_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime
 
-    from shared.scheduling.clock import schedule_now
-    from shared.settings import Settings, SettingsError
+    from shared.core.clock import schedule_now
+    from shared.core.settings import Settings, SettingsError
 
     monkeypatch.setenv("SCHEDULE_CLOCK_ORIGIN", "2026-01-01T00:00:00Z")
     monkeypatch.setenv("SCHEDULE_CLOCK_SCALE", "60")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -108,16 +107,3 @@ def with_rollout(status: str, run: Mapping[str, Any]) -> str:
     if run.get("haltedReason"):
         return RunStatus.HALTED.value
     return status
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime) -> str:
-    """Fixed-width UTC timestamps: they sort as strings, so Table filters can compare them."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -1,0 +1,8 @@
+"""The bottom layer: what every other package uses and nothing of PatchPilot's own below it.
+
+    clock     UTC now, fixed-width ISO timestamps, the schedule clock (compressed against the simulator)
+    ids       VmRef and ScopeRef: Azure resource ids as values
+    states    machine and run states, and how a run's status follows from its machines
+    errors    the exception hierarchy (one base: PatchPilotError)
+    settings  app settings, read from a mapping (the environment in Azure)
+"""
