@@ -22,8 +22,11 @@ node_modules/.installed: package.json package-lock.json
 run: setup
 	$(BIN)/python -m tools.dev
 
+# ruff; the layer rule (import-linter contract in pyproject.toml); mypy --strict on shared/
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest

@@ -15,9 +15,8 @@ import time
 
 import azure.functions as func
 
+from shared.composition import get_services, reset_services
 from shared.functions import runs_api
-from shared.runs.services import get_services, reset_services
-from shared.storage.clients import reset_clients
 from tools.azurite import Azurite
 
 SUB = "00000000-0000-0000-0000-0000000000b1"
@@ -48,7 +47,6 @@ def main() -> int:
         os.environ.update({"AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": "http://127.0.0.1:9",
                            "DISPATCH_QUEUE": "bench-dispatch", "OPERATIONS_QUEUE": "bench-operations"})
         reset_services()
-        reset_clients()
         accept(1)  # warm-up: creates tables and queues, opens connections
         print("| machines | accept p50 (ms) | accept max (ms) | Table round-trips | Queue sends |")
         print("| ---: | ---: | ---: | ---: | ---: |")

@@ -21,10 +21,9 @@ import azure.functions as func
 
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
+from shared.composition import get_services, reset_services
 from shared.core.clock import iso, utcnow
 from shared.functions import assessments_api
-from shared.runs.services import get_services, reset_services
-from shared.storage.clients import reset_clients
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -42,7 +41,6 @@ def sweep_costs(azurite: Azurite) -> None:
         os.environ.update({**unique_settings(azurite, sim.url), "ASSESSMENT_SCHEDULE": "0 0 3 * * *",
                            "ASSESSMENT_SCOPES": ",".join(f"/subscriptions/{s}" for s in sim.subscriptions())})
         reset_services()
-        reset_clients()
         svc = get_services()
         started = time.perf_counter()
         run_id, _ = start_periodic_sweep(svc, utcnow())
@@ -97,7 +95,6 @@ def seed_fleet(rng: random.Random) -> None:
 def compliance_time(azurite: Azurite) -> None:
     os.environ.update(unique_settings(azurite, "http://127.0.0.1:1"))
     reset_services()
-    reset_clients()
     seed_fleet(random.Random(5))
     svc = get_services()
     print(f"| GET /api/compliance over {FLEET:,} machines | p50 (ms) | max (ms) | Table round-trips | machines |")

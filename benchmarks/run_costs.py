@@ -14,9 +14,8 @@ import time
 
 import azure.functions as func
 
+from shared.composition import get_services, reset_services
 from shared.functions import runs_api
-from shared.runs.services import get_services, reset_services
-from shared.storage.clients import reset_clients
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -38,7 +37,6 @@ def measure(rollout: dict[str, object] | None) -> None:
                                                          required_token=DEV_TOKEN, retry_after_seconds=1)) as sim:
         os.environ.update(unique_settings(azurite, sim.url))
         reset_services()
-        reset_clients()
         svc = get_services()
         request: dict[str, object] = {"machines": sim.vm_ids(), "installPatches": INSTALL}
         if rollout:

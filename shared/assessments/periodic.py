@@ -16,8 +16,9 @@ from datetime import datetime
 from shared.core.clock import iso
 from shared.core.errors import ValidationError
 from shared.core.ids import ScopeRef
+from shared.core.records import NewRun
 from shared.core.settings import SettingsError
-from shared.runs.accept import NewRun, accept, internal_key
+from shared.runs.accept import accept, internal_key
 from shared.runs.services import Services
 from shared.scheduling.slots import current_slot
 from shared.validation.scopes import covering_scopes, parse_scope

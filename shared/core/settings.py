@@ -12,7 +12,6 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -71,6 +70,9 @@ def normalise_arm_endpoint(raw: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     storage_connection: str
+    storage_table_uri: str | None  # identity-based AzureWebJobsStorage__tableServiceUri (Azure)
+    storage_queue_uri: str | None  # ... __queueServiceUri
+    storage_client_id: str | None  # ... __clientId: the user-assigned identity for storage
     arm_endpoint: str
     compute_api_version: str
     arm_dev_token: str | None
@@ -118,6 +120,9 @@ class Settings:
             raise SettingsError("ARM_DEV_TOKEN is only honoured for a loopback ARM_ENDPOINT (the simulator)")
         return cls(
             storage_connection=_str("AzureWebJobsStorage", ""),
+            storage_table_uri=os.environ.get("AzureWebJobsStorage__tableServiceUri") or None,
+            storage_queue_uri=os.environ.get("AzureWebJobsStorage__queueServiceUri") or None,
+            storage_client_id=os.environ.get("AzureWebJobsStorage__clientId") or None,
             arm_endpoint=endpoint,
             compute_api_version=_str("COMPUTE_API_VERSION", DEFAULT_COMPUTE_API_VERSION),
             arm_dev_token=dev_token,
@@ -154,7 +159,7 @@ class Settings:
             event_signing_key=os.environ.get("EVENT_SIGNING_KEY", "").strip() or None,
             event_schema=_schema(_str("EVENT_SCHEMA", "CloudEvents")),
             event_max_attempts=_int("EVENT_MAX_ATTEMPTS", 8, minimum=1),
-            **_schedule_clock(endpoint),
+            **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 
 
@@ -175,7 +180,7 @@ def check_hook_url(url: str, what: str, *, public_only: bool = False, allow_loca
         raise SettingsError(f"{what}: {url!r} must be an https URL")
     if public_only and not allow_local:
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)}
+            addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, parts.port or 443)}
         except OSError:
             raise SettingsError(f"{what}: the host of {url!r} does not resolve") from None
         for address in addresses:
@@ -203,9 +208,3 @@ def _schedule_clock(endpoint: str) -> dict[str, object]:
     if (origin or scale != 1) and not is_loopback_host(urlsplit(endpoint).hostname or ""):
         raise SettingsError("SCHEDULE_CLOCK_* is only honoured for a loopback ARM_ENDPOINT (the simulator)")
     return {"schedule_clock_origin": origin, "schedule_clock_scale": scale}
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Settings for this process; tests call `get_settings.cache_clear()` after changing the env."""
-    return Settings.from_env()

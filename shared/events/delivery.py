@@ -14,18 +14,31 @@ import hmac
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import requests
-from azure.core.exceptions import ResourceModifiedError
 
-from shared.core.clock import iso, utcnow
-from shared.events.publish import emit, run_subject
-from shared.rollouts.controller import advance
-from shared.runs.retry_policy import backoff
-from shared.runs.services import Services
+from shared.core.retry import backoff
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class DeadLetters(Protocol):
+    def dead_letter(self, record: dict[str, Any]) -> None: ...
+
+
+class Senders(Protocol):
+    """What delivery needs from the app's services (the run machinery's Services provides it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def hooks_session(self) -> requests.Session: ...
+    @property
+    def store(self) -> DeadLetters: ...
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None: ...
 SIGNATURE_HEADER = "X-PatchPilot-Signature"
 TIMESTAMP_HEADER = "X-PatchPilot-Timestamp"
 
@@ -34,7 +47,7 @@ def sign(body: bytes, key: str, timestamp: str) -> str:
     return "sha256=" + hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def post(svc: Services, url: str, payload: Any, *, timeout: float, content_type: str) -> tuple[int | None, str]:
+def post(svc: Senders, url: str, payload: Any, *, timeout: float, content_type: str) -> tuple[int | None, str]:
     """(HTTP status or None, a short description). Never raises for the receiver's failures."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
@@ -48,10 +61,8 @@ def post(svc: Services, url: str, payload: Any, *, timeout: float, content_type:
     return resp.status_code, resp.text[:500]
 
 
-def deliver(message: dict[str, Any], svc: Services) -> str:
+def deliver(message: dict[str, Any], svc: Senders) -> str:
     kind = message.get("kind")
-    if kind == "prehook":
-        return pre_hook(message, svc)
     url, payload, attempt = str(message["url"]), message["body"], int(message.get("attempt") or 1)
     cloud = kind == "event" and isinstance(payload, dict)  # Event Grid's schema is an array; hooks are plain JSON
     status, detail = post(svc, url, payload, timeout=10,
@@ -65,41 +76,3 @@ def deliver(message: dict[str, Any], svc: Services) -> str:
         return "dead-lettered"
     svc.send_delivery({**message, "attempt": attempt + 1}, backoff(attempt, svc.settings))
     return f"retry-{attempt}"
-
-
-def fail_pre_hook(run_id: str, svc: Services, reason: str) -> None:
-    """The pre-run hook could not be called at all (its message was poisoned): the run does not start."""
-    run = svc.store.get_run(run_id)
-    if run is None or run.get("preHookAt"):
-        return
-    svc.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0, "preHookAnswer": reason,
-                                  "canceledAt": iso(utcnow()), "canceledReason": reason})
-    advance(run_id, svc)
-
-
-def pre_hook(message: dict[str, Any], svc: Services) -> str:
-    """Called once before the first wave: 2xx lets the run start; anything else cancels it."""
-    run_id = str(message["runId"])
-    run = svc.store.get_run(run_id)
-    if run is None or run.get("preHookAt") or run.get("canceledAt") or run.get("completedAt"):
-        return "already-decided"  # decided, or the run stopped: no draining for a run that will not start
-    try:  # claim the call: a duplicated message must not call the hook twice
-        svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run["etag"])
-    except ResourceModifiedError:
-        return "claimed-elsewhere"
-    hook = json.loads(str(run["rollout"])).get("preHook") or {}
-    payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
-               "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
-    status, detail = post(svc, hook["url"], payload, timeout=float(hook.get("timeoutSeconds") or 60),
-                          content_type="application/json")
-    passed = status is not None and 200 <= status < 300
-    changes: dict[str, Any] = {"preHookAt": iso(utcnow()), "preHookStatus": status or 0,
-                               "preHookAnswer": detail}
-    if not passed:
-        changes["canceledAt"] = iso(utcnow())
-        changes["canceledReason"] = f"the pre-run hook answered {status or 'nothing'}: {detail}"[:1000]
-        emit(svc, "patchpilot.run.canceled", run_subject(run_id),
-             {"runId": run_id, "reason": changes["canceledReason"]})
-    svc.store.update_run(run_id, changes)
-    advance(run_id, svc)
-    return "passed" if passed else "vetoed"

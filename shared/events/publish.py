@@ -7,12 +7,22 @@ that ran twice has one id and a receiver can drop the copy.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, utcnow
-from shared.runs.services import Services
+from shared.core.settings import Settings
 
 SOURCE = "/patchpilot"
+
+
+class DeliveryQueue(Protocol):
+    """Where deliveries are queued (the run machinery's Services provides it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None: ...
+
 NAMESPACE = uuid.UUID("3c5b0f6e-8a47-4d3c-9a4e-0d1f7a5e2b10")
 
 
@@ -29,7 +39,7 @@ def build(event_type: str, subject: str, data: dict[str, Any], *, schema: str, k
             "time": now, "datacontenttype": "application/json", "data": data}
 
 
-def emit(svc: Services, event_type: str, subject: str, data: dict[str, Any], *, key: str = "") -> int:
+def emit(svc: DeliveryQueue, event_type: str, subject: str, data: dict[str, Any], *, key: str = "") -> int:
     """Queue one delivery per configured webhook; returns how many. No webhooks: nothing at all."""
     settings = svc.settings
     for url in settings.event_webhooks:

@@ -6,12 +6,12 @@ import logging
 
 import azure.functions as func
 
-from shared.assessments.discovery import discover_page, fail_poisoned_page
 from shared.assessments.periodic import start_periodic_sweep
+from shared.composition import get_services
 from shared.core.clock import utcnow
 from shared.functions.queue_input import parse_message
+from shared.runs.discovery import discover_page, fail_poisoned_page
 from shared.runs.messages import parse_discovery
-from shared.runs.services import get_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

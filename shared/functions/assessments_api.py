@@ -7,12 +7,12 @@ import azure.functions as func
 
 from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
 from shared.assessments.machine_view import machine_assessment
+from shared.composition import get_services
 from shared.core.clock import utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.functions.runs_api import accepted_run, run_answer, run_id_param
 from shared.http.responses import api_errors, json_response
 from shared.runs.accept import accept, check_idempotency_key
-from shared.runs.services import get_services
 from shared.runs.views import load_run_view
 from shared.validation.assessment_request import parse_assessment_request
 from shared.validation.resource_ids import parse_vm_id

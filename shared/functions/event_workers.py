@@ -7,10 +7,11 @@ import logging
 
 import azure.functions as func
 
-from shared.events.delivery import deliver, fail_pre_hook
+from shared.composition import get_services
+from shared.events.delivery import deliver
 from shared.functions.queue_input import parse_message
+from shared.rollouts.prehook import fail_pre_hook, pre_hook
 from shared.runs.messages import BadMessageError
-from shared.runs.services import get_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def parse_delivery(body: str) -> dict[str, object]:
 def event_delivery(msg: func.QueueMessage) -> None:
     message = parse_message(msg, parse_delivery, "delivery")
     if message:
-        log.info("delivery %s -> %s", message.get("kind"), deliver(message, get_services()))
+        svc = get_services()
+        done = pre_hook(message, svc) if message["kind"] == "prehook" else deliver(message, svc)
+        log.info("delivery %s -> %s", message.get("kind"), done)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%-poison", connection="AzureWebJobsStorage")

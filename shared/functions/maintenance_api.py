@@ -8,6 +8,7 @@ from datetime import datetime
 
 import azure.functions as func
 
+from shared.composition import get_services
 from shared.core.clock import iso, schedule_now
 from shared.core.errors import ApiError, ValidationError
 from shared.http.responses import api_errors, json_response
@@ -18,7 +19,6 @@ from shared.maintenance.configuration import (
     parse_configuration,
 )
 from shared.maintenance.windows import occurrence_view
-from shared.runs.services import get_services
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.run_request import parse_json_body
 

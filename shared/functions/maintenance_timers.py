@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
+from shared.composition import get_services
 from shared.core.clock import schedule_now, utcnow
 from shared.maintenance.windows import open_due_windows
-from shared.runs.services import get_services
 from shared.runs.sweeper import sweep
 
 bp = func.Blueprint()

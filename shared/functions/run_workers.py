@@ -6,12 +6,12 @@ import logging
 
 import azure.functions as func
 
+from shared.composition import get_services
 from shared.functions.queue_input import parse_message
 from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
 from shared.runs.messages import parse_dispatch, parse_step
-from shared.runs.services import get_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

@@ -6,13 +6,13 @@ import re
 
 import azure.functions as func
 
+from shared.composition import get_services
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.core.states import RunStatus
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
 from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.services import get_services
 from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.run_request import parse_run_request
@@ -24,7 +24,7 @@ UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
 def run_id_param(req: func.HttpRequest) -> str:
-    run_id = req.route_params.get("runId", "").lower()
+    run_id = str(req.route_params.get("runId", "")).lower()
     if not RUN_ID.match(run_id):
         raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
     return run_id

@@ -38,7 +38,7 @@ def absolute_url(req: func.HttpRequest, path: str, query: dict[str, str] | None 
     parts = urlsplit(req.url)
     params = {k: v for k, v in parse_qsl(parts.query) if k == "code"}
     params.update(query or {})
-    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(params), ""))
+    return str(urlunsplit((parts.scheme, parts.netloc, path, urlencode(params), "")))
 
 
 def accepted(body: Any, location: str, retry_after: int) -> func.HttpResponse:

@@ -13,9 +13,9 @@ from typing import Any
 
 from shared.core.errors import ValidationError
 from shared.core.ids import ScopeRef, VmRef
-from shared.maintenance.dynamic_scope import parse_filter
 from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
+from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.rollout import parse_rollout

@@ -189,9 +189,9 @@ class Schedule:
             while empty <= GREGORIAN_CYCLE_MONTHS // r.interval + 1:
                 year, month = divmod(start.year * 12 + start.month - 1 + m, 12)
                 month += 1
-                days = self._month_dates(year, month)
-                empty = 0 if days else empty + 1
-                for day in days:
+                dates = self._month_dates(year, month)
+                empty = 0 if dates else empty + 1
+                for day in dates:
                     local = datetime.combine(day, at)
                     yield local, to_utc(local, self.zone)
                 m += r.interval

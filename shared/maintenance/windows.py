@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.core.clock import iso, parse_iso
+from shared.core.records import NewRun
 from shared.maintenance.configuration import (
     Assignment,
     MaintenanceConfiguration,
@@ -31,7 +32,7 @@ from shared.maintenance.configuration import (
     parse_assignment,
 )
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.runs.accept import NewRun, accept, internal_key, pin_windows_publish_date
+from shared.runs.accept import accept, internal_key, pin_windows_publish_date
 from shared.runs.services import Services
 from shared.validation.durations import format_duration
 

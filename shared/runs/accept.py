@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.records import NewRun
 from shared.core.states import RunStatus
 from shared.events.publish import emit, run_subject
 from shared.runs.services import Services
@@ -47,20 +46,6 @@ def check_idempotency_key(key: str | None) -> str | None:
         raise ValidationError(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
                               target="Idempotency-Key", code="InvalidHeader")
     return key
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """What any run is made of: an operation over a machine list, or over scopes to discover."""
-
-    operation: str
-    parameters: dict[str, Any]
-    fingerprint: str
-    machines: tuple[VmRef, ...] = ()
-    scopes: tuple[ScopeRef, ...] = ()
-    filters: tuple[dict[str, Any], ...] = ()  # per scope (dynamic-scope filters); empty: no filters
-    origin: str = "api"  # "api", "schedule" (periodic assessment) or "maintenance"
-    extra: tuple[tuple[str, Any], ...] = ()  # more fields for the run entity (a maintenance window's)
 
 
 def accept_run(

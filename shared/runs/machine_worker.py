@@ -31,20 +31,16 @@ from shared.arm.operations import (
     classify_poll,
     classify_start,
 )
-from shared.assessments.results import record_outcome
-from shared.core.clock import iso, parse_iso, schedule_now, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmConnectionError, UntrustedEndpointError
 from shared.core.ids import VmRef
-from shared.core.states import TERMINAL_STATES, MachineState, machine_outcome
+from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
-from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.messages import StepMessage
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
-from shared.runs.services import RunSpec, Services
-from shared.validation.durations import format_duration, parse_duration
+from shared.runs.services import Services
 from shared.validation.resource_ids import parse_vm_id
 
 log = logging.getLogger(__name__)
@@ -61,6 +57,10 @@ class MachineStep:
         self.rng = rng
         self.now = utcnow()
         self.calls: list[dict[str, Any]] = json.loads(target.get("armCalls") or "[]")
+
+    @property
+    def run_id(self) -> str:
+        return str(self.target["PartitionKey"])
 
     @cached_property
     def vm(self) -> VmRef:
@@ -87,17 +87,8 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
-        if spec.rollout:  # read fresh: a cancel or halt may have come after this machine was admitted
-            run = self.svc.store.get_run(self.target["PartitionKey"]) or {}
-            if run.get("canceledAt") or run.get("haltedReason"):
-                code = "RunCanceled" if run.get("canceledAt") else "RunHalted"
-                return self._terminal(MachineState.SKIPPED, {
-                    "errorCode": code, "osType": os_type,
-                    "errorMessage": "the run stopped before this machine started"})
-            if run.get("pinnedLinuxCount") and os_type.lower() == "linux":
-                body = pinned_body(body, self.svc.store.pins(self.target["PartitionKey"]), os_type)
-        if spec.configuration:  # a maintenance window: inside it, and once per VM across windows
-            body, refused = self.within_window(spec, body)
+        for hook in self.svc.hooks.before_start:  # rollouts (stopped? one patch set), maintenance windows
+            body, refused = hook(self, spec, body, os_type)
             if refused:
                 return refused
         # The claim: after this succeeds no other delivery of this message can send the operation.
@@ -126,35 +117,6 @@ class MachineStep:
         outcome = classify_poll(resp, mode=self.target.get("pollMode") or "location",
                                 default_retry_after=self.settings.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
-
-    def within_window(self, spec: RunSpec, body: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
-        """(body with maximumDuration capped to what is left of the window, "") or (None, outcome) when
-        the VM is skipped: the window is (nearly) over, or another window's run has the VM."""
-        now = schedule_now(self.settings)  # the windows' own clock
-        window_end = parse_iso(spec.window_end)
-        left = window_end - now
-        if left < MIN_REMAINING:  # a retry, throttling or a slow listing brought us here too late
-            return None, self._terminal(MachineState.SKIPPED, {
-                "errorCode": "WindowClosed",
-                "errorMessage": f"only {int(left.total_seconds() // 60)} minutes of the window were left when this "
-                                f"VM's turn came; it was not started outside its window"})
-        lease = self.svc.maintenance.lease
-        holder = lease(self.vm, run_id=self.target["PartitionKey"], configuration=spec.configuration,
-                       until=window_end, now=now)
-        if holder is not None:
-            theirs = self.svc.store.get_target(holder["runId"], self.target["RowKey"])
-            if theirs is not None and theirs["state"] in TERMINAL_STATES and machine_outcome(theirs) != "succeeded":
-                holder = lease(self.vm, run_id=self.target["PartitionKey"], configuration=spec.configuration,
-                               until=window_end, now=now, take_over=holder["runId"])  # they did not patch it
-        if holder is not None:
-            return None, self._terminal(MachineState.SKIPPED, {
-                "errorCode": "PatchedByOtherWindow",
-                "errorMessage": f"maintenance configuration '{holder['configuration']}' (run {holder['runId']}) has "
-                                f"this VM until {holder['until']}; it is patched there, once"})
-        if body is not None:
-            allowed = timedelta(minutes=int((left - REBOOT_RESERVE).total_seconds() // 60))
-            body = {**body, "maximumDuration": format_duration(min(parse_duration(body["maximumDuration"]), allowed))}
-        return body, ""
 
     def recover_claim(self) -> str:
         """`Starting` means a delivery claimed the machine and may have sent installPatches."""
@@ -249,6 +211,10 @@ class MachineStep:
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
         return self._terminal(state, {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
 
+    def skip(self, code: str, message: str, **extra: Any) -> str:
+        """End the machine as Skipped: deliberately not started, with the reason (hooks use this)."""
+        return self._terminal(MachineState.SKIPPED, {"errorCode": code, "errorMessage": message[:4000], **extra})
+
     def time_out(self) -> str:
         return self._terminal(MachineState.TIMED_OUT, {
             "errorCode": "OperationTimedOut",
@@ -285,9 +251,10 @@ class MachineStep:
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> str:
-        if self.kind.keeps_history:  # before our own update: a redelivery then writes the same rows again
-            changes = {**changes, **record_outcome(self.svc, {**self.target, **changes}, state, result,
-                                                   self.target["PartitionKey"])}
+        record = self.svc.hooks.on_terminal.get(self.kind.action)
+        if record is not None:  # before our own update: a redelivery then writes the same rows again
+            changes = {**changes, **record(self.svc, {**self.target, **changes}, state, result,
+                                           self.target["PartitionKey"])}
         self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
                       "completedAt": iso(utcnow())})
         run_id = self.target["PartitionKey"]
@@ -297,23 +264,14 @@ class MachineStep:
                if self.target.get(k) not in (None, "")}}, key=str(self.target["seq"]))  # one id per finish
         spec = self.svc.run_spec(run_id)
         if spec is not None and spec.rollout:
-            advance(run_id, self.svc)  # frees a slot: the controller admits the next machine, or closes the run
+            self.svc.hooks.advance_run(run_id, self.svc)  # frees a slot: admits the next machine, or closes the run
         else:
             complete_run_if_done(run_id, self.svc)
         return state.value
 
     def _past_deadline(self) -> bool:
         deadline = self.target.get("deadline")
-        return bool(deadline) and self.now > parse_iso(deadline)
-
-
-def pinned_body(body: dict[str, Any] | None, pins: list[str], os_type: str) -> dict[str, Any] | None:
-    """One patch set: a Linux VM after the canary wave installs exactly the package versions the
-    canary installed, and nothing else (classifications would let newer packages in)."""
-    if body is None or not pins or os_type.lower() != "linux" or "linuxParameters" not in body:
-        return body
-    linux = {k: v for k, v in body["linuxParameters"].items() if k != "classificationsToInclude"}
-    return {**body, "linuxParameters": {**linux, "packageNameMasksToInclude": pins}}
+        return bool(deadline) and self.now > parse_iso(str(deadline))
 
 
 def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) -> str:

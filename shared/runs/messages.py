@@ -71,4 +71,5 @@ def parse_discovery(body: str) -> DiscoveryMessage:
     for name, value in (("scope", scope), ("page", page)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadMessageError(f"bad {name} {value!r}")
-    return DiscoveryMessage(str(data["runId"]), int(scope), int(page))  # type: ignore[arg-type]
+    assert isinstance(scope, int) and isinstance(page, int)
+    return DiscoveryMessage(str(data["runId"]), scope, page)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 from shared.arm.operations import Retry
+from shared.core.retry import backoff
 from shared.core.settings import Settings
 
 
@@ -13,13 +13,6 @@ def poll_delay(retry_after: int, settings: Settings) -> int:
     """Never sooner than ARM's Retry-After; never sooner than POLL_MIN_SECONDS either, because a
     fleet polling every 10 s would spend the subscription's read budget (25/s) on nothing."""
     return max(retry_after, settings.poll_min_seconds)
-
-
-def backoff(attempt: int, settings: Settings, rng: random.Random | None = None) -> int:
-    """Exponential backoff with jitter: base·2^(attempt-1), capped, drawn from [cap/2, cap]."""
-    cap = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
-    draw = (rng or random).uniform(cap / 2, cap)
-    return max(1, math.ceil(draw))
 
 
 def retry_delay(retry: Retry, attempt: int, settings: Settings, rng: random.Random | None = None) -> int:

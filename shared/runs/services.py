@@ -10,7 +10,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import requests
@@ -18,32 +18,45 @@ from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
-from shared.core.settings import Settings, get_settings
-from shared.storage.clients import queue
+from shared.core.records import RunSpec
+from shared.core.settings import Settings
+from shared.runs.hooks import RunHooks
+from shared.storage.clients import StorageAccount
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore
 from shared.storage.run_store import RunStore
 
 log = logging.getLogger(__name__)
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message's initial invisibility
+MAX_CACHED_SPECS = 4096
 
 
 @dataclass
 class Services:
+    """Built once per process by the composition root (shared/composition.py) and handed to every trigger.
+
+    `hooks` are what the features (rollouts, maintenance windows, assessment history) registered."""
+
     settings: Settings
+    hooks: RunHooks = field(default_factory=RunHooks)
     sent: Counter[str] = field(default_factory=Counter)  # queue messages sent, by queue (for metrics)
+    _specs: dict[str, RunSpec] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def account(self) -> StorageAccount:
+        return StorageAccount(self.settings)
 
     @cached_property
     def store(self) -> RunStore:
-        return RunStore(self.settings)
+        return RunStore(self.settings, self.account)
 
     @cached_property
     def fleet(self) -> FleetStore:
-        return FleetStore(self.settings)
+        return FleetStore(self.settings, self.account)
 
     @cached_property
     def maintenance(self) -> MaintenanceStore:
-        return MaintenanceStore(self.settings)
+        return MaintenanceStore(self.settings, self.account)
 
     @cached_property
     def arm(self) -> ArmClient:
@@ -56,11 +69,11 @@ class Services:
 
     @cached_property
     def operations_queue(self) -> QueueClient:
-        return queue(self.settings.operations_queue)
+        return self.account.queue(self.settings.operations_queue)
 
     @cached_property
     def dispatch_queue(self) -> QueueClient:
-        return queue(self.settings.dispatch_queue)
+        return self.account.queue(self.settings.dispatch_queue)
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0) -> None:
         """A delayed message is how we wait: the function returns, the queue brings us back later."""
@@ -69,14 +82,14 @@ class Services:
 
     @cached_property
     def discovery_queue(self) -> QueueClient:
-        return queue(self.settings.discovery_queue)
+        return self.account.queue(self.settings.discovery_queue)
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
         self._send(self.discovery_queue, "discovery", {"runId": run_id, "scope": scope, "page": page}, delay_seconds)
 
     @cached_property
     def events_queue(self) -> QueueClient:
-        return queue(self.settings.events_queue)
+        return self.account.queue(self.settings.events_queue)
 
     @cached_property
     def hooks_session(self) -> requests.Session:
@@ -102,39 +115,13 @@ class Services:
         self.sent[name] += 1
 
     def run_spec(self, run_id: str) -> RunSpec | None:
-        return _run_spec(self.store, run_id)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """The immutable part of a run: which operation, with which parameters."""
-
-    operation: str
-    parameters: dict[str, Any]
-    discovers: bool = False  # machines come from listing scopes, page by page (shared/assessments/discovery.py)
-    configuration: str = ""  # the maintenance configuration whose window this run is
-    window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
-    rollout: bool = False  # machines start only when the rollout controller admits them
-
-
-@lru_cache(maxsize=4096)
-def _run_spec(store: RunStore, run_id: str) -> RunSpec | None:
-    """A run's operation and parameters never change, so one Table read per run per process."""
-    run = store.get_run(run_id)
-    if run is None:
-        return None
-    return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
-                   bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
-                   str(run.get("windowEnd") or ""), bool(run.get("rollout")))
-
-
-@lru_cache(maxsize=1)
-def get_services() -> Services:
-    return Services(get_settings())
-
-
-def reset_services() -> None:
-    """For tests that change settings between cases."""
-    get_services.cache_clear()
-    _run_spec.cache_clear()
-    get_settings.cache_clear()
+        """A run's operation and parameters never change, so one Table read per run per process."""
+        spec = self._specs.get(run_id)
+        if spec is None:
+            spec = self.store.get_run_spec(run_id)
+            if spec is None:
+                return None
+            if len(self._specs) >= MAX_CACHED_SPECS:
+                self._specs.pop(next(iter(self._specs)))  # oldest first: insertion order
+            self._specs[run_id] = spec
+        return spec

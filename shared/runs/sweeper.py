@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 from shared.core.clock import iso
 from shared.core.states import TERMINAL_STATES
-from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.services import Services
 
@@ -47,7 +46,7 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
                 svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
                 counts["relisted"] += 1
         if run.get("rollout"):
-            advance(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here
+            svc.hooks.advance_run(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here
         elif complete_run_if_done(run_id, svc):
             counts["completed"] += 1
     if counts["redispatched"] or counts["requeued"] or counts["relisted"]:

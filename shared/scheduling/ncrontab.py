@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
@@ -51,7 +52,7 @@ class CrontabError(ValueError):
     """The expression is not a valid six-field NCRONTAB expression; the message says which part."""
 
 
-def _value(token: str, field: tuple) -> int:
+def _value(token: str, field: tuple[Any, ...]) -> int:
     name, lo, hi, names, first = field
     if token.isdecimal():
         value = int(token)
@@ -66,7 +67,7 @@ def _value(token: str, field: tuple) -> int:
     return value
 
 
-def _parse_field(text: str, field: tuple) -> frozenset[int]:
+def _parse_field(text: str, field: tuple[Any, ...]) -> frozenset[int]:
     name, lo, hi, _, _ = field
     values: set[int] = set()
     for item in text.split(","):

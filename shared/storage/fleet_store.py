@@ -31,7 +31,7 @@ from shared.core.clock import iso, utcnow
 from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
-from shared.storage.clients import table
+from shared.storage.clients import StorageAccount
 from shared.storage.run_store import batches, odata_str
 
 SUBSCRIPTIONS_PARTITION = "~subscriptions"
@@ -67,9 +67,9 @@ def patch_classification(patch: dict[str, Any]) -> str:
 class FleetStore:
     """Table access for inventory, latest assessments and history; `ops` counts round-trips."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.machines: TableClient = table(settings.machines_table)
-        self.history: TableClient = table(settings.assessments_table)
+    def __init__(self, settings: Settings, account: StorageAccount) -> None:
+        self.machines: TableClient = account.table(settings.machines_table)
+        self.history: TableClient = account.table(settings.assessments_table)
         self.ops: Counter[str] = Counter()
 
     # -- inventory and latest snapshot -----------------------------------------------------------
@@ -187,7 +187,7 @@ class FleetStore:
         """Summaries, newest first (RowKeys are inverted time)."""
         query = f"PartitionKey eq {odata_str(vm.key)} and kind eq '{SUMMARY}'"
         self.ops["listHistory"] += 1
-        page = next(self.history.query_entities(query, results_per_page=top).by_page(), [])
+        page: Any = next(self.history.query_entities(query, results_per_page=top).by_page(), [])
         return [dict(e) for e in page][:top]
 
     def history_patches(self, vm: VmRef, row_key: str) -> list[dict[str, Any]]:

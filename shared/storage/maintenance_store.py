@@ -24,15 +24,15 @@ from shared.core.clock import iso
 from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
-from shared.storage.clients import table
+from shared.storage.clients import StorageAccount
 from shared.storage.run_store import batches, odata_str
 
 CONFIG = "config"
 
 
 class MaintenanceStore:
-    def __init__(self, settings: Settings) -> None:
-        self.table: TableClient = table(settings.maintenance_table)
+    def __init__(self, settings: Settings, account: StorageAccount) -> None:
+        self.table: TableClient = account.table(settings.maintenance_table)
         self.ops: Counter[str] = Counter()
 
     # -- configurations ------------------------------------------------------------------------

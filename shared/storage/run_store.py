@@ -28,9 +28,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
+from shared.core.records import RunSpec
 from shared.core.settings import Settings
 from shared.core.states import TERMINAL_STATES
-from shared.storage.clients import table
+from shared.storage.clients import StorageAccount
 
 RUN_PARTITION = "run"
 IDEMPOTENCY_PARTITION = "idem"
@@ -84,10 +85,10 @@ def odata_str(value: str) -> str:
 class RunStore:
     """All Table access for runs; `ops` counts round-trips so their cost is measurable."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.runs: TableClient = table(settings.runs_table)
-        self.targets: TableClient = table(settings.targets_table)
-        self.patches: TableClient = table(settings.patches_table)
+    def __init__(self, settings: Settings, account: StorageAccount) -> None:
+        self.runs: TableClient = account.table(settings.runs_table)
+        self.targets: TableClient = account.table(settings.targets_table)
+        self.patches: TableClient = account.table(settings.patches_table)
         self.ops: Counter[str] = Counter()
 
     # -- idempotency ---------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class RunStore:
             self.targets.submit_transaction([("create", e) for e in entities])
             return True
         except TableTransactionError as exc:
-            if exc.error_code != "EntityAlreadyExists":
+            if getattr(exc, "error_code", None) != "EntityAlreadyExists":
                 raise
         partition = entities[0]["PartitionKey"]
         self.ops["listTargets"] += 1
@@ -181,6 +182,15 @@ class RunStore:
             return None
         return {**entity, "etag": entity.metadata["etag"]}
 
+    def get_run_spec(self, run_id: str) -> RunSpec | None:
+        """The immutable part of a run, as a record (one read)."""
+        run = self.get_run(run_id)
+        if run is None:
+            return None
+        return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
+                       bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
+                       str(run.get("windowEnd") or ""), bool(run.get("rollout")))
+
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> None:
         self.ops["updateRun"] += 1
         entity = {"PartitionKey": RUN_PARTITION, "RowKey": run_id, **changes}
@@ -197,7 +207,7 @@ class RunStore:
         ).by_page(continuation_token=token)
         self.ops["listRuns"] += 1
         page = [dict(e) for e in next(pages, [])]
-        nxt = pages.continuation_token
+        nxt = pages.continuation_token  # type: ignore[attr-defined]  # azure-core ItemPaged pages carry it
         encoded = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode() if nxt else None
         return page, encoded
 
@@ -245,7 +255,7 @@ class RunStore:
                      select: list[str] | None = None) -> list[dict[str, Any]]:
         """`select` keeps big columns (armCalls, error details) off the wire when a caller needs few."""
         query = f"PartitionKey eq {odata_str(run_id)}" + (f" and ({where})" if where else "")
-        result = []
+        result: list[dict[str, Any]] = []
         for page in self.targets.query_entities(query, results_per_page=1000, select=select).by_page():
             self.ops["listTargets"] += 1
             result.extend({**e, "etag": e.metadata["etag"]} for e in page)
@@ -264,7 +274,7 @@ class RunStore:
             try:
                 self.targets.submit_transaction(ops)
             except TableTransactionError as exc:
-                if exc.error_code in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
+                if getattr(exc, "error_code", None) in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
                     raise TargetsChangedError("a target changed while the rollout controller decided") from exc
                 raise
 
@@ -297,7 +307,7 @@ class RunStore:
         terminal = " and ".join(f"state ne {odata_str(s)}" for s in sorted(TERMINAL_STATES))
         query = f"PartitionKey eq {odata_str(run_id)} and {terminal}"
         self.ops["unfinishedCheck"] += 1
-        page = next(self.targets.query_entities(query, results_per_page=1, select=["RowKey"]).by_page(), [])
+        page: Any = next(self.targets.query_entities(query, results_per_page=1, select=["RowKey"]).by_page(), [])
         return any(True for _ in page)
 
     # -- patches -------------------------------------------------------------------------------

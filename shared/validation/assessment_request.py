@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from shared.core.errors import ValidationError
-from shared.runs.accept import NewRun
+from shared.core.records import NewRun
 from shared.validation.install_parameters import reject_unknown
 from shared.validation.run_request import parse_json_body, parse_machines
 from shared.validation.scopes import parse_scopes

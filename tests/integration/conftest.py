@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.runs.services import Services, get_services, reset_services
-from shared.storage.clients import reset_clients
+from shared.composition import get_services, reset_services
+from shared.runs.services import Services
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
@@ -79,7 +79,5 @@ def services(app_settings: dict[str, str]) -> Iterator[Services]:
     """The app's own Services, configured for this test (in-process use of shared/)."""
     os.environ.update(app_settings)
     reset_services()
-    reset_clients()
     yield get_services()
     reset_services()
-    reset_clients()

@@ -18,8 +18,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from shared.composition import get_services, reset_services
 from shared.functions import runs_api
-from shared.runs.services import Services, get_services, reset_services
+from shared.runs.services import Services
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
 

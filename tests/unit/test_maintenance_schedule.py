@@ -15,7 +15,6 @@ from tzlocal.windows_tz import win_tz
 
 from shared.core.errors import ValidationError
 from shared.maintenance.configuration import parse_assignment, parse_configuration
-from shared.maintenance.dynamic_scope import filter_matches, parse_filter
 from shared.maintenance.recurrence import (
     Recurrence,
     RecurrenceError,
@@ -24,6 +23,7 @@ from shared.maintenance.recurrence import (
     parse_recur_every,
 )
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
+from shared.validation.dynamic_scope import filter_matches, parse_filter
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "azure-api" / "maintenance" / "examples"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 from shared.arm.operations import Retry
+from shared.core.retry import backoff
 from shared.core.settings import Settings
 from shared.core.states import summarize
-from shared.runs.retry_policy import backoff, poll_delay, retry_delay, retry_limit
+from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 
 
 def settings(**env: str) -> Settings:

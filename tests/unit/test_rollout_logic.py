@@ -8,7 +8,7 @@ import pytest
 from shared.core.errors import ValidationError
 from shared.core.states import with_rollout
 from shared.rollouts.plan import assign_waves, failure_kind
-from shared.runs.machine_worker import pinned_body
+from shared.rollouts.start_guard import pinned_body
 from shared.validation.rollout import count_or_percent, parse_rollout, resolve
 
 SUB_A, SUB_B = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"

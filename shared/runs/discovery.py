@@ -22,8 +22,6 @@ from shared.arm.operations import Failed, Retry, classify_read
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
 from shared.core.ids import ScopeRef
-from shared.maintenance.dynamic_scope import filter_matches
-from shared.rollouts.controller import advance
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
 from shared.runs.messages import DiscoveryMessage
@@ -31,6 +29,7 @@ from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.storage.fleet_store import machine_row_key
 from shared.storage.run_store import batches
+from shared.validation.dynamic_scope import filter_matches
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.scopes import parse_scope
 
@@ -148,7 +147,7 @@ def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope:
         return "lost-race"
     spec = svc.run_spec(msg.run_id)
     if spec is not None and spec.rollout:
-        advance(msg.run_id, svc)
+        svc.hooks.advance_run(msg.run_id, svc)
     else:
         complete_run_if_done(msg.run_id, svc)
     return "scope-failed" if error else "scope-done"

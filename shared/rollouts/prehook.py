@@ -1,0 +1,53 @@
+"""The pre-run hook: called once before a rollout's first wave; a 2xx lets the run start, anything
+else cancels it. Its delivery is a queue message like an event's (shared/events/delivery.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from azure.core.exceptions import ResourceModifiedError
+
+from shared.core.clock import iso, utcnow
+from shared.events.delivery import post
+from shared.events.publish import emit, run_subject
+from shared.rollouts.controller import advance
+from shared.runs.services import Services
+
+
+def fail_pre_hook(run_id: str, svc: Services, reason: str) -> None:
+    """The pre-run hook could not be called at all (its message was poisoned): the run does not start."""
+    run = svc.store.get_run(run_id)
+    if run is None or run.get("preHookAt"):
+        return
+    svc.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0, "preHookAnswer": reason,
+                                  "canceledAt": iso(utcnow()), "canceledReason": reason})
+    advance(run_id, svc)
+
+
+def pre_hook(message: dict[str, Any], svc: Services) -> str:
+    """Called once before the first wave: 2xx lets the run start; anything else cancels it."""
+    run_id = str(message["runId"])
+    run = svc.store.get_run(run_id)
+    if run is None or run.get("preHookAt") or run.get("canceledAt") or run.get("completedAt"):
+        return "already-decided"  # decided, or the run stopped: no draining for a run that will not start
+    try:  # claim the call: a duplicated message must not call the hook twice
+        svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run["etag"])
+    except ResourceModifiedError:
+        return "claimed-elsewhere"
+    hook = json.loads(str(run["rollout"])).get("preHook") or {}
+    payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
+               "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
+    status, detail = post(svc, hook["url"], payload, timeout=float(hook.get("timeoutSeconds") or 60),
+                          content_type="application/json")
+    passed = status is not None and 200 <= status < 300
+    changes: dict[str, Any] = {"preHookAt": iso(utcnow()), "preHookStatus": status or 0,
+                               "preHookAnswer": detail}
+    if not passed:
+        changes["canceledAt"] = iso(utcnow())
+        changes["canceledReason"] = f"the pre-run hook answered {status or 'nothing'}: {detail}"[:1000]
+        emit(svc, "patchpilot.run.canceled", run_subject(run_id),
+             {"runId": run_id, "reason": changes["canceledReason"]})
+    svc.store.update_run(run_id, changes)
+    advance(run_id, svc)
+    return "passed" if passed else "vetoed"
