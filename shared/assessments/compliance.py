@@ -17,7 +17,6 @@ from typing import Any
 from shared.core.clock import iso
 from shared.core.states import MachineState
 from shared.storage.fleet_store import FleetStore
-from shared.storage.run_store import odata_str
 
 COLUMNS = ["PartitionKey", "RowKey", "resourceId", "osType", "powerState", "assessedAt", "assessmentStatus",
            "lastAttemptState", "errorCode", "rebootPending", "criticalAndSecurityPatchCount", "otherPatchCount",
@@ -29,10 +28,10 @@ OS_TYPES = {"windows": "Windows", "linux": "Linux"}
 def load_snapshot(fleet: FleetStore, *, subscription_id: str | None, resource_group: str | None,
                   os_type: str | None) -> list[dict[str, Any]]:
     """The snapshot rows in scope, read partition by partition (subscriptions in parallel)."""
-    where = f"osType eq {odata_str(os_type)}" if os_type else None
     subscriptions = [subscription_id] if subscription_id else fleet.subscriptions()
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(subscriptions)))) as pool:
-        parts = pool.map(lambda s: fleet.query_machines(s, resource_group, where, select=COLUMNS), subscriptions)
+        parts = pool.map(lambda s: fleet.query_machines(s, resource_group, os_type=os_type, select=COLUMNS),
+                         subscriptions)
         return [row for part in parts for row in part]
 
 

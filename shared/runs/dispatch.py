@@ -36,7 +36,7 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
         svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
         svc.send_advance(msg.run_id)
         return 0
-    queued = svc.store.list_targets(msg.run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0")
+    queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0)
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(lambda t: svc.send_step(msg.run_id, t["RowKey"], int(t["seq"])), queued))
     svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})

@@ -315,7 +315,7 @@ def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
 
     create_targets(run_id, svc)
     failed = 0
-    for target in svc.store.list_targets(run_id, where=f"state eq '{MachineState.QUEUED.value}' and seq eq 0"):
+    for target in svc.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0):
         try:
             MachineStep(target, svc).fail("DispatchFailed", reason)
             failed += 1

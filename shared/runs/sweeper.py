@@ -13,7 +13,6 @@ import logging
 from datetime import datetime, timedelta
 
 from shared.core.clock import iso
-from shared.core.states import TERMINAL_STATES
 from shared.runs.completion import complete_run_if_done
 from shared.runs.services import Services
 
@@ -26,8 +25,7 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
     stalled_before = iso(now - STALL_AFTER)
-    not_terminal = " and ".join(f"state ne '{s}'" for s in sorted(TERMINAL_STATES))
-    for run in store.runs.query_entities("PartitionKey eq 'run' and active eq true"):
+    for run in store.list_active_runs():
         store.ops["sweepRuns"] += 1
         counts["runs"] += 1
         run_id = run["RowKey"]
@@ -36,13 +34,13 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
                 svc.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue
-        admitted = " and admitted eq true" if run.get("rollout") else ""  # the controller starts the others
-        stalled = store.list_targets(run_id, where=f"{not_terminal} and nextActionAt lt '{stalled_before}'{admitted}")
+        stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
+                                     admitted=True if run.get("rollout") else None)  # the controller starts others
         for target in stalled:
             svc.send_step(run_id, target["RowKey"], int(target["seq"]))
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
-            for row in store.list_scopes(run_id, where=f"done eq false and nextActionAt lt '{stalled_before}'"):
+            for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
                 svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
                 counts["relisted"] += 1
         if run.get("rollout"):

@@ -32,7 +32,7 @@ from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
 from shared.storage.clients import StorageAccount
-from shared.storage.run_store import batches, odata_str
+from shared.storage.run_store import batches, key_range
 
 SUBSCRIPTIONS_PARTITION = "~subscriptions"
 INVERTED_BASE = 10**13  # milliseconds since 1970 stay below this until the year 2286
@@ -88,7 +88,8 @@ class FleetStore:
 
     def subscriptions(self) -> list[str]:
         self.ops["listSubscriptions"] += 1
-        rows = self.machines.query_entities(f"PartitionKey eq '{SUBSCRIPTIONS_PARTITION}'", select=["RowKey"])
+        rows = self.machines.query_entities("PartitionKey eq @partition",
+                                            parameters={"partition": SUBSCRIPTIONS_PARTITION}, select=["RowKey"])
         return [r["RowKey"] for r in rows]
 
     def get_machine(self, vm: VmRef) -> dict[str, Any] | None:
@@ -128,16 +129,24 @@ class FleetStore:
         self.machines.delete_entity(vm.subscription_id, machine_row_key(vm))
 
     def query_machines(self, subscription_id: str, resource_group: str | None = None,
-                       where: str | None = None, select: list[str] | None = None) -> list[dict[str, Any]]:
-        """One partition (a subscription), optionally one resource group's RowKey range in it."""
-        query = f"PartitionKey eq {odata_str(subscription_id.lower())}"
+                       *, os_type: str | None = None, seen_before: str | None = None,
+                       select: list[str] | None = None) -> list[dict[str, Any]]:
+        """One partition (a subscription), optionally one resource group's RowKey range in it, one OS type,
+        or only machines no listing has seen since `seen_before` (an ISO time)."""
+        query = "PartitionKey eq @subscription"
+        parameters: dict[str, Any] = {"subscription": subscription_id.lower()}
         if resource_group:
-            prefix = resource_group.lower() + "|"
-            query += f" and RowKey ge {odata_str(prefix)} and RowKey lt {odata_str(prefix[:-1] + '}')}"
-        if where:
-            query += f" and ({where})"
+            query += " and RowKey ge @low and RowKey lt @high"
+            parameters["low"], parameters["high"] = key_range(resource_group.lower() + "|")
+        if os_type:
+            query += " and osType eq @os"
+            parameters["os"] = os_type
+        if seen_before:
+            query += " and lastSeenAt lt @seen"
+            parameters["seen"] = seen_before
         result: list[dict[str, Any]] = []
-        for page in self.machines.query_entities(query, results_per_page=1000, select=select).by_page():
+        for page in self.machines.query_entities(query, parameters=parameters, results_per_page=1000,
+                                                 select=select).by_page():
             self.ops["queryMachines"] += 1
             result.extend(dict(e) for e in page)
         return result
@@ -148,7 +157,7 @@ class FleetStore:
         By time, not by run: another listing of the same scope running at the same time (an on-demand
         assessment during a sweep) stamps the machines it sees too, and they must stay.
         """
-        gone = self.query_machines(subscription_id, resource_group, where=f"lastSeenAt lt {odata_str(listed_since)}")
+        gone = self.query_machines(subscription_id, resource_group, seen_before=listed_since)
         for batch in batches({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in gone):
             self.ops["deleteMachines"] += 1
             self.machines.submit_transaction([("delete", e) for e in batch])
@@ -174,10 +183,11 @@ class FleetStore:
 
     def prune_history(self, vm: VmRef, older_than: datetime) -> int:
         """Delete this machine's history rows recorded before `older_than` (one partition query)."""
-        query = f"PartitionKey eq {odata_str(vm.key)} and at lt {odata_str(iso(older_than))}"
         self.ops["pruneQuery"] += 1
         old = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
-               for e in self.history.query_entities(query, select=["PartitionKey", "RowKey"])]
+               for e in self.history.query_entities("PartitionKey eq @machine and at lt @before",
+                                                    parameters={"machine": vm.key, "before": iso(older_than)},
+                                                    select=["PartitionKey", "RowKey"])]
         for batch in batches(old):
             self.ops["pruneBatch"] += 1
             self.history.submit_transaction([("delete", e) for e in batch])
@@ -185,14 +195,21 @@ class FleetStore:
 
     def list_history(self, vm: VmRef, top: int) -> list[dict[str, Any]]:
         """Summaries, newest first (RowKeys are inverted time)."""
-        query = f"PartitionKey eq {odata_str(vm.key)} and kind eq '{SUMMARY}'"
         self.ops["listHistory"] += 1
-        page: Any = next(self.history.query_entities(query, results_per_page=top).by_page(), [])
-        return [dict(e) for e in page][:top]
+        result: list[dict[str, Any]] = []
+        pages = self.history.query_entities("PartitionKey eq @machine and kind eq @kind",
+                                            parameters={"machine": vm.key, "kind": SUMMARY},
+                                            results_per_page=top).by_page()
+        for page in pages:  # a filtered query may answer an empty page with a continuation token
+            result.extend(dict(e) for e in page)
+            if len(result) >= top:
+                break
+        return result[:top]
 
     def history_patches(self, vm: VmRef, row_key: str) -> list[dict[str, Any]]:
-        query = (f"PartitionKey eq {odata_str(vm.key)} and RowKey gt {odata_str(row_key + '-p')}"
-                 f" and RowKey lt {odata_str(row_key + '-q')}")
         self.ops["historyPatches"] += 1
-        rows = sorted(self.history.query_entities(query), key=lambda e: e["RowKey"])
+        rows = sorted(self.history.query_entities("PartitionKey eq @machine and RowKey gt @low and RowKey lt @high",
+                                                  parameters={"machine": vm.key, "low": row_key + "-p",
+                                                              "high": row_key + "-q"}),
+                      key=lambda e: e["RowKey"])
         return [json.loads(e["detail"]) for e in rows]

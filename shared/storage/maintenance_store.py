@@ -25,7 +25,7 @@ from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
 from shared.storage.clients import StorageAccount
-from shared.storage.run_store import batches, odata_str
+from shared.storage.run_store import batches
 
 CONFIG = "config"
 
@@ -58,7 +58,8 @@ class MaintenanceStore:
 
     def list_configs(self) -> list[dict[str, Any]]:
         self.ops["listConfigs"] += 1
-        return [{**e, "etag": e.metadata["etag"]} for e in self.table.query_entities(f"PartitionKey eq '{CONFIG}'")]
+        return [{**e, "etag": e.metadata["etag"]} for e in self.table.query_entities(
+            "PartitionKey eq @partition", parameters={"partition": CONFIG})]
 
     def advance_watermark(self, config: dict[str, Any], checked_through: datetime) -> None:
         """Windows starting before this have been opened or recorded; a lost race means another tick did it."""
@@ -71,9 +72,10 @@ class MaintenanceStore:
     def delete_config(self, name: str) -> bool:
         """Deletes the configuration and its assignments; False if it did not exist (still a success)."""
         self.ops["deleteConfig"] += 1
-        query = f"PartitionKey eq {odata_str('assign|' + name.lower())}"
         keys = ({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
-                for e in self.table.query_entities(query, select=["PartitionKey", "RowKey"]))
+                for e in self.table.query_entities("PartitionKey eq @partition",
+                                                   parameters={"partition": "assign|" + name.lower()},
+                                                   select=["PartitionKey", "RowKey"]))
         for batch in batches(keys):
             self.table.submit_transaction([("delete", e) for e in batch])
         existed = self.get_config(name) is not None
@@ -101,7 +103,8 @@ class MaintenanceStore:
 
     def list_assignments(self, config: str) -> list[dict[str, Any]]:
         self.ops["listAssignments"] += 1
-        return [dict(e) for e in self.table.query_entities(f"PartitionKey eq {odata_str('assign|' + config.lower())}")]
+        return [dict(e) for e in self.table.query_entities("PartitionKey eq @partition",
+                                                           parameters={"partition": "assign|" + config.lower()})]
 
     def delete_assignment(self, config: str, name: str) -> None:
         self.ops["deleteAssignment"] += 1
@@ -131,8 +134,9 @@ class MaintenanceStore:
 
     def list_occurrences(self, config: str, since: datetime) -> list[dict[str, Any]]:
         self.ops["listOccurrences"] += 1
-        query = f"PartitionKey eq {odata_str('occ|' + config.lower())} and RowKey ge {odata_str(iso(since))}"
-        return sorted((dict(e) for e in self.table.query_entities(query)), key=lambda e: e["RowKey"])
+        rows = self.table.query_entities("PartitionKey eq @partition and RowKey ge @since",
+                                         parameters={"partition": "occ|" + config.lower(), "since": iso(since)})
+        return sorted((dict(e) for e in rows), key=lambda e: e["RowKey"])
 
     # -- leases --------------------------------------------------------------------------------
     def lease(self, vm: VmRef, *, run_id: str, configuration: str, until: datetime,

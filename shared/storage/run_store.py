@@ -78,8 +78,19 @@ def merge_if_unchanged(client: TableClient, row: dict[str, Any], changes: dict[s
     return str(meta["etag"])
 
 
-def odata_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def key_range(prefix: str) -> tuple[str, str]:
+    """(low, high) so that `RowKey ge low and RowKey lt high` selects the keys starting with `prefix`."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def first_match(client: TableClient, query: str, parameters: dict[str, Any]) -> bool:
+    """Does any entity match? Follows continuation tokens: Table storage may answer a filtered query with
+    an empty page and a token (a partition scan that ran out of time), which is not "no match"."""
+    for page in client.query_entities(query, parameters=parameters, results_per_page=1,
+                                      select=["RowKey"]).by_page():
+        if any(True for _ in page):
+            return True
+    return False
 
 
 class RunStore:
@@ -137,8 +148,9 @@ class RunStore:
 
     def machine_chunks(self, run_id: str) -> list[list[str]]:
         self.ops["machineChunks"] += 1
-        rows = self.runs.query_entities(
-            f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'machines-' and RowKey lt 'machines.'")
+        low, high = key_range("machines-")
+        rows = self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
+                                        parameters={"run": run_id, "low": low, "high": high})
         return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
 
     def create_targets(self, entities: list[dict[str, Any]]) -> bool:
@@ -158,7 +170,7 @@ class RunStore:
         partition = entities[0]["PartitionKey"]
         self.ops["listTargets"] += 1
         existing = {e["RowKey"] for e in self.targets.query_entities(
-            f"PartitionKey eq {odata_str(partition)}", select=["RowKey"])}
+            "PartitionKey eq @run", parameters={"run": partition}, select=["RowKey"])}
         for entity in (e for e in entities if e["RowKey"] not in existing):
             self.ops["targetCreate"] += 1
             with contextlib.suppress(ResourceExistsError):
@@ -203,7 +215,7 @@ class RunStore:
     def list_runs(self, top: int, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
         token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
         pages = self.runs.query_entities(
-            f"PartitionKey eq {odata_str(RUN_PARTITION)}", results_per_page=top
+            "PartitionKey eq @partition", parameters={"partition": RUN_PARTITION}, results_per_page=top
         ).by_page(continuation_token=token)
         self.ops["listRuns"] += 1
         page = [dict(e) for e in next(pages, [])]
@@ -235,10 +247,21 @@ class RunStore:
         self.ops["updateScope"] += 1
         merge_if_unchanged(self.runs, row, changes)
 
-    def list_scopes(self, run_id: str, *, where: str | None = None) -> list[dict[str, Any]]:
+    def list_scopes(self, run_id: str, *, unfinished_due_before: str | None = None) -> list[dict[str, Any]]:
+        """A run's scope rows; with `unfinished_due_before`, only those not done whose next page is overdue."""
         self.ops["listScopes"] += 1
-        query = f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'scope-' and RowKey lt 'scope.'"
-        return [dict(e) for e in self.runs.query_entities(query + (f" and ({where})" if where else ""))]
+        low, high = key_range("scope-")
+        query = "PartitionKey eq @run and RowKey ge @low and RowKey lt @high"
+        parameters: dict[str, Any] = {"run": run_id, "low": low, "high": high}
+        if unfinished_due_before is not None:
+            query += " and done eq false and nextActionAt lt @due"
+            parameters["due"] = unfinished_due_before
+        return [dict(e) for e in self.runs.query_entities(query, parameters=parameters)]
+
+    def list_active_runs(self) -> list[dict[str, Any]]:
+        """Runs not yet closed (the sweeper's work list)."""
+        return [dict(e) for e in self.runs.query_entities("PartitionKey eq @partition and active eq true",
+                                                          parameters={"partition": RUN_PARTITION})]
 
 
     # -- targets -------------------------------------------------------------------------------
@@ -251,12 +274,31 @@ class RunStore:
             return None
         return {**entity, "etag": entity.metadata["etag"]}
 
-    def list_targets(self, run_id: str, *, where: str | None = None,
+    def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
+                     unfinished_due_before: str | None = None, admitted: bool | None = None,
                      select: list[str] | None = None) -> list[dict[str, Any]]:
-        """`select` keeps big columns (armCalls, error details) off the wire when a caller needs few."""
-        query = f"PartitionKey eq {odata_str(run_id)}" + (f" and ({where})" if where else "")
+        """A run's targets, optionally only those in `state`, at `seq`, unfinished with their next action
+        due before an ISO time, or (not) admitted by the rollout controller. `select` keeps big columns
+        (armCalls, error details) off the wire when a caller needs few."""
+        query = "PartitionKey eq @run"
+        parameters: dict[str, Any] = {"run": run_id}
+        if state is not None:
+            query += " and state eq @state"
+            parameters["state"] = state
+        if seq is not None:
+            query += " and seq eq @seq"
+            parameters["seq"] = seq
+        if unfinished_due_before is not None:
+            query += "".join(f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
+            parameters.update({f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))})
+            query += " and nextActionAt lt @due"
+            parameters["due"] = unfinished_due_before
+        if admitted is not None:
+            query += " and admitted eq @admitted"
+            parameters["admitted"] = admitted
         result: list[dict[str, Any]] = []
-        for page in self.targets.query_entities(query, results_per_page=1000, select=select).by_page():
+        for page in self.targets.query_entities(query, parameters=parameters, results_per_page=1000,
+                                                select=select).by_page():
             self.ops["listTargets"] += 1
             result.extend({**e, "etag": e.metadata["etag"]} for e in page)
         return result
@@ -289,8 +331,9 @@ class RunStore:
 
     def pins(self, run_id: str) -> list[str]:
         self.ops["pins"] += 1
-        rows = self.runs.query_entities(
-            f"PartitionKey eq {odata_str(run_id)} and RowKey ge 'pins-' and RowKey lt 'pins.'")
+        low, high = key_range("pins-")
+        rows = self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
+                                        parameters={"run": run_id, "low": low, "high": high})
         return [p for row in sorted(rows, key=lambda r: r["RowKey"]) for p in json.loads(row["packages"])]
 
     def update_target(self, target: dict[str, Any], changes: dict[str, Any]) -> str:
@@ -304,11 +347,10 @@ class RunStore:
 
     def has_unfinished_targets(self, run_id: str) -> bool:
         """One small query: is any machine of the run not yet in a terminal state?"""
-        terminal = " and ".join(f"state ne {odata_str(s)}" for s in sorted(TERMINAL_STATES))
-        query = f"PartitionKey eq {odata_str(run_id)} and {terminal}"
+        query = "PartitionKey eq @run" + "".join(f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
+        parameters = {"run": run_id, **{f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))}}
         self.ops["unfinishedCheck"] += 1
-        page: Any = next(self.targets.query_entities(query, results_per_page=1, select=["RowKey"]).by_page(), [])
-        return any(True for _ in page)
+        return first_match(self.targets, query, parameters)
 
     # -- patches -------------------------------------------------------------------------------
     def save_patches(self, run_id: str, key: str, patches: list[dict[str, Any]]) -> None:
@@ -328,6 +370,6 @@ class RunStore:
 
     def list_patches(self, run_id: str, key: str) -> list[dict[str, Any]]:
         self.ops["listPatches"] += 1
-        rows = self.patches.query_entities(f"PartitionKey eq {odata_str(f'{run_id}|{key}')}")
+        rows = self.patches.query_entities("PartitionKey eq @partition", parameters={"partition": f"{run_id}|{key}"})
         ordered = sorted(rows, key=lambda e: e.get("order", 0))
         return [json.loads(e["detail"]) for e in ordered]
