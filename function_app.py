@@ -1,7 +1,11 @@
-"""PatchPilot: the Azure Functions composition root. Nothing but registration lives here."""
+"""PatchPilot: the Azure Functions composition root. Nothing but wiring and registration lives here.
+
+`services` is the app's one set of clients and stores, built on first use from the app settings, with
+every feature's hooks registered (shared/composition.py); each blueprint is built against it."""
 
 import azure.functions as func
 
+from shared.composition import AppServices
 from shared.functions import (
     assessment_workers,
     assessments_api,
@@ -12,11 +16,14 @@ from shared.functions import (
     runs_api,
 )
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(runs_api.bp)
-app.register_functions(run_workers.bp)
-app.register_functions(maintenance_timers.bp)
-app.register_functions(assessments_api.bp)
-app.register_functions(assessment_workers.bp)
-app.register_functions(maintenance_api.bp)
-app.register_functions(event_workers.bp)
+
+def build_app(services: AppServices) -> func.FunctionApp:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for module in (runs_api, run_workers, maintenance_timers, assessments_api, assessment_workers, maintenance_api,
+                   event_workers):
+        app.register_functions(module.blueprint(services))
+    return app
+
+
+services = AppServices()
+app = build_app(services)

@@ -15,8 +15,7 @@ import time
 
 import azure.functions as func
 
-from shared.composition import get_services, reset_services
-from shared.functions import runs_api
+from tests.app import get_services, reset_services, runs_api
 from tools.azurite import Azurite
 
 SUB = "00000000-0000-0000-0000-0000000000b1"

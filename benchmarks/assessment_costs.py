@@ -21,9 +21,8 @@ import azure.functions as func
 
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
-from shared.composition import get_services, reset_services
 from shared.core.clock import iso, utcnow
-from shared.functions import assessments_api
+from tests.app import assessments_api, get_services, reset_services
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig

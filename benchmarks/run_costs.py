@@ -14,8 +14,7 @@ import time
 
 import azure.functions as func
 
-from shared.composition import get_services, reset_services
-from shared.functions import runs_api
+from tests.app import get_services, reset_services, runs_api
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig

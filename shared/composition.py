@@ -52,14 +52,3 @@ class AppServices:
     def reset(self) -> None:
         with self._lock:
             self._services = None
-
-
-APP_SERVICES = AppServices()  # the one instance function_app.py registers its blueprints against
-
-
-def get_services() -> Services:
-    return APP_SERVICES.get()
-
-
-def reset_services() -> None:
-    APP_SERVICES.reset()

@@ -7,35 +7,40 @@ import logging
 import azure.functions as func
 
 from shared.assessments.periodic import start_periodic_sweep
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.core.clock import utcnow
 from shared.functions.queue_input import parse_message
 from shared.runs.discovery import discover_page, fail_poisoned_page
 from shared.runs.messages import parse_discovery
 
-bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
-@bp.timer_trigger(schedule="%ASSESSMENT_SCHEDULE%", arg_name="timer", run_on_startup=False)
-def periodic_assessment(timer: func.TimerRequest) -> None:
-    if timer.past_due:
-        log.info("periodic assessment is late; it counts for the latest slot it missed")
-    start_periodic_sweep(get_services(), utcnow())
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.timer_trigger(schedule="%ASSESSMENT_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    def periodic_assessment(timer: func.TimerRequest) -> None:
+        if timer.past_due:
+            log.info("periodic assessment is late; it counts for the latest slot it missed")
+        start_periodic_sweep(services.get(), utcnow())
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%", connection="AzureWebJobsStorage")
-def discovery_worker(msg: func.QueueMessage) -> None:
-    page = parse_message(msg, parse_discovery, "discovery")
-    if page:
-        outcome = discover_page(page, get_services())
-        log.info("discovery run=%s scope=%d page=%d -> %s", page.run_id, page.scope, page.page, outcome)
+    @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%", connection="AzureWebJobsStorage")
+    def discovery_worker(msg: func.QueueMessage) -> None:
+        page = parse_message(msg, parse_discovery, "discovery")
+        if page:
+            outcome = discover_page(page, services.get())
+            log.info("discovery run=%s scope=%d page=%d -> %s", page.run_id, page.scope, page.page, outcome)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%-poison", connection="AzureWebJobsStorage")
-def discovery_poison(msg: func.QueueMessage) -> None:
-    page = parse_message(msg, parse_discovery, "poisoned discovery")
-    if page:
-        svc = get_services()
-        outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
-        log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)
+    @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%-poison", connection="AzureWebJobsStorage")
+    def discovery_poison(msg: func.QueueMessage) -> None:
+        page = parse_message(msg, parse_discovery, "poisoned discovery")
+        if page:
+            svc = services.get()
+            outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
+            log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)
+
+    return bp

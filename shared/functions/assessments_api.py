@@ -7,7 +7,7 @@ import azure.functions as func
 
 from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
 from shared.assessments.machine_view import machine_assessment
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.core.clock import utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.functions.runs_api import accepted_run, run_answer, run_id_param
@@ -18,7 +18,6 @@ from shared.validation.assessment_request import parse_assessment_request
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.scopes import parse_scope
 
-bp = func.Blueprint()
 MAX_TOP = 100
 VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
             "/providers/Microsoft.Compute/virtualMachines/{vmName}")
@@ -31,59 +30,65 @@ def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> 
     return int(raw)
 
 
-@bp.route(route="assessments", methods=["POST"])
-@api_errors
-def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-    new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
-                                   max_machines=svc.settings.max_machines_per_run)
-    run, _created = accept(new, key, svc)
-    return accepted_run(req, run, collection="assessments")
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.route(route="assessments", methods=["POST"])
+    @api_errors
+    def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        key = check_idempotency_key(req.headers.get("Idempotency-Key"))
+        new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
+                                       max_machines=svc.settings.max_machines_per_run)
+        run, _created = accept(new, key, svc)
+        return accepted_run(req, run, svc.settings, collection="assessments")
 
 
-@bp.route(route="assessments/{runId}", methods=["GET"])
-@api_errors
-def get_assessment(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    run_id = run_id_param(req)
-    run = svc.store.get_run(run_id)
-    if run is None or run.get("operation") != "assessPatches":
-        raise ApiError(404, "AssessmentNotFound", f"no assessment with id {run_id!r}", target="runId")
-    return run_answer(req, load_run_view(run, svc), collection="assessments")
+    @bp.route(route="assessments/{runId}", methods=["GET"])
+    @api_errors
+    def get_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        run_id = run_id_param(req)
+        run = svc.store.get_run(run_id)
+        if run is None or run.get("operation") != "assessPatches":
+            raise ApiError(404, "AssessmentNotFound", f"no assessment with id {run_id!r}", target="runId")
+        return run_answer(req, load_run_view(run, svc), svc.settings, collection="assessments")
 
 
-@bp.route(route="compliance", methods=["GET"])
-@api_errors
-def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    sub = req.params.get("subscriptionId")
-    rg = req.params.get("resourceGroup")
-    if rg and not sub:
-        raise ValidationError("resourceGroup needs subscriptionId", target="resourceGroup")
-    if sub:
-        scope = parse_scope(f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else ""),
-                            target="resourceGroup" if rg else "subscriptionId")
-        sub, rg = scope.subscription_id, scope.resource_group
-    raw_os = req.params.get("osType")
-    os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
-    if raw_os and os_type is None:
-        raise ValidationError(f"osType must be Windows or Linux, got {raw_os!r}", target="osType")
-    top = _int_param(req, "top", 10, MAX_TOP)
-    rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
-    report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
-    report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
-    return json_response(report)
+    @bp.route(route="compliance", methods=["GET"])
+    @api_errors
+    def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        sub = req.params.get("subscriptionId")
+        rg = req.params.get("resourceGroup")
+        if rg and not sub:
+            raise ValidationError("resourceGroup needs subscriptionId", target="resourceGroup")
+        if sub:
+            scope = parse_scope(f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else ""),
+                                target="resourceGroup" if rg else "subscriptionId")
+            sub, rg = scope.subscription_id, scope.resource_group
+        raw_os = req.params.get("osType")
+        os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
+        if raw_os and os_type is None:
+            raise ValidationError(f"osType must be Windows or Linux, got {raw_os!r}", target="osType")
+        top = _int_param(req, "top", 10, MAX_TOP)
+        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
+        report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
+        report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
+        return json_response(report)
 
 
-@bp.route(route=f"machines/{VM_ROUTE}/assessment", methods=["GET"])
-@api_errors
-def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    p = req.route_params
-    vm = parse_vm_id(f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
-                     f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}", target="machine")
-    view = machine_assessment(svc.fleet, vm, history=_int_param(req, "history", 20, MAX_TOP))
-    if view is None:
-        raise ApiError(404, "MachineNotFound", f"PatchPilot has no record of {vm.resource_id}", target="machine")
-    return json_response(view)
+    @bp.route(route=f"machines/{VM_ROUTE}/assessment", methods=["GET"])
+    @api_errors
+    def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        p = req.route_params
+        vm = parse_vm_id(f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
+                         f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}", target="machine")
+        view = machine_assessment(svc.fleet, vm, history=_int_param(req, "history", 20, MAX_TOP))
+        if view is None:
+            raise ApiError(404, "MachineNotFound", f"PatchPilot has no record of {vm.resource_id}", target="machine")
+        return json_response(view)
+
+    return bp

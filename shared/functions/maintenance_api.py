@@ -8,7 +8,7 @@ from datetime import datetime
 
 import azure.functions as func
 
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.core.clock import iso, schedule_now
 from shared.core.errors import ApiError, ValidationError
 from shared.http.responses import api_errors, json_response
@@ -19,10 +19,10 @@ from shared.maintenance.configuration import (
     parse_configuration,
 )
 from shared.maintenance.windows import occurrence_view
+from shared.runs.services import Services
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.run_request import parse_json_body
 
-bp = func.Blueprint()
 BASE = "maintenance-configurations"
 MAX_OCCURRENCES = 100
 
@@ -31,105 +31,111 @@ def _name(req: func.HttpRequest, key: str = "name") -> str:
     return check_name(req.route_params.get(key, ""), key)
 
 
-def _config(name: str) -> dict[str, object]:
-    stored = get_services().maintenance.get_config(name)
+def _config(svc: Services, name: str) -> dict[str, object]:
+    stored = svc.maintenance.get_config(name)
     if stored is None:
         raise ApiError(404, "ResourceNotFound", f"no maintenance configuration {name!r}", target="name")
     return stored
 
 
-def _body(req: func.HttpRequest) -> object:
-    return parse_json_body(req.get_body(), max_bytes=get_services().settings.max_request_bytes)
+def _body(req: func.HttpRequest, svc: Services) -> object:
+    return parse_json_body(req.get_body(), max_bytes=svc.settings.max_request_bytes)
 
 
-@bp.route(route=BASE + "/{name}", methods=["PUT"])
-@api_errors
-def put_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    name = _name(req)
-    body = _body(req)
-    config = parse_configuration(name, body)  # validates everything before anything is written
-    created = svc.maintenance.put_config(name, body, schedule_now(svc.settings))  # type: ignore[arg-type]
-    return json_response(config.resource(), 201 if created else 200)
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.route(route=BASE + "/{name}", methods=["PUT"])
+    @api_errors
+    def put_configuration(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        name = _name(req)
+        body = _body(req, services.get())
+        config = parse_configuration(name, body)  # validates everything before anything is written
+        created = svc.maintenance.put_config(name, body, schedule_now(svc.settings))  # type: ignore[arg-type]
+        return json_response(config.resource(), 201 if created else 200)
 
 
-@bp.route(route=BASE + "/{name}", methods=["GET"])
-@api_errors
-def get_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    name = _name(req)
-    stored = _config(name)
-    return json_response(configuration_from_stored(str(stored["name"]), stored).resource())
+    @bp.route(route=BASE + "/{name}", methods=["GET"])
+    @api_errors
+    def get_configuration(req: func.HttpRequest) -> func.HttpResponse:
+        name = _name(req)
+        stored = _config(services.get(), name)
+        return json_response(configuration_from_stored(str(stored["name"]), stored).resource())
 
 
-@bp.route(route=BASE, methods=["GET"])
-@api_errors
-def list_configurations(req: func.HttpRequest) -> func.HttpResponse:
-    stored = get_services().maintenance.list_configs()
-    return json_response({"value": [configuration_from_stored(s["name"], s).resource() for s in stored]})
+    @bp.route(route=BASE, methods=["GET"])
+    @api_errors
+    def list_configurations(req: func.HttpRequest) -> func.HttpResponse:
+        stored = services.get().maintenance.list_configs()
+        return json_response({"value": [configuration_from_stored(s["name"], s).resource() for s in stored]})
 
 
-@bp.route(route=BASE + "/{name}", methods=["DELETE"])
-@api_errors
-def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    existed = get_services().maintenance.delete_config(_name(req))
-    return func.HttpResponse(status_code=200 if existed else 204)
+    @bp.route(route=BASE + "/{name}", methods=["DELETE"])
+    @api_errors
+    def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
+        existed = services.get().maintenance.delete_config(_name(req))
+        return func.HttpResponse(status_code=200 if existed else 204)
 
 
-@bp.route(route=BASE + "/{name}/occurrences", methods=["GET"])
-@api_errors
-def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    name = _name(req)
-    stored = _config(name)
-    config = configuration_from_stored(str(stored["name"]), stored)
-    start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
-                       else schedule_now(svc.settings))
-    if not 1971 <= start.year <= 9000:
-        raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
-    raw_count = req.params.get("count", "10")
-    if not raw_count.isdecimal() or not 1 <= int(raw_count) <= MAX_OCCURRENCES:
-        raise ValidationError(f"count must be a whole number from 1 to {MAX_OCCURRENCES}", target="count")
-    windows = config.schedule.next_windows(start, int(raw_count))
-    recorded = {r["RowKey"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
-    return json_response({"value": [occurrence_view(config, b, e, recorded.get(iso(b))) for b, e in windows]})
+    @bp.route(route=BASE + "/{name}/occurrences", methods=["GET"])
+    @api_errors
+    def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        name = _name(req)
+        stored = _config(services.get(), name)
+        config = configuration_from_stored(str(stored["name"]), stored)
+        start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
+                           else schedule_now(svc.settings))
+        if not 1971 <= start.year <= 9000:
+            raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
+        raw_count = req.params.get("count", "10")
+        if not raw_count.isdecimal() or not 1 <= int(raw_count) <= MAX_OCCURRENCES:
+            raise ValidationError(f"count must be a whole number from 1 to {MAX_OCCURRENCES}", target="count")
+        windows = config.schedule.next_windows(start, int(raw_count))
+        recorded = {r["RowKey"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
+        return json_response({"value": [occurrence_view(config, b, e, recorded.get(iso(b))) for b, e in windows]})
 
 
-@bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["PUT"])
-@api_errors
-def put_assignment(req: func.HttpRequest) -> func.HttpResponse:
-    name, assignment_name = _name(req), _name(req, "assignmentName")
-    body = _body(req)
-    assignment = parse_assignment(assignment_name, body, configuration=name)
-    _config(name)
-    created = get_services().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
-    return json_response(assignment.resource(name), 201 if created else 200)
+    @bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["PUT"])
+    @api_errors
+    def put_assignment(req: func.HttpRequest) -> func.HttpResponse:
+        name, assignment_name = _name(req), _name(req, "assignmentName")
+        body = _body(req, services.get())
+        assignment = parse_assignment(assignment_name, body, configuration=name)
+        _config(services.get(), name)
+        created = services.get().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
+        return json_response(assignment.resource(name), 201 if created else 200)
 
 
-@bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["GET"])
-@api_errors
-def get_assignment(req: func.HttpRequest) -> func.HttpResponse:
-    name, assignment_name = _name(req), _name(req, "assignmentName")
-    stored = get_services().maintenance.get_assignment(name, assignment_name)
-    if stored is None:
-        raise ApiError(404, "ResourceNotFound", f"no assignment {assignment_name!r} of {name!r}",
-                       target="assignmentName")
-    return json_response(parse_assignment(stored["name"], json.loads(stored["body"])).resource(name))
+    @bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["GET"])
+    @api_errors
+    def get_assignment(req: func.HttpRequest) -> func.HttpResponse:
+        name, assignment_name = _name(req), _name(req, "assignmentName")
+        stored = services.get().maintenance.get_assignment(name, assignment_name)
+        if stored is None:
+            raise ApiError(404, "ResourceNotFound", f"no assignment {assignment_name!r} of {name!r}",
+                           target="assignmentName")
+        return json_response(parse_assignment(stored["name"], json.loads(stored["body"])).resource(name))
 
 
-@bp.route(route=BASE + "/{name}/assignments", methods=["GET"])
-@api_errors
-def list_assignments(req: func.HttpRequest) -> func.HttpResponse:
-    name = _name(req)
-    _config(name)
-    rows = get_services().maintenance.list_assignments(name)
-    return json_response({"value": [parse_assignment(r["name"], json.loads(r["body"])).resource(name)
-                                    for r in rows]})
+    @bp.route(route=BASE + "/{name}/assignments", methods=["GET"])
+    @api_errors
+    def list_assignments(req: func.HttpRequest) -> func.HttpResponse:
+        name = _name(req)
+        _config(services.get(), name)
+        rows = services.get().maintenance.list_assignments(name)
+        return json_response({"value": [parse_assignment(r["name"], json.loads(r["body"])).resource(name)
+                                        for r in rows]})
 
 
-@bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["DELETE"])
-@api_errors
-def delete_assignment(req: func.HttpRequest) -> func.HttpResponse:
-    name, assignment_name = _name(req), _name(req, "assignmentName")
-    existed = get_services().maintenance.get_assignment(name, assignment_name) is not None
-    get_services().maintenance.delete_assignment(name, assignment_name)
-    return func.HttpResponse(status_code=200 if existed else 204)
+    @bp.route(route=BASE + "/{name}/assignments/{assignmentName}", methods=["DELETE"])
+    @api_errors
+    def delete_assignment(req: func.HttpRequest) -> func.HttpResponse:
+        name, assignment_name = _name(req), _name(req, "assignmentName")
+        existed = services.get().maintenance.get_assignment(name, assignment_name) is not None
+        services.get().maintenance.delete_assignment(name, assignment_name)
+        return func.HttpResponse(status_code=200 if existed else 204)
+
+    return bp

@@ -6,27 +6,32 @@ import logging
 
 import azure.functions as func
 
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.core.clock import schedule_now, utcnow
 from shared.maintenance.windows import open_due_windows
 from shared.runs.sweeper import sweep
 
-bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
-@bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
-def sweeper(timer: func.TimerRequest) -> None:
-    if timer.past_due:
-        log.info("sweeper is running late; one sweep covers the missed ones")
-    counts = sweep(get_services(), utcnow())
-    log.info("sweep: %s", counts)
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    def sweeper(timer: func.TimerRequest) -> None:
+        if timer.past_due:
+            log.info("sweeper is running late; one sweep covers the missed ones")
+        counts = sweep(services.get(), utcnow())
+        log.info("sweep: %s", counts)
 
 
-@bp.timer_trigger(schedule="%MAINTENANCE_SCHEDULE%", arg_name="timer", run_on_startup=False)
-def maintenance_windows(timer: func.TimerRequest) -> None:
-    """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
-    svc = get_services()
-    counts = open_due_windows(svc, schedule_now(svc.settings))
-    if counts:
-        log.info("maintenance windows: %s", dict(counts))
+    @bp.timer_trigger(schedule="%MAINTENANCE_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    def maintenance_windows(timer: func.TimerRequest) -> None:
+        """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
+        svc = services.get()
+        counts = open_due_windows(svc, schedule_now(svc.settings))
+        if counts:
+            log.info("maintenance windows: %s", dict(counts))
+
+    return bp

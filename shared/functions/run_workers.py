@@ -6,51 +6,56 @@ import logging
 
 import azure.functions as func
 
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.functions.queue_input import parse_message
 from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
 from shared.runs.messages import parse_dispatch, parse_step
 
-bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
-def dispatch_worker(msg: func.QueueMessage) -> None:
-    parsed = parse_message(msg, parse_dispatch, "dispatch")
-    if parsed and parsed.advance:
-        log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, get_services()))
-    elif parsed:
-        dispatch_run(parsed, get_services())
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
+    def dispatch_worker(msg: func.QueueMessage) -> None:
+        parsed = parse_message(msg, parse_dispatch, "dispatch")
+        if parsed and parsed.advance:
+            log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, services.get()))
+        elif parsed:
+            dispatch_run(parsed, services.get())
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
-def operation_worker(msg: func.QueueMessage) -> None:
-    step = parse_message(msg, parse_step, "step")
-    if step:
-        outcome = run_step(step, get_services())
-        log.info("step run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
-                 msg.dequeue_count, outcome)
+    @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
+    def operation_worker(msg: func.QueueMessage) -> None:
+        step = parse_message(msg, parse_step, "step")
+        if step:
+            outcome = run_step(step, services.get())
+            log.info("step run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
+                     msg.dequeue_count, outcome)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
-def operation_poison(msg: func.QueueMessage) -> None:
-    step = parse_message(msg, parse_step, "poisoned step")
-    if step:
-        svc = get_services()
-        outcome = fail_poisoned_step(step, svc, svc.settings.operations_queue)
-        log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
+    @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
+    def operation_poison(msg: func.QueueMessage) -> None:
+        step = parse_message(msg, parse_step, "poisoned step")
+        if step:
+            svc = services.get()
+            outcome = fail_poisoned_step(step, svc, svc.settings.operations_queue)
+            log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
-def dispatch_poison(msg: func.QueueMessage) -> None:
-    parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
-    if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
-        log.warning("poisoned advance for run=%s dropped", parsed.run_id)
-    elif parsed:
-        svc = get_services()
-        failed = fail_undispatched(parsed.run_id, svc, f"dispatching the run failed repeatedly and the message "
-                                                       f"was moved to {svc.settings.dispatch_queue}-poison")
-        log.warning("poisoned dispatch run=%s: failed %d machines", parsed.run_id, failed)
+    @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
+    def dispatch_poison(msg: func.QueueMessage) -> None:
+        parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
+        if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
+            log.warning("poisoned advance for run=%s dropped", parsed.run_id)
+        elif parsed:
+            svc = services.get()
+            failed = fail_undispatched(parsed.run_id, svc, f"dispatching the run failed repeatedly and the message "
+                                                           f"was moved to {svc.settings.dispatch_queue}-poison")
+            log.warning("poisoned dispatch run=%s: failed %d machines", parsed.run_id, failed)
+
+    return bp

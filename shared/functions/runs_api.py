@@ -6,9 +6,10 @@ import re
 
 import azure.functions as func
 
-from shared.composition import get_services
+from shared.composition import AppServices
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
+from shared.core.settings import Settings
 from shared.core.states import RunStatus
 from shared.http.responses import absolute_url, accepted, api_errors, json_response
 from shared.rollouts.controller import advance, resume
@@ -17,7 +18,6 @@ from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.run_request import parse_run_request
 
-bp = func.Blueprint()
 RUN_ID = re.compile(r"^[0-9a-f]{11}-[0-9a-f]{8}$")
 MAX_PAGE = 100
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
@@ -30,122 +30,129 @@ def run_id_param(req: func.HttpRequest) -> str:
     return run_id
 
 
-def run_answer(req: func.HttpRequest, view: dict[str, object], collection: str = "runs") -> func.HttpResponse:
+def run_answer(req: func.HttpRequest, view: dict[str, object], settings: Settings,
+               collection: str = "runs") -> func.HttpResponse:
     """202 + Location while the run is unfinished (Logic Apps keeps polling), 200 once it is done."""
-    settings = get_services().settings
     if view["status"] in UNFINISHED:
         location = absolute_url(req, f"/api/{collection}/{view['id']}")
         return accepted(view, location, settings.run_retry_after_seconds)
     return json_response(view, 200)
 
 
-def accepted_run(req: func.HttpRequest, run: dict[str, object], collection: str = "runs") -> func.HttpResponse:
+def accepted_run(req: func.HttpRequest, run: dict[str, object], settings: Settings,
+                 collection: str = "runs") -> func.HttpResponse:
     """The answer to a request that started (or, replayed, found) a run: 202 + its Location."""
     view = run_view(run, None)
     view["status"] = view.get("status") or RunStatus.ACCEPTED.value
     location = absolute_url(req, f"/api/{collection}/{run['RowKey']}")
-    return accepted(view, location, get_services().settings.run_retry_after_seconds)
+    return accepted(view, location, settings.run_retry_after_seconds)
 
 
-@bp.route(route="runs", methods=["POST"])
-@api_errors
-def create_run(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-    request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
-                                max_machines=svc.settings.max_machines_per_run)
-    run, _created = accept_run(request, key, svc)
-    return accepted_run(req, run)
+def blueprint(services: AppServices) -> func.Blueprint:
+    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+    bp = func.Blueprint()
+
+    @bp.route(route="runs", methods=["POST"])
+    @api_errors
+    def create_run(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        key = check_idempotency_key(req.headers.get("Idempotency-Key"))
+        request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
+                                    max_machines=svc.settings.max_machines_per_run)
+        run, _created = accept_run(request, key, svc)
+        return accepted_run(req, run, svc.settings)
 
 
-@bp.route(route="runs/{runId}", methods=["GET"])
-@api_errors
-def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    run_id = run_id_param(req)
-    run = svc.store.get_run(run_id)
-    if run is None:
-        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-    return run_answer(req, load_run_view(run, svc))
+    @bp.route(route="runs/{runId}", methods=["GET"])
+    @api_errors
+    def get_run(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        run_id = run_id_param(req)
+        run = svc.store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+        return run_answer(req, load_run_view(run, svc), svc.settings)
 
 
-@bp.route(route="runs", methods=["GET"])
-@api_errors
-def list_runs(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    raw_top = req.params.get("top", "20")
-    if not raw_top.isdecimal() or not 1 <= int(raw_top) <= MAX_PAGE:
-        raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE}", target="top")
-    token = req.params.get("continuationToken")
-    try:
-        runs, next_token = svc.store.list_runs(int(raw_top), token)
-    except ValueError:
-        raise ValidationError("continuationToken is not one this API issued", target="continuationToken") from None
-    body: dict[str, object] = {"value": [run_view(r, None) for r in runs]}
-    if next_token:
-        body["nextLink"] = absolute_url(req, "/api/runs", {"top": raw_top, "continuationToken": next_token})
-    return json_response(body)
+    @bp.route(route="runs", methods=["GET"])
+    @api_errors
+    def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+        svc = services.get()
+        raw_top = req.params.get("top", "20")
+        if not raw_top.isdecimal() or not 1 <= int(raw_top) <= MAX_PAGE:
+            raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE}", target="top")
+        token = req.params.get("continuationToken")
+        try:
+            runs, next_token = svc.store.list_runs(int(raw_top), token)
+        except ValueError:
+            raise ValidationError("continuationToken is not one this API issued", target="continuationToken") from None
+        body: dict[str, object] = {"value": [run_view(r, None) for r in runs]}
+        if next_token:
+            body["nextLink"] = absolute_url(req, "/api/runs", {"top": raw_top, "continuationToken": next_token})
+        return json_response(body)
 
 
-@bp.route(route="runs/{runId}/machines/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-                "/providers/Microsoft.Compute/virtualMachines/{vmName}", methods=["GET"])
-@api_errors
-def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
-    """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
-    svc = get_services()
-    run_id = run_id_param(req)
-    p = req.route_params
-    vm = parse_vm_id(
-        f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
-        f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}",
-        target="machine",
-    )
-    target = svc.store.get_target(run_id, vm.key)
-    if target is None:
-        raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")
-    view = machine_view(target)
-    view["runId"] = run_id
-    # An assessment's patches live in the machine's history (shared/assessments/results.py).
-    history_key = target.get("historyKey")
-    view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
-                       else svc.store.list_patches(run_id, vm.key))
-    return json_response(view)
+    @bp.route(route="runs/{runId}/machines/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+                    "/providers/Microsoft.Compute/virtualMachines/{vmName}", methods=["GET"])
+    @api_errors
+    def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
+        """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
+        svc = services.get()
+        run_id = run_id_param(req)
+        p = req.route_params
+        vm = parse_vm_id(
+            f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
+            f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}",
+            target="machine",
+        )
+        target = svc.store.get_target(run_id, vm.key)
+        if target is None:
+            raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")
+        view = machine_view(target)
+        view["runId"] = run_id
+        # An assessment's patches live in the machine's history (shared/assessments/results.py).
+        history_key = target.get("historyKey")
+        view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
+                           else svc.store.list_patches(run_id, vm.key))
+        return json_response(view)
 
 
-def _rollout_run(req: func.HttpRequest) -> dict[str, object]:
-    run_id = run_id_param(req)
-    run = get_services().store.get_run(run_id)
-    if run is None:
-        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-    if not run.get("rollout"):
-        raise ApiError(409, "NotARollout", "only a run with a rollout can be canceled or resumed: a run without one "
-                       "started every machine at once", target="runId")
-    return run
+    def _rollout_run(req: func.HttpRequest) -> dict[str, object]:
+        run_id = run_id_param(req)
+        run = services.get().store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+        if not run.get("rollout"):
+            raise ApiError(409, "NotARollout", "only a run with a rollout can be canceled or resumed: a run "
+                           "without one started every machine at once", target="runId")
+        return run
 
 
-@bp.route(route="runs/{runId}/cancel", methods=["POST"])
-@api_errors
-def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
-    """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
-    svc = get_services()
-    run = _rollout_run(req)
-    if run.get("completedAt"):
-        raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
-    if not run.get("canceledAt"):
-        svc.store.update_run(str(run["RowKey"]), {"canceledAt": iso(utcnow())})
-    advance(str(run["RowKey"]), svc)
-    return run_answer(req, load_run_view(svc.store.get_run(str(run["RowKey"])) or run, svc))
+    @bp.route(route="runs/{runId}/cancel", methods=["POST"])
+    @api_errors
+    def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+        """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
+        svc = services.get()
+        run = _rollout_run(req)
+        if run.get("completedAt"):
+            raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
+        if not run.get("canceledAt"):
+            svc.store.update_run(str(run["RowKey"]), {"canceledAt": iso(utcnow())})
+        advance(str(run["RowKey"]), svc)
+        return run_answer(req, load_run_view(svc.store.get_run(str(run["RowKey"])) or run, svc), svc.settings)
 
 
-@bp.route(route="runs/{runId}/resume", methods=["POST"])
-@api_errors
-def resume_run(req: func.HttpRequest) -> func.HttpResponse:
-    """A halted run goes on: the machines it did not start are queued again, and the error budget
-    starts afresh from the failures seen so far."""
-    svc = get_services()
-    run = _rollout_run(req)
-    if not run.get("haltedReason") or run.get("canceledAt"):
-        raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
-    run_id = str(run["RowKey"])
-    resume(run_id, svc)
-    return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc))
+    @bp.route(route="runs/{runId}/resume", methods=["POST"])
+    @api_errors
+    def resume_run(req: func.HttpRequest) -> func.HttpResponse:
+        """A halted run goes on: the machines it did not start are queued again, and the error budget
+        starts afresh from the failures seen so far."""
+        svc = services.get()
+        run = _rollout_run(req)
+        if not run.get("haltedReason") or run.get("canceledAt"):
+            raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
+        run_id = str(run["RowKey"])
+        resume(run_id, svc)
+        return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc), svc.settings)
+
+    return bp

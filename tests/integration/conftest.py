@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.composition import get_services, reset_services
 from shared.runs.services import Services
+from tests.app import get_services, reset_services
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 

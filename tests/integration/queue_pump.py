@@ -17,8 +17,8 @@ import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared.functions import assessment_workers, event_workers, run_workers
 from shared.runs.services import Services
+from tests.app import assessment_workers, event_workers, run_workers
 
 
 class QueuePump:

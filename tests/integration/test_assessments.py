@@ -16,10 +16,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.assessments.periodic import start_periodic_sweep
-from shared.composition import get_services, reset_services
-from shared.functions import assessment_workers, assessments_api, runs_api
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_vm_id
+from tests.app import assessment_workers, assessments_api, get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
 

@@ -18,9 +18,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.composition import get_services, reset_services
-from shared.functions import runs_api
 from shared.runs.services import Services
+from tests.app import get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
 
@@ -170,8 +169,8 @@ def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outco
 def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_run(
         services: Services, simulator: Simulator, receiver: Receiver) -> None:
     from shared.core.clock import iso, utcnow
-    from shared.functions import event_workers
     from shared.rollouts.controller import advance
+    from tests.app import event_workers
 
     svc = configure(receiver)
     run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}})

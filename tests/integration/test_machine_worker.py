@@ -14,10 +14,9 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.composition import get_services, reset_services
 from shared.core.clock import iso, utcnow
-from shared.functions import run_workers, runs_api
 from shared.runs.services import Services
+from tests.app import get_services, reset_services, run_workers, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
 

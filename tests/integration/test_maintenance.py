@@ -14,9 +14,9 @@ import azure.functions as func
 import pytest
 
 from shared.core.clock import iso
-from shared.functions import maintenance_api, runs_api
 from shared.maintenance.windows import open_due_windows
 from shared.runs.services import Services
+from tests.app import maintenance_api, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
 

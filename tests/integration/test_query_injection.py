@@ -13,8 +13,8 @@ import pytest
 
 from shared.core.clock import iso
 from shared.core.ids import VmRef
-from shared.functions import assessments_api, maintenance_api, runs_api
 from shared.runs.services import Services
+from tests.app import assessments_api, maintenance_api, runs_api
 
 HOSTILE = ["x' or PartitionKey ne 'x", "' or true or '", "x') or (RowKey ne '", "x' eq 'x", "''", "%27",
            "x' and osType ne 'y", "run' or active eq false or 'a"]

@@ -11,8 +11,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.functions import runs_api
 from shared.runs.services import Services
+from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -159,7 +159,7 @@ def test_bad_rollouts_are_400_and_write_nothing(services: Services, simulator: S
 
 
 def test_a_poisoned_advance_fails_nothing(services: Services, simulator: Simulator) -> None:
-    from shared.functions import run_workers
+    from tests.app import run_workers
 
     run_id = post(simulator.vm_ids()[:4], {"maxConcurrency": 1})
     body = json.dumps({"runId": run_id, "advance": True}).encode()

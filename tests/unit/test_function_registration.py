@@ -55,3 +55,30 @@ def test_rollout_and_event_triggers() -> None:
     assert found["event_delivery_poison"]["queueName"] == "%EVENTS_QUEUE%-poison"
     routes = {found[n]["route"] for n in found if found[n]["type"] == "httpTrigger"}
     assert {"runs/{runId}/cancel", "runs/{runId}/resume"} <= routes
+
+
+def test_each_app_uses_the_services_it_was_built_with() -> None:
+    """Wiring is explicit: two apps built against two AppServices never share (or steal) services, so a
+    second copy of the composition root (as these tests load) cannot redirect the first one's triggers."""
+    import dataclasses
+    import json
+
+    import azure.functions as func
+
+    import function_app
+    from shared.composition import AppServices
+    from shared.core.settings import Settings
+
+    def app_with_body_limit(limit: int) -> Any:
+        services = AppServices(lambda: dataclasses.replace(Settings.from_env(), max_request_bytes=limit))
+        functions = {f.get_function_name(): f.get_user_function()
+                     for f in function_app.build_app(services).get_functions()}
+        return functions["create_run"]
+
+    def error_code(create_run: Any) -> str:
+        body = b'{"machines": [' + b'"x",' * 400 + b'"x"]}'  # 1.6 KB: over one limit, under the other
+        answer = create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs", body=body, headers={}))
+        return str(json.loads(answer.get_body())["error"]["code"])
+
+    assert error_code(app_with_body_limit(1024)) == "RequestBodyTooLarge"
+    assert error_code(app_with_body_limit(1024 * 1024)) != "RequestBodyTooLarge"  # read, refused for content
