@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -34,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conflict-rate", type=float, default=0.0)
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--patch-failure-rate", type=float, default=0.0)
+    parser.add_argument("--role-assignments", type=json.loads, default=None,
+                        help='JSON list of {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": [...]}; '
+                        "default: everything allowed")
     return parser.parse_args(argv)
 
 
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         required_token=args.token,
         retry_after_seconds=args.retry_after,
         faults=faults,
+        role_assignments=args.role_assignments,
     )
     sim = Simulator(config).start()
     ids = sim.vm_ids()

@@ -80,6 +80,12 @@ class SimulatorConfig:
     upcoming_patches: int = 0
     upcoming_within_hours: float = 72.0
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # Azure RBAC for the caller (see rbac.py): None allows everything; otherwise a list of role assignments,
+    # each a RoleAssignment or {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": ["*"]}.
+    role_assignments: list[Any] | None = None
+    # Named in 403 AuthorizationFailed messages; None derives stable ids from the bearer token.
+    principal_client_id: str | None = None
+    principal_object_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.vms < 0 or self.subscriptions < 1:

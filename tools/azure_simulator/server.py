@@ -45,6 +45,15 @@ ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+# The ARM resource type each resource route's RBAC actions are named after.
+PROVIDERS = {
+    "listAll": "Microsoft.Compute/virtualMachines",
+    "listRg": "Microsoft.Compute/virtualMachines",
+    "listLocation": "Microsoft.Compute/virtualMachines",
+    "vm": "Microsoft.Compute/virtualMachines",
+}
+# Operation-status routes and the action reading them needs (at the subscription: see rbac.py).
+OPERATION_ROUTES = {"operation": "Microsoft.Compute/locations/operations/read"}
 ACTIONS = {
     "instanceview": "instanceView",
     "installpatches": "installPatches",
@@ -123,6 +132,7 @@ class ArmApi:
                 )
             if match is not None:
                 extra.update(self._charge_arm(req, match["sub"], write))
+                self._authorize(req, route, match)
             response = self._dispatch(req, route, match, api_version)
         except ArmError as err:
             response = _error(err)
@@ -231,6 +241,45 @@ class ArmApi:
                 f"The api-version '{version}' is invalid. The supported versions are '{SUPPORTED_VERSIONS}'.",
             )
         return version
+
+    def _authorize(self, req: Request, route: str | None, match: dict[str, str]) -> None:
+        """ARM's RBAC check, before the request reaches Compute (so a VM that does not exist in a resource group
+        the caller may not read answers 403, as in Azure). Only a subscription that does not exist answers 404
+        first, as ARM resolves the subscription before authorising."""
+        authorizer = self.sim.authorizer
+        if not authorizer.enforcing or route is None:
+            return
+        self.sim.engine.fleet.subscription(match["sub"])
+        required = self._required_permission(req, route, match)
+        if required is None:
+            return  # a method the route does not serve: dispatch answers 405
+        action, scope = required
+        client_id, object_id = self._principal(req)
+        authorizer.check(action, scope, client_id, object_id)
+
+    @staticmethod
+    def _required_permission(req: Request, route: str, match: dict[str, str]) -> tuple[str, str] | None:
+        """(action, scope) ARM authorises for this request; the scope echoes the request path as ARM does."""
+        path = unquote(req.path).rstrip("/")
+        if route.startswith("list"):
+            return (f"{PROVIDERS[route]}/read", path.split("/providers/", 1)[0]) if req.method == "GET" else None
+        if route in OPERATION_ROUTES:
+            return (OPERATION_ROUTES[route], path) if req.method == "GET" else None
+        action = (match.get("action") or "").lower()
+        resource = PROVIDERS[route]
+        if not action:
+            verbs = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+            return (f"{resource}/{verbs[req.method]}", path) if req.method in verbs else None
+        scope = path.rsplit("/", 1)[0]
+        if action == "instanceview":
+            return (f"{resource}/instanceView/read", scope) if req.method == "GET" else None
+        return (f"{resource}/{ACTIONS[action]}/action", scope) if req.method == "POST" else None
+
+    def _principal(self, req: Request) -> tuple[str, str]:
+        config = self.sim.config
+        token = req.headers.get("authorization", "").partition(" ")[2].strip()
+        client_id = config.principal_client_id or str(uuid.uuid5(uuid.NAMESPACE_OID, f"client:{token}"))
+        return client_id, config.principal_object_id or self._actor(req)
 
     def _actor(self, req: Request) -> str:
         token = req.headers.get("authorization", "").partition(" ")[2]

@@ -16,6 +16,7 @@ from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.faults import FaultInjector
 from tools.azure_simulator.fleet import build_fleet, new_patch, upcoming_patches
 from tools.azure_simulator.operations import OperationEngine
+from tools.azure_simulator.rbac import Authorizer
 from tools.azure_simulator.server import ArmApi, Request, Response, make_server
 from tools.azure_simulator.throttling import BucketSet, PatchThrottle
 
@@ -72,6 +73,7 @@ class Simulator:
         self.compute_reads = {
             name: BucketSet(size, rate) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
+        self.authorizer = Authorizer(c.role_assignments)
         self.patch_throttle = PatchThrottle(
             c.patch_ops_per_vm_burst,
             c.patch_ops_per_vm_per_min,
@@ -142,6 +144,12 @@ class Simulator:
     def set_faults(self, values: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         """Change fault settings at run time (partial update); returns the full settings."""
         return self.faults.configure({**(values or {}), **kwargs}).as_dict()
+
+    def set_role_assignments(self, assignments: list[Any] | None) -> list[dict[str, Any]] | None:
+        """Replace the caller's role assignments (None: everything allowed); returns them as stored.
+
+        Each is a RoleAssignment or {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": [...]}."""
+        return self.authorizer.configure(assignments)
 
     def set_power(self, vm_id: str, power_state: str) -> dict[str, Any]:
         if power_state not in POWER_STATES:
@@ -253,6 +261,12 @@ class AdminApi:
             return Response(
                 200, sim.set_faults(body) if req.method == "POST" else sim.faults.settings.as_dict()
             )
+        if parts == ["rbac"] and req.method in ("GET", "POST"):
+            if req.method == "POST":
+                if "roleAssignments" not in body:
+                    raise ValueError("body needs 'roleAssignments': a list of {scope, actions}, or null for all")
+                sim.set_role_assignments(body["roleAssignments"])
+            return Response(200, {"roleAssignments": sim.authorizer.as_list()})
         if req.method == "POST" and parts == ["reset"]:
             sim.reset()
             return Response(200, {"reset": True, "vms": len(sim.vm_ids())})
