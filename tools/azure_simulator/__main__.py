@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upcoming-patches", type=int, default=0,
                         help="updates per OS type published during the run (over --upcoming-within-hours, simulated)")
     parser.add_argument("--upcoming-within-hours", type=float, default=72.0)
+    parser.add_argument("--arc-machines", type=int, default=0, help="Azure Arc-enabled servers (HybridCompute)")
+    parser.add_argument("--arc-disconnected", type=int, default=1, help="of them, how many have a Disconnected agent")
     parser.add_argument("--location", default="westus")
     parser.add_argument("--token", default=None, help="require this bearer token (default: any)")
     parser.add_argument("--retry-after", type=int, default=5, help="Retry-After seconds on 202s")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         retry_after_seconds=args.retry_after,
         faults=faults,
         role_assignments=args.role_assignments,
+        arc_machines=args.arc_machines,
+        arc_disconnected=args.arc_disconnected,
     )
     sim = Simulator(config).start()
     ids = sim.vm_ids()

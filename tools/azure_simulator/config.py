@@ -80,6 +80,12 @@ class SimulatorConfig:
     upcoming_patches: int = 0
     upcoming_within_hours: float = 72.0
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # Azure Arc-enabled servers (Microsoft.HybridCompute/machines), Windows and Linux by arc_windows_ratio, in
+    # resource group rg-arc-onprem of each subscription; this many report agent status Disconnected / Expired.
+    arc_machines: int = 0
+    arc_windows_ratio: float = 0.5
+    arc_disconnected: int = 1
+    arc_expired: int = 0
     # Azure RBAC for the caller (see rbac.py): None allows everything; otherwise a list of role assignments,
     # each a RoleAssignment or {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": ["*"]}.
     role_assignments: list[Any] | None = None
@@ -92,6 +98,8 @@ class SimulatorConfig:
             raise ValueError("need vms >= 0 and subscriptions >= 1")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if self.arc_machines < 0 or self.arc_disconnected < 0 or self.arc_expired < 0:
+            raise ValueError("need arc_machines, arc_disconnected and arc_expired >= 0")
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")
         if isinstance(self.faults, dict):

@@ -113,7 +113,7 @@ class OperationEngine:
         self._created = datetime.now(UTC)
         self._created_real = self.clock()
         self._ids = random.Random(f"operations:{self.config.seed}")
-        for vm in self.fleet.vms:
+        for vm in (*self.fleet.vms, *self.fleet.machines):
             self.schedule_releases(vm)
 
     def simulated_now(self) -> datetime:

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from tools.azure_simulator import arc
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.fleet import VirtualMachine
 from tools.azure_simulator.operations import Operation
@@ -31,7 +32,20 @@ if TYPE_CHECKING:
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = r"/resourcegroups/(?P<rg>[^/]+)"
 _CP = r"/providers/microsoft\.compute"
+_HC = r"/providers/microsoft\.hybridcompute"
 ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("arcListAll", re.compile(f"^{_SUB}{_HC}/machines/?$", re.I)),
+    ("arcListRg", re.compile(f"^{_SUB}{_RG}{_HC}/machines/?$", re.I)),
+    (
+        "arcOperation",
+        re.compile(f"^{_SUB}{_HC}/locations/(?P<loc>[^/]+)/updatecenteroperationresults/(?P<op>[^/]+)/?$", re.I),
+    ),
+    (
+        "arc",
+        re.compile(
+            f"^{_SUB}{_RG}{_HC}/machines/(?P<machine>[^/]+)(?:/(?P<action>installpatches|assesspatches))?/?$", re.I
+        ),
+    ),
     ("listAll", re.compile(f"^{_SUB}{_CP}/virtualmachines/?$", re.I)),
     ("listRg", re.compile(f"^{_SUB}{_RG}{_CP}/virtualmachines/?$", re.I)),
     ("listLocation", re.compile(f"^{_SUB}{_CP}/locations/(?P<loc>[^/]+)/virtualmachines/?$", re.I)),
@@ -51,9 +65,15 @@ PROVIDERS = {
     "listRg": "Microsoft.Compute/virtualMachines",
     "listLocation": "Microsoft.Compute/virtualMachines",
     "vm": "Microsoft.Compute/virtualMachines",
+    "arcListAll": "Microsoft.HybridCompute/machines",
+    "arcListRg": "Microsoft.HybridCompute/machines",
+    "arc": "Microsoft.HybridCompute/machines",
 }
 # Operation-status routes and the action reading them needs (at the subscription: see rbac.py).
-OPERATION_ROUTES = {"operation": "Microsoft.Compute/locations/operations/read"}
+OPERATION_ROUTES = {
+    "operation": "Microsoft.Compute/locations/operations/read",
+    "arcOperation": "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",
+}
 ACTIONS = {
     "instanceview": "instanceView",
     "installpatches": "installPatches",
@@ -153,14 +173,15 @@ class ArmApi:
     def _kind(self, method: str, route: str | None, match: dict[str, str] | None) -> tuple[str, str | None]:
         if route is None or match is None:
             return "other", None
-        if route.startswith("list"):
+        if route.startswith(("list", "arcList")):
             return "list", None
-        if route == "operation":
+        if route in OPERATION_ROUTES:
             op = self.sim.engine.operations.get(match["op"].lower())
             return "poll", op.vm.key if op is not None else None
+        kind = "microsoft.hybridcompute/machines" if route == "arc" else "microsoft.compute/virtualmachines"
         key = (
             f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
-            f"/providers/microsoft.compute/virtualmachines/{match['vm']}"
+            f"/providers/{kind}/{match.get('machine') or match['vm']}"
         ).lower()
         action = match.get("action")
         if action is None:
@@ -184,6 +205,15 @@ class ArmApi:
             return self._list(req, route, match, api_version)
         if route == "operation":
             return self._poll(req, match, api_version)
+        if route.startswith("arcList"):
+            return self._list_arc(req, route, match, api_version)
+        if route == "arcOperation":
+            return self._poll_arc(match, api_version)
+        if route == "arc":
+            machine = self.sim.engine.fleet.machine(match["sub"], match["rg"], match["machine"])
+            if action is None:
+                return Response(200, arc.machine_model(machine))
+            return self._start(req, machine, action, api_version)
         vm = self.sim.engine.fleet.vm(match["sub"], match["rg"], match["vm"])
         if action is None:
             return self._get_vm(req, vm)
@@ -261,7 +291,7 @@ class ArmApi:
     def _required_permission(req: Request, route: str, match: dict[str, str]) -> tuple[str, str] | None:
         """(action, scope) ARM authorises for this request; the scope echoes the request path as ARM does."""
         path = unquote(req.path).rstrip("/")
-        if route.startswith("list"):
+        if route.startswith(("list", "arcList")):
             return (f"{PROVIDERS[route]}/read", path.split("/providers/", 1)[0]) if req.method == "GET" else None
         if route in OPERATION_ROUTES:
             return (OPERATION_ROUTES[route], path) if req.method == "GET" else None
@@ -325,14 +355,7 @@ class ArmApi:
             vms = [vm for vm in vms if vm.resource_group.lower() == rg]
         elif route == "listLocation":
             vms = [vm for vm in vms if vm.location.lower() == match["loc"].lower()]
-        token = req.query.get("$skiptoken", "0")
-        try:
-            start = int(token)
-        except ValueError:
-            raise ArmError(
-                400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
-            ) from None
-        page = vms[start : start + self.sim.config.page_size]
+        start, page = self._page(req, vms)
         # statusOnly=true adds the instance view; $expand=instanceView does too, but Azure documents it on
         # lists as valid "only if a valid $filter option is specified", so without one it is refused.
         expand = req.query.get("$expand", "")
@@ -347,13 +370,61 @@ class ArmApi:
             if status_only:
                 model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
             value.append(model)
+        return Response(
+            200, self._page_body(req, value, start, len(vms), api_version), self._compute_read_headers("HighCostGet")
+        )
+
+    def _page(self, req: Request, items: list[Any]) -> tuple[int, list[Any]]:
+        token = req.query.get("$skiptoken", "0")
+        try:
+            start = int(token)
+        except ValueError:
+            raise ArmError(
+                400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
+            ) from None
+        return start, items[start : start + self.sim.config.page_size]
+
+    def _page_body(
+        self, req: Request, value: list[Any], start: int, total: int, api_version: str
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"value": value}
-        if start + len(page) < len(vms):
+        if start + len(value) < total:
             query = {k: v for k, v in req.query.items() if k != "$skiptoken"}
             query["api-version"] = api_version
-            query["$skiptoken"] = str(start + len(page))
+            query["$skiptoken"] = str(start + len(value))
             body["nextLink"] = f"{self.sim.url}{req.path}?{urlencode(query)}"
-        return Response(200, body, self._compute_read_headers("HighCostGet"))
+        return body
+
+    def _list_arc(self, req: Request, route: str, match: dict[str, str], api_version: str) -> Response:
+        fleet = self.sim.engine.fleet
+        machines = fleet.machines_in_subscription(match["sub"])
+        if route == "arcListRg":
+            rg = fleet.resource_group(match["sub"], match["rg"]).lower()
+            machines = [m for m in machines if m.resource_group.lower() == rg]
+        start, page = self._page(req, machines)
+        value = [arc.machine_model(m) for m in page]
+        return Response(200, self._page_body(req, value, start, len(machines), api_version))
+
+    def _poll_arc(self, match: dict[str, str], api_version: str) -> Response:
+        """HybridCompute's Location: 202 (+ Location, Retry-After) while running, then 200 with the result."""
+        op = self.sim.engine.get(match["op"])
+        if (
+            op is None
+            or not op.vm.arc
+            or op.vm.subscription_id.lower() != match["sub"].lower()
+            or op.vm.location.lower() != match["loc"].lower()
+        ):
+            raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
+        if not op.done(self.sim.engine.clock()):
+            return Response(
+                202,
+                None,
+                {
+                    "Location": self.operation_url(op, api_version),
+                    "Retry-After": str(self.sim.config.retry_after_seconds),
+                },
+            )
+        return Response(200, arc.result(op.vm, op.kind, op.result, op.end_time()))
 
     def _get_vm(self, req: Request, vm: VirtualMachine) -> Response:
         model = vm.model()
@@ -386,7 +457,12 @@ class ArmApi:
         return Response(200, op.async_body(now), headers)
 
     # ----------------------------------------------------------------------------------- writes
-    def operation_url(self, op: Operation, api_version: str, *, monitor: bool) -> str:
+    def operation_url(self, op: Operation, api_version: str, *, monitor: bool = False) -> str:
+        if op.vm.arc:
+            return (
+                f"{self.sim.url}/subscriptions/{op.vm.subscription_id}/providers/Microsoft.HybridCompute/locations/"
+                f"{op.vm.location}/updateCenterOperationResults/{op.op_id}?{urlencode({'api-version': api_version})}"
+            )
         base = (
             f"{self.sim.url}/subscriptions/{op.vm.subscription_id}/providers/Microsoft.Compute/locations/"
             f"{op.vm.location}/operations/{op.op_id}"
@@ -410,9 +486,16 @@ class ArmApi:
                     "InvalidRequestContent",
                     "The request content was invalid and could not be deserialized.",
                 ) from None
-        remaining = sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
+        # Compute's guest-patch throttling policy; HybridCompute documents none, so Arc machines have only ARM's.
+        remaining = "" if vm.arc else sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
         with sim.engine.lock:
-            params = validate_install(body, vm.os_type) if action == "installPatches" else None
+            params = (
+                validate_install(body, vm.os_type, require_maximum_duration=vm.arc)
+                if action == "installPatches"
+                else None
+            )
+            if vm.arc and vm.agent_status != "Connected":
+                raise arc.not_connected(vm, action)
             if vm.power_state == "deallocated":
                 raise ArmError(
                     409,
@@ -443,12 +526,13 @@ class ArmApi:
                         if running is not None
                         else ""
                     )
-                    + " is in progress on this virtual machine.",
+                    + f" is in progress on this {'machine' if vm.arc else 'virtual machine'}.",
                 }
                 raise ArmError(
                     409,
                     "OperationNotAllowed",
-                    f"Operation '{action}' is not allowed on VM '{vm.name}' since another operation "
+                    f"Operation '{action}' is not allowed on {'machine' if vm.arc else 'VM'} '{vm.name}' since "
+                    "another operation "
                     f"is in progress.",
                     details=[detail],
                 )
@@ -463,6 +547,8 @@ class ArmApi:
             "Retry-After": str(sim.config.retry_after_seconds),
             "x-ms-request-id": op.op_id,
         }
+        if vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
+            del headers["Azure-AsyncOperation"]
         if remaining:
             headers["x-ms-ratelimit-remaining-resource"] = remaining
         if sim.faults.roll(sim.faults.settings.sync_rate):
@@ -471,11 +557,13 @@ class ArmApi:
                 op.finish_real = sim.engine.clock()
                 sim.engine.settle()
             sim.call_log.fault("sync")
-            return Response(200, op.result, {"x-ms-request-id": op.op_id})
+            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else op.result
+            return Response(200, final, {"x-ms-request-id": op.op_id})
         if sim.faults.roll(sim.faults.settings.foreign_location_rate):
             # A Location on a host that is not ARM: a client must not send its token there.
             for name in ("Location", "Azure-AsyncOperation"):
-                headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
+                if name in headers:
+                    headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
             sim.call_log.fault("foreignLocation")
         return Response(202, None, headers)
 

@@ -14,7 +14,7 @@ from tools.azure_simulator.calls import CallLog
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.faults import FaultInjector
-from tools.azure_simulator.fleet import build_fleet, new_patch, upcoming_patches
+from tools.azure_simulator.fleet import ARC_STATUSES, build_arc_machines, build_fleet, new_patch, upcoming_patches
 from tools.azure_simulator.operations import OperationEngine
 from tools.azure_simulator.rbac import Authorizer
 from tools.azure_simulator.server import ArmApi, Request, Response, make_server
@@ -56,9 +56,14 @@ class Simulator:
             stopped_ratio=c.stopped_ratio,
             location=c.location,
         )
+        if c.arc_machines:
+            fleet.add_machines(build_arc_machines(
+                c.arc_machines, fleet.subscriptions, c.seed, windows_ratio=c.arc_windows_ratio,
+                disconnected=min(c.arc_disconnected, c.arc_machines), expired=c.arc_expired, location=c.location,
+            ))
         if c.upcoming_patches:
             upcoming = upcoming_patches(c.upcoming_patches, c.upcoming_within_hours, c.seed, datetime.now(UTC))
-            for vm in fleet.vms:
+            for vm in (*fleet.vms, *fleet.machines):
                 vm.upcoming = list(upcoming[vm.os_type])
         self.faults = FaultInjector(c.faults, c.seed)
         self.engine = OperationEngine(
@@ -67,7 +72,7 @@ class Simulator:
             patch_failure_rng=self.faults.rng,
             patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
         )
-        self.call_log = CallLog([vm.key for vm in fleet.vms])
+        self.call_log = CallLog([vm.key for vm in (*fleet.vms, *fleet.machines)])
         self.arm_reads = BucketSet(c.read_burst, c.read_rate)
         self.arm_writes = BucketSet(c.write_burst, c.write_rate)
         self.compute_reads = {
@@ -121,6 +126,10 @@ class Simulator:
     def vm_ids(self) -> list[str]:
         return [vm.id for vm in self.engine.fleet.vms]
 
+    def machine_ids(self) -> list[str]:
+        """Arc-enabled servers (Microsoft.HybridCompute/machines ids)."""
+        return [m.id for m in self.engine.fleet.machines]
+
     def subscriptions(self) -> list[str]:
         return list(self.engine.fleet.subscriptions)
 
@@ -135,7 +144,23 @@ class Simulator:
             "subscriptions": self.subscriptions(),
             "faults": self.faults.settings.as_dict(),
             "vms": [self.engine.vm_state(vm) for vm in self.engine.fleet.vms],
+            "arcMachines": [self.machine_state(m) for m in self.engine.fleet.machines],
         }
+
+    def machine_state(self, machine: Any) -> dict[str, Any]:
+        return {**self.engine.vm_state(machine), "agentStatus": machine.agent_status}
+
+    def set_agent_status(self, machine_id: str, status: str) -> dict[str, Any]:
+        """An Arc machine's Connected Machine agent goes Connected, Disconnected or Expired."""
+        if status not in ARC_STATUSES:
+            raise ValueError(f"agent status must be one of {', '.join(ARC_STATUSES)}")
+        machine = self._vm_by_id(machine_id)
+        if not machine.arc:
+            raise ValueError(f"'{machine_id}' is not an Arc machine")
+        with self.engine.lock:
+            machine.agent_status = status
+            machine.last_status_change = self.engine.now()
+        return self.machine_state(machine)
 
     def operation(self, op_id: str) -> dict[str, Any] | None:
         op = self.engine.get(op_id)
@@ -195,7 +220,7 @@ class Simulator:
         with self.engine.lock:
             self._added += 1
             patch = new_patch(os_type, classification, name, self.engine.simulated_now(), self._added)
-            for vm in self.engine.fleet.vms:
+            for vm in (*self.engine.fleet.vms, *self.engine.fleet.machines):
                 if vm.os_type == os_type:
                     vm.pending.append(patch)
         return patch.summary()
@@ -209,6 +234,8 @@ class Simulator:
         parts = vm_id.strip("/").split("/")
         if len(parts) != 8 or parts[0].lower() != "subscriptions":
             raise ArmError(400, "InvalidResourceId", f"'{vm_id}' is not a virtual machine resource id.")
+        if parts[5].lower() == "microsoft.hybridcompute":
+            return self.engine.fleet.machine(parts[1], parts[3], parts[7])
         return self.engine.fleet.vm(parts[1], parts[3], parts[7])
 
     @contextmanager
@@ -246,6 +273,10 @@ class AdminApi:
         if req.method == "DELETE" and parts[:1] == ["vms"] and len(parts) > 1:
             sim.remove_vm("/" + "/".join(parts[1:]))
             return Response(200, {"removed": "/" + "/".join(parts[1:])})
+        if req.method == "GET" and parts == ["machines"]:
+            return Response(200, {"arcMachines": [sim.machine_state(m) for m in sim.engine.fleet.machines]})
+        if req.method == "POST" and parts[:1] == ["machines"] and parts[-1:] == ["status"]:
+            return Response(200, sim.set_agent_status("/" + "/".join(parts[1:-1]), str(body.get("status"))))
         if req.method == "POST" and parts == ["publish"]:
             return Response(201, sim.publish_patch(str(body.get("osType")), str(body.get("classification", "Security")),
                                                    body.get("name")))
