@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subscriptions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--time-scale", type=float, default=600.0, help="simulated seconds per real second")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="throttling buckets refill this many times faster than Azure's (see SimulatorConfig)")
     parser.add_argument("--windows-ratio", type=float, default=0.5)
     parser.add_argument("--stopped-ratio", type=float, default=0.0)
     parser.add_argument("--page-size", type=int, default=100)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         subscriptions=args.subscriptions,
         seed=args.seed,
         time_scale=args.time_scale,
+        budget_scale=args.budget_scale,
         windows_ratio=args.windows_ratio,
         stopped_ratio=args.stopped_ratio,
         upcoming_patches=args.upcoming_patches,
@@ -73,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         arc_machines=args.arc_machines,
         arc_disconnected=args.arc_disconnected,
     )
+    # Handlers first: a caller may read the URL, use it and send SIGTERM before the prints below return.
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sim = Simulator(config).start()
     ids = sim.vm_ids()
     print(f"ARM simulator listening on {sim.url} ({len(ids)} VMs)", flush=True)
     for vm_id in ids[:3]:
         print(f"  {vm_id}", flush=True)
     print(f"  state: {sim.url}/_sim/vms   calls: {sim.url}/_sim/calls", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     finally:

@@ -609,6 +609,17 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.by_key = {vm.key: vm for vm in (*self.vms, *self.machines)}
+        # Indexes so a list page or a lookup never scans the fleet (10,000 VMs: see README, the simulator at scale).
+        self._subs = {sub.lower(): sub for sub in self.subscriptions}
+        self._vms_by_sub: dict[str, list[VirtualMachine]] = {}
+        self._vms_by_rg: dict[tuple[str, str], list[VirtualMachine]] = {}
+        for vm in self.vms:
+            self._index(vm)
+
+    def _index(self, vm: VirtualMachine) -> None:
+        sub = vm.subscription_id.lower()
+        self._vms_by_sub.setdefault(sub, []).append(vm)
+        self._vms_by_rg.setdefault((sub, vm.resource_group.lower()), []).append(vm)
 
     def add_machines(self, machines: list[VirtualMachine]) -> None:
         for machine in machines:
@@ -638,10 +649,10 @@ class Fleet:
         return [m for m in self.machines if m.subscription_id == known]
 
     def subscription(self, sub: str) -> str:
-        for known in self.subscriptions:
-            if known.lower() == sub.lower():
-                return known
-        raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        known = self._subs.get(sub.lower())
+        if known is None:
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        return known
 
     def resource_group(self, sub: str, rg: str) -> str:
         known = self.resource_groups.get(self.subscription(sub).lower(), {}).get(rg.lower())
@@ -672,14 +683,22 @@ class Fleet:
         )
         self.vms.append(vm)
         self.by_key[vm.key] = vm
+        self._index(vm)
 
     def remove(self, vm: VirtualMachine) -> None:
         self.vms.remove(vm)
         del self.by_key[vm.key]
+        sub = vm.subscription_id.lower()
+        self._vms_by_sub[sub].remove(vm)
+        self._vms_by_rg[sub, vm.resource_group.lower()].remove(vm)
 
     def in_subscription(self, sub: str) -> list[VirtualMachine]:
-        known = self.subscription(sub)
-        return [vm for vm in self.vms if vm.subscription_id == known]
+        """The subscription's VMs in fleet order (the index itself: callers must not modify it)."""
+        return self._vms_by_sub.get(self.subscription(sub).lower(), [])
+
+    def in_resource_group(self, sub: str, rg: str) -> list[VirtualMachine]:
+        """The resource group's VMs in fleet order (the index itself: callers must not modify it)."""
+        return self._vms_by_rg.get((self.subscription(sub).lower(), self.resource_group(sub, rg).lower()), [])
 
 
 def build_fleet(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import socket
 import time
@@ -79,6 +80,10 @@ ACTIONS = {
     "installpatches": "installPatches",
     "assesspatches": "assessPatches",
 }
+# Compute's read policies in x-ms-ratelimit-remaining-resource (names as real responses carry them).
+LOW_COST_GET = ("LowCostGet3Min", "LowCostGet30Min")
+HIGH_COST_GET = ("HighCostGet3Min", "HighCostGet30Min")
+GET_OPERATION = ("GetOperationResource", "GetOperationSubscriptionMaximum")
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-(?:preview|privatepreview|beta|alpha))?$", re.I)
 FOREIGN_BASE = "http://127.0.0.2:9"  # loopback, but not the simulator: nothing listens there
 SUPPORTED_VERSIONS = "2025-04-01, 2024-11-01, 2024-07-01, 2024-03-01, 2023-09-01, 2023-07-01, 2023-03-01"
@@ -107,6 +112,11 @@ class Response:
 
 
 DROP = Response(0)  # sentinel: close the connection without answering
+_IDS = random.Random()  # request ids need uniqueness, not secrecy: uuid4() reads os.urandom, 40 us a call
+
+
+def _request_id() -> str:
+    return str(uuid.UUID(int=_IDS.getrandbits(128), version=4))
 
 
 def _error(err: ArmError) -> Response:
@@ -147,17 +157,28 @@ class ArmApi:
                 raise err
             if sim.faults.throttled():
                 sim.call_log.fault("throttle")
-                raise self._arm_throttle_error(
+                err = self._arm_throttle_error(
                     "write" if write else "read", match, sim.faults.settings.throttle_retry_after
                 )
+                err.bucket = "injected"
+                raise err
             if match is not None:
                 extra.update(self._charge_arm(req, match["sub"], write))
                 self._authorize(req, route, match)
             response = self._dispatch(req, route, match, api_version)
         except ArmError as err:
             response = _error(err)
+            if err.status == 429:
+                sim.call_log.throttle(err.bucket or "other", match["sub"] if match else None)
         for name, value in extra.items():
             response.headers.setdefault(name, value)
+        if match is not None:
+            # ARM reports the subscription's remaining budget on every response, errors included.
+            op = "writes" if write else "reads"
+            name = f"x-ms-ratelimit-remaining-subscription-{op}"
+            if name not in response.headers:
+                buckets = sim.arm_writes if write else sim.arm_reads
+                response.headers[name] = str(buckets.get(match["sub"].lower()).remaining())
         return response
 
     # ----------------------------------------------------------------------------------- routing
@@ -218,7 +239,9 @@ class ArmApi:
         if action is None:
             return self._get_vm(req, vm)
         if action == "instanceView":
-            return Response(200, self.sim.engine.instance_view(vm), self._compute_read_headers("LowCostGet"))
+            return Response(
+                200, self.sim.engine.instance_view(vm), self._compute_read_headers(LOW_COST_GET, vm.subscription_id)
+            )
         return self._start(req, vm, action, api_version)
 
     # ----------------------------------------------------------------------------------- checks
@@ -334,26 +357,30 @@ class ArmApi:
         op = "writes" if write else "reads"
         bucket = buckets.get(sub.lower())
         if not bucket.try_take():
-            raise self._arm_throttle_error(op[:-1], {"sub": sub}, bucket.retry_after(), self._actor(req))
+            err = self._arm_throttle_error(op[:-1], {"sub": sub}, bucket.retry_after(), self._actor(req))
+            err.headers[f"x-ms-ratelimit-remaining-subscription-{op}"] = "0"
+            err.bucket = f"arm{op.capitalize()}"
+            raise err
         return {f"x-ms-ratelimit-remaining-subscription-{op}": str(bucket.remaining())}
 
-    def _compute_read_headers(self, policy: str) -> dict[str, str]:
-        """Compute's informational read counters (reported, not enforced: ARM's buckets bind first)."""
+    def _compute_read_headers(self, policies: tuple[str, ...], sub: str, vm_key: str = "") -> dict[str, str]:
+        """Compute's informational read counters (reported, not enforced: ARM's buckets bind first). A policy
+        ending in `Resource` counts per VM, the others per subscription."""
         values = []
-        for window in ("3Min", "30Min"):
-            bucket = self.sim.compute_reads[f"{policy}{window}"].get("all")
+        for policy in policies:
+            bucket = self.sim.compute_reads[policy].get(vm_key if policy.endswith("Resource") else sub.lower())
             bucket.try_take()
-            values.append(f"Microsoft.Compute/{policy}{window};{bucket.remaining()}")
+            values.append(f"Microsoft.Compute/{policy};{bucket.remaining()}")
         return {"x-ms-ratelimit-remaining-resource": ",".join(values)}
 
     # ----------------------------------------------------------------------------------- reads
     def _list(self, req: Request, route: str, match: dict[str, str], api_version: str) -> Response:
         fleet = self.sim.engine.fleet
-        vms = fleet.in_subscription(match["sub"])
         if route == "listRg":
-            rg = fleet.resource_group(match["sub"], match["rg"]).lower()
-            vms = [vm for vm in vms if vm.resource_group.lower() == rg]
-        elif route == "listLocation":
+            vms = fleet.in_resource_group(match["sub"], match["rg"])
+        else:
+            vms = fleet.in_subscription(match["sub"])
+        if route == "listLocation":
             vms = [vm for vm in vms if vm.location.lower() == match["loc"].lower()]
         start, page = self._page(req, vms)
         # statusOnly=true adds the instance view; $expand=instanceView does too, but Azure documents it on
@@ -371,7 +398,9 @@ class ArmApi:
                 model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
             value.append(model)
         return Response(
-            200, self._page_body(req, value, start, len(vms), api_version), self._compute_read_headers("HighCostGet")
+            200,
+            self._page_body(req, value, start, len(vms), api_version),
+            self._compute_read_headers(HIGH_COST_GET, match["sub"]),
         )
 
     def _page(self, req: Request, items: list[Any]) -> tuple[int, list[Any]]:
@@ -430,7 +459,7 @@ class ArmApi:
         model = vm.model()
         if "instanceview" in req.query.get("$expand", "").lower():
             model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
-        return Response(200, model, self._compute_read_headers("LowCostGet"))
+        return Response(200, model, self._compute_read_headers(LOW_COST_GET, vm.subscription_id))
 
     def _poll(self, req: Request, match: dict[str, str], api_version: str) -> Response:
         op = self.sim.engine.get(match["op"])
@@ -441,7 +470,7 @@ class ArmApi:
         ):
             raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
         now = self.sim.engine.clock()
-        headers = self._compute_read_headers("GetOperation")
+        headers = self._compute_read_headers(GET_OPERATION, op.vm.subscription_id, op.vm.key)
         if req.query.get("monitor", "").lower() == "true":
             if not op.done(now):
                 headers.update(
@@ -488,6 +517,39 @@ class ArmApi:
                 ) from None
         # Compute's guest-patch throttling policy; HybridCompute documents none, so Arc machines have only ARM's.
         remaining = "" if vm.arc else sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
+        try:
+            op = self._admit(vm, action, body, api_version)
+        except ArmError as err:
+            if remaining:  # Compute reports its guest-patch budget on its refusals too
+                err.headers.setdefault("x-ms-ratelimit-remaining-resource", remaining)
+            raise
+        headers = {
+            "Location": self.operation_url(op, api_version, monitor=True),
+            "Azure-AsyncOperation": self.operation_url(op, api_version, monitor=False),
+            "Retry-After": str(sim.config.retry_after_seconds),
+            "x-ms-request-id": op.op_id,
+        }
+        if vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
+            del headers["Azure-AsyncOperation"]
+        if remaining:
+            headers["x-ms-ratelimit-remaining-resource"] = remaining
+        if sim.faults.roll(sim.faults.settings.sync_rate):
+            # ARM may answer a POST with the final 200 at once; the operation is then already over.
+            sim.engine.finish_now(op)
+            sim.call_log.fault("sync")
+            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else op.result
+            return Response(200, final, {"x-ms-request-id": op.op_id})
+        if sim.faults.roll(sim.faults.settings.foreign_location_rate):
+            # A Location on a host that is not ARM: a client must not send its token there.
+            for name in ("Location", "Azure-AsyncOperation"):
+                if name in headers:
+                    headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
+            sim.call_log.fault("foreignLocation")
+        return Response(202, None, headers)
+
+    def _admit(self, vm: VirtualMachine, action: str, body: Any, api_version: str) -> Operation:
+        """Validate and start the operation, or raise the 400/409 Compute (or HybridCompute) answers."""
+        sim = self.sim
         with sim.engine.lock:
             params = (
                 validate_install(body, vm.os_type, require_maximum_duration=vm.arc)
@@ -541,37 +603,18 @@ class ArmApi:
             else:
                 op = sim.engine.start_assess(vm, body, api_version)
             sim.call_log.record(f"{action}Accepted", vm.key)
-        headers = {
-            "Location": self.operation_url(op, api_version, monitor=True),
-            "Azure-AsyncOperation": self.operation_url(op, api_version, monitor=False),
-            "Retry-After": str(sim.config.retry_after_seconds),
-            "x-ms-request-id": op.op_id,
-        }
-        if vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
-            del headers["Azure-AsyncOperation"]
-        if remaining:
-            headers["x-ms-ratelimit-remaining-resource"] = remaining
-        if sim.faults.roll(sim.faults.settings.sync_rate):
-            # ARM may answer a POST with the final 200 at once; the operation is then already over.
-            with sim.engine.lock:
-                op.finish_real = sim.engine.clock()
-                sim.engine.settle()
-            sim.call_log.fault("sync")
-            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else op.result
-            return Response(200, final, {"x-ms-request-id": op.op_id})
-        if sim.faults.roll(sim.faults.settings.foreign_location_rate):
-            # A Location on a host that is not ARM: a client must not send its token there.
-            for name in ("Location", "Azure-AsyncOperation"):
-                if name in headers:
-                    headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
-            sim.call_log.fault("foreignLocation")
-        return Response(202, None, headers)
+        return op
 
 
 class Handler(BaseHTTPRequestHandler):
     """http.server glue: parse, call ArmApi, write the response with ARM's standard headers."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm on, each keep-alive response waited
+    # for the client's delayed ACK (about 40 ms), capping a client at ~25 requests/s per connection. A write
+    # buffer also sends each response in one segment (handle_one_request flushes it).
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
     api: ArmApi  # set on a per-server subclass
@@ -596,12 +639,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         payload = response.encoded()
-        correlation = headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+        correlation = headers.get("x-ms-correlation-request-id") or _request_id()
         out = {
             "Cache-Control": "no-cache",
             "Pragma": "no-cache",
             "Expires": "-1",
-            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-request-id": _request_id(),
             "x-ms-correlation-request-id": correlation,
             "x-ms-routing-request-id": f"{self.api.sim.config.location.upper()}:"
             f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}:{correlation}",

@@ -21,14 +21,16 @@ from tools.azure_simulator.server import ArmApi, Request, Response, make_server
 from tools.azure_simulator.throttling import BucketSet, PatchThrottle
 
 POWER_STATES = ("running", "deallocated", "stopped")
-# Compute's informational read counters: (bucket size, refill per second) per policy window.
+# Compute's informational read counters: (bucket size, refill per second) per policy. Names are those real
+# responses carry (GetOperationResource / GetOperationSubscriptionMaximum: Azure CLI's recorded
+# test_vm_install_patches.yaml, 2024-11, reporting 44 and 14999 left); sizes and refill rates are assumptions.
 COMPUTE_READ_POLICIES = {
     "LowCostGet3Min": (4000, 4000 / 180),
     "LowCostGet30Min": (32000, 32000 / 1800),
     "HighCostGet3Min": (250, 250 / 180),
     "HighCostGet30Min": (1000, 1000 / 1800),
-    "GetOperation3Min": (50000, 50000 / 180),
-    "GetOperation30Min": (400000, 400000 / 1800),
+    "GetOperationResource": (45, 45 / 1800),
+    "GetOperationSubscriptionMaximum": (15000, 15000 / 1800),
 }
 
 
@@ -73,10 +75,10 @@ class Simulator:
             patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
         )
         self.call_log = CallLog([vm.key for vm in (*fleet.vms, *fleet.machines)])
-        self.arm_reads = BucketSet(c.read_burst, c.read_rate)
-        self.arm_writes = BucketSet(c.write_burst, c.write_rate)
+        self.arm_reads = BucketSet(c.read_burst, c.read_rate, scale=c.budget_scale)
+        self.arm_writes = BucketSet(c.write_burst, c.write_rate, scale=c.budget_scale)
         self.compute_reads = {
-            name: BucketSet(size, rate) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
+            name: BucketSet(size, rate, scale=c.budget_scale) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
         self.authorizer = Authorizer(c.role_assignments)
         self.patch_throttle = PatchThrottle(
@@ -84,6 +86,7 @@ class Simulator:
             c.patch_ops_per_vm_per_min,
             c.patch_ops_per_sub_burst,
             c.patch_ops_per_sub_per_min,
+            scale=c.budget_scale,
         )
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -134,10 +137,23 @@ class Simulator:
         return list(self.engine.fleet.subscriptions)
 
     def calls(self) -> dict[str, Any]:
+        """Counts (GET /_sim/calls): per call kind and VM, statuses, faults, 429s by bucket
+        (`throttledByBucket`: armReads, armWrites, computeGuestPatchSubscription, computeGuestPatchVm, injected;
+        and per subscription), operations in flight now and at most (`peakConcurrentBySubscription`, "*" = all),
+        and `operationStartsPerSecond`: per subscription, [[second, operations accepted], ...] where second
+        counts whole real seconds since the simulator started (multiply by `budgetScale` for Azure seconds)."""
         with self.engine.lock:
-            self.engine.settle()  # finished operations no longer count as running
+            in_flight = self.engine.in_flight()  # settles first: finished operations no longer count as running
             peaks = dict(self.engine.peak_concurrent)
-        return {**self.call_log.snapshot(), "peakConcurrentBySubscription": peaks}
+            starts = {sub: sorted(c.items()) for sub, c in self.engine.starts_per_second.items()}
+        return {
+            **self.call_log.snapshot(),
+            "peakConcurrentBySubscription": peaks,
+            "inFlightBySubscription": in_flight,
+            "operationStartsPerSecond": {sub: [list(pair) for pair in pairs] for sub, pairs in starts.items()},
+            "budgetScale": self.config.budget_scale,
+            "timeScale": self.config.time_scale,
+        }
 
     def state(self) -> dict[str, Any]:
         return {
