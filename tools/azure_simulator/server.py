@@ -1,9 +1,11 @@
-"""HTTP handling: ARM's Compute surface for VMs and patch operations, plus the /_sim admin API.
+"""HTTP handling: ARM's Compute surface for VMs and patch operations, HybridCompute's for Arc machines, plus
+the /_sim admin API.
 
 The pipeline for every ARM request mirrors where real Azure rejects things: count the call, roll network
 faults (drop, latency), authenticate, check api-version, roll injected 5xx/429, charge ARM's subscription
-read/write bucket, then route to Compute (which has its own guest-patch throttling, validation and
-conflict checks). Every response, error or not, carries ARM's request-id headers.
+read/write bucket, authorise (RBAC: rbac.py), then route to Compute (which has its own guest-patch throttling,
+validation and conflict checks) or HybridCompute (arc.py). Every response, error or not, carries ARM's
+request-id headers, and every response to a subscription's URL its remaining read or write budget.
 """
 
 from __future__ import annotations
