@@ -146,8 +146,9 @@ def test_install_202_poll_202_then_200_and_conflict_while_running(
     assert "monitor" not in async_url and async_url.split("?")[0] == location.split("?")[0]
     assert resp.headers["Retry-After"] == "1"
     assert resp.headers["x-ms-ratelimit-remaining-subscription-writes"].isdigit()
-    assert resp.headers["x-ms-ratelimit-remaining-resource"].startswith(
-        "Microsoft.Compute/VMGuestPatchOperations;5"
+    # Exactly what a real installPatches 202 reported after one call (Azure CLI's recorded test, 2024-11).
+    assert resp.headers["x-ms-ratelimit-remaining-resource"] == (
+        "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;599,Microsoft.Compute/VMGuestPatchOperationResource;5"
     )
 
     conflict = arm.post(f"{sim.url}{vm}/assessPatches?{API}")
@@ -256,8 +257,8 @@ def test_compute_guest_patch_policy_429(make_sim: Callable[..., Simulator], arm:
     resp = arm.post(f"{sim.url}{vm}/assessPatches?{API}")
     assert resp.status_code == 429
     assert 50 <= int(resp.headers["Retry-After"]) <= 60
-    assert resp.headers["x-ms-ratelimit-remaining-resource"].startswith(
-        "Microsoft.Compute/VMGuestPatchOperations;0"
+    assert resp.headers["x-ms-ratelimit-remaining-resource"].endswith(
+        ",Microsoft.Compute/VMGuestPatchOperationResource;0"
     )
     error = resp.json()["error"]
     assert error["code"] == "OperationNotAllowed" and error["details"][0]["code"] == "TooManyRequests"

@@ -41,23 +41,28 @@ def test_give_back_restores_a_token() -> None:
 def test_patch_policy_per_vm_then_per_subscription() -> None:
     clock = FakeClock()
     throttle = PatchThrottle(2, 60, 3, 60, clock)  # 1 token/s refill each
-    assert throttle.charge("vm1", "sub").startswith("Microsoft.Compute/VMGuestPatchOperations;1,")
+    assert throttle.charge("vm1", "sub") == (
+        "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;2,Microsoft.Compute/VMGuestPatchOperationResource;1"
+    )
     throttle.charge("vm1", "sub")
     with pytest.raises(ArmError) as vm_limit:
         throttle.charge("vm1", "sub")
     err = vm_limit.value
     assert err.status == 429 and err.code == "OperationNotAllowed" and err.headers["Retry-After"] == "1"
     detail = err.details[0] if err.details else {}
-    assert detail["code"] == "TooManyRequests" and detail["target"] == "VMGuestPatchOperations"
+    assert detail["code"] == "TooManyRequests" and detail["target"] == "VMGuestPatchOperationResource"
+    assert err.bucket == "computeGuestPatchVm"
     assert json.loads(detail["message"])["allowedRequestCount"] == 2
     throttle.charge("vm2", "sub")  # the subscription's third and last token
     with pytest.raises(ArmError) as sub_limit:
         throttle.charge("vm3", "sub")
     assert (
         sub_limit.value.details
-        and sub_limit.value.details[0]["target"] == "VMGuestPatchOperationsSubscription"
+        and sub_limit.value.details[0]["target"] == "VMGuestPatchOperationSubscriptionMaximum"
+        and sub_limit.value.bucket == "computeGuestPatchSubscription"
     )
-    assert throttle.per_vm.get("vm3").remaining() == 2  # the per-VM token was given back
+    assert throttle.per_vm.get("vm3").remaining() == 2  # no per-VM token spent on a refused request
+    assert throttle.per_sub.get("sub").remaining() == 0  # the refused per-VM request gave its subscription token back
 
 
 def test_patch_policy_can_be_disabled() -> None:

@@ -73,6 +73,9 @@ class SimulatorConfig:
     patch_ops_per_vm_per_min: float | None = 2
     patch_ops_per_sub_burst: int | None = 600
     patch_ops_per_sub_per_min: float | None = 200
+    # Budget clock: every token bucket refills budget_scale times faster than Azure's (burst sizes unchanged),
+    # so every bucket-derived Retry-After is in that scaled clock. See `compressed()` for the consistent setting.
+    budget_scale: float = 1.0
     operation_seconds: tuple[float, float] = (60.0, 240.0)  # simulated fixed overhead of each operation
     reboot_seconds: float = 180.0  # simulated time a reboot adds to an installation
     # Patches published after the simulator starts: this many new ones per OS type, spread over the first
@@ -80,12 +83,50 @@ class SimulatorConfig:
     upcoming_patches: int = 0
     upcoming_within_hours: float = 72.0
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # Azure Arc-enabled servers (Microsoft.HybridCompute/machines), Windows and Linux by arc_windows_ratio, in
+    # resource group rg-arc-onprem of each subscription; this many report agent status Disconnected / Expired.
+    arc_machines: int = 0
+    arc_windows_ratio: float = 0.5
+    arc_disconnected: int = 1
+    arc_expired: int = 0
+    # Azure RBAC for the caller (see rbac.py): None allows everything; otherwise a list of role assignments,
+    # each a RoleAssignment or {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": ["*"]}.
+    role_assignments: list[Any] | None = None
+    # Named in 403 AuthorizationFailed messages; None derives stable ids from the bearer token.
+    principal_client_id: str | None = None
+    principal_object_id: str | None = None
+
+    @classmethod
+    def compressed(cls, scale: float, *, azure_retry_after_seconds: float = 60.0, **settings: Any) -> SimulatorConfig:
+        """A simulator on one clock running `scale` times faster than Azure's, for fleet-scale runs in minutes.
+
+        Three things are scaled by the same factor, so Azure's ratios hold:
+        - operation durations: `time_scale = scale` (a 30-minute installation takes 1800/scale real seconds);
+        - every throttling budget: `budget_scale = scale` (ARM's 25 reads/s become 25*scale/s, Compute's
+          guest-patch refill of 200/min per subscription becomes 200*scale/min; bursts stay 250, 200, 600, 6);
+        - every Retry-After: those computed from a bucket follow from the faster refill, and the 202's becomes
+          `azure_retry_after_seconds / scale`.
+        Then "polls per operation", "operations startable per refill" and "a 429's wait versus an operation's
+        length" are what they are in Azure, and a client that divides its own timers (poll floors, backoffs) by
+        `scale` sees Azure's throttling behaviour. Caveat: HTTP sends Retry-After in whole seconds, so waits under
+        one scaled second round up (to 1 on a 429, as ARM never says 0) and a 202's rounds to the nearest second
+        (0 allowed); keep `scale` where the waits that matter stay >= 1 s (e.g. scale 60: a 60 s poll is 1 s, a
+        20-minute Compute 429 is 20 s, a 10,000-VM run of about two Azure hours takes about two minutes).
+        """
+        if scale <= 0:
+            raise ValueError("scale must be > 0")
+        settings.setdefault("retry_after_seconds", round(azure_retry_after_seconds / scale))
+        return cls(time_scale=scale, budget_scale=scale, **settings)
 
     def __post_init__(self) -> None:
+        if self.budget_scale <= 0:
+            raise ValueError("budget_scale must be > 0")
         if self.vms < 0 or self.subscriptions < 1:
             raise ValueError("need vms >= 0 and subscriptions >= 1")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if self.arc_machines < 0 or self.arc_disconnected < 0 or self.arc_expired < 0:
+            raise ValueError("need arc_machines, arc_disconnected and arc_expired >= 0")
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")
         if isinstance(self.faults, dict):

@@ -17,6 +17,7 @@ class ArmError(Exception):
         target: str | None = None,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        bucket: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
@@ -25,6 +26,7 @@ class ArmError(Exception):
         self.target = target
         self.details = details
         self.headers = dict(headers or {})
+        self.bucket = bucket  # for a 429: which throttling bucket refused (the simulator's 429 counts)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

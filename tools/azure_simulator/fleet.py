@@ -22,6 +22,9 @@ REFERENCE_DATE = datetime(
 PATCH_TUESDAY = datetime(2025, 10, 14, 17, 0, tzinfo=UTC)
 
 CRITICAL_OR_SECURITY = frozenset({"Critical", "Security"})
+COMPUTE = "Microsoft.Compute"
+HYBRID_COMPUTE = "Microsoft.HybridCompute"
+ARC_STATUSES = ("Connected", "Disconnected", "Expired")
 
 
 def iso_z(when: datetime) -> str:
@@ -504,13 +507,21 @@ class VirtualMachine:
     time_created: datetime
     installed: list[Patch] = field(default_factory=list)
     upcoming: list[Patch] = field(default_factory=list)  # published later in simulated time (see settle())
+    # An Azure Arc-enabled server (Microsoft.HybridCompute/machines) instead of an Azure VM: it has no power
+    # state that ARM knows, but its Connected Machine agent's status (Connected | Disconnected | Expired).
+    arc: bool = False
+    agent_status: str = "Connected"
+    last_status_change: datetime | None = None
+
+    @property
+    def provider(self) -> str:
+        return HYBRID_COMPUTE if self.arc else COMPUTE
 
     @property
     def id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
-        )
+        kind = "Microsoft.HybridCompute/machines" if self.arc else "Microsoft.Compute/virtualMachines"
+        rg_path = f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+        return f"{rg_path}/providers/{kind}/{self.name}"
 
     @property
     def key(self) -> str:
@@ -588,21 +599,60 @@ class VirtualMachine:
 
 @dataclass
 class Fleet:
-    """All VMs, indexed the way ARM resolves them: case-insensitively."""
+    """All VMs and Arc machines, indexed the way ARM resolves them: case-insensitively."""
 
     subscriptions: list[str]
     resource_groups: dict[str, dict[str, str]]  # sub (lower) -> rg (lower) -> rg (original)
     vms: list[VirtualMachine]
     by_key: dict[str, VirtualMachine] = field(default_factory=dict)
+    machines: list[VirtualMachine] = field(default_factory=list)  # Azure Arc-enabled servers
 
     def __post_init__(self) -> None:
-        self.by_key = {vm.key: vm for vm in self.vms}
+        self.by_key = {vm.key: vm for vm in (*self.vms, *self.machines)}
+        # Indexes so a list page or a lookup never scans the fleet (10,000 VMs: see README, the simulator at scale).
+        self._subs = {sub.lower(): sub for sub in self.subscriptions}
+        self._vms_by_sub: dict[str, list[VirtualMachine]] = {}
+        self._vms_by_rg: dict[tuple[str, str], list[VirtualMachine]] = {}
+        for vm in self.vms:
+            self._index(vm)
+
+    def _index(self, vm: VirtualMachine) -> None:
+        sub = vm.subscription_id.lower()
+        self._vms_by_sub.setdefault(sub, []).append(vm)
+        self._vms_by_rg.setdefault((sub, vm.resource_group.lower()), []).append(vm)
+
+    def add_machines(self, machines: list[VirtualMachine]) -> None:
+        for machine in machines:
+            self.resource_groups.setdefault(machine.subscription_id.lower(), {}).setdefault(
+                machine.resource_group.lower(), machine.resource_group
+            )
+            self.machines.append(machine)
+            self.by_key[machine.key] = machine
+
+    def machine(self, sub: str, rg: str, name: str) -> VirtualMachine:
+        """An Arc machine, or ARM's 404 for it."""
+        rg_name = self.resource_group(sub, rg)
+        machine = self.by_key.get(
+            f"/subscriptions/{sub}/resourcegroups/{rg}/providers/microsoft.hybridcompute/machines/{name}".lower()
+        )
+        if machine is None:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.HybridCompute/machines/{name}' under resource group '{rg_name}' was not "
+                "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            )
+        return machine
+
+    def machines_in_subscription(self, sub: str) -> list[VirtualMachine]:
+        known = self.subscription(sub)
+        return [m for m in self.machines if m.subscription_id == known]
 
     def subscription(self, sub: str) -> str:
-        for known in self.subscriptions:
-            if known.lower() == sub.lower():
-                return known
-        raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        known = self._subs.get(sub.lower())
+        if known is None:
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        return known
 
     def resource_group(self, sub: str, rg: str) -> str:
         known = self.resource_groups.get(self.subscription(sub).lower(), {}).get(rg.lower())
@@ -633,14 +683,22 @@ class Fleet:
         )
         self.vms.append(vm)
         self.by_key[vm.key] = vm
+        self._index(vm)
 
     def remove(self, vm: VirtualMachine) -> None:
         self.vms.remove(vm)
         del self.by_key[vm.key]
+        sub = vm.subscription_id.lower()
+        self._vms_by_sub[sub].remove(vm)
+        self._vms_by_rg[sub, vm.resource_group.lower()].remove(vm)
 
     def in_subscription(self, sub: str) -> list[VirtualMachine]:
-        known = self.subscription(sub)
-        return [vm for vm in self.vms if vm.subscription_id == known]
+        """The subscription's VMs in fleet order (the index itself: callers must not modify it)."""
+        return self._vms_by_sub.get(self.subscription(sub).lower(), [])
+
+    def in_resource_group(self, sub: str, rg: str) -> list[VirtualMachine]:
+        """The resource group's VMs in fleet order (the index itself: callers must not modify it)."""
+        return self._vms_by_rg.get((self.subscription(sub).lower(), self.resource_group(sub, rg).lower()), [])
 
 
 def build_fleet(
@@ -717,3 +775,71 @@ def build_fleet(
             )
         )
     return Fleet(subs, resource_groups, machines)
+
+
+ARC_RESOURCE_GROUP = "rg-arc-onprem"
+
+
+def build_arc_machines(
+    count: int,
+    subscriptions: list[str],
+    seed: int,
+    *,
+    windows_ratio: float = 0.5,
+    disconnected: int = 0,
+    expired: int = 0,
+    location: str = "westus",
+) -> list[VirtualMachine]:
+    """Arc-enabled servers (on-premises Windows and Linux), spread over the subscriptions in one resource group.
+
+    The first `disconnected` machines (after shuffling) report agent status Disconnected, the next `expired`
+    Expired (Azure shows a machine Expired after 45 days disconnected; swagger's StatusTypes list Connected,
+    Disconnected, Error and AwaitingConnection, so clients must take the status as an open string).
+    Generated from their own seed stream, so adding Arc machines never changes the VM fleet.
+    """
+    rng = random.Random(f"arc:{seed}")
+    windows_catalogs = {image.product: windows_catalog(image, rng) for image in WINDOWS_IMAGES}
+    linux_catalogs = {image.product: linux_catalog(image, rng) for image in LINUX_IMAGES}
+    windows_count = round(count * windows_ratio)
+    os_types = ["Windows"] * windows_count + ["Linux"] * (count - windows_count)
+    order = list(range(count))
+    rng.shuffle(order)
+    statuses = {i: "Disconnected" for i in order[:disconnected]}
+    statuses.update({i: "Expired" for i in order[disconnected : disconnected + expired]})
+    machines = []
+    for index, os_type in enumerate(os_types):
+        if os_type == "Windows":
+            image = rng.choice(WINDOWS_IMAGES)
+            catalog = windows_catalogs[image.product]
+            pending = list(catalog["core"]) + [p for p in catalog["common"] if rng.random() < 0.75]
+            name = f"ARC-WIN-{index + 1:02d}"
+        else:
+            image = rng.choice(LINUX_IMAGES)
+            catalog_l = linux_catalogs[image.product]
+            pending = rng.sample(catalog_l, k=rng.randint(min(4, len(catalog_l)), min(10, len(catalog_l))))
+            name = f"arc-lnx-{index + 1:02d}"
+        pending.sort(key=lambda p: (p.published, p.name))
+        status = statuses.get(index, "Connected")
+        changed = REFERENCE_DATE - timedelta(days={"Connected": 3, "Disconnected": 2, "Expired": 50}[status])
+        machines.append(
+            VirtualMachine(
+                subscription_id=subscriptions[index % len(subscriptions)],
+                resource_group=ARC_RESOURCE_GROUP,
+                name=name,
+                location=location,
+                image=image,
+                vm_size="",
+                vm_id=new_uuid(rng),
+                tags={"environment": "prod", "site": rng.choice(("dc-amsterdam", "dc-dallas"))},
+                patch_mode=rng.choice(("AutomaticByPlatform", "Manual")),
+                assessment_mode=rng.choice(("ImageDefault", "AutomaticByPlatform")),
+                power_state="running",
+                reboot_pending=rng.random() < 0.1,
+                pending=pending,
+                time_created=REFERENCE_DATE - timedelta(days=rng.randint(30, 900)),
+                arc=True,
+                agent_status=status,
+                last_status_change=changed,
+            )
+        )
+    return machines

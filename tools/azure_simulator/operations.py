@@ -9,11 +9,13 @@ timer thread to race with, and a stopped simulator leaves nothing behind.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -107,13 +109,18 @@ class OperationEngine:
     _counter: int = 0
 
     _releases: list[tuple[datetime, int, str, Patch]] = field(default_factory=list)  # heap by publish time
+    _finishing: list[tuple[float, int, str]] = field(default_factory=list)  # heap of unapplied ops by finish time
+    _sequence: Iterator[int] = field(default_factory=itertools.count)  # heap tie-breaker
+    _running_by_sub: Counter[str] = field(default_factory=Counter)
     peak_concurrent: dict[str, int] = field(default_factory=dict)  # subscription ("*": all) -> most at once
+    # subscription -> {whole real seconds since the simulator started: operations accepted in that second}
+    starts_per_second: dict[str, Counter[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._created = datetime.now(UTC)
         self._created_real = self.clock()
         self._ids = random.Random(f"operations:{self.config.seed}")
-        for vm in self.fleet.vms:
+        for vm in (*self.fleet.vms, *self.fleet.machines):
             self.schedule_releases(vm)
 
     def simulated_now(self) -> datetime:
@@ -146,16 +153,32 @@ class OperationEngine:
         )
 
     def settle(self) -> None:
-        """Apply every operation whose finish time has passed (in the order they finish)."""
+        """Apply every operation whose finish time has passed (in the order they finish).
+
+        O(finished operations): unapplied operations wait in a heap by finish time, so a request costs nothing
+        for the thousands still running."""
         with self.lock:
             self._release_published()
             now = self.clock()
-            due = sorted(
-                (op for op in self.operations.values() if not op.applied and op.done(now)),
-                key=lambda op: op.finish_real,
-            )
-            for op in due:
-                self._apply(op)
+            heap = self._finishing
+            while heap and heap[0][0] <= now:
+                _, _, op_id = heapq.heappop(heap)
+                op = self.operations[op_id]
+                if not op.applied and op.done(now):
+                    self._apply(op)
+
+    def finish_now(self, op: Operation) -> None:
+        """End a running operation at once (ARM answering the POST with its final 200)."""
+        with self.lock:
+            op.finish_real = self.clock()
+            heapq.heappush(self._finishing, (op.finish_real, next(self._sequence), op.op_id))
+            self.settle()
+
+    def in_flight(self) -> dict[str, int]:
+        """Operations running now, per subscription and in all ("*")."""
+        with self.lock:
+            self.settle()
+            return {**{k: v for k, v in self._running_by_sub.items() if v}, "*": len(self._running)}
 
     def _apply(self, op: Operation) -> None:
         vm = op.vm
@@ -163,6 +186,7 @@ class OperationEngine:
         op.ended = op.end_time()
         if self._running.get(vm.key) is op:
             del self._running[vm.key]
+            self._running_by_sub[vm.subscription_id.lower()] -= 1
         if op.kind == "installPatches" and op.outcome is not None:
             gone = {p.patch_id for p in op.outcome.installed}
             vm.pending = [p for p in vm.pending if p.patch_id not in gone]
@@ -219,11 +243,17 @@ class OperationEngine:
 
     def _register(self, op: Operation) -> Operation:
         self.operations[op.op_id] = op
-        self._running[op.vm.key] = op
         sub = op.vm.subscription_id.lower()
-        now_running = sum(1 for o in self._running.values() if o.vm.subscription_id.lower() == sub)
-        self.peak_concurrent[sub] = max(self.peak_concurrent.get(sub, 0), now_running)
+        replaced = self._running.get(op.vm.key)
+        if replaced is not None:
+            self._running_by_sub[replaced.vm.subscription_id.lower()] -= 1
+        self._running[op.vm.key] = op
+        self._running_by_sub[sub] += 1
+        heapq.heappush(self._finishing, (op.finish_real, next(self._sequence), op.op_id))
+        self.peak_concurrent[sub] = max(self.peak_concurrent.get(sub, 0), self._running_by_sub[sub])
         self.peak_concurrent["*"] = max(self.peak_concurrent.get("*", 0), len(self._running))
+        second = int(op.started_real - self._created_real)
+        self.starts_per_second.setdefault(sub, Counter())[second] += 1
         self._by_vm.setdefault(op.vm.key, []).append(op.op_id)
         return op
 

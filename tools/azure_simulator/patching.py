@@ -127,8 +127,11 @@ def _kb_number(value: str, target: str) -> str:
     return number
 
 
-def validate_install(body: Any, os_type: str) -> InstallParameters:
-    """Validate an installPatches body for a VM of `os_type`; raise ArmError 400 like Compute does."""
+def validate_install(body: Any, os_type: str, *, require_maximum_duration: bool = False) -> InstallParameters:
+    """Validate an installPatches body for a VM of `os_type`; raise ArmError 400 like Compute does.
+
+    `require_maximum_duration`: HybridCompute's MachineInstallPatchesParameters lists maximumDuration as
+    required (Compute's VirtualMachineInstallPatchesParameters does not)."""
     root = "installPatchesInput"
     if not isinstance(body, dict):
         raise ArmError(
@@ -142,6 +145,10 @@ def validate_install(body: Any, os_type: str) -> InstallParameters:
         )
     reboot = _enum(body["rebootSetting"], REBOOT_SETTINGS, f"{root}.rebootSetting")
     duration = DEFAULT_MAXIMUM_DURATION
+    if require_maximum_duration and body.get("maximumDuration") is None:
+        raise invalid_parameter(
+            f"{root}.maximumDuration", "Required parameter 'maximumDuration' is missing (null)."
+        )
     if body.get("maximumDuration") is not None:
         try:
             duration = parse_duration(body["maximumDuration"])

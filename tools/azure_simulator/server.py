@@ -1,15 +1,18 @@
-"""HTTP handling: ARM's Compute surface for VMs and patch operations, plus the /_sim admin API.
+"""HTTP handling: ARM's Compute surface for VMs and patch operations, HybridCompute's for Arc machines, plus
+the /_sim admin API.
 
 The pipeline for every ARM request mirrors where real Azure rejects things: count the call, roll network
 faults (drop, latency), authenticate, check api-version, roll injected 5xx/429, charge ARM's subscription
-read/write bucket, then route to Compute (which has its own guest-patch throttling, validation and
-conflict checks). Every response, error or not, carries ARM's request-id headers.
+read/write bucket, authorise (RBAC: rbac.py), then route to Compute (which has its own guest-patch throttling,
+validation and conflict checks) or HybridCompute (arc.py). Every response, error or not, carries ARM's
+request-id headers, and every response to a subscription's URL its remaining read or write budget.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import socket
 import time
@@ -20,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from tools.azure_simulator import arc
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.fleet import VirtualMachine
 from tools.azure_simulator.operations import Operation
@@ -31,7 +35,20 @@ if TYPE_CHECKING:
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = r"/resourcegroups/(?P<rg>[^/]+)"
 _CP = r"/providers/microsoft\.compute"
+_HC = r"/providers/microsoft\.hybridcompute"
 ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("arcListAll", re.compile(f"^{_SUB}{_HC}/machines/?$", re.I)),
+    ("arcListRg", re.compile(f"^{_SUB}{_RG}{_HC}/machines/?$", re.I)),
+    (
+        "arcOperation",
+        re.compile(f"^{_SUB}{_HC}/locations/(?P<loc>[^/]+)/updatecenteroperationresults/(?P<op>[^/]+)/?$", re.I),
+    ),
+    (
+        "arc",
+        re.compile(
+            f"^{_SUB}{_RG}{_HC}/machines/(?P<machine>[^/]+)(?:/(?P<action>installpatches|assesspatches))?/?$", re.I
+        ),
+    ),
     ("listAll", re.compile(f"^{_SUB}{_CP}/virtualmachines/?$", re.I)),
     ("listRg", re.compile(f"^{_SUB}{_RG}{_CP}/virtualmachines/?$", re.I)),
     ("listLocation", re.compile(f"^{_SUB}{_CP}/locations/(?P<loc>[^/]+)/virtualmachines/?$", re.I)),
@@ -45,11 +62,30 @@ ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+# The ARM resource type each resource route's RBAC actions are named after.
+PROVIDERS = {
+    "listAll": "Microsoft.Compute/virtualMachines",
+    "listRg": "Microsoft.Compute/virtualMachines",
+    "listLocation": "Microsoft.Compute/virtualMachines",
+    "vm": "Microsoft.Compute/virtualMachines",
+    "arcListAll": "Microsoft.HybridCompute/machines",
+    "arcListRg": "Microsoft.HybridCompute/machines",
+    "arc": "Microsoft.HybridCompute/machines",
+}
+# Operation-status routes and the action reading them needs (at the subscription: see rbac.py).
+OPERATION_ROUTES = {
+    "operation": "Microsoft.Compute/locations/operations/read",
+    "arcOperation": "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",
+}
 ACTIONS = {
     "instanceview": "instanceView",
     "installpatches": "installPatches",
     "assesspatches": "assessPatches",
 }
+# Compute's read policies in x-ms-ratelimit-remaining-resource (names as real responses carry them).
+LOW_COST_GET = ("LowCostGet3Min", "LowCostGet30Min")
+HIGH_COST_GET = ("HighCostGet3Min", "HighCostGet30Min")
+GET_OPERATION = ("GetOperationResource", "GetOperationSubscriptionMaximum")
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(?:-(?:preview|privatepreview|beta|alpha))?$", re.I)
 FOREIGN_BASE = "http://127.0.0.2:9"  # loopback, but not the simulator: nothing listens there
 SUPPORTED_VERSIONS = "2025-04-01, 2024-11-01, 2024-07-01, 2024-03-01, 2023-09-01, 2023-07-01, 2023-03-01"
@@ -78,6 +114,11 @@ class Response:
 
 
 DROP = Response(0)  # sentinel: close the connection without answering
+_IDS = random.Random()  # request ids need uniqueness, not secrecy: uuid4() reads os.urandom, 40 us a call
+
+
+def _request_id() -> str:
+    return str(uuid.UUID(int=_IDS.getrandbits(128), version=4))
 
 
 def _error(err: ArmError) -> Response:
@@ -118,16 +159,28 @@ class ArmApi:
                 raise err
             if sim.faults.throttled():
                 sim.call_log.fault("throttle")
-                raise self._arm_throttle_error(
+                err = self._arm_throttle_error(
                     "write" if write else "read", match, sim.faults.settings.throttle_retry_after
                 )
+                err.bucket = "injected"
+                raise err
             if match is not None:
                 extra.update(self._charge_arm(req, match["sub"], write))
+                self._authorize(req, route, match)
             response = self._dispatch(req, route, match, api_version)
         except ArmError as err:
             response = _error(err)
+            if err.status == 429:
+                sim.call_log.throttle(err.bucket or "other", match["sub"] if match else None)
         for name, value in extra.items():
             response.headers.setdefault(name, value)
+        if match is not None:
+            # ARM reports the subscription's remaining budget on every response, errors included.
+            op = "writes" if write else "reads"
+            name = f"x-ms-ratelimit-remaining-subscription-{op}"
+            if name not in response.headers:
+                buckets = sim.arm_writes if write else sim.arm_reads
+                response.headers[name] = str(buckets.get(match["sub"].lower()).remaining())
         return response
 
     # ----------------------------------------------------------------------------------- routing
@@ -143,14 +196,15 @@ class ArmApi:
     def _kind(self, method: str, route: str | None, match: dict[str, str] | None) -> tuple[str, str | None]:
         if route is None or match is None:
             return "other", None
-        if route.startswith("list"):
+        if route.startswith(("list", "arcList")):
             return "list", None
-        if route == "operation":
+        if route in OPERATION_ROUTES:
             op = self.sim.engine.operations.get(match["op"].lower())
             return "poll", op.vm.key if op is not None else None
+        kind = "microsoft.hybridcompute/machines" if route == "arc" else "microsoft.compute/virtualmachines"
         key = (
             f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
-            f"/providers/microsoft.compute/virtualmachines/{match['vm']}"
+            f"/providers/{kind}/{match.get('machine') or match['vm']}"
         ).lower()
         action = match.get("action")
         if action is None:
@@ -174,11 +228,22 @@ class ArmApi:
             return self._list(req, route, match, api_version)
         if route == "operation":
             return self._poll(req, match, api_version)
+        if route.startswith("arcList"):
+            return self._list_arc(req, route, match, api_version)
+        if route == "arcOperation":
+            return self._poll_arc(match, api_version)
+        if route == "arc":
+            machine = self.sim.engine.fleet.machine(match["sub"], match["rg"], match["machine"])
+            if action is None:
+                return Response(200, arc.machine_model(machine))
+            return self._start(req, machine, action, api_version)
         vm = self.sim.engine.fleet.vm(match["sub"], match["rg"], match["vm"])
         if action is None:
             return self._get_vm(req, vm)
         if action == "instanceView":
-            return Response(200, self.sim.engine.instance_view(vm), self._compute_read_headers("LowCostGet"))
+            return Response(
+                200, self.sim.engine.instance_view(vm), self._compute_read_headers(LOW_COST_GET, vm.subscription_id)
+            )
         return self._start(req, vm, action, api_version)
 
     # ----------------------------------------------------------------------------------- checks
@@ -232,6 +297,45 @@ class ArmApi:
             )
         return version
 
+    def _authorize(self, req: Request, route: str | None, match: dict[str, str]) -> None:
+        """ARM's RBAC check, before the request reaches Compute (so a VM that does not exist in a resource group
+        the caller may not read answers 403, as in Azure). Only a subscription that does not exist answers 404
+        first, as ARM resolves the subscription before authorising."""
+        authorizer = self.sim.authorizer
+        if not authorizer.enforcing or route is None:
+            return
+        self.sim.engine.fleet.subscription(match["sub"])
+        required = self._required_permission(req, route, match)
+        if required is None:
+            return  # a method the route does not serve: dispatch answers 405
+        action, scope = required
+        client_id, object_id = self._principal(req)
+        authorizer.check(action, scope, client_id, object_id)
+
+    @staticmethod
+    def _required_permission(req: Request, route: str, match: dict[str, str]) -> tuple[str, str] | None:
+        """(action, scope) ARM authorises for this request; the scope echoes the request path as ARM does."""
+        path = unquote(req.path).rstrip("/")
+        if route.startswith(("list", "arcList")):
+            return (f"{PROVIDERS[route]}/read", path.split("/providers/", 1)[0]) if req.method == "GET" else None
+        if route in OPERATION_ROUTES:
+            return (OPERATION_ROUTES[route], path) if req.method == "GET" else None
+        action = (match.get("action") or "").lower()
+        resource = PROVIDERS[route]
+        if not action:
+            verbs = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+            return (f"{resource}/{verbs[req.method]}", path) if req.method in verbs else None
+        scope = path.rsplit("/", 1)[0]
+        if action == "instanceview":
+            return (f"{resource}/instanceView/read", scope) if req.method == "GET" else None
+        return (f"{resource}/{ACTIONS[action]}/action", scope) if req.method == "POST" else None
+
+    def _principal(self, req: Request) -> tuple[str, str]:
+        config = self.sim.config
+        token = req.headers.get("authorization", "").partition(" ")[2].strip()
+        client_id = config.principal_client_id or str(uuid.uuid5(uuid.NAMESPACE_OID, f"client:{token}"))
+        return client_id, config.principal_object_id or self._actor(req)
+
     def _actor(self, req: Request) -> str:
         token = req.headers.get("authorization", "").partition(" ")[2]
         return str(uuid.uuid5(uuid.NAMESPACE_OID, token))
@@ -255,35 +359,32 @@ class ArmApi:
         op = "writes" if write else "reads"
         bucket = buckets.get(sub.lower())
         if not bucket.try_take():
-            raise self._arm_throttle_error(op[:-1], {"sub": sub}, bucket.retry_after(), self._actor(req))
+            err = self._arm_throttle_error(op[:-1], {"sub": sub}, bucket.retry_after(), self._actor(req))
+            err.headers[f"x-ms-ratelimit-remaining-subscription-{op}"] = "0"
+            err.bucket = f"arm{op.capitalize()}"
+            raise err
         return {f"x-ms-ratelimit-remaining-subscription-{op}": str(bucket.remaining())}
 
-    def _compute_read_headers(self, policy: str) -> dict[str, str]:
-        """Compute's informational read counters (reported, not enforced: ARM's buckets bind first)."""
+    def _compute_read_headers(self, policies: tuple[str, ...], sub: str, vm_key: str = "") -> dict[str, str]:
+        """Compute's informational read counters (reported, not enforced: ARM's buckets bind first). A policy
+        ending in `Resource` counts per VM, the others per subscription."""
         values = []
-        for window in ("3Min", "30Min"):
-            bucket = self.sim.compute_reads[f"{policy}{window}"].get("all")
+        for policy in policies:
+            bucket = self.sim.compute_reads[policy].get(vm_key if policy.endswith("Resource") else sub.lower())
             bucket.try_take()
-            values.append(f"Microsoft.Compute/{policy}{window};{bucket.remaining()}")
+            values.append(f"Microsoft.Compute/{policy};{bucket.remaining()}")
         return {"x-ms-ratelimit-remaining-resource": ",".join(values)}
 
     # ----------------------------------------------------------------------------------- reads
     def _list(self, req: Request, route: str, match: dict[str, str], api_version: str) -> Response:
         fleet = self.sim.engine.fleet
-        vms = fleet.in_subscription(match["sub"])
         if route == "listRg":
-            rg = fleet.resource_group(match["sub"], match["rg"]).lower()
-            vms = [vm for vm in vms if vm.resource_group.lower() == rg]
-        elif route == "listLocation":
+            vms = fleet.in_resource_group(match["sub"], match["rg"])
+        else:
+            vms = fleet.in_subscription(match["sub"])
+        if route == "listLocation":
             vms = [vm for vm in vms if vm.location.lower() == match["loc"].lower()]
-        token = req.query.get("$skiptoken", "0")
-        try:
-            start = int(token)
-        except ValueError:
-            raise ArmError(
-                400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
-            ) from None
-        page = vms[start : start + self.sim.config.page_size]
+        start, page = self._page(req, vms)
         # statusOnly=true adds the instance view; $expand=instanceView does too, but Azure documents it on
         # lists as valid "only if a valid $filter option is specified", so without one it is refused.
         expand = req.query.get("$expand", "")
@@ -298,19 +399,69 @@ class ArmApi:
             if status_only:
                 model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
             value.append(model)
+        return Response(
+            200,
+            self._page_body(req, value, start, len(vms), api_version),
+            self._compute_read_headers(HIGH_COST_GET, match["sub"]),
+        )
+
+    def _page(self, req: Request, items: list[Any]) -> tuple[int, list[Any]]:
+        token = req.query.get("$skiptoken", "0")
+        try:
+            start = int(token)
+        except ValueError:
+            raise ArmError(
+                400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
+            ) from None
+        return start, items[start : start + self.sim.config.page_size]
+
+    def _page_body(
+        self, req: Request, value: list[Any], start: int, total: int, api_version: str
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"value": value}
-        if start + len(page) < len(vms):
+        if start + len(value) < total:
             query = {k: v for k, v in req.query.items() if k != "$skiptoken"}
             query["api-version"] = api_version
-            query["$skiptoken"] = str(start + len(page))
+            query["$skiptoken"] = str(start + len(value))
             body["nextLink"] = f"{self.sim.url}{req.path}?{urlencode(query)}"
-        return Response(200, body, self._compute_read_headers("HighCostGet"))
+        return body
+
+    def _list_arc(self, req: Request, route: str, match: dict[str, str], api_version: str) -> Response:
+        fleet = self.sim.engine.fleet
+        machines = fleet.machines_in_subscription(match["sub"])
+        if route == "arcListRg":
+            rg = fleet.resource_group(match["sub"], match["rg"]).lower()
+            machines = [m for m in machines if m.resource_group.lower() == rg]
+        start, page = self._page(req, machines)
+        value = [arc.machine_model(m) for m in page]
+        return Response(200, self._page_body(req, value, start, len(machines), api_version))
+
+    def _poll_arc(self, match: dict[str, str], api_version: str) -> Response:
+        """HybridCompute's Location: 202 (+ Location, Retry-After) while running, then 200 with the result."""
+        op = self.sim.engine.get(match["op"])
+        if (
+            op is None
+            or not op.vm.arc
+            or op.vm.subscription_id.lower() != match["sub"].lower()
+            or op.vm.location.lower() != match["loc"].lower()
+        ):
+            raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
+        if not op.done(self.sim.engine.clock()):
+            return Response(
+                202,
+                None,
+                {
+                    "Location": self.operation_url(op, api_version),
+                    "Retry-After": str(self.sim.config.retry_after_seconds),
+                },
+            )
+        return Response(200, arc.result(op.vm, op.kind, op.result, op.end_time()))
 
     def _get_vm(self, req: Request, vm: VirtualMachine) -> Response:
         model = vm.model()
         if "instanceview" in req.query.get("$expand", "").lower():
             model["properties"]["instanceView"] = self.sim.engine.instance_view(vm)
-        return Response(200, model, self._compute_read_headers("LowCostGet"))
+        return Response(200, model, self._compute_read_headers(LOW_COST_GET, vm.subscription_id))
 
     def _poll(self, req: Request, match: dict[str, str], api_version: str) -> Response:
         op = self.sim.engine.get(match["op"])
@@ -321,7 +472,7 @@ class ArmApi:
         ):
             raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
         now = self.sim.engine.clock()
-        headers = self._compute_read_headers("GetOperation")
+        headers = self._compute_read_headers(GET_OPERATION, op.vm.subscription_id, op.vm.key)
         if req.query.get("monitor", "").lower() == "true":
             if not op.done(now):
                 headers.update(
@@ -337,7 +488,12 @@ class ArmApi:
         return Response(200, op.async_body(now), headers)
 
     # ----------------------------------------------------------------------------------- writes
-    def operation_url(self, op: Operation, api_version: str, *, monitor: bool) -> str:
+    def operation_url(self, op: Operation, api_version: str, *, monitor: bool = False) -> str:
+        if op.vm.arc:
+            return (
+                f"{self.sim.url}/subscriptions/{op.vm.subscription_id}/providers/Microsoft.HybridCompute/locations/"
+                f"{op.vm.location}/updateCenterOperationResults/{op.op_id}?{urlencode({'api-version': api_version})}"
+            )
         base = (
             f"{self.sim.url}/subscriptions/{op.vm.subscription_id}/providers/Microsoft.Compute/locations/"
             f"{op.vm.location}/operations/{op.op_id}"
@@ -361,9 +517,49 @@ class ArmApi:
                     "InvalidRequestContent",
                     "The request content was invalid and could not be deserialized.",
                 ) from None
-        remaining = sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
+        # Compute's guest-patch throttling policy; HybridCompute documents none, so Arc machines have only ARM's.
+        remaining = "" if vm.arc else sim.patch_throttle.charge(vm.key, vm.subscription_id.lower())
+        try:
+            op = self._admit(vm, action, body, api_version)
+        except ArmError as err:
+            if remaining:  # Compute reports its guest-patch budget on its refusals too
+                err.headers.setdefault("x-ms-ratelimit-remaining-resource", remaining)
+            raise
+        headers = {
+            "Location": self.operation_url(op, api_version, monitor=True),
+            "Azure-AsyncOperation": self.operation_url(op, api_version, monitor=False),
+            "Retry-After": str(sim.config.retry_after_seconds),
+            "x-ms-request-id": op.op_id,
+        }
+        if vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
+            del headers["Azure-AsyncOperation"]
+        if remaining:
+            headers["x-ms-ratelimit-remaining-resource"] = remaining
+        if sim.faults.roll(sim.faults.settings.sync_rate):
+            # ARM may answer a POST with the final 200 at once; the operation is then already over.
+            sim.engine.finish_now(op)
+            sim.call_log.fault("sync")
+            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else op.result
+            return Response(200, final, {"x-ms-request-id": op.op_id})
+        if sim.faults.roll(sim.faults.settings.foreign_location_rate):
+            # A Location on a host that is not ARM: a client must not send its token there.
+            for name in ("Location", "Azure-AsyncOperation"):
+                if name in headers:
+                    headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
+            sim.call_log.fault("foreignLocation")
+        return Response(202, None, headers)
+
+    def _admit(self, vm: VirtualMachine, action: str, body: Any, api_version: str) -> Operation:
+        """Validate and start the operation, or raise the 400/409 Compute (or HybridCompute) answers."""
+        sim = self.sim
         with sim.engine.lock:
-            params = validate_install(body, vm.os_type) if action == "installPatches" else None
+            params = (
+                validate_install(body, vm.os_type, require_maximum_duration=vm.arc)
+                if action == "installPatches"
+                else None
+            )
+            if vm.arc and vm.agent_status != "Connected":
+                raise arc.not_connected(vm, action)
             if vm.power_state == "deallocated":
                 raise ArmError(
                     409,
@@ -394,12 +590,13 @@ class ArmApi:
                         if running is not None
                         else ""
                     )
-                    + " is in progress on this virtual machine.",
+                    + f" is in progress on this {'machine' if vm.arc else 'virtual machine'}.",
                 }
                 raise ArmError(
                     409,
                     "OperationNotAllowed",
-                    f"Operation '{action}' is not allowed on VM '{vm.name}' since another operation "
+                    f"Operation '{action}' is not allowed on {'machine' if vm.arc else 'VM'} '{vm.name}' since "
+                    "another operation "
                     f"is in progress.",
                     details=[detail],
                 )
@@ -408,33 +605,18 @@ class ArmApi:
             else:
                 op = sim.engine.start_assess(vm, body, api_version)
             sim.call_log.record(f"{action}Accepted", vm.key)
-        headers = {
-            "Location": self.operation_url(op, api_version, monitor=True),
-            "Azure-AsyncOperation": self.operation_url(op, api_version, monitor=False),
-            "Retry-After": str(sim.config.retry_after_seconds),
-            "x-ms-request-id": op.op_id,
-        }
-        if remaining:
-            headers["x-ms-ratelimit-remaining-resource"] = remaining
-        if sim.faults.roll(sim.faults.settings.sync_rate):
-            # ARM may answer a POST with the final 200 at once; the operation is then already over.
-            with sim.engine.lock:
-                op.finish_real = sim.engine.clock()
-                sim.engine.settle()
-            sim.call_log.fault("sync")
-            return Response(200, op.result, {"x-ms-request-id": op.op_id})
-        if sim.faults.roll(sim.faults.settings.foreign_location_rate):
-            # A Location on a host that is not ARM: a client must not send its token there.
-            for name in ("Location", "Azure-AsyncOperation"):
-                headers[name] = headers[name].replace(sim.url, FOREIGN_BASE, 1)
-            sim.call_log.fault("foreignLocation")
-        return Response(202, None, headers)
+        return op
 
 
 class Handler(BaseHTTPRequestHandler):
     """http.server glue: parse, call ArmApi, write the response with ARM's standard headers."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm on, each keep-alive response waited
+    # for the client's delayed ACK (about 40 ms), capping a client at ~25 requests/s per connection. A write
+    # buffer also sends each response in one segment (handle_one_request flushes it).
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
     api: ArmApi  # set on a per-server subclass
@@ -459,12 +641,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         payload = response.encoded()
-        correlation = headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+        correlation = headers.get("x-ms-correlation-request-id") or _request_id()
         out = {
             "Cache-Control": "no-cache",
             "Pragma": "no-cache",
             "Expires": "-1",
-            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-request-id": _request_id(),
             "x-ms-correlation-request-id": correlation,
             "x-ms-routing-request-id": f"{self.api.sim.config.location.upper()}:"
             f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}:{correlation}",

@@ -14,20 +14,23 @@ from tools.azure_simulator.calls import CallLog
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.faults import FaultInjector
-from tools.azure_simulator.fleet import build_fleet, new_patch, upcoming_patches
+from tools.azure_simulator.fleet import ARC_STATUSES, build_arc_machines, build_fleet, new_patch, upcoming_patches
 from tools.azure_simulator.operations import OperationEngine
+from tools.azure_simulator.rbac import Authorizer
 from tools.azure_simulator.server import ArmApi, Request, Response, make_server
 from tools.azure_simulator.throttling import BucketSet, PatchThrottle
 
 POWER_STATES = ("running", "deallocated", "stopped")
-# Compute's informational read counters: (bucket size, refill per second) per policy window.
+# Compute's informational read counters: (bucket size, refill per second) per policy. Names are those real
+# responses carry (GetOperationResource / GetOperationSubscriptionMaximum: Azure CLI's recorded
+# test_vm_install_patches.yaml, 2024-11, reporting 44 and 14999 left); sizes and refill rates are assumptions.
 COMPUTE_READ_POLICIES = {
     "LowCostGet3Min": (4000, 4000 / 180),
     "LowCostGet30Min": (32000, 32000 / 1800),
     "HighCostGet3Min": (250, 250 / 180),
     "HighCostGet30Min": (1000, 1000 / 1800),
-    "GetOperation3Min": (50000, 50000 / 180),
-    "GetOperation30Min": (400000, 400000 / 1800),
+    "GetOperationResource": (45, 45 / 1800),
+    "GetOperationSubscriptionMaximum": (15000, 15000 / 1800),
 }
 
 
@@ -55,9 +58,14 @@ class Simulator:
             stopped_ratio=c.stopped_ratio,
             location=c.location,
         )
+        if c.arc_machines:
+            fleet.add_machines(build_arc_machines(
+                c.arc_machines, fleet.subscriptions, c.seed, windows_ratio=c.arc_windows_ratio,
+                disconnected=min(c.arc_disconnected, c.arc_machines), expired=c.arc_expired, location=c.location,
+            ))
         if c.upcoming_patches:
             upcoming = upcoming_patches(c.upcoming_patches, c.upcoming_within_hours, c.seed, datetime.now(UTC))
-            for vm in fleet.vms:
+            for vm in (*fleet.vms, *fleet.machines):
                 vm.upcoming = list(upcoming[vm.os_type])
         self.faults = FaultInjector(c.faults, c.seed)
         self.engine = OperationEngine(
@@ -66,17 +74,19 @@ class Simulator:
             patch_failure_rng=self.faults.rng,
             patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
         )
-        self.call_log = CallLog([vm.key for vm in fleet.vms])
-        self.arm_reads = BucketSet(c.read_burst, c.read_rate)
-        self.arm_writes = BucketSet(c.write_burst, c.write_rate)
+        self.call_log = CallLog([vm.key for vm in (*fleet.vms, *fleet.machines)])
+        self.arm_reads = BucketSet(c.read_burst, c.read_rate, scale=c.budget_scale)
+        self.arm_writes = BucketSet(c.write_burst, c.write_rate, scale=c.budget_scale)
         self.compute_reads = {
-            name: BucketSet(size, rate) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
+            name: BucketSet(size, rate, scale=c.budget_scale) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
+        self.authorizer = Authorizer(c.role_assignments)
         self.patch_throttle = PatchThrottle(
             c.patch_ops_per_vm_burst,
             c.patch_ops_per_vm_per_min,
             c.patch_ops_per_sub_burst,
             c.patch_ops_per_sub_per_min,
+            scale=c.budget_scale,
         )
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -119,21 +129,54 @@ class Simulator:
     def vm_ids(self) -> list[str]:
         return [vm.id for vm in self.engine.fleet.vms]
 
+    def machine_ids(self) -> list[str]:
+        """Arc-enabled servers (Microsoft.HybridCompute/machines ids)."""
+        return [m.id for m in self.engine.fleet.machines]
+
     def subscriptions(self) -> list[str]:
         return list(self.engine.fleet.subscriptions)
 
     def calls(self) -> dict[str, Any]:
+        """Counts (GET /_sim/calls): per call kind and VM, statuses, faults, 429s by bucket
+        (`throttledByBucket`: armReads, armWrites, computeGuestPatchSubscription, computeGuestPatchVm, injected;
+        and per subscription), operations in flight now and at most (`peakConcurrentBySubscription`, "*" = all),
+        and `operationStartsPerSecond`: per subscription, [[second, operations accepted], ...] where second
+        counts whole real seconds since the simulator started (multiply by `budgetScale` for Azure seconds)."""
         with self.engine.lock:
-            self.engine.settle()  # finished operations no longer count as running
+            in_flight = self.engine.in_flight()  # settles first: finished operations no longer count as running
             peaks = dict(self.engine.peak_concurrent)
-        return {**self.call_log.snapshot(), "peakConcurrentBySubscription": peaks}
+            starts = {sub: sorted(c.items()) for sub, c in self.engine.starts_per_second.items()}
+        return {
+            **self.call_log.snapshot(),
+            "peakConcurrentBySubscription": peaks,
+            "inFlightBySubscription": in_flight,
+            "operationStartsPerSecond": {sub: [list(pair) for pair in pairs] for sub, pairs in starts.items()},
+            "budgetScale": self.config.budget_scale,
+            "timeScale": self.config.time_scale,
+        }
 
     def state(self) -> dict[str, Any]:
         return {
             "subscriptions": self.subscriptions(),
             "faults": self.faults.settings.as_dict(),
             "vms": [self.engine.vm_state(vm) for vm in self.engine.fleet.vms],
+            "arcMachines": [self.machine_state(m) for m in self.engine.fleet.machines],
         }
+
+    def machine_state(self, machine: Any) -> dict[str, Any]:
+        return {**self.engine.vm_state(machine), "agentStatus": machine.agent_status}
+
+    def set_agent_status(self, machine_id: str, status: str) -> dict[str, Any]:
+        """An Arc machine's Connected Machine agent goes Connected, Disconnected or Expired."""
+        if status not in ARC_STATUSES:
+            raise ValueError(f"agent status must be one of {', '.join(ARC_STATUSES)}")
+        machine = self._vm_by_id(machine_id)
+        if not machine.arc:
+            raise ValueError(f"'{machine_id}' is not an Arc machine")
+        with self.engine.lock:
+            machine.agent_status = status
+            machine.last_status_change = self.engine.now()
+        return self.machine_state(machine)
 
     def operation(self, op_id: str) -> dict[str, Any] | None:
         op = self.engine.get(op_id)
@@ -142,6 +185,12 @@ class Simulator:
     def set_faults(self, values: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         """Change fault settings at run time (partial update); returns the full settings."""
         return self.faults.configure({**(values or {}), **kwargs}).as_dict()
+
+    def set_role_assignments(self, assignments: list[Any] | None) -> list[dict[str, Any]] | None:
+        """Replace the caller's role assignments (None: everything allowed); returns them as stored.
+
+        Each is a RoleAssignment or {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": [...]}."""
+        return self.authorizer.configure(assignments)
 
     def set_power(self, vm_id: str, power_state: str) -> dict[str, Any]:
         if power_state not in POWER_STATES:
@@ -187,7 +236,7 @@ class Simulator:
         with self.engine.lock:
             self._added += 1
             patch = new_patch(os_type, classification, name, self.engine.simulated_now(), self._added)
-            for vm in self.engine.fleet.vms:
+            for vm in (*self.engine.fleet.vms, *self.engine.fleet.machines):
                 if vm.os_type == os_type:
                     vm.pending.append(patch)
         return patch.summary()
@@ -201,6 +250,8 @@ class Simulator:
         parts = vm_id.strip("/").split("/")
         if len(parts) != 8 or parts[0].lower() != "subscriptions":
             raise ArmError(400, "InvalidResourceId", f"'{vm_id}' is not a virtual machine resource id.")
+        if parts[5].lower() == "microsoft.hybridcompute":
+            return self.engine.fleet.machine(parts[1], parts[3], parts[7])
         return self.engine.fleet.vm(parts[1], parts[3], parts[7])
 
     @contextmanager
@@ -238,6 +289,10 @@ class AdminApi:
         if req.method == "DELETE" and parts[:1] == ["vms"] and len(parts) > 1:
             sim.remove_vm("/" + "/".join(parts[1:]))
             return Response(200, {"removed": "/" + "/".join(parts[1:])})
+        if req.method == "GET" and parts == ["machines"]:
+            return Response(200, {"arcMachines": [sim.machine_state(m) for m in sim.engine.fleet.machines]})
+        if req.method == "POST" and parts[:1] == ["machines"] and parts[-1:] == ["status"]:
+            return Response(200, sim.set_agent_status("/" + "/".join(parts[1:-1]), str(body.get("status"))))
         if req.method == "POST" and parts == ["publish"]:
             return Response(201, sim.publish_patch(str(body.get("osType")), str(body.get("classification", "Security")),
                                                    body.get("name")))
@@ -253,6 +308,12 @@ class AdminApi:
             return Response(
                 200, sim.set_faults(body) if req.method == "POST" else sim.faults.settings.as_dict()
             )
+        if parts == ["rbac"] and req.method in ("GET", "POST"):
+            if req.method == "POST":
+                if "roleAssignments" not in body:
+                    raise ValueError("body needs 'roleAssignments': a list of {scope, actions}, or null for all")
+                sim.set_role_assignments(body["roleAssignments"])
+            return Response(200, {"roleAssignments": sim.authorizer.as_list()})
         if req.method == "POST" and parts == ["reset"]:
             sim.reset()
             return Response(200, {"reset": True, "vms": len(sim.vm_ids())})

@@ -1,8 +1,8 @@
 """Token buckets as ARM (since 2024) and Compute describe them: a burst capacity refilled at a steady rate.
 
 ARM: per subscription, reads 250 tokens + 25/s, writes 200 + 10/s. Compute: per resource and per
-subscription buckets per operation group, refilled per minute. Refill runs on REAL time (not the simulated
-clock): throttling is about how fast a client calls, not about how long patches take.
+subscription buckets per operation group, refilled per minute. Refill runs on real time multiplied by the
+simulator's `budget_scale` (1 = Azure's rates; see SimulatorConfig.budget_scale), never on the simulated clock.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ class BucketSet:
         capacity: float | None,
         rate_per_second: float | None,
         clock: Callable[[], float] = time.monotonic,
+        scale: float = 1.0,
     ) -> None:
         self.enabled = capacity is not None and rate_per_second is not None
         self._capacity = float(capacity or 0)
-        self._rate = float(rate_per_second or 0)
+        self._rate = float(rate_per_second or 0) * scale
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
@@ -95,35 +96,42 @@ class BucketSet:
 
 
 class PatchThrottle:
-    """Compute's guest-patch policy for installPatches/assessPatches: a per-VM and a per-subscription bucket.
+    """Compute's guest-patch policy for installPatches/assessPatches: a per-subscription and a per-VM bucket.
 
     Compute documents the mechanism (per-resource and per-subscription token buckets refilled per minute,
-    429 OperationNotAllowed/TooManyRequests, `x-ms-ratelimit-remaining-resource: <RP>/<policy>;<count>`)
-    but not this policy's name or numbers; the names below are the simulator's.
+    429 OperationNotAllowed/TooManyRequests, `x-ms-ratelimit-remaining-resource: <RP>/<policy>;<count>`).
+    The policy names and burst sizes are the ones a real installPatches 202 reported (Azure CLI's recorded test
+    test_vm_install_patches.yaml, 2024-11: `Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;599,
+    Microsoft.Compute/VMGuestPatchOperationResource;5` after one call, so bursts of 600 and 6); the refill
+    rates (200/min per subscription, 2/min per VM) are the simulator's assumption.
     """
 
-    VM_POLICY = "VMGuestPatchOperations"
-    SUB_POLICY = "VMGuestPatchOperationsSubscription"
+    VM_POLICY = "VMGuestPatchOperationResource"
+    SUB_POLICY = "VMGuestPatchOperationSubscriptionMaximum"
+    # Names of the buckets in the simulator's 429 counts.
+    BUCKET_NAMES = {VM_POLICY: "computeGuestPatchVm", SUB_POLICY: "computeGuestPatchSubscription"}
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - mirrors the four config fields it is built from
         self,
         vm_burst: int | None,
         vm_per_min: float | None,
         sub_burst: int | None,
         sub_per_min: float | None,
         clock: Callable[[], float] = time.monotonic,
+        scale: float = 1.0,
     ) -> None:
-        self.per_vm = BucketSet(vm_burst, None if vm_per_min is None else vm_per_min / 60.0, clock)
-        self.per_sub = BucketSet(sub_burst, None if sub_per_min is None else sub_per_min / 60.0, clock)
+        self.per_vm = BucketSet(vm_burst, None if vm_per_min is None else vm_per_min * scale / 60.0, clock)
+        self.per_sub = BucketSet(sub_burst, None if sub_per_min is None else sub_per_min * scale / 60.0, clock)
         self._vm_burst = vm_burst
         self._sub_burst = sub_burst
 
     def charge(self, vm_key: str, sub_key: str) -> str:
-        """Take one token from each enabled bucket; return the header value, or raise a Compute 429."""
+        """Take one token from each enabled bucket; return the header value, or raise a Compute 429
+        (its `bucket` names which one: computeGuestPatchSubscription or computeGuestPatchVm)."""
         taken: list[TokenBucket] = []
         for buckets, key, policy, burst in (
-            (self.per_vm, vm_key, self.VM_POLICY, self._vm_burst),
             (self.per_sub, sub_key, self.SUB_POLICY, self._sub_burst),
+            (self.per_vm, vm_key, self.VM_POLICY, self._vm_burst),
         ):
             if not buckets.enabled:
                 continue
@@ -153,15 +161,17 @@ class PatchThrottle:
                     "Retry-After": str(wait),
                     "x-ms-ratelimit-remaining-resource": self.header(vm_key, sub_key),
                 },
+                bucket=self.BUCKET_NAMES[policy],
             )
         return self.header(vm_key, sub_key)
 
     def header(self, vm_key: str, sub_key: str) -> str:
+        """`Microsoft.Compute/<policy>;<remaining>` pairs, subscription first (as Compute sends them)."""
         parts = []
-        if self.per_vm.enabled:
-            parts.append(f"Microsoft.Compute/{self.VM_POLICY};{self.per_vm.get(vm_key).remaining()}")
         if self.per_sub.enabled:
             parts.append(f"Microsoft.Compute/{self.SUB_POLICY};{self.per_sub.get(sub_key).remaining()}")
+        if self.per_vm.enabled:
+            parts.append(f"Microsoft.Compute/{self.VM_POLICY};{self.per_vm.get(vm_key).remaining()}")
         return ",".join(parts)
 
     def reset(self) -> None:
