@@ -14,9 +14,9 @@ which is Azure's rule even though Azurite does not enforce the PartitionKey part
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import secrets
 from collections import Counter
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.runs.model import TERMINAL_STATES, iso, utcnow
@@ -106,6 +106,27 @@ class RunStore:
             self.ops["idempotency"] += 1
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
+    def release_idempotency_claim(self, key: str, run_id: str) -> None:
+        """Delete the key's claim if it still names `run_id` (a request that failed before its run existed)."""
+        self.ops["idempotency"] += 1
+        row_key = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            claim = self.runs.get_entity(IDEMPOTENCY_PARTITION, row_key)
+            if claim["runId"] == run_id:
+                self.runs.delete_entity(IDEMPOTENCY_PARTITION, row_key, etag=claim.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+
+    def delete_run_rows(self, run_id: str) -> None:
+        """The machine-list chunks and scope rows of a run that was never created."""
+        query = f"PartitionKey eq {odata_str(run_id)}"
+        keys = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
+                for e in self.runs.query_entities(query, select=["PartitionKey", "RowKey"])]
+        for batch in batches(keys):
+            self.ops["deleteRows"] += 1
+            self.runs.submit_transaction([("delete", e) for e in batch])
+
     def find_idempotency_claim(self, key: str) -> dict[str, Any] | None:
         self.ops["idempotency"] += 1
         try:
@@ -126,7 +147,9 @@ class RunStore:
         """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""
         entities = [
             {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
-             "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"))}
+             # ensure_ascii=False: a resource group name may be all non-ASCII letters, which escaped as \uXXXX
+             # would take 6 characters each; as they are, 100 of the longest ids stay under a property's 64 KiB.
+             "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"), ensure_ascii=False)}
             for i in range(0, len(resource_ids), CHUNK)
         ]
         for batch in batches(entities):
@@ -189,16 +212,19 @@ class RunStore:
         else:
             self.runs.update_entity(entity, mode=UpdateMode.MERGE)
 
-    def list_runs(self, top: int, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
-        pages = self.runs.query_entities(
-            f"PartitionKey eq {odata_str(RUN_PARTITION)}", results_per_page=top
-        ).by_page(continuation_token=token)
+    def list_runs(self, top: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Runs newest first, `top` at a time, after the run id `after` (the last of the previous page).
+
+        Returns the page and the `after` for the next one (None at the end). The cursor is a RowKey the
+        caller saw, not the service's continuation headers: those are opaque and differ between Azure
+        and Azurite, so a token passed through could not be checked; a run id can (runs_api).
+        """
+        query = f"PartitionKey eq {odata_str(RUN_PARTITION)}" + (f" and RowKey gt {odata_str(after)}" if after else "")
         self.ops["listRuns"] += 1
-        page = [dict(e) for e in next(pages, [])]
-        nxt = pages.continuation_token
-        encoded = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode() if nxt else None
-        return page, encoded
+        rows = [dict(e) for e in itertools.islice(self.runs.query_entities(query, results_per_page=top + 1), top + 1)]
+        more = len(rows) > top
+        page = rows[:top]
+        return page, (str(page[-1]["RowKey"]) if more and page else None)
 
     # -- discovery (runs whose machines come from listing scopes) ------------------------------
     def create_scopes(self, run_id: str, scopes: list[tuple[str, dict[str, Any]]], now: str) -> None:

@@ -6,9 +6,10 @@ import hashlib
 import json
 
 from shared.errors import ValidationError
+from shared.http.request_body import parse_json_body
 from shared.runs.accept import NewRun
 from shared.validation.install_parameters import reject_unknown
-from shared.validation.run_request import parse_json_body, parse_machines
+from shared.validation.run_request import parse_machines
 from shared.validation.scopes import parse_scopes
 
 FIELDS = {"machines", "scopes"}
