@@ -63,6 +63,19 @@ def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]
         yield current
 
 
+def machine_chunk_entities(run_id: str, resource_ids: list[str]) -> list[dict[str, Any]]:
+    """A run's machine list as entities of CHUNK ids each.
+
+    ensure_ascii=False: a resource group name may be 90 non-ASCII letters, which escaped as \\uXXXX would
+    take 6 characters each; kept as they are, 100 of the longest ids stay under a property's 64 KiB.
+    """
+    return [
+        {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
+         "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"), ensure_ascii=False)}
+        for i in range(0, len(resource_ids), CHUNK)
+    ]
+
+
 def merge_if_unchanged(client: TableClient, row: dict[str, Any], changes: dict[str, Any]) -> str:
     """Merge `changes` into the stored row if its ETag is still `row["etag"]`; keeps `row` current.
 
@@ -145,14 +158,7 @@ class RunStore:
     # -- runs ----------------------------------------------------------------------------------
     def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:
         """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""
-        entities = [
-            {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
-             # ensure_ascii=False: a resource group name may be all non-ASCII letters, which escaped as \uXXXX
-             # would take 6 characters each; as they are, 100 of the longest ids stay under a property's 64 KiB.
-             "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"), ensure_ascii=False)}
-            for i in range(0, len(resource_ids), CHUNK)
-        ]
-        for batch in batches(entities):
+        for batch in batches(machine_chunk_entities(run_id, resource_ids)):
             self.ops["machineChunks"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
