@@ -140,7 +140,10 @@ def parse_datetime(value: object, target: str) -> datetime:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValidationError(f"{target} is not an ISO 8601 date-time: {quoted(value)}", target=target) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValidationError(f"{target} is out of range: {quoted(value)}", target=target) from None
 
 
 def _windows(raw: object, target: str) -> dict[str, Any]:
