@@ -223,7 +223,8 @@ def test_a_bad_configuration_is_a_400_that_writes_nothing(services: Services, na
 
 @pytest.mark.parametrize(("assignment", "properties", "target"), [
     ("a\n", {"resourceId": VM}, "assignmentName"),
-    ("a", {"resourceId": f"/subscriptions/{SUB}", "filter": {"locations": ["l" * 40_000]}}, "properties.filter.locations"),
+    ("a", {"resourceId": f"/subscriptions/{SUB}", "filter": {"locations": ["l" * 40_000]}},
+     "properties.filter.locations"),
 ])
 def test_a_bad_assignment_is_a_400_that_writes_nothing(services: Services, assignment: str,
                                                        properties: dict[str, Any], target: str) -> None:
