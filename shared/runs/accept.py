@@ -156,8 +156,8 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
             svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
         created = store.create_run(run)
     except Exception:
-        if claimed:  # only the request that made the claim takes it back (with the rows it wrote)
-            _forget(store, idempotency_key or "", run_id)
+        if claimed or not idempotency_key:  # only the request that made the claim takes back what it wrote
+            _forget(store, idempotency_key, run_id)
         raise
     if not created:
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
@@ -172,11 +172,14 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
     return {"PartitionKey": "run", **run}, True
 
 
-def _forget(store: Any, idempotency_key: str, run_id: str) -> None:
-    """Undo a failed acceptance: its rows, then its claim. Best effort: the original error is what the
-    caller must see, so a failure here is logged, not raised."""
+def _forget(store: Any, idempotency_key: str | None, run_id: str) -> None:
+    """Undo a failed acceptance: its claim first (what would block a retry), then its rows. Best effort:
+    the original error is what the caller must see, so a failure here is logged, not raised."""
     try:
+        if store.get_run(run_id) is not None:  # the create went through after all (its answer was lost): keep all
+            return
+        if idempotency_key:
+            store.release_idempotency_claim(idempotency_key, run_id)
         store.delete_run_rows(run_id)
-        store.release_idempotency_claim(idempotency_key, run_id)
     except Exception:
         log.exception("could not take back the Idempotency-Key claim of failed run %s", run_id)

@@ -116,6 +116,23 @@ def test_a_500_after_a_partial_write_leaves_no_claim_and_no_rows(services: Servi
     assert post(assessments_api.create_assessment, corrected, key="k-500").status_code == 202
 
 
+def test_a_run_created_whose_answer_was_lost_is_kept_whole(services: Services,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    real_create = services.store.create_run
+
+    def created_then_lost(run: dict[str, Any]) -> bool:
+        real_create(run)
+        raise ConnectionError("the answer to the insert was lost")
+
+    monkeypatch.setattr(services.store, "create_run", created_then_lost)
+    assert post(runs_api.create_run, run_body(), key="lost").status_code == 500
+    monkeypatch.undo()
+    claim = services.store.find_idempotency_claim("lost")
+    assert claim is not None and services.store.machine_chunks(claim["runId"]) == [[VM]]
+    replay = post(runs_api.create_run, run_body(), key="lost")  # the retry finds the run and dispatches it
+    assert replay.status_code == 202 and json.loads(replay.get_body())["id"] == claim["runId"]
+
+
 # -- Location ------------------------------------------------------------------------------------------
 def test_location_never_follows_the_host_header(services: Services) -> None:
     resp = post(runs_api.create_run, run_body(), url="http://attacker.example/api/runs?code=K",
