@@ -14,7 +14,7 @@ Where a Location (or a `nextLink`) points, and what it carries:
 - A function key goes in only as the caller sent it: Functions takes the key in the `code` query
   parameter or the `x-functions-key` header (learn.microsoft.com/azure/azure-functions/
   function-keys-how-to). A caller that used `?code=` polls the URL it is given, so the key must be in
-  it or the GET is a 401 (Durable Functions' status URLs carry `code=` for the same reason); a caller
+  it or the GET is a 401 (Durable Functions' status URLs carry a `code=` as well); a caller
   that used the header resends its header, so nothing is added and the key never lands in a URL,
   where logs would keep it. The key only ever goes back to the app it came to.
 """
