@@ -14,6 +14,29 @@ from __future__ import annotations
 
 from typing import Any
 
+QUOTE_LIMIT = 60  # characters of a caller's value an error message repeats
+MAX_MESSAGE = 1000  # a backstop: no message or target is ever longer (a 1 MB body must not come back twice)
+MAX_TARGET = 200
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A caller's value for an error message: its repr, cut to a short prefix with its full length.
+
+    `quoted("x" * 500_000)` → `'xxxx…' (500000 characters)`. Every message that repeats input uses this,
+    so an answer never grows with the request.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def short_target(target: str | None) -> str | None:
+    """A `target` (a field path, which may hold a caller's key) cut to MAX_TARGET characters."""
+    if target is None or len(target) <= MAX_TARGET:
+        return target
+    return target[:MAX_TARGET - 1] + "…"
+
 
 class PatchPilotError(Exception):
     """Base class for errors raised by PatchPilot itself."""
@@ -23,11 +46,13 @@ class ApiError(PatchPilotError):
     """An error answer for our own HTTP API, in ARM's shape so callers parse one format."""
 
     def __init__(self, status: int, code: str, message: str, *, target: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.target = target
+        self.target = short_target(target)
 
     def body(self) -> dict[str, Any]:
         return arm_error_body(self.code, self.message, self.target)

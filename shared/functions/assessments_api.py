@@ -9,25 +9,19 @@ from shared.assessments.compliance import OS_TYPES, compliance_report, load_snap
 from shared.assessments.machine_view import machine_assessment
 from shared.composition import AppServices
 from shared.core.clock import utcnow
-from shared.core.errors import ApiError, ValidationError
+from shared.core.errors import ApiError, ValidationError, quoted
 from shared.functions.runs_api import accepted_run, run_answer, run_id_param
-from shared.http.responses import api_errors, json_response
+from shared.http.request_params import int_param
+from shared.http.responses import api_errors, json_response, public_origin
 from shared.runs.accept import accept, check_idempotency_key
 from shared.runs.views import load_run_view
 from shared.validation.assessment_request import parse_assessment_request
-from shared.validation.resource_ids import parse_vm_id
-from shared.validation.scopes import parse_scope
+from shared.validation.resource_ids import vm_from_route
+from shared.validation.scopes import scope_from_query
 
 MAX_TOP = 100
 VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
             "/providers/Microsoft.Compute/virtualMachines/{vmName}")
-
-
-def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> int:
-    raw = req.params.get(name, str(default))
-    if not raw.isdecimal() or not 1 <= int(raw) <= maximum:
-        raise ValidationError(f"{name} must be a whole number from 1 to {maximum}", target=name)
-    return int(raw)
 
 
 def blueprint(services: AppServices) -> func.Blueprint:
@@ -38,6 +32,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
+        public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
                                        max_machines=svc.settings.max_machines_per_run)
@@ -60,19 +55,13 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
-        sub = req.params.get("subscriptionId")
-        rg = req.params.get("resourceGroup")
-        if rg and not sub:
-            raise ValidationError("resourceGroup needs subscriptionId", target="resourceGroup")
-        if sub:
-            scope = parse_scope(f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else ""),
-                                target="resourceGroup" if rg else "subscriptionId")
-            sub, rg = scope.subscription_id, scope.resource_group
+        scope = scope_from_query(req.params.get("subscriptionId"), req.params.get("resourceGroup"))
+        sub, rg = (scope.subscription_id, scope.resource_group) if scope else (None, None)
         raw_os = req.params.get("osType")
         os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
         if raw_os and os_type is None:
-            raise ValidationError(f"osType must be Windows or Linux, got {raw_os!r}", target="osType")
-        top = _int_param(req, "top", 10, MAX_TOP)
+            raise ValidationError(f"osType must be Windows or Linux, got {quoted(raw_os)}", target="osType")
+        top = int_param(req, "top", 10, MAX_TOP)
         rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
         report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
         report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
@@ -83,10 +72,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
-        p = req.route_params
-        vm = parse_vm_id(f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
-                         f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}", target="machine")
-        view = machine_assessment(svc.fleet, vm, history=_int_param(req, "history", 20, MAX_TOP))
+        vm = vm_from_route(req.route_params)
+        view = machine_assessment(svc.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))
         if view is None:
             raise ApiError(404, "MachineNotFound", f"PatchPilot has no record of {vm.resource_id}", target="machine")
         return json_response(view)

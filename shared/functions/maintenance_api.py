@@ -11,6 +11,7 @@ import azure.functions as func
 from shared.composition import AppServices
 from shared.core.clock import iso, schedule_now
 from shared.core.errors import ApiError, ValidationError
+from shared.http.request_params import int_param
 from shared.http.responses import api_errors, json_response
 from shared.maintenance.configuration import (
     check_name,
@@ -21,7 +22,8 @@ from shared.maintenance.configuration import (
 from shared.maintenance.windows import occurrence_view
 from shared.runs.services import Services
 from shared.validation.install_parameters import parse_datetime
-from shared.validation.run_request import parse_json_body
+from shared.validation.request_body import parse_json_body
+from shared.validation.table_limits import check_json_property
 
 BASE = "maintenance-configurations"
 MAX_OCCURRENCES = 100
@@ -53,6 +55,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         name = _name(req)
         body = _body(req, services.get())
         config = parse_configuration(name, body)  # validates everything before anything is written
+        check_json_property(body, target="")  # stored as given: it must fit one Table property
         created = svc.maintenance.put_config(name, body, schedule_now(svc.settings))  # type: ignore[arg-type]
         return json_response(config.resource(), 201 if created else 200)
 
@@ -90,10 +93,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
                            else schedule_now(svc.settings))
         if not 1971 <= start.year <= 9000:
             raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
-        raw_count = req.params.get("count", "10")
-        if not raw_count.isdecimal() or not 1 <= int(raw_count) <= MAX_OCCURRENCES:
-            raise ValidationError(f"count must be a whole number from 1 to {MAX_OCCURRENCES}", target="count")
-        windows = config.schedule.next_windows(start, int(raw_count))
+        count = int_param(req, "count", 10, MAX_OCCURRENCES)
+        windows = config.schedule.next_windows(start, count)
         recorded = {r["RowKey"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
         return json_response({"value": [occurrence_view(config, b, e, recorded.get(iso(b))) for b, e in windows]})
 
@@ -104,6 +105,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         name, assignment_name = _name(req), _name(req, "assignmentName")
         body = _body(req, services.get())
         assignment = parse_assignment(assignment_name, body, configuration=name)
+        check_json_property(body, target="")  # stored as given: it must fit one Table property
         _config(services.get(), name)
         created = services.get().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
         return json_response(assignment.resource(name), 201 if created else 200)

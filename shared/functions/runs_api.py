@@ -8,25 +8,26 @@ import azure.functions as func
 
 from shared.composition import AppServices
 from shared.core.clock import iso, utcnow
-from shared.core.errors import ApiError, ValidationError
+from shared.core.errors import ApiError, ValidationError, quoted
 from shared.core.settings import Settings
 from shared.core.states import RunStatus
-from shared.http.responses import absolute_url, accepted, api_errors, json_response
+from shared.http.request_params import int_param
+from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
 from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
 from shared.runs.views import load_run_view, machine_view, run_view
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
-RUN_ID = re.compile(r"^[0-9a-f]{11}-[0-9a-f]{8}$")
+RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
 MAX_PAGE = 100
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
 def run_id_param(req: func.HttpRequest) -> str:
     run_id = str(req.route_params.get("runId", "")).lower()
-    if not RUN_ID.match(run_id):
-        raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+    if not RUN_ID.fullmatch(run_id):
+        raise ApiError(404, "RunNotFound", f"no run with id {quoted(run_id)}", target="runId")
     return run_id
 
 
@@ -56,6 +57,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def create_run(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
+        public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
                                     max_machines=svc.settings.max_machines_per_run)
@@ -77,18 +79,18 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route="runs", methods=["GET"])
     @api_errors
     def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+        """`?top=1..100&continuationToken=…`: the token is the id of the last run of the previous page (what
+        `nextLink` carries); anything else is refused, so a forged or mangled token is a 400, not a page."""
         svc = services.get()
-        raw_top = req.params.get("top", "20")
-        if not raw_top.isdecimal() or not 1 <= int(raw_top) <= MAX_PAGE:
-            raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE}", target="top")
+        top = int_param(req, "top", 20, MAX_PAGE)
         token = req.params.get("continuationToken")
-        try:
-            runs, next_token = svc.store.list_runs(int(raw_top), token)
-        except ValueError:
-            raise ValidationError("continuationToken is not one this API issued", target="continuationToken") from None
+        if token is not None and not RUN_ID.fullmatch(token):
+            raise ValidationError(f"continuationToken {quoted(token)} is not one this API issued; follow nextLink",
+                                  target="continuationToken")
+        runs, next_token = svc.store.list_runs(top, token)
         body: dict[str, object] = {"value": [run_view(r, None) for r in runs]}
         if next_token:
-            body["nextLink"] = absolute_url(req, "/api/runs", {"top": raw_top, "continuationToken": next_token})
+            body["nextLink"] = absolute_url(req, "/api/runs", {"top": str(top), "continuationToken": next_token})
         return json_response(body)
 
 
@@ -99,12 +101,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
         svc = services.get()
         run_id = run_id_param(req)
-        p = req.route_params
-        vm = parse_vm_id(
-            f"/subscriptions/{p.get('subscriptionId')}/resourceGroups/{p.get('resourceGroupName')}"
-            f"/providers/Microsoft.Compute/virtualMachines/{p.get('vmName')}",
-            target="machine",
-        )
+        vm = vm_from_route(req.route_params)
         target = svc.store.get_target(run_id, vm.key)
         if target is None:
             raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.core.errors import ValidationError
+from shared.core.errors import ValidationError, quoted
 from shared.core.ids import ScopeRef, VmRef
 from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
@@ -20,10 +20,12 @@ from shared.validation.install_parameters import json_object, parse_install_para
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.rollout import parse_rollout
 from shared.validation.scopes import parse_scope
+from shared.validation.tags import parse_tags
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")
-HH_MM = re.compile(r"^(\d{2}):(\d{2})$")
+# Patterns are matched whole (fullmatch: `$` would also take a trailing "\n") and in ASCII digits.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}")
+HH_MM = re.compile(r"([0-9]{2}):([0-9]{2})")
 MIN_DURATION = timedelta(hours=1, minutes=30)  # Azure's bounds for InGuestPatch windows
 MAX_DURATION = timedelta(hours=3, minutes=55)
 DEFAULT_DURATION = "03:55"
@@ -36,26 +38,26 @@ PATCH_FIELDS = {"rebootSetting", "windowsParameters", "linuxParameters", "tasks"
 
 
 def check_name(value: str, target: str) -> str:
-    if not NAME.match(value or ""):
-        raise ValidationError(f"{target} {value!r} must be 1-128 letters, digits, '-', '_' or '.', starting with "
+    if not NAME.fullmatch(value or ""):
+        raise ValidationError(f"{target} {quoted(value)} must be 1-128 letters, digits, '-', '_' or '.', starting with "
                               "a letter or digit", target=target, code="InvalidResourceName")
     return value
 
 
 
 def _local_time(value: object, target: str) -> datetime:
-    if not isinstance(value, str) or not LOCAL_TIME.match(value.strip()):
-        raise ValidationError(f"{target} must be a local time 'YYYY-MM-DD hh:mm', got {value!r}", target=target)
+    if not isinstance(value, str) or not LOCAL_TIME.fullmatch(value.strip()):
+        raise ValidationError(f"{target} must be a local time 'YYYY-MM-DD hh:mm', got {quoted(value)}", target=target)
     try:
         return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M")
     except ValueError:
-        raise ValidationError(f"{target} {value!r} is not a real date and time", target=target) from None
+        raise ValidationError(f"{target} {quoted(value)} is not a real date and time", target=target) from None
 
 
 def _duration(value: object, target: str) -> timedelta:
-    match = HH_MM.match(value.strip()) if isinstance(value, str) else None
+    match = HH_MM.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match or int(match[2]) > 59:
-        raise ValidationError(f"{target} must be 'HH:mm', e.g. '03:00', got {value!r}", target=target)
+        raise ValidationError(f"{target} must be 'HH:mm', e.g. '03:00', got {quoted(value)}", target=target)
     duration = timedelta(hours=int(match[1]), minutes=int(match[2]))
     if not MIN_DURATION <= duration <= MAX_DURATION:
         raise ValidationError(f"{target} is {value}; an InGuestPatch window lasts from 01:30 to 03:55",
@@ -85,19 +87,18 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
     data = json_object(body, "body")
     reject_unknown(data, RESOURCE_FIELDS, "")
     if "name" in data and str(data["name"]).lower() != name.lower():
-        raise ValidationError(f"name {data['name']!r} in the body differs from {name!r} in the URL", target="name")
+        raise ValidationError(f"name {quoted(data['name'])} in the body differs from {name!r} in the URL",
+                              target="name")
     props = json_object(data.get("properties"), "properties")
     reject_unknown(props, PROPERTY_FIELDS, "properties")
     scope = props.get("maintenanceScope")
     if not isinstance(scope, str) or scope.lower() != "inguestpatch":
-        raise ValidationError(f"properties.maintenanceScope is {scope!r}; PatchPilot runs InGuestPatch "
+        raise ValidationError(f"properties.maintenanceScope is {quoted(scope)}; PatchPilot runs InGuestPatch "
                               "configurations (guest OS patching)", target="properties.maintenanceScope")
     schedule, window = parse_window(props.get("maintenanceWindow"))
     install, patches = parse_patch_configuration(props.get("installPatches"))
     _check_extras(props)
-    tags = data.get("tags") or {}
-    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise ValidationError("tags must be an object of string values", target="tags")
+    tags = parse_tags(data.get("tags"))
     normalised = {
         "namespace": props.get("namespace") or "Microsoft.Maintenance",
         "extensionProperties": props.get("extensionProperties") or {"InGuestPatchMode": "User"},
@@ -122,7 +123,7 @@ def _check_extras(props: dict[str, Any]) -> None:
                                   target="properties.extensionProperties")
         mode = extension.get("InGuestPatchMode")
         if mode is not None and mode.lower() != "user":
-            raise ValidationError(f"properties.extensionProperties.InGuestPatchMode is {mode!r}; PatchPilot runs "
+            raise ValidationError(f"properties.extensionProperties.InGuestPatchMode is {quoted(mode)}; PatchPilot runs "
                                   "user-managed schedules ('User'); 'Platform' leaves patching to Azure",
                                   target="properties.extensionProperties.InGuestPatchMode")
     for field, allowed in (("visibility", ("Custom", "Public")), ("namespace", None)):

@@ -33,13 +33,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from shared.core.errors import quoted
+
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
 MIN_HOURS = 6  # Azure's lower bound for hourly InGuestPatch schedules
-_HEAD = re.compile(r"^(\d{0,4})(hours?|days?|weeks?|months?)$", re.IGNORECASE)
+# ASCII: Python's `\d` takes any script's digits, and IGNORECASE alone lets U+017F (long s) match `s`.
+_HEAD = re.compile(r"([0-9]{0,4})(hours?|days?|weeks?|months?)", re.IGNORECASE | re.ASCII)
 MAX_INTERVAL = {"hour": 24 * 366, "day": 366, "week": 104, "month": 120}  # more is surely a typo
-_DAY = re.compile(r"^day(\d{1,2})$", re.IGNORECASE)
-_OFFSET = re.compile(r"^offset([+-]?\d+)$", re.IGNORECASE)
+_DAY = re.compile(r"day([0-9]{1,2})", re.IGNORECASE | re.ASCII)
+_OFFSET = re.compile(r"offset([+-]?[0-9]{1,2})", re.IGNORECASE | re.ASCII)
 # The Gregorian calendar repeats every 400 years: a monthly schedule with no day in that many months
 # has none ever, so every search for a window is bounded by it (and such a schedule is refused).
 GREGORIAN_CYCLE_MONTHS = 400 * 12
@@ -64,7 +67,8 @@ def _weekday(token: str, text: str) -> int:
     try:
         return WEEKDAYS.index(token.lower())
     except ValueError:
-        raise RecurrenceError(f"'{token}' in recurEvery '{text}' is not a weekday (Monday … Sunday)") from None
+        raise RecurrenceError(f"{quoted(token)} in recurEvery {quoted(text)} is not a weekday "
+                              "(Monday … Sunday)") from None
 
 
 def parse_recur_every(text: object) -> Recurrence:
@@ -72,24 +76,26 @@ def parse_recur_every(text: object) -> Recurrence:
         raise RecurrenceError("recurEvery must be a string such as 'Day', 'Week Saturday,Sunday' or "
                               "'Month Second Tuesday Offset2'")
     tokens = text.split()
-    head = _HEAD.match(tokens[0])
+    head = _HEAD.fullmatch(tokens[0])
     if not head:
-        raise RecurrenceError(f"recurEvery '{text}' must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
-                              f"(e.g. Day, 3Days, Week, 2Months), not '{tokens[0][:40]}'")
+        raise RecurrenceError(f"recurEvery {quoted(text)} must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
+                              f"(e.g. Day, 3Days, Week, 2Months), not {quoted(tokens[0])}")
     interval = int(head[1]) if head[1] else 1
     unit = head[2].lower().rstrip("s")
     if not 1 <= interval <= MAX_INTERVAL[unit]:
-        raise RecurrenceError(f"recurEvery '{text}': the frequency must be from 1 to {MAX_INTERVAL[unit]}")
+        raise RecurrenceError(f"recurEvery {quoted(text)}: the frequency must be from 1 to {MAX_INTERVAL[unit]}")
     rest = tokens[1:]
     if unit in ("hour", "day"):
         if rest:
-            raise RecurrenceError(f"recurEvery '{text}': a {unit}ly schedule takes nothing after '{tokens[0]}'")
+            raise RecurrenceError(f"recurEvery {quoted(text)}: a {unit}ly schedule takes nothing after "
+                                  f"{quoted(tokens[0])}")
         if unit == "hour" and interval < MIN_HOURS:
-            raise RecurrenceError(f"recurEvery '{text}': hourly maintenance recurs every {MIN_HOURS} hours or more")
+            raise RecurrenceError(f"recurEvery {quoted(text)}: hourly maintenance recurs every {MIN_HOURS} hours "
+                                  "or more")
         return Recurrence(unit, interval)
     if unit == "week":
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery '{text}': list weekdays separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery {quoted(text)}: list weekdays separated by commas without spaces, "
                                   "e.g. 'Week Saturday,Sunday'")
         days = tuple(sorted({_weekday(d, text) for d in rest[0].split(",")})) if rest else ()
         return Recurrence(unit, interval, weekdays=days)
@@ -99,34 +105,37 @@ def parse_recur_every(text: object) -> Recurrence:
 def _parse_month(text: str, interval: int, rest: list[str]) -> Recurrence:
     if not rest:
         return Recurrence("month", interval)
-    if _DAY.match(rest[0].split(",")[0]):
+    if _DAY.fullmatch(rest[0].split(",")[0]):
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery '{text}': list month days separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery {quoted(text)}: list month days separated by commas without spaces, "
                                   "e.g. 'Month day23,day24'")
         days = set()
         for token in rest[0].split(","):
-            match = _DAY.match(token)
+            match = _DAY.fullmatch(token)
             if not match or not 1 <= int(match[1]) <= 31:
-                raise RecurrenceError(f"recurEvery '{text}': '{token}' is not a day of the month (day1 … day31)")
+                raise RecurrenceError(f"recurEvery {quoted(text)}: {quoted(token)} is not a day of the month "
+                                      "(day1 … day31)")
             days.add(int(match[1]))
         return Recurrence("month", interval, month_days=tuple(sorted(days)))
     ordinal = ORDINALS.get(rest[0].lower())
     if ordinal is None:
-        raise RecurrenceError(f"recurEvery '{text}': after Month comes day numbers (day1,day15) or "
-                              f"First|Second|Third|Fourth|Last and a weekday, not '{rest[0]}'")
+        raise RecurrenceError(f"recurEvery {quoted(text)}: after Month comes day numbers (day1,day15) or "
+                              f"First|Second|Third|Fourth|Last and a weekday, not {quoted(rest[0])}")
     if len(rest) < 2:
-        raise RecurrenceError(f"recurEvery '{text}': '{rest[0]}' needs a weekday, e.g. 'Month {rest[0]} Sunday'")
+        raise RecurrenceError(f"recurEvery {quoted(text)}: {quoted(rest[0])} needs a weekday, "
+                              f"e.g. 'Month {rest[0]} Sunday'")
     weekday = _weekday(rest[1], text)
     offset = 0
     if len(rest) > 2:
-        match = _OFFSET.match(rest[2])
+        match = _OFFSET.fullmatch(rest[2])
         if not match:
-            raise RecurrenceError(f"recurEvery '{text}': '{rest[2]}' is not an offset (Offset-6 … Offset6)")
+            raise RecurrenceError(f"recurEvery {quoted(text)}: {quoted(rest[2])} is not an offset "
+                                  "(Offset-6 … Offset6)")
         offset = int(match[1])
         if not -6 <= offset <= 6:
-            raise RecurrenceError(f"recurEvery '{text}': the offset must be between -6 and 6 days, not {offset}")
+            raise RecurrenceError(f"recurEvery {quoted(text)}: the offset must be between -6 and 6 days, not {offset}")
     if len(rest) > 3:
-        raise RecurrenceError(f"recurEvery '{text}': unexpected '{' '.join(rest[3:])}' after the offset")
+        raise RecurrenceError(f"recurEvery {quoted(text)}: unexpected {quoted(' '.join(rest[3:]))} after the offset")
     return Recurrence("month", interval, week_of_month=ordinal, weekday=weekday, offset=offset)
 
 

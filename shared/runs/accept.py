@@ -1,15 +1,26 @@
-"""Accepting a run: validate (done by the caller), persist, queue one dispatch message, answer.
+"""Accepting a run: validate (done by the caller), check it can be stored, persist, queue one
+dispatch message, answer.
 
-Order matters for "nothing half-written": the machine list first (one transaction of chunk
-entities), then the run entity, which is what makes the run visible, then the dispatch message.
-A crash before the run entity leaves only unreachable chunk rows; a crash after it leaves a visible
-run that a retry with the same Idempotency-Key dispatches. Target rows are created by the dispatch
-worker, so the HTTP answer costs three storage round-trips whatever the run's size.
+Order matters for "nothing half-written":
+1. Everything that could refuse the request runs first, the Table storage limits included
+   (shared/validation/table_limits.py): the run entity is built and measured before the first write.
+2. The Idempotency-Key's claim (when a key is given), then the scope rows and the machine list (one
+   transaction of chunk entities), then the run entity, which is what makes the run visible, then
+   the dispatch message.
+3. If a write fails with an exception before the run entity exists, this request's claim and rows
+   are deleted again before the error goes up: the key stays free, so the caller's retry (or a
+   corrected request) is accepted rather than answered 409 IdempotencyKeyReused. Only a process that
+   dies in that gap leaves its claim and unreachable rows behind; a retry with the same body then
+   resumes that run. A crash after the run entity leaves a visible run that a retry with the same
+   key dispatches.
+Target rows are created by the dispatch worker, so the HTTP answer costs three storage round-trips
+whatever the run's size.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from datetime import timedelta
@@ -22,7 +33,9 @@ from shared.core.states import RunStatus
 from shared.events.publish import emit, run_subject
 from shared.runs.services import Services
 from shared.validation.run_request import RunRequest
+from shared.validation.table_limits import check_entity
 
+log = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -73,25 +86,16 @@ def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]
 
 
 def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dict[str, Any], bool]:
-    """Returns (run entity, created). A replay with the same key and body returns the first run."""
-    store = svc.store
-    run_id = new_run_id()
-    if idempotency_key:
-        claim = store.claim_idempotency_key(idempotency_key, new.fingerprint, run_id)
-        if claim["fingerprint"] != new.fingerprint:
-            raise ApiError(409, "IdempotencyKeyReused",
-                           "this Idempotency-Key was already used with a different request body",
-                           target="Idempotency-Key")
-        run_id = claim["runId"]
-        existing = store.get_run(run_id)
-        if existing:
-            if not existing.get("dispatchedAt"):
-                svc.send_dispatch(run_id)  # the first attempt may have stopped before queuing
-            return existing, False
+    """Returns (run entity, created). A replay with the same key and body returns the first run.
 
+    Raises ValidationError (400, nothing written) when the run cannot be stored, ApiError 409 when the
+    key was used with another body; any other error leaves no claim and no rows (see the module doc).
+    """
+    store = svc.store
     now = iso(utcnow())
     run: dict[str, Any] = {
-        "RowKey": run_id,
+        "PartitionKey": "run",
+        "RowKey": new_run_id(),
         "createdAt": now,
         "status": RunStatus.ACCEPTED.value,
         "active": True,
@@ -104,17 +108,43 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
     run.update(dict(new.extra))
     run["machineCount"] = len(new.machines)
     if new.scopes:
-        # Discovery fans out the scopes' machines; the sweeper re-queues a page message that got lost.
-        filters = new.filters or tuple({} for _ in new.scopes)
-        store.create_scopes(run_id, [(s.resource_id, f) for s, f in zip(new.scopes, filters, strict=True)], now)
         run["scopeCount"] = len(new.scopes)  # the ids live in the scope rows
-    if new.machines:
-        store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
-    else:
+    if not new.machines:
         run["dispatchedAt"] = now  # nothing to dispatch
-    if new.operation == "assessPatches" and new.machines:
-        svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
-    if not store.create_run(run):
+    check_entity(run, targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key"})
+    del run["PartitionKey"]
+
+    run_id = run["RowKey"]
+    claimed = False
+    if idempotency_key:
+        claim = store.claim_idempotency_key(idempotency_key, new.fingerprint, run_id)
+        if claim["fingerprint"] != new.fingerprint:
+            raise ApiError(409, "IdempotencyKeyReused",
+                           "this Idempotency-Key was already used with a different request body",
+                           target="Idempotency-Key")
+        claimed = claim["runId"] == run_id
+        run_id = run["RowKey"] = claim["runId"]
+        existing = store.get_run(run_id)
+        if existing:
+            if not existing.get("dispatchedAt"):
+                svc.send_dispatch(run_id)  # the first attempt may have stopped before queuing
+            return existing, False
+
+    try:
+        if new.scopes:
+            # Discovery fans out the scopes' machines; the sweeper re-queues a page message that got lost.
+            filters = new.filters or tuple({} for _ in new.scopes)
+            store.create_scopes(run_id, [(s.resource_id, f) for s, f in zip(new.scopes, filters, strict=True)], now)
+        if new.machines:
+            store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
+        if new.operation == "assessPatches" and new.machines:
+            svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
+        created = store.create_run(run)
+    except Exception:
+        if claimed or not idempotency_key:  # only the request that made the claim takes back what it wrote
+            _forget(store, idempotency_key, run_id)
+        raise
+    if not created:
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
         return store.get_run(run_id) or {"PartitionKey": "run", **run}, False
     emit(svc, "patchpilot.run.started", run_subject(run_id), {
@@ -125,3 +155,16 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
     if new.machines:
         svc.send_dispatch(run_id)
     return {"PartitionKey": "run", **run}, True
+
+
+def _forget(store: Any, idempotency_key: str | None, run_id: str) -> None:
+    """Undo a failed acceptance: its claim first (what would block a retry), then its rows. Best effort:
+    the original error is what the caller must see, so a failure here is logged, not raised."""
+    try:
+        if store.get_run(run_id) is not None:  # the create went through after all (its answer was lost): keep all
+            return
+        if idempotency_key:
+            store.release_idempotency_claim(idempotency_key, run_id)
+        store.delete_run_rows(run_id)
+    except Exception:
+        log.exception("could not take back the Idempotency-Key claim of failed run %s", run_id)

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-RUN_ID = re.compile(r"^[0-9a-f]{11}-[0-9a-f]{8}$")
+RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
 
 
 class BadMessageError(ValueError):
@@ -45,7 +45,7 @@ def _load(body: str) -> dict[str, object]:
     if not isinstance(data, dict):
         raise BadMessageError("not a JSON object")
     run_id = data.get("runId")
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise BadMessageError(f"bad runId {run_id!r}")
     return data
 

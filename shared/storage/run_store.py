@@ -14,9 +14,9 @@ which is Azure's rule even though Azurite does not enforce the PartitionKey part
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import secrets
 from collections import Counter
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
@@ -63,6 +63,19 @@ def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]
         size += entity_size
     if current:
         yield current
+
+
+def machine_chunk_entities(run_id: str, resource_ids: list[str]) -> list[dict[str, Any]]:
+    """A run's machine list as entities of CHUNK ids each.
+
+    ensure_ascii=False: a resource group name may be 90 non-ASCII letters, which escaped as \\uXXXX would
+    take 6 characters each; kept as they are, 100 of the longest ids stay under a property's 64 KiB.
+    """
+    return [
+        {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
+         "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"), ensure_ascii=False)}
+        for i in range(0, len(resource_ids), CHUNK)
+    ]
 
 
 def merge_if_unchanged(client: TableClient, row: dict[str, Any], changes: dict[str, Any]) -> str:
@@ -119,6 +132,27 @@ class RunStore:
             self.ops["idempotency"] += 1
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
+    def release_idempotency_claim(self, key: str, run_id: str) -> None:
+        """Delete the key's claim if it still names `run_id` (a request that failed before its run existed)."""
+        self.ops["idempotency"] += 1
+        row_key = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            claim = self.runs.get_entity(IDEMPOTENCY_PARTITION, row_key)
+            if claim["runId"] == run_id:
+                self.runs.delete_entity(IDEMPOTENCY_PARTITION, row_key, etag=claim.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+
+    def delete_run_rows(self, run_id: str) -> None:
+        """The machine-list chunks and scope rows of a run that was never created."""
+        keys = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
+                for e in self.runs.query_entities("PartitionKey eq @run", parameters={"run": run_id},
+                                                  select=["PartitionKey", "RowKey"])]
+        for batch in batches(keys):
+            self.ops["deleteRows"] += 1
+            self.runs.submit_transaction([("delete", e) for e in batch])
+
     def find_idempotency_claim(self, key: str) -> dict[str, Any] | None:
         self.ops["idempotency"] += 1
         try:
@@ -137,12 +171,7 @@ class RunStore:
     # -- runs ----------------------------------------------------------------------------------
     def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:
         """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""
-        entities = [
-            {"PartitionKey": run_id, "RowKey": f"machines-{i // CHUNK:04d}",
-             "machines": json.dumps(resource_ids[i:i + CHUNK], separators=(",", ":"))}
-            for i in range(0, len(resource_ids), CHUNK)
-        ]
-        for batch in batches(entities):
+        for batch in batches(machine_chunk_entities(run_id, resource_ids)):
             self.ops["machineChunks"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
@@ -212,16 +241,21 @@ class RunStore:
         else:
             self.runs.update_entity(entity, mode=UpdateMode.MERGE)
 
-    def list_runs(self, top: int, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
-        pages = self.runs.query_entities(
-            "PartitionKey eq @partition", parameters={"partition": RUN_PARTITION}, results_per_page=top
-        ).by_page(continuation_token=token)
+    def list_runs(self, top: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Runs newest first, `top` at a time, after the run id `after` (the last of the previous page).
+
+        Returns the page and the `after` for the next one (None at the end). The cursor is a RowKey the
+        caller saw, not the service's continuation headers: those are opaque and differ between Azure
+        and Azurite, so a token passed through could not be checked; a run id can (runs_api).
+        """
+        query = "PartitionKey eq @partition" + (" and RowKey gt @after" if after else "")
+        parameters = {"partition": RUN_PARTITION, "after": after or ""}
         self.ops["listRuns"] += 1
-        page = [dict(e) for e in next(pages, [])]
-        nxt = pages.continuation_token  # type: ignore[attr-defined]  # azure-core ItemPaged pages carry it
-        encoded = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode() if nxt else None
-        return page, encoded
+        rows = [dict(e) for e in itertools.islice(
+            self.runs.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
+        more = len(rows) > top
+        page = rows[:top]
+        return page, (str(page[-1]["RowKey"]) if more and page else None)
 
     # -- discovery (runs whose machines come from listing scopes) ------------------------------
     def create_scopes(self, run_id: str, scopes: list[tuple[str, dict[str, Any]]], now: str) -> None:

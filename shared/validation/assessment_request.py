@@ -8,7 +8,8 @@ import json
 from shared.core.errors import ValidationError
 from shared.core.records import NewRun
 from shared.validation.install_parameters import reject_unknown
-from shared.validation.run_request import parse_json_body, parse_machines
+from shared.validation.request_body import parse_json_body
+from shared.validation.run_request import parse_machines
 from shared.validation.scopes import parse_scopes
 
 FIELDS = {"machines", "scopes"}

@@ -1,7 +1,9 @@
 """ISO 8601 durations as Azure's `maximumDuration` takes them (e.g. `PT4H`, `PT2H30M`, `P1DT2H`).
 
 Years and months are rejected: their length depends on a calendar, and Azure's own examples
-only use days and time parts.
+only use days and time parts. Digits are ASCII only (Python's `\\d` and `float()` also take Arabic-Indic or
+full-width digits, which no Azure parser does) and at most MAX_DIGITS per part, so every value fits a timedelta;
+callers bound the result to their field's own range.
 """
 
 from __future__ import annotations
@@ -9,17 +11,25 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from shared.core.errors import quoted
+
+MAX_DIGITS = 6  # 999999 hours is 114 years: more than any field takes, far less than timedelta's limit
+_N = rf"[0-9]{{1,{MAX_DIGITS}}}"
 _DURATION = re.compile(
-    r"^P(?!$)(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+    rf"P(?!\Z)(?:(?P<weeks>{_N})W)?(?:(?P<days>{_N})D)?"
+    rf"(?:T(?=[0-9])(?:(?P<hours>{_N})H)?(?:(?P<minutes>{_N})M)?(?:(?P<seconds>{_N}(?:\.[0-9]{{1,7}})?)S)?)?"
 )
+_UNBOUNDED = re.compile(_DURATION.pattern.replace(_N, "[0-9]+"))
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse an ISO 8601 duration; raises ValueError with the reason."""
-    match = _DURATION.match(text.strip().upper())
-    if not match or text.strip().upper().endswith("T"):
-        raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT4H or PT2H30M")
+    """Parse an ISO 8601 duration; raises ValueError with the reason (quoting a bounded prefix)."""
+    normal = text.strip().upper()
+    match = _DURATION.fullmatch(normal)
+    if not match or normal.endswith("T"):
+        if _UNBOUNDED.fullmatch(normal):
+            raise ValueError(f"{quoted(text)} is out of range: at most {MAX_DIGITS} digits per part")
+        raise ValueError(f"{quoted(text)} is not an ISO 8601 duration such as PT4H or PT2H30M")
     parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
     return timedelta(
         weeks=parts.get("weeks", 0),

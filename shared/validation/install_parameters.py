@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.core.errors import ValidationError
+from shared.core.errors import ValidationError, quoted
 from shared.validation.durations import format_duration, parse_duration
 
 # Shortest window we accept: Azure stops starting updates 15-20 minutes before the end and keeps
@@ -60,7 +60,7 @@ _WINDOWS_FIELDS = {
 _LINUX_FIELDS = {"classificationsToInclude", "packageNameMasksToInclude", "packageNameMasksToExclude",
                  "maintenanceRunId"}
 _TOP_FIELDS = {"maximumDuration", "rebootSetting", "windowsParameters", "linuxParameters"}
-_KB = re.compile(r"^(?:KB)?(\d{1,10})$", re.IGNORECASE)
+_KB = re.compile(r"(?:KB)?([0-9]{1,10})", re.IGNORECASE | re.ASCII)  # fullmatch; ASCII digits only
 
 
 def json_object(value: object, target: str) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def reject_unknown(obj: dict[str, Any], allowed: set[str], target: str) -> None:
         if key not in allowed:
             where = f"{target}.{key}" if target else key
             raise ValidationError(
-                f"unknown field {where!r}; allowed: {', '.join(sorted(allowed))}",
+                f"unknown field {quoted(where)}; allowed: {', '.join(sorted(allowed))}",
                 target=where,
                 code="InvalidRequestContent",
             )
@@ -85,7 +85,7 @@ def _enum(value: object, table: dict[str, str], target: str) -> str:
     if isinstance(value, str) and _fold(value) in table:
         return table[_fold(value)]
     allowed = sorted(set(table.values()))
-    raise ValidationError(f"{target} has the value {value!r}; allowed: {', '.join(allowed)}", target=target)
+    raise ValidationError(f"{target} has the value {quoted(value)}; allowed: {', '.join(allowed)}", target=target)
 
 
 def _list(value: object, target: str) -> list[Any]:
@@ -122,7 +122,7 @@ def _kbs(value: object, target: str) -> list[str]:
     for i, item in enumerate(_list(value, target)):
         where = f"{target}[{i}]"
         is_text = isinstance(item, (str, int)) and not isinstance(item, bool)
-        match = _KB.match(str(item).strip()) if is_text else None
+        match = _KB.fullmatch(str(item).strip()) if is_text else None
         if not match:
             raise ValidationError(f"{where} must be a KB number such as 5034441 or KB5034441", target=where)
         out.append(match[1])
@@ -139,8 +139,11 @@ def parse_datetime(value: object, target: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{target} is not an ISO 8601 date-time: {value!r}", target=target) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        raise ValidationError(f"{target} is not an ISO 8601 date-time: {quoted(value)}", target=target) from None
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValidationError(f"{target} is out of range: {quoted(value)}", target=target) from None
 
 
 def _windows(raw: object, target: str) -> dict[str, Any]:

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
-from shared.core.errors import ValidationError
+from shared.core.errors import ValidationError, quoted
 from shared.core.ids import VmRef
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# Resource group: 1-90 of alphanumerics, underscore, parentheses, hyphen, period; no trailing period.
-_RG = r"[-\w().]{0,89}[-\w()]"
+GUID = re.compile(_GUID, re.ASCII)
+# Resource group: 1-90 of letters or digits as .NET's Char.IsLetterOrDigit sees them (Unicode categories
+# L* and Nd, one UTF-16 unit each, so no character outside the BMP), underscore, parentheses, hyphen,
+# period; no trailing period (learn.microsoft.com/azure/azure-resource-manager/management/
+# resource-name-rules#microsoftresources). The pattern only finds the segment; is_resource_group_name
+# applies the rule, which Python's Unicode `\w` (it also takes `½`, `²` and letters past U+FFFF) cannot.
+_RG = r"[^/]{1,90}"
+_RG_PUNCTUATION = frozenset("-_().")
+_LETTER_OR_DIGIT = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"})
+
+
+def is_resource_group_name(name: str) -> bool:
+    return (0 < len(name) <= 90 and not name.endswith(".")
+            and all(c in _RG_PUNCTUATION or (ord(c) <= 0xFFFF and unicodedata.category(c) in _LETTER_OR_DIGIT)
+                    for c in name))
+
 # VM resource name: 1-64 of alphanumerics, underscore, period, hyphen; starts with alphanumeric or
 # underscore... Azure rejects a leading underscore for Linux and trailing period/hyphen for both.
 _VM = r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,62}[A-Za-z0-9_]|[A-Za-z0-9]"
+# ASCII: under IGNORECASE alone, U+212A (the Kelvin sign) would match `k` and U+017F (long s) `s`.
 _VM_ID = re.compile(
-    rf"^/subscriptions/(?P<sub>{_GUID})/resourceGroups/(?P<rg>{_RG})"
-    rf"/providers/Microsoft\.Compute/virtualMachines/(?P<vm>{_VM})$",
-    re.IGNORECASE,
+    rf"/subscriptions/(?P<sub>{_GUID})/resourceGroups/(?P<rg>{_RG})"
+    rf"/providers/Microsoft\.Compute/virtualMachines/(?P<vm>{_VM})",
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -24,13 +40,24 @@ def parse_vm_id(value: object, *, target: str) -> VmRef:
     """Parse `/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`."""
     if not isinstance(value, str):
         raise ValidationError(f"{target} must be a string resource id", target=target)
-    match = _VM_ID.match(value.strip())
-    if not match:
+    match = _VM_ID.fullmatch(value.strip())
+    if not match or not is_resource_group_name(match["rg"]):
         raise ValidationError(
             f"{target} is not a virtual machine resource id: expected "
             "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-            "/providers/Microsoft.Compute/virtualMachines/{vmName}, got " + repr(value[:300]),
+            "/providers/Microsoft.Compute/virtualMachines/{vmName}, got " + quoted(value),
             target=target,
             code="InvalidResourceId",
         )
     return VmRef(match["sub"].lower(), match["rg"], match["vm"])
+
+
+def vm_from_route(params: dict[str, str], *, target: str = "machine") -> VmRef:
+    """A VM addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName}: each segment is
+    checked on its own, so a segment holding more path (`%2F` arrives decoded) is refused, not re-read."""
+    parts = [params.get(k) or "" for k in ("subscriptionId", "resourceGroupName", "vmName")]
+    if any("/" in p for p in parts):
+        raise ValidationError(f"{target}: a route segment holds a '/'", target=target, code="InvalidResourceId")
+    sub, rg, vm = parts
+    return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}",
+                       target=target)

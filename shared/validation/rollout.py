@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from typing import Any
 
-from shared.core.errors import ValidationError
+from shared.core.errors import ValidationError, quoted
 from shared.core.settings import SettingsError, check_hook_url
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import GUID, is_resource_group_name, parse_vm_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
           "approveAfterDays", "preHook", "postHook"}
@@ -35,24 +36,28 @@ FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "Failed
             "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
 DEFAULT_FAILURE_ON = ["Failed", "TimedOut", "FailedPatches"]
 MAX_WAVES = 20
-_PERCENT = re.compile(r"^(\d{1,3})%$")
+MAX_WAVE_NAME = 64
+_PERCENT = re.compile(r"([0-9]{1,3})%")  # ASCII digits, whole string (fullmatch)
+MAX_COUNT = 1_000_000  # counts beyond any run's machines mean "no limit"; larger numbers are typos
+MAX_SOAK = timedelta(days=30)  # a soak longer than a month is a run nobody is watching
 
 
 def count_or_percent(value: object, target: str, *, allow_rest: bool = False) -> int | str:
     """A whole number >= 0 (>= 1 for sizes), "N%" with 1-100, or "rest"."""
     if isinstance(value, bool):
         raise ValidationError(f"{target} must be a number or a percentage such as \"10%\"", target=target)
-    if isinstance(value, int) and value >= 0:
+    if isinstance(value, int) and 0 <= value <= MAX_COUNT:
         return value
     if isinstance(value, str):
         text = value.strip().lower()
         if allow_rest and text == "rest":
             return "rest"
-        match = _PERCENT.match(text)
+        match = _PERCENT.fullmatch(text)
         if match and 1 <= int(match[1]) <= 100:
             return f"{int(match[1])}%"
     rest = ', or "rest"' if allow_rest else ""
-    raise ValidationError(f"{target} must be a whole number or a percentage from 1% to 100%{rest}", target=target)
+    raise ValidationError(f"{target} must be a whole number from 0 to {MAX_COUNT} or a percentage from 1% to "
+                          f"100%{rest}", target=target)
 
 
 def resolve(value: int | str | None, total: int) -> int | None:
@@ -77,10 +82,7 @@ def parse_rollout(raw: object) -> dict[str, Any]:
         if len(rests) > 1 or (rests and rests[0] != len(out["waves"]) - 1):
             raise ValidationError("only the last wave may be \"rest\"", target=f"rollout.waves[{rests[0]}].size")
     if spec.get("soakTime") is not None:
-        try:
-            out["soakTime"] = format_duration(parse_duration(str(spec["soakTime"])))
-        except ValueError as exc:
-            raise ValidationError(f"rollout.soakTime: {exc}", target="rollout.soakTime") from None
+        out["soakTime"] = _soak_time(spec["soakTime"])
     for name in ("maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures"):
         if spec.get(name) is not None:
             value = count_or_percent(spec[name], f"rollout.{name}")
@@ -93,9 +95,10 @@ def parse_rollout(raw: object) -> dict[str, Any]:
             raise ValidationError("rollout.failureOn must be a non-empty array", target="rollout.failureOn")
         kinds = []
         for i, kind in enumerate(failure_on):
-            canonical = FAILURES.get(str(kind).replace(" ", "").lower())
+            canonical = FAILURES.get(kind.replace(" ", "").lower()) if isinstance(kind, str) else None
             if canonical is None:
-                raise ValidationError(f"rollout.failureOn[{i}] is {kind!r}; allowed: {', '.join(FAILURES.values())}",
+                raise ValidationError(f"rollout.failureOn[{i}] is {quoted(kind)}; allowed: "
+                                      f"{', '.join(FAILURES.values())}",
                                       target=f"rollout.failureOn[{i}]")
             kinds.append(canonical)
         out["failureOn"] = sorted(set(kinds))
@@ -109,6 +112,21 @@ def parse_rollout(raw: object) -> dict[str, Any]:
         if spec.get(name) is not None:
             out[name] = _hook(spec[name], f"rollout.{name}", timeout=name == "preHook")
     return out
+
+
+def _soak_time(value: object) -> str:
+    """An ISO 8601 duration from PT0S to MAX_SOAK."""
+    target = "rollout.soakTime"
+    if not isinstance(value, str):
+        raise ValidationError(f"{target} must be an ISO 8601 duration string such as PT30M", target=target)
+    try:
+        soak = parse_duration(value)
+    except ValueError as exc:
+        raise ValidationError(f"{target}: {exc}", target=target) from None
+    if soak > MAX_SOAK:
+        raise ValidationError(f"{target} is {format_duration(soak)}; at most {format_duration(MAX_SOAK)} (30 days)",
+                              target=target)
+    return format_duration(soak)
 
 
 def _hook(raw: object, target: str, *, timeout: bool) -> dict[str, Any]:
@@ -136,7 +154,11 @@ def _wave(raw: object, target: str) -> dict[str, Any]:
     kinds = [k for k in ("size", "machines", "selector") if k in wave]
     if len(kinds) != 1:
         raise ValidationError(f"{target} needs exactly one of size, machines or selector", target=target)
-    out: dict[str, Any] = {"name": str(wave.get("name") or "")[:64]}
+    name = wave.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_WAVE_NAME):
+        raise ValidationError(f"{target}.name must be a string of at most {MAX_WAVE_NAME} characters",
+                              target=f"{target}.name")
+    out: dict[str, Any] = {"name": name or ""}
     if "size" in wave:
         size = count_or_percent(wave["size"], f"{target}.size", allow_rest=True)
         if size == 0:
@@ -154,8 +176,11 @@ def _wave(raw: object, target: str) -> dict[str, Any]:
         for key in ("subscriptions", "resourceGroups"):
             values = selector.get(key)
             if values is not None:
-                if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-                    raise ValidationError(f"{target}.selector.{key} must be an array of names",
+                if not isinstance(values, list) or not all(
+                        isinstance(v, str) and (GUID.fullmatch(v) if key == "subscriptions"
+                                                else is_resource_group_name(v)) for v in values):
+                    raise ValidationError(f"{target}.selector.{key} must be an array of "
+                                          f"{'subscription ids' if key == 'subscriptions' else 'resource group names'}",
                                           target=f"{target}.selector.{key}")
                 clean[key] = [v.lower() for v in values]
         if not clean:

@@ -10,6 +10,7 @@ from typing import Any
 from shared.core.errors import ValidationError
 from shared.core.ids import VmRef
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
+from shared.validation.request_body import parse_json_body
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.rollout import parse_rollout
 
@@ -31,20 +32,6 @@ class RunRequest:
             separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def parse_json_body(body: bytes, *, max_bytes: int) -> Any:
-    if len(body) > max_bytes:
-        raise ValidationError(f"the request body is {len(body)} bytes; at most {max_bytes} are accepted",
-                              target=None, code="RequestBodyTooLarge")
-    if not body.strip():
-        raise ValidationError("the request body is empty; send a JSON object", target=None,
-                              code="InvalidRequestContent")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the request body is not valid JSON: {exc}", target=None,
-                              code="InvalidRequestContent") from None
 
 
 def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunRequest:

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import re
 
-from shared.core.errors import ValidationError
+from shared.core.errors import ValidationError, quoted
 from shared.core.ids import ScopeRef
-from shared.validation.resource_ids import _GUID, _RG
+from shared.validation.resource_ids import _GUID, _RG, GUID, is_resource_group_name
 
-_SCOPE = re.compile(rf"^/subscriptions/(?P<sub>{_GUID})(?:/resourceGroups/(?P<rg>{_RG}))?/?$", re.IGNORECASE)
+_SCOPE = re.compile(rf"/subscriptions/(?P<sub>{_GUID})(?:/resourceGroups/(?P<rg>{_RG}))?/?",
+                    re.IGNORECASE | re.ASCII)
 
 
 def parse_scope(value: object, *, target: str) -> ScopeRef:
-    if not isinstance(value, str) or not (match := _SCOPE.match(value.strip())):
+    match = _SCOPE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match or (match["rg"] is not None and not is_resource_group_name(match["rg"])):
         raise ValidationError(
             f"{target} is not a scope: expected /subscriptions/{{subscriptionId}} or "
-            f"/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}, got {str(value)[:300]!r}",
+            f"/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}, got {quoted(value)}",
             target=target, code="InvalidScope",
         )
     return ScopeRef(match["sub"].lower(), match["rg"])
+
+
+def scope_from_query(subscription_id: str | None, resource_group: str | None) -> ScopeRef | None:
+    """`?subscriptionId=…&resourceGroup=…` filters: each must be only its own name (a subscription GUID,
+    a resource group name), never a path that would be read as more of a resource id."""
+    if resource_group and not subscription_id:
+        raise ValidationError("resourceGroup needs subscriptionId", target="resourceGroup")
+    if not subscription_id:
+        return None
+    if not GUID.fullmatch(subscription_id):
+        raise ValidationError(f"subscriptionId must be a subscription GUID, got {quoted(subscription_id)}",
+                              target="subscriptionId")
+    if resource_group is not None and resource_group != "" and not is_resource_group_name(resource_group):
+        raise ValidationError(f"resourceGroup must be a resource group name, got {quoted(resource_group)}",
+                              target="resourceGroup")
+    return ScopeRef(subscription_id.lower(), resource_group or None)
 
 
 def parse_scopes(values: object, *, target: str, max_scopes: int = 100) -> tuple[ScopeRef, ...]:

@@ -37,6 +37,7 @@ NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "identity-based: the AzureWebJobsStorage__* settings replace the connection string",
     "ARM_DEV_TOKEN": "local ARM simulator only; settings.py refuses it for a non-loopback ARM_ENDPOINT",
     "MAX_REQUEST_BYTES": "request size guard; 1 MiB default fits 1000 machines",
+    "WEBSITE_HOSTNAME": "set by App Service itself (the app's default host name); Location headers use it",
     "POLL_MAX_SECONDS": "retry tuning knob: upper bound between operation polls",
     "DEFAULT_RETRY_AFTER_SECONDS": "retry tuning knob: used when ARM sends no Retry-After",
     "RETRY_BASE_SECONDS": "retry tuning knob: backoff base for transient ARM errors",

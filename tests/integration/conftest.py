@@ -77,7 +77,7 @@ def app_settings(azurite: Azurite, simulator: Simulator) -> dict[str, str]:
 @pytest.fixture
 def services(app_settings: dict[str, str]) -> Iterator[Services]:
     """The app's own Services, configured for this test (in-process use of shared/)."""
-    os.environ.update(app_settings)
+    os.environ.update({**app_settings, "WEBSITE_HOSTNAME": "127.0.0.1:7071"})  # as Core Tools sets it
     reset_services()
     yield get_services()
     reset_services()

@@ -18,7 +18,9 @@ class HostProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
+        # A fresh `func start`: the host sets WEBSITE_HOSTNAME to its own address (an in-process test's
+        # value for direct trigger calls must not leak into it).
+        env = {**{k: v for k, v in os.environ.items() if k != "WEBSITE_HOSTNAME"}, **settings, "PYTHONUNBUFFERED": "1"}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT), "--port", str(self.port)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 
 import pytest
@@ -38,6 +39,18 @@ def test_env_override_reaches_the_function(start_host) -> None:
 def test_local_settings_value_reaches_the_function(start_host) -> None:
     host = start_host()
     assert requests.get(f"{host.base_url}/api/greeting", timeout=5).text == "from-local-settings"
+
+
+def test_website_hostname_is_the_address_the_host_listens_on(start_host, monkeypatch) -> None:
+    monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    host = start_host()
+    assert os.environ["WEBSITE_HOSTNAME"] == f"127.0.0.1:{host.port}"  # as Core Tools: localhost:<port>
+
+
+def test_a_website_hostname_already_set_wins(start_host, monkeypatch) -> None:
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "app.example")
+    start_host()
+    assert os.environ["WEBSITE_HOSTNAME"] == "app.example"
 
 
 def test_resolve_setting_references() -> None:

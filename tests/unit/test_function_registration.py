@@ -57,7 +57,7 @@ def test_rollout_and_event_triggers() -> None:
     assert {"runs/{runId}/cancel", "runs/{runId}/resume"} <= routes
 
 
-def test_each_app_uses_the_services_it_was_built_with() -> None:
+def test_each_app_uses_the_services_it_was_built_with(monkeypatch: Any) -> None:
     """Wiring is explicit: two apps built against two AppServices never share (or steal) services, so a
     second copy of the composition root (as these tests load) cannot redirect the first one's triggers."""
     import dataclasses
@@ -68,6 +68,8 @@ def test_each_app_uses_the_services_it_was_built_with() -> None:
     import function_app
     from shared.composition import AppServices
     from shared.core.settings import Settings
+
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "127.0.0.1:7071")
 
     def app_with_body_limit(limit: int) -> Any:
         services = AppServices(lambda: dataclasses.replace(Settings.from_env(), max_request_bytes=limit))

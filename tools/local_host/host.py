@@ -164,6 +164,11 @@ class LocalHost:
         except BaseException:
             self.stop()
             raise
+        # Core Tools sets WEBSITE_HOSTNAME to the address it listens on, unless the environment already
+        # has one (App Service sets it in Azure); apps build absolute URLs from it, never from Host.
+        listening = "localhost" if self.bind in ("", "0.0.0.0", "::") else self.bind
+        listening = f"[{listening}]" if ":" in listening else listening
+        os.environ.setdefault("WEBSITE_HOSTNAME", f"{listening}:{self.port}")
         self._http.start()
         self._print_functions()
         log.info("Host started (id=%s); listening on %s", self.host_id, self.base_url)
