@@ -6,7 +6,10 @@ Grammar (case-insensitive, tokens separated by spaces; from MaintenanceWindow.re
     [N]Week(s) [Monday,...,Sunday]               every N weeks, on the listed days (default: the start's)
     [N]Month(s) [dayD,...]                       every N months, on those days of the month
     [N]Month(s) First|Second|Third|Fourth|Last <Weekday> [Offset-6..Offset6]
-N defaults to 1. `Month` alone recurs on the start's day of the month.
+N defaults to 1. `Month` alone recurs on the start's day of the month (the grammar allows it;
+the maintenance configuration refuses it, as Azure's service does: see configuration.py).
+Spaces around the commas of a list are ignored (`Week Saturday, Sunday`, as Microsoft's PowerShell
+docs write it, is `Week Saturday,Sunday`); `normalise_recur_every` gives the canonical spelling.
 
 Rules where Azure's text is silent (written down so a user can check a schedule before trusting it):
 - Periods count from the start: day k·N, week k·N (weeks begin on Monday), month k·N after the
@@ -37,6 +40,7 @@ _HEAD = re.compile(r"^(\d{0,4})(hours?|days?|weeks?|months?)$", re.IGNORECASE)
 MAX_INTERVAL = {"hour": 24 * 366, "day": 366, "week": 104, "month": 120}  # more is surely a typo
 _DAY = re.compile(r"^day(\d{1,2})$", re.IGNORECASE)
 _OFFSET = re.compile(r"^offset([+-]?\d+)$", re.IGNORECASE)
+_COMMA = re.compile(r"\s*,\s*")
 
 
 class RecurrenceError(ValueError):
@@ -61,11 +65,16 @@ def _weekday(token: str, text: str) -> int:
         raise RecurrenceError(f"'{token}' in recurEvery '{text}' is not a weekday (Monday … Sunday)") from None
 
 
+def normalise_recur_every(text: str) -> str:
+    """The spelling kept and shown: single spaces between tokens, none around commas; case as given."""
+    return _COMMA.sub(",", " ".join(text.split()))
+
+
 def parse_recur_every(text: object) -> Recurrence:
     if not isinstance(text, str) or not text.strip():
         raise RecurrenceError("recurEvery must be a string such as 'Day', 'Week Saturday,Sunday' or "
                               "'Month Second Tuesday Offset2'")
-    tokens = text.split()
+    tokens = normalise_recur_every(text).split()
     head = _HEAD.match(tokens[0])
     if not head:
         raise RecurrenceError(f"recurEvery '{text}' must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
@@ -83,7 +92,7 @@ def parse_recur_every(text: object) -> Recurrence:
         return Recurrence(unit, interval)
     if unit == "week":
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery '{text}': list weekdays separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery '{text}': list weekdays separated by commas, "
                                   "e.g. 'Week Saturday,Sunday'")
         days = tuple(sorted({_weekday(d, text) for d in rest[0].split(",")})) if rest else ()
         return Recurrence(unit, interval, weekdays=days)
@@ -95,7 +104,7 @@ def _parse_month(text: str, interval: int, rest: list[str]) -> Recurrence:
         return Recurrence("month", interval)
     if _DAY.match(rest[0].split(",")[0]):
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery '{text}': list month days separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery '{text}': list month days separated by commas, "
                                   "e.g. 'Month day23,day24'")
         days = set()
         for token in rest[0].split(","):
