@@ -106,6 +106,20 @@ def _last_resort(error: dict[str, Any], limit: int) -> dict[str, Any]:
     return slim
 
 
+def own_error_columns(code: str, message: str, cause: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Columns for PatchPilot's own error (`code`, `message`) with the ARM error behind it, if any:
+    ARM's error with our message when the codes agree (retries ran out), else ours with ARM's as its
+    one detail (VMNotRunning over ARM's 409 OperationNotAllowed). Without a cause, no errorDetail:
+    code and message say it all."""
+    if cause is None:
+        return {**error_columns({"code": code, "message": message}), "errorDetail": ""}
+    if str(cause.get("code")) == code:
+        error = {**cause, "message": message}
+    else:
+        error = {"code": code, "message": message, "details": [cause]}
+    return error_columns(operation_error(error) or {"code": code, "message": message})
+
+
 def error_columns(error: dict[str, Any] | None) -> dict[str, Any]:
     """Table columns for a machine or assessment record: code and message (queried, shown in lists)
     and the whole bounded error as JSON (`errorDetail`). Empty strings clear an earlier error."""

@@ -20,7 +20,7 @@ from typing import Any
 from azure.core.exceptions import ResourceModifiedError
 
 from shared.arm.client import ArmResponse
-from shared.arm.errors import error_columns, operation_error, stored_error
+from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.operations import (
     VM_NOT_RUNNING,
     Done,
@@ -252,20 +252,11 @@ class MachineStep:
     def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
              detail: dict[str, Any] | None = None) -> str:
         """End the machine Failed (or Skipped) with PatchPilot's code and message; `detail` is ARM's
-        error behind it, kept whole: as the error itself when the codes agree (our message), else
-        as its one detail."""
+        error behind it, kept whole (shared.arm.errors.own_error_columns)."""
         state = MachineState.FAILED
         if code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
-        error: dict[str, Any] = {"code": code, "message": message}
-        if detail is not None and str(detail.get("code")) == code:
-            error = {**detail, "message": message}
-        elif detail is not None:
-            error["details"] = [detail]
-        columns = error_columns(operation_error(error) or {"code": code, "message": message})
-        if detail is None:
-            columns["errorDetail"] = ""  # PatchPilot's own error: code and message say it all
-        return self._terminal(state, {**columns, **(extra or {})})
+        return self._terminal(state, {**own_error_columns(code, message, detail), **(extra or {})})
 
     def time_out(self) -> str:
         return self._terminal(MachineState.TIMED_OUT, {

@@ -33,7 +33,7 @@ def machine_view(target: dict[str, Any]) -> dict[str, Any]:
 def scope_view(row: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"scope": row["scope"], "listed": int(row.get("listed") or 0), "done": bool(row.get("done"))}
     if row.get("errorCode"):
-        view["error"] = {"code": row["errorCode"], "message": row.get("errorMessage", "")}
+        view["error"] = stored_error(row)  # ARM's shape, with ARM's details when it gave them
     elif row.get("lastRetryReason") and not row.get("done"):
         view["lastRetryReason"] = row["lastRetryReason"]
     return view

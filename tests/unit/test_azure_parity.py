@@ -20,6 +20,7 @@ from shared.arm.errors import (
     error_columns,
     is_error,
     operation_error,
+    own_error_columns,
     stored_error,
 )
 from shared.arm.operations import Done, Failed, Retry, classify_poll, classify_start
@@ -354,3 +355,22 @@ def test_arm_error_answers_keep_their_details() -> None:
     assert isinstance(done, Done) and done.result["error"] == ESM
     failed_async = classify_poll(resp(200, {"status": "Failed", "error": ESM}), mode="async", default_retry_after=60)
     assert isinstance(failed_async, Failed) and failed_async.detail == ESM and failed_async.code == "1"
+
+
+OPERATION_NOT_ALLOWED = {"code": "OperationNotAllowed", "message": "the VM is deallocated",
+                         "details": [{"code": "VMDeallocated", "message": "deallocated"}]}
+
+
+@pytest.mark.parametrize(("code", "message", "cause", "shown"), [
+    ("OperationTimedOut", "no final result", None, {"code": "OperationTimedOut", "message": "no final result"}),
+    ("VMNotRunning", "the VM is deallocated", OPERATION_NOT_ALLOWED,  # ours, ARM's 409 as its detail
+     {"code": "VMNotRunning", "message": "the VM is deallocated", "details": [OPERATION_NOT_ALLOWED]}),
+    ("OperationNotAllowed", "gave up after 3 retries (conflict): busy", OPERATION_NOT_ALLOWED,  # ARM's, our words
+     {**OPERATION_NOT_ALLOWED, "message": "gave up after 3 retries (conflict): busy"}),
+])
+def test_patchpilots_own_errors_keep_the_arm_error_behind_them(code: str, message: str,
+                                                               cause: dict[str, Any] | None,
+                                                               shown: dict[str, Any]) -> None:
+    columns = own_error_columns(code, message, cause)
+    assert columns["errorCode"] == code and stored_error(columns) == shown
+    assert (columns["errorDetail"] == "") is (cause is None)
