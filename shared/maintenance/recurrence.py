@@ -20,7 +20,8 @@ Rules where Azure's text is silent (written down so a user can check a schedule 
 - Local times that do not exist (the hour skipped when clocks go forward) start when the gap ends
   plus the same minutes, i.e. at the instant the pre-change offset names (02:30 → 03:30); local
   times that happen twice (clocks go back) start at the first of the two. Every window lasts its
-  full duration in real time.
+  full duration in real time. This is for later occurrences: a configured `startDateTime` that
+  does not exist is refused, as Azure refuses it (configuration.py).
 - Windows start at or after `startDateTime` and before `expirationDateTime`, both local times.
 """
 

@@ -56,6 +56,9 @@ from shared.validation.resource_ids import VmRef, parse_vm_id
 
 log = logging.getLogger(__name__)
 MAX_RECORDED_CALLS = 25
+# An event travels as one queue message (64 KiB, base64-encoded: 48K characters of JSON) per webhook:
+# its error is bounded tighter than the record's (shared.arm.errors.MAX_ERROR_CHARS).
+EVENT_ERROR_CHARS = 16_000
 
 
 class MachineStep:
@@ -304,7 +307,8 @@ class MachineStep:
             "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
                if self.target.get(k) not in (None, "")},
-            **({"error": error} if (error := stored_error(self.target)) else {})},
+            **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))
+               else {})},
             key=str(self.target["seq"]))  # one id per finish
         spec = self.svc.run_spec(run_id)
         if spec is not None and spec.rollout:
