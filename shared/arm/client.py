@@ -122,6 +122,12 @@ class ArmResponse:
             return str(err.get("code") or f"Http{self.status}"), str(err.get("message") or "")
         return f"Http{self.status}", f"ARM answered {self.status} with no error body"
 
+    def error_detail(self) -> dict[str, Any] | None:
+        """ARM's whole `error` (details, innererror), bounded for storage; None without one."""
+        from shared.arm.errors import operation_error
+
+        return operation_error(self.body.get("error") if isinstance(self.body, dict) else None)
+
 
 _RETRY_AFTER = RetryPolicy()  # used only for its Retry-After parser (seconds or an HTTP-date)
 

@@ -9,7 +9,7 @@ and the result is its `properties.output`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.arm.client import ArmResponse
@@ -52,12 +52,20 @@ class Retry:
     retry_after: int | None
     code: str
     message: str
+    # ARM's whole error (shared.arm.errors), kept if retries run out; not part of an outcome's identity
+    detail: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Failed:
     code: str
     message: str
+    # ARM's whole error, with details and innererror (shared.arm.errors); not part of the outcome's identity
+    detail: dict[str, Any] | None = field(default=None, compare=False)
+
+
+def _failed(resp: ArmResponse) -> Failed:
+    return Failed(*resp.error(), resp.error_detail())
 
 
 Outcome = Started | Pending | Done | Retry | Failed
@@ -66,10 +74,10 @@ Outcome = Started | Pending | Done | Retry | Failed
 def _retryable(resp: ArmResponse, default_retry_after: int) -> Retry | None:
     code, message = resp.error()
     if resp.status == 429:
-        return Retry("throttled", resp.retry_after(default_retry_after), code, message)
+        return Retry("throttled", resp.retry_after(default_retry_after), code, message, resp.error_detail())
     if resp.status == 408 or resp.status >= 500:
         header = resp.headers.get("Retry-After")
-        return Retry("transient", resp.retry_after(0) if header else None, code, message)
+        return Retry("transient", resp.retry_after(0) if header else None, code, message, resp.error_detail())
     return None
 
 
@@ -77,7 +85,7 @@ def classify_read(resp: ArmResponse, *, default_retry_after: int) -> Retry | Fai
     """A plain GET (a list page): None when it answered 200, else what to do about it."""
     if resp.status == 200:
         return None
-    return _retryable(resp, default_retry_after) or Failed(*resp.error())
+    return _retryable(resp, default_retry_after) or _failed(resp)
 
 
 def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
@@ -97,13 +105,13 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
     if resp.status == 409:
         code, message = resp.error()
         if any(hint in message.lower() for hint in _NOT_RUNNING_HINTS):
-            return Failed(VM_NOT_RUNNING, message)
+            return Failed(VM_NOT_RUNNING, message, resp.error_detail())
         hinted = resp.retry_after(0) if "Retry-After" in resp.headers else None
-        return Retry("conflict", hinted, code, message)
+        return Retry("conflict", hinted, code, message, resp.error_detail())
     retry = _retryable(resp, default_retry_after)
     if retry:
         return retry
-    return Failed(*resp.error())
+    return _failed(resp)
 
 
 def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> Outcome:
@@ -113,21 +121,22 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
         return retry
     if mode == "async":
         if resp.status != 200 or not isinstance(resp.body, dict):
-            return Failed(*resp.error())
+            return _failed(resp)
         status = str(resp.body.get("status", "")).lower()
         if status not in TERMINAL_ASYNC:
             return Pending(resp.retry_after(default_retry_after))
         output = (resp.body.get("properties") or {}).get("output")
         if isinstance(output, dict):
             return Done(output)
-        err = resp.body.get("error") or {}
+        detail = resp.error_detail()
+        err = detail or {}
         return Failed(str(err.get("code") or f"Operation{status.title()}"),
-                      str(err.get("message") or f"the operation ended {status} without a result"))
+                      str(err.get("message") or f"the operation ended {status} without a result"), detail)
     if resp.status == 202:
         return Pending(resp.retry_after(default_retry_after), resp.headers.get("Location"))
     if resp.status == 200:
         return _done_or_failed(resp)
-    return Failed(*resp.error())
+    return _failed(resp)
 
 
 def _done_or_failed(resp: ArmResponse) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.arm.errors import stored_error
 from shared.core.ids import VmRef
 from shared.storage.fleet_store import FleetStore
 
@@ -25,8 +26,9 @@ def machine_assessment(fleet: FleetStore, vm: VmRef, *, history: int) -> dict[st
     if snapshot is None and not summaries:
         return None
     view: dict[str, Any] = {"id": vm.resource_id, **_pick(snapshot or {}, SNAPSHOT_FIELDS)}
-    if snapshot and snapshot.get("errorCode"):
-        view["lastError"] = {"code": snapshot["errorCode"], "message": snapshot.get("errorMessage", "")}
+    last_error = stored_error(snapshot) if snapshot else None
+    if last_error:
+        view["lastError"] = last_error  # ARM's shape, with details/innererror when ARM gave them
     latest = None
     if summaries:
         newest = summaries[0]

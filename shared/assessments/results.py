@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.arm.errors import error_columns, operation_error, stored_error
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
 from shared.core.ids import VmRef
@@ -67,11 +68,14 @@ def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
         if state is MachineState.FAILED and str(target.get("errorCode")) in NOT_FOUND:
             svc.fleet.forget_machine(vm)  # deleted in Azure: not a machine to count any more
             return {}
-        error = (result or {}).get("error") if result else None
-        code = target.get("errorCode") or (error or {}).get("code") or f"Assessment{(result or {}).get('status', '')}"
-        message = target.get("errorMessage") or (error or {}).get("message") or ""
+        kept = stored_error(target)  # the worker's columns: ARM's whole error when it gave one
+        arm = None if kept else operation_error((result or {}).get("error"))
+        error = kept or arm or {"code": f"Assessment{(result or {}).get('status', '')}", "message": ""}
+        message = str(error.get("message") or "")
         attempt.update(lastAttemptState=MachineState.FAILED.value if state is MachineState.COMPLETED
-                       else state.value, errorCode=str(code), errorMessage=str(message)[:4000])
+                       else state.value, **error_columns(error))
+        if not (target.get("errorDetail") if kept else arm):
+            attempt["errorDetail"] = ""  # PatchPilot's own error: code and message say it all
         if state is MachineState.SKIPPED:  # ARM refused: the VM is not running (its 409 says how)
             attempt["notAssessedReason"] = str(message)[:1000]
             attempt["powerState"] = "deallocated" if "deallocated" in str(message).lower() else "stopped"
@@ -100,7 +104,7 @@ def _record_success(svc: Services, vm: VmRef, result: dict[str, Any], attempt: d
         "criticalAndSecurityPatchCount": int(result.get("criticalAndSecurityPatchCount") or 0),
         "otherPatchCount": int(result.get("otherPatchCount") or 0),
         "historyKey": history_key, "powerState": "running",
-        "errorCode": "", "errorMessage": "", "notAssessedReason": "",
+        "errorCode": "", "errorMessage": "", "errorDetail": "", "notAssessedReason": "",
     }
     if not svc.fleet.record_attempt(vm, latest, assessed_at=latest["assessedAt"]):
         # A newer assessment is already the snapshot; this one stays in history only.

@@ -1,6 +1,29 @@
 """Maintenance configurations (Azure's `InGuestPatch` shape) and their assignments: parse, validate,
 normalise. A configuration exported from Azure (with id, name, type, location, systemData) is
 accepted as it is; anything PatchPilot cannot honour is a 400 naming the field.
+
+Input rules, matched to what Azure's service does (swagger: Maintenance 2023-04-01, MaintenanceWindow;
+where the service and its docs differ, a public report of the service decides):
+- `null` is the field left out, for every optional field (ARM templates and Bicep emit `null` for
+  unset parameters, e.g. `"expirationDateTime": null` in Azure/bicep#8959): it takes its default.
+  A required field (`startDateTime`, `timeZone`, `recurEvery`, `maintenanceScope`) that is null is
+  missing.
+- `startDateTime` / `expirationDateTime`: local time `YYYY-MM-DD hh:mm`, optionally with seconds
+  and a fraction (`9999-12-31 23:59:59` is the expiration Azure itself fills in, and the one
+  Microsoft's Azure/ResourceModules templates deploy). No `T`, no offset: the zone is `timeZone`.
+  Shown back as `YYYY-MM-DD hh:mm`, with `:ss` only when the seconds are not zero.
+- A `startDateTime` that does not exist in `timeZone` (inside the hour skipped when clocks go
+  forward) is refused naming the field, as Azure refuses it. Later occurrences that land in such a
+  gap follow the rule in recurrence.py.
+- `recurEvery`: the grammar in recurrence.py, spaces around commas ignored (`Week Saturday, Sunday`).
+  A monthly schedule must name its days (`Month day15`, `Month Second Tuesday`): Azure's service
+  answers bare `Month` with InvalidMaintenanceWindow "Monthly maintenance window is missing day of
+  month or week of month" (hashicorp/terraform-provider-azurerm#29348, #29738), though its docs list
+  `Month` as an example.
+- Enums compare case-insensitively and are shown in Azure's spelling: `maintenanceScope`,
+  `visibility`, `extensionProperties.InGuestPatchMode`, `rebootSetting` (also the `AlwaysReboot` /
+  `NeverReboot` Azure echoes back, Azure/azure-rest-api-specs#27222), classifications.
+- `timeZone`: a Windows name in any case, or an IANA name; surrounding spaces ignored.
 """
 
 from __future__ import annotations
@@ -8,12 +31,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from shared.core.errors import ValidationError, quoted
 from shared.core.ids import ScopeRef, VmRef
-from shared.maintenance.recurrence import RecurrenceError, Schedule, parse_recur_every
+from shared.maintenance.recurrence import RecurrenceError, Schedule, normalise_recur_every, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
 from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
@@ -24,7 +48,7 @@ from shared.validation.tags import parse_tags
 
 # Patterns are matched whole (fullmatch: `$` would also take a trailing "\n") and in ASCII digits.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}")
+LOCAL_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,7}))?)?")
 HH_MM = re.compile(r"([0-9]{2}):([0-9]{2})")
 MIN_DURATION = timedelta(hours=1, minutes=30)  # Azure's bounds for InGuestPatch windows
 MAX_DURATION = timedelta(hours=3, minutes=55)
@@ -35,6 +59,7 @@ PROPERTY_FIELDS = {"namespace", "extensionProperties", "maintenanceScope", "visi
                    "installPatches", "rollout"}  # rollout: PatchPilot's own, not Azure's
 WINDOW_FIELDS = {"startDateTime", "expirationDateTime", "duration", "timeZone", "recurEvery"}
 PATCH_FIELDS = {"rebootSetting", "windowsParameters", "linuxParameters", "tasks"}
+VISIBILITY = {"custom": "Custom", "public": "Public"}
 
 
 def check_name(value: str, target: str) -> str:
@@ -46,12 +71,32 @@ def check_name(value: str, target: str) -> str:
 
 
 def _local_time(value: object, target: str) -> datetime:
-    if not isinstance(value, str) or not LOCAL_TIME.fullmatch(value.strip()):
-        raise ValidationError(f"{target} must be a local time 'YYYY-MM-DD hh:mm', got {quoted(value)}", target=target)
+    """'YYYY-MM-DD hh:mm[:ss[.fffffff]]' → naive local datetime (fractions beyond microseconds dropped)."""
+    match = LOCAL_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValidationError(f"{target} must be a local time 'YYYY-MM-DD hh:mm' (seconds optional), "
+                              f"got {quoted(value)}", target=target)
     try:
-        return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M")
+        parsed = datetime.strptime(match[1], "%Y-%m-%d %H:%M")
+        return parsed.replace(second=int(match[2] or 0), microsecond=int((match[3] or "0").ljust(7, "0")[:6]))
     except ValueError:
         raise ValidationError(f"{target} {quoted(value)} is not a real date and time", target=target) from None
+
+
+def _show_local(value: datetime) -> str:
+    """Azure's `YYYY-MM-DD hh:mm`; seconds (and a fraction) only when there are any."""
+    if value.microsecond:
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f").rstrip("0")
+    return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
+
+
+def _check_exists(local: datetime, zone: ZoneInfo, zone_name: str, target: str) -> None:
+    """Refuse a local time the zone skips (clocks go forward over it): Azure answers 400 for such a start."""
+    there_and_back = local.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if there_and_back != local:
+        raise ValidationError(
+            f"{target} {_show_local(local)} does not exist in time zone '{zone_name}': clocks go forward "
+            f"over it that day (daylight saving time); choose a time outside the skipped hour", target=target)
 
 
 def _duration(value: object, target: str) -> timedelta:
@@ -82,7 +127,10 @@ class MaintenanceConfiguration:
                 "tags": self.tags, "properties": self.properties}
 
 
-def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
+def parse_configuration(name: str, body: object, *, stored: bool = False) -> MaintenanceConfiguration:
+    """Validate a PUT body. `stored`: a body PatchPilot accepted before, read back; the rules added
+    since (a bare monthly `recurEvery`, a start inside a daylight-saving gap) do not apply to it, so
+    a configuration that ran yesterday keeps running and listing."""
     check_name(name, "name")
     data = json_object(body, "body")
     reject_unknown(data, RESOURCE_FIELDS, "")
@@ -95,7 +143,7 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
     if not isinstance(scope, str) or scope.lower() != "inguestpatch":
         raise ValidationError(f"properties.maintenanceScope is {quoted(scope)}; PatchPilot runs InGuestPatch "
                               "configurations (guest OS patching)", target="properties.maintenanceScope")
-    schedule, window = parse_window(props.get("maintenanceWindow"))
+    schedule, window = parse_window(props.get("maintenanceWindow"), stored=stored)
     install, patches = parse_patch_configuration(props.get("installPatches"))
     _check_extras(props)
     tags = parse_tags(data.get("tags"))
@@ -103,7 +151,7 @@ def parse_configuration(name: str, body: object) -> MaintenanceConfiguration:
         "namespace": props.get("namespace") or "Microsoft.Maintenance",
         "extensionProperties": props.get("extensionProperties") or {"InGuestPatchMode": "User"},
         "maintenanceScope": "InGuestPatch",
-        "visibility": props.get("visibility") or "Custom",
+        "visibility": VISIBILITY[str(props.get("visibility") or "Custom").strip().lower()],
         "maintenanceWindow": window,
         "installPatches": patches,
     }
@@ -126,48 +174,62 @@ def _check_extras(props: dict[str, Any]) -> None:
             raise ValidationError(f"properties.extensionProperties.InGuestPatchMode is {quoted(mode)}; PatchPilot runs "
                                   "user-managed schedules ('User'); 'Platform' leaves patching to Azure",
                                   target="properties.extensionProperties.InGuestPatchMode")
-    for field, allowed in (("visibility", ("Custom", "Public")), ("namespace", None)):
-        value = props.get(field)
-        if value is not None and (not isinstance(value, str) or (allowed and value not in allowed)):
-            expected = " or ".join(allowed) if allowed else "a string"
-            raise ValidationError(f"properties.{field} must be {expected}", target=f"properties.{field}")
+    namespace = props.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise ValidationError("properties.namespace must be a string", target="properties.namespace")
+    visibility = props.get("visibility")
+    if visibility is not None and (not isinstance(visibility, str) or visibility.strip().lower() not in VISIBILITY):
+        raise ValidationError("properties.visibility must be Custom or Public", target="properties.visibility")
 
 
-def parse_window(value: object) -> tuple[Schedule, dict[str, Any]]:
+def parse_window(value: object, *, stored: bool = False) -> tuple[Schedule, dict[str, Any]]:
     target = "properties.maintenanceWindow"
     window = json_object(value, target)
     reject_unknown(window, WINDOW_FIELDS, target)
     for field in ("startDateTime", "timeZone", "recurEvery"):
-        if not window.get(field):
+        value = window.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
             raise ValidationError(f"{target}.{field} is required", target=f"{target}.{field}")
     start = _local_time(window["startDateTime"], f"{target}.startDateTime")
-    expiration_text = window.get("expirationDateTime") or NO_EXPIRATION
-    expiration = _local_time(expiration_text, f"{target}.expirationDateTime")
+    expiration_given = window.get("expirationDateTime") not in (None, "")
+    expiration = _local_time(window["expirationDateTime"] if expiration_given else NO_EXPIRATION,
+                             f"{target}.expirationDateTime")
     if expiration <= start:
         raise ValidationError(f"{target}.expirationDateTime must be after startDateTime",
                               target=f"{target}.expirationDateTime")
     duration_text = window.get("duration") or DEFAULT_DURATION
     duration = _duration(duration_text, f"{target}.duration")
+    if not isinstance(window["timeZone"], str):
+        raise ValidationError(f"{target}.timeZone must be a time zone name", target=f"{target}.timeZone")
+    zone_name = window["timeZone"].strip()
     try:
-        zone = resolve_time_zone(str(window["timeZone"]))
+        zone = resolve_time_zone(zone_name)
     except UnknownTimeZoneError as exc:
         raise ValidationError(f"{target}.timeZone: {exc}", target=f"{target}.timeZone") from None
+    if not stored:
+        _check_exists(start, zone, zone_name, f"{target}.startDateTime")
     try:
         recurrence = parse_recur_every(window["recurEvery"])
     except RecurrenceError as exc:
         raise ValidationError(str(exc), target=f"{target}.recurEvery") from None
+    if not stored and recurrence.unit == "month" and not recurrence.month_days and recurrence.week_of_month is None:
+        raise ValidationError(f"{target}.recurEvery '{window['recurEvery']}': a monthly maintenance window "
+                              "needs its day of the month or week of the month, e.g. 'Month day15' or "
+                              "'Month Second Tuesday' (Azure refuses a bare 'Month')", target=f"{target}.recurEvery")
     if recurrence.unit == "hour" and timedelta(hours=recurrence.interval) < duration:
         raise ValidationError(f"{target}.recurEvery every {recurrence.interval} hours is shorter than the "
                               f"{duration_text} window: windows would overlap", target=f"{target}.recurEvery")
-    schedule = Schedule(recurrence, start, None if expiration_text == NO_EXPIRATION else expiration, duration, zone)
+    no_expiration = expiration >= _local_time(NO_EXPIRATION, "expirationDateTime")
+    schedule = Schedule(recurrence, start, None if no_expiration else expiration, duration, zone)
     if schedule.first_window() is None:
-        raise ValidationError(f"{target}: recurEvery '{window['recurEvery']}' starting {start:%Y-%m-%d %H:%M} "
-                              "never produces a maintenance window (no month it recurs in has that day, or the "
-                              "configuration expires before its first window)", target=f"{target}.recurEvery")
-    shown = {"startDateTime": start.strftime("%Y-%m-%d %H:%M"),
-             "expirationDateTime": expiration.strftime("%Y-%m-%d %H:%M"),
-             "duration": duration_text, "timeZone": str(window["timeZone"]).strip(),
-             "recurEvery": " ".join(str(window["recurEvery"]).split())}
+        raise ValidationError(f"{target}: recurEvery {quoted(window['recurEvery'])} starting "
+                              f"{start:%Y-%m-%d %H:%M} never produces a maintenance window (no month it recurs in "
+                              "has that day, or the configuration expires before its first window)",
+                              target=f"{target}.recurEvery")
+    shown = {"startDateTime": _show_local(start),
+             "expirationDateTime": _show_local(expiration),
+             "duration": duration_text.strip(), "timeZone": zone_name,
+             "recurEvery": normalise_recur_every(window["recurEvery"])}
     return schedule, shown
 
 
@@ -178,7 +240,8 @@ def parse_patch_configuration(value: object) -> tuple[dict[str, Any], dict[str, 
     patches = json_object(value, target)
     reject_unknown(patches, PATCH_FIELDS, target)
     raw = {k: v for k, v in patches.items() if k != "tasks"}
-    raw.setdefault("rebootSetting", "IfRequired")  # the swagger's default
+    if raw.get("rebootSetting") is None:
+        raw["rebootSetting"] = "IfRequired"  # the swagger's default, for a missing or null value
     parsed = parse_install_parameters({**raw, "maximumDuration": "PT1H"}, target)
     parsed.pop("maximumDuration")
     shown = dict(parsed)
@@ -189,7 +252,7 @@ def parse_patch_configuration(value: object) -> tuple[dict[str, Any], dict[str, 
 
 def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceConfiguration:
     """Rebuild from a stored (already validated) body."""
-    return parse_configuration(name, json.loads(stored["body"]))
+    return parse_configuration(name, json.loads(stored["body"]), stored=True)
 
 
 # -- assignments ---------------------------------------------------------------------------------

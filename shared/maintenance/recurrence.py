@@ -6,7 +6,10 @@ Grammar (case-insensitive, tokens separated by spaces; from MaintenanceWindow.re
     [N]Week(s) [Monday,...,Sunday]               every N weeks, on the listed days (default: the start's)
     [N]Month(s) [dayD,...]                       every N months, on those days of the month
     [N]Month(s) First|Second|Third|Fourth|Last <Weekday> [Offset-6..Offset6]
-N defaults to 1. `Month` alone recurs on the start's day of the month.
+N defaults to 1. `Month` alone recurs on the start's day of the month (the grammar allows it;
+the maintenance configuration refuses it, as Azure's service does: see configuration.py).
+Spaces around the commas of a list are ignored (`Week Saturday, Sunday`, as Microsoft's PowerShell
+docs write it, is `Week Saturday,Sunday`); `normalise_recur_every` gives the canonical spelling.
 
 Rules where Azure's text is silent (written down so a user can check a schedule before trusting it):
 - Periods count from the start: day k·N, week k·N (weeks begin on Monday), month k·N after the
@@ -17,7 +20,8 @@ Rules where Azure's text is silent (written down so a user can check a schedule 
 - Local times that do not exist (the hour skipped when clocks go forward) start when the gap ends
   plus the same minutes, i.e. at the instant the pre-change offset names (02:30 → 03:30); local
   times that happen twice (clocks go back) start at the first of the two. Every window lasts its
-  full duration in real time.
+  full duration in real time. This is for later occurrences: a configured `startDateTime` that
+  does not exist is refused, as Azure refuses it (configuration.py).
 - Windows start at or after `startDateTime` and before `expirationDateTime`, both local times.
 - A schedule that can never produce a window (`12Months day30` starting in February; an expiration
   before the first window) is refused when it is written, and every search for a window is bounded
@@ -46,6 +50,7 @@ _OFFSET = re.compile(r"offset([+-]?[0-9]{1,2})", re.IGNORECASE | re.ASCII)
 # The Gregorian calendar repeats every 400 years: a monthly schedule with no day in that many months
 # has none ever, so every search for a window is bounded by it (and such a schedule is refused).
 GREGORIAN_CYCLE_MONTHS = 400 * 12
+_COMMA = re.compile(r"\s*,\s*")
 
 
 class RecurrenceError(ValueError):
@@ -71,11 +76,16 @@ def _weekday(token: str, text: str) -> int:
                               "(Monday … Sunday)") from None
 
 
+def normalise_recur_every(text: str) -> str:
+    """The spelling kept and shown: single spaces between tokens, none around commas; case as given."""
+    return _COMMA.sub(",", " ".join(text.split()))
+
+
 def parse_recur_every(text: object) -> Recurrence:
     if not isinstance(text, str) or not text.strip():
         raise RecurrenceError("recurEvery must be a string such as 'Day', 'Week Saturday,Sunday' or "
                               "'Month Second Tuesday Offset2'")
-    tokens = text.split()
+    tokens = normalise_recur_every(text).split()
     head = _HEAD.fullmatch(tokens[0])
     if not head:
         raise RecurrenceError(f"recurEvery {quoted(text)} must start with [N]Hours, [N]Days, [N]Weeks or [N]Months "
@@ -95,7 +105,7 @@ def parse_recur_every(text: object) -> Recurrence:
         return Recurrence(unit, interval)
     if unit == "week":
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery {quoted(text)}: list weekdays separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery {quoted(text)}: list weekdays separated by commas, "
                                   "e.g. 'Week Saturday,Sunday'")
         days = tuple(sorted({_weekday(d, text) for d in rest[0].split(",")})) if rest else ()
         return Recurrence(unit, interval, weekdays=days)
@@ -107,7 +117,7 @@ def _parse_month(text: str, interval: int, rest: list[str]) -> Recurrence:
         return Recurrence("month", interval)
     if _DAY.fullmatch(rest[0].split(",")[0]):
         if len(rest) > 1:
-            raise RecurrenceError(f"recurEvery {quoted(text)}: list month days separated by commas without spaces, "
+            raise RecurrenceError(f"recurEvery {quoted(text)}: list month days separated by commas, "
                                   "e.g. 'Month day23,day24'")
         days = set()
         for token in rest[0].split(","):

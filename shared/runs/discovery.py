@@ -18,6 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceModifiedError
 
+from shared.arm.errors import own_error_columns
 from shared.arm.operations import Failed, Retry, classify_read
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
@@ -61,7 +62,7 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if isinstance(problem, Retry):
         return _retry(msg, row, svc, problem)
     if isinstance(problem, Failed):
-        return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message))
+        return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message), cause=problem.detail)
     body = resp.body if isinstance(resp.body, dict) else {}
     flt = json.loads(row.get("filter") or "{}")
     vms = [vm for vm in body.get("value") or [] if filter_matches(flt, vm, os_type(vm))]
@@ -120,7 +121,8 @@ def _retry(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, retry: Ret
     if attempt > retry_limit(retry, svc.settings):
         scope = parse_scope(row["scope"], target="scope")
         return _end_scope(msg, row, svc, scope, error=(retry.code, f"gave up listing after {attempt - 1} retries "
-                                                                   f"({retry.kind}): {retry.message}"))
+                                                                   f"({retry.kind}): {retry.message}"),
+                          cause=retry.detail)
     delay = retry_delay(retry, attempt, svc.settings)
     try:
         svc.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
@@ -132,11 +134,12 @@ def _retry(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, retry: Ret
 
 
 def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope: ScopeRef,
-               error: tuple[str, str] | None) -> str:
+               error: tuple[str, str] | None, *, cause: dict[str, Any] | None = None) -> str:
+    """`cause`: ARM's whole error behind `error` (details, innererror), kept for the scope's view."""
     changes: dict[str, Any] = {"done": True, "page": msg.page + 1, "listed": int(row.get("listed") or 0),
                                "completedAt": iso(utcnow())}
     if error:
-        changes.update(errorCode=error[0], errorMessage=error[1][:4000])
+        changes.update(own_error_columns(error[0], error[1], cause))
     else:
         # Only a complete listing may say a machine is gone: one nobody has listed since this listing began.
         changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group,

@@ -20,6 +20,7 @@ from typing import Any
 from azure.core.exceptions import ResourceModifiedError
 
 from shared.arm.client import ArmResponse
+from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.operations import (
     VM_NOT_RUNNING,
     Done,
@@ -45,6 +46,9 @@ from shared.validation.resource_ids import parse_vm_id
 
 log = logging.getLogger(__name__)
 MAX_RECORDED_CALLS = 25
+# An event travels as one queue message (64 KiB, base64-encoded: 48K characters of JSON) per webhook:
+# its error is bounded tighter than the record's (shared.arm.errors.MAX_ERROR_CHARS).
+EVENT_ERROR_CHARS = 16_000
 
 
 class MachineStep:
@@ -141,7 +145,7 @@ class MachineStep:
             return self.finish(outcome.result)
         if isinstance(outcome, Retry):
             return self.retry(outcome, phase=phase)
-        return self.fail(outcome.code, outcome.message)
+        return self.fail(outcome.code, outcome.message, detail=outcome.detail)
 
     def started(self, outcome: Started) -> str:
         try:
@@ -180,7 +184,8 @@ class MachineStep:
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
         if attempt > retry_limit(retry, self.settings):
-            return self.fail(retry.code, f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}")
+            return self.fail(retry.code, f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}",
+                             detail=retry.detail)
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
@@ -198,18 +203,19 @@ class MachineStep:
             self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
                                         list(result.get(kind.patches_field) or []))
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
-        error = result.get("error")
-        if isinstance(error, dict) and (error.get("code") or error.get("message")):
-            changes["errorCode"] = str(error.get("code") or "")
-            changes["errorMessage"] = str(error.get("message") or "")[:4000]
-            changes["errorDetail"] = json.dumps(error)[:30000]
+        # The result's `error` whole (details say why a package was skipped), or none at all: a
+        # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
+        changes.update(error_columns(operation_error(result.get("error"))))
         return self._terminal(MachineState.COMPLETED, changes, result)
 
-    def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> str:
+    def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
+             detail: dict[str, Any] | None = None) -> str:
+        """End the machine Failed (or Skipped) with PatchPilot's code and message; `detail` is ARM's
+        error behind it, kept whole (shared.arm.errors.own_error_columns)."""
         state = MachineState.FAILED
         if code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
-        return self._terminal(state, {"errorCode": code, "errorMessage": message[:4000], **(extra or {})})
+        return self._terminal(state, {**own_error_columns(code, message, detail), **(extra or {})})
 
     def skip(self, code: str, message: str, **extra: Any) -> str:
         """End the machine as Skipped: deliberately not started, with the reason (hooks use this)."""
@@ -261,7 +267,10 @@ class MachineStep:
         emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
             "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
-               if self.target.get(k) not in (None, "")}}, key=str(self.target["seq"]))  # one id per finish
+               if self.target.get(k) not in (None, "")},
+            **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))
+               else {})},
+            key=str(self.target["seq"]))  # one id per finish
         spec = self.svc.run_spec(run_id)
         if spec is not None and spec.rollout:
             self.svc.hooks.advance_run(run_id, self.svc)  # frees a slot: admits the next machine, or closes the run

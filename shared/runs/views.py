@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.arm.errors import stored_error
 from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
 from shared.runs.services import Services
@@ -22,9 +23,7 @@ def machine_view(target: dict[str, Any]) -> dict[str, Any]:
     for name in MACHINE_FIELDS:
         if target.get(name) not in (None, ""):
             view[name] = target[name]
-    view["error"] = (
-        {"code": target["errorCode"], "message": target.get("errorMessage", "")} if target.get("errorCode") else None
-    )
+    view["error"] = stored_error(target)  # ARM's shape: code, message, and details/innererror when ARM gave them
     if target.get("lastRetryReason") and target.get("state") not in ("Completed", "Failed", "TimedOut"):
         view["lastRetryReason"] = target["lastRetryReason"]
     view["armCalls"] = json.loads(target.get("armCalls") or "[]")
@@ -34,7 +33,7 @@ def machine_view(target: dict[str, Any]) -> dict[str, Any]:
 def scope_view(row: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"scope": row["scope"], "listed": int(row.get("listed") or 0), "done": bool(row.get("done"))}
     if row.get("errorCode"):
-        view["error"] = {"code": row["errorCode"], "message": row.get("errorMessage", "")}
+        view["error"] = stored_error(row)  # ARM's shape, with ARM's details when it gave them
     elif row.get("lastRetryReason") and not row.get("done"):
         view["lastRetryReason"] = row["lastRetryReason"]
     return view

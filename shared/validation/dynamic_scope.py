@@ -3,6 +3,13 @@
 Every given criterion must hold; within one, any listed value does. Tag names compare
 case-insensitively (ARM treats them so), tag values exactly; `filterOperator` All needs every
 listed tag, Any (the default) one of them.
+
+Input rules: a criterion that is `null` or an empty list is no criterion (Terraform's azurerm
+provider leaves empty lists out and ARM templates write `null`; an empty list matching nothing
+would make the assignment patch nothing, which no one asks for). `tagSettings: null`, `tags: null`
+and `filterOperator: null` likewise (Any). Values are trimmed; `osTypes`, `resourceTypes` and
+`filterOperator` compare case-insensitively and are shown in Azure's spelling; locations compare
+without spaces or case ('Japan East' is 'japaneast'), resource groups without case.
 """
 
 from __future__ import annotations
@@ -10,10 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from shared.core.errors import ValidationError
-from shared.validation.install_parameters import json_object, reject_unknown
+from shared.validation.install_parameters import given, json_object, reject_unknown
 
 FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}
 VM_TYPE = "microsoft.compute/virtualmachines"
+KNOWN_TYPES = {VM_TYPE: "Microsoft.Compute/virtualMachines",
+               "microsoft.hybridcompute/machines": "Microsoft.HybridCompute/machines"}
 
 
 
@@ -33,15 +42,15 @@ def parse_filter(value: object) -> dict[str, Any]:
     raw = json_object(value, target)
     reject_unknown(raw, FILTER_FIELDS, target)
     out: dict[str, Any] = {}
-    if "resourceTypes" in raw:
+    if _criterion(raw, "resourceTypes"):
         types = _names(raw["resourceTypes"], f"{target}.resourceTypes")
         if VM_TYPE not in {t.lower() for t in types}:
             raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines: "
                                   "PatchPilot patches Azure VMs", target=f"{target}.resourceTypes")
-        out["resourceTypes"] = types
-    if "resourceGroups" in raw:
+        out["resourceTypes"] = [KNOWN_TYPES.get(t.lower(), t) for t in types]
+    if _criterion(raw, "resourceGroups"):
         out["resourceGroups"] = _names(raw["resourceGroups"], f"{target}.resourceGroups")
-    if "osTypes" in raw:
+    if _criterion(raw, "osTypes"):
         os_types = _names(raw["osTypes"], f"{target}.osTypes")
         canonical = {"windows": "Windows", "linux": "Linux"}
         for i, os_type in enumerate(os_types):
@@ -49,20 +58,26 @@ def parse_filter(value: object) -> dict[str, Any]:
                 raise ValidationError(f"{target}.osTypes[{i}] must be Windows or Linux",
                                       target=f"{target}.osTypes[{i}]")
         out["osTypes"] = [canonical[o.lower()] for o in os_types]
-    if "locations" in raw:
+    if _criterion(raw, "locations"):
         out["locations"] = _names(raw["locations"], f"{target}.locations")
-    if raw.get("tagSettings") is not None:
+    if given(raw, "tagSettings"):
         settings = json_object(raw["tagSettings"], f"{target}.tagSettings")
         reject_unknown(settings, {"tags", "filterOperator"}, f"{target}.tagSettings")
-        tags = json_object(settings.get("tags") or {}, f"{target}.tagSettings.tags")
-        for key, values in tags.items():
-            _names(values, f"{target}.tagSettings.tags.{key}")
-        operator = str(settings.get("filterOperator") or "Any")
-        if operator.lower() not in ("any", "all"):
+        raw_tags = settings.get("tags")
+        tags = json_object({} if raw_tags is None else raw_tags, f"{target}.tagSettings.tags")
+        tags = {key.strip(): _names(values, f"{target}.tagSettings.tags.{key}") for key, values in tags.items()}
+        operator = settings.get("filterOperator")
+        operator = "Any" if operator is None else operator
+        if not isinstance(operator, str) or operator.strip().lower() not in ("any", "all"):
             raise ValidationError(f"{target}.tagSettings.filterOperator must be Any or All",
                                   target=f"{target}.tagSettings.filterOperator")
-        out["tagSettings"] = {"tags": tags, "filterOperator": operator.title()}
+        out["tagSettings"] = {"tags": tags, "filterOperator": operator.strip().title()}
     return out
+
+
+def _criterion(raw: dict[str, Any], name: str) -> bool:
+    """Given and not empty: null and [] restrict nothing (see the module docstring)."""
+    return given(raw, name) and raw[name] != []
 
 
 def filter_matches(flt: dict[str, Any], vm: dict[str, Any], os_type: str) -> bool:

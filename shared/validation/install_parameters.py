@@ -3,6 +3,18 @@
 The shapes and enums come from ../shared/azure-api/compute/patch-operations.json (Compute 2025-04-01).
 Callers may use the spellings Azure's docs, portal and CLI show (`NeverReboot`, `Update Rollups`,
 `critical`); what we send to ARM is always the API's own value, so ARM never sees a variant.
+
+Input rules (what Azure accepts, matched):
+- `null` is the field left out for every optional field (`windowsParameters`, `linuxParameters`,
+  each list, `excludeKbsRequiringReboot`, `maxPatchPublishDate`, `maintenanceRunId`): ARM templates
+  emit `null` for optional arrays. A null item *inside* a list is refused (the swagger: "Null, empty
+  and only whitespaces strings as inputs values are not supported").
+- Enum values compare case-insensitively, ignoring spaces, '-' and '_' (`ifRequired`, `Update Rollups`,
+  `UpdateRollup` as the maintenance swagger spells it); the swagger's spelling is what is sent.
+- Strings in lists are trimmed; KB numbers are digits with or without `KB` (any case), as string or
+  number, and are sent as digits.
+- `maxPatchPublishDate`: ISO 8601 with or without seconds, fraction (up to .NET's 7 digits) or
+  offset; a value without an offset is UTC. Sent as UTC with `Z`.
 """
 
 from __future__ import annotations
@@ -61,6 +73,11 @@ _LINUX_FIELDS = {"classificationsToInclude", "packageNameMasksToInclude", "packa
                  "maintenanceRunId"}
 _TOP_FIELDS = {"maximumDuration", "rebootSetting", "windowsParameters", "linuxParameters"}
 _KB = re.compile(r"(?:KB)?([0-9]{1,10})", re.IGNORECASE | re.ASCII)  # fullmatch; ASCII digits only
+
+
+def given(obj: dict[str, Any], name: str) -> bool:
+    """Present and not null: Azure treats `"field": null` as the field left out."""
+    return obj.get(name) is not None
 
 
 def json_object(value: object, target: str) -> dict[str, Any]:
@@ -135,7 +152,7 @@ def parse_datetime(value: object, target: str) -> datetime:
         raise ValidationError(f"{target} must be an ISO 8601 date-time string", target=target)
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     # Python < 3.11 parsers choke on 7 fractional digits; .NET emits them (see the API example).
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -150,22 +167,22 @@ def _windows(raw: object, target: str) -> dict[str, Any]:
     obj = json_object(raw, target)
     reject_unknown(obj, _WINDOWS_FIELDS, target)
     out: dict[str, Any] = {}
-    if "classificationsToInclude" in obj:
+    if given(obj, "classificationsToInclude"):
         out["classificationsToInclude"] = _enums(
             obj["classificationsToInclude"], WINDOWS_CLASSIFICATIONS, f"{target}.classificationsToInclude")
     for name in ("kbNumbersToInclude", "kbNumbersToExclude"):
-        if name in obj:
+        if given(obj, name):
             out[name] = _kbs(obj[name], f"{target}.{name}")
-    if "excludeKbsRequiringReboot" in obj:
+    if given(obj, "excludeKbsRequiringReboot"):
         if not isinstance(obj["excludeKbsRequiringReboot"], bool):
             raise ValidationError(f"{target}.excludeKbsRequiringReboot must be true or false",
                                   target=f"{target}.excludeKbsRequiringReboot")
         out["excludeKbsRequiringReboot"] = obj["excludeKbsRequiringReboot"]
-    if "maxPatchPublishDate" in obj:
+    if given(obj, "maxPatchPublishDate"):
         when = parse_datetime(obj["maxPatchPublishDate"], f"{target}.maxPatchPublishDate")
         out["maxPatchPublishDate"] = when.isoformat().replace("+00:00", "Z")
     for name in ("patchNameMasksToInclude", "patchNameMasksToExclude"):
-        if name in obj:
+        if given(obj, name):
             out[name] = _texts(obj[name], f"{target}.{name}")
     if not out.get("classificationsToInclude") and not out.get("kbNumbersToInclude") \
             and not out.get("patchNameMasksToInclude"):
@@ -181,13 +198,13 @@ def _linux(raw: object, target: str) -> dict[str, Any]:
     obj = json_object(raw, target)
     reject_unknown(obj, _LINUX_FIELDS, target)
     out: dict[str, Any] = {}
-    if "classificationsToInclude" in obj:
+    if given(obj, "classificationsToInclude"):
         out["classificationsToInclude"] = _enums(
             obj["classificationsToInclude"], LINUX_CLASSIFICATIONS, f"{target}.classificationsToInclude")
     for name in ("packageNameMasksToInclude", "packageNameMasksToExclude"):
-        if name in obj:
+        if given(obj, name):
             out[name] = _texts(obj[name], f"{target}.{name}")
-    if "maintenanceRunId" in obj:
+    if given(obj, "maintenanceRunId"):
         value = obj["maintenanceRunId"]
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
             raise ValidationError(f"{target}.maintenanceRunId must be a non-empty string",
@@ -207,7 +224,7 @@ def parse_install_parameters(raw: object, target: str = "installPatches") -> dic
     reject_unknown(obj, _TOP_FIELDS, target)
     out: dict[str, Any] = {}
 
-    if "maximumDuration" not in obj:
+    if not given(obj, "maximumDuration"):
         raise ValidationError(f"{target}.maximumDuration is required, e.g. PT2H",
                               target=f"{target}.maximumDuration")
     where = f"{target}.maximumDuration"
@@ -226,14 +243,14 @@ def parse_install_parameters(raw: object, target: str = "installPatches") -> dic
         )
     out["maximumDuration"] = format_duration(duration)
 
-    if "rebootSetting" not in obj:
+    if not given(obj, "rebootSetting"):
         raise ValidationError(f"{target}.rebootSetting is required (IfRequired, Never or Always)",
                               target=f"{target}.rebootSetting")
     out["rebootSetting"] = _enum(obj["rebootSetting"], REBOOT_SETTINGS, f"{target}.rebootSetting")
 
-    if "windowsParameters" in obj and obj["windowsParameters"] is not None:
+    if given(obj, "windowsParameters"):
         out["windowsParameters"] = _windows(obj["windowsParameters"], f"{target}.windowsParameters")
-    if "linuxParameters" in obj and obj["linuxParameters"] is not None:
+    if given(obj, "linuxParameters"):
         out["linuxParameters"] = _linux(obj["linuxParameters"], f"{target}.linuxParameters")
     if "windowsParameters" not in out and "linuxParameters" not in out:
         raise ValidationError(

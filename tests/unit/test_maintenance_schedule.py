@@ -60,7 +60,7 @@ def test_grammar_accepts_every_form_azure_documents(text: str, expected: Recurre
     ("5Hours", "6 hours or more"),
     ("Day Monday", "takes nothing after"),
     ("Week Funday", "not a weekday"),
-    ("Week Saturday, Sunday", "without spaces"),
+    ("Week Saturday Sunday", "separated by commas"),
     ("Month day32", "day1 … day31"),
     ("Month day0", "day1 … day31"),
     ("Month Fifth Monday", "First|Second|Third|Fourth|Last"),
