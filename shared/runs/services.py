@@ -18,7 +18,8 @@ from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
-from shared.settings import Settings, get_settings
+from shared.egress import EgressSession
+from shared.settings import Settings, get_settings, is_local_development
 from shared.storage.clients import queue
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore
@@ -80,10 +81,9 @@ class Services:
 
     @cached_property
     def hooks_session(self) -> requests.Session:
-        """For webhooks and hooks only: never the ARM session, never a bearer token."""
-        session = requests.Session()
-        session.trust_env = False
-        return session
+        """For webhooks and hooks only: never the ARM session, never a bearer token. Every address it
+        connects to is checked at connect time (shared/egress/session.py)."""
+        return EgressSession(allow_loopback=is_local_development(self.settings))
 
     def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
         """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""

@@ -21,14 +21,14 @@ import re
 from typing import Any
 
 from shared.errors import ValidationError
-from shared.settings import SettingsError, check_hook_url, get_settings
+from shared.settings import MAX_EVENT_READ_SECONDS, SettingsError, check_hook_url, get_settings, is_local_development
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import parse_vm_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
           "approveAfterDays", "preHook", "postHook"}
-MAX_HOOK_SECONDS = 200  # a queue worker answers well within the host's 5-minute function timeout
+MAX_HOOK_SECONDS = MAX_EVENT_READ_SECONDS  # with the connect timeout, well within the 5-minute functionTimeout
 WAVE_FIELDS = {"name", "size", "machines", "selector"}
 FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "FailedPatches",
             "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
@@ -111,13 +111,15 @@ def parse_rollout(raw: object) -> dict[str, Any]:
 
 
 def _hook(raw: object, target: str, *, timeout: bool) -> dict[str, Any]:
-    """`{"url": "https://...", "timeoutSeconds": 60}`: a webhook PatchPilot POSTs to (signed)."""
+    """`{"url": "https://...", "timeoutSeconds": 60}`: a webhook PatchPilot POSTs to (signed).
+
+    Only what the URL says is checked here (shared/egress/policy.py), never DNS: a host's addresses
+    are checked when the call connects, so a DNS blip cannot turn a request into a 400."""
     hook = json_object(raw, target)
     reject_unknown(hook, {"url", "timeoutSeconds"} if timeout else {"url"}, target)
     try:
-        local = get_settings().arm_dev_token is not None  # only against the local simulator
         out: dict[str, Any] = {"url": check_hook_url(str(hook.get("url") or ""), f"{target}.url",
-                                                     public_only=True, allow_local=local)}
+                                                     allow_local=is_local_development(get_settings()))}
     except SettingsError as exc:
         raise ValidationError(str(exc), target=f"{target}.url") from None
     if timeout:
