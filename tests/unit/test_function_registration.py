@@ -55,3 +55,22 @@ def test_rollout_and_event_triggers() -> None:
     assert found["event_delivery_poison"]["queueName"] == "%EVENTS_QUEUE%-poison"
     routes = {found[n]["route"] for n in found if found[n]["type"] == "httpTrigger"}
     assert {"runs/{runId}/cancel", "runs/{runId}/resume"} <= routes
+
+
+def test_event_delivery_has_a_thread_for_every_invocation_and_ends_inside_function_timeout() -> None:
+    """Slow receivers must not starve deliveries into functionTimeout (shared/functions/event_workers.py)."""
+    import inspect
+    import json
+    from pathlib import Path
+
+    from shared.functions import event_workers
+    from shared.settings import MAX_EVENT_CONNECT_SECONDS, MAX_EVENT_READ_SECONDS
+
+    host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
+    queues = host["extensions"]["queues"]
+    user_function = event_workers.event_delivery._function.get_user_function()
+    assert inspect.iscoroutinefunction(user_function)  # holds none of the worker's threads
+    assert queues["batchSize"] + queues["newBatchThreshold"] <= event_workers.DELIVERY_THREADS
+    hours, minutes, seconds = (int(p) for p in host["functionTimeout"].split(":"))
+    slack = 30  # the delivery's own storage calls
+    assert MAX_EVENT_CONNECT_SECONDS + MAX_EVENT_READ_SECONDS + slack < hours * 3600 + minutes * 60 + seconds
