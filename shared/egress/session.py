@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -85,8 +86,9 @@ class Guard:
             try:
                 for option in socket_options or ():
                     sock.setsockopt(*option)
-                if timeout is not _DEFAULT_TIMEOUT:
-                    sock.settimeout(_within_deadline(timeout))
+                limit = _within_deadline(None if timeout is _DEFAULT_TIMEOUT else timeout)
+                if limit is not None:
+                    sock.settimeout(limit)
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(address)
@@ -114,7 +116,7 @@ class _GuardedConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         # The shape of urllib3 2.x HTTPConnection._new_conn, with Guard.connect for create_connection.
         try:
-            return self.guard.connect(self._dns_host, self.port, self.timeout, self.source_address,
+            sock = self.guard.connect(self._dns_host, self.port, self.timeout, self.source_address,
                                       self.socket_options)
         except AddressRefusedError as exc:
             raise EgressRefusedError(self, exc) from exc
@@ -124,6 +126,8 @@ class _GuardedConnection(HTTPConnection):
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
 
 
 class GuardedAdapter(HTTPAdapter):
