@@ -10,21 +10,26 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from shared.egress.policy import check_url
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_COMPUTE_API_VERSION = "2025-04-01"
 # Once a day, as Azure's periodic assessment runs; 03:00 UTC keeps it clear of business hours in most zones.
 DEFAULT_ASSESSMENT_SCHEDULE = "0 0 3 * * *"
+# A call to a webhook or hook lasts at most connect + read seconds (shared/egress/session.py), and must end
+# well inside host.json's functionTimeout (5 minutes) on the queue worker that makes it: 60 + 200 < 300.
+MAX_EVENT_CONNECT_SECONDS = 60
+MAX_EVENT_READ_SECONDS = 200  # a pre-run hook's timeoutSeconds has the same bound (validation/rollout.py)
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; raised at first use so the host log names it."""
 
 
-def _int(name: str, default: int, *, minimum: int = 0) -> int:
+def _int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -34,6 +39,8 @@ def _int(name: str, default: int, *, minimum: int = 0) -> int:
         raise SettingsError(f"setting {name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"setting {name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"setting {name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -109,6 +116,8 @@ class Settings:
     event_signing_key: str | None
     event_schema: str
     event_max_attempts: int
+    event_connect_timeout_seconds: int  # connecting to a webhook or hook receiver
+    event_read_timeout_seconds: int  # events and post-run hooks; a pre-run hook has its own timeoutSeconds
     schedule_clock_origin: str | None
     schedule_clock_scale: float
 
@@ -155,39 +164,34 @@ class Settings:
             assessment_freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1),
             maintenance_table=_str("MAINTENANCE_TABLE", "patchmaintenance"),
             events_queue=_str("EVENTS_QUEUE", "patch-events"),
-            event_webhooks=tuple(check_hook_url(u, "EVENT_WEBHOOKS") for u in _list("EVENT_WEBHOOKS")),
+            event_webhooks=tuple(check_hook_url(u, "EVENT_WEBHOOKS", allow_local=dev_token is not None)
+                                 for u in _list("EVENT_WEBHOOKS")),
             event_signing_key=os.environ.get("EVENT_SIGNING_KEY", "").strip() or None,
             event_schema=_schema(_str("EVENT_SCHEMA", "CloudEvents")),
             event_max_attempts=_int("EVENT_MAX_ATTEMPTS", 8, minimum=1),
+            event_connect_timeout_seconds=_int("EVENT_CONNECT_TIMEOUT_SECONDS", 10, minimum=1,
+                                               maximum=MAX_EVENT_CONNECT_SECONDS),
+            event_read_timeout_seconds=_int("EVENT_READ_TIMEOUT_SECONDS", 10, minimum=1,
+                                            maximum=MAX_EVENT_READ_SECONDS),
             **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 
 
-def check_hook_url(url: str, what: str, *, public_only: bool = False, allow_local: bool = True) -> str:
-    """Webhooks get https; plain http only on loopback (tests, a local receiver).
+def check_hook_url(url: str, what: str, *, allow_local: bool) -> str:
+    """A webhook or hook URL as PatchPilot may call it (shared/egress/policy.py: https, no user info,
+    a literal address must be public); SettingsError naming `what` otherwise. No DNS: the addresses a
+    name resolves to are checked when the call connects. `allow_local` is the local development
+    setting (ARM simulator on loopback): plain http and loopback receivers allowed."""
+    try:
+        return check_url(url, allow_local=allow_local)
+    except ValueError as exc:
+        raise SettingsError(f"{what}: {exc}") from None
 
-    `public_only` (URLs a caller puts in a request, not the operator's settings): the host must
-    resolve only to public addresses, so a request cannot point PatchPilot at the instance metadata
-    service, the Functions host's admin API or a private network. `allow_local` lifts that for a
-    development setup against the local simulator.
-    """
-    text = url.strip()
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if not host or parts.scheme not in ("https", "http") or (parts.scheme == "http" and not is_loopback_host(host)):
-        raise SettingsError(f"{what}: {url!r} must be an https URL (plain http only on loopback)")
-    if parts.scheme == "http" and not allow_local:
-        raise SettingsError(f"{what}: {url!r} must be an https URL")
-    if public_only and not allow_local:
-        try:
-            addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, parts.port or 443)}
-        except OSError:
-            raise SettingsError(f"{what}: the host of {url!r} does not resolve") from None
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global:
-                raise SettingsError(f"{what}: {url!r} resolves to {address}, which is not a public address")
-    return text
+
+def is_local_development(settings: Settings) -> bool:
+    """Against the local ARM simulator (ARM_DEV_TOKEN, only honoured for a loopback ARM_ENDPOINT):
+    event and hook receivers may then be on loopback, and nowhere else that is not public."""
+    return settings.arm_dev_token is not None
 
 
 def _schema(value: str) -> str:

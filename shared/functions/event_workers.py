@@ -1,9 +1,25 @@
-"""Queue trigger that delivers events and calls hooks, and its poison handler (a dead letter)."""
+"""Queue trigger that delivers events and calls hooks, and its poison handler (a dead letter).
+
+A call to a receiver may take up to its deadline (EVENT_CONNECT_TIMEOUT_SECONDS + the read timeout, at
+most 60 + 200 s). A sync function would hold one of the Python worker's shared threads for all that
+time (min(32, CPUs + 4) threads unless PYTHON_THREADPOOL_THREAD_COUNT says otherwise), and invocations
+queued behind slow receivers would run into functionTimeout before they start. So the trigger is
+`async` and runs each delivery on a pool of its own with a thread for every invocation the host may
+run at once (host.json `extensions.queues`: batchSize + newBatchThreshold per function): no delivery
+waits for a thread, none holds the worker's, and each invocation lasts its few storage calls plus one
+call's deadline, inside the 5-minute functionTimeout.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import azure.functions as func
 
@@ -14,6 +30,9 @@ from shared.rollouts.prehook import fail_pre_hook, pre_hook
 from shared.runs.messages import BadMessageError
 
 log = logging.getLogger(__name__)
+DELIVERY_THREADS = 24  # host.json batchSize 16 + newBatchThreshold 8 (tests/unit checks the two agree)
+_delivery_pool = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="event-delivery")
+T = TypeVar("T")
 
 
 def parse_delivery(body: str) -> dict[str, object]:
@@ -30,17 +49,24 @@ def parse_delivery(body: str) -> dict[str, object]:
     return data
 
 
+async def off_the_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on the delivery pool, with this invocation's context (the worker ties log lines to
+    the invocation through context variables)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_delivery_pool, functools.partial(context.run, fn, *args))
+
+
 def blueprint(services: AppServices) -> func.Blueprint:
     """This module's triggers, bound to the app's services (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%", connection="AzureWebJobsStorage")
-    def event_delivery(msg: func.QueueMessage) -> None:
+    async def event_delivery(msg: func.QueueMessage) -> None:
         message = parse_message(msg, parse_delivery, "delivery")
         if message:
-            svc = services.get()
-            done = pre_hook(message, svc) if message["kind"] == "prehook" else deliver(message, svc)
-            log.info("delivery %s -> %s", message.get("kind"), done)
+            act = pre_hook if message["kind"] == "prehook" else deliver
+            outcome = await off_the_loop(act, message, services.get())
+            log.info("delivery %s -> %s", message.get("kind"), outcome)
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%-poison", connection="AzureWebJobsStorage")

@@ -11,6 +11,7 @@ import azure.functions as func
 from shared.composition import AppServices
 from shared.core.clock import iso, schedule_now
 from shared.core.errors import ApiError, ValidationError
+from shared.core.settings import is_local_development
 from shared.http.request_params import int_param
 from shared.http.responses import api_errors, json_response
 from shared.maintenance.configuration import (
@@ -54,7 +55,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
         svc = services.get()
         name = _name(req)
         body = _body(req, services.get())
-        config = parse_configuration(name, body)  # validates everything before anything is written
+        config = parse_configuration(name, body,  # validates everything before anything is written
+                                     allow_local_hooks=is_local_development(svc.settings))
         check_json_property(body, target="")  # stored as given: it must fit one Table property
         created = svc.maintenance.put_config(name, body, schedule_now(svc.settings))  # type: ignore[arg-type]
         return json_response(config.resource(), 201 if created else 200)

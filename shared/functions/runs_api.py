@@ -9,7 +9,7 @@ import azure.functions as func
 from shared.composition import AppServices
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError, quoted
-from shared.core.settings import Settings
+from shared.core.settings import Settings, is_local_development
 from shared.core.states import RunStatus
 from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
@@ -59,7 +59,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
         svc = services.get()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-        request = parse_run_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
+        request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(svc.settings),
+                                    max_bytes=svc.settings.max_request_bytes,
                                     max_machines=svc.settings.max_machines_per_run)
         run, _created = accept_run(request, key, svc)
         return accepted_run(req, run, svc.settings)

@@ -127,7 +127,8 @@ class MaintenanceConfiguration:
                 "tags": self.tags, "properties": self.properties}
 
 
-def parse_configuration(name: str, body: object, *, stored: bool = False) -> MaintenanceConfiguration:
+def parse_configuration(name: str, body: object, *, stored: bool = False,
+                        allow_local_hooks: bool = False) -> MaintenanceConfiguration:
     """Validate a PUT body. `stored`: a body PatchPilot accepted before, read back; the rules added
     since (a bare monthly `recurEvery`, a start inside a daylight-saving gap) do not apply to it, so
     a configuration that ran yesterday keeps running and listing."""
@@ -155,7 +156,8 @@ def parse_configuration(name: str, body: object, *, stored: bool = False) -> Mai
         "maintenanceWindow": window,
         "installPatches": patches,
     }
-    rollout = parse_rollout(props["rollout"]) if props.get("rollout") is not None else None
+    rollout = parse_rollout(props["rollout"], allow_local_hooks=allow_local_hooks or stored) \
+        if props.get("rollout") is not None else None
     if rollout is not None:
         normalised["rollout"] = rollout
     return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install,

@@ -20,7 +20,7 @@ def fail_pre_hook(run_id: str, svc: Services, reason: str) -> None:
     run = svc.store.get_run(run_id)
     if run is None or run.get("preHookAt"):
         return
-    svc.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0, "preHookAnswer": reason,
+    svc.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0,
                                   "canceledAt": iso(utcnow()), "canceledReason": reason})
     advance(run_id, svc)
 
@@ -38,14 +38,17 @@ def pre_hook(message: dict[str, Any], svc: Services) -> str:
     hook = json.loads(str(run["rollout"])).get("preHook") or {}
     payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
                "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
-    status, detail = post(svc, hook["url"], payload, timeout=float(hook.get("timeoutSeconds") or 60),
-                          content_type="application/json")
-    passed = status is not None and 200 <= status < 300
-    changes: dict[str, Any] = {"preHookAt": iso(utcnow()), "preHookStatus": status or 0,
-                               "preHookAnswer": detail}
+    answer = post(svc, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),
+                  content_type="application/json")
+    passed = answer.ok
+    # Status and latency only: the hook's body never reaches the run (a hook aimed at an internal page
+    # would read it back through the run view).
+    changes: dict[str, Any] = {"preHookAt": iso(utcnow()), "preHookStatus": answer.status or 0,
+                               "preHookLatencyMs": answer.latency_ms}
     if not passed:
         changes["canceledAt"] = iso(utcnow())
-        changes["canceledReason"] = f"the pre-run hook answered {status or 'nothing'}: {detail}"[:1000]
+        changes["canceledReason"] = (f"the pre-run hook answered HTTP {answer.status}" if answer.status is not None
+                                     else f"the pre-run hook was not reached: {answer.error}")
         emit(svc, "patchpilot.run.canceled", run_subject(run_id),
              {"runId": run_id, "reason": changes["canceledReason"]})
     svc.store.update_run(run_id, changes)

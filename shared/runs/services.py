@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import requests
 from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
 from shared.core.records import RunSpec
-from shared.core.settings import Settings
+from shared.core.settings import Settings, is_local_development
+from shared.egress import EgressSession
 from shared.runs.hooks import RunHooks
 from shared.storage.clients import StorageAccount
 from shared.storage.fleet_store import FleetStore
@@ -92,11 +92,10 @@ class Services:
         return self.account.queue(self.settings.events_queue)
 
     @cached_property
-    def hooks_session(self) -> requests.Session:
-        """For webhooks and hooks only: never the ARM session, never a bearer token."""
-        session = requests.Session()
-        session.trust_env = False
-        return session
+    def hooks_session(self) -> EgressSession:
+        """For webhooks and hooks only: never the ARM session, never a bearer token. Every address it
+        connects to is checked at connect time (shared/egress/session.py)."""
+        return EgressSession(allow_loopback=is_local_development(self.settings))
 
     def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
         """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""

@@ -52,8 +52,9 @@ def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
         if run.get("canceledReason"):
             view["canceledReason"] = run["canceledReason"]
     if run.get("preHookAt"):
+        # Status and latency only, never the hook's body (runs before this change stored one as preHookAnswer).
         view["preHook"] = {"at": run["preHookAt"], "status": run.get("preHookStatus"),
-                           "answer": run.get("preHookAnswer", "")}
+                           "latencyMs": run.get("preHookLatencyMs")}
     if run.get("pinnedLinuxCount"):
         view["pinnedLinuxPackages"] = int(run["pinnedLinuxCount"])  # the versions: in each later Linux request
     return view

@@ -17,20 +17,23 @@ A wave is `{"size": n | "n%" | "rest"}`, `{"machines": [VM ids]}` or `{"selector
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from typing import Any
 
 from shared.core.errors import ValidationError, quoted
-from shared.core.settings import SettingsError, check_hook_url
+from shared.core.settings import (
+    MAX_EVENT_READ_SECONDS,
+    SettingsError,
+    check_hook_url,
+)
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import GUID, is_resource_group_name, parse_vm_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
           "approveAfterDays", "preHook", "postHook"}
-MAX_HOOK_SECONDS = 200  # a queue worker answers well within the host's 5-minute function timeout
+MAX_HOOK_SECONDS = MAX_EVENT_READ_SECONDS  # with the connect timeout, well within the 5-minute functionTimeout
 WAVE_FIELDS = {"name", "size", "machines", "selector"}
 FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "FailedPatches",
             "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
@@ -69,7 +72,7 @@ def resolve(value: int | str | None, total: int) -> int | None:
     return max(1, -(-total * int(value.rstrip("%")) // 100))
 
 
-def parse_rollout(raw: object) -> dict[str, Any]:
+def parse_rollout(raw: object, *, allow_local_hooks: bool = False) -> dict[str, Any]:
     spec = json_object(raw, "rollout")
     reject_unknown(spec, FIELDS, "rollout")
     out: dict[str, Any] = {}
@@ -110,7 +113,8 @@ def parse_rollout(raw: object) -> dict[str, Any]:
         out["approveAfterDays"] = days
     for name in ("preHook", "postHook"):
         if spec.get(name) is not None:
-            out[name] = _hook(spec[name], f"rollout.{name}", timeout=name == "preHook")
+            out[name] = _hook(spec[name], f"rollout.{name}", timeout=name == "preHook",
+                              allow_local=allow_local_hooks)
     return out
 
 
@@ -129,14 +133,16 @@ def _soak_time(value: object) -> str:
     return format_duration(soak)
 
 
-def _hook(raw: object, target: str, *, timeout: bool) -> dict[str, Any]:
-    """`{"url": "https://...", "timeoutSeconds": 60}`: a webhook PatchPilot POSTs to (signed)."""
+def _hook(raw: object, target: str, *, timeout: bool, allow_local: bool) -> dict[str, Any]:
+    """`{"url": "https://...", "timeoutSeconds": 60}`: a webhook PatchPilot POSTs to (signed).
+
+    Only what the URL says is checked here (shared/egress/policy.py), never DNS: a host's addresses
+    are checked when the call connects, so a DNS blip cannot turn a request into a 400."""
     hook = json_object(raw, target)
     reject_unknown(hook, {"url", "timeoutSeconds"} if timeout else {"url"}, target)
     try:
-        local = bool(os.environ.get("ARM_DEV_TOKEN", "").strip())  # the local simulator only (settings check)
         out: dict[str, Any] = {"url": check_hook_url(str(hook.get("url") or ""), f"{target}.url",
-                                                     public_only=True, allow_local=local)}
+                                                     allow_local=allow_local)}
     except SettingsError as exc:
         raise ValidationError(str(exc), target=f"{target}.url") from None
     if timeout:

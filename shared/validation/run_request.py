@@ -34,7 +34,8 @@ class RunRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunRequest:
+def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
+                      allow_local_hooks: bool = False) -> RunRequest:
     data = parse_json_body(body, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise ValidationError("the request body must be a JSON object", target=None,
@@ -46,7 +47,8 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int) -> RunR
     if "installPatches" not in data:
         raise ValidationError("installPatches is required", target="installPatches")
     params = parse_install_parameters(data["installPatches"])
-    rollout = parse_rollout(data["rollout"]) if data.get("rollout") is not None else None
+    rollout = parse_rollout(data["rollout"], allow_local_hooks=allow_local_hooks) \
+        if data.get("rollout") is not None else None
     if rollout is not None:
         check_wave_machines(rollout, {m.key for m in machines})
     return RunRequest(machines=machines, install_parameters=params, rollout=rollout)

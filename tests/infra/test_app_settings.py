@@ -49,6 +49,8 @@ NOT_SET_IN_AZURE = {
     "CLAIM_TIMEOUT_SECONDS": "sweeper tuning knob: when a claimed step counts as abandoned",
     "ARM_TIMEOUT_SECONDS": "HTTP timeout per ARM call",
     "EVENT_MAX_ATTEMPTS": "delivery tuning knob: attempts before an event becomes a dead letter",
+    "EVENT_CONNECT_TIMEOUT_SECONDS": "delivery tuning knob: connect timeout for events and hooks",
+    "EVENT_READ_TIMEOUT_SECONDS": "delivery tuning knob: read timeout for events and post-run hooks",
     "SCHEDULE_CLOCK_ORIGIN": "compressed clock for the simulator only; settings.py refuses it for real ARM",
     "SCHEDULE_CLOCK_SCALE": "compressed clock for the simulator only; settings.py refuses it for real ARM",
 }

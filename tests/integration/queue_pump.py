@@ -7,11 +7,14 @@ once and one after the other, to prove the workers are idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
@@ -39,7 +42,8 @@ class QueuePump:
             with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
 
-    def _deliver(self, fn: Callable[[func.QueueMessage], None], qm: func.QueueMessage, n: int) -> None:
+    def _deliver(self, function: Callable[[func.QueueMessage], None], qm: func.QueueMessage, n: int) -> None:
+        fn = _synchronous(function)
         if not self.duplicate:
             fn(qm)
             return
@@ -75,3 +79,18 @@ class QueuePump:
                     return
                 time.sleep(0.1)
         raise AssertionError(f"not done within {timeout}s")
+
+
+def _synchronous(fn: Callable[[func.QueueMessage], None]) -> Callable[[func.QueueMessage], None]:
+    """An `async def` trigger runs to completion on a loop of its own, as the local host runs it."""
+
+    def call(qm: func.QueueMessage) -> None:
+        result = fn(qm)
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+
+    return call
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

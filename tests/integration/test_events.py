@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -137,19 +138,49 @@ def test_a_receiver_that_never_answers_well_gets_a_dead_letter(services: Service
     assert body[0]["subject"] == f"/runs/{run_id}" and body[0]["dataVersion"] == "1.0"
 
 
-def test_a_pre_run_hook_veto_cancels_the_run_before_anything_starts(services: Services, simulator: Simulator,
-                                                                   receiver: Receiver) -> None:
+def test_a_pre_run_hook_veto_cancels_the_run_and_its_body_is_never_shown(services: Services, simulator: Simulator,
+                                                                        receiver: Receiver) -> None:
+    """Only the hook's status (and latency) is kept: a hook aimed at an internal page must not read it back."""
     svc = configure(receiver)
-    receiver.status, receiver.answer = 409, b"change freeze until Monday"
+    receiver.status, receiver.answer = 409, b"change freeze; internal secret: hunter2"
     run_id = start(simulator.vm_ids()[:4], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5},
                                             "postHook": {"url": f"{receiver.url}/post"}})
-    QueuePump(svc).run_until(lambda: view(run_id)["status"] == "Canceled", timeout=30)
+    pump = QueuePump(svc)
+    pump.run_until(lambda: view(run_id)["status"] == "Canceled"
+                   and any(e["type"] == "patchpilot.run.canceled" for e in receiver.events()), timeout=30)
     run = view(run_id)
-    assert run["rollout"]["preHook"]["status"] == 409
-    assert "change freeze until Monday" in run["rollout"]["canceledReason"]
+    assert run["rollout"]["preHook"]["status"] == 409 and run["rollout"]["preHook"]["latencyMs"] >= 0
+    assert run["rollout"]["canceledReason"] == "the pre-run hook answered HTTP 409"
+    assert "hunter2" not in json.dumps(run) and "hunter2" not in json.dumps(svc.store.get_run(run_id), default=str)
+    assert not any(b"hunter2" in r["body"] for r in receiver.requests)  # nor in events or the post-run hook
     assert sum(c["installPatches"] for c in simulator.calls()["byVm"].values()) == 0
     pre = [r for r in receiver.requests if r["path"] == "/pre"]
     assert len(pre) == 1 and signed(pre[0]) and json.loads(pre[0]["body"])["runId"] == run_id
+
+
+def test_a_pre_run_hook_whose_name_resolves_inwards_is_refused_when_called(services: Services, simulator: Simulator,
+                                                                          receiver: Receiver) -> None:
+    """The request passes validation (a name, checked on its face); the call connects nowhere."""
+    from shared.egress import EgressSession
+
+    svc = configure(receiver)
+    lookups: list[str] = []
+
+    def resolver(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
+        if host != "metadata.example.com":
+            return socket.getaddrinfo(host, port, *args)  # the receiver of events, on loopback
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+
+    svc.hooks_session = EgressSession(allow_loopback=True, resolver=resolver)
+    run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": "https://metadata.example.com/pre"}})
+    assert lookups == []  # validation did not look the name up
+    QueuePump(svc).run_until(lambda: view(run_id)["status"] == "Canceled", timeout=30)
+    run = view(run_id)
+    assert lookups == ["metadata.example.com"] and run["rollout"]["preHook"]["status"] == 0
+    assert run["rollout"]["canceledReason"] == (
+        "the pre-run hook was not reached: refused: the host's address is not a public one")
+    assert sum(c["installPatches"] for c in simulator.calls()["byVm"].values()) == 0
 
 
 def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outcome(

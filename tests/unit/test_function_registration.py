@@ -84,3 +84,23 @@ def test_each_app_uses_the_services_it_was_built_with(monkeypatch: Any) -> None:
 
     assert error_code(app_with_body_limit(1024)) == "RequestBodyTooLarge"
     assert error_code(app_with_body_limit(1024 * 1024)) != "RequestBodyTooLarge"  # read, refused for content
+
+
+def test_event_delivery_has_a_thread_for_every_invocation_and_ends_inside_function_timeout() -> None:
+    """Slow receivers must not starve deliveries into functionTimeout (shared/functions/event_workers.py)."""
+    import inspect
+    import json
+    from pathlib import Path
+
+    from shared.core.settings import MAX_EVENT_CONNECT_SECONDS, MAX_EVENT_READ_SECONDS
+    from shared.functions import event_workers
+    from tests.app import triggers
+
+    host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
+    queues = host["extensions"]["queues"]
+    user_function = triggers.event_delivery
+    assert inspect.iscoroutinefunction(user_function)  # holds none of the worker's threads
+    assert queues["batchSize"] + queues["newBatchThreshold"] <= event_workers.DELIVERY_THREADS
+    hours, minutes, seconds = (int(p) for p in host["functionTimeout"].split(":"))
+    slack = 30  # the delivery's own storage calls
+    assert MAX_EVENT_CONNECT_SECONDS + MAX_EVENT_READ_SECONDS + slack < hours * 3600 + minutes * 60 + seconds
