@@ -106,6 +106,15 @@ def test_host_json_invalid_values(queues: dict) -> None:
         parse_host_config({"version": "2.0", "extensions": {"queues": queues}})
 
 
+def test_function_timeout_default_unbounded_and_minimum() -> None:
+    # ScriptJobHostOptionsSetup outside the Consumption plan: 30 minutes unset, -1 unbounded, >= 1 s
+    assert parse_host_config({}).function_timeout == timedelta(minutes=30)
+    assert parse_host_config({"functionTimeout": "-1"}).function_timeout is None
+    assert parse_host_config({"functionTimeout": "01:00:00"}).function_timeout == timedelta(hours=1)
+    with pytest.raises(HostConfigError, match="FunctionTimeout must be greater than 00:00:01"):
+        parse_host_config({"functionTimeout": "00:00:00.500"})
+
+
 def test_timespans() -> None:
     assert parse_timespan("00:00:00.500") == timedelta(milliseconds=500)
     assert parse_timespan("1.02:03:04") == timedelta(days=1, hours=2, minutes=3, seconds=4)

@@ -9,7 +9,8 @@ server (the standard library's http.server framing) were the alternatives. The s
 backlog of 2048 (uvicorn's default; the OS may cap it), and the host's limits are applied here:
 - a body larger than `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT` bytes (default 104857600, the host's
   ScriptConstants.DefaultMaxRequestBodySize) is refused with 413, from Content-Length before reading
-  when it is given, else as soon as the chunks pass it;
+  when it is given, else as soon as the chunks pass it (the rest of the body is read and dropped, so
+  the client gets the answer);
 - a body that stops arriving (Content-Length larger than what is sent) is answered with 408 after
   `request_body_timeout` seconds without data (Kestrel: MinRequestBodyDataRate, 240 B/s after a 5 s
   grace period), and the connection is closed.
@@ -105,7 +106,9 @@ class FunctionsApp:
         try:
             body = await self._read_body(scope, receive)
         except _BodyError as exc:
-            await _send(send, method, exc.status, exc.text.encode(), close=True)
+            # After a 413 the connection stays open and uvicorn discards the rest of the body: closing
+            # with unread data would reset the connection and the client could lose the answer.
+            await _send(send, method, exc.status, exc.text.encode(), close=exc.status != 413)
             return
         status, payload, headers = await self._handle(scope, body)
         await _send(send, method, status, payload, headers)
