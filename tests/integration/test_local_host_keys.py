@@ -1,6 +1,8 @@
-"""Function keys through the local host running function_app.py: a Logic-Apps-style client starts a
-run and follows its Location to the end, authenticating with `x-functions-key` (sent again on every
-GET) or with `?code=` (which the app carries over into the Location it builds)."""
+"""Function keys through the local host running function_app.py: a client starts a run and follows its
+Location to the end (the async request-reply pattern), authenticating with `x-functions-key` sent again
+on every GET (scripts, SDK clients), or with `?code=`, which the app carries over into the Location it
+builds. The second is what a Logic App needs: its HTTP action re-applies only its `authentication`
+property to the polling GETs, not custom headers (Azure/logicapps#611)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
 
 
 def follow(url: str, headers: dict[str, str], timeout: float = 120) -> requests.Response:
-    """The Logic Apps HTTP action: GET the Location with the same headers until it is not 202."""
+    """GET the Location (with `headers`) until it is not 202, waiting Retry-After, as Logic Apps does."""
     deadline = time.monotonic() + timeout
     while True:
         resp = requests.get(url, headers=headers, timeout=10)

@@ -215,6 +215,9 @@ class _Worker:
                     self._threads[tid] = invocation_id
             if not started:
                 return None  # the worker died before this queued invocation began: nobody hears of it
+            context = kwargs.get("context")
+            if isinstance(context, _Context):  # the worker's _run_sync_func does this in the pool thread
+                context.thread_local_storage.invocation_id = invocation_id
             try:
                 return f(**kwargs)
             finally:
