@@ -94,6 +94,30 @@ def test_timeout_counts_from_dispatch_and_restarts_the_worker(start_host, record
     assert records("hold_end") == []
 
 
+def test_restart_loses_the_other_invocations_of_the_worker(
+    start_host, app_dir: Path, records: Records, monkeypatch
+) -> None:
+    set_host_json(app_dir, functionTimeout="00:00:02")
+    monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "2")
+    host = start_host()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(requests.get, f"{host.base_url}/api/hold/a", timeout=30)
+        # 'a' has timed out; the host now waits its 2 s grace period before restarting the worker
+        wait_for(lambda: [i for i in host.invocations if i.function == "hold_http"], timeout=10)
+        second = pool.submit(requests.get, f"{host.base_url}/api/hold/b", timeout=30)
+        wait_for(lambda: len(records("hold_start")) == 2)
+        assert first.result().status_code == 500
+        # the restart drops 'b' without an answer: it fails when its own timeout passes
+        assert second.result().status_code == 500
+    assert host.invoker.worker_restarts == 1
+    b = [i for i in host.invocations if i.function == "hold_http"][-1]
+    assert isinstance(b.error, FunctionTimeoutError)
+    host.app_module.GATE.set()
+    stopped = wait_for(lambda: len(records("hold_stopped")) == 2 and records("hold_stopped"))
+    assert {(r["tag"], r["error"]) for r in stopped} == {("a", "WorkerProcessExit"), ("b", "WorkerProcessExit")}
+    assert records("hold_end") == []
+
+
 @pytest.mark.usefixtures("two_second_timeout")
 def test_timed_out_queue_message_is_released_and_retried(start_host, settings, records: Records) -> None:
     host = start_host()
