@@ -4,9 +4,9 @@ Server: uvicorn with its h11 protocol, serving the small ASGI app below. We do n
 ourselves: uvicorn is maintained (Encode), small (h11 and click are its only dependencies, both pure
 Python), runs in a background thread of this process, and h11 parses strictly, answering 400 to a
 malformed request line or header such as `Content-Length: -1` or `Content-Length: abc`, as Kestrel
-does. Waitress (its own framing, but no answer on a body timeout, only a close) and werkzeug's dev
-server (the standard library's http.server framing) were the alternatives. The socket listens with a
-backlog of 2048 (uvicorn's default; the OS may cap it), and the host's limits are applied here:
+does. Werkzeug's dev server would keep the standard library's http.server framing; over waitress, the
+ASGI interface lets this app time out a stalled body itself and answer 408 as Kestrel does. The socket
+listens with a backlog of 2048 (uvicorn's default; the OS may cap it), and the host's limits are applied here:
 - a body larger than `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT` bytes (default 104857600, the host's
   ScriptConstants.DefaultMaxRequestBodySize) is refused with 413, from Content-Length before reading
   when it is given, else as soon as the chunks pass it (the rest of the body is read and dropped, so

@@ -247,7 +247,7 @@ class _Worker:
             self.loop.call_soon_threadsafe(_stop_loop)
 
     def shutdown(self) -> None:
-        """Host shutdown: no new work; running functions are left to finish (the pool's threads are daemons)."""
+        """Host shutdown: no new work; queued invocations are dropped, running ones are left to finish."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
