@@ -87,16 +87,27 @@ def start_host(app_dir: Path, settings: dict[str, str]) -> Iterator[Callable[...
     """Start an in-process host on a free port; stopped at teardown."""
     hosts: list[LocalHost] = []
 
-    def _start(extra: dict[str, str] | None = None, root: Path | None = None) -> LocalHost:
+    def _start(extra: dict[str, str] | None = None, root: Path | None = None, **options: Any) -> LocalHost:
         host = LocalHost(
-            root or app_dir, port=0, env_overrides={**settings, **(extra or {})}, shutdown_timeout=10
+            root or app_dir, port=0, env_overrides={**settings, **(extra or {})}, shutdown_timeout=10, **options
         ).start()
         hosts.append(host)
         return host
 
     yield _start
     for host in hosts:
+        gate = getattr(host.app_module, "GATE", None)
+        if gate is not None:
+            gate.set()  # let held functions end
         host.stop()
+
+
+def set_host_json(app_dir: Path, **values: Any) -> None:
+    """Change top-level host.json values of the test's copy of the sample app."""
+    path = app_dir / "host.json"
+    data = json.loads(path.read_text())
+    data.update(values)
+    path.write_text(json.dumps(data))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tools.local_host.host_config import HostConfigError, parse_host_config, parse_timespan
-from tools.local_host.routes import Route, RouteError, RouteTable
+from tools.local_host.routes import Route, RouteError, RouteTable, reserved_route, routes_conflict
 from tools.local_host.settings import (
     DEV_STORAGE,
     SettingsError,
@@ -119,6 +119,15 @@ def test_host_json_invalid_values(queues: dict) -> None:
         parse_host_config({"version": "2.0", "extensions": {"queues": queues}})
 
 
+def test_function_timeout_default_unbounded_and_minimum() -> None:
+    # ScriptJobHostOptionsSetup outside the Consumption plan: 30 minutes unset, -1 unbounded, >= 1 s
+    assert parse_host_config({}).function_timeout == timedelta(minutes=30)
+    assert parse_host_config({"functionTimeout": "-1"}).function_timeout is None
+    assert parse_host_config({"functionTimeout": "01:00:00"}).function_timeout == timedelta(hours=1)
+    with pytest.raises(HostConfigError, match="FunctionTimeout must be greater than 00:00:01"):
+        parse_host_config({"functionTimeout": "00:00:00.500"})
+
+
 def test_timespans() -> None:
     assert parse_timespan("00:00:00.500") == timedelta(milliseconds=500)
     assert parse_timespan("1.02:03:04") == timedelta(days=1, hours=2, minutes=3, seconds=4)
@@ -144,12 +153,28 @@ def test_route_templates() -> None:
         Route.compile("a/{*x}/b", "t", None)
 
 
-def test_route_table_precedence_and_methods() -> None:
+def test_route_table_tries_routes_in_function_name_order_first_match_wins() -> None:
+    # The host sorts functions by name (OrdinalIgnoreCase) and its RouteCollection stops at the first match;
+    # ASP.NET-style precedence (literal before parameter before catch-all) would pick 'literal' here.
     table = RouteTable("api")
-    table.add("{*all}", "catch", None)
-    table.add("items/{id}", "param", frozenset({"GET"}))
-    table.add("items/new", "literal", None)
+    table.add("items/new", "literal", None, "Zeta")
+    table.add("items/{id}", "param", frozenset({"GET"}), "beta")
+    table.add("{*all}", "catch", None, "Alpha")
+    assert [r.name for r in table.routes] == ["Alpha", "beta", "Zeta"]
+    assert table.find("GET", "/api/items/new")[0].target == "catch"
+    table = RouteTable("api")
+    table.add("{*all}", "catch", None, "zz-catch")
+    table.add("items/{id}", "param", frozenset({"GET"}), "b-param")
+    table.add("items/new", "literal", None, "a-literal")
     assert table.find("GET", "/api/items/new")[0].target == "literal"
     assert table.find("GET", "/api/items/9")[0].target == "param"
-    assert table.find("POST", "/api/items/9")[0].target == "catch"
+    assert table.find("POST", "/api/items/9")[0].target == "catch"  # the method is a route constraint
     assert table.find("GET", "/other") is None
+
+
+def test_route_conflicts_and_reserved_routes() -> None:
+    assert routes_conflict("/Runs/{id}", frozenset({"GET"}), "runs/{id}/", frozenset({"GET", "POST"}))
+    assert routes_conflict("runs", None, "runs", frozenset({"POST"}))
+    assert not routes_conflict("runs", frozenset({"GET"}), "runs", frozenset({"POST"}))
+    assert not routes_conflict("runs/{id}", None, "runs/{runId}", None)  # different templates
+    assert reserved_route("admin/things") and reserved_route("/Runtime/x") and not reserved_route("api/admin")

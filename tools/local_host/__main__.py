@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,4 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # stop() has already waited (bounded) for running functions; a function still stuck (or one left
+    # behind by a worker restart) must not keep the process alive: the host kills its worker likewise.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(code)

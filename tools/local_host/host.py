@@ -33,9 +33,9 @@ from azure.functions.queue import QueueMessage
 
 from .host_config import HostConfig, load_host_config
 from .http_server import HttpServer
-from .invoker import FunctionInfo, InvocationRecord, Invoker
+from .invoker import FunctionInfo, InvocationRecord, Invoker, sync_pool_size
 from .queue_listener import QueueListener
-from .routes import RouteTable
+from .routes import RouteTable, reserved_route, routes_conflict
 from .settings import SettingsError, apply_local_settings, read_local_settings, resolve_properties
 from .settings import storage_connection_string as _conn
 from .timers import TimerListener
@@ -107,6 +107,7 @@ class LocalHost:
         env_overrides: dict[str, str] | None = None,
         shutdown_timeout: float = 30.0,
         host_id: str | None = None,
+        request_body_timeout: float | None = None,
     ) -> None:
         self.script_root = Path(script_root).resolve()
         self.bind = host
@@ -114,6 +115,7 @@ class LocalHost:
         self.env_overrides = dict(env_overrides or {})
         self.shutdown_timeout = shutdown_timeout
         self.host_id = host_id or ""
+        self.request_body_timeout = request_body_timeout
         self.config = HostConfig()
         self.functions: dict[str, FunctionInfo] = {}
         self.invoker = Invoker()
@@ -158,9 +160,14 @@ class LocalHost:
         self.host_id = self.host_id or default_host_id(self.script_root)
         self.routes = RouteTable(self.config.route_prefix)
         self._index(self._import_app())
+        # the worker starts after the settings are applied: it reads PYTHON_THREADPOOL_THREAD_COUNT from them
+        self.invoker.start(self.config.function_timeout, sync_pool_size())
         try:
             self._start_listeners()
-            self._http = HttpServer(self, self.bind, self.requested_port)
+            http_options: dict[str, Any] = {"shutdown_timeout": self.shutdown_timeout}
+            if self.request_body_timeout is not None:
+                http_options["request_body_timeout"] = self.request_body_timeout
+            self._http = HttpServer(self, self.bind, self.requested_port, **http_options)
         except BaseException:
             self.stop()
             raise
@@ -263,13 +270,10 @@ class LocalHost:
         from azure.storage.blob import BlobServiceClient
         from azure.storage.queue import QueueServiceClient
 
+        self._add_routes()
         queue_services: dict[str, QueueServiceClient] = {}
         for info in self.functions.values():
-            if info.trigger_type == "httpTrigger":
-                methods = info.properties.get("methods")
-                route = info.properties.get("route") or info.name
-                self.routes.add(route, info, frozenset(str(m).upper() for m in methods) if methods else None)
-            elif info.trigger_type == "queueTrigger":
+            if info.trigger_type == "queueTrigger":
                 try:
                     conn = _conn(info.properties.get("connection"))
                 except SettingsError as exc:
@@ -292,6 +296,31 @@ class LocalHost:
                     raise HostStartupError(f"Function '{info.name}': {exc}") from None
                 self.timer_listeners[info.name] = listener_t
                 listener_t.start()
+
+    def _add_routes(self) -> None:
+        """Map HTTP functions in name order, refusing what ScriptHost.ValidateFunction refuses.
+
+        A function whose route starts with `admin`/`runtime`, or repeats an earlier (by name) function's
+        route with a method in common, is in error: logged and not served, the others still are.
+        """
+        accepted: dict[str, tuple[str, frozenset[str] | None]] = {}
+        http = [f for f in self.functions.values() if f.trigger_type == "httpTrigger"]
+        for info in sorted(http, key=lambda f: f.name.upper()):
+            raw_methods = info.properties.get("methods")
+            methods = frozenset(str(m).upper() for m in raw_methods) if raw_methods else None
+            route = info.properties.get("route") or info.name
+            problem = None
+            if reserved_route(route):
+                problem = "The specified route conflicts with one or more built in routes."
+            for other, (other_route, other_methods) in accepted.items():
+                if problem is None and routes_conflict(route, methods, other_route, other_methods):
+                    problem = f"The route specified conflicts with the route defined by function '{other}'."
+            if problem:
+                log.error("The 'Functions.%s' function is in error: %s", info.name, problem)
+                del self.functions[info.name]
+                continue
+            accepted[info.name] = (route, methods)
+            self.routes.add(route, info, methods, info.name)
 
     def _print_functions(self) -> None:
         lines = ["", "Functions:", ""]
@@ -348,7 +377,7 @@ class LocalHost:
         self._stopped.set()
         timeout = self.shutdown_timeout if timeout is None else timeout
         if self._http:
-            self._http.stop()
+            self._http.stop(timeout)
         stoppers = [
             threading.Thread(target=lst.stop, args=(timeout,), daemon=True)
             for lst in [*self.queue_listeners.values(), *self.timer_listeners.values()]
@@ -357,6 +386,7 @@ class LocalHost:
             t.start()
         for t in [*stoppers, *self._admin_threads]:
             t.join(timeout)
+        self.invoker.stop()
         log.info("Host stopped")
 
     def serve_forever(self) -> None:

@@ -26,7 +26,7 @@ class HostConfigError(Exception):
 def parse_timespan(text: str) -> timedelta:
     """Parse a .NET TimeSpan string: `[-][d.]hh:mm[:ss[.fffffff]]` or a whole number of days."""
     stripped = text.strip()
-    if stripped.isdigit():
+    if re.fullmatch(r"-?\d+", stripped):
         return timedelta(days=int(stripped))
     m = _TIMESPAN.match(text)
     if not m:
@@ -78,12 +78,36 @@ class SingletonOptions:
     listener_lock_recovery_polling_interval: timedelta = timedelta(minutes=1)
 
 
+DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)
+MIN_FUNCTION_TIMEOUT = timedelta(seconds=1)
+
+
+def _function_timeout(value: Any) -> timedelta | None:
+    """functionTimeout as ScriptJobHostOptionsSetup reads it where timeouts may be unbounded.
+
+    Unset: 30 minutes; "-1" (TimeSpan -1 day): no timeout; otherwise at least 00:00:01. The Consumption
+    plan's own bounds (default 5 minutes, at most 10) do not apply: this host stands for the others.
+    """
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT
+    timeout = _duration(value, "functionTimeout")
+    if timeout == timedelta(days=-1):
+        return None
+    if timeout < MIN_FUNCTION_TIMEOUT:
+        raise HostConfigError(
+            f"host.json functionTimeout: FunctionTimeout must be greater than 00:00:01, got {value}"
+        )
+    return timeout
+
+
 @dataclass(frozen=True)
 class HostConfig:
     route_prefix: str = "api"
     queues: QueuesOptions = field(default_factory=QueuesOptions)
     singleton: SingletonOptions = field(default_factory=SingletonOptions)
-    function_timeout: timedelta | None = None
+    # host.json functionTimeout; None means no limit ("-1"). ScriptJobHostOptionsSetup's default outside the
+    # Consumption plan (Flex Consumption, Premium, Dedicated, and Core Tools) is 30 minutes.
+    function_timeout: timedelta | None = DEFAULT_FUNCTION_TIMEOUT
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -152,12 +176,11 @@ def parse_host_config(data: dict[str, Any]) -> HostConfig:
         if not timedelta(seconds=15) <= value <= timedelta(seconds=60):
             raise HostConfigError(f"host.json singleton.{what} must be between 00:00:15 and 00:01:00")
 
-    timeout = top.get("functiontimeout")
     return HostConfig(
         route_prefix=route_prefix,
         queues=queues,
         singleton=singleton,
-        function_timeout=_duration(timeout, "functionTimeout") if timeout not in (None, "-1") else None,
+        function_timeout=_function_timeout(top.get("functiontimeout")),
         raw=data,
     )
 

@@ -18,7 +18,8 @@ Per queue-triggered function:
   at once with its original text (a raw copy). Senders must use `TextBase64EncodePolicy`.
 
 Deliberate differences: the trigger queue is created at startup if missing (the host only backs off
-until it exists); invocations run in threads of this process rather than in a separate worker process.
+until it exists). This listener's own threads (batchSize + newBatchThreshold) only dispatch and wait:
+the function runs on the worker's one sync pool, shared with every other trigger (invoker.py).
 """
 
 from __future__ import annotations

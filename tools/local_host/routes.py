@@ -4,9 +4,16 @@ Supported: literal segments (matched case-insensitively), `{name}`, optional `{n
 `{name=value}`, catch-all `{*rest}` (last segment), several parameters in one segment
 (`{name}.{ext}`) and the common inline constraints: int, long, bool, guid, alpha, double, decimal,
 float, datetime, min(n), max(n), range(a,b), length(n|a,b), minlength(n), maxlength(n), regex(...).
-Routes are tried most specific first (literal > constrained parameter > parameter > optional >
-catch-all, segment by segment), like ASP.NET's route precedence. Routes whose `methods` exclude the
-request's method are skipped, so a known path with a wrong method is a 404 (not 405), as in the host.
+
+Order: the first route that matches wins, and routes are tried in the order of their functions' names
+(case-insensitive ordinal), not by how specific they are. That is the host's order: FunctionMetadataManager
+returns the functions sorted by name (`OrderBy(f => f.Name, StringComparer.OrdinalIgnoreCase)`),
+WebScriptHostHttpRoutesManager maps each HTTP function's route in that order with WebJobsRouteBuilder,
+whose Build() puts them in one ASP.NET RouteCollection, which tries its routes in order and stops at the
+first match (Azure/azure-functions-host 89dc438d; Azure/azure-webjobs-sdk-extensions 2e7550f7).
+So `items/{id}` in function `get_item` shadows `items/new` in function `new_item`: name such functions so
+the specific one sorts first, or add a constraint. Routes whose `methods` exclude the request's method are
+skipped (the method is a route constraint), so a known path with a wrong method is a 404 (not 405).
 """
 
 from __future__ import annotations
@@ -139,15 +146,14 @@ class Route:
     template: str
     target: Any
     methods: frozenset[str] | None
+    name: str = ""
     segments: list[tuple[re.Pattern[str] | None, list[_Param], str]] = field(default_factory=list)
-    precedence: tuple[int, ...] = ()
 
     @classmethod
     def compile(cls, template: str, target: Any, methods: frozenset[str] | None) -> Route:
         route = cls(template.strip("/"), target, methods)
         parts = [p for p in route.template.split("/")] if route.template else []
         seen: set[str] = set()
-        ranks: list[int] = []
         for i, part in enumerate(parts):
             if not part:
                 raise RouteError(f"route '{template}' has an empty segment")
@@ -160,12 +166,9 @@ class Route:
                     raise RouteError(f"catch-all '{{*{p.name}}}' must be the last segment of '{template}'")
             if not params:
                 route.segments.append((None, [], part))
-                ranks.append(2)
                 continue
             if len(params) == 1 and _PARAM.fullmatch(part):
                 route.segments.append((None, params, part))
-                p = params[0]
-                ranks.append(10 if p.catch_all else 8 if p.optional else 6 if p.constraints else 7)
                 continue
             regex, pos = "", 0
             for m, p in zip(_PARAM.finditer(part), params, strict=True):
@@ -173,8 +176,6 @@ class Route:
                 pos = m.end()
             regex += re.escape(part[pos:])
             route.segments.append((re.compile(regex, re.IGNORECASE), params, part))
-            ranks.append(4)
-        route.precedence = tuple(ranks)
         return route
 
     def match(self, path: str) -> dict[str, str] | None:
@@ -222,17 +223,34 @@ class Route:
         return True
 
 
+def routes_conflict(
+    template: str, methods: frozenset[str] | None, other: str, other_methods: frozenset[str] | None
+) -> bool:
+    """ScriptHost.HttpRoutesConflict: the same template (case-insensitive) and some method in common."""
+    if template.strip("/").lower() != other.strip("/").lower():
+        return False
+    return not methods or not other_methods or bool(methods & other_methods)
+
+
+def reserved_route(template: str) -> bool:
+    """ScriptHost.ValidateHttpFunction: function routes may not start with `admin` or `runtime`."""
+    lower = template.strip("/").lower()
+    return lower.startswith("admin") or lower.startswith("runtime")
+
+
 class RouteTable:
-    """All HTTP routes, tried most specific first."""
+    """All HTTP routes, tried in their functions' name order (see module docstring)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.strip("/")
         self.routes: list[Route] = []
 
-    def add(self, template: str, target: Any, methods: frozenset[str] | None) -> Route:
+    def add(self, template: str, target: Any, methods: frozenset[str] | None, name: str | None = None) -> Route:
+        """Add a function's route; `name` (default: `target.name`) decides where it is tried."""
         route = Route.compile(template, target, methods)
+        route.name = name if name is not None else str(getattr(target, "name", target))
         self.routes.append(route)
-        self.routes.sort(key=lambda r: (r.precedence, -len(r.segments)))
+        self.routes.sort(key=lambda r: r.name.upper())  # StringComparer.OrdinalIgnoreCase
         return route
 
     def strip_prefix(self, path: str) -> str | None:

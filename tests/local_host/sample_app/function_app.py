@@ -14,6 +14,10 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 bp = func.Blueprint()
 
 
+# Tests hold functions here (in-process hosts reach it as host.app_module.GATE) to fill the worker's pool.
+GATE = threading.Event()
+
+
 def record(kind: str, **data: object) -> None:
     folder = os.environ.get("SAMPLE_RECORD_DIR")
     if not folder:
@@ -23,6 +27,44 @@ def record(kind: str, **data: object) -> None:
     with open(tmp, "w") as f:
         json.dump(data, f)
     os.replace(tmp, os.path.join(folder, f"{kind}-{uuid.uuid4().hex}.json"))
+
+
+def hold(kind: str, tag: object) -> None:
+    """Wait for GATE, recording the start, and what stopped the wait if something else did."""
+    record(f"{kind}_start", tag=tag)
+    try:
+        GATE.wait(30)
+    except BaseException as exc:  # the local host's worker restart raises WorkerProcessExit here
+        record(f"{kind}_stopped", tag=tag, error=type(exc).__name__)
+        raise
+    record(f"{kind}_end", tag=tag)
+
+
+@app.route(route="hold/{tag}", methods=["GET"])
+def hold_http(req: func.HttpRequest) -> func.HttpResponse:
+    if req.params.get("sleep"):
+        time.sleep(float(req.params["sleep"]))
+        record("hold_end", tag=req.route_params["tag"])
+    else:
+        hold("hold", req.route_params["tag"])
+    return func.HttpResponse(str(threading.get_ident()))
+
+
+# Route order: the host tries routes by function name, so echo_any ("echo/{word}") comes before
+# echo_hello ("echo/hello") although echo_hello is registered first and is the more specific route.
+@app.route(route="echo/hello", methods=["GET"])
+def echo_hello(req: func.HttpRequest) -> str:
+    return "hello route"
+
+
+@app.route(route="echo/{word}", methods=["GET"])
+def echo_any(req: func.HttpRequest) -> str:
+    return f"any:{req.route_params['word']}"
+
+
+@app.route(route="open", auth_level=func.AuthLevel.ANONYMOUS)
+def open_route(req: func.HttpRequest) -> str:
+    return "open"
 
 
 @app.route(route="items/{id:int}", methods=["GET", "POST"])
@@ -75,6 +117,8 @@ def work(msg: func.QueueMessage, context: func.Context) -> None:
     started = time.time()
     if task.get("sleep"):
         time.sleep(task["sleep"])
+    if task.get("hold"):
+        hold("work", task.get("tag"))
     record(
         "work",
         body=body,

@@ -1,0 +1,77 @@
+"""Function keys through the local host running function_app.py: a client starts a run and follows its
+Location to the end (the async request-reply pattern), authenticating with `x-functions-key` sent again
+on every GET (scripts, SDK clients), or with `?code=`, which the app carries over into the Location it
+builds. The second is what a Logic App needs: its HTTP action re-applies only its `authentication`
+property to the polling GETs, not custom headers (Azure/logicapps#611)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from tests.integration.conftest import DEV_TOKEN
+from tests.integration.local_host_process import HostProcess
+from tools.azure_simulator import SimulatorConfig
+
+KEY = "local-test-key"
+INSTALL = {
+    "maximumDuration": "PT2H",
+    "rebootSetting": "IfRequired",
+    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
+}
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(vms=3, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1)
+
+
+@pytest.fixture
+def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
+    proc = HostProcess({**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}, tmp_path / "host.log").wait_ready()
+    yield proc
+    proc.stop()
+
+
+def follow(url: str, headers: dict[str, str], timeout: float = 120) -> requests.Response:
+    """GET the Location (with `headers`) until it is not 202, waiting Retry-After, as Logic Apps does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = requests.get(url, headers=headers, timeout=10)
+        if resp.status_code != 202:
+            return resp
+        assert time.monotonic() < deadline, "run still running"
+        url = resp.headers["Location"]
+        time.sleep(int(resp.headers["Retry-After"]))
+
+
+def test_header_key_client_follows_the_run_to_its_end(host: HostProcess, simulator) -> None:
+    body = {"machines": simulator.vm_ids(), "installPatches": INSTALL}
+    assert requests.post(f"{host.base_url}/api/runs", json=body, timeout=30).status_code == 401
+    headers = {"x-functions-key": KEY}
+    resp = requests.post(f"{host.base_url}/api/runs", json=body, headers=headers, timeout=30)
+    assert resp.status_code == 202, resp.text
+    location = resp.headers["Location"]
+    assert "code" not in parse_qs(urlsplit(location).query)
+    assert requests.get(location, timeout=10).status_code == 401  # the key is needed on every GET
+    final = follow(location, headers)
+    assert final.status_code == 200
+    assert {m["state"] for m in final.json()["machines"]} == {"Completed"}
+
+
+def test_code_query_client_follows_the_location_it_is_given(host: HostProcess, simulator) -> None:
+    body = {"machines": simulator.vm_ids(), "installPatches": INSTALL}
+    resp = requests.post(f"{host.base_url}/api/runs", params={"code": KEY}, json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    location = resp.headers["Location"]
+    assert parse_qs(urlsplit(location).query)["code"] == [KEY]  # shared/http/responses.absolute_url
+    final = follow(location, {})
+    assert final.status_code == 200
+    assert {m["state"] for m in final.json()["machines"]} == {"Completed"}
