@@ -4,11 +4,27 @@ changing settings). `runs_api.create_run(req)` calls the registered user functio
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import function_app
 from shared.runs.services import Services
+
+
+def _load_composition_root() -> ModuleType:
+    """The repository's function_app.py by path: the local host's tests import a sample app's
+    `function_app` module in this same process, so the name alone could find that one."""
+    path = Path(__file__).resolve().parents[1] / "function_app.py"
+    spec = importlib.util.spec_from_file_location("_patchpilot_function_app", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+function_app = _load_composition_root()
 
 
 class Triggers:

@@ -50,8 +50,12 @@ def test_missed_occurrence_runs_at_startup_as_past_due(
     assert tick["status"]["Next"] == status["Next"]
     # the status moved on: the next occurrence is in the future now
     wait_for(lambda: host.timer_listeners["tick"].status["Next"] > datetime.now(UTC))
-    stored = json.loads(container.download_blob(f"timers/{host_id}/Host.Functions.tick/status").readall())
-    assert datetime.fromisoformat(stored["Next"]) > datetime.now(UTC)
+    def stored_next() -> datetime:
+        blob = container.download_blob(f"timers/{host_id}/Host.Functions.tick/status").readall()
+        return datetime.fromisoformat(json.loads(blob)["Next"])
+
+    # the host writes the status after the tick: wait for the write, then it points to the future
+    wait_for(lambda: stored_next() > datetime.now(UTC))
 
 
 def test_trigger_timer_hook(start_host, records: Records) -> None:

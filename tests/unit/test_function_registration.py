@@ -65,9 +65,9 @@ def test_each_app_uses_the_services_it_was_built_with(monkeypatch: Any) -> None:
 
     import azure.functions as func
 
-    import function_app
     from shared.composition import AppServices
     from shared.core.settings import Settings
+    from tests.app import function_app
 
     monkeypatch.setenv("WEBSITE_HOSTNAME", "127.0.0.1:7071")
 
