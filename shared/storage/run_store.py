@@ -269,7 +269,7 @@ class RunStore:
         entity = {"PartitionKey": RUN_PARTITION, "RowKey": run_id, **changes}
         if etag:
             return merge_conditionally(self.runs, entity, etag)
-            self.runs.update_entity(entity, mode=UpdateMode.MERGE)
+        self.runs.update_entity(entity, mode=UpdateMode.MERGE)
         return None
 
     def list_runs(self, top: int, after: str | None = None) -> tuple[list[RunRecord], str | None]:
