@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 MAX_ERROR_CHARS = 30_000
@@ -129,7 +130,7 @@ def error_columns(error: dict[str, Any] | None) -> dict[str, Any]:
             "errorMessage": str(error.get("message") or "")[:MAX_MESSAGE], "errorDetail": _compact(error)}
 
 
-def stored_error(row: dict[str, Any]) -> dict[str, Any] | None:
+def stored_error(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The error as the API shows it, from a record's columns: the kept ARM error when there is one,
     else {"code", "message"} (PatchPilot's own errors), else None."""
     code = row.get("errorCode")

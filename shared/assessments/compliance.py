@@ -1,6 +1,6 @@
 """The compliance view: computed from the fleet snapshot in Table storage alone, no ARM calls.
 
-Loading reads one partition per subscription (a RowKey range for a resource group), selecting
+Loading reads one partition per subscription (a key range for a resource group), selecting
 only the columns the report uses; the report itself is a pure function of those rows, so it is
 tested directly and costs one pass over them.
 """
@@ -18,7 +18,7 @@ from shared.core.clock import iso
 from shared.core.states import MachineState
 from shared.storage.fleet_store import FleetStore
 
-COLUMNS = ["PartitionKey", "RowKey", "resourceId", "osType", "powerState", "assessedAt", "assessmentStatus",
+COLUMNS = ["resourceId", "osType", "powerState", "assessedAt", "assessmentStatus",
            "lastAttemptState", "errorCode", "rebootPending", "criticalAndSecurityPatchCount", "otherPatchCount",
            "classificationCounts", "missingPatches"]
 FAILED_ATTEMPTS = {MachineState.FAILED.value, MachineState.TIMED_OUT.value}

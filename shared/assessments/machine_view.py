@@ -34,7 +34,7 @@ def machine_assessment(fleet: FleetStore, vm: VmRef, *, history: int) -> dict[st
         newest = summaries[0]
         latest = {**_pick(newest, HISTORY_FIELDS),
                   "classificationCounts": json.loads(newest.get("classificationCounts") or "{}"),
-                  "availablePatches": fleet.history_patches(vm, newest["RowKey"])}
+                  "availablePatches": fleet.history_patches(vm, newest["historyKey"])}
     view["latest"] = latest
     view["history"] = [_pick(s, HISTORY_FIELDS) for s in summaries]
     return view

@@ -48,6 +48,6 @@ def start_periodic_sweep(svc: Services, now: datetime) -> tuple[str | None, bool
         raise SettingsError(f"ASSESSMENT_SCHEDULE {svc.settings.assessment_schedule!r} had no occurrence in a year")
     new = NewRun("assessPatches", {}, scopes_fingerprint(scopes), scopes=scopes, origin="schedule")
     run, created = accept(new, internal_key(f"periodic-assessment:{iso(slot)}"), svc)
-    log.info("periodic assessment for slot %s: run %s (%s)", iso(slot), run["RowKey"],
+    log.info("periodic assessment for slot %s: run %s (%s)", iso(slot), run.run_id,
              "started" if created else "already started for this slot")
-    return str(run["RowKey"]), created
+    return run.run_id, created

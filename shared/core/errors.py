@@ -4,6 +4,8 @@ Hierarchy:
     PatchPilotError
     ├── ApiError                 an HTTP answer to give a caller: status + ARM error body
     │   └── ValidationError      400 for bad input, naming the offending field in `target`
+    ├── ConflictError            a conditional write lost: another writer changed the row first (ETag)
+    │   └── TargetsChangedError  a batch of machines changed while the rollout controller decided
     ├── StorageContentionError   writers kept racing on one Table row: fail the step so the queue retries
     └── ArmError                 talking to Azure Resource Manager went wrong
         ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
@@ -65,8 +67,17 @@ class ValidationError(ApiError):
         super().__init__(400, code, message, target=target)
 
 
+class ConflictError(PatchPilotError):
+    """A conditional (ETag) write lost to another writer; storage raises it in place of the SDK's
+    ResourceModifiedError. A worker reads it as "another delivery won" and stops."""
+
+
+class TargetsChangedError(ConflictError):
+    """A transaction of conditional merges was refused because one of its rows had changed."""
+
+
 class StorageContentionError(PatchPilotError):
-    """Conditional writes kept losing to other writers. Not ResourceModifiedError on purpose: workers
+    """Conditional writes kept losing to other writers. Not ConflictError on purpose: workers
     read that as "another delivery won" and drop the message; this must fail so it is delivered again."""
 
 

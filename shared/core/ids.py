@@ -23,7 +23,7 @@ class VmRef:
 
     @property
     def key(self) -> str:
-        """Table RowKey: case-folded, and free of the characters RowKey forbids (/ \\ # ?)."""
+        """The machine's storage key: case-folded, and free of the characters Table keys forbid (/ \\ # ?)."""
         return f"{self.subscription_id}|{self.resource_group}|{self.name}".lower()
 
     @classmethod

@@ -1,9 +1,13 @@
-"""Typed records of the domain: what a run is asked to do (`NewRun`) and the immutable part of a
-stored run (`RunSpec`). Table entities are converted to and from records inside shared/storage."""
+"""Typed records of the domain: what a run is asked to do (`NewRun`), the immutable part of a stored
+run (`RunSpec`), and stored rows as records (`RunRecord`, `MachineRecord`, `ScopeListing`). Table
+entities are converted to and from records inside shared/storage only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from shared.core.ids import ScopeRef, VmRef
@@ -33,3 +37,81 @@ class RunSpec:
     configuration: str = ""  # the maintenance configuration whose window this run is
     window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
     rollout: bool = False  # machines start only when the rollout controller admits them
+
+
+@dataclass(frozen=True, eq=False)
+class StoredRecord(Mapping[str, Any]):
+    """A stored row as a read-only record: typed identity and ETag, and its other columns by name
+    (`record["state"]`, `record.get("osType")`). shared/storage converts Table entities to and from
+    records; no Table key names or entity metadata exist above it."""
+
+    etag: str
+    columns: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+@dataclass(frozen=True, eq=False)
+class MachineRecord(StoredRecord):
+    """One machine of a run: where its operation stands (state, seq, poll URL, counters, result)."""
+
+    run_id: str = ""
+    key: str = ""  # VmRef.key: the machine's identity within its run
+
+    @property
+    def state(self) -> str:
+        return str(self.columns["state"])
+
+    @property
+    def seq(self) -> int:
+        return int(self.columns["seq"])
+
+    @property
+    def resource_id(self) -> str:
+        return str(self.columns["resourceId"])
+
+    @property
+    def subscription_id(self) -> str:
+        return self.key.split("|")[0]
+
+    def with_changes(self, changes: Mapping[str, Any], etag: str | None = None) -> MachineRecord:
+        return replace(self, columns={**self.columns, **changes}, etag=self.etag if etag is None else etag)
+
+    @classmethod
+    def new(cls, run_id: str, key: str, columns: Mapping[str, Any]) -> MachineRecord:
+        """A machine not yet stored (no ETag)."""
+        return cls(etag="", columns=dict(columns), run_id=run_id, key=key)
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord(StoredRecord):
+    """A run: what it was asked (operation, parameters, rollout), how far it got, and how it ended."""
+
+    run_id: str = ""
+
+    @cached_property
+    def rollout(self) -> dict[str, Any] | None:
+        """The rollout spec (validated at acceptance), decoded once; None for a run without one."""
+        raw = self.columns.get("rollout")
+        return json.loads(str(raw)) if raw else None
+
+    def with_changes(self, changes: Mapping[str, Any]) -> RunRecord:
+        return replace(self, columns={**self.columns, **changes})
+
+
+@dataclass(frozen=True, eq=False)
+class ScopeListing(StoredRecord):
+    """The listing of one scope of a run: which page comes next (fenced by its ETag), how many found."""
+
+    run_id: str = ""
+    index: int = 0
+
+    def with_changes(self, changes: Mapping[str, Any], etag: str) -> ScopeListing:
+        return replace(self, columns={**self.columns, **changes}, etag=etag)

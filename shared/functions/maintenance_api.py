@@ -22,9 +22,9 @@ from shared.maintenance.configuration import (
 )
 from shared.maintenance.windows import occurrence_view
 from shared.runs.services import Services
+from shared.storage.limits import check_json_property
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.request_body import parse_json_body
-from shared.validation.table_limits import check_json_property
 
 BASE = "maintenance-configurations"
 MAX_OCCURRENCES = 100
@@ -97,7 +97,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
             raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
         count = int_param(req, "count", 10, MAX_OCCURRENCES)
         windows = config.schedule.next_windows(start, count)
-        recorded = {r["RowKey"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
+        recorded = {r["start"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
         return json_response({"value": [occurrence_view(config, b, e, recorded.get(iso(b))) for b, e in windows]})
 
 

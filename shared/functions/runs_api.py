@@ -9,6 +9,7 @@ import azure.functions as func
 from shared.composition import AppServices
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError, quoted
+from shared.core.records import RunRecord
 from shared.core.settings import Settings, is_local_development
 from shared.core.states import RunStatus
 from shared.http.request_params import int_param
@@ -40,12 +41,12 @@ def run_answer(req: func.HttpRequest, view: dict[str, object], settings: Setting
     return json_response(view, 200)
 
 
-def accepted_run(req: func.HttpRequest, run: dict[str, object], settings: Settings,
+def accepted_run(req: func.HttpRequest, run: RunRecord, settings: Settings,
                  collection: str = "runs") -> func.HttpResponse:
     """The answer to a request that started (or, replayed, found) a run: 202 + its Location."""
     view = run_view(run, None)
     view["status"] = view.get("status") or RunStatus.ACCEPTED.value
-    location = absolute_url(req, f"/api/{collection}/{run['RowKey']}")
+    location = absolute_url(req, f"/api/{collection}/{run.run_id}")
     return accepted(view, location, settings.run_retry_after_seconds)
 
 
@@ -115,7 +116,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         return json_response(view)
 
 
-    def _rollout_run(req: func.HttpRequest) -> dict[str, object]:
+    def _rollout_run(req: func.HttpRequest) -> RunRecord:
         run_id = run_id_param(req)
         run = services.get().store.get_run(run_id)
         if run is None:
@@ -135,9 +136,9 @@ def blueprint(services: AppServices) -> func.Blueprint:
         if run.get("completedAt"):
             raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
         if not run.get("canceledAt"):
-            svc.store.update_run(str(run["RowKey"]), {"canceledAt": iso(utcnow())})
-        advance(str(run["RowKey"]), svc)
-        return run_answer(req, load_run_view(svc.store.get_run(str(run["RowKey"])) or run, svc), svc.settings)
+            svc.store.update_run(run.run_id, {"canceledAt": iso(utcnow())})
+        advance(run.run_id, svc)
+        return run_answer(req, load_run_view(svc.store.get_run(run.run_id) or run, svc), svc.settings)
 
 
     @bp.route(route="runs/{runId}/resume", methods=["POST"])
@@ -149,7 +150,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         run = _rollout_run(req)
         if not run.get("haltedReason") or run.get("canceledAt"):
             raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
-        run_id = str(run["RowKey"])
+        run_id = run.run_id
         resume(run_id, svc)
         return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc), svc.settings)
 

@@ -111,9 +111,9 @@ def open_window(svc: Services, config: MaintenanceConfiguration, begin: datetime
     new = window_run(config, assignments, begin, end, remaining - REBOOT_RESERVE)
     run, created = accept(new, window_key(config, begin), svc)
     svc.maintenance.update_occurrence(config.name, begin, {
-        "state": "Started", "runId": run["RowKey"], "errorCode": "", "reason": "", "windowEnd": iso(end)})
+        "state": "Started", "runId": run.run_id, "errorCode": "", "reason": "", "windowEnd": iso(end)})
     if created:
-        log.info("maintenance window %s %s opened: run %s", config.name, iso(begin), run["RowKey"])
+        log.info("maintenance window %s %s opened: run %s", config.name, iso(begin), run.run_id)
     return "opened" if created else "handled"
 
 

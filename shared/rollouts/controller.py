@@ -20,15 +20,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceModifiedError
-
 from shared.core.clock import iso, parse_iso, utcnow
+from shared.core.errors import ConflictError
+from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
 from shared.runs.services import Services
-from shared.storage.run_store import TargetsChangedError
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import resolve
 
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functionTimeout is 5 minutes)
 BUSY_RETRY_SECONDS = 2
 # What a decision reads of each target: every decision reads them all, so only these columns.
-DECISION_COLUMNS = ["PartitionKey", "RowKey", "resourceId", "state", "seq", "wave", "admitted", "status",
+DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
                     "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode"]
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
@@ -45,7 +44,7 @@ def advance(run_id: str, svc: Services) -> str:
     return locked(run_id, svc, lambda run, now: Round(run, svc, now).decide())
 
 
-def locked(run_id: str, svc: Services, act: Callable[[dict[str, Any], datetime], str], *,
+def locked(run_id: str, svc: Services, act: Callable[[RunRecord, datetime], str], *,
            inactive_ok: bool = False) -> str:
     """Run `act` holding the run's controller lock; when it is taken, queue a retry instead.
 
@@ -63,14 +62,14 @@ def locked(run_id: str, svc: Services, act: Callable[[dict[str, Any], datetime],
         return "busy"
     token = secrets.token_hex(8)
     try:
-        store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)}, etag=run["etag"])
-    except ResourceModifiedError:
+        store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)}, etag=run.etag)
+    except ConflictError:
         svc.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
-    run.update(controllerLock=token)
+    run = run.with_changes({"controllerLock": token})
     try:
         return act(run, now)
-    except (ResourceModifiedError, TargetsChangedError) as exc:
+    except (ConflictError) as exc:
         log.info("run %s: %s; deciding again shortly", run_id, exc)
         svc.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "retry"
@@ -82,16 +81,16 @@ def _release(run_id: str, token: str, svc: Services) -> None:
     with contextlib.suppress(Exception):
         current = svc.store.get_run(run_id)
         if current is not None and current.get("controllerLock") == token:
-            svc.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current["etag"])
+            svc.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current.etag)
 
 
 class Round:
     """One decision over the whole run, under its lock."""
 
-    def __init__(self, run: dict[str, Any], svc: Services, now: datetime) -> None:
+    def __init__(self, run: RunRecord, svc: Services, now: datetime) -> None:
         self.run, self.svc, self.now = run, svc, now
-        self.run_id = run["RowKey"]
-        self.spec: dict[str, Any] = json.loads(run["rollout"])
+        self.run_id = run.run_id
+        self.spec: dict[str, Any] = run.rollout or {}
         self.changes: dict[str, Any] = {}
 
     def field(self, name: str) -> Any:
@@ -100,7 +99,7 @@ class Round:
     def save(self) -> None:
         if self.changes:
             self.svc.store.update_run(self.run_id, self.changes)
-            self.run.update(self.changes)
+            self.run = self.run.with_changes(self.changes)
             self.changes = {}
 
     def decide(self) -> str:
@@ -146,18 +145,15 @@ class Round:
             return "waiting-prehook"
         return self.admit(targets, total)
 
-    def plan(self, targets: list[dict[str, Any]]) -> None:
+    def plan(self, targets: list[MachineRecord]) -> None:
         """Waves are fixed once the machines are known: request order first, then discovered ones."""
         requested = [vm for chunk in self.svc.store.machine_chunks(self.run_id) for vm in chunk]
-        keys = {t["RowKey"] for t in targets}
+        keys = {t.key for t in targets}
         order = [k for k in (self._key(r) for r in requested) if k in keys]
         order += sorted(keys - set(order))
         waves = assign_waves(order, self.spec.get("waves") or [])
-        etags = {t["RowKey"]: t["etag"] for t in targets}
-        self.svc.store.merge_targets([{"PartitionKey": self.run_id, "RowKey": k, "wave": w, "etag": etags[k]}
-                                      for k, w in waves.items()])
-        for target in targets:
-            target["wave"] = waves[target["RowKey"]]
+        by_key = {t.key: t for t in targets}
+        self.svc.store.merge_targets([(by_key[k], {"wave": w}) for k, w in waves.items()])
         self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
 
     @staticmethod
@@ -165,20 +161,19 @@ class Round:
         parts = resource_id.split("/")
         return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
 
-    def stop(self, targets: list[dict[str, Any]]) -> str:
+    def stop(self, targets: list[MachineRecord]) -> str:
         """Canceled or halted: machines not yet admitted never start; the rest are followed to their end."""
         reason = ("RunCanceled", "the run was canceled before this machine started") if self.field("canceledAt") \
             else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
         waiting = [t for t in targets if t["state"] == MachineState.QUEUED.value and not t.get("admitted")]
-        self.svc.store.merge_targets([{
-            "PartitionKey": self.run_id, "RowKey": t["RowKey"], "state": MachineState.SKIPPED.value, "etag": t["etag"],
-            "errorCode": reason[0], "errorMessage": reason[1], "seq": int(t["seq"]) + 1, "completedAt": iso(self.now),
-        } for t in waiting])
+        self.svc.store.merge_targets([(t, {
+            "state": MachineState.SKIPPED.value, "errorCode": reason[0], "errorMessage": reason[1], "seq": t.seq + 1,
+            "completedAt": iso(self.now)}) for t in waiting])
         self.save()
         complete_run_if_done(self.run_id, self.svc)
         return "stopped"
 
-    def admit(self, targets: list[dict[str, Any]], total: int) -> str:
+    def admit(self, targets: list[MachineRecord], total: int) -> str:
         current, waves = int(self.field("currentWave") or 0), int(self.field("waveCount") or 1)
         while True:
             in_wave = [t for t in targets if int(t.get("wave") or 0) == current]
@@ -211,34 +206,33 @@ class Round:
         in_flight = [t for t in targets if t.get("admitted") and t["state"] not in TERMINAL_STATES]
         limit = resolve(self.spec.get("maxConcurrency"), total) or total
         per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
-        by_sub = Counter(t["RowKey"].split("|")[0] for t in targets)
-        busy = Counter(t["RowKey"].split("|")[0] for t in in_flight)
-        chosen: list[dict[str, Any]] = []
+        by_sub = Counter(t.subscription_id for t in targets)
+        busy = Counter(t.subscription_id for t in in_flight)
+        chosen: list[MachineRecord] = []
         for target in sorted((t for t in targets if int(t.get("wave") or 0) == current and not t.get("admitted")
-                              and t["state"] == MachineState.QUEUED.value), key=lambda t: t["RowKey"]):
+                              and t["state"] == MachineState.QUEUED.value), key=lambda t: t.key):
             if len(in_flight) + len(chosen) >= limit:
                 break
-            sub = target["RowKey"].split("|")[0]
+            sub = target.subscription_id
             if per_sub_spec is not None and busy[sub] >= (resolve(per_sub_spec, by_sub[sub]) or by_sub[sub]):
                 continue
             busy[sub] += 1
             chosen.append(target)
-        self.svc.store.merge_targets([{"PartitionKey": self.run_id, "RowKey": t["RowKey"], "admitted": True,
-                                       "admittedAt": iso(self.now), "nextActionAt": iso(self.now), "etag": t["etag"]}
-                                      for t in chosen])
+        self.svc.store.merge_targets([(t, {"admitted": True, "admittedAt": iso(self.now),
+                                            "nextActionAt": iso(self.now)}) for t in chosen])
         self.save()
         for target in chosen:
-            self.svc.send_step(self.run_id, target["RowKey"], int(target["seq"]))
+            self.svc.send_step(self.run_id, target.key, target.seq)
         return f"admitted-{len(chosen)}"
 
-    def pin_patch_set(self, canary: list[dict[str, Any]]) -> None:
+    def pin_patch_set(self, canary: list[MachineRecord]) -> None:
         """Later waves install nothing the canary did not: on Linux, exactly the package versions it
         installed (Windows is pinned by maxPatchPublishDate when the run was accepted)."""
         packages: set[str] = set()
         for target in canary:
             if str(target.get("osType") or "").lower() != "linux" or target["state"] != MachineState.COMPLETED.value:
                 continue
-            for patch in self.svc.store.list_patches(self.run_id, target["RowKey"]):
+            for patch in self.svc.store.list_patches(self.run_id, target.key):
                 if patch.get("installationState") == "Installed" and patch.get("name"):
                     packages.add(f"{patch['name']}_{patch['version']}" if patch.get("version") else patch["name"])
         if packages:  # rows of their own: hundreds of packages outgrow one property
@@ -249,18 +243,18 @@ class Round:
 def resume(run_id: str, svc: Services) -> str:
     """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
     here, reopen the run, and decide again."""
-    def act(run: dict[str, Any], now: datetime) -> str:
+    def act(run: RunRecord, now: datetime) -> str:
         store = svc.store
         targets = store.list_targets(run_id)
-        failure_on = json.loads(str(run.get("rollout") or "{}")).get("failureOn")
+        failure_on = (run.rollout or {}).get("failureOn")
         baseline = sum(1 for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
                        and failure_kind(t, failure_on))
-        store.merge_targets([{"PartitionKey": run_id, "RowKey": t["RowKey"], "state": MachineState.QUEUED.value,
-                              "admitted": False, "errorCode": "", "errorMessage": "", "completedAt": "",
-                              "etag": t["etag"]} for t in targets if t.get("errorCode") == "RunHalted"])
+        store.merge_targets([(t, {"state": MachineState.QUEUED.value, "admitted": False, "errorCode": "",
+                                  "errorMessage": "", "completedAt": ""})
+                             for t in targets if t.get("errorCode") == "RunHalted"])
         store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "active": True,
                                   "failureBaseline": baseline, "completedAt": "", "resumedAt": iso(now),
                                   "resumes": int(run.get("resumes") or 0) + 1})
-        return Round({**(store.get_run(run_id) or run)}, svc, now).decide()
+        return Round(store.get_run(run_id) or run, svc, now).decide()
 
     return locked(run_id, svc, act, inactive_ok=True)

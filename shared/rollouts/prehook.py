@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from azure.core.exceptions import ResourceModifiedError
-
 from shared.core.clock import iso, utcnow
+from shared.core.errors import ConflictError
 from shared.events.delivery import post
 from shared.events.publish import emit, run_subject
 from shared.rollouts.controller import advance
@@ -32,10 +31,10 @@ def pre_hook(message: dict[str, Any], svc: Services) -> str:
     if run is None or run.get("preHookAt") or run.get("canceledAt") or run.get("completedAt"):
         return "already-decided"  # decided, or the run stopped: no draining for a run that will not start
     try:  # claim the call: a duplicated message must not call the hook twice
-        svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run["etag"])
-    except ResourceModifiedError:
+        svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
+    except ConflictError:
         return "claimed-elsewhere"
-    hook = json.loads(str(run["rollout"])).get("preHook") or {}
+    hook = (run.rollout or {}).get("preHook") or {}
     payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
                "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
     answer = post(svc, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),

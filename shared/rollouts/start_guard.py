@@ -3,6 +3,7 @@ Linux machine after the canary wave installs the canary's package versions (one 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shared.core.records import RunSpec
@@ -13,7 +14,8 @@ def stopped_or_pinned(step: MachineStep, spec: RunSpec, body: dict[str, Any] | N
                       os_type: str) -> tuple[dict[str, Any] | None, str]:
     if not spec.rollout:
         return body, ""
-    run = step.svc.store.get_run(step.run_id) or {}  # read fresh: a cancel or halt may have come since admission
+    # Read fresh: a cancel or halt may have come since admission.
+    run: Mapping[str, Any] = step.svc.store.get_run(step.run_id) or {}
     if run.get("canceledAt") or run.get("haltedReason"):
         return None, step.skip("RunCanceled" if run.get("canceledAt") else "RunHalted",
                                "the run stopped before this machine started", osType=os_type)

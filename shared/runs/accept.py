@@ -28,19 +28,18 @@ from typing import Any
 
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
-from shared.core.records import NewRun
+from shared.core.records import NewRun, RunRecord
 from shared.core.states import RunStatus
 from shared.events.publish import emit, run_subject
 from shared.runs.services import Services
 from shared.validation.run_request import RunRequest
-from shared.validation.table_limits import check_entity
 
 log = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
 
 
 def new_run_id() -> str:
-    """11 hex digits of inverted milliseconds + 8 random: RowKeys sort newest first."""
+    """11 hex digits of inverted milliseconds + 8 random: run ids sort newest first in storage."""
     inverted = 0xFFFFFFFFFFF - int(time.time() * 1000)
     return f"{inverted:011x}-{secrets.token_hex(4)}"
 
@@ -63,7 +62,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 def accept_run(
     request: RunRequest, idempotency_key: str | None, svc: Services
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[RunRecord, bool]:
     """An install run from `POST /api/runs`."""
     extra: tuple[tuple[str, Any], ...] = ()
     parameters = request.install_parameters
@@ -85,17 +84,16 @@ def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]
                                                 "maxPatchPublishDate": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 
-def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dict[str, Any], bool]:
-    """Returns (run entity, created). A replay with the same key and body returns the first run.
+def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[RunRecord, bool]:
+    """Returns (the run, created). A replay with the same key and body returns the first run.
 
     Raises ValidationError (400, nothing written) when the run cannot be stored, ApiError 409 when the
     key was used with another body; any other error leaves no claim and no rows (see the module doc).
     """
     store = svc.store
     now = iso(utcnow())
+    run_id = new_run_id()
     run: dict[str, Any] = {
-        "PartitionKey": "run",
-        "RowKey": new_run_id(),
         "createdAt": now,
         "status": RunStatus.ACCEPTED.value,
         "active": True,
@@ -111,10 +109,8 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
         run["scopeCount"] = len(new.scopes)  # the ids live in the scope rows
     if not new.machines:
         run["dispatchedAt"] = now  # nothing to dispatch
-    check_entity(run, targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key"})
-    del run["PartitionKey"]
+    store.check_storable_run(run_id, run)
 
-    run_id = run["RowKey"]
     claimed = False
     if idempotency_key:
         claim = store.claim_idempotency_key(idempotency_key, new.fingerprint, run_id)
@@ -123,7 +119,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
                            "this Idempotency-Key was already used with a different request body",
                            target="Idempotency-Key")
         claimed = claim["runId"] == run_id
-        run_id = run["RowKey"] = claim["runId"]
+        run_id = claim["runId"]
         existing = store.get_run(run_id)
         if existing:
             if not existing.get("dispatchedAt"):
@@ -139,14 +135,14 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
             store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
         if new.operation == "assessPatches" and new.machines:
             svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
-        created = store.create_run(run)
+        created = store.create_run(run_id, run)
     except Exception:
         if claimed or not idempotency_key:  # only the request that made the claim takes back what it wrote
             _forget(store, idempotency_key, run_id)
         raise
     if not created:
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
-        return store.get_run(run_id) or {"PartitionKey": "run", **run}, False
+        return store.get_run(run_id) or RunRecord(etag="", columns=run, run_id=run_id), False
     emit(svc, "patchpilot.run.started", run_subject(run_id), {
         "runId": run_id, "operation": new.operation, "origin": new.origin, "machineCount": len(new.machines),
         "scopes": [s.resource_id for s in new.scopes]})
@@ -154,7 +150,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[dic
         svc.send_discovery(run_id, index, 0)
     if new.machines:
         svc.send_dispatch(run_id)
-    return {"PartitionKey": "run", **run}, True
+    return RunRecord(etag="", columns=run, run_id=run_id), True
 
 
 def _forget(store: Any, idempotency_key: str | None, run_id: str) -> None:

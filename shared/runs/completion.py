@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from shared.core.clock import iso, utcnow
 from shared.core.states import summarize, with_discovery, with_rollout
@@ -28,8 +30,9 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
         return False  # more machines may still be listed
     summary = summarize(store.list_targets(run_id, select=["state", "status", "failedPatchCount"]))
     summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
-    run = (store.get_run(run_id) or {}) if spec is not None and spec.rollout else {}
-    summary["status"] = with_rollout(summary["status"], run)
+    run = store.get_run(run_id) if spec is not None and spec.rollout else None
+    columns: Mapping[str, Any] = run if run is not None else {}
+    summary["status"] = with_rollout(summary["status"], columns)
     store.update_run(run_id, {
         "machineCount": summary["machineCount"],
         "active": False,
@@ -40,8 +43,8 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     log.info("run %s completed: %s", run_id, summary["status"])
     outcome = {"runId": run_id, "status": summary["status"], "machineCount": summary["machineCount"],
                "outcomes": summary["outcomes"]}
-    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(run.get("resumes") or 0))
-    post_hook = json.loads(str(run.get("rollout") or "{}")).get("postHook")
+    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(columns.get("resumes") or 0))
+    post_hook = (run.rollout or {}).get("postHook") if run is not None else None
     if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
         svc.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
     return True

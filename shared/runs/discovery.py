@@ -16,20 +16,17 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceModifiedError
-
 from shared.arm.errors import own_error_columns
 from shared.arm.operations import Failed, Retry, classify_read
 from shared.core.clock import iso, utcnow
-from shared.core.errors import ArmConnectionError, UntrustedEndpointError, ValidationError
-from shared.core.ids import ScopeRef
+from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError, ValidationError
+from shared.core.ids import ScopeRef, VmRef
+from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
 from shared.runs.messages import DiscoveryMessage
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
-from shared.storage.fleet_store import machine_row_key
-from shared.storage.run_store import batches
 from shared.validation.dynamic_scope import filter_matches
 from shared.validation.resource_ids import parse_vm_id
 from shared.validation.scopes import parse_scope
@@ -75,17 +72,17 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
                                          "nextActionAt": iso(utcnow())})
             svc.send_discovery(msg.run_id, msg.scope, msg.page + 1)
             return "page"
-        row["listed"] = int(row.get("listed") or 0) + listed
-        return _end_scope(msg, row, svc, scope, error=None)
-    except ResourceModifiedError:
+        return _end_scope(msg, row.with_changes({"listed": int(row.get("listed") or 0) + listed}, row.etag), svc,
+                          scope, error=None)
+    except ConflictError:
         return "lost-race"
 
 
 def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: Services) -> int:
     """Snapshot rows, target rows and step messages for one page; every write is repeatable."""
     now = iso(utcnow())
-    targets: list[dict[str, Any]] = []
-    inventory: list[dict[str, Any]] = []
+    targets: list[MachineRecord] = []
+    inventory: list[tuple[VmRef, dict[str, Any]]] = []
     for vm in vms:
         try:
             ref = parse_vm_id(vm.get("id"), target="id")
@@ -93,30 +90,29 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
             log.warning("discovery: run %s skipped a listed resource with an unexpected id %r", run_id, vm.get("id"))
             continue
         os = os_type(vm)
-        snapshot = {"PartitionKey": ref.subscription_id, "RowKey": machine_row_key(ref),
-                    "resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
+        snapshot = {"resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
                     "location": str(vm.get("location") or ""), "lastSeenAt": now, "lastSeenRun": run_id}
         if os:  # a merge must not blank an OS type known from before
             snapshot["osType"] = os
         # `discovered`: a VM that turns out not to be running (ARM's 409 says so when its operation is
         # posted; the list does not tell) is skipped, not failed, whatever the operation.
-        target = {**queued_target(run_id, ref.resource_id, now), "osType": os, "discovered": True}
-        inventory.append(snapshot)
+        target = queued_target(run_id, ref.resource_id, now, osType=os, discovered=True)
+        inventory.append((ref, snapshot))
         targets.append(target)
     svc.fleet.upsert_machines(inventory)
     if inventory:
         svc.fleet.note_subscriptions({scope.subscription_id})
-    for batch in batches(targets):
-        svc.store.create_targets(batch)  # rows an earlier delivery (or another scope) made stay as they are
+    for start in range(0, len(targets), 100):  # rows an earlier delivery (or another scope) made stay as they are
+        svc.store.create_targets(targets[start:start + 100])
     spec = svc.run_spec(run_id)
     if spec is not None and spec.rollout:
         return len(targets)  # the rollout controller admits them once every scope is listed
     for target in targets:
-        svc.send_step(run_id, str(target["RowKey"]), 0)  # a duplicate finds seq moved on: harmless
+        svc.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
     return len(targets)
 
 
-def _retry(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, retry: Retry) -> str:
+def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: Services, retry: Retry) -> str:
     attempt = int(row.get("attempts") or 0) + 1
     if attempt > retry_limit(retry, svc.settings):
         scope = parse_scope(row["scope"], target="scope")
@@ -127,13 +123,13 @@ def _retry(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, retry: Ret
     try:
         svc.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
                                      "nextActionAt": iso(utcnow() + timedelta(seconds=delay))})
-    except ResourceModifiedError:
+    except ConflictError:
         return "lost-race"
     svc.send_discovery(msg.run_id, msg.scope, msg.page, delay)
     return f"retry-{retry.kind}"
 
 
-def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope: ScopeRef,
+def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: Services, scope: ScopeRef,
                error: tuple[str, str] | None, *, cause: dict[str, Any] | None = None) -> str:
     """`cause`: ARM's whole error behind `error` (details, innererror), kept for the scope's view."""
     changes: dict[str, Any] = {"done": True, "page": msg.page + 1, "listed": int(row.get("listed") or 0),
@@ -146,7 +142,7 @@ def _end_scope(msg: DiscoveryMessage, row: dict[str, Any], svc: Services, scope:
                                                      listed_since=str(row.get("startedAt") or row["nextActionAt"]))
     try:
         svc.store.update_scope(row, changes)
-    except ResourceModifiedError:
+    except ConflictError:
         return "lost-race"
     spec = svc.run_spec(msg.run_id)
     if spec is not None and spec.rollout:

@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.core.clock import iso, utcnow
+from shared.core.records import MachineRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.messages import DispatchMessage
 from shared.runs.services import Services
@@ -38,24 +39,24 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
         return 0
     queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0)
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
-        list(pool.map(lambda t: svc.send_step(msg.run_id, t["RowKey"], int(t["seq"])), queued))
+        list(pool.map(lambda t: svc.send_step(msg.run_id, t.key, t.seq), queued))
     svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
     log.info("dispatch: run %s queued %d machines", msg.run_id, len(queued))
     return len(queued)
 
 
-def queued_target(run_id: str, resource_id: str, now: str) -> dict[str, object]:
+def queued_target(run_id: str, resource_id: str, now: str, **columns: object) -> MachineRecord:
+    """A machine as it enters a run: Queued at seq 0, due now."""
     vm = parse_vm_id(resource_id, target="machines")
-    return {
-        "PartitionKey": run_id,
-        "RowKey": vm.key,
+    return MachineRecord.new(run_id, vm.key, {
         "resourceId": vm.resource_id,
         "state": MachineState.QUEUED.value,
         "seq": 0,
         "createdAt": now,
         "updatedAt": now,
         "nextActionAt": now,
-    }
+        **columns,
+    })
 
 
 def create_targets(run_id: str, svc: Services) -> int:
@@ -68,9 +69,9 @@ def create_targets(run_id: str, svc: Services) -> int:
     return created
 
 
-def undispatched_targets(run_id: str, svc: Services) -> list[dict[str, object]]:
+def undispatched_targets(run_id: str, svc: Services) -> list[MachineRecord]:
     """Before dispatch has created its rows, a run's machines are all Queued: show them from the request."""
-    existing = {t["RowKey"]: t for t in svc.store.list_targets(run_id)}
+    existing = {t.key: t for t in svc.store.list_targets(run_id)}
     now = iso(utcnow())
-    return [existing.get(t["RowKey"], t) for chunk in svc.store.machine_chunks(run_id)
+    return [existing.get(t.key, t) for chunk in svc.store.machine_chunks(run_id)
             for t in (queued_target(run_id, rid, now) for rid in chunk)]

@@ -17,8 +17,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from azure.core.exceptions import ResourceModifiedError
-
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.operations import (
@@ -33,8 +31,9 @@ from shared.arm.operations import (
     classify_start,
 )
 from shared.core.clock import iso, parse_iso, utcnow
-from shared.core.errors import ArmConnectionError, UntrustedEndpointError
+from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import VmRef
+from shared.core.records import MachineRecord
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
@@ -54,7 +53,7 @@ EVENT_ERROR_CHARS = 16_000
 class MachineStep:
     """Carries one target through one step; `result` says what happened (for logs and tests)."""
 
-    def __init__(self, target: dict[str, Any], svc: Services, rng: random.Random | None = None) -> None:
+    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None) -> None:
         self.target = target
         self.svc = svc
         self.settings = svc.settings
@@ -64,7 +63,7 @@ class MachineStep:
 
     @property
     def run_id(self) -> str:
-        return str(self.target["PartitionKey"])
+        return self.target.run_id
 
     @cached_property
     def vm(self) -> VmRef:
@@ -72,7 +71,7 @@ class MachineStep:
 
     # -- entry points --------------------------------------------------------------------------
     def start(self) -> str:
-        spec = self.svc.run_spec(self.target["PartitionKey"])
+        spec = self.svc.run_spec(self.run_id)
         if spec is None or spec.operation not in KINDS:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
         kind = KINDS[spec.operation]
@@ -98,7 +97,7 @@ class MachineStep:
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
-        except ResourceModifiedError:
+        except ConflictError:
             return "lost-claim"
         try:
             resp = self._call(lambda: self.svc.arm.post_action(self.vm, kind.action, body), kind.action)
@@ -152,7 +151,7 @@ class MachineStep:
             self.svc.arm.ensure_trusted(outcome.poll_url)
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
-        spec = self.svc.run_spec(self.target["PartitionKey"])
+        spec = self.svc.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
         deadline = self.now + duration + timedelta(seconds=self.settings.operation_grace_seconds)
         delay = poll_delay(outcome.retry_after, self.settings)
@@ -194,13 +193,13 @@ class MachineStep:
 
     @cached_property
     def kind(self) -> OperationKind:
-        spec = self.svc.run_spec(self.target["PartitionKey"])
+        spec = self.svc.run_spec(self.run_id)
         return KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
 
     def finish(self, result: dict[str, Any]) -> str:
         kind = self.kind
         if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
-            self.svc.store.save_patches(self.target["PartitionKey"], self.target["RowKey"],
+            self.svc.store.save_patches(self.run_id, self.target.key,
                                         list(result.get(kind.patches_field) or []))
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
         # The result's `error` whole (details say why a package was skipped), or none at all: a
@@ -246,24 +245,23 @@ class MachineStep:
 
     def _update(self, changes: dict[str, Any]) -> None:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
-        self.svc.store.update_target(self.target, changes)
+        self.target = self.svc.store.update_target(self.target, changes)
 
     def _advance(self, delay: int, changes: dict[str, Any]) -> None:
-        """Record the step and queue the next one; raises ResourceModifiedError if we lost a race."""
-        seq = int(self.target["seq"]) + 1
+        """Record the step and queue the next one; raises ConflictError if we lost a race."""
+        seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.svc.send_step(self.target["PartitionKey"], self.target["RowKey"], seq, delay)
+        self.svc.send_step(self.run_id, self.target.key, seq, delay)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> str:
         record = self.svc.hooks.on_terminal.get(self.kind.action)
         if record is not None:  # before our own update: a redelivery then writes the same rows again
-            changes = {**changes, **record(self.svc, {**self.target, **changes}, state, result,
-                                           self.target["PartitionKey"])}
-        self._update({**changes, "state": state.value, "seq": int(self.target["seq"]) + 1,
+            changes = {**changes, **record(self.svc, {**self.target, **changes}, state, result, self.run_id)}
+        self._update({**changes, "state": state.value, "seq": self.target.seq + 1,
                       "completedAt": iso(utcnow())})
-        run_id = self.target["PartitionKey"]
+        run_id = self.run_id
         emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
             "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
@@ -299,7 +297,7 @@ def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) 
         if target["state"] == MachineState.STARTING.value:
             return step.recover_claim()
         return step.poll()
-    except ResourceModifiedError:
+    except ConflictError:
         return "lost-race"  # another delivery of this message moved the target first
 
 
@@ -314,7 +312,7 @@ def fail_poisoned_step(msg: StepMessage, svc: Services, queue_name: str) -> str:
             f"processing this machine's step failed repeatedly and the message was moved to "
             f"{queue_name}-poison; see the function logs for the error",
         )
-    except ResourceModifiedError:
+    except ConflictError:
         return "lost-race"
 
 
@@ -328,6 +326,6 @@ def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
         try:
             MachineStep(target, svc).fail("DispatchFailed", reason)
             failed += 1
-        except ResourceModifiedError:
+        except ConflictError:
             continue
     return failed

@@ -28,7 +28,7 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
     for run in store.list_active_runs():
         store.ops["sweepRuns"] += 1
         counts["runs"] += 1
-        run_id = run["RowKey"]
+        run_id = run.run_id
         if not run.get("dispatchedAt"):
             if run["createdAt"] < iso(now - UNDISPATCHED_AFTER):
                 svc.send_dispatch(run_id)
@@ -37,11 +37,11 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         for target in stalled:
-            svc.send_step(run_id, target["RowKey"], int(target["seq"]))
+            svc.send_step(run_id, target.key, target.seq)
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
-                svc.send_discovery(run_id, int(row["RowKey"].removeprefix("scope-")), int(row["page"]))
+                svc.send_discovery(run_id, row.index, int(row["page"]))
                 counts["relisted"] += 1
         if run.get("rollout"):
             svc.hooks.advance_run(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.arm.errors import stored_error
+from shared.core.records import RunRecord
 from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
 from shared.runs.services import Services
@@ -18,7 +20,7 @@ MACHINE_FIELDS = (
 )
 
 
-def machine_view(target: dict[str, Any]) -> dict[str, Any]:
+def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"id": target["resourceId"]}
     for name in MACHINE_FIELDS:
         if target.get(name) not in (None, ""):
@@ -30,7 +32,7 @@ def machine_view(target: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def scope_view(row: dict[str, Any]) -> dict[str, Any]:
+def scope_view(row: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"scope": row["scope"], "listed": int(row.get("listed") or 0), "done": bool(row.get("done"))}
     if row.get("errorCode"):
         view["error"] = stored_error(row)  # ARM's shape, with ARM's details when it gave them
@@ -39,8 +41,8 @@ def scope_view(row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
-    view: dict[str, Any] = {**json.loads(run["rollout"]), "currentWave": run.get("currentWave"),
+def rollout_view(run: RunRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {**(run.rollout or {}), "currentWave": run.get("currentWave"),
                             "waveCount": run.get("waveCount")}
     if run.get("soakUntil"):
         view["soakUntil"] = run["soakUntil"]
@@ -60,11 +62,11 @@ def rollout_view(run: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
-             scopes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
+             scopes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     operation = run.get("operation", "installPatches")
     view: dict[str, Any] = {
-        "id": run["RowKey"],
+        "id": run.run_id,
         "operation": operation,
         "origin": run.get("origin", "api"),
         "createdAt": run.get("createdAt"),
@@ -94,10 +96,10 @@ def run_view(run: dict[str, Any], targets: list[dict[str, Any]] | None,
     return view
 
 
-def load_run_view(run: dict[str, Any], svc: Services) -> dict[str, Any]:
+def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
     and, for a run that discovers machines, its scopes."""
-    run_id = run["RowKey"]
+    run_id = run.run_id
     targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
     scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
     return run_view(run, targets, scopes)

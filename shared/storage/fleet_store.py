@@ -41,6 +41,7 @@ MAX_MISSING_CHARS = 30_000  # a string property holds 64 KiB of UTF-16 (32,768 c
 SUMMARY = "summary"
 PATCH = "patch"
 
+KEYS = ("PartitionKey", "RowKey")
 
 def inverted_key(when: datetime) -> str:
     """Fixed-width, newest-first RowKey prefix."""
@@ -73,8 +74,10 @@ class FleetStore:
         self.ops: Counter[str] = Counter()
 
     # -- inventory and latest snapshot -----------------------------------------------------------
-    def upsert_machines(self, entities: Iterable[dict[str, Any]]) -> None:
+    def upsert_machines(self, machines: Iterable[tuple[VmRef, dict[str, Any]]]) -> None:
         """Merge inventory facts (seen when listing) into snapshots, keeping assessment fields."""
+        entities = [{"PartitionKey": vm.subscription_id, "RowKey": machine_row_key(vm), **columns}
+                    for vm, columns in machines]
         ordered = sorted(entities, key=lambda e: e["PartitionKey"])
         for batch in batches(ordered):
             self.ops["machineBatch"] += 1
@@ -194,22 +197,23 @@ class FleetStore:
         return len(old)
 
     def list_history(self, vm: VmRef, top: int) -> list[dict[str, Any]]:
-        """Summaries, newest first (RowKeys are inverted time)."""
+        """Summaries, newest first (keys are inverted time), each with its `historyKey` for history_patches."""
         self.ops["listHistory"] += 1
         result: list[dict[str, Any]] = []
         pages = self.history.query_entities("PartitionKey eq @machine and kind eq @kind",
                                             parameters={"machine": vm.key, "kind": SUMMARY},
                                             results_per_page=top).by_page()
         for page in pages:  # a filtered query may answer an empty page with a continuation token
-            result.extend(dict(e) for e in page)
+            result.extend({"historyKey": e["RowKey"], **{k: v for k, v in e.items() if k not in KEYS}}
+                          for e in page)
             if len(result) >= top:
                 break
         return result[:top]
 
-    def history_patches(self, vm: VmRef, row_key: str) -> list[dict[str, Any]]:
+    def history_patches(self, vm: VmRef, history_key: str) -> list[dict[str, Any]]:
         self.ops["historyPatches"] += 1
         rows = sorted(self.history.query_entities("PartitionKey eq @machine and RowKey gt @low and RowKey lt @high",
-                                                  parameters={"machine": vm.key, "low": row_key + "-p",
-                                                              "high": row_key + "-q"}),
+                                                  parameters={"machine": vm.key, "low": history_key + "-p",
+                                                              "high": history_key + "-q"}),
                       key=lambda e: e["RowKey"])
         return [json.loads(e["detail"]) for e in rows]

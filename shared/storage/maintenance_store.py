@@ -136,7 +136,8 @@ class MaintenanceStore:
         self.ops["listOccurrences"] += 1
         rows = self.table.query_entities("PartitionKey eq @partition and RowKey ge @since",
                                          parameters={"partition": "occ|" + config.lower(), "since": iso(since)})
-        return sorted((dict(e) for e in rows), key=lambda e: e["RowKey"])
+        return sorted(({"start": e["RowKey"], **{k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")}}
+                       for e in rows), key=lambda e: e["start"])
 
     # -- leases --------------------------------------------------------------------------------
     def lease(self, vm: VmRef, *, run_id: str, configuration: str, until: datetime,

@@ -20,7 +20,7 @@ import itertools
 import json
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
@@ -28,20 +28,18 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
-from shared.core.records import RunSpec
+from shared.core.errors import ConflictError, TargetsChangedError
+from shared.core.records import MachineRecord, RunRecord, RunSpec, ScopeListing
 from shared.core.settings import Settings
 from shared.core.states import TERMINAL_STATES
 from shared.storage.clients import StorageAccount
+from shared.storage.limits import check_entity
 
 RUN_PARTITION = "run"
 IDEMPOTENCY_PARTITION = "idem"
 MAX_BATCH_ENTITIES = 100
 CHUNK = 100  # machines per chunk entity: one chunk becomes one target transaction
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
-
-
-class TargetsChangedError(RuntimeError):
-    """A conditional batch of target updates found a row changed since it was read."""
 
 
 def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -78,16 +76,15 @@ def machine_chunk_entities(run_id: str, resource_ids: list[str]) -> list[dict[st
     ]
 
 
-def merge_if_unchanged(client: TableClient, row: dict[str, Any], changes: dict[str, Any]) -> str:
-    """Merge `changes` into the stored row if its ETag is still `row["etag"]`; keeps `row` current.
+def merge_conditionally(client: TableClient, entity: dict[str, Any], etag: str) -> str:
+    """Merge `entity` if the stored row's ETag is still `etag`; returns the new ETag.
 
-    Raises ResourceModifiedError when another writer got there first: the caller must stop.
-    """
-    entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes}
-    meta = client.update_entity(entity, mode=UpdateMode.MERGE, etag=row["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-    row.update(changes)
-    row["etag"] = meta["etag"]
+    Raises ConflictError when another writer got there first: the caller must stop."""
+    try:
+        meta = client.update_entity(entity, mode=UpdateMode.MERGE, etag=etag,
+                                    match_condition=MatchConditions.IfNotModified)
+    except ResourceModifiedError as exc:
+        raise ConflictError(f"{entity['PartitionKey']}/{entity['RowKey']} changed since it was read") from exc
     return str(meta["etag"])
 
 
@@ -104,6 +101,33 @@ def first_match(client: TableClient, query: str, parameters: dict[str, Any]) -> 
         if any(True for _ in page):
             return True
     return False
+
+
+def _columns(entity: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+
+
+def _etag(entity: Any) -> str:
+    metadata = getattr(entity, "metadata", None) or {}
+    return str(metadata.get("etag") or "")
+
+
+def to_machine(entity: Mapping[str, Any]) -> MachineRecord:
+    return MachineRecord(etag=_etag(entity), columns=_columns(entity), run_id=str(entity["PartitionKey"]),
+                         key=str(entity["RowKey"]))
+
+
+def to_run(entity: Mapping[str, Any]) -> RunRecord:
+    return RunRecord(etag=_etag(entity), columns=_columns(entity), run_id=str(entity["RowKey"]))
+
+
+def to_scope(entity: Mapping[str, Any]) -> ScopeListing:
+    return ScopeListing(etag=_etag(entity), columns=_columns(entity), run_id=str(entity["PartitionKey"]),
+                        index=int(str(entity["RowKey"]).removeprefix("scope-")))
+
+
+def machine_entity(record: MachineRecord, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"PartitionKey": record.run_id, "RowKey": record.key, **(record.columns if changes is None else changes)}
 
 
 class RunStore:
@@ -182,13 +206,14 @@ class RunStore:
                                         parameters={"run": run_id, "low": low, "high": high})
         return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
 
-    def create_targets(self, entities: list[dict[str, Any]]) -> bool:
+    def create_targets(self, records: list[MachineRecord]) -> bool:
         """Create one batch of targets; False if some existed already (those are left as they are).
 
         Never an upsert: a second dispatch must not reset machines that already started. A
         transaction is all-or-nothing, so when one row exists (an earlier attempt, or the same VM
         from a scope listing and a machine list), the rest are created one by one.
         """
+        entities = [machine_entity(r) for r in records]
         self.ops["targetBatch"] += 1
         try:
             self.targets.submit_transaction([("create", e) for e in entities])
@@ -206,22 +231,27 @@ class RunStore:
                 self.targets.create_entity(entity)
         return False
 
-    def create_run(self, run: dict[str, Any]) -> bool:
+    def check_storable_run(self, run_id: str, columns: Mapping[str, Any]) -> None:
+        """ValidationError (400) naming the field if Table storage would refuse the run entity."""
+        check_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns},
+                     targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key"})
+
+    def create_run(self, run_id: str, columns: Mapping[str, Any]) -> bool:
         """False if the run already exists (a retried request that had got this far)."""
         self.ops["createRun"] += 1
         try:
-            self.runs.create_entity({"PartitionKey": RUN_PARTITION, **run})
+            self.runs.create_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns})
             return True
         except ResourceExistsError:
             return False
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunRecord | None:
         self.ops["getRun"] += 1
         try:
             entity = self.runs.get_entity(RUN_PARTITION, run_id)
         except ResourceNotFoundError:
             return None
-        return {**entity, "etag": entity.metadata["etag"]}
+        return to_run(entity)
 
     def get_run_spec(self, run_id: str) -> RunSpec | None:
         """The immutable part of a run, as a record (one read)."""
@@ -232,16 +262,17 @@ class RunStore:
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
                        str(run.get("windowEnd") or ""), bool(run.get("rollout")))
 
-    def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> None:
+    def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
+        """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).
+        Returns the new ETag of a conditional merge."""
         self.ops["updateRun"] += 1
         entity = {"PartitionKey": RUN_PARTITION, "RowKey": run_id, **changes}
         if etag:
-            self.runs.update_entity(entity, mode=UpdateMode.MERGE, etag=etag,
-                                    match_condition=MatchConditions.IfNotModified)
-        else:
-            self.runs.update_entity(entity, mode=UpdateMode.MERGE)
+            return merge_conditionally(self.runs, entity, etag)
+        self.runs.update_entity(entity, mode=UpdateMode.MERGE)
+        return None
 
-    def list_runs(self, top: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    def list_runs(self, top: int, after: str | None = None) -> tuple[list[RunRecord], str | None]:
         """Runs newest first, `top` at a time, after the run id `after` (the last of the previous page).
 
         Returns the page and the `after` for the next one (None at the end). The cursor is a RowKey the
@@ -251,11 +282,11 @@ class RunStore:
         query = "PartitionKey eq @partition" + (" and RowKey gt @after" if after else "")
         parameters = {"partition": RUN_PARTITION, "after": after or ""}
         self.ops["listRuns"] += 1
-        rows = [dict(e) for e in itertools.islice(
+        rows = [to_run(e) for e in itertools.islice(
             self.runs.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
         more = len(rows) > top
         page = rows[:top]
-        return page, (str(page[-1]["RowKey"]) if more and page else None)
+        return page, (page[-1].run_id if more and page else None)
 
     # -- discovery (runs whose machines come from listing scopes) ------------------------------
     def create_scopes(self, run_id: str, scopes: list[tuple[str, dict[str, Any]]], now: str) -> None:
@@ -268,20 +299,21 @@ class RunStore:
             self.ops["scopeBatch"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
-    def get_scope(self, run_id: str, index: int) -> dict[str, Any] | None:
+    def get_scope(self, run_id: str, index: int) -> ScopeListing | None:
         self.ops["getScope"] += 1
         try:
             entity = self.runs.get_entity(run_id, f"scope-{index:03d}")
         except ResourceNotFoundError:
             return None
-        return {**entity, "etag": entity.metadata["etag"]}
+        return to_scope(entity)
 
-    def update_scope(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
-        """Conditional on the ETag read: a duplicated page message loses here and stops."""
+    def update_scope(self, row: ScopeListing, changes: dict[str, Any]) -> ScopeListing:
+        """Conditional on the ETag read: a duplicated page message loses here and stops (ConflictError)."""
         self.ops["updateScope"] += 1
-        merge_if_unchanged(self.runs, row, changes)
+        entity = {"PartitionKey": row.run_id, "RowKey": f"scope-{row.index:03d}", **changes}
+        return row.with_changes(changes, merge_conditionally(self.runs, entity, row.etag))
 
-    def list_scopes(self, run_id: str, *, unfinished_due_before: str | None = None) -> list[dict[str, Any]]:
+    def list_scopes(self, run_id: str, *, unfinished_due_before: str | None = None) -> list[ScopeListing]:
         """A run's scope rows; with `unfinished_due_before`, only those not done whose next page is overdue."""
         self.ops["listScopes"] += 1
         low, high = key_range("scope-")
@@ -290,27 +322,27 @@ class RunStore:
         if unfinished_due_before is not None:
             query += " and done eq false and nextActionAt lt @due"
             parameters["due"] = unfinished_due_before
-        return [dict(e) for e in self.runs.query_entities(query, parameters=parameters)]
+        return [to_scope(e) for e in self.runs.query_entities(query, parameters=parameters)]
 
-    def list_active_runs(self) -> list[dict[str, Any]]:
+    def list_active_runs(self) -> list[RunRecord]:
         """Runs not yet closed (the sweeper's work list)."""
-        return [dict(e) for e in self.runs.query_entities("PartitionKey eq @partition and active eq true",
+        return [to_run(e) for e in self.runs.query_entities("PartitionKey eq @partition and active eq true",
                                                           parameters={"partition": RUN_PARTITION})]
 
 
     # -- targets -------------------------------------------------------------------------------
-    def get_target(self, run_id: str, key: str) -> dict[str, Any] | None:
-        """The entity with its ETag under "etag", for conditional updates."""
+    def get_target(self, run_id: str, key: str) -> MachineRecord | None:
+        """The machine with its ETag, for conditional updates."""
         self.ops["getTarget"] += 1
         try:
             entity = self.targets.get_entity(run_id, key)
         except ResourceNotFoundError:
             return None
-        return {**entity, "etag": entity.metadata["etag"]}
+        return to_machine(entity)
 
     def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
-                     select: list[str] | None = None) -> list[dict[str, Any]]:
+                     select: list[str] | None = None) -> list[MachineRecord]:
         """A run's targets, optionally only those in `state`, at `seq`, unfinished with their next action
         due before an ISO time, or (not) admitted by the rollout controller. `select` keeps big columns
         (armCalls, error details) off the wire when a caller needs few."""
@@ -330,23 +362,23 @@ class RunStore:
         if admitted is not None:
             query += " and admitted eq @admitted"
             parameters["admitted"] = admitted
-        result: list[dict[str, Any]] = []
+        result: list[MachineRecord] = []
+        select = None if select is None else sorted({*select, "PartitionKey", "RowKey"})
         for page in self.targets.query_entities(query, parameters=parameters, results_per_page=1000,
                                                 select=select).by_page():
             self.ops["listTargets"] += 1
-            result.extend({**e, "etag": e.metadata["etag"]} for e in page)
+            result.extend(to_machine(e) for e in page)
         return result
 
-    def merge_targets(self, changes: list[dict[str, Any]]) -> None:
-        """Merges in transactions, each conditional on the "etag" it carries (as listed): if any row
+    def merge_targets(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> None:
+        """Merges in transactions, each conditional on the ETag of the record it was read as: if any row
         changed since, the batch is refused and TargetsChangedError says to decide again."""
-        for batch in batches(changes):
+        etags = {(r.run_id, r.key): r.etag for r, _ in changes}
+        for batch in batches(machine_entity(r, c) for r, c in changes):
             self.ops["targetMerge"] += 1
-            ops = []
-            for change in batch:
-                entity = {k: v for k, v in change.items() if k != "etag"}
-                ops.append(("update", entity, {"mode": UpdateMode.MERGE, "etag": change["etag"],
-                                               "match_condition": MatchConditions.IfNotModified}))
+            ops = [("update", entity, {"mode": UpdateMode.MERGE,
+                                       "etag": etags[(entity["PartitionKey"], entity["RowKey"])],
+                                       "match_condition": MatchConditions.IfNotModified}) for entity in batch]
             try:
                 self.targets.submit_transaction(ops)
             except TableTransactionError as exc:
@@ -370,14 +402,15 @@ class RunStore:
                                         parameters={"run": run_id, "low": low, "high": high})
         return [p for row in sorted(rows, key=lambda r: r["RowKey"]) for p in json.loads(row["packages"])]
 
-    def update_target(self, target: dict[str, Any], changes: dict[str, Any]) -> str:
-        """Merge `changes` if nobody changed the target since it was read; returns the new ETag.
+    def update_target(self, target: MachineRecord, changes: dict[str, Any]) -> MachineRecord:
+        """Merge `changes` if nobody changed the machine since it was read; returns it as now stored.
 
-        Raises azure.core.exceptions.ResourceModifiedError when the ETag no longer matches:
-        another delivery of the same message got there first, so the caller must stop.
+        Raises ConflictError when the ETag no longer matches: another delivery of the same message got
+        there first, so the caller must stop.
         """
         self.ops["updateTarget"] += 1
-        return merge_if_unchanged(self.targets, target, changes)
+        return target.with_changes(changes, merge_conditionally(self.targets, machine_entity(target, changes),
+                                                                target.etag))
 
     def has_unfinished_targets(self, run_id: str) -> bool:
         """One small query: is any machine of the run not yet in a terminal state?"""

@@ -255,7 +255,7 @@ def test_history_is_kept_and_pruned_after_retention(services: Services, simulato
         assert status == 202
         QueuePump(svc).run_until(lambda run_id=body["id"]: run_finished(run_id), timeout=60)
 
-    keys = [h["RowKey"] for h in svc.fleet.list_history(vm, 50)]
+    keys = [h["historyKey"] for h in svc.fleet.list_history(vm, 50)]
     assert len(keys) == 3 and kept_key in keys and old_key not in keys
     assert svc.fleet.history_patches(vm, old_key) == []
     _, view, _ = call(assessments_api.get_machine_assessment, "GET", "/x", route=vm_route(vm_id),

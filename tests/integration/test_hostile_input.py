@@ -120,8 +120,8 @@ def test_a_run_created_whose_answer_was_lost_is_kept_whole(services: Services,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     real_create = services.store.create_run
 
-    def created_then_lost(run: dict[str, Any]) -> bool:
-        real_create(run)
+    def created_then_lost(run_id: str, columns: dict[str, Any]) -> bool:
+        real_create(run_id, columns)
         raise ConnectionError("the answer to the insert was lost")
 
     monkeypatch.setattr(services.store, "create_run", created_then_lost)

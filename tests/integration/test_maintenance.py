@@ -236,7 +236,7 @@ def test_a_window_opened_by_a_tick_that_died_is_not_recorded_as_skipped(services
                     window_key(config, begin), services)  # ... and the tick dies before recording it
     open_due_windows(services, end - timedelta(minutes=15))  # the next tick finds 15 minutes left
     recorded = occurrences("nightly", begin, 1)[0]
-    assert recorded["state"] == "Started" and recorded["runId"] == run["RowKey"]
+    assert recorded["state"] == "Started" and recorded["runId"] == run.run_id
 
 
 def test_a_vm_whose_turn_comes_after_its_window_is_not_started(services: Services, simulator: Simulator) -> None:

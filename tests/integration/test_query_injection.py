@@ -31,8 +31,8 @@ def call(fn: Any, path: str, *, params: dict[str, str] | None = None,
 @pytest.fixture
 def seeded(services: Services) -> Services:
     vm = VmRef(SUB, "rg1", "vm1")
-    services.fleet.upsert_machines([{"PartitionKey": SUB, "RowKey": "rg1|vm1", "resourceId": vm.resource_id,
-                                     "osType": "Windows", "lastSeenAt": iso(datetime.now(UTC))}])
+    services.fleet.upsert_machines([(vm, {"resourceId": vm.resource_id,
+                                          "osType": "Windows", "lastSeenAt": iso(datetime.now(UTC))})])
     services.fleet.note_subscriptions([SUB])
     return services
 

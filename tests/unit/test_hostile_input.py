@@ -18,14 +18,7 @@ from shared.http.responses import absolute_url, public_origin
 from shared.maintenance.configuration import _duration, _local_time, check_name
 from shared.maintenance.recurrence import RecurrenceError, parse_recur_every
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
-from shared.storage.run_store import machine_chunk_entities
-from shared.validation.durations import parse_duration
-from shared.validation.install_parameters import parse_install_parameters
-from shared.validation.request_body import MAX_DEPTH, loads_strict, parse_json_body
-from shared.validation.resource_ids import is_resource_group_name, parse_vm_id, vm_from_route
-from shared.validation.rollout import parse_rollout
-from shared.validation.scopes import parse_scope, scope_from_query
-from shared.validation.table_limits import (
+from shared.storage.limits import (
     MAX_PROPERTY_BYTES,
     check_entity,
     check_json_property,
@@ -33,6 +26,13 @@ from shared.validation.table_limits import (
     check_property,
     entity_bytes,
 )
+from shared.storage.run_store import machine_chunk_entities
+from shared.validation.durations import parse_duration
+from shared.validation.install_parameters import parse_install_parameters
+from shared.validation.request_body import MAX_DEPTH, loads_strict, parse_json_body
+from shared.validation.resource_ids import is_resource_group_name, parse_vm_id, vm_from_route
+from shared.validation.rollout import parse_rollout
+from shared.validation.scopes import parse_scope, scope_from_query
 from shared.validation.tags import parse_tags
 
 SUB = "00000000-0000-0000-0000-000000000001"
