@@ -9,9 +9,9 @@ import azure.functions as func
 from shared.assessments.periodic import start_periodic_sweep
 from shared.composition import AppServices
 from shared.core.clock import utcnow
+from shared.core.messages import parse_discovery
 from shared.functions.queue_input import parse_message
 from shared.runs.discovery import discover_page, fail_poisoned_page
-from shared.runs.messages import parse_discovery
 
 log = logging.getLogger(__name__)
 

@@ -24,29 +24,15 @@ from typing import Any, TypeVar
 import azure.functions as func
 
 from shared.composition import AppServices
+from shared.core.messages import parse_delivery
 from shared.events.delivery import deliver
 from shared.functions.queue_input import parse_message
 from shared.rollouts.prehook import fail_pre_hook, pre_hook
-from shared.runs.messages import BadMessageError
 
 log = logging.getLogger(__name__)
 DELIVERY_THREADS = 24  # host.json batchSize 16 + newBatchThreshold 8 (tests/unit checks the two agree)
 _delivery_pool = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="event-delivery")
 T = TypeVar("T")
-
-
-def parse_delivery(body: str) -> dict[str, object]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise BadMessageError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("kind") not in ("event", "posthook", "prehook"):
-        raise BadMessageError("not a delivery message")
-    if data["kind"] == "prehook" and not isinstance(data.get("runId"), str):
-        raise BadMessageError("a prehook message needs runId")
-    if data["kind"] != "prehook" and not isinstance(data.get("url"), str):
-        raise BadMessageError("a delivery needs url")
-    return data
 
 
 async def off_the_loop(fn: Callable[..., T], *args: Any) -> T:

@@ -57,8 +57,9 @@ def blueprint(services: AppServices) -> func.Blueprint:
         body = _body(req, services.get())
         config = parse_configuration(name, body,  # validates everything before anything is written
                                      allow_local_hooks=is_local_development(svc.settings))
-        check_json_property(body, target="")  # stored as given: it must fit one Table property
-        created = svc.maintenance.put_config(name, body, schedule_now(svc.settings))  # type: ignore[arg-type]
+        stored = config.to_stored()
+        check_json_property(stored, target="")  # stored normalised: it must fit one Table property
+        created = svc.maintenance.put_config(name, stored, schedule_now(svc.settings))
         return json_response(config.resource(), 201 if created else 200)
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import azure.functions as func
 
-from shared.runs.messages import BadMessageError
+from shared.core.messages import BadMessageError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

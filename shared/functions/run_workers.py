@@ -7,11 +7,11 @@ import logging
 import azure.functions as func
 
 from shared.composition import AppServices
+from shared.core.messages import parse_dispatch, parse_step
 from shared.functions.queue_input import parse_message
 from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
-from shared.runs.messages import parse_dispatch, parse_step
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ where the service and its docs differ, a public report of the service decides):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -37,7 +38,13 @@ from zoneinfo import ZoneInfo
 
 from shared.core.errors import ValidationError, quoted
 from shared.core.ids import ScopeRef, VmRef
-from shared.maintenance.recurrence import RecurrenceError, Schedule, normalise_recur_every, parse_recur_every
+from shared.maintenance.recurrence import (
+    Recurrence,
+    RecurrenceError,
+    Schedule,
+    normalise_recur_every,
+    parse_recur_every,
+)
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
 from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
@@ -125,6 +132,38 @@ class MaintenanceConfiguration:
         return {"id": f"/maintenance-configurations/{self.name}", "name": self.name,
                 "type": "Microsoft.Maintenance/maintenanceConfigurations", "location": self.location,
                 "tags": self.tags, "properties": self.properties}
+
+    def to_stored(self) -> dict[str, Any]:
+        """The normalised configuration as stored: read back by `from_stored` without parsing it again
+        (the maintenance timer reads every configuration every minute)."""
+        s = self.schedule
+        return {"version": STORED_VERSION, "location": self.location, "tags": self.tags,
+                "properties": self.properties,  # holds installPatches (shown) and rollout: not stored twice
+                "schedule": {"recurrence": dataclasses.asdict(s.recurrence), "start": s.start.isoformat(),
+                             "expiration": s.expiration.isoformat() if s.expiration else None,
+                             "durationSeconds": int(s.duration.total_seconds()), "zone": s.zone.key}}
+
+
+STORED_VERSION = 2  # 1 (no "version"): the request body as sent, parsed again on every read
+
+
+def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceConfiguration:
+    """Rebuild a stored configuration: its normalised form as it is, or (written before version 2)
+    its original body parsed again under the rules of the day it was accepted."""
+    data = json.loads(stored["body"])
+    if not isinstance(data, dict) or data.get("version") != STORED_VERSION:
+        return parse_configuration(name, data, stored=True)
+    s = data["schedule"]
+    r = s["recurrence"]
+    recurrence = Recurrence(r["unit"], r["interval"], tuple(r["weekdays"]), tuple(r["month_days"]),
+                            r["week_of_month"], r["weekday"], r["offset"])
+    schedule = Schedule(recurrence, datetime.fromisoformat(s["start"]),
+                        datetime.fromisoformat(s["expiration"]) if s["expiration"] else None,
+                        timedelta(seconds=s["durationSeconds"]), ZoneInfo(s["zone"]))
+    properties = data["properties"]
+    install = {k: v for k, v in properties["installPatches"].items() if k != "tasks"}
+    return MaintenanceConfiguration(name, data["location"], data["tags"], properties, schedule, install,
+                                    properties.get("rollout"))
 
 
 def parse_configuration(name: str, body: object, *, stored: bool = False,
@@ -250,11 +289,6 @@ def parse_patch_configuration(value: object) -> tuple[dict[str, Any], dict[str, 
     if patches.get("tasks") is not None:
         shown["tasks"] = patches["tasks"]
     return parsed, shown
-
-
-def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceConfiguration:
-    """Rebuild from a stored (already validated) body."""
-    return parse_configuration(name, json.loads(stored["body"]), stored=True)
 
 
 # -- assignments ---------------------------------------------------------------------------------

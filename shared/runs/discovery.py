@@ -21,10 +21,10 @@ from shared.arm.operations import Failed, Retry, classify_read
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError, ValidationError
 from shared.core.ids import ScopeRef, VmRef
+from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
-from shared.runs.messages import DiscoveryMessage
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.dynamic_scope import filter_matches

@@ -13,9 +13,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.core.clock import iso, utcnow
+from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord
 from shared.core.states import MachineState, RunStatus
-from shared.runs.messages import DispatchMessage
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_vm_id
 

@@ -33,11 +33,11 @@ from shared.arm.operations import (
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import VmRef
+from shared.core.messages import StepMessage
 from shared.core.records import MachineRecord
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
-from shared.runs.messages import StepMessage
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services

@@ -6,7 +6,6 @@ credential) are created on first use and reused, so warm invocations pay no set-
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from azure.storage.queue import QueueClient
 
 from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
+from shared.core.messages import DiscoveryMessage, DispatchMessage, StepMessage, encode_delivery
 from shared.core.records import RunSpec
 from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
@@ -77,15 +77,14 @@ class Services:
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0) -> None:
         """A delayed message is how we wait: the function returns, the queue brings us back later."""
-        self._send(self.operations_queue, "operations", {"runId": run_id, "machine": machine, "seq": seq},
-                   delay_seconds)
+        self._send(self.operations_queue, "operations", StepMessage(run_id, machine, seq).encode(), delay_seconds)
 
     @cached_property
     def discovery_queue(self) -> QueueClient:
         return self.account.queue(self.settings.discovery_queue)
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
-        self._send(self.discovery_queue, "discovery", {"runId": run_id, "scope": scope, "page": page}, delay_seconds)
+        self._send(self.discovery_queue, "discovery", DiscoveryMessage(run_id, scope, page).encode(), delay_seconds)
 
     @cached_property
     def events_queue(self) -> QueueClient:
@@ -99,18 +98,18 @@ class Services:
 
     def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
         """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""
-        self._send(self.events_queue, "events", message, delay_seconds)
+        self._send(self.events_queue, "events", encode_delivery(message), delay_seconds)
 
     def send_dispatch(self, run_id: str) -> None:
-        self._send(self.dispatch_queue, "dispatch", {"runId": run_id})
+        self._send(self.dispatch_queue, "dispatch", DispatchMessage(run_id).encode())
 
     def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
         """Ask the rollout controller to look at the run again (after a soak, or when it was busy)."""
-        self._send(self.dispatch_queue, "dispatch", {"runId": run_id, "advance": True}, delay_seconds)
+        self._send(self.dispatch_queue, "dispatch", DispatchMessage(run_id, advance=True).encode(), delay_seconds)
 
-    def _send(self, client: QueueClient, name: str, body: dict[str, Any], delay_seconds: int = 0) -> None:
+    def _send(self, client: QueueClient, name: str, body: str, delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
-        client.send_message(json.dumps(body, separators=(",", ":")), visibility_timeout=delay or None)
+        client.send_message(body, visibility_timeout=delay or None)
         self.sent[name] += 1
 
     def run_spec(self, run_id: str) -> RunSpec | None:

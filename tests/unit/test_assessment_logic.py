@@ -15,9 +15,9 @@ from shared.arm.operations import VM_NOT_RUNNING, Failed, Retry, classify_read, 
 from shared.assessments.compliance import compliance_report
 from shared.assessments.results import parse_azure_time, patch_facts
 from shared.core.errors import ValidationError
+from shared.core.messages import BadMessageError, parse_discovery
 from shared.core.states import summarize, with_discovery
 from shared.runs.discovery import os_type
-from shared.runs.messages import BadMessageError, parse_discovery
 from shared.scheduling.slots import current_slot
 from shared.storage.fleet_store import inverted_key, patch_key
 from shared.validation.assessment_request import parse_assessment_request

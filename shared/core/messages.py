@@ -1,16 +1,32 @@
-"""Queue message bodies (JSON) and their parsing; a malformed message is dropped, never retried."""
+"""Every queue message contract in one place: its dataclass (or shape), its encoding and its parsing.
+
+    queue           message            what it asks
+    DISPATCH_QUEUE  DispatchMessage    create a run's machine rows and queue their first steps (or, with
+                                       `advance`, have the rollout controller decide again)
+    OPERATIONS_QUEUE StepMessage       one step of one machine's operation (`seq` fences duplicates)
+    DISCOVERY_QUEUE DiscoveryMessage   list one page of one scope of a run (`page` fences duplicates)
+    EVENTS_QUEUE    delivery (a dict)  an event, a post-run hook call, or the pre-run hook of a run
+
+Bodies are compact JSON (the queue client base64-encodes them, as the Functions queue trigger expects).
+A malformed body is dropped with a log line, never retried: BadMessageError.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
 
 
 class BadMessageError(ValueError):
     """The body can never be processed; retrying it would only fill the poison queue later."""
+
+
+def _encode(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -21,11 +37,17 @@ class StepMessage:
     machine: str
     seq: int
 
+    def encode(self) -> str:
+        return _encode({"runId": self.run_id, "machine": self.machine, "seq": self.seq})
+
 
 @dataclass(frozen=True)
 class DispatchMessage:
     run_id: str
     advance: bool = False  # a rollout run: ask its controller to decide again, rather than fan out
+
+    def encode(self) -> str:
+        return _encode({"runId": self.run_id, **({"advance": True} if self.advance else {})})
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,9 @@ class DiscoveryMessage:
     run_id: str
     scope: int
     page: int
+
+    def encode(self) -> str:
+        return _encode({"runId": self.run_id, "scope": self.scope, "page": self.page})
 
 
 def _load(body: str) -> dict[str, object]:
@@ -73,3 +98,25 @@ def parse_discovery(body: str) -> DiscoveryMessage:
             raise BadMessageError(f"bad {name} {value!r}")
     assert isinstance(scope, int) and isinstance(page, int)
     return DiscoveryMessage(str(data["runId"]), scope, page)
+
+
+DELIVERY_KINDS = ("event", "posthook", "prehook")
+
+
+def encode_delivery(message: dict[str, Any]) -> str:
+    """`{"kind": "event"|"posthook", "url", "body", "attempt"?}` or `{"kind": "prehook", "runId"}`."""
+    return _encode(message)
+
+
+def parse_delivery(body: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadMessageError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") not in DELIVERY_KINDS:
+        raise BadMessageError("not a delivery message")
+    if data["kind"] == "prehook" and not isinstance(data.get("runId"), str):
+        raise BadMessageError("a prehook message needs runId")
+    if data["kind"] != "prehook" and not isinstance(data.get("url"), str):
+        raise BadMessageError("a delivery needs url")
+    return data

@@ -1,0 +1,48 @@
+"""Every queue message contract round-trips through its own encode and parse (shared/core/messages.py),
+and a malformed body is refused, never half-read."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.core.messages import (
+    BadMessageError,
+    DiscoveryMessage,
+    DispatchMessage,
+    StepMessage,
+    encode_delivery,
+    parse_delivery,
+    parse_discovery,
+    parse_dispatch,
+    parse_step,
+)
+
+RUN = "e5dd4c8afe8-fcad69ec"
+
+
+def test_each_message_round_trips() -> None:
+    step = StepMessage(RUN, "5b4b650e-28b9-4790-b3ab-ddbd88d727c4|rg|vm", 3)
+    assert parse_step(step.encode()) == step
+    for dispatch in (DispatchMessage(RUN), DispatchMessage(RUN, advance=True)):
+        assert parse_dispatch(dispatch.encode()) == dispatch
+    page = DiscoveryMessage(RUN, 2, 7)
+    assert parse_discovery(page.encode()) == page
+    for delivery in ({"kind": "event", "url": "https://example.com/hook", "body": {"a": 1}, "attempt": 2},
+                     {"kind": "prehook", "runId": RUN}):
+        assert parse_delivery(encode_delivery(delivery)) == delivery
+
+
+@pytest.mark.parametrize(("parse", "body"), [
+    (parse_step, '{"runId": "x", "machine": "a|b|c", "seq": 0}'),
+    (parse_step, f'{{"runId": "{RUN}", "machine": "a|b", "seq": 0}}'),
+    (parse_step, f'{{"runId": "{RUN}", "machine": "a|b|c", "seq": true}}'),
+    (parse_step, f'{{"runId": "{RUN}\\n", "machine": "a|b|c", "seq": 0}}'),
+    (parse_discovery, f'{{"runId": "{RUN}", "scope": -1, "page": 0}}'),
+    (parse_dispatch, "not json"),
+    (parse_delivery, '{"kind": "event"}'),
+    (parse_delivery, '{"kind": "prehook"}'),
+    (parse_delivery, '{"kind": "other", "url": "https://x"}'),
+])
+def test_malformed_bodies_are_refused(parse: object, body: str) -> None:
+    with pytest.raises(BadMessageError):
+        parse(body)  # type: ignore[operator]
