@@ -84,12 +84,16 @@ def test_the_compressed_schedule_clock_is_for_the_simulator_only(monkeypatch: py
     assert Settings.from_env().schedule_clock_origin is None
 
 
-def _server() -> tuple[ThreadingHTTPServer, list[str | None]]:
+def _server(headers: list[dict[str, str]] | None = None) -> tuple[ThreadingHTTPServer, list[str | None]]:
+    """A loopback server answering `{}`; returns it and the Authorization headers it saw (all headers too,
+    into `headers`, when given)."""
     seen: list[str | None] = []
 
     class Handler(_Recorder):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization"))
+            if headers is not None:
+                headers.append(dict(self.headers))
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -146,17 +150,7 @@ def test_the_first_lure_did_reach_the_other_host_through_requests() -> None:
 
 def test_every_arm_request_carries_a_client_request_id_and_user_agent() -> None:
     headers: list[dict[str, str]] = []
-
-    class Handler(_Recorder):
-        def do_GET(self) -> None:
-            headers.append(dict(self.headers))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, _ = _server(headers)
     try:
         client = ArmClient(f"http://127.0.0.1:{server.server_address[1]}", StaticTokenCredential("t"),
                            api_version="2025-04-01")
