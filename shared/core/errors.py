@@ -7,9 +7,13 @@ Hierarchy:
     ├── ConflictError            a conditional write lost: another writer changed the row first (ETag)
     │   └── TargetsChangedError  a batch of machines changed while the rollout controller decided
     ├── StorageContentionError   writers kept racing on one Table row: fail the step so the queue retries
-    └── ArmError                 talking to Azure Resource Manager went wrong
-        ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
-        └── UntrustedEndpointError   a URL outside the configured ARM endpoint (never sent)
+    ├── ArmError                 talking to Azure Resource Manager went wrong
+    │   ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
+    │   └── UntrustedEndpointError   a URL outside the configured ARM endpoint (never sent)
+    └── (also ValueError) SettingsError (core/settings), BadMessageError (core/messages), RecurrenceError
+        and UnknownTimeZoneError (maintenance), CrontabError (scheduling): input that can never be used
+The egress package sits below core and keeps its own (AddressRefusedError, EgressRefusedError: urllib3's
+NewConnectionError, so requests reports a refused address as a connection failure).
 """
 
 from __future__ import annotations

@@ -18,10 +18,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared.core.errors import PatchPilotError
+
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
 
 
-class BadMessageError(ValueError):
+class BadMessageError(PatchPilotError, ValueError):
     """The body can never be processed; retrying it would only fill the poison queue later."""
 
 

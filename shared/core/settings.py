@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.core.errors import PatchPilotError
 from shared.egress.policy import check_url
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -25,7 +26,7 @@ MAX_EVENT_CONNECT_SECONDS = 60
 MAX_EVENT_READ_SECONDS = 200  # a pre-run hook's timeoutSeconds has the same bound (validation/rollout.py)
 
 
-class SettingsError(ValueError):
+class SettingsError(PatchPilotError, ValueError):
     """A setting is missing or malformed; raised at first use so the host log names it."""
 
 

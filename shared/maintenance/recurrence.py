@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.core.errors import quoted
+from shared.core.errors import PatchPilotError, quoted
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
@@ -53,7 +53,7 @@ GREGORIAN_CYCLE_MONTHS = 400 * 12
 _COMMA = re.compile(r"\s*,\s*")
 
 
-class RecurrenceError(ValueError):
+class RecurrenceError(PatchPilotError, ValueError):
     """`recurEvery` is not in Azure's grammar; the message says what is wrong."""
 
 

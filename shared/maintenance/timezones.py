@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from tzlocal.windows_tz import win_tz
 
-from shared.core.errors import quoted
+from shared.core.errors import PatchPilotError, quoted
 
 _WINDOWS = {name.lower(): iana for name, iana in win_tz.items()}
 _NOT_PLACES = {"Factory", "localtime", "posixrules"}
@@ -37,7 +37,7 @@ def _iana_names() -> dict[str, str]:
 _IANA = _iana_names()
 
 
-class UnknownTimeZoneError(ValueError):
+class UnknownTimeZoneError(PatchPilotError, ValueError):
     """Neither a Windows time zone name nor an IANA one."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.core.errors import PatchPilotError
+
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 _FULL_MONTHS = [
@@ -48,7 +50,7 @@ _FIELDS = (
 _SEARCH_YEARS = 30
 
 
-class CrontabError(ValueError):
+class CrontabError(PatchPilotError, ValueError):
     """The expression is not a valid six-field NCRONTAB expression; the message says which part."""
 
 
