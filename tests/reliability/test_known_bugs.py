@@ -1,7 +1,17 @@
 """App bugs the reliability fuzzer found, each with its smallest known reproducing input, pinned as strict
 xfails: the test states the behaviour the rules ask for (a 4xx in ARM's shape naming the field, and nothing
 written), so it starts passing, and fails as XPASS, when the app is fixed. Then delete the xfail mark here
-and the signature in harness.KNOWN_BUGS, so the fuzzer treats that 5xx as new from then on."""
+and, for a 5xx, its signature in harness.KNOWN_BUGS, so the fuzzer treats that 5xx as new from then on.
+
+Proposed fixes (shared/ is not this suite's to change):
+- parse_json_body: catch RecursionError with ValueError (or bound the nesting depth before json.loads).
+- parse_duration: catch OverflowError (or bound each number, e.g. to 9 digits) and raise ValueError.
+- parse_datetime: catch OverflowError around astimezone and raise the same ValidationError.
+- Schedule.first_window: compute `after` inside the try (or refuse start years below 2 and above 9998).
+- put_config / put_assignment / create_run: refuse a body whose stored JSON passes 64 KiB (Table storage's
+  property limit, 32K UTF-16 characters) with a 400 before writing anything (run chunks come first today).
+- _KB: match [0-9] (or re.ASCII) so only ASCII digits are taken.
+"""
 
 from __future__ import annotations
 
@@ -115,3 +125,14 @@ def test_a_run_too_big_to_store_is_a_400_that_writes_nothing(fuzz_app: FuzzApp, 
     outcome = check(Request("create_run", body=body), fuzz_app.probe, tally, valid=False)
     assert fuzz_app.probe.changes(before, fuzz_app.probe.snapshot()) == []
     assert outcome.status == 400, (outcome.status, outcome.signature)
+
+
+@pytest.mark.xfail(strict=True, reason="the KB pattern's \\d takes any Unicode digit, so 'KB' + Arabic-Indic digits "
+                   "is accepted and stored (and sent to ARM) in those digits, not as the ASCII KB number")
+def test_a_kb_number_in_other_digits_is_refused_or_sent_in_ascii(fuzz_app: FuzzApp) -> None:
+    arabic_indic = "".join(chr(0x660 + int(d)) for d in "5034441")
+    body = run_with({"windowsParameters": {"kbNumbersToInclude": ["KB" + arabic_indic]}})
+    outcome = check(Request("create_run", body=body), fuzz_app.probe, Tally(), valid=False)
+    assert outcome.status in (202, 400), outcome.status
+    if outcome.status == 202:
+        assert outcome.body["installPatches"]["windowsParameters"]["kbNumbersToInclude"] == ["5034441"]
