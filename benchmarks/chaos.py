@@ -50,7 +50,7 @@ from tests.reliability.crash import (
     wait_finished,
 )
 from tests.reliability.fuzz import DEFAULT_SEED, fuzz
-from tests.reliability.harness import ENDPOINTS, KNOWN_BUGS, StorageProbe, Tally
+from tests.reliability.harness import ENDPOINTS, KNOWN_BUGS, HttpSender, StorageProbe, Tally
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 from tools.local_host.queue_listener import RECEIVE_VISIBILITY
@@ -64,8 +64,12 @@ def log(message: str) -> None:
 
 
 # -- phases ------------------------------------------------------------------------------------------------
-def phase_fuzz(azurite: Azurite, examples: int, seed: int) -> Tally:
-    log(f"fuzz: {examples} examples over {len(ENDPOINTS)} endpoints, seed {seed}")
+def phase_fuzz(azurite: Azurite, args: argparse.Namespace, logs: Path) -> tuple[Tally, Tally | None]:
+    """In-process (with the write checks), then over HTTP through the local host process (no write checks
+    there: the host's own workers write while it runs)."""
+    examples, seed = args.fuzz_examples, args.seed
+    log(f"fuzz: {examples} examples in-process + {args.http_examples} over HTTP, {len(ENDPOINTS)} endpoints, "
+        f"seed {seed}")
     with Simulator(SimulatorConfig(vms=2, seed=5, required_token=DEV_TOKEN)) as sim:
         settings = unique_settings(azurite, sim.url)
         saved = dict(os.environ)
@@ -80,12 +84,25 @@ def phase_fuzz(azurite: Azurite, examples: int, seed: int) -> Tally:
                          config_name=CONFIG_NAME, known=known)
             fuzz(others, examples=examples - examples * 2 // 3, seed=seed + 1, probe=StorageProbe(settings),
                  config_name=CONFIG_NAME, known=known, tally=tally)
+            log(f"fuzz: {tally.tried} requests in-process, statuses {dict(sorted(tally.by_status.items()))}")
+            http: Tally | None = None
+            if args.http_examples:
+                (logs / "fuzz").mkdir(exist_ok=True)
+                host = Host(settings, logs / "fuzz").start()
+                try:
+                    send = HttpSender(host.url)
+                    http = fuzz(bodies, examples=args.http_examples * 2 // 3, seed=seed + 2, probe=None,
+                                config_name=CONFIG_NAME, known=known, send=send)
+                    fuzz(others, examples=args.http_examples - args.http_examples * 2 // 3, seed=seed + 3,
+                         probe=None, config_name=CONFIG_NAME, known=known, tally=http, send=send)
+                finally:
+                    host.stop()
+                log(f"fuzz: {http.tried} requests over HTTP, statuses {dict(sorted(http.by_status.items()))}")
         finally:
             reset_services()
             os.environ.clear()
             os.environ.update(saved)
-    log(f"fuzz: {tally.tried} requests, statuses {dict(sorted(tally.by_status.items()))}")
-    return tally
+    return tally, http
 
 
 def phase_crash(args: argparse.Namespace, logs: Path) -> CrashResult:
@@ -155,7 +172,8 @@ def seconds(value: float | None, bound: float) -> str:
     return f"{value:.1f} s" if value is not None else f"> {bound:.0f} s (not recovered)"
 
 
-def table(args: argparse.Namespace, tally: Tally | None, crash: CrashResult | None, faults: FaultResult | None) -> str:
+def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, crash: CrashResult | None,
+          faults: FaultResult | None) -> str:
     rows: list[tuple[str, str]] = [("seed", f"{args.seed} (replay: python -m benchmarks.chaos --seed {args.seed})")]
     if tally is not None:
         rows += [
@@ -167,6 +185,16 @@ def table(args: argparse.Namespace, tally: Tally | None, crash: CrashResult | No
             ("fuzz: 4xx not in ARM's error shape", str(len(tally.bad_error_shape))),
             ("fuzz: valid requests refused", str(len(tally.valid_refused))),
             ("fuzz: slowest request", f"{tally.slowest:.2f} s"),
+        ]
+    if http is not None:
+        rows += [
+            ("fuzz over HTTP (local host): requests tried", f"{http.tried} (+{http.unsendable} with header values "
+                                                            "no client sends)"),
+            ("fuzz over HTTP: statuses", ", ".join(f"{k}: {v}" for k, v in sorted(http.by_status.items()))),
+            ("fuzz over HTTP: 5xx", f"{http.server_errors} ({sum(http.known.values())} known bugs, "
+                                    f"{len(http.unknown)} new)"),
+            ("fuzz over HTTP: hangs (> 10 s)", str(len(http.hangs))),
+            ("fuzz over HTTP: 4xx not in ARM's error shape", str(len(http.bad_error_shape))),
         ]
     if crash is not None:
         v = crash.verdict
@@ -211,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", DEFAULT_SEED)))
-    parser.add_argument("--fuzz-examples", type=int, default=3000)
+    parser.add_argument("--fuzz-examples", type=int, default=3000, help="in-process requests")
+    parser.add_argument("--http-examples", type=int, default=600, help="requests through the local host process")
     parser.add_argument("--vms", type=int, default=24, help="crash phase: simulated VMs, split over --runs runs")
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--kills", type=int, default=4, help="host SIGKILLs (Azurite is restarted after one)")
@@ -229,20 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs = Path(tempfile.mkdtemp(prefix="chaos-logs-"))
     log(f"chaos: seed {args.seed}; host logs in {logs}")
-    tally = crash = faults = None
+    tally = http = crash = faults = None
     with Azurite() as azurite:
         if "fuzz" not in args.skip:
-            tally = phase_fuzz(azurite, args.fuzz_examples, args.seed)
+            tally, http = phase_fuzz(azurite, args, logs)
         if "faults" not in args.skip:
             faults = phase_faults(azurite, args, logs)
     if "crash" not in args.skip:
         crash = phase_crash(args, logs)
     print()
-    print(table(args, tally, crash, faults))
+    print(table(args, tally, http, crash, faults))
     problems: list[str] = []
-    if tally is not None:
-        problems += tally.problems()
-        for sig, count in tally.known.items():
+    for fuzzed in (t for t in (tally, http) if t is not None):
+        problems += fuzzed.problems()
+        for sig, count in fuzzed.known.items():
             print(f"known bug ({count}x): {sig}: {KNOWN_BUGS[sig]}")
     for verdict in ([crash.verdict] if crash else []) + ([faults.clean, faults.faulted] if faults else []):
         problems += verdict.problems

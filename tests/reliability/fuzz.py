@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from tests.reliability.harness import REQUEST_TIMEOUT, StorageProbe, Tally, check
+from tests.reliability.harness import REQUEST_TIMEOUT, Sender, StorageProbe, Tally, call, check
 from tests.reliability.strategies import requests_for
 
 DEFAULT_SEED = 20261130
@@ -21,7 +21,7 @@ DEFAULT_SEED = 20261130
 
 def fuzz(endpoints: Sequence[str], *, examples: int, seed: int, probe: StorageProbe | None, config_name: str,
          known: dict[str, list[str]] | None = None, tally: Tally | None = None,
-         timeout: float = REQUEST_TIMEOUT) -> Tally:
+         timeout: float = REQUEST_TIMEOUT, send: Sender = call) -> Tally:
     tally = tally or Tally()
     strategy = st.sampled_from(list(endpoints)).flatmap(lambda name: requests_for(name, config_name, known))
 
@@ -31,7 +31,7 @@ def fuzz(endpoints: Sequence[str], *, examples: int, seed: int, probe: StoragePr
     @given(strategy)
     def one(item: tuple[object, bool]) -> None:
         request, valid = item
-        check(request, probe, tally, valid=valid, timeout=timeout)  # type: ignore[arg-type]
+        check(request, probe, tally, valid=valid, timeout=timeout, send=send)  # type: ignore[arg-type]
 
     one()
     return tally

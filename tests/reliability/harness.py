@@ -109,6 +109,7 @@ class Outcome:
     seconds: float
     signature: str | None = None  # for an unhandled exception: "ExcType at shared/x.py:function"
     trace: str = ""
+    routed: bool = True  # False: over HTTP no route matched (the host's own empty 404, not the app's answer)
 
     @property
     def hung(self) -> bool:
@@ -185,6 +186,44 @@ def call(request: Request, timeout: float = REQUEST_TIMEOUT) -> Outcome:
         body = raw[:200]
     sig, trace = signature(result["exc_info"]) if result.get("exc_info") else (None, "")
     return Outcome(response.status_code, body, seconds, signature=sig, trace=trace)
+
+
+class HttpSender:
+    """Send requests to a running host over HTTP (the local Functions host process). A 5xx is replayed
+    in-process (`call`) to learn its signature, so known bugs are recognised over HTTP too."""
+
+    def __init__(self, base_url: str) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.requests = requests
+
+    def __call__(self, request: Request, timeout: float = REQUEST_TIMEOUT) -> Outcome | None:
+        endpoint = BY_NAME[request.endpoint]
+        started = time.monotonic()
+        try:
+            resp = self.session.request(endpoint.method, self.base_url + build_path(endpoint, request.route),
+                                        params=request.params, data=request.body, timeout=timeout,
+                                        headers={"Content-Type": "application/json", **request.headers})
+        except (self.requests.exceptions.InvalidHeader, ValueError, UnicodeError):
+            return None  # e.g. a NUL or non-Latin-1 character in a header value: no client sends it
+        except self.requests.Timeout:
+            return Outcome(None, None, time.monotonic() - started, signature=f"hang over {timeout:g}s (HTTP)")
+        except self.requests.ConnectionError as exc:
+            return Outcome(599, None, time.monotonic() - started, signature=f"connection error: {exc}"[:300])
+        try:
+            body = resp.json() if resp.content else None
+        except ValueError:
+            body = resp.content[:200]
+        outcome = Outcome(resp.status_code, body, time.monotonic() - started,
+                          routed=not (resp.status_code == 404 and not resp.content))
+        if resp.status_code >= 500:
+            replay = call(request, timeout)
+            outcome.signature = replay.signature if replay.status and replay.status >= 500 else \
+                f"HTTP {resp.status_code} not reproduced in-process ({replay.status})"
+            outcome.trace = replay.trace
+        return outcome
 
 
 def is_arm_error(body: Any) -> bool:
@@ -283,19 +322,27 @@ class Tally:
     bad_error_shape: list[str] = field(default_factory=list)
     valid_refused: list[str] = field(default_factory=list)
     slowest: float = 0.0
+    unsendable: int = 0
 
     def problems(self) -> list[str]:
         return [*self.unknown, *self.hangs, *self.wrote_on_refusal, *self.bad_error_shape, *self.valid_refused]
 
 
+Sender = Callable[[Request, float], "Outcome | None"]
+
+
 def check(request: Request, probe: StorageProbe | None, tally: Tally, *, valid: bool,
-          timeout: float = REQUEST_TIMEOUT) -> Outcome:
+          timeout: float = REQUEST_TIMEOUT, send: Sender = call) -> Outcome | None:
     """Send one request and judge it: no hang; no 5xx unless a known bug; a 4xx in ARM's error shape that
-    wrote nothing; a request valid by construction accepted. Problems are added to `tally`."""
+    wrote nothing; a request valid by construction accepted. Problems are added to `tally`. A sender may
+    answer None for a request it cannot send (HTTP: a header value no client can put on the wire)."""
     before = (probe.last or probe.snapshot()) if probe else None
     if probe:
         probe.last = None  # until this request is known to have written nothing
-    outcome = call(request, timeout)
+    outcome = send(request, timeout)
+    if outcome is None:
+        tally.unsendable += 1
+        return None
     tally.tried += 1
     tally.slowest = max(tally.slowest, outcome.seconds)
     key = "hang" if outcome.hung else str(outcome.status)
@@ -312,7 +359,7 @@ def check(request: Request, probe: StorageProbe | None, tally: Tally, *, valid: 
             tally.unknown.append(f"{status} {outcome.signature}\n  {request.describe()}\n{outcome.trace}")
         return outcome
     if 400 <= status < 500:
-        if not is_arm_error(outcome.body):
+        if outcome.routed and not is_arm_error(outcome.body):
             tally.bad_error_shape.append(f"{status} body={outcome.body!r}\n  {request.describe()}")
         if before is not None and probe is not None:
             after = probe.snapshot()

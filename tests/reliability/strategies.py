@@ -5,9 +5,9 @@ Valid shapes follow shared/validation/run_request.py, install_parameters.py, rol
 assessment_request.py, scopes.py, dynamic_scope.py and shared/maintenance/configuration.py +
 recurrence.py (and the README's API section), including the alternative spellings they normalise
 (`NeverReboot`, `Update Rollups`, `KB5034441`, any case). Mutations of a valid body: a node replaced by
-a wrong type, null, a huge string, deep nesting, unicode digits or an extreme number; an extra field; a
-removed field; a duplicate key written into the raw JSON text; and raw-text damage (truncation, invalid
-UTF-8, a byte-order mark, a body over MAX_REQUEST_BYTES).
+a wrong type, null, a huge string, deep nesting, unicode digits, an extreme number or a value at the edge
+of a field's domain; an extra field; a removed field; a duplicate key written into the raw JSON text; and
+raw-text damage (truncation, invalid UTF-8, a byte-order mark, a body over MAX_REQUEST_BYTES).
 """
 
 from __future__ import annotations
@@ -303,6 +303,13 @@ UNICODE_DIGITS = tuple("".join(chr(zero + i) for i in range(10)) for zero in (0x
 WRONG_TYPES = (0, -1, 1.5, True, False, "text", "", " ", [], {}, [1, "a"], {"a": 1}, 2**63, -(2**63) - 1)
 EXTREME = (10**30, -(10**30), 1e308, -1e-308, Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("9" * 5000),
            Raw("1e999"), Raw("-0"))
+# Values at the edges of a field's domain (dates at datetime's limits and past them in UTC, durations
+# at and past the bounds, the schedule grammar's extremes), put in any string's place.
+EDGE_STRINGS = ("0001-01-01 00:00", "9999-12-31 23:59", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                "1970-01-01T00:00:00Z", "2026-02-29 10:00", "2024-02-29 10:00", "P99999999999W", "PT0S", "PT4H0M1S",
+                "PT29M59S", "P1Y", "PT-1H", "24:00", "00:00", "03:56", "01:29", "Month day31", "12Months day30",
+                "Month Last Sunday Offset6", "366Days", "9999Hours", "6Hours", "Week Monday,Monday", "Etc/GMT+14",
+                "Dateline Standard Time", "Line Islands Standard Time", "rest", "0%", "100%", "101%", "KB0", "0")
 NEAR_MISS_KEYS = ("maximumduration", "rebootsetting", "Machines", "installpatches", "windowsparameters",
                   "properties ", "", "__proto__", "constructor", "\u0000", "ünïcode", "a" * 300)
 
@@ -318,7 +325,7 @@ def to_unicode_digits(value: Any, table: str) -> Any:
 def mutated(draw: st.DrawFn, valid: Any) -> tuple[bytes, str]:
     """A valid body damaged in one way: (raw bytes, what was done)."""
     kind = draw(st.sampled_from(("wrong_type", "null", "huge_string", "deep_nesting", "unicode_digits", "extreme",
-                                 "extra_field", "remove_field", "duplicate_key", "raw_text", "max_lists")))
+                                 "extra_field", "remove_field", "duplicate_key", "raw_text", "max_lists", "edge")))
     nodes = paths(valid)
     path = draw(st.sampled_from(nodes))
     where = "/".join(map(str, path)) or "(root)"
@@ -375,6 +382,8 @@ def mutated(draw: st.DrawFn, valid: Any) -> tuple[bytes, str]:
         new = Raw(opener * depth + "1" + closer * depth)
     elif kind == "unicode_digits":
         new = to_unicode_digits(get(valid, path), draw(st.sampled_from(UNICODE_DIGITS)))
+    elif kind == "edge":
+        new = draw(st.sampled_from(EDGE_STRINGS))
     elif kind == "max_lists":  # every list at its longest, each item at its longest: a big valid-looking body
         new = draw(st.sampled_from((["A" * 256] * 200, ["KB" + "9" * 10] * 200, [1] * 5000)))
     else:
