@@ -209,6 +209,9 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
         ]
         if crash.unfinished:
             rows.append(("crash: at the deadline", crash.unfinished))
+        met = crash.after_restart is not None and crash.after_restart <= args.recovery_goal
+        rows.append((f"crash: goal, recovered within {args.recovery_goal:.0f} s of a restart",
+                     "met" if met else "MISSED"))
     if faults is not None:
         ratio = (f"{faults.faulted_seconds / faults.clean_seconds:.2f}x"
                  if faults.clean_seconds and faults.faulted_seconds else "n/a")
@@ -247,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=300.0, help="simulated seconds per real second")
     parser.add_argument("--recovery-timeout", type=float, default=1500.0,
                         help="seconds to wait for every run after the last restart (today's bounds: 10-20 min)")
+    parser.add_argument("--recovery-goal", type=float, default=120.0,
+                        help="seconds from a host restart to every run finished that the app aims for")
     parser.add_argument("--sweep-schedule", default="0 */5 * * * *", help="the SWEEP_SCHEDULE app setting")
     parser.add_argument("--lease-seconds", type=float, default=None,
                         help="shorten the host's 10-minute message lease (harness only; not an app setting)")
