@@ -37,7 +37,7 @@ from typing import Any
 
 from shared.composition import reset_services
 from shared.runs.sweeper import STALL_AFTER
-from tests.integration.conftest import DEV_TOKEN, unique_settings
+from tests.integration.conftest import DEV_TOKEN, FAST, unique_settings
 from tests.reliability.conftest import CONFIG_NAME, seed_app
 from tests.reliability.crash import (
     CrashResult,
@@ -204,6 +204,7 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
             ("crash: double installs", str(v.double_installs)),
             ("crash: false failures", str(v.false_failures)),
             ("crash: machines wrong or never installed", f"{v.wrong_state} / {v.never_installed}"),
+            ("crash: machines at the end", ", ".join(f"{k}: {n}" for k, n in sorted(crash.end_states.items()))),
             ("crash: recovery, host restart -> all finished", seconds(crash.after_restart, args.recovery_timeout)),
             ("crash: recovery, last kill -> all finished", seconds(crash.after_kill, args.recovery_timeout)),
         ]
@@ -233,6 +234,7 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
          + (f"; shortened by the harness to {args.stall_after_seconds:g} s"
             if args.stall_after_seconds is not None else "")),
         ("setting: SWEEP_SCHEDULE", args.sweep_schedule),
+        ("settings: test timings (all phases)", ", ".join(f"{k}={v}" for k, v in FAST.items())),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

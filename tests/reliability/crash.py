@@ -131,7 +131,9 @@ def wait_finished(host: Host, run_ids: list[str], deadline: float, log: Log = qu
 
 
 def machine_states(views: dict[str, dict[str, Any]]) -> dict[str, int]:
-    return dict(Counter(str(m.get("state")) for v in views.values() for m in v.get("machines", [])))
+    """Machines by state, with the error code for those that ended with one (e.g. Failed/OutcomeUnknown)."""
+    return dict(Counter(str(m.get("state")) + (f"/{m['error']['code']}" if m.get("error") else "")
+                        for v in views.values() for m in v.get("machines", [])))
 
 
 @dataclass
@@ -196,6 +198,7 @@ class CrashResult:
     after_restart: float | None  # seconds from the last host restart until every run had finished
     after_kill: float | None  # ... from the last kill
     unfinished: str = ""
+    end_states: dict[str, int] = field(default_factory=dict)
 
 
 def simulator_config(vms: int, seed: int, time_scale: float) -> SimulatorConfig:
@@ -247,7 +250,8 @@ def crash_scenario(*, seed: int, vms: int, runs: int, kills: int, time_scale: fl
             f"{len(expected) - verdict.runs_finished} runs unfinished; machines {machine_states(views)}"
         return CrashResult(verdict, done_kills, azurite_restarts, host.starts,
                            None if finished_at is None else finished_at - last_restart,
-                           None if finished_at is None else finished_at - last_kill, unfinished)
+                           None if finished_at is None else finished_at - last_kill, unfinished,
+                           machine_states(views))
     finally:
         host.stop()
         sim.stop()
