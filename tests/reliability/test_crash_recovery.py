@@ -38,7 +38,8 @@ def test_runs_end_correct_after_host_kills_and_an_azurite_restart(tmp_path: Path
     assert verdict.runs_correct == verdict.runs == 2, (f"seed {SEED}", verdict.problems)
 
 
-@pytest.mark.xfail(strict=True, reason="a host killed after the Queued -> Starting claim but before ARM's answer to "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="a host killed after the Queued -> Starting claim but before ARM's answer to "
                    "installPatches is recorded leaves the machine Starting; recovery (shared/runs/machine_worker.py "
                    "recover_claim) then ends it Failed/OutcomeUnknown without asking ARM, though ARM installed it")
 def test_a_kill_between_the_claim_and_arms_answer_is_not_a_false_failure(azurite: Azurite, tmp_path: Path) -> None:
@@ -52,7 +53,8 @@ def test_a_kill_between_the_claim_and_arms_answer_is_not_a_false_failure(azurite
             run_id = submit(host, sim.vm_ids(), "claim-window")
             deadline = time.monotonic() + 60
             while sim.calls()["total"]["installPatches"] == 0:  # counted as it arrives, before the latency
-                assert time.monotonic() < deadline, "installPatches was never sent"
+                if time.monotonic() > deadline:
+                    pytest.fail("installPatches was never sent")  # not the bug: fails even under xfail
                 time.sleep(0.01)
             host.kill()
             sim.set_faults(latency_ms=0)
@@ -61,7 +63,7 @@ def test_a_kill_between_the_claim_and_arms_answer_is_not_a_false_failure(azurite
         finally:
             host.stop()
         verdict = judge(sim, views, {run_id: sim.vm_ids()})
-    assert sim.calls()["total"]["installPatchesAccepted"] == 1  # ARM did install it
-    assert finished_at is not None, views
+    if sim.calls()["total"]["installPatchesAccepted"] != 1 or finished_at is None:
+        pytest.fail(f"the scenario did not happen as planned: {sim.calls()['total']}, finished: {views}")
     assert verdict.false_failures == 0, verdict.problems
     assert verdict.runs_correct == 1, verdict.problems
