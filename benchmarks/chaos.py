@@ -202,7 +202,8 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
             ("crash: host kills (SIGKILL) / Azurite restarts", f"{crash.kills} / {crash.azurite_restarts}"),
             ("crash: runs correct", f"{v.runs_correct} of {v.runs} ({v.runs_finished} finished; {v.machines} VMs)"),
             ("crash: double installs", str(v.double_installs)),
-            ("crash: false failures", str(v.false_failures)),
+            ("crash: false failures", f"{v.false_failures} ({len(v.outcome_unknown)} OutcomeUnknown: killed between "
+                                      "the claim and ARM's answer)"),
             ("crash: machines wrong or never installed", f"{v.wrong_state} / {v.never_installed}"),
             ("crash: machines at the end", ", ".join(f"{k}: {n}" for k, n in sorted(crash.end_states.items()))),
             ("crash: recovery, host restart -> all finished", seconds(crash.after_restart, args.recovery_timeout)),

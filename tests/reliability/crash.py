@@ -147,6 +147,12 @@ class Verdict:
     false_failures: int = 0
     wrong_state: int = 0
     problems: list[str] = field(default_factory=list)
+    # False failures with OutcomeUnknown: the known bug pinned by test_crash_recovery's strict xfail
+    # (a kill between the claim and ARM's answer); problems naming these machines are that bug.
+    outcome_unknown: set[str] = field(default_factory=set)
+
+    def unexplained(self) -> list[str]:
+        return [p for p in self.problems if p.split(":")[0] not in self.outcome_unknown]
 
 
 def judge(sim: Simulator, views: dict[str, dict[str, Any]], expected: dict[str, list[str]]) -> Verdict:
@@ -177,6 +183,8 @@ def judge(sim: Simulator, views: dict[str, dict[str, Any]], expected: dict[str, 
             if machine.get("state") in ("Failed", "TimedOut") and sim_status in ("Succeeded", "CompletedWithWarnings",
                                                                                    "InProgress"):
                 verdict.false_failures += 1
+                if (machine.get("error") or {}).get("code") == "OutcomeUnknown":
+                    verdict.outcome_unknown.add(vm)
                 verdict.problems.append(f"{vm}: {machine.get('state')} ({machine.get('error')}) but the simulator "
                                         f"installed it: {sim_status}")
             ok = installs == 1 and machine.get("state") == "Completed" and machine.get("status") == sim_status
