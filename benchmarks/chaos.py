@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.composition import reset_services
 from shared.runs.sweeper import STALL_AFTER
+from tests.app import reset_services
 from tests.integration.conftest import DEV_TOKEN, FAST, unique_settings
 from tests.reliability.conftest import CONFIG_NAME, seed_app
 from tests.reliability.crash import (

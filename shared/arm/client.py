@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
@@ -51,7 +51,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from shared.core.errors import ArmConnectionError, UntrustedEndpointError
+from shared.core.errors import ArmAuthenticationError, ArmConnectionError, UntrustedEndpointError
 from shared.core.ids import ScopeRef, VmRef
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,8 @@ class ArmClient:
             content = resp.read()
         except UntrustedEndpointError:
             raise
+        except ClientAuthenticationError as exc:  # from the credential, before anything was sent
+            raise ArmAuthenticationError(f"no ARM token: {exc.__class__.__name__}: {exc}") from exc
         except AzureError as exc:
             raise ArmConnectionError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.arm.client import ArmResponse
+from shared.core.errors import ArmAuthenticationError, ArmConnectionError
 
 RetryKind = Literal["throttled", "transient", "conflict"]
 VM_NOT_RUNNING = "VMNotRunning"
@@ -145,3 +146,10 @@ def _done_or_failed(resp: ArmResponse) -> Outcome:
     if str(resp.body.get("status", "")).lower() == "inprogress":
         return Pending(resp.retry_after(60))
     return Done(resp.body)
+
+
+def no_answer(exc: ArmConnectionError | ArmAuthenticationError) -> Retry:
+    """No HTTP answer: the connection failed, or no token could be had (nothing was sent). Both retry
+    with backoff; the machine's error code says which, so a missing identity is not read as a network fault."""
+    code = "AuthenticationFailed" if isinstance(exc, ArmAuthenticationError) else "ConnectionError"
+    return Retry("transient", None, code, str(exc))

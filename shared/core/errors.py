@@ -9,6 +9,7 @@ Hierarchy:
     ├── StorageContentionError   writers kept racing on one Table row: fail the step so the queue retries
     ├── ArmError                 talking to Azure Resource Manager went wrong
     │   ├── ArmConnectionError   no HTTP answer at all (refused, reset, timed out)
+    │   ├── ArmAuthenticationError   no token could be had (identity missing or refused): nothing sent
     │   └── UntrustedEndpointError   a URL outside the configured ARM endpoint (never sent)
     └── (also ValueError) SettingsError (core/settings), BadMessageError (core/messages), RecurrenceError
         and UnknownTimeZoneError (maintenance), CrontabError (scheduling): input that can never be used
@@ -91,6 +92,11 @@ class ArmError(PatchPilotError):
 
 class ArmConnectionError(ArmError):
     """No HTTP response was received; the request may be retried after a backoff."""
+
+
+class ArmAuthenticationError(ArmError):
+    """No token for ARM (the managed identity is missing or not allowed): nothing was sent. A setup error,
+    not a transient one: retrying does not help until someone fixes the identity."""
 
 
 class UntrustedEndpointError(ArmError):

@@ -26,11 +26,6 @@ class VmRef:
         """The machine's storage key: case-folded, and free of the characters Table keys forbid (/ \\ # ?)."""
         return f"{self.subscription_id}|{self.resource_group}|{self.name}".lower()
 
-    @classmethod
-    def from_key(cls, key: str) -> VmRef:
-        sub, rg, name = key.split("|")
-        return cls(sub, rg, name)
-
 
 @dataclass(frozen=True)
 class ScopeRef:
@@ -42,7 +37,3 @@ class ScopeRef:
         base = f"/subscriptions/{self.subscription_id}"
         return f"{base}/resourceGroups/{self.resource_group}" if self.resource_group else base
 
-    def contains(self, subscription_id: str, resource_group: str) -> bool:
-        return subscription_id.lower() == self.subscription_id and (
-            self.resource_group is None or resource_group.lower() == self.resource_group.lower()
-        )

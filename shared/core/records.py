@@ -102,8 +102,8 @@ class RunRecord(StoredRecord):
         raw = self.columns.get("rollout")
         return json.loads(str(raw)) if raw else None
 
-    def with_changes(self, changes: Mapping[str, Any]) -> RunRecord:
-        return replace(self, columns={**self.columns, **changes})
+    def with_changes(self, changes: Mapping[str, Any], etag: str | None = None) -> RunRecord:
+        return replace(self, columns={**self.columns, **changes}, etag=self.etag if etag is None else etag)
 
 
 @dataclass(frozen=True, eq=False)

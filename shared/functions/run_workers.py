@@ -9,7 +9,6 @@ import azure.functions as func
 from shared.composition import AppServices
 from shared.core.messages import parse_dispatch, parse_step
 from shared.functions.queue_input import parse_message
-from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
 
@@ -24,7 +23,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def dispatch_worker(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "dispatch")
         if parsed and parsed.advance:
-            log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, services.get()))
+            svc = services.get()
+            log.info("rollout run=%s -> %s", parsed.run_id, svc.hooks.advance_run(parsed.run_id, svc))
         elif parsed:
             dispatch_run(parsed, services.get())
 

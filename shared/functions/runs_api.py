@@ -8,13 +8,13 @@ import azure.functions as func
 
 from shared.composition import AppServices
 from shared.core.clock import iso, utcnow
-from shared.core.errors import ApiError, ValidationError, quoted
+from shared.core.errors import ApiError, ConflictError, ValidationError, quoted
 from shared.core.records import RunRecord
 from shared.core.settings import Settings, is_local_development
 from shared.core.states import RunStatus
 from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
-from shared.rollouts.controller import advance, resume
+from shared.rollouts.controller import resume
 from shared.runs.accept import accept_run, check_idempotency_key
 from shared.runs.views import load_run_view, machine_view, run_view
 from shared.validation.resource_ids import vm_from_route
@@ -133,11 +133,19 @@ def blueprint(services: AppServices) -> func.Blueprint:
         """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
         svc = services.get()
         run = _rollout_run(req)
-        if run.get("completedAt"):
-            raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
-        if not run.get("canceledAt"):
-            svc.store.update_run(run.run_id, {"canceledAt": iso(utcnow())})
-        advance(run.run_id, svc)
+        for _ in range(5):  # conditional on what was read: a run that finishes meanwhile is not marked canceled
+            if run.get("completedAt"):
+                raise ApiError(409, "RunFinished", "the run has already finished", target="runId")
+            if run.get("canceledAt"):
+                break
+            try:
+                svc.store.update_run(run.run_id, {"canceledAt": iso(utcnow())}, etag=run.etag)
+                break
+            except ConflictError:
+                run = _rollout_run(req)
+        else:
+            raise ApiError(409, "RunBusy", "the run kept changing; send the cancel again", target="runId")
+        svc.hooks.advance_run(run.run_id, svc)
         return run_answer(req, load_run_view(svc.store.get_run(run.run_id) or run, svc), svc.settings)
 
 
@@ -151,7 +159,9 @@ def blueprint(services: AppServices) -> func.Blueprint:
         if not run.get("haltedReason") or run.get("canceledAt"):
             raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
         run_id = run.run_id
-        resume(run_id, svc)
+        if resume(run_id, svc) in ("busy", "retry"):
+            raise ApiError(409, "RunBusy", "the rollout controller is deciding for this run right now; send the "
+                           "resume again in a few seconds", target="runId")
         return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc), svc.settings)
 
     return bp

@@ -60,6 +60,8 @@ HH_MM = re.compile(r"([0-9]{2}):([0-9]{2})")
 MIN_DURATION = timedelta(hours=1, minutes=30)  # Azure's bounds for InGuestPatch windows
 MAX_DURATION = timedelta(hours=3, minutes=55)
 DEFAULT_DURATION = "03:55"
+EARLIEST_START, LATEST_START = 1970, 9998  # PatchPilot's bounds (Azure documents none); windows are found from
+# a day before the start, which must stay inside datetime's years 1-9999 in every time zone
 NO_EXPIRATION = "9999-12-31 23:59"
 RESOURCE_FIELDS = {"id", "name", "type", "location", "tags", "systemData", "properties", "etag"}
 PROPERTY_FIELDS = {"namespace", "extensionProperties", "maintenanceScope", "visibility", "maintenanceWindow",
@@ -232,6 +234,9 @@ def parse_window(value: object, *, stored: bool = False) -> tuple[Schedule, dict
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ValidationError(f"{target}.{field} is required", target=f"{target}.{field}")
     start = _local_time(window["startDateTime"], f"{target}.startDateTime")
+    if not EARLIEST_START <= start.year <= LATEST_START:
+        raise ValidationError(f"{target}.startDateTime {quoted(window['startDateTime'])} must be in the years "
+                              f"{EARLIEST_START} to {LATEST_START}", target=f"{target}.startDateTime")
     expiration_given = window.get("expirationDateTime") not in (None, "")
     expiration = _local_time(window["expirationDateTime"] if expiration_given else NO_EXPIRATION,
                              f"{target}.expirationDateTime")

@@ -240,7 +240,11 @@ class Schedule:
     def first_window(self) -> tuple[datetime, datetime] | None:
         """The schedule's first window, or None when it can never produce one (a day no month of its
         cycle has, or an expiration before the first start). Bounded: see GREGORIAN_CYCLE_MONTHS."""
-        return next(iter(self.windows(to_utc(self.start, self.zone) - timedelta(days=1))), None)
+        try:
+            after = to_utc(self.start, self.zone) - timedelta(days=1)
+        except (OverflowError, ValueError):
+            return None  # at the very edge of the calendar: there is no window to find
+        return next(iter(self.windows(after)), None)
 
     def next_windows(self, after: datetime, count: int) -> list[tuple[datetime, datetime]]:
         result: list[tuple[datetime, datetime]] = []

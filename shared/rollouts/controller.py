@@ -4,7 +4,8 @@ error budget is spent, and stops it when canceled.
 `advance(run)` is called when the run's machines are known (dispatch or discovery done), after each
 machine finishes, after a soak, on cancel/resume, and by the sweeper. Decisions need one view of the
 run, so a call first takes the run's controller lock (an ETag-conditional write on the run entity,
-expiring after a minute in case its holder dies); a call that finds it taken queues a delayed
+expiring after six minutes, longer than any function runs, in case its holder dies); a call that finds it
+taken queues a delayed
 `advance` instead, so no finish is ever left unconsidered. Admitting a machine marks its target
 `admitted` and sends its first step message; nothing else sends one for a rollout run.
 """
@@ -62,11 +63,12 @@ def locked(run_id: str, svc: Services, act: Callable[[RunRecord, datetime], str]
         return "busy"
     token = secrets.token_hex(8)
     try:
-        store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)}, etag=run.etag)
+        etag = store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)},
+                                etag=run.etag)
     except ConflictError:
         svc.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
-    run = run.with_changes({"controllerLock": token})
+    run = run.with_changes({"controllerLock": token}, etag)
     try:
         return act(run, now)
     except (ConflictError) as exc:
@@ -244,6 +246,8 @@ def resume(run_id: str, svc: Services) -> str:
     """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
     here, reopen the run, and decide again."""
     def act(run: RunRecord, now: datetime) -> str:
+        if not run.get("haltedReason") or run.get("canceledAt"):
+            return "not-halted"  # another resume (or a cancel) got here first
         store = svc.store
         targets = store.list_targets(run_id)
         failure_on = (run.rollout or {}).get("failureOn")

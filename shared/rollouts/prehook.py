@@ -4,13 +4,14 @@ else cancels it. Its delivery is a queue message like an event's (shared/events/
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError
 from shared.events.delivery import post
 from shared.events.publish import emit, run_subject
-from shared.rollouts.controller import advance
+from shared.rollouts.controller import PRE_HOOK_SLACK, advance
 from shared.runs.services import Services
 
 
@@ -30,11 +31,15 @@ def pre_hook(message: dict[str, Any], svc: Services) -> str:
     run = svc.store.get_run(run_id)
     if run is None or run.get("preHookAt") or run.get("canceledAt") or run.get("completedAt"):
         return "already-decided"  # decided, or the run stopped: no draining for a run that will not start
+    hook = (run.rollout or {}).get("preHook") or {}
+    called = run.get("preHookCalledAt")
+    patience = timedelta(seconds=int(hook.get("timeoutSeconds") or 60)) + PRE_HOOK_SLACK
+    if called and parse_iso(str(called)) + patience > utcnow():
+        return "claimed-elsewhere"  # a copy of this message is calling it (or did, and its answer is on the way)
     try:  # claim the call: a duplicated message must not call the hook twice
         svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
     except ConflictError:
         return "claimed-elsewhere"
-    hook = (run.rollout or {}).get("preHook") or {}
     payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
                "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
     answer = post(svc, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),

@@ -3,7 +3,7 @@ dispatch message, answer.
 
 Order matters for "nothing half-written":
 1. Everything that could refuse the request runs first, the Table storage limits included
-   (shared/validation/table_limits.py): the run entity is built and measured before the first write.
+   (shared/storage/limits.py): the run entity is built and measured before the first write.
 2. The Idempotency-Key's claim (when a key is given), then the scope rows and the machine list (one
    transaction of chunk entities), then the run entity, which is what makes the run visible, then
    the dispatch message.
@@ -159,8 +159,8 @@ def _forget(store: Any, idempotency_key: str | None, run_id: str) -> None:
     try:
         if store.get_run(run_id) is not None:  # the create went through after all (its answer was lost): keep all
             return
-        if idempotency_key:
-            store.release_idempotency_claim(idempotency_key, run_id)
+        if idempotency_key and not store.release_idempotency_claim(idempotency_key, run_id):
+            return  # the claim is gone or not ours: a retry of the same request may be writing these rows now
         store.delete_run_rows(run_id)
     except Exception:
         log.exception("could not take back the Idempotency-Key claim of failed run %s", run_id)

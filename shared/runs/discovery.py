@@ -17,9 +17,15 @@ from datetime import timedelta
 from typing import Any
 
 from shared.arm.errors import own_error_columns
-from shared.arm.operations import Failed, Retry, classify_read
+from shared.arm.operations import Failed, Retry, classify_read, no_answer
 from shared.core.clock import iso, utcnow
-from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError, ValidationError
+from shared.core.errors import (
+    ArmAuthenticationError,
+    ArmConnectionError,
+    ConflictError,
+    UntrustedEndpointError,
+    ValidationError,
+)
 from shared.core.ids import ScopeRef, VmRef
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
@@ -53,8 +59,8 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
         resp = svc.arm.list_page(url)
     except UntrustedEndpointError as exc:
         return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
-    except ArmConnectionError as exc:
-        return _retry(msg, row, svc, Retry("transient", None, "ConnectionError", str(exc)))
+    except (ArmConnectionError, ArmAuthenticationError) as exc:
+        return _retry(msg, row, svc, no_answer(exc))
     problem = classify_read(resp, default_retry_after=svc.settings.default_retry_after_seconds)
     if isinstance(problem, Retry):
         return _retry(msg, row, svc, problem)

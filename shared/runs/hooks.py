@@ -7,7 +7,7 @@ rollouts or assessment history; each feature registers what it adds here, at the
     on_terminal      {operation: (svc, target with its final changes, state, result, run_id) -> extra
                      target fields}; called before the machine's final write, so a redelivery repeats it
     advance          (run_id, svc) -> what happened: the rollout controller, which admits machines and
-                     closes rollout runs; without it, rollout runs never start (a wiring error)
+                     closes rollout runs; without it, advance_run raises RuntimeError (a wiring error)
 """
 
 from __future__ import annotations

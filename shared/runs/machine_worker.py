@@ -29,9 +29,10 @@ from shared.arm.operations import (
     Started,
     classify_poll,
     classify_start,
+    no_answer,
 )
 from shared.core.clock import iso, parse_iso, utcnow
-from shared.core.errors import ArmConnectionError, ConflictError, UntrustedEndpointError
+from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import VmRef
 from shared.core.messages import StepMessage
 from shared.core.records import MachineRecord
@@ -79,8 +80,8 @@ class MachineStep:
         if not os_type:
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
-            except ArmConnectionError as exc:
-                return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="start")
+            except (ArmConnectionError, ArmAuthenticationError) as exc:
+                return self.retry(no_answer(exc), phase="start")
             if resp.status != 200:
                 outcome = classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds)
                 return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()),
@@ -101,10 +102,10 @@ class MachineStep:
             return "lost-claim"
         try:
             resp = self._call(lambda: self.svc.arm.post_action(self.vm, kind.action, body), kind.action)
-        except ArmConnectionError as exc:
+        except (ArmConnectionError, ArmAuthenticationError) as exc:
             # Dropped before an answer. A retry is safe in the common case (request never reached
             # ARM); if ARM had accepted it, the retry meets 409 while that operation runs.
-            return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="start")
+            return self.retry(no_answer(exc), phase="start")
         return self.apply(classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds),
                           phase="start")
 
@@ -115,8 +116,8 @@ class MachineStep:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
-        except ArmConnectionError as exc:
-            return self.retry(Retry("transient", None, "ConnectionError", str(exc)), phase="poll")
+        except (ArmConnectionError, ArmAuthenticationError) as exc:
+            return self.retry(no_answer(exc), phase="poll")
         outcome = classify_poll(resp, mode=self.target.get("pollMode") or "location",
                                 default_retry_after=self.settings.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
@@ -231,7 +232,7 @@ class MachineStep:
     def _call(self, send: Any, op: str) -> ArmResponse:
         try:
             resp: ArmResponse = send()
-        except ArmConnectionError:
+        except (ArmConnectionError, ArmAuthenticationError):
             self._record(op, None, None)
             raise
         self._record(op, resp.status, resp.request_id)

@@ -7,6 +7,7 @@ credential) are created on first use and reused, so warm invocations pay no set-
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,6 +42,7 @@ class Services:
     hooks: RunHooks = field(default_factory=RunHooks)
     sent: Counter[str] = field(default_factory=Counter)  # queue messages sent, by queue (for metrics)
     _specs: dict[str, RunSpec] = field(default_factory=dict, repr=False)
+    _specs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def account(self) -> StorageAccount:
@@ -119,7 +121,8 @@ class Services:
             spec = self.store.get_run_spec(run_id)
             if spec is None:
                 return None
-            if len(self._specs) >= MAX_CACHED_SPECS:
-                self._specs.pop(next(iter(self._specs)))  # oldest first: insertion order
-            self._specs[run_id] = spec
+            with self._specs_lock:  # sync functions share a thread pool: evict and insert as one step
+                if len(self._specs) >= MAX_CACHED_SPECS:
+                    self._specs.pop(next(iter(self._specs)), None)  # oldest first: insertion order
+                self._specs[run_id] = spec
         return spec

@@ -156,8 +156,9 @@ class RunStore:
             self.ops["idempotency"] += 1
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
-    def release_idempotency_claim(self, key: str, run_id: str) -> None:
-        """Delete the key's claim if it still names `run_id` (a request that failed before its run existed)."""
+    def release_idempotency_claim(self, key: str, run_id: str) -> bool:
+        """Delete the key's claim if it still names `run_id` (a request that failed before its run existed).
+        True if this call deleted it."""
         self.ops["idempotency"] += 1
         row_key = hashlib.sha256(key.encode()).hexdigest()
         try:
@@ -165,8 +166,10 @@ class RunStore:
             if claim["runId"] == run_id:
                 self.runs.delete_entity(IDEMPOTENCY_PARTITION, row_key, etag=claim.metadata["etag"],
                                         match_condition=MatchConditions.IfNotModified)
+                return True
         except (ResourceNotFoundError, ResourceModifiedError):
             pass
+        return False
 
     def delete_run_rows(self, run_id: str) -> None:
         """The machine-list chunks and scope rows of a run that was never created."""

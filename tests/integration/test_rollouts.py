@@ -167,3 +167,59 @@ def test_a_poisoned_advance_fails_nothing(services: Services, simulator: Simulat
     QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
     assert view(run_id)["status"] in ("Succeeded", "CompletedWithWarnings")
     assert set(installs(simulator)[v.lower()] for v in simulator.vm_ids()[:4]) == {1}
+
+
+def test_a_duplicated_pre_hook_message_calls_the_hook_once(services: Services, simulator: Simulator) -> None:
+    """The copy that arrives while the first is still waiting for the hook finds its fresh claim and stops."""
+    import http.server
+    import threading
+    import time
+
+    from shared.rollouts.prehook import pre_hook
+
+    hits: list[float] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(time.monotonic())
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(1.0)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        run_id = post(simulator.vm_ids()[:2], {"preHook": {"url": url, "timeoutSeconds": 10}})
+        message = {"kind": "prehook", "runId": run_id}
+        results: list[str] = []
+        first = threading.Thread(target=lambda: results.append(pre_hook(message, services)))
+        first.start()
+        time.sleep(0.4)  # the duplicate is delivered after the first wrote its claim, before the hook answered
+        results.append(pre_hook(message, services))
+        first.join()
+    finally:
+        server.shutdown()
+    assert len(hits) == 1 and sorted(results) == ["claimed-elsewhere", "passed"]
+
+
+def test_a_resume_that_meets_a_busy_controller_says_so(services: Services, simulator: Simulator) -> None:
+    from shared.core.clock import iso, utcnow
+
+    vms = simulator.vm_ids()[:4]
+    simulator.set_power(vms[0], "deallocated")
+    run_id = post(vms, {"waves": [{"machines": [vms[0]]}, {"size": "rest"}], "maxFailures": 1})
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
+    assert view(run_id)["status"] == "Halted"
+    # another decision (a finishing machine, the sweeper, a duplicated message) holds the lock right now
+    services.store.update_run(run_id, {"controllerLock": "other",
+                                       "controllerLockUntil": iso(utcnow() + timedelta(seconds=30))})
+    status, body = action(runs_api.resume_run, run_id)
+    assert status == 409 and body["error"]["code"] == "RunBusy"  # not a 200 for a resume that did not happen
+    services.store.update_run(run_id, {"controllerLockUntil": ""})
+    status, _ = action(runs_api.resume_run, run_id)
+    assert status in (200, 202) and view(run_id)["status"] != "Halted"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.composition import reset_services
+from tests.app import reset_services
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.reliability.harness import Request, StorageProbe, call
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -56,7 +56,7 @@ def seed_app() -> dict[str, list[str]]:
 def fuzz_app(azurite: Azurite) -> Iterator[FuzzApp]:
     sim = Simulator(SimulatorConfig(vms=2, seed=5, required_token=DEV_TOKEN)).start()
     settings = unique_settings(azurite, sim.url)
-    os.environ.update(settings)
+    os.environ.update({**settings, "WEBSITE_HOSTNAME": "127.0.0.1:7071"})  # as Core Tools sets it
     reset_services()
     try:
         yield FuzzApp(settings, StorageProbe(settings), seed_app())
