@@ -114,3 +114,17 @@ def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
+
+
+def test_user_script_projection_hands_machines_to_the_first_free_worker() -> None:
+    from benchmarks.scale import project
+
+    def vm(name: str, seconds: float) -> dict[str, object]:
+        return {"id": name, "operations": [{"kind": "installPatches", "realSeconds": seconds}]}
+
+    state = {"vms": [vm("a", 10.0), vm("b", 1.0), vm("c", 1.0)]}
+    # "b" finished in 2 s (1 s of overhead); "a" and "c" started: their durations plus that overhead.
+    # Two workers: a (11) on one, b (2) then c (2) on the other: 11 s, not (11 + 2 + 2) / 2.
+    assert project(["a", "b", "c"], ["a", "b", "c"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(11.0)
+    # Machines never started cost what the started ones did, in turn: a, b, then a again.
+    assert project(["a", "b", "x"], ["a", "b"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(13.0)
