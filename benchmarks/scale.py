@@ -72,7 +72,7 @@ class Row:
     table_per_machine: float | None = None
     post_ms: list[float] = field(default_factory=list)
     runs: int = 0
-    stall: tuple[float, int] | None = None
+    stall: tuple[float, list[float]] | None = None
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
     done: int = 0
     note: str = ""
@@ -205,6 +205,8 @@ def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace
         wall_started = time.time()
         ids, row.post_ms = post_runs(base, vms)
         row.runs = len(ids)
+        if len(ids) > 1:
+            row.note = f"{n:,} refused (over the per-run cap): split into {len(ids)} runs"
         done, gets = wait_runs(base, ids, args.timeout)
         ended = time.monotonic()
         after, stamps = counts.snapshot()
@@ -361,7 +363,8 @@ def print_table(rows: list[Row]) -> None:
         kinds = ", ".join(f"{r.arm_per_machine.get(k, 0):.2f}" for k in ARM_KINDS)
         table = f"{r.table_per_machine:.1f}" if r.table_per_machine is not None else "-"
         post = (f"{statistics.median(r.post_ms):.0f} p50, {max(r.post_ms):.0f} max ({r.runs})" if r.post_ms else "-")
-        stall = f"{r.stall[0]:.1f} ({r.stall[1]})" if r.stall else "-"
+        stall = (f"{r.stall[0]:.1f} ({len(r.stall[1])}" + "".join(f", at {at:.0f} s" for at in r.stall[1][:3]) + ")"
+                 if r.stall else "-")
         msgs = f"{r.messages / r.machines:.1f} ({r.messages / r.makespan:.0f})" if r.messages and r.makespan else "-"
         makespan = ("~" if r.projected else "") + fmt_time(r.makespan, r.scale)
         peak = r.arm.get("peakInFlight", 0) or "-"

@@ -148,8 +148,8 @@ class CountingProxy:
                 writer.close()
 
 
-def longest_gaps(stamps: list[float], start: float, end: float, threshold: float) -> tuple[float, int]:
-    """(longest gap in seconds, number of gaps over `threshold`) between progress stamps within [start, end]."""
+def longest_gaps(stamps: list[float], start: float, end: float, threshold: float) -> tuple[float, list[float]]:
+    """(longest gap in seconds, start offsets of the gaps over `threshold`) between progress stamps in [start, end]."""
     points = [start, *sorted(s for s in stamps if start <= s <= end), end]
-    gaps = [b - a for a, b in itertools.pairwise(points)]
-    return (max(gaps) if gaps else 0.0), sum(1 for g in gaps if g > threshold)
+    gaps = [(b - a, a - start) for a, b in itertools.pairwise(points)]
+    return max((g for g, _ in gaps), default=0.0), [at for g, at in gaps if g > threshold]

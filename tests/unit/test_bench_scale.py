@@ -72,8 +72,8 @@ def test_storage_requests_are_classified_by_what_they_do_to_messages() -> None:
 
 
 def test_gaps_include_the_edges_and_count_only_long_ones() -> None:
-    assert longest_gaps([2.0, 3.0, 15.0], 0.0, 16.0, 10.0) == (12.0, 1)
-    assert longest_gaps([], 0.0, 5.0, 10.0) == (5.0, 0)
+    assert longest_gaps([2.0, 3.0, 15.0], 0.0, 16.0, 10.0) == (12.0, [3.0])
+    assert longest_gaps([], 0.0, 5.0, 10.0) == (5.0, [])
 
 
 def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
