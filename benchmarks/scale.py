@@ -127,31 +127,45 @@ def per_machine_calls(calls: dict[str, Any], vms: list[str]) -> dict[str, float]
 
 
 # ------------------------------------------------------------------------------------------------ PatchPilot
-def post_runs(base: str, vms: list[str]) -> tuple[list[str], list[float]]:
-    """POST the whole fleet; if the app refuses it for its per-run cap, POST it in runs the cap allows."""
-    ids: list[str] = []
-    latencies: list[float] = []
+def post_runs(base: str, vms: list[str]) -> tuple[list[str], list[float], list[str]]:
+    """POST the whole fleet as one run; if the app refuses it for its per-run cap or its request-size limit,
+    POST it in equal runs that fit. Returns the run ids, the accepted POSTs' latencies and the refusals' codes."""
+    refusals: list[str] = []
+    chunk = len(vms)
+    while True:
+        ids: list[str] = []
+        latencies: list[float] = []
+        for i in range(0, len(vms), chunk):
+            started = time.perf_counter()
+            resp = requests.post(f"{base}/api/runs", json={"machines": vms[i:i + chunk], "installPatches": INSTALL},
+                                 timeout=300)
+            if resp.status_code == 202:
+                latencies.append((time.perf_counter() - started) * 1000)
+                ids.append(resp.json()["id"])
+                continue
+            smaller = smaller_chunk(resp, chunk) if i == 0 else None
+            if smaller is None:
+                raise RuntimeError(f"POST /api/runs ({chunk} machines): {resp.status_code} {resp.text[:300]}")
+            refusals.append(str(resp.json()["error"]["code"]))
+            chunk = smaller
+            break
+        else:
+            return ids, latencies, refusals
 
-    def post(chunk: list[str]) -> requests.Response:
-        started = time.perf_counter()
-        resp = requests.post(f"{base}/api/runs", json={"machines": chunk, "installPatches": INSTALL}, timeout=300)
-        latencies.append((time.perf_counter() - started) * 1000)
-        return resp
 
-    resp = post(vms)
-    if resp.status_code == 202:
-        return [resp.json()["id"]], latencies
-    error = resp.json().get("error", {})
-    if resp.status_code != 400 or error.get("target") != "machines" or "at most" not in error.get("message", ""):
-        raise RuntimeError(f"POST /api/runs refused the fleet: {resp.status_code} {resp.text[:300]}")
-    cap = int(error["message"].split("at most ")[1].split()[0].replace(",", ""))
-    latencies.clear()
-    for i in range(0, len(vms), cap):
-        resp = post(vms[i:i + cap])
-        if resp.status_code != 202:
-            raise RuntimeError(f"POST /api/runs ({cap} machines): {resp.status_code} {resp.text[:300]}")
-        ids.append(resp.json()["id"])
-    return ids, latencies
+def smaller_chunk(resp: requests.Response, chunk: int) -> int | None:
+    """How many machines per run the app's refusal allows: its stated cap, or what fits its request-size limit."""
+    try:
+        error = resp.json()["error"]
+        message = str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    numbers = [int(w) for w in message.replace(",", "").replace(";", " ").split() if w.isdecimal()]
+    if error.get("target") == "machines" and "at most" in message and numbers:
+        return min(numbers[-1], chunk - 1)
+    if error.get("code") == "RequestBodyTooLarge" and len(numbers) >= 2 and numbers[0] > numbers[1]:
+        return max(1, chunk * numbers[1] // numbers[0] * 95 // 100)
+    return None
 
 
 def wait_runs(base: str, ids: list[str], timeout: float) -> tuple[dict[str, str], int]:
@@ -203,10 +217,10 @@ def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace
         before, _ = counts.snapshot()
         started = time.monotonic()
         wall_started = time.time()
-        ids, row.post_ms = post_runs(base, vms)
+        ids, row.post_ms, refusals = post_runs(base, vms)
         row.runs = len(ids)
-        if len(ids) > 1:
-            row.note = f"{n:,} refused (over the per-run cap): split into {len(ids)} runs"
+        if refusals:
+            row.note = f"one run of {n:,} refused ({', then '.join(refusals)}): split into {len(ids)} runs"
         done, gets = wait_runs(base, ids, args.timeout)
         ended = time.monotonic()
         after, stamps = counts.snapshot()

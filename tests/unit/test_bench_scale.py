@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 
@@ -128,3 +129,22 @@ def test_user_script_projection_hands_machines_to_the_first_free_worker() -> Non
     assert project(["a", "b", "c"], ["a", "b", "c"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(11.0)
     # Machines never started cost what the started ones did, in turn: a, b, then a again.
     assert project(["a", "b", "x"], ["a", "b"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(13.0)
+
+
+def test_a_refused_fleet_is_split_by_what_the_refusal_says() -> None:
+    import requests
+
+    from benchmarks.scale import smaller_chunk
+
+    def refusal(error: dict[str, str]) -> requests.Response:
+        resp = requests.Response()
+        resp.status_code = 400
+        resp._content = json.dumps({"error": error}).encode()
+        return resp
+
+    cap = {"code": "InvalidRequest", "target": "machines",
+           "message": "machines has 2000 entries; a run takes at most 1000 (setting MAX_MACHINES_PER_RUN)"}
+    size = {"code": "RequestBodyTooLarge", "message": "the request body is 2000000 bytes; at most 1000000 are accepted"}
+    assert smaller_chunk(refusal(cap), 2000) == 1000
+    assert smaller_chunk(refusal(size), 10_000) == 4750  # half fits; 5% slack for longer ids
+    assert smaller_chunk(refusal({"code": "InvalidRequest", "target": "installPatches", "message": "no"}), 10) is None
