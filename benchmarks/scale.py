@@ -168,13 +168,23 @@ def smaller_chunk(resp: requests.Response, chunk: int) -> int | None:
     return None
 
 
-def wait_runs(base: str, ids: list[str], timeout: float) -> tuple[dict[str, str], int]:
-    """Follow the runs through GET /api/runs (the light listing) until each has completedAt; returns those seen."""
-    deadline = time.monotonic() + timeout
+def wait_runs(base: str, ids: list[str], timeout: float, counts: StorageCounts) -> tuple[dict[str, str], int]:
+    """Follow the runs through GET /api/runs (the light listing) until each has completedAt; returns those seen.
+    Prints storage progress every 30 s, so a long run shows where it is."""
+    started = time.monotonic()
+    deadline = started + timeout
     done: dict[str, str] = {}
     gets = 0
+    last = (started, counts.snapshot()[0])
     while len(done) < len(ids) and time.monotonic() < deadline:
         time.sleep(1.0)
+        now = time.monotonic()
+        if now - last[0] >= 30:
+            current = counts.snapshot()[0]
+            rate = {k: (current[k] - last[1][k]) / (now - last[0]) for k in ("table", "queue:delete")}
+            print(f"    {now - started:4.0f} s: {len(done)}/{len(ids)} runs done; Table {rate['table']:.0f}/s, "
+                  f"queue messages done {rate['queue:delete']:.0f}/s", flush=True)
+            last = (now, current)
         gets += 1
         try:
             listed = requests.get(f"{base}/api/runs?top={max(20, len(ids))}", timeout=30).json()["value"]
@@ -221,7 +231,7 @@ def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace
         row.runs = len(ids)
         if refusals:
             row.note = f"one run of {n:,} refused ({', then '.join(refusals)}): split into {len(ids)} runs"
-        done, gets = wait_runs(base, ids, args.timeout)
+        done, gets = wait_runs(base, ids, args.timeout, counts)
         ended = time.monotonic()
         after, stamps = counts.snapshot()
         if len(done) == len(ids):
