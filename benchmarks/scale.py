@@ -70,6 +70,7 @@ class Row:
     arm: dict[str, Any] = field(default_factory=dict)
     arm_per_machine: dict[str, float] = field(default_factory=dict)
     table_per_machine: float | None = None
+    table_kinds: dict[str, float] = field(default_factory=dict)
     post_ms: list[float] = field(default_factory=list)
     runs: int = 0
     stall: tuple[float, list[float]] | None = None
@@ -181,9 +182,10 @@ def wait_runs(base: str, ids: list[str], timeout: float, counts: StorageCounts) 
         now = time.monotonic()
         if now - last[0] >= 30:
             current = counts.snapshot()[0]
-            rate = {k: (current[k] - last[1][k]) / (now - last[0]) for k in ("table", "queue:delete")}
-            print(f"    {now - started:4.0f} s: {len(done)}/{len(ids)} runs done; Table {rate['table']:.0f}/s, "
-                  f"queue messages done {rate['queue:delete']:.0f}/s", flush=True)
+            rate = {k: (current[k] - last[1][k]) / (now - last[0]) for k in ("table:query", "queue:delete")}
+            rate["table"] = (StorageCounts.table(current) - StorageCounts.table(last[1])) / (now - last[0])
+            print(f"    {now - started:4.0f} s: {len(done)}/{len(ids)} runs done; Table {rate['table']:.0f}/s "
+                  f"({rate['table:query']:.0f} queries), queue messages done {rate['queue:delete']:.0f}/s", flush=True)
             last = (now, current)
         gets += 1
         try:
@@ -242,7 +244,9 @@ def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace
         row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
         row.note = "; ".join(filter(None, [row.note, machine_states(base, ids)]))
         # Table round-trips of the app: all Table requests less the harness's own GET /api/runs (one query each).
-        row.table_per_machine = max(0, after["table"] - before["table"] - gets) / n
+        row.table_per_machine = max(0, StorageCounts.table(after) - StorageCounts.table(before) - gets) / n
+        row.table_kinds = {k[6:]: (after[k] - before[k]) / n for k in after if k.startswith("table:")}
+        row.table_kinds["query"] = max(0.0, row.table_kinds.get("query", 0.0) - gets / n)
         row.messages = after["queue:delete"] - before["queue:delete"]
         calls = sim.get("calls")
         row.arm = arm_summary(calls)
@@ -374,7 +378,7 @@ def fmt_time(seconds: float | None, scale: float) -> str:
 
 def print_table(rows: list[Row]) -> None:
     print("| client | VMs / subs | makespan real (Azure) | bound real (Azure) | ratio | 429s / ARM calls | "
-          "ARM calls per machine: install, poll, get, instanceView, list | Table round-trips per machine | "
+          "ARM calls per machine: install, poll, get, instanceView, list | Table round-trips per machine (by kind) | "
           "POST /api/runs ms (runs) | queue messages per machine (per s) | longest queue gap s (gaps >10 s) | "
           "peak in flight | note |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |")
@@ -385,7 +389,8 @@ def print_table(rows: list[Row]) -> None:
         if by_bucket:
             share += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_bucket.items())) + ")"
         kinds = ", ".join(f"{r.arm_per_machine.get(k, 0):.2f}" for k in ARM_KINDS)
-        table = f"{r.table_per_machine:.1f}" if r.table_per_machine is not None else "-"
+        table = "-" if r.table_per_machine is None else f"{r.table_per_machine:.1f} (" + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(r.table_kinds.items())) + ")"
         post = (f"{statistics.median(r.post_ms):.0f} p50, {max(r.post_ms):.0f} max ({r.runs})" if r.post_ms else "-")
         stall = (f"{r.stall[0]:.1f} ({len(r.stall[1])}" + "".join(f", at {at:.0f} s" for at in r.stall[1][:3]) + ")"
                  if r.stall else "-")

@@ -27,7 +27,7 @@ from tools.azurite import free_port
 class StorageCounts:
     """What went through the proxy: requests by service and kind, and queue progress stamps."""
 
-    requests: Counter[str] = field(default_factory=Counter)  # "table", "queue:send", "queue:receive", ...
+    requests: Counter[str] = field(default_factory=Counter)  # "table:query", "queue:send", ...
     progress: list[float] = field(default_factory=list)  # monotonic stamps of queue sends/deletes/updates
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,12 +35,20 @@ class StorageCounts:
         with self.lock:
             return Counter(self.requests), list(self.progress)
 
+    @staticmethod
+    def table(counts: Counter[str]) -> int:
+        return sum(v for k, v in counts.items() if k.startswith("table:"))
+
 
 def classify(service: str, method: str, path: str) -> str:
-    """The kind of one storage request: Table requests are all one kind; Queue ones by what they do to messages."""
-    if service == "table":
-        return "table"
+    """The kind of one storage request: "table:<query|get|write|batch>", or "queue:<what it does to messages>"."""
     bare = path.split("?", 1)[0].rstrip("/")
+    if service == "table":
+        if bare.endswith("$batch"):
+            return "table:batch"
+        if method != "GET":
+            return "table:write"
+        return "table:get" if bare.endswith(")") and "PartitionKey=" in bare else "table:query"
     parts = bare.split("/")
     if "messages" in parts:
         at_message = parts[-1] != "messages"

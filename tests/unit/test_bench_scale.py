@@ -63,7 +63,10 @@ def test_compressed_clock_scales_every_refill_and_keeps_bursts() -> None:
 
 
 def test_storage_requests_are_classified_by_what_they_do_to_messages() -> None:
-    assert classify("table", "GET", "/devstoreaccount1/runs()") == "table"
+    assert classify("table", "GET", "/devstoreaccount1/runs()?$filter=PartitionKey%20eq%20'r'") == "table:query"
+    assert classify("table", "GET", "/devstoreaccount1/runs(PartitionKey='r',RowKey='1')") == "table:get"
+    assert classify("table", "PATCH", "/devstoreaccount1/runs(PartitionKey='r',RowKey='1')") == "table:write"
+    assert classify("table", "POST", "/devstoreaccount1/$batch") == "table:batch"
     assert classify("queue", "POST", "/devstoreaccount1/q/messages?visibilitytimeout=3") == "queue:send"
     assert classify("queue", "GET", "/devstoreaccount1/q/messages?numofmessages=16") == "queue:receive"
     assert classify("queue", "GET", "/devstoreaccount1/q/messages?peekonly=true") == "queue:peek"
