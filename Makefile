@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint unit bench chaos infra-check clean
+.PHONY: setup run test lint unit bench bench-scale chaos infra-check clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -50,6 +50,11 @@ bench: setup
 # The fast subset runs in `make test` (tests/reliability). Replay with CHAOS_SEED=<seed printed>.
 chaos: setup
 	$(BIN)/python -m benchmarks.chaos
+
+# Fleet scale (issue #14): PatchPilot vs the SDK script on the simulator, Azure's budgets on a 30x clock.
+# BENCH_SCALE_ARGS=--quick for about a minute; "--machines 10000 --timeout 1200" for the full scenario.
+bench-scale: setup
+	$(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

@@ -93,8 +93,7 @@ def test_event_delivery_has_a_thread_for_every_invocation_and_ends_inside_functi
     from pathlib import Path
 
     from shared.core.settings import MAX_EVENT_CONNECT_SECONDS, MAX_EVENT_READ_SECONDS
-    from shared.functions import event_workers
-    from tests.app import triggers
+    from tests.app import event_workers, triggers
 
     host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
     queues = host["extensions"]["queues"]

@@ -1,0 +1,446 @@
+"""Fleet scale (issue #14): PatchPilot against Azure's throttling budgets, beside the script users write today.
+
+Every scenario runs on the ARM simulator on one compressed clock (`--scale k`: operation durations, ARM's
+read/write buckets, Compute's guest-patch buckets and the 202's Retry-After all run k times faster than Azure,
+bursts unchanged; PatchPilot's own timers are divided by k too), so Azure's ratios hold and an Azure hour takes
+3600/k real seconds. Per scenario it prints: makespan, the lower bound computed from the buckets and the
+operations' real durations (scale_bound.py), their ratio, 429s as a share of all ARM responses, ARM calls per
+machine by kind, Table round-trips per machine, POST /api/runs latency, and the longest gap with no queue
+progress (a stall over 10 s is counted).
+
+PatchPilot runs as the local Functions host process(es) (`tools.local_host`, as `make run` starts it) with
+Azurite behind a counting proxy (scale_proxy.py). A run over the app's MAX_MACHINES_PER_RUN is refused, so the
+harness then splits it into runs of at most that many and times them together. The user script is
+`ComputeManagementClient.virtual_machines.begin_install_patches(...).result()` in a ThreadPoolExecutor-like pool
+of 15 and of 100 workers (the SDK's own retry policy on); it is stopped after `--sdk-seconds` and its makespan is
+projected from what it did (per-machine time = the operation's duration + the overhead measured on finished
+ones, machines handed to the first free worker in order), since at these sizes it would take hours.
+
+    make bench-scale                                     # 2,000 VMs at 6x: 1 subscription, then 4
+    python -m benchmarks.scale --quick                   # 200 VMs at 20x, 1 subscription: about a minute
+    python -m benchmarks.scale --machines 10000 --scale 4 --timeout 3600  # the issue's full scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from benchmarks.scale_bound import makespan_bound
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, longest_gaps
+from benchmarks.scale_sim import arm_summary, budgets, compressed_config, config_fields, install_durations
+from tests.integration.conftest import DEV_TOKEN, unique_settings
+from tests.integration.local_host_process import HostProcess
+from tools.azurite import REPO_ROOT, Azurite, connection_string
+
+# An emergency install of Critical updates: in the simulated fleet these take 1-11 minutes (6 on average), so
+# the throttling budgets, not one long installation, decide the makespan of a large fleet.
+CLASSIFICATIONS = ["Critical"]
+INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+           "windowsParameters": {"classificationsToInclude": CLASSIFICATIONS},
+           "linuxParameters": {"classificationsToInclude": CLASSIFICATIONS}}
+STALL_SECONDS = 10.0
+ARM_KINDS = ("installPatches", "poll", "get", "instanceView", "list")
+
+
+@dataclass
+class Row:
+    client: str
+    machines: int
+    subscriptions: int
+    scale: float
+    makespan: float | None = None  # real seconds; None: did not finish
+    projected: bool = False
+    bound: float = 0.0
+    arm: dict[str, Any] = field(default_factory=dict)
+    arm_per_machine: dict[str, float] = field(default_factory=dict)
+    table_per_machine: float | None = None
+    table_kinds: dict[str, float] = field(default_factory=dict)
+    post_ms: list[float] = field(default_factory=list)
+    runs: int = 0
+    stall: tuple[float, list[float]] | None = None
+    messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
+    done: int = 0
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ simulator
+class SimProcess:
+    """The simulator in its own process; metrics over its /_sim admin API."""
+
+    def __init__(self, machines: int, subscriptions: int, scale: float, seed: int) -> None:
+        self.config = compressed_config(scale, vms=machines, subscriptions=subscriptions, seed=seed,
+                                        required_token=DEV_TOKEN)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.scale_sim", json.dumps(config_fields(self.config))],
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError("simulator did not start")
+
+    def get(self, path: str) -> Any:
+        return requests.get(f"{self.url}/_sim/{path}", timeout=120).json()
+
+    def vm_ids(self) -> list[str]:
+        return [vm["id"] for vm in self.get("vms")["vms"]]
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def scaled_timers(scale: float) -> dict[str, str]:
+    """PatchPilot's Azure-facing waits (production defaults in Azure seconds) divided by the clock's factor."""
+    def s(azure_seconds: float) -> str:
+        return str(max(1, round(azure_seconds / scale)))
+    return {"POLL_MIN_SECONDS": s(60), "POLL_MAX_SECONDS": s(300), "DEFAULT_RETRY_AFTER_SECONDS": s(60),
+            "RETRY_BASE_SECONDS": s(5), "RETRY_MAX_SECONDS": s(600), "CONFLICT_RETRY_SECONDS": s(120),
+            "RUN_RETRY_AFTER_SECONDS": "1"}
+
+
+def per_machine_calls(calls: dict[str, Any], vms: list[str]) -> dict[str, float]:
+    """Mean ARM calls of each kind over `vms` (lists are fleet-wide and spread over them)."""
+    by_vm = calls.get("byVm", {})
+    n = max(1, len(vms))
+    out = {k: sum(by_vm.get(v.lower(), {}).get(k, 0) for v in vms) / n for k in ARM_KINDS if k != "list"}
+    out["list"] = calls.get("total", {}).get("list", 0) / n
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ PatchPilot
+def post_runs(base: str, vms: list[str]) -> tuple[list[str], list[float], list[str]]:
+    """POST the whole fleet as one run; if the app refuses it for its per-run cap or its request-size limit,
+    POST it in equal runs that fit. Returns the run ids, the accepted POSTs' latencies and the refusals' codes."""
+    refusals: list[str] = []
+    chunk = len(vms)
+    while True:
+        ids: list[str] = []
+        latencies: list[float] = []
+        for i in range(0, len(vms), chunk):
+            started = time.perf_counter()
+            resp = requests.post(f"{base}/api/runs", json={"machines": vms[i:i + chunk], "installPatches": INSTALL},
+                                 timeout=300)
+            if resp.status_code == 202:
+                latencies.append((time.perf_counter() - started) * 1000)
+                ids.append(resp.json()["id"])
+                continue
+            smaller = smaller_chunk(resp, chunk) if i == 0 else None
+            if smaller is None:
+                raise RuntimeError(f"POST /api/runs ({chunk} machines): {resp.status_code} {resp.text[:300]}")
+            refusals.append(str(resp.json()["error"]["code"]))
+            chunk = smaller
+            break
+        else:
+            return ids, latencies, refusals
+
+
+def smaller_chunk(resp: requests.Response, chunk: int) -> int | None:
+    """How many machines per run the app's refusal allows: its stated cap, or what fits its request-size limit."""
+    try:
+        error = resp.json()["error"]
+        message = str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    numbers = [int(w) for w in message.replace(",", "").replace(";", " ").split() if w.isdecimal()]
+    if error.get("target") == "machines" and "at most" in message and numbers:
+        return min(numbers[-1], chunk - 1)
+    if error.get("code") == "RequestBodyTooLarge" and len(numbers) >= 2 and numbers[0] > numbers[1]:
+        return max(1, chunk * numbers[1] // numbers[0] * 95 // 100)
+    return None
+
+
+def wait_runs(base: str, ids: list[str], timeout: float, counts: StorageCounts) -> tuple[dict[str, str], int]:
+    """Follow the runs through GET /api/runs (the light listing) until each has completedAt; returns those seen.
+    Prints storage progress every 30 s, so a long run shows where it is."""
+    started = time.monotonic()
+    deadline = started + timeout
+    done: dict[str, str] = {}
+    gets = 0
+    last = (started, counts.snapshot()[0])
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = time.monotonic()
+        if now - last[0] >= 30:
+            current = counts.snapshot()[0]
+            rate = {k: (current[k] - last[1][k]) / (now - last[0]) for k in ("table:query", "queue:delete")}
+            rate["table"] = (StorageCounts.table(current) - StorageCounts.table(last[1])) / (now - last[0])
+            print(f"    {now - started:4.0f} s: {len(done)}/{len(ids)} runs done; Table {rate['table']:.0f}/s "
+                  f"({rate['table:query']:.0f} queries), queue messages done {rate['queue:delete']:.0f}/s", flush=True)
+            last = (now, current)
+        gets += 1
+        try:
+            listed = requests.get(f"{base}/api/runs?top={max(20, len(ids))}", timeout=30).json()["value"]
+        except (requests.RequestException, ValueError, KeyError):
+            continue
+        done.update({r["id"]: r["completedAt"] for r in listed if r["id"] in ids and r.get("completedAt")})
+    return done, gets
+
+
+def machine_states(base: str, ids: list[str]) -> str:
+    """The runs' machine states added up (one full GET per run, after the timing), e.g. "Completed 1500"."""
+    states: dict[str, int] = {}
+    for run_id in ids:
+        try:
+            for state, count in requests.get(f"{base}/api/runs/{run_id}", timeout=120).json()["states"].items():
+                states[state] = states.get(state, 0) + int(count)
+        except (requests.RequestException, ValueError, KeyError):
+            return "states unread"
+    return ", ".join(f"{k} {v}" for k, v in sorted(states.items()) if v)
+
+
+def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace, logs: Path) -> Row:
+    row = Row("PatchPilot" + (f" ({args.hosts} hosts)" if args.hosts > 1 else ""), n, subs, args.scale)
+    sim = SimProcess(n, subs, args.scale, args.seed)
+    counts = StorageCounts()
+    proxies = [CountingProxy("table", azurite.table_port, counts).start(),
+               CountingProxy("queue", azurite.queue_port, counts).start()]
+    hosts: list[HostProcess] = []
+    try:
+        settings = unique_settings(azurite, sim.url)
+        for name in ("MAX_TRANSIENT_RETRIES", "MAX_CONFLICT_RETRIES"):  # production defaults, not the tests' 30
+            settings.pop(name, None)
+        settings.update(scaled_timers(args.scale))
+        settings["AzureWebJobsStorage"] = connection_string(azurite.blob_port, proxies[1].port, proxies[0].port)
+        hosts = [HostProcess(settings, logs / f"host-{n}-{subs}-{i}.log") for i in range(args.hosts)]
+        for host in hosts:
+            host.wait_ready()
+        vms = sim.vm_ids()
+        base = hosts[0].base_url
+        before, _ = counts.snapshot()
+        started = time.monotonic()
+        wall_started = time.time()
+        ids, row.post_ms, refusals = post_runs(base, vms)
+        row.runs = len(ids)
+        if refusals:
+            row.note = f"one run of {n:,} refused ({', then '.join(refusals)}): split into {len(ids)} runs"
+        done, gets = wait_runs(base, ids, args.timeout, counts)
+        ended = time.monotonic()
+        after, stamps = counts.snapshot()
+        if len(done) == len(ids):
+            last = max(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in done.values())
+            row.makespan = min(ended - started, max(0.0, last - wall_started))
+        else:
+            row.note = f"{len(done)}/{len(ids)} runs done in {args.timeout:.0f} s"
+        row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
+        row.note = "; ".join(filter(None, [row.note, machine_states(base, ids)]))
+        # Table round-trips of the app: all Table requests less the harness's own GET /api/runs (one query each).
+        row.table_per_machine = max(0, StorageCounts.table(after) - StorageCounts.table(before) - gets) / n
+        row.table_kinds = {k[6:]: (after[k] - before[k]) / n for k in after if k.startswith("table:")}
+        row.table_kinds["query"] = max(0.0, row.table_kinds.get("query", 0.0) - gets / n)
+        row.messages = after["queue:delete"] - before["queue:delete"]
+        calls = sim.get("calls")
+        row.arm = arm_summary(calls)
+        row.arm_per_machine = per_machine_calls(calls, vms)
+        durations = install_durations(sim.get("vms"))
+        row.done = sum(len(d) for d in durations.values())
+        row.bound = makespan_bound(durations, budgets(sim.config))
+        return row
+    finally:
+        for host in hosts:
+            host.stop()
+        for proxy in proxies:
+            proxy.stop()
+        sim.stop()
+
+
+# ------------------------------------------------------------------------------------------------ user script
+def run_sdk(n: int, subs: int, workers: int, args: argparse.Namespace) -> Row:
+    """The script users write today: begin_install_patches(...).result() per VM in a pool of `workers` threads."""
+    from azure.core.credentials import AccessToken
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute.models import LinuxParameters, VirtualMachineInstallPatchesParameters, WindowsParameters
+
+    class StaticToken:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken(DEV_TOKEN, int(time.time()) + 3600)
+
+    row = Row(f"SDK script, {workers} workers", n, subs, args.scale)
+    sim = SimProcess(n, subs, args.scale, args.seed)
+    try:
+        vms = sim.vm_ids()
+        clients = {sub: ComputeManagementClient(StaticToken(), sub, base_url=sim.url, connection_verify=False)
+                   for sub in {v.split("/")[2] for v in vms}}
+        params = VirtualMachineInstallPatchesParameters(
+            maximum_duration=INSTALL["maximumDuration"], reboot_setting=INSTALL["rebootSetting"],
+            windows_parameters=WindowsParameters(classifications_to_include=CLASSIFICATIONS),
+            linux_parameters=LinuxParameters(classifications_to_include=CLASSIFICATIONS))
+        todo = list(vms)
+        lock = threading.Lock()
+        stop = threading.Event()
+        times: dict[str, tuple[float, float]] = {}
+        started_vms: list[str] = []
+        failures: list[str] = []
+
+        def worker() -> None:
+            while not stop.is_set():
+                with lock:
+                    if not todo:
+                        return
+                    vm = todo.pop(0)
+                    started_vms.append(vm)
+                parts = vm.split("/")
+                t0 = time.monotonic()
+                try:
+                    # enforce_https=False: azure-core's per-operation option for a bearer token over plain http.
+                    clients[parts[2]].virtual_machines.begin_install_patches(
+                        parts[4], parts[8], params, enforce_https=False).result()
+                except Exception as exc:  # counted; the script users write would log it and go on
+                    if stop.is_set():
+                        return
+                    failures.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                    continue
+                with lock:
+                    times[vm] = (t0, time.monotonic())
+
+        begin = time.monotonic()
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        deadline = begin + args.sdk_seconds
+        while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+            time.sleep(0.5)
+        stop.set()
+        end = time.monotonic()
+        calls = sim.get("calls")
+        durations = install_durations(sim.get("vms"))
+        row.arm = arm_summary(calls)
+        finished = list(times)
+        row.done = len(finished)
+        row.arm_per_machine = per_machine_calls(calls, finished)
+        row.bound = makespan_bound(durations, budgets(sim.config))
+        if len(finished) == n:
+            row.makespan = max(e for _, e in times.values()) - begin
+        else:
+            row.makespan, row.projected = project(vms, started_vms, times, sim.get("vms"), workers), True
+            if row.bound and len(durations) < n:  # the bound needs every duration: estimate the rest by the mean
+                mean = statistics.mean(d for ds in durations.values() for d in ds)
+                per_sub: dict[str, list[float]] = {}
+                for v in vms:
+                    per_sub.setdefault(v.split("/")[2].lower(), []).append(mean)
+                for sub, ds in durations.items():
+                    per_sub[sub][:len(ds)] = ds
+                row.bound = makespan_bound(per_sub, budgets(sim.config))
+            row.note = f"{len(finished)} done, {len(started_vms)} started in {end - begin:.0f} s; projected"
+        if failures:
+            row.note += f"; {len(failures)} failed ({failures[0]})"
+        return row
+    finally:
+        sim.stop()
+
+
+def project(vms: list[str], started: list[str], times: dict[str, tuple[float, float]], state: dict[str, Any],
+            workers: int) -> float:
+    """Projected makespan of the whole pool: machines go to the first free worker in order (as the pool takes
+    them); a finished machine costs what it took, a started one its operation's duration plus the overhead
+    measured on finished ones (throttling waits, poll lag), and one not started the cost of a started one
+    (cycling through them, so long operations keep their share)."""
+    real = {vm["id"]: float(ops[0]["realSeconds"]) for vm in state["vms"]
+            if (ops := [o for o in vm.get("operations", []) if o.get("kind") == "installPatches"])}
+    overheads = [(e - s) - real[v] for v, (s, e) in times.items() if v in real]
+    overhead = statistics.median(overheads) if overheads else 0.0
+    costs = [times[v][1] - times[v][0] if v in times else real[v] + overhead for v in started if v in real]
+    if not costs:
+        return float("inf")
+    costs += [costs[i % len(costs)] for i in range(len(vms) - len(costs))]
+    free = [0.0] * workers
+    for cost in costs:
+        heapq.heappush(free, heapq.heappop(free) + cost)
+    return max(free)
+
+
+# ------------------------------------------------------------------------------------------------ table
+def fmt_time(seconds: float | None, scale: float) -> str:
+    if seconds is None:
+        return "not done"
+    azure = seconds * scale
+    return f"{seconds:.0f} s ({azure / 3600:.1f} h)" if azure >= 3600 else f"{seconds:.0f} s ({azure / 60:.0f} min)"
+
+
+def print_table(rows: list[Row]) -> None:
+    print("| client | VMs / subs | makespan real (Azure) | bound real (Azure) | ratio | 429s / ARM calls | "
+          "ARM calls per machine: install, poll, get, instanceView, list | Table round-trips per machine (by kind) | "
+          "POST /api/runs ms (runs) | queue messages per machine (per s) | longest queue gap s (gaps >10 s) | "
+          "peak in flight | note |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |")
+    for r in rows:
+        ratio = f"{r.makespan / r.bound:.2f}" if r.makespan and r.bound else "-"
+        share = f"{100 * r.arm.get('throttled', 0) / max(1, r.arm.get('responses', 0)):.1f}%"
+        by_bucket = r.arm.get("throttledByBucket")
+        if by_bucket:
+            share += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_bucket.items())) + ")"
+        kinds = ", ".join(f"{r.arm_per_machine.get(k, 0):.2f}" for k in ARM_KINDS)
+        table = "-" if r.table_per_machine is None else f"{r.table_per_machine:.1f} (" + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(r.table_kinds.items())) + ")"
+        post = (f"{statistics.median(r.post_ms):.0f} p50, {max(r.post_ms):.0f} max ({r.runs})" if r.post_ms else "-")
+        stall = (f"{r.stall[0]:.1f} ({len(r.stall[1])}" + "".join(f", at {at:.0f} s" for at in r.stall[1][:3]) + ")"
+                 if r.stall else "-")
+        msgs = f"{r.messages / r.machines:.1f} ({r.messages / r.makespan:.0f})" if r.messages and r.makespan else "-"
+        makespan = ("~" if r.projected else "") + fmt_time(r.makespan, r.scale)
+        peak = r.arm.get("peakInFlight", 0) or "-"
+        print(f"| {r.client} | {r.machines:,} / {r.subscriptions} | {makespan} | {fmt_time(r.bound, r.scale)} | "
+              f"{ratio} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {r.note} |")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--machines", type=int, default=2000, help="VMs per scenario (default 2000; the issue: 10000)")
+    p.add_argument("--subscriptions", type=int, nargs="+", default=[1, 4], help="one scenario per count")
+    p.add_argument("--scale", type=float, default=6.0, help="Azure seconds per real second, for everything")
+    p.add_argument("--hosts", type=int, default=1, help="local host processes sharing the queues")
+    p.add_argument("--sdk-workers", type=int, nargs="*", default=[15, 100], help="pool sizes of the user script")
+    p.add_argument("--sdk-seconds", type=float, default=30.0, help="time box of each user-script run")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up on a PatchPilot scenario after this")
+    p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--quick", action="store_true", help="200 VMs at 20x, one subscription: about a minute")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.machines, args.scale, args.sdk_seconds, args.timeout = 200, 20.0, 10.0, 180.0
+        args.subscriptions = [1]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    random.seed(args.seed)
+    rows: list[Row] = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    print(f"Fleet scale: {args.machines:,} VMs per scenario, clock {args.scale:g}x Azure (an Azure hour = "
+          f"{3600 / args.scale:.0f} s), PatchPilot through {args.hosts} local host process(es); logs in {logs}",
+          flush=True)
+    with Azurite() as azurite:
+        for subs in args.subscriptions:
+            started = time.monotonic()
+            rows.append(run_patchpilot(azurite, args.machines, subs, args, logs))
+            print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
+            for workers in args.sdk_workers:
+                rows.append(run_sdk(args.machines, subs, workers, args))
+                print(f"  SDK {workers} workers {args.machines}/{subs}: done", flush=True)
+    print()
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The fleet-scale benchmark's arithmetic: the makespan bound, the compressed simulator clock, storage counting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+
+from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, longest_gaps
+from benchmarks.scale_sim import budgets, compressed_config
+
+AZURE = Budgets(read_burst=250, read_rate=25.0, write_burst=200, write_rate=10.0,
+                patch_sub_burst=600, patch_sub_rate=200 / 60)
+
+
+def test_starts_follow_the_tightest_bucket_after_its_burst() -> None:
+    starts = earliest_starts(603, [(200, 10.0), (600, 200 / 60)])
+    assert starts[:200] == [0.0] * 200
+    assert starts[200] == pytest.approx(0.1)  # the write bucket binds first: 10/s
+    assert starts[599] == pytest.approx(40.0)
+    assert starts[602] == pytest.approx(max(40.3, 3 * 60 / 200))
+
+
+def test_ten_thousand_installs_in_one_subscription_take_the_guest_patch_refill() -> None:
+    # 9,400 after the 600 burst at 200/min: 47 minutes before the last can start; it lasts 60 s at best.
+    bound = subscription_bound([60.0] * 10_000, AZURE)
+    assert bound == pytest.approx((10_000 - 600) / (200 / 60) + 60.0)
+
+
+def test_longest_operations_pair_with_the_earliest_starts() -> None:
+    budgets = Budgets(read_burst=1000, read_rate=1.0, write_burst=1000, write_rate=1.0,
+                      patch_sub_burst=1, patch_sub_rate=1.0)
+    # starts 0, 1, 2: a 10 s operation first ends at 10; the short ones end at 1+1 and 2+1.
+    assert subscription_bound([1.0, 10.0, 1.0], budgets) == pytest.approx(10.0)
+    assert subscription_bound([1.0, 1.0, 1.0], budgets) == pytest.approx(3.0)
+
+
+def test_subscriptions_have_their_own_buckets() -> None:
+    one = makespan_bound({"a": [60.0] * 10_000}, AZURE)
+    four = makespan_bound({s: [60.0] * 2_500 for s in "abcd"}, AZURE)
+    assert four == pytest.approx((2_500 - 600) / (200 / 60) + 60.0) and four < one / 4
+
+
+def test_one_read_per_machine_bounds_when_reads_refill_slowest() -> None:
+    slow_reads = Budgets(read_burst=10, read_rate=1.0, write_burst=200, write_rate=10.0,
+                         patch_sub_burst=None, patch_sub_rate=None)
+    assert subscription_bound([0.0] * 110, slow_reads) == pytest.approx(100.0)
+    assert subscription_bound([0.0] * 1250, AZURE) == pytest.approx((1250 - 600) / (200 / 60))  # not reads
+
+
+def test_compressed_clock_scales_every_refill_and_keeps_bursts() -> None:
+    config = compressed_config(30, vms=3)
+    b = budgets(config)
+    assert config.time_scale == 30
+    assert (b.read_burst, b.write_burst, b.patch_sub_burst) == (250, 200, 600)
+    assert (b.read_rate, b.write_rate) == (pytest.approx(750.0), pytest.approx(300.0))
+    assert b.patch_sub_rate == pytest.approx(200 * 30 / 60)
+    assert config.retry_after_seconds == 2  # Azure's 60 s
+
+
+def test_storage_requests_are_classified_by_what_they_do_to_messages() -> None:
+    assert classify("table", "GET", "/devstoreaccount1/runs()?$filter=PartitionKey%20eq%20'r'") == "table:query"
+    assert classify("table", "GET", "/devstoreaccount1/runs(PartitionKey='r',RowKey='1')") == "table:get"
+    assert classify("table", "PATCH", "/devstoreaccount1/runs(PartitionKey='r',RowKey='1')") == "table:write"
+    assert classify("table", "POST", "/devstoreaccount1/$batch") == "table:batch"
+    assert classify("queue", "POST", "/devstoreaccount1/q/messages?visibilitytimeout=3") == "queue:send"
+    assert classify("queue", "GET", "/devstoreaccount1/q/messages?numofmessages=16") == "queue:receive"
+    assert classify("queue", "GET", "/devstoreaccount1/q/messages?peekonly=true") == "queue:peek"
+    assert classify("queue", "DELETE", "/devstoreaccount1/q/messages/abc?popreceipt=x") == "queue:delete"
+    assert classify("queue", "PUT", "/devstoreaccount1/q/messages/abc?popreceipt=x") == "queue:update"
+    assert classify("queue", "DELETE", "/devstoreaccount1/q/messages") == "queue:other"  # clear, not progress
+
+
+def test_gaps_include_the_edges_and_count_only_long_ones() -> None:
+    assert longest_gaps([2.0, 3.0, 15.0], 0.0, 16.0, 10.0) == (12.0, [3.0])
+    assert longest_gaps([], 0.0, 5.0, 10.0) == (5.0, [])
+
+
+def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
+    # A tiny HTTP/1.1 server answering every request with an empty 204, on one kept-alive connection.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            lines = head.split(b"\r\n")
+            length = next((int(h.split(b":")[1]) for h in lines if h.lower().startswith(b"content-length")), 0)
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    counts = StorageCounts()
+    proxy = CountingProxy("queue", port, counts).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as conn:
+            requests = [b"POST /a/q/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                        b"GET /a/q/messages?numofmessages=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"DELETE /a/q/messages/m1?popreceipt=p HTTP/1.1\r\nHost: x\r\n\r\n"]
+            for req in requests:
+                conn.sendall(req)
+                assert conn.recv(1024).startswith(b"HTTP/1.1 204")
+        got, progress = counts.snapshot()
+        assert got == {"queue:send": 1, "queue:receive": 1, "queue:delete": 1}
+        assert len(progress) == 2
+    finally:
+        proxy.stop()
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def test_user_script_projection_hands_machines_to_the_first_free_worker() -> None:
+    from benchmarks.scale import project
+
+    def vm(name: str, seconds: float) -> dict[str, object]:
+        return {"id": name, "operations": [{"kind": "installPatches", "realSeconds": seconds}]}
+
+    state = {"vms": [vm("a", 10.0), vm("b", 1.0), vm("c", 1.0)]}
+    # "b" finished in 2 s (1 s of overhead); "a" and "c" started: their durations plus that overhead.
+    # Two workers: a (11) on one, b (2) then c (2) on the other: 11 s, not (11 + 2 + 2) / 2.
+    assert project(["a", "b", "c"], ["a", "b", "c"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(11.0)
+    # Machines never started cost what the started ones did, in turn: a, b, then a again.
+    assert project(["a", "b", "x"], ["a", "b"], {"b": (0.0, 2.0)}, state, workers=2) == pytest.approx(13.0)
+
+
+def test_a_refused_fleet_is_split_by_what_the_refusal_says() -> None:
+    import requests
+
+    from benchmarks.scale import smaller_chunk
+
+    def refusal(error: dict[str, str]) -> requests.Response:
+        resp = requests.Response()
+        resp.status_code = 400
+        resp._content = json.dumps({"error": error}).encode()
+        return resp
+
+    cap = {"code": "InvalidRequest", "target": "machines",
+           "message": "machines has 2000 entries; a run takes at most 1000 (setting MAX_MACHINES_PER_RUN)"}
+    size = {"code": "RequestBodyTooLarge", "message": "the request body is 2000000 bytes; at most 1000000 are accepted"}
+    assert smaller_chunk(refusal(cap), 2000) == 1000
+    assert smaller_chunk(refusal(size), 10_000) == 4750  # half fits; 5% slack for longer ids
+    assert smaller_chunk(refusal({"code": "InvalidRequest", "target": "installPatches", "message": "no"}), 10) is None
