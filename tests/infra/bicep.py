@@ -41,6 +41,13 @@ def resolve_literal(path: Path, expr: Any) -> Any:
     return None
 
 
+def role_actions(file: str, resource: str) -> list[str]:
+    """The `actions` of the custom role definition `resource` in infra/app/`file`."""
+    role = parse(INFRA / "app" / file)["resources"][resource]["config"]["properties"]
+    [permissions] = role["permissions"]
+    return list(permissions["actions"])
+
+
 def evaluate(path: Path, expr: Any, env: dict[str, Any]) -> Any:
     """Evaluate a pycep expression from `path` for given parameter / loop-variable values (`env`).
 

@@ -12,9 +12,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.arm.operations import POLL_ACTION
 from shared.runs.services import Services
 from tests.app import runs_api
+from tests.infra.bicep import role_actions
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -23,12 +23,9 @@ from .conftest import DEV_TOKEN
 INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
            "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
            "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
-# The patch role infra/app/patch-role.bicep assigns on a resource-group target, less what only works at the
-# subscription; and the poll role infra/app/poll-role.bicep assigns at that subscription.
-PATCH_ACTIONS = ["Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/instanceView/read",
-                 "Microsoft.Compute/virtualMachines/installPatches/action",
-                 "Microsoft.Compute/virtualMachines/assessPatches/action",
-                 "Microsoft.Compute/locations/operations/read"]
+# Exactly what infra/ grants: the patch role on a resource-group target, the poll role at its subscription.
+PATCH_ACTIONS = role_actions("patch-role.bicep", "patchOperator")
+POLL_ACTIONS = role_actions("poll-role.bicep", "operationStatusReader")
 
 
 @pytest.fixture
@@ -91,7 +88,7 @@ def test_the_subscription_poll_grant_lets_a_resource_group_target_complete(
     scope, vms = one_resource_group(simulator)
     subscription = "/".join(scope.split("/")[:3])
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS},
-                                    {"scope": subscription, "actions": [POLL_ACTION]}])
+                                    {"scope": subscription, "actions": POLL_ACTIONS}])
     run_id = post({"machines": vms, "installPatches": INSTALL})
     QueuePump(services).run_until(lambda: view(run_id)["status"] not in ("Accepted", "InProgress"), timeout=60)
     run = view(run_id)
