@@ -1,5 +1,6 @@
 // PatchPilot on Azure: one resource group with a Flex Consumption Function App, its storage, monitoring and
-// one user-assigned identity; plus a custom "VM Patch Operator" role assigned on each target scope.
+// one user-assigned identity; plus a custom "VM Patch Operator" role assigned on each target scope, and a custom
+// "Operation Status Reader" role at the subscription of each resource-group target (polling needs it there).
 // Plain resource declarations instead of br/public AVM modules so `az bicep build` and the offline checks
 // (tests/infra) work without registry access; the shapes follow the AVM / Azure-Samples Flex templates.
 targetScope = 'subscription'
@@ -97,8 +98,19 @@ var armEndpointTrimmed = endsWith(armEndpoint, '/') ? substring(armEndpoint, 0, 
 var subscriptionTargets = filter(patchTargetScopes, s => length(split(s, '/')) == 3)
 var resourceGroupTargets = filter(patchTargetScopes, s => length(split(s, '/')) == 5)
 var unrecognisedTargets = filter(patchTargetScopes, s => length(split(s, '/')) != 3 && length(split(s, '/')) != 5)
-var patchRoleName = 'PatchPilot VM Patch Operator (${environmentName})'
-var patchRoleDefinitionName = guid(tenant().tenantId, patchRoleName)
+// Role definitions are tenant-wide: the GUID name and the role name must both be unique in the tenant. Seeding
+// them with the deployment subscription and the environment keeps two azd environments of the same name (in
+// other subscriptions of one tenant) apart; resourceToken carries the subscription into the role name.
+var patchRoleName = 'PatchPilot VM Patch Operator (${environmentName}, ${resourceToken})'
+var patchRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-vm-patch-operator')
+// The operation status URL lies under the subscription, outside any resource group: a resource-group target's
+// role cannot reach it, so its subscription gets this role (only Microsoft.Compute/locations/operations/read).
+var pollRoleName = 'PatchPilot Operation Status Reader (${environmentName}, ${resourceToken})'
+var pollRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-operation-status-reader')
+// Subscription ids of the resource-group targets, each once (union drops duplicates).
+var resourceGroupTargetSubscriptionIds = [for s in resourceGroupTargets: toLower(split(s, '/')[2])]
+var pollSubscriptionIds = union(resourceGroupTargetSubscriptionIds, [])
+var pollScopes = [for id in pollSubscriptionIds: '/subscriptions/${id}']
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -254,6 +266,28 @@ module patchRoleOnResourceGroups 'app/patch-role-assignment-resource-group.bicep
   ]
 }]
 
+// The operation-status role, in this subscription, assignable on the subscription of each resource-group target.
+module pollRole 'app/poll-role.bicep' = if (!empty(pollSubscriptionIds)) {
+  name: 'poll-role'
+  params: {
+    roleDefinitionName: pollRoleDefinitionName
+    roleName: pollRoleName
+    assignableScopes: pollScopes
+  }
+}
+
+module pollRoleOnSubscriptions 'app/poll-role-assignment-subscription.bicep' = [for subscriptionId in pollSubscriptionIds: {
+  name: 'poll-role-${uniqueString(subscriptionId)}'
+  scope: subscription(subscriptionId)
+  params: {
+    roleDefinitionName: pollRoleDefinitionName
+    principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    pollRole
+  ]
+}]
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -265,5 +299,6 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output PATCHPILOT_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output PATCHPILOT_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output PATCHPILOT_ROLE_NAME string = patchRoleName
+output PATCHPILOT_POLL_ROLE_NAME string = pollRoleName
 // Entries of patchTargetScopes that are neither a subscription id nor a resource group id were not granted.
 output PATCHPILOT_UNRECOGNISED_TARGET_SCOPES array = unrecognisedTargets

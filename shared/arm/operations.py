@@ -65,11 +65,28 @@ class Failed:
     detail: dict[str, Any] | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class OutcomeUnknown:
+    """ARM accepted the operation but will not show its status (a poll answered 403): Azure goes on with
+    the operation, so how it ends is unknown here. Not a failure of the operation; `detail` is ARM's error."""
+
+    code: str
+    message: str
+    detail: dict[str, Any] | None = field(default=None, compare=False)
+
+
+POLL_FORBIDDEN = "PollForbidden"
+# What reading an operation status needs, and where: at the subscription, since the status URL is
+# /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}, outside any resource
+# group (https://learn.microsoft.com/azure/update-manager/roles-permissions, scope "Machine subscription").
+POLL_ACTION = "Microsoft.Compute/locations/operations/read"
+
+
 def _failed(resp: ArmResponse) -> Failed:
     return Failed(*resp.error(), resp.error_detail())
 
 
-Outcome = Started | Pending | Done | Retry | Failed
+Outcome = Started | Pending | Done | Retry | Failed | OutcomeUnknown
 
 
 def _retryable(resp: ArmResponse, default_retry_after: int) -> Retry | None:
@@ -116,10 +133,23 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
 
 
 def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> Outcome:
-    """The answer to a GET of the stored polling URL."""
+    """The answer to a GET of the stored polling URL.
+
+    A 403 (ARM's `AuthorizationFailed`: typically a resource-group role without `POLL_ACTION` on the
+    subscription) is `OutcomeUnknown`, not `Failed`: the operation was accepted and runs on regardless."""
     retry = _retryable(resp, default_retry_after)
     if retry:
         return retry
+    if resp.status == 403:
+        code, _ = resp.error()
+        return OutcomeUnknown(
+            POLL_FORBIDDEN,
+            f"ARM refused to show this operation's status (403 {code}; its error is in details) although it "
+            f"accepted the operation, which goes on in Azure: its outcome is unknown here. Grant {POLL_ACTION} "
+            "at the VM's subscription (the PatchPilot poll role in infra/) and see the VM's patch history "
+            "(instanceView.patchStatus) for how it ended",
+            resp.error_detail(),
+        )
     if mode == "async":
         if resp.status != 200 or not isinstance(resp.body, dict):
             return _failed(resp)

@@ -9,6 +9,12 @@ Machine state (ours) and operation status (Azure's) are different things: a mach
       │  │ 409/429/5xx   │ 4xx, no params for OS, ambiguous crash ──▶ Failed
       └──┴───────────────┘             │ past maximumDuration + grace ──▶ TimedOut
       Queued ── VM not running (assessments only) ──▶ Skipped: recorded with the reason, not a failure
+      Running ── poll refused (403) ──▶ OutcomeUnknown;  Starting, claim abandoned ──▶ OutcomeUnknown
+
+`OutcomeUnknown` is neither success nor failure: Azure may have run (or still runs) the operation, but
+PatchPilot cannot see how it ended. Its `errorCode` says why (`PollForbidden`, `OutcomeUnknown`), ARM's
+error is kept in its details, and runs count it apart (`outcomes.unknown`); a rollout's `maxFailures`
+never spends on it.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ class MachineState(str, Enum):
     FAILED = "Failed"
     TIMED_OUT = "TimedOut"
     SKIPPED = "Skipped"  # deliberately not attempted (an assessment of a VM that is not running)
+    OUTCOME_UNKNOWN = "OutcomeUnknown"  # the operation may run in Azure, but its end cannot be seen from here
 
 
 TERMINAL_STATES = frozenset(
     {MachineState.COMPLETED.value, MachineState.FAILED.value, MachineState.TIMED_OUT.value,
-     MachineState.SKIPPED.value}
+     MachineState.SKIPPED.value, MachineState.OUTCOME_UNKNOWN.value}
 )
 
 
@@ -46,9 +53,11 @@ class RunStatus(str, Enum):
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
-    """'succeeded', 'warnings', 'skipped' or 'failed' for a machine in a terminal state."""
+    """'succeeded', 'warnings', 'skipped', 'unknown' or 'failed' for a machine in a terminal state."""
     if target.get("state") == MachineState.SKIPPED.value:
         return "skipped"
+    if target.get("state") == MachineState.OUTCOME_UNKNOWN.value:
+        return "unknown"
     if target.get("state") != MachineState.COMPLETED.value:
         return "failed"
     status = str(target.get("status") or "")
@@ -60,7 +69,9 @@ def machine_outcome(target: Mapping[str, Any]) -> str:
 
 
 def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts by state and outcome, and the run status they imply."""
+    """Counts by state and outcome, and the run status they imply: `Failed` if any machine failed;
+    else `CompletedWithWarnings` if any had warnings or an unknown outcome (nothing failed that we know
+    of, but not everything is known to have succeeded); else `Succeeded`."""
     states: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     for t in targets:
@@ -74,7 +85,7 @@ def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             else RunStatus.ACCEPTED
     elif outcomes["failed"]:
         status = RunStatus.FAILED
-    elif outcomes["warnings"]:
+    elif outcomes["warnings"] or outcomes["unknown"]:
         status = RunStatus.COMPLETED_WITH_WARNINGS
     else:
         status = RunStatus.SUCCEEDED

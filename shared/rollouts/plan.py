@@ -45,7 +45,8 @@ def _selected(key: str, selector: dict[str, list[str]]) -> bool:
 
 
 def failure_kind(target: Mapping[str, Any], failure_on: list[str] | None = None) -> str | None:
-    """Why a finished machine counts against maxFailures, or None. Skipped machines never do."""
+    """Why a finished machine counts against maxFailures, or None. Skipped machines never do, nor do
+    OutcomeUnknown ones (Azure may still be patching them: shared.core.states)."""
     kinds = set(failure_on or DEFAULT_FAILURE_ON)
     state = target.get("state")
     if state == MachineState.FAILED.value and "Failed" in kinds:

@@ -24,6 +24,7 @@ from shared.arm.operations import (
     Done,
     Failed,
     Outcome,
+    OutcomeUnknown,
     Pending,
     Retry,
     Started,
@@ -128,8 +129,8 @@ class MachineStep:
         if self.now - claimed < timedelta(seconds=self.settings.claim_timeout_seconds):
             return "claimed-elsewhere"  # another delivery is working on it right now
         # That delivery died mid-call. Sending again could start a second installation, so the
-        # machine fails with a reason a person can act on instead.
-        return self.fail(
+        # machine ends with its outcome unknown and a reason a person can act on instead.
+        return self.unknown(
             "OutcomeUnknown",
             "the worker stopped after claiming this machine and may or may not have sent installPatches; "
             "check the VM's patch history (instanceView.patchStatus) before running it again",
@@ -145,6 +146,8 @@ class MachineStep:
             return self.finish(outcome.result)
         if isinstance(outcome, Retry):
             return self.retry(outcome, phase=phase)
+        if isinstance(outcome, OutcomeUnknown):
+            return self.unknown(outcome.code, outcome.message, detail=outcome.detail)
         return self.fail(outcome.code, outcome.message, detail=outcome.detail)
 
     def started(self, outcome: Started) -> str:
@@ -216,6 +219,12 @@ class MachineStep:
         if code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
         return self._terminal(state, {**own_error_columns(code, message, detail), **(extra or {})})
+
+    def unknown(self, code: str, message: str, *, detail: dict[str, Any] | None = None) -> str:
+        """End the machine `OutcomeUnknown`: the operation may run (or have run) in Azure, but how it ends
+        cannot be seen from here. `code` says why (`PollForbidden`, `OutcomeUnknown`); `detail` is ARM's
+        error behind it, kept whole. Not a failure: runs count it apart, rollouts do not spend on it."""
+        return self._terminal(MachineState.OUTCOME_UNKNOWN, own_error_columns(code, message, detail))
 
     def skip(self, code: str, message: str, **extra: Any) -> str:
         """End the machine as Skipped: deliberately not started, with the reason (hooks use this)."""

@@ -26,7 +26,8 @@ def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
         if target.get(name) not in (None, ""):
             view[name] = target[name]
     view["error"] = stored_error(target)  # ARM's shape: code, message, and details/innererror when ARM gave them
-    if target.get("lastRetryReason") and target.get("state") not in ("Completed", "Failed", "TimedOut"):
+    finished = ("Completed", "Failed", "TimedOut", "OutcomeUnknown")
+    if target.get("lastRetryReason") and target.get("state") not in finished:
         view["lastRetryReason"] = target["lastRetryReason"]
     view["armCalls"] = json.loads(target.get("armCalls") or "[]")
     return view

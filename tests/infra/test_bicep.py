@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.infra.bicep import BICEP_FILES, INFRA, parse, variable
+from shared.arm.operations import POLL_ACTION
+from tests.infra.bicep import BICEP_FILES, INFRA, evaluate, parse, variable
 
 MAIN = INFRA / "main.bicep"
 APP = INFRA / "app"
@@ -18,7 +19,8 @@ APP = INFRA / "app"
 
 def test_infra_has_the_expected_bicep_files() -> None:
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
-    assert {"main.bicep", "app/api.bicep", "app/storage.bicep", "app/rbac.bicep", "app/patch-role.bicep"} <= names
+    assert {"main.bicep", "app/api.bicep", "app/storage.bicep", "app/rbac.bicep", "app/patch-role.bicep",
+            "app/poll-role.bicep", "app/poll-role-assignment-subscription.bicep"} <= names
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -92,6 +94,66 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
     assert not any("*" in a for a in permissions["actions"])
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
     assert role["assignableScopes"] == "assignableScopes"
+
+
+def test_poll_role_grants_only_reading_operation_status() -> None:
+    role = parse(APP / "poll-role.bicep")["resources"]["operationStatusReader"]["config"]["properties"]
+    [permissions] = role["permissions"]
+    assert permissions["actions"] == [POLL_ACTION]  # the action the app's 403 message names (shared.arm.operations)
+    assert permissions["dataActions"] == [] and permissions["notActions"] == []
+    assert role["assignableScopes"] == "assignableScopes"
+
+
+TARGETS = ["/subscriptions/aaaa", "/subscriptions/BBBB/resourceGroups/rg-1", "/subscriptions/bbbb/resourceGroups/rg-2",
+           "/subscriptions/cccc/resourceGroups/rg-3", "/subscriptions/aaaa/resourceGroups/rg-4", "not-a-scope"]
+
+
+@pytest.mark.parametrize("targets", [TARGETS, TARGETS[:1], []], ids=["mixed", "subscription-only", "none"])
+def test_poll_role_is_assigned_at_the_subscription_of_every_resource_group_target(targets: list[str]) -> None:
+    # Polling .../subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id} needs
+    # POLL_ACTION at the subscription; a resource group's role does not reach it (shared.arm.operations).
+    env = {"patchTargetScopes": targets}
+    modules = parse(MAIN)["modules"]
+    loop = modules["pollRoleOnSubscriptions"]
+    assert loop["detail"]["path"] == "app/poll-role-assignment-subscription.bicep"
+    each = loop["config"]["loop_type"]["detail"]
+    body = loop["config"]["config"]
+    scopes = [evaluate(MAIN, body["scope"], {**env, each["item_name"]: item})
+              for item in evaluate(MAIN, each["array_name"], env)]
+    wanted = {"/subscriptions/" + t.split("/")[2].lower() for t in targets if len(t.split("/")) == 5}
+    assert set(scopes) == wanted and len(scopes) == len(wanted)  # every one, each once (ids ignore case)
+    assert body["dependsOn"] == ["pollRole"]
+
+    role = modules["pollRole"]
+    assert role["detail"]["path"] == "app/poll-role.bicep"
+    assert evaluate(MAIN, role["config"]["condition"], env) is bool(wanted)  # no role when no resource group
+    assert set(evaluate(MAIN, role["config"]["config"]["params"]["assignableScopes"], env)) == wanted
+    assert role["config"]["config"]["params"]["roleDefinitionName"] == body["params"]["roleDefinitionName"]
+
+
+def test_custom_roles_are_unique_per_subscription_and_environment() -> None:
+    # Role definitions are tenant-wide: two azd environments named alike in two subscriptions of one tenant
+    # must not share a role definition name (a GUID) or a role name.
+    doc = parse(MAIN)
+    resource_token = variable(MAIN, "resourceToken")["function"]["parameters"]["string_to_change"]["function"]
+    assert resource_token["type"] == "unique_string"
+    token_seeds = list(resource_token["parameters"].values())
+    assert "environmentName" in token_seeds and "location" in token_seeds
+    subscription_id = {"function": {"type": "subscription", "parameters": {"subscription_id": None},
+                                    "property_name": "id"}}
+    assert subscription_id in token_seeds
+    names = set()
+    for role, module in (("patch", "patchRole"), ("poll", "pollRole")):
+        guid = variable(MAIN, f"{role}RoleDefinitionName")["function"]
+        assert guid["type"] == "guid"
+        seeds = list(guid["parameters"].values())
+        assert subscription_id in seeds and "environmentName" in seeds, role
+        names.add(json.dumps(seeds))
+        role_name = variable(MAIN, f"{role}RoleName")
+        assert "${environmentName}" in role_name and "${resourceToken}" in role_name, role
+        params = doc["modules"][module]["config"]["config"]["params"]
+        assert params["roleDefinitionName"] == f"{role}RoleDefinitionName" and params["roleName"] == f"{role}RoleName"
+    assert len(names) == 2  # the two roles never share a name
 
 
 def test_every_role_assignment_is_named_by_scope_principal_and_role_and_commented() -> None:

@@ -7,7 +7,16 @@ from typing import Any
 from requests.structures import CaseInsensitiveDict
 
 from shared.arm.client import ArmResponse, parse_retry_after
-from shared.arm.operations import Done, Failed, Pending, Retry, Started, classify_poll, classify_start
+from shared.arm.operations import (
+    Done,
+    Failed,
+    OutcomeUnknown,
+    Pending,
+    Retry,
+    Started,
+    classify_poll,
+    classify_start,
+)
 
 LOC = "https://management.azure.com/subscriptions/s/providers/Microsoft.Compute/locations/westus/operations/op1"
 
@@ -76,6 +85,27 @@ def test_poll_202_is_pending_and_may_move_location() -> None:
 
 def test_poll_404_fails() -> None:
     assert isinstance(classify_poll(resp(404, None), mode="location", default_retry_after=60), Failed)
+
+
+FORBIDDEN = {"error": {"code": "AuthorizationFailed", "message": (
+    "The client 'c' with object id 'o' does not have authorization to perform action "
+    "'Microsoft.Compute/locations/operations/read' over scope '/subscriptions/s' or the scope is invalid. "
+    "If access was recently granted, please refresh your credentials.")}}
+
+
+def test_poll_403_means_the_outcome_is_unknown_not_that_the_operation_failed() -> None:
+    for mode in ("location", "async"):
+        out = classify_poll(resp(403, FORBIDDEN), mode=mode, default_retry_after=60)
+        assert isinstance(out, OutcomeUnknown), mode
+        assert out.code == "PollForbidden"
+        assert "Microsoft.Compute/locations/operations/read" in out.message and "subscription" in out.message
+        assert out.detail == FORBIDDEN["error"]  # ARM's error, whole
+
+
+def test_start_403_is_a_failure() -> None:
+    # Refused before anything ran: installPatches was never accepted, so this one is known.
+    out = classify_start(resp(403, FORBIDDEN), default_retry_after=60)
+    assert isinstance(out, Failed) and out.code == "AuthorizationFailed"
 
 
 def test_async_mode_reads_status_and_output() -> None:

@@ -58,3 +58,12 @@ def test_run_status_rules() -> None:
     assert summarize([t("Completed", "Succeeded"), t("Completed", "Failed")])["status"] == "Failed"
     assert summarize([t("Completed", "Succeeded"), t("TimedOut")])["status"] == "Failed"
     assert summarize([t("Completed", "Succeeded", failed=1)])["status"] == "CompletedWithWarnings"
+
+
+def test_unknown_outcomes_are_counted_apart_from_failures() -> None:
+    unknown = summarize([t("Completed", "Succeeded"), t("OutcomeUnknown"), t("OutcomeUnknown")])
+    assert unknown["status"] == "CompletedWithWarnings"  # finished, nothing known to have failed, not all known
+    assert unknown["outcomes"] == {"succeeded": 1, "unknown": 2}
+    assert unknown["finished"] == 3
+    mixed = summarize([t("OutcomeUnknown"), t("Failed")])
+    assert mixed["status"] == "Failed" and mixed["outcomes"] == {"unknown": 1, "failed": 1}

@@ -34,6 +34,9 @@ def test_named_and_selected_machines_are_placed_first() -> None:
     ({"state": "Failed"}, None, "Failed"),
     ({"state": "TimedOut"}, None, "TimedOut"),
     ({"state": "Skipped"}, None, None),
+    # Azure may still be patching it (a poll was refused): not a failure, whatever failureOn lists.
+    ({"state": "OutcomeUnknown", "errorCode": "PollForbidden"},
+     ["Failed", "TimedOut", "FailedPatches", "CompletedWithWarnings", "MaintenanceWindowExceeded"], None),
     ({"state": "Completed", "status": "Succeeded", "failedPatchCount": 2}, None, "FailedPatches"),
     ({"state": "Completed", "status": "CompletedWithWarnings"}, None, None),
     ({"state": "Completed", "status": "CompletedWithWarnings"}, ["CompletedWithWarnings"], "CompletedWithWarnings"),

@@ -1,0 +1,35 @@
+// The custom role PatchPilot's identity holds at the subscription of each resource-group target: reading the
+// status of the long-running operations it started. A role on a resource group does not reach the status URL,
+// /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}, which lies outside every
+// resource group (Azure Update Manager lists this permission at "Machine subscription" scope:
+// https://learn.microsoft.com/azure/update-manager/roles-permissions).
+targetScope = 'subscription'
+
+@description('Role definition name (a GUID, from the deployment subscription and the azd environment) and role name (unique in the tenant).')
+param roleDefinitionName string
+param roleName string
+@description('The subscriptions (/subscriptions/<id>) of the resource-group targets.')
+param assignableScopes array
+
+resource operationStatusReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: roleDefinitionName
+  properties: {
+    roleName: roleName
+    description: 'PatchPilot: read the status of the VM patch operations it started (nothing else in the subscription).'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          // GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id} (LRO status)
+          'Microsoft.Compute/locations/operations/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
+output roleDefinitionName string = operationStatusReader.name
