@@ -15,10 +15,10 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from shared.runs.messages import StepMessage
 
 from shared.core.clock import iso, utcnow
 from shared.runs.machine_worker import run_step
-from shared.runs.messages import StepMessage
 from shared.runs.services import Services
 from tests.app import runs_api
 from tests.infra.bicep import role_actions
