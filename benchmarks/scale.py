@@ -18,7 +18,7 @@ ones, machines handed to the first free worker in order), since at these sizes i
 
     make bench-scale                                     # 2,000 VMs at 6x: 1 subscription, then 4
     python -m benchmarks.scale --quick                   # 200 VMs at 20x, 1 subscription: about a minute
-    python -m benchmarks.scale --machines 10000 --scale 4 --timeout 3600  # the issue's full scenario
+    python -m benchmarks.scale --machines 10000 --scale 6 --timeout 3600  # the issue's full scenario
 """
 
 from __future__ import annotations
