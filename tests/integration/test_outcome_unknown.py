@@ -15,9 +15,9 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from shared.runs.messages import StepMessage
 
 from shared.core.clock import iso, utcnow
+from shared.core.messages import StepMessage
 from shared.runs.machine_worker import run_step
 from shared.runs.services import Services
 from tests.app import runs_api
