@@ -92,14 +92,15 @@ def test_event_delivery_has_a_thread_for_every_invocation_and_ends_inside_functi
     import json
     from pathlib import Path
 
+    import shared.functions.event_workers as delivery_module
     from shared.core.settings import MAX_EVENT_CONNECT_SECONDS, MAX_EVENT_READ_SECONDS
-    from tests.app import event_workers, triggers
+    from tests.app import triggers
 
     host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
     queues = host["extensions"]["queues"]
     user_function = triggers.event_delivery
     assert inspect.iscoroutinefunction(user_function)  # holds none of the worker's threads
-    assert queues["batchSize"] + queues["newBatchThreshold"] <= event_workers.DELIVERY_THREADS
+    assert queues["batchSize"] + queues["newBatchThreshold"] <= delivery_module.DELIVERY_THREADS
     hours, minutes, seconds = (int(p) for p in host["functionTimeout"].split(":"))
     slack = 30  # the delivery's own storage calls
     assert MAX_EVENT_CONNECT_SECONDS + MAX_EVENT_READ_SECONDS + slack < hours * 3600 + minutes * 60 + seconds
