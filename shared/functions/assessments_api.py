@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
+from shared.assessments.compliance import MACHINE_KINDS, OS_TYPES, compliance_report, load_snapshot
 from shared.assessments.machine_view import machine_assessment
 from shared.composition import AppServices
 from shared.core.clock import utcnow
@@ -61,10 +61,15 @@ def blueprint(services: AppServices) -> func.Blueprint:
         os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
         if raw_os and os_type is None:
             raise ValidationError(f"osType must be Windows or Linux, got {quoted(raw_os)}", target="osType")
+        raw_kind = req.params.get("machineKind")
+        kind = MACHINE_KINDS.get((raw_kind or "").lower()) if raw_kind else None
+        if raw_kind and kind is None:
+            raise ValidationError(f"machineKind must be virtualMachines or hybridMachines, got {quoted(raw_kind)}",
+                                  target="machineKind")
         top = int_param(req, "top", 10, MAX_TOP)
-        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
+        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type, machine_kind=kind)
         report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
-        report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
+        report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type, "machineKind": kind}
         return json_response(report)
 
 

@@ -1,4 +1,5 @@
-"""Azure VM resource ids: parsing, validation against Azure's naming rules, and Table keys."""
+"""Machine resource ids (Azure VMs and Azure Arc-enabled servers): parsing, validation against Azure's naming
+rules, and Table keys."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import unicodedata
 
 from shared.core.errors import ValidationError, quoted
-from shared.core.ids import VmRef
+from shared.core.ids import HYBRID_MACHINES, MachineRef, VmRef
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 GUID = re.compile(_GUID, re.ASCII)
@@ -32,6 +33,14 @@ _VM = r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,62}[A-Za-z0-9_]|[A-Za-z0-9]"
 _VM_ID = re.compile(
     rf"/subscriptions/(?P<sub>{_GUID})/resourceGroups/(?P<rg>{_RG})"
     rf"/providers/Microsoft\.Compute/virtualMachines/(?P<vm>{_VM})",
+    re.IGNORECASE | re.ASCII,
+)
+# Arc-enabled server name: the `machineName` path parameter of HybridCompute.json (stable 2024-07-10):
+# pattern ^[a-zA-Z0-9-_\.]{1,54}$.
+_HYBRID = r"[A-Za-z0-9_.-]{1,54}"
+_HYBRID_ID = re.compile(
+    rf"/subscriptions/(?P<sub>{_GUID})/resourceGroups/(?P<rg>{_RG})"
+    rf"/providers/Microsoft\.HybridCompute/machines/(?P<machine>{_HYBRID})",
     re.IGNORECASE | re.ASCII,
 )
 
@@ -61,3 +70,27 @@ def vm_from_route(params: dict[str, str], *, target: str = "machine") -> VmRef:
     sub, rg, vm = parts
     return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}",
                        target=target)
+
+
+def parse_machine_id(value: object, *, target: str) -> MachineRef:
+    """A machine PatchPilot can patch: an Azure VM
+    (`/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`) or an Azure
+    Arc-enabled server (`.../providers/Microsoft.HybridCompute/machines/{machineName}`).
+    Raises ValidationError (code InvalidResourceId) naming `target` for anything else."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{target} must be a string resource id", target=target)
+    match = _HYBRID_ID.fullmatch(value.strip())
+    if match is None:
+        if _VM_ID.fullmatch(value.strip()):
+            return parse_vm_id(value, target=target)
+    elif is_resource_group_name(match["rg"]):
+        return MachineRef(match["sub"].lower(), match["rg"], match["machine"], HYBRID_MACHINES)
+    raise ValidationError(
+        f"{target} is not a machine resource id: expected "
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/virtualMachines/{vmName} or "
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.HybridCompute/machines/{machineName}, got " + quoted(value),
+        target=target,
+        code="InvalidResourceId",
+    )
