@@ -88,6 +88,10 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
         "Microsoft.Compute/virtualMachines/installPatches/action",
         "Microsoft.Compute/virtualMachines/assessPatches/action",
         "Microsoft.Compute/locations/operations/read",  # GET the long-running operation URL
+        "Microsoft.HybridCompute/machines/read",  # GET an Arc machine; list them in a subscription / resource group
+        "Microsoft.HybridCompute/machines/installPatches/action",
+        "Microsoft.HybridCompute/machines/assessPatches/action",
+        "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",  # an Arc operation's Location
     }
     assert not any("*" in a for a in permissions["actions"])
     assert permissions["dataActions"] == [] and permissions["notActions"] == []

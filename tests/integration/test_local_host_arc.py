@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.infra.bicep import INFRA, parse
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
 from tests.integration.test_assessments import assert_compliance_matches
@@ -105,6 +106,11 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
     disconnected = [m["id"] for m in arcs if m["agentStatus"] != "Connected"]
     assert len(disconnected) == 1
     gone = disconnected[0].lower()
+    # The identity holds exactly the custom role infra/ defines, on each subscription: it covers every call made.
+    role = parse(INFRA / "app" / "patch-role.bicep")["resources"]["patchOperator"]["config"]["properties"]
+    actions = role["permissions"][0]["actions"]
+    simulator.set_role_assignments([{"scope": f"/subscriptions/{s}", "actions": actions}
+                                    for s in simulator.subscriptions()])
 
     # One assessment of every subscription: VMs and Arc machines are both discovered, the disconnected one skipped.
     resp = requests.post(f"{host.base_url}/api/assessments", timeout=30,
@@ -160,6 +166,7 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
             installed = len(after[key]["installedPatches"]) - len(m["installedPatches"])
             assert by_id[key]["installedPatchCount"] == installed and by_id[key]["osType"] == m["osType"]
 
+    assert simulator.calls()["statuses"].get("403", 0) == 0
     finished = [e["data"] for e in received(receiver, "patchpilot.machine.completed")]
     assert any(d["machine"].lower() == gone and d["machineKind"] == "hybridMachines" and d["state"] == "Skipped"
                for d in finished), json.dumps(finished)[:2000]
