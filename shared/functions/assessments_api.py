@@ -22,6 +22,8 @@ from shared.validation.scopes import scope_from_query
 MAX_TOP = 100
 VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
             "/providers/Microsoft.Compute/virtualMachines/{vmName}")
+ARC_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+             "/providers/Microsoft.HybridCompute/machines/{machineName}")
 
 
 def blueprint(services: AppServices) -> func.Blueprint:
@@ -76,6 +78,17 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route=f"machines/{VM_ROUTE}/assessment", methods=["GET"])
     @api_errors
     def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        return _machine_assessment(req)
+
+
+    @bp.route(route=f"machines/{ARC_ROUTE}/assessment", methods=["GET"])
+    @api_errors
+    def get_arc_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        """An Arc-enabled server's assessments: counts per classification (HybridCompute lists no patches)."""
+        return _machine_assessment(req)
+
+
+    def _machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
         vm = vm_from_route(req.route_params)
         view = machine_assessment(svc.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))

@@ -62,13 +62,19 @@ def parse_vm_id(value: object, *, target: str) -> VmRef:
 
 
 def vm_from_route(params: dict[str, str], *, target: str = "machine") -> VmRef:
-    """A VM addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName}: each segment is
+    """A machine addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName} (an Azure VM) or
+    .../{machineName} (an Arc-enabled server, on the Microsoft.HybridCompute/machines routes): each segment is
     checked on its own, so a segment holding more path (`%2F` arrives decoded) is refused, not re-read."""
-    parts = [params.get(k) or "" for k in ("subscriptionId", "resourceGroupName", "vmName")]
+    hybrid = "machineName" in params
+    parts = [params.get(k) or "" for k in ("subscriptionId", "resourceGroupName",
+                                           "machineName" if hybrid else "vmName")]
     if any("/" in p for p in parts):
         raise ValidationError(f"{target}: a route segment holds a '/'", target=target, code="InvalidResourceId")
-    sub, rg, vm = parts
-    return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}",
+    sub, rg, name = parts
+    if hybrid:
+        return parse_machine_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute/machines/"
+                                f"{name}", target=target)
+    return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}",
                        target=target)
 
 

@@ -140,6 +140,13 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
         assert_compliance_matches(compliance(machineKind=kind), expected_compliance(simulator, kind))
     refused = requests.get(f"{host.base_url}/api/compliance", params={"machineKind": "scaleSets"}, timeout=30)
     assert refused.status_code == 400 and refused.json()["error"]["target"] == "machineKind"
+    # One Arc machine by its own id: HybridCompute's counts per classification, no patch list.
+    arc = next(m for m in arcs if m["id"].lower() != gone)
+    view = requests.get(f"{host.base_url}/api/machines{arc['id']}/assessment", timeout=30)
+    assert view.status_code == 200, view.text
+    latest = view.json()["latest"]
+    assert latest["classificationCounts"] == dict(Counter(p["classification"] for p in arc["pendingPatches"]))
+    assert latest["availablePatches"] == [] and view.json()["id"] == arc["id"]
 
     # One rollout run over the whole mixed fleet, by name: Arc machines are installed like VMs.
     body = {"machines": [m["id"] for m in machines], "installPatches": INSTALL,
@@ -159,6 +166,9 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
         key = m["id"].lower()
         if key != gone:
             assert by_id[key]["state"] == "Completed" and calls[key]["installPatchesAccepted"] == 1, by_id[key]
+    one = requests.get(f"{host.base_url}/api/runs/{run['id']}/machines{arc['id']}", timeout=30)
+    assert one.status_code == 200 and one.json()["machineKind"] == "hybridMachines", one.text
+    assert one.json()["installedPatchCount"] == by_id[arc["id"].lower()]["installedPatchCount"]
     after = {m["id"].lower(): m for m in fleet(simulator)}
     for m in arcs:  # what the run reports is what Azure did on the machine
         key = m["id"].lower()
