@@ -173,8 +173,9 @@ def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: Services, scope: S
                                "completedAt": iso(utcnow())}
     if error:
         changes.update(own_error_columns(error[0], error[1], cause))
-    else:
+    elif not json.loads(row.get("filter") or "{}"):
         # Only a complete listing may say a machine is gone: one nobody has listed since this listing began.
+        # A filtered one (a dynamic scope: some resource types, tags, OS types) saw only part of the scope.
         changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group,
                                                      listed_since=str(row.get("startedAt") or row["nextActionAt"]))
     try:

@@ -10,7 +10,9 @@ import pytest
 
 from shared.maintenance.windows import open_due_windows
 from shared.runs.services import Services
+from tests.app import assessments_api
 from tests.integration.queue_pump import QueuePump
+from tests.integration.test_assessments import call, compliance, run_finished
 from tests.integration.test_maintenance import assign, configuration, finished, occurrences, put, run_of
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -24,6 +26,14 @@ def simulator_config() -> SimulatorConfig:
 
 
 def test_a_dynamic_scope_of_arc_machines_and_a_static_vm(services: Services, simulator: Simulator) -> None:
+    # The compliance view knows the whole subscription first (an unfiltered listing).
+    status, body, _ = call(assessments_api.create_assessment, "POST", "/api/assessments",
+                           body={"scopes": [f"/subscriptions/{simulator.subscriptions()[0]}"]})
+    assert status == 202, body
+    QueuePump(services).run_until(lambda: run_finished(body["id"]), timeout=90)
+    everything = {"virtualMachines": 6, "hybridMachines": 6}
+    assert compliance()["byMachineKind"] == everything
+
     begin = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     put("arc-nightly", configuration(begin))
     arcs = simulator.state()["arcMachines"]
@@ -54,3 +64,5 @@ def test_a_dynamic_scope_of_arc_machines_and_a_static_vm(services: Services, sim
     assert calls[static.lower()]["installPatchesAccepted"] == 1
     others = [k for k in calls if k not in linux_arcs and k != static.lower()]
     assert others and all(calls[k]["installPatches"] == 0 for k in others)
+    # A filtered listing saw part of the subscription only: it removes nothing from the compliance view.
+    assert compliance()["byMachineKind"] == everything
