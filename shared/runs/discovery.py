@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 
 # A subscription where Microsoft.HybridCompute was never registered has no Arc machines: not a failed listing.
+# ARM's code for "The subscription is not registered to use namespace ..." (learn.microsoft.com/azure/
+# azure-resource-manager/troubleshooting/error-register-resource-provider); whether a list (rather than a PUT)
+# answers it is not documented, so this is defensive. The simulator has no unregistered namespaces (untested).
 UNREGISTERED = {"MissingSubscriptionRegistration", "SubscriptionNotRegistered"}
 
 
