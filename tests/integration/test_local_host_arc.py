@@ -147,6 +147,7 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
     latest = view.json()["latest"]
     assert latest["classificationCounts"] == dict(Counter(p["classification"] for p in arc["pendingPatches"]))
     assert latest["availablePatches"] == [] and view.json()["id"] == arc["id"]
+    assert view.json()["machineKind"] == "hybridMachines" and view.json()["agentStatus"] == "Connected"
 
     # One rollout run over the whole mixed fleet, by name: Arc machines are installed like VMs.
     body = {"machines": [m["id"] for m in machines], "installPatches": INSTALL,
