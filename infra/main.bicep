@@ -31,6 +31,9 @@ param armEndpoint string = environment().resourceManager
 @description('Compute REST API version for VM, installPatches and assessPatches calls.')
 param computeApiVersion string = '2025-04-01'
 
+@description('HybridCompute REST API version for Azure Arc-enabled server (machines) calls: list, GET, installPatches, assessPatches.')
+param hybridComputeApiVersion string = '2024-07-10'
+
 @description('NCRONTAB schedule of the sweeper timer (six fields, UTC).')
 param sweepSchedule string = '0 */5 * * * *'
 
@@ -174,6 +177,7 @@ module monitoring 'app/monitoring.bicep' = {
 var appSettings = {
   ARM_ENDPOINT: armEndpointTrimmed
   COMPUTE_API_VERSION: computeApiVersion
+  HYBRIDCOMPUTE_API_VERSION: hybridComputeApiVersion
   AZURE_CLIENT_ID: identity.outputs.clientId
   DISPATCH_QUEUE: dispatchQueue
   OPERATIONS_QUEUE: operationsQueue

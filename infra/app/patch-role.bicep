@@ -11,7 +11,7 @@ resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: roleDefinitionName
   properties: {
     roleName: roleName
-    description: 'PatchPilot: read VMs, install and assess OS patches, follow the resulting long-running operations.'
+    description: 'PatchPilot: read VMs and Arc-enabled servers, install and assess OS patches, follow the resulting long-running operations.'
     type: 'CustomRole'
     permissions: [
       {
@@ -26,6 +26,16 @@ resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.Compute/virtualMachines/assessPatches/action'
           // GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id} (LRO status)
           'Microsoft.Compute/locations/operations/read'
+          // Azure Arc-enabled servers (HybridCompute.json): GET .../machines/{name} and listing machines in a
+          // subscription or resource group
+          'Microsoft.HybridCompute/machines/read'
+          // POST .../machines/{name}/installPatches
+          'Microsoft.HybridCompute/machines/installPatches/action'
+          // POST .../machines/{name}/assessPatches
+          'Microsoft.HybridCompute/machines/assessPatches/action'
+          // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
+          // (the Location an Arc patch operation answers with; Azure Update Manager's permission table)
+          'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
         ]
         notActions: []
         dataActions: []

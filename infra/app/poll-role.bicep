@@ -15,13 +15,16 @@ resource operationStatusReader 'Microsoft.Authorization/roleDefinitions@2022-04-
   name: roleDefinitionName
   properties: {
     roleName: roleName
-    description: 'PatchPilot: read the status of the VM patch operations it started (nothing else in the subscription).'
+    description: 'PatchPilot: read the status of the patch operations it started on VMs and Arc machines (nothing else in the subscription).'
     type: 'CustomRole'
     permissions: [
       {
         actions: [
           // GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id} (LRO status)
           'Microsoft.Compute/locations/operations/read'
+          // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
+          // (an Arc machine's patch operation: also outside every resource group)
+          'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
         ]
         notActions: []
         dataActions: []

@@ -52,7 +52,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, UntrustedEndpointError
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.ids import HYBRID_MACHINES, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,9 @@ class ArmClient:
 
     endpoint: str
     credential: TokenCredential
-    api_version: str
+    api_version: str  # Microsoft.Compute (COMPUTE_API_VERSION)
     timeout: float = 30.0
+    hybridcompute_api_version: str = "2024-07-10"  # Microsoft.HybridCompute (HYBRIDCOMPUTE_API_VERSION)
     calls: Counter[str] = field(default_factory=Counter)
     _pipeline: PipelineClient[Any, Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -189,9 +190,14 @@ class ArmClient:
         # TLS is required by azure-core's bearer policy; settings allow plain http only on loopback (simulator).
         self._enforce_https = urlsplit(self.endpoint).scheme.lower() == "https"
 
+    def api_version_for(self, kind: MachineKind) -> str:
+        """Each resource provider has its own api-version: Compute for VMs, HybridCompute for Arc machines."""
+        return self.hybridcompute_api_version if kind == HYBRID_MACHINES else self.api_version
+
     def vm_url(self, vm: VmRef, action: str | None = None, **query: str) -> str:
+        """The machine's URL (an Azure VM or an Arc machine, by `vm.kind`), with its provider's api-version."""
         path = vm.resource_id + (f"/{action}" if action else "")
-        return f"{self.endpoint}{path}?{urlencode({'api-version': self.api_version, **query})}"
+        return f"{self.endpoint}{path}?{urlencode({'api-version': self.api_version_for(vm.kind), **query})}"
 
     def ensure_trusted(self, url: str) -> str:
         """The token only ever goes to ARM_ENDPOINT's exact origin (scheme, host, port)."""
@@ -220,7 +226,8 @@ class ArmClient:
         return ArmResponse(resp.status_code, resp.headers, body, url)
 
     def get_vm(self, vm: VmRef) -> ArmResponse:
-        return self.request("GET", self.vm_url(vm), kind="getVm")
+        """GET the VM or Arc machine (an Arc machine's model has properties.osType and properties.status)."""
+        return self.request("GET", self.vm_url(vm), kind="getMachine" if vm.is_hybrid else "getVm")
 
     def post_action(self, vm: VmRef, action: str, body: dict[str, Any] | None) -> ArmResponse:
         return self.request("POST", self.vm_url(vm, action), json=body, kind=action)
@@ -228,13 +235,14 @@ class ArmClient:
     def poll(self, url: str) -> ArmResponse:
         return self.request("GET", url, kind="poll")
 
-    def list_vms_url(self, scope: ScopeRef) -> str:
-        """First page of the VMs in a subscription or resource group (models: OS type, location, tags),
-        so discovery needs no per-VM GET. Later pages come from `nextLink`. No `$expand=instanceView`:
-        Azure accepts it on lists only together with a `$filter`; a stopped VM shows itself instead by
-        ARM's 409 when its operation is posted."""
-        query = urlencode({"api-version": self.api_version})
-        return f"{self.endpoint}{scope.resource_id}/providers/Microsoft.Compute/virtualMachines?{query}"
+    def list_vms_url(self, scope: ScopeRef, kind: MachineKind = VIRTUAL_MACHINES) -> str:
+        """First page of the VMs (or, for kind hybridMachines, the Arc machines: Machines_ListBySubscription /
+        Machines_ListByResourceGroup) in a subscription or resource group (models: OS type, location, tags,
+        an Arc machine's agent status), so discovery needs no per-machine GET. Later pages come from
+        `nextLink`. No `$expand=instanceView`: Azure accepts it on lists only together with a `$filter`; a
+        stopped VM shows itself instead by ARM's 409 when its operation is posted."""
+        query = urlencode({"api-version": self.api_version_for(kind)})
+        return f"{self.endpoint}{scope.resource_id}/providers/{RESOURCE_TYPES[kind]}?{query}"
 
     def list_page(self, url: str) -> ArmResponse:
         """One page of a list; a `nextLink` is checked against ARM_ENDPOINT like any other URL."""

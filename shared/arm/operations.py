@@ -22,6 +22,16 @@ VM_NOT_RUNNING = "VMNotRunning"
 # or marked to be deallocated", "... the VM is not running"). Retrying cannot help the former.
 _NOT_RUNNING_HINTS = ("deallocated", "not running", "stopped", "requires the vm to be running")
 TERMINAL_ASYNC = {"succeeded", "failed", "canceled"}
+# An Arc machine whose agent is not Connected: HybridCompute's refusal is not documented; the simulator's guess
+# (tools/azure_simulator/arc.py) is 409 with a detail of this code. Retrying cannot help until the agent reconnects.
+MACHINE_NOT_CONNECTED = "MachineNotConnected"
+
+
+def _not_connected(resp: ArmResponse) -> bool:
+    err = resp.body.get("error") if isinstance(resp.body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    return isinstance(details, list) and any(
+        isinstance(d, dict) and d.get("code") == MACHINE_NOT_CONNECTED for d in details)
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,8 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
         return _done_or_failed(resp)
     if resp.status == 409:
         code, message = resp.error()
+        if _not_connected(resp):
+            return Failed(MACHINE_NOT_CONNECTED, message, resp.error_detail())
         if any(hint in message.lower() for hint in _NOT_RUNNING_HINTS):
             return Failed(VM_NOT_RUNNING, message, resp.error_detail())
         hinted = resp.retry_after(0) if "Retry-After" in resp.headers else None

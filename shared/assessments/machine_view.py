@@ -9,7 +9,8 @@ from shared.arm.errors import stored_error
 from shared.core.ids import VmRef
 from shared.storage.fleet_store import FleetStore
 
-SNAPSHOT_FIELDS = ("resourceId", "osType", "location", "powerState", "lastSeenAt", "assessedAt", "assessmentStatus",
+SNAPSHOT_FIELDS = ("resourceId", "machineKind", "osType", "location", "powerState", "agentStatus",
+                   "lastSeenAt", "assessedAt", "assessmentStatus",
                    "rebootPending", "criticalAndSecurityPatchCount", "otherPatchCount", "lastAttemptAt",
                    "lastAttemptState", "notAssessedReason")
 HISTORY_FIELDS = ("at", "status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.arm import hybrid
 from shared.arm.errors import error_columns, operation_error, stored_error
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
@@ -20,7 +21,7 @@ from shared.core.states import MachineState
 from shared.runs.services import Services
 from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
 from shared.validation.install_parameters import parse_datetime
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import parse_machine_id
 
 NOT_FOUND = {"ResourceNotFound", "NotFound", "ResourceGroupNotFound", "SubscriptionNotFound"}
 SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
@@ -54,14 +55,16 @@ def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
 def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
                    result: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
     """Store one assessment's outcome; returns fields for the target row (the history key)."""
-    vm = parse_vm_id(target["resourceId"], target="resourceId")
+    vm = parse_machine_id(target["resourceId"], target="resourceId")
     now = utcnow()
     attempt: dict[str, Any] = {
-        "resourceId": vm.resource_id, "resourceGroup": vm.resource_group, "name": vm.name,
+        "resourceId": vm.resource_id, "resourceGroup": vm.resource_group, "name": vm.name, "machineKind": vm.kind,
         "lastAttemptAt": iso(now), "lastAttemptState": state.value, "lastAttemptRun": run_id,
     }
     if target.get("osType"):
         attempt["osType"] = target["osType"]
+    if target.get("agentStatus"):
+        attempt["agentStatus"] = target["agentStatus"]
     succeeded = (state is MachineState.COMPLETED and result is not None
                  and str(result.get("status")) in ("Succeeded", "CompletedWithWarnings"))
     if not succeeded:
@@ -76,7 +79,9 @@ def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
                        else state.value, **error_columns(error))
         if not (target.get("errorDetail") if kept else arm):
             attempt["errorDetail"] = ""  # PatchPilot's own error: code and message say it all
-        if state is MachineState.SKIPPED:  # ARM refused: the VM is not running (its 409 says how)
+        if state is MachineState.SKIPPED and vm.is_hybrid:  # the Arc agent is not Connected
+            attempt["notAssessedReason"] = str(message)[:1000]
+        elif state is MachineState.SKIPPED:  # ARM refused: the VM is not running (its 409 says how)
             attempt["notAssessedReason"] = str(message)[:1000]
             attempt["powerState"] = "deallocated" if "deallocated" in str(message).lower() else "stopped"
         svc.fleet.record_attempt(vm, attempt, assessed_at=None)
@@ -92,6 +97,9 @@ def _record_success(svc: Services, vm: VmRef, result: dict[str, Any], attempt: d
     summary = {k: result[k] for k in SUMMARY_FIELDS if result.get(k) is not None}
     summary["runId"] = run_id
     facts = patch_facts(patches)
+    if vm.is_hybrid and not patches:  # HybridCompute reports counts per classification, no patch list
+        facts["classificationCounts"] = json.dumps(dict(sorted(hybrid.classification_counts(result).items())),
+                                                   separators=(",", ":"))
     history_key = svc.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
                                          {**summary, "classificationCounts": facts["classificationCounts"]}, patches)
     svc.fleet.prune_history(vm, now - timedelta(days=svc.settings.assessment_retention_days))

@@ -80,7 +80,9 @@ def _load(body: str) -> dict[str, object]:
 def parse_step(body: str) -> StepMessage:
     data = _load(body)
     machine, seq = data.get("machine"), data.get("seq")
-    if not isinstance(machine, str) or machine.count("|") != 2:
+    # VmRef.key: "sub|rg|name" for a VM, "sub|rg|name|hybridmachines" for an Arc machine
+    if not isinstance(machine, str) or not (machine.count("|") == 2 or (machine.endswith("|hybridmachines")
+                                            and machine.count("|") == 3)):
         raise BadMessageError(f"bad machine {machine!r}")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadMessageError(f"bad seq {seq!r}")

@@ -18,6 +18,9 @@ from shared.egress.policy import check_url
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_COMPUTE_API_VERSION = "2025-04-01"
+# Microsoft.HybridCompute (Azure Arc-enabled servers): the stable version of HybridCompute.json that carries
+# machines/{name}/installPatches and assessPatches (azure-rest-api-specs, hybridcompute/stable/2024-07-10).
+DEFAULT_HYBRIDCOMPUTE_API_VERSION = "2024-07-10"
 # Once a day, as Azure's periodic assessment runs; 03:00 UTC keeps it clear of business hours in most zones.
 DEFAULT_ASSESSMENT_SCHEDULE = "0 0 3 * * *"
 # A call to a webhook or hook lasts at most connect + read seconds (shared/egress/session.py), and must end
@@ -83,6 +86,7 @@ class Settings:
     storage_client_id: str | None  # ... __clientId: the user-assigned identity for storage
     arm_endpoint: str
     compute_api_version: str
+    hybridcompute_api_version: str  # Arc machines: GET, list, installPatches, assessPatches
     arm_dev_token: str | None
     managed_identity_client_id: str | None
     dispatch_queue: str
@@ -135,6 +139,7 @@ class Settings:
             storage_client_id=os.environ.get("AzureWebJobsStorage__clientId") or None,
             arm_endpoint=endpoint,
             compute_api_version=_str("COMPUTE_API_VERSION", DEFAULT_COMPUTE_API_VERSION),
+            hybridcompute_api_version=_str("HYBRIDCOMPUTE_API_VERSION", DEFAULT_HYBRIDCOMPUTE_API_VERSION),
             arm_dev_token=dev_token,
             managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None,
             dispatch_queue=_str("DISPATCH_QUEUE", "patch-dispatch"),

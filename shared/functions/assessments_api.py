@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.assessments.compliance import OS_TYPES, compliance_report, load_snapshot
+from shared.assessments.compliance import MACHINE_KINDS, OS_TYPES, compliance_report, load_snapshot
 from shared.assessments.machine_view import machine_assessment
 from shared.composition import AppServices
 from shared.core.clock import utcnow
@@ -22,6 +22,8 @@ from shared.validation.scopes import scope_from_query
 MAX_TOP = 100
 VM_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
             "/providers/Microsoft.Compute/virtualMachines/{vmName}")
+ARC_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+             "/providers/Microsoft.HybridCompute/machines/{machineName}")
 
 
 def blueprint(services: AppServices) -> func.Blueprint:
@@ -61,16 +63,32 @@ def blueprint(services: AppServices) -> func.Blueprint:
         os_type = OS_TYPES.get((raw_os or "").lower()) if raw_os else None
         if raw_os and os_type is None:
             raise ValidationError(f"osType must be Windows or Linux, got {quoted(raw_os)}", target="osType")
+        raw_kind = req.params.get("machineKind")
+        kind = MACHINE_KINDS.get((raw_kind or "").lower()) if raw_kind else None
+        if raw_kind and kind is None:
+            raise ValidationError(f"machineKind must be virtualMachines or hybridMachines, got {quoted(raw_kind)}",
+                                  target="machineKind")
         top = int_param(req, "top", 10, MAX_TOP)
-        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type)
+        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type, machine_kind=kind)
         report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
-        report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type}
+        report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type, "machineKind": kind}
         return json_response(report)
 
 
     @bp.route(route=f"machines/{VM_ROUTE}/assessment", methods=["GET"])
     @api_errors
     def get_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        return _machine_assessment(req)
+
+
+    @bp.route(route=f"machines/{ARC_ROUTE}/assessment", methods=["GET"])
+    @api_errors
+    def get_arc_machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
+        """An Arc-enabled server's assessments: counts per classification (HybridCompute lists no patches)."""
+        return _machine_assessment(req)
+
+
+    def _machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
         vm = vm_from_route(req.route_params)
         view = machine_assessment(svc.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))

@@ -100,7 +100,20 @@ def blueprint(services: AppServices) -> func.Blueprint:
                     "/providers/Microsoft.Compute/virtualMachines/{vmName}", methods=["GET"])
     @api_errors
     def get_run_machine(req: func.HttpRequest) -> func.HttpResponse:
-        """One machine of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
+        """One VM of a run, addressed by its own ARM resource id, with every PatchInstallationDetail."""
+        return _run_machine(req)
+
+
+    @bp.route(route="runs/{runId}/machines/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+                    "/providers/Microsoft.HybridCompute/machines/{machineName}", methods=["GET"])
+    @api_errors
+    def get_run_arc_machine(req: func.HttpRequest) -> func.HttpResponse:
+        """One Arc-enabled server of a run, addressed by its own ARM resource id (HybridCompute's install result
+        lists no patches, so `patches` is empty for an install)."""
+        return _run_machine(req)
+
+
+    def _run_machine(req: func.HttpRequest) -> func.HttpResponse:
         svc = services.get()
         run_id = run_id_param(req)
         vm = vm_from_route(req.route_params)

@@ -48,7 +48,7 @@ from shared.maintenance.recurrence import (
 from shared.maintenance.timezones import UnknownTimeZoneError, resolve_time_zone
 from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import json_object, parse_install_parameters, reject_unknown
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import parse_machine_id
 from shared.validation.rollout import parse_rollout
 from shared.validation.scopes import parse_scope
 from shared.validation.tags import parse_tags
@@ -342,6 +342,6 @@ def parse_assignment(name: str, body: object, *, configuration: str | None = Non
         if props.get("filter") is not None:
             raise ValidationError("properties.filter applies to a subscription or resource group, not to one VM",
                                   target="properties.filter")
-        return Assignment(name, parse_vm_id(resource_id, target="properties.resourceId"), None, {})
+        return Assignment(name, parse_machine_id(resource_id, target="properties.resourceId"), None, {})
     scope = parse_scope(resource_id, target="properties.resourceId")
     return Assignment(name, None, scope, parse_filter(props["filter"]) if props.get("filter") is not None else {})

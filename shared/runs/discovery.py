@@ -1,4 +1,8 @@
-"""Finding the VMs in a scope: one ARM list page per queue message, like every other step.
+"""Finding the machines in a scope: one ARM list page per queue message, like every other step.
+
+A scope holds two kinds of machines, listed one after the other: Azure VMs (Microsoft.Compute/virtualMachines),
+then Azure Arc-enabled servers (Microsoft.HybridCompute/machines), skipping a kind the scope's dynamic-scope
+filter (resourceTypes) leaves out. The scope row's `listing` column says which kind its pages are of.
 
 A page message lists one page (models: OS type, location, tags), records each VM in the fleet
 snapshot, creates the run's targets (`Queued`; a VM that is not running is skipped when ARM
@@ -16,6 +20,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from shared.arm import hybrid
 from shared.arm.errors import own_error_columns
 from shared.arm.operations import Failed, Retry, classify_read, no_answer
 from shared.core.clock import iso, utcnow
@@ -26,22 +31,44 @@ from shared.core.errors import (
     UntrustedEndpointError,
     ValidationError,
 )
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
-from shared.validation.dynamic_scope import filter_matches
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.dynamic_scope import filter_matches, lists_type
+from shared.validation.resource_ids import parse_machine_id
 from shared.validation.scopes import parse_scope
 
 log = logging.getLogger(__name__)
 
 
+# A subscription where Microsoft.HybridCompute was never registered has no Arc machines: not a failed listing.
+# ARM's code for "The subscription is not registered to use namespace ..." (learn.microsoft.com/azure/
+# azure-resource-manager/troubleshooting/error-register-resource-provider); whether a list (rather than a PUT)
+# answers it is not documented, so this is defensive. The simulator has no unregistered namespaces (untested).
+UNREGISTERED = {"MissingSubscriptionRegistration", "SubscriptionNotRegistered"}
+
+
 def os_type(vm: dict[str, Any]) -> str:
+    """"Windows"/"Linux": a VM's storageProfile.osDisk.osType, an Arc machine's properties.osType."""
+    if str(vm.get("type") or "").lower() == RESOURCE_TYPES["hybridMachines"].lower():
+        return hybrid.os_type(vm)
     return str(((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk", {}).get("osType") or "")
+
+
+def _kinds(flt: dict[str, Any]) -> list[MachineKind]:
+    """The kinds of machine this scope's listing covers, in listing order."""
+    return [k for k in MACHINE_KINDS if lists_type(flt, RESOURCE_TYPES[k])]
+
+
+def _listing(row: ScopeListing, flt: dict[str, Any]) -> MachineKind | None:
+    """Which kind the row's next page lists: its `listing` column, or the first kind the filter admits."""
+    kinds = _kinds(flt)
+    current = str(row.get("listing") or "")
+    return next((k for k in kinds if k == current), kinds[0] if kinds and not current else None)
 
 
 def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
@@ -54,8 +81,13 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if int(row["page"]) != msg.page:
         return "stale"
     scope = parse_scope(row["scope"], target="scope")
+    flt = json.loads(row.get("filter") or "{}")
+    kind = _listing(row, flt)
+    if kind is None:  # the filter admits no kind PatchPilot lists (parse_filter refuses that; old rows only)
+        return _end_scope(msg, row, svc, scope, error=None)
     try:
-        url = svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink") else svc.arm.list_vms_url(scope)
+        url = (svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
+               else svc.arm.list_vms_url(scope, kind))
         resp = svc.arm.list_page(url)
     except UntrustedEndpointError as exc:
         return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
@@ -64,16 +96,20 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     problem = classify_read(resp, default_retry_after=svc.settings.default_retry_after_seconds)
     if isinstance(problem, Retry):
         return _retry(msg, row, svc, problem)
-    if isinstance(problem, Failed):
+    if isinstance(problem, Failed) and not (kind != VIRTUAL_MACHINES and problem.code in UNREGISTERED):
         return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message), cause=problem.detail)
-    body = resp.body if isinstance(resp.body, dict) else {}
-    flt = json.loads(row.get("filter") or "{}")
-    vms = [vm for vm in body.get("value") or [] if filter_matches(flt, vm, os_type(vm))]
+    body = resp.body if isinstance(resp.body, dict) and problem is None else {}
+    resource_type = RESOURCE_TYPES[kind].lower()
+    vms = [vm for vm in body.get("value") or []
+           if str(vm.get("type") or resource_type).lower() == resource_type and filter_matches(flt, vm, os_type(vm))]
     listed = _record_page(msg.run_id, scope, vms, svc)
     next_link = str(body.get("nextLink") or "")
+    kinds = _kinds(flt)
+    following = kinds[kinds.index(kind) + 1] if kind in kinds and kinds.index(kind) + 1 < len(kinds) else None
     try:
-        if next_link:
+        if next_link or following:  # more of this kind, or the next kind's first page
             svc.store.update_scope(row, {"page": msg.page + 1, "nextLink": next_link, "attempts": 0,
+                                         "listing": kind if next_link else following,
                                          "listed": int(row.get("listed") or 0) + listed,
                                          "nextActionAt": iso(utcnow())})
             svc.send_discovery(msg.run_id, msg.scope, msg.page + 1)
@@ -91,18 +127,22 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
     inventory: list[tuple[VmRef, dict[str, Any]]] = []
     for vm in vms:
         try:
-            ref = parse_vm_id(vm.get("id"), target="id")
+            ref = parse_machine_id(vm.get("id"), target="id")
         except ValidationError:
             log.warning("discovery: run %s skipped a listed resource with an unexpected id %r", run_id, vm.get("id"))
             continue
         os = os_type(vm)
         snapshot = {"resourceId": ref.resource_id, "resourceGroup": ref.resource_group, "name": ref.name,
-                    "location": str(vm.get("location") or ""), "lastSeenAt": now, "lastSeenRun": run_id}
+                    "machineKind": ref.kind, "location": str(vm.get("location") or ""), "lastSeenAt": now,
+                    "lastSeenRun": run_id}
+        extra: dict[str, Any] = {}
         if os:  # a merge must not blank an OS type known from before
             snapshot["osType"] = os
+        if ref.is_hybrid:  # the agent's status as listed; the machine step reads it again before posting
+            snapshot["agentStatus"] = extra["agentStatus"] = hybrid.agent_status(vm)
         # `discovered`: a VM that turns out not to be running (ARM's 409 says so when its operation is
         # posted; the list does not tell) is skipped, not failed, whatever the operation.
-        target = queued_target(run_id, ref.resource_id, now, osType=os, discovered=True)
+        target = queued_target(run_id, ref.resource_id, now, osType=os, discovered=True, **extra)
         inventory.append((ref, snapshot))
         targets.append(target)
     svc.fleet.upsert_machines(inventory)
@@ -142,8 +182,9 @@ def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: Services, scope: S
                                "completedAt": iso(utcnow())}
     if error:
         changes.update(own_error_columns(error[0], error[1], cause))
-    else:
+    elif not json.loads(row.get("filter") or "{}"):
         # Only a complete listing may say a machine is gone: one nobody has listed since this listing began.
+        # A filtered one (a dynamic scope: some resource types, tags, OS types) saw only part of the scope.
         changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group,
                                                      listed_since=str(row.get("startedAt") or row["nextActionAt"]))
     try:

@@ -17,7 +17,7 @@ from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.services import Services
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
@@ -47,7 +47,7 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
 
 def queued_target(run_id: str, resource_id: str, now: str, **columns: object) -> MachineRecord:
     """A machine as it enters a run: Queued at seq 0, due now."""
-    vm = parse_vm_id(resource_id, target="machines")
+    vm = parse_machine_id(resource_id, target="machines")
     return MachineRecord.new(run_id, vm.key, {
         "resourceId": vm.resource_id,
         "state": MachineState.QUEUED.value,

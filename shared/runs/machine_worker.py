@@ -17,6 +17,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from shared.arm import hybrid
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.operations import (
@@ -43,7 +44,7 @@ from shared.runs.completion import complete_run_if_done
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
 MAX_RECORDED_CALLS = 25
@@ -69,7 +70,7 @@ class MachineStep:
 
     @cached_property
     def vm(self) -> VmRef:
-        return parse_vm_id(self.target["resourceId"], target="resourceId")
+        return parse_machine_id(self.target["resourceId"], target="resourceId")
 
     # -- entry points --------------------------------------------------------------------------
     def start(self) -> str:
@@ -78,17 +79,28 @@ class MachineStep:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
-        if not os_type:
+        # An Arc machine is always read first: its agent's connection status (properties.status) decides whether
+        # Azure can run the operation at all, and a listing's may be stale. A VM is read only for its OS.
+        if self.vm.is_hybrid or not os_type:
+            op = "getMachine" if self.vm.is_hybrid else "getVm"
             try:
-                resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
+                resp = self._call(lambda: self.svc.arm.get_vm(self.vm), op)
             except (ArmConnectionError, ArmAuthenticationError) as exc:
                 return self.retry(no_answer(exc), phase="start")
             if resp.status != 200:
                 outcome = classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds)
                 return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()),
                                   phase="start")
-            os_type = str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
-                          .get("osDisk", {}).get("osType") or "")
+            if self.vm.is_hybrid:
+                os_type = hybrid.os_type(resp.body) or os_type
+                status = hybrid.agent_status(resp.body)
+                if status != hybrid.CONNECTED:  # skipped with the reason, like a deallocated VM; nothing posted
+                    return self.skip(hybrid.MACHINE_NOT_CONNECTED, hybrid.not_connected_reason(self.vm.name, status),
+                                     agentStatus=status, **({"osType": os_type} if os_type else {}))
+                self.target = self.target.with_changes({"agentStatus": status})
+            else:
+                os_type = str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
+                              .get("osDisk", {}).get("osType") or "")
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
@@ -98,7 +110,8 @@ class MachineStep:
                 return refused
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
-            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
+            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type,
+                          **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
             return "lost-claim"
         try:
@@ -202,6 +215,8 @@ class MachineStep:
 
     def finish(self, result: dict[str, Any]) -> str:
         kind = self.kind
+        if self.vm.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
+            result = hybrid.compute_shaped(kind.action, result)
         if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
             self.svc.store.save_patches(self.run_id, self.target.key,
                                         list(result.get(kind.patches_field) or []))
@@ -216,7 +231,9 @@ class MachineStep:
         """End the machine Failed (or Skipped) with PatchPilot's code and message; `detail` is ARM's
         error behind it, kept whole (shared.arm.errors.own_error_columns)."""
         state = MachineState.FAILED
-        if code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
+        if code == hybrid.MACHINE_NOT_CONNECTED:  # the agent went away between our GET and the POST
+            state = MachineState.SKIPPED
+        elif code == VM_NOT_RUNNING:  # asked for by name: the kind decides; found by listing a scope: skipped
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
         return self._terminal(state, {**own_error_columns(code, message, detail), **(extra or {})})
 
@@ -273,7 +290,7 @@ class MachineStep:
                       "completedAt": iso(utcnow())})
         run_id = self.run_id
         emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
-            "runId": run_id, "machine": self.vm.resource_id, "state": state.value,
+            "runId": run_id, "machine": self.vm.resource_id, "machineKind": self.vm.kind, "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
                if self.target.get(k) not in (None, "")},
             **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))

@@ -66,6 +66,7 @@ class Services:
             self.settings.arm_endpoint,
             credential_for(self.settings),
             api_version=self.settings.compute_api_version,
+            hybridcompute_api_version=self.settings.hybridcompute_api_version,
             timeout=self.settings.arm_timeout_seconds,
         )
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.arm.errors import stored_error
+from shared.core.ids import machine_kind_of
 from shared.core.records import RunRecord
 from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
@@ -16,12 +17,12 @@ MACHINE_FIELDS = (
     "state", "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
     "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount", "notSelectedPatchCount",
     "startDateTime", "osType", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
-    "otherPatchCount", "wave", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
+    "otherPatchCount", "agentStatus", "wave", "operationStartedAt", "completedAt", "updatedAt", "nextActionAt",
 )
 
 
 def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
-    view: dict[str, Any] = {"id": target["resourceId"]}
+    view: dict[str, Any] = {"id": target["resourceId"], "machineKind": machine_kind_of(str(target["resourceId"]))}
     for name in MACHINE_FIELDS:
         if target.get(name) not in (None, ""):
             view[name] = target[name]

@@ -49,7 +49,9 @@ def inverted_key(when: datetime) -> str:
 
 
 def machine_row_key(vm: VmRef) -> str:
-    return f"{vm.resource_group}|{vm.name}".lower()
+    """`rg|name` for a VM (as before Arc), `rg|name|hybridmachines` for an Arc machine: the machine key
+    without its subscription, so a resource group stays one RowKey range holding both kinds."""
+    return vm.key.split("|", 1)[1]
 
 
 def patch_key(patch: dict[str, Any]) -> str:

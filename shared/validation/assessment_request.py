@@ -1,4 +1,4 @@
-"""`POST /api/assessments` bodies: a list of machines, or scopes whose VMs are discovered."""
+"""`POST /api/assessments` bodies: a list of machines, or scopes whose VMs and Arc machines are discovered."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def parse_assessment_request(body: bytes, *, max_bytes: int, max_machines: int) 
         raise ValidationError("the request body must be a JSON object", target=None, code="InvalidRequestContent")
     reject_unknown(data, FIELDS, "")
     if ("machines" in data) == ("scopes" in data):
-        raise ValidationError("give exactly one of machines (VM resource ids) or scopes (subscription or "
+        raise ValidationError("give exactly one of machines (machine resource ids) or scopes (subscription or "
                               "resource group ids)", target="machines" if "machines" in data else None)
     if "machines" in data:
         machines = parse_machines(data["machines"], max_machines=max_machines)

@@ -21,9 +21,8 @@ from shared.validation.install_parameters import given, json_object, reject_unkn
 
 FILTER_FIELDS = {"resourceTypes", "resourceGroups", "osTypes", "locations", "tagSettings"}
 VM_TYPE = "microsoft.compute/virtualmachines"
-KNOWN_TYPES = {VM_TYPE: "Microsoft.Compute/virtualMachines",
-               "microsoft.hybridcompute/machines": "Microsoft.HybridCompute/machines"}
-
+HYBRID_TYPE = "microsoft.hybridcompute/machines"
+KNOWN_TYPES = {VM_TYPE: "Microsoft.Compute/virtualMachines", HYBRID_TYPE: "Microsoft.HybridCompute/machines"}
 
 
 def _names(value: object, target: str) -> list[str]:
@@ -44,9 +43,10 @@ def parse_filter(value: object) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if _criterion(raw, "resourceTypes"):
         types = _names(raw["resourceTypes"], f"{target}.resourceTypes")
-        if VM_TYPE not in {t.lower() for t in types}:
-            raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines: "
-                                  "PatchPilot patches Azure VMs", target=f"{target}.resourceTypes")
+        if not {t.lower() for t in types} & KNOWN_TYPES.keys():
+            raise ValidationError(f"{target}.resourceTypes must include Microsoft.Compute/virtualMachines or "
+                                  "Microsoft.HybridCompute/machines: PatchPilot patches Azure VMs and Azure "
+                                  "Arc-enabled servers", target=f"{target}.resourceTypes")
         out["resourceTypes"] = [KNOWN_TYPES.get(t.lower(), t) for t in types]
     if _criterion(raw, "resourceGroups"):
         out["resourceGroups"] = _names(raw["resourceGroups"], f"{target}.resourceGroups")
@@ -80,10 +80,17 @@ def _criterion(raw: dict[str, Any], name: str) -> bool:
     return given(raw, name) and raw[name] != []
 
 
+def lists_type(flt: dict[str, Any], resource_type: str) -> bool:
+    """Can a machine of this resource type (e.g. Microsoft.HybridCompute/machines) pass the filter at all?"""
+    return "resourceTypes" not in flt or resource_type.lower() in {t.lower() for t in flt["resourceTypes"]}
+
+
 def filter_matches(flt: dict[str, Any], vm: dict[str, Any], os_type: str) -> bool:
-    """Does a VM, as ARM lists it, pass the filter?"""
+    """Does a machine (a VM or an Arc machine), as ARM lists it, pass the filter?"""
     if not flt:
         return True
+    if not lists_type(flt, str(vm.get("type") or "Microsoft.Compute/virtualMachines")):
+        return False
     group = vm.get("id", "").split("/")[4].lower() if vm.get("id", "").count("/") >= 4 else ""
     if "resourceGroups" in flt and group not in {g.lower() for g in flt["resourceGroups"]}:
         return False

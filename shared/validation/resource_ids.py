@@ -1,4 +1,5 @@
-"""Azure VM resource ids: parsing, validation against Azure's naming rules, and Table keys."""
+"""Machine resource ids (Azure VMs and Azure Arc-enabled servers): parsing, validation against Azure's naming
+rules, and Table keys."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import unicodedata
 
 from shared.core.errors import ValidationError, quoted
-from shared.core.ids import VmRef
+from shared.core.ids import HYBRID_MACHINES, MachineRef, VmRef
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 GUID = re.compile(_GUID, re.ASCII)
@@ -34,6 +35,14 @@ _VM_ID = re.compile(
     rf"/providers/Microsoft\.Compute/virtualMachines/(?P<vm>{_VM})",
     re.IGNORECASE | re.ASCII,
 )
+# Arc-enabled server name: the `machineName` path parameter of HybridCompute.json (stable 2024-07-10):
+# pattern ^[a-zA-Z0-9-_\.]{1,54}$.
+_HYBRID = r"[A-Za-z0-9_.-]{1,54}"
+_HYBRID_ID = re.compile(
+    rf"/subscriptions/(?P<sub>{_GUID})/resourceGroups/(?P<rg>{_RG})"
+    rf"/providers/Microsoft\.HybridCompute/machines/(?P<machine>{_HYBRID})",
+    re.IGNORECASE | re.ASCII,
+)
 
 
 def parse_vm_id(value: object, *, target: str) -> VmRef:
@@ -53,11 +62,41 @@ def parse_vm_id(value: object, *, target: str) -> VmRef:
 
 
 def vm_from_route(params: dict[str, str], *, target: str = "machine") -> VmRef:
-    """A VM addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName}: each segment is
+    """A machine addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName} (an Azure VM) or
+    .../{machineName} (an Arc-enabled server, on the Microsoft.HybridCompute/machines routes): each segment is
     checked on its own, so a segment holding more path (`%2F` arrives decoded) is refused, not re-read."""
-    parts = [params.get(k) or "" for k in ("subscriptionId", "resourceGroupName", "vmName")]
+    hybrid = "machineName" in params
+    parts = [params.get(k) or "" for k in ("subscriptionId", "resourceGroupName",
+                                           "machineName" if hybrid else "vmName")]
     if any("/" in p for p in parts):
         raise ValidationError(f"{target}: a route segment holds a '/'", target=target, code="InvalidResourceId")
-    sub, rg, vm = parts
-    return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}",
+    sub, rg, name = parts
+    if hybrid:
+        return parse_machine_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute/machines/"
+                                f"{name}", target=target)
+    return parse_vm_id(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}",
                        target=target)
+
+
+def parse_machine_id(value: object, *, target: str) -> MachineRef:
+    """A machine PatchPilot can patch: an Azure VM
+    (`/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`) or an Azure
+    Arc-enabled server (`.../providers/Microsoft.HybridCompute/machines/{machineName}`).
+    Raises ValidationError (code InvalidResourceId) naming `target` for anything else."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{target} must be a string resource id", target=target)
+    match = _HYBRID_ID.fullmatch(value.strip())
+    if match is None:
+        if _VM_ID.fullmatch(value.strip()):
+            return parse_vm_id(value, target=target)
+    elif is_resource_group_name(match["rg"]):
+        return MachineRef(match["sub"].lower(), match["rg"], match["machine"], HYBRID_MACHINES)
+    raise ValidationError(
+        f"{target} is not a machine resource id: expected "
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/virtualMachines/{vmName} or "
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.HybridCompute/machines/{machineName}, got " + quoted(value),
+        target=target,
+        code="InvalidResourceId",
+    )

@@ -29,7 +29,7 @@ from shared.core.settings import (
 )
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.install_parameters import json_object, reject_unknown
-from shared.validation.resource_ids import GUID, is_resource_group_name, parse_vm_id
+from shared.validation.resource_ids import GUID, is_resource_group_name, parse_machine_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
           "approveAfterDays", "preHook", "postHook"}
@@ -174,7 +174,7 @@ def _wave(raw: object, target: str) -> dict[str, Any]:
         machines = wave["machines"]
         if not isinstance(machines, list) or not machines:
             raise ValidationError(f"{target}.machines must be a non-empty array of VM ids", target=f"{target}.machines")
-        out["machines"] = [parse_vm_id(m, target=f"{target}.machines[{i}]").key for i, m in enumerate(machines)]
+        out["machines"] = [parse_machine_id(m, target=f"{target}.machines[{i}]").key for i, m in enumerate(machines)]
     else:
         selector = json_object(wave["selector"], f"{target}.selector")
         reject_unknown(selector, {"subscriptions", "resourceGroups"}, f"{target}.selector")

@@ -11,7 +11,7 @@ from shared.core.errors import ValidationError
 from shared.core.ids import VmRef
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
 from shared.validation.request_body import parse_json_body
-from shared.validation.resource_ids import parse_vm_id
+from shared.validation.resource_ids import parse_machine_id
 from shared.validation.rollout import parse_rollout
 
 RUN_FIELDS = {"machines", "installPatches", "rollout"}
@@ -63,11 +63,12 @@ def check_wave_machines(rollout: dict[str, Any], keys: set[str]) -> None:
 
 
 def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, ...]:
-    """A non-empty list of distinct VM resource ids, at most MAX_MACHINES_PER_RUN."""
+    """A non-empty list of distinct machine resource ids (Azure VMs, Arc-enabled servers), at most
+    MAX_MACHINES_PER_RUN."""
     if not isinstance(raw_machines, list):
-        raise ValidationError("machines must be a JSON array of VM resource ids", target="machines")
+        raise ValidationError("machines must be a JSON array of machine resource ids", target="machines")
     if not raw_machines:
-        raise ValidationError("machines is empty; give at least one VM resource id", target="machines")
+        raise ValidationError("machines is empty; give at least one machine resource id", target="machines")
     if len(raw_machines) > max_machines:
         raise ValidationError(
             f"machines has {len(raw_machines)} entries; a run takes at most {max_machines} "
@@ -77,7 +78,7 @@ def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, .
     machines: list[VmRef] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(raw_machines):
-        ref = parse_vm_id(raw, target=f"machines[{i}]")
+        ref = parse_machine_id(raw, target=f"machines[{i}]")
         if ref.key in seen:
             raise ValidationError(f"machines[{i}] repeats machines[{seen[ref.key]}]", target=f"machines[{i}]")
         seen[ref.key] = i

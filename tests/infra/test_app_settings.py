@@ -142,7 +142,8 @@ def code_defaults() -> dict[str, object]:
     return defaults
 
 
-@pytest.mark.parametrize("name", ["COMPUTE_API_VERSION", "DISPATCH_QUEUE", "OPERATIONS_QUEUE", "RUNS_TABLE",
+@pytest.mark.parametrize("name", ["COMPUTE_API_VERSION", "HYBRIDCOMPUTE_API_VERSION",
+                                  "DISPATCH_QUEUE", "OPERATIONS_QUEUE", "RUNS_TABLE",
                                   "TARGETS_TABLE", "PATCHES_TABLE", "MAX_MACHINES_PER_RUN", "POLL_MIN_SECONDS",
                                   "RUN_RETRY_AFTER_SECONDS"])
 def test_bicep_values_match_code_defaults(name: str) -> None:

@@ -90,6 +90,10 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
         "Microsoft.Compute/virtualMachines/installPatches/action",
         "Microsoft.Compute/virtualMachines/assessPatches/action",
         "Microsoft.Compute/locations/operations/read",  # GET the long-running operation URL
+        "Microsoft.HybridCompute/machines/read",  # GET an Arc machine; list them in a subscription / resource group
+        "Microsoft.HybridCompute/machines/installPatches/action",
+        "Microsoft.HybridCompute/machines/assessPatches/action",
+        "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",  # an Arc operation's Location
     }
     assert not any("*" in a for a in permissions["actions"])
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
@@ -99,7 +103,9 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
 def test_poll_role_grants_only_reading_operation_status() -> None:
     role = parse(APP / "poll-role.bicep")["resources"]["operationStatusReader"]["config"]["properties"]
     [permissions] = role["permissions"]
-    assert permissions["actions"] == [POLL_ACTION]  # the action the app's 403 message names (shared.arm.operations)
+    # the action the app's 403 message names (shared.arm.operations), and Arc's counterpart
+    arc_poll = "Microsoft.HybridCompute/locations/updateCenterOperationResults/read"
+    assert permissions["actions"] == [POLL_ACTION, arc_poll]
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
     assert role["assignableScopes"] == "assignableScopes"
 

@@ -298,8 +298,16 @@ def test_assignments_static_and_dynamic() -> None:
     assert err.value.target == "properties.filter"
     with pytest.raises(ValidationError) as err:
         parse_assignment("x", {"properties": {"resourceId": "/subscriptions/5b4b650e-28b9-4790-b3ab-ddbd88d727c4",
-                                              "filter": {"resourceTypes": ["Microsoft.HybridCompute/machines"]}}})
+                                              "filter": {"resourceTypes": ["Microsoft.Sql/servers"]}}})
     assert err.value.target == "properties.filter.resourceTypes"
+    # Azure Arc-enabled servers: assigned one by one, or by a dynamic scope whose resourceTypes name them
+    arc = vm.replace("Microsoft.Compute/virtualMachines/vm1", "Microsoft.HybridCompute/machines/srv-01.corp")
+    static_arc = parse_assignment("arc", {"properties": {"resourceId": arc}})
+    assert static_arc.vm is not None and static_arc.vm.is_hybrid and static_arc.vm.resource_id == arc
+    sub = "/subscriptions/5b4b650e-28b9-4790-b3ab-ddbd88d727c4"
+    arc_only = parse_assignment("x", {"properties": {
+        "resourceId": sub, "filter": {"resourceTypes": ["microsoft.hybridcompute/machines"]}}})
+    assert arc_only.filter["resourceTypes"] == ["Microsoft.HybridCompute/machines"]
 
 
 def test_dynamic_scope_filter_semantics() -> None:
