@@ -31,7 +31,7 @@ param armEndpoint string = environment().resourceManager
 param computeApiVersion string = '2025-04-01'
 
 @description('NCRONTAB schedule of the sweeper timer (six fields, UTC).')
-param sweepSchedule string = '0 */5 * * * *'
+param sweepSchedule string = '0 * * * * *'
 
 @description('NCRONTAB schedule of the periodic assessment (six fields, UTC). Azure assesses daily; so do we.')
 param assessmentSchedule string = '0 0 3 * * *'

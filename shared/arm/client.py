@@ -220,6 +220,10 @@ class ArmClient:
     def get_vm(self, vm: VmRef) -> ArmResponse:
         return self.request("GET", self.vm_url(vm), kind="getVm")
 
+    def instance_view(self, vm: VmRef) -> ArmResponse:
+        """GET .../virtualMachines/{vm}/instanceView: power state and `patchStatus` (shared/arm/patch_status.py)."""
+        return self.request("GET", self.vm_url(vm, "instanceView"), kind="instanceView")
+
     def post_action(self, vm: VmRef, action: str, body: dict[str, Any] | None) -> ArmResponse:
         return self.request("POST", self.vm_url(vm, action), json=body, kind=action)
 

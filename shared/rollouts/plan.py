@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from shared.arm.patch_status import OUTCOME_UNKNOWN
 from shared.core.states import MachineState
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
@@ -45,9 +46,13 @@ def _selected(key: str, selector: dict[str, list[str]]) -> bool:
 
 
 def failure_kind(target: Mapping[str, Any], failure_on: list[str] | None = None) -> str | None:
-    """Why a finished machine counts against maxFailures, or None. Skipped machines never do."""
+    """Why a finished machine counts against maxFailures, or None. Skipped machines never do, nor does
+    an unknown outcome (OutcomeUnknown: Azure could not say whether installPatches ran, so nothing is
+    known to have failed; the machine still shows it and the run still ends Failed)."""
     kinds = set(failure_on or DEFAULT_FAILURE_ON)
     state = target.get("state")
+    if target.get("errorCode") == OUTCOME_UNKNOWN:
+        return None
     if state == MachineState.FAILED.value and "Failed" in kinds:
         return "Failed"
     if state == MachineState.TIMED_OUT.value and "TimedOut" in kinds:
