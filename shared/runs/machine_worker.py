@@ -4,7 +4,8 @@ A step loads the target, checks the message is current (`seq`), makes at most on
 records the outcome with an ETag-conditional update before queuing the next step. So:
 - a duplicated message finds `seq` moved on (or loses the ETag race) and does nothing;
 - the `Queued → Starting` claim happens before `installPatches` is sent, so two deliveries can
-  never both send it;
+  never both send it; what Azure already did is read from the VM's instance view before sending,
+  and to settle a claim whose worker died (recover_claim; shared/arm/patch_status.py);
 - waiting (Retry-After, backoff, polling) is a delayed queue message, never a sleep.
 """
 
