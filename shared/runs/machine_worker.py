@@ -188,11 +188,12 @@ class MachineStep:
             return None if summary is None else self.follow_installation(summary)
         if not recovering:  # nothing sent yet: retry from Queued, or fail with ARM's reason
             return self.apply(problem, phase="start")
+        unknown = ("the worker stopped after claiming this machine and Azure could not say whether "
+                   "installPatches reached it; check the VM's patch history before running it again. "
+                   "Reading its instance view ")
         if isinstance(problem, Retry):
-            return self.retry(problem, phase="recover", gave_up=OUTCOME_UNKNOWN)
-        return self.fail(OUTCOME_UNKNOWN, "the worker stopped after claiming this machine and Azure could not "
-                         f"say whether installPatches reached it (instance view: {problem.code}: "
-                         f"{problem.message}); check the VM's patch history before running it again",
+            return self.retry(problem, phase="recover", gave_up=(OUTCOME_UNKNOWN, unknown))
+        return self.fail(OUTCOME_UNKNOWN, f"{unknown}failed: {problem.code}: {problem.message}",
                          detail=problem.detail)
 
     def follow_installation(self, summary: dict[str, Any]) -> str:
@@ -262,15 +263,17 @@ class MachineStep:
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
         return "pending"
 
-    def retry(self, retry: Retry, *, phase: str, gave_up: str | None = None) -> str:
+    def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> str:
         """Try again after a delay (phase "start": from Queued). Out of retries: Failed with ARM's code,
-        or with `gave_up` (PatchPilot's code) when ARM's is not the outcome."""
+        or with `gave_up` (PatchPilot's code, and what was not learnt) when ARM's is not the outcome."""
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
         if attempt > retry_limit(retry, self.settings):
-            return self.fail(gave_up or retry.code,
-                             f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}",
-                             detail=retry.detail)
+            message = f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}"
+            if gave_up is None:
+                return self.fail(retry.code, message, detail=retry.detail)
+            code, context = gave_up
+            return self.fail(code, f"{context}{message} ({retry.code})", detail=retry.detail)
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
