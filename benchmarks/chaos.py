@@ -15,11 +15,11 @@
 Everything is on loopback, bounded in count and time (each phase has a deadline and reports what was
 unfinished when it passed), and stops by itself. Seeds are fixed and printed; `--seed` replays a run.
 
-Recovery today is bounded by two waits that are not app settings: the host's 10-minute message lease
-(tools/local_host/queue_listener.py RECEIVE_VISIBILITY, as the real Functions host: a message received
-by a host that dies reappears after it) and the sweeper's STALL_AFTER (15 minutes, shared/runs/sweeper.py:
-a step recorded but never queued is re-queued when that overdue), plus the SWEEP_SCHEDULE app setting
-(every 5 minutes by default; --sweep-schedule changes it). The table prints them beside the measured times.
+Recovery is bounded by the app settings STALL_AFTER_SECONDS (60 s: a step recorded but never queued, or
+whose message a dead host holds, is queued again when that overdue), CLAIM_TIMEOUT_SECONDS (90 s) and
+SWEEP_SCHEDULE (every minute), not by the host's 10-minute message lease (tools/local_host RECEIVE_VISIBILITY,
+as the real Functions host: a duplicate that arrives after it is harmless). The table prints them beside
+the measured times.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.runs.sweeper import STALL_AFTER
+from shared.core.settings import Settings
 from tests.app import reset_services
 from tests.integration.conftest import DEV_TOKEN, FAST, unique_settings
 from tests.reliability.conftest import CONFIG_NAME, seed_app
@@ -231,7 +231,7 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
         ("bound: message lease after a host dies",
          f"{RECEIVE_VISIBILITY.total_seconds():.0f} s (tools/local_host RECEIVE_VISIBILITY, as the Functions host)"
          + (f"; shortened by the harness to {args.lease_seconds:g} s" if args.lease_seconds is not None else "")),
-        ("bound: sweeper STALL_AFTER", f"{STALL_AFTER.total_seconds():.0f} s (shared/runs/sweeper.py, no setting)"
+        ("bound: STALL_AFTER_SECONDS", f"{Settings.from_env().stall_after_seconds} s (app setting)"
          + (f"; shortened by the harness to {args.stall_after_seconds:g} s"
             if args.stall_after_seconds is not None else "")),
         ("setting: SWEEP_SCHEDULE", args.sweep_schedule),
@@ -255,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for every run after the last restart (today's bounds: 10-20 min)")
     parser.add_argument("--recovery-goal", type=float, default=120.0,
                         help="seconds from a host restart to every run finished that the app aims for")
-    parser.add_argument("--sweep-schedule", default="0 */5 * * * *", help="the SWEEP_SCHEDULE app setting")
+    parser.add_argument("--sweep-schedule", default="0 * * * * *", help="the SWEEP_SCHEDULE app setting")
     parser.add_argument("--lease-seconds", type=float, default=None,
                         help="shorten the host's 10-minute message lease (harness only; not an app setting)")
     parser.add_argument("--stall-after-seconds", type=float, default=None,
-                        help="shorten the sweeper's 15-minute STALL_AFTER (harness only; not an app setting)")
+                        help="set STALL_AFTER_SECONDS (the app setting; 60 s by default)")
     parser.add_argument("--fault-vms", type=int, default=30)
     parser.add_argument("--fault-timeout", type=float, default=600.0)
     parser.add_argument("--skip", action="append", default=[], choices=("fuzz", "crash", "faults"))

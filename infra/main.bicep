@@ -35,7 +35,7 @@ param computeApiVersion string = '2025-04-01'
 param hybridComputeApiVersion string = '2024-07-10'
 
 @description('NCRONTAB schedule of the sweeper timer (six fields, UTC).')
-param sweepSchedule string = '0 */5 * * * *'
+param sweepSchedule string = '0 * * * * *'
 
 @description('NCRONTAB schedule of the periodic assessment (six fields, UTC). Azure assesses daily; so do we.')
 param assessmentSchedule string = '0 0 3 * * *'

@@ -229,6 +229,10 @@ class ArmClient:
         """GET the VM or Arc machine (an Arc machine's model has properties.osType and properties.status)."""
         return self.request("GET", self.vm_url(vm), kind="getMachine" if vm.is_hybrid else "getVm")
 
+    def instance_view(self, vm: VmRef) -> ArmResponse:
+        """GET .../virtualMachines/{vm}/instanceView: power state and `patchStatus` (shared/arm/patch_status.py)."""
+        return self.request("GET", self.vm_url(vm, "instanceView"), kind="instanceView")
+
     def post_action(self, vm: VmRef, action: str, body: dict[str, Any] | None) -> ArmResponse:
         return self.request("POST", self.vm_url(vm, action), json=body, kind=action)
 

@@ -37,6 +37,7 @@ class RunSpec:
     configuration: str = ""  # the maintenance configuration whose window this run is
     window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
     rollout: bool = False  # machines start only when the rollout controller admits them
+    created_at: str = ""  # when the run was accepted (ISO, shared.core.clock.iso)
 
 
 @dataclass(frozen=True, eq=False)

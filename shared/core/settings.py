@@ -107,6 +107,7 @@ class Settings:
     conflict_retry_seconds: int
     operation_grace_seconds: int
     claim_timeout_seconds: int
+    stall_after_seconds: int
     arm_timeout_seconds: int
     discovery_queue: str
     machines_table: str
@@ -159,7 +160,12 @@ class Settings:
             max_conflict_retries=_int("MAX_CONFLICT_RETRIES", 12),
             conflict_retry_seconds=_int("CONFLICT_RETRY_SECONDS", 120, minimum=1),
             operation_grace_seconds=_int("OPERATION_GRACE_SECONDS", 1800),
-            claim_timeout_seconds=_int("CLAIM_TIMEOUT_SECONDS", 300, minimum=1),
+            # > the longest a live step holds a claim: one ARM call (ARM_TIMEOUT_SECONDS to connect, and
+            # again to read) and two Table writes. A live step overtaken still ends right (machine_worker).
+            claim_timeout_seconds=_int("CLAIM_TIMEOUT_SECONDS", 90, minimum=1),
+            # A machine whose step is this far past its nextActionAt has lost its message, or its message
+            # waits out a dead host's lease (10 minutes): the sweeper queues another (shared/runs/sweeper.py).
+            stall_after_seconds=_int("STALL_AFTER_SECONDS", 60, minimum=1),
             arm_timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1),
             discovery_queue=_str("DISCOVERY_QUEUE", "patch-discovery"),
             machines_table=_str("MACHINES_TABLE", "patchmachines"),

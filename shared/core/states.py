@@ -6,7 +6,7 @@ Machine state (ours) and operation status (Azure's) are different things: a mach
 
     Queued ──claim──▶ Starting ──202──▶ Running ──200──▶ Completed
       ▲  │               │ 200 (sync result) ─────────────▶ Completed
-      │  │ 409/429/5xx   │ 4xx, no params for OS, ambiguous crash ──▶ Failed
+      │  │ 409/429/5xx   │ 4xx, no params for OS, instance view unreadable after a crash ──▶ Failed
       └──┴───────────────┘             │ past maximumDuration + grace ──▶ TimedOut
       Queued ── VM not running (assessments only) ──▶ Skipped: recorded with the reason, not a failure
       Running ── poll refused (403) ──▶ OutcomeUnknown;  Starting, claim abandoned ──▶ OutcomeUnknown

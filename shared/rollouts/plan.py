@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from shared.arm.patch_status import OUTCOME_UNKNOWN
 from shared.core.states import MachineState
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
@@ -49,6 +50,8 @@ def failure_kind(target: Mapping[str, Any], failure_on: list[str] | None = None)
     OutcomeUnknown ones (Azure may still be patching them: shared.core.states)."""
     kinds = set(failure_on or DEFAULT_FAILURE_ON)
     state = target.get("state")
+    if target.get("errorCode") == OUTCOME_UNKNOWN:
+        return None
     if state == MachineState.FAILED.value and "Failed" in kinds:
         return "Failed"
     if state == MachineState.TIMED_OUT.value and "TimedOut" in kinds:

@@ -4,7 +4,8 @@ A step loads the target, checks the message is current (`seq`), makes at most on
 records the outcome with an ETag-conditional update before queuing the next step. So:
 - a duplicated message finds `seq` moved on (or loses the ETag race) and does nothing;
 - the `Queued → Starting` claim happens before `installPatches` is sent, so two deliveries can
-  never both send it;
+  never both send it; what Azure already did is read from the VM's instance view before sending,
+  and to settle a claim whose worker died (recover_claim; shared/arm/patch_status.py);
 - waiting (Retry-After, backoff, polling) is a delayed queue message, never a sleep.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -30,14 +32,22 @@ from shared.arm.operations import (
     Retry,
     Started,
     classify_poll,
+    classify_read,
     classify_start,
     no_answer,
+)
+from shared.arm.patch_status import (
+    OUTCOME_UNKNOWN,
+    classify_instance_view,
+    installation_outcome,
+    installation_since,
+    parse_time,
 )
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import VmRef
 from shared.core.messages import StepMessage
-from shared.core.records import MachineRecord
+from shared.core.records import MachineRecord, RunSpec
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
@@ -73,7 +83,9 @@ class MachineStep:
         return parse_machine_id(self.target["resourceId"], target="resourceId")
 
     # -- entry points --------------------------------------------------------------------------
-    def start(self) -> str:
+    def start(self, *, settled: bool = False) -> str:
+        """Claim the machine and send its operation. `settled`: Azure was just asked whether an
+        installation already runs (recover_claim), so the check before sending is not repeated."""
         spec = self.svc.run_spec(self.run_id)
         if spec is None or spec.operation not in KINDS:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
@@ -109,11 +121,21 @@ class MachineStep:
             if refused:
                 return refused
         # The claim: after this succeeds no other delivery of this message can send the operation.
+        # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
+        since = self._installations_since(spec)
         try:
-            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type,
+            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now),
+                          "firstClaimedAt": self.target.get("firstClaimedAt") or iso(self.now), "osType": os_type,
                           **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
             return "lost-claim"
+        if kind.settles_from_instance_view and not settled:
+            # An answer lost (dropped connection, a crash after Azure accepted it, a storage write
+            # lost) must not become a second installation: one instance view read per start, behind
+            # the claim so a duplicate message does not repeat it.
+            found = self._settle_from_azure(since, recovering=False)
+            if found is not None:
+                return found
         try:
             resp = self._call(lambda: self.svc.arm.post_action(self.vm, kind.action, body), kind.action)
         except (ArmConnectionError, ArmAuthenticationError) as exc:
@@ -132,22 +154,84 @@ class MachineStep:
             return self.fail("UntrustedPollingUrl", str(exc))
         except (ArmConnectionError, ArmAuthenticationError) as exc:
             return self.retry(no_answer(exc), phase="poll")
-        outcome = classify_poll(resp, mode=self.target.get("pollMode") or "location",
-                                default_retry_after=self.settings.default_retry_after_seconds)
+        mode = self.target.get("pollMode") or "location"
+        outcome = classify_instance_view(resp, str(self.target.get("installationActivityId") or ""),
+                                         default_retry_after=self.settings.default_retry_after_seconds) \
+            if mode == "instanceView" else \
+            classify_poll(resp, mode=mode, default_retry_after=self.settings.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
 
     def recover_claim(self) -> str:
-        """`Starting` means a delivery claimed the machine and may have sent installPatches."""
-        claimed = parse_iso(self.target["claimedAt"])
-        if self.now - claimed < timedelta(seconds=self.settings.claim_timeout_seconds):
-            return "claimed-elsewhere"  # another delivery is working on it right now
-        # That delivery died mid-call. Sending again could start a second installation, so the
-        # machine ends with its outcome unknown and a reason a person can act on instead.
-        return self.unknown(
-            "OutcomeUnknown",
-            "the worker stopped after claiming this machine and may or may not have sent installPatches; "
-            "check the VM's patch history (instanceView.patchStatus) before running it again",
-        )
+        """`Starting` means a delivery claimed the machine and may have sent the operation.
+
+        While the claim is fresh (CLAIM_TIMEOUT_SECONDS) that delivery may still be at work: look
+        again when it runs out. A stale claim's delivery died between the claim and recording ARM's
+        answer, so Azure settles it: the VM's last installation, if it started after the first
+        claim, is this run's and is followed; none means the POST never reached Azure and it is
+        sent again (an assessment only reads: it is simply sent again). Only when the instance view
+        cannot be read (after retries) does the machine end OutcomeUnknown."""
+        expires = parse_iso(self.target["claimedAt"]) + timedelta(seconds=self.settings.claim_timeout_seconds)
+        if self.now < expires:
+            # The sweeper's copy (or a duplicate) came early. Without this look, the next sweep would.
+            wait = math.ceil((expires - self.now).total_seconds()) + 1
+            self.svc.send_step(self.run_id, self.target.key, self.target.seq, wait)
+            return "claimed-elsewhere"
+        if not self.kind.settles_from_instance_view:
+            return self.start(settled=True)
+        since = parse_iso(str(self.target.get("firstClaimedAt") or self.target["claimedAt"]))
+        found = self._settle_from_azure(since, recovering=True)
+        return found if found is not None else self.start(settled=True)
+
+    def _installations_since(self, spec: RunSpec) -> datetime:
+        """From when an installation on the VM is this run's: the machine's first claim; with none
+        recorded (a first start, or storage lost the claim), the run's creation."""
+        first = self.target.get("firstClaimedAt") or spec.created_at
+        return parse_iso(str(first)) if first else self.now
+
+    def _settle_from_azure(self, since: datetime, *, recovering: bool) -> str | None:
+        """Read the VM's instance view: None when no installation started since `since` (sending
+        installPatches is safe); otherwise what this step did (following or recording the
+        installation found, or a retry or failure when the read did not answer)."""
+        problem: Retry | Failed | None
+        try:
+            resp = self._call(lambda: self.svc.arm.instance_view(self.vm), "instanceView")
+            problem = classify_read(resp, default_retry_after=self.settings.default_retry_after_seconds)
+        except (ArmConnectionError, ArmAuthenticationError) as exc:
+            problem = no_answer(exc)
+        if problem is None:
+            summary = installation_since(resp.body, since)
+            return None if summary is None else self.follow_installation(summary)
+        if not recovering:  # nothing sent yet: retry from Queued, or fail with ARM's reason
+            return self.apply(problem, phase="start")
+        unknown = ("the worker stopped after claiming this machine and Azure could not say whether "
+                   "installPatches reached it; check the VM's patch history before running it again. "
+                   "Reading its instance view ")
+        if isinstance(problem, Retry):
+            return self.retry(problem, phase="recover", gave_up=(OUTCOME_UNKNOWN, unknown))
+        return self.unknown(OUTCOME_UNKNOWN, f"{unknown}failed: {problem.code}: {problem.message}",
+                            detail=problem.detail)
+
+    def follow_installation(self, summary: dict[str, Any]) -> str:
+        """An installation found in the instance view is this run's: record it when finished, else
+        read the instance view again (at the polling cadence) until it is."""
+        outcome = installation_outcome(summary, retry_after=self.settings.default_retry_after_seconds)
+        if isinstance(outcome, Done):
+            return self.finish(outcome.result)
+        spec = self.svc.run_spec(self.run_id)
+        started = parse_time(summary.get("startTime")) or self.now
+        duration = INSTALL.expected_duration(spec.parameters) if spec else timedelta(hours=4)
+        self._advance(poll_delay(outcome.retry_after, self.settings), {
+            "state": MachineState.RUNNING.value,
+            "pollUrl": self.svc.arm.vm_url(self.vm, "instanceView"),
+            "pollMode": "instanceView",
+            "asyncOperationUrl": "",
+            "installationActivityId": str(summary["installationActivityId"]),
+            "operationStartedAt": iso(started),
+            "deadline": iso(started + duration + timedelta(seconds=self.settings.operation_grace_seconds)),
+            "polls": 0,
+            "attempts": 0,
+        })
+        return "following"
 
     # -- outcomes ------------------------------------------------------------------------------
     def apply(self, outcome: Outcome, *, phase: str) -> str:
@@ -196,12 +280,18 @@ class MachineStep:
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
         return "pending"
 
-    def retry(self, retry: Retry, *, phase: str) -> str:
+    def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> str:
+        """Try again after a delay (phase "start": from Queued). Out of retries: Failed with ARM's code,
+        or OutcomeUnknown with `gave_up` (PatchPilot's code, and what was not learnt) when ARM's is not
+        the outcome."""
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
         if attempt > retry_limit(retry, self.settings):
-            return self.fail(retry.code, f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}",
-                             detail=retry.detail)
+            message = f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}"
+            if gave_up is None:
+                return self.fail(retry.code, message, detail=retry.detail)
+            code, context = gave_up  # what Azure did could not be learnt: the outcome is unknown, not failed
+            return self.unknown(code, f"{context}{message} ({retry.code})", detail=retry.detail)
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value

@@ -24,6 +24,10 @@ class OperationKind:
     # happen (Failed); an assessment is simply not possible now (Skipped, with the reason).
     not_running_state: MachineState
     keeps_history: bool  # results also go to the per-machine history and latest snapshot (compliance)
+    # Sending it twice does harm (a second installation): before sending, and to settle a claim whose
+    # answer was lost, the VM's instance view says whether it already runs (shared/arm/patch_status.py).
+    # An assessment only reads, so sending it again is the way to settle it.
+    settles_from_instance_view: bool = False
 
     def request_body(self, params: dict[str, Any], os_type: str) -> tuple[dict[str, Any] | None, str | None]:
         """(body, None), or (None, reason) when this VM cannot get a body from the request."""
@@ -55,6 +59,7 @@ INSTALL = OperationKind(
     patches_field="patches",
     not_running_state=MachineState.FAILED,
     keeps_history=False,
+    settles_from_instance_view=True,
 )
 ASSESS = OperationKind(
     action="assessPatches",

@@ -1,10 +1,18 @@
-"""The safety net: re-queue work whose message was lost, on a timer.
+"""The safety net: re-queue work whose message was lost or is held by a dead host, on a timer.
 
 A step records its outcome and *then* queues the next step; a process that dies between the two
-leaves a machine with no message. The queue's own redelivery covers every other crash (the message
-reappears after its 10-minute lease). So the sweeper looks for unfinished machines whose next
-action is overdue by more than that lease plus slack, and queues a step at their current `seq`;
-if the original message does turn up, `seq` and ETags let only one of them act.
+leaves a machine with no message. A host that dies while running steps holds their messages
+invisible for the rest of their lease: the Functions host receives queue messages with a 10-minute
+visibility timeout and renews it while the function runs (WebJobs QueueListener; host.json
+`extensions.queues.visibilityTimeout` is only the delay before a *failed* message's retry). Waiting
+that out made recovery take 10-20 minutes. So the sweeper (every minute by default) looks for
+unfinished machines whose next action (`nextActionAt`, when their message became due) is overdue by
+STALL_AFTER_SECONDS, and queues a step at their current `seq`. A live host takes a due message
+within seconds, so such a machine's message is lost, held by a dead host, or stuck in a backlog;
+in every case a second message is harmless: `seq`, ETags and the `Starting` claim let only one
+delivery act, and the other finds the step moved on ("stale"). A claimed machine is settled once its
+claim is CLAIM_TIMEOUT_SECONDS old (machine_worker.recover_claim). Recovery after a crash is so
+bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval.
 """
 
 from __future__ import annotations
@@ -17,20 +25,19 @@ from shared.runs.completion import complete_run_if_done
 from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
-STALL_AFTER = timedelta(minutes=15)  # > the 10-minute lease a crashed host's message waits out
-UNDISPATCHED_AFTER = timedelta(minutes=2)
 
 
 def sweep(svc: Services, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
-    stalled_before = iso(now - STALL_AFTER)
+    stall_after = timedelta(seconds=svc.settings.stall_after_seconds)
+    stalled_before = iso(now - stall_after)
     for run in store.list_active_runs():
         store.ops["sweepRuns"] += 1
         counts["runs"] += 1
         run_id = run.run_id
         if not run.get("dispatchedAt"):
-            if run["createdAt"] < iso(now - UNDISPATCHED_AFTER):
+            if run["createdAt"] < stalled_before:  # its dispatch message was lost, or is held
                 svc.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue

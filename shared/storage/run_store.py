@@ -263,7 +263,7 @@ class RunStore:
             return None
         return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
-                       str(run.get("windowEnd") or ""), bool(run.get("rollout")))
+                       str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""))
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).

@@ -284,7 +284,7 @@ def test_synchronous_200_is_stored_without_polling(services: Services, simulator
     QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
     mine = machine(run_view(run_id), vm)
     assert mine["state"] == "Completed" and mine["status"] in ("Succeeded", "Failed")
-    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "installPatches"]
+    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "instanceView", "installPatches"]
     assert by_vm(simulator)[vm.lower()]["poll"] == 0
     [op] = [o for v in simulator.state()["vms"] if v["id"] == vm for o in v["operations"]]
     assert mine["installedPatchCount"] == op["result"]["installedPatchCount"]
@@ -298,7 +298,8 @@ def test_location_on_another_host_is_refused_and_never_called(services: Services
     mine = machine(run_view(run_id), vm)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "UntrustedPollingUrl"
     assert "127.0.0.2:9" in mine["error"]["message"]
-    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "installPatches"]  # no poll was sent anywhere
+    # no poll was sent anywhere
+    assert [c["op"] for c in mine["armCalls"]] == ["getVm", "instanceView", "installPatches"]
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and not target.get("pollUrl")
 

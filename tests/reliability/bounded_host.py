@@ -3,10 +3,11 @@ arguments) with the two waits that bound recovery after a crash shortened, for t
 
     RELIABILITY_LEASE_SECONDS        tools/local_host RECEIVE_VISIBILITY (10 min, as the Functions host):
                                      how long a message received by a host that died stays invisible
-    RELIABILITY_STALL_AFTER_SECONDS  shared/runs/sweeper.py STALL_AFTER (15 min): how overdue a machine's
+    RELIABILITY_STALL_AFTER_SECONDS  the app setting STALL_AFTER_SECONDS (60 s): how overdue a machine's
                                      next step must be before the sweeper queues it again
 
-Neither is an app setting, so they are patched in this process before the host starts. With both short
+The lease is the host's, not an app setting, so it is patched in this process before the host starts;
+the stall threshold is passed on as the app setting. With both short
 a crash test can wait for recovery in seconds and check that what recovery does is correct (each step
 then also arrives twice now and then, which the app must tolerate). Unset, nothing is patched.
 """
@@ -17,7 +18,6 @@ import os
 import sys
 from datetime import timedelta
 
-import shared.runs.sweeper
 import tools.local_host.queue_listener
 from tools.local_host.__main__ import main
 
@@ -26,5 +26,5 @@ if __name__ == "__main__":
         tools.local_host.queue_listener.RECEIVE_VISIBILITY = timedelta(
             seconds=float(os.environ["RELIABILITY_LEASE_SECONDS"]))
     if os.environ.get("RELIABILITY_STALL_AFTER_SECONDS"):
-        shared.runs.sweeper.STALL_AFTER = timedelta(seconds=float(os.environ["RELIABILITY_STALL_AFTER_SECONDS"]))
+        os.environ["STALL_AFTER_SECONDS"] = str(int(float(os.environ["RELIABILITY_STALL_AFTER_SECONDS"])))
     sys.exit(main())
