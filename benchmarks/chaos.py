@@ -73,7 +73,7 @@ def phase_fuzz(azurite: Azurite, args: argparse.Namespace, logs: Path) -> tuple[
     with Simulator(SimulatorConfig(vms=2, seed=5, required_token=DEV_TOKEN)) as sim:
         settings = unique_settings(azurite, sim.url)
         saved = dict(os.environ)
-        os.environ.update(settings)
+        os.environ.update({**settings, "WEBSITE_HOSTNAME": "127.0.0.1:7071"})  # as Core Tools sets it
         reset_services()
         try:
             known = seed_app()
