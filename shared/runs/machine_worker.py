@@ -129,7 +129,7 @@ class MachineStep:
                           **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
             return "lost-claim"
-        if kind.settles_from_instance_view and not settled:
+        if kind.settles_from_instance_view and not self.vm.is_hybrid and not settled:
             # An answer lost (dropped connection, a crash after Azure accepted it, a storage write
             # lost) must not become a second installation: one instance view read per start, behind
             # the claim so a duplicate message does not repeat it.
@@ -178,6 +178,10 @@ class MachineStep:
             return "claimed-elsewhere"
         if not self.kind.settles_from_instance_view:
             return self.start(settled=True)
+        if self.vm.is_hybrid:  # an Arc machine shows no patch history ARM can read: the outcome is unknown
+            return self.unknown(OUTCOME_UNKNOWN, "the worker stopped after claiming this Arc machine and may or may "
+                                "not have sent installPatches; Azure shows no patch history for it to settle that "
+                                "(check the machine's update history before running it again)")
         since = parse_iso(str(self.target.get("firstClaimedAt") or self.target["claimedAt"]))
         found = self._settle_from_azure(since, recovering=True)
         return found if found is not None else self.start(settled=True)

@@ -10,15 +10,11 @@ A claim abandoned mid-call (installPatches maybe sent) ends the same way, never 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
 
-from shared.core.clock import iso, utcnow
-from shared.core.messages import StepMessage
-from shared.runs.machine_worker import run_step
 from shared.runs.services import Services
 from tests.app import runs_api
 from tests.infra.bicep import role_actions
@@ -100,21 +96,3 @@ def test_the_subscription_poll_grant_lets_a_resource_group_target_complete(
     QueuePump(services).run_until(lambda: view(run_id)["status"] not in ("Accepted", "InProgress"), timeout=60)
     run = view(run_id)
     assert run["states"] == {"Completed": len(vms)}, [m.get("error") for m in run["machines"]]
-
-
-def test_an_abandoned_claim_ends_unknown_and_is_not_sent_again(services: Services, simulator: Simulator) -> None:
-    vm = simulator.vm_ids()[0]
-    run_id = post({"machines": [vm], "installPatches": INSTALL})
-    QueuePump(services).pump_once(only="dispatch")
-    [target] = services.store.list_targets(run_id)
-    # A delivery claimed the machine long ago and died: installPatches may or may not have been sent.
-    long_ago = utcnow() - timedelta(seconds=services.settings.claim_timeout_seconds + 60)
-    claimed = services.store.update_target(target, {"state": "Starting", "claimedAt": iso(long_ago)})
-    assert run_step(StepMessage(run_id, claimed.key, claimed.seq), services) == "OutcomeUnknown"
-
-    run = view(run_id)
-    assert run["status"] == "CompletedWithWarnings" and run["outcomes"] == {"unknown": 1}
-    [machine] = run["machines"]
-    assert machine["state"] == "OutcomeUnknown" and machine["error"]["code"] == "OutcomeUnknown"
-    assert "instanceView.patchStatus" in machine["error"]["message"]
-    assert sum(c["installPatches"] for c in simulator.calls()["byVm"].values()) == 0  # never sent by this step

@@ -109,7 +109,7 @@ class Outcome:
     seconds: float
     signature: str | None = None  # for an unhandled exception: "ExcType at shared/x.py:function"
     trace: str = ""
-    routed: bool = True  # False: over HTTP no route matched (the host's own empty 404, not the app's answer)
+    routed: bool = True  # False: over HTTP the host answered itself (no route matched; a request it cannot parse)
 
     @property
     def hung(self) -> bool:
@@ -216,8 +216,11 @@ class HttpSender:
             body = resp.json() if resp.content else None
         except ValueError:
             body = resp.content[:200]
-        outcome = Outcome(resp.status_code, body, time.monotonic() - started,
-                          routed=not (resp.status_code == 404 and not resp.content))
+        # Not the app's answer: the host's own empty 404 for an unmatched route, and the HTTP front's own 400
+        # for a request it cannot parse (a NUL in a header value; Kestrel answers such a request itself too).
+        front = (resp.status_code == 404 and not resp.content) or (
+            resp.status_code == 400 and resp.content == b"Invalid HTTP request received.")
+        outcome = Outcome(resp.status_code, body, time.monotonic() - started, routed=not front)
         if resp.status_code >= 500:
             replay = call(request, timeout)
             outcome.signature = replay.signature if replay.status and replay.status >= 500 else \

@@ -167,7 +167,8 @@ def assessment_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 TIME_ZONES = ("UTC", "W. Europe Standard Time", "Pacific Standard Time", "Tokyo Standard Time", "Europe/Berlin",
               "America/New_York", "india standard time", "Australia/Lord_Howe", "Asia/Kathmandu")
-RECUR = ("Day", "3Days", "Week", "2Weeks Monday,Friday", "Week Saturday,Sunday", "Month", "2Months",
+# Not a bare "Month"/"2Months": Azure's service refuses those (README, "Azure input rules").
+RECUR = ("Day", "3Days", "Week", "2Weeks Monday,Friday", "Week Saturday, Sunday", "Month day5", "2Months day1",
          "Month day1,day15", "Month day28", "Month Second Tuesday Offset2", "Month Last Sunday Offset-6",
          "month first monday", "6Hours", "12Hours", "Days")
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", fullmatch=True)
