@@ -12,6 +12,7 @@ from shared.functions import (
     event_workers,
     maintenance_api,
     maintenance_timers,
+    openapi,
     run_workers,
     runs_api,
 )
@@ -20,7 +21,7 @@ from shared.functions import (
 def build_app(services: AppServices) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     for module in (runs_api, run_workers, maintenance_timers, assessments_api, assessment_workers, maintenance_api,
-                   event_workers):
+                   event_workers, openapi):
         app.register_functions(module.blueprint(services))
     return app
 
