@@ -6,6 +6,7 @@ every feature's hooks registered (shared/composition.py); each blueprint is buil
 import azure.functions as func
 
 from shared.composition import AppServices
+from shared.core.telemetry import configure_telemetry
 from shared.functions import (
     assessment_workers,
     assessments_api,
@@ -26,5 +27,6 @@ def build_app(services: AppServices) -> func.FunctionApp:
     return app
 
 
+configure_telemetry()  # Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set; otherwise off
 services = AppServices()
 app = build_app(services)

@@ -22,9 +22,11 @@ import sys
 from typing import Any
 
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 
 from shared.composition import AppServices
 from shared.core.settings import SettingsError
+from shared.core.telemetry import traced
 from shared.http.responses import JSON, public_origin
 from shared.maintenance.schema import assignment_schema, configuration_schema
 from shared.validation.schemas import (
@@ -268,6 +270,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    @traced(SpanKind.SERVER)
     def get_openapi(req: func.HttpRequest) -> func.HttpResponse:
         try:
             scheme, host = public_origin(req).split("://", 1)
