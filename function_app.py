@@ -10,6 +10,7 @@ from shared.core.telemetry import configure_telemetry
 from shared.functions import (
     assessment_workers,
     assessments_api,
+    dashboard,
     event_workers,
     maintenance_api,
     maintenance_timers,
@@ -22,7 +23,7 @@ from shared.functions import (
 def build_app(services: AppServices) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     for module in (runs_api, run_workers, maintenance_timers, assessments_api, assessment_workers, maintenance_api,
-                   event_workers, openapi):
+                   event_workers, openapi, dashboard):
         app.register_functions(module.blueprint(services))
     return app
 

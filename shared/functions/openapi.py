@@ -163,10 +163,26 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
     ("delete", "/maintenance-configurations/{name}/assignments/{assignmentName}", "delete_assignment",
      "ConfigurationAssignments_Delete", "Delete an assignment", "Removes the assignment.",
      [CONFIG_NAME, ASSIGNMENT_NAME], {**_ok(None, "Deleted"), **_ok(None, "Already gone", "204")}, False),
+    ("get", "/runs/{runId}/machines", "list_run_machines", "Runs_ListMachines", "List a run's machines",
+     "A page of the run's machines, optionally in one state; follow nextLink.",
+     [RUN_ID, _param("state", "query", "State", "Only machines in this state",
+                     enum=["Queued", "Starting", "Running", "Completed", "Failed", "TimedOut", "Skipped"]),
+      _param("top", "query", "Page size", "1 to 100", kind="integer", minimum=1, maximum=100, default=50),
+      _param("continuationToken", "query", "Continuation token", "From the previous page's nextLink")],
+     _ok("MachineList", "A page of machines"), False),
+    ("get", "/runs/{runId}/summary", "get_run_summary", "Runs_GetSummary", "Get a run's summary",
+     "The run without its machines: counts per state and per wave, and a timeline of machines started and "
+     "finished.", [RUN_ID], _ok("RunSummary", "The summary"), False),
+    ("get", "/dashboard", "get_dashboard", "Dashboard_Get", "The dashboard page",
+     "HTML (anonymous; it calls this API with the caller's function key).", [], _ok(None, "The page"), False),
+    ("get", "/dashboard/{asset}", "get_dashboard_asset", "Dashboard_GetAsset", "A dashboard asset",
+     "The page's script and style sheet (anonymous).",
+     [_param("asset", "path", "Asset", "app.js or app.css", enum=["app.js", "app.css", "index.html"])],
+     _ok(None, "The asset"), False),
     ("get", "/openapi.json", "get_openapi", "OpenApi_Get", "Get this document",
      "This OpenAPI 2.0 document (anonymous).", [], _ok(None, "The document"), False),
 ]
-ANONYMOUS = {"get_openapi"}
+ANONYMOUS = {"get_openapi", "get_dashboard", "get_dashboard_asset"}
 
 
 def _response_definitions() -> dict[str, Schema]:
@@ -185,7 +201,7 @@ def _response_definitions() -> dict[str, Schema]:
         "armCalls": {"type": "array", "description": "operation, HTTP status and x-ms-request-id of each ARM call",
                      "items": {"type": "object"}},
         "patches": {"type": "array", "items": {"type": "object"}}}}
-    run = {"type": "object", "properties": {
+    run: Schema = {"type": "object", "properties": {
         "id": {"type": "string", "x-ms-summary": "Run id"},
         "operation": {"type": "string", "enum": ["installPatches", "assessPatches"]},
         "status": {"type": "string", "x-ms-summary": "Status",
@@ -202,7 +218,15 @@ def _response_definitions() -> dict[str, Schema]:
             props["nextLink"] = {"type": "string", "description": "The next page's absolute URL"}
         return {"type": "object", "properties": props}
 
+    run_fields: Schema = dict(run["properties"])
+    run_fields.pop("machines")
+    summary = {"type": "object", "properties": {
+        **run_fields, "waves": {"type": "object", "description": "Per wave, machines per state"},
+        "timeline": {"type": "array", "items": {"type": "object", "properties": {
+            "at": {"type": "string", "format": "date-time"}, "started": {"type": "integer"},
+            "finished": {"type": "integer"}}}}}}
     return {"Error": error, "Machine": machine, "Run": run, "RunList": listing("Run", paged=True),
+            "RunSummary": summary, "MachineList": listing("Machine", paged=True),
             "Compliance": {"type": "object", "properties": {"generatedAt": {"type": "string"},
                                                             "counts": {"type": "object"}}},
             "MachineAssessment": {"type": "object"},
