@@ -1,13 +1,14 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against the local host, Azurite and
 the simulator: the pages load without console errors, a run started through the API shows up and reaches its
 final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
-The run page's screenshot is the README's (docs/dashboard.png).
+The run page's screenshot is the README's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
 
 Chromium comes from `apt-get install chromium` (.ci/run installs it); Playwright's own browser download is not
 used. Without /usr/bin/chromium the test fails, saying so: CI must run it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ def wait_done(host: HostProcess, path: str, timeout: float = 60) -> dict[str, An
         time.sleep(0.5)
 
 
-def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator) -> None:
+def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
     assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
     from playwright.sync_api import sync_playwright
 
@@ -102,8 +103,14 @@ def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator) -> None:
         assert failed["error"]["message"] in row.locator(".error").inner_text()
         for state, count in final["states"].items():
             assert page.locator(f'#state-counts [data-state="{state}"] b').inner_text() == str(count)
-        (ROOT / "docs").mkdir(exist_ok=True)
-        page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
+        row.get_by_role("button", name="Patches").click()
+        detail = page.locator("#machine-detail .request-id")
+        detail.first.wait_for(timeout=10_000)
+        shown_ids = " ".join(detail.all_inner_texts())
+        assert failed["armCalls"] and all(c["requestId"] in shown_ids for c in failed["armCalls"])
+        # UPDATE_SCREENSHOT=1 refreshes the README's picture; otherwise it goes to the test's own directory
+        shot = ROOT / "docs" / "dashboard.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
 
         assert "null" not in page.inner_text("#main")
         page.goto(f"{host.base_url}/api/dashboard#/compliance")
