@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.accept_run
 	$(BIN)/python -m benchmarks.run_costs
 	$(BIN)/python -m benchmarks.assessment_costs
+	$(BIN)/python -m benchmarks.dashboard_reads
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache
