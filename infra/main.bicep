@@ -76,6 +76,9 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Client id of an Entra app registration that signs people in to the dashboard (App Service Authentication). Empty: off; the dashboard then asks for a function key only.')
+param dashboardAuthClientId string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -222,6 +225,15 @@ module api 'app/api.bicep' = {
     appSettings: appSettings
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    dashboardAuthClientId: dashboardAuthClientId
+    keyOnlyPaths: [
+      '/api/runs'
+      '/api/assessments'
+      '/api/compliance'
+      '/api/machines'
+      '/api/maintenance-configurations'
+      '/api/openapi.json'
+    ]
   }
 }
 

@@ -18,6 +18,10 @@ param instanceMemoryMB int = 2048
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
+@description('Client id of an Entra app registration: App Service Authentication then signs people in before /api/dashboard. Empty: off.')
+param dashboardAuthClientId string = ''
+@description('Paths left to function keys when authentication is on: the API that Logic Apps and scripts call.')
+param keyOnlyPaths array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -125,3 +129,47 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 output name string = functionApp.name
 output defaultHostName string = functionApp.properties.defaultHostName
 output uri string = 'https://${functionApp.properties.defaultHostName}'
+
+// App Service Authentication (Entra ID) for people: with a client id, a browser is sent to Entra sign-in before
+// the dashboard; the API paths callers reach with a function key (Logic Apps, scripts) are excluded, so they
+// keep working with the key alone (README, "Dashboard").
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(dashboardAuthClientId)) {
+  // checkov:skip=CKV_AZURE_88:checkov reads every sites/config as a web config; this one holds only authentication settings.
+  // checkov:skip=CKV_AZURE_65:checkov reads every sites/config as a web config; logging is in siteConfig and Application Insights.
+  // checkov:skip=CKV_AZURE_70:checkov reads every sites/config as a web config; httpsOnly is set on the site and requireHttps here.
+  // checkov:skip=CKV_AZURE_80:checkov reads every sites/config as a web config; this app runs Python, not .NET.
+  // checkov:skip=CKV_AZURE_66:checkov reads every sites/config as a web config; request telemetry goes to Application Insights.
+  // checkov:skip=CKV_AZURE_63:checkov reads every sites/config as a web config; request telemetry goes to Application Insights.
+  // checkov:skip=CKV_AZURE_222:checkov reads every sites/config as a web config; public access is the site's setting (skipped there, why).
+  // checkov:skip=CKV_AZURE_13:This is the authentication (authsettingsV2 platform.enabled); checkov looks for the V1 property.
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: keyOnlyPaths
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: dashboardAuthClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${dashboardAuthClientId}'
+          ]
+        }
+      }
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
+}

@@ -8,6 +8,7 @@ Pipeline, in order (one concern per policy, as azure-core and httpx send in laye
     UserAgentPolicy           patchpilot/<version> azsdk-python-core/... Python/...
     BearerTokenCredentialPolicy  the managed identity's token, cached and refreshed by azure-core
     DistributedTracingPolicy  a dependency span per call when a tracer is configured
+    ArmTelemetryPolicy        x-ms-request-id and throttling headers on that span; counts 429s
     RequestsTransport         one pooled session per process, proxies and .netrc ignored
 
 It never retries by itself (no RetryPolicy): a retry is a delayed queue message decided by the
@@ -53,6 +54,7 @@ from urllib3.util import parse_url
 
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, UntrustedEndpointError
 from shared.core.ids import HYBRID_MACHINES, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
+from shared.core.telemetry import arm_throttled
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,32 @@ class SameOriginPolicy(SansIOHTTPPolicy[Any, Any]):
 
     def on_request(self, request: PipelineRequest[Any]) -> None:
         check_same_origin(request.http_request.url, self._endpoint)
+
+
+RATE_LIMIT_PREFIX = "x-ms-ratelimit-remaining-"
+
+
+class ArmTelemetryPolicy(SansIOHTTPPolicy[Any, Any]):
+    """Adds ARM's `x-ms-request-id` (`az.service_request_id`, what support asks for), the throttling headers
+    (`x-ms-ratelimit-remaining-*`, e.g. Compute's `Microsoft.Compute/HighCostGet3Min;107`) and `Retry-After`
+    to the dependency span DistributedTracingPolicy opened, and counts 429s. Placed after that policy, so
+    its on_response runs while the span is still open."""
+
+    def on_response(self, request: PipelineRequest[Any], response: Any) -> None:
+        headers = response.http_response.headers
+        if response.http_response.status_code == 429:
+            arm_throttled.add(1, {"http.request.method": request.http_request.method})
+        span = request.context.get(DistributedTracingPolicy.TRACING_CONTEXT)
+        if span is None:
+            return
+        attributes = {f"patchpilot.arm.ratelimit.{name[len(RATE_LIMIT_PREFIX):]}": value
+                      for name, value in headers.items() if name.lower().startswith(RATE_LIMIT_PREFIX)}
+        if headers.get("x-ms-request-id"):
+            attributes["az.service_request_id"] = headers["x-ms-request-id"]
+        if headers.get("Retry-After"):
+            attributes["patchpilot.arm.retry_after"] = headers["Retry-After"]
+        for name, value in attributes.items():  # an OpenTelemetry span, or azure-core-tracing's wrapper
+            (span.set_attribute if hasattr(span, "set_attribute") else span.add_attribute)(name, value)
 
 
 @dataclass(frozen=True)
@@ -165,6 +193,7 @@ def build_pipeline(endpoint: str, credential: TokenCredential, timeout: float) -
         UserAgentPolicy(base_user_agent=USER_AGENT),
         BearerTokenCredentialPolicy(credential, f"{endpoint}/.default"),
         DistributedTracingPolicy(),
+        ArmTelemetryPolicy(),
     ]
     return PipelineClient(base_url=endpoint, policies=policies, transport=transport)
 

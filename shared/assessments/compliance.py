@@ -53,17 +53,23 @@ def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshnes
     patches_by_class: Counter[str] = Counter()
     machines_by_class: Counter[str] = Counter()
     widespread: Counter[tuple[str, str]] = Counter()
+    by_subscription: dict[str, Counter[str]] = {}
     for row in rows:
         counts["machines"] += 1
+        parts = str(row.get("resourceId") or "").split("/")
+        sub = by_subscription.setdefault(parts[2].lower() if len(parts) > 2 else "", Counter())
+        sub["machines"] += 1
         os_counts[row.get("osType") or "Unknown"] += 1
         kind_counts[machine_kind_of(str(row.get("resourceId") or ""))] += 1
         assessed_at = str(row.get("assessedAt") or "")
         if not assessed_at:
             counts["neverAssessed"] += 1
+            sub["neverAssessed"] += 1
         elif assessed_at >= fresh_after:
             counts["assessed"] += 1
         else:
             counts["stale"] += 1
+            sub["stale"] += 1
         if row.get("lastAttemptState") in FAILED_ATTEMPTS:
             counts["failed"] += 1
         if str(row.get("powerState") or "running") not in ("running", "unknown"):
@@ -74,6 +80,7 @@ def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshnes
             continue  # patch facts only from a successful assessment
         if int(row.get("criticalAndSecurityPatchCount") or 0) > 0:
             counts["missingCriticalOrSecurity"] += 1
+            sub["missingCriticalOrSecurity"] += 1
         if row.get("rebootPending"):
             counts["rebootPending"] += 1
         if int(row.get("criticalAndSecurityPatchCount") or 0) + int(row.get("otherPatchCount") or 0) == 0:
@@ -93,6 +100,9 @@ def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshnes
         "byMachineKind": dict(sorted(kind_counts.items())),
         "byClassification": {c: {"missingPatches": patches_by_class[c], "machines": machines_by_class[c]}
                              for c in sorted(patches_by_class)},
+        # per subscription: machines, missing critical/security, stale, never assessed (the dashboard's chart)
+        "bySubscription": {s: {k: c[k] for k in ("machines", "missingCriticalOrSecurity", "stale", "neverAssessed")}
+                           for s, c in sorted(by_subscription.items())},
         "mostWidespreadMissingPatches": [
             {"patch": key, "classification": classification, "machines": n}
             for (key, classification), n in sorted(widespread.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

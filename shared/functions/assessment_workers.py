@@ -10,6 +10,7 @@ from shared.assessments.periodic import start_periodic_sweep
 from shared.composition import AppServices
 from shared.core.clock import utcnow
 from shared.core.messages import parse_discovery
+from shared.core.telemetry import traced
 from shared.functions.queue_input import parse_message
 from shared.runs.discovery import discover_page, fail_poisoned_page
 
@@ -21,6 +22,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.timer_trigger(schedule="%ASSESSMENT_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    @traced()
     def periodic_assessment(timer: func.TimerRequest) -> None:
         if timer.past_due:
             log.info("periodic assessment is late; it counts for the latest slot it missed")
@@ -28,6 +30,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%", connection="AzureWebJobsStorage")
+    @traced()
     def discovery_worker(msg: func.QueueMessage) -> None:
         page = parse_message(msg, parse_discovery, "discovery")
         if page:
@@ -36,6 +39,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISCOVERY_QUEUE%-poison", connection="AzureWebJobsStorage")
+    @traced()
     def discovery_poison(msg: func.QueueMessage) -> None:
         page = parse_message(msg, parse_discovery, "poisoned discovery")
         if page:

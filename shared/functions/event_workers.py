@@ -25,6 +25,7 @@ import azure.functions as func
 
 from shared.composition import AppServices
 from shared.core.messages import parse_delivery
+from shared.core.telemetry import traced
 from shared.events.delivery import deliver
 from shared.functions.queue_input import parse_message
 from shared.rollouts.prehook import fail_pre_hook, pre_hook
@@ -47,6 +48,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%", connection="AzureWebJobsStorage")
+    @traced()
     async def event_delivery(msg: func.QueueMessage) -> None:
         message = parse_message(msg, parse_delivery, "delivery")
         if message:
@@ -56,6 +58,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%-poison", connection="AzureWebJobsStorage")
+    @traced()
     def event_delivery_poison(msg: func.QueueMessage) -> None:
         message = parse_message(msg, parse_delivery, "poisoned delivery")
         if message and message["kind"] == "prehook":

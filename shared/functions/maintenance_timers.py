@@ -8,6 +8,7 @@ import azure.functions as func
 
 from shared.composition import AppServices
 from shared.core.clock import schedule_now, utcnow
+from shared.core.telemetry import traced
 from shared.maintenance.windows import open_due_windows
 from shared.runs.sweeper import sweep
 
@@ -19,6 +20,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    @traced()
     def sweeper(timer: func.TimerRequest) -> None:
         if timer.past_due:
             log.info("sweeper is running late; one sweep covers the missed ones")
@@ -27,6 +29,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.timer_trigger(schedule="%MAINTENANCE_SCHEDULE%", arg_name="timer", run_on_startup=False)
+    @traced()
     def maintenance_windows(timer: func.TimerRequest) -> None:
         """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
         svc = services.get()

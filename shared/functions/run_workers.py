@@ -8,6 +8,7 @@ import azure.functions as func
 
 from shared.composition import AppServices
 from shared.core.messages import parse_dispatch, parse_step
+from shared.core.telemetry import traced
 from shared.functions.queue_input import parse_message
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
@@ -20,6 +21,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
+    @traced()
     def dispatch_worker(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "dispatch")
         if parsed and parsed.advance:
@@ -30,6 +32,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
+    @traced()
     def operation_worker(msg: func.QueueMessage) -> None:
         step = parse_message(msg, parse_step, "step")
         if step:
@@ -39,6 +42,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
+    @traced()
     def operation_poison(msg: func.QueueMessage) -> None:
         step = parse_message(msg, parse_step, "poisoned step")
         if step:
@@ -48,6 +52,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
+    @traced()
     def dispatch_poison(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
         if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from datetime import timedelta
 
 import azure.functions as func
 
 from shared.composition import AppServices
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, utcnow, parse_iso
 from shared.core.errors import ApiError, ConflictError, ValidationError, quoted
-from shared.core.records import RunRecord
+from shared.core.records import RunRecord, MachineRecord
 from shared.core.settings import Settings, is_local_development
-from shared.core.states import RunStatus
+from shared.core.states import MachineState, RunStatus
 from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
 from shared.rollouts.controller import resume
@@ -21,6 +23,11 @@ from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
+# A machine's storage key (VmRef.key): subscription|resource group|vm name, lower case, no / \\ # ?
+MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f]{1,90}"
+                         r"\|[a-z0-9_.-]{1,64}")
+STATES = [s.value for s in MachineState]
+TIMELINE_BUCKETS = 60
 MAX_PAGE = 100
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
@@ -48,6 +55,44 @@ def accepted_run(req: func.HttpRequest, run: RunRecord, settings: Settings,
     view["status"] = view.get("status") or RunStatus.ACCEPTED.value
     location = absolute_url(req, f"/api/{collection}/{run.run_id}")
     return accepted(view, location, settings.run_retry_after_seconds)
+
+
+def run_summary(run: RunRecord, rows: list[MachineRecord]) -> dict[str, object]:
+    """`run_view` without machines, plus `states` (count per state, over all machines), `waves` (per wave,
+    count per state) and `timeline`: TIMELINE_BUCKETS intervals from the first start to the last finish
+    (or now), each `{"at": ISO start, "started": n, "finished": n}`."""
+    view = run_view(run, None)
+    states: Counter[str] = Counter()
+    waves: dict[str, Counter[str]] = {}
+    events: list[tuple[str, str]] = []
+    for row in rows:
+        state = str(row.get("state") or "Queued")
+        states[state] += 1
+        waves.setdefault(str(row.get("wave") if row.get("wave") is not None else 0), Counter())[state] += 1
+        if row.get("operationStartedAt"):
+            events.append(("started", str(row["operationStartedAt"])))
+        if row.get("completedAt"):
+            events.append(("finished", str(row["completedAt"])))
+    view["states"] = dict(states)
+    view["machineCount"] = len(rows) or view.get("machineCount")
+    view["waves"] = {w: dict(c) for w, c in sorted(waves.items(), key=lambda kv: int(kv[0]))}
+    view["timeline"] = _timeline(events)
+    if view.get("status") is None:
+        view["status"] = RunStatus.ACCEPTED.value
+    return view
+
+
+def _timeline(events: list[tuple[str, str]]) -> list[dict[str, object]]:
+    if not events:
+        return []
+    times = [parse_iso(t) for _, t in events]
+    first, last = min(times), max(times)
+    width = max((last - first) / TIMELINE_BUCKETS, timedelta(seconds=1))
+    counts = {"started": [0] * TIMELINE_BUCKETS, "finished": [0] * TIMELINE_BUCKETS}
+    for (kind, _), when in zip(events, times, strict=True):
+        counts[kind][min(int((when - first) / width), TIMELINE_BUCKETS - 1)] += 1
+    return [{"at": iso(first + i * width), "started": counts["started"][i], "finished": counts["finished"][i]}
+            for i in range(TIMELINE_BUCKETS)]
 
 
 def blueprint(services: AppServices) -> func.Blueprint:
@@ -127,6 +172,46 @@ def blueprint(services: AppServices) -> func.Blueprint:
         view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
                            else svc.store.list_patches(run_id, vm.key))
         return json_response(view)
+
+
+    @bp.route(route="runs/{runId}/machines", methods=["GET"])
+    @api_errors
+    def list_run_machines(req: func.HttpRequest) -> func.HttpResponse:
+        """`?state=Failed&top=1..100&continuationToken=…`: a page of the run's machines in key order (what
+        the dashboard shows at 10,000 machines); the token is the key of the previous page's last machine."""
+        svc = services.get()
+        run_id = run_id_param(req)
+        if svc.store.get_run(run_id) is None:
+            raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+        top = int_param(req, "top", 50, MAX_PAGE)
+        state = req.params.get("state") or None
+        if state is not None and state not in STATES:
+            raise ValidationError(f"state {quoted(state)} is not one of {', '.join(STATES)}", target="state")
+        token = req.params.get("continuationToken")
+        if token is not None and not MACHINE_KEY.fullmatch(token):
+            raise ValidationError(f"continuationToken {quoted(token)} is not one this API issued; follow nextLink",
+                                  target="continuationToken")
+        targets, next_key = svc.store.page_targets(run_id, top, state=state, after=token)
+        body: dict[str, object] = {"value": [machine_view(t) for t in targets]}
+        if next_key:
+            query = {"top": str(top), "continuationToken": next_key, **({"state": state} if state else {})}
+            body["nextLink"] = absolute_url(req, f"/api/runs/{run_id}/machines", query)
+        return json_response(body)
+
+
+    @bp.route(route="runs/{runId}/summary", methods=["GET"])
+    @api_errors
+    def get_run_summary(req: func.HttpRequest) -> func.HttpResponse:
+        """The run without its machines, with counts per state and per wave and a timeline (machines started
+        and finished per interval): a few columns of each machine are read, none is sent."""
+        svc = services.get()
+        run_id = run_id_param(req)
+        run = svc.store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+        rows = svc.store.list_targets(run_id, select=["state", "wave", "operationStartedAt", "completedAt"]) \
+            if run.get("dispatchedAt") else []
+        return json_response(run_summary(run, rows))
 
 
     def _rollout_run(req: func.HttpRequest) -> RunRecord:

@@ -49,6 +49,16 @@ from shared.core.ids import VmRef
 from shared.core.messages import StepMessage
 from shared.core.records import MachineRecord, RunSpec
 from shared.core.states import TERMINAL_STATES, MachineState
+from shared.core.telemetry import (
+    MACHINE_ID,
+    QUEUE_STEP,
+    RUN_ID,
+    annotate,
+    budget_wait,
+    machines_completed,
+    machines_failed,
+    machines_started,
+)
 from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
@@ -270,6 +280,7 @@ class MachineStep:
             "polls": 0,
             "attempts": 0,
         })
+        machines_started.add(1, {"patchpilot.operation": self.kind.action})
         return "started"
 
     def pending(self, outcome: Pending) -> str:
@@ -299,7 +310,10 @@ class MachineStep:
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
-        self._advance(retry_delay(retry, attempt, self.settings, self.rng), changes)
+        delay = retry_delay(retry, attempt, self.settings, self.rng)
+        self._advance(delay, changes)
+        if retry.kind == "throttled":
+            budget_wait.record(delay, {"patchpilot.phase": phase})
         return f"retry-{retry.kind}"
 
     @cached_property
@@ -382,6 +396,10 @@ class MachineStep:
             changes = {**changes, **record(self.svc, {**self.target, **changes}, state, result, self.run_id)}
         self._update({**changes, "state": state.value, "seq": self.target.seq + 1,
                       "completedAt": iso(utcnow())})
+        if state is MachineState.COMPLETED:
+            machines_completed.add(1, {"patchpilot.operation": self.kind.action})
+        elif state in (MachineState.FAILED, MachineState.TIMED_OUT):
+            machines_failed.add(1, {"patchpilot.operation": self.kind.action, "patchpilot.state": state.value})
         run_id = self.run_id
         emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
             "runId": run_id, "machine": self.vm.resource_id, "machineKind": self.vm.kind, "state": state.value,
@@ -404,14 +422,18 @@ class MachineStep:
 
 def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) -> str:
     """Process one step message. Safe to run twice: duplicates return 'stale' or lose the ETag race."""
+    annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
     target = svc.store.get_target(msg.run_id, msg.machine)
     if target is None:
         return "missing"
+    annotate({MACHINE_ID: str(target.get("resourceId") or "")})
     if target["state"] in TERMINAL_STATES:
         return "finished"
     if int(target["seq"]) != msg.seq:
         return "stale"
     step = MachineStep(target, svc, rng)
+    phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover"}.get(str(target["state"]))
+    annotate({QUEUE_STEP: phase or "poll"})
     try:
         if target["state"] == MachineState.QUEUED.value:
             return step.start()

@@ -334,6 +334,21 @@ class RunStore:
 
 
     # -- targets -------------------------------------------------------------------------------
+    def page_targets(self, run_id: str, top: int, *, state: str | None = None,
+                     after: str | None = None) -> tuple[list[MachineRecord], str | None]:
+        """One page of a run's machines in key order, `top` at a time, after the key `after` (the last of the
+        previous page), optionally only those in `state`. Returns the page and the `after` for the next one
+        (None at the end): a cursor the caller saw, as list_runs uses."""
+        query = "PartitionKey eq @run" + (" and RowKey gt @after" if after else "") + \
+            (" and state eq @state" if state else "")
+        parameters: dict[str, Any] = {"run": run_id, "after": after or "", "state": state or ""}
+        self.ops["pageTargets"] += 1
+        rows = [to_machine(e) for e in itertools.islice(
+            self.targets.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
+        more = len(rows) > top
+        page = rows[:top]
+        return page, (page[-1].key if more and page else None)
+
     def get_target(self, run_id: str, key: str) -> MachineRecord | None:
         """The machine with its ETag, for conditional updates."""
         self.ops["getTarget"] += 1

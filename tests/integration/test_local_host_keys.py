@@ -75,3 +75,16 @@ def test_code_query_client_follows_the_location_it_is_given(host: HostProcess, s
     final = follow(location, {})
     assert final.status_code == 200
     assert {m["state"] for m in final.json()["machines"]} == {"Completed"}
+
+
+def test_openapi_document_is_served_without_a_key_and_names_this_host(host: HostProcess) -> None:
+    from openapi_spec_validator import OpenAPIV2SpecValidator
+
+    assert requests.get(f"{host.base_url}/api/runs", timeout=10).status_code == 401
+    resp = requests.get(f"{host.base_url}/api/openapi.json", timeout=10)
+    assert resp.status_code == 200, resp.text
+    document = resp.json()
+    OpenAPIV2SpecValidator(document).validate()
+    assert document["host"] == urlsplit(host.base_url).netloc
+    assert document["schemes"] == ["http"]  # a loopback host keeps the request's scheme
+    assert KEY not in resp.text

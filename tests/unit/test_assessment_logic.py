@@ -189,3 +189,25 @@ def test_the_snapshot_patch_list_fits_a_table_property() -> None:
     assert len(facts["missingPatches"]) <= 30_000 and facts["missingPatchesTruncated"] is True
     assert json.loads(facts["missingPatches"])  # still valid JSON, with what fits
     assert patch_facts(long_titles[:3])["missingPatchesTruncated"] is False
+
+
+def test_compliance_report_by_subscription() -> None:
+    now = at("2026-11-20T12:00:00")
+    fresh, stale = "2026-11-20T03:00:00.000000Z", "2026-11-10T03:00:00.000000Z"
+    a, b = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"
+
+    def vm(sub: str, name: str) -> str:
+        return f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
+
+    rows = [
+        row(resourceId=vm(a, "1"), assessedAt=fresh, criticalAndSecurityPatchCount=2, otherPatchCount=0),
+        row(resourceId=vm(a.upper(), "2"), assessedAt=stale, criticalAndSecurityPatchCount=1, otherPatchCount=0),
+        row(resourceId=vm(b, "3"), assessedAt=fresh, criticalAndSecurityPatchCount=0, otherPatchCount=4),
+        row(resourceId=vm(b, "4")),
+    ]
+    report = compliance_report(rows, now=now, freshness_hours=36)
+    assert report["bySubscription"] == {
+        a: {"machines": 2, "missingCriticalOrSecurity": 2, "stale": 1, "neverAssessed": 0},
+        b: {"machines": 2, "missingCriticalOrSecurity": 0, "stale": 0, "neverAssessed": 1}}
+    per_sub = report["bySubscription"].values()
+    assert sum(s["missingCriticalOrSecurity"] for s in per_sub) == report["missingCriticalOrSecurity"]

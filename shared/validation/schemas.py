@@ -1,0 +1,215 @@
+"""JSON Schemas (the Swagger 2.0 subset: no oneOf/anyOf, one `type` per schema) of the request bodies,
+built from the validators' own field sets, enums, limits and patterns, so the OpenAPI document
+(shared/functions/openapi.py) cannot drift from what the API checks.
+
+A schema is at most as permissive as its validator for everything it can say: unknown fields
+(`additionalProperties: false`, as `reject_unknown`), required fields, types, enums, bounds, patterns.
+What Swagger 2.0 cannot say is left to the validator and told in `description`: the spellings
+accepted besides the API's own (`NeverReboot`, `Update Rollups`, any case: the enums list what is
+sent to ARM), `null` as "left out" (`x-nullable`), numeric ranges of durations, "selects nothing",
+cross-field rules. Each builder checks it covers exactly its validator's fields, so a field added to
+a validator and not here fails the first test that builds the document.
+
+Schemas carry `x-ms-summary` (a designer's label) and `x-ms-visibility` (`important` for what most
+callers set, `advanced` for the rest), the extensions Logic Apps custom connectors read
+(learn.microsoft.com/connectors/custom-connectors/openapi-extensions).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.validation import install_parameters as ip
+from shared.validation import rollout as ro
+from shared.validation.assessment_request import FIELDS as ASSESSMENT_FIELDS
+from shared.validation.durations import _DURATION
+from shared.validation.dynamic_scope import FILTER_FIELDS, KNOWN_TYPES
+from shared.validation.resource_ids import _GUID, _VM_ID
+from shared.validation.run_request import RUN_FIELDS
+from shared.validation.tags import MAX_NAME, MAX_TAGS, MAX_VALUE
+
+Schema = dict[str, Any]
+
+
+def ecma_pattern(compiled: re.Pattern[str]) -> str:
+    """A Python pattern the validator fullmatches, as an anchored pattern both Python's `re` (what
+    jsonschema uses) and ECMA 262 (what Swagger names) read alike: named groups lose their names."""
+    text = re.sub(r"\(\?P<\w+>", "(", compiled.pattern).replace(r"\Z", "$")
+    return f"^(?:{text})$"
+
+
+DURATION_PATTERN = ecma_pattern(_DURATION)
+VM_ID_PATTERN = ecma_pattern(_VM_ID)
+GUID_PATTERN = f"^{_GUID}$"
+COUNT_OR_PERCENT = r"^(?:[0-9]{1,7}|(?:100|[1-9][0-9]?)%)$"
+
+
+def _ui(schema: Schema, summary: str, *, important: bool = False) -> Schema:
+    return {**schema, "x-ms-summary": summary, "x-ms-visibility": "important" if important else "advanced"}
+
+
+def _covers(properties: Schema, fields: set[str], what: str) -> Schema:
+    if set(properties) != set(fields):
+        raise AssertionError(f"the {what} schema covers {sorted(properties)}, its validator {sorted(fields)}")
+    return properties
+
+
+def _strings(summary: str, *, item: Schema | None = None, max_items: int = ip.MAX_LIST_ITEMS) -> Schema:
+    return _ui({"type": "array", "maxItems": max_items, "x-nullable": True,
+                "items": item or {"type": "string", "minLength": 1, "maxLength": ip.MAX_TEXT}}, summary)
+
+
+def _enum_list(table: dict[str, str], summary: str) -> Schema:
+    values = sorted(set(table.values()))
+    return _strings(summary, item={"type": "string", "enum": values})
+
+
+def vm_id_schema() -> Schema:
+    return {"type": "string", "pattern": VM_ID_PATTERN, "x-ms-summary": "VM resource id",
+            "description": "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+                           "/providers/Microsoft.Compute/virtualMachines/{vmName}"}
+
+
+def install_parameters_schema() -> Schema:
+    """Azure's VirtualMachineInstallPatchesParameters (Compute 2025-04-01), as install_parameters.py takes it."""
+    kb = {"type": "string", "pattern": r"^(?:[Kk][Bb])?[0-9]{1,10}$"}
+    windows = _covers({
+        "classificationsToInclude": _enum_list(ip.WINDOWS_CLASSIFICATIONS, "Classifications to include"),
+        "kbNumbersToInclude": _strings("KB numbers to include", item=kb),
+        "kbNumbersToExclude": _strings("KB numbers to exclude", item=kb),
+        "excludeKbsRequiringReboot": _ui({"type": "boolean", "x-nullable": True}, "Exclude KBs requiring reboot"),
+        "maxPatchPublishDate": _ui({"type": "string", "format": "date-time", "x-nullable": True},
+                                   "Newest publish date to install"),
+        "patchNameMasksToInclude": _strings("Patch name masks to include"),
+        "patchNameMasksToExclude": _strings("Patch name masks to exclude"),
+    }, ip._WINDOWS_FIELDS, "windowsParameters")
+    linux = _covers({
+        "classificationsToInclude": _enum_list(ip.LINUX_CLASSIFICATIONS, "Classifications to include"),
+        "packageNameMasksToInclude": _strings("Package name masks to include"),
+        "packageNameMasksToExclude": _strings("Package name masks to exclude"),
+        "maintenanceRunId": _ui({"type": "string", "minLength": 1, "maxLength": ip.MAX_TEXT, "x-nullable": True},
+                                "Maintenance run id"),
+    }, ip._LINUX_FIELDS, "linuxParameters")
+    top = _covers({
+        "maximumDuration": _ui({"type": "string", "pattern": DURATION_PATTERN,
+                                "description": "ISO 8601 duration from PT30M to PT4H, e.g. PT2H"},
+                               "Maximum duration", important=True),
+        "rebootSetting": _ui({"type": "string", "enum": sorted(set(ip.REBOOT_SETTINGS.values())),
+                              "description": "Also accepted: NeverReboot, AlwaysReboot, any case"},
+                             "Reboot setting", important=True),
+        "windowsParameters": _ui({"type": "object", "additionalProperties": False, "properties": windows,
+                                  "x-nullable": True,
+                                  "description": "Select by classificationsToInclude, kbNumbersToInclude or "
+                                                 "patchNameMasksToInclude (at least one). Spellings from the "
+                                                 "portal and CLI (Update Rollups, Definition Updates) are "
+                                                 "accepted too."},
+                                 "Windows parameters", important=True),
+        "linuxParameters": _ui({"type": "object", "additionalProperties": False, "properties": linux,
+                                "x-nullable": True,
+                                "description": "Select by classificationsToInclude or packageNameMasksToInclude."},
+                               "Linux parameters", important=True),
+    }, ip._TOP_FIELDS, "installPatches")
+    return {"type": "object", "additionalProperties": False, "required": ["maximumDuration", "rebootSetting"],
+            "properties": top,
+            "description": "Azure's VirtualMachineInstallPatchesParameters; give windowsParameters and/or "
+                           "linuxParameters: each VM gets its own OS's part."}
+
+
+def _count(summary: str, description: str) -> Schema:
+    # No `type`: a whole number or a string "N%"; `minimum`/`maximum` bind numbers, `pattern` strings.
+    return _ui({"minimum": 0, "maximum": ro.MAX_COUNT, "pattern": COUNT_OR_PERCENT, "description": description},
+               summary)
+
+
+def _hook(timeout: bool) -> Schema:
+    props: Schema = {"url": {"type": "string", "format": "uri", "x-ms-summary": "URL",
+                             "description": "https URL PatchPilot POSTs to (signed)"}}
+    if timeout:
+        props["timeoutSeconds"] = {"type": "integer", "minimum": 1, "maximum": ro.MAX_HOOK_SECONDS, "default": 60,
+                                   "x-ms-summary": "Timeout (seconds)"}
+    return {"type": "object", "additionalProperties": False, "required": ["url"], "properties": props,
+            "x-nullable": True}
+
+
+def wave_schema() -> Schema:
+    props = _covers({
+        "name": {"type": "string", "maxLength": ro.MAX_WAVE_NAME, "x-ms-summary": "Wave name"},
+        "size": {"minimum": 1, "maximum": ro.MAX_COUNT, "pattern": r"^(?:[0-9]{1,7}|(?:100|[1-9][0-9]?)%|rest)$",
+                 "x-ms-summary": "Size", "description": "A number of machines, a percentage such as \"10%\", "
+                                                        "or \"rest\" (last wave only)"},
+        "machines": {"type": "array", "minItems": 1, "items": vm_id_schema(), "x-ms-summary": "Machines"},
+        "selector": {"type": "object", "additionalProperties": False, "minProperties": 1, "x-ms-summary": "Selector",
+                     "properties": {"subscriptions": {"type": "array",
+                                                      "items": {"type": "string", "pattern": GUID_PATTERN}},
+                                    "resourceGroups": {"type": "array",
+                                                       "items": {"type": "string", "minLength": 1,
+                                                                 "maxLength": 90}}}},
+    }, ro.WAVE_FIELDS, "wave")
+    return {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 2,
+            "properties": props, "description": "Exactly one of size, machines or selector, and an optional name"}
+
+
+def rollout_schema() -> Schema:
+    props = _covers({
+        "waves": _ui({"type": "array", "minItems": 1, "maxItems": ro.MAX_WAVES, "items": {"$ref": "#/definitions/Wave"},
+                      "x-nullable": True}, "Waves", important=True),
+        "soakTime": _ui({"type": "string", "pattern": DURATION_PATTERN, "x-nullable": True,
+                         "description": "ISO 8601 duration up to P30D between a finished wave and the next"},
+                        "Soak time"),
+        "maxConcurrency": _count("Max concurrency", "Operations in flight in the run: a number >= 1 or \"N%\""),
+        "maxConcurrencyPerSubscription": _count("Max concurrency per subscription",
+                                                "Operations in flight in one subscription: a number >= 1 or \"N%\""),
+        "maxFailures": _count("Max failures", "Failures after which nothing new starts: a number or \"N%\""),
+        "failureOn": _ui({"type": "array", "minItems": 1, "x-nullable": True,
+                          "items": {"type": "string", "enum": list(ro.FAILURES.values())}}, "Failure on"),
+        "approveAfterDays": _ui({"type": "integer", "minimum": 0, "maximum": 365, "x-nullable": True},
+                                "Approve after days"),
+        "preHook": _ui(_hook(True), "Pre hook"),
+        "postHook": _ui(_hook(False), "Post hook"),
+    }, ro.FIELDS, "rollout")
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "Waves, concurrency, an error budget and hooks (README, Safe rollouts)"}
+
+
+def run_request_schema(max_machines: int) -> Schema:
+    props = _covers({
+        "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
+                         "items": vm_id_schema()}, "Machines", important=True),
+        "installPatches": _ui({"$ref": "#/definitions/InstallPatchesParameters"}, "Install patches", important=True),
+        "rollout": _ui({"$ref": "#/definitions/Rollout"}, "Rollout"),
+    }, RUN_FIELDS, "run request")
+    return {"type": "object", "additionalProperties": False, "required": ["machines", "installPatches"],
+            "properties": props}
+
+
+def assessment_request_schema(max_machines: int) -> Schema:
+    scope = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGroups/[^/]{{1,90}})?/?$"}
+    props = _covers({
+        "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
+                         "items": vm_id_schema()}, "Machines", important=True),
+        "scopes": _ui({"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True, "items": scope},
+                      "Scopes", important=True),
+    }, ASSESSMENT_FIELDS, "assessment request")
+    return {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+            "properties": props, "description": "Exactly one of machines or scopes"}
+
+
+def tags_schema() -> Schema:
+    return {"type": "object", "maxProperties": MAX_TAGS, "x-nullable": True,
+            "additionalProperties": {"type": "string", "maxLength": MAX_VALUE},
+            "description": f"ARM tags: names up to {MAX_NAME} characters without < > % & \\ ? /"}
+
+
+def dynamic_scope_filter_schema() -> Schema:
+    names = {"type": "array", "x-nullable": True, "items": {"type": "string", "minLength": 1}}
+    props = _covers({
+        "resourceTypes": {**names, "items": {"type": "string", "enum": sorted(KNOWN_TYPES.values())}},
+        "resourceGroups": names,
+        "osTypes": {**names, "items": {"type": "string", "enum": ["Linux", "Windows"]}},
+        "locations": names,
+        "tagSettings": {"type": "object", "additionalProperties": False, "x-nullable": True, "properties": {
+            "tags": {"type": "object", "additionalProperties": names},
+            "filterOperator": {"type": "string", "enum": ["All", "Any"]}}},
+    }, FILTER_FIELDS, "filter")
+    return {"type": "object", "additionalProperties": False, "properties": props, "x-nullable": True}

@@ -1,0 +1,131 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against the local host, Azurite and
+the simulator: the pages load without console errors, a run started through the API shows up and reaches its
+final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
+The run page's screenshot is the README's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
+
+Chromium comes from `apt-get install chromium` (.ci/run installs it); Playwright's own browser download is not
+used. Without /usr/bin/chromium the test fails, saying so: CI must run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import DEV_TOKEN
+from tests.integration.local_host_process import HostProcess
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+KEY = "dashboard-test-key"
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
+FINISHED = {"Succeeded", "CompletedWithErrors", "CompletedWithWarnings", "Failed", "Halted", "Canceled"}
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(vms=4, subscriptions=2, seed=7, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1)
+
+
+@pytest.fixture
+def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
+    proc = HostProcess({**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}, tmp_path / "host.log").wait_ready()
+    yield proc
+    proc.stop()
+
+
+def call(host: HostProcess, method: str, path: str, body: Any = None) -> requests.Response:
+    return requests.request(method, f"{host.base_url}/api/{path}", json=body, headers={"x-functions-key": KEY},
+                            timeout=30)
+
+
+def wait_done(host: HostProcess, path: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = call(host, "GET", path)
+        if resp.status_code == 200:
+            return resp.json()  # type: ignore[no-any-return]
+        assert resp.status_code == 202 and time.monotonic() < deadline, resp.text
+        time.sleep(0.5)
+
+
+def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+
+    vms = simulator.vm_ids()
+    assessment = call(host, "POST", "assessments", {"machines": vms})
+    assert assessment.status_code == 202, assessment.text
+    wait_done(host, f"assessments/{assessment.json()['id']}")
+    config = {"location": "westeurope", "properties": {
+        "maintenanceScope": "InGuestPatch",
+        "maintenanceWindow": {"startDateTime": "2026-01-01 22:00", "duration": "03:55",
+                              "timeZone": "W. Europe Standard Time", "recurEvery": "Month Second Tuesday"},
+        "installPatches": {"windowsParameters": {"classificationsToInclude": ["Critical"]}}}}
+    assert call(host, "PUT", "maintenance-configurations/patch-tuesday", config).status_code in (200, 201)
+    stopped = vms[0]
+    simulator.set_power(stopped, "deallocated")
+    started = call(host, "POST", "runs", {"machines": vms, "installPatches": INSTALL})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{host.base_url}/api/dashboard?code={KEY}")
+        assert "code=" not in page.url, (errors, page.content()[:3000])  # the key leaves the address bar
+
+        page.locator(f'tr[data-run="{run_id}"] a').click(timeout=15_000)
+        page.wait_for_function("s => s.includes(document.getElementById('run-status')?.textContent)",
+                               arg=sorted(FINISHED), timeout=60_000)
+        final = call(host, "GET", f"runs/{run_id}").json()
+        assert page.locator("#run-status").inner_text() == final["status"]
+        failed = next(m for m in final["machines"] if m["id"].lower() == stopped.lower())
+        assert failed["state"] == "Failed"
+        row = page.locator(f'tr[data-machine="{failed["id"]}"]')
+        row.wait_for(timeout=10_000)  # the filter starts on Failed
+        assert row.locator(".state").inner_text() == "Failed"
+        assert failed["error"]["message"] in row.locator(".error").inner_text()
+        for state, count in final["states"].items():
+            assert page.locator(f'#state-counts [data-state="{state}"] b').inner_text() == str(count)
+        row.get_by_role("button", name="Patches").click()
+        detail = page.locator("#machine-detail .request-id")
+        detail.first.wait_for(timeout=10_000)
+        shown_ids = " ".join(detail.all_inner_texts())
+        assert failed["armCalls"] and all(c["requestId"] in shown_ids for c in failed["armCalls"])
+        # UPDATE_SCREENSHOT=1 refreshes the README's picture; otherwise it goes to the test's own directory
+        shot = ROOT / "docs" / "dashboard.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+
+        assert "null" not in page.inner_text("#main")
+        page.goto(f"{host.base_url}/api/dashboard#/compliance")
+        page.locator("#by-subscription").wait_for(timeout=15_000)
+        report = call(host, "GET", "compliance?top=10").json()
+        assert report["bySubscription"], report
+        for sub, counts in report["bySubscription"].items():
+            for metric in ("missingCriticalOrSecurity", "stale"):
+                shown = page.locator(f'#by-subscription text[data-row="{sub}"][data-metric="{metric}"]')
+                assert shown.text_content() == str(counts[metric]), (sub, metric)
+        for name in ("machines", "assessed", "missingCriticalOrSecurity"):
+            assert page.locator(f'#compliance-counts [data-count="{name}"] b').inner_text() == str(report[name])
+
+        page.goto(f"{host.base_url}/api/dashboard#/maintenance")
+        page.wait_for_selector('section[data-config="patch-tuesday"] table, #load-error', timeout=15_000)
+        assert page.locator("#load-error").count() == 0, page.locator("#load-error").inner_text()
+        browser.close()
+    assert errors == [], errors

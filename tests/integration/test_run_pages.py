@@ -1,0 +1,67 @@
+"""The dashboard's reads: a run's machines page by page (filtered by state, the cursor checked), and the run's
+summary (counts per state and wave, a timeline) without its machines. In-process, against Azurite and the
+simulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import azure.functions as func
+
+from shared.runs.services import Services
+from tests.app import runs_api
+from tests.integration.queue_pump import QueuePump
+from tests.integration.test_machine_worker import finished, run_view, start
+from tools.azure_simulator import Simulator
+
+
+def get(fn: Any, run_id: str, **params: str) -> tuple[int, dict[str, Any]]:
+    req = func.HttpRequest("GET", "http://127.0.0.1:7071/api/runs/x", body=b"", params=params,
+                           route_params={"runId": run_id})
+    resp = fn(req)
+    return resp.status_code, json.loads(resp.get_body())
+
+
+def test_machines_page_by_page_and_summary(services: Services, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()[:7]
+    simulator.set_power(vms[0], "deallocated")
+    simulator.set_power(vms[1], "deallocated")
+    run_id = start(vms)
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
+    whole = run_view(run_id)
+
+    seen: list[str] = []
+    params = {"top": "3"}
+    while True:
+        status, page = get(runs_api.list_run_machines, run_id, **params)
+        assert status == 200 and len(page["value"]) <= 3
+        seen += [m["id"] for m in page["value"]]
+        if "nextLink" not in page:
+            break
+        params = {k: v[0] for k, v in parse_qs(urlsplit(page["nextLink"]).query).items()}
+    assert sorted(seen) == sorted(m["id"] for m in whole["machines"])  # every machine once
+
+    status, failed = get(runs_api.list_run_machines, run_id, state="Failed")
+    assert status == 200
+    assert {m["id"].lower() for m in failed["value"]} == {vms[0].lower(), vms[1].lower()}
+    assert all(m["error"]["code"] for m in failed["value"])
+
+    status, summary = get(runs_api.get_run_summary, run_id)
+    assert status == 200 and "machines" not in summary
+    assert summary["status"] == whole["status"] and summary["states"] == whole["states"]
+    assert summary["waves"] == {"0": whole["states"]}
+    assert sum(b["started"] for b in summary["timeline"]) == 5  # the two deallocated VMs never started
+    assert sum(b["finished"] for b in summary["timeline"]) == 7
+
+
+def test_bad_paging_parameters_are_400s(services: Services, simulator: Simulator) -> None:
+    run_id = start(simulator.vm_ids()[:1])
+    for params in ({"state": "Exploded"}, {"top": "0"}, {"top": "101"},
+                   {"continuationToken": "x' or PartitionKey ne '"}, {"continuationToken": "a|b|c\n"}):
+        status, body = get(runs_api.list_run_machines, run_id, **params)
+        assert status == 400, params
+        assert body["error"]["target"] in params
+    status, _ = get(runs_api.list_run_machines, "00000000000-00000000")
+    assert status == 404
