@@ -57,6 +57,13 @@ VM_PARAMS = [
     _param("resourceGroupName", "path", "Resource group", "The VM's resource group"),
     _param("vmName", "path", "VM name", "The VM's name"),
 ]
+ARC_PATH = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+            "/providers/Microsoft.HybridCompute/machines/{machineName}")
+ARC_PARAMS = [
+    _param("subscriptionId", "path", "Subscription id", "The Arc machine's subscription (GUID)"),
+    _param("resourceGroupName", "path", "Resource group", "The Arc machine's resource group"),
+    _param("machineName", "path", "Machine name", "The Arc-enabled server's name"),
+]
 IDEMPOTENCY = _param("Idempotency-Key", "header", "Idempotency key",
                      "The same key with an equivalent body returns the first run; a different body is a 409",
                      maxLength=128)
@@ -102,6 +109,9 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
     ("get", "/runs/{runId}/machines/" + VM_PATH, "get_run_machine", "Runs_GetMachine", "Get a run's machine",
      "One machine of a run with every PatchInstallationDetail and the x-ms-request-id of each ARM call.",
      [RUN_ID, *VM_PARAMS], _ok("Machine", "The machine"), False),
+    ("get", "/runs/{runId}/machines/" + ARC_PATH, "get_run_arc_machine", "Runs_GetArcMachine",
+     "Get a run's Arc machine", "One Azure Arc-enabled server of a run, by its own resource id.",
+     [RUN_ID, *ARC_PARAMS], _ok("Machine", "The machine"), False),
     ("post", "/runs/{runId}/cancel", "cancel_run", "Runs_Cancel", "Cancel a rollout",
      "Nothing new starts; started machines are followed to their end; the run ends Canceled.",
      [RUN_ID], _lro("Run", "The run"), True),
@@ -127,6 +137,12 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
      "Get a machine's assessment", "Its snapshot, the latest assessment with every available patch, its history.",
      [*VM_PARAMS, _param("history", "query", "History", "How many past assessments", kind="integer", minimum=1,
                          maximum=100, default=20)],
+     _ok("MachineAssessment", "The machine's assessment"), False),
+    ("get", "/machines/" + ARC_PATH + "/assessment", "get_arc_machine_assessment", "Machines_GetArcAssessment",
+     "Get an Arc machine's assessment", "Its snapshot, the latest assessment (counts per classification: "
+     "HybridCompute lists no patches), its history.",
+     [*ARC_PARAMS, _param("history", "query", "History", "How many past assessments", kind="integer", minimum=1,
+                          maximum=100, default=20)],
      _ok("MachineAssessment", "The machine's assessment"), False),
     ("put", "/maintenance-configurations/{name}", "put_configuration", "MaintenanceConfigurations_CreateOrUpdate",
      "Create or replace a maintenance configuration",

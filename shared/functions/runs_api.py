@@ -9,9 +9,9 @@ from datetime import timedelta
 import azure.functions as func
 
 from shared.composition import AppServices
-from shared.core.clock import iso, utcnow, parse_iso
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ApiError, ConflictError, ValidationError, quoted
-from shared.core.records import RunRecord, MachineRecord
+from shared.core.records import MachineRecord, RunRecord
 from shared.core.settings import Settings, is_local_development
 from shared.core.states import MachineState, RunStatus
 from shared.http.request_params import int_param
