@@ -39,6 +39,7 @@ from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
 from shared.runs.messages import StepMessage
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
+from shared.runs.pacing import GET, POLL, START, paced_delay, record_call
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_vm_id
@@ -53,8 +54,10 @@ EVENT_ERROR_CHARS = 16_000
 class MachineStep:
     """Carries one target through one step; `result` says what happened (for logs and tests)."""
 
-    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None) -> None:
+    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None,
+                 held: bool = False) -> None:
         self.target = target
+        self.held = held  # this step's ARM budget was reserved when its message was sent (shared/runs/pacing.py)
         self.svc = svc
         self.settings = svc.settings
         self.rng = rng
@@ -77,6 +80,8 @@ class MachineStep:
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
         if not os_type:
+            if (wait := paced_delay(self.svc, self.vm, GET)) is not None:
+                return self.paced(wait, held=False)
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
             except ArmConnectionError as exc:
@@ -94,6 +99,9 @@ class MachineStep:
             body, refused = hook(self, spec, body, os_type)
             if refused:
                 return refused
+        # Budget before the claim: a step that must wait goes back to the queue still Queued.
+        if (wait := paced_delay(self.svc, self.vm, START, held=self.held)) is not None:
+            return self.paced(wait, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
@@ -111,6 +119,8 @@ class MachineStep:
     def poll(self) -> str:
         if self._past_deadline():
             return self.time_out()
+        if (wait := paced_delay(self.svc, self.vm, POLL, held=self.held)) is not None:
+            return self.paced(wait)
         try:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
         except UntrustedEndpointError as exc:
@@ -179,6 +189,11 @@ class MachineStep:
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
         return "pending"
 
+    def paced(self, wait: int, *, held: bool = True, **changes: Any) -> str:
+        """No ARM budget now: come back after `wait` seconds, with the tokens reserved for then."""
+        self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1}, held=held)
+        return "paced"
+
     def retry(self, retry: Retry, *, phase: str) -> str:
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
@@ -235,6 +250,7 @@ class MachineStep:
             self._record(op, None, None)
             raise
         self._record(op, resp.status, resp.request_id)
+        record_call(self.svc, self.vm, op, resp)  # ARM's remaining-* headers and 429s move the shared budget
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:
@@ -247,12 +263,12 @@ class MachineStep:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
         self.target = self.svc.store.update_target(self.target, changes)
 
-    def _advance(self, delay: int, changes: dict[str, Any]) -> None:
+    def _advance(self, delay: int, changes: dict[str, Any], *, held: bool = False) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race."""
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.svc.send_step(self.run_id, self.target.key, seq, delay)
+        self.svc.send_step(self.run_id, self.target.key, seq, delay, held=held)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> str:
@@ -290,7 +306,7 @@ def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) 
         return "finished"
     if int(target["seq"]) != msg.seq:
         return "stale"
-    step = MachineStep(target, svc, rng)
+    step = MachineStep(target, svc, rng, held=msg.held)
     try:
         if target["state"] == MachineState.QUEUED.value:
             return step.start()

@@ -20,6 +20,7 @@ class StepMessage:
     run_id: str
     machine: str
     seq: int
+    held: bool = False  # its ARM budget was reserved when it was sent: call without reserving again
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def parse_step(body: str) -> StepMessage:
         raise BadMessageError(f"bad machine {machine!r}")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadMessageError(f"bad seq {seq!r}")
-    return StepMessage(str(data["runId"]), machine, seq)
+    return StepMessage(str(data["runId"]), machine, seq, data.get("held") is True)
 
 
 def parse_dispatch(body: str) -> DispatchMessage:
