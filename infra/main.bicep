@@ -59,7 +59,7 @@ param assessmentFreshnessHours int = 36
 param maxMachinesPerRun int = 1000
 
 @description('Floor (seconds) between polls of a VM operation; 60 keeps 1,000 VMs under ARM\'s read rate limit.')
-param pollMinSeconds int = 60
+param pollMinSeconds int = 0
 
 @minValue(1)
 @description('Retry-After (seconds) on 202 answers for unfinished runs.')

@@ -34,12 +34,18 @@ SLACK_TOKENS = 2  # a header must show this many tokens fewer than we account be
 @dataclass(frozen=True)
 class Bucket:
     """`burst` tokens, refilled at `rate` tokens per second; `share` of ARM's bucket it stands for
-    (polls: POLL_READ_SHARE of the reads, so a header's remaining count is scaled by it)."""
+    (polls: POLL_READ_PERCENT of the reads, so a header's remaining count is scaled by it).
+
+    `late` seconds: how late a reserved token may be spent. A queue delivers a delayed message late, and
+    tokens spent late can pile up where ARM's bucket has no room; keeping `rate·late` tokens of the burst
+    back makes any schedule we grant, spent up to `late` seconds late, still fit ARM's bucket: a window of
+    w seconds holds the tokens due in w + late seconds, at most (burst - rate·late) + rate·(w + late)."""
 
     name: str
     burst: float
     rate: float
     share: float = 1.0
+    late: float = 0.0
 
     @property
     def interval(self) -> float:
@@ -47,7 +53,8 @@ class Bucket:
 
     @property
     def tolerance(self) -> float:
-        return self.burst * self.interval
+        """How far ahead of now `tat` may run: the burst we grant (at least one token) in seconds."""
+        return max(1.0, self.burst - self.rate * self.late) * self.interval
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ class MachineStep:
     """Carries one target through one step; `result` says what happened (for logs and tests)."""
 
     def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None,
-                 held: bool = False) -> None:
+                 held: float | None = None) -> None:
         self.target = target
-        self.held = held  # this step's ARM budget was reserved when its message was sent (shared/runs/pacing.py)
+        self.held = held  # when this step's reserved ARM budget is due (shared/runs/pacing.py), if it has one
         self.svc = svc
         self.settings = svc.settings
         self.rng = rng
@@ -191,7 +191,8 @@ class MachineStep:
 
     def paced(self, wait: int, *, held: bool = True, **changes: Any) -> str:
         """No ARM budget now: come back after `wait` seconds, with the tokens reserved for then."""
-        self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1}, held=held)
+        self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
+                      held=self.now.timestamp() + wait if held else None)
         return "paced"
 
     def retry(self, retry: Retry, *, phase: str) -> str:
@@ -263,7 +264,7 @@ class MachineStep:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
         self.target = self.svc.store.update_target(self.target, changes)
 
-    def _advance(self, delay: int, changes: dict[str, Any], *, held: bool = False) -> None:
+    def _advance(self, delay: int, changes: dict[str, Any], *, held: float | None = None) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race."""
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)

@@ -20,7 +20,9 @@ class StepMessage:
     run_id: str
     machine: str
     seq: int
-    held: bool = False  # its ARM budget was reserved when it was sent: call without reserving again
+    # Epoch seconds its ARM budget was reserved for when it was sent: call without reserving again
+    # (shared/runs/pacing.py); None: reserve first.
+    held: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ def parse_step(body: str) -> StepMessage:
         raise BadMessageError(f"bad machine {machine!r}")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadMessageError(f"bad seq {seq!r}")
-    return StepMessage(str(data["runId"]), machine, seq, data.get("held") is True)
+    held = data.get("held")
+    if held is not None and (not isinstance(held, int | float) or isinstance(held, bool) or held < 0):
+        raise BadMessageError(f"bad held {held!r}")
+    return StepMessage(str(data["runId"]), machine, seq, None if held is None else float(held))
 
 
 def parse_dispatch(body: str) -> DispatchMessage:

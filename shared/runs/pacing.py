@@ -32,22 +32,26 @@ if TYPE_CHECKING:
     from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
+# A held step that arrives later than this after its slot reserves again: spending many late tokens at once
+# could exceed ARM's bucket while it is saturated; up to this lateness the buckets' margin absorbs it (Bucket.late).
+LATE_SECONDS = 1.0
 MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
 START = (GUEST_PATCH, WRITES)
 GET = (READS,)
 POLL = (POLLS,)
-GO_WITHIN = 0.05  # seconds: a wait this short is no wait (queue delays are whole seconds)
 
 
 def buckets_from(settings: Settings) -> dict[str, Bucket]:
     """The four buckets with the settings' limits (defaults: Azure's)."""
     share = settings.poll_read_percent / 100
+    late = LATE_SECONDS
     return {
-        GUEST_PATCH: Bucket(GUEST_PATCH, settings.guest_patch_burst, settings.guest_patch_per_minute / 60),
-        WRITES: Bucket(WRITES, settings.arm_write_burst, settings.arm_writes_per_second),
+        GUEST_PATCH: Bucket(GUEST_PATCH, settings.guest_patch_burst, settings.guest_patch_per_minute / 60, 1, late),
+        WRITES: Bucket(WRITES, settings.arm_write_burst, settings.arm_writes_per_second, 1, late),
         READS: Bucket(READS, max(1.0, settings.arm_read_burst * (1 - share)),
-                      settings.arm_reads_per_second * (1 - share), 1 - share),
-        POLLS: Bucket(POLLS, max(1.0, settings.arm_read_burst * share), settings.arm_reads_per_second * share, share),
+                      settings.arm_reads_per_second * (1 - share), 1 - share, late),
+        POLLS: Bucket(POLLS, max(1.0, settings.arm_read_burst * share), settings.arm_reads_per_second * share,
+                      share, late),
     }
 
 
@@ -103,8 +107,8 @@ class Pacer:
                 decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:
         rows = self.store.cached(subscription, names)
         for _ in range(MAX_ATTEMPTS):
-            if rows is None:
-                rows = self.store.read(subscription, names)
+            if rows is None:  # one query reads (and caches) all of the subscription's buckets
+                rows = self.store.read(subscription, list(self.buckets))
             now = self.clock()
             new, wait = decide(rows, now)
             if not new:
@@ -118,16 +122,14 @@ class Pacer:
                                      f"{MAX_ATTEMPTS} attempts; the queue will retry this step")
 
 
-def paced_delay(svc: Services, vm: VmRef, names: tuple[str, ...], *, held: bool = False) -> int | None:
+def paced_delay(svc: Services, vm: VmRef, names: tuple[str, ...], *, held: float | None = None) -> int | None:
     """Reserve the budget for one call on `vm`: None to call now, else whole seconds to wait (the tokens
-    are then held for that time). A held start still takes its write token (a dispatcher holds only the
-    guest-patch one); a held poll takes nothing."""
-    if held:
-        names = tuple(n for n in names if n == WRITES)
-        if not names:
-            return None
+    are then held for that time). `held`: the epoch second this step's tokens were reserved for; they
+    are spent now unless the step comes more than LATE_SECONDS after it."""
+    if held is not None and svc.pacer.clock() - held <= LATE_SECONDS:
+        return None
     wait = svc.pacer.reserve(vm.subscription_id, names)
-    return None if wait <= GO_WITHIN else math.ceil(wait)
+    return None if wait <= 0 else math.ceil(wait)
 
 
 def record_call(svc: Services, vm: VmRef, op: str, resp: ArmResponse) -> None:

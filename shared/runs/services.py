@@ -82,11 +82,13 @@ class Services:
     def dispatch_queue(self) -> QueueClient:
         return self.account.queue(self.settings.dispatch_queue)
 
-    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *, held: bool = False) -> None:
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: float | None = None) -> None:
         """A delayed message is how we wait: the function returns, the queue brings us back later.
-        `held`: the step's ARM budget is already reserved for when it arrives (shared/runs/pacing.py)."""
+        `held`: epoch seconds the step's ARM budget is reserved for (shared/runs/pacing.py)."""
         self._send(self.operations_queue, "operations",
-                   {"runId": run_id, "machine": machine, "seq": seq, **({"held": True} if held else {})},
+                   {"runId": run_id, "machine": machine, "seq": seq,
+                    **({} if held is None else {"held": round(held, 3)})},
                    delay_seconds)
 
     @cached_property

@@ -53,6 +53,9 @@ NOT_SET_IN_AZURE = {
     "EVENT_READ_TIMEOUT_SECONDS": "delivery tuning knob: read timeout for events and post-run hooks",
     "SCHEDULE_CLOCK_ORIGIN": "compressed clock for the simulator only; settings.py refuses it for real ARM",
     "SCHEDULE_CLOCK_SCALE": "compressed clock for the simulator only; settings.py refuses it for real ARM",
+    **dict.fromkeys(("GUEST_PATCH_BURST", "GUEST_PATCH_PER_MINUTE", "ARM_WRITE_BURST", "ARM_WRITES_PER_SECOND",
+                     "ARM_READ_BURST", "ARM_READS_PER_SECOND"), "ARM budget: the code default is Azure's limit"),
+    "POLL_READ_PERCENT": "pacing tuning knob: share of the read budget polling may use",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.

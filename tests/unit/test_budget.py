@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 from shared.runs.budget import (
     GUEST_PATCH,
@@ -112,3 +113,25 @@ def test_headers_are_read_by_bucket() -> None:
     })
     assert found == {READS: 249.0, POLLS: 249.0, GUEST_PATCH: 599.0}
     assert remaining_by_bucket({}) == {}
+
+
+def test_tokens_spent_up_to_late_seconds_late_still_fit_arms_bucket() -> None:
+    bucket = Bucket(GUEST_PATCH, 6, 2.0, late=1.0)
+    _, sent = spend(bucket, 0.0, 30)
+    rng = random.Random(7)
+    spent = sorted(t + rng.uniform(0, bucket.late) for t in sent)  # each delivered up to a second late
+    assert ok_for_token_bucket(spent, burst=6, rate=2.0)
+    assert not ok_for_token_bucket(sorted(t + rng.uniform(0, 1.0) for t in spend(Bucket(GUEST_PATCH, 6, 2.0),
+                                                                                   0.0, 30)[1]), burst=6, rate=2.0)
+
+
+def ok_for_token_bucket(times: list[float], *, burst: float, rate: float) -> bool:
+    """Would ARM's token bucket (full at the start) have taken every call at these times?"""
+    level, last = burst, times[0]
+    for t in times:
+        level = min(burst, level + (t - last) * rate)
+        last = t
+        if level < 1 - 1e-9:
+            return False
+        level -= 1
+    return True

@@ -1,0 +1,129 @@
+"""Pacing against the shared ARM budget, with Azurite and the simulator enforcing a small guest-patch bucket.
+
+Two "hosts" (two Services, each with its own budget cache and ARM session) take messages from the same queue,
+and every message is delivered twice; the simulator refuses any installPatches over its bucket with a 429.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from shared.composition import build_services
+from shared.core.settings import Settings
+from shared.runs.machine_worker import run_step
+from shared.runs.messages import parse_step
+from shared.runs.services import Services
+from tests.integration.conftest import DEV_TOKEN
+from tests.integration.queue_pump import QueuePump
+from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+BURST, PER_MINUTE = 3, 120  # the simulator's and the app's guest-patch bucket: 3 at once, then 2 per second
+VMS = 14
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(vms=VMS, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1, patch_ops_per_sub_burst=BURST,
+                           patch_ops_per_sub_per_min=PER_MINUTE)
+
+
+def paced_services() -> Services:
+    return reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE))
+
+
+def second_host(svc: Services, stop: threading.Event) -> threading.Thread:
+    """Another instance: its own Services, taking step messages from the same queue, each one twice."""
+    other = build_services(Settings.from_env())
+    queue = other.operations_queue
+
+    def work() -> None:
+        while not stop.is_set():
+            got = False
+            for msg in queue.receive_messages(messages_per_page=8, visibility_timeout=60, max_messages=8):
+                got = True
+                step = parse_step(msg.content)
+                for _ in range(2):
+                    run_step(step, other)
+                queue.delete_message(msg)
+            if not got:
+                stop.wait(0.1)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def window_counts(starts: list[list[int]]) -> list[tuple[int, int]]:
+    """(seconds wide, operations started) for every window of whole seconds."""
+    per = dict((int(s), int(n)) for s, n in starts)
+    seconds = sorted(per)
+    return [(b - a + 1, sum(per.get(s, 0) for s in range(a, b + 1))) for a in seconds for b in seconds if b >= a]
+
+
+def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: Services,
+                                                                       simulator: Simulator) -> None:
+    svc = paced_services()
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    stop = threading.Event()
+    other = second_host(svc, stop)
+    try:
+        QueuePump(svc, duplicate=True).run_until(lambda: finished(run_id), timeout=60)
+    finally:
+        stop.set()
+        other.join(timeout=10)
+    calls: dict[str, Any] = simulator.calls()
+    assert calls["throttledByBucket"]["computeGuestPatchSubscription"] == 0
+    assert calls["throttledByBucket"]["computeGuestPatchVm"] == 0
+    assert all(calls["byVm"][vm.lower()]["installPatchesAccepted"] == 1 for vm in vms)
+    assert all(calls["byVm"][vm.lower()]["installPatches"] == 1 for vm in vms)  # no POST ever refused
+    (starts,) = calls["operationStartsPerSecond"].values()
+    for width, started in window_counts(starts):
+        assert started <= BURST + PER_MINUTE / 60 * width, (width, started, starts)
+    view = run_view(run_id)
+    assert [m["state"] for m in view["machines"]] == ["Completed"] * VMS
+    # Some steps found no budget and waited for it, holding their tokens, rather than calling.
+    paced = [svc.store.get_target(run_id, _key(vm)) for vm in vms]
+    assert sum(int((t or {}).get("paced") or 0) for t in paced) > 0
+
+
+def test_a_429_only_delays_and_moves_the_budget(services: Services, simulator: Simulator) -> None:
+    svc = reconfigure(MAX_TRANSIENT_RETRIES="1")  # the old rule would have failed after 4 throttles
+    simulator.set_faults(throttle_rate=1.0, throttle_retry_after=1)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(svc)
+    pump.pump_once(only="dispatch")
+
+    def throttles() -> int:
+        target = svc.store.get_target(run_id, _key(vm))
+        return int((target or {}).get("throttles") or 0)
+    pump.run_until(lambda: throttles() >= 5, timeout=30)
+    target = svc.store.get_target(run_id, _key(vm))
+    assert target is not None and target["state"] == "Queued" and target["throttles"] >= 5
+    row = svc.pacer.store.read(vm.split("/")[2], ["reads"])["reads"]
+    assert row.tat > 0 and row.etag is not None  # the 429s (on the VM's GET) moved the shared read budget
+    simulator.set_faults(throttle_rate=0.0)
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert run_view(run_id)["machines"][0]["state"] == "Completed"
+
+
+def _key(vm_id: str) -> str:
+    parts = vm_id.split("/")
+    return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
+
+
+def test_budget_rows_are_one_per_subscription_and_bucket(services: Services, simulator: Simulator) -> None:
+    svc = paced_services()
+    run_id = start(simulator.vm_ids()[:2])
+    QueuePump(svc).run_until(lambda: finished(run_id), timeout=30)
+    rows = list(svc.store.runs.query_entities("PartitionKey eq @pk", parameters={"pk": "budget"}))
+    sub = simulator.vm_ids()[0].split("/")[2].lower()
+    assert sorted(r["RowKey"] for r in rows) == sorted(f"{sub}|{b}" for b in ("guestPatch", "writes", "polls",
+                                                                                "reads"))
+    ops = svc.pacer.store.ops  # one instance alone: it reads a budget once, then writes from what it saw
+    assert ops["budgetRead"] <= 1 + ops["budgetConflict"] and ops["budgetWrite"] >= 6
