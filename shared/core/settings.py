@@ -128,6 +128,7 @@ class Settings:
     arm_read_burst: int = 250
     arm_reads_per_second: int = 25
     poll_read_percent: int = 50
+    pacing_late_seconds: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -188,6 +189,7 @@ class Settings:
             arm_read_burst=_int("ARM_READ_BURST", 250, minimum=2),
             arm_reads_per_second=_int("ARM_READS_PER_SECOND", 25, minimum=1),
             poll_read_percent=_int("POLL_READ_PERCENT", 50, minimum=1, maximum=99),
+            pacing_late_seconds=_int("PACING_LATE_SECONDS", 5),
             **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 

@@ -55,9 +55,9 @@ class MachineStep:
     """Carries one target through one step; `result` says what happened (for logs and tests)."""
 
     def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None,
-                 held: float | None = None) -> None:
+                 held: tuple[str, ...] = ()) -> None:
         self.target = target
-        self.held = held  # when this step's reserved ARM budget is due (shared/runs/pacing.py), if it has one
+        self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
         self.svc = svc
         self.settings = svc.settings
         self.rng = rng
@@ -80,8 +80,9 @@ class MachineStep:
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
         if not os_type:
-            if (wait := paced_delay(self.svc, self.vm, GET)) is not None:
-                return self.paced(wait, held=False)
+            if (wait := paced_delay(self.svc, self.vm, GET, self.held)) is not None:
+                return self.paced(wait, GET)
+            self.held -= set(GET)  # spent on this call
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), "getVm")
             except ArmConnectionError as exc:
@@ -100,8 +101,8 @@ class MachineStep:
             if refused:
                 return refused
         # Budget before the claim: a step that must wait goes back to the queue still Queued.
-        if (wait := paced_delay(self.svc, self.vm, START, held=self.held)) is not None:
-            return self.paced(wait, osType=os_type)
+        if (wait := paced_delay(self.svc, self.vm, START, self.held)) is not None:
+            return self.paced(wait, START, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
             self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), "osType": os_type})
@@ -119,8 +120,8 @@ class MachineStep:
     def poll(self) -> str:
         if self._past_deadline():
             return self.time_out()
-        if (wait := paced_delay(self.svc, self.vm, POLL, held=self.held)) is not None:
-            return self.paced(wait)
+        if (wait := paced_delay(self.svc, self.vm, POLL, self.held)) is not None:
+            return self.paced(wait, POLL)
         try:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
         except UntrustedEndpointError as exc:
@@ -189,10 +190,11 @@ class MachineStep:
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
         return "pending"
 
-    def paced(self, wait: int, *, held: bool = True, **changes: Any) -> str:
-        """No ARM budget now: come back after `wait` seconds, with the tokens reserved for then."""
+    def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> str:
+        """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and
+        any this step held already), so the next delivery calls without reserving them again."""
         self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
-                      held=self.now.timestamp() + wait if held else None)
+                      held=tuple(sorted(self.held | set(names))))
         return "paced"
 
     def retry(self, retry: Retry, *, phase: str) -> str:
@@ -264,7 +266,7 @@ class MachineStep:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
         self.target = self.svc.store.update_target(self.target, changes)
 
-    def _advance(self, delay: int, changes: dict[str, Any], *, held: float | None = None) -> None:
+    def _advance(self, delay: int, changes: dict[str, Any], *, held: tuple[str, ...] = ()) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race."""
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)

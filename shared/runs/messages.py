@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
+BUCKET = re.compile(r"[A-Za-z]{1,32}")
 
 
 class BadMessageError(ValueError):
@@ -20,9 +21,9 @@ class StepMessage:
     run_id: str
     machine: str
     seq: int
-    # Epoch seconds its ARM budget was reserved for when it was sent: call without reserving again
-    # (shared/runs/pacing.py); None: reserve first.
-    held: float | None = None
+    # The ARM budget buckets its tokens were reserved in when it was sent: it calls without reserving
+    # those again (shared/runs/pacing.py).
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,11 @@ def parse_step(body: str) -> StepMessage:
         raise BadMessageError(f"bad machine {machine!r}")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadMessageError(f"bad seq {seq!r}")
-    held = data.get("held")
-    if held is not None and (not isinstance(held, int | float) or isinstance(held, bool) or held < 0):
+    held = data.get("held", [])
+    if not isinstance(held, list) or len(held) > 8 or not all(isinstance(h, str) and BUCKET.fullmatch(h)
+                                                               for h in held):
         raise BadMessageError(f"bad held {held!r}")
-    return StepMessage(str(data["runId"]), machine, seq, None if held is None else float(held))
+    return StepMessage(str(data["runId"]), machine, seq, tuple(held))
 
 
 def parse_dispatch(body: str) -> DispatchMessage:

@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
-# A held step that arrives later than this after its slot reserves again: spending many late tokens at once
-# could exceed ARM's bucket while it is saturated; up to this lateness the buckets' margin absorbs it (Bucket.late).
-LATE_SECONDS = 1.0
 MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
 START = (GUEST_PATCH, WRITES)
 GET = (READS,)
@@ -44,7 +41,7 @@ POLL = (POLLS,)
 def buckets_from(settings: Settings) -> dict[str, Bucket]:
     """The four buckets with the settings' limits (defaults: Azure's)."""
     share = settings.poll_read_percent / 100
-    late = LATE_SECONDS
+    late = settings.pacing_late_seconds
     return {
         GUEST_PATCH: Bucket(GUEST_PATCH, settings.guest_patch_burst, settings.guest_patch_per_minute / 60, 1, late),
         WRITES: Bucket(WRITES, settings.arm_write_burst, settings.arm_writes_per_second, 1, late),
@@ -122,11 +119,13 @@ class Pacer:
                                      f"{MAX_ATTEMPTS} attempts; the queue will retry this step")
 
 
-def paced_delay(svc: Services, vm: VmRef, names: tuple[str, ...], *, held: float | None = None) -> int | None:
+def paced_delay(svc: Services, vm: VmRef, names: tuple[str, ...], held: set[str]) -> int | None:
     """Reserve the budget for one call on `vm`: None to call now, else whole seconds to wait (the tokens
-    are then held for that time). `held`: the epoch second this step's tokens were reserved for; they
-    are spent now unless the step comes more than LATE_SECONDS after it."""
-    if held is not None and svc.pacer.clock() - held <= LATE_SECONDS:
+    are then held for that time). Buckets in `held` were reserved when the step was queued and are spent
+    now however late it comes, so a backlogged queue still makes progress (Bucket.late keeps burst back
+    for lateness up to PACING_LATE_SECONDS; beyond it ARM may answer 429, which only delays)."""
+    names = tuple(n for n in names if n not in held)
+    if not names:
         return None
     wait = svc.pacer.reserve(vm.subscription_id, names)
     return None if wait <= 0 else math.ceil(wait)

@@ -83,12 +83,12 @@ class Services:
         return self.account.queue(self.settings.dispatch_queue)
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: float | None = None) -> None:
+                  held: tuple[str, ...] = ()) -> None:
         """A delayed message is how we wait: the function returns, the queue brings us back later.
-        `held`: epoch seconds the step's ARM budget is reserved for (shared/runs/pacing.py)."""
+        `held`: the ARM budget buckets the step's tokens are already reserved in (shared/runs/pacing.py)."""
         self._send(self.operations_queue, "operations",
                    {"runId": run_id, "machine": machine, "seq": seq,
-                    **({} if held is None else {"held": round(held, 3)})},
+                    **({"held": list(held)} if held else {})},
                    delay_seconds)
 
     @cached_property

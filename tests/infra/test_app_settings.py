@@ -56,6 +56,7 @@ NOT_SET_IN_AZURE = {
     **dict.fromkeys(("GUEST_PATCH_BURST", "GUEST_PATCH_PER_MINUTE", "ARM_WRITE_BURST", "ARM_WRITES_PER_SECOND",
                      "ARM_READ_BURST", "ARM_READS_PER_SECOND"), "ARM budget: the code default is Azure's limit"),
     "POLL_READ_PERCENT": "pacing tuning knob: share of the read budget polling may use",
+    "PACING_LATE_SECONDS": "pacing tuning knob: queue lateness the budget keeps burst back for",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from shared.composition import build_services
+from shared.core.clock import parse_iso
 from shared.core.settings import Settings
 from shared.runs.machine_worker import run_step
 from shared.runs.messages import parse_step
@@ -21,7 +22,9 @@ from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-BURST, PER_MINUTE = 3, 120  # the simulator's and the app's guest-patch bucket: 3 at once, then 2 per second
+# The simulator's and the app's guest-patch bucket: 10 at once, then 1 per second. The app keeps
+# PACING_LATE_SECONDS (2 s here) of refill back from the burst: the in-process pump delivers late.
+BURST, PER_MINUTE, LATE = 10, 60, 2
 VMS = 14
 
 
@@ -33,7 +36,10 @@ def simulator_config() -> SimulatorConfig:
 
 
 def paced_services() -> Services:
-    return reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE))
+    """The app's guest-patch bucket as the simulator's; a read budget small enough that polls wait for it."""
+    return reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE),
+                       PACING_LATE_SECONDS=str(LATE), ARM_READ_BURST="8", ARM_READS_PER_SECOND="8",
+                       POLL_READ_PERCENT="50")
 
 
 def second_host(svc: Services, stop: threading.Event) -> threading.Thread:
@@ -86,7 +92,7 @@ def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: 
         assert started <= BURST + PER_MINUTE / 60 * width, (width, started, starts)
     view = run_view(run_id)
     assert [m["state"] for m in view["machines"]] == ["Completed"] * VMS
-    # Some steps found no budget and waited for it, holding their tokens, rather than calling.
+    # Polls (4/s here, for 14 machines polled every second) found no budget and waited for it, holding it.
     paced = [svc.store.get_target(run_id, _key(vm)) for vm in vms]
     assert sum(int((t or {}).get("paced") or 0) for t in paced) > 0
 
@@ -127,3 +133,16 @@ def test_budget_rows_are_one_per_subscription_and_bucket(services: Services, sim
                                                                                 "reads"))
     ops = svc.pacer.store.ops  # one instance alone: it reads a budget once, then writes from what it saw
     assert ops["budgetRead"] <= 1 + ops["budgetConflict"] and ops["budgetWrite"] >= 6
+
+
+def test_dispatch_reserves_start_slots_in_one_block(services: Services, simulator: Simulator) -> None:
+    svc = paced_services()
+    run_id = start(simulator.vm_ids())
+    QueuePump(svc).pump_once(only="dispatch")
+    assert svc.pacer.store.ops["budgetWrite"] == 1  # one subscription: one reservation for all its starts
+    targets = svc.store.list_targets(run_id)
+    due = sorted((parse_iso(t["nextActionAt"]) - parse_iso(t["createdAt"])).total_seconds() for t in targets)
+    assert len(due) == VMS
+    granted = BURST - LATE * PER_MINUTE / 60
+    assert sum(1 for d in due if d < 0.5) <= granted  # at most a burst (less the margin) due at once ...
+    assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
+
 from shared.runs.budget import (
     GUEST_PATCH,
     POLLS,
@@ -18,6 +20,7 @@ from shared.runs.budget import (
     reserve_all,
     slots,
 )
+from shared.runs.messages import BadMessageError, parse_step
 
 PATCH = Bucket(GUEST_PATCH, 600, 200 / 60)
 
@@ -135,3 +138,12 @@ def ok_for_token_bucket(times: list[float], *, burst: float, rate: float) -> boo
             return False
         level -= 1
     return True
+
+
+def test_a_step_message_names_the_buckets_it_holds() -> None:
+    body = '{"runId":"0123456789a-0123abcd","machine":"s|rg|vm","seq":3,"held":["guestPatch","writes"]}'
+    assert parse_step(body).held == ("guestPatch", "writes")
+    assert parse_step(body.replace(',"held":["guestPatch","writes"]', "")).held == ()
+    for bad in ('"held":"guestPatch"', '"held":[1]', '"held":["a|b"]'):
+        with pytest.raises(BadMessageError):
+            parse_step(body.replace('"held":["guestPatch","writes"]', bad))
