@@ -150,8 +150,9 @@ class Settings:
             runs_table=_str("RUNS_TABLE", "patchruns"),
             targets_table=_str("TARGETS_TABLE", "patchtargets"),
             patches_table=_str("PATCHES_TABLE", "patchdetails"),
-            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 1000, minimum=1),
-            max_request_bytes=_int("MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 10_000, minimum=1),
+            # 10,000 of the longest VM ids (about 280 characters) with their JSON quotes and commas: 2.9 MB.
+            max_request_bytes=_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
             run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1),
             poll_min_seconds=_int("POLL_MIN_SECONDS", 0),
             poll_max_seconds=_int("POLL_MAX_SECONDS", 300, minimum=1),

@@ -11,17 +11,19 @@ from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError, quoted
 from shared.core.records import RunRecord
 from shared.core.settings import Settings, is_local_development
-from shared.core.states import RunStatus
+from shared.core.states import MachineState, RunStatus
 from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
 from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.views import load_run_view, machine_view, run_view
+from shared.runs.views import load_run_view, machine_view, machines_page, run_view
 from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
 MAX_PAGE = 100
+MAX_MACHINES_PAGE = 1000
+MACHINE_KEY = re.compile(r"(?:[^|/\\#?\x00-\x1f\x7f]{1,100}\|){2}[^|/\\#?\x00-\x1f\x7f]{1,100}")  # sub|rg|vm
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
@@ -75,7 +77,38 @@ def blueprint(services: AppServices) -> func.Blueprint:
         run = svc.store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-        return run_answer(req, load_run_view(run, svc), svc.settings)
+        view = load_run_view(run, svc)
+        view["machinesLink"] = absolute_url(req, f"/api/runs/{run_id}/machines")
+        return run_answer(req, view, svc.settings)
+
+
+    @bp.route(route="runs/{runId}/machines", methods=["GET"])
+    @api_errors
+    def list_run_machines(req: func.HttpRequest) -> func.HttpResponse:
+        """`?state=Failed&top=1..1000&$skipToken=…`: a run's machines, a page at a time, in ARM's list shape
+        (`value`, `nextLink`). The token is the key of the last machine of the previous page (what nextLink
+        carries); anything else is refused."""
+        svc = services.get()
+        run_id = run_id_param(req)
+        run = svc.store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
+        top = int_param(req, "top", 100, MAX_MACHINES_PAGE)
+        state = req.params.get("state")
+        if state is not None and state not in {s.value for s in MachineState}:
+            raise ValidationError(f"state {quoted(state)} is not one of "
+                                  f"{', '.join(s.value for s in MachineState)}", target="state")
+        token = req.params.get("$skipToken")
+        if token is not None and not MACHINE_KEY.fullmatch(token):
+            raise ValidationError(f"$skipToken {quoted(token)} is not one this API issued; follow nextLink",
+                                  target="$skipToken")
+        machines, cursor = machines_page(run, svc, top, state, token)
+        body: dict[str, object] = {"value": machines}
+        if cursor:
+            body["nextLink"] = absolute_url(req, f"/api/runs/{run_id}/machines",
+                                            {"top": str(top), **({"state": state} if state else {}),
+                                             "$skipToken": cursor})
+        return json_response(body)
 
 
     @bp.route(route="runs", methods=["GET"])

@@ -370,6 +370,19 @@ class RunStore:
             result.extend(to_machine(e) for e in page)
         return result
 
+    def list_targets_page(self, run_id: str, top: int, *, state: str | None = None,
+                          after: str | None = None) -> tuple[list[MachineRecord], str | None]:
+        """A run's machines in key order, `top` at a time, after the machine key `after`: the page and the
+        `after` of the next one (None at the end). Like list_runs, the cursor is a key the caller saw."""
+        query = "PartitionKey eq @run" + (" and state eq @state" if state else "") + (" and RowKey gt @after"
+                                                                                         if after else "")
+        parameters = {"run": run_id, "state": state or "", "after": after or ""}
+        self.ops["listTargets"] += 1
+        rows = [to_machine(e) for e in itertools.islice(
+            self.targets.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
+        page = rows[:top]
+        return page, (page[-1].key if len(rows) > top and page else None)
+
     def merge_targets(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> None:
         """Merges in transactions, each conditional on the ETag of the record it was read as: if any row
         changed since, the batch is refused and TargetsChangedError says to decide again."""

@@ -36,7 +36,7 @@ BINDING_SETTING = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
 NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "identity-based: the AzureWebJobsStorage__* settings replace the connection string",
     "ARM_DEV_TOKEN": "local ARM simulator only; settings.py refuses it for a non-loopback ARM_ENDPOINT",
-    "MAX_REQUEST_BYTES": "request size guard; 1 MiB default fits 1000 machines",
+    "MAX_REQUEST_BYTES": "request size guard; 4 MiB default fits 10,000 of the longest VM ids",
     "WEBSITE_HOSTNAME": "set by App Service itself (the app's default host name); Location headers use it",
     "POLL_MAX_SECONDS": "retry tuning knob: upper bound between operation polls",
     "DEFAULT_RETRY_AFTER_SECONDS": "retry tuning knob: used when ARM sends no Retry-After",
