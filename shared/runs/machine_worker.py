@@ -80,7 +80,7 @@ class MachineStep:
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
         if not os_type:
-            if (wait := paced_delay(self.svc, self.vm, GET, self.held)) is not None:
+            if (wait := paced_delay(self.svc, self.vm.subscription_id, GET, self.held)) is not None:
                 return self.paced(wait, GET)
             self.held -= set(GET)  # spent on this call
             try:
@@ -101,7 +101,7 @@ class MachineStep:
             if refused:
                 return refused
         # Budget before the claim: a step that must wait goes back to the queue still Queued.
-        if (wait := paced_delay(self.svc, self.vm, START, self.held)) is not None:
+        if (wait := paced_delay(self.svc, self.vm.subscription_id, START, self.held)) is not None:
             return self.paced(wait, START, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         try:
@@ -120,7 +120,7 @@ class MachineStep:
     def poll(self) -> str:
         if self._past_deadline():
             return self.time_out()
-        if (wait := paced_delay(self.svc, self.vm, POLL, self.held)) is not None:
+        if (wait := paced_delay(self.svc, self.vm.subscription_id, POLL, self.held)) is not None:
             return self.paced(wait, POLL)
         try:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
@@ -253,7 +253,7 @@ class MachineStep:
             self._record(op, None, None)
             raise
         self._record(op, resp.status, resp.request_id)
-        record_call(self.svc, self.vm, op, resp)  # ARM's remaining-* headers and 429s move the shared budget
+        record_call(self.svc, self.vm.subscription_id, op, resp)  # remaining-* headers and 429s move the budget
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:

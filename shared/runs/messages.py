@@ -39,6 +39,7 @@ class DiscoveryMessage:
     run_id: str
     scope: int
     page: int
+    held: bool = False  # its read token was reserved when it was sent (shared/runs/pacing.py)
 
 
 def _load(body: str) -> dict[str, object]:
@@ -80,4 +81,4 @@ def parse_discovery(body: str) -> DiscoveryMessage:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadMessageError(f"bad {name} {value!r}")
     assert isinstance(scope, int) and isinstance(page, int)
-    return DiscoveryMessage(str(data["runId"]), scope, page)
+    return DiscoveryMessage(str(data["runId"]), scope, page, data.get("held") is True)

@@ -4,6 +4,7 @@ Which call draws from which bucket (per subscription; ARM's regional limits are 
 that serves PatchPilot, one region, so a subscription is the key):
     POST installPatches / assessPatches   guestPatch + writes   (one transaction for both)
     GET of the VM before a start          reads
+    a page of a scope's VM list           reads
     poll of an operation                  polls (POLL_READ_PERCENT of ARM's reads; `reads` has the rest)
 A step asks `reserve` before its call: 0 means call now; otherwise the tokens are held and the step is
 re-queued to come back after that many seconds and call without reserving again (StepMessage.held).
@@ -28,7 +29,6 @@ from shared.storage.budget_store import BudgetRow, BudgetStore
 
 if TYPE_CHECKING:
     from shared.arm.client import ArmResponse
-    from shared.core.ids import VmRef
     from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
@@ -119,26 +119,26 @@ class Pacer:
                                      f"{MAX_ATTEMPTS} attempts; the queue will retry this step")
 
 
-def paced_delay(svc: Services, vm: VmRef, names: tuple[str, ...], held: set[str]) -> int | None:
-    """Reserve the budget for one call on `vm`: None to call now, else whole seconds to wait (the tokens
+def paced_delay(svc: Services, subscription: str, names: tuple[str, ...], held: set[str]) -> int | None:
+    """Reserve the budget for one call in `subscription`: None to call now, else whole seconds to wait (the tokens
     are then held for that time). Buckets in `held` were reserved when the step was queued and are spent
     now however late it comes, so a backlogged queue still makes progress (Bucket.late keeps burst back
     for lateness up to PACING_LATE_SECONDS; beyond it ARM may answer 429, which only delays)."""
     names = tuple(n for n in names if n not in held)
     if not names:
         return None
-    wait = svc.pacer.reserve(vm.subscription_id, names)
+    wait = svc.pacer.reserve(subscription, names)
     return None if wait <= 0 else math.ceil(wait)
 
 
-def record_call(svc: Services, vm: VmRef, op: str, resp: ArmResponse) -> None:
+def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) -> None:
     """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget.
 
     Never raises: the call was made, and failing the step now would leave a machine claimed with its
     operation sent (shared/runs/machine_worker.py). A correction missed costs at most one more 429."""
-    names = GET if op == "getVm" else POLL if op == "poll" else START
+    names = GET if op in ("getVm", "listVms") else POLL if op == "poll" else START
     retry_after = resp.retry_after(svc.settings.default_retry_after_seconds) if resp.status == 429 else None
     try:
-        svc.pacer.observe(vm.subscription_id, names, resp.status, resp.headers, retry_after)
+        svc.pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
     except Exception:  # the budget is advice: the call already happened (docstring)
-        log.warning("could not record ARM's budget headers for %s", vm.subscription_id, exc_info=True)
+        log.warning("could not record ARM's budget headers for %s", subscription, exc_info=True)

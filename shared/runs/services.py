@@ -95,8 +95,9 @@ class Services:
     def discovery_queue(self) -> QueueClient:
         return self.account.queue(self.settings.discovery_queue)
 
-    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
-        self._send(self.discovery_queue, "discovery", {"runId": run_id, "scope": scope, "page": page}, delay_seconds)
+    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *, held: bool = False) -> None:
+        self._send(self.discovery_queue, "discovery",
+                   {"runId": run_id, "scope": scope, "page": page, **({"held": True} if held else {})}, delay_seconds)
 
     @cached_property
     def events_queue(self) -> QueueClient:

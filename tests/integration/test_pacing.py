@@ -14,9 +14,12 @@ import pytest
 from shared.composition import build_services
 from shared.core.clock import parse_iso
 from shared.core.settings import Settings
+from shared.runs.budget import GUEST_PATCH, Bucket
 from shared.runs.machine_worker import run_step
 from shared.runs.messages import parse_step
+from shared.runs.pacing import Pacer
 from shared.runs.services import Services
+from shared.storage.budget_store import BudgetStore
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
@@ -146,3 +149,15 @@ def test_dispatch_reserves_start_slots_in_one_block(services: Services, simulato
     granted = BURST - LATE * PER_MINUTE / 60
     assert sum(1 for d in due if d < 0.5) <= granted  # at most a burst (less the margin) due at once ...
     assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate
+
+
+def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Services,
+                                                                          simulator: Simulator) -> None:
+    """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
+    bucket = {GUEST_PATCH: Bucket(GUEST_PATCH, 5, 1.0)}
+    hosts = [Pacer(BudgetStore(services.settings, services.account), bucket, clock=lambda: 1000.0)
+             for _ in range(2)]
+    waits = [hosts[i % 2].reserve("sub-a", (GUEST_PATCH,)) for i in range(12)]
+    assert waits == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]  # one burst between them, then one a second
+    assert sum(h.store.ops["budgetConflict"] for h in hosts) > 0  # each lost races to the other, and re-read
+    assert hosts[0].reserve("sub-b", (GUEST_PATCH,)) == 0  # another subscription: its own full bucket
