@@ -1,7 +1,9 @@
 """The shared ARM call budget's rows in Table storage: one entity per (subscription, bucket).
 
-Layout: RUNS_TABLE, PK "budget", RK "<subscription id>|<bucket>", column `tat` (a double, epoch seconds;
-see shared/runs/budget.py). Every Function instance reads and writes the same rows, so a reservation is
+Layout: RUNS_TABLE, PK "budget|<subscription id>", RK "<bucket>", column `tat` (a double, epoch seconds;
+see shared/runs/budget.py). A partition per subscription: each takes Table storage's per-partition
+throughput (about 2,000 entities/s) for itself, and a call's buckets are in one partition, so one
+transaction. Every Function instance reads and writes the same rows, so a reservation is
 ETag-conditional: all of a call's buckets (e.g. guestPatch and writes for a POST) are written in ONE
 transaction (same PartitionKey), each row conditional on the ETag it was read with (or created if it was
 absent); a conflict means another instance reserved first, and the caller recomputes from fresh rows.
@@ -23,7 +25,6 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.core.errors import ConflictError
 from shared.core.settings import Settings
 from shared.storage.clients import StorageAccount
-from shared.storage.run_store import key_range
 
 BUDGET_PARTITION = "budget"
 _CONFLICT_CODES = ("UpdateConditionNotSatisfied", "ConditionNotMet", "EntityAlreadyExists")
@@ -46,7 +47,12 @@ class BudgetStore:
 
     @staticmethod
     def row_key(subscription: str, bucket: str) -> str:
+        """The process cache's key (the row is PartitionKey `partition(subscription)`, RowKey `bucket`)."""
         return f"{subscription.lower()}|{bucket}"
+
+    @staticmethod
+    def partition(subscription: str) -> str:
+        return f"{BUDGET_PARTITION}|{subscription.lower()}"
 
     def cached(self, subscription: str, buckets: list[str]) -> dict[str, BudgetRow] | None:
         """The rows as this process last saw them, if it has seen them all."""
@@ -56,12 +62,10 @@ class BudgetStore:
 
     def read(self, subscription: str, buckets: list[str]) -> dict[str, BudgetRow]:
         """The subscription's rows (one query); a bucket never written reads as tat 0 (full)."""
-        low, high = key_range(f"{subscription.lower()}|")
         self.ops["budgetRead"] += 1
-        found = {str(e["RowKey"]).partition("|")[2]: BudgetRow(float(e["tat"]), str(e.metadata["etag"]))
-                 for e in self.table.query_entities(
-                     "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                     parameters={"pk": BUDGET_PARTITION, "low": low, "high": high}, select=["RowKey", "tat"])}
+        entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.partition(subscription)},
+                                             select=["RowKey", "tat"])
+        found = {str(e["RowKey"]): BudgetRow(float(e["tat"]), str(e.metadata["etag"])) for e in entities}
         rows = {b: found.get(b, BudgetRow(0.0, None)) for b in buckets}
         self._remember(subscription, rows)
         return rows
@@ -71,7 +75,7 @@ class BudgetStore:
         ConflictError otherwise (the cache is then dropped, so the next try reads)."""
         operations: list[tuple[str, dict[str, object], dict[str, object]]] = []
         for bucket, tat in new.items():
-            entity = {"PartitionKey": BUDGET_PARTITION, "RowKey": self.row_key(subscription, bucket), "tat": tat}
+            entity = {"PartitionKey": self.partition(subscription), "RowKey": bucket, "tat": tat}
             etag = read_as[bucket].etag
             if etag is None:
                 operations.append(("create", entity, {}))
