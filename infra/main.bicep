@@ -60,10 +60,10 @@ param assessmentRetentionDays int = 90
 param assessmentFreshnessHours int = 36
 
 @minValue(1)
-param maxMachinesPerRun int = 1000
+param maxMachinesPerRun int = 10000
 
 @description('Floor (seconds) between polls of a VM operation; 60 keeps 1,000 VMs under ARM\'s read rate limit.')
-param pollMinSeconds int = 60
+param pollMinSeconds int = 0
 
 @minValue(1)
 @description('Retry-After (seconds) on 202 answers for unfinished runs.')

@@ -21,6 +21,7 @@ from typing import Any
 from shared.core.errors import PatchPilotError
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
+BUCKET = re.compile(r"[A-Za-z]{1,32}")
 
 
 class BadMessageError(PatchPilotError, ValueError):
@@ -38,9 +39,13 @@ class StepMessage:
     run_id: str
     machine: str
     seq: int
+    # The ARM budget buckets its tokens were reserved in when it was sent: it calls without reserving
+    # those again (shared/runs/pacing.py).
+    held: tuple[str, ...] = ()
 
     def encode(self) -> str:
-        return _encode({"runId": self.run_id, "machine": self.machine, "seq": self.seq})
+        return _encode({"runId": self.run_id, "machine": self.machine, "seq": self.seq,
+                        **({"held": list(self.held)} if self.held else {})})
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,11 @@ class DiscoveryMessage:
     run_id: str
     scope: int
     page: int
+    held: bool = False  # its read token was reserved when it was sent (shared/runs/pacing.py)
 
     def encode(self) -> str:
-        return _encode({"runId": self.run_id, "scope": self.scope, "page": self.page})
+        return _encode({"runId": self.run_id, "scope": self.scope, "page": self.page,
+                        **({"held": True} if self.held else {})})
 
 
 def _load(body: str) -> dict[str, object]:
@@ -86,7 +93,11 @@ def parse_step(body: str) -> StepMessage:
         raise BadMessageError(f"bad machine {machine!r}")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadMessageError(f"bad seq {seq!r}")
-    return StepMessage(str(data["runId"]), machine, seq)
+    held = data.get("held", [])
+    if not isinstance(held, list) or len(held) > 8 or not all(isinstance(h, str) and BUCKET.fullmatch(h)
+                                                               for h in held):
+        raise BadMessageError(f"bad held {held!r}")
+    return StepMessage(str(data["runId"]), machine, seq, tuple(held))
 
 
 def parse_dispatch(body: str) -> DispatchMessage:
@@ -101,7 +112,7 @@ def parse_discovery(body: str) -> DiscoveryMessage:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadMessageError(f"bad {name} {value!r}")
     assert isinstance(scope, int) and isinstance(page, int)
-    return DiscoveryMessage(str(data["runId"]), scope, page)
+    return DiscoveryMessage(str(data["runId"]), scope, page, data.get("held") is True)
 
 
 DELIVERY_KINDS = ("event", "posthook", "prehook")

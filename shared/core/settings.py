@@ -126,6 +126,15 @@ class Settings:
     event_read_timeout_seconds: int  # events and post-run hooks; a pre-run hook has its own timeoutSeconds
     schedule_clock_origin: str | None
     schedule_clock_scale: float
+    # The shared ARM call budget (shared/runs/budget.py); defaults are Azure's limits.
+    guest_patch_burst: int = 600
+    guest_patch_per_minute: int = 200
+    arm_write_burst: int = 200
+    arm_writes_per_second: int = 10
+    arm_read_burst: int = 250
+    arm_reads_per_second: int = 25
+    poll_read_percent: int = 50
+    pacing_late_seconds: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -148,10 +157,11 @@ class Settings:
             runs_table=_str("RUNS_TABLE", "patchruns"),
             targets_table=_str("TARGETS_TABLE", "patchtargets"),
             patches_table=_str("PATCHES_TABLE", "patchdetails"),
-            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 1000, minimum=1),
-            max_request_bytes=_int("MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 10_000, minimum=1),
+            # 10,000 of the longest VM ids (about 280 characters) with their JSON quotes and commas: 2.9 MB.
+            max_request_bytes=_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
             run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1),
-            poll_min_seconds=_int("POLL_MIN_SECONDS", 60),
+            poll_min_seconds=_int("POLL_MIN_SECONDS", 0),
             poll_max_seconds=_int("POLL_MAX_SECONDS", 300, minimum=1),
             default_retry_after_seconds=_int("DEFAULT_RETRY_AFTER_SECONDS", 60),
             retry_base_seconds=_int("RETRY_BASE_SECONDS", 5, minimum=1),
@@ -185,6 +195,14 @@ class Settings:
                                                maximum=MAX_EVENT_CONNECT_SECONDS),
             event_read_timeout_seconds=_int("EVENT_READ_TIMEOUT_SECONDS", 10, minimum=1,
                                             maximum=MAX_EVENT_READ_SECONDS),
+            guest_patch_burst=_int("GUEST_PATCH_BURST", 600, minimum=1),
+            guest_patch_per_minute=_int("GUEST_PATCH_PER_MINUTE", 200, minimum=1),
+            arm_write_burst=_int("ARM_WRITE_BURST", 200, minimum=1),
+            arm_writes_per_second=_int("ARM_WRITES_PER_SECOND", 10, minimum=1),
+            arm_read_burst=_int("ARM_READ_BURST", 250, minimum=2),
+            arm_reads_per_second=_int("ARM_READS_PER_SECOND", 25, minimum=1),
+            poll_read_percent=_int("POLL_READ_PERCENT", 50, minimum=1, maximum=99),
+            pacing_late_seconds=_int("PACING_LATE_SECONDS", 5),
             **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 

@@ -18,7 +18,7 @@ from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
 from shared.rollouts.controller import resume
 from shared.runs.accept import accept_run, check_idempotency_key
-from shared.runs.views import load_run_view, machine_view, run_view
+from shared.runs.views import load_run_view, machine_view, machines_page, run_view
 from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
@@ -29,6 +29,7 @@ MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 STATES = [s.value for s in MachineState]
 TIMELINE_BUCKETS = 60
 MAX_PAGE = 100
+MACHINE_KEY = re.compile(r"(?:[^|/\\#?\x00-\x1f\x7f]{1,100}\|){2}[^|/\\#?\x00-\x1f\x7f]{1,100}")  # sub|rg|vm
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
@@ -120,7 +121,9 @@ def blueprint(services: AppServices) -> func.Blueprint:
         run = svc.store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-        return run_answer(req, load_run_view(run, svc), svc.settings)
+        view = load_run_view(run, svc)
+        view["machinesLink"] = absolute_url(req, f"/api/runs/{run_id}/machines")
+        return run_answer(req, view, svc.settings)
 
 
     @bp.route(route="runs", methods=["GET"])
@@ -181,7 +184,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
         the dashboard shows at 10,000 machines); the token is the key of the previous page's last machine."""
         svc = services.get()
         run_id = run_id_param(req)
-        if svc.store.get_run(run_id) is None:
+        run = svc.store.get_run(run_id)
+        if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
         top = int_param(req, "top", 50, MAX_PAGE)
         state = req.params.get("state") or None
@@ -191,8 +195,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
         if token is not None and not MACHINE_KEY.fullmatch(token):
             raise ValidationError(f"continuationToken {quoted(token)} is not one this API issued; follow nextLink",
                                   target="continuationToken")
-        targets, next_key = svc.store.page_targets(run_id, top, state=state, after=token)
-        body: dict[str, object] = {"value": [machine_view(t) for t in targets]}
+        machines, next_key = machines_page(run, svc, top, state, token)  # before dispatch: from the request
+        body: dict[str, object] = {"value": machines}
         if next_key:
             query = {"top": str(top), "continuationToken": next_key, **({"state": state} if state else {})}
             body["nextLink"] = absolute_url(req, f"/api/runs/{run_id}/machines", query)

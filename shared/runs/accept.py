@@ -69,8 +69,9 @@ def accept_run(
     if request.rollout is not None:
         parameters = pin_windows_publish_date(parameters, request.rollout)
         extra = (("rollout", json.dumps(request.rollout, separators=(",", ":"))),)
-    return accept(NewRun("installPatches", parameters, request.fingerprint(), request.machines, extra=extra),
-                  idempotency_key, svc)
+    filters = tuple(request.filter or {} for _ in request.scopes)  # one filter, for every scope
+    return accept(NewRun("installPatches", parameters, request.fingerprint(), request.machines,
+                         scopes=request.scopes, filters=filters, extra=extra), idempotency_key, svc)
 
 
 def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import queued_target
+from shared.runs.pacing import GET, paced_delay, record_call
 from shared.runs.retry_policy import retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.dynamic_scope import filter_matches, lists_type
@@ -81,6 +82,9 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if int(row["page"]) != msg.page:
         return "stale"
     scope = parse_scope(row["scope"], target="scope")
+    if (wait := paced_delay(svc, scope.subscription_id, GET, set(GET) if msg.held else set())) is not None:
+        svc.send_discovery(msg.run_id, msg.scope, msg.page, wait, held=True)  # the same page, when its token is due
+        return "paced"
     flt = json.loads(row.get("filter") or "{}")
     kind = _listing(row, flt)
     if kind is None:  # the filter admits no kind PatchPilot lists (parse_filter refuses that; old rows only)
@@ -89,6 +93,7 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
         url = (svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
                else svc.arm.list_vms_url(scope, kind))
         resp = svc.arm.list_page(url)
+        record_call(svc, scope.subscription_id, "listVms", resp)
     except UntrustedEndpointError as exc:
         return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
     except (ArmConnectionError, ArmAuthenticationError) as exc:

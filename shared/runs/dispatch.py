@@ -5,17 +5,27 @@ The HTTP function stores the machine list and queues a single dispatch message, 
 transaction per 100 machines) and sends the per-machine messages in parallel. A duplicate or
 retried dispatch is harmless: target rows are created, never overwritten, and each machine's
 `seq` and ETag let only one delivery of a step act.
+
+Start slots are reserved in blocks: one budget write per subscription takes a guest-patch token for
+every machine of the run (shared/runs/pacing.py), each machine's row is created due at its slot and its
+message is sent delayed to it, holding the token. So a 10,000-machine run costs one budget round-trip
+per subscription to pace its starts, not one per machine, and the sweeper does not take machines
+waiting for their slot for lost ones. A retried dispatch reserves again (more waiting, never more calls).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from shared.core.clock import iso, utcnow
 from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord
 from shared.core.states import MachineState, RunStatus
+from shared.runs.budget import GUEST_PATCH
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_machine_id
 
@@ -32,14 +42,24 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
     if run.get("dispatchedAt"):
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
-    create_targets(msg.run_id, svc)
     if run.get("rollout"):  # machines wait for the rollout controller to admit them
+        create_targets(msg.run_id, svc)
         svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
         svc.send_advance(msg.run_id)
         return 0
+    now = utcnow()
+    slots = start_slots(svc, svc.store.machine_chunks(msg.run_id))
+    create_targets(msg.run_id, svc, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
     queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0)
+
+    def send(target: MachineRecord) -> None:
+        wait = slots.get(target.key)
+        if wait is None:  # not in this dispatch's block (a row from an earlier attempt): reserves itself
+            svc.send_step(msg.run_id, target.key, target.seq)
+        else:
+            svc.send_step(msg.run_id, target.key, target.seq, wait, held=(GUEST_PATCH,))
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
-        list(pool.map(lambda t: svc.send_step(msg.run_id, t.key, t.seq), queued))
+        list(pool.map(send, queued))
     svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
     log.info("dispatch: run %s queued %d machines", msg.run_id, len(queued))
     return len(queued)
@@ -59,12 +79,30 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def create_targets(run_id: str, svc: Services) -> int:
-    """Create the target rows chunk by chunk; chunks created by an earlier attempt are skipped."""
+def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
+    """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
+    from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates)."""
+    by_subscription: dict[str, list[str]] = defaultdict(list)
+    for rid in (rid for chunk in chunks for rid in chunk):
+        vm = parse_machine_id(rid, target="machines")
+        by_subscription[vm.subscription_id].append(vm.key)
+    slots: dict[str, int] = {}
+    for subscription, keys in by_subscription.items():
+        due = svc.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
+        slots.update((key, math.ceil(d)) for key, d in zip(keys, due, strict=True))
+    return slots
+
+
+def create_targets(run_id: str, svc: Services, due: dict[str, str] | None = None) -> int:
+    """Create the target rows chunk by chunk; chunks created by an earlier attempt are skipped.
+    `due`: {machine key: ISO time its first step is due} (default: now)."""
     now = iso(utcnow())
     created = 0
     for chunk in svc.store.machine_chunks(run_id):
-        if svc.store.create_targets([queued_target(run_id, rid, now) for rid in chunk]):
+        targets = [queued_target(run_id, rid, now) for rid in chunk]
+        if due:
+            targets = [t.with_changes({"nextActionAt": due.get(t.key, now)}, t.etag) for t in targets]
+        if svc.store.create_targets(targets):
             created += len(chunk)
     return created
 

@@ -62,6 +62,7 @@ from shared.core.telemetry import (
 from shared.events.publish import emit, run_subject
 from shared.runs.completion import complete_run_if_done
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
+from shared.runs.pacing import GET, POLL, START, paced_delay, record_call
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_machine_id
@@ -76,8 +77,10 @@ EVENT_ERROR_CHARS = 16_000
 class MachineStep:
     """Carries one target through one step; `result` says what happened (for logs and tests)."""
 
-    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None) -> None:
+    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None,
+                 held: tuple[str, ...] = ()) -> None:
         self.target = target
+        self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
         self.svc = svc
         self.settings = svc.settings
         self.rng = rng
@@ -104,6 +107,9 @@ class MachineStep:
         # An Arc machine is always read first: its agent's connection status (properties.status) decides whether
         # Azure can run the operation at all, and a listing's may be stale. A VM is read only for its OS.
         if self.vm.is_hybrid or not os_type:
+            if (wait := paced_delay(self.svc, self.vm.subscription_id, GET, self.held)) is not None:
+                return self.paced(wait, GET)
+            self.held -= set(GET)  # spent on this call
             op = "getMachine" if self.vm.is_hybrid else "getVm"
             try:
                 resp = self._call(lambda: self.svc.arm.get_vm(self.vm), op)
@@ -130,6 +136,9 @@ class MachineStep:
             body, refused = hook(self, spec, body, os_type)
             if refused:
                 return refused
+        # Budget before the claim: a step that must wait goes back to the queue still Queued.
+        if (wait := paced_delay(self.svc, self.vm.subscription_id, START, self.held)) is not None:
+            return self.paced(wait, START, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
         since = self._installations_since(spec)
@@ -158,6 +167,8 @@ class MachineStep:
     def poll(self) -> str:
         if self._past_deadline():
             return self.time_out()
+        if (wait := paced_delay(self.svc, self.vm.subscription_id, POLL, self.held)) is not None:
+            return self.paced(wait, POLL)
         try:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
         except UntrustedEndpointError as exc:
@@ -295,6 +306,13 @@ class MachineStep:
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
         return "pending"
 
+    def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> str:
+        """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and
+        any this step held already), so the next delivery calls without reserving them again."""
+        self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
+                      held=tuple(sorted(self.held | set(names))))
+        return "paced"
+
     def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> str:
         """Try again after a delay (phase "start": from Queued). Out of retries: Failed with ARM's code,
         or OutcomeUnknown with `gave_up` (PatchPilot's code, and what was not learnt) when ARM's is not
@@ -370,6 +388,7 @@ class MachineStep:
             self._record(op, None, None)
             raise
         self._record(op, resp.status, resp.request_id)
+        record_call(self.svc, self.vm.subscription_id, op, resp)  # remaining-* headers and 429s move the budget
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:
@@ -382,12 +401,12 @@ class MachineStep:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
         self.target = self.svc.store.update_target(self.target, changes)
 
-    def _advance(self, delay: int, changes: dict[str, Any]) -> None:
+    def _advance(self, delay: int, changes: dict[str, Any], *, held: tuple[str, ...] = ()) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race."""
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.svc.send_step(self.run_id, self.target.key, seq, delay)
+        self.svc.send_step(self.run_id, self.target.key, seq, delay, held=held)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> str:
@@ -431,7 +450,7 @@ def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) 
         return "finished"
     if int(target["seq"]) != msg.seq:
         return "stale"
-    step = MachineStep(target, svc, rng)
+    step = MachineStep(target, svc, rng, held=msg.held)
     phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover"}.get(str(target["state"]))
     annotate({QUEUE_STEP: phase or "poll"})
     try:

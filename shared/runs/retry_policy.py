@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 from shared.arm.operations import Retry
 from shared.core.retry import backoff
@@ -31,5 +32,7 @@ def retry_limit(retry: Retry, settings: Settings) -> int:
     if retry.kind == "conflict":
         return settings.max_conflict_retries
     if retry.kind == "throttled":
-        return settings.max_transient_retries * 4  # throttling is not failure; still, never forever
+        # Throttling is never a machine's failure: a 429 only delays it (the budget waits it out, see
+        # shared/runs/pacing.py); its maintenance window or its operation's deadline may still end it.
+        return sys.maxsize
     return settings.max_transient_retries

@@ -22,6 +22,8 @@ from shared.core.records import RunSpec
 from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
 from shared.runs.hooks import RunHooks
+from shared.runs.pacing import Pacer, buckets_from
+from shared.storage.budget_store import BudgetStore
 from shared.storage.clients import StorageAccount
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore
@@ -61,6 +63,11 @@ class Services:
         return MaintenanceStore(self.settings, self.account)
 
     @cached_property
+    def pacer(self) -> Pacer:
+        """The ARM call budget every instance shares (shared/runs/pacing.py)."""
+        return Pacer(BudgetStore(self.settings, self.account), buckets_from(self.settings))
+
+    @cached_property
     def arm(self) -> ArmClient:
         return ArmClient(
             self.settings.arm_endpoint,
@@ -78,16 +85,21 @@ class Services:
     def dispatch_queue(self) -> QueueClient:
         return self.account.queue(self.settings.dispatch_queue)
 
-    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0) -> None:
-        """A delayed message is how we wait: the function returns, the queue brings us back later."""
-        self._send(self.operations_queue, "operations", StepMessage(run_id, machine, seq).encode(), delay_seconds)
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = ()) -> None:
+        """A delayed message is how we wait: the function returns, the queue brings us back later.
+        `held`: the ARM budget buckets the step's tokens are already reserved in (shared/runs/pacing.py)."""
+        self._send(self.operations_queue, "operations", StepMessage(run_id, machine, seq, held).encode(),
+                   delay_seconds)
 
     @cached_property
     def discovery_queue(self) -> QueueClient:
         return self.account.queue(self.settings.discovery_queue)
 
-    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0) -> None:
-        self._send(self.discovery_queue, "discovery", DiscoveryMessage(run_id, scope, page).encode(), delay_seconds)
+    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
+                       held: bool = False) -> None:
+        self._send(self.discovery_queue, "discovery", DiscoveryMessage(run_id, scope, page, held).encode(),
+                   delay_seconds)
 
     @cached_property
     def events_queue(self) -> QueueClient:

@@ -13,6 +13,9 @@ from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
 from shared.runs.services import Services
 
+# A run of more machines than this shows counts only; its machines are paged (GET /api/runs/{id}/machines).
+INLINE_MACHINES = 1000
+SUMMARY_COLUMNS = ("state", "status", "failedPatchCount")  # what summarize() reads
 MACHINE_FIELDS = (
     "state", "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
     "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount", "notSelectedPatchCount",
@@ -65,7 +68,7 @@ def rollout_view(run: RunRecord) -> dict[str, Any]:
 
 
 def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
-             scopes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+             scopes: Sequence[Mapping[str, Any]] | None = None, *, inline: bool = True) -> dict[str, Any]:
     operation = run.get("operation", "installPatches")
     view: dict[str, Any] = {
         "id": run.run_id,
@@ -86,7 +89,8 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
         if scopes is not None:
             view["machineCount"] = summary["machineCount"]
             view["scopes"] = [scope_view(s) for s in scopes]
-        view["machines"] = [machine_view(t) for t in targets]
+        if inline:
+            view["machines"] = [machine_view(t) for t in targets]
     else:
         view["status"] = run.get("status")
     if run.get("rollout"):
@@ -102,6 +106,23 @@ def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
     and, for a run that discovers machines, its scopes."""
     run_id = run.run_id
-    targets = svc.store.list_targets(run_id) if run.get("dispatchedAt") else undispatched_targets(run_id, svc)
+    inline = int(run.get("machineCount") or 0) <= INLINE_MACHINES
+    if not run.get("dispatchedAt"):
+        targets = undispatched_targets(run_id, svc)
+    else:  # a big run: counted from the small columns only (`select`), its machines paged
+        targets = svc.store.list_targets(run_id, select=None if inline else list(SUMMARY_COLUMNS))
     scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
-    return run_view(run, targets, scopes)
+    return run_view(run, targets, scopes, inline=inline and len(targets) <= INLINE_MACHINES)
+
+
+def machines_page(run: RunRecord, svc: Services, top: int, state: str | None,
+                  after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a run's machines (key order) and the cursor of the next; before dispatch has made
+    their rows, from the request."""
+    if run.get("dispatchedAt"):
+        page, cursor = svc.store.page_targets(run.run_id, top, state=state, after=after)
+        return [machine_view(t) for t in page], cursor
+    rows = sorted((t for t in undispatched_targets(run.run_id, svc)
+                   if (state is None or t.get("state") == state) and (after is None or t.key > after)),
+                  key=lambda t: t.key)
+    return [machine_view(t) for t in rows[:top]], (rows[top - 1].key if len(rows) > top else None)

@@ -36,8 +36,9 @@ def normalise_location(value: str) -> str:
     return value.replace(" ", "").lower()
 
 
-def parse_filter(value: object) -> dict[str, Any]:
-    target = "properties.filter"
+def parse_filter(value: object, target: str = "properties.filter") -> dict[str, Any]:
+    """`target`: where the filter sits in the request (a maintenance assignment's properties.filter, or a
+    run's filter), for the 400's `target`."""
     raw = json_object(value, target)
     reject_unknown(raw, FILTER_FIELDS, target)
     out: dict[str, Any] = {}

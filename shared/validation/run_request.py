@@ -8,26 +8,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.core.errors import ValidationError
-from shared.core.ids import VmRef
+from shared.core.ids import ScopeRef, VmRef
+from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
 from shared.validation.request_body import parse_json_body
 from shared.validation.resource_ids import parse_machine_id
 from shared.validation.rollout import parse_rollout
+from shared.validation.scopes import parse_scopes
 
-RUN_FIELDS = {"machines", "installPatches", "rollout"}
+RUN_FIELDS = {"machines", "scopes", "filter", "installPatches", "rollout"}
 
 
 @dataclass(frozen=True)
 class RunRequest:
+    """`machines` by id, or `scopes` (subscription and resource-group ids) whose VMs are listed through ARM
+    and kept when they pass `filter` (a maintenance assignment's dynamic-scope filter: locations, osTypes,
+    tagSettings Any/All, resourceGroups, resourceTypes)."""
+
     machines: tuple[VmRef, ...]
     install_parameters: dict[str, Any]
     rollout: dict[str, Any] | None = None
+    scopes: tuple[ScopeRef, ...] = ()
+    filter: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """Hash of the normalised request: equal for bodies that mean the same (Idempotency-Key checks)."""
         canonical = json.dumps(
             {"machines": sorted(m.key for m in self.machines), "installPatches": self.install_parameters,
-             **({"rollout": self.rollout} if self.rollout is not None else {})},
+             **({"rollout": self.rollout} if self.rollout is not None else {}),
+             **({"scopes": sorted(s.resource_id.lower() for s in self.scopes), "filter": self.filter or {}}
+                if self.scopes else {})},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -41,8 +51,21 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
         raise ValidationError("the request body must be a JSON object", target=None,
                               code="InvalidRequestContent")
     reject_unknown(data, RUN_FIELDS, "")
-
-    machines = parse_machines(data.get("machines"), max_machines=max_machines)
+    if ("machines" in data) == ("scopes" in data):
+        raise ValidationError("give exactly one of machines (VM resource ids) or scopes (subscription or "
+                              "resource group ids)", target="machines" if "machines" in data else None)
+    scopes: tuple[ScopeRef, ...] = ()
+    flt: dict[str, Any] | None = None
+    if "scopes" in data:
+        scopes = parse_scopes(data["scopes"], target="scopes")
+        flt = parse_filter(data["filter"], target="filter") if data.get("filter") is not None else None
+        if data.get("rollout") is not None:
+            raise ValidationError("a rollout's waves name machines: give machines, not scopes", target="rollout")
+        machines: tuple[VmRef, ...] = ()
+    else:
+        if "filter" in data:
+            raise ValidationError("filter applies to scopes: give scopes, or leave filter out", target="filter")
+        machines = parse_machines(data.get("machines"), max_machines=max_machines)
 
     if "installPatches" not in data:
         raise ValidationError("installPatches is required", target="installPatches")
@@ -51,7 +74,7 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
         if data.get("rollout") is not None else None
     if rollout is not None:
         check_wave_machines(rollout, {m.key for m in machines})
-    return RunRequest(machines=machines, install_parameters=params, rollout=rollout)
+    return RunRequest(machines=machines, install_parameters=params, rollout=rollout, scopes=scopes, filter=flt)
 
 
 def check_wave_machines(rollout: dict[str, Any], keys: set[str]) -> None:

@@ -36,7 +36,7 @@ BINDING_SETTING = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
 NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "identity-based: the AzureWebJobsStorage__* settings replace the connection string",
     "ARM_DEV_TOKEN": "local ARM simulator only; settings.py refuses it for a non-loopback ARM_ENDPOINT",
-    "MAX_REQUEST_BYTES": "request size guard; 1 MiB default fits 1000 machines",
+    "MAX_REQUEST_BYTES": "request size guard; 4 MiB default fits 10,000 of the longest VM ids",
     "WEBSITE_HOSTNAME": "set by App Service itself (the app's default host name); Location headers use it",
     "POLL_MAX_SECONDS": "retry tuning knob: upper bound between operation polls",
     "DEFAULT_RETRY_AFTER_SECONDS": "retry tuning knob: used when ARM sends no Retry-After",
@@ -54,6 +54,10 @@ NOT_SET_IN_AZURE = {
     "EVENT_READ_TIMEOUT_SECONDS": "delivery tuning knob: read timeout for events and post-run hooks",
     "SCHEDULE_CLOCK_ORIGIN": "compressed clock for the simulator only; settings.py refuses it for real ARM",
     "SCHEDULE_CLOCK_SCALE": "compressed clock for the simulator only; settings.py refuses it for real ARM",
+    **dict.fromkeys(("GUEST_PATCH_BURST", "GUEST_PATCH_PER_MINUTE", "ARM_WRITE_BURST", "ARM_WRITES_PER_SECOND",
+                     "ARM_READ_BURST", "ARM_READS_PER_SECOND"), "ARM budget: the code default is Azure's limit"),
+    "POLL_READ_PERCENT": "pacing tuning knob: share of the read budget polling may use",
+    "PACING_LATE_SECONDS": "pacing tuning knob: queue lateness the budget keeps burst back for",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.

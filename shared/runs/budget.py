@@ -1,0 +1,129 @@
+"""The ARM call budget as a GCRA (generic cell rate algorithm): pure math, no I/O, times in seconds.
+
+A bucket of `burst` tokens refilling at `rate` tokens/s is kept as ONE number, the theoretical arrival
+time `tat` (epoch seconds): the bucket is full when `tat <= now`, and each token taken moves `tat` on by
+`interval = 1/rate`. Taking `k` tokens at `now` is allowed when `max(tat, now) + k·interval - now <=
+burst·interval`; otherwise it is allowed `wait` seconds later. `reserve` always takes the tokens (the new
+`tat` is stored), so a caller that must wait holds its place: it comes back after `wait` and calls without
+reserving again. One scalar per bucket is what makes a shared budget one conditional Table write.
+
+Azure's limits (defaults of the settings that override them):
+- ARM, per subscription and region, token bucket (learn.microsoft.com/azure/azure-resource-manager/
+  management/request-limits-and-throttling, "Migrating to regional throttling and token bucket algorithm"):
+  reads 250 burst, 25/s; writes 200 burst, 10/s. Remaining tokens come back in
+  `x-ms-ratelimit-remaining-subscription-reads` / `-writes`.
+- Compute's guest-patch operations (installPatches, assessPatches), per subscription: 600 burst, 200/min
+  (and per VM 6 burst, 2/min, which one POST per machine respects by itself); remaining tokens come back in
+  `x-ms-ratelimit-remaining-resource: Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;599,...`
+  (learn.microsoft.com/troubleshoot/azure/virtual-machines/troubleshooting-throttling-errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+GUEST_PATCH = "guestPatch"  # Compute's VMGuestPatchOperationSubscriptionMaximum
+WRITES = "writes"  # ARM subscription writes (a POST)
+READS = "reads"  # ARM subscription reads other than polls (GET of a VM)
+POLLS = "polls"  # the share of ARM reads that polling may use (POLL_READ_SHARE)
+COMPUTE_GUEST_PATCH_POLICY = "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum"
+SLACK_TOKENS = 2  # a header must show this many tokens fewer than we account before it moves `tat`
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """`burst` tokens, refilled at `rate` tokens per second; `share` of ARM's bucket it stands for
+    (polls: POLL_READ_PERCENT of the reads, so a header's remaining count is scaled by it).
+
+    `late` seconds: how late a reserved token may be spent. A queue delivers a delayed message late, and
+    tokens spent late can pile up where ARM's bucket has no room; keeping `rate·late` tokens of the burst
+    back makes any schedule we grant, spent up to `late` seconds late, still fit ARM's bucket: a window of
+    w seconds holds the tokens due in w + late seconds, at most (burst - rate·late) + rate·(w + late)."""
+
+    name: str
+    burst: float
+    rate: float
+    share: float = 1.0
+    late: float = 0.0
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.rate
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now `tat` may run: the burst we grant (at least one token) in seconds."""
+        return max(1.0, self.burst - self.rate * self.late) * self.interval
+
+
+@dataclass(frozen=True)
+class Grant:
+    tat: float  # the bucket's new theoretical arrival time, to store
+    wait: float  # seconds from now until the tokens may be spent (0: now)
+
+
+def reserve(bucket: Bucket, tat: float, now: float, k: int = 1, not_before: float = 0.0) -> Grant:
+    """Take `k` tokens; they may be spent `wait` seconds from `now` (at least `not_before`).
+
+    The k tokens are taken one `interval` apart: the i-th (0-based) of them is due at
+    `slot(bucket, grant, i, k)`; `wait` is when the last one is, for k = 1 the only one."""
+    start = max(tat, now + not_before)
+    new_tat = start + k * bucket.interval
+    return Grant(new_tat, max(not_before, new_tat - bucket.tolerance - now, 0.0))
+
+
+def reserve_all(buckets: Mapping[str, tuple[Bucket, float]], now: float, k: int = 1) -> tuple[dict[str, float], float]:
+    """Take `k` tokens from each bucket {name: (bucket, tat)} for one call spent at a common time:
+    returns ({name: new tat}, wait). A bucket with room is charged as of that later time (its tokens are
+    then spent when the call goes, never earlier)."""
+    wait = max((reserve(b, tat, now, k).wait for b, tat in buckets.values()), default=0.0)
+    return {name: reserve(b, tat, now, k, wait).tat for name, (b, tat) in buckets.items()}, wait
+
+
+def slots(bucket: Bucket, tat: float, now: float, k: int) -> tuple[float, list[float]]:
+    """A block of `k` tokens taken at once (a dispatcher's start slots): the new `tat` and, for each
+    token, the seconds from now at which it may be spent (non-decreasing)."""
+    start = max(tat, now)
+    due = [max(0.0, start + (i + 1) * bucket.interval - bucket.tolerance - now) for i in range(k)]
+    return start + k * bucket.interval, due
+
+
+def penalize(bucket: Bucket, tat: float, now: float, retry_after: float) -> float:
+    """After a 429: nothing is spent before `retry_after` seconds and then the bucket refills from empty
+    (at most one token is there), whatever we had accounted."""
+    return max(tat, now + retry_after + bucket.tolerance - bucket.interval)
+
+
+def observe(bucket: Bucket, tat: float, now: float, remaining: float) -> float | None:
+    """ARM says `remaining` tokens are left: the `tat` that implies, if it is later than ours by more than
+    SLACK_TOKENS (someone else spends from the same budget, or our accounting is behind); else None.
+    A header never moves `tat` back: tokens we reserved and have not spent yet are not in ARM's count."""
+    used = bucket.burst - max(0.0, remaining) * bucket.share
+    implied = now + used * bucket.interval
+    return implied if implied > max(tat, now) + SLACK_TOKENS * bucket.interval else None
+
+
+def remaining_by_bucket(headers: Mapping[str, str]) -> dict[str, float]:
+    """The remaining-token headers of an ARM response, by bucket name (absent or unreadable: left out)."""
+    found: dict[str, float] = {}
+    for header, name in (("x-ms-ratelimit-remaining-subscription-reads", READS),
+                         ("x-ms-ratelimit-remaining-subscription-writes", WRITES)):
+        value = _number(headers.get(header))
+        if value is not None:
+            found[name] = value
+    for pair in (headers.get("x-ms-ratelimit-remaining-resource") or "").split(","):
+        policy, _, count = pair.strip().partition(";")
+        value = _number(count)
+        if policy.strip() == COMPUTE_GUEST_PATCH_POLICY and value is not None:
+            found[GUEST_PATCH] = value
+    if READS in found:
+        found[POLLS] = found[READS]  # the same ARM bucket; Bucket.share scales it
+    return found
+
+
+def _number(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None and raw.strip() else None
+    except ValueError:
+        return None

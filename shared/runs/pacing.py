@@ -1,0 +1,144 @@
+"""Pacing ARM calls against the shared budget (shared/runs/budget.py math, shared/storage/budget_store.py rows).
+
+Which call draws from which bucket (per subscription; ARM's regional limits are counted at the ARM front end
+that serves PatchPilot, one region, so a subscription is the key):
+    POST installPatches / assessPatches   guestPatch + writes   (one transaction for both)
+    GET of the VM before a start          reads
+    a page of a scope's VM list           reads
+    poll of an operation                  polls (POLL_READ_PERCENT of ARM's reads; `reads` has the rest)
+A step asks `reserve` before its call: 0 means call now; otherwise the tokens are held and the step is
+re-queued to come back after that many seconds and call without reserving again (StepMessage.held).
+After the call, `observe` moves the budget on when ARM says it is lower than we accounted (remaining-*
+headers) or answered 429 (Retry-After), so the next reservations wait; it writes only then.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from shared.core.errors import ConflictError, StorageContentionError
+from shared.core.settings import Settings
+from shared.runs.budget import GUEST_PATCH, POLLS, READS, WRITES, Bucket, observe, penalize, remaining_by_bucket
+from shared.runs.budget import reserve_all as reserve_tokens
+from shared.runs.budget import slots as block_slots
+from shared.storage.budget_store import BudgetRow, BudgetStore
+
+if TYPE_CHECKING:
+    from shared.arm.client import ArmResponse
+    from shared.runs.services import Services
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
+START = (GUEST_PATCH, WRITES)
+GET = (READS,)
+POLL = (POLLS,)
+
+
+def buckets_from(settings: Settings) -> dict[str, Bucket]:
+    """The four buckets with the settings' limits (defaults: Azure's)."""
+    share = settings.poll_read_percent / 100
+    late = settings.pacing_late_seconds
+    return {
+        GUEST_PATCH: Bucket(GUEST_PATCH, settings.guest_patch_burst, settings.guest_patch_per_minute / 60, 1, late),
+        WRITES: Bucket(WRITES, settings.arm_write_burst, settings.arm_writes_per_second, 1, late),
+        READS: Bucket(READS, max(1.0, settings.arm_read_burst * (1 - share)),
+                      settings.arm_reads_per_second * (1 - share), 1 - share, late),
+        POLLS: Bucket(POLLS, max(1.0, settings.arm_read_burst * share), settings.arm_reads_per_second * share,
+                      share, late),
+    }
+
+
+class Pacer:
+    """Reserves and corrects the shared budget; `clock` is epoch seconds (every host shares it)."""
+
+    def __init__(self, store: BudgetStore, buckets: Mapping[str, Bucket],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.buckets = dict(buckets)
+        self.clock = clock
+
+    def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
+        """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
+        def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
+            return reserve_tokens({n: (self.buckets[n], rows[n].tat) for n in names}, now, k)
+        return self._update(subscription, list(names), decide)
+
+    def reserve_block(self, subscription: str, name: str, k: int) -> list[float]:
+        """`k` tokens of one bucket at once (a dispatcher's start slots): for each, seconds from now."""
+        due: list[float] = []
+
+        def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
+            tat, found = block_slots(self.buckets[name], rows[name].tat, now, k)
+            due[:] = found
+            return {name: tat}, 0.0
+        self._update(subscription, [name], decide)
+        return due
+
+    def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
+                retry_after: float | None = None) -> None:
+        """After a call that drew from `names`: a 429 empties them until `retry_after`; a remaining-*
+        header lower than our accounting moves the bucket it names on. Writes only when something moves."""
+        remaining = remaining_by_bucket(headers)
+        candidates = [n for n in self.buckets if n in names or n in remaining]
+
+        def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
+            moved: dict[str, float] = {}
+            for n in candidates:
+                bucket, tat = self.buckets[n], rows[n].tat
+                if status == 429 and n in names:
+                    new = penalize(bucket, tat, now, float(retry_after or 0))
+                    if new > tat:
+                        moved[n] = new
+                        tat = new
+                if n in remaining and (implied := observe(bucket, tat, now, remaining[n])) is not None:
+                    moved[n] = implied
+            return moved, 0.0
+        if candidates:
+            self._update(subscription, candidates, decide)
+
+    def _update(self, subscription: str, names: list[str],
+                decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:
+        rows = self.store.cached(subscription, names)
+        for _ in range(MAX_ATTEMPTS):
+            if rows is None:  # one query reads (and caches) all of the subscription's buckets
+                rows = self.store.read(subscription, list(self.buckets))
+            now = self.clock()
+            new, wait = decide(rows, now)
+            if not new:
+                return wait
+            try:
+                self.store.write(subscription, new, rows)
+                return wait
+            except ConflictError:
+                rows = None  # another instance reserved first: decide again from what is stored
+        raise StorageContentionError(f"the ARM budget of subscription {subscription} kept changing under "
+                                     f"{MAX_ATTEMPTS} attempts; the queue will retry this step")
+
+
+def paced_delay(svc: Services, subscription: str, names: tuple[str, ...], held: set[str]) -> int | None:
+    """Reserve the budget for one call in `subscription`: None to call now, else whole seconds to wait (the tokens
+    are then held for that time). Buckets in `held` were reserved when the step was queued and are spent
+    now however late it comes, so a backlogged queue still makes progress (Bucket.late keeps burst back
+    for lateness up to PACING_LATE_SECONDS; beyond it ARM may answer 429, which only delays)."""
+    names = tuple(n for n in names if n not in held)
+    if not names:
+        return None
+    wait = svc.pacer.reserve(subscription, names)
+    return None if wait <= 0 else math.ceil(wait)
+
+
+def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) -> None:
+    """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget.
+
+    Never raises: the call was made, and failing the step now would leave a machine claimed with its
+    operation sent (shared/runs/machine_worker.py). A correction missed costs at most one more 429."""
+    names = GET if op in ("getVm", "listVms") else POLL if op == "poll" else START
+    retry_after = resp.retry_after(svc.settings.default_retry_after_seconds) if resp.status == 429 else None
+    try:
+        svc.pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
+    except Exception:  # the budget is advice: the call already happened (docstring)
+        log.warning("could not record ARM's budget headers for %s", subscription, exc_info=True)

@@ -1,0 +1,162 @@
+"""Pacing against the shared ARM budget, with Azurite and the simulator enforcing a small guest-patch bucket.
+
+Two "hosts" (two Services, each with its own budget cache and ARM session) take messages from the same queue,
+and every message is delivered twice; the simulator refuses any installPatches over its bucket with a 429.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from shared.composition import build_services
+from shared.core.clock import parse_iso
+from shared.core.messages import parse_step
+from shared.core.settings import Settings
+from shared.runs.budget import GUEST_PATCH, Bucket
+from shared.runs.machine_worker import run_step
+from shared.runs.pacing import Pacer
+from shared.runs.services import Services
+from shared.storage.budget_store import BudgetStore
+from tests.integration.conftest import DEV_TOKEN
+from tests.integration.queue_pump import QueuePump
+from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+# The simulator's and the app's guest-patch bucket: 10 at once, then 1 per second. The app keeps
+# PACING_LATE_SECONDS (2 s here) of refill back from the burst: the in-process pump delivers late.
+BURST, PER_MINUTE, LATE = 10, 60, 2
+VMS = 14
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(vms=VMS, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
+                           retry_after_seconds=1, patch_ops_per_sub_burst=BURST,
+                           patch_ops_per_sub_per_min=PER_MINUTE)
+
+
+def paced_services() -> Services:
+    """The app's guest-patch bucket as the simulator's; a read budget small enough that polls wait for it."""
+    return reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE),
+                       PACING_LATE_SECONDS=str(LATE), ARM_READ_BURST="8", ARM_READS_PER_SECOND="8",
+                       POLL_READ_PERCENT="50")
+
+
+def second_host(svc: Services, stop: threading.Event) -> threading.Thread:
+    """Another instance: its own Services, taking step messages from the same queue, each one twice."""
+    other = build_services(Settings.from_env())
+    queue = other.operations_queue
+
+    def work() -> None:
+        while not stop.is_set():
+            got = False
+            for msg in queue.receive_messages(messages_per_page=8, visibility_timeout=60, max_messages=8):
+                got = True
+                step = parse_step(msg.content)
+                for _ in range(2):
+                    run_step(step, other)
+                queue.delete_message(msg)
+            if not got:
+                stop.wait(0.1)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def window_counts(starts: list[list[int]]) -> list[tuple[int, int]]:
+    """(seconds wide, operations started) for every window of whole seconds."""
+    per = dict((int(s), int(n)) for s, n in starts)
+    seconds = sorted(per)
+    return [(b - a + 1, sum(per.get(s, 0) for s in range(a, b + 1))) for a in seconds for b in seconds if b >= a]
+
+
+def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: Services,
+                                                                       simulator: Simulator) -> None:
+    svc = paced_services()
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    stop = threading.Event()
+    other = second_host(svc, stop)
+    try:
+        QueuePump(svc, duplicate=True).run_until(lambda: finished(run_id), timeout=60)
+    finally:
+        stop.set()
+        other.join(timeout=10)
+    calls: dict[str, Any] = simulator.calls()
+    assert calls["throttledByBucket"]["computeGuestPatchSubscription"] == 0
+    assert calls["throttledByBucket"]["computeGuestPatchVm"] == 0
+    assert all(calls["byVm"][vm.lower()]["installPatchesAccepted"] == 1 for vm in vms)
+    assert all(calls["byVm"][vm.lower()]["installPatches"] == 1 for vm in vms)  # no POST ever refused
+    (starts,) = calls["operationStartsPerSecond"].values()
+    for width, started in window_counts(starts):
+        assert started <= BURST + PER_MINUTE / 60 * width, (width, started, starts)
+    view = run_view(run_id)
+    assert [m["state"] for m in view["machines"]] == ["Completed"] * VMS
+    # Polls (4/s here, for 14 machines polled every second) found no budget and waited for it, holding it.
+    paced = [svc.store.get_target(run_id, _key(vm)) for vm in vms]
+    assert sum(int((t or {}).get("paced") or 0) for t in paced) > 0
+
+
+def test_a_429_only_delays_and_moves_the_budget(services: Services, simulator: Simulator) -> None:
+    svc = reconfigure(MAX_TRANSIENT_RETRIES="1")  # the old rule would have failed after 4 throttles
+    simulator.set_faults(throttle_rate=1.0, throttle_retry_after=1)
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(svc)
+    pump.pump_once(only="dispatch")
+
+    def throttles() -> int:
+        target = svc.store.get_target(run_id, _key(vm))
+        return int((target or {}).get("throttles") or 0)
+    pump.run_until(lambda: throttles() >= 5, timeout=30)
+    target = svc.store.get_target(run_id, _key(vm))
+    assert target is not None and target["state"] == "Queued" and target["throttles"] >= 5
+    row = svc.pacer.store.read(vm.split("/")[2], ["reads"])["reads"]
+    assert row.tat > 0 and row.etag is not None  # the 429s (on the VM's GET) moved the shared read budget
+    simulator.set_faults(throttle_rate=0.0)
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert run_view(run_id)["machines"][0]["state"] == "Completed"
+
+
+def _key(vm_id: str) -> str:
+    parts = vm_id.split("/")
+    return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
+
+
+def test_budget_rows_are_one_per_subscription_and_bucket(services: Services, simulator: Simulator) -> None:
+    svc = paced_services()
+    run_id = start(simulator.vm_ids()[:2])
+    QueuePump(svc).run_until(lambda: finished(run_id), timeout=30)
+    sub = simulator.vm_ids()[0].split("/")[2].lower()
+    rows = list(svc.store.runs.query_entities("PartitionKey eq @pk", parameters={"pk": f"budget|{sub}"}))
+    assert sorted(r["RowKey"] for r in rows) == sorted(("guestPatch", "writes", "polls", "reads"))
+    ops = svc.pacer.store.ops  # one instance alone: it reads a budget once, then writes from what it saw
+    assert ops["budgetRead"] <= 1 + ops["budgetConflict"] and ops["budgetWrite"] >= 6
+
+
+def test_dispatch_reserves_start_slots_in_one_block(services: Services, simulator: Simulator) -> None:
+    svc = paced_services()
+    run_id = start(simulator.vm_ids())
+    QueuePump(svc).pump_once(only="dispatch")
+    assert svc.pacer.store.ops["budgetWrite"] == 1  # one subscription: one reservation for all its starts
+    targets = svc.store.list_targets(run_id)
+    due = sorted((parse_iso(t["nextActionAt"]) - parse_iso(t["createdAt"])).total_seconds() for t in targets)
+    assert len(due) == VMS
+    granted = BURST - LATE * PER_MINUTE / 60
+    assert sum(1 for d in due if d < 0.5) <= granted  # at most a burst (less the margin) due at once ...
+    assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate
+
+
+def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Services,
+                                                                          simulator: Simulator) -> None:
+    """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
+    bucket = {GUEST_PATCH: Bucket(GUEST_PATCH, 5, 1.0)}
+    hosts = [Pacer(BudgetStore(services.settings, services.account), bucket, clock=lambda: 1000.0)
+             for _ in range(2)]
+    waits = [hosts[i % 2].reserve("sub-a", (GUEST_PATCH,)) for i in range(12)]
+    assert waits == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]  # one burst between them, then one a second
+    assert sum(h.store.ops["budgetConflict"] for h in hosts) > 0  # each lost races to the other, and re-read
+    assert hosts[0].reserve("sub-b", (GUEST_PATCH,)) == 0  # another subscription: its own full bucket

@@ -1,0 +1,149 @@
+"""The shared ARM budget's GCRA math (shared/runs/budget.py) with a fake clock: pure, no storage."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from shared.core.messages import BadMessageError, parse_step
+from shared.runs.budget import (
+    GUEST_PATCH,
+    POLLS,
+    READS,
+    WRITES,
+    Bucket,
+    observe,
+    penalize,
+    remaining_by_bucket,
+    reserve,
+    reserve_all,
+    slots,
+)
+
+PATCH = Bucket(GUEST_PATCH, 600, 200 / 60)
+
+
+def spend(bucket: Bucket, now: float, calls: int, tat: float = 0.0) -> tuple[float, list[float]]:
+    """`calls` reservations at `now`, one after the other: the final tat and each call's send time."""
+    sent = []
+    for _ in range(calls):
+        grant = reserve(bucket, tat, now)
+        tat = grant.tat
+        sent.append(now + grant.wait)
+    return tat, sent
+
+
+def test_a_full_bucket_allows_its_burst_at_once_then_paces_at_its_rate() -> None:
+    _, sent = spend(PATCH, 1000.0, 605)
+    assert sent[:600] == [1000.0] * 600
+    gaps = [b - a for a, b in itertools.pairwise(sent[600:])]
+    assert sent[600] > 1000.0
+    assert all(abs(g - 0.3) < 1e-9 for g in gaps)  # 200 per minute
+
+
+def test_no_window_ever_holds_more_than_burst_plus_refill() -> None:
+    bucket = Bucket(WRITES, 5, 2.0)
+    tat, sent = spend(bucket, 0.0, 40)
+    _, later = spend(bucket, 3.0, 20, tat)
+    times = sorted(sent + later)
+    for i, start in enumerate(times):
+        for width in (0.5, 1.0, 4.0):
+            inside = sum(1 for t in times[i:] if t <= start + width)
+            assert inside <= bucket.burst + bucket.rate * width + 1e-9
+
+
+def test_an_idle_bucket_refills_and_never_stores_credit() -> None:
+    bucket = Bucket(WRITES, 4, 1.0)
+    tat, _ = spend(bucket, 0.0, 4)
+    assert reserve(bucket, tat, 0.0).wait > 0  # empty now
+    assert reserve(bucket, tat, 100.0).wait == 0  # long idle: full again
+    tat, sent = spend(bucket, 100.0, 6, tat)
+    assert sent.count(100.0) == 4  # still only a burst, not 100 seconds of credit
+
+
+def test_several_buckets_go_at_the_latest_and_all_are_charged_then() -> None:
+    patch = Bucket(GUEST_PATCH, 1, 1.0)
+    writes = Bucket(WRITES, 10, 10.0)
+    new, wait = reserve_all({GUEST_PATCH: (patch, 5.0), WRITES: (writes, 0.0)}, now=0.0)
+    assert wait == 5.0  # the guest-patch bucket is empty until 5 s
+    assert new[GUEST_PATCH] == 6.0
+    assert new[WRITES] == 5.1  # the write token is spent when the call goes, not before
+
+
+def test_block_slots_equal_one_reservation_at_a_time() -> None:
+    bucket = Bucket(GUEST_PATCH, 3, 1.0)
+    tat, due = slots(bucket, 0.0, 10.0, 7)
+    one_tat, sent = spend(bucket, 10.0, 7)
+    assert abs(tat - one_tat) < 1e-9
+    assert [round(10.0 + d, 9) for d in due] == [round(s, 9) for s in sent]
+
+
+def test_a_429_empties_the_bucket_until_retry_after() -> None:
+    bucket = Bucket(WRITES, 10, 1.0)
+    tat = penalize(bucket, 0.0, 100.0, 30)
+    assert abs(reserve(bucket, tat, 100.0).wait - 30.0) < 1e-9
+    _, sent = spend(bucket, 100.0, 3, tat)
+    assert [round(s - 130.0, 6) for s in sent] == [0.0, 1.0, 2.0]  # then one per interval, no burst
+    assert penalize(bucket, 500.0, 100.0, 30) == 500.0  # never moves the budget back
+
+
+def test_a_low_remaining_header_moves_the_budget_a_high_one_does_not() -> None:
+    bucket = Bucket(GUEST_PATCH, 600, 10.0)
+    moved = observe(bucket, 0.0, 100.0, remaining=100)  # someone else spent 500
+    assert moved is not None and reserve(bucket, moved, 100.0).wait == 0  # still 100 left ...
+    tat = moved
+    for _ in range(100):
+        tat = reserve(bucket, tat, 100.0).tat
+    assert reserve(bucket, tat, 100.0).wait > 0  # ... and then no more
+    assert observe(bucket, 0.0, 100.0, remaining=599.5) is None  # agrees with us (within slack)
+    assert observe(bucket, 150.0, 100.0, remaining=600) is None  # never gives reserved tokens back
+
+
+def test_shared_read_bucket_headers_are_scaled_by_share() -> None:
+    polls = Bucket(POLLS, 125, 12.5, share=0.5)
+    moved = observe(polls, 0.0, 10.0, remaining=50)  # 200 of ARM's 250 reads spent: 25 of our 125 left
+    assert moved is not None and abs((moved - 10.0) / polls.interval - 100) < 1e-6
+
+
+def test_headers_are_read_by_bucket() -> None:
+    found = remaining_by_bucket({
+        "x-ms-ratelimit-remaining-subscription-reads": "249",
+        "x-ms-ratelimit-remaining-subscription-writes": "nonsense",
+        "x-ms-ratelimit-remaining-resource": "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;599, "
+                                             "Microsoft.Compute/VMGuestPatchOperationResource;5",
+    })
+    assert found == {READS: 249.0, POLLS: 249.0, GUEST_PATCH: 599.0}
+    assert remaining_by_bucket({}) == {}
+
+
+def test_tokens_spent_up_to_late_seconds_late_still_fit_arms_bucket() -> None:
+    bucket = Bucket(GUEST_PATCH, 6, 2.0, late=1.0)
+    _, sent = spend(bucket, 0.0, 30)
+    rng = random.Random(7)
+    spent = sorted(t + rng.uniform(0, bucket.late) for t in sent)  # each delivered up to a second late
+    assert ok_for_token_bucket(spent, burst=6, rate=2.0)
+    assert not ok_for_token_bucket(sorted(t + rng.uniform(0, 1.0) for t in spend(Bucket(GUEST_PATCH, 6, 2.0),
+                                                                                   0.0, 30)[1]), burst=6, rate=2.0)
+
+
+def ok_for_token_bucket(times: list[float], *, burst: float, rate: float) -> bool:
+    """Would ARM's token bucket (full at the start) have taken every call at these times?"""
+    level, last = burst, times[0]
+    for t in times:
+        level = min(burst, level + (t - last) * rate)
+        last = t
+        if level < 1 - 1e-9:
+            return False
+        level -= 1
+    return True
+
+
+def test_a_step_message_names_the_buckets_it_holds() -> None:
+    body = '{"runId":"0123456789a-0123abcd","machine":"s|rg|vm","seq":3,"held":["guestPatch","writes"]}'
+    assert parse_step(body).held == ("guestPatch", "writes")
+    assert parse_step(body.replace(',"held":["guestPatch","writes"]', "")).held == ()
+    for bad in ('"held":"guestPatch"', '"held":[1]', '"held":["a|b"]'):
+        with pytest.raises(BadMessageError):
+            parse_step(body.replace('"held":["guestPatch","writes"]', bad))
