@@ -172,19 +172,27 @@ def rollout_schema() -> Schema:
             "description": "Waves, concurrency, an error budget and hooks (README, Safe rollouts)"}
 
 
+SCOPE_ID = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGroups/[^/]{{1,90}})?/?$"}
+
+
 def run_request_schema(max_machines: int) -> Schema:
     props = _covers({
         "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
                          "items": vm_id_schema()}, "Machines", important=True),
+        "scopes": _ui({"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True, "items": SCOPE_ID,
+                       "description": "Instead of machines: subscriptions and resource groups whose machines "
+                                      "(those passing `filter`) are listed through ARM"}, "Scopes"),
+        "filter": _ui({**dynamic_scope_filter_schema(),
+                       "description": "With scopes: a maintenance assignment's dynamic-scope filter"}, "Filter"),
         "installPatches": _ui({"$ref": "#/definitions/InstallPatchesParameters"}, "Install patches", important=True),
         "rollout": _ui({"$ref": "#/definitions/Rollout"}, "Rollout"),
     }, RUN_FIELDS, "run request")
-    return {"type": "object", "additionalProperties": False, "required": ["machines", "installPatches"],
-            "properties": props}
+    return {"type": "object", "additionalProperties": False, "required": ["installPatches"],
+            "properties": props, "description": "machines, or scopes (with an optional filter): one of the two"}
 
 
 def assessment_request_schema(max_machines: int) -> Schema:
-    scope = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGroups/[^/]{{1,90}})?/?$"}
+    scope = SCOPE_ID
     props = _covers({
         "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
                          "items": vm_id_schema()}, "Machines", important=True),
