@@ -103,7 +103,8 @@ def main() -> int:
         }, separators=(",", ":"))
         api = f"http://127.0.0.1:{args.port}/api"
         window = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
-        maintenance = json.dumps({"properties": {
+        window_iso = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
+        maintenance = json.dumps({"location": "westeurope", "properties": {
             "maintenanceScope": "InGuestPatch",
             "maintenanceWindow": {"startDateTime": window, "duration": "02:00", "timeZone": "UTC", "recurEvery": "Day"},
             "installPatches": {"rebootSetting": "IfRequired",
@@ -127,21 +128,27 @@ Follow it (202 while it runs, 200 with every machine's result when it is done):
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$LOC"
 
 Assess the whole simulated subscription now (the periodic_assessment timer does this daily for
-ASSESSMENT_SCOPES={scope}), follow it the same way, then ask for the compliance view:
+ASSESSMENT_SCOPES={scope}), follow it the same way (repeat until it answers 200: a VM the run above is
+still patching answers 409 and is assessed after it), then ask for the compliance view:
 
 ALOC=$(curl -s -o /dev/null -D - -X POST {api}/assessments -H 'Content-Type: application/json' \\
   -d '{{"scopes":["{scope}"]}}' | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ALOC"
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$ALOC"
-curl -s {api}/compliance
+curl -s -w '\\n' {api}/compliance
 
 A maintenance schedule (Azure's InGuestPatch shape) whose first window opens at {window} UTC, two
 minutes from now, for every VM tagged owner=payments; then the windows it will open:
 
-curl -s -X PUT {api}/maintenance-configurations/nightly -H 'Content-Type: application/json' \\
+curl -s -w '\\n' -X PUT {api}/maintenance-configurations/nightly -H 'Content-Type: application/json' \\
   -d '{maintenance}'
-curl -s -X PUT {api}/maintenance-configurations/nightly/assignments/payments -H 'Content-Type: application/json' \\
+curl -s -w '\\n' -X PUT {api}/maintenance-configurations/nightly/assignments/payments \\
+  -H 'Content-Type: application/json' \\
   -d '{{"properties":{{"resourceId":"{scope}","filter":{{"tagSettings":{{"tags":{{"owner":["payments"]}}}}}}}}}}'
-curl -s "{api}/maintenance-configurations/nightly/occurrences?count=3"
+curl -s -w '\\n' "{api}/maintenance-configurations/nightly/occurrences?count=3"
+
+Once the window has opened, see its run (add from= an earlier time: occurrences start now by default):
+
+curl -s -w '\\n' "{api}/maintenance-configurations/nightly/occurrences?count=3&from={window_iso}"
 
 Ctrl-C stops everything.
 """, flush=True)
