@@ -168,10 +168,12 @@ class Round:
         reason = ("RunCanceled", "the run was canceled before this machine started") if self.field("canceledAt") \
             else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
         waiting = [t for t in targets if t["state"] == MachineState.QUEUED.value and not t.get("admitted")]
+        # The halt (or cancel) is written first: once the waiting machines are Skipped every machine may have
+        # finished, and a GET in between must already see why the run stopped (Halted, not Failed).
+        self.save()
         self.svc.store.merge_targets([(t, {
             "state": MachineState.SKIPPED.value, "errorCode": reason[0], "errorMessage": reason[1], "seq": t.seq + 1,
             "completedAt": iso(self.now)}) for t in waiting])
-        self.save()
         complete_run_if_done(self.run_id, self.svc)
         return "stopped"
 
