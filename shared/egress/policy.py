@@ -50,7 +50,7 @@ _STILL_GLOBAL_IN_OLD_PYTHONS = (
     (IPv4Network("192.88.99.0/24"), "a 6to4 relay anycast address"),
     (IPv6Network("3fff::/20"), "a documentation address"),
 )
-_NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+_NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")  # fullmatch: `$` would also take a trailing "\n"
 
 
 def refusal(ip: IPAddress, *, allow_loopback: bool = False) -> str | None:
@@ -111,7 +111,7 @@ def literal_address(host: str) -> IPAddress | None:
         return ipaddress.ip_address(text)
     except ValueError:
         pass
-    if _NUMERIC_HOST.match(text):
+    if _NUMERIC_HOST.fullmatch(text):
         try:
             return IPv4Address(socket.inet_aton(text))
         except OSError:

@@ -147,8 +147,8 @@ class Verdict:
     false_failures: int = 0
     wrong_state: int = 0
     problems: list[str] = field(default_factory=list)
-    # False failures with OutcomeUnknown: the known bug pinned by test_crash_recovery's strict xfail
-    # (a kill between the claim and ARM's answer); problems naming these machines are that bug.
+    # Machines that ended OutcomeUnknown (a kill between the claim and ARM's answer that Azure could not
+    # settle); reported apart from false failures.
     outcome_unknown: set[str] = field(default_factory=set)
 
     def unexplained(self) -> list[str]:

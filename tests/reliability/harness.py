@@ -6,8 +6,8 @@ Endpoints are the app's own trigger functions (shared/functions/*_api.py), calle
 `azure.functions.HttpRequest` exactly as the Python worker builds it. An unhandled exception becomes a
 500 in `shared.http.responses.api_errors`, which logs it; the harness captures that log record so a 5xx
 is reported with its exception type and the app frame that raised it (its *signature*). Known app bugs
-are listed in KNOWN_BUGS by signature: the fuzzers let a known signature pass (each has a strict xfail
-test in test_known_bugs.py that flips when the app is fixed) and fail on any other 5xx.
+would be listed in KNOWN_BUGS by signature while a fix is pending (none is now: the seven found are fixed and
+kept as regression tests in test_known_bugs.py); any other 5xx fails.
 """
 
 from __future__ import annotations
