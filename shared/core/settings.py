@@ -135,6 +135,7 @@ class Settings:
     arm_reads_per_second: int = 25
     poll_read_percent: int = 50
     pacing_late_seconds: int = 5
+    pacing_lease_tokens: int = 32
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -203,6 +204,7 @@ class Settings:
             arm_reads_per_second=_int("ARM_READS_PER_SECOND", 25, minimum=1),
             poll_read_percent=_int("POLL_READ_PERCENT", 50, minimum=1, maximum=99),
             pacing_late_seconds=_int("PACING_LATE_SECONDS", 5),
+            pacing_lease_tokens=_int("PACING_LEASE_TOKENS", 32, minimum=1, maximum=1000),
             **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 

@@ -65,7 +65,8 @@ class Services:
     @cached_property
     def pacer(self) -> Pacer:
         """The ARM call budget every instance shares (shared/runs/pacing.py)."""
-        return Pacer(BudgetStore(self.settings, self.account), buckets_from(self.settings))
+        return Pacer(BudgetStore(self.settings, self.account), buckets_from(self.settings),
+                     lease_tokens=self.settings.pacing_lease_tokens)
 
     @cached_property
     def arm(self) -> ArmClient:

@@ -58,6 +58,7 @@ NOT_SET_IN_AZURE = {
                      "ARM_READ_BURST", "ARM_READS_PER_SECOND"), "ARM budget: the code default is Azure's limit"),
     "POLL_READ_PERCENT": "pacing tuning knob: share of the read budget polling may use",
     "PACING_LATE_SECONDS": "pacing tuning knob: queue lateness the budget keeps burst back for",
+    "PACING_LEASE_TOKENS": "pacing tuning knob: most budget tokens a process takes from the shared row at once",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.

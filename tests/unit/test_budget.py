@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,75 @@ def test_a_step_message_names_the_buckets_it_holds() -> None:
     for bad in ('"held":"guestPatch"', '"held":[1]', '"held":["a|b"]'):
         with pytest.raises(BadMessageError):
             parse_step(body.replace('"held":["guestPatch","writes"]', bad))
+
+
+# -- leases (shared/runs/pacing.py): a process takes a block of tokens from the shared row and hands them out --
+class RowStore:
+    """The budget rows as BudgetStore keeps them, in a dict with ETags: enough to drive the Pacer's logic
+    (the Table transaction itself is tested against Azurite in tests/integration/test_pacing.py)."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+        self.rows: dict[tuple[str, str], tuple[float, str]] = {}
+        self.ops: Counter[str] = Counter()
+
+    def cached(self, subscription: str, buckets: list[str]) -> None:
+        return None
+
+    def read(self, subscription: str, buckets: list[str]) -> dict[str, Any]:
+        from shared.storage.budget_store import BudgetRow
+        self.ops["budgetRead"] += 1
+        return {b: BudgetRow(*self.rows[(subscription, b)]) if (subscription, b) in self.rows else BudgetRow(0.0, None)
+                for b in buckets}
+
+    def write(self, subscription: str, new: dict[str, float], read_as: dict[str, Any]) -> None:
+        from shared.core.errors import ConflictError
+        self.ops["budgetWrite"] += 1
+        for b in new:
+            if self.rows.get((subscription, b), (0.0, None))[1] != read_as[b].etag:
+                raise ConflictError(b)
+        for b, tat in new.items():
+            self.rows[(subscription, b)] = (tat, str(self.ops["budgetWrite"]))
+
+
+def pacer(clock: list[float], lease_tokens: int, store: RowStore | None = None) -> Any:
+    from shared.runs.pacing import Pacer
+    return Pacer(store or RowStore(), {READS: Bucket(READS, 10, 5, 1, 1)},  # type: ignore[arg-type]
+                 clock=lambda: clock[0], lease_tokens=lease_tokens)
+
+
+def test_a_lease_grants_the_same_schedule_as_one_reservation_at_a_time_for_fewer_writes() -> None:
+    schedules = []
+    for lease_tokens in (1, 32):
+        clock = [1000.0]
+        store = RowStore()
+        p = pacer(clock, lease_tokens, store)
+        sent = []
+        for i in range(60):  # 60 calls over 6 s, asked 10/s: the bucket (9 usable burst, 5/s) makes them wait
+            clock[0] = 1000.0 + i * 0.1
+            sent.append(round(clock[0] + p.reserve("sub", (READS,)), 6))
+        schedules.append((sent, store.ops["budgetWrite"]))
+    (one_by_one, writes_one), (leased, writes_leased) = schedules
+    assert leased == one_by_one
+    assert writes_one == 60 and writes_leased < 15
+
+
+def test_leased_tokens_not_spent_in_time_are_dropped_not_saved_up() -> None:
+    clock = [1000.0]
+    p = pacer(clock, 32)
+    for _ in range(20):  # demand of 20 in a second: the next block is 20 tokens
+        p.reserve("sub", (READS,))
+    clock[0] += 60.0  # the process went quiet; its tokens' due times are long past (late is 1 s)
+    assert p.reserve("sub", (READS,)) == 0.0
+    assert p.wasted[READS] > 0
+    lease = p._lease("sub", READS)
+    assert all(due >= clock[0] - 1 for due in lease.due)
+
+
+def test_a_429_drops_the_lease_so_the_next_call_waits_for_the_moved_row() -> None:
+    clock = [1000.0]
+    p = pacer(clock, 32)
+    for _ in range(5):
+        p.reserve("sub", (READS,))
+    p.observe("sub", (READS,), 429, {}, retry_after=30.0)
+    assert p.reserve("sub", (READS,)) >= 29.0
