@@ -114,9 +114,9 @@ def scaled_timers(scale: float) -> dict[str, str]:
     """PatchPilot's Azure-facing waits (production defaults in Azure seconds) divided by the clock's factor."""
     def s(azure_seconds: float) -> str:
         return str(max(1, round(azure_seconds / scale)))
-    return {"POLL_MIN_SECONDS": s(60), "POLL_MAX_SECONDS": s(300), "DEFAULT_RETRY_AFTER_SECONDS": s(60),
+    return {"POLL_MIN_SECONDS": "0", "POLL_MAX_SECONDS": s(300), "DEFAULT_RETRY_AFTER_SECONDS": s(60),
             "RETRY_BASE_SECONDS": s(5), "RETRY_MAX_SECONDS": s(600), "CONFLICT_RETRY_SECONDS": s(120),
-            "RUN_RETRY_AFTER_SECONDS": "1"}
+            "DISPATCH_HORIZON_SECONDS": s(120), "RUN_RETRY_AFTER_SECONDS": "1"}
 
 
 def per_machine_calls(calls: dict[str, Any], vms: list[str]) -> dict[str, float]:
@@ -414,6 +414,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sdk-seconds", type=float, default=30.0, help="time box of each user-script run")
     p.add_argument("--timeout", type=float, default=900.0, help="give up on a PatchPilot scenario after this")
     p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--azurite-disk", action="store_true",
+                   help="Azurite persisting to disk (default: --inMemoryPersistence; its LokiJS store re-serialises "
+                        "every table to disk every few seconds, which at 10,000 machines is Azurite's main cost)")
     p.add_argument("--quick", action="store_true", help="200 VMs at 20x, one subscription: about a minute")
     args = p.parse_args(argv)
     if args.quick:
@@ -430,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Fleet scale: {args.machines:,} VMs per scenario, clock {args.scale:g}x Azure (an Azure hour = "
           f"{3600 / args.scale:.0f} s), PatchPilot through {args.hosts} local host process(es); logs in {logs}",
           flush=True)
-    with Azurite() as azurite:
+    with Azurite(in_memory=not args.azurite_disk) as azurite:
         for subs in args.subscriptions:
             started = time.monotonic()
             rows.append(run_patchpilot(azurite, args.machines, subs, args, logs))

@@ -54,6 +54,7 @@ class Azurite:
     queue_port: int = 0
     table_port: int = 0
     location: str | None = None
+    in_memory: bool = False  # --inMemoryPersistence: nothing written to disk (benchmarks; tests keep the default)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _owns_location: bool = field(default=False, repr=False)
 
@@ -73,7 +74,8 @@ class Azurite:
             "--silent",
             "--disableTelemetry",
             "--skipApiVersionCheck",
-            "--location", self.location,
+            # Azurite refuses --location with --inMemoryPersistence; its log still goes to `location`.
+            *(["--inMemoryPersistence"] if self.in_memory else ["--location", self.location]),
             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),

@@ -22,6 +22,7 @@ from shared.core.errors import PatchPilotError
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
 BUCKET = re.compile(r"[A-Za-z]{1,32}")
+ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")  # shared.core.clock.iso
 
 
 class BadMessageError(PatchPilotError, ValueError):
@@ -52,9 +53,13 @@ class StepMessage:
 class DispatchMessage:
     run_id: str
     advance: bool = False  # a rollout run: ask its controller to decide again, rather than fan out
+    # a dispatched run: send the start messages of the machines whose slot is due from this time on
+    # (ISO 8601, UTC) up to DISPATCH_HORIZON_SECONDS later (shared/runs/dispatch.py release_starts)
+    release_from: str = ""
 
     def encode(self) -> str:
-        return _encode({"runId": self.run_id, **({"advance": True} if self.advance else {})})
+        return _encode({"runId": self.run_id, **({"advance": True} if self.advance else {}),
+                        **({"releaseFrom": self.release_from} if self.release_from else {})})
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,10 @@ def parse_step(body: str) -> StepMessage:
 
 def parse_dispatch(body: str) -> DispatchMessage:
     data = _load(body)
-    return DispatchMessage(str(data["runId"]), data.get("advance") is True)
+    release_from = data.get("releaseFrom", "")
+    if not isinstance(release_from, str) or (release_from and not ISO_UTC.fullmatch(release_from)):
+        raise BadMessageError(f"bad releaseFrom {release_from!r}")
+    return DispatchMessage(str(data["runId"]), data.get("advance") is True, release_from)
 
 
 def parse_discovery(body: str) -> DiscoveryMessage:

@@ -136,6 +136,7 @@ class Settings:
     poll_read_percent: int = 50
     pacing_late_seconds: int = 5
     pacing_lease_tokens: int = 32
+    dispatch_horizon_seconds: int = 120
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -205,6 +206,7 @@ class Settings:
             poll_read_percent=_int("POLL_READ_PERCENT", 50, minimum=1, maximum=99),
             pacing_late_seconds=_int("PACING_LATE_SECONDS", 5),
             pacing_lease_tokens=_int("PACING_LEASE_TOKENS", 32, minimum=1, maximum=1000),
+            dispatch_horizon_seconds=_int("DISPATCH_HORIZON_SECONDS", 120, minimum=1, maximum=86400),
             **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
 

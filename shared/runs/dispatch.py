@@ -11,6 +11,16 @@ every machine of the run (shared/runs/pacing.py), each machine's row is created 
 message is sent delayed to it, holding the token. So a 10,000-machine run costs one budget round-trip
 per subscription to pace its starts, not one per machine, and the sweeper does not take machines
 waiting for their slot for lost ones. A retried dispatch reserves again (more waiting, never more calls).
+
+Start messages are released a horizon at a time: dispatch queues the messages of the machines due within
+DISPATCH_HORIZON_SECONDS, and a release message (DispatchMessage.release_from) comes back half a horizon
+before the next window to queue its machines, until the run's last slot (`lastSlotAt`). At Azure's 200
+starts per minute a 10,000-machine run holds about 400 start messages at a time instead of 10,000 for
+50 minutes; a cancel has few to drain, and Azurite, whose dequeue scans every message in the queue
+(108 ms per receive with 5,000 waiting, 11 ms with none, measured), keeps up. The run's `releasedThrough`
+fences duplicated release messages (an ETag-conditional write); if a release is lost, the sweeper queues
+the machines once they are overdue, so it costs time, never a machine. A token whose slot passed more than
+PACING_LATE_SECONDS ago is not spent: that machine reserves again (Bucket.late).
 """
 
 from __future__ import annotations
@@ -19,11 +29,12 @@ import logging
 import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
+from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.messages import DispatchMessage
-from shared.core.records import MachineRecord
+from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.budget import GUEST_PATCH
 from shared.runs.services import Services
@@ -31,14 +42,17 @@ from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
+RELEASE_ATTEMPTS = 5
 
 
 def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
-    """Returns how many machines were queued."""
+    """Returns how many machines were queued (start messages sent)."""
     run = svc.store.get_run(msg.run_id)
     if run is None:
         log.warning("dispatch: run %s does not exist; dropping", msg.run_id)
         return 0
+    if msg.release_from:
+        return release_window(run, parse_iso(msg.release_from), svc)
     if run.get("dispatchedAt"):
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
@@ -50,18 +64,67 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
     now = utcnow()
     slots = start_slots(svc, svc.store.machine_chunks(msg.run_id))
     create_targets(msg.run_id, svc, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
-    queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0)
+    until = now + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
+    send_starts(msg.run_id, queued, svc)
+    # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
+    last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
+    svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
+                                      "releasedThrough": iso(until), "lastSlotAt": iso(last_slot)})
+    if last_slot > until:
+        send_next_release(msg.run_id, until, svc)
+    log.info("dispatch: run %s queued %d machines, due before %s", msg.run_id, len(queued), iso(until))
+    return len(queued)
+
+
+def send_starts(run_id: str, queued: list[MachineRecord], svc: Services) -> None:
+    """Each machine's first step, delayed to its slot and holding its guest-patch token; a slot that passed
+    more than PACING_LATE_SECONDS ago is not spent (the step reserves again)."""
+    now = utcnow()
+    late = timedelta(seconds=svc.settings.pacing_late_seconds)
 
     def send(target: MachineRecord) -> None:
-        wait = slots.get(target.key)
-        if wait is None:  # not in this dispatch's block (a row from an earlier attempt): reserves itself
-            svc.send_step(msg.run_id, target.key, target.seq)
+        due = parse_iso(str(target.get("nextActionAt") or iso(now)))
+        if due < now - late:
+            svc.send_step(run_id, target.key, target.seq)
         else:
-            svc.send_step(msg.run_id, target.key, target.seq, wait, held=(GUEST_PATCH,))
+            svc.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),
+                          held=(GUEST_PATCH,))
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(send, queued))
-    svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
-    log.info("dispatch: run %s queued %d machines", msg.run_id, len(queued))
+
+
+def send_next_release(run_id: str, window_from: datetime, svc: Services) -> None:
+    """The release of the window starting at `window_from`, arriving half a horizon before it."""
+    lead = svc.settings.dispatch_horizon_seconds / 2
+    delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
+    svc.send_release(run_id, iso(window_from), math.floor(delay))
+
+
+def release_window(run: RunRecord, window_from: datetime, svc: Services) -> int:
+    """Queue the start messages of the machines due in [window_from, window_from + horizon), once: the run's
+    `releasedThrough` must still name this window (a duplicate, or a release of a canceled or finished run,
+    finds it moved on or the run closed, and does nothing)."""
+    until = window_from + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    for _ in range(RELEASE_ATTEMPTS):
+        if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
+            return 0
+        try:
+            svc.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
+            break
+        except ConflictError:  # a duplicate of this release, or any other write to the run: look again
+            fresh = svc.store.get_run(run.run_id)
+            if fresh is None:
+                return 0
+            run = fresh
+    else:
+        raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
+    queued = svc.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
+                                    due_from=iso(window_from), due_before=iso(until))
+    send_starts(run.run_id, queued, svc)
+    if parse_iso(str(run.get("lastSlotAt") or iso(until))) >= until:
+        send_next_release(run.run_id, until, svc)
+    log.info("dispatch: run %s released %d machines due before %s", run.run_id, len(queued), iso(until))
     return len(queued)
 
 

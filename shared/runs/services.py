@@ -119,6 +119,11 @@ class Services:
     def send_dispatch(self, run_id: str) -> None:
         self._send(self.dispatch_queue, "dispatch", DispatchMessage(run_id).encode())
 
+    def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None:
+        """Come back at `delay_seconds` to queue the start messages due from `release_from` on (dispatch.py)."""
+        self._send(self.dispatch_queue, "dispatch", DispatchMessage(run_id, release_from=release_from).encode(),
+                   delay_seconds)
+
     def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
         """Ask the rollout controller to look at the run again (after a soak, or when it was busy)."""
         self._send(self.dispatch_queue, "dispatch", DispatchMessage(run_id, advance=True).encode(), delay_seconds)

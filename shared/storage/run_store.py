@@ -360,9 +360,11 @@ class RunStore:
 
     def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
+                     due_from: str | None = None, due_before: str | None = None,
                      select: list[str] | None = None) -> list[MachineRecord]:
         """A run's targets, optionally only those in `state`, at `seq`, unfinished with their next action
-        due before an ISO time, or (not) admitted by the rollout controller. `select` keeps big columns
+        due before an ISO time, (not) admitted by the rollout controller, or with `nextActionAt` in
+        [due_from, due_before) (ISO times). `select` keeps big columns
         (armCalls, error details) off the wire when a caller needs few."""
         query = "PartitionKey eq @run"
         parameters: dict[str, Any] = {"run": run_id}
@@ -380,6 +382,12 @@ class RunStore:
         if admitted is not None:
             query += " and admitted eq @admitted"
             parameters["admitted"] = admitted
+        if due_from is not None:
+            query += " and nextActionAt ge @dueFrom"
+            parameters["dueFrom"] = due_from
+        if due_before is not None:
+            query += " and nextActionAt lt @dueBefore"
+            parameters["dueBefore"] = due_before
         result: list[MachineRecord] = []
         select = None if select is None else sorted({*select, "PartitionKey", "RowKey"})
         for page in self.targets.query_entities(query, parameters=parameters, results_per_page=1000,

@@ -58,6 +58,7 @@ NOT_SET_IN_AZURE = {
                      "ARM_READ_BURST", "ARM_READS_PER_SECOND"), "ARM budget: the code default is Azure's limit"),
     "POLL_READ_PERCENT": "pacing tuning knob: share of the read budget polling may use",
     "PACING_LATE_SECONDS": "pacing tuning knob: queue lateness the budget keeps burst back for",
+    "DISPATCH_HORIZON_SECONDS": "pacing tuning knob: how far ahead of its slot a machine's start message is queued",
     "PACING_LEASE_TOKENS": "pacing tuning knob: most budget tokens a process takes from the shared row at once",
 }
 

@@ -13,9 +13,10 @@ import pytest
 
 from shared.composition import build_services
 from shared.core.clock import parse_iso
-from shared.core.messages import parse_step
+from shared.core.messages import DispatchMessage, parse_step
 from shared.core.settings import Settings
 from shared.runs.budget import GUEST_PATCH, Bucket
+from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import run_step
 from shared.runs.pacing import Pacer
 from shared.runs.services import Services
@@ -160,3 +161,29 @@ def test_two_instances_share_one_budget_and_subscriptions_are_independent(servic
     assert waits == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]  # one burst between them, then one a second
     assert sum(h.store.ops["budgetConflict"] for h in hosts) > 0  # each lost races to the other, and re-read
     assert hosts[0].reserve("sub-b", (GUEST_PATCH,)) == 0  # another subscription: its own full bucket
+
+
+def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release_does_nothing(
+        services: Services, simulator: Simulator) -> None:
+    # 14 machines, 2 at once then 1 per second: slots over about 12 s; messages queued 4 s ahead.
+    svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
+                      DISPATCH_HORIZON_SECONDS="4")
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    pump = QueuePump(svc)
+    pump.pump_once(only="dispatch")
+    run = svc.store.get_run(run_id)
+    assert run is not None
+    due_in_window = [t for t in svc.store.list_targets(run_id) if t["nextActionAt"] < run["releasedThrough"]]
+    assert svc.sent["operations"] == len(due_in_window) < VMS  # only the first window's start messages
+    assert run["lastSlotAt"] > run["releasedThrough"]
+
+    release = DispatchMessage(run_id, release_from=run["releasedThrough"])
+    first, second = dispatch_run(release, svc), dispatch_run(release, svc)
+    assert first > 0 and second == 0  # the run's releasedThrough fences the copy
+
+    pump.run_until(lambda: finished(run_id), timeout=60)  # later windows come from the chained releases
+    assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+    calls: dict[str, Any] = simulator.calls()
+    assert all(calls["byVm"][vm.lower()]["installPatches"] == 1 for vm in vms)
+    assert svc.sent["operations"] >= VMS
