@@ -19,8 +19,8 @@ starts per minute a 10,000-machine run holds about 400 start messages at a time 
 50 minutes; a cancel has few to drain, and Azurite, whose dequeue scans every message in the queue
 (108 ms per receive with 5,000 waiting, 11 ms with none, measured), keeps up. The run's `releasedThrough`
 fences duplicated release messages (an ETag-conditional write); if a release is lost, the sweeper queues
-the machines once they are overdue, so it costs time, never a machine. A token whose slot passed more than
-PACING_LATE_SECONDS ago is not spent: that machine reserves again (Bucket.late).
+the machines once they are overdue, so it costs time, never a machine. A slot that passed more than a
+horizon ago (an earlier dispatch attempt's) is not spent: that machine reserves again.
 """
 
 from __future__ import annotations
@@ -78,14 +78,16 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
 
 
 def send_starts(run_id: str, queued: list[MachineRecord], svc: Services) -> None:
-    """Each machine's first step, delayed to its slot and holding its guest-patch token; a slot that passed
-    more than PACING_LATE_SECONDS ago is not spent (the step reserves again)."""
+    """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot that passed
+    more than a horizon ago (a row of an earlier dispatch attempt that died) is not spent: that step reserves
+    again. Sending itself takes seconds at 10,000 machines, so slots a few seconds past are still held
+    (as every held token, spent however late: shared/runs/pacing.py)."""
     now = utcnow()
-    late = timedelta(seconds=svc.settings.pacing_late_seconds)
+    stale = timedelta(seconds=svc.settings.dispatch_horizon_seconds)
 
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
-        if due < now - late:
+        if due < now - stale:
             svc.send_step(run_id, target.key, target.seq)
         else:
             svc.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),

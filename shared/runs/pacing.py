@@ -92,6 +92,7 @@ class Pacer:
         self.lease_tokens = max(1, lease_tokens)
         self._leases: dict[tuple[str, str], Lease] = {}
         self._leases_lock = threading.Lock()
+        self._row_locks: dict[str, threading.Lock] = {}
         self.wasted: dict[str, int] = {}  # leased tokens dropped unspent, by bucket (telemetry, tests)
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
@@ -174,6 +175,15 @@ class Pacer:
 
     def _update(self, subscription: str, names: list[str],
                 decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:
+        """Read-decide-write the subscription's rows. Threads of this process take turns (a lock per
+        subscription), so only other instances can make the ETag race be lost."""
+        with self._leases_lock:
+            lock = self._row_locks.setdefault(subscription.lower(), threading.Lock())
+        with lock:
+            return self._update_rows(subscription, names, decide)
+
+    def _update_rows(self, subscription: str, names: list[str],
+                     decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:
         rows = self.store.cached(subscription, names)
         for _ in range(MAX_ATTEMPTS):
             if rows is None:  # one query reads (and caches) all of the subscription's buckets

@@ -39,6 +39,13 @@ def test_longest_operations_pair_with_the_earliest_starts() -> None:
     assert subscription_bound([1.0, 1.0, 1.0], budgets) == pytest.approx(3.0)
 
 
+def test_in_request_order_the_long_operation_keeps_its_start() -> None:
+    budgets = Budgets(read_burst=1000, read_rate=1.0, write_burst=1000, write_rate=1.0,
+                      patch_sub_burst=1, patch_sub_rate=1.0)
+    # starts 0, 1, 2 in the order given: the 10 s operation, second, ends at 1 + 10.
+    assert subscription_bound([1.0, 10.0, 1.0], budgets, in_order=True) == pytest.approx(11.0)
+
+
 def test_subscriptions_have_their_own_buckets() -> None:
     one = makespan_bound({"a": [60.0] * 10_000}, AZURE)
     four = makespan_bound({s: [60.0] * 2_500 for s in "abcd"}, AZURE)
