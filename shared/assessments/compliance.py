@@ -118,7 +118,8 @@ def subscription_tally(fleet: FleetStore, subscription_id: str, *, now: datetime
             total.add(shard_tally(shard))
         return total
     rows = fleet.query_machines(subscription_id, select=COLUMNS)
-    fleet.build_rollup(subscription_id, shards, rows, now)
+    if rows or shards:  # not for a subscription nobody has seen: a GET of any GUID would write rows
+        fleet.build_rollup(subscription_id, shards, rows, now, freshness_hours)
     return Tally.of_rows(rows)
 
 

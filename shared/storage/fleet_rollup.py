@@ -164,14 +164,12 @@ class Tally:
         return self
 
     def collapse(self, before: str) -> Tally:
-        """Merge the histogram buckets of minutes before `before` into the bucket ""."""
-        if before <= self.collapsed_before:
-            return self
+        """Merge the histogram buckets of minutes before `before` (or before the minute merged already, if later)
+        into the bucket "". A change subtracting a machine from a merged minute lands in "" too."""
+        self.collapsed_before = max(before, self.collapsed_before)
         for g in self.groups.values():
-            old = [m for m in g.at if m and m < before]
-            for m in old:
+            for m in [m for m in g.at if m and m < self.collapsed_before]:
                 g.at[""] += g.at.pop(m)
-        self.collapsed_before = before
         return self
 
     @classmethod
@@ -216,12 +214,17 @@ def shard_entity(partition: str, shard: int, tally: Tally, *, built_at: str,
         size = entity_bytes(entity)
         if size <= max_bytes:
             return entity
-        entries = sorted((v, p, c, k) for k, g in tally.groups.items() for (p, c), v in g.widespread.items())
-        if not entries:
+        totals: Counter[tuple[str, str]] = Counter()
+        for g in tally.groups.values():
+            totals.update(g.widespread)
+        if not totals:
             raise ValueError(f"rollup shard {shard} of {partition} takes {size} bytes without any per-patch count")
         tally.approximate = True
-        for _count, p, c, k in entries[: max(1, len(entries) // 10)]:  # the least widespread tenth, then measure again
-            del tally.groups[k].widespread[(p, c)]
+        # The least widespread tenth (last in the report's order: most machines first, then by name), measure again.
+        last_first = sorted(totals, key=lambda pc: (-totals[pc], pc), reverse=True)
+        for patch in last_first[: max(1, len(last_first) // 10)]:
+            for g in tally.groups.values():
+                g.widespread.pop(patch, None)
 
 
 def is_built(entity: Mapping[str, Any] | None) -> bool:

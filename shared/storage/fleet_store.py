@@ -272,18 +272,19 @@ class FleetStore:
         return shards
 
     def build_rollup(self, subscription_id: str, read: Mapping[int, Mapping[str, Any]],
-                     rows: Iterable[Mapping[str, Any]], now: datetime) -> bool:
+                     rows: Iterable[Mapping[str, Any]], now: datetime, freshness_hours: int) -> bool:
         """Write every shard of the subscription from `rows` (each with its RowKey), all in one transaction
         conditional on the shard rows `read` (read_rollup, called *before* the rows were read). A machine write
-        in between changed a shard, so this fails (False) rather than keep sums that miss that write."""
+        in between changed a shard, so this fails (False) rather than keep sums that miss that write.
+        `freshness_hours`: the view's, so a view after the setting was raised builds a rollup it can use."""
         partition = subscription_id.lower()
         tallies = [Tally() for _ in range(SHARDS)]
         for row in rows:
             tallies[shard_of(str(row["RowKey"]))].add_row(row)
         ops: list[Any] = []
         for shard, tally in enumerate(tallies):
-            entity = shard_entity(partition, shard, tally.drop_zeros(clamp=False).collapse(
-                collapse_before(now, self.freshness_hours)), built_at=iso(now))
+            entity = shard_entity(partition, shard, tally.collapse(collapse_before(now, freshness_hours))
+                                  .drop_zeros(clamp=False), built_at=iso(now))
             current = read.get(shard)
             ops.append(("create", entity) if current is None else
                        ("update", entity, {"mode": UpdateMode.REPLACE, "etag": current["etag"],
@@ -323,8 +324,8 @@ class FleetStore:
             if is_built(current):
                 assert current is not None
                 tally = shard_tally(current)
-                tally.add(change)
-                tally.drop_zeros(clamp=True).collapse(collapse_before(now, self.freshness_hours))
+                tally.add(change)  # then merge old minutes, so that uncounting from a merged minute lands in ""
+                tally.collapse(collapse_before(now, self.freshness_hours)).drop_zeros(clamp=True)
                 ops.append(("update", shard_entity(partition, shard, tally, built_at=str(current.get("builtAt"))),
                             {"mode": UpdateMode.REPLACE, "etag": current["etag"], "match_condition": IF_MATCH}))
             else:  # no complete pass yet: touch the shard so that a pass racing this write fails
