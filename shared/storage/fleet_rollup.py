@@ -22,10 +22,11 @@ use the rollup and reads the rows instead. The histogram therefore holds at most
 per group, whatever the number of machines.
 
 Size: a shard's JSON is split over properties d0, d1, ... of at most CHUNK_CHARS characters (a property holds
-64 KiB of UTF-16) and the whole row is kept under MAX_SHARD_BYTES (an entity holds 1 MiB; SHARDS of them plus the
-machine rows must fit a 4 MiB transaction). Only the per-patch counts (mostWidespreadMissingPatches) are unbounded
-in principle: if they do not fit, the least widespread entries are dropped and the shard is marked `approximate`
-(its later counts for a dropped patch start again from zero) until it is built again. Everything else is exact.
+64 KiB of UTF-16) and the whole row is kept under MAX_SHARD_BYTES (an entity holds 1 MiB) and, as sent, under
+MAX_SHARD_WIRE_BYTES (SHARDS of them plus machine rows must fit a 4 MiB transaction). Only the per-patch counts
+(mostWidespreadMissingPatches) are unbounded in principle: if they do not fit, the least widespread entries are
+dropped and the shard is marked `approximate` (its later counts for a dropped patch start again from zero) until
+it is built again. Everything else is exact.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ ROLLUP_PREFIX = "~rollup|"
 SHARDS = 4
 ROLLUP_VERSION = 1  # bump when the contribution of a row changes: older shards then count as unbuilt
 CHUNK_CHARS = MAX_PROPERTY_BYTES // 2 - 2_768  # 30,000 < 32,768 UTF-16 units: a property holds 64 KiB
-MAX_SHARD_BYTES = 800 * 1024  # entity_bytes (UTF-16): SHARDS shards stay well inside a 4 MiB transaction
+MAX_SHARD_BYTES = 800 * 1024  # entity_bytes (UTF-16): under the 1 MiB entity limit
+# The same row as sent (JSON, UTF-8: more than UTF-16 for non-Latin names): SHARDS of them and a quarter MiB of
+# machine rows (fleet_store._chunks) stay inside the 4 MiB of one transaction.
+MAX_SHARD_WIRE_BYTES = 850 * 1024
 COLLAPSE_MARGIN = timedelta(hours=1)  # room for clock skew between the writing host and the viewing host
 FAILED_ATTEMPTS = {MachineState.FAILED.value, MachineState.TIMED_OUT.value}
 # Per-machine counters; "assessed"/"stale" come from the histogram (they depend on the time of the view).
@@ -212,7 +216,7 @@ def shard_entity(partition: str, shard: int, tally: Tally, *, built_at: str,
             entity[f"d{i // CHUNK_CHARS}"] = text[i:i + CHUNK_CHARS]
             entity["chunks"] += 1
         size = entity_bytes(entity)
-        if size <= max_bytes:
+        if size <= max_bytes and len(json.dumps(entity).encode()) <= MAX_SHARD_WIRE_BYTES:
             return entity
         totals: Counter[tuple[str, str]] = Counter()
         for g in tally.groups.values():

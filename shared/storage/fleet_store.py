@@ -406,7 +406,7 @@ def _chunks(entities: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     size = 0
     for entity in entities:
         entity_size = len(json.dumps(entity, default=str))
-        if current and (len(current) == MACHINES_PER_TRANSACTION or size + entity_size > 1024 * 1024):
+        if current and (len(current) == MACHINES_PER_TRANSACTION or size + entity_size > 256 * 1024):
             yield current
             current, size = [], 0
         current.append(entity)
