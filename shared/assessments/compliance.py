@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.core.clock import iso
@@ -30,6 +30,7 @@ COLUMNS = ["resourceId", "osType", "powerState", "assessedAt", "assessmentStatus
            "classificationCounts", "missingPatches", "agentStatus"]
 OS_TYPES = {"windows": "Windows", "linux": "Linux"}
 MACHINE_KINDS = {"virtualmachines": VIRTUAL_MACHINES, "hybridmachines": HYBRID_MACHINES}
+REBUILD_APPROXIMATE_AFTER = timedelta(hours=24)
 NAMES = ("machines", "assessed", "stale", "neverAssessed", "failed", "notRunning", "notConnected",
          "missingCriticalOrSecurity", "rebootPending", "upToDate")
 
@@ -108,10 +109,14 @@ def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int
 def subscription_tally(fleet: FleetStore, subscription_id: str, *, now: datetime, freshness_hours: int) -> Tally:
     """The sums over one subscription's machines: from its rollup (one query), or, if it has none usable, from its
     rows, building the rollup from them on the way (if a machine write races the build, the build is dropped and
-    the next view tries again; this answer, from the rows, is exact either way)."""
+    the next view tries again; this answer, from the rows, is exact either way). A rollup that had to drop
+    per-patch counts is built again from the rows once it is REBUILD_APPROXIMATE_AFTER old, so the counts it
+    lost since do not drift for longer than that."""
     shards = fleet.read_rollup(subscription_id)
     cutoff = cutoff_minute(now, freshness_hours)
+    approximate_until = iso(now - REBUILD_APPROXIMATE_AFTER)
     if len(shards) == SHARDS and all(is_built(e) and str(e.get("collapsedBefore") or "") <= cutoff
+                                     and not (e.get("approximate") and str(e.get("builtAt")) < approximate_until)
                                      for e in shards.values()):
         total = Tally()
         for shard in shards.values():
