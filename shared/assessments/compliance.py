@@ -99,8 +99,8 @@ def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int
                            for s, c in sorted(by_subscription.items()) if c["machines"] > 0},
         "mostWidespreadMissingPatches": [
             {"patch": key, "classification": classification, "machines": n}
-            for (key, classification), n in sorted(widespread.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-            if n > 0
+            for (key, classification), n in sorted(((k, n) for k, n in widespread.items() if n > 0),
+                                                   key=lambda kv: (-kv[1], kv[0]))[:top]
         ],
         "mostWidespreadMissingPatchesApproximate": tally.approximate,
     }

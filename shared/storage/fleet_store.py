@@ -329,7 +329,12 @@ class FleetStore:
                 assert current is not None
                 tally = shard_tally(current)
                 tally.add(change)  # then merge old minutes, so that uncounting from a merged minute lands in ""
-                tally.collapse(collapse_before(now, self.freshness_hours)).drop_zeros(clamp=True)
+                tally.collapse(collapse_before(now, self.freshness_hours))
+                if not tally.approximate and any(v < 0 for g in tally.groups.values() for c in g.counters()
+                                                 for v in c.values()):
+                    log.warning("rollup shard %s of %s would count below zero: a machine row was written without "
+                                "it (ROLLUP_VERSION?)", shard, partition)
+                tally.drop_zeros(clamp=True)
                 ops.append(("update", shard_entity(partition, shard, tally, built_at=str(current.get("builtAt"))),
                             {"mode": UpdateMode.REPLACE, "etag": current["etag"], "match_condition": IF_MATCH}))
             else:  # no complete pass yet: touch the shard so that a pass racing this write fails
