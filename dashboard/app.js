@@ -183,7 +183,8 @@ function compliancePage() {
         .map((k) => h("div", { class: "card", "data-count": k }, h("b", {}, c[k]), k))),
       h("section", {}, h("h3", {}, "Missing critical or security, and stale machines, by subscription"),
         barChart("by-subscription", subs, [{ key: "missingCriticalOrSecurity", color: "#b3261e" }, { key: "stale", color: "#e0a100" }])),
-      h("section", {}, h("h3", {}, "Most widespread missing patches (machines)"), barChart("widespread", patches, [{ key: "machines", color: "#5b8def" }])),
+      h("section", {}, h("h3", {}, "Most widespread missing patches (machines)"), barChart("widespread", patches, [{ key: "machines", color: "#5b8def" }]),
+        c.mostWidespreadMissingPatchesApproximate ? h("p", { class: "muted", id: "widespread-approximate" }, "approximate: a subscription has more distinct missing patches than its rollup keeps") : []),
       h("p", { class: "muted" }, `generated ${c.generatedAt}; stale = assessed more than ${c.freshnessHours} h ago`));
     return false;
   });

@@ -1,13 +1,19 @@
 """The compliance view: computed from the fleet snapshot in Table storage alone, no ARM calls.
 
-Loading reads one partition per subscription (a key range for a resource group), selecting
-only the columns the report uses; the report itself is a pure function of those rows, so it is
-tested directly and costs one pass over them.
+The view reads each subscription's rollup (shared/storage/fleet_rollup.py: a few rows kept exact by every write
+of a machine row, in the same transaction), so a GET costs one query per subscription whatever the number of
+machines. A `resourceGroup` filter reads that resource group's rows instead (a RowKey range): the rollups are not
+kept per resource group. A subscription without a usable rollup (rows written before rollups existed, or a
+freshnessHours raised since) is answered from its rows once, and the rollup is built from them for later views.
+
+`assessed` vs `stale` is decided in whole minutes: a machine assessed in or after the minute in which
+now - freshnessHours falls is assessed, before it stale (fleet_rollup.cutoff_minute), for the rollups and the
+rows alike, so both give the same answer. `compliance_report` is the same computation over rows, and the
+definition the rollups are tested against.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,15 +22,17 @@ from typing import Any
 
 from shared.core.clock import iso
 from shared.core.ids import HYBRID_MACHINES, VIRTUAL_MACHINES, machine_kind_of
-from shared.core.states import MachineState
+from shared.storage.fleet_rollup import SHARDS, Tally, cutoff_minute, is_built, shard_tally
 from shared.storage.fleet_store import FleetStore
 
 COLUMNS = ["resourceId", "osType", "powerState", "assessedAt", "assessmentStatus",
            "lastAttemptState", "errorCode", "rebootPending", "criticalAndSecurityPatchCount", "otherPatchCount",
            "classificationCounts", "missingPatches", "agentStatus"]
-FAILED_ATTEMPTS = {MachineState.FAILED.value, MachineState.TIMED_OUT.value}
 OS_TYPES = {"windows": "Windows", "linux": "Linux"}
 MACHINE_KINDS = {"virtualmachines": VIRTUAL_MACHINES, "hybridmachines": HYBRID_MACHINES}
+REBUILD_APPROXIMATE_AFTER = timedelta(hours=24)
+NAMES = ("machines", "assessed", "stale", "neverAssessed", "failed", "notRunning", "notConnected",
+         "missingCriticalOrSecurity", "rebootPending", "upToDate")
 
 
 def load_snapshot(fleet: FleetStore, *, subscription_id: str | None, resource_group: str | None,
@@ -46,7 +54,17 @@ def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshnes
                       top: int = 10) -> dict[str, Any]:
     """Counts a platform engineer asks for first. Every machine is in exactly one of
     assessed / stale / neverAssessed; failed, notRunning and the patch counts overlap those."""
-    fresh_after = iso(now - timedelta(hours=freshness_hours))
+    return render_report(Tally.of_rows(rows), now=now, freshness_hours=freshness_hours, top=top)
+
+
+def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int = 10,
+                  os_type: str | None = None, machine_kind: str | None = None) -> dict[str, Any]:
+    """The report over the machines `tally` sums, keeping only one OS type / machine kind if given.
+    `mostWidespreadMissingPatchesApproximate` is true when a rollup had to drop per-patch counts to fit
+    (fleet_rollup.shard_entity): those counts may then be low."""
+    cutoff = cutoff_minute(now, freshness_hours)
+    if tally.collapsed_before > cutoff:
+        raise ValueError(f"the sums merged assessment times before {tally.collapsed_before}, after {cutoff}")
     counts: Counter[str] = Counter()
     os_counts: Counter[str] = Counter()
     kind_counts: Counter[str] = Counter()
@@ -54,57 +72,76 @@ def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshnes
     machines_by_class: Counter[str] = Counter()
     widespread: Counter[tuple[str, str]] = Counter()
     by_subscription: dict[str, Counter[str]] = {}
-    for row in rows:
-        counts["machines"] += 1
-        parts = str(row.get("resourceId") or "").split("/")
-        sub = by_subscription.setdefault(parts[2].lower() if len(parts) > 2 else "", Counter())
-        sub["machines"] += 1
-        os_counts[row.get("osType") or "Unknown"] += 1
-        kind_counts[machine_kind_of(str(row.get("resourceId") or ""))] += 1
-        assessed_at = str(row.get("assessedAt") or "")
-        if not assessed_at:
-            counts["neverAssessed"] += 1
-            sub["neverAssessed"] += 1
-        elif assessed_at >= fresh_after:
-            counts["assessed"] += 1
-        else:
-            counts["stale"] += 1
-            sub["stale"] += 1
-        if row.get("lastAttemptState") in FAILED_ATTEMPTS:
-            counts["failed"] += 1
-        if str(row.get("powerState") or "running") not in ("running", "unknown"):
-            counts["notRunning"] += 1
-        if str(row.get("agentStatus") or "Connected") != "Connected":  # an Arc machine's agent (shared/arm/hybrid)
-            counts["notConnected"] += 1
-        if not assessed_at:
-            continue  # patch facts only from a successful assessment
-        if int(row.get("criticalAndSecurityPatchCount") or 0) > 0:
-            counts["missingCriticalOrSecurity"] += 1
-            sub["missingCriticalOrSecurity"] += 1
-        if row.get("rebootPending"):
-            counts["rebootPending"] += 1
-        if int(row.get("criticalAndSecurityPatchCount") or 0) + int(row.get("otherPatchCount") or 0) == 0:
-            counts["upToDate"] += 1
-        for classification, n in json.loads(row.get("classificationCounts") or "{}").items():
-            patches_by_class[classification] += int(n)
-            machines_by_class[classification] += 1
-        for key, classification in json.loads(row.get("missingPatches") or "[]"):
-            widespread[(key, classification)] += 1
-    names = ("machines", "assessed", "stale", "neverAssessed", "failed", "notRunning", "notConnected",
-             "missingCriticalOrSecurity", "rebootPending", "upToDate")
+    for (subscription, os, kind), g in tally.groups.items():
+        if (os_type and os != os_type) or (machine_kind and kind != machine_kind):
+            continue
+        stale = sum(n for minute, n in g.at.items() if minute < cutoff)
+        counts.update(g.n)
+        counts.update({"assessed": sum(g.at.values()) - stale, "stale": stale})
+        by_subscription.setdefault(subscription, Counter()).update(
+            {"machines": g.n["machines"], "missingCriticalOrSecurity": g.n["missingCriticalOrSecurity"],
+             "stale": stale, "neverAssessed": g.n["neverAssessed"]})
+        os_counts[os or "Unknown"] += g.n["machines"]
+        kind_counts[kind] += g.n["machines"]
+        patches_by_class.update(g.patches_by_class)
+        machines_by_class.update(g.machines_by_class)
+        widespread.update(g.widespread)
     return {
         "generatedAt": iso(now),
         "freshnessHours": freshness_hours,
-        **{name: counts[name] for name in names},
-        "byOsType": dict(sorted(os_counts.items())),
-        "byMachineKind": dict(sorted(kind_counts.items())),
+        **{name: counts[name] for name in NAMES},
+        "byOsType": {k: v for k, v in sorted(os_counts.items()) if v > 0},
+        "byMachineKind": {k: v for k, v in sorted(kind_counts.items()) if v > 0},
         "byClassification": {c: {"missingPatches": patches_by_class[c], "machines": machines_by_class[c]}
-                             for c in sorted(patches_by_class)},
+                             for c in sorted(machines_by_class) if machines_by_class[c] > 0},
         # per subscription: machines, missing critical/security, stale, never assessed (the dashboard's chart)
         "bySubscription": {s: {k: c[k] for k in ("machines", "missingCriticalOrSecurity", "stale", "neverAssessed")}
-                           for s, c in sorted(by_subscription.items())},
+                           for s, c in sorted(by_subscription.items()) if c["machines"] > 0},
         "mostWidespreadMissingPatches": [
             {"patch": key, "classification": classification, "machines": n}
-            for (key, classification), n in sorted(widespread.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+            for (key, classification), n in sorted(((k, n) for k, n in widespread.items() if n > 0),
+                                                   key=lambda kv: (-kv[1], kv[0]))[:top]
         ],
+        "mostWidespreadMissingPatchesApproximate": tally.approximate,
     }
+
+
+def subscription_tally(fleet: FleetStore, subscription_id: str, *, now: datetime, freshness_hours: int) -> Tally:
+    """The sums over one subscription's machines: from its rollup (one query), or, if it has none usable, from its
+    rows, building the rollup from them on the way (if a machine write races the build, the build is dropped and
+    the next view tries again; this answer, from the rows, is exact either way). A rollup that had to drop
+    per-patch counts is built again from the rows once it is REBUILD_APPROXIMATE_AFTER old, so the counts it
+    lost since do not drift for longer than that."""
+    shards = fleet.read_rollup(subscription_id)
+    cutoff = cutoff_minute(now, freshness_hours)
+    approximate_until = iso(now - REBUILD_APPROXIMATE_AFTER)
+    if len(shards) == SHARDS and all(is_built(e) and str(e.get("collapsedBefore") or "") <= cutoff
+                                     and not (e.get("approximate") and str(e.get("builtAt")) < approximate_until)
+                                     for e in shards.values()):
+        total = Tally()
+        for shard in shards.values():
+            total.add(shard_tally(shard))
+        return total
+    rows = fleet.query_machines(subscription_id, select=COLUMNS)
+    if rows or shards:  # not for a subscription nobody has seen: a GET of any GUID would write rows
+        fleet.build_rollup(subscription_id, shards, rows, now, freshness_hours)
+    return Tally.of_rows(rows)
+
+
+def compliance_view(fleet: FleetStore, *, subscription_id: str | None, resource_group: str | None,
+                    os_type: str | None, machine_kind: str | None, now: datetime, freshness_hours: int,
+                    top: int = 10) -> dict[str, Any]:
+    """GET /api/compliance: one subscription or all of them from their rollups (subscriptions in parallel),
+    or one resource group from its rows. Same report as compliance_report over the rows in scope."""
+    if resource_group:
+        rows = load_snapshot(fleet, subscription_id=subscription_id, resource_group=resource_group,
+                             os_type=os_type, machine_kind=machine_kind)
+        return compliance_report(rows, now=now, freshness_hours=freshness_hours, top=top)
+    subscriptions = [subscription_id] if subscription_id else fleet.subscriptions()
+    total = Tally()
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(subscriptions)))) as pool:
+        for tally in pool.map(lambda s: subscription_tally(fleet, s, now=now, freshness_hours=freshness_hours),
+                              subscriptions):
+            total.add(tally)
+    return render_report(total, now=now, freshness_hours=freshness_hours, top=top, os_type=os_type,
+                         machine_kind=machine_kind)

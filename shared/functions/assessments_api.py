@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.assessments.compliance import MACHINE_KINDS, OS_TYPES, compliance_report, load_snapshot
+from shared.assessments.compliance import MACHINE_KINDS, OS_TYPES, compliance_view
 from shared.assessments.machine_view import machine_assessment
 from shared.composition import AppServices
 from shared.core.clock import utcnow
@@ -69,8 +69,9 @@ def blueprint(services: AppServices) -> func.Blueprint:
             raise ValidationError(f"machineKind must be virtualMachines or hybridMachines, got {quoted(raw_kind)}",
                                   target="machineKind")
         top = int_param(req, "top", 10, MAX_TOP)
-        rows = load_snapshot(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type, machine_kind=kind)
-        report = compliance_report(rows, now=utcnow(), freshness_hours=svc.settings.assessment_freshness_hours, top=top)
+        report = compliance_view(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type,
+                                 machine_kind=kind, now=utcnow(),
+                                 freshness_hours=svc.settings.assessment_freshness_hours, top=top)
         report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type, "machineKind": kind}
         return json_response(report)
 

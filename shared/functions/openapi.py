@@ -126,10 +126,14 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
      [RUN_ID], _lro("Run", "The assessment"), True),
     ("get", "/compliance", "get_compliance", "Compliance_Get", "Get the compliance view",
      "Counts of assessed, stale and failed machines, missing critical/security patches by subscription, and the "
-     "most widespread missing patches, from Table storage only.",
+     "most widespread missing patches, from Table storage only: one read of each subscription's rollup (a "
+     "resourceGroup filter reads that group's machines). Stale: assessed before the minute in which "
+     "now - freshnessHours falls.",
      [_param("subscriptionId", "query", "Subscription id", "Only this subscription (GUID)"),
       _param("resourceGroup", "query", "Resource group", "Only this resource group (needs subscriptionId)"),
       _param("osType", "query", "OS type", "Windows or Linux", enum=["Windows", "Linux"]),
+      _param("machineKind", "query", "Machine kind", "Azure VMs or Azure Arc-enabled servers",
+             enum=["virtualMachines", "hybridMachines"]),
       _param("top", "query", "Top patches", "How many patches to list", kind="integer", minimum=1, maximum=100,
              default=10)],
      _ok("Compliance", "The compliance view"), False),
@@ -243,8 +247,20 @@ def _response_definitions() -> dict[str, Schema]:
             "finished": {"type": "integer"}}}}}}
     return {"Error": error, "Machine": machine, "Run": run, "RunList": listing("Run", paged=True),
             "RunSummary": summary, "MachineList": listing("Machine", paged=True),
-            "Compliance": {"type": "object", "properties": {"generatedAt": {"type": "string"},
-                                                            "counts": {"type": "object"}}},
+            "Compliance": {"type": "object", "properties": {
+                "generatedAt": {"type": "string", "format": "date-time"}, "freshnessHours": {"type": "integer"},
+                **{name: {"type": "integer"} for name in (
+                    "machines", "assessed", "stale", "neverAssessed", "failed", "notRunning", "notConnected",
+                    "missingCriticalOrSecurity", "rebootPending", "upToDate")},
+                "byOsType": {"type": "object"}, "byMachineKind": {"type": "object"},
+                "byClassification": {"type": "object"}, "bySubscription": {"type": "object"},
+                "mostWidespreadMissingPatches": {"type": "array", "items": {"type": "object", "properties": {
+                    "patch": {"type": "string"}, "classification": {"type": "string"},
+                    "machines": {"type": "integer"}}}},
+                "mostWidespreadMissingPatchesApproximate": {
+                    "type": "boolean", "description": "True when a subscription's rollup had more distinct missing "
+                    "patches than it can keep: those least widespread were dropped, so counts may be low."},
+                "filter": {"type": "object"}}},
             "MachineAssessment": {"type": "object"},
             "MaintenanceConfigurationList": listing("MaintenanceConfiguration"),
             "ConfigurationAssignmentList": listing("ConfigurationAssignment"),

@@ -5,6 +5,9 @@ Layout (why: the compliance view and the per-machine view read partitions, never
                                                         listed) + latest assessment summary + last attempt.
                                                         A compliance query for a subscription is one partition;
                                                         for a resource group, a RowKey range inside it.
+                       PK subscriptionId, RK "~rollup|<shard>"   the subscription's compliance sums
+                                                        (shared/storage/fleet_rollup.py), kept in the same entity
+                                                        group transaction as every write of a machine row
                        PK "~subscriptions", RK subId   every subscription ever seen, so "all subscriptions" is
                                                         one small partition read plus one query per subscription
     ASSESSMENTS_TABLE  PK "sub|rg|vm", RK inverted time    history summaries, newest first
@@ -18,21 +21,40 @@ partition finds rows past ASSESSMENT_RETENTION_DAYS, deleted in batches. No time
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterable
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
 from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
 from shared.storage.clients import StorageAccount
+from shared.storage.fleet_rollup import (
+    ROLLUP_PREFIX,
+    SHARDS,
+    Tally,
+    collapse_before,
+    delta,
+    is_built,
+    is_rollup_key,
+    shard_entity,
+    shard_key,
+    shard_of,
+    shard_tally,
+)
 from shared.storage.run_store import batches, key_range
+
+log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS_PARTITION = "~subscriptions"
 INVERTED_BASE = 10**13  # milliseconds since 1970 stay below this until the year 2286
@@ -42,6 +64,10 @@ SUMMARY = "summary"
 PATCH = "patch"
 
 KEYS = ("PartitionKey", "RowKey")
+WRITE_ATTEMPTS = 10  # conditional read-modify-write rounds before StorageContentionError (the message is retried)
+MACHINES_PER_TRANSACTION = 100 - SHARDS  # a transaction holds 100 operations: the machines and their shards
+CONFLICTS = (404, 409, 412)  # a row appeared, vanished or changed since it was read: read again
+IF_MATCH = MatchConditions.IfNotModified
 
 def inverted_key(when: datetime) -> str:
     """Fixed-width, newest-first RowKey prefix."""
@@ -73,17 +99,45 @@ class FleetStore:
     def __init__(self, settings: Settings, account: StorageAccount) -> None:
         self.machines: TableClient = account.table(settings.machines_table)
         self.history: TableClient = account.table(settings.assessments_table)
+        self.freshness_hours = settings.assessment_freshness_hours
+        self._readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet-read")  # threads made on use
         self.ops: Counter[str] = Counter()
 
     # -- inventory and latest snapshot -----------------------------------------------------------
+    # Every write below is a conditional read-modify-write of the machine rows *and* of the rollup shards they
+    # count in, as one entity group transaction (same partition): the rollups never disagree with the rows.
     def upsert_machines(self, machines: Iterable[tuple[VmRef, dict[str, Any]]]) -> None:
         """Merge inventory facts (seen when listing) into snapshots, keeping assessment fields."""
-        entities = [{"PartitionKey": vm.subscription_id, "RowKey": machine_row_key(vm), **columns}
-                    for vm, columns in machines]
-        ordered = sorted(entities, key=lambda e: e["PartitionKey"])
-        for batch in batches(ordered):
+        by_partition: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for vm, columns in machines:  # a machine listed twice: the later facts win, as two upserts would
+            row_key = machine_row_key(vm)
+            merged = {**by_partition[vm.subscription_id].get(row_key, {}), **columns}
+            by_partition[vm.subscription_id][row_key] = {"PartitionKey": vm.subscription_id, "RowKey": row_key,
+                                                         **merged}
+        for partition, rows in sorted(by_partition.items()):
+            for chunk in _chunks([rows[k] for k in sorted(rows)]):
+                self._merge_rows(partition, chunk)
+
+    def _merge_rows(self, partition: str, entities: list[dict[str, Any]]) -> None:
+        for attempt in range(WRITE_ATTEMPTS):
+            found = self._read_rows(partition, [e["RowKey"] for e in entities]
+                                    + [shard_key(s) for s in {shard_of(e["RowKey"]) for e in entities}])
+            ops: list[Any] = []
+            changes: dict[int, Tally] = defaultdict(Tally)
+            for entity in entities:
+                before = found.get(entity["RowKey"])
+                if before is None:
+                    ops.append(("create", entity))
+                    after = entity
+                else:
+                    ops.append(("update", entity, {"mode": UpdateMode.MERGE, "etag": before["etag"],
+                                                   "match_condition": IF_MATCH}))
+                    after = {**before, **entity}
+                changes[shard_of(entity["RowKey"])].add(delta([before], [after]))
             self.ops["machineBatch"] += 1
-            self.machines.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
+            if self._commit(partition, ops, changes, found, attempt):
+                return
+        raise StorageContentionError(f"the snapshot of subscription {partition} kept changing; retrying the step")
 
     def note_subscriptions(self, subscription_ids: Iterable[str]) -> None:
         rows = [{"PartitionKey": SUBSCRIPTIONS_PARTITION, "RowKey": s.lower()} for s in sorted(set(subscription_ids))]
@@ -111,27 +165,42 @@ class FleetStore:
         Assessments of one machine can finish out of order (a scheduled sweep and an on-demand one);
         the snapshot keeps the newest, conditionally on the ETag it read. Returns False if skipped.
         """
-        for _ in range(5):
-            current = self.get_machine(vm)
+        partition, row_key = vm.subscription_id, machine_row_key(vm)
+        shard = shard_of(row_key)
+        for attempt in range(WRITE_ATTEMPTS):
+            found = self._read_rows(partition, [row_key, shard_key(shard)])  # the row and its shard, in parallel
+            current = found.get(row_key)
             if assessed_at and current and str(current.get("assessedAt") or "") > assessed_at:
                 return False
-            entity = {"PartitionKey": vm.subscription_id, "RowKey": machine_row_key(vm), **changes}
+            entity = {"PartitionKey": partition, "RowKey": row_key, **changes}
+            if current is None:  # first sight: it exists now, so a later listing may remove it
+                entity = {"lastSeenAt": iso(utcnow()), **entity}
+                op: Any = ("create", entity)
+                after = entity
+            else:
+                op = ("update", entity, {"mode": UpdateMode.MERGE, "etag": current["etag"],
+                                         "match_condition": IF_MATCH})
+                after = {**current, **changes}
             self.ops["writeMachine"] += 1
-            try:
-                if current is None:  # first sight: it exists now, so a later listing may remove it
-                    self.machines.create_entity({"lastSeenAt": iso(utcnow()), **entity})
-                else:
-                    self.machines.update_entity(entity, mode=UpdateMode.MERGE, etag=current["etag"],
-                                                match_condition=MatchConditions.IfNotModified)
+            if self._commit(partition, [op], {shard: delta([current], [after])}, found, attempt):
                 return True
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # someone wrote in between: read again and decide again
         raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
     def forget_machine(self, vm: VmRef) -> None:
         """ARM says the VM does not exist: it leaves the compliance view (its history stays)."""
-        self.ops["deleteMachines"] += 1
-        self.machines.delete_entity(vm.subscription_id, machine_row_key(vm))
+        partition, row_key = vm.subscription_id, machine_row_key(vm)
+        shard = shard_of(row_key)
+        for attempt in range(WRITE_ATTEMPTS):
+            found = self._read_rows(partition, [row_key, shard_key(shard)])
+            current = found.get(row_key)
+            if current is None:
+                return
+            self.ops["deleteMachines"] += 1
+            op = ("delete", {"PartitionKey": partition, "RowKey": row_key},
+                  {"etag": current["etag"], "match_condition": IF_MATCH})
+            if self._commit(partition, [op], {shard: delta([current], [None])}, found, attempt):
+                return
+        raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
     def query_machines(self, subscription_id: str, resource_group: str | None = None,
                        *, os_type: str | None = None, seen_before: str | None = None,
@@ -149,11 +218,13 @@ class FleetStore:
         if seen_before:
             query += " and lastSeenAt lt @seen"
             parameters["seen"] = seen_before
+        if select is not None and "RowKey" not in select:
+            select = [*select, "RowKey"]  # to tell the rollup rows in the partition from machines
         result: list[dict[str, Any]] = []
         for page in self.machines.query_entities(query, parameters=parameters, results_per_page=1000,
                                                  select=select).by_page():
             self.ops["queryMachines"] += 1
-            result.extend(dict(e) for e in page)
+            result.extend(dict(e) for e in page if not is_rollup_key(str(e.get("RowKey") or "")))
         return result
 
     def remove_unseen(self, subscription_id: str, resource_group: str | None, *, listed_since: str) -> int:
@@ -162,11 +233,124 @@ class FleetStore:
         By time, not by run: another listing of the same scope running at the same time (an on-demand
         assessment during a sweep) stamps the machines it sees too, and they must stay.
         """
-        gone = self.query_machines(subscription_id, resource_group, seen_before=listed_since)
-        for batch in batches({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]} for e in gone):
-            self.ops["deleteMachines"] += 1
-            self.machines.submit_transaction([("delete", e) for e in batch])
-        return len(gone)
+        gone = self.query_machines(subscription_id, resource_group, seen_before=listed_since, select=["RowKey"])
+        removed = 0
+        partition = subscription_id.lower()
+        for chunk in _chunks(gone):
+            keys = [e["RowKey"] for e in chunk]
+            for attempt in range(WRITE_ATTEMPTS):  # each round reads the rows again: one may have been seen since
+                found = self._read_rows(partition, keys + [shard_key(s) for s in {shard_of(k) for k in keys}])
+                rows = [found[k] for k in keys if k in found and "lastSeenAt" in found[k]
+                        and str(found[k]["lastSeenAt"]) < listed_since]
+                changes: dict[int, Tally] = defaultdict(Tally)
+                for row in rows:
+                    changes[shard_of(row["RowKey"])].add(delta([row], [None]))
+                ops = [("delete", {"PartitionKey": partition, "RowKey": r["RowKey"]},
+                        {"etag": r["etag"], "match_condition": IF_MATCH}) for r in rows]
+                self.ops["deleteMachines"] += 1
+                if not ops or self._commit(partition, ops, changes, found, attempt):
+                    removed += len(rows)
+                    break
+            else:
+                raise StorageContentionError(f"the snapshot of subscription {partition} kept changing; "
+                                             "retrying the step")
+        return removed
+
+    # -- rollups (shared/storage/fleet_rollup.py) ---------------------------------------------------------
+    def read_rollup(self, subscription_id: str) -> dict[int, dict[str, Any]]:
+        """The subscription's rollup shard rows by shard number, each with its `etag` (one query)."""
+        low, high = key_range(ROLLUP_PREFIX)
+        shards: dict[int, dict[str, Any]] = {}
+        for page in self.machines.query_entities("PartitionKey eq @subscription and RowKey ge @low and RowKey lt @high",
+                                                 parameters={"subscription": subscription_id.lower(), "low": low,
+                                                             "high": high}).by_page():
+            self.ops["readRollup"] += 1
+            for e in page:
+                suffix = str(e["RowKey"])[len(ROLLUP_PREFIX):]
+                if suffix.isdigit() and int(suffix) < SHARDS:
+                    shards[int(suffix)] = {**e, "etag": e.metadata["etag"]}
+        return shards
+
+    def build_rollup(self, subscription_id: str, read: Mapping[int, Mapping[str, Any]],
+                     rows: Iterable[Mapping[str, Any]], now: datetime, freshness_hours: int) -> bool:
+        """Write every shard of the subscription from `rows` (each with its RowKey), all in one transaction
+        conditional on the shard rows `read` (read_rollup, called *before* the rows were read). A machine write
+        in between changed a shard, so this fails (False) rather than keep sums that miss that write.
+        `freshness_hours`: the view's, so a view after the setting was raised builds a rollup it can use."""
+        partition = subscription_id.lower()
+        tallies = [Tally() for _ in range(SHARDS)]
+        for row in rows:
+            tallies[shard_of(str(row["RowKey"]))].add_row(row)
+        ops: list[Any] = []
+        for shard, tally in enumerate(tallies):
+            entity = shard_entity(partition, shard, tally.collapse(collapse_before(now, freshness_hours))
+                                  .drop_zeros(clamp=False), built_at=iso(now))
+            current = read.get(shard)
+            ops.append(("create", entity) if current is None else
+                       ("update", entity, {"mode": UpdateMode.REPLACE, "etag": current["etag"],
+                                           "match_condition": IF_MATCH}))
+        self.ops["buildRollup"] += 1
+        try:
+            self.machines.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if exc.status_code not in CONFLICTS:
+                raise
+            return False
+        return True
+
+    def _read_rows(self, partition: str, row_keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The rows of `partition` with these RowKeys (absent ones left out), each with its `etag`: point reads,
+        in parallel. Not one query with `RowKey eq a or RowKey eq b`: Azure runs that as a scan of the whole
+        partition (learn.microsoft.com/azure/storage/tables/table-storage-design-for-query)."""
+        keys = sorted(set(row_keys))
+
+        def read(key: str) -> dict[str, Any] | None:
+            self.ops["readRow"] += 1
+            try:
+                entity = self.machines.get_entity(partition, key)
+            except ResourceNotFoundError:
+                return None
+            return {**entity, "etag": entity.metadata["etag"]}
+
+        rows = self._readers.map(read, keys) if len(keys) > 1 else map(read, keys)
+        return {key: row for key, row in zip(keys, rows, strict=True) if row is not None}
+
+    def _commit(self, partition: str, machine_ops: list[Any], changes: Mapping[int, Tally],
+                found: Mapping[str, Mapping[str, Any]], attempt: int) -> bool:
+        """One transaction: `machine_ops` and the shard updates that count `changes`. False when a row changed
+        since it was read (after a short random pause, so that contending writers spread out)."""
+        ops = list(machine_ops)
+        now = utcnow()
+        for shard, change in sorted(changes.items()):
+            if not change.drop_zeros(clamp=False).groups:
+                continue  # the machines count as before (a repeated delivery, a listing): the shard stays
+            current = found.get(shard_key(shard))
+            if is_built(current):
+                assert current is not None
+                tally = shard_tally(current)
+                tally.add(change)  # then merge old minutes, so that uncounting from a merged minute lands in ""
+                tally.collapse(collapse_before(now, self.freshness_hours))
+                if not tally.approximate and any(v < 0 for g in tally.groups.values() for c in g.counters()
+                                                 for v in c.values()):
+                    log.warning("rollup shard %s of %s would count below zero: a machine row was written without "
+                                "it (ROLLUP_VERSION?)", shard, partition)
+                tally.drop_zeros(clamp=True)
+                ops.append(("update", shard_entity(partition, shard, tally, built_at=str(current.get("builtAt"))),
+                            {"mode": UpdateMode.REPLACE, "etag": current["etag"], "match_condition": IF_MATCH}))
+            else:  # no complete pass yet: touch the shard so that a pass racing this write fails
+                touch = {"PartitionKey": partition, "RowKey": shard_key(shard), "touchedAt": iso(now)}
+                ops.append(("create", touch) if current is None else
+                           ("update", touch, {"mode": UpdateMode.MERGE, "etag": current["etag"],
+                                              "match_condition": IF_MATCH}))
+        try:
+            self.machines.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if exc.status_code not in CONFLICTS:
+                raise
+            self.ops["writeConflict"] += 1
+            time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))  # jitter, not a secret
+            return False
+        return True
 
     # -- history ---------------------------------------------------------------------------------
     def save_history(self, vm: VmRef, when: datetime, activity_id: str, summary: dict[str, Any],
@@ -219,3 +403,18 @@ class FleetStore:
                                                               "high": history_key + "-q"}),
                       key=lambda e: e["RowKey"])
         return [json.loads(e["detail"]) for e in rows]
+
+
+def _chunks(entities: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Machine rows for one transaction each: room left for the shards, and for the shards' bytes."""
+    current: list[dict[str, Any]] = []
+    size = 0
+    for entity in entities:
+        entity_size = len(json.dumps(entity, default=str))
+        if current and (len(current) == MACHINES_PER_TRANSACTION or size + entity_size > 256 * 1024):
+            yield current
+            current, size = [], 0
+        current.append(entity)
+        size += entity_size
+    if current:
+        yield current
