@@ -5,6 +5,8 @@ Layout (why: every read the API and workers make is a point read or one-partitio
                    PK "idem", RK sha256(key)    Idempotency-Key claims → runId + request fingerprint
                    PK runId,  RK "machines-NNNN"    the request's machine ids, 100 per entity, written in
                                                     one transaction so accepting 1,000 machines is 1 round-trip
+                   PK runId,  RK "scope-NNN" / "pins-NNNN" / "subs-NNNN"   discovery scopes, a rollout's pinned
+                                                    Linux packages, its machines per subscription
     TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
                    PK runId,  RK "~counts-NN"   the run's machine counts (shared.core.counters), in SHARDS
                                                 rows: a machine is counted in shard sha256(key) mod SHARDS.
@@ -57,7 +59,7 @@ CHUNK = 100  # machines per chunk entity: one chunk becomes one target transacti
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
 SHARDS = 16  # counter rows per run: concurrent transitions of one run race on a 16th of them each
 COUNTERS_PREFIX = "~counts-"
-MACHINES_BELOW = "~"  # every machine key (VmRef.key: lower-case letters, digits, "-_.|" and the like) sorts below
+MACHINES_BELOW = "~"  # every machine key sorts below: VmRef.key starts with the subscription id (hex digits)
 COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
 SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
