@@ -243,18 +243,15 @@ class Round:
             return []
         store = self.svc.store
         per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
-        sub_limit: Callable[[str], int | None] = lambda sub: None  # noqa: E731
-        busy: Counter[str] = Counter()
+        busy: Counter[str] = Counter()  # machines in flight per subscription
+        by_sub: dict[str, int] = {}  # machines per subscription: what a percentage limit is of
         if per_sub_spec is not None:
             busy.update(t.subscription_id for t in store.iter_targets(self.run_id, admitted=True, unfinished=True,
                                                                       select=["RowKey"]))
-            by_sub = store.subscription_counts(self.run_id) if isinstance(per_sub_spec, str) else {}
-            if by_sub is None:  # planned before the counts were kept: count them here
-                by_sub = Counter(t.subscription_id for t in store.iter_targets(self.run_id, select=["RowKey"]))
-            counts = by_sub
-
-            def sub_limit(sub: str) -> int | None:
-                return resolve(per_sub_spec, counts.get(sub, 0)) or None
+            if isinstance(per_sub_spec, str):
+                kept = store.subscription_counts(self.run_id)
+                by_sub = kept if kept is not None else dict(  # planned before the counts were kept: count here
+                    Counter(t.subscription_id for t in store.iter_targets(self.run_id, select=["RowKey"])))
         chosen: list[MachineRecord] = []
         candidates = store.iter_targets(self.run_id, wave=wave, state=MachineState.QUEUED.value,
                                         select=DECISION_COLUMNS, per_page=None if per_sub_spec else limit)
@@ -262,8 +259,8 @@ class Round:
             if in_flight + len(chosen) >= limit:
                 break
             sub = target.subscription_id
-            cap = sub_limit(sub)
-            if cap is not None and busy[sub] >= cap:
+            cap = resolve(per_sub_spec, by_sub.get(sub, 0)) if per_sub_spec is not None else None
+            if cap and busy[sub] >= cap:  # a limit of 0 limits nothing
                 continue
             busy[sub] += 1
             chosen.append(target)

@@ -108,18 +108,19 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
 
 def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
-    and, for a run that discovers machines, its scopes. A dispatched run's counts are read from its
-    counter rows first (one query); only a run of at most INLINE_MACHINES then reads its machines, to
-    show them (its counts then come from the same rows, so the two always agree)."""
+    and, for a run that discovers machines, its scopes. A dispatched run of more than INLINE_MACHINES
+    (or one that discovers its machines: read first to know) shows the counts of its counter rows (one
+    query); a smaller one reads its machines to show them, and counts those rows (so the two agree)."""
     run_id = run.run_id
     scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
     if not run.get("dispatchedAt"):
         targets = undispatched_targets(run_id, svc)
         inline = int(run.get("machineCount") or 0) <= INLINE_MACHINES and len(targets) <= INLINE_MACHINES
         return run_view(run, targets, scopes, inline=inline)
-    counters = svc.store.run_counters(run_id, counted=run.counted)
-    if counters.machine_count > INLINE_MACHINES:  # a big run: counts only, its machines paged
-        return run_view(run, None, scopes, inline=False, counters=counters)
+    if run.get("scopeCount") or int(run.get("machineCount") or 0) > INLINE_MACHINES:  # how many is not known
+        counters = svc.store.run_counters(run_id, counted=run.counted)  # or too many to show
+        if counters.machine_count > INLINE_MACHINES:  # a big run: counts only, its machines paged
+            return run_view(run, None, scopes, inline=False, counters=counters)
     return run_view(run, svc.store.list_targets(run_id), scopes)
 
 

@@ -276,8 +276,8 @@ class RunStore:
                 self.ops["targetBatch"] += 1
                 try:
                     shards[shard_key] = self._submit_counted(
-                        run_id, shard_key, shards.get(shard_key), [("create", machine_entity(r)) for r in batch],
-                        delta)[1]
+                        run_id, shard_key, shards.get(shard_key, Shard(Counter())),
+                        [("create", machine_entity(r)) for r in batch], delta)[1]
                     continue
                 except TableTransactionError as exc:
                     if getattr(exc, "error_code", None) != "EntityAlreadyExists":
@@ -512,7 +512,7 @@ class RunStore:
                         delta.update(d)
                     self.ops["targetMerge"] += 1
                     shards[shard_key] = self._submit_counted(
-                        run_id, shard_key, shards.get(shard_key),
+                        run_id, shard_key, shards.get(shard_key, Shard(Counter())),
                         [update(machine_entity(r, c)) for r, c, _ in batch_items], delta)[1]
         except TableTransactionError as exc:
             if getattr(exc, "error_code", None) in PRECONDITION_FAILED:
@@ -617,8 +617,8 @@ class RunStore:
     def _submit_counted(self, run_id: str, shard_key: str, shard: Shard | None, ops: list[Any],
                         delta: Mapping[str, int]) -> tuple[list[Mapping[str, Any]], Shard]:
         """Submit the machine operations `ops` and the shard's counts moved by `delta` as one transaction,
-        the shard write conditional on its ETag as read (`shard`, or read now when None); returns the
-        transaction's results and the shard as now stored.
+        the shard write conditional on its ETag as read (`shard`: one with no ETag is created; None: read
+        it now); returns the transaction's results and the shard as now stored.
 
         When only the shard changed since read (the transaction's failed operation is the last), it is
         read again and the transaction retried, SHARD_ATTEMPTS times at most, then StorageContentionError.
