@@ -119,6 +119,18 @@ def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
     assert sum(summary["waves"]["1"].values()) == len(others)
 
 
+def test_counters_equal_the_rows_of_a_run_over_a_scope_listed_twice(services: Services,
+                                                                     simulator: Simulator) -> None:
+    (sub,) = simulator.subscriptions()
+    # Every page message is delivered twice (at once, or one after the other): the copy that finds the page's
+    # machines created already leaves them, and their counts, as they are.
+    run_id = post({"scopes": [f"/subscriptions/{sub}"], "installPatches": INSTALL})
+    QueuePump(services, duplicate=True).run_until(lambda: finished(run_id), timeout=90)
+    states = assert_exact(services, run_id)
+    assert sum(states.values()) == len(simulator.vm_ids())
+    assert get(runs_api.get_run, run_id)["states"] == dict(states)
+
+
 def new_run(svc: Services, n: int, *, counted: bool = True, rollout: dict[str, Any] | None = None) -> str:
     """A run stored as accept_run stores one (or, `counted` False, as runs were before counters)."""
     run_id = f"{secrets.token_hex(6)[:11]}-{secrets.token_hex(4)}"
