@@ -65,8 +65,8 @@ SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other mac
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
 
 
-def batches(entities: Iterable[dict[str, Any]], limit: int = MAX_BATCH_ENTITIES) -> Iterator[list[dict[str, Any]]]:
-    """Group entities into valid transactions: one PartitionKey, ≤ `limit` (100) entities, well under 4 MiB."""
+def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Group entities into valid transactions: one PartitionKey, ≤ 100 entities, well under 4 MiB."""
     current: list[dict[str, Any]] = []
     size = 0
     partition: str | None = None
@@ -74,7 +74,7 @@ def batches(entities: Iterable[dict[str, Any]], limit: int = MAX_BATCH_ENTITIES)
         entity_size = len(json.dumps(entity, default=str))
         if current and (
             entity["PartitionKey"] != partition
-            or len(current) == limit
+            or len(current) == MAX_BATCH_ENTITIES
             or size + entity_size > MAX_BATCH_BYTES
         ):
             yield current
@@ -288,13 +288,13 @@ class RunStore:
                     existing = {str(e["RowKey"]) for e in self.targets.query_entities(
                         "PartitionKey eq @run and RowKey lt @below",
                         parameters={"run": run_id, "below": MACHINES_BELOW}, select=["RowKey"])}
-                shards[shard_key] = self._create_one_by_one(run_id, shard_key,
+                shards[shard_key] = self._create_one_by_one(run_id, shard_key, shards.get(shard_key, Shard(Counter())),
                                                             [r for r in batch if r.key not in existing])
         return all_new
 
-    def _create_one_by_one(self, run_id: str, shard_key: str, batch: list[MachineRecord]) -> Shard:
-        """Each machine with its count in a transaction of its own; one that exists is left (and not counted)."""
-        shard: Shard | None = None
+    def _create_one_by_one(self, run_id: str, shard_key: str, shard: Shard, batch: list[MachineRecord]) -> Shard:
+        """Each machine with its count in a transaction of its own; one that exists is left (and not counted).
+        `shard`: as last known (read again if it changed). Returns it as now known."""
         for record in batch:
             self.ops["targetCreate"] += 1
             try:
@@ -303,7 +303,7 @@ class RunStore:
             except TableTransactionError as exc:
                 if getattr(exc, "error_code", None) != "EntityAlreadyExists":
                     raise
-        return shard if shard is not None else self._read_shard(run_id, shard_key)
+        return shard
 
     def check_storable_run(self, run_id: str, columns: Mapping[str, Any]) -> None:
         """ValidationError (400) naming the field if Table storage would refuse the run entity."""
