@@ -38,6 +38,7 @@ class RunSpec:
     window_end: str = ""  # ... and when that window closes (a VM is leased to this run until then)
     rollout: bool = False  # machines start only when the rollout controller admits them
     created_at: str = ""  # when the run was accepted (ISO, shared.core.clock.iso)
+    counted: bool = False  # its machines are counted in counter rows (shared.core.counters); older runs are not
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +103,11 @@ class RunRecord(StoredRecord):
         """The rollout spec (validated at acceptance), decoded once; None for a run without one."""
         raw = self.columns.get("rollout")
         return json.loads(str(raw)) if raw else None
+
+    @property
+    def counted(self) -> bool:
+        """Its machines are counted in counter rows (shared.core.counters); runs stored before are not."""
+        return bool(self.columns.get("countersVersion"))
 
     def with_changes(self, changes: Mapping[str, Any], etag: str | None = None) -> RunRecord:
         return replace(self, columns={**self.columns, **changes}, etag=self.etag if etag is None else etag)

@@ -69,15 +69,22 @@ def machine_outcome(target: Mapping[str, Any]) -> str:
 
 
 def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts by state and outcome, and the run status they imply: `Failed` if any machine failed;
-    else `CompletedWithWarnings` if any had warnings or an unknown outcome (nothing failed that we know
-    of, but not everything is known to have succeeded); else `Succeeded`."""
+    """Counts by state and outcome of these machines, and the run status they imply (summarize_counts)."""
     states: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     for t in targets:
         states[str(t.get("state"))] += 1
         if t.get("state") in TERMINAL_STATES:
             outcomes[machine_outcome(t)] += 1
+    return summarize_counts(states, outcomes)
+
+
+def summarize_counts(states: Mapping[str, int], outcomes: Mapping[str, int]) -> dict[str, Any]:
+    """The run status machine counts imply: `Failed` if any machine failed; else `CompletedWithWarnings` if
+    any had warnings or an unknown outcome (nothing failed that we know of, but not everything is known to
+    have succeeded); else `Succeeded`; `InProgress`/`Accepted` while any is unfinished. Returns
+    {"status", "machineCount", "finished", "states": {state: n}, "outcomes": {outcome: n}}."""
+    states, outcomes = Counter(states), Counter(outcomes)
     total = sum(states.values())
     finished = sum(states[s] for s in TERMINAL_STATES)
     if finished < total or total == 0:
@@ -90,7 +97,7 @@ def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     else:
         status = RunStatus.SUCCEEDED
     return {"status": status.value, "machineCount": total, "finished": finished,
-            "states": dict(states), "outcomes": dict(outcomes)}
+            "states": {s: n for s, n in states.items() if n}, "outcomes": {o: n for o, n in outcomes.items() if n}}
 
 
 def with_discovery(status: str, scopes: Iterable[Mapping[str, Any]], machine_count: int) -> str:

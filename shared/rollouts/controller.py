@@ -8,6 +8,13 @@ expiring after six minutes, longer than any function runs, in case its holder di
 taken queues a delayed
 `advance` instead, so no finish is ever left unconsidered. Admitting a machine marks its target
 `admitted` and sends its first step message; nothing else sends one for a rollout run.
+
+A decision reads the run's counters (shared.core.counters: per state, per wave, admitted, failures by
+kind), not its machines: a constant number of Table round-trips whatever the run's size. Machines are
+listed only to change them: all of them once to plan the waves; the current wave's Queued ones, up to
+maxConcurrency (all of the wave without one), when slots are free to admit them; the canary wave once
+to pin its patch set; the failed ones once to name them in a halt; the waiting ones once to skip them.
+With a maxConcurrencyPerSubscription, the machines in flight (≤ maxConcurrency) are listed too.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.core.clock import iso, parse_iso, utcnow
+from shared.core.counters import RunCounters
 from shared.core.errors import ConflictError
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import TERMINAL_STATES, MachineState
@@ -30,12 +38,12 @@ from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
 from shared.runs.services import Services
 from shared.validation.durations import parse_duration
-from shared.validation.rollout import resolve
+from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
 log = logging.getLogger(__name__)
 LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functionTimeout is 5 minutes)
 BUSY_RETRY_SECONDS = 2
-# What a decision reads of each target: every decision reads them all, so only these columns.
+# What the controller reads of the targets it lists (with the counted ones: RunStore.iter_targets).
 DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
                     "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode"]
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
@@ -110,30 +118,31 @@ class Round:
             return "waiting-dispatch"
         if self.run.get("scopeCount") and any(not s.get("done") for s in store.list_scopes(self.run_id)):
             return "waiting-discovery"
-        targets = store.list_targets(self.run_id, select=DECISION_COLUMNS)
         if not self.field("planned"):  # its own step: planning changes every target, and so their ETags
-            self.plan(targets)
+            self.plan(store.list_targets(self.run_id, select=DECISION_COLUMNS))
             self.save()
             self.svc.send_advance(self.run_id)
             return "planned"
-        total = len(targets)
+        counters = store.run_counters(self.run_id, counted=self.run.counted)
+        total = counters.machine_count
         if self.field("canceledAt") or self.field("haltedReason"):
-            return self.stop(targets)
-        failed = [t for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
-                  and failure_kind(t, self.spec.get("failureOn"))]
+            return self.stop(counters)
+        failure_on = self.spec.get("failureOn") or DEFAULT_FAILURE_ON
+        kinds = counters.failures(failure_on)
         budget = resolve(self.spec.get("maxFailures"), total)
-        spent = len(failed) - int(self.field("failureBaseline") or 0)
+        spent = sum(kinds.values()) - int(self.field("failureBaseline") or 0)
         if budget is not None and spent > 0 and spent >= budget:
-            kinds = Counter(str(failure_kind(t, self.spec.get("failureOn"))) for t in failed)
+            failed = [t["resourceId"] for t in store.iter_targets(self.run_id, admitted=True, select=DECISION_COLUMNS)
+                      if t["state"] in TERMINAL_STATES and failure_kind(t, failure_on)]
             self.changes.update(
                 haltedReason=f"{spent} machine(s) failed ({', '.join(f'{k}: {n}' for k, n in sorted(kinds.items()))}); "
                              f"maxFailures is {self.spec['maxFailures']}: nothing new starts",
-                haltedMachines=json.dumps([t["resourceId"] for t in failed][:100]), haltedAt=iso(self.now))
+                haltedMachines=json.dumps(failed[:100]), haltedAt=iso(self.now))
             log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
             emit(self.svc, "patchpilot.run.halted", run_subject(self.run_id), {
                 "runId": self.run_id, "reason": self.changes["haltedReason"],
                 "machines": json.loads(self.changes["haltedMachines"])}, key=str(self.field("resumes") or 0))
-            return self.stop(targets)
+            return self.stop(counters)
         hook = self.spec.get("preHook")
         if hook and not self.field("preHookAt"):  # nothing starts before the pre-run hook said yes
             asked = self.field("preHookRequestedAt")
@@ -145,16 +154,19 @@ class Round:
             else:
                 self.save()
             return "waiting-prehook"
-        return self.admit(targets, total)
+        return self.admit(counters, total)
 
     def plan(self, targets: list[MachineRecord]) -> None:
-        """Waves are fixed once the machines are known: request order first, then discovered ones."""
+        """Waves are fixed once the machines are known: request order first, then discovered ones. With a
+        percentage maxConcurrencyPerSubscription, each subscription's machine count is kept for it."""
         requested = [vm for chunk in self.svc.store.machine_chunks(self.run_id) for vm in chunk]
         keys = {t.key for t in targets}
         order = [k for k in (self._key(r) for r in requested) if k in keys]
         order += sorted(keys - set(order))
         waves = assign_waves(order, self.spec.get("waves") or [])
         by_key = {t.key: t for t in targets}
+        if isinstance(self.spec.get("maxConcurrencyPerSubscription"), str):
+            self.svc.store.save_subscription_counts(self.run_id, Counter(t.subscription_id for t in targets))
         self.svc.store.merge_targets([(by_key[k], {"wave": w}) for k, w in waves.items()])
         self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
 
@@ -163,11 +175,13 @@ class Round:
         parts = resource_id.split("/")
         return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
 
-    def stop(self, targets: list[MachineRecord]) -> str:
+    def stop(self, counters: RunCounters) -> str:
         """Canceled or halted: machines not yet admitted never start; the rest are followed to their end."""
         reason = ("RunCanceled", "the run was canceled before this machine started") if self.field("canceledAt") \
             else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
-        waiting = [t for t in targets if t["state"] == MachineState.QUEUED.value and not t.get("admitted")]
+        waiting = [t for t in self.svc.store.iter_targets(self.run_id, state=MachineState.QUEUED.value,
+                                                          select=DECISION_COLUMNS)
+                   if not t.get("admitted")] if counters.waiting() else []
         # The halt (or cancel) is written first: once the waiting machines are Skipped every machine may have
         # finished, and a GET in between must already see why the run stopped (Halted, not Failed).
         self.save()
@@ -177,28 +191,30 @@ class Round:
         complete_run_if_done(self.run_id, self.svc)
         return "stopped"
 
-    def admit(self, targets: list[MachineRecord], total: int) -> str:
+    def admit(self, counters: RunCounters, total: int) -> str:
+        store = self.svc.store
         current, waves = int(self.field("currentWave") or 0), int(self.field("waveCount") or 1)
+        failure_on = self.spec.get("failureOn") or DEFAULT_FAILURE_ON
         while True:
-            in_wave = [t for t in targets if int(t.get("wave") or 0) == current]
-            if any(t["state"] not in TERMINAL_STATES for t in in_wave):
+            if counters.wave_unfinished(current):
                 break
             if current >= waves - 1:
                 self.save()
                 complete_run_if_done(self.run_id, self.svc)
                 return "done"
-            if not any(t.get("admitted") for t in in_wave):  # nothing ran in it: nothing to soak or report
+            if not counters.wave_admitted(current):  # nothing ran in it: nothing to soak or report
                 current += 1
                 self.changes["currentWave"] = current
                 continue
             soak = parse_duration(self.spec["soakTime"]) if self.spec.get("soakTime") else timedelta(0)
             if int(self.field("soakFor") if self.field("soakFor") not in (None, "") else -1) != current:
                 if current == 0:
-                    self.pin_patch_set(in_wave)
+                    self.pin_patch_set(store.list_targets(self.run_id, wave=0, state=MachineState.COMPLETED.value,
+                                                          select=DECISION_COLUMNS))
                 self.changes.update(soakFor=current, soakUntil=iso(self.now + soak))
                 emit(self.svc, "patchpilot.wave.completed", run_subject(self.run_id), {
-                    "runId": self.run_id, "wave": current, "machines": len(in_wave),
-                    "failed": sum(1 for t in in_wave if failure_kind(t, self.spec.get("failureOn")))},
+                    "runId": self.run_id, "wave": current, "machines": counters.wave_total(current),
+                    "failed": sum(counters.failures(failure_on, wave=current).values())},
                     key=f"{current}|{self.field('resumes') or 0}")
             until = parse_iso(self.field("soakUntil"))
             if self.now < until:
@@ -207,27 +223,48 @@ class Round:
                 return "soaking"
             current += 1
             self.changes["currentWave"] = current
-        in_flight = [t for t in targets if t.get("admitted") and t["state"] not in TERMINAL_STATES]
-        limit = resolve(self.spec.get("maxConcurrency"), total) or total
-        per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
-        by_sub = Counter(t.subscription_id for t in targets)
-        busy = Counter(t.subscription_id for t in in_flight)
-        chosen: list[MachineRecord] = []
-        for target in sorted((t for t in targets if int(t.get("wave") or 0) == current and not t.get("admitted")
-                              and t["state"] == MachineState.QUEUED.value), key=lambda t: t.key):
-            if len(in_flight) + len(chosen) >= limit:
-                break
-            sub = target.subscription_id
-            if per_sub_spec is not None and busy[sub] >= (resolve(per_sub_spec, by_sub[sub]) or by_sub[sub]):
-                continue
-            busy[sub] += 1
-            chosen.append(target)
-        self.svc.store.merge_targets([(t, {"admitted": True, "admittedAt": iso(self.now),
-                                            "nextActionAt": iso(self.now)}) for t in chosen])
+        chosen = self.choose(counters, current, total)
+        store.merge_targets([(t, {"admitted": True, "admittedAt": iso(self.now), "nextActionAt": iso(self.now)})
+                             for t in chosen])
         self.save()
         for target in chosen:
             self.svc.send_step(self.run_id, target.key, target.seq)
         return f"admitted-{len(chosen)}"
+
+    def choose(self, counters: RunCounters, wave: int, total: int) -> list[MachineRecord]:
+        """The machines of `wave` to admit now, in key order, within maxConcurrency (and per subscription).
+
+        Lists the wave's Queued machines only when a slot is free and one waits; at most maxConcurrency of
+        them are read without a per-subscription limit (those waiting, and admitted ones back in Queued for
+        a retry, which are in flight)."""
+        in_flight = counters.in_flight
+        limit = resolve(self.spec.get("maxConcurrency"), total) or total
+        if in_flight >= limit or not counters.waiting(wave):
+            return []
+        store = self.svc.store
+        per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
+        busy: Counter[str] = Counter()  # machines in flight per subscription
+        by_sub: dict[str, int] = {}  # machines per subscription: what a percentage limit is of
+        if per_sub_spec is not None:
+            busy.update(t.subscription_id for t in store.iter_targets(self.run_id, admitted=True, unfinished=True,
+                                                                      select=["RowKey"]))
+            if isinstance(per_sub_spec, str):
+                kept = store.subscription_counts(self.run_id)
+                by_sub = kept if kept is not None else dict(  # planned before the counts were kept: count here
+                    Counter(t.subscription_id for t in store.iter_targets(self.run_id, select=["RowKey"])))
+        chosen: list[MachineRecord] = []
+        candidates = store.iter_targets(self.run_id, wave=wave, state=MachineState.QUEUED.value,
+                                        select=DECISION_COLUMNS, per_page=None if per_sub_spec else limit)
+        for target in (t for t in candidates if not t.get("admitted")):
+            if in_flight + len(chosen) >= limit:
+                break
+            sub = target.subscription_id
+            cap = resolve(per_sub_spec, by_sub.get(sub, 0)) if per_sub_spec is not None else None
+            if cap and busy[sub] >= cap:  # a limit of 0 limits nothing
+                continue
+            busy[sub] += 1
+            chosen.append(target)
+        return chosen
 
     def pin_patch_set(self, canary: list[MachineRecord]) -> None:
         """Later waves install nothing the canary did not: on Linux, exactly the package versions it

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.arm.patch_status import OUTCOME_UNKNOWN
-from shared.core.states import MachineState
+from shared.core.counters import failure_kinds, first_failure_kind
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
 
@@ -46,25 +45,7 @@ def _selected(key: str, selector: dict[str, list[str]]) -> bool:
 
 
 def failure_kind(target: Mapping[str, Any], failure_on: list[str] | None = None) -> str | None:
-    """Why a finished machine counts against maxFailures, or None. Skipped machines never do, nor do
+    """Why a finished machine counts against maxFailures, or None: the first of its failure kinds
+    (shared.core.counters.failure_kinds) that `failure_on` names. Skipped machines never do, nor do
     OutcomeUnknown ones (Azure may still be patching them: shared.core.states)."""
-    kinds = set(failure_on or DEFAULT_FAILURE_ON)
-    state = target.get("state")
-    if target.get("errorCode") == OUTCOME_UNKNOWN:
-        return None
-    if state == MachineState.FAILED.value and "Failed" in kinds:
-        return "Failed"
-    if state == MachineState.TIMED_OUT.value and "TimedOut" in kinds:
-        return "TimedOut"
-    if state != MachineState.COMPLETED.value:
-        return None
-    status = str(target.get("status") or "")
-    if status in ("Failed", "Unknown") and "Failed" in kinds:
-        return "Failed"
-    if status == "CompletedWithWarnings" and "CompletedWithWarnings" in kinds:
-        return "CompletedWithWarnings"
-    if int(target.get("failedPatchCount") or 0) > 0 and "FailedPatches" in kinds:
-        return "FailedPatches"
-    if target.get("maintenanceWindowExceeded") and "MaintenanceWindowExceeded" in kinds:
-        return "MaintenanceWindowExceeded"
-    return None
+    return first_failure_kind(failure_kinds(target), failure_on or DEFAULT_FAILURE_ON)

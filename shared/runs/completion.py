@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.core.clock import iso, utcnow
-from shared.core.states import summarize, with_discovery, with_rollout
+from shared.core.states import with_discovery, with_rollout
 from shared.events.publish import emit, run_subject
 from shared.runs.services import Services
 
@@ -19,19 +19,25 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     """Called after each terminal transition; the last machine to finish closes the run.
 
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished
-    machine. Two callers may both close it; the write is the same either way.
+    machine. Two callers may both close it; the write is the same either way. Reads the run's counter
+    rows (shared.core.counters), not its machines: one query per call, and the run when it closes.
     """
     store = svc.store
-    if store.has_unfinished_targets(run_id):
+    spec = svc.run_spec(run_id)  # cached per process: no read
+    if spec is None:
         return False
-    spec = svc.run_spec(run_id)
-    scopes = store.list_scopes(run_id) if spec is not None and spec.discovers else []
+    counters = store.run_counters(run_id, counted=spec.counted)
+    if counters.unfinished:
+        return False
+    scopes = store.list_scopes(run_id) if spec.discovers else []
     if any(not s.get("done") for s in scopes):
         return False  # more machines may still be listed
-    summary = summarize(store.list_targets(run_id, select=["state", "status", "failedPatchCount"]))
+    run = store.get_run(run_id)
+    if run is None:
+        return False
+    summary = counters.summary()
     summary["status"] = with_discovery(summary["status"], scopes, summary["machineCount"])
-    run = store.get_run(run_id) if spec is not None and spec.rollout else None
-    columns: Mapping[str, Any] = run if run is not None else {}
+    columns: Mapping[str, Any] = run
     summary["status"] = with_rollout(summary["status"], columns)
     store.update_run(run_id, {
         "machineCount": summary["machineCount"],
@@ -44,7 +50,7 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
     outcome = {"runId": run_id, "status": summary["status"], "machineCount": summary["machineCount"],
                "outcomes": summary["outcomes"]}
     emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(columns.get("resumes") or 0))
-    post_hook = (run.rollout or {}).get("postHook") if run is not None else None
+    post_hook = (run.rollout or {}).get("postHook")
     if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
         svc.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
     return True

@@ -153,8 +153,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
     svc.fleet.upsert_machines(inventory)
     if inventory:
         svc.fleet.note_subscriptions({scope.subscription_id})
-    for start in range(0, len(targets), 100):  # rows an earlier delivery (or another scope) made stay as they are
-        svc.store.create_targets(targets[start:start + 100])
+    svc.store.create_targets(targets)  # rows an earlier delivery (or another scope) made stay as they are
     spec = svc.run_spec(run_id)
     if spec is not None and spec.rollout:
         return len(targets)  # the rollout controller admits them once every scope is listed

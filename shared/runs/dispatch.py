@@ -2,7 +2,8 @@
 
 The HTTP function stores the machine list and queues a single dispatch message, so a
 1,000-machine request answers in milliseconds; this worker creates the target rows (one
-transaction per 100 machines) and sends the per-machine messages in parallel. A duplicate or
+transaction per ≤ 99 machines of one counter shard, with their counts) and sends the per-machine
+messages in parallel. A duplicate or
 retried dispatch is harmless: target rows are created, never overwritten, and each machine's
 `seq` and ETag let only one delivery of a step act.
 
@@ -158,18 +159,14 @@ def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
     return slots
 
 
-def create_targets(run_id: str, svc: Services, due: dict[str, str] | None = None) -> int:
-    """Create the target rows chunk by chunk; chunks created by an earlier attempt are skipped.
-    `due`: {machine key: ISO time its first step is due} (default: now)."""
+def create_targets(run_id: str, svc: Services, due: dict[str, str] | None = None) -> bool:
+    """Create the run's target rows (and count them); rows an earlier attempt created stay as they are.
+    `due`: {machine key: ISO time its first step is due} (default: now). False if some existed already."""
     now = iso(utcnow())
-    created = 0
-    for chunk in svc.store.machine_chunks(run_id):
-        targets = [queued_target(run_id, rid, now) for rid in chunk]
-        if due:
-            targets = [t.with_changes({"nextActionAt": due.get(t.key, now)}, t.etag) for t in targets]
-        if svc.store.create_targets(targets):
-            created += len(chunk)
-    return created
+    targets = [queued_target(run_id, rid, now) for chunk in svc.store.machine_chunks(run_id) for rid in chunk]
+    if due:
+        targets = [t.with_changes({"nextActionAt": due.get(t.key, now)}, t.etag) for t in targets]
+    return svc.store.create_targets(targets)
 
 
 def undispatched_targets(run_id: str, svc: Services) -> list[MachineRecord]:

@@ -7,15 +7,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.arm.errors import stored_error
+from shared.core.counters import RunCounters
 from shared.core.ids import machine_kind_of
 from shared.core.records import RunRecord
 from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
 from shared.runs.services import Services
 
-# A run of more machines than this shows counts only; its machines are paged (GET /api/runs/{id}/machines).
+# A run of more machines than this shows counts only (from its counter rows, whatever its size); its machines
+# are paged (GET /api/runs/{id}/machines).
 INLINE_MACHINES = 1000
-SUMMARY_COLUMNS = ("state", "status", "failedPatchCount")  # what summarize() reads
 MACHINE_FIELDS = (
     "state", "status", "installationActivityId", "rebootStatus", "maintenanceWindowExceeded",
     "installedPatchCount", "failedPatchCount", "pendingPatchCount", "excludedPatchCount", "notSelectedPatchCount",
@@ -68,7 +69,10 @@ def rollout_view(run: RunRecord) -> dict[str, Any]:
 
 
 def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
-             scopes: Sequence[Mapping[str, Any]] | None = None, *, inline: bool = True) -> dict[str, Any]:
+             scopes: Sequence[Mapping[str, Any]] | None = None, *, inline: bool = True,
+             counters: RunCounters | None = None) -> dict[str, Any]:
+    """The run as the API shows it. Its status and counts come from `counters` when given (a big run),
+    else from `targets` (shown as `machines` when `inline`); with neither, the status stored on the run."""
     operation = run.get("operation", "installPatches")
     view: dict[str, Any] = {
         "id": run.run_id,
@@ -82,14 +86,14 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
     if run.get("maintenanceConfiguration"):
         view["maintenanceWindow"] = {"configuration": run["maintenanceConfiguration"],
                                      "startDateTime": run.get("windowStart"), "endDateTime": run.get("windowEnd")}
-    if targets is not None:
-        summary = summarize(targets)
+    if targets is not None or counters is not None:
+        summary = counters.summary() if counters is not None else summarize(targets or [])
         status = with_rollout(with_discovery(summary["status"], scopes or [], summary["machineCount"]), run)
         view.update(status=status, states=summary["states"], outcomes=summary["outcomes"])
         if scopes is not None:
             view["machineCount"] = summary["machineCount"]
             view["scopes"] = [scope_view(s) for s in scopes]
-        if inline:
+        if inline and targets is not None:
             view["machines"] = [machine_view(t) for t in targets]
     else:
         view["status"] = run.get("status")
@@ -104,15 +108,20 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
 
 def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
-    and, for a run that discovers machines, its scopes."""
+    and, for a run that discovers machines, its scopes. A dispatched run of more than INLINE_MACHINES
+    (or one that discovers its machines: read first to know) shows the counts of its counter rows (one
+    query); a smaller one reads its machines to show them, and counts those rows (so the two agree)."""
     run_id = run.run_id
-    inline = int(run.get("machineCount") or 0) <= INLINE_MACHINES
+    scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
     if not run.get("dispatchedAt"):
         targets = undispatched_targets(run_id, svc)
-    else:  # a big run: counted from the small columns only (`select`), its machines paged
-        targets = svc.store.list_targets(run_id, select=None if inline else list(SUMMARY_COLUMNS))
-    scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
-    return run_view(run, targets, scopes, inline=inline and len(targets) <= INLINE_MACHINES)
+        inline = int(run.get("machineCount") or 0) <= INLINE_MACHINES and len(targets) <= INLINE_MACHINES
+        return run_view(run, targets, scopes, inline=inline)
+    if run.get("scopeCount") or int(run.get("machineCount") or 0) > INLINE_MACHINES:  # how many is not known
+        counters = svc.store.run_counters(run_id, counted=run.counted)  # or too many to show
+        if counters.machine_count > INLINE_MACHINES:  # a big run: counts only, its machines paged
+            return run_view(run, None, scopes, inline=False, counters=counters)
+    return run_view(run, svc.store.list_targets(run_id), scopes)
 
 
 def machines_page(run: RunRecord, svc: Services, top: int, state: str | None,

@@ -5,22 +5,38 @@ Layout (why: every read the API and workers make is a point read or one-partitio
                    PK "idem", RK sha256(key)    Idempotency-Key claims → runId + request fingerprint
                    PK runId,  RK "machines-NNNN"    the request's machine ids, 100 per entity, written in
                                                     one transaction so accepting 1,000 machines is 1 round-trip
+                   PK runId,  RK "scope-NNN" / "pins-NNNN" / "subs-NNNN"   discovery scopes, a rollout's pinned
+                                                    Linux packages, its machines per subscription
     TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
+                   PK runId,  RK "~counts-NN"   the run's machine counts (shared.core.counters), in SHARDS
+                                                rows: a machine is counted in shard sha256(key) mod SHARDS.
+                                                "~" sorts after every machine key, so machine queries take
+                                                `RowKey lt "~"` and the counters are one range query.
     PATCHES_TABLE  PK runId|machine key, RK patchId    PatchInstallationDetail rows
 
 Writes of many entities go in transactions of ≤ 100 entities of one PartitionKey (< 4 MiB),
 which is Azure's rule even though Azurite does not enforce the PartitionKey part.
+
+Counters: a write that changes a machine's counted columns (shared.core.counters.COUNTED_COLUMNS: state,
+status, wave, admitted...) is one entity-group transaction of the machine's row and its counter shard, both
+ETag-conditional. So the counts are exact under at-least-once delivery: a duplicate step that loses the
+machine's ETag changes neither, and no count is ever added twice or lost. The cost: such a transition reads
+its shard (1 round-trip) and then writes both (1 transaction) where a plain merge took 1; a shard that
+changed meanwhile (another machine of the same shard) is read again and the transaction retried. Writes
+of other columns (polls, retries) stay one merge. Creating and planning many machines reads all shards once
+and writes a transaction per ≤ 99 machines of one shard. Runs stored before counters (no `countersVersion`
+on the run) are counted from their rows instead (`run_counters`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -28,7 +44,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
-from shared.core.errors import ConflictError, TargetsChangedError
+from shared.core.counters import COUNTED_COLUMNS, RunCounters, count_rows, counts_delta, machine_counts
+from shared.core.errors import ConflictError, StorageContentionError, TargetsChangedError
 from shared.core.records import MachineRecord, RunRecord, RunSpec, ScopeListing
 from shared.core.settings import Settings
 from shared.core.states import TERMINAL_STATES
@@ -40,6 +57,12 @@ IDEMPOTENCY_PARTITION = "idem"
 MAX_BATCH_ENTITIES = 100
 CHUNK = 100  # machines per chunk entity: one chunk becomes one target transaction
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
+SHARDS = 16  # counter rows per run: concurrent transitions of one run race on a 16th of them each
+COUNTERS_PREFIX = "~counts-"
+MACHINES_BELOW = "~"  # every machine key sorts below: VmRef.key starts with the subscription id (hex digits)
+COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
+SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
+PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
 
 
 def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -101,6 +124,24 @@ def first_match(client: TableClient, query: str, parameters: dict[str, Any]) -> 
         if any(True for _ in page):
             return True
     return False
+
+
+def counter_shard(key: str) -> str:
+    """The RowKey of the counter row that counts the machine with VmRef.key `key` ("~counts-00".."~counts-15").
+    sha256, not hash(): the shard must be the same in every process."""
+    return f"{COUNTERS_PREFIX}{int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], 'big') % SHARDS:02d}"
+
+
+@dataclass
+class Shard:
+    """One counter row as read: its counts and ETag ("" while it is not stored yet)."""
+
+    counts: Counter[str]
+    etag: str = ""
+
+
+def _shard(entity: Mapping[str, Any]) -> Shard:
+    return Shard(Counter(json.loads(str(entity.get("counts") or "{}"))), _etag(entity))
 
 
 def _columns(entity: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,29 +251,59 @@ class RunStore:
         return [json.loads(e["machines"]) for e in sorted(rows, key=lambda e: e["RowKey"])]
 
     def create_targets(self, records: list[MachineRecord]) -> bool:
-        """Create one batch of targets; False if some existed already (those are left as they are).
+        """Create these targets of one run, counted in its counter rows; False if some existed already
+        (those are left as they are, and not counted again).
 
-        Never an upsert: a second dispatch must not reset machines that already started. A
-        transaction is all-or-nothing, so when one row exists (an earlier attempt, or the same VM
-        from a scope listing and a machine list), the rest are created one by one.
+        Never an upsert: a second dispatch must not reset machines that already started. Machines are
+        created per counter shard, ≤ 99 of them and their shard row per transaction (all or nothing), after
+        one read of the run's shard rows. When a machine exists (an earlier attempt, or the same VM from a
+        scope listing and a machine list), that batch's others are created one by one, each with its count.
+        Raises StorageContentionError when a shard kept changing (SHARD_ATTEMPTS).
         """
-        entities = [machine_entity(r) for r in records]
-        self.ops["targetBatch"] += 1
-        try:
-            self.targets.submit_transaction([("create", e) for e in entities])
+        if not records:
             return True
-        except TableTransactionError as exc:
-            if getattr(exc, "error_code", None) != "EntityAlreadyExists":
-                raise
-        partition = entities[0]["PartitionKey"]
-        self.ops["listTargets"] += 1
-        existing = {e["RowKey"] for e in self.targets.query_entities(
-            "PartitionKey eq @run", parameters={"run": partition}, select=["RowKey"])}
-        for entity in (e for e in entities if e["RowKey"] not in existing):
+        run_id = records[0].run_id
+        shards = self._read_shards(run_id)
+        by_shard: dict[str, list[MachineRecord]] = {}
+        for record in records:
+            by_shard.setdefault(counter_shard(record.key), []).append(record)
+        all_new = True
+        existing: set[str] | None = None  # the run's machine keys, listed once if some batch met one
+        for shard_key, group in sorted(by_shard.items()):
+            for start in range(0, len(group), MAX_BATCH_ENTITIES - 1):
+                batch = group[start:start + MAX_BATCH_ENTITIES - 1]
+                delta = count_rows(r.columns for r in batch)
+                self.ops["targetBatch"] += 1
+                try:
+                    shards[shard_key] = self._submit_counted(
+                        run_id, shard_key, shards.get(shard_key, Shard(Counter())),
+                        [("create", machine_entity(r)) for r in batch], delta)[1]
+                    continue
+                except TableTransactionError as exc:
+                    if getattr(exc, "error_code", None) != "EntityAlreadyExists":
+                        raise
+                all_new = False
+                if existing is None:
+                    self.ops["listTargets"] += 1
+                    existing = {str(e["RowKey"]) for e in self.targets.query_entities(
+                        "PartitionKey eq @run and RowKey lt @below",
+                        parameters={"run": run_id, "below": MACHINES_BELOW}, select=["RowKey"])}
+                shards[shard_key] = self._create_one_by_one(run_id, shard_key, shards.get(shard_key, Shard(Counter())),
+                                                            [r for r in batch if r.key not in existing])
+        return all_new
+
+    def _create_one_by_one(self, run_id: str, shard_key: str, shard: Shard, batch: list[MachineRecord]) -> Shard:
+        """Each machine with its count in a transaction of its own; one that exists is left (and not counted).
+        `shard`: as last known (read again if it changed). Returns it as now known."""
+        for record in batch:
             self.ops["targetCreate"] += 1
-            with contextlib.suppress(ResourceExistsError):
-                self.targets.create_entity(entity)
-        return False
+            try:
+                shard = self._submit_counted(run_id, shard_key, shard, [("create", machine_entity(record))],
+                                             machine_counts(record.columns))[1]
+            except TableTransactionError as exc:
+                if getattr(exc, "error_code", None) != "EntityAlreadyExists":
+                    raise
+        return shard
 
     def check_storable_run(self, run_id: str, columns: Mapping[str, Any]) -> None:
         """ValidationError (400) naming the field if Table storage would refuse the run entity."""
@@ -240,10 +311,12 @@ class RunStore:
                      targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key"})
 
     def create_run(self, run_id: str, columns: Mapping[str, Any]) -> bool:
-        """False if the run already exists (a retried request that had got this far)."""
+        """False if the run already exists (a retried request that had got this far). The run is marked
+        `countersVersion`: its machines are counted in counter rows (run_counters)."""
         self.ops["createRun"] += 1
         try:
-            self.runs.create_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns})
+            self.runs.create_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns,
+                                     "countersVersion": COUNTERS_VERSION})
             return True
         except ResourceExistsError:
             return False
@@ -263,7 +336,8 @@ class RunStore:
             return None
         return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
-                       str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""))
+                       str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""),
+                       run.counted)
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).
@@ -339,9 +413,10 @@ class RunStore:
         """One page of a run's machines in key order, `top` at a time, after the key `after` (the last of the
         previous page), optionally only those in `state`. Returns the page and the `after` for the next one
         (None at the end): a cursor the caller saw, as list_runs uses."""
-        query = "PartitionKey eq @run" + (" and RowKey gt @after" if after else "") + \
+        query = "PartitionKey eq @run and RowKey lt @below" + (" and RowKey gt @after" if after else "") + \
             (" and state eq @state" if state else "")
-        parameters: dict[str, Any] = {"run": run_id, "after": after or "", "state": state or ""}
+        parameters: dict[str, Any] = {"run": run_id, "below": MACHINES_BELOW, "after": after or "",
+                                      "state": state or ""}
         self.ops["pageTargets"] += 1
         rows = [to_machine(e) for e in itertools.islice(
             self.targets.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
@@ -360,23 +435,39 @@ class RunStore:
 
     def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
-                     due_from: str | None = None, due_before: str | None = None,
-                     select: list[str] | None = None) -> list[MachineRecord]:
-        """A run's targets, optionally only those in `state`, at `seq`, unfinished with their next action
-        due before an ISO time, (not) admitted by the rollout controller, or with `nextActionAt` in
-        [due_from, due_before) (ISO times). `select` keeps big columns
-        (armCalls, error details) off the wire when a caller needs few."""
-        query = "PartitionKey eq @run"
-        parameters: dict[str, Any] = {"run": run_id}
+                     wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
+                     due_before: str | None = None, select: list[str] | None = None,
+                     top: int | None = None) -> list[MachineRecord]:
+        """A run's targets in key order (iter_targets), at most `top` of them."""
+        return list(itertools.islice(self.iter_targets(
+            run_id, state=state, seq=seq, unfinished_due_before=unfinished_due_before, admitted=admitted,
+            wave=wave, unfinished=unfinished, due_from=due_from, due_before=due_before, select=select,
+            per_page=top), top))
+
+    def iter_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
+                     unfinished_due_before: str | None = None, admitted: bool | None = None,
+                     wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
+                     due_before: str | None = None, select: list[str] | None = None,
+                     per_page: int | None = None) -> Iterator[MachineRecord]:
+        """A run's targets in key order, read page by page (≤ `per_page`, ≤ 1000) as the caller goes on:
+        optionally only those in `state`, at `seq`, not in a terminal state (`unfinished`), unfinished with
+        their next action due before an ISO time, (not) admitted by the rollout controller, in rollout
+        `wave` (set on every machine when its rollout is planned), or with `nextActionAt` in
+        [due_from, due_before) (ISO times). `select` keeps big columns (armCalls,
+        error details) off the wire when a caller needs few; the counted columns (COUNTED_COLUMNS) always
+        come, so a record read this way can be written back conditionally (update_target, merge_targets)."""
+        query = "PartitionKey eq @run and RowKey lt @below"
+        parameters: dict[str, Any] = {"run": run_id, "below": MACHINES_BELOW}
         if state is not None:
             query += " and state eq @state"
             parameters["state"] = state
         if seq is not None:
             query += " and seq eq @seq"
             parameters["seq"] = seq
-        if unfinished_due_before is not None:
+        if unfinished or unfinished_due_before is not None:
             query += "".join(f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
             parameters.update({f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))})
+        if unfinished_due_before is not None:
             query += " and nextActionAt lt @due"
             parameters["due"] = unfinished_due_before
         if admitted is not None:
@@ -388,29 +479,55 @@ class RunStore:
         if due_before is not None:
             query += " and nextActionAt lt @dueBefore"
             parameters["dueBefore"] = due_before
-        result: list[MachineRecord] = []
-        select = None if select is None else sorted({*select, "PartitionKey", "RowKey"})
-        for page in self.targets.query_entities(query, parameters=parameters, results_per_page=1000,
+        if wave is not None:
+            query += " and wave eq @wave"
+            parameters["wave"] = wave
+        select = None if select is None else sorted({*select, *COUNTED_COLUMNS, "PartitionKey", "RowKey"})
+        for page in self.targets.query_entities(query, parameters=parameters,
+                                                results_per_page=min(per_page or 1000, 1000),
                                                 select=select).by_page():
             self.ops["listTargets"] += 1
-            result.extend(to_machine(e) for e in page)
-        return result
+            yield from (to_machine(e) for e in page)
 
     def merge_targets(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> None:
-        """Merges in transactions, each conditional on the ETag of the record it was read as: if any row
-        changed since, the batch is refused and TargetsChangedError says to decide again."""
+        """Merges in transactions per counter shard (≤ 99 machines and their shard row), each conditional
+        on the ETag of the record it was read as: if any machine changed since, its batch is refused and
+        TargetsChangedError says to decide again (earlier batches stay written, counted). Changes that
+        move no count are merged in plain transactions of ≤ 100. StorageContentionError: a shard kept
+        changing."""
+        if not changes:
+            return
+        run_id = changes[0][0].run_id
+        counted = [(r, c, counts_delta(r.columns, {**r.columns, **c})) for r, c in changes]
+        plain = [(r, c) for r, c, d in counted if not d]
+        by_shard: dict[str, list[tuple[MachineRecord, dict[str, Any], dict[str, int]]]] = {}
+        for item in (i for i in counted if i[2]):
+            by_shard.setdefault(counter_shard(item[0].key), []).append(item)
         etags = {(r.run_id, r.key): r.etag for r, _ in changes}
-        for batch in batches(machine_entity(r, c) for r, c in changes):
-            self.ops["targetMerge"] += 1
-            ops = [("update", entity, {"mode": UpdateMode.MERGE,
-                                       "etag": etags[(entity["PartitionKey"], entity["RowKey"])],
-                                       "match_condition": MatchConditions.IfNotModified}) for entity in batch]
-            try:
-                self.targets.submit_transaction(ops)
-            except TableTransactionError as exc:
-                if getattr(exc, "error_code", None) in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
-                    raise TargetsChangedError("a target changed while the rollout controller decided") from exc
-                raise
+
+        def update(entity: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+            etag = etags[(entity["PartitionKey"], entity["RowKey"])]
+            return ("update", entity, {"mode": UpdateMode.MERGE, "etag": etag,
+                                       "match_condition": MatchConditions.IfNotModified})
+        try:
+            for batch in batches(machine_entity(r, c) for r, c in plain):
+                self.ops["targetMerge"] += 1
+                self.targets.submit_transaction([update(entity) for entity in batch])
+            shards = self._read_shards(run_id) if by_shard else {}
+            for shard_key, group in sorted(by_shard.items()):
+                for start in range(0, len(group), MAX_BATCH_ENTITIES - 1):
+                    batch_items = group[start:start + MAX_BATCH_ENTITIES - 1]
+                    delta: Counter[str] = Counter()
+                    for _, _, d in batch_items:
+                        delta.update(d)
+                    self.ops["targetMerge"] += 1
+                    shards[shard_key] = self._submit_counted(
+                        run_id, shard_key, shards.get(shard_key, Shard(Counter())),
+                        [update(machine_entity(r, c)) for r, c, _ in batch_items], delta)[1]
+        except TableTransactionError as exc:
+            if getattr(exc, "error_code", None) in PRECONDITION_FAILED:
+                raise TargetsChangedError("a target changed while the rollout controller decided") from exc
+            raise
 
     def save_pins(self, run_id: str, packages: list[str]) -> None:
         """The canary's Linux package versions, in rows of up to 500 (well under a property's 64 KiB)."""
@@ -420,6 +537,26 @@ class RunStore:
         for batch in batches(rows):
             self.ops["pins"] += 1
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def save_subscription_counts(self, run_id: str, counts: Mapping[str, int]) -> None:
+        """A rollout's machines per subscription (fixed once planned), in rows of up to 500 subscriptions."""
+        items = sorted(counts.items())
+        rows = [{"PartitionKey": run_id, "RowKey": f"subs-{i // 500:04d}",
+                 "counts": json.dumps(dict(items[i:i + 500]), separators=(",", ":"))}
+                for i in range(0, len(items), 500)]
+        for batch in batches(rows):
+            self.ops["subscriptionCounts"] += 1
+            self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+
+    def subscription_counts(self, run_id: str) -> dict[str, int] | None:
+        """What save_subscription_counts stored, or None (a rollout planned before they were saved)."""
+        self.ops["subscriptionCounts"] += 1
+        low, high = key_range("subs-")
+        rows = list(self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
+                                             parameters={"run": run_id, "low": low, "high": high}))
+        if not rows:
+            return None
+        return {sub: int(n) for row in rows for sub, n in json.loads(row["counts"]).items()}
 
     def pins(self, run_id: str) -> list[str]:
         self.ops["pins"] += 1
@@ -432,18 +569,91 @@ class RunStore:
         """Merge `changes` if nobody changed the machine since it was read; returns it as now stored.
 
         Raises ConflictError when the ETag no longer matches: another delivery of the same message got
-        there first, so the caller must stop.
+        there first, so the caller must stop (nothing written, nothing counted). A change of a counted
+        column also moves the machine's counter shard in the same transaction (a shard read and one
+        transaction; the shard alone having changed is read again and retried, then StorageContentionError).
         """
+        delta = counts_delta(target.columns, {**target.columns, **changes})
         self.ops["updateTarget"] += 1
-        return target.with_changes(changes, merge_conditionally(self.targets, machine_entity(target, changes),
-                                                                target.etag))
+        if not delta:  # no count moves (a poll, a retry): one merge
+            return target.with_changes(changes, merge_conditionally(self.targets, machine_entity(target, changes),
+                                                                    target.etag))
+        op = ("update", machine_entity(target, changes), {"mode": UpdateMode.MERGE, "etag": target.etag,
+                                                           "match_condition": MatchConditions.IfNotModified})
+        try:
+            results, _ = self._submit_counted(target.run_id, counter_shard(target.key), None, [op], delta)
+        except TableTransactionError as exc:
+            if getattr(exc, "error_code", None) in PRECONDITION_FAILED:
+                raise ConflictError(f"{target.run_id}/{target.key} changed since it was read") from exc
+            raise
+        return target.with_changes(changes, str(results[0]["etag"]))
 
     def has_unfinished_targets(self, run_id: str) -> bool:
         """One small query: is any machine of the run not yet in a terminal state?"""
-        query = "PartitionKey eq @run" + "".join(f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
-        parameters = {"run": run_id, **{f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))}}
+        query = "PartitionKey eq @run and RowKey lt @below" + "".join(
+            f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
+        parameters = {"run": run_id, "below": MACHINES_BELOW,
+                      **{f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))}}
         self.ops["unfinishedCheck"] += 1
         return first_match(self.targets, query, parameters)
+
+    # -- counters ------------------------------------------------------------------------------
+    def run_counters(self, run_id: str, *, counted: bool) -> RunCounters:
+        """The run's machine counts: one range query over its ≤ SHARDS counter rows, summed. A run stored
+        before counters existed (`counted` False: RunRecord.counted, RunSpec.counted) is counted from its
+        machines' rows instead (every machine read, as before counters)."""
+        if not counted:
+            return RunCounters(dict(count_rows(self.list_targets(run_id, select=list(COUNTED_COLUMNS)))))
+        total: Counter[str] = Counter()
+        for shard in self._read_shards(run_id).values():
+            total.update(shard.counts)
+        return RunCounters({k: n for k, n in total.items() if n})
+
+    def _read_shards(self, run_id: str) -> dict[str, Shard]:
+        """Every counter row of the run (one query; ≤ SHARDS rows), by RowKey."""
+        self.ops["readCounters"] += 1
+        low, high = key_range(COUNTERS_PREFIX)
+        rows = self.targets.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
+                                           parameters={"run": run_id, "low": low, "high": high})
+        return {str(e["RowKey"]): _shard(e) for e in rows}
+
+    def _read_shard(self, run_id: str, shard_key: str) -> Shard:
+        self.ops["readCounters"] += 1
+        try:
+            return _shard(self.targets.get_entity(run_id, shard_key))
+        except ResourceNotFoundError:
+            return Shard(Counter())
+
+    def _submit_counted(self, run_id: str, shard_key: str, shard: Shard | None, ops: list[Any],
+                        delta: Mapping[str, int]) -> tuple[list[Mapping[str, Any]], Shard]:
+        """Submit the machine operations `ops` and the shard's counts moved by `delta` as one transaction,
+        the shard write conditional on its ETag as read (`shard`: one with no ETag is created; None: read
+        it now); returns the transaction's results and the shard as now stored.
+
+        When only the shard changed since read (the transaction's failed operation is the last), it is
+        read again and the transaction retried, SHARD_ATTEMPTS times at most, then StorageContentionError.
+        A failed machine operation raises the SDK's TableTransactionError for the caller to interpret."""
+        for _ in range(SHARD_ATTEMPTS):
+            if shard is None:
+                shard = self._read_shard(run_id, shard_key)
+            counts = Counter(shard.counts)
+            counts.update(delta)
+            entity = {"PartitionKey": run_id, "RowKey": shard_key,
+                      "counts": json.dumps({k: n for k, n in sorted(counts.items()) if n}, separators=(",", ":"))}
+            shard_op = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": shard.etag,
+                                           "match_condition": MatchConditions.IfNotModified}) \
+                if shard.etag else ("create", entity)
+            try:
+                results = self.targets.submit_transaction([*ops, shard_op])
+            except TableTransactionError as exc:
+                if exc.index == len(ops) and getattr(exc, "error_code", None) in (
+                        *PRECONDITION_FAILED, "EntityAlreadyExists", "ResourceNotFound"):
+                    self.ops["counterRetry"] += 1
+                    shard = None  # another machine of this shard was counted first: read it again
+                    continue
+                raise
+            return results, Shard(counts, str(results[-1]["etag"]))
+        raise StorageContentionError(f"the counters {run_id}/{shard_key} kept changing; retrying the step")
 
     # -- patches -------------------------------------------------------------------------------
     def save_patches(self, run_id: str, key: str, patches: list[dict[str, Any]]) -> None:
