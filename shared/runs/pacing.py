@@ -213,6 +213,18 @@ def paced_delay(svc: Services, subscription: str, names: tuple[str, ...], held: 
     return None if wait <= 0 else math.ceil(wait)
 
 
+def throttled_buckets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Which of a POST's buckets a 429 empties. Compute's throttle names its policies with what is left
+    (`x-ms-ratelimit-remaining-resource`, troubleshooting-throttling-errors): its subscription policy at
+    zero is our guest-patch bucket; a per-VM policy alone (six per VM) is that machine's, which its own
+    Retry-After already waits out, so no shared bucket moves. Without Compute's header the 429 is ARM's
+    write limit (or unknown): both buckets wait."""
+    guest = remaining_by_bucket(headers).get(GUEST_PATCH)
+    if "x-ms-ratelimit-remaining-resource" not in {k.lower() for k in headers}:
+        return START
+    return (GUEST_PATCH,) if guest is not None and guest < 1 else ()
+
+
 def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) -> None:
     """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget.
 
@@ -220,6 +232,8 @@ def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) ->
     operation sent (shared/runs/machine_worker.py). A correction missed costs at most one more 429."""
     names = GET if op in ("getVm", "listVms") else POLL if op == "poll" else START
     retry_after = resp.retry_after(svc.settings.default_retry_after_seconds) if resp.status == 429 else None
+    if resp.status == 429 and names == START:
+        names = throttled_buckets(resp.headers)
     try:
         svc.pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
     except Exception:  # the budget is advice: the call already happened (docstring)

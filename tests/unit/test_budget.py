@@ -220,3 +220,21 @@ def test_a_429_drops_the_lease_so_the_next_call_waits_for_the_moved_row() -> Non
         p.reserve("sub", (READS,))
     p.observe("sub", (READS,), 429, {}, retry_after=30.0)
     assert p.reserve("sub", (READS,)) >= 29.0
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    # Compute's subscription policy at zero: only the guest-patch bucket waits (not ARM's writes)
+    ({"x-ms-ratelimit-remaining-resource":
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;0,Microsoft.Compute/VMGuestPatchOperationVMMaximum;3"},
+     (GUEST_PATCH,)),
+    # one VM's own policy (6 per VM) at zero: that machine's Retry-After; no shared bucket moves
+    ({"x-ms-ratelimit-remaining-resource":
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;412,Microsoft.Compute/VMGuestPatchOperationVMMaximum;0"},
+     ()),
+    # ARM's own 429 (no Compute header): both buckets of the POST wait
+    ({"x-ms-ratelimit-remaining-subscription-writes": "0"}, (GUEST_PATCH, WRITES)),
+    ({}, (GUEST_PATCH, WRITES)),
+])
+def test_a_429_empties_the_bucket_that_refused(headers: dict[str, str], expected: tuple[str, ...]) -> None:
+    from shared.runs.pacing import throttled_buckets
+    assert throttled_buckets(headers) == expected
