@@ -23,7 +23,8 @@ ones, machines handed to the first free worker in order), since at these sizes i
 Why 2x for 10,000: at k-times speed the app must run about 2.6 queue messages and 9 Table round-trips per
 machine at k x 3.3 starts/s per subscription, and on the 2-core development machine the local stack (Azurite's
 single Node process and the host's one Python process) runs about 30-40 messages/s. Faster clocks measure the
-machine, not the pacing. Azurite runs with --inMemoryPersistence (see --azurite-disk).
+machine, not the pacing. Azurite runs with --inMemoryPersistence (see --azurite-disk), as two processes
+(queues and blobs; tables), since one Azurite process is single-threaded.
 """
 
 from __future__ import annotations
@@ -220,11 +221,14 @@ def machine_states(base: str, ids: list[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items()) if v)
 
 
-def run_patchpilot(azurite: Azurite, n: int, subs: int, args: argparse.Namespace, logs: Path) -> Row:
+def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argparse.Namespace, *,
+                   logs: Path) -> Row:
+    """`azurite` serves blobs and queues, `tables` the Table service: two Node processes, so storage can use
+    both cores of the development machine (one Azurite process is single-threaded)."""
     row = Row("PatchPilot" + (f" ({args.hosts} hosts)" if args.hosts > 1 else ""), n, subs, args.scale)
     sim = SimProcess(n, subs, args.scale, args.seed)
     counts = StorageCounts()
-    proxies = [CountingProxy("table", azurite.table_port, counts).start(),
+    proxies = [CountingProxy("table", tables.table_port, counts).start(),
                CountingProxy("queue", azurite.queue_port, counts).start()]
     hosts: list[HostProcess] = []
     try:
@@ -450,10 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Fleet scale: {args.machines:,} VMs per scenario, clock {args.scale:g}x Azure (an Azure hour = "
           f"{3600 / args.scale:.0f} s), PatchPilot through {args.hosts} local host process(es); logs in {logs}",
           flush=True)
-    with Azurite(in_memory=not args.azurite_disk) as azurite:
+    with Azurite(in_memory=not args.azurite_disk) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
         for subs in args.subscriptions:
             started = time.monotonic()
-            rows.append(run_patchpilot(azurite, args.machines, subs, args, logs))
+            rows.append(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs))
             print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
             for workers in args.sdk_workers:
                 rows.append(run_sdk(args.machines, subs, workers, args))

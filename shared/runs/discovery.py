@@ -82,8 +82,8 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if int(row["page"]) != msg.page:
         return "stale"
     scope = parse_scope(row["scope"], target="scope")
-    if (wait := paced_delay(svc, scope.subscription_id, GET, set(GET) if msg.held else set())) is not None:
-        svc.send_discovery(msg.run_id, msg.scope, msg.page, wait, held=True)  # the same page, when its token is due
+    if (paced := paced_delay(svc, scope.subscription_id, GET, set(GET) if msg.held else set())) is not None:
+        svc.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)  # the same page, when its token is due
         return "paced"
     flt = json.loads(row.get("filter") or "{}")
     kind = _listing(row, flt)

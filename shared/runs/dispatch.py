@@ -37,7 +37,8 @@ from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
-from shared.runs.budget import GUEST_PATCH
+from shared.runs.budget import GUEST_PATCH, READS, WRITES
+from shared.runs.budget import slots as block_slots
 from shared.runs.services import Services
 from shared.validation.resource_ids import parse_machine_id
 
@@ -147,7 +148,15 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
 
 def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
-    from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates)."""
+    from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
+
+    A start also reads the machine (its OS type; reads bucket) and posts (writes bucket), each taking its
+    token when the start runs. A start that had to wait for those would spend its guest-patch token late,
+    and held tokens spent late pile up where Compute's bucket has no room (at 10,000 machines the first 600
+    slots all fall at once, while ARM's reads allow about 60 at once: the benchmark met 429s). So a slot is
+    also no earlier than those buckets, alone, could serve the starts before it: the guest-patch slots, the
+    read schedule and the write schedule, whichever is latest (their tokens are still taken at the start,
+    from this process's leases: reserving them now would hold ARM's shared budget for the whole run)."""
     by_subscription: dict[str, list[str]] = defaultdict(list)
     for rid in (rid for chunk in chunks for rid in chunk):
         vm = parse_machine_id(rid, target="machines")
@@ -155,6 +164,9 @@ def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
     slots: dict[str, int] = {}
     for subscription, keys in by_subscription.items():
         due = svc.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
+        for name in (READS, WRITES):
+            _, alone = block_slots(svc.pacer.buckets[name], 0.0, 0.0, len(keys))
+            due = [max(d, a) for d, a in zip(due, alone, strict=True)]
         slots.update((key, math.ceil(d)) for key, d in zip(keys, due, strict=True))
     return slots
 

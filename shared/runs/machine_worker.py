@@ -107,8 +107,8 @@ class MachineStep:
         # An Arc machine is always read first: its agent's connection status (properties.status) decides whether
         # Azure can run the operation at all, and a listing's may be stale. A VM is read only for its OS.
         if self.vm.is_hybrid or not os_type:
-            if (wait := paced_delay(self.svc, self.vm.subscription_id, GET, self.held)) is not None:
-                return self.paced(wait, GET)
+            if (paced := paced_delay(self.svc, self.vm.subscription_id, GET, self.held)) is not None:
+                return self.paced(*paced)
             self.held -= set(GET)  # spent on this call
             op = "getMachine" if self.vm.is_hybrid else "getVm"
             try:
@@ -137,8 +137,8 @@ class MachineStep:
             if refused:
                 return refused
         # Budget before the claim: a step that must wait goes back to the queue still Queued.
-        if (wait := paced_delay(self.svc, self.vm.subscription_id, START, self.held)) is not None:
-            return self.paced(wait, START, osType=os_type)
+        if (paced := paced_delay(self.svc, self.vm.subscription_id, START, self.held)) is not None:
+            return self.paced(*paced, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
         since = self._installations_since(spec)
@@ -167,8 +167,8 @@ class MachineStep:
     def poll(self) -> str:
         if self._past_deadline():
             return self.time_out()
-        if (wait := paced_delay(self.svc, self.vm.subscription_id, POLL, self.held)) is not None:
-            return self.paced(wait, POLL)
+        if (paced := paced_delay(self.svc, self.vm.subscription_id, POLL, self.held)) is not None:
+            return self.paced(*paced)
         try:
             resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
         except UntrustedEndpointError as exc:

@@ -220,3 +220,36 @@ def test_a_429_drops_the_lease_so_the_next_call_waits_for_the_moved_row() -> Non
         p.reserve("sub", (READS,))
     p.observe("sub", (READS,), 429, {}, retry_after=30.0)
     assert p.reserve("sub", (READS,)) >= 29.0
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    # Compute's subscription policy at zero: only the guest-patch bucket waits (not ARM's writes)
+    ({"x-ms-ratelimit-remaining-resource":
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;0,Microsoft.Compute/VMGuestPatchOperationVMMaximum;3"},
+     (GUEST_PATCH,)),
+    # one VM's own policy (6 per VM) at zero: that machine's Retry-After; no shared bucket moves
+    ({"x-ms-ratelimit-remaining-resource":
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;412,Microsoft.Compute/VMGuestPatchOperationVMMaximum;0"},
+     ()),
+    # ARM's own 429 (no Compute header): both buckets of the POST wait
+    ({"x-ms-ratelimit-remaining-subscription-writes": "0"}, (GUEST_PATCH, WRITES)),
+    ({}, (GUEST_PATCH, WRITES)),
+])
+def test_a_429_empties_the_bucket_that_refused(headers: dict[str, str], expected: tuple[str, ...]) -> None:
+    from shared.runs.pacing import throttled_buckets
+    assert throttled_buckets(headers) == expected
+
+
+def test_a_start_that_waits_for_guest_patch_does_not_charge_the_writes_at_that_far_time() -> None:
+    from types import SimpleNamespace
+
+    from shared.runs.pacing import START, Pacer, paced_delay
+    clock = [1000.0]
+    store = RowStore()
+    p = Pacer(store, {GUEST_PATCH: Bucket(GUEST_PATCH, 10, 1, 1, 0),  # type: ignore[arg-type]
+                      WRITES: Bucket(WRITES, 10, 10, 1, 0)}, clock=lambda: clock[0])
+    p.reserve_block("sub", GUEST_PATCH, 1000)  # a whole run's start slots: guest patches ~1000 s ahead
+    paced = paced_delay(SimpleNamespace(pacer=p), "sub", START, set())  # type: ignore[arg-type]
+    assert paced is not None and paced[0] > 900 and paced[1] == (GUEST_PATCH,)  # holds only what it took
+    assert ("sub", WRITES) not in store.rows  # ARM's writes are free for every other call meanwhile
+    assert paced_delay(SimpleNamespace(pacer=p), "sub", START, {GUEST_PATCH}) is None  # held: writes now
