@@ -57,6 +57,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
         parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
         if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
             log.warning("poisoned advance for run=%s dropped", parsed.run_id)
+        elif parsed and parsed.release_from:  # the run was dispatched: the sweeper sends the release again
+            log.warning("poisoned release of run=%s from %s dropped", parsed.run_id, parsed.release_from)
         elif parsed:
             svc = services.get()
             failed = fail_undispatched(parsed.run_id, svc, f"dispatching the run failed repeatedly and the message "

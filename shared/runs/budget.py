@@ -28,6 +28,7 @@ WRITES = "writes"  # ARM subscription writes (a POST)
 READS = "reads"  # ARM subscription reads other than polls (GET of a VM)
 POLLS = "polls"  # the share of ARM reads that polling may use (POLL_READ_SHARE)
 COMPUTE_GUEST_PATCH_POLICY = "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum"
+COMPUTE_GUEST_PATCH_VM_POLICY = "Microsoft.Compute/VMGuestPatchOperationResource"  # per VM (Azure CLI recording)
 SLACK_TOKENS = 2  # a header must show this many tokens fewer than we account before it moves `tat`
 
 

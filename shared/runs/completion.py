@@ -20,7 +20,8 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
 
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished
     machine. Two callers may both close it; the write is the same either way. Reads the run's counter
-    rows (shared.core.counters), not its machines: one query per call, and the run when it closes.
+    rows (shared.core.counters), not its machines: one query per call; when they say finished, one
+    small query confirms no machine row is unfinished, and the run is read to close it.
     """
     store = svc.store
     spec = svc.run_spec(run_id)  # cached per process: no read
@@ -28,6 +29,11 @@ def complete_run_if_done(run_id: str, svc: Services) -> bool:
         return False
     counters = store.run_counters(run_id, counted=spec.counted)
     if counters.unfinished:
+        return False
+    if spec.counted and store.has_unfinished_targets(run_id):
+        # The counters say done and a row disagrees: a writer that did not count (an instance of an older
+        # version during a deployment, a hand edit). Never close a run whose machines still run.
+        log.error("run %s: its counters say finished but a machine row is not; not closing", run_id)
         return False
     scopes = store.list_scopes(run_id) if spec.discovers else []
     if any(not s.get("done") for s in scopes):

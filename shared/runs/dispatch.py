@@ -17,10 +17,11 @@ Start messages are released a horizon at a time: dispatch queues the messages of
 DISPATCH_HORIZON_SECONDS, and a release message (DispatchMessage.release_from) comes back half a horizon
 before the next window to queue its machines, until the run's last slot (`lastSlotAt`). At Azure's 200
 starts per minute a 10,000-machine run holds about 400 start messages at a time instead of 10,000 for
-50 minutes; a cancel has few to drain, and Azurite, whose dequeue scans every message in the queue
+50 minutes, and Azurite, whose dequeue scans every message in the queue
 (108 ms per receive with 5,000 waiting, 11 ms with none, measured), keeps up. The run's `releasedThrough`
-fences duplicated release messages (an ETag-conditional write); if a release is lost, the sweeper queues
-the machines once they are overdue, so it costs time, never a machine. A slot that passed more than a
+fences duplicated release messages (an ETag-conditional write after the window's messages are sent); a
+lost release is sent again by the sweeper (release_overdue), and a release that reaches the poison queue
+is dropped for the sweeper to redo, never taken for a failed dispatch. A slot that passed more than a
 horizon ago (an earlier dispatch attempt's) is not spent: that machine reserves again.
 """
 
@@ -45,6 +46,7 @@ from shared.validation.resource_ids import parse_machine_id
 log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
 RELEASE_ATTEMPTS = 5
+SEND_GRACE_SECONDS = 15
 
 
 def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
@@ -71,21 +73,22 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
     send_starts(msg.run_id, queued, svc)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
+    if last_slot > until:  # before dispatchedAt: a retried dispatch must not stop short of the chain
+        send_next_release(msg.run_id, until, svc)
     svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
                                       "releasedThrough": iso(until), "lastSlotAt": iso(last_slot)})
-    if last_slot > until:
-        send_next_release(msg.run_id, until, svc)
     log.info("dispatch: run %s queued %d machines, due before %s", msg.run_id, len(queued), iso(until))
     return len(queued)
 
 
 def send_starts(run_id: str, queued: list[MachineRecord], svc: Services) -> None:
-    """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot that passed
-    more than a horizon ago (a row of an earlier dispatch attempt that died) is not spent: that step reserves
-    again. Sending itself takes seconds at 10,000 machines, so slots a few seconds past are still held
-    (as every held token, spent however late: shared/runs/pacing.py)."""
+    """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot more than
+    PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
+    that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
+    (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
+    window's 1,000 messages takes seconds."""
     now = utcnow()
-    stale = timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    stale = timedelta(seconds=svc.settings.pacing_late_seconds + SEND_GRACE_SECONDS)
 
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
@@ -106,30 +109,49 @@ def send_next_release(run_id: str, window_from: datetime, svc: Services) -> None
 
 
 def release_window(run: RunRecord, window_from: datetime, svc: Services) -> int:
-    """Queue the start messages of the machines due in [window_from, window_from + horizon), once: the run's
-    `releasedThrough` must still name this window (a duplicate, or a release of a canceled or finished run,
-    finds it moved on or the run closed, and does nothing)."""
+    """Queue the start messages of the machines due in [window_from, window_from + horizon).
+
+    At least once, one chain: the messages are sent first, then the run's `releasedThrough` moves on from
+    this window (ETag-conditional), and only the delivery whose write won sends the next release. A
+    redelivery after a crash before that write sends the window again (a start message twice is harmless:
+    `seq` and ETags let one act); a duplicate running at the same time loses the write and stops; a crash
+    after it loses the chain, which the sweeper restarts (sweeper.release_overdue). A release of a closed
+    run, or of a window already passed on, does nothing."""
+    if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
+        return 0
     until = window_from + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    queued = svc.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
+                                    due_from=iso(window_from), due_before=iso(until))
+    send_starts(run.run_id, queued, svc)
     for _ in range(RELEASE_ATTEMPTS):
-        if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
-            return 0
         try:
             svc.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
             break
         except ConflictError:  # a duplicate of this release, or any other write to the run: look again
             fresh = svc.store.get_run(run.run_id)
-            if fresh is None:
-                return 0
+            if fresh is None or fresh.get("releasedThrough") != iso(window_from):
+                return len(queued)  # another delivery moved the fence on: it sends the next release
             run = fresh
     else:
         raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
-    queued = svc.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
-                                    due_from=iso(window_from), due_before=iso(until))
-    send_starts(run.run_id, queued, svc)
     if parse_iso(str(run.get("lastSlotAt") or iso(until))) >= until:
         send_next_release(run.run_id, until, svc)
     log.info("dispatch: run %s released %d machines due before %s", run.run_id, len(queued), iso(until))
     return len(queued)
+
+
+def release_overdue(run: RunRecord, svc: Services, now: datetime) -> bool:
+    """The sweeper's backstop: a run whose next release should have come (half a horizon before its window,
+    plus STALL_AFTER_SECONDS) and has not moved `releasedThrough` on gets that release again. True if sent."""
+    released, last = run.get("releasedThrough"), run.get("lastSlotAt")
+    if not released or not last or released > last or run.get("completedAt"):
+        return False
+    due = parse_iso(released) - timedelta(seconds=svc.settings.dispatch_horizon_seconds / 2
+                                          - svc.settings.stall_after_seconds)
+    if now < due:
+        return False
+    svc.send_release(run.run_id, released, 0)
+    return True
 
 
 def queued_target(run_id: str, resource_id: str, now: str, **columns: object) -> MachineRecord:

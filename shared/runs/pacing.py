@@ -2,7 +2,7 @@
 
 Which call draws from which bucket (per subscription; ARM's regional limits are counted at the ARM front end
 that serves PatchPilot, one region, so a subscription is the key):
-    POST installPatches / assessPatches   guestPatch + writes   (one transaction for both)
+    POST installPatches / assessPatches   guestPatch, then writes   (one at a time: paced_delay)
     GET of the VM before a start          reads
     a page of a scope's VM list           reads
     poll of an operation                  polls (POLL_READ_PERCENT of ARM's reads; `reads` has the rest)
@@ -11,8 +11,8 @@ re-queued to come back after that many seconds and call without reserving again 
 After the call, `observe` moves the budget on when ARM says it is lower than we accounted (remaining-*
 headers) or answered 429 (Retry-After), so the next reservations wait; it writes only then.
 
-Leases: a single-bucket reservation (a GET, a poll) is served from tokens this process took from the
-shared row in one block, sized by the process's own demand over the last second (at most
+Leases: a reservation (a GET, a poll, each bucket of a POST) is served from tokens this process took from
+the shared row in one block, sized by the process's own demand over the last second (at most
 PACING_LEASE_TOKENS). The block's tokens are due one refill interval apart, exactly as if they had been
 reserved one by one, so the schedule the budget grants is unchanged; what changes is the cost, one Table
 transaction per block instead of one per call, and the contention: threads of one process queue on a lock
@@ -36,7 +36,17 @@ from typing import TYPE_CHECKING
 
 from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.settings import Settings
-from shared.runs.budget import GUEST_PATCH, POLLS, READS, WRITES, Bucket, observe, penalize, remaining_by_bucket
+from shared.runs.budget import (
+    COMPUTE_GUEST_PATCH_VM_POLICY,
+    GUEST_PATCH,
+    POLLS,
+    READS,
+    WRITES,
+    Bucket,
+    observe,
+    penalize,
+    remaining_by_bucket,
+)
 from shared.runs.budget import reserve_all as reserve_tokens
 from shared.runs.budget import slots as block_slots
 from shared.storage.budget_store import BudgetRow, BudgetStore
@@ -122,8 +132,10 @@ class Pacer:
                 lease.asked.popleft()
             if not lease.due:
                 size = min(self.lease_tokens, len(lease.asked))
-                lease.due.extend(now + wait for wait in self.reserve_block(subscription, name, size))
-            return max(0.0, lease.due.popleft() - now)
+                # due times as epoch seconds of the reservation's own clock reading: the row lock and the
+                # Table round-trips before it must not make the tokens look due earlier than granted
+                lease.due.extend(self.reserve_block(subscription, name, size, at_epoch=True))
+            return max(0.0, lease.due.popleft() - self.clock())
 
     def drop_leases(self, subscription: str, names: tuple[str, ...] | list[str]) -> None:
         """Forget this process's unspent tokens of `names` (the shared row moved on without them)."""
@@ -132,13 +144,14 @@ class Pacer:
             with lease.lock:
                 lease.due.clear()
 
-    def reserve_block(self, subscription: str, name: str, k: int) -> list[float]:
-        """`k` tokens of one bucket at once (a dispatcher's start slots): for each, seconds from now."""
+    def reserve_block(self, subscription: str, name: str, k: int, *, at_epoch: bool = False) -> list[float]:
+        """`k` tokens of one bucket at once (a dispatcher's start slots, a lease): for each, seconds from
+        now, or with `at_epoch` the epoch second it is due."""
         due: list[float] = []
 
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
             tat, found = block_slots(self.buckets[name], rows[name].tat, now, k)
-            due[:] = found
+            due[:] = [now + d for d in found] if at_epoch else found
             return {name: tat}, 0.0
         self._update(subscription, [name], decide)
         return due
@@ -230,10 +243,16 @@ def throttled_buckets(headers: Mapping[str, str]) -> tuple[str, ...]:
     zero is our guest-patch bucket; a per-VM policy alone (six per VM) is that machine's, which its own
     Retry-After already waits out, so no shared bucket moves. Without Compute's header the 429 is ARM's
     write limit (or unknown): both buckets wait."""
-    guest = remaining_by_bucket(headers).get(GUEST_PATCH)
-    if "x-ms-ratelimit-remaining-resource" not in {k.lower() for k in headers}:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "x-ms-ratelimit-remaining-resource" not in lowered:
         return START
-    return (GUEST_PATCH,) if guest is not None and guest < 1 else ()
+    guest = remaining_by_bucket(headers).get(GUEST_PATCH)
+    per_vm = [count for policy, _, count in (pair.strip().partition(";") for pair in
+                                             lowered["x-ms-ratelimit-remaining-resource"].split(","))
+              if policy.strip() == COMPUTE_GUEST_PATCH_VM_POLICY]
+    if (guest is None or guest >= 1) and per_vm and per_vm[0].strip() in ("0", "0.0"):
+        return ()  # only the VM's own policy ran out
+    return (GUEST_PATCH,)  # the subscription's policy, or another Compute policy we do not model
 
 
 def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) -> None:

@@ -22,13 +22,14 @@ from datetime import datetime, timedelta
 
 from shared.core.clock import iso
 from shared.runs.completion import complete_run_if_done
+from shared.runs.dispatch import release_overdue
 from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
 
 
 def sweep(svc: Services, now: datetime) -> dict[str, int]:
-    counts = {"runs": 0, "redispatched": 0, "requeued": 0, "relisted": 0, "completed": 0}
+    counts = {"runs": 0, "redispatched": 0, "released": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
     stall_after = timedelta(seconds=svc.settings.stall_after_seconds)
     stalled_before = iso(now - stall_after)
@@ -41,6 +42,8 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
                 svc.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue
+        if release_overdue(run, svc, now):  # the chain of start-message releases broke (dispatch.py)
+            counts["released"] += 1
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         for target in stalled:
@@ -54,6 +57,6 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
             svc.hooks.advance_run(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here
         elif complete_run_if_done(run_id, svc):
             counts["completed"] += 1
-    if counts["redispatched"] or counts["requeued"] or counts["relisted"]:
+    if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)
     return counts

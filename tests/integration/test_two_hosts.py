@@ -14,6 +14,7 @@ through ARM), one over an explicit list of other VMs; some VMs are in neither. T
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ import pytest
 import requests
 from azure.data.tables import TableClient
 
+from shared.core.counters import count_rows
 from shared.core.states import machine_outcome
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
@@ -108,6 +110,14 @@ def machine_rows(table: TableClient, run_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows if not str(r["RowKey"]).startswith("~")]
 
 
+def counter_rows(table: TableClient, run_id: str) -> Counter[str]:
+    """The run's counters as stored: the sum of its `~counts-NN` shard rows (shared/storage/run_store.py)."""
+    total: Counter[str] = Counter()
+    for row in table.query_entities("PartitionKey eq @run and RowKey ge '~'", parameters={"run": run_id}):
+        total.update({k: int(n) for k, n in json.loads(row["counts"]).items()})
+    return +total
+
+
 def invocations(host: HostProcess, function: str) -> int:
     return len(re.findall(rf"Executing 'Functions\.{function}'", host.log_path.read_text(errors="replace")))
 
@@ -165,6 +175,8 @@ def test_two_hosts_share_the_bucket_install_once_and_agree_with_the_rows(
         assert view["machineCount"] == len(rows)
         assert view["states"] == dict(Counter(r["state"] for r in rows))
         assert view["outcomes"] == dict(Counter(machine_outcome(r) for r in rows))
+        # a run this small shows counts from its rows: the counters both hosts kept must say the same
+        assert dict(counter_rows(targets, run_id)) == dict(count_rows(rows))
         for host in hosts:  # either host serves the same view
             paged = all_pages(host, run_id, top="4")
             assert sorted(m["id"].lower() for m in paged) == sorted(expected)  # each machine once

@@ -225,12 +225,15 @@ def test_a_429_drops_the_lease_so_the_next_call_waits_for_the_moved_row() -> Non
 @pytest.mark.parametrize(("headers", "expected"), [
     # Compute's subscription policy at zero: only the guest-patch bucket waits (not ARM's writes)
     ({"x-ms-ratelimit-remaining-resource":
-      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;0,Microsoft.Compute/VMGuestPatchOperationVMMaximum;3"},
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;0,Microsoft.Compute/VMGuestPatchOperationResource;3"},
      (GUEST_PATCH,)),
     # one VM's own policy (6 per VM) at zero: that machine's Retry-After; no shared bucket moves
     ({"x-ms-ratelimit-remaining-resource":
-      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;412,Microsoft.Compute/VMGuestPatchOperationVMMaximum;0"},
+      "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;412,Microsoft.Compute/VMGuestPatchOperationResource;0"},
      ()),
+    # Compute refused but neither guest-patch policy is out (another policy): the guest-patch bucket waits
+    ({"x-ms-ratelimit-remaining-resource": "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum;412"},
+     (GUEST_PATCH,)),
     # ARM's own 429 (no Compute header): both buckets of the POST wait
     ({"x-ms-ratelimit-remaining-subscription-writes": "0"}, (GUEST_PATCH, WRITES)),
     ({}, (GUEST_PATCH, WRITES)),

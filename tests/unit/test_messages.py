@@ -46,3 +46,13 @@ def test_each_message_round_trips() -> None:
 def test_malformed_bodies_are_refused(parse: object, body: str) -> None:
     with pytest.raises(BadMessageError):
         parse(body)  # type: ignore[operator]
+
+
+def test_a_release_message_round_trips_and_a_bad_time_is_refused() -> None:
+    from shared.core.messages import BadMessageError, DispatchMessage, parse_dispatch
+    msg = DispatchMessage("e5dd42558ba-5a95fcef", release_from="2026-11-30T09:48:03.738423Z")
+    assert parse_dispatch(msg.encode()) == msg
+    for bad in ("2026-11-30T09:48:03Z", "2026-11-30 09:48:03.738423Z", "x" * 100, "2026-02-30T00:00:00.000000Z"):
+        body = msg.encode().replace("2026-11-30T09:48:03.738423Z", bad)
+        with pytest.raises(BadMessageError):
+            parse_dispatch(body)
