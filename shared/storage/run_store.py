@@ -458,30 +458,18 @@ class RunStore:
         come, so a record read this way can be written back conditionally (update_target, merge_targets)."""
         query = "PartitionKey eq @run and RowKey lt @below"
         parameters: dict[str, Any] = {"run": run_id, "below": MACHINES_BELOW}
-        if state is not None:
-            query += " and state eq @state"
-            parameters["state"] = state
-        if seq is not None:
-            query += " and seq eq @seq"
-            parameters["seq"] = seq
         if unfinished or unfinished_due_before is not None:
             query += "".join(f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
             parameters.update({f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))})
-        if unfinished_due_before is not None:
-            query += " and nextActionAt lt @due"
-            parameters["due"] = unfinished_due_before
-        if admitted is not None:
-            query += " and admitted eq @admitted"
-            parameters["admitted"] = admitted
-        if due_from is not None:
-            query += " and nextActionAt ge @dueFrom"
-            parameters["dueFrom"] = due_from
-        if due_before is not None:
-            query += " and nextActionAt lt @dueBefore"
-            parameters["dueBefore"] = due_before
-        if wave is not None:
-            query += " and wave eq @wave"
-            parameters["wave"] = wave
+        for clause, name, value in (("state eq @state", "state", state), ("seq eq @seq", "seq", seq),
+                                    ("nextActionAt lt @due", "due", unfinished_due_before),
+                                    ("admitted eq @admitted", "admitted", admitted),
+                                    ("nextActionAt ge @dueFrom", "dueFrom", due_from),
+                                    ("nextActionAt lt @dueBefore", "dueBefore", due_before),
+                                    ("wave eq @wave", "wave", wave)):
+            if value is not None:
+                query += f" and {clause}"
+                parameters[name] = value
         select = None if select is None else sorted({*select, *COUNTED_COLUMNS, "PartitionKey", "RowKey"})
         for page in self.targets.query_entities(query, parameters=parameters,
                                                 results_per_page=min(per_page or 1000, 1000),

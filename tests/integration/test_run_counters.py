@@ -30,6 +30,7 @@ from shared.storage.run_store import COUNTERS_PREFIX, SHARDS, counter_shard
 from tests.app import runs_api
 from tests.infra.bicep import role_actions
 from tests.integration.queue_pump import QueuePump
+from tests.integration.test_outcome_unknown import one_resource_group
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 from .conftest import DEV_TOKEN
@@ -74,14 +75,6 @@ def assert_exact(svc: Services, run_id: str) -> Counter[str]:
                                                    parameters={"run": run_id}))
     assert 0 < len(shards) <= SHARDS and all(s["RowKey"].startswith(COUNTERS_PREFIX) for s in shards)
     return Counter(t["state"] for t in rows)
-
-
-def one_resource_group(sim: Simulator) -> tuple[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for vm in sim.vm_ids():
-        groups.setdefault("/".join(vm.split("/")[:5]).lower(), []).append(vm)
-    scope = max(groups, key=lambda g: len(groups[g]))
-    return scope, groups[scope]
 
 
 def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
