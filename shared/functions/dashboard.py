@@ -10,6 +10,7 @@ In Azure, put App Service Authentication (Entra ID) in front of the app to keep 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from opentelemetry.trace import SpanKind
@@ -37,6 +38,14 @@ def asset(name: str) -> func.HttpResponse:
                              headers={**HEADERS, "Content-Type": ASSETS[name]})
 
 
+def to_page(req: func.HttpRequest) -> func.HttpResponse:
+    """301 to the page's one address, `.../dashboard` (query kept, e.g. `?code=`): from `.../dashboard/` or
+    `.../dashboard/index.html` the page's relative asset and API paths would resolve one level too deep."""
+    query = urlsplit(req.url).query
+    return func.HttpResponse(status_code=301, headers={**HEADERS, "Location": "../dashboard" + (
+        f"?{query}" if query else "")})
+
+
 def blueprint(services: AppServices) -> func.Blueprint:
     """This module's triggers (services unused: the page only calls the API from the browser)."""
     bp = func.Blueprint()
@@ -44,11 +53,14 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     @traced(SpanKind.SERVER)
     def get_dashboard(req: func.HttpRequest) -> func.HttpResponse:
+        if urlsplit(req.url).path.endswith("/"):
+            return to_page(req)
         return asset("index.html")
 
     @bp.route(route="dashboard/{asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     @traced(SpanKind.SERVER)
     def get_dashboard_asset(req: func.HttpRequest) -> func.HttpResponse:
-        return asset(str(req.route_params.get("asset", "")))
+        name = str(req.route_params.get("asset", ""))
+        return to_page(req) if name == "index.html" else asset(name)
 
     return bp

@@ -104,3 +104,20 @@ def test_event_delivery_has_a_thread_for_every_invocation_and_ends_inside_functi
     hours, minutes, seconds = (int(p) for p in host["functionTimeout"].split(":"))
     slack = 30  # the delivery's own storage calls
     assert MAX_EVENT_CONNECT_SECONDS + MAX_EVENT_READ_SECONDS + slack < hours * 3600 + minutes * 60 + seconds
+
+
+def test_the_dashboard_has_one_address_other_spellings_redirect_to_it() -> None:
+    import azure.functions as func
+
+    from tests.app import triggers as dashboard
+    def get(url: str, asset: str | None = None) -> func.HttpResponse:
+        req = func.HttpRequest("GET", url, body=b"", route_params={"asset": asset} if asset else {})
+        fn = dashboard.get_dashboard_asset if asset else dashboard.get_dashboard
+        return fn(req)  # type: ignore[no-any-return]
+    page = get("http://host/api/dashboard?code=k")
+    assert page.status_code == 200 and b"dashboard/app.js" in page.get_body()
+    for url, asset in (("http://host/api/dashboard/?code=k", None), ("http://host/api/dashboard/index.html?code=k",
+                                                                     "index.html")):
+        moved = get(url, asset)  # relative asset paths would resolve one level too deep there
+        assert moved.status_code == 301 and moved.headers["Location"] == "../dashboard?code=k"
+    assert get("http://host/api/dashboard/app.js", "app.js").status_code == 200
