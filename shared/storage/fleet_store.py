@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -119,7 +117,7 @@ class FleetStore:
                 self._merge_rows(partition, chunk)
 
     def _merge_rows(self, partition: str, entities: list[dict[str, Any]]) -> None:
-        for attempt in range(WRITE_ATTEMPTS):
+        for _ in range(WRITE_ATTEMPTS):
             found = self._read_rows(partition, [e["RowKey"] for e in entities]
                                     + [shard_key(s) for s in {shard_of(e["RowKey"]) for e in entities}])
             ops: list[Any] = []
@@ -135,7 +133,7 @@ class FleetStore:
                     after = {**before, **entity}
                 changes[shard_of(entity["RowKey"])].add(delta([before], [after]))
             self.ops["machineBatch"] += 1
-            if self._commit(partition, ops, changes, found, attempt):
+            if self._commit(partition, ops, changes, found):
                 return
         raise StorageContentionError(f"the snapshot of subscription {partition} kept changing; retrying the step")
 
@@ -167,7 +165,7 @@ class FleetStore:
         """
         partition, row_key = vm.subscription_id, machine_row_key(vm)
         shard = shard_of(row_key)
-        for attempt in range(WRITE_ATTEMPTS):
+        for _ in range(WRITE_ATTEMPTS):
             found = self._read_rows(partition, [row_key, shard_key(shard)])  # the row and its shard, in parallel
             current = found.get(row_key)
             if assessed_at and current and str(current.get("assessedAt") or "") > assessed_at:
@@ -182,7 +180,7 @@ class FleetStore:
                                          "match_condition": IF_MATCH})
                 after = {**current, **changes}
             self.ops["writeMachine"] += 1
-            if self._commit(partition, [op], {shard: delta([current], [after])}, found, attempt):
+            if self._commit(partition, [op], {shard: delta([current], [after])}, found):
                 return True
         raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
@@ -190,7 +188,7 @@ class FleetStore:
         """ARM says the VM does not exist: it leaves the compliance view (its history stays)."""
         partition, row_key = vm.subscription_id, machine_row_key(vm)
         shard = shard_of(row_key)
-        for attempt in range(WRITE_ATTEMPTS):
+        for _ in range(WRITE_ATTEMPTS):
             found = self._read_rows(partition, [row_key, shard_key(shard)])
             current = found.get(row_key)
             if current is None:
@@ -198,7 +196,7 @@ class FleetStore:
             self.ops["deleteMachines"] += 1
             op = ("delete", {"PartitionKey": partition, "RowKey": row_key},
                   {"etag": current["etag"], "match_condition": IF_MATCH})
-            if self._commit(partition, [op], {shard: delta([current], [None])}, found, attempt):
+            if self._commit(partition, [op], {shard: delta([current], [None])}, found):
                 return
         raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
@@ -238,7 +236,7 @@ class FleetStore:
         partition = subscription_id.lower()
         for chunk in _chunks(gone):
             keys = [e["RowKey"] for e in chunk]
-            for attempt in range(WRITE_ATTEMPTS):  # each round reads the rows again: one may have been seen since
+            for _ in range(WRITE_ATTEMPTS):  # each round reads the rows again: one may have been seen since
                 found = self._read_rows(partition, keys + [shard_key(s) for s in {shard_of(k) for k in keys}])
                 rows = [found[k] for k in keys if k in found and "lastSeenAt" in found[k]
                         and str(found[k]["lastSeenAt"]) < listed_since]
@@ -248,7 +246,7 @@ class FleetStore:
                 ops = [("delete", {"PartitionKey": partition, "RowKey": r["RowKey"]},
                         {"etag": r["etag"], "match_condition": IF_MATCH}) for r in rows]
                 self.ops["deleteMachines"] += 1
-                if not ops or self._commit(partition, ops, changes, found, attempt):
+                if not ops or self._commit(partition, ops, changes, found):
                     removed += len(rows)
                     break
             else:
@@ -316,9 +314,10 @@ class FleetStore:
         return {key: row for key, row in zip(keys, rows, strict=True) if row is not None}
 
     def _commit(self, partition: str, machine_ops: list[Any], changes: Mapping[int, Tally],
-                found: Mapping[str, Mapping[str, Any]], attempt: int) -> bool:
+                found: Mapping[str, Mapping[str, Any]]) -> bool:
         """One transaction: `machine_ops` and the shard updates that count `changes`. False when a row changed
-        since it was read (after a short random pause, so that contending writers spread out)."""
+        since it was read: the caller reads again (no pause: a function does not sleep; a writer that keeps
+        losing ends in StorageContentionError and its queue message is retried later)."""
         ops = list(machine_ops)
         now = utcnow()
         for shard, change in sorted(changes.items()):
@@ -347,8 +346,7 @@ class FleetStore:
         except TableTransactionError as exc:
             if exc.status_code not in CONFLICTS:
                 raise
-            self.ops["writeConflict"] += 1
-            time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))  # jitter, not a secret
+            self.ops["writeConflict"] += 1  # the caller reads again and retries (bounded), as run_store does
             return False
         return True
 
