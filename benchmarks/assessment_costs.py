@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
+from benchmarks import metrics
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
 from shared.core.clock import iso, utcnow
@@ -42,6 +43,8 @@ def sweep_costs(azurite: Azurite) -> None:
                            "ASSESSMENT_SCOPES": ",".join(f"/subscriptions/{s}" for s in sim.subscriptions())})
         reset_services()
         svc = get_services()
+        metrics.install()
+        calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
         started = time.perf_counter()
         run_id, _ = start_periodic_sweep(svc, utcnow())
         assert run_id
@@ -59,13 +62,14 @@ def sweep_costs(azurite: Azurite) -> None:
         print()
         print("| cost per listed machine | value |")
         print("| --- | ---: |")
-        print(f"| ARM calls (all) | {sum(svc.arm.calls.values()) / VMS:.2f} |")
-        for kind in sorted(svc.arm.calls):
-            print(f"| ARM `{kind}` | {svc.arm.calls[kind] / VMS:.2f} |")
+        arm_calls = metrics.arm_calls() - calls_before
+        print(f"| ARM calls (all) | {sum(arm_calls.values()) / VMS:.2f} |")
+        for kind in sorted(arm_calls):
+            print(f"| ARM `{kind}` | {arm_calls[kind] / VMS:.2f} |")
         print(f"| Table round-trips (all) | {sum(table.values()) / VMS:.2f} |")
         for kind in sorted(table):
             print(f"| Table {kind} | {table[kind] / VMS:.2f} |")
-        print(f"| Queue messages sent | {sum(svc.sent.values()) / VMS:.2f} |")
+        print(f"| Queue messages sent | {sum((metrics.queue_messages() - sent_before).values()) / VMS:.2f} |")
         print()
 
 

@@ -14,6 +14,7 @@ import time
 
 import azure.functions as func
 
+from benchmarks import metrics
 from tests.app import get_services, reset_services, runs_api
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
@@ -37,6 +38,8 @@ def measure(rollout: dict[str, object] | None) -> None:
         os.environ.update(unique_settings(azurite, sim.url))
         reset_services()
         svc = get_services()
+        metrics.install()
+        calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
         request: dict[str, object] = {"machines": sim.vm_ids(), "installPatches": INSTALL}
         if rollout:
             request["rollout"] = rollout
@@ -51,20 +54,21 @@ def measure(rollout: dict[str, object] | None) -> None:
 
         QueuePump(svc).run_until(done, timeout=600)
         elapsed = time.perf_counter() - started
-        arm = sum(svc.arm.calls.values())
+        arm_calls = metrics.arm_calls() - calls_before
+        arm = sum(arm_calls.values())
         table = sum(v for k, v in svc.store.ops.items() if k != "getRun")
         print(f"100-VM run, {label}: finished in {elapsed:.1f} s real; simulator saw {sim.calls()['total']}")
         print()
         print("| cost per machine | value |")
         print("| --- | ---: |")
         print(f"| ARM calls (all) | {arm / VMS:.2f} |")
-        for kind in sorted(svc.arm.calls):
-            print(f"| ARM `{kind}` | {svc.arm.calls[kind] / VMS:.2f} |")
-        print(f"| polls per machine (Retry-After 1 s, 1-4 h ops at 3600x) | {svc.arm.calls['poll'] / VMS:.2f} |")
+        for kind in sorted(arm_calls):
+            print(f"| ARM `{kind}` | {arm_calls[kind] / VMS:.2f} |")
+        print(f"| polls per machine (Retry-After 1 s, 1-4 h ops at 3600x) | {arm_calls['poll'] / VMS:.2f} |")
         print(f"| Table round-trips (workers + accept) | {table / VMS:.2f} |")
         for kind in sorted(svc.store.ops):
             print(f"| Table `{kind}` | {svc.store.ops[kind] / VMS:.2f} |")
-        print(f"| Queue messages sent | {sum(svc.sent.values()) / VMS:.2f} |")
+        print(f"| Queue messages sent | {sum((metrics.queue_messages() - sent_before).values()) / VMS:.2f} |")
         print()
 
 

@@ -1,54 +1,159 @@
-"""The composition root's wiring: the app's Services with every feature's hooks registered.
+"""The composition root: the app's whole object graph, built once per process from its settings, wired by hand.
 
-    rollouts     before_start: a stopped run's machine does not start; Linux pins after the canary
-                 advance: the controller that admits machines and closes rollout runs
-    maintenance  before_start: inside the window, once per VM across overlapping windows
-    assessments  on_terminal (assessPatches): history and the latest snapshot per machine
+    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore; the budget rows
+    arm           ArmClient (azure-core pipeline, same-origin before the bearer token)
+    runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget)
+    features      the machine step's hooks, each built with the ports it needs:
+                  rollouts      before_start: a stopped run's machine does not start; Linux pins after the canary
+                                progressed: the controller admits machines and closes rollout runs
+                  maintenance   before_start: inside the window, once per VM across overlapping windows
+                  assessments   on_terminal (assessPatches): history and the latest snapshot per machine
+    step_ports    what a machine step uses (shared/runs/machine_worker.py StepPorts), each a small Protocol
 
-function_app.py builds one `AppServices` per process; clients are created on first use and reused
-across invocations (the Functions docs' advice on client reuse).
+Nothing here decides anything. Each consumer declares the Protocol it needs beside its own code; `Components`
+satisfies them all, and a unit test hands a consumer fakes instead. function_app.py builds one
+`ProcessComponents` per process; clients are created on first use and reused across invocations (the
+Functions docs' advice on client reuse), not at import: indexing the functions must not need storage or
+credentials.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import cached_property
+from typing import Any
 
+from shared.arm.client import ArmClient
+from shared.arm.credentials import credential_for
 from shared.assessments.results import record_outcome
-from shared.core.settings import Settings
-from shared.maintenance.window_guard import within_window
-from shared.rollouts.controller import advance
-from shared.rollouts.start_guard import stopped_or_pinned
+from shared.core.clock import schedule_now
+from shared.core.records import RunSpec
+from shared.core.settings import Settings, is_local_development
+from shared.egress import EgressSession
+from shared.maintenance.window_guard import WithinWindow
+from shared.rollouts.controller import on_progress
+from shared.rollouts.start_guard import StoppedOrPinned
 from shared.runs.hooks import RunHooks
-from shared.runs.services import Services
+from shared.runs.machine_worker import StepPorts
+from shared.runs.pacing import Pacer, buckets_from
+from shared.runs.queues import WorkQueues
+from shared.runs.specs import RunSpecCache
+from shared.storage.budget_store import BudgetStore
+from shared.storage.clients import StorageAccount
+from shared.storage.fleet_store import FleetStore
+from shared.storage.maintenance_store import MaintenanceStore
+from shared.storage.run_store import RunStore
 
 
-def build_hooks() -> RunHooks:
-    return RunHooks(before_start=[stopped_or_pinned, within_window],
-                    on_terminal={"assessPatches": record_outcome},
-                    advance=advance)
+class Components:
+    """The app's object graph for one set of settings. Each part is built on first use, then kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- storage -------------------------------------------------------------------------------
+    @cached_property
+    def account(self) -> StorageAccount:
+        return StorageAccount(self.settings)
+
+    @cached_property
+    def store(self) -> RunStore:
+        return RunStore(self.settings, self.account)
+
+    @cached_property
+    def fleet(self) -> FleetStore:
+        return FleetStore(self.settings, self.account)
+
+    @cached_property
+    def maintenance(self) -> MaintenanceStore:
+        return MaintenanceStore(self.settings, self.account)
+
+    # -- ARM -----------------------------------------------------------------------------------
+    @cached_property
+    def arm(self) -> ArmClient:
+        return ArmClient(self.settings.arm_endpoint, credential_for(self.settings),
+                         api_version=self.settings.compute_api_version,
+                         hybridcompute_api_version=self.settings.hybridcompute_api_version,
+                         timeout=self.settings.arm_timeout_seconds)
+
+    @cached_property
+    def pacer(self) -> Pacer:
+        """The ARM call budget every instance shares (shared/runs/pacing.py)."""
+        return Pacer(BudgetStore(self.settings, self.account), buckets_from(self.settings),
+                     lease_tokens=self.settings.pacing_lease_tokens)
+
+    # -- runs ----------------------------------------------------------------------------------
+    @cached_property
+    def queues(self) -> WorkQueues:
+        queue = self.account.queue
+        return WorkQueues(operations=queue(self.settings.operations_queue),
+                          dispatch=queue(self.settings.dispatch_queue),
+                          discovery=queue(self.settings.discovery_queue), events=queue(self.settings.events_queue))
+
+    @cached_property
+    def specs(self) -> RunSpecCache:
+        return RunSpecCache(self.store)
+
+    def run_spec(self, run_id: str) -> RunSpec | None:
+        """A run's operation and parameters never change: one Table read per run per process."""
+        return self.specs.run_spec(run_id)
+
+    # The queue senders, by the names the consumers' Protocols use (shared/runs/queues.py says what each is).
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = ()) -> None:
+        self.queues.send_step(run_id, machine, seq, delay_seconds, held=held)
+
+    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
+                       held: bool = False) -> None:
+        self.queues.send_discovery(run_id, scope, page, delay_seconds, held=held)
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+        self.queues.send_delivery(message, delay_seconds)
+
+    def send_dispatch(self, run_id: str) -> None:
+        self.queues.send_dispatch(run_id)
+
+    def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None:
+        self.queues.send_release(run_id, release_from, delay_seconds)
+
+    def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
+        self.queues.send_advance(run_id, delay_seconds)
+
+    @cached_property
+    def hooks_session(self) -> EgressSession:
+        """For webhooks and hooks only: never the ARM session, never a bearer token. Every address it
+        connects to is checked at connect time (shared/egress/session.py)."""
+        return EgressSession(allow_loopback=is_local_development(self.settings))
+
+    # -- features ------------------------------------------------------------------------------
+    @cached_property
+    def hooks(self) -> RunHooks:
+        return RunHooks(
+            before_start=(StoppedOrPinned(self.store),
+                          WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings))),
+            on_terminal={"assessPatches": lambda target, state, result, run_id:
+                         record_outcome(self, target, state, result, run_id)},
+            progressed=lambda run_id: on_progress(run_id, self),
+        )
+
+    @cached_property
+    def step_ports(self) -> StepPorts:
+        return StepPorts(targets=self.store, specs=self.specs, queue=self.queues, pacer=self.pacer, arm=self.arm,
+                         hooks=self.hooks, events=self, settings=self.settings)
 
 
-def build_services(settings: Settings) -> Services:
-    return Services(settings, build_hooks())
-
-
-class AppServices:
-    """The app's Services, built once from the settings on first use (not at import: indexing the
-    functions must not need storage or credentials). `reset` is for tests that change settings."""
+class ProcessComponents:
+    """The app's Components, built once per process from the settings on first use (not at import)."""
 
     def __init__(self, settings: Callable[[], Settings] = Settings.from_env) -> None:
         self._settings = settings
-        self._services: Services | None = None
+        self._components: Components | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Services:
-        if self._services is None:
+    def __call__(self) -> Components:
+        if self._components is None:
             with self._lock:
-                if self._services is None:
-                    self._services = build_services(self._settings())
-        return self._services
-
-    def reset(self) -> None:
-        with self._lock:
-            self._services = None
+                if self._components is None:
+                    self._components = Components(self._settings())
+        return self._components

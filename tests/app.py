@@ -1,6 +1,7 @@
 """The app as in-process tests use it: triggers of an app built by the composition root's own
-`build_app`, against the root's `services` (configured from os.environ; `reset_services()` after
-changing settings). `runs_api.create_run(req)` calls the registered user function by its name."""
+`build_app`, against Components built from os.environ on first use (`reset_services()` after changing
+settings: the next use builds them again). `runs_api.create_run(req)` calls the registered user function by
+its name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from shared.runs.services import Services
+from shared.composition import Components
+from shared.core.settings import Settings
 
 
 def _load_composition_root() -> ModuleType:
@@ -27,11 +29,27 @@ def _load_composition_root() -> ModuleType:
 function_app = _load_composition_root()
 
 
+_current: Components | None = None
+
+
+def get_services() -> Components:
+    """The Components the in-process app uses now (built from os.environ when first asked)."""
+    global _current  # noqa: PLW0603 -- one app per test process, rebuilt when a test changes its settings
+    if _current is None:
+        _current = Components(Settings.from_env())
+    return _current
+
+
+def reset_services() -> None:
+    global _current  # noqa: PLW0603
+    _current = None
+
+
 class Triggers:
     """Attribute access to an app's functions by name (the names the host shows)."""
 
     def __init__(self) -> None:
-        app = function_app.build_app(function_app.services)
+        app = function_app.build_app(get_services)
         self._functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -45,11 +63,3 @@ triggers = Triggers()
 # One namespace for all: the names are unique across blueprints (the host requires it).
 runs_api = run_workers = assessments_api = assessment_workers = maintenance_api = maintenance_timers = \
     event_workers = triggers
-
-
-def get_services() -> Services:
-    return function_app.services.get()
-
-
-def reset_services() -> None:
-    function_app.services.reset()

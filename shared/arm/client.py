@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +50,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+from shared.arm.calls import LIST_MACHINES, ArmCall
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, UntrustedEndpointError
-from shared.core.ids import HYBRID_MACHINES, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
-from shared.core.telemetry import arm_throttled
+from shared.core.ids import HYBRID_MACHINES, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, MachineRef, ScopeRef
+from shared.core.telemetry import arm_calls, arm_throttled
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ def build_pipeline(endpoint: str, credential: TokenCredential, timeout: float) -
 
 @dataclass
 class ArmClient:
-    """Calls ARM at one endpoint with one credential; `calls` counts requests by kind (for metrics).
+    """Calls ARM at one endpoint with one credential (counted by call in the `patchpilot.arm.calls` metric).
 
     Raises `UntrustedEndpointError` for a URL off the endpoint (nothing sent) and `ArmConnectionError`
     when no HTTP answer came back (connection refused or dropped, timeout)."""
@@ -210,9 +209,7 @@ class ArmClient:
     api_version: str  # Microsoft.Compute (COMPUTE_API_VERSION)
     timeout: float = 30.0
     hybridcompute_api_version: str = "2024-07-10"  # Microsoft.HybridCompute (HYBRIDCOMPUTE_API_VERSION)
-    calls: Counter[str] = field(default_factory=Counter)
     _pipeline: PipelineClient[Any, Any] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self._pipeline = build_pipeline(self.endpoint, self.credential, self.timeout)
@@ -223,20 +220,36 @@ class ArmClient:
         """Each resource provider has its own api-version: Compute for VMs, HybridCompute for Arc machines."""
         return self.hybridcompute_api_version if kind == HYBRID_MACHINES else self.api_version
 
-    def vm_url(self, vm: VmRef, action: str | None = None, **query: str) -> str:
-        """The machine's URL (an Azure VM or an Arc machine, by `vm.kind`), with its provider's api-version."""
-        path = vm.resource_id + (f"/{action}" if action else "")
-        return f"{self.endpoint}{path}?{urlencode({'api-version': self.api_version_for(vm.kind), **query})}"
+    def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
+        """`call`'s URL for `machine` (an Azure VM or an Arc machine, by `machine.kind`), with its provider's
+        api-version: the call's path shape with `{machine}` filled in."""
+        path = call.path.replace("{machine}", machine.resource_id)
+        return f"{self.endpoint}{path}?{urlencode({'api-version': self.api_version_for(machine.kind), **query})}"
+
+    def list_url(self, scope: ScopeRef, kind: MachineKind = VIRTUAL_MACHINES) -> str:
+        """LIST_MACHINES' first page: the VMs (or, for kind hybridMachines, the Arc machines:
+        Machines_ListBySubscription / Machines_ListByResourceGroup) in a subscription or resource group
+        (models: OS type, location, tags, an Arc machine's agent status), so discovery needs no per-machine
+        GET. Later pages come from `nextLink`. No `$expand=instanceView`: Azure accepts it on lists only
+        together with a `$filter`; a stopped VM shows itself instead by ARM's 409 when its operation is posted."""
+        query = urlencode({"api-version": self.api_version_for(kind)})
+        path = LIST_MACHINES.path.replace("{scope}", scope.resource_id).replace("{type}", RESOURCE_TYPES[kind])
+        return f"{self.endpoint}{path}?{query}"
 
     def ensure_trusted(self, url: str) -> str:
         """The token only ever goes to ARM_ENDPOINT's exact origin (scheme, host, port)."""
         return check_same_origin(url, self.endpoint)
 
+    def send(self, call: ArmCall, target: MachineRef | str, body: Any = None) -> ArmResponse:
+        """Make one `call`: on a machine (its URL from the call's path shape), or at a URL ARM handed back
+        (a `Location` to poll, a `nextLink`), which is checked against ARM_ENDPOINT first."""
+        url = target if isinstance(target, str) else self.url_for(call, target)
+        return self.request(call.method, url, json=body if call.is_write else None, kind=call.name)
+
     def request(self, method: str, url: str, *, json: Any = None, kind: str | None = None) -> ArmResponse:
         self.ensure_trusted(url)
         assert self._pipeline is not None
-        with self._lock:
-            self.calls[kind or method] += 1
+        arm_calls.add(1, {"patchpilot.arm.call": kind or method})
         request = HttpRequest(method, url, json=json)
         try:
             resp = self._pipeline.send_request(request, enforce_https=self._enforce_https)
@@ -253,30 +266,3 @@ class ArmClient:
             body = None
         log.debug("arm %s %s -> %s request-id=%s", method, url, resp.status_code, resp.headers.get("x-ms-request-id"))
         return ArmResponse(resp.status_code, resp.headers, body, url)
-
-    def get_vm(self, vm: VmRef) -> ArmResponse:
-        """GET the VM or Arc machine (an Arc machine's model has properties.osType and properties.status)."""
-        return self.request("GET", self.vm_url(vm), kind="getMachine" if vm.is_hybrid else "getVm")
-
-    def instance_view(self, vm: VmRef) -> ArmResponse:
-        """GET .../virtualMachines/{vm}/instanceView: power state and `patchStatus` (shared/arm/patch_status.py)."""
-        return self.request("GET", self.vm_url(vm, "instanceView"), kind="instanceView")
-
-    def post_action(self, vm: VmRef, action: str, body: dict[str, Any] | None) -> ArmResponse:
-        return self.request("POST", self.vm_url(vm, action), json=body, kind=action)
-
-    def poll(self, url: str) -> ArmResponse:
-        return self.request("GET", url, kind="poll")
-
-    def list_vms_url(self, scope: ScopeRef, kind: MachineKind = VIRTUAL_MACHINES) -> str:
-        """First page of the VMs (or, for kind hybridMachines, the Arc machines: Machines_ListBySubscription /
-        Machines_ListByResourceGroup) in a subscription or resource group (models: OS type, location, tags,
-        an Arc machine's agent status), so discovery needs no per-machine GET. Later pages come from
-        `nextLink`. No `$expand=instanceView`: Azure accepts it on lists only together with a `$filter`; a
-        stopped VM shows itself instead by ARM's 409 when its operation is posted."""
-        query = urlencode({"api-version": self.api_version_for(kind)})
-        return f"{self.endpoint}{scope.resource_id}/providers/{RESOURCE_TYPES[kind]}?{query}"
-
-    def list_page(self, url: str) -> ArmResponse:
-        """One page of a list; a `nextLink` is checked against ARM_ENDPOINT like any other URL."""
-        return self.request("GET", url, kind="listVms")

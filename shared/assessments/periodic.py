@@ -12,16 +12,20 @@ import hashlib
 import json
 import logging
 from datetime import datetime
+from typing import Protocol
 
 from shared.core.clock import iso
 from shared.core.errors import ValidationError
 from shared.core.ids import ScopeRef
 from shared.core.records import NewRun
 from shared.core.settings import SettingsError
-from shared.runs.accept import accept, internal_key
-from shared.runs.services import Services
+from shared.runs.accept import AcceptDeps, accept, internal_key
 from shared.scheduling.slots import current_slot
 from shared.validation.scopes import covering_scopes, parse_scope
+
+
+class PeriodicDeps(AcceptDeps, Protocol):
+    """What starting the periodic assessment uses."""
 
 
 def configured_scopes(raw: tuple[str, ...]) -> tuple[ScopeRef, ...]:
@@ -36,7 +40,7 @@ def scopes_fingerprint(scopes: tuple[ScopeRef, ...]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def start_periodic_sweep(svc: Services, now: datetime) -> tuple[str | None, bool]:
+def start_periodic_sweep(svc: PeriodicDeps, now: datetime) -> tuple[str | None, bool]:
     """(run id, created); (None, False) when no scope is configured."""
     log = logging.getLogger(__name__)
     if not svc.settings.assessment_scopes:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.arm import hybrid
 from shared.arm.errors import error_columns, operation_error, stored_error
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
 from shared.core.ids import VmRef
+from shared.core.settings import Settings
 from shared.core.states import MachineState
-from shared.runs.services import Services
+from shared.runs.ports import Fleet
 from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.resource_ids import parse_machine_id
@@ -26,6 +28,13 @@ from shared.validation.resource_ids import parse_machine_id
 NOT_FOUND = {"ResourceNotFound", "NotFound", "ResourceGroupNotFound", "SubscriptionNotFound"}
 SUMMARY_FIELDS = ("status", "assessmentActivityId", "rebootPending", "criticalAndSecurityPatchCount",
                   "otherPatchCount", "startDateTime")
+
+
+class ResultDeps(Fleet, Protocol):
+    """What keeping assessment outcomes uses."""
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 def parse_azure_time(value: object) -> datetime | None:
@@ -52,7 +61,7 @@ def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
+def record_outcome(svc: ResultDeps, target: Mapping[str, Any], state: MachineState,
                    result: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
     """Store one assessment's outcome; returns fields for the target row (the history key)."""
     vm = parse_machine_id(target["resourceId"], target="resourceId")
@@ -90,7 +99,7 @@ def record_outcome(svc: Services, target: dict[str, Any], state: MachineState,
     return _record_success(svc, vm, result, attempt, run_id=run_id, now=now)
 
 
-def _record_success(svc: Services, vm: VmRef, result: dict[str, Any], attempt: dict[str, Any], *,
+def _record_success(svc: ResultDeps, vm: VmRef, result: dict[str, Any], attempt: dict[str, Any], *,
                     run_id: str, now: datetime) -> dict[str, Any]:
     when = parse_azure_time(result.get("startDateTime")) or now
     patches = list(result.get("availablePatches") or [])

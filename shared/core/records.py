@@ -104,6 +104,13 @@ class RunRecord(StoredRecord):
         raw = self.columns.get("rollout")
         return json.loads(str(raw)) if raw else None
 
+    @cached_property
+    def parameters(self) -> dict[str, Any]:
+        """The operation's parameters as accepted (installPatches: the request's `installPatches`; assessPatches:
+        none). Stored as `parameters`; runs stored before that kept them in a column named `installPatches`."""
+        raw = self.columns.get("parameters") or self.columns.get("installPatches")
+        return dict(json.loads(str(raw))) if raw else {}
+
     @property
     def counted(self) -> bool:
         """Its machines are counted in counter rows (shared.core.counters); runs stored before are not."""

@@ -43,6 +43,10 @@ machines_completed = _meter.create_counter("patchpilot.machines.completed", unit
                                            description="Machines that ended Completed")
 machines_failed = _meter.create_counter("patchpilot.machines.failed", unit="{machine}",
                                         description="Machines that ended Failed or TimedOut")
+arm_calls = _meter.create_counter("patchpilot.arm.calls", unit="{request}",
+                                  description="ARM requests sent, by call (shared/arm/calls.py)")
+queue_messages_sent = _meter.create_counter("patchpilot.queue.sent", unit="{message}",
+                                           description="Queue messages sent, by queue (shared/runs/queues.py)")
 arm_throttled = _meter.create_counter("patchpilot.arm.throttled", unit="{response}",
                                       description="ARM answers with HTTP 429")
 budget_wait = _meter.create_histogram("patchpilot.budget.wait", unit="s",

@@ -3,11 +3,13 @@ and one machine's latest assessment with its history."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import azure.functions as func
 
 from shared.assessments.compliance import MACHINE_KINDS, OS_TYPES, compliance_view
 from shared.assessments.machine_view import machine_assessment
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.clock import utcnow
 from shared.core.errors import ApiError, ValidationError, quoted
 from shared.functions.runs_api import accepted_run, run_answer, run_id_param
@@ -26,14 +28,14 @@ ARC_ROUTE = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
              "/providers/Microsoft.HybridCompute/machines/{machineName}")
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.route(route="assessments", methods=["POST"])
     @api_errors
     def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
@@ -45,7 +47,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route="assessments/{runId}", methods=["GET"])
     @api_errors
     def get_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         run_id = run_id_param(req)
         run = svc.store.get_run(run_id)
         if run is None or run.get("operation") != "assessPatches":
@@ -56,7 +58,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route="compliance", methods=["GET"])
     @api_errors
     def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         scope = scope_from_query(req.params.get("subscriptionId"), req.params.get("resourceGroup"))
         sub, rg = (scope.subscription_id, scope.resource_group) if scope else (None, None)
         raw_os = req.params.get("osType")
@@ -90,7 +92,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     def _machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         vm = vm_from_route(req.route_params)
         view = machine_assessment(svc.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))
         if view is None:

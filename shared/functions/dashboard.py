@@ -9,13 +9,14 @@ In Azure, put App Service Authentication (Entra ID) in front of the app to keep 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import azure.functions as func
 from opentelemetry.trace import SpanKind
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.telemetry import traced
 
 ROOT = Path(__file__).resolve().parents[2] / "dashboard"
@@ -46,8 +47,8 @@ def to_page(req: func.HttpRequest) -> func.HttpResponse:
         f"?{query}" if query else "")})
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers (services unused: the page only calls the API from the browser)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers (components unused: the page only calls the API from the browser)."""
     bp = func.Blueprint()
 
     @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

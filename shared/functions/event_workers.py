@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import azure.functions as func
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.messages import parse_delivery
 from shared.core.telemetry import traced
 from shared.events.delivery import deliver
@@ -43,8 +43,8 @@ async def off_the_loop(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_delivery_pool, functools.partial(context.run, fn, *args))
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.queue_trigger(arg_name="msg", queue_name="%EVENTS_QUEUE%", connection="AzureWebJobsStorage")
@@ -53,7 +53,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         message = parse_message(msg, parse_delivery, "delivery")
         if message:
             act = pre_hook if message["kind"] == "prehook" else deliver
-            outcome = await off_the_loop(act, message, services.get())
+            outcome = await off_the_loop(act, message, components())
             log.info("delivery %s -> %s", message.get("kind"), outcome)
 
 
@@ -62,10 +62,10 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def event_delivery_poison(msg: func.QueueMessage) -> None:
         message = parse_message(msg, parse_delivery, "poisoned delivery")
         if message and message["kind"] == "prehook":
-            fail_pre_hook(str(message["runId"]), services.get(),
+            fail_pre_hook(str(message["runId"]), components(),
                           "calling the pre-run hook failed repeatedly (poison queue); the run was not started")
         elif message:
-            services.get().store.dead_letter({"url": str(message.get("url") or ""), "kind": str(message["kind"]),
+            components().store.dead_letter({"url": str(message.get("url") or ""), "kind": str(message["kind"]),
                                               "attempts": int(str(message.get("attempt") or 1)),
                                               "lastError": "the delivery worker failed repeatedly (poison queue)",
                                               "body": json.dumps(message)[:30000]})

@@ -4,11 +4,12 @@ windows a schedule will open, so a user can check a schedule before trusting it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 
 import azure.functions as func
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.clock import iso, schedule_now
 from shared.core.errors import ApiError, ValidationError
 from shared.core.settings import is_local_development
@@ -21,7 +22,6 @@ from shared.maintenance.configuration import (
     parse_configuration,
 )
 from shared.maintenance.windows import occurrence_view
-from shared.runs.services import Services
 from shared.storage.limits import check_json_property
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.request_body import parse_json_body
@@ -34,27 +34,27 @@ def _name(req: func.HttpRequest, key: str = "name") -> str:
     return check_name(req.route_params.get(key, ""), key)
 
 
-def _config(svc: Services, name: str) -> dict[str, object]:
+def _config(svc: Components, name: str) -> dict[str, object]:
     stored = svc.maintenance.get_config(name)
     if stored is None:
         raise ApiError(404, "ResourceNotFound", f"no maintenance configuration {name!r}", target="name")
     return stored
 
 
-def _body(req: func.HttpRequest, svc: Services) -> object:
+def _body(req: func.HttpRequest, svc: Components) -> object:
     return parse_json_body(req.get_body(), max_bytes=svc.settings.max_request_bytes)
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.route(route=BASE + "/{name}", methods=["PUT"])
     @api_errors
     def put_configuration(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         name = _name(req)
-        body = _body(req, services.get())
+        body = _body(req, components())
         config = parse_configuration(name, body,  # validates everything before anything is written
                                      allow_local_hooks=is_local_development(svc.settings))
         stored = config.to_stored()
@@ -67,30 +67,30 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def get_configuration(req: func.HttpRequest) -> func.HttpResponse:
         name = _name(req)
-        stored = _config(services.get(), name)
+        stored = _config(components(), name)
         return json_response(configuration_from_stored(str(stored["name"]), stored).resource())
 
 
     @bp.route(route=BASE, methods=["GET"])
     @api_errors
     def list_configurations(req: func.HttpRequest) -> func.HttpResponse:
-        stored = services.get().maintenance.list_configs()
+        stored = components().maintenance.list_configs()
         return json_response({"value": [configuration_from_stored(s["name"], s).resource() for s in stored]})
 
 
     @bp.route(route=BASE + "/{name}", methods=["DELETE"])
     @api_errors
     def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
-        existed = services.get().maintenance.delete_config(_name(req))
+        existed = components().maintenance.delete_config(_name(req))
         return func.HttpResponse(status_code=200 if existed else 204)
 
 
     @bp.route(route=BASE + "/{name}/occurrences", methods=["GET"])
     @api_errors
     def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         name = _name(req)
-        stored = _config(services.get(), name)
+        stored = _config(components(), name)
         config = configuration_from_stored(str(stored["name"]), stored)
         start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
                            else schedule_now(svc.settings))
@@ -106,11 +106,11 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def put_assignment(req: func.HttpRequest) -> func.HttpResponse:
         name, assignment_name = _name(req), _name(req, "assignmentName")
-        body = _body(req, services.get())
+        body = _body(req, components())
         assignment = parse_assignment(assignment_name, body, configuration=name)
         check_json_property(body, target="")  # stored as given: it must fit one Table property
-        _config(services.get(), name)
-        created = services.get().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
+        _config(components(), name)
+        created = components().maintenance.put_assignment(name, assignment_name, body)  # type: ignore[arg-type]
         return json_response(assignment.resource(name), 201 if created else 200)
 
 
@@ -118,7 +118,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def get_assignment(req: func.HttpRequest) -> func.HttpResponse:
         name, assignment_name = _name(req), _name(req, "assignmentName")
-        stored = services.get().maintenance.get_assignment(name, assignment_name)
+        stored = components().maintenance.get_assignment(name, assignment_name)
         if stored is None:
             raise ApiError(404, "ResourceNotFound", f"no assignment {assignment_name!r} of {name!r}",
                            target="assignmentName")
@@ -129,8 +129,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def list_assignments(req: func.HttpRequest) -> func.HttpResponse:
         name = _name(req)
-        _config(services.get(), name)
-        rows = services.get().maintenance.list_assignments(name)
+        _config(components(), name)
+        rows = components().maintenance.list_assignments(name)
         return json_response({"value": [parse_assignment(r["name"], json.loads(r["body"])).resource(name)
                                         for r in rows]})
 
@@ -139,8 +139,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def delete_assignment(req: func.HttpRequest) -> func.HttpResponse:
         name, assignment_name = _name(req), _name(req, "assignmentName")
-        existed = services.get().maintenance.get_assignment(name, assignment_name) is not None
-        services.get().maintenance.delete_assignment(name, assignment_name)
+        existed = components().maintenance.get_assignment(name, assignment_name) is not None
+        components().maintenance.delete_assignment(name, assignment_name)
         return func.HttpResponse(status_code=200 if existed else 204)
 
     return bp

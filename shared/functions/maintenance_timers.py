@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.clock import schedule_now, utcnow
 from shared.core.telemetry import traced
 from shared.maintenance.windows import open_due_windows
@@ -15,8 +16,8 @@ from shared.runs.sweeper import sweep
 log = logging.getLogger(__name__)
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
@@ -24,7 +25,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def sweeper(timer: func.TimerRequest) -> None:
         if timer.past_due:
             log.info("sweeper is running late; one sweep covers the missed ones")
-        counts = sweep(services.get(), utcnow())
+        counts = sweep(components(), utcnow())
         log.info("sweep: %s", counts)
 
 
@@ -32,7 +33,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @traced()
     def maintenance_windows(timer: func.TimerRequest) -> None:
         """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
-        svc = services.get()
+        svc = components()
         counts = open_due_windows(svc, schedule_now(svc.settings))
         if counts:
             log.info("maintenance windows: %s", dict(counts))

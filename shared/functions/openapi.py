@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 from opentelemetry.trace import SpanKind
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.settings import SettingsError
 from shared.core.telemetry import traced
 from shared.http.responses import JSON, public_origin
@@ -321,7 +322,7 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     """`GET /api/openapi.json`, anonymous: the document with this app's own host (WEBSITE_HOSTNAME)."""
     bp = func.Blueprint()
 
@@ -333,7 +334,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
         except SettingsError:
             scheme, host = "https", KEPT_HOST
         try:
-            max_machines = services.get().settings.max_machines_per_run
+            max_machines = components().settings.max_machines_per_run
         except SettingsError:  # the document needs no storage; a misconfigured app still describes itself
             max_machines = DEFAULT_MAX_MACHINES
         return func.HttpResponse(render(build_document(host, scheme, max_machines)), status_code=200,

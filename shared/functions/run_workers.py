@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.messages import parse_dispatch, parse_step
 from shared.core.telemetry import traced
 from shared.functions.queue_input import parse_message
-from shared.runs.dispatch import dispatch_run
-from shared.runs.machine_worker import fail_poisoned_step, fail_undispatched, run_step
+from shared.rollouts.controller import advance
+from shared.runs.dispatch import dispatch_run, fail_undispatched
+from shared.runs.machine_worker import fail_poisoned_step, run_step
 
 log = logging.getLogger(__name__)
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
@@ -25,10 +27,10 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def dispatch_worker(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "dispatch")
         if parsed and parsed.advance:
-            svc = services.get()
-            log.info("rollout run=%s -> %s", parsed.run_id, svc.hooks.advance_run(parsed.run_id, svc))
+            svc = components()
+            log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, svc))
         elif parsed:
-            dispatch_run(parsed, services.get())
+            dispatch_run(parsed, components())
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
@@ -36,7 +38,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def operation_worker(msg: func.QueueMessage) -> None:
         step = parse_message(msg, parse_step, "step")
         if step:
-            outcome = run_step(step, services.get())
+            outcome = run_step(step, components().step_ports)
             log.info("step run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
                      msg.dequeue_count, outcome)
 
@@ -46,8 +48,8 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def operation_poison(msg: func.QueueMessage) -> None:
         step = parse_message(msg, parse_step, "poisoned step")
         if step:
-            svc = services.get()
-            outcome = fail_poisoned_step(step, svc, svc.settings.operations_queue)
+            svc = components()
+            outcome = fail_poisoned_step(step, svc.step_ports, svc.settings.operations_queue)
             log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
 
 
@@ -60,9 +62,10 @@ def blueprint(services: AppServices) -> func.Blueprint:
         elif parsed and parsed.release_from:  # the run was dispatched: the sweeper sends the release again
             log.warning("poisoned release of run=%s from %s dropped", parsed.run_id, parsed.release_from)
         elif parsed:
-            svc = services.get()
-            failed = fail_undispatched(parsed.run_id, svc, f"dispatching the run failed repeatedly and the message "
-                                                           f"was moved to {svc.settings.dispatch_queue}-poison")
+            svc = components()
+            reason = (f"dispatching the run failed repeatedly and the message was moved to "
+                      f"{svc.settings.dispatch_queue}-poison")
+            failed = fail_undispatched(parsed.run_id, svc, svc.step_ports, reason)
             log.warning("poisoned dispatch run=%s: failed %d machines", parsed.run_id, failed)
 
     return bp

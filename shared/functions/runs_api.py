@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 import azure.functions as func
 
-from shared.composition import AppServices
+from shared.composition import Components
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.counters import RunCounters
 from shared.core.errors import ApiError, ConflictError, ValidationError, quoted
@@ -16,7 +17,7 @@ from shared.core.settings import Settings, is_local_development
 from shared.core.states import MachineState, RunStatus
 from shared.http.request_params import int_param
 from shared.http.responses import absolute_url, accepted, api_errors, json_response, public_origin
-from shared.rollouts.controller import resume
+from shared.rollouts.controller import advance, resume
 from shared.runs.accept import accept_run, check_idempotency_key
 from shared.runs.views import load_run_view, machine_view, machines_page, run_view
 from shared.validation.resource_ids import vm_from_route
@@ -92,14 +93,14 @@ def _timeline(events: list[tuple[str, str]]) -> list[dict[str, object]]:
             for i in range(TIMELINE_BUCKETS)]
 
 
-def blueprint(services: AppServices) -> func.Blueprint:
-    """This module's triggers, bound to the app's services (function_app.py calls this once)."""
+def blueprint(components: Callable[[], Components]) -> func.Blueprint:
+    """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
     @bp.route(route="runs", methods=["POST"])
     @api_errors
     def create_run(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(svc.settings),
@@ -112,7 +113,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @bp.route(route="runs/{runId}", methods=["GET"])
     @api_errors
     def get_run(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         run_id = run_id_param(req)
         run = svc.store.get_run(run_id)
         if run is None:
@@ -127,7 +128,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def list_runs(req: func.HttpRequest) -> func.HttpResponse:
         """`?top=1..100&continuationToken=…`: the token is the id of the last run of the previous page (what
         `nextLink` carries); anything else is refused, so a forged or mangled token is a 400, not a page."""
-        svc = services.get()
+        svc = components()
         top = int_param(req, "top", 20, MAX_PAGE)
         token = req.params.get("continuationToken")
         if token is not None and not RUN_ID.fullmatch(token):
@@ -158,7 +159,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
 
     def _run_machine(req: func.HttpRequest) -> func.HttpResponse:
-        svc = services.get()
+        svc = components()
         run_id = run_id_param(req)
         vm = vm_from_route(req.route_params)
         target = svc.store.get_target(run_id, vm.key)
@@ -178,7 +179,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def list_run_machines(req: func.HttpRequest) -> func.HttpResponse:
         """`?state=Failed&top=1..100&continuationToken=…`: a page of the run's machines in key order (what
         the dashboard shows at 10,000 machines); the token is the key of the previous page's last machine."""
-        svc = services.get()
+        svc = components()
         run_id = run_id_param(req)
         run = svc.store.get_run(run_id)
         if run is None:
@@ -204,7 +205,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def get_run_summary(req: func.HttpRequest) -> func.HttpResponse:
         """The run without its machines, with counts per state and per wave (from its counters) and a timeline
         (machines started and finished per interval): two columns of each machine are read, none is sent."""
-        svc = services.get()
+        svc = components()
         run_id = run_id_param(req)
         run = svc.store.get_run(run_id)
         if run is None:
@@ -219,7 +220,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
 
     def _rollout_run(req: func.HttpRequest) -> RunRecord:
         run_id = run_id_param(req)
-        run = services.get().store.get_run(run_id)
+        run = components().store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
         if not run.get("rollout"):
@@ -232,7 +233,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     @api_errors
     def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
         """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
-        svc = services.get()
+        svc = components()
         run = _rollout_run(req)
         for _ in range(5):  # conditional on what was read: a run that finishes meanwhile is not marked canceled
             if run.get("completedAt"):
@@ -246,7 +247,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
                 run = _rollout_run(req)
         else:
             raise ApiError(409, "RunBusy", "the run kept changing; send the cancel again", target="runId")
-        svc.hooks.advance_run(run.run_id, svc)
+        advance(run.run_id, svc)
         return run_answer(req, load_run_view(svc.store.get_run(run.run_id) or run, svc), svc.settings)
 
 
@@ -255,7 +256,7 @@ def blueprint(services: AppServices) -> func.Blueprint:
     def resume_run(req: func.HttpRequest) -> func.HttpResponse:
         """A halted run goes on: the machines it did not start are queued again, and the error budget
         starts afresh from the failures seen so far."""
-        svc = services.get()
+        svc = components()
         run = _rollout_run(req)
         if not run.get("haltedReason") or run.get("canceledAt"):
             raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")

@@ -21,7 +21,7 @@ import json
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, parse_iso
 from shared.core.records import NewRun
@@ -32,8 +32,8 @@ from shared.maintenance.configuration import (
     parse_assignment,
 )
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.runs.accept import accept, internal_key, pin_windows_publish_date
-from shared.runs.services import Services
+from shared.runs.accept import AcceptDeps, accept, internal_key, pin_windows_publish_date
+from shared.storage.maintenance_store import MaintenanceStore
 from shared.validation.durations import format_duration
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,14 @@ WATERMARK_STEP = timedelta(minutes=10)  # how stale the watermark may get: windo
 LOOKBACK = timedelta(days=2)  # windows missed longer ago than this (timer down for days) are not reported
 
 
-def open_due_windows(svc: Services, now: datetime) -> Counter[str]:
+class WindowDeps(AcceptDeps, Protocol):
+    """What opening maintenance windows uses."""
+
+    @property
+    def maintenance(self) -> MaintenanceStore: ...
+
+
+def open_due_windows(svc: WindowDeps, now: datetime) -> Counter[str]:
     """One pass over every configuration; returns what happened, for the log."""
     counts: Counter[str] = Counter()
     for stored in svc.maintenance.list_configs():
@@ -53,7 +60,7 @@ def open_due_windows(svc: Services, now: datetime) -> Counter[str]:
     return counts
 
 
-def _handle_configuration(svc: Services, stored: dict[str, Any], now: datetime) -> Counter[str]:
+def _handle_configuration(svc: WindowDeps, stored: dict[str, Any], now: datetime) -> Counter[str]:
     counts: Counter[str] = Counter()
     config = configuration_from_stored(stored["name"], stored)
     checked = parse_iso(stored["checkedThrough"])
@@ -78,7 +85,7 @@ def window_key(config: MaintenanceConfiguration, begin: datetime) -> str:
     return internal_key(f"maintenance:{config.name.lower()}:{iso(begin)}")
 
 
-def _record(svc: Services, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
+def _record(svc: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
             reason: str) -> str:
     claim = svc.store.find_idempotency_claim(window_key(config, begin))
     if claim is not None:  # the window did open; the tick that opened it stopped before recording so
@@ -92,7 +99,7 @@ def _record(svc: Services, config: MaintenanceConfiguration, begin: datetime, en
     return f"skipped-{code}" if created else "handled"
 
 
-def open_window(svc: Services, config: MaintenanceConfiguration, begin: datetime, end: datetime,
+def open_window(svc: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime,
                 now: datetime) -> str:
     occurrence = svc.maintenance.get_occurrence(config.name, begin)
     if occurrence is not None and occurrence.get("state") in ("Started", "Skipped"):

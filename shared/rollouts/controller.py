@@ -26,7 +26,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.counters import RunCounters
@@ -36,7 +36,7 @@ from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
-from shared.runs.services import Services
+from shared.runs.ports import Dispatching, Events, RunRows
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
@@ -49,11 +49,25 @@ DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
-def advance(run_id: str, svc: Services) -> str:
+class RolloutDeps(RunRows, Dispatching, Events, Protocol):
+    """What the rollout controller uses."""
+
+
+def on_progress(run_id: str, svc: RolloutDeps) -> object:
+    """The `progressed` hook (shared/composition.py): a machine or a scope's listing finished. A rollout run's
+    machines are admitted by the controller, which also closes it; any other run closes when its last machine
+    ends (True when this call closed it)."""
+    spec = svc.run_spec(run_id)
+    if spec is not None and spec.rollout:
+        return advance(run_id, svc)
+    return complete_run_if_done(run_id, svc)
+
+
+def advance(run_id: str, svc: RolloutDeps) -> str:
     return locked(run_id, svc, lambda run, now: Round(run, svc, now).decide())
 
 
-def locked(run_id: str, svc: Services, act: Callable[[RunRecord, datetime], str], *,
+def locked(run_id: str, svc: RolloutDeps, act: Callable[[RunRecord, datetime], str], *,
            inactive_ok: bool = False) -> str:
     """Run `act` holding the run's controller lock; when it is taken, queue a retry instead.
 
@@ -87,7 +101,7 @@ def locked(run_id: str, svc: Services, act: Callable[[RunRecord, datetime], str]
         _release(run_id, token, svc)
 
 
-def _release(run_id: str, token: str, svc: Services) -> None:
+def _release(run_id: str, token: str, svc: RolloutDeps) -> None:
     with contextlib.suppress(Exception):
         current = svc.store.get_run(run_id)
         if current is not None and current.get("controllerLock") == token:
@@ -97,7 +111,7 @@ def _release(run_id: str, token: str, svc: Services) -> None:
 class Round:
     """One decision over the whole run, under its lock."""
 
-    def __init__(self, run: RunRecord, svc: Services, now: datetime) -> None:
+    def __init__(self, run: RunRecord, svc: RolloutDeps, now: datetime) -> None:
         self.run, self.svc, self.now = run, svc, now
         self.run_id = run.run_id
         self.spec: dict[str, Any] = run.rollout or {}
@@ -281,7 +295,7 @@ class Round:
             self.changes["pinnedLinuxCount"] = len(packages)
 
 
-def resume(run_id: str, svc: Services) -> str:
+def resume(run_id: str, svc: RolloutDeps) -> str:
     """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
     here, reopen the run, and decide again."""
     def act(run: RunRecord, now: datetime) -> str:

@@ -3,19 +3,21 @@ else cancels it. Its delivery is a queue message like an event's (shared/events/
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError
-from shared.events.delivery import post
+from shared.events.delivery import Senders, post
 from shared.events.publish import emit, run_subject
-from shared.rollouts.controller import PRE_HOOK_SLACK, advance
-from shared.runs.services import Services
+from shared.rollouts.controller import PRE_HOOK_SLACK, RolloutDeps, advance
 
 
-def fail_pre_hook(run_id: str, svc: Services, reason: str) -> None:
+class PreHookDeps(RolloutDeps, Senders, Protocol):
+    """What calling a rollout's pre-run hook uses."""
+
+
+def fail_pre_hook(run_id: str, svc: PreHookDeps, reason: str) -> None:
     """The pre-run hook could not be called at all (its message was poisoned): the run does not start."""
     run = svc.store.get_run(run_id)
     if run is None or run.get("preHookAt"):
@@ -25,7 +27,7 @@ def fail_pre_hook(run_id: str, svc: Services, reason: str) -> None:
     advance(run_id, svc)
 
 
-def pre_hook(message: dict[str, Any], svc: Services) -> str:
+def pre_hook(message: dict[str, Any], svc: PreHookDeps) -> str:
     """Called once before the first wave: 2xx lets the run start; anything else cancels it."""
     run_id = str(message["runId"])
     run = svc.store.get_run(run_id)
@@ -41,7 +43,7 @@ def pre_hook(message: dict[str, Any], svc: Services) -> str:
     except ConflictError:
         return "claimed-elsewhere"
     payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
-               "installPatches": json.loads(str(run.get("installPatches") or "{}"))}
+               "installPatches": run.parameters}
     answer = post(svc, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),
                   content_type="application/json")
     passed = answer.ok

@@ -3,25 +3,36 @@ Linux machine after the canary wave installs the canary's package versions (one 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from shared.core.records import RunSpec
-from shared.runs.machine_worker import MachineStep
+from shared.core.records import RunRecord
+from shared.runs.hooks import Decision, Proceed, Skip, StartContext
 
 
-def stopped_or_pinned(step: MachineStep, spec: RunSpec, body: dict[str, Any] | None,
-                      os_type: str) -> tuple[dict[str, Any] | None, str]:
-    if not spec.rollout:
-        return body, ""
-    # Read fresh: a cancel or halt may have come since admission.
-    run: Mapping[str, Any] = step.svc.store.get_run(step.run_id) or {}
-    if run.get("canceledAt") or run.get("haltedReason"):
-        return None, step.skip("RunCanceled" if run.get("canceledAt") else "RunHalted",
-                               "the run stopped before this machine started", osType=os_type)
-    if run.get("pinnedLinuxCount") and os_type.lower() == "linux":
-        body = pinned_body(body, step.svc.store.pins(step.run_id), os_type)
-    return body, ""
+class RolloutRuns(Protocol):
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def pins(self, run_id: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class StoppedOrPinned:
+    """The before_start hook of rollouts (registered in shared/composition.py)."""
+
+    runs: RolloutRuns
+
+    def __call__(self, ctx: StartContext) -> Decision:
+        if not ctx.spec.rollout:
+            return Proceed(ctx.body)
+        run = self.runs.get_run(ctx.run_id)  # read fresh: a cancel or halt may have come since admission
+        columns: dict[str, Any] = dict(run or {})
+        if columns.get("canceledAt") or columns.get("haltedReason"):
+            return Skip("RunCanceled" if columns.get("canceledAt") else "RunHalted",
+                        "the run stopped before this machine started")
+        if columns.get("pinnedLinuxCount") and ctx.os_type.lower() == "linux":
+            return Proceed(pinned_body(ctx.body, self.runs.pins(ctx.run_id), ctx.os_type))
+        return Proceed(ctx.body)
 
 
 def pinned_body(body: dict[str, Any] | None, pins: list[str], os_type: str) -> dict[str, Any] | None:

@@ -24,18 +24,22 @@ import logging
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.core.records import NewRun, RunRecord
 from shared.core.states import RunStatus
 from shared.events.publish import emit, run_subject
-from shared.runs.services import Services
+from shared.runs.ports import Dispatching, Events, Fleet, RunRows
 from shared.validation.run_request import RunRequest
 
 log = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
+
+
+class AcceptDeps(RunRows, Fleet, Dispatching, Events, Protocol):
+    """What accepting a run uses."""
 
 
 def new_run_id() -> str:
@@ -61,7 +65,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 
 def accept_run(
-    request: RunRequest, idempotency_key: str | None, svc: Services
+    request: RunRequest, idempotency_key: str | None, svc: AcceptDeps
 ) -> tuple[RunRecord, bool]:
     """An install run from `POST /api/runs`."""
     extra: tuple[tuple[str, Any], ...] = ()
@@ -85,7 +89,7 @@ def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]
                                                 "maxPatchPublishDate": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 
-def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[RunRecord, bool]:
+def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[RunRecord, bool]:
     """Returns (the run, created). A replay with the same key and body returns the first run.
 
     Raises ValidationError (400, nothing written) when the run cannot be stored, ApiError 409 when the
@@ -100,7 +104,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: Services) -> tuple[Run
         "active": True,
         "operation": new.operation,
         "origin": new.origin,
-        "installPatches": json.dumps(new.parameters, separators=(",", ":")),
+        "parameters": json.dumps(new.parameters, separators=(",", ":")),
         "fingerprint": new.fingerprint,
         "idempotencyKey": idempotency_key or "",
     }

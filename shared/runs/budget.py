@@ -23,10 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-GUEST_PATCH = "guestPatch"  # Compute's VMGuestPatchOperationSubscriptionMaximum
-WRITES = "writes"  # ARM subscription writes (a POST)
-READS = "reads"  # ARM subscription reads other than polls (GET of a VM)
-POLLS = "polls"  # the share of ARM reads that polling may use (POLL_READ_SHARE)
+from shared.arm.calls import GUEST_PATCH, POLLS, READS, WRITES  # the budgets' names (which call draws on which)
+
 COMPUTE_GUEST_PATCH_POLICY = "Microsoft.Compute/VMGuestPatchOperationSubscriptionMaximum"
 COMPUTE_GUEST_PATCH_VM_POLICY = "Microsoft.Compute/VMGuestPatchOperationResource"  # per VM (Azure CLI recording)
 SLACK_TOKENS = 2  # a header must show this many tokens fewer than we account before it moves `tat`

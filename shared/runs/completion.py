@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.clock import iso, utcnow
 from shared.core.states import with_discovery, with_rollout
 from shared.events.publish import emit, run_subject
-from shared.runs.services import Services
+from shared.runs.ports import Events, RunRows
 
 log = logging.getLogger(__name__)
 
 
-def complete_run_if_done(run_id: str, svc: Services) -> bool:
+class RunCloser(RunRows, Events, Protocol):
+    """What closing a run uses."""
+
+
+def complete_run_if_done(run_id: str, svc: RunCloser) -> bool:
     """Called after each terminal transition; the last machine to finish closes the run.
 
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished

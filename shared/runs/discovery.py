@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.arm import hybrid
+from shared.arm.calls import LIST_MACHINES
 from shared.arm.errors import own_error_columns
 from shared.arm.operations import Failed, Retry, classify_read, no_answer
 from shared.core.clock import iso, utcnow
@@ -34,11 +35,11 @@ from shared.core.errors import (
 from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
-from shared.runs.completion import complete_run_if_done
-from shared.runs.dispatch import queued_target
-from shared.runs.pacing import GET, paced_delay, record_call
+from shared.runs.completion import RunCloser
+from shared.runs.dispatch import DispatchDeps, queued_target
+from shared.runs.pacing import paced_delay, record_call
+from shared.runs.ports import Features, Fleet
 from shared.runs.retry_policy import retry_delay, retry_limit
-from shared.runs.services import Services
 from shared.validation.dynamic_scope import filter_matches, lists_type
 from shared.validation.resource_ids import parse_machine_id
 from shared.validation.scopes import parse_scope
@@ -51,6 +52,11 @@ log = logging.getLogger(__name__)
 # azure-resource-manager/troubleshooting/error-register-resource-provider); whether a list (rather than a PUT)
 # answers it is not documented, so this is defensive. The simulator has no unregistered namespaces (untested).
 UNREGISTERED = {"MissingSubscriptionRegistration", "SubscriptionNotRegistered"}
+
+
+
+class DiscoveryDeps(DispatchDeps, RunCloser, Fleet, Features, Protocol):
+    """What listing a scope's machines uses."""
 
 
 def os_type(vm: dict[str, Any]) -> str:
@@ -72,7 +78,7 @@ def _listing(row: ScopeListing, flt: dict[str, Any]) -> MachineKind | None:
     return next((k for k in kinds if k == current), kinds[0] if kinds and not current else None)
 
 
-def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
+def discover_page(msg: DiscoveryMessage, svc: DiscoveryDeps) -> str:
     """Process one page message. Safe to run twice."""
     row = svc.store.get_scope(msg.run_id, msg.scope)
     if row is None:
@@ -82,7 +88,8 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
     if int(row["page"]) != msg.page:
         return "stale"
     scope = parse_scope(row["scope"], target="scope")
-    if (paced := paced_delay(svc, scope.subscription_id, GET, set(GET) if msg.held else set())) is not None:
+    held = set(LIST_MACHINES.budgets) if msg.held else set()
+    if (paced := paced_delay(svc.pacer, scope.subscription_id, LIST_MACHINES, held)) is not None:
         svc.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)  # the same page, when its token is due
         return "paced"
     flt = json.loads(row.get("filter") or "{}")
@@ -91,9 +98,10 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
         return _end_scope(msg, row, svc, scope, error=None)
     try:
         url = (svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
-               else svc.arm.list_vms_url(scope, kind))
-        resp = svc.arm.list_page(url)
-        record_call(svc, scope.subscription_id, "listVms", resp)
+               else svc.arm.list_url(scope, kind))
+        resp = svc.arm.send(LIST_MACHINES, url)
+        record_call(svc.pacer, scope.subscription_id, LIST_MACHINES, resp,
+                    default_retry_after=svc.settings.default_retry_after_seconds)
     except UntrustedEndpointError as exc:
         return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
     except (ArmConnectionError, ArmAuthenticationError) as exc:
@@ -125,7 +133,7 @@ def discover_page(msg: DiscoveryMessage, svc: Services) -> str:
         return "lost-race"
 
 
-def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: Services) -> int:
+def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: DiscoveryDeps) -> int:
     """Snapshot rows, target rows and step messages for one page; every write is repeatable."""
     now = iso(utcnow())
     targets: list[MachineRecord] = []
@@ -162,7 +170,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: S
     return len(targets)
 
 
-def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: Services, retry: Retry) -> str:
+def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, retry: Retry) -> str:
     attempt = int(row.get("attempts") or 0) + 1
     if attempt > retry_limit(retry, svc.settings):
         scope = parse_scope(row["scope"], target="scope")
@@ -179,7 +187,7 @@ def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: Services, retry: Retry
     return f"retry-{retry.kind}"
 
 
-def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: Services, scope: ScopeRef,
+def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, scope: ScopeRef,
                error: tuple[str, str] | None, *, cause: dict[str, Any] | None = None) -> str:
     """`cause`: ARM's whole error behind `error` (details, innererror), kept for the scope's view."""
     changes: dict[str, Any] = {"done": True, "page": msg.page + 1, "listed": int(row.get("listed") or 0),
@@ -195,15 +203,11 @@ def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: Services, scope: S
         svc.store.update_scope(row, changes)
     except ConflictError:
         return "lost-race"
-    spec = svc.run_spec(msg.run_id)
-    if spec is not None and spec.rollout:
-        svc.hooks.advance_run(msg.run_id, svc)
-    else:
-        complete_run_if_done(msg.run_id, svc)
+    svc.hooks.progressed(msg.run_id)  # the rollout controller admits the listed machines, or the run closes
     return "scope-failed" if error else "scope-done"
 
 
-def fail_poisoned_page(msg: DiscoveryMessage, svc: Services, queue_name: str) -> str:
+def fail_poisoned_page(msg: DiscoveryMessage, svc: DiscoveryDeps, queue_name: str) -> str:
     """A page message that failed maxDequeueCount times ends its scope with the reason."""
     row = svc.store.get_scope(msg.run_id, msg.scope)
     if row is None or row.get("done") or int(row["page"]) != msg.page:

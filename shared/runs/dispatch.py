@@ -32,16 +32,20 @@ import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
+from shared.arm.calls import GUEST_PATCH, READS, WRITES
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
-from shared.runs.budget import GUEST_PATCH, READS, WRITES
 from shared.runs.budget import slots as block_slots
-from shared.runs.services import Services
+from shared.runs.ports import Dispatching, Paced, RunRows
 from shared.validation.resource_ids import parse_machine_id
+
+if TYPE_CHECKING:
+    from shared.runs.machine_worker import StepPorts
 
 log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
@@ -49,7 +53,11 @@ RELEASE_ATTEMPTS = 5
 SEND_GRACE_SECONDS = 15
 
 
-def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
+class DispatchDeps(RunRows, Dispatching, Paced, Protocol):
+    """What dispatching and releasing a run's start messages use."""
+
+
+def dispatch_run(msg: DispatchMessage, svc: DispatchDeps) -> int:
     """Returns how many machines were queued (start messages sent)."""
     run = svc.store.get_run(msg.run_id)
     if run is None:
@@ -81,7 +89,7 @@ def dispatch_run(msg: DispatchMessage, svc: Services) -> int:
     return len(queued)
 
 
-def send_starts(run_id: str, queued: list[MachineRecord], svc: Services) -> None:
+def send_starts(run_id: str, queued: list[MachineRecord], svc: DispatchDeps) -> None:
     """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot more than
     PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
     that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
@@ -101,14 +109,14 @@ def send_starts(run_id: str, queued: list[MachineRecord], svc: Services) -> None
         list(pool.map(send, queued))
 
 
-def send_next_release(run_id: str, window_from: datetime, svc: Services) -> None:
+def send_next_release(run_id: str, window_from: datetime, svc: DispatchDeps) -> None:
     """The release of the window starting at `window_from`, arriving half a horizon before it."""
     lead = svc.settings.dispatch_horizon_seconds / 2
     delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
     svc.send_release(run_id, iso(window_from), math.floor(delay))
 
 
-def release_window(run: RunRecord, window_from: datetime, svc: Services) -> int:
+def release_window(run: RunRecord, window_from: datetime, svc: DispatchDeps) -> int:
     """Queue the start messages of the machines due in [window_from, window_from + horizon).
 
     At least once, one chain: the messages are sent first, then the run's `releasedThrough` moves on from
@@ -140,7 +148,7 @@ def release_window(run: RunRecord, window_from: datetime, svc: Services) -> int:
     return len(queued)
 
 
-def release_overdue(run: RunRecord, svc: Services, now: datetime) -> bool:
+def release_overdue(run: RunRecord, svc: DispatchDeps, now: datetime) -> bool:
     """The sweeper's backstop: a run whose next release should have come (half a horizon before its window,
     plus STALL_AFTER_SECONDS) and has not moved `releasedThrough` on gets that release again. True if sent."""
     released, last = run.get("releasedThrough"), run.get("lastSlotAt")
@@ -168,7 +176,7 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
+def start_slots(svc: DispatchDeps, chunks: list[list[str]]) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
     from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
 
@@ -193,7 +201,7 @@ def start_slots(svc: Services, chunks: list[list[str]]) -> dict[str, int]:
     return slots
 
 
-def create_targets(run_id: str, svc: Services, due: dict[str, str] | None = None) -> bool:
+def create_targets(run_id: str, svc: RunRows, due: dict[str, str] | None = None) -> bool:
     """Create the run's target rows (and count them); rows an earlier attempt created stay as they are.
     `due`: {machine key: ISO time its first step is due} (default: now). False if some existed already."""
     now = iso(utcnow())
@@ -203,9 +211,18 @@ def create_targets(run_id: str, svc: Services, due: dict[str, str] | None = None
     return svc.store.create_targets(targets)
 
 
-def undispatched_targets(run_id: str, svc: Services) -> list[MachineRecord]:
+def undispatched_targets(run_id: str, svc: RunRows) -> list[MachineRecord]:
     """Before dispatch has created its rows, a run's machines are all Queued: show them from the request."""
     existing = {t.key: t for t in svc.store.list_targets(run_id)}
     now = iso(utcnow())
     return [existing.get(t.key, t) for chunk in svc.store.machine_chunks(run_id)
             for t in (queued_target(run_id, rid, now) for rid in chunk)]
+
+
+def fail_undispatched(run_id: str, svc: DispatchDeps, ports: StepPorts, reason: str) -> int:
+    """The dispatch message itself was poisoned: fail the machines that never got going."""
+    from shared.runs.machine_worker import fail_machines
+
+    create_targets(run_id, svc)
+    return fail_machines(ports, svc.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0),
+                         "DispatchFailed", reason)

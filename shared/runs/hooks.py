@@ -1,40 +1,80 @@
 """Where features plug into a machine's step. The run mechanism knows nothing of maintenance windows,
-rollouts or assessment history; each feature registers what it adds here, at the composition root
-(shared/composition.py), and the machine step calls what is registered.
+rollouts or assessment history: a feature is asked for a decision and the mechanism applies it; a feature
+never acts on the mechanism's behalf. Each feature registers what it adds at the composition root
+(shared/composition.py), built with the small ports it needs.
 
-    before_start     (step, spec, body, os_type) -> (body, "") to go on, possibly with a changed body,
-                     or (None, outcome) when the hook ended the machine itself (e.g. Skipped)
-    on_terminal      {operation: (svc, target with its final changes, state, result, run_id) -> extra
-                     target fields}; called before the machine's final write, so a redelivery repeats it
-    advance          (run_id, svc) -> what happened: the rollout controller, which admits machines and
-                     closes rollout runs; without it, advance_run raises RuntimeError (a wiring error)
+    before_start  [(StartContext) -> Proceed(body) | Skip(code, message)], in order: each sees the body the
+                  one before it returned; the first Skip ends the machine Skipped with that reason
+    on_terminal   {operation: (target with its final changes, state, result, run_id) -> extra target
+                  fields}; called before the machine's final write, so a redelivery repeats it
+    progressed    (run_id) -> None: a machine (or a scope's listing) finished; the run may admit more
+                  machines (a rollout) or close
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
+from shared.core.ids import MachineRef
+from shared.core.records import RunSpec
 from shared.core.states import MachineState
 
-if TYPE_CHECKING:
-    from shared.core.records import RunSpec
-    from shared.runs.machine_worker import MachineStep
-    from shared.runs.services import Services
 
-BeforeStart = Callable[["MachineStep", "RunSpec", "dict[str, Any] | None", str], "tuple[dict[str, Any] | None, str]"]
-OnTerminal = Callable[["Services", "dict[str, Any]", MachineState, "dict[str, Any] | None", str], "dict[str, Any]"]
-Advance = Callable[[str, "Services"], str]
+@dataclass(frozen=True)
+class StartContext:
+    """What a feature sees of a machine about to start; read-only."""
+
+    run_id: str
+    machine: MachineRef
+    os_type: str  # "Windows", "Linux", or "" when unknown
+    spec: RunSpec
+    body: dict[str, Any] | None  # the operation's request body as it stands (None: the operation takes none)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Proceed:
+    """Start the machine with `body` (the one given, or changed: a capped maximumDuration, pinned packages)."""
+
+    body: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Do not start the machine: it ends Skipped with PatchPilot's `code` and `message` (ARM's error shape)."""
+
+    code: str
+    message: str
+
+
+Decision = Proceed | Skip
+
+
+class BeforeStart(Protocol):
+    def __call__(self, ctx: StartContext) -> Decision: ...
+
+
+class OnTerminal(Protocol):
+    def __call__(self, target: Mapping[str, Any], state: MachineState, result: dict[str, Any] | None,
+                 run_id: str) -> dict[str, Any]: ...
+
+
+def _no_progress_hook(run_id: str) -> None:
+    raise RuntimeError("no `progressed` hook is registered (see shared/composition.py)")
+
+
+@dataclass(frozen=True)
 class RunHooks:
-    before_start: list[BeforeStart] = field(default_factory=list)
-    on_terminal: dict[str, OnTerminal] = field(default_factory=dict)
-    advance: Advance | None = None
+    before_start: Sequence[BeforeStart] = ()
+    on_terminal: Mapping[str, OnTerminal] = field(default_factory=dict)
+    progressed: Callable[[str], object] = _no_progress_hook
 
-    def advance_run(self, run_id: str, svc: Services) -> str:
-        if self.advance is None:
-            raise RuntimeError("no rollout controller is registered (see shared/composition.py)")
-        return self.advance(run_id, svc)
+    def decide(self, ctx: StartContext) -> Decision:
+        """Ask each before_start hook in turn; a Proceed hands its body to the next."""
+        for hook in self.before_start:
+            decision = hook(ctx)
+            if isinstance(decision, Skip):
+                return decision
+            ctx = replace(ctx, body=decision.body)
+        return Proceed(ctx.body)

@@ -15,11 +15,15 @@ import json
 import logging
 import math
 import random
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
-from shared.arm import hybrid
+from shared.arm import calls, hybrid
+from shared.arm.calls import INSTANCE_VIEW, POLL_OPERATION, ArmCall
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.operations import (
@@ -45,9 +49,10 @@ from shared.arm.patch_status import (
 )
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
 from shared.core.records import MachineRecord, RunSpec
+from shared.core.settings import Settings
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.core.telemetry import (
     MACHINE_ID,
@@ -59,12 +64,11 @@ from shared.core.telemetry import (
     machines_failed,
     machines_started,
 )
-from shared.events.publish import emit, run_subject
-from shared.runs.completion import complete_run_if_done
+from shared.events.publish import DeliveryQueue, emit, run_subject
+from shared.runs.hooks import RunHooks, Skip, StartContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
-from shared.runs.pacing import GET, POLL, START, paced_delay, record_call
+from shared.runs.pacing import Budget, paced_delay, record_call
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
-from shared.runs.services import Services
 from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
@@ -74,15 +78,87 @@ MAX_RECORDED_CALLS = 25
 EVENT_ERROR_CHARS = 16_000
 
 
-class MachineStep:
-    """Carries one target through one step; `result` says what happened (for logs and tests)."""
+class StepResult(str, Enum):
+    """What one step did (logged by the queue trigger; asserted by tests)."""
 
-    def __init__(self, target: MachineRecord, svc: Services, rng: random.Random | None = None,
+    STARTED = "started"  # ARM accepted the operation; its Location is polled next
+    PENDING = "pending"  # polled: still running
+    FOLLOWING = "following"  # an installation found in the instance view is this run's: followed there
+    PACED = "paced"  # no ARM budget now: back later, holding the tokens reserved for then
+    RETRY_THROTTLED = "retry-throttled"
+    RETRY_TRANSIENT = "retry-transient"
+    RETRY_CONFLICT = "retry-conflict"
+    LOST_CLAIM = "lost-claim"  # another delivery claimed the machine first
+    CLAIMED_ELSEWHERE = "claimed-elsewhere"  # a fresh claim: looked at again when it runs out
+    LOST_RACE = "lost-race"  # another delivery moved the row first (ETag)
+    MISSING = "missing"  # no such machine row
+    FINISHED = "finished"  # the machine had ended already
+    STALE = "stale"  # the message's seq is behind the row's: a duplicate
+    IGNORED = "ignored"
+    COMPLETED = MachineState.COMPLETED.value  # the machine ended, in this state
+    FAILED = MachineState.FAILED.value
+    TIMED_OUT = MachineState.TIMED_OUT.value
+    SKIPPED = MachineState.SKIPPED.value
+    OUTCOME_UNKNOWN = MachineState.OUTCOME_UNKNOWN.value
+
+
+class TargetStore(Protocol):
+    """The machine rows a step reads and writes (shared/storage/run_store.py `RunStore` is one)."""
+
+    def get_target(self, run_id: str, key: str) -> MachineRecord | None: ...
+
+    def update_target(self, target: MachineRecord, changes: dict[str, Any]) -> MachineRecord: ...
+
+    def save_patches(self, run_id: str, key: str, patches: list[dict[str, Any]]) -> None: ...
+
+
+class RunSpecs(Protocol):
+    """A run's operation and parameters (shared/runs/specs.py caches them per process)."""
+
+    def run_spec(self, run_id: str) -> RunSpec | None: ...
+
+
+class StepQueue(Protocol):
+    """Where a step queues the next one, delayed: the way a step waits (shared/runs/queues.py)."""
+
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = ()) -> None: ...
+
+
+class Arm(Protocol):
+    """ARM, one call value at a time (shared/arm/client.py `ArmClient` is one)."""
+
+    def send(self, call: ArmCall, target: MachineRef | str, body: Any = None) -> ArmResponse: ...
+
+    def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str: ...
+
+    def ensure_trusted(self, url: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class StepPorts:
+    """What a machine step uses, each a small Protocol, wired at shared/composition.py (a unit test hands fakes:
+    tests/unit/test_machine_step.py)."""
+
+    targets: TargetStore
+    specs: RunSpecs
+    queue: StepQueue
+    pacer: Budget
+    arm: Arm
+    hooks: RunHooks
+    events: DeliveryQueue
+    settings: Settings
+
+
+class MachineStep:
+    """Carries one target through one step; each entry point returns a `StepResult` (for logs and tests)."""
+
+    def __init__(self, target: MachineRecord, ports: StepPorts, rng: random.Random | None = None,
                  held: tuple[str, ...] = ()) -> None:
         self.target = target
         self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
-        self.svc = svc
-        self.settings = svc.settings
+        self.ports = ports
+        self.settings = ports.settings
         self.rng = rng
         self.now = utcnow()
         self.calls: list[dict[str, Any]] = json.loads(target.get("armCalls") or "[]")
@@ -92,52 +168,36 @@ class MachineStep:
         return self.target.run_id
 
     @cached_property
-    def vm(self) -> VmRef:
+    def machine(self) -> MachineRef:
         return parse_machine_id(self.target["resourceId"], target="resourceId")
 
     # -- entry points --------------------------------------------------------------------------
-    def start(self, *, settled: bool = False) -> str:
+    def start(self, *, settled: bool = False) -> StepResult:
         """Claim the machine and send its operation. `settled`: Azure was just asked whether an
         installation already runs (recover_claim), so the check before sending is not repeated."""
-        spec = self.svc.run_spec(self.run_id)
+        spec = self.ports.specs.run_spec(self.run_id)
         if spec is None or spec.operation not in KINDS:
             return self.fail("RunNotFound", "the run this machine belongs to no longer exists")
         kind = KINDS[spec.operation]
         os_type = str(self.target.get("osType") or "")
         # An Arc machine is always read first: its agent's connection status (properties.status) decides whether
         # Azure can run the operation at all, and a listing's may be stale. A VM is read only for its OS.
-        if self.vm.is_hybrid or not os_type:
-            if (paced := paced_delay(self.svc, self.vm.subscription_id, GET, self.held)) is not None:
-                return self.paced(*paced)
-            self.held -= set(GET)  # spent on this call
-            op = "getMachine" if self.vm.is_hybrid else "getVm"
-            try:
-                resp = self._call(lambda: self.svc.arm.get_vm(self.vm), op)
-            except (ArmConnectionError, ArmAuthenticationError) as exc:
-                return self.retry(no_answer(exc), phase="start")
-            if resp.status != 200:
-                outcome = classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds)
-                return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()),
-                                  phase="start")
-            if self.vm.is_hybrid:
-                os_type = hybrid.os_type(resp.body) or os_type
-                status = hybrid.agent_status(resp.body)
-                if status != hybrid.CONNECTED:  # skipped with the reason, like a deallocated VM; nothing posted
-                    return self.skip(hybrid.MACHINE_NOT_CONNECTED, hybrid.not_connected_reason(self.vm.name, status),
-                                     agentStatus=status, **({"osType": os_type} if os_type else {}))
-                self.target = self.target.with_changes({"agentStatus": status})
-            else:
-                os_type = str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
-                              .get("osDisk", {}).get("osType") or "")
+        if self.machine.is_hybrid or not os_type:
+            read = self._read_machine()
+            if isinstance(read, StepResult):
+                return read
+            os_type = read or os_type
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
-        for hook in self.svc.hooks.before_start:  # rollouts (stopped? one patch set), maintenance windows
-            body, refused = hook(self, spec, body, os_type)
-            if refused:
-                return refused
-        # Budget before the claim: a step that must wait goes back to the queue still Queued.
-        if (paced := paced_delay(self.svc, self.vm.subscription_id, START, self.held)) is not None:
+        decision = self.ports.hooks.decide(StartContext(self.run_id, self.machine, os_type, spec, body))
+        if isinstance(decision, Skip):  # rollouts (stopped? one patch set), maintenance windows
+            return self.skip(decision.code, decision.message, osType=os_type)
+        body = decision.body
+        settle = not settled and kind.settles_from(self.machine)
+        # Budget before the claim (the POST's, and the instance-view read's when it settles first): a step that
+        # must wait goes back to the queue still Queued.
+        if (paced := self._paced(kind.start_budgets(self.machine, settle=settle))) is not None:
             return self.paced(*paced, osType=os_type)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
@@ -147,8 +207,8 @@ class MachineStep:
                           "firstClaimedAt": self.target.get("firstClaimedAt") or iso(self.now), "osType": os_type,
                           **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
-            return "lost-claim"
-        if kind.settles_from_instance_view and not self.vm.is_hybrid and not settled:
+            return StepResult.LOST_CLAIM
+        if settle:
             # An answer lost (dropped connection, a crash after Azure accepted it, a storage write
             # lost) must not become a second installation: one instance view read per start, behind
             # the claim so a duplicate message does not repeat it.
@@ -156,7 +216,7 @@ class MachineStep:
             if found is not None:
                 return found
         try:
-            resp = self._call(lambda: self.svc.arm.post_action(self.vm, kind.action, body), kind.action)
+            resp = self._call(kind.call, self.machine, body)
         except (ArmConnectionError, ArmAuthenticationError) as exc:
             # Dropped before an answer. A retry is safe in the common case (request never reached
             # ARM); if ARM had accepted it, the retry meets 409 while that operation runs.
@@ -164,13 +224,37 @@ class MachineStep:
         return self.apply(classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds),
                           phase="start")
 
-    def poll(self) -> str:
-        if self._past_deadline():
-            return self.time_out()
-        if (paced := paced_delay(self.svc, self.vm.subscription_id, POLL, self.held)) is not None:
+    def _read_machine(self) -> str | StepResult:
+        """GET the machine before its start: its OS type (`""` when the model has none), or what this step did
+        instead (paced, retried, failed, or skipped: an Arc machine whose agent is not connected)."""
+        call = calls.get_machine(self.machine)
+        if (paced := self._paced(call.budgets)) is not None:
             return self.paced(*paced)
         try:
-            resp = self._call(lambda: self.svc.arm.poll(self.target["pollUrl"]), "poll")
+            resp = self._call(call, self.machine)
+        except (ArmConnectionError, ArmAuthenticationError) as exc:
+            return self.retry(no_answer(exc), phase="start")
+        if resp.status != 200:
+            outcome = classify_start(resp, default_retry_after=self.settings.default_retry_after_seconds)
+            return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()), phase="start")
+        if not self.machine.is_hybrid:
+            return str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
+                       .get("osDisk", {}).get("osType") or "")
+        os_type = hybrid.os_type(resp.body) or ""
+        status = hybrid.agent_status(resp.body)
+        if status != hybrid.CONNECTED:  # skipped with the reason, like a deallocated VM; nothing posted
+            return self.skip(hybrid.MACHINE_NOT_CONNECTED, hybrid.not_connected_reason(self.machine.name, status),
+                             agentStatus=status, **({"osType": os_type} if os_type else {}))
+        self.target = self.target.with_changes({"agentStatus": status})
+        return os_type
+
+    def poll(self) -> StepResult:
+        if self._past_deadline():
+            return self.time_out()
+        if (paced := self._paced(POLL_OPERATION.budgets)) is not None:
+            return self.paced(*paced)
+        try:
+            resp = self._call(POLL_OPERATION, self.target["pollUrl"])
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
         except (ArmConnectionError, ArmAuthenticationError) as exc:
@@ -182,7 +266,7 @@ class MachineStep:
             classify_poll(resp, mode=mode, default_retry_after=self.settings.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
 
-    def recover_claim(self) -> str:
+    def recover_claim(self) -> StepResult:
         """`Starting` means a delivery claimed the machine and may have sent the operation.
 
         While the claim is fresh (CLAIM_TIMEOUT_SECONDS) that delivery may still be at work: look
@@ -195,14 +279,16 @@ class MachineStep:
         if self.now < expires:
             # The sweeper's copy (or a duplicate) came early. Without this look, the next sweep would.
             wait = math.ceil((expires - self.now).total_seconds()) + 1
-            self.svc.send_step(self.run_id, self.target.key, self.target.seq, wait)
-            return "claimed-elsewhere"
+            self.ports.queue.send_step(self.run_id, self.target.key, self.target.seq, wait)
+            return StepResult.CLAIMED_ELSEWHERE
         if not self.kind.settles_from_instance_view:
             return self.start(settled=True)
-        if self.vm.is_hybrid:  # an Arc machine shows no patch history ARM can read: the outcome is unknown
+        if self.machine.is_hybrid:  # an Arc machine shows no patch history ARM can read: the outcome is unknown
             return self.unknown(OUTCOME_UNKNOWN, "the worker stopped after claiming this Arc machine and may or may "
                                 "not have sent installPatches; Azure shows no patch history for it to settle that "
                                 "(check the machine's update history before running it again)")
+        if (paced := self._paced(INSTANCE_VIEW.budgets)) is not None:
+            return self.paced(*paced)
         since = parse_iso(str(self.target.get("firstClaimedAt") or self.target["claimedAt"]))
         found = self._settle_from_azure(since, recovering=True)
         return found if found is not None else self.start(settled=True)
@@ -213,13 +299,13 @@ class MachineStep:
         first = self.target.get("firstClaimedAt") or spec.created_at
         return parse_iso(str(first)) if first else self.now
 
-    def _settle_from_azure(self, since: datetime, *, recovering: bool) -> str | None:
-        """Read the VM's instance view: None when no installation started since `since` (sending
-        installPatches is safe); otherwise what this step did (following or recording the
+    def _settle_from_azure(self, since: datetime, *, recovering: bool) -> StepResult | None:
+        """Read the VM's instance view (its budget already reserved): None when no installation started since
+        `since` (sending installPatches is safe); otherwise what this step did (following or recording the
         installation found, or a retry or failure when the read did not answer)."""
         problem: Retry | Failed | None
         try:
-            resp = self._call(lambda: self.svc.arm.instance_view(self.vm), "instanceView")
+            resp = self._call(INSTANCE_VIEW, self.machine)
             problem = classify_read(resp, default_retry_after=self.settings.default_retry_after_seconds)
         except (ArmConnectionError, ArmAuthenticationError) as exc:
             problem = no_answer(exc)
@@ -236,18 +322,18 @@ class MachineStep:
         return self.unknown(OUTCOME_UNKNOWN, f"{unknown}failed: {problem.code}: {problem.message}",
                             detail=problem.detail)
 
-    def follow_installation(self, summary: dict[str, Any]) -> str:
+    def follow_installation(self, summary: dict[str, Any]) -> StepResult:
         """An installation found in the instance view is this run's: record it when finished, else
         read the instance view again (at the polling cadence) until it is."""
         outcome = installation_outcome(summary, retry_after=self.settings.default_retry_after_seconds)
         if isinstance(outcome, Done):
             return self.finish(outcome.result)
-        spec = self.svc.run_spec(self.run_id)
+        spec = self.ports.specs.run_spec(self.run_id)
         started = parse_time(summary.get("startTime")) or self.now
         duration = INSTALL.expected_duration(spec.parameters) if spec else timedelta(hours=4)
         self._advance(poll_delay(outcome.retry_after, self.settings), {
             "state": MachineState.RUNNING.value,
-            "pollUrl": self.svc.arm.vm_url(self.vm, "instanceView"),
+            "pollUrl": self.ports.arm.url_for(INSTANCE_VIEW, self.machine),
             "pollMode": "instanceView",
             "asyncOperationUrl": "",
             "installationActivityId": str(summary["installationActivityId"]),
@@ -256,10 +342,10 @@ class MachineStep:
             "polls": 0,
             "attempts": 0,
         })
-        return "following"
+        return StepResult.FOLLOWING
 
     # -- outcomes ------------------------------------------------------------------------------
-    def apply(self, outcome: Outcome, *, phase: str) -> str:
+    def apply(self, outcome: Outcome, *, phase: str) -> StepResult:
         if isinstance(outcome, Started):
             return self.started(outcome)
         if isinstance(outcome, Pending):
@@ -272,12 +358,12 @@ class MachineStep:
             return self.unknown(outcome.code, outcome.message, detail=outcome.detail)
         return self.fail(outcome.code, outcome.message, detail=outcome.detail)
 
-    def started(self, outcome: Started) -> str:
+    def started(self, outcome: Started) -> StepResult:
         try:
-            self.svc.arm.ensure_trusted(outcome.poll_url)
+            self.ports.arm.ensure_trusted(outcome.poll_url)
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
-        spec = self.svc.run_spec(self.run_id)
+        spec = self.ports.specs.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
         deadline = self.now + duration + timedelta(seconds=self.settings.operation_grace_seconds)
         delay = poll_delay(outcome.retry_after, self.settings)
@@ -292,28 +378,28 @@ class MachineStep:
             "attempts": 0,
         })
         machines_started.add(1, {"patchpilot.operation": self.kind.action})
-        return "started"
+        return StepResult.STARTED
 
-    def pending(self, outcome: Pending) -> str:
+    def pending(self, outcome: Pending) -> StepResult:
         if self._past_deadline():
             return self.time_out()
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
         if outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
             try:
-                changes["pollUrl"] = self.svc.arm.ensure_trusted(outcome.poll_url)
+                changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
             except UntrustedEndpointError as exc:
                 return self.fail("UntrustedPollingUrl", str(exc))
         self._advance(poll_delay(outcome.retry_after, self.settings), changes)
-        return "pending"
+        return StepResult.PENDING
 
-    def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> str:
+    def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> StepResult:
         """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and
         any this step held already), so the next delivery calls without reserving them again."""
         self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
                       held=tuple(sorted(self.held | set(names))))
-        return "paced"
+        return StepResult.PACED
 
-    def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> str:
+    def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> StepResult:
         """Try again after a delay (phase "start": from Queued). Out of retries: Failed with ARM's code,
         or OutcomeUnknown with `gave_up` (PatchPilot's code, and what was not learnt) when ARM's is not
         the outcome."""
@@ -332,19 +418,19 @@ class MachineStep:
         self._advance(delay, changes)
         if retry.kind == "throttled":
             budget_wait.record(delay, {"patchpilot.phase": phase})
-        return f"retry-{retry.kind}"
+        return StepResult(f"retry-{retry.kind}")
 
     @cached_property
     def kind(self) -> OperationKind:
-        spec = self.svc.run_spec(self.run_id)
+        spec = self.ports.specs.run_spec(self.run_id)
         return KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
 
-    def finish(self, result: dict[str, Any]) -> str:
+    def finish(self, result: dict[str, Any]) -> StepResult:
         kind = self.kind
-        if self.vm.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
+        if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
         if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
-            self.svc.store.save_patches(self.run_id, self.target.key,
+            self.ports.targets.save_patches(self.run_id, self.target.key,
                                         list(result.get(kind.patches_field) or []))
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
         # The result's `error` whole (details say why a package was skipped), or none at all: a
@@ -353,7 +439,7 @@ class MachineStep:
         return self._terminal(MachineState.COMPLETED, changes, result)
 
     def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
-             detail: dict[str, Any] | None = None) -> str:
+             detail: dict[str, Any] | None = None) -> StepResult:
         """End the machine Failed (or Skipped) with PatchPilot's code and message; `detail` is ARM's
         error behind it, kept whole (shared.arm.errors.own_error_columns)."""
         state = MachineState.FAILED
@@ -363,17 +449,17 @@ class MachineStep:
             state = MachineState.SKIPPED if self.target.get("discovered") else self.kind.not_running_state
         return self._terminal(state, {**own_error_columns(code, message, detail), **(extra or {})})
 
-    def unknown(self, code: str, message: str, *, detail: dict[str, Any] | None = None) -> str:
+    def unknown(self, code: str, message: str, *, detail: dict[str, Any] | None = None) -> StepResult:
         """End the machine `OutcomeUnknown`: the operation may run (or have run) in Azure, but how it ends
         cannot be seen from here. `code` says why (`PollForbidden`, `OutcomeUnknown`); `detail` is ARM's
         error behind it, kept whole. Not a failure: runs count it apart, rollouts do not spend on it."""
         return self._terminal(MachineState.OUTCOME_UNKNOWN, own_error_columns(code, message, detail))
 
-    def skip(self, code: str, message: str, **extra: Any) -> str:
-        """End the machine as Skipped: deliberately not started, with the reason (hooks use this)."""
+    def skip(self, code: str, message: str, **extra: Any) -> StepResult:
+        """End the machine as Skipped: deliberately not started, with the reason (a hook's `Skip`)."""
         return self._terminal(MachineState.SKIPPED, {"errorCode": code, "errorMessage": message[:4000], **extra})
 
-    def time_out(self) -> str:
+    def time_out(self) -> StepResult:
         return self._terminal(MachineState.TIMED_OUT, {
             "errorCode": "OperationTimedOut",
             "errorMessage": f"no final result by {self.target.get('deadline')} "
@@ -381,38 +467,46 @@ class MachineStep:
         })
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _call(self, send: Any, op: str) -> ArmResponse:
+    def _paced(self, budgets: tuple[str, ...]) -> tuple[int, tuple[str, ...]] | None:
+        """Reserve `budgets` for the next call (those held are spent now): None to call now, else paced()'s args."""
+        return paced_delay(self.ports.pacer, self.machine.subscription_id, budgets, self.held)
+
+    def _call(self, call: ArmCall, target: MachineRef | str, body: Any = None) -> ArmResponse:
+        """Make one ARM call (its budget reserved by _paced), record it in the audit trail, and let ARM's
+        answer correct the shared budget (remaining-* headers, a 429's Retry-After)."""
+        self.held -= set(call.budgets)  # spent on this call
         try:
-            resp: ArmResponse = send()
+            resp = self.ports.arm.send(call, target, body)
         except (ArmConnectionError, ArmAuthenticationError):
-            self._record(op, None, None)
+            self._record(call.name, None, None)
             raise
-        self._record(op, resp.status, resp.request_id)
-        record_call(self.svc, self.vm.subscription_id, op, resp)  # remaining-* headers and 429s move the budget
+        self._record(call.name, resp.status, resp.request_id)
+        record_call(self.ports.pacer, self.machine.subscription_id, call, resp,
+                    default_retry_after=self.settings.default_retry_after_seconds)
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:
         self.calls.append({"op": op, "status": status, "requestId": request_id, "at": iso(utcnow())})
         while len(self.calls) > MAX_RECORDED_CALLS:  # keep the first calls, drop the oldest polls
-            polls = [i for i, c in enumerate(self.calls) if c["op"] == "poll"]
+            polls = [i for i, c in enumerate(self.calls) if c["op"] == POLL_OPERATION.name]
             self.calls.pop(polls[0] if polls else 0)
 
     def _update(self, changes: dict[str, Any]) -> None:
         changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
-        self.target = self.svc.store.update_target(self.target, changes)
+        self.target = self.ports.targets.update_target(self.target, changes)
 
     def _advance(self, delay: int, changes: dict[str, Any], *, held: tuple[str, ...] = ()) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race."""
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.svc.send_step(self.run_id, self.target.key, seq, delay, held=held)
+        self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
-                  result: dict[str, Any] | None = None) -> str:
-        record = self.svc.hooks.on_terminal.get(self.kind.action)
+                  result: dict[str, Any] | None = None) -> StepResult:
+        record = self.ports.hooks.on_terminal.get(self.kind.action)
         if record is not None:  # before our own update: a redelivery then writes the same rows again
-            changes = {**changes, **record(self.svc, {**self.target, **changes}, state, result, self.run_id)}
+            changes = {**changes, **record({**self.target, **changes}, state, result, self.run_id)}
         self._update({**changes, "state": state.value, "seq": self.target.seq + 1,
                       "completedAt": iso(utcnow())})
         if state is MachineState.COMPLETED:
@@ -420,37 +514,34 @@ class MachineStep:
         elif state in (MachineState.FAILED, MachineState.TIMED_OUT):
             machines_failed.add(1, {"patchpilot.operation": self.kind.action, "patchpilot.state": state.value})
         run_id = self.run_id
-        emit(self.svc, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.vm.resource_id}", {
-            "runId": run_id, "machine": self.vm.resource_id, "machineKind": self.vm.kind, "state": state.value,
+        emit(self.ports.events, "patchpilot.machine.completed", f"{run_subject(run_id)}{self.machine.resource_id}", {
+            "runId": run_id, "machine": self.machine.resource_id, "machineKind": self.machine.kind,
+            "state": state.value,
             **{k: self.target[k] for k in ("status", "installedPatchCount", "failedPatchCount", "errorCode")
                if self.target.get(k) not in (None, "")},
             **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))
                else {})},
             key=str(self.target["seq"]))  # one id per finish
-        spec = self.svc.run_spec(run_id)
-        if spec is not None and spec.rollout:
-            self.svc.hooks.advance_run(run_id, self.svc)  # frees a slot: admits the next machine, or closes the run
-        else:
-            complete_run_if_done(run_id, self.svc)
-        return state.value
+        self.ports.hooks.progressed(run_id)  # frees a rollout slot (admits the next machine), or closes the run
+        return StepResult(state.value)
 
     def _past_deadline(self) -> bool:
         deadline = self.target.get("deadline")
         return bool(deadline) and self.now > parse_iso(str(deadline))
 
 
-def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) -> str:
-    """Process one step message. Safe to run twice: duplicates return 'stale' or lose the ETag race."""
+def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = None) -> StepResult:
+    """Process one step message. Safe to run twice: duplicates return STALE or lose the ETag race."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
-    target = svc.store.get_target(msg.run_id, msg.machine)
+    target = ports.targets.get_target(msg.run_id, msg.machine)
     if target is None:
-        return "missing"
+        return StepResult.MISSING
     annotate({MACHINE_ID: str(target.get("resourceId") or "")})
     if target["state"] in TERMINAL_STATES:
-        return "finished"
+        return StepResult.FINISHED
     if int(target["seq"]) != msg.seq:
-        return "stale"
-    step = MachineStep(target, svc, rng, held=msg.held)
+        return StepResult.STALE
+    step = MachineStep(target, ports, rng, held=msg.held)
     phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover"}.get(str(target["state"]))
     annotate({QUEUE_STEP: phase or "poll"})
     try:
@@ -460,33 +551,31 @@ def run_step(msg: StepMessage, svc: Services, rng: random.Random | None = None) 
             return step.recover_claim()
         return step.poll()
     except ConflictError:
-        return "lost-race"  # another delivery of this message moved the target first
+        return StepResult.LOST_RACE  # another delivery of this message moved the target first
 
 
-def fail_poisoned_step(msg: StepMessage, svc: Services, queue_name: str) -> str:
+def fail_poisoned_step(msg: StepMessage, ports: StepPorts, queue_name: str) -> StepResult:
     """A step that failed maxDequeueCount times: end the machine as Failed so the run still ends."""
-    target = svc.store.get_target(msg.run_id, msg.machine)
+    target = ports.targets.get_target(msg.run_id, msg.machine)
     if target is None or target["state"] in TERMINAL_STATES or int(target["seq"]) != msg.seq:
-        return "ignored"
+        return StepResult.IGNORED
     try:
-        return MachineStep(target, svc).fail(
+        return MachineStep(target, ports).fail(
             "PoisonMessage",
             f"processing this machine's step failed repeatedly and the message was moved to "
             f"{queue_name}-poison; see the function logs for the error",
         )
     except ConflictError:
-        return "lost-race"
+        return StepResult.LOST_RACE
 
 
-def fail_undispatched(run_id: str, svc: Services, reason: str) -> int:
-    """The dispatch message itself was poisoned: fail the machines that never got going."""
-    from shared.runs.dispatch import create_targets
-
-    create_targets(run_id, svc)
+def fail_machines(ports: StepPorts, targets: Iterable[MachineRecord], code: str, reason: str) -> int:
+    """End each of `targets` Failed with `code` (the dispatch message itself was poisoned: the machines that
+    never got going, shared/runs/dispatch.py fail_undispatched); returns how many it ended."""
     failed = 0
-    for target in svc.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0):
+    for target in targets:
         try:
-            MachineStep(target, svc).fail("DispatchFailed", reason)
+            MachineStep(target, ports).fail(code, reason)
             failed += 1
         except ConflictError:
             continue

@@ -1,15 +1,14 @@
 """Pacing ARM calls against the shared budget (shared/runs/budget.py math, shared/storage/budget_store.py rows).
 
-Which call draws from which bucket (per subscription; ARM's regional limits are counted at the ARM front end
-that serves PatchPilot, one region, so a subscription is the key):
-    POST installPatches / assessPatches   guestPatch, then writes   (one at a time: paced_delay)
-    GET of the VM before a start          reads
-    a page of a scope's VM list           reads
-    poll of an operation                  polls (POLL_READ_PERCENT of ARM's reads; `reads` has the rest)
-A step asks `reserve` before its call: 0 means call now; otherwise the tokens are held and the step is
-re-queued to come back after that many seconds and call without reserving again (StepMessage.held).
-After the call, `observe` moves the budget on when ARM says it is lower than we accounted (remaining-*
-headers) or answered 429 (Retry-After), so the next reservations wait; it writes only then.
+Which call draws from which bucket is said once, by the call's value (shared/arm/calls.py): a POST
+installPatches / assessPatches takes guestPatch, then writes (one at a time: paced_delay); a GET of a machine,
+its instance view and a page of a scope's list take reads; a poll takes polls (POLL_READ_PERCENT of ARM's
+reads; `reads` has the rest). Budgets are per subscription (ARM's regional limits are counted at the ARM front
+end that serves PatchPilot, one region, so a subscription is the key). A step asks `reserve` before its call:
+0 means call now; otherwise the tokens are held and the step is re-queued to come back after that many seconds
+and call without reserving again (StepMessage.held). After the call, `observe` moves the budget on when ARM
+says it is lower than we accounted (remaining-* headers) or answered 429 (Retry-After), so the next
+reservations wait; it writes only then.
 
 Leases: a reservation (a GET, a poll, each bucket of a POST) is served from tokens this process took from
 the shared row in one block, sized by the process's own demand over the last second (at most
@@ -32,16 +31,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from shared.arm.calls import GUEST_PATCH, POLLS, READS, WRITES, ArmCall
 from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.settings import Settings
 from shared.runs.budget import (
     COMPUTE_GUEST_PATCH_VM_POLICY,
-    GUEST_PATCH,
-    POLLS,
-    READS,
-    WRITES,
     Bucket,
     observe,
     penalize,
@@ -53,13 +49,9 @@ from shared.storage.budget_store import BudgetRow, BudgetStore
 
 if TYPE_CHECKING:
     from shared.arm.client import ArmResponse
-    from shared.runs.services import Services
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
-START = (GUEST_PATCH, WRITES)
-GET = (READS,)
-POLL = (POLLS,)
 
 
 def buckets_from(settings: Settings) -> dict[str, Bucket]:
@@ -214,30 +206,40 @@ class Pacer:
                                      f"{MAX_ATTEMPTS} attempts; the queue will retry this step")
 
 
-def paced_delay(svc: Services, subscription: str, names: tuple[str, ...],
-                held: set[str]) -> tuple[int, tuple[str, ...]] | None:
-    """Reserve the budget for one call in `subscription`: None to call now, else (whole seconds to wait, the
-    buckets now reserved for then: the step holds them). Buckets in `held` were reserved when the step was
-    queued and are spent now however late it comes, so a backlogged queue still makes progress
-    (Bucket.late keeps burst back for lateness up to PACING_LATE_SECONDS; beyond it ARM may answer 429,
-    which only delays).
+class Budget(Protocol):
+    """What a caller of ARM needs of the shared budget (`Pacer` is one; a unit test's fake is another)."""
 
-    The buckets are taken one at a time, in the order given (START: guest-patch first, the slow one), and
+    def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float: ...
+
+    def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
+                retry_after: float | None = None) -> None: ...
+
+
+def paced_delay(pacer: Budget, subscription: str, call: ArmCall | tuple[str, ...],
+                held: set[str]) -> tuple[int, tuple[str, ...]] | None:
+    """Reserve the budget for one `call` (or its budgets) in `subscription`: None to call now, else (whole
+    seconds to wait, the buckets now reserved for then: the step holds them). Buckets in `held` were reserved
+    when the step was queued and are spent now however late it comes, so a backlogged queue still makes
+    progress (Bucket.late keeps burst back for lateness up to PACING_LATE_SECONDS; beyond it ARM may answer
+    429, which only delays).
+
+    The buckets are taken one at a time, in the order given (a POST's: guest-patch first, the slow one), and
     the first that must wait ends it, holding what it took: charging a fast bucket (ARM's writes) at the
     far time a slow one (Compute's guest patches, reserved for a whole run) grants would push the fast
     one's single `tat` there too and stall every other write of the subscription (the benchmark met this:
     28 throttled retries moved the writes 20 minutes ahead). The bucket taken afterwards is taken when
     the call is about to go."""
+    names = call.budgets if isinstance(call, ArmCall) else call
     reserved: list[str] = []
     for name in (n for n in names if n not in held):
-        wait = svc.pacer.reserve(subscription, (name,))
+        wait = pacer.reserve(subscription, (name,))
         reserved.append(name)
         if wait > 0:
             return math.ceil(wait), tuple(reserved)
     return None
 
 
-def throttled_buckets(headers: Mapping[str, str]) -> tuple[str, ...]:
+def throttled_buckets(headers: Mapping[str, str], budgets: tuple[str, ...] = (GUEST_PATCH, WRITES)) -> tuple[str, ...]:
     """Which of a POST's buckets a 429 empties. Compute's throttle names its policies with what is left
     (`x-ms-ratelimit-remaining-resource`, troubleshooting-throttling-errors): its subscription policy at
     zero is our guest-patch bucket; a per-VM policy alone (six per VM) is that machine's, which its own
@@ -245,7 +247,7 @@ def throttled_buckets(headers: Mapping[str, str]) -> tuple[str, ...]:
     write limit (or unknown): both buckets wait."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if "x-ms-ratelimit-remaining-resource" not in lowered:
-        return START
+        return budgets
     guest = remaining_by_bucket(headers).get(GUEST_PATCH)
     per_vm = [count for policy, _, count in (pair.strip().partition(";") for pair in
                                              lowered["x-ms-ratelimit-remaining-resource"].split(","))
@@ -255,16 +257,19 @@ def throttled_buckets(headers: Mapping[str, str]) -> tuple[str, ...]:
     return (GUEST_PATCH,)  # the subscription's policy, or another Compute policy we do not model
 
 
-def record_call(svc: Services, subscription: str, op: str, resp: ArmResponse) -> None:
-    """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget.
+def record_call(pacer: Budget, subscription: str, call: ArmCall, resp: ArmResponse, *,
+                default_retry_after: int) -> None:
+    """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget. A 429 on
+    a read moves only the budgets that read draws from; on a write, what Compute's headers say ran out
+    (`throttled_buckets`).
 
     Never raises: the call was made, and failing the step now would leave a machine claimed with its
     operation sent (shared/runs/machine_worker.py). A correction missed costs at most one more 429."""
-    names: tuple[str, ...] = GET if op in ("getVm", "listVms") else POLL if op == "poll" else START
-    retry_after = resp.retry_after(svc.settings.default_retry_after_seconds) if resp.status == 429 else None
-    if resp.status == 429 and names == START:
-        names = throttled_buckets(resp.headers)
+    names = call.budgets
+    retry_after = resp.retry_after(default_retry_after) if resp.status == 429 else None
+    if resp.status == 429 and call.is_write:
+        names = throttled_buckets(resp.headers, call.budgets)
     try:
-        svc.pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
+        pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
     except Exception:  # the budget is advice: the call already happened (docstring)
         log.warning("could not record ARM's budget headers for %s", subscription, exc_info=True)

@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from shared.core.clock import iso
-from shared.runs.completion import complete_run_if_done
-from shared.runs.dispatch import release_overdue
-from shared.runs.services import Services
+from shared.runs.dispatch import DispatchDeps, release_overdue
+from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
 
 
-def sweep(svc: Services, now: datetime) -> dict[str, int]:
+class SweepDeps(DispatchDeps, Features, Protocol):
+    """What the sweeper uses."""
+
+
+def sweep(svc: SweepDeps, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "released": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
     stall_after = timedelta(seconds=svc.settings.stall_after_seconds)
@@ -53,9 +57,8 @@ def sweep(svc: Services, now: datetime) -> dict[str, int]:
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
                 svc.send_discovery(run_id, row.index, int(row["page"]))
                 counts["relisted"] += 1
-        if run.get("rollout"):
-            svc.hooks.advance_run(run_id, svc)  # a lost advance message (soak ended, slot freed) is found here
-        elif complete_run_if_done(run_id, svc):
+        # A lost advance message (soak ended, slot freed) or a close nobody made is found here.
+        if svc.hooks.progressed(run_id) is True:
             counts["completed"] += 1
     if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)

@@ -12,7 +12,7 @@ from shared.core.ids import machine_kind_of
 from shared.core.records import RunRecord
 from shared.core.states import summarize, with_discovery, with_rollout
 from shared.runs.dispatch import undispatched_targets
-from shared.runs.services import Services
+from shared.runs.ports import RunRows
 
 # A run of more machines than this shows counts only (from its counter rows, whatever its size); its machines
 # are paged (GET /api/runs/{id}/machines).
@@ -82,7 +82,7 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
         "machineCount": run.get("machineCount"),
     }
     if operation == "installPatches":
-        view["installPatches"] = json.loads(run.get("installPatches") or "{}")
+        view["installPatches"] = run.parameters
     if run.get("maintenanceConfiguration"):
         view["maintenanceWindow"] = {"configuration": run["maintenanceConfiguration"],
                                      "startDateTime": run.get("windowStart"), "endDateTime": run.get("windowEnd")}
@@ -106,7 +106,7 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
     return view
 
 
-def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
+def load_run_view(run: RunRecord, svc: RunRows) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
     and, for a run that discovers machines, its scopes. A dispatched run of more than INLINE_MACHINES
     (or one that discovers its machines: read first to know) shows the counts of its counter rows (one
@@ -124,7 +124,7 @@ def load_run_view(run: RunRecord, svc: Services) -> dict[str, Any]:
     return run_view(run, svc.store.list_targets(run_id), scopes)
 
 
-def machines_page(run: RunRecord, svc: Services, top: int, state: str | None,
+def machines_page(run: RunRecord, svc: RunRows, top: int, state: str | None,
                   after: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a run's machines (key order) and the cursor of the next; before dispatch has made
     their rows, from the request."""

@@ -308,7 +308,8 @@ class RunStore:
     def check_storable_run(self, run_id: str, columns: Mapping[str, Any]) -> None:
         """ValidationError (400) naming the field if Table storage would refuse the run entity."""
         check_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns},
-                     targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key"})
+                     targets={"RowKey": "runId", "idempotencyKey": "Idempotency-Key",
+                             "parameters": str(columns.get("operation") or "installPatches")})
 
     def create_run(self, run_id: str, columns: Mapping[str, Any]) -> bool:
         """False if the run already exists (a retried request that had got this far). The run is marked
@@ -334,7 +335,7 @@ class RunStore:
         run = self.get_run(run_id)
         if run is None:
             return None
-        return RunSpec(run.get("operation") or "installPatches", json.loads(run.get("installPatches") or "{}"),
+        return RunSpec(run.get("operation") or "installPatches", run.parameters,
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
                        str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""),
                        run.counted)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import get_services, reset_services
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
@@ -75,8 +75,8 @@ def app_settings(azurite: Azurite, simulator: Simulator) -> dict[str, str]:
 
 
 @pytest.fixture
-def services(app_settings: dict[str, str]) -> Iterator[Services]:
-    """The app's own Services, configured for this test (in-process use of shared/)."""
+def services(app_settings: dict[str, str]) -> Iterator[Components]:
+    """The app's own Components, configured for this test (in-process use of shared/)."""
     os.environ.update({**app_settings, "WEBSITE_HOSTNAME": "127.0.0.1:7071"})  # as Core Tools sets it
     reset_services()
     yield get_services()

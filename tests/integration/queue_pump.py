@@ -20,12 +20,12 @@ import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import assessment_workers, event_workers, run_workers
 
 
 class QueuePump:
-    def __init__(self, svc: Services, *, duplicate: bool = False) -> None:
+    def __init__(self, svc: Components, *, duplicate: bool = False) -> None:
         self.svc = svc
         self.duplicate = duplicate
         self.delivered: Counter[str] = Counter()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.composition import Components
 from shared.maintenance.windows import open_due_windows
-from shared.runs.services import Services
 from tests.app import assessments_api
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_assessments import call, compliance, run_finished
@@ -25,7 +25,7 @@ def simulator_config() -> SimulatorConfig:
                            time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)
 
 
-def test_a_dynamic_scope_of_arc_machines_and_a_static_vm(services: Services, simulator: Simulator) -> None:
+def test_a_dynamic_scope_of_arc_machines_and_a_static_vm(services: Components, simulator: Simulator) -> None:
     # The compliance view knows the whole subscription first (an unfiltered listing).
     status, body, _ = call(assessments_api.create_assessment, "POST", "/api/assessments",
                            body={"scopes": [f"/subscriptions/{simulator.subscriptions()[0]}"]})

@@ -16,7 +16,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.assessments.periodic import start_periodic_sweep
-from shared.runs.services import Services
+from shared.composition import Components
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import assessment_workers, assessments_api, get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
@@ -34,7 +34,7 @@ def simulator_config() -> SimulatorConfig:
                            required_token=DEV_TOKEN, retry_after_seconds=1)
 
 
-def configure(svc: Services, sim: Simulator, **extra: str) -> Services:
+def configure(svc: Components, sim: Simulator, **extra: str) -> Components:
     """Point the periodic assessment at the simulator's subscriptions (and any other settings)."""
     os.environ.update({"ASSESSMENT_SCOPES": ",".join(f"/subscriptions/{s}" for s in sim.subscriptions()),
                        "ASSESSMENT_SCHEDULE": "0 0 3 * * *", **extra})  # daily, as in production
@@ -105,7 +105,7 @@ def assert_compliance_matches(actual: dict[str, Any], expected: dict[str, Any]) 
         assert actual[name] == value, (name, actual[name], value)
 
 
-def test_sweep_assesses_running_vms_once_and_compliance_equals_the_simulator(services: Services,
+def test_sweep_assesses_running_vms_once_and_compliance_equals_the_simulator(services: Components,
                                                                             simulator: Simulator) -> None:
     svc = configure(services, simulator)
     states = simulator.state()["vms"]
@@ -144,7 +144,7 @@ def test_sweep_assesses_running_vms_once_and_compliance_equals_the_simulator(ser
     assert len(view["history"]) == 1
 
 
-def test_one_sweep_per_schedule_slot_whatever_the_ticks(services: Services, simulator: Simulator) -> None:
+def test_one_sweep_per_schedule_slot_whatever_the_ticks(services: Components, simulator: Simulator) -> None:
     svc = configure(services, simulator)
     results: list[tuple[str | None, bool]] = []
     # Two hosts firing the same occurrence at once, a retried invocation, and a late (past_due) tick.
@@ -171,7 +171,7 @@ def test_one_sweep_per_schedule_slot_whatever_the_ticks(services: Services, simu
     assert len(svc.store.list_runs(10, None)[0]) == after_first == 3
 
 
-def test_on_demand_assessment_follows_the_async_pattern(services: Services, simulator: Simulator) -> None:
+def test_on_demand_assessment_follows_the_async_pattern(services: Components, simulator: Simulator) -> None:
     svc = configure(services, simulator)
     states = simulator.state()["vms"]
     running = [v["id"] for v in states if v["powerState"] == "running"][:3]
@@ -224,7 +224,7 @@ def test_on_demand_assessment_follows_the_async_pattern(services: Services, simu
     ({"machines": ["/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
                    "Microsoft.Compute/virtualMachines/vm"], "extra": 1}, "extra"),
 ])
-def test_bad_assessment_requests_are_400_and_write_nothing(services: Services, simulator: Simulator,
+def test_bad_assessment_requests_are_400_and_write_nothing(services: Components, simulator: Simulator,
                                                           body: dict[str, Any], target: str | None) -> None:
     status, err, _ = call(assessments_api.create_assessment, "POST", "/api/assessments", body=body)
     assert status == 400 and err["error"].get("target") == target, err
@@ -234,13 +234,13 @@ def test_bad_assessment_requests_are_400_and_write_nothing(services: Services, s
 @pytest.mark.parametrize(("params", "target"), [({"osType": "Solaris"}, "osType"), ({"top": "0"}, "top"),
                                                 ({"resourceGroup": "rg"}, "resourceGroup"),
                                                 ({"subscriptionId": "nope"}, "subscriptionId")])
-def test_bad_compliance_filters_are_400(services: Services, simulator: Simulator, params: dict[str, str],
+def test_bad_compliance_filters_are_400(services: Components, simulator: Simulator, params: dict[str, str],
                                         target: str) -> None:
     status, err, _ = call(assessments_api.get_compliance, "GET", "/api/compliance", params=params)
     assert status == 400 and err["error"]["target"] == target
 
 
-def test_history_is_kept_and_pruned_after_retention(services: Services, simulator: Simulator) -> None:
+def test_history_is_kept_and_pruned_after_retention(services: Components, simulator: Simulator) -> None:
     svc = configure(services, simulator, ASSESSMENT_RETENTION_DAYS="2")
     vm_id = next(v["id"] for v in simulator.state()["vms"] if v["powerState"] == "running")
     vm = parse_vm_id(vm_id, target="vm")
@@ -263,7 +263,7 @@ def test_history_is_kept_and_pruned_after_retention(services: Services, simulato
     assert len(view["history"]) == 2 and view["history"][0]["at"] > view["history"][1]["at"]
 
 
-def test_vms_that_appear_disappear_or_get_new_patches_between_sweeps(services: Services,
+def test_vms_that_appear_disappear_or_get_new_patches_between_sweeps(services: Components,
                                                                     simulator: Simulator) -> None:
     svc = configure(services, simulator)
     first, _ = start_periodic_sweep(svc, SLOT)
@@ -292,7 +292,7 @@ def test_vms_that_appear_disappear_or_get_new_patches_between_sweeps(services: S
     assert top[f"KB{published['kbId']}"] == windows_running
 
 
-def test_a_scope_that_cannot_be_listed_fails_the_sweep_with_the_reason(services: Services,
+def test_a_scope_that_cannot_be_listed_fails_the_sweep_with_the_reason(services: Components,
                                                                       simulator: Simulator) -> None:
     missing = "/subscriptions/00000000-0000-0000-0000-00000000dead"
     svc = configure(services, simulator)
@@ -307,14 +307,15 @@ def test_a_scope_that_cannot_be_listed_fails_the_sweep_with_the_reason(services:
     assert sum(s["listed"] for s in run["scopes"]) == run["machineCount"] == 20
 
 
-def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Services, simulator: Simulator) -> None:
+def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Components, simulator: Simulator) -> None:
     from shared.core.clock import iso, utcnow
     from shared.runs.sweeper import sweep
 
     svc = configure(services, simulator)
     run_id, _ = start_periodic_sweep(svc, SLOT)
     assert run_id
-    svc.discovery_queue.clear_messages()  # the timer's host "died" after creating the run, before queuing
+    # the timer's host "died" after creating the run, before queuing
+    svc.account.queue(svc.settings.discovery_queue).clear_messages()
     assert sweep(svc, utcnow())["relisted"] == 0  # not overdue yet: nothing duplicated
     for index in range(2):
         row = svc.store.get_scope(run_id, index)
@@ -326,7 +327,7 @@ def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Services,
     assert run["status"] == "Succeeded" and run["machineCount"] == 40
 
 
-def test_a_poisoned_page_ends_its_scope_and_the_sweep_still_finishes(services: Services,
+def test_a_poisoned_page_ends_its_scope_and_the_sweep_still_finishes(services: Components,
                                                                     simulator: Simulator) -> None:
     svc = configure(services, simulator)
     run_id, _ = start_periodic_sweep(svc, SLOT)
@@ -343,7 +344,7 @@ def test_a_poisoned_page_ends_its_scope_and_the_sweep_still_finishes(services: S
     assert sorted(str((s.get("error") or {}).get("code")) for s in run["scopes"]) == ["None", "PoisonMessage"]
 
 
-def test_a_scope_with_no_vms_finishes(services: Services, simulator: Simulator) -> None:
+def test_a_scope_with_no_vms_finishes(services: Components, simulator: Simulator) -> None:
     svc = configure(services, simulator)
     vms = simulator.state()["vms"]
     group, sub = vms[0]["resourceGroup"], vms[0]["subscriptionId"]
@@ -358,7 +359,7 @@ def test_a_scope_with_no_vms_finishes(services: Services, simulator: Simulator) 
     assert run["status"] == "Succeeded" and run["machineCount"] == 0 and run["scopes"][0]["listed"] == 0
 
 
-def test_overlapping_listings_never_remove_machines_that_exist(services: Services, simulator: Simulator) -> None:
+def test_overlapping_listings_never_remove_machines_that_exist(services: Components, simulator: Simulator) -> None:
     svc = configure(services, simulator)
     sweep_id, _ = start_periodic_sweep(svc, SLOT)
     sub = simulator.subscriptions()[0]
@@ -369,7 +370,7 @@ def test_overlapping_listings_never_remove_machines_that_exist(services: Service
     assert compliance()["machines"] == 40
 
 
-def test_an_assessment_of_a_deleted_vm_leaves_no_phantom_machine(services: Services,
+def test_an_assessment_of_a_deleted_vm_leaves_no_phantom_machine(services: Components,
                                                                  simulator: Simulator) -> None:
     svc = configure(services, simulator)
     gone = "/subscriptions/00000000-0000-0000-0000-0000000000ff/resourceGroups/rg/providers/" \

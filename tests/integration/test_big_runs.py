@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import azure.functions as func
 import pytest
 
+from shared.composition import Components
 from shared.runs import views
-from shared.runs.services import Services
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import INSTALL, finished, post_run, run_view, start
@@ -27,7 +27,7 @@ def fleet(n: int) -> list[str]:
             f"Microsoft.Compute/virtualMachines/vm-{i:05d}" for i in range(n)]
 
 
-def test_a_run_of_10000_machines_is_accepted_in_few_round_trips(services: Services, simulator: Simulator) -> None:
+def test_a_run_of_10000_machines_is_accepted_in_few_round_trips(services: Components, simulator: Simulator) -> None:
     machines = fleet(10_000)
     body = json.dumps({"machines": machines, "installPatches": INSTALL})
     assert len(body) > 1_000_000  # over the old 1 MiB limit
@@ -43,7 +43,7 @@ def test_a_run_of_10000_machines_is_accepted_in_few_round_trips(services: Servic
     print(f"accepted 10,000 machines in {elapsed:.2f} s")  # the speed goal lives in benchmarks, not here
 
 
-def test_one_more_than_the_limit_is_refused_naming_the_field(services: Services, simulator: Simulator) -> None:
+def test_one_more_than_the_limit_is_refused_naming_the_field(services: Components, simulator: Simulator) -> None:
     resp = post_run(fleet(10_001))
     assert resp.status_code == 400
     error = json.loads(resp.get_body())["error"]
@@ -67,7 +67,7 @@ def all_pages(run_id: str, **params: str) -> list[dict[str, Any]]:
         params = {k: v[0] for k, v in parse_qs(urlsplit(body["nextLink"]).query).items()}
 
 
-def test_machines_are_paged_and_filtered_and_the_counts_agree(services: Services, simulator: Simulator,
+def test_machines_are_paged_and_filtered_and_the_counts_agree(services: Components, simulator: Simulator,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(views, "INLINE_MACHINES", 5)  # a "big" run here is one of more than 5 machines
     vms = simulator.vm_ids()
@@ -85,7 +85,7 @@ def test_machines_are_paged_and_filtered_and_the_counts_agree(services: Services
     assert len(all_pages(run_id, state="Queued")) == view["states"].get("Queued", 0) == 0
 
 
-def test_bad_machine_page_parameters_are_refused_naming_them(services: Services, simulator: Simulator) -> None:
+def test_bad_machine_page_parameters_are_refused_naming_them(services: Components, simulator: Simulator) -> None:
     run_id = start(simulator.vm_ids()[:2])
     for params, target in (({"state": "Done"}, "state"), ({"top": "0"}, "top"), ({"top": "101"}, "top"),
                            ({"continuationToken": "x' or 'a'='a"}, "continuationToken")):

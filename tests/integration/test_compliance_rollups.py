@@ -17,9 +17,9 @@ from azure.data.tables import UpdateMode
 from shared.assessments.compliance import compliance_report, compliance_view, load_snapshot
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
+from shared.composition import Components
 from shared.core.clock import iso, utcnow
 from shared.core.ids import HYBRID_MACHINES, VIRTUAL_MACHINES, VmRef
-from shared.runs.services import Services
 from shared.storage.fleet_rollup import SHARDS, shard_key
 from shared.storage.fleet_store import FleetStore, machine_row_key
 from shared.validation.resource_ids import parse_machine_id
@@ -108,7 +108,7 @@ def assert_view_is_rows(fleet: FleetStore, one: str = SUBS[1], *, from_rollups: 
 
 
 @pytest.fixture
-def fleet(services: Services) -> Iterator[FleetStore]:
+def fleet(services: Components) -> Iterator[FleetStore]:
     yield services.fleet
 
 
@@ -295,7 +295,7 @@ def test_stale_from_the_minute_freshness_hours_ago(fleet: FleetStore) -> None:
     assert counts(utcnow(), F) == (2, 0)
 
 
-def test_assessments_delivered_twice_keep_the_rollups_exact(services: Services, simulator: Simulator) -> None:
+def test_assessments_delivered_twice_keep_the_rollups_exact(services: Components, simulator: Simulator) -> None:
     """The real pipeline: a sweep, then VMs deleted, added, stopped, and assessed again, every message twice."""
     svc = configure(services, simulator)
     run_id, _ = start_periodic_sweep(svc, SLOT)

@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import assessments_api, runs_api
 from tests.integration.queue_pump import QueuePump
@@ -37,7 +37,7 @@ def install_result(sim: Simulator, vm_id: str) -> dict[str, Any]:
     return next(op for op in state["operations"] if op["kind"] == "installPatches")["result"]
 
 
-def test_failed_installs_keep_their_details_in_the_run_view_and_the_event(services: Services, simulator: Simulator,
+def test_failed_installs_keep_their_details_in_the_run_view_and_the_event(services: Components, simulator: Simulator,
                                                                           receiver: Receiver) -> None:
     svc = configure(receiver)
     simulator.set_faults(patch_failure_rate=1.0)  # every selected patch fails: one detail per patch
@@ -66,14 +66,14 @@ def test_failed_installs_keep_their_details_in_the_run_view_and_the_event(servic
     assert checked, "no machine had a failed patch: the test checked nothing"
 
 
-def test_a_clean_install_shows_no_error(services: Services, simulator: Simulator, receiver: Receiver) -> None:
+def test_a_clean_install_shows_no_error(services: Components, simulator: Simulator, receiver: Receiver) -> None:
     svc = configure(receiver)
     run_id = start_run(simulator.vm_ids()[:2])
     QueuePump(svc).run_until(lambda: finished(run_id), timeout=60)
     assert all(m["error"] is None for m in run_view(run_id)["machines"])
 
 
-def test_an_assessment_refused_by_arm_keeps_arms_error_in_the_machine_view(services: Services,
+def test_an_assessment_refused_by_arm_keeps_arms_error_in_the_machine_view(services: Components,
                                                                           simulator: Simulator) -> None:
     vm = simulator.vm_ids()[0]
     simulator.set_power(vm, "deallocated")

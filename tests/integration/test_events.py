@@ -19,7 +19,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
@@ -68,7 +68,7 @@ def receiver() -> Iterator[Receiver]:
     r.server.shutdown()
 
 
-def configure(receiver: Receiver, **extra: str) -> Services:
+def configure(receiver: Receiver, **extra: str) -> Components:
     os.environ.update({"EVENT_WEBHOOKS": f"{receiver.url}/events", "EVENT_SIGNING_KEY": KEY, **extra})
     reset_services()
     return get_services()
@@ -97,7 +97,7 @@ def signed(request: dict[str, Any]) -> bool:
             and abs(time.time() - int(timestamp)) < 300)
 
 
-def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: Services, simulator: Simulator,
+def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: Components, simulator: Simulator,
                                                                      receiver: Receiver) -> None:
     svc = configure(receiver)
     receiver.fail_first = 1  # the first delivery fails; its retry must arrive
@@ -124,7 +124,7 @@ def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: S
     assert completed["data"]["status"] == "Succeeded" and completed["data"]["machineCount"] == 3
 
 
-def test_a_receiver_that_never_answers_well_gets_a_dead_letter(services: Services, simulator: Simulator,
+def test_a_receiver_that_never_answers_well_gets_a_dead_letter(services: Components, simulator: Simulator,
                                                                receiver: Receiver) -> None:
     svc = configure(receiver, EVENT_MAX_ATTEMPTS="2", EVENT_SCHEMA="EventGrid")
     receiver.status = 503
@@ -138,7 +138,7 @@ def test_a_receiver_that_never_answers_well_gets_a_dead_letter(services: Service
     assert body[0]["subject"] == f"/runs/{run_id}" and body[0]["dataVersion"] == "1.0"
 
 
-def test_a_pre_run_hook_veto_cancels_the_run_and_its_body_is_never_shown(services: Services, simulator: Simulator,
+def test_a_pre_run_hook_veto_cancels_the_run_and_its_body_is_never_shown(services: Components, simulator: Simulator,
                                                                         receiver: Receiver) -> None:
     """Only the hook's status (and latency) is kept: a hook aimed at an internal page must not read it back."""
     svc = configure(receiver)
@@ -158,7 +158,7 @@ def test_a_pre_run_hook_veto_cancels_the_run_and_its_body_is_never_shown(service
     assert len(pre) == 1 and signed(pre[0]) and json.loads(pre[0]["body"])["runId"] == run_id
 
 
-def test_a_pre_run_hook_whose_name_resolves_inwards_is_refused_when_called(services: Services, simulator: Simulator,
+def test_a_pre_run_hook_whose_name_resolves_inwards_is_refused_when_called(services: Components, simulator: Simulator,
                                                                           receiver: Receiver) -> None:
     """The request passes validation (a name, checked on its face); the call connects nowhere."""
     from shared.egress import EgressSession
@@ -184,7 +184,7 @@ def test_a_pre_run_hook_whose_name_resolves_inwards_is_refused_when_called(servi
 
 
 def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outcome(
-        services: Services, simulator: Simulator, receiver: Receiver) -> None:
+        services: Components, simulator: Simulator, receiver: Receiver) -> None:
     svc = configure(receiver)
     run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre"},
                                             "postHook": {"url": f"{receiver.url}/post"}})
@@ -198,7 +198,7 @@ def test_a_passing_pre_hook_lets_the_run_start_and_the_post_hook_hears_the_outco
 
 
 def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_run(
-        services: Services, simulator: Simulator, receiver: Receiver) -> None:
+        services: Components, simulator: Simulator, receiver: Receiver) -> None:
     from shared.core.clock import iso, utcnow
     from shared.rollouts.controller import advance
     from tests.app import event_workers
@@ -207,7 +207,7 @@ def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_ru
     run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}})
     pump = QueuePump(svc)
     pump.run_until(lambda: bool((svc.store.get_run(run_id) or {}).get("preHookRequestedAt")), timeout=30)
-    svc.events_queue.clear_messages()  # the request was lost
+    svc.account.queue(svc.settings.events_queue).clear_messages()  # the request was lost
     svc.store.update_run(run_id, {"preHookRequestedAt": iso(utcnow() - timedelta(minutes=10))})
     advance(run_id, svc)  # as the sweeper does
     pump.run_until(lambda: view(run_id)["status"] == "Succeeded", timeout=60)
@@ -220,7 +220,7 @@ def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_ru
             break
         time.sleep(0.1)
     message = json.dumps({"kind": "prehook", "runId": second}).encode()
-    svc.events_queue.clear_messages()
+    svc.account.queue(svc.settings.events_queue).clear_messages()
     event_workers.event_delivery_poison(func.QueueMessage(id="m", body=message))  # it failed maxDequeueCount times
     pump.run_until(lambda: view(second)["status"] == "Canceled", timeout=30)
     assert "poison" in view(second)["rollout"]["canceledReason"]

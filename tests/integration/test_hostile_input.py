@@ -12,7 +12,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import assessments_api, maintenance_api, runs_api
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
@@ -35,7 +35,7 @@ def nested(depth: int) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
-def stored(services: Services) -> list[dict[str, Any]]:
+def stored(services: Components) -> list[dict[str, Any]]:
     """Every row the run and maintenance tables hold."""
     return [*map(dict, services.store.runs.list_entities()), *map(dict, services.maintenance.table.list_entities())]
 
@@ -80,14 +80,14 @@ RUN_CASES: list[tuple[str, bytes, str | None, str]] = [
 
 
 @pytest.mark.parametrize(("body", "target", "code"), [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES])
-def test_a_bad_run_request_is_a_400_that_writes_nothing(services: Services, body: bytes, target: str | None,
+def test_a_bad_run_request_is_a_400_that_writes_nothing(services: Components, body: bytes, target: str | None,
                                                         code: str) -> None:
     error = error_of(post(runs_api.create_run, body, key="key-1"))
     assert (error.get("target"), error["code"]) == (target, code)
     assert stored(services) == []
 
 
-def test_a_bad_assessment_request_is_a_400_that_writes_nothing(services: Services) -> None:
+def test_a_bad_assessment_request_is_a_400_that_writes_nothing(services: Components) -> None:
     for body, target in [(nested(981), None), (b'{"scopes": ["/subscriptions/' + SUB.encode() + b'"], "scopes": []}',
                                               "scopes"),
                          (json.dumps({"scopes": [f"/subscriptions/{SUB}\n/resourceGroups/x"]}).encode(), "scopes[0]")]:
@@ -95,13 +95,13 @@ def test_a_bad_assessment_request_is_a_400_that_writes_nothing(services: Service
     assert stored(services) == []
 
 
-def test_a_refused_request_leaves_its_idempotency_key_free(services: Services) -> None:
+def test_a_refused_request_leaves_its_idempotency_key_free(services: Components) -> None:
     big = run_body(installPatches={**INSTALL, "linuxParameters": {"packageNameMasksToInclude": ["p" * 256] * 130}})
     assert error_of(post(runs_api.create_run, big, key="retry-me"))["code"] == "PropertyValueTooLarge"
     assert post(runs_api.create_run, run_body(), key="retry-me").status_code == 202
 
 
-def test_a_500_after_a_partial_write_leaves_no_claim_and_no_rows(services: Services,
+def test_a_500_after_a_partial_write_leaves_no_claim_and_no_rows(services: Components,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(run_id: str) -> None:
         raise ConnectionError("storage went away after the machine list was written")
@@ -116,7 +116,7 @@ def test_a_500_after_a_partial_write_leaves_no_claim_and_no_rows(services: Servi
     assert post(assessments_api.create_assessment, corrected, key="k-500").status_code == 202
 
 
-def test_a_run_created_whose_answer_was_lost_is_kept_whole(services: Services,
+def test_a_run_created_whose_answer_was_lost_is_kept_whole(services: Components,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     real_create = services.store.create_run
 
@@ -134,7 +134,7 @@ def test_a_run_created_whose_answer_was_lost_is_kept_whole(services: Services,
 
 
 # -- Location ------------------------------------------------------------------------------------------
-def test_location_never_follows_the_host_header(services: Services) -> None:
+def test_location_never_follows_the_host_header(services: Components) -> None:
     resp = post(runs_api.create_run, run_body(), url="http://attacker.example/api/runs?code=K",
                 headers={"Host": "attacker.example"})
     assert resp.status_code == 202
@@ -142,7 +142,7 @@ def test_location_never_follows_the_host_header(services: Services) -> None:
     assert resp.headers["Location"] == f"http://127.0.0.1:7071/api/runs/{run_id}?code=K"
 
 
-def test_a_key_sent_in_the_header_stays_out_of_the_location(services: Services) -> None:
+def test_a_key_sent_in_the_header_stays_out_of_the_location(services: Components) -> None:
     resp = post(runs_api.create_run, run_body(), headers={"x-functions-key": "secret-key"})
     assert resp.status_code == 202 and "secret-key" not in resp.headers["Location"]
     assert "code=" not in resp.headers["Location"]
@@ -163,17 +163,17 @@ FORGED_TOKENS = [
 
 
 @pytest.mark.parametrize("token", FORGED_TOKENS, ids=range(len(FORGED_TOKENS)))
-def test_forged_continuation_tokens_are_refused(services: Services, token: str) -> None:
+def test_forged_continuation_tokens_are_refused(services: Components, token: str) -> None:
     assert error_of(get(runs_api.list_runs, {"continuationToken": token}))["target"] == "continuationToken"
 
 
 @pytest.mark.parametrize(("params", "target"), [({"top": "\u0661\u0660"}, "top"), ({"top": "9" * 5000}, "top"),
                                                 ({"top": "\uff15"}, "top")])
-def test_page_sizes_are_ascii_numbers(services: Services, params: dict[str, str], target: str) -> None:
+def test_page_sizes_are_ascii_numbers(services: Components, params: dict[str, str], target: str) -> None:
     assert error_of(get(runs_api.list_runs, params))["target"] == target
 
 
-def test_a_run_id_with_a_newline_is_not_found(services: Services) -> None:
+def test_a_run_id_with_a_newline_is_not_found(services: Components) -> None:
     assert error_of(get(runs_api.get_run, route={"runId": "fffffffffff-00000000\n"}), 404)["target"] == "runId"
 
 
@@ -183,12 +183,12 @@ def test_a_run_id_with_a_newline_is_not_found(services: Services) -> None:
     ({"subscriptionId": SUB, "top": "\u0661"}, "top"),
     ({"osType": "w" * 100_000}, "osType"),
 ])
-def test_compliance_filters_are_checked_part_by_part(services: Services, params: dict[str, str],
+def test_compliance_filters_are_checked_part_by_part(services: Components, params: dict[str, str],
                                                       target: str) -> None:
     assert error_of(get(assessments_api.get_compliance, params))["target"] == target
 
 
-def test_a_vm_route_segment_holding_a_path_is_refused(services: Services) -> None:
+def test_a_vm_route_segment_holding_a_path_is_refused(services: Components) -> None:
     route = {"runId": "fffffffffff-00000000", "subscriptionId": f"{SUB}/resourceGroups/x",
              "resourceGroupName": "rg", "vmName": "vm"}
     assert error_of(get(runs_api.get_run_machine, route=route))["target"] == "machine"
@@ -235,7 +235,7 @@ CONFIG_CASES: list[tuple[str, str, bytes, str | None]] = [
 
 
 @pytest.mark.parametrize(("name", "body", "target"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
-def test_a_bad_configuration_is_a_400_that_writes_nothing(services: Services, name: str, body: bytes,
+def test_a_bad_configuration_is_a_400_that_writes_nothing(services: Components, name: str, body: bytes,
                                                           target: str | None) -> None:
     assert error_of(put(maintenance_api.put_configuration, {"name": name}, body)).get("target") == target
     assert stored(services) == []
@@ -246,7 +246,7 @@ def test_a_bad_configuration_is_a_400_that_writes_nothing(services: Services, na
     ("a", {"resourceId": f"/subscriptions/{SUB}", "filter": {"locations": ["l" * 40_000]}},
      "properties.filter.locations"),
 ])
-def test_a_bad_assignment_is_a_400_that_writes_nothing(services: Services, assignment: str,
+def test_a_bad_assignment_is_a_400_that_writes_nothing(services: Components, assignment: str,
                                                        properties: dict[str, Any], target: str) -> None:
     assert put(maintenance_api.put_configuration, {"name": "c"}, json.dumps(configuration()).encode()).status_code \
         == 201

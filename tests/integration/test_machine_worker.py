@@ -14,8 +14,8 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.composition import Components
 from shared.core.clock import iso, utcnow
-from shared.runs.services import Services
 from tests.app import get_services, reset_services, run_workers, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator
@@ -63,7 +63,7 @@ def by_vm(sim: Simulator) -> dict[str, dict[str, int]]:
     return sim.calls()["byVm"]
 
 
-def test_accepts_with_location_retry_after_and_function_key(services: Services, simulator: Simulator) -> None:
+def test_accepts_with_location_retry_after_and_function_key(services: Components, simulator: Simulator) -> None:
     resp = post_run(simulator.vm_ids()[:2])
     assert resp.status_code == 202
     body = json.loads(resp.get_body())
@@ -73,7 +73,7 @@ def test_accepts_with_location_retry_after_and_function_key(services: Services, 
     assert get_run(body["id"]).status_code == 202
 
 
-def test_every_message_delivered_twice_still_one_install_per_machine(services: Services,
+def test_every_message_delivered_twice_still_one_install_per_machine(services: Components,
                                                                      simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     run_id = start(vms)
@@ -88,7 +88,7 @@ def test_every_message_delivered_twice_still_one_install_per_machine(services: S
     assert pump.delivered[services.settings.operations_queue] >= 2 * 2 * len(vms)  # start + ≥1 poll, twice
 
 
-def test_results_in_table_storage_equal_what_the_simulator_did(services: Services, simulator: Simulator) -> None:
+def test_results_in_table_storage_equal_what_the_simulator_did(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()[:6]
     run_id = start(vms)
     QueuePump(services).run_until(lambda: finished(run_id), timeout=60)
@@ -114,17 +114,17 @@ def _route(vm_id: str) -> dict[str, str]:
     return {"subscriptionId": parts[2], "resourceGroupName": parts[4], "vmName": parts[8]}
 
 
-def test_bad_request_writes_nothing(services: Services, simulator: Simulator) -> None:
+def test_bad_request_writes_nothing(services: Components, simulator: Simulator) -> None:
     resp = post_run(simulator.vm_ids()[:1], install={**INSTALL, "rebootSetting": "Sometimes"})
     assert resp.status_code == 400
     error = json.loads(resp.get_body())["error"]
     assert error["target"] == "installPatches.rebootSetting" and error["code"] == "InvalidParameter"
     assert list(services.store.targets.list_entities()) == []
     assert list(services.store.runs.list_entities()) == []
-    assert services.dispatch_queue.peek_messages() == []
+    assert services.account.queue(services.settings.dispatch_queue).peek_messages() == []
 
 
-def test_idempotency_key(services: Services, simulator: Simulator) -> None:
+def test_idempotency_key(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()[:2]
     first = start(vms, key="abc")
     again = post_run(list(reversed(vms)), key="abc", install={**INSTALL, "rebootSetting": "ifrequired"})
@@ -136,14 +136,14 @@ def test_idempotency_key(services: Services, simulator: Simulator) -> None:
     assert [r["RowKey"] for r in runs] == [first]
 
 
-def reconfigure(**env: str) -> Services:
+def reconfigure(**env: str) -> Components:
     """Change settings mid-test, as a redeploy with new app settings would."""
     os.environ.update(env)
     reset_services()
     return get_services()
 
 
-def test_conflict_retries_are_bounded(services: Services, simulator: Simulator) -> None:
+def test_conflict_retries_are_bounded(services: Components, simulator: Simulator) -> None:
     services = reconfigure(MAX_CONFLICT_RETRIES="2")
     simulator.set_faults(conflict_rate=1.0)
     vm = simulator.vm_ids()[0]
@@ -156,7 +156,7 @@ def test_conflict_retries_are_bounded(services: Services, simulator: Simulator) 
     assert by_vm(simulator)[vm.lower()].get("installPatchesAccepted", 0) == 0
 
 
-def test_throttling_waits_exactly_retry_after(services: Services, simulator: Simulator) -> None:
+def test_throttling_waits_exactly_retry_after(services: Components, simulator: Simulator) -> None:
     simulator.set_faults(throttle_rate=1.0, throttle_retry_after=7)
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
@@ -172,7 +172,7 @@ def test_throttling_waits_exactly_retry_after(services: Services, simulator: Sim
     assert machine(run_view(run_id), vm)["state"] == "Completed"
 
 
-def test_server_errors_back_off_then_fail(services: Services, simulator: Simulator) -> None:
+def test_server_errors_back_off_then_fail(services: Components, simulator: Simulator) -> None:
     services = reconfigure(MAX_TRANSIENT_RETRIES="2")
     simulator.set_faults(error_rate=1.0)
     vm = simulator.vm_ids()[0]
@@ -183,7 +183,7 @@ def test_server_errors_back_off_then_fail(services: Services, simulator: Simulat
     assert len(mine["armCalls"]) == 3 and all(c["status"] >= 500 for c in mine["armCalls"])
 
 
-def test_unknown_vm_fails_with_arms_error(services: Services, simulator: Simulator) -> None:
+def test_unknown_vm_fails_with_arms_error(services: Components, simulator: Simulator) -> None:
     ghost = simulator.vm_ids()[0].rsplit("/", 1)[0] + "/does-not-exist"
     run_id = start([ghost])
     QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
@@ -191,7 +191,7 @@ def test_unknown_vm_fails_with_arms_error(services: Services, simulator: Simulat
     assert mine["state"] == "Failed" and mine["error"]["code"] == "ResourceNotFound"
 
 
-def test_vm_without_parameters_for_its_os_fails_clearly(services: Services, simulator: Simulator) -> None:
+def test_vm_without_parameters_for_its_os_fails_clearly(services: Components, simulator: Simulator) -> None:
     linux = [v["id"] for v in simulator.state()["vms"] if v["osType"] == "Linux"][:1]
     windows_only = {k: v for k, v in INSTALL.items() if k != "linuxParameters"}
     run_id = start(linux, install=windows_only)
@@ -201,7 +201,7 @@ def test_vm_without_parameters_for_its_os_fails_clearly(services: Services, simu
     assert by_vm(simulator)[linux[0].lower()].get("installPatches", 0) == 0
 
 
-def test_poll_past_deadline_times_out(services: Services, simulator: Simulator) -> None:
+def test_poll_past_deadline_times_out(services: Components, simulator: Simulator) -> None:
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
     pump = QueuePump(services)
@@ -215,7 +215,7 @@ def test_poll_past_deadline_times_out(services: Services, simulator: Simulator) 
     assert run_view(run_id)["status"] == "Failed"
 
 
-def test_poisoned_step_fails_the_machine_and_the_run_finishes(services: Services, simulator: Simulator) -> None:
+def test_poisoned_step_fails_the_machine_and_the_run_finishes(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()[:2]
     run_id = start(vms)
     pump = QueuePump(services)
@@ -244,7 +244,7 @@ def _seconds_between(a: str, b: str) -> float:
     return (parse_iso(b) - parse_iso(a)).total_seconds()
 
 
-def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, simulator: Simulator) -> None:
+def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components, simulator: Simulator) -> None:
     from shared.runs.sweeper import sweep
 
     vm = simulator.vm_ids()[0]
@@ -252,7 +252,7 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, s
     pump = QueuePump(services)
     pump.pump_once(only="dispatch")
     pump.pump_once(only="operations")  # started; the next poll message is queued
-    services.operations_queue.clear_messages()  # the worker "died" before queuing it
+    services.account.queue(services.settings.operations_queue).clear_messages()  # the worker "died" before queuing it
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Running"
     assert sweep(services, utcnow())["requeued"] == 0  # not overdue yet: no duplicate work
@@ -264,7 +264,7 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Services, s
     assert sweep(services, utcnow())["runs"] == 0  # the run is closed
 
 
-def test_queue_messages_are_base64_on_the_wire(services: Services, simulator: Simulator) -> None:
+def test_queue_messages_are_base64_on_the_wire(services: Components, simulator: Simulator) -> None:
     """The queue trigger's default messageEncoding is base64; raw text would fail in the real host."""
     import base64
 
@@ -277,7 +277,7 @@ def test_queue_messages_are_base64_on_the_wire(services: Services, simulator: Si
     assert json.loads(base64.b64decode(msg.content, validate=True)) == {"runId": run_id}
 
 
-def test_synchronous_200_is_stored_without_polling(services: Services, simulator: Simulator) -> None:
+def test_synchronous_200_is_stored_without_polling(services: Components, simulator: Simulator) -> None:
     simulator.set_faults(sync_rate=1.0)
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
@@ -290,7 +290,7 @@ def test_synchronous_200_is_stored_without_polling(services: Services, simulator
     assert mine["installedPatchCount"] == op["result"]["installedPatchCount"]
 
 
-def test_location_on_another_host_is_refused_and_never_called(services: Services, simulator: Simulator) -> None:
+def test_location_on_another_host_is_refused_and_never_called(services: Components, simulator: Simulator) -> None:
     simulator.set_faults(foreign_location_rate=1.0)
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
@@ -304,7 +304,7 @@ def test_location_on_another_host_is_refused_and_never_called(services: Services
     assert target is not None and not target.get("pollUrl")
 
 
-def test_list_runs_pages_newest_first(services: Services, simulator: Simulator) -> None:
+def test_list_runs_pages_newest_first(services: Components, simulator: Simulator) -> None:
     from urllib.parse import parse_qs, urlsplit
 
     ids = [start(simulator.vm_ids()[i:i + 1]) for i in range(3)]
@@ -323,7 +323,7 @@ def test_list_runs_pages_newest_first(services: Services, simulator: Simulator) 
     assert bad.status_code == 400 and json.loads(bad.get_body())["error"]["target"] == "top"
 
 
-def test_dropped_connections_back_off_then_fail(services: Services, simulator: Simulator) -> None:
+def test_dropped_connections_back_off_then_fail(services: Components, simulator: Simulator) -> None:
     services = reconfigure(MAX_TRANSIENT_RETRIES="1")
     simulator.set_faults(drop_rate=1.0)
     vm = simulator.vm_ids()[0]

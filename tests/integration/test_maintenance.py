@@ -13,9 +13,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from shared.composition import Components
 from shared.core.clock import iso
 from shared.maintenance.windows import open_due_windows
-from shared.runs.services import Services
 from tests.app import maintenance_api, runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -80,7 +80,7 @@ def finished(run_id: str) -> bool:
     return run_of(run_id)["status"] not in ("Accepted", "InProgress")
 
 
-def test_configuration_and_assignment_api(services: Services, simulator: Simulator) -> None:
+def test_configuration_and_assignment_api(services: Components, simulator: Simulator) -> None:
     start = datetime(2026, 1, 1, 22, 0, tzinfo=UTC)
     body = configuration(start, recur="Month Second Tuesday Offset2")
     assert put("patch-tuesday", body) == 201
@@ -120,7 +120,7 @@ def test_configuration_and_assignment_api(services: Services, simulator: Simulat
     assert services.maintenance.list_assignments("patch-tuesday") == []
 
 
-def test_a_window_opens_exactly_once_with_its_dynamic_scope(services: Services, simulator: Simulator) -> None:
+def test_a_window_opens_exactly_once_with_its_dynamic_scope(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC)
     begin = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
     put("nightly", configuration(begin))
@@ -163,7 +163,7 @@ def test_a_window_opens_exactly_once_with_its_dynamic_scope(services: Services, 
     assert open_due_windows(services, begin + timedelta(hours=1))["opened"] == 0
 
 
-def test_windows_that_cannot_open_are_recorded_with_the_reason(services: Services, simulator: Simulator) -> None:
+def test_windows_that_cannot_open_are_recorded_with_the_reason(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     put("late", configuration(now - timedelta(hours=1), duration="01:30"))
     assign("late", "vm", {"resourceId": simulator.vm_ids()[0]})
@@ -186,7 +186,7 @@ def test_windows_that_cannot_open_are_recorded_with_the_reason(services: Service
     assert sum(simulator.calls()["byVm"][v.lower()]["installPatches"] for v in simulator.vm_ids()) == 0
 
 
-def test_a_vm_caught_by_two_windows_at_once_is_patched_once(services: Services, simulator: Simulator) -> None:
+def test_a_vm_caught_by_two_windows_at_once_is_patched_once(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     shared_vm, other = simulator.vm_ids()[:2]
     put("first", configuration(now - timedelta(minutes=2)))
@@ -206,7 +206,7 @@ def test_a_vm_caught_by_two_windows_at_once_is_patched_once(services: Services, 
     assert sorted(m["state"] for m in outcomes) == ["Completed", "Skipped"]
 
 
-def test_one_broken_configuration_does_not_keep_other_windows_shut(services: Services,
+def test_one_broken_configuration_does_not_keep_other_windows_shut(services: Components,
                                                                    simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     broken = configuration(now - timedelta(minutes=1))
@@ -218,7 +218,7 @@ def test_one_broken_configuration_does_not_keep_other_windows_shut(services: Ser
     assert counts["failed"] == 1 and counts["opened"] == 1
 
 
-def test_a_window_opened_by_a_tick_that_died_is_not_recorded_as_skipped(services: Services,
+def test_a_window_opened_by_a_tick_that_died_is_not_recorded_as_skipped(services: Components,
                                                                        simulator: Simulator) -> None:
     from shared.maintenance.configuration import configuration_from_stored, parse_assignment
     from shared.maintenance.windows import window_key, window_run
@@ -239,7 +239,7 @@ def test_a_window_opened_by_a_tick_that_died_is_not_recorded_as_skipped(services
     assert recorded["state"] == "Started" and recorded["runId"] == run.run_id
 
 
-def test_a_vm_whose_turn_comes_after_its_window_is_not_started(services: Services, simulator: Simulator) -> None:
+def test_a_vm_whose_turn_comes_after_its_window_is_not_started(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     begin = now - timedelta(minutes=80)  # a 01:30 window with 10 minutes left in real time
     put("short", configuration(begin, duration="01:30"))
@@ -252,7 +252,7 @@ def test_a_vm_whose_turn_comes_after_its_window_is_not_started(services: Service
     assert simulator.calls()["byVm"][simulator.vm_ids()[0].lower()]["installPatches"] == 0
 
 
-def test_a_vm_the_first_window_failed_to_patch_is_patched_by_the_second(services: Services,
+def test_a_vm_the_first_window_failed_to_patch_is_patched_by_the_second(services: Components,
                                                                         simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     vm = next(v["id"] for v in simulator.state()["vms"] if v["osType"] == "Windows")
@@ -275,7 +275,7 @@ def test_a_vm_the_first_window_failed_to_patch_is_patched_by_the_second(services
 
 @pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1-4 s, so they overlap
     vms=8, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
-def test_a_window_run_follows_the_configurations_rollout(services: Services, simulator: Simulator) -> None:
+def test_a_window_run_follows_the_configurations_rollout(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     body = configuration(now - timedelta(minutes=1))
     body["properties"]["rollout"] = {"waves": [{"name": "canary", "size": 1}, {"size": "rest"}],

@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import runs_api
 from tests.infra.bicep import role_actions
 from tests.integration.queue_pump import QueuePump
@@ -60,7 +60,7 @@ def view(run_id: str) -> dict[str, Any]:
 
 
 def test_rollout_without_the_subscription_poll_grant_ends_unknown_and_spends_no_error_budget(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     scope, vms = one_resource_group(simulator)
     assert len(vms) >= 3
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS}])
@@ -87,7 +87,7 @@ def test_rollout_without_the_subscription_poll_grant_ends_unknown_and_spends_no_
 
 
 def test_the_subscription_poll_grant_lets_a_resource_group_target_complete(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     scope, vms = one_resource_group(simulator)
     subscription = "/".join(scope.split("/")[:3])
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS},

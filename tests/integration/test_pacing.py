@@ -1,6 +1,6 @@
 """Pacing against the shared ARM budget, with Azurite and the simulator enforcing a small guest-patch bucket.
 
-Two "hosts" (two Services, each with its own budget cache and ARM session) take messages from the same queue,
+Two "hosts" (two Components, each with its own budget cache and ARM session) take messages from the same queue,
 and every message is delivered twice; the simulator refuses any installPatches over its bucket with a 429.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.composition import build_services
+from shared.composition import Components
 from shared.core.clock import parse_iso
 from shared.core.messages import DispatchMessage, parse_step
 from shared.core.settings import Settings
@@ -19,7 +19,6 @@ from shared.runs.budget import GUEST_PATCH, Bucket
 from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import run_step
 from shared.runs.pacing import Pacer
-from shared.runs.services import Services
 from shared.storage.budget_store import BudgetStore
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.queue_pump import QueuePump
@@ -39,17 +38,17 @@ def simulator_config() -> SimulatorConfig:
                            patch_ops_per_sub_per_min=PER_MINUTE)
 
 
-def paced_services() -> Services:
+def paced_services() -> Components:
     """The app's guest-patch bucket as the simulator's; a read budget small enough that polls wait for it."""
     return reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE),
                        PACING_LATE_SECONDS=str(LATE), ARM_READ_BURST="8", ARM_READS_PER_SECOND="8",
                        POLL_READ_PERCENT="50")
 
 
-def second_host(svc: Services, stop: threading.Event) -> threading.Thread:
-    """Another instance: its own Services, taking step messages from the same queue, each one twice."""
-    other = build_services(Settings.from_env())
-    queue = other.operations_queue
+def second_host(svc: Components, stop: threading.Event) -> threading.Thread:
+    """Another instance: its own Components, taking step messages from the same queue, each one twice."""
+    other = Components(Settings.from_env())
+    queue = other.account.queue(other.settings.operations_queue)
 
     def work() -> None:
         while not stop.is_set():
@@ -58,7 +57,7 @@ def second_host(svc: Services, stop: threading.Event) -> threading.Thread:
                 got = True
                 step = parse_step(msg.content)
                 for _ in range(2):
-                    run_step(step, other)
+                    run_step(step, other.step_ports)
                 queue.delete_message(msg)
             if not got:
                 stop.wait(0.1)
@@ -74,7 +73,7 @@ def window_counts(starts: list[list[int]]) -> list[tuple[int, int]]:
     return [(b - a + 1, sum(per.get(s, 0) for s in range(a, b + 1))) for a in seconds for b in seconds if b >= a]
 
 
-def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: Services,
+def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: Components,
                                                                        simulator: Simulator) -> None:
     svc = paced_services()
     vms = simulator.vm_ids()
@@ -101,7 +100,7 @@ def test_paced_starts_never_meet_a_429_and_each_machine_installs_once(services: 
     assert sum(int((t or {}).get("paced") or 0) for t in paced) > 0
 
 
-def test_a_429_only_delays_and_moves_the_budget(services: Services, simulator: Simulator) -> None:
+def test_a_429_only_delays_and_moves_the_budget(services: Components, simulator: Simulator) -> None:
     svc = reconfigure(MAX_TRANSIENT_RETRIES="1")  # the old rule would have failed after 4 throttles
     simulator.set_faults(throttle_rate=1.0, throttle_retry_after=1)
     vm = simulator.vm_ids()[0]
@@ -127,7 +126,7 @@ def _key(vm_id: str) -> str:
     return f"{parts[2]}|{parts[4]}|{parts[8]}".lower()
 
 
-def test_budget_rows_are_one_per_subscription_and_bucket(services: Services, simulator: Simulator) -> None:
+def test_budget_rows_are_one_per_subscription_and_bucket(services: Components, simulator: Simulator) -> None:
     svc = paced_services()
     run_id = start(simulator.vm_ids()[:2])
     QueuePump(svc).run_until(lambda: finished(run_id), timeout=30)
@@ -138,7 +137,7 @@ def test_budget_rows_are_one_per_subscription_and_bucket(services: Services, sim
     assert ops["budgetRead"] <= 1 + ops["budgetConflict"] and ops["budgetWrite"] >= 6
 
 
-def test_dispatch_reserves_start_slots_in_one_block(services: Services, simulator: Simulator) -> None:
+def test_dispatch_reserves_start_slots_in_one_block(services: Components, simulator: Simulator) -> None:
     svc = paced_services()
     run_id = start(simulator.vm_ids())
     QueuePump(svc).pump_once(only="dispatch")
@@ -151,7 +150,7 @@ def test_dispatch_reserves_start_slots_in_one_block(services: Services, simulato
     assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate
 
 
-def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Services,
+def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Components,
                                                                           simulator: Simulator) -> None:
     """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
     bucket = {GUEST_PATCH: Bucket(GUEST_PATCH, 5, 1.0)}
@@ -164,7 +163,7 @@ def test_two_instances_share_one_budget_and_subscriptions_are_independent(servic
 
 
 def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release_does_nothing(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     # 14 machines, 2 at once then 1 per second: slots over about 12 s; messages queued 4 s ahead.
     svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
                       DISPATCH_HORIZON_SECONDS="4")
@@ -175,7 +174,8 @@ def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release
     run = svc.store.get_run(run_id)
     assert run is not None
     due_in_window = [t for t in svc.store.list_targets(run_id) if t["nextActionAt"] < run["releasedThrough"]]
-    assert svc.sent["operations"] == len(due_in_window) < VMS  # only the first window's start messages
+    queued = svc.account.queue(svc.settings.operations_queue).get_queue_properties().approximate_message_count
+    assert queued == len(due_in_window) < VMS  # only the first window's start messages
     assert run["lastSlotAt"] > run["releasedThrough"]
 
     release = DispatchMessage(run_id, release_from=run["releasedThrough"])
@@ -188,7 +188,7 @@ def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release
     assert all(calls["byVm"][vm.lower()]["installPatches"] == 1 for vm in vms)
 
 
-def test_start_slots_also_leave_room_for_each_starts_read_and_write(services: Services, simulator: Simulator) -> None:
+def test_start_slots_also_leave_room_for_each_starts_read_and_write(services: Components, simulator: Simulator) -> None:
     # Guest patch would allow all 14 at once; ARM's reads (for each start's GET of the VM) allow 2 at once
     # then 1 per second (half of 4 burst / 2 per s: polls have the other half), so the slots follow the reads.
     svc = reconfigure(GUEST_PATCH_BURST="100", GUEST_PATCH_PER_MINUTE="600", ARM_READ_BURST="4",
@@ -202,7 +202,7 @@ def test_start_slots_also_leave_room_for_each_starts_read_and_write(services: Se
 
 
 def test_a_broken_release_chain_is_restarted_by_the_sweeper_and_a_poisoned_release_fails_nothing(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     from datetime import timedelta
 
     import azure.functions as func
@@ -214,7 +214,7 @@ def test_a_broken_release_chain_is_restarted_by_the_sweeper_and_a_poisoned_relea
     run_id = start(simulator.vm_ids())
     pump = QueuePump(svc)
     pump.pump_once(only="dispatch")
-    svc.dispatch_queue.clear_messages()  # the chain's next release is lost
+    svc.account.queue(svc.settings.dispatch_queue).clear_messages()  # the chain's next release is lost
     run = svc.store.get_run(run_id)
     assert run is not None
     poisoned = DispatchMessage(run_id, release_from=run["releasedThrough"]).encode()

@@ -11,9 +11,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from shared.composition import Components
 from shared.core.clock import iso
 from shared.core.ids import VmRef
-from shared.runs.services import Services
 from tests.app import assessments_api, maintenance_api, runs_api
 
 HOSTILE = ["x' or PartitionKey ne 'x", "' or true or '", "x') or (RowKey ne '", "x' eq 'x", "''", "%27",
@@ -29,7 +29,7 @@ def call(fn: Any, path: str, *, params: dict[str, str] | None = None,
 
 
 @pytest.fixture
-def seeded(services: Services) -> Services:
+def seeded(services: Components) -> Components:
     vm = VmRef(SUB, "rg1", "vm1")
     services.fleet.upsert_machines([(vm, {"resourceId": vm.resource_id,
                                           "osType": "Windows", "lastSeenAt": iso(datetime.now(UTC))})])
@@ -38,7 +38,7 @@ def seeded(services: Services) -> Services:
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_every_api_query_parameter_refuses_or_matches_literally(seeded: Services, value: str) -> None:
+def test_every_api_query_parameter_refuses_or_matches_literally(seeded: Components, value: str) -> None:
     # compliance: subscriptionId, resourceGroup and osType have a grammar; a hostile value is a 400 naming it.
     for params, target in (({"subscriptionId": value}, "subscriptionId"),
                            ({"subscriptionId": SUB, "resourceGroup": value}, "resourceGroup"),
@@ -58,7 +58,7 @@ def test_every_api_query_parameter_refuses_or_matches_literally(seeded: Services
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_storage_matches_hostile_values_literally(seeded: Services, value: str) -> None:
+def test_storage_matches_hostile_values_literally(seeded: Components, value: str) -> None:
     fleet, store = seeded.fleet, seeded.store
     assert fleet.query_machines(SUB) != []  # the row is there, so an injected "or true" would show it
     assert fleet.query_machines(value) == []

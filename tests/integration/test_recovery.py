@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from azure.data.tables import UpdateMode
 
+from shared.arm.calls import INSTALL_PATCHES
+from shared.composition import Components
 from shared.core.clock import iso, utcnow
-from shared.runs.services import Services
 from shared.validation.install_parameters import parameters_for_os
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import runs_api
@@ -58,12 +59,12 @@ def run_view(run_id: str) -> tuple[int, dict[str, Any]]:
     return resp.status_code, json.loads(resp.get_body())
 
 
-def finish(services: Services, run_id: str) -> dict[str, Any]:
+def finish(services: Components, run_id: str) -> dict[str, Any]:
     QueuePump(services).run_until(lambda: run_view(run_id)[0] == 200, timeout=60)
     return run_view(run_id)[1]
 
 
-def crash_after_claim(services: Services, run_id: str, ago: timedelta) -> None:
+def crash_after_claim(services: Components, run_id: str, ago: timedelta) -> None:
     """What a host killed right after its claims leaves: every machine `Starting`, claimed `ago`, no answer."""
     claimed = iso(utcnow() - ago)
     for target in services.store.list_targets(run_id):
@@ -90,7 +91,7 @@ def assert_one_install_each_recorded_as_azure_did(run: dict[str, Any], simulator
 
 
 def test_a_machine_left_starting_whose_post_reached_azure_is_followed_not_failed(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     run_id = start_run(vms)
     QueuePump(services).pump_once(only="dispatch")
@@ -98,7 +99,7 @@ def test_a_machine_left_starting_whose_post_reached_azure_is_followed_not_failed
     os_type = {vm["id"].lower(): vm["osType"] for vm in simulator.state()["vms"]}
     for vm in vms:  # the POSTs the dead host sent: Azure accepted them, nobody recorded the answer
         body = parameters_for_os(INSTALL, os_type[vm.lower()])
-        assert services.arm.post_action(parse_vm_id(vm, target="vm"), "installPatches", body).status == 202
+        assert services.arm.send(INSTALL_PATCHES, parse_vm_id(vm, target="vm"), body).status == 202
 
     run = finish(services, run_id)
     assert_one_install_each_recorded_as_azure_did(run, simulator)
@@ -110,7 +111,7 @@ def test_a_machine_left_starting_whose_post_reached_azure_is_followed_not_failed
 
 
 def test_a_machine_left_starting_whose_post_never_reached_azure_is_installed_once(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     run_id = start_run(vms)
     QueuePump(services).pump_once(only="dispatch")
@@ -123,7 +124,7 @@ def test_a_machine_left_starting_whose_post_never_reached_azure_is_installed_onc
         assert [c["op"] for c in machine["armCalls"]][:3] == ["instanceView", "getVm", "installPatches"], machine
 
 
-def test_a_fresh_claim_is_left_alone_until_it_runs_out(services: Services, simulator: Simulator) -> None:
+def test_a_fresh_claim_is_left_alone_until_it_runs_out(services: Components, simulator: Simulator) -> None:
     vm = simulator.vm_ids()[0]
     run_id = start_run([vm])
     QueuePump(services).pump_once(only="dispatch")
@@ -133,14 +134,14 @@ def test_a_fresh_claim_is_left_alone_until_it_runs_out(services: Services, simul
     assert target["state"] == "Starting" and json.loads(target.get("armCalls") or "[]") == []
     assert simulator.calls()["total"].get("instanceView", 0) == 0  # no ARM call while the claim may be live
     # ... and a look is queued for when the claim runs out (not left to the next sweep)
-    peeked = services.operations_queue.peek_messages(max_messages=32)
+    peeked = services.account.queue(services.settings.operations_queue).peek_messages(max_messages=32)
     assert peeked == []  # delayed: invisible now
-    props = services.operations_queue.get_queue_properties()
+    props = services.account.queue(services.settings.operations_queue).get_queue_properties()
     assert props.approximate_message_count == 1
 
 
 def test_a_redispatch_after_storage_lost_its_writes_follows_the_installation_that_ran(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     run_id = start_run(vms)
     QueuePump(services).pump_once(only="dispatch")
@@ -164,7 +165,7 @@ def test_a_redispatch_after_storage_lost_its_writes_follows_the_installation_tha
         assert "installPatches" not in ops and "instanceView" in ops, ops
 
 
-def test_only_an_unreadable_instance_view_ends_as_outcome_unknown(services: Services,
+def test_only_an_unreadable_instance_view_ends_as_outcome_unknown(services: Components,
                                                                   simulator: Simulator) -> None:
     vm = simulator.vm_ids()[0]
     run_id = start_run([vm])

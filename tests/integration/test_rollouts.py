@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -58,7 +58,7 @@ def installs(sim: Simulator) -> dict[str, int]:
 
 @pytest.mark.parametrize("simulator_config", [SimulatorConfig(
     vms=100, subscriptions=2, seed=14, time_scale=36000.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
-def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Services, simulator: Simulator) -> None:
+def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     canary = vms[0]
     simulator.set_power(canary, "deallocated")  # installPatches on it fails: the canary fails
@@ -84,7 +84,7 @@ def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Servic
 
 @pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1.5-6 s: they overlap under load
     vms=12, subscriptions=2, seed=12, time_scale=2400.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
-def test_concurrency_limits_hold_per_run_and_per_subscription(services: Services, simulator: Simulator) -> None:
+def test_concurrency_limits_hold_per_run_and_per_subscription(services: Components, simulator: Simulator) -> None:
     run_id = post(simulator.vm_ids(), {"maxConcurrency": 3, "maxConcurrencyPerSubscription": 2})
     QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
     assert view(run_id)["status"] in ("Succeeded", "CompletedWithWarnings")
@@ -94,7 +94,7 @@ def test_concurrency_limits_hold_per_run_and_per_subscription(services: Services
     assert set(installs(simulator).values()) == {1}
 
 
-def test_a_canceled_run_starts_nothing_new(services: Services, simulator: Simulator) -> None:
+def test_a_canceled_run_starts_nothing_new(services: Components, simulator: Simulator) -> None:
     run_id = post(simulator.vm_ids()[:10], {"maxConcurrency": 2})
     pump = QueuePump(services)
     pump.run_until(lambda: sum(installs(simulator).values()) >= 2, timeout=30)
@@ -110,7 +110,7 @@ def test_a_canceled_run_starts_nothing_new(services: Services, simulator: Simula
     assert action(runs_api.cancel_run, run_id)[0] == 409  # finished
 
 
-def test_later_waves_install_the_canary_patch_set(services: Services, simulator: Simulator) -> None:
+def test_later_waves_install_the_canary_patch_set(services: Components, simulator: Simulator) -> None:
     state = simulator.state()["vms"]
     linux = [v["id"] for v in state if v["osType"] == "Linux"]
     windows = [v["id"] for v in state if v["osType"] == "Windows"]
@@ -150,7 +150,7 @@ def test_later_waves_install_the_canary_patch_set(services: Services, simulator:
                               "Microsoft.Compute/virtualMachines/elsewhere"]}]}, "rollout.waves[0].machines[0]"),
     ({"speed": "fast"}, "rollout.speed"),
 ])
-def test_bad_rollouts_are_400_and_write_nothing(services: Services, simulator: Simulator, rollout: dict[str, Any],
+def test_bad_rollouts_are_400_and_write_nothing(services: Components, simulator: Simulator, rollout: dict[str, Any],
                                                target: str) -> None:
     body = json.dumps({"machines": simulator.vm_ids()[:3], "installPatches": INSTALL, "rollout": rollout}).encode()
     resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs", body=body))
@@ -158,7 +158,7 @@ def test_bad_rollouts_are_400_and_write_nothing(services: Services, simulator: S
     assert services.store.list_runs(5, None)[0] == []
 
 
-def test_a_poisoned_advance_fails_nothing(services: Services, simulator: Simulator) -> None:
+def test_a_poisoned_advance_fails_nothing(services: Components, simulator: Simulator) -> None:
     from tests.app import run_workers
 
     run_id = post(simulator.vm_ids()[:4], {"maxConcurrency": 1})
@@ -169,7 +169,7 @@ def test_a_poisoned_advance_fails_nothing(services: Services, simulator: Simulat
     assert set(installs(simulator)[v.lower()] for v in simulator.vm_ids()[:4]) == {1}
 
 
-def test_a_duplicated_pre_hook_message_calls_the_hook_once(services: Services, simulator: Simulator) -> None:
+def test_a_duplicated_pre_hook_message_calls_the_hook_once(services: Components, simulator: Simulator) -> None:
     """The copy that arrives while the first is still waiting for the hook finds its fresh claim and stops."""
     import http.server
     import threading
@@ -207,7 +207,7 @@ def test_a_duplicated_pre_hook_message_calls_the_hook_once(services: Services, s
     assert len(hits) == 1 and sorted(results) == ["claimed-elsewhere", "passed"]
 
 
-def test_a_resume_that_meets_a_busy_controller_says_so(services: Services, simulator: Simulator) -> None:
+def test_a_resume_that_meets_a_busy_controller_says_so(services: Components, simulator: Simulator) -> None:
     from shared.core.clock import iso, utcnow
 
     vms = simulator.vm_ids()[:4]

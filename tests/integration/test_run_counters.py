@@ -16,6 +16,7 @@ import azure.functions as func
 import pytest
 from azure.data.tables import UpdateMode
 
+from shared.composition import Components
 from shared.core.clock import iso, utcnow
 from shared.core.counters import count_rows
 from shared.core.errors import ConflictError
@@ -25,7 +26,6 @@ from shared.rollouts.controller import advance
 from shared.runs import views
 from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import create_targets, queued_target
-from shared.runs.services import Services
 from shared.storage.run_store import COUNTERS_PREFIX, SHARDS, counter_shard
 from tests.app import runs_api
 from tests.infra.bicep import role_actions
@@ -64,7 +64,7 @@ def finished(run_id: str) -> bool:
     return get(runs_api.get_run, run_id)["status"] not in ("Accepted", "InProgress")
 
 
-def assert_exact(svc: Services, run_id: str) -> Counter[str]:
+def assert_exact(svc: Components, run_id: str) -> Counter[str]:
     """The stored counters equal a fresh count of the machine rows (and say the same as summarize)."""
     rows = svc.store.list_targets(run_id)
     assert all(not t.key.startswith("~") for t in rows)
@@ -78,7 +78,7 @@ def assert_exact(svc: Services, run_id: str) -> Counter[str]:
 
 
 def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     # A plain run: two VMs deallocated fail, the rest complete.
     simulator.set_power(vms[0], "deallocated")
@@ -112,7 +112,7 @@ def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
     assert sum(summary["waves"]["1"].values()) == len(others)
 
 
-def test_counters_equal_the_rows_of_a_run_over_a_scope_listed_twice(services: Services,
+def test_counters_equal_the_rows_of_a_run_over_a_scope_listed_twice(services: Components,
                                                                      simulator: Simulator) -> None:
     (sub,) = simulator.subscriptions()
     # Every page message is delivered twice (at once, or one after the other): the copy that finds the page's
@@ -124,7 +124,7 @@ def test_counters_equal_the_rows_of_a_run_over_a_scope_listed_twice(services: Se
     assert get(runs_api.get_run, run_id)["states"] == dict(states)
 
 
-def new_run(svc: Services, n: int, *, counted: bool = True, rollout: dict[str, Any] | None = None) -> str:
+def new_run(svc: Components, n: int, *, counted: bool = True, rollout: dict[str, Any] | None = None) -> str:
     """A run stored as accept_run stores one (or, `counted` False, as runs were before counters)."""
     run_id = f"{secrets.token_hex(6)[:11]}-{secrets.token_hex(4)}"
     ids = [f"/subscriptions/{SUB}/resourceGroups/rg-{i % 7}/providers/Microsoft.Compute/virtualMachines/vm-{i:05d}"
@@ -140,7 +140,7 @@ def new_run(svc: Services, n: int, *, counted: bool = True, rollout: dict[str, A
     return run_id
 
 
-def test_racing_writers_leave_the_counters_exact(services: Services) -> None:
+def test_racing_writers_leave_the_counters_exact(services: Components) -> None:
     store = services.store
     run_id = new_run(services, 120)
     create_targets(run_id, services)
@@ -181,7 +181,7 @@ def test_racing_writers_leave_the_counters_exact(services: Services) -> None:
     assert assert_exact(services, run_id)["Failed"] == states["Failed"] + 1
 
 
-def test_a_retried_creation_counts_each_machine_once(services: Services) -> None:
+def test_a_retried_creation_counts_each_machine_once(services: Components) -> None:
     store = services.store
     run_id = new_run(services, 150)
     now = iso(utcnow())
@@ -196,13 +196,13 @@ def test_a_retried_creation_counts_each_machine_once(services: Services) -> None
 READS = ("getRun", "readCounters", "listTargets", "listScopes", "machineChunks", "subscriptionCounts", "pins")
 
 
-def decision_reads(svc: Services, run_id: str) -> tuple[str, dict[str, int]]:
+def decision_reads(svc: Components, run_id: str) -> tuple[str, dict[str, int]]:
     svc.store.ops.clear()
     outcome = advance(run_id, svc)
     return outcome, {k: n for k, n in svc.store.ops.items() if k in READS}
 
 
-def rollout_decisions(svc: Services, n: int) -> list[tuple[str, dict[str, int]]]:
+def rollout_decisions(svc: Components, n: int) -> list[tuple[str, dict[str, int]]]:
     """The reads of each decision of a rollout of `n` machines: admitting, full, one finished, one failed,
     and, once halted (that decision lists the machines it skips), one more finished."""
     run_id = new_run(svc, n, rollout={"maxConcurrency": 5, "maxFailures": 2})
@@ -230,14 +230,14 @@ def rollout_decisions(svc: Services, n: int) -> list[tuple[str, dict[str, int]]]
     return decisions
 
 
-def test_rollout_decisions_read_the_same_whatever_the_run_size(services: Services) -> None:
+def test_rollout_decisions_read_the_same_whatever_the_run_size(services: Components) -> None:
     small = rollout_decisions(services, 50)
     big = rollout_decisions(services, 1200)  # more than one page (1,000) of machines
     assert [outcome for outcome, _ in small] == ["admitted-5", "admitted-0", "admitted-1", "admitted-1", "stopped"]
     assert small == big, (small, big)
 
 
-def test_a_run_stored_before_counters_is_shown_from_its_rows(services: Services,
+def test_a_run_stored_before_counters_is_shown_from_its_rows(services: Components,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     store = services.store
     run_id = new_run(services, 30, counted=False)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import azure.functions as func
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, run_view, start
@@ -24,7 +24,7 @@ def get(fn: Any, run_id: str, **params: str) -> tuple[int, dict[str, Any]]:
     return resp.status_code, json.loads(resp.get_body())
 
 
-def test_machines_page_by_page_and_summary(services: Services, simulator: Simulator) -> None:
+def test_machines_page_by_page_and_summary(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()[:7]
     simulator.set_power(vms[0], "deallocated")
     simulator.set_power(vms[1], "deallocated")
@@ -56,7 +56,7 @@ def test_machines_page_by_page_and_summary(services: Services, simulator: Simula
     assert sum(b["finished"] for b in summary["timeline"]) == 7
 
 
-def test_bad_paging_parameters_are_400s(services: Services, simulator: Simulator) -> None:
+def test_bad_paging_parameters_are_400s(services: Components, simulator: Simulator) -> None:
     run_id = start(simulator.vm_ids()[:1])
     for params in ({"state": "Exploded"}, {"top": "0"}, {"top": "101"},
                    {"continuationToken": "x' or PartitionKey ne '"}, {"continuationToken": "a|b|c\n"}):

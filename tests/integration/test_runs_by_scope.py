@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.runs.services import Services
+from shared.composition import Components
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import INSTALL, finished, post_run, run_view
 from tools.azure_simulator import Simulator
@@ -18,7 +18,7 @@ def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def test_a_run_over_a_subscription_with_a_tag_filter_patches_exactly_the_matching_vms(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     (sub,) = simulator.subscriptions()
     vms = simulator.state()["vms"]
     wanted = {v["id"].lower() for v in vms if v["tags"].get("owner") in ("payments", "data")}
@@ -35,7 +35,7 @@ def test_a_run_over_a_subscription_with_a_tag_filter_patches_exactly_the_matchin
 
 
 def test_scopes_and_machines_exclude_each_other_and_a_bad_filter_names_its_field(
-        services: Services, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator) -> None:
     (sub,) = simulator.subscriptions()
     scope = f"/subscriptions/{sub}"
     for body, target in (({"scopes": [scope], "machines": simulator.vm_ids()[:1]}, "machines"),

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from shared.composition import Components
 from shared.core.telemetry import MACHINE_ID, QUEUE_STEP, RUN_ID, configure_telemetry
-from shared.runs.services import Services
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, start
 from tools.azure_simulator import Simulator
@@ -61,7 +61,7 @@ def test_off_without_a_connection_string() -> None:
     assert configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": "  "}) is False
 
 
-def test_one_machines_whole_path(services: Services, simulator: Simulator) -> None:
+def test_one_machines_whole_path(services: Components, simulator: Simulator) -> None:
     vm = simulator.vm_ids()[0]
     EXPORTER.clear()
     before = metric_points()

@@ -11,6 +11,7 @@ import pytest
 from requests.structures import CaseInsensitiveDict
 
 from shared.arm import hybrid
+from shared.arm.calls import GET_VM, INSTALL_PATCHES
 from shared.arm.client import ArmClient, ArmResponse
 from shared.arm.credentials import StaticTokenCredential
 from shared.arm.operations import MACHINE_NOT_CONNECTED, Failed, Retry, classify_start
@@ -61,14 +62,14 @@ def test_each_provider_gets_its_own_api_version() -> None:
     client = ArmClient("https://management.azure.com", StaticTokenCredential("t"), api_version="2025-04-01",
                        hybridcompute_api_version="2024-07-10")
     arc = parse_machine_id(ARC, target="m")
-    assert client.vm_url(arc, "installPatches") == f"https://management.azure.com{ARC}/installPatches" \
+    assert client.url_for(INSTALL_PATCHES, arc) == f"https://management.azure.com{ARC}/installPatches" \
                                                    "?api-version=2024-07-10"
-    assert client.vm_url(parse_machine_id(VM, target="m")).endswith("web-01?api-version=2025-04-01")
+    assert client.url_for(GET_VM, parse_machine_id(VM, target="m")).endswith("web-01?api-version=2025-04-01")
     scope = ScopeRef(SUB, "RG-Web")
-    assert client.list_vms_url(scope, HYBRID_MACHINES) == (
+    assert client.list_url(scope, HYBRID_MACHINES) == (
         f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/RG-Web/providers/"
         "Microsoft.HybridCompute/machines?api-version=2024-07-10")
-    assert "Microsoft.Compute/virtualMachines?api-version=2025-04-01" in client.list_vms_url(scope)
+    assert "Microsoft.Compute/virtualMachines?api-version=2025-04-01" in client.list_url(scope)
 
 
 def resp(status: int, body: Any = None) -> ArmResponse:

@@ -244,15 +244,14 @@ def test_a_429_empties_the_bucket_that_refused(headers: dict[str, str], expected
 
 
 def test_a_start_that_waits_for_guest_patch_does_not_charge_the_writes_at_that_far_time() -> None:
-    from types import SimpleNamespace
-
-    from shared.runs.pacing import START, Pacer, paced_delay
+    from shared.arm.calls import INSTALL_PATCHES
+    from shared.runs.pacing import Pacer, paced_delay
     clock = [1000.0]
     store = RowStore()
     p = Pacer(store, {GUEST_PATCH: Bucket(GUEST_PATCH, 10, 1, 1, 0),  # type: ignore[arg-type]
                       WRITES: Bucket(WRITES, 10, 10, 1, 0)}, clock=lambda: clock[0])
     p.reserve_block("sub", GUEST_PATCH, 1000)  # a whole run's start slots: guest patches ~1000 s ahead
-    paced = paced_delay(SimpleNamespace(pacer=p), "sub", START, set())  # type: ignore[arg-type]
+    paced = paced_delay(p, "sub", INSTALL_PATCHES, set())
     assert paced is not None and paced[0] > 900 and paced[1] == (GUEST_PATCH,)  # holds only what it took
     assert ("sub", WRITES) not in store.rows  # ARM's writes are free for every other call meanwhile
-    assert paced_delay(SimpleNamespace(pacer=p), "sub", START, {GUEST_PATCH}) is None  # held: writes now
+    assert paced_delay(p, "sub", INSTALL_PATCHES, {GUEST_PATCH}) is None  # held: writes now

@@ -58,21 +58,21 @@ def test_rollout_and_event_triggers() -> None:
 
 
 def test_each_app_uses_the_services_it_was_built_with(monkeypatch: Any) -> None:
-    """Wiring is explicit: two apps built against two AppServices never share (or steal) services, so a
+    """Wiring is explicit: two apps built against two ProcessComponents never share (or steal) components, so a
     second copy of the composition root (as these tests load) cannot redirect the first one's triggers."""
     import dataclasses
     import json
 
     import azure.functions as func
 
-    from shared.composition import AppServices
+    from shared.composition import ProcessComponents
     from shared.core.settings import Settings
     from tests.app import function_app
 
     monkeypatch.setenv("WEBSITE_HOSTNAME", "127.0.0.1:7071")
 
     def app_with_body_limit(limit: int) -> Any:
-        services = AppServices(lambda: dataclasses.replace(Settings.from_env(), max_request_bytes=limit))
+        services = ProcessComponents(lambda: dataclasses.replace(Settings.from_env(), max_request_bytes=limit))
         functions = {f.get_function_name(): f.get_user_function()
                      for f in function_app.build_app(services).get_functions()}
         return functions["create_run"]

@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft4Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator
 
-from shared.composition import AppServices
+from shared.composition import ProcessComponents
 from shared.core.errors import ValidationError
 from shared.functions.openapi import ANONYMOUS, OPERATIONS, build_document, render
 from shared.maintenance.configuration import parse_assignment, parse_configuration
@@ -56,7 +56,7 @@ def test_the_kept_document_is_the_generated_one() -> None:
 
 
 def test_every_http_function_is_documented_with_its_route_and_methods() -> None:
-    functions = function_app.build_app(AppServices()).get_functions()  # once: a second call re-checks names
+    functions = function_app.build_app(ProcessComponents()).get_functions()  # once: a second call re-checks names
     registered: set[tuple[str, str]] = set()
     for fn in functions:
         binding = json.loads(fn.get_function_json())["bindings"][0]  # what the host reads

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from shared.arm.calls import POLL_OPERATION
 from shared.arm.client import ArmClient
 from shared.arm.credentials import StaticTokenCredential
 from shared.core.errors import UntrustedEndpointError
@@ -55,13 +56,13 @@ def recorder():  # type: ignore[no-untyped-def]
 def test_token_goes_to_the_endpoint_and_nowhere_else(recorder: ThreadingHTTPServer) -> None:
     port = recorder.server_address[1]
     client = ArmClient(f"http://127.0.0.1:{port}", StaticTokenCredential("secret"), api_version="2025-04-01")
-    assert client.poll(f"http://127.0.0.1:{port}/ok").status == 200
+    assert client.send(POLL_OPERATION, f"http://127.0.0.1:{port}/ok").status == 200
     assert _Recorder.seen == ["Bearer secret"]
     # Same host, other port; other host; other scheme: all refused before anything is sent.
     for url in (f"http://127.0.0.1:{port + 1}/x", f"http://localhost:{port}/x", f"https://127.0.0.1:{port}/x",
                 "https://evil.example/subscriptions"):
         with pytest.raises(UntrustedEndpointError):
-            client.poll(url)
+            client.send(POLL_OPERATION, url)
     assert _Recorder.seen == ["Bearer secret"]
 
 
@@ -121,10 +122,10 @@ def test_a_location_that_parsers_read_differently_never_gets_the_token() -> None
         ]
         for url in lures:
             with pytest.raises(UntrustedEndpointError):
-                client.poll(url)
+                client.send(POLL_OPERATION, url)
         assert other_seen == [] and arm_seen == []
         # The same-origin URL ARM really sends still works, with its query intact.
-        assert client.poll(f"http://127.0.0.1:{port}/subscriptions/s/operations/1?api-version=2025-04-01&p=a@b"
+        assert client.send(POLL_OPERATION, f"http://127.0.0.1:{port}/subscriptions/s/operations/1?api-version=2025-04-01&p=a@b"
                            ).status == 200
         assert arm_seen == ["Bearer secret"]
     finally:
@@ -154,8 +155,8 @@ def test_every_arm_request_carries_a_client_request_id_and_user_agent() -> None:
     try:
         client = ArmClient(f"http://127.0.0.1:{server.server_address[1]}", StaticTokenCredential("t"),
                            api_version="2025-04-01")
-        client.poll(f"http://127.0.0.1:{server.server_address[1]}/a")
-        client.poll(f"http://127.0.0.1:{server.server_address[1]}/b")
+        client.send(POLL_OPERATION, f"http://127.0.0.1:{server.server_address[1]}/a")
+        client.send(POLL_OPERATION, f"http://127.0.0.1:{server.server_address[1]}/b")
     finally:
         server.shutdown()
     ids = [h["x-ms-client-request-id"] for h in headers]

@@ -1,0 +1,62 @@
+"""The app's work queues: every message a run sends, through one sender per queue.
+
+A delayed message is how PatchPilot waits (Retry-After, polling, pacing): the function returns and the queue
+brings the work back later. Message bodies are the contracts of shared/core/messages.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shared.core.messages import DiscoveryMessage, DispatchMessage, StepMessage, encode_delivery
+from shared.core.telemetry import queue_messages_sent
+
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message's initial invisibility
+
+
+class QueueSender(Protocol):
+    """What sending needs of azure-storage-queue's `QueueClient` (built with TextBase64EncodePolicy)."""
+
+    def send_message(self, content: Any, *, visibility_timeout: int | None = None) -> Any: ...
+
+
+class WorkQueues:
+    """Sends each kind of message to its queue (names from the QUEUE settings)."""
+
+    def __init__(self, *, operations: QueueSender, dispatch: QueueSender, discovery: QueueSender,
+                 events: QueueSender) -> None:
+        self._operations = operations
+        self._dispatch = dispatch
+        self._discovery = discovery
+        self._events = events
+
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = ()) -> None:
+        """A machine's next step. `held`: the ARM budget buckets its tokens are already reserved in
+        (shared/runs/pacing.py)."""
+        _send(self._operations, "operations", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+
+    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
+                       held: bool = False) -> None:
+        _send(self._discovery, "discovery", DiscoveryMessage(run_id, scope, page, held).encode(), delay_seconds)
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+        """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""
+        _send(self._events, "events", encode_delivery(message), delay_seconds)
+
+    def send_dispatch(self, run_id: str) -> None:
+        _send(self._dispatch, "dispatch", DispatchMessage(run_id).encode())
+
+    def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None:
+        """Come back at `delay_seconds` to queue the start messages due from `release_from` on (dispatch.py)."""
+        _send(self._dispatch, "dispatch", DispatchMessage(run_id, release_from=release_from).encode(), delay_seconds)
+
+    def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
+        """Ask the rollout controller to look at the run again (after a soak, or when it was busy)."""
+        _send(self._dispatch, "dispatch", DispatchMessage(run_id, advance=True).encode(), delay_seconds)
+
+
+def _send(client: QueueSender, name: str, body: str, delay_seconds: int = 0) -> None:
+    delay = max(0, min(int(delay_seconds), MAX_VISIBILITY_SECONDS))
+    client.send_message(body, visibility_timeout=delay or None)
+    queue_messages_sent.add(1, {"patchpilot.queue": name})

@@ -1,0 +1,271 @@
+"""The machine step with in-memory fakes of its ports (shared/runs/machine_worker.py StepPorts): no Azurite, no
+simulator, no HTTP. What it shows: every ARM call is drawn from its budgets before it is made, the claim comes
+before the POST, a poll records the result, a 429 waits ARM's Retry-After and moves only the budgets of the call
+that was refused, and a lost claim sends nothing. The Azurite integration tests cover the same paths for real
+(tests/integration/test_machine_worker.py)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from requests.structures import CaseInsensitiveDict
+
+from shared.arm.calls import GET_VM, GUEST_PATCH, INSTALL_PATCHES, INSTANCE_VIEW, POLL_OPERATION, READS, WRITES, ArmCall
+from shared.arm.client import ArmResponse
+from shared.core.errors import ConflictError
+from shared.core.ids import MachineRef
+from shared.core.messages import StepMessage
+from shared.core.records import MachineRecord, RunSpec
+from shared.core.settings import Settings
+from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
+from shared.runs.machine_worker import StepPorts, StepResult, run_step
+
+ENDPOINT = "https://management.azure.com"
+VM = MachineRef("00000000-0000-0000-0000-000000000001", "rg", "web-01")
+RUN = "run-1"
+INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]}}
+LOCATION = f"{ENDPOINT}/subscriptions/{VM.subscription_id}/providers/Microsoft.Compute/locations/westeurope/" \
+           "operations/op-1?api-version=2025-04-01"
+
+
+def answer(status: int, body: Any = None, **headers: str) -> ArmResponse:
+    return ArmResponse(status, CaseInsensitiveDict({k.replace("_", "-"): v for k, v in headers.items()}), body, "")
+
+
+@dataclass
+class Journal:
+    """One ordered log of what the step did through its ports."""
+
+    entries: list[tuple[str, Any]] = field(default_factory=list)
+
+    def add(self, what: str, detail: Any) -> None:
+        self.entries.append((what, detail))
+
+    def kinds(self) -> list[str]:
+        return [what for what, _ in self.entries]
+
+
+class FakeTargets:
+    """Machine rows with ETags: a write with an old ETag is refused, as Table storage's If-Match is."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.rows: dict[str, MachineRecord] = {}
+        self.patches: dict[str, list[dict[str, Any]]] = {}
+        self.journal = journal
+        self._etags = itertools.count(1)
+
+    def put(self, columns: Mapping[str, Any]) -> MachineRecord:
+        row = MachineRecord(etag=str(next(self._etags)), columns=dict(columns), run_id=RUN, key=VM.key)
+        self.rows[VM.key] = row
+        return row
+
+    def get_target(self, run_id: str, key: str) -> MachineRecord | None:
+        return self.rows.get(key)
+
+    def update_target(self, target: MachineRecord, changes: dict[str, Any]) -> MachineRecord:
+        stored = self.rows[target.key]
+        if stored.etag != target.etag:
+            raise ConflictError("changed since read")
+        self.journal.add("write", changes.get("state", stored["state"]))
+        self.rows[target.key] = stored.with_changes(changes, str(next(self._etags)))
+        return self.rows[target.key]
+
+    def save_patches(self, run_id: str, key: str, patches: list[dict[str, Any]]) -> None:
+        self.patches[key] = patches
+
+
+class FakeSpecs:
+    def run_spec(self, run_id: str) -> RunSpec | None:
+        return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z") if run_id == RUN else None
+
+
+class FakeQueue:
+    def __init__(self, journal: Journal) -> None:
+        self.sent: list[StepMessage] = []
+        self.delays: list[int] = []
+        self.journal = journal
+
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = ()) -> None:
+        self.sent.append(StepMessage(run_id, machine, seq, held))
+        self.delays.append(delay_seconds)
+        self.journal.add("queue", delay_seconds)
+
+
+class FakePacer:
+    """Grants every reservation now unless `waits` says otherwise; records what moved after a call."""
+
+    def __init__(self, journal: Journal, waits: Mapping[str, float] | None = None) -> None:
+        self.journal = journal
+        self.waits = dict(waits or {})
+        self.observed: list[tuple[tuple[str, ...], int]] = []
+
+    def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
+        self.journal.add("reserve", names[0])
+        return self.waits.get(names[0], 0.0)
+
+    def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
+                retry_after: float | None = None) -> None:
+        self.observed.append((names, status))
+
+
+class FakeArm:
+    """ARM answering from a script, by call name."""
+
+    def __init__(self, journal: Journal, script: Mapping[str, list[ArmResponse]]) -> None:
+        self.journal = journal
+        self.script = {name: list(answers) for name, answers in script.items()}
+
+    def send(self, call: ArmCall, target: MachineRef | str, body: Any = None) -> ArmResponse:
+        self.journal.add("arm", call.name)
+        return self.script[call.name].pop(0)
+
+    def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
+        return f"{ENDPOINT}{call.path.replace('{machine}', machine.resource_id)}"
+
+    def ensure_trusted(self, url: str) -> str:
+        assert url.startswith(ENDPOINT)
+        return url
+
+
+class FakeEvents:
+    settings = Settings.from_env()
+
+    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+        raise AssertionError("no webhooks are configured")
+
+
+@dataclass
+class Harness:
+    journal: Journal
+    targets: FakeTargets
+    queue: FakeQueue
+    pacer: FakePacer
+    arm: FakeArm
+    progressed: list[str]
+    ports: StepPorts
+
+    def step(self) -> StepResult:
+        row = self.targets.rows[VM.key]
+        return run_step(StepMessage(RUN, VM.key, row.seq, self.queue.sent[-1].held if self.queue.sent else ()),
+                        self.ports)
+
+    @property
+    def row(self) -> MachineRecord:
+        return self.targets.rows[VM.key]
+
+
+def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, float] | None = None,
+            before_start: tuple[Any, ...] = (), **columns: Any) -> Harness:
+    journal = Journal()
+    targets, queue = FakeTargets(journal), FakeQueue(journal)
+    pacer, arm = FakePacer(journal, waits), FakeArm(journal, script)
+    progressed: list[str] = []
+    hooks = RunHooks(before_start=before_start, progressed=progressed.append)
+    targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
+    ports = StepPorts(targets=targets, specs=FakeSpecs(), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
+                      events=FakeEvents(), settings=Settings.from_env())
+    return Harness(journal, targets, queue, pacer, arm, progressed, ports)
+
+
+WINDOWS_VM = answer(200, {"properties": {"storageProfile": {"osDisk": {"osType": "Windows"}}}})
+NO_INSTALLATION = answer(200, {"patchStatus": {}})
+ACCEPTED = answer(202, None, Location=LOCATION, Retry_After="17")
+RESULT = answer(200, {"status": "Succeeded", "installedPatchCount": 2, "failedPatchCount": 0,
+                      "patches": [{"name": "KB1"}, {"name": "KB2"}]})
+
+
+def test_a_start_reserves_each_call_before_making_it_and_claims_before_the_post() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [ACCEPTED]})
+    assert h.step() is StepResult.STARTED
+    assert h.journal.entries == [
+        ("reserve", READS), ("arm", "getVm"),  # the OS type
+        ("reserve", GUEST_PATCH), ("reserve", WRITES), ("reserve", READS),  # the POST's and the instance view's
+        ("write", "Starting"),  # the claim, before anything that could start an installation
+        ("arm", "instanceView"),  # nothing started since the claim: safe to send
+        ("arm", "installPatches"),
+        ("write", "Running"), ("queue", 17),  # the poll is a delayed message at ARM's Retry-After
+    ]
+    assert h.row["pollUrl"] == LOCATION and h.row["osType"] == "Windows"
+    assert [c["op"] for c in __import__("json").loads(h.row["armCalls"])] == ["getVm", "instanceView",
+                                                                              "installPatches"]
+
+
+def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
+                                                                         RESULT]})
+    h.step()
+    assert h.step() is StepResult.PENDING and h.queue.delays[-1] == 5
+    del h.journal.entries[:]
+    assert h.step() is StepResult.COMPLETED
+    assert h.journal.kinds()[:2] == ["reserve", "arm"] and h.journal.entries[0] == ("reserve", "polls")
+    assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2
+    assert h.targets.patches[VM.key] == [{"name": "KB1"}, {"name": "KB2"}]
+    assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
+
+
+def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts_budgets() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [answer(429, {"error": {"code": "TooManyRequests", "message": "slow"}},
+                                               Retry_After="30")]}, osType="Windows")
+    assert h.step() is StepResult.RETRY_THROTTLED
+    assert h.row["state"] == "Queued" and h.row["throttles"] == 1  # not sent: started again later
+    assert h.queue.delays[-1] == 30
+    assert h.pacer.observed[-1] == ((GUEST_PATCH, WRITES), 429)  # no Compute header: ARM's write limit
+
+
+def test_a_throttled_read_moves_only_the_read_budget() -> None:
+    h = harness({INSTANCE_VIEW.name: [answer(429, None, Retry_After="9")]}, osType="Windows")
+    assert h.step() is StepResult.RETRY_THROTTLED
+    assert h.pacer.observed == [((READS,), 429)]  # guest patch and writes untouched
+    assert "installPatches" not in h.journal.kinds() and h.queue.delays[-1] == 9
+
+
+def test_no_budget_now_goes_back_to_the_queue_holding_what_it_took() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                waits={GUEST_PATCH: 42.5}, osType="Windows")
+    assert h.step() is StepResult.PACED
+    assert h.row["state"] == "Queued" and h.queue.delays[-1] == 43
+    assert h.queue.sent[-1].held == (GUEST_PATCH,)
+    assert "arm" not in h.journal.kinds()  # nothing sent, nothing claimed
+    h.pacer.waits.clear()
+    del h.journal.entries[:]
+    assert h.step() is StepResult.STARTED
+    assert ("reserve", GUEST_PATCH) not in h.journal.entries  # the held token is spent, not reserved again
+
+
+def test_a_lost_claim_sends_nothing() -> None:
+    h = harness({}, osType="Windows")
+    other = h.row
+    h.targets.update_target(other, {"note": "another delivery moved the row"})
+    stale = other  # this delivery read the row before the other one wrote it
+    from shared.runs.machine_worker import MachineStep
+
+    assert MachineStep(stale, h.ports).start() is StepResult.LOST_CLAIM
+    assert "arm" not in h.journal.kinds()
+
+
+@pytest.mark.parametrize(("decision", "state"), [
+    (Skip("RunHalted", "the run stopped before this machine started"), "Skipped"),
+    (Proceed({"maximumDuration": "PT1H", "rebootSetting": "IfRequired"}), "Running"),
+])
+def test_a_features_decision_is_applied_by_the_step(decision: Any, state: str) -> None:
+    seen: list[StartContext] = []
+
+    def hook(ctx: StartContext) -> Any:
+        seen.append(ctx)
+        return decision
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]}, osType="Windows",
+                before_start=(hook,))
+    h.step()
+    assert seen[0].os_type == "Windows" and seen[0].body and seen[0].body["maximumDuration"] == "PT2H"
+    assert h.row["state"] == state
+    if state == "Skipped":
+        assert h.row["errorCode"] == "RunHalted" and "arm" not in h.journal.kinds()
