@@ -16,6 +16,7 @@ import time
 import azure.functions as func
 
 from tests.app import get_services, reset_services, runs_api
+from tools import metrics
 from tools.azurite import Azurite
 
 SUB = "00000000-0000-0000-0000-0000000000b1"
@@ -32,13 +33,14 @@ def machines(n: int) -> list[str]:
 def accept(n: int) -> tuple[float, int]:
     body = json.dumps({"machines": machines(n), "installPatches": INSTALL}).encode()
     req = func.HttpRequest("POST", "http://127.0.0.1:7071/api/runs", body=body, headers={})
-    store = get_services().store
-    before = sum(store.ops.values())
+    get_services()
+    metrics.install()
+    before = sum(metrics.table_operations("runs").values())
     start = time.perf_counter()
     resp = runs_api.create_run(req)
     elapsed = time.perf_counter() - start
     assert resp.status_code == 202, resp.get_body()
-    return elapsed, sum(store.ops.values()) - before
+    return elapsed, sum(metrics.table_operations("runs").values()) - before
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from benchmarks import metrics
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
 from shared.core.clock import iso, utcnow
@@ -27,6 +26,7 @@ from shared.core.ids import VmRef
 from tests.app import assessments_api, get_services, reset_services
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
+from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
@@ -45,6 +45,7 @@ def sweep_costs(azurite: Azurite) -> None:
         svc = get_services()
         metrics.install()
         calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
+        runs_before, fleet_before = metrics.table_operations("runs"), metrics.table_operations("fleet")
         started = time.perf_counter()
         run_id, _ = start_periodic_sweep(svc, utcnow())
         assert run_id
@@ -56,8 +57,10 @@ def sweep_costs(azurite: Azurite) -> None:
         QueuePump(svc).run_until(done, timeout=600)
         elapsed = time.perf_counter() - started
         assessed = sum(1 for v in sim.state()["vms"] if v["powerState"] == "running")
-        table = {**{f"runs `{k}`": v for k, v in svc.store.ops.items() if k != "getRun"},
-                 **{f"fleet `{k}`": v for k, v in svc.fleet.ops.items()}}
+        runs_ops = metrics.table_operations("runs") - runs_before
+        fleet_ops = metrics.table_operations("fleet") - fleet_before
+        table = {**{f"runs `{k}`": v for k, v in runs_ops.items() if k != "getRun"},
+                 **{f"fleet `{k}`": v for k, v in fleet_ops.items()}}
         print(f"Sweep of {VMS} VMs ({assessed} running) in 2 subscriptions finished in {elapsed:.1f} s real")
         print()
         print("| cost per listed machine | value |")
@@ -99,21 +102,22 @@ def compliance_time(azurite: Azurite) -> None:
     os.environ.update(unique_settings(azurite, "http://127.0.0.1:1"))
     reset_services()
     seed_fleet(random.Random(5))
-    svc = get_services()
+    get_services()
+    metrics.install()
     print(f"| GET /api/compliance over {FLEET:,} machines | p50 (ms) | max (ms) | Table round-trips | machines |")
     print("| --- | ---: | ---: | ---: | ---: |")
     cases = (("fleet-wide (4 subscriptions)", {}), ("one subscription", {"subscriptionId": SUBSCRIPTIONS[0]}),
              ("one subscription, Linux only", {"subscriptionId": SUBSCRIPTIONS[0], "osType": "Linux"}))
     for label, params in cases:
         times, machines = [], 0
-        svc.fleet.ops.clear()
+        before = metrics.table_operations("fleet")
         for _ in range(5):
             started = time.perf_counter()
             resp = assessments_api.get_compliance(func.HttpRequest("GET", "http://127.0.0.1/api/compliance",
                                                                    body=b"", params=params))
             times.append((time.perf_counter() - started) * 1000)
             machines = json.loads(resp.get_body())["machines"]
-        trips = sum(svc.fleet.ops.values()) / 5
+        trips = sum((metrics.table_operations("fleet") - before).values()) / 5
         print(f"| {label} | {statistics.median(times):.0f} | {max(times):.0f} | {trips:.0f} | {machines:,} |")
 
 

@@ -14,10 +14,10 @@ import time
 
 import azure.functions as func
 
-from benchmarks import metrics
 from tests.app import get_services, reset_services, runs_api
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
+from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
@@ -40,6 +40,7 @@ def measure(rollout: dict[str, object] | None) -> None:
         svc = get_services()
         metrics.install()
         calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
+        table_before = metrics.table_operations("runs")
         request: dict[str, object] = {"machines": sim.vm_ids(), "installPatches": INSTALL}
         if rollout:
             request["rollout"] = rollout
@@ -56,7 +57,8 @@ def measure(rollout: dict[str, object] | None) -> None:
         elapsed = time.perf_counter() - started
         arm_calls = metrics.arm_calls() - calls_before
         arm = sum(arm_calls.values())
-        table = sum(v for k, v in svc.store.ops.items() if k != "getRun")
+        table_ops = metrics.table_operations("runs") - table_before
+        table = sum(v for k, v in table_ops.items() if k != "getRun")
         print(f"100-VM run, {label}: finished in {elapsed:.1f} s real; simulator saw {sim.calls()['total']}")
         print()
         print("| cost per machine | value |")
@@ -66,8 +68,8 @@ def measure(rollout: dict[str, object] | None) -> None:
             print(f"| ARM `{kind}` | {arm_calls[kind] / VMS:.2f} |")
         print(f"| polls per machine (Retry-After 1 s, 1-4 h ops at 3600x) | {arm_calls['poll'] / VMS:.2f} |")
         print(f"| Table round-trips (workers + accept) | {table / VMS:.2f} |")
-        for kind in sorted(svc.store.ops):
-            print(f"| Table `{kind}` | {svc.store.ops[kind] / VMS:.2f} |")
+        for kind in sorted(table_ops):
+            print(f"| Table `{kind}` | {table_ops[kind] / VMS:.2f} |")
         print(f"| Queue messages sent | {sum((metrics.queue_messages() - sent_before).values()) / VMS:.2f} |")
         print()
 

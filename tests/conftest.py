@@ -7,7 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tools import metrics
 from tools.azurite import Azurite
+
+# The app's OpenTelemetry counters (ARM calls, queue messages, Table round-trips) are read by tests in-process.
+metrics.install()
 
 
 @pytest.fixture(scope="session")

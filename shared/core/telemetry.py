@@ -37,20 +37,32 @@ FUNCTION = "patchpilot.function"
 
 tracer = trace.get_tracer("patchpilot")
 _meter = metrics.get_meter("patchpilot")
-machines_started = _meter.create_counter("patchpilot.machines.started", unit="{machine}",
-                                         description="Machines whose operation ARM accepted")
-machines_completed = _meter.create_counter("patchpilot.machines.completed", unit="{machine}",
-                                           description="Machines that ended Completed")
-machines_failed = _meter.create_counter("patchpilot.machines.failed", unit="{machine}",
-                                        description="Machines that ended Failed or TimedOut")
+machines_started, machines_completed, machines_failed = (
+    _meter.create_counter(f"patchpilot.machines.{what}", unit="{machine}", description=text) for what, text in (
+        ("started", "Machines whose operation ARM accepted"),
+        ("completed", "Machines that ended Completed"),
+        ("failed", "Machines that ended Failed or TimedOut")))
 arm_calls = _meter.create_counter("patchpilot.arm.calls", unit="{request}",
                                   description="ARM requests sent, by call (shared/arm/calls.py)")
 queue_messages_sent = _meter.create_counter("patchpilot.queue.sent", unit="{message}",
                                            description="Queue messages sent, by queue (shared/runs/queues.py)")
+table_operations = _meter.create_counter("patchpilot.table.operations", unit="{request}",
+                                         description="Azure Table round-trips, by store and operation")
+budget_tokens_wasted = _meter.create_counter("patchpilot.budget.wasted", unit="{token}",
+                                             description="Leased ARM budget tokens dropped unspent, by budget")
 arm_throttled = _meter.create_counter("patchpilot.arm.throttled", unit="{response}",
                                       description="ARM answers with HTTP 429")
 budget_wait = _meter.create_histogram("patchpilot.budget.wait", unit="s",
                                       description="Delay before a throttled machine's next step (ARM's Retry-After)")
+
+
+
+def table_counter(store: str) -> Callable[[str], None]:
+    """Counts one store's Table round-trips in `patchpilot.table.operations` (`op`: what the round-trip did)."""
+    def count(op: str) -> None:
+        table_operations.add(1, {"patchpilot.store": store, "patchpilot.table.op": op})
+    return count
+
 
 _configured = False
 _lock = threading.Lock()

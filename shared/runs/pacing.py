@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from shared.arm.calls import GUEST_PATCH, POLLS, READS, WRITES, ArmCall
 from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.settings import Settings
+from shared.core.telemetry import budget_tokens_wasted
 from shared.runs.budget import (
     COMPUTE_GUEST_PATCH_VM_POLICY,
     Bucket,
@@ -95,7 +96,6 @@ class Pacer:
         self._leases: dict[tuple[str, str], Lease] = {}
         self._leases_lock = threading.Lock()
         self._row_locks: dict[str, threading.Lock] = {}
-        self.wasted: dict[str, int] = {}  # leased tokens dropped unspent, by bucket (telemetry, tests)
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
@@ -118,7 +118,7 @@ class Pacer:
             now = self.clock()
             while lease.due and lease.due[0] < now - bucket.late:  # too late to spend safely (Bucket.late)
                 lease.due.popleft()
-                self.wasted[name] = self.wasted.get(name, 0) + 1
+                budget_tokens_wasted.add(1, {"patchpilot.budget": name})
             lease.asked.append(now)
             while lease.asked and lease.asked[0] < now - LEASE_DEMAND_SECONDS:
                 lease.asked.popleft()

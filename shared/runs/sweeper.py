@@ -38,7 +38,6 @@ def sweep(svc: SweepDeps, now: datetime) -> dict[str, int]:
     stall_after = timedelta(seconds=svc.settings.stall_after_seconds)
     stalled_before = iso(now - stall_after)
     for run in store.list_active_runs():
-        store.ops["sweepRuns"] += 1
         counts["runs"] += 1
         run_id = run.run_id
         if not run.get("dispatchedAt"):

@@ -16,7 +16,6 @@ only after losing a race.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass
 
 from azure.core import MatchConditions
@@ -24,6 +23,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.errors import ConflictError
 from shared.core.settings import Settings
+from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 
 BUDGET_PARTITION = "budget"
@@ -41,7 +41,7 @@ class BudgetStore:
 
     def __init__(self, settings: Settings, account: StorageAccount) -> None:
         self.table: TableClient = account.table(settings.runs_table)
-        self.ops: Counter[str] = Counter()
+        self._count = table_counter("budget")  # Table round-trips, by operation (OpenTelemetry)
         self._seen: dict[str, BudgetRow] = {}
         self._lock = threading.Lock()
 
@@ -62,7 +62,7 @@ class BudgetStore:
 
     def read(self, subscription: str, buckets: list[str]) -> dict[str, BudgetRow]:
         """The subscription's rows (one query); a bucket never written reads as tat 0 (full)."""
-        self.ops["budgetRead"] += 1
+        self._count("budgetRead")
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.partition(subscription)},
                                              select=["RowKey", "tat"])
         found = {str(e["RowKey"]): BudgetRow(float(e["tat"]), str(e.metadata["etag"])) for e in entities}
@@ -82,13 +82,13 @@ class BudgetStore:
             else:
                 operations.append(("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
                                                       "match_condition": MatchConditions.IfNotModified}))
-        self.ops["budgetWrite"] += 1
+        self._count("budgetWrite")
         try:
             results = self.table.submit_transaction(operations)
         except TableTransactionError as exc:
             self._forget(subscription, list(new))
             if getattr(exc, "error_code", None) in _CONFLICT_CODES:
-                self.ops["budgetConflict"] += 1
+                self._count("budgetConflict")
                 raise ConflictError(f"budget of {subscription} changed since it was read") from exc
             raise
         self._remember(subscription, {b: BudgetRow(tat, str(meta.get("etag") or ""))

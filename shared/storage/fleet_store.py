@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -36,6 +36,7 @@ from shared.core.clock import iso, utcnow
 from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
+from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 from shared.storage.fleet_rollup import (
     ROLLUP_PREFIX,
@@ -99,7 +100,7 @@ class FleetStore:
         self.history: TableClient = account.table(settings.assessments_table)
         self.freshness_hours = settings.assessment_freshness_hours
         self._readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet-read")  # threads made on use
-        self.ops: Counter[str] = Counter()
+        self._count = table_counter("fleet")  # Table round-trips, by operation (OpenTelemetry)
 
     # -- inventory and latest snapshot -----------------------------------------------------------
     # Every write below is a conditional read-modify-write of the machine rows *and* of the rollup shards they
@@ -132,7 +133,7 @@ class FleetStore:
                                                    "match_condition": IF_MATCH}))
                     after = {**before, **entity}
                 changes[shard_of(entity["RowKey"])].add(delta([before], [after]))
-            self.ops["machineBatch"] += 1
+            self._count("machineBatch")
             if self._commit(partition, ops, changes, found):
                 return
         raise StorageContentionError(f"the snapshot of subscription {partition} kept changing; retrying the step")
@@ -140,17 +141,17 @@ class FleetStore:
     def note_subscriptions(self, subscription_ids: Iterable[str]) -> None:
         rows = [{"PartitionKey": SUBSCRIPTIONS_PARTITION, "RowKey": s.lower()} for s in sorted(set(subscription_ids))]
         for batch in batches(rows):
-            self.ops["subscriptionBatch"] += 1
+            self._count("subscriptionBatch")
             self.machines.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
 
     def subscriptions(self) -> list[str]:
-        self.ops["listSubscriptions"] += 1
+        self._count("listSubscriptions")
         rows = self.machines.query_entities("PartitionKey eq @partition",
                                             parameters={"partition": SUBSCRIPTIONS_PARTITION}, select=["RowKey"])
         return [r["RowKey"] for r in rows]
 
     def get_machine(self, vm: VmRef) -> dict[str, Any] | None:
-        self.ops["getMachine"] += 1
+        self._count("getMachine")
         try:
             entity = self.machines.get_entity(vm.subscription_id, machine_row_key(vm))
         except ResourceNotFoundError:
@@ -179,7 +180,7 @@ class FleetStore:
                 op = ("update", entity, {"mode": UpdateMode.MERGE, "etag": current["etag"],
                                          "match_condition": IF_MATCH})
                 after = {**current, **changes}
-            self.ops["writeMachine"] += 1
+            self._count("writeMachine")
             if self._commit(partition, [op], {shard: delta([current], [after])}, found):
                 return True
         raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
@@ -193,7 +194,7 @@ class FleetStore:
             current = found.get(row_key)
             if current is None:
                 return
-            self.ops["deleteMachines"] += 1
+            self._count("deleteMachines")
             op = ("delete", {"PartitionKey": partition, "RowKey": row_key},
                   {"etag": current["etag"], "match_condition": IF_MATCH})
             if self._commit(partition, [op], {shard: delta([current], [None])}, found):
@@ -221,7 +222,7 @@ class FleetStore:
         result: list[dict[str, Any]] = []
         for page in self.machines.query_entities(query, parameters=parameters, results_per_page=1000,
                                                  select=select).by_page():
-            self.ops["queryMachines"] += 1
+            self._count("queryMachines")
             result.extend(dict(e) for e in page if not is_rollup_key(str(e.get("RowKey") or "")))
         return result
 
@@ -245,7 +246,7 @@ class FleetStore:
                     changes[shard_of(row["RowKey"])].add(delta([row], [None]))
                 ops = [("delete", {"PartitionKey": partition, "RowKey": r["RowKey"]},
                         {"etag": r["etag"], "match_condition": IF_MATCH}) for r in rows]
-                self.ops["deleteMachines"] += 1
+                self._count("deleteMachines")
                 if not ops or self._commit(partition, ops, changes, found):
                     removed += len(rows)
                     break
@@ -262,7 +263,7 @@ class FleetStore:
         for page in self.machines.query_entities("PartitionKey eq @subscription and RowKey ge @low and RowKey lt @high",
                                                  parameters={"subscription": subscription_id.lower(), "low": low,
                                                              "high": high}).by_page():
-            self.ops["readRollup"] += 1
+            self._count("readRollup")
             for e in page:
                 suffix = str(e["RowKey"])[len(ROLLUP_PREFIX):]
                 if suffix.isdigit() and int(suffix) < SHARDS:
@@ -287,7 +288,7 @@ class FleetStore:
             ops.append(("create", entity) if current is None else
                        ("update", entity, {"mode": UpdateMode.REPLACE, "etag": current["etag"],
                                            "match_condition": IF_MATCH}))
-        self.ops["buildRollup"] += 1
+        self._count("buildRollup")
         try:
             self.machines.submit_transaction(ops)
         except TableTransactionError as exc:
@@ -303,7 +304,7 @@ class FleetStore:
         keys = sorted(set(row_keys))
 
         def read(key: str) -> dict[str, Any] | None:
-            self.ops["readRow"] += 1
+            self._count("readRow")
             try:
                 entity = self.machines.get_entity(partition, key)
             except ResourceNotFoundError:
@@ -346,7 +347,7 @@ class FleetStore:
         except TableTransactionError as exc:
             if exc.status_code not in CONFLICTS:
                 raise
-            self.ops["writeConflict"] += 1  # the caller reads again and retries (bounded), as run_store does
+            self._count("writeConflict")  # the caller reads again and retries (bounded), as run_store does
             return False
         return True
 
@@ -364,25 +365,25 @@ class FleetStore:
         entities += [{"PartitionKey": partition, "RowKey": f"{row_key}-p{i:04d}", "kind": PATCH, "at": iso(when),
                       "detail": json.dumps(p, separators=(",", ":"))} for i, p in enumerate(patches)]
         for batch in batches(entities):
-            self.ops["historyBatch"] += 1
+            self._count("historyBatch")
             self.history.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
         return row_key
 
     def prune_history(self, vm: VmRef, older_than: datetime) -> int:
         """Delete this machine's history rows recorded before `older_than` (one partition query)."""
-        self.ops["pruneQuery"] += 1
+        self._count("pruneQuery")
         old = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
                for e in self.history.query_entities("PartitionKey eq @machine and at lt @before",
                                                     parameters={"machine": vm.key, "before": iso(older_than)},
                                                     select=["PartitionKey", "RowKey"])]
         for batch in batches(old):
-            self.ops["pruneBatch"] += 1
+            self._count("pruneBatch")
             self.history.submit_transaction([("delete", e) for e in batch])
         return len(old)
 
     def list_history(self, vm: VmRef, top: int) -> list[dict[str, Any]]:
         """Summaries, newest first (keys are inverted time), each with its `historyKey` for history_patches."""
-        self.ops["listHistory"] += 1
+        self._count("listHistory")
         result: list[dict[str, Any]] = []
         pages = self.history.query_entities("PartitionKey eq @machine and kind eq @kind",
                                             parameters={"machine": vm.key, "kind": SUMMARY},
@@ -395,7 +396,7 @@ class FleetStore:
         return result[:top]
 
     def history_patches(self, vm: VmRef, history_key: str) -> list[dict[str, Any]]:
-        self.ops["historyPatches"] += 1
+        self._count("historyPatches")
         rows = sorted(self.history.query_entities("PartitionKey eq @machine and RowKey gt @low and RowKey lt @high",
                                                   parameters={"machine": vm.key, "low": history_key + "-p",
                                                               "high": history_key + "-q"}),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from shared.core.clock import iso
 from shared.core.errors import StorageContentionError
 from shared.core.ids import VmRef
 from shared.core.settings import Settings
+from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 from shared.storage.run_store import batches
 
@@ -33,12 +33,12 @@ CONFIG = "config"
 class MaintenanceStore:
     def __init__(self, settings: Settings, account: StorageAccount) -> None:
         self.table: TableClient = account.table(settings.maintenance_table)
-        self.ops: Counter[str] = Counter()
+        self._count = table_counter("maintenance")  # Table round-trips, by operation (OpenTelemetry)
 
     # -- configurations ------------------------------------------------------------------------
     def put_config(self, name: str, body: dict[str, Any], now: datetime) -> bool:
         """Create or replace; True if it was created. A replaced schedule keeps its watermark."""
-        self.ops["putConfig"] += 1
+        self._count("putConfig")
         entity = {"PartitionKey": CONFIG, "RowKey": name.lower(), "name": name,
                   "body": json.dumps(body, separators=(",", ":")), "updatedAt": iso(now)}
         try:
@@ -49,7 +49,7 @@ class MaintenanceStore:
             return False
 
     def get_config(self, name: str) -> dict[str, Any] | None:
-        self.ops["getConfig"] += 1
+        self._count("getConfig")
         try:
             entity = self.table.get_entity(CONFIG, name.lower())
         except ResourceNotFoundError:
@@ -57,13 +57,13 @@ class MaintenanceStore:
         return {**entity, "etag": entity.metadata["etag"]}
 
     def list_configs(self) -> list[dict[str, Any]]:
-        self.ops["listConfigs"] += 1
+        self._count("listConfigs")
         return [{**e, "etag": e.metadata["etag"]} for e in self.table.query_entities(
             "PartitionKey eq @partition", parameters={"partition": CONFIG})]
 
     def advance_watermark(self, config: dict[str, Any], checked_through: datetime) -> None:
         """Windows starting before this have been opened or recorded; a lost race means another tick did it."""
-        self.ops["watermark"] += 1
+        self._count("watermark")
         with contextlib.suppress(ResourceModifiedError):
             self.table.update_entity({"PartitionKey": CONFIG, "RowKey": config["RowKey"],
                                       "checkedThrough": iso(checked_through)}, mode=UpdateMode.MERGE,
@@ -71,7 +71,7 @@ class MaintenanceStore:
 
     def delete_config(self, name: str) -> bool:
         """Deletes the configuration and its assignments; False if it did not exist (still a success)."""
-        self.ops["deleteConfig"] += 1
+        self._count("deleteConfig")
         keys = ({"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
                 for e in self.table.query_entities("PartitionKey eq @partition",
                                                    parameters={"partition": "assign|" + name.lower()},
@@ -84,7 +84,7 @@ class MaintenanceStore:
 
     # -- assignments ---------------------------------------------------------------------------
     def put_assignment(self, config: str, name: str, body: dict[str, Any]) -> bool:
-        self.ops["putAssignment"] += 1
+        self._count("putAssignment")
         entity = {"PartitionKey": f"assign|{config.lower()}", "RowKey": name.lower(), "name": name,
                   "body": json.dumps(body, separators=(",", ":"))}
         try:
@@ -95,25 +95,25 @@ class MaintenanceStore:
             return False
 
     def get_assignment(self, config: str, name: str) -> dict[str, Any] | None:
-        self.ops["getAssignment"] += 1
+        self._count("getAssignment")
         try:
             return dict(self.table.get_entity(f"assign|{config.lower()}", name.lower()))
         except ResourceNotFoundError:
             return None
 
     def list_assignments(self, config: str) -> list[dict[str, Any]]:
-        self.ops["listAssignments"] += 1
+        self._count("listAssignments")
         return [dict(e) for e in self.table.query_entities("PartitionKey eq @partition",
                                                            parameters={"partition": "assign|" + config.lower()})]
 
     def delete_assignment(self, config: str, name: str) -> None:
-        self.ops["deleteAssignment"] += 1
+        self._count("deleteAssignment")
         self.table.delete_entity(f"assign|{config.lower()}", name.lower())  # succeeds when already gone
 
     # -- occurrences ---------------------------------------------------------------------------
     def record_occurrence(self, config: str, start: datetime, fields: dict[str, Any]) -> bool:
         """Create the record of a window; False if one exists (the window was handled already)."""
-        self.ops["recordOccurrence"] += 1
+        self._count("recordOccurrence")
         try:
             self.table.create_entity({"PartitionKey": f"occ|{config.lower()}", "RowKey": iso(start), **fields})
             return True
@@ -121,19 +121,19 @@ class MaintenanceStore:
             return False
 
     def get_occurrence(self, config: str, start: datetime) -> dict[str, Any] | None:
-        self.ops["getOccurrence"] += 1
+        self._count("getOccurrence")
         try:
             return dict(self.table.get_entity(f"occ|{config.lower()}", iso(start)))
         except ResourceNotFoundError:
             return None
 
     def update_occurrence(self, config: str, start: datetime, fields: dict[str, Any]) -> None:
-        self.ops["updateOccurrence"] += 1
+        self._count("updateOccurrence")
         self.table.upsert_entity({"PartitionKey": f"occ|{config.lower()}", "RowKey": iso(start), **fields},
                                  mode=UpdateMode.MERGE)
 
     def list_occurrences(self, config: str, since: datetime) -> list[dict[str, Any]]:
-        self.ops["listOccurrences"] += 1
+        self._count("listOccurrences")
         rows = self.table.query_entities("PartitionKey eq @partition and RowKey ge @since",
                                          parameters={"partition": "occ|" + config.lower(), "since": iso(since)})
         return sorted(({"start": e["RowKey"], **{k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")}}
@@ -148,7 +148,7 @@ class MaintenanceStore:
         mine = {"PartitionKey": key[0], "RowKey": key[1], "runId": run_id, "configuration": configuration,
                 "until": iso(until)}
         for _ in range(5):
-            self.ops["lease"] += 1
+            self._count("lease")
             try:
                 current = self.table.get_entity(*key)
             except ResourceNotFoundError:

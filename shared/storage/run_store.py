@@ -49,6 +49,7 @@ from shared.core.errors import ConflictError, StorageContentionError, TargetsCha
 from shared.core.records import MachineRecord, RunRecord, RunSpec, ScopeListing
 from shared.core.settings import Settings
 from shared.core.states import TERMINAL_STATES
+from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 from shared.storage.limits import check_entity
 
@@ -178,7 +179,7 @@ class RunStore:
         self.runs: TableClient = account.table(settings.runs_table)
         self.targets: TableClient = account.table(settings.targets_table)
         self.patches: TableClient = account.table(settings.patches_table)
-        self.ops: Counter[str] = Counter()
+        self._count = table_counter("runs")  # Table round-trips, by operation (OpenTelemetry)
 
     # -- idempotency ---------------------------------------------------------------------------
     def claim_idempotency_key(self, key: str, fingerprint: str, run_id: str) -> dict[str, Any]:
@@ -189,18 +190,18 @@ class RunStore:
             "runId": run_id,
             "fingerprint": fingerprint,
         }
-        self.ops["idempotency"] += 1
+        self._count("idempotency")
         try:
             self.runs.create_entity(entity)
             return entity
         except ResourceExistsError:
-            self.ops["idempotency"] += 1
+            self._count("idempotency")
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, entity["RowKey"]))
 
     def release_idempotency_claim(self, key: str, run_id: str) -> bool:
         """Delete the key's claim if it still names `run_id` (a request that failed before its run existed).
         True if this call deleted it."""
-        self.ops["idempotency"] += 1
+        self._count("idempotency")
         row_key = hashlib.sha256(key.encode()).hexdigest()
         try:
             claim = self.runs.get_entity(IDEMPOTENCY_PARTITION, row_key)
@@ -218,11 +219,11 @@ class RunStore:
                 for e in self.runs.query_entities("PartitionKey eq @run", parameters={"run": run_id},
                                                   select=["PartitionKey", "RowKey"])]
         for batch in batches(keys):
-            self.ops["deleteRows"] += 1
+            self._count("deleteRows")
             self.runs.submit_transaction([("delete", e) for e in batch])
 
     def find_idempotency_claim(self, key: str) -> dict[str, Any] | None:
-        self.ops["idempotency"] += 1
+        self._count("idempotency")
         try:
             return dict(self.runs.get_entity(IDEMPOTENCY_PARTITION, hashlib.sha256(key.encode()).hexdigest()))
         except ResourceNotFoundError:
@@ -230,7 +231,7 @@ class RunStore:
 
     def dead_letter(self, record: dict[str, Any]) -> None:
         """An event or hook PatchPilot gave up delivering, kept for a person to look at."""
-        self.ops["deadLetter"] += 1
+        self._count("deadLetter")
         now = utcnow()
         self.runs.create_entity({"PartitionKey": "deadletter",
                                  "RowKey": f"{10**13 - int(now.timestamp() * 1000):013d}-{secrets.token_hex(4)}",
@@ -240,11 +241,11 @@ class RunStore:
     def save_machine_chunks(self, run_id: str, resource_ids: list[str]) -> None:
         """The run's machine list, CHUNK ids per entity; upserts, so a retried request is harmless."""
         for batch in batches(machine_chunk_entities(run_id, resource_ids)):
-            self.ops["machineChunks"] += 1
+            self._count("machineChunks")
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     def machine_chunks(self, run_id: str) -> list[list[str]]:
-        self.ops["machineChunks"] += 1
+        self._count("machineChunks")
         low, high = key_range("machines-")
         rows = self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
                                         parameters={"run": run_id, "low": low, "high": high})
@@ -273,7 +274,7 @@ class RunStore:
             for start in range(0, len(group), MAX_BATCH_ENTITIES - 1):
                 batch = group[start:start + MAX_BATCH_ENTITIES - 1]
                 delta = count_rows(r.columns for r in batch)
-                self.ops["targetBatch"] += 1
+                self._count("targetBatch")
                 try:
                     shards[shard_key] = self._submit_counted(
                         run_id, shard_key, shards.get(shard_key, Shard(Counter())),
@@ -284,7 +285,7 @@ class RunStore:
                         raise
                 all_new = False
                 if existing is None:
-                    self.ops["listTargets"] += 1
+                    self._count("listTargets")
                     existing = {str(e["RowKey"]) for e in self.targets.query_entities(
                         "PartitionKey eq @run and RowKey lt @below",
                         parameters={"run": run_id, "below": MACHINES_BELOW}, select=["RowKey"])}
@@ -296,7 +297,7 @@ class RunStore:
         """Each machine with its count in a transaction of its own; one that exists is left (and not counted).
         `shard`: as last known (read again if it changed). Returns it as now known."""
         for record in batch:
-            self.ops["targetCreate"] += 1
+            self._count("targetCreate")
             try:
                 shard = self._submit_counted(run_id, shard_key, shard, [("create", machine_entity(record))],
                                              machine_counts(record.columns))[1]
@@ -314,7 +315,7 @@ class RunStore:
     def create_run(self, run_id: str, columns: Mapping[str, Any]) -> bool:
         """False if the run already exists (a retried request that had got this far). The run is marked
         `countersVersion`: its machines are counted in counter rows (run_counters)."""
-        self.ops["createRun"] += 1
+        self._count("createRun")
         try:
             self.runs.create_entity({"PartitionKey": RUN_PARTITION, "RowKey": run_id, **columns,
                                      "countersVersion": COUNTERS_VERSION})
@@ -323,7 +324,7 @@ class RunStore:
             return False
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        self.ops["getRun"] += 1
+        self._count("getRun")
         try:
             entity = self.runs.get_entity(RUN_PARTITION, run_id)
         except ResourceNotFoundError:
@@ -343,7 +344,7 @@ class RunStore:
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).
         Returns the new ETag of a conditional merge."""
-        self.ops["updateRun"] += 1
+        self._count("updateRun")
         entity = {"PartitionKey": RUN_PARTITION, "RowKey": run_id, **changes}
         if etag:
             return merge_conditionally(self.runs, entity, etag)
@@ -359,7 +360,7 @@ class RunStore:
         """
         query = "PartitionKey eq @partition" + (" and RowKey gt @after" if after else "")
         parameters = {"partition": RUN_PARTITION, "after": after or ""}
-        self.ops["listRuns"] += 1
+        self._count("listRuns")
         rows = [to_run(e) for e in itertools.islice(
             self.runs.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
         more = len(rows) > top
@@ -374,11 +375,11 @@ class RunStore:
                  "done": False, "listed": 0, "attempts": 0, "nextActionAt": now, "startedAt": now}
                 for i, (scope, flt) in enumerate(scopes)]
         for batch in batches(rows):
-            self.ops["scopeBatch"] += 1
+            self._count("scopeBatch")
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     def get_scope(self, run_id: str, index: int) -> ScopeListing | None:
-        self.ops["getScope"] += 1
+        self._count("getScope")
         try:
             entity = self.runs.get_entity(run_id, f"scope-{index:03d}")
         except ResourceNotFoundError:
@@ -387,13 +388,13 @@ class RunStore:
 
     def update_scope(self, row: ScopeListing, changes: dict[str, Any]) -> ScopeListing:
         """Conditional on the ETag read: a duplicated page message loses here and stops (ConflictError)."""
-        self.ops["updateScope"] += 1
+        self._count("updateScope")
         entity = {"PartitionKey": row.run_id, "RowKey": f"scope-{row.index:03d}", **changes}
         return row.with_changes(changes, merge_conditionally(self.runs, entity, row.etag))
 
     def list_scopes(self, run_id: str, *, unfinished_due_before: str | None = None) -> list[ScopeListing]:
         """A run's scope rows; with `unfinished_due_before`, only those not done whose next page is overdue."""
-        self.ops["listScopes"] += 1
+        self._count("listScopes")
         low, high = key_range("scope-")
         query = "PartitionKey eq @run and RowKey ge @low and RowKey lt @high"
         parameters: dict[str, Any] = {"run": run_id, "low": low, "high": high}
@@ -418,7 +419,7 @@ class RunStore:
             (" and state eq @state" if state else "")
         parameters: dict[str, Any] = {"run": run_id, "below": MACHINES_BELOW, "after": after or "",
                                       "state": state or ""}
-        self.ops["pageTargets"] += 1
+        self._count("pageTargets")
         rows = [to_machine(e) for e in itertools.islice(
             self.targets.query_entities(query, parameters=parameters, results_per_page=top + 1), top + 1)]
         more = len(rows) > top
@@ -427,7 +428,7 @@ class RunStore:
 
     def get_target(self, run_id: str, key: str) -> MachineRecord | None:
         """The machine with its ETag, for conditional updates."""
-        self.ops["getTarget"] += 1
+        self._count("getTarget")
         try:
             entity = self.targets.get_entity(run_id, key)
         except ResourceNotFoundError:
@@ -475,7 +476,7 @@ class RunStore:
         for page in self.targets.query_entities(query, parameters=parameters,
                                                 results_per_page=min(per_page or 1000, 1000),
                                                 select=select).by_page():
-            self.ops["listTargets"] += 1
+            self._count("listTargets")
             yield from (to_machine(e) for e in page)
 
     def merge_targets(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> None:
@@ -500,7 +501,7 @@ class RunStore:
                                        "match_condition": MatchConditions.IfNotModified})
         try:
             for batch in batches(machine_entity(r, c) for r, c in plain):
-                self.ops["targetMerge"] += 1
+                self._count("targetMerge")
                 self.targets.submit_transaction([update(entity) for entity in batch])
             shards = self._read_shards(run_id) if by_shard else {}
             for shard_key, group in sorted(by_shard.items()):
@@ -509,7 +510,7 @@ class RunStore:
                     delta: Counter[str] = Counter()
                     for _, _, d in batch_items:
                         delta.update(d)
-                    self.ops["targetMerge"] += 1
+                    self._count("targetMerge")
                     shards[shard_key] = self._submit_counted(
                         run_id, shard_key, shards.get(shard_key, Shard(Counter())),
                         [update(machine_entity(r, c)) for r, c, _ in batch_items], delta)[1]
@@ -524,7 +525,7 @@ class RunStore:
                  "packages": json.dumps(packages[i:i + 500], separators=(",", ":"))}
                 for i in range(0, len(packages), 500)]
         for batch in batches(rows):
-            self.ops["pins"] += 1
+            self._count("pins")
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     def save_subscription_counts(self, run_id: str, counts: Mapping[str, int]) -> None:
@@ -534,12 +535,12 @@ class RunStore:
                  "counts": json.dumps(dict(items[i:i + 500]), separators=(",", ":"))}
                 for i in range(0, len(items), 500)]
         for batch in batches(rows):
-            self.ops["subscriptionCounts"] += 1
+            self._count("subscriptionCounts")
             self.runs.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     def subscription_counts(self, run_id: str) -> dict[str, int] | None:
         """What save_subscription_counts stored, or None (a rollout planned before they were saved)."""
-        self.ops["subscriptionCounts"] += 1
+        self._count("subscriptionCounts")
         low, high = key_range("subs-")
         rows = list(self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
                                              parameters={"run": run_id, "low": low, "high": high}))
@@ -548,7 +549,7 @@ class RunStore:
         return {sub: int(n) for row in rows for sub, n in json.loads(row["counts"]).items()}
 
     def pins(self, run_id: str) -> list[str]:
-        self.ops["pins"] += 1
+        self._count("pins")
         low, high = key_range("pins-")
         rows = self.runs.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
                                         parameters={"run": run_id, "low": low, "high": high})
@@ -563,7 +564,7 @@ class RunStore:
         transaction; the shard alone having changed is read again and retried, then StorageContentionError).
         """
         delta = counts_delta(target.columns, {**target.columns, **changes})
-        self.ops["updateTarget"] += 1
+        self._count("updateTarget")
         if not delta:  # no count moves (a poll, a retry): one merge
             return target.with_changes(changes, merge_conditionally(self.targets, machine_entity(target, changes),
                                                                     target.etag))
@@ -583,7 +584,7 @@ class RunStore:
             f" and state ne @t{i}" for i in range(len(TERMINAL_STATES)))
         parameters = {"run": run_id, "below": MACHINES_BELOW,
                       **{f"t{i}": s for i, s in enumerate(sorted(TERMINAL_STATES))}}
-        self.ops["unfinishedCheck"] += 1
+        self._count("unfinishedCheck")
         return first_match(self.targets, query, parameters)
 
     # -- counters ------------------------------------------------------------------------------
@@ -600,14 +601,14 @@ class RunStore:
 
     def _read_shards(self, run_id: str) -> dict[str, Shard]:
         """Every counter row of the run (one query; ≤ SHARDS rows), by RowKey."""
-        self.ops["readCounters"] += 1
+        self._count("readCounters")
         low, high = key_range(COUNTERS_PREFIX)
         rows = self.targets.query_entities("PartitionKey eq @run and RowKey ge @low and RowKey lt @high",
                                            parameters={"run": run_id, "low": low, "high": high})
         return {str(e["RowKey"]): _shard(e) for e in rows}
 
     def _read_shard(self, run_id: str, shard_key: str) -> Shard:
-        self.ops["readCounters"] += 1
+        self._count("readCounters")
         try:
             return _shard(self.targets.get_entity(run_id, shard_key))
         except ResourceNotFoundError:
@@ -637,7 +638,7 @@ class RunStore:
             except TableTransactionError as exc:
                 if exc.index == len(ops) and getattr(exc, "error_code", None) in (
                         *PRECONDITION_FAILED, "EntityAlreadyExists", "ResourceNotFound"):
-                    self.ops["counterRetry"] += 1
+                    self._count("counterRetry")
                     shard = None  # another machine of this shard was counted first: read it again
                     continue
                 raise
@@ -657,11 +658,11 @@ class RunStore:
                 "detail": json.dumps(patch, separators=(",", ":")),
             })
         for batch in batches(entities):
-            self.ops["patchBatch"] += 1
+            self._count("patchBatch")
             self.patches.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     def list_patches(self, run_id: str, key: str) -> list[dict[str, Any]]:
-        self.ops["listPatches"] += 1
+        self._count("listPatches")
         rows = self.patches.query_entities("PartitionKey eq @partition", parameters={"partition": f"{run_id}|{key}"})
         ordered = sorted(rows, key=lambda e: e.get("order", 0))
         return [json.loads(e["detail"]) for e in ordered]

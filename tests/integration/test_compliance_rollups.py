@@ -25,6 +25,7 @@ from shared.storage.fleet_store import FleetStore, machine_row_key
 from shared.validation.resource_ids import parse_machine_id
 from tests.app import assessments_api
 from tests.integration.queue_pump import QueuePump
+from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 from .test_assessments import SLOT, call, configure, run_finished
@@ -91,10 +92,10 @@ def rows_report(fleet: FleetStore, now: datetime, freshness_hours: int = F, subs
 def view(fleet: FleetStore, now: datetime, freshness_hours: int = F, subscription: str | None = None,
          **flt: Any) -> tuple[dict[str, Any], int]:
     """The rollup-based view and how many machine-row pages it read (0: the rollups answered)."""
-    before = fleet.ops["queryMachines"]
+    before = metrics.table_operations("fleet")["queryMachines"]
     report = compliance_view(fleet, subscription_id=subscription, resource_group=None, os_type=flt.get("os_type"),
                              machine_kind=flt.get("machine_kind"), now=now, freshness_hours=freshness_hours, top=100)
-    return report, fleet.ops["queryMachines"] - before
+    return report, metrics.table_operations("fleet")["queryMachines"] - before
 
 
 def assert_view_is_rows(fleet: FleetStore, one: str = SUBS[1], *, from_rollups: bool = True) -> None:
@@ -182,6 +183,7 @@ def test_concurrent_writers_and_builds_keep_the_rollups_exact(fleet: FleetStore)
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(5)]
+    before = metrics.table_operations("fleet")
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):  # views (and the builds they start) race the writers
@@ -189,7 +191,7 @@ def test_concurrent_writers_and_builds_keep_the_rollups_exact(fleet: FleetStore)
     for t in threads:
         t.join()
     assert not errors, errors
-    assert fleet.ops["writeConflict"] > 0  # the writers did contend
+    assert (metrics.table_operations("fleet") - before)["writeConflict"] > 0  # the writers did contend
     view(fleet, utcnow())  # builds now if every build so far lost to a writer
     assert_view_is_rows(fleet, sub)
 
@@ -250,9 +252,10 @@ def test_view_reads_do_not_grow_with_the_fleet(fleet: FleetStore) -> None:
 
     def reads() -> int:
         now = utcnow()
-        fleet.ops.clear()
+        before = metrics.table_operations("fleet")
         report, _ = view(fleet, now)
-        pages = sum(n for op, n in fleet.ops.items() if op in ("listSubscriptions", "readRollup", "queryMachines"))
+        ops = metrics.table_operations("fleet") - before
+        pages = sum(n for op, n in ops.items() if op in ("listSubscriptions", "readRollup", "queryMachines"))
         assert report == rows_report(fleet, now)
         return pages
 

@@ -23,6 +23,7 @@ from shared.storage.budget_store import BudgetStore
 from tests.integration.conftest import DEV_TOKEN
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
+from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 # The simulator's and the app's guest-patch bucket: 10 at once, then 1 per second. The app keeps
@@ -128,20 +129,24 @@ def _key(vm_id: str) -> str:
 
 def test_budget_rows_are_one_per_subscription_and_bucket(services: Components, simulator: Simulator) -> None:
     svc = paced_services()
+    before = metrics.table_operations("budget")
     run_id = start(simulator.vm_ids()[:2])
     QueuePump(svc).run_until(lambda: finished(run_id), timeout=30)
     sub = simulator.vm_ids()[0].split("/")[2].lower()
     rows = list(svc.store.runs.query_entities("PartitionKey eq @pk", parameters={"pk": f"budget|{sub}"}))
     assert sorted(r["RowKey"] for r in rows) == sorted(("guestPatch", "writes", "polls", "reads"))
-    ops = svc.pacer.store.ops  # one instance alone: it reads a budget once, then writes from what it saw
+    # one instance alone: it reads a budget once, then writes from what it saw
+    ops = metrics.table_operations("budget") - before
     assert ops["budgetRead"] <= 1 + ops["budgetConflict"] and ops["budgetWrite"] >= 6
 
 
 def test_dispatch_reserves_start_slots_in_one_block(services: Components, simulator: Simulator) -> None:
     svc = paced_services()
     run_id = start(simulator.vm_ids())
+    before = metrics.table_operations("budget")
     QueuePump(svc).pump_once(only="dispatch")
-    assert svc.pacer.store.ops["budgetWrite"] == 1  # one subscription: one reservation for all its starts
+    # one subscription: one reservation for all its starts
+    assert (metrics.table_operations("budget") - before)["budgetWrite"] == 1
     targets = svc.store.list_targets(run_id)
     due = sorted((parse_iso(t["nextActionAt"]) - parse_iso(t["createdAt"])).total_seconds() for t in targets)
     assert len(due) == VMS
@@ -154,11 +159,13 @@ def test_two_instances_share_one_budget_and_subscriptions_are_independent(servic
                                                                           simulator: Simulator) -> None:
     """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
     bucket = {GUEST_PATCH: Bucket(GUEST_PATCH, 5, 1.0)}
+    before = metrics.table_operations("budget")
     hosts = [Pacer(BudgetStore(services.settings, services.account), bucket, clock=lambda: 1000.0)
              for _ in range(2)]
     waits = [hosts[i % 2].reserve("sub-a", (GUEST_PATCH,)) for i in range(12)]
     assert waits == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]  # one burst between them, then one a second
-    assert sum(h.store.ops["budgetConflict"] for h in hosts) > 0  # each lost races to the other, and re-read
+    # each lost races to the other, and re-read
+    assert (metrics.table_operations("budget") - before)["budgetConflict"] > 0
     assert hosts[0].reserve("sub-b", (GUEST_PATCH,)) == 0  # another subscription: its own full bucket
 
 
