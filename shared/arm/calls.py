@@ -40,12 +40,15 @@ class ArmCall:
     `name`: the audit trail's `op` (stable: stored in machine rows). `method`: GET or POST. `path`: its shape
     below ARM_ENDPOINT: `{machine}` is a machine's resource id, `{scope}` a subscription or resource group,
     `{url}` a URL ARM handed back (a `Location` to poll, a `nextLink`), which the client checks is on
-    ARM_ENDPOINT before sending. `budgets`: what it draws from, slow one first."""
+    ARM_ENDPOINT before sending. `budgets`: what it draws from, slow one first. `api_version`: for a call to
+    another resource provider than the machine's (Resource Health, Alerts Management); None: the machine's
+    provider's (COMPUTE_API_VERSION or HYBRIDCOMPUTE_API_VERSION)."""
 
     name: str
     method: Literal["GET", "POST"]
     path: str
     budgets: tuple[str, ...]
+    api_version: str | None = None
 
     @property
     def is_write(self) -> bool:

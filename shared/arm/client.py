@@ -224,7 +224,8 @@ class ArmClient:
         """`call`'s URL for `machine` (an Azure VM or an Arc machine, by `machine.kind`), with its provider's
         api-version: the call's path shape with `{machine}` filled in."""
         path = call.path.replace("{machine}", machine.resource_id)
-        return f"{self.endpoint}{path}?{urlencode({'api-version': self.api_version_for(machine.kind), **query})}"
+        version = call.api_version or self.api_version_for(machine.kind)
+        return f"{self.endpoint}{path}?{urlencode({'api-version': version, **query})}"
 
     def list_url(self, scope: ScopeRef, kind: MachineKind = VIRTUAL_MACHINES) -> str:
         """LIST_MACHINES' first page: the VMs (or, for kind hybridMachines, the Arc machines:
