@@ -22,7 +22,7 @@ import azure.functions as func
 from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
 from shared.core.clock import iso, utcnow
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from tests.app import assessments_api, get_services, reset_services
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
@@ -87,7 +87,7 @@ def seed_fleet(rng: random.Random) -> None:
         windows = (i // 4) % 2 == 0  # independent of the subscription (i % 4)
         missing = rng.sample(catalog[:60] if windows else catalog[60:], rng.randint(0, 25))
         critical = sum(1 for p in missing if p["classifications"][0] in ("Critical", "Security"))
-        vm = VmRef(SUBSCRIPTIONS[i % 4], f"rg-{i % 9}", f"vm-{i:05d}")
+        vm = MachineRef(SUBSCRIPTIONS[i % 4], f"rg-{i % 9}", f"vm-{i:05d}")
         rows.append((vm, {"resourceId": vm.resource_id,
                      "osType": "Windows" if windows else "Linux", "powerState": "running",
                      "assessedAt": iso(now - timedelta(hours=rng.randint(0, 60))), "assessmentStatus": "Succeeded",

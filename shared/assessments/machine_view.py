@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from shared.arm.errors import stored_error
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from shared.storage.fleet_store import FleetStore
 
 SNAPSHOT_FIELDS = ("resourceId", "machineKind", "osType", "location", "powerState", "agentStatus",
@@ -21,7 +21,7 @@ def _pick(entity: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {n: entity[n] for n in names if entity.get(n) not in (None, "")}
 
 
-def machine_assessment(fleet: FleetStore, vm: VmRef, *, history: int) -> dict[str, Any] | None:
+def machine_assessment(fleet: FleetStore, vm: MachineRef, *, history: int) -> dict[str, Any] | None:
     snapshot = fleet.get_machine(vm)
     summaries = fleet.list_history(vm, history)
     if snapshot is None and not summaries:

@@ -17,7 +17,7 @@ from shared.arm import hybrid
 from shared.arm.errors import error_columns, operation_error, stored_error
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from shared.core.settings import Settings
 from shared.core.states import MachineState
 from shared.runs.ports import Fleet
@@ -99,7 +99,7 @@ def record_outcome(svc: ResultDeps, target: Mapping[str, Any], state: MachineSta
     return _record_success(svc, vm, result, attempt, run_id=run_id, now=now)
 
 
-def _record_success(svc: ResultDeps, vm: VmRef, result: dict[str, Any], attempt: dict[str, Any], *,
+def _record_success(svc: ResultDeps, vm: MachineRef, result: dict[str, Any], attempt: dict[str, Any], *,
                     run_id: str, now: datetime) -> dict[str, Any]:
     when = parse_azure_time(result.get("startDateTime")) or now
     patches = list(result.get("availablePatches") or [])

@@ -59,9 +59,6 @@ class MachineRef:
         return cls(sub, rg, name, HYBRID_MACHINES if rest else VIRTUAL_MACHINES)
 
 
-VmRef = MachineRef  # the name from before Arc machines; a VmRef of kind virtualMachines is an Azure VM
-
-
 def machine_kind_of(resource_id: str) -> MachineKind:
     """The kind of a stored resource id (already validated): hybridMachines for a HybridCompute id."""
     return HYBRID_MACHINES if "/providers/microsoft.hybridcompute/" in resource_id.lower() else VIRTUAL_MACHINES

@@ -92,7 +92,7 @@ def _load(body: str) -> dict[str, object]:
 def parse_step(body: str) -> StepMessage:
     data = _load(body)
     machine, seq = data.get("machine"), data.get("seq")
-    # VmRef.key: "sub|rg|name" for a VM, "sub|rg|name|hybridmachines" for an Arc machine
+    # MachineRef.key: "sub|rg|name" for a VM, "sub|rg|name|hybridmachines" for an Arc machine
     if not isinstance(machine, str) or not (machine.count("|") == 2 or (machine.endswith("|hybridmachines")
                                             and machine.count("|") == 3)):
         raise BadMessageError(f"bad machine {machine!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.ids import MachineRef, ScopeRef
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class NewRun:
     operation: str
     parameters: dict[str, Any]
     fingerprint: str
-    machines: tuple[VmRef, ...] = ()
+    machines: tuple[MachineRef, ...] = ()
     scopes: tuple[ScopeRef, ...] = ()
     filters: tuple[dict[str, Any], ...] = ()  # per scope (dynamic-scope filters); empty: no filters
     origin: str = "api"  # "api", "schedule" (periodic assessment) or "maintenance"
@@ -65,7 +65,7 @@ class MachineRecord(StoredRecord):
     """One machine of a run: where its operation stands (state, seq, poll URL, counters, result)."""
 
     run_id: str = ""
-    key: str = ""  # VmRef.key: the machine's identity within its run
+    key: str = ""  # MachineRef.key: the machine's identity within its run
 
     @property
     def state(self) -> str:

@@ -24,7 +24,7 @@ from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
-# A machine's storage key (VmRef.key): subscription|resource group|vm name, lower case, no / \\ # ?
+# A machine's storage key (MachineRef.key): subscription|resource group|vm name, lower case, no / \\ # ?
 MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f]{1,90}"
                          r"\|[a-z0-9_.-]{1,64}")
 STATES = [s.value for s in MachineState]

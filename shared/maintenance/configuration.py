@@ -37,7 +37,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.core.errors import ValidationError, quoted
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.ids import MachineRef, ScopeRef
 from shared.maintenance.recurrence import (
     Recurrence,
     RecurrenceError,
@@ -306,7 +306,7 @@ class Assignment:
     """One VM (static), or every VM in a subscription / resource group that passes `filter` (dynamic)."""
 
     name: str
-    vm: VmRef | None
+    vm: MachineRef | None
     scope: ScopeRef | None
     filter: dict[str, Any]  # normalised; empty for static assignments and unfiltered scopes
 

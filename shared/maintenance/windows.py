@@ -32,9 +32,10 @@ from shared.maintenance.configuration import (
     parse_assignment,
 )
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.runs.accept import AcceptDeps, accept, internal_key, pin_windows_publish_date
+from shared.runs.accept import AcceptDeps, accept, internal_key
 from shared.storage.maintenance_store import MaintenanceStore
 from shared.validation.durations import format_duration
+from shared.validation.rollout import pin_windows_publish_date
 
 log = logging.getLogger(__name__)
 WATERMARK_STEP = timedelta(minutes=10)  # how stale the watermark may get: windows since are looked at again

@@ -39,7 +39,7 @@ def assign_waves(keys: list[str], waves: list[dict[str, Any]]) -> dict[str, int]
 
 
 def _selected(key: str, selector: dict[str, list[str]]) -> bool:
-    sub, group = key.split("|")[:2]  # VmRef.key; an Arc machine's has a 4th part
+    sub, group = key.split("|")[:2]  # MachineRef.key; an Arc machine's has a 4th part
     return (not selector.get("subscriptions") or sub in selector["subscriptions"]) and (
         not selector.get("resourceGroups") or group in selector["resourceGroups"])
 

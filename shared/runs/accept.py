@@ -23,7 +23,6 @@ import json
 import logging
 import secrets
 import time
-from datetime import timedelta
 from typing import Any, Protocol
 
 from shared.core.clock import iso, utcnow
@@ -69,24 +68,11 @@ def accept_run(
 ) -> tuple[RunRecord, bool]:
     """An install run from `POST /api/runs`."""
     extra: tuple[tuple[str, Any], ...] = ()
-    parameters = request.install_parameters
     if request.rollout is not None:
-        parameters = pin_windows_publish_date(parameters, request.rollout)
         extra = (("rollout", json.dumps(request.rollout, separators=(",", ":"))),)
     filters = tuple(request.filter or {} for _ in request.scopes)  # one filter, for every scope
-    return accept(NewRun("installPatches", parameters, request.fingerprint(), request.machines,
+    return accept(NewRun("installPatches", request.accepted_parameters(), request.fingerprint(), request.machines,
                          scopes=request.scopes, filters=filters, extra=extra), idempotency_key, svc)
-
-
-def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:
-    """One patch set: every wave installs nothing published after the run started (or, with
-    approveAfterDays, after that many days before it), unless the request set its own date."""
-    windows = parameters.get("windowsParameters")
-    if not windows or windows.get("maxPatchPublishDate"):
-        return parameters
-    cutoff = utcnow() - timedelta(days=int(rollout.get("approveAfterDays") or 0))
-    return {**parameters, "windowsParameters": {**windows,
-                                                "maxPatchPublishDate": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 
 def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[RunRecord, bool]:

@@ -32,7 +32,7 @@ from shared.core.errors import (
     UntrustedEndpointError,
     ValidationError,
 )
-from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, ScopeRef, VmRef
+from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, MachineRef, ScopeRef
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import RunCloser
@@ -137,7 +137,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: D
     """Snapshot rows, target rows and step messages for one page; every write is repeatable."""
     now = iso(utcnow())
     targets: list[MachineRecord] = []
-    inventory: list[tuple[VmRef, dict[str, Any]]] = []
+    inventory: list[tuple[MachineRef, dict[str, Any]]] = []
     for vm in vms:
         try:
             ref = parse_machine_id(vm.get("id"), target="id")

@@ -34,7 +34,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.clock import iso, utcnow
 from shared.core.errors import StorageContentionError
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from shared.core.settings import Settings
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
@@ -73,7 +73,7 @@ def inverted_key(when: datetime) -> str:
     return f"{INVERTED_BASE - int(when.timestamp() * 1000):013d}"
 
 
-def machine_row_key(vm: VmRef) -> str:
+def machine_row_key(vm: MachineRef) -> str:
     """`rg|name` for a VM (as before Arc), `rg|name|hybridmachines` for an Arc machine: the machine key
     without its subscription, so a resource group stays one RowKey range holding both kinds."""
     return vm.key.split("|", 1)[1]
@@ -105,7 +105,7 @@ class FleetStore:
     # -- inventory and latest snapshot -----------------------------------------------------------
     # Every write below is a conditional read-modify-write of the machine rows *and* of the rollup shards they
     # count in, as one entity group transaction (same partition): the rollups never disagree with the rows.
-    def upsert_machines(self, machines: Iterable[tuple[VmRef, dict[str, Any]]]) -> None:
+    def upsert_machines(self, machines: Iterable[tuple[MachineRef, dict[str, Any]]]) -> None:
         """Merge inventory facts (seen when listing) into snapshots, keeping assessment fields."""
         by_partition: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for vm, columns in machines:  # a machine listed twice: the later facts win, as two upserts would
@@ -150,7 +150,7 @@ class FleetStore:
                                             parameters={"partition": SUBSCRIPTIONS_PARTITION}, select=["RowKey"])
         return [r["RowKey"] for r in rows]
 
-    def get_machine(self, vm: VmRef) -> dict[str, Any] | None:
+    def get_machine(self, vm: MachineRef) -> dict[str, Any] | None:
         self._count("getMachine")
         try:
             entity = self.machines.get_entity(vm.subscription_id, machine_row_key(vm))
@@ -158,7 +158,7 @@ class FleetStore:
             return None
         return {**entity, "etag": entity.metadata["etag"]}
 
-    def record_attempt(self, vm: VmRef, changes: dict[str, Any], *, assessed_at: str | None) -> bool:
+    def record_attempt(self, vm: MachineRef, changes: dict[str, Any], *, assessed_at: str | None) -> bool:
         """Merge an assessment outcome into the snapshot, unless a newer assessment is already there.
 
         Assessments of one machine can finish out of order (a scheduled sweep and an on-demand one);
@@ -185,7 +185,7 @@ class FleetStore:
                 return True
         raise StorageContentionError(f"the snapshot of {vm.resource_id} kept changing; retrying the step")
 
-    def forget_machine(self, vm: VmRef) -> None:
+    def forget_machine(self, vm: MachineRef) -> None:
         """ARM says the VM does not exist: it leaves the compliance view (its history stays)."""
         partition, row_key = vm.subscription_id, machine_row_key(vm)
         shard = shard_of(row_key)
@@ -352,7 +352,7 @@ class FleetStore:
         return True
 
     # -- history ---------------------------------------------------------------------------------
-    def save_history(self, vm: VmRef, when: datetime, activity_id: str, summary: dict[str, Any],
+    def save_history(self, vm: MachineRef, when: datetime, activity_id: str, summary: dict[str, Any],
                      patches: list[dict[str, Any]]) -> str:
         """Write one assessment (summary + every patch); the same result always gets the same keys,
         so a duplicated delivery rewrites identical rows. Returns the summary's RowKey."""
@@ -369,7 +369,7 @@ class FleetStore:
             self.history.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
         return row_key
 
-    def prune_history(self, vm: VmRef, older_than: datetime) -> int:
+    def prune_history(self, vm: MachineRef, older_than: datetime) -> int:
         """Delete this machine's history rows recorded before `older_than` (one partition query)."""
         self._count("pruneQuery")
         old = [{"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}
@@ -381,7 +381,7 @@ class FleetStore:
             self.history.submit_transaction([("delete", e) for e in batch])
         return len(old)
 
-    def list_history(self, vm: VmRef, top: int) -> list[dict[str, Any]]:
+    def list_history(self, vm: MachineRef, top: int) -> list[dict[str, Any]]:
         """Summaries, newest first (keys are inverted time), each with its `historyKey` for history_patches."""
         self._count("listHistory")
         result: list[dict[str, Any]] = []
@@ -395,7 +395,7 @@ class FleetStore:
                 break
         return result[:top]
 
-    def history_patches(self, vm: VmRef, history_key: str) -> list[dict[str, Any]]:
+    def history_patches(self, vm: MachineRef, history_key: str) -> list[dict[str, Any]]:
         self._count("historyPatches")
         rows = sorted(self.history.query_entities("PartitionKey eq @machine and RowKey gt @low and RowKey lt @high",
                                                   parameters={"machine": vm.key, "low": history_key + "-p",

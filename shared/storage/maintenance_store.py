@@ -21,7 +21,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.core.clock import iso
 from shared.core.errors import StorageContentionError
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from shared.core.settings import Settings
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
@@ -140,7 +140,7 @@ class MaintenanceStore:
                        for e in rows), key=lambda e: e["start"])
 
     # -- leases --------------------------------------------------------------------------------
-    def lease(self, vm: VmRef, *, run_id: str, configuration: str, until: datetime,
+    def lease(self, vm: MachineRef, *, run_id: str, configuration: str, until: datetime,
               now: datetime, take_over: str | None = None) -> dict[str, Any] | None:
         """Take the VM for this run until `until`; returns the holder instead if another run has it.
         `take_over` names a holder whose lease may be taken anyway (its run did not patch the VM)."""

@@ -60,7 +60,7 @@ CHUNK = 100  # machines per chunk entity: one chunk becomes one target transacti
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # margin under the 4 MiB transaction limit
 SHARDS = 16  # counter rows per run: concurrent transitions of one run race on a 16th of them each
 COUNTERS_PREFIX = "~counts-"
-MACHINES_BELOW = "~"  # every machine key sorts below: VmRef.key starts with the subscription id (hex digits)
+MACHINES_BELOW = "~"  # every machine key sorts below: MachineRef.key starts with the subscription id (hex digits)
 COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
 SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
@@ -128,7 +128,7 @@ def first_match(client: TableClient, query: str, parameters: dict[str, Any]) -> 
 
 
 def counter_shard(key: str) -> str:
-    """The RowKey of the counter row that counts the machine with VmRef.key `key` ("~counts-00".."~counts-15").
+    """The RowKey of the counter row that counts the machine with MachineRef.key `key` ("~counts-00".."~counts-15").
     sha256, not hash(): the shard must be the same in every process."""
     return f"{COUNTERS_PREFIX}{int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], 'big') % SHARDS:02d}"
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 
 from shared.core.errors import ValidationError, quoted
-from shared.core.ids import HYBRID_MACHINES, MachineRef, VmRef
+from shared.core.ids import HYBRID_MACHINES, MachineRef
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 GUID = re.compile(_GUID, re.ASCII)
@@ -45,7 +45,7 @@ _HYBRID_ID = re.compile(
 )
 
 
-def parse_vm_id(value: object, *, target: str) -> VmRef:
+def parse_vm_id(value: object, *, target: str) -> MachineRef:
     """Parse `/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`."""
     if not isinstance(value, str):
         raise ValidationError(f"{target} must be a string resource id", target=target)
@@ -58,10 +58,10 @@ def parse_vm_id(value: object, *, target: str) -> VmRef:
             target=target,
             code="InvalidResourceId",
         )
-    return VmRef(match["sub"].lower(), match["rg"], match["vm"])
+    return MachineRef(match["sub"].lower(), match["rg"], match["vm"])
 
 
-def vm_from_route(params: dict[str, str], *, target: str = "machine") -> VmRef:
+def vm_from_route(params: dict[str, str], *, target: str = "machine") -> MachineRef:
     """A machine addressed by route segments {subscriptionId}/{resourceGroupName}/{vmName} (an Azure VM) or
     .../{machineName} (an Arc-enabled server, on the Microsoft.HybridCompute/machines routes): each segment is
     checked on its own, so a segment holding more path (`%2F` arrives decoded) is refused, not re-read."""

@@ -21,6 +21,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from shared.core.clock import utcnow
 from shared.core.errors import ValidationError, quoted
 from shared.core.settings import (
     MAX_EVENT_READ_SECONDS,
@@ -44,6 +45,17 @@ _PERCENT = re.compile(r"([0-9]{1,3})%")  # ASCII digits, whole string (fullmatch
 MAX_COUNT = 1_000_000  # counts beyond any run's machines mean "no limit"; larger numbers are typos
 MAX_SOAK = timedelta(days=30)  # a soak longer than a month is a run nobody is watching
 
+
+
+def pin_windows_publish_date(parameters: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:
+    """One patch set: every wave installs nothing published after the run started (or, with
+    approveAfterDays, after that many days before it), unless the request set its own date."""
+    windows = parameters.get("windowsParameters")
+    if not windows or windows.get("maxPatchPublishDate"):
+        return parameters
+    cutoff = utcnow() - timedelta(days=int(rollout.get("approveAfterDays") or 0))
+    return {**parameters, "windowsParameters": {**windows,
+                                                "maxPatchPublishDate": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 def count_or_percent(value: object, target: str, *, allow_rest: bool = False) -> int | str:
     """A whole number >= 0 (>= 1 for sizes), "N%" with 1-100, or "rest"."""

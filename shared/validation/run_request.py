@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.core.errors import ValidationError
-from shared.core.ids import ScopeRef, VmRef
+from shared.core.ids import MachineRef, ScopeRef
 from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
 from shared.validation.request_body import parse_json_body
 from shared.validation.resource_ids import parse_machine_id
-from shared.validation.rollout import parse_rollout
+from shared.validation.rollout import parse_rollout, pin_windows_publish_date
 from shared.validation.scopes import parse_scopes
 
 RUN_FIELDS = {"machines", "scopes", "filter", "installPatches", "rollout"}
@@ -25,11 +25,18 @@ class RunRequest:
     and kept when they pass `filter` (a maintenance assignment's dynamic-scope filter: locations, osTypes,
     tagSettings Any/All, resourceGroups, resourceTypes)."""
 
-    machines: tuple[VmRef, ...]
+    machines: tuple[MachineRef, ...]
     install_parameters: dict[str, Any]
     rollout: dict[str, Any] | None = None
     scopes: tuple[ScopeRef, ...] = ()
     filter: dict[str, Any] | None = None
+
+    def accepted_parameters(self) -> dict[str, Any]:
+        """installPatches' parameters as the run keeps them: with a rollout, Windows machines are pinned to one
+        patch set (validation/rollout.py pin_windows_publish_date)."""
+        if self.rollout is None:
+            return self.install_parameters
+        return pin_windows_publish_date(self.install_parameters, self.rollout)
 
     def fingerprint(self) -> str:
         """Hash of the normalised request: equal for bodies that mean the same (Idempotency-Key checks)."""
@@ -61,7 +68,7 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
         flt = parse_filter(data["filter"], target="filter") if data.get("filter") is not None else None
         if data.get("rollout") is not None:
             raise ValidationError("a rollout's waves name machines: give machines, not scopes", target="rollout")
-        machines: tuple[VmRef, ...] = ()
+        machines: tuple[MachineRef, ...] = ()
     else:
         if "filter" in data:
             raise ValidationError("filter applies to scopes: give scopes, or leave filter out", target="filter")
@@ -85,7 +92,7 @@ def check_wave_machines(rollout: dict[str, Any], keys: set[str]) -> None:
                                       target=f"rollout.waves[{i}].machines[{j}]")
 
 
-def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, ...]:
+def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[MachineRef, ...]:
     """A non-empty list of distinct machine resource ids (Azure VMs, Arc-enabled servers), at most
     MAX_MACHINES_PER_RUN."""
     if not isinstance(raw_machines, list):
@@ -98,7 +105,7 @@ def parse_machines(raw_machines: object, *, max_machines: int) -> tuple[VmRef, .
             "(setting MAX_MACHINES_PER_RUN)",
             target="machines",
         )
-    machines: list[VmRef] = []
+    machines: list[MachineRef] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(raw_machines):
         ref = parse_machine_id(raw, target=f"machines[{i}]")

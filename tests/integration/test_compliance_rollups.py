@@ -19,7 +19,7 @@ from shared.assessments.periodic import start_periodic_sweep
 from shared.assessments.results import patch_facts
 from shared.composition import Components
 from shared.core.clock import iso, utcnow
-from shared.core.ids import HYBRID_MACHINES, VIRTUAL_MACHINES, VmRef
+from shared.core.ids import HYBRID_MACHINES, VIRTUAL_MACHINES, MachineRef
 from shared.storage.fleet_rollup import SHARDS, shard_key
 from shared.storage.fleet_store import FleetStore, machine_row_key
 from shared.validation.resource_ids import parse_machine_id
@@ -46,7 +46,7 @@ def simulator_config() -> SimulatorConfig:
                            required_token="integration-test-token", retry_after_seconds=1)
 
 
-def machine(sub: str, i: int) -> VmRef:
+def machine(sub: str, i: int) -> MachineRef:
     if i % 7 == 6:
         return parse_machine_id(f"/subscriptions/{sub}/resourceGroups/rg-arc/providers/Microsoft.HybridCompute/"
                                 f"machines/arc{i}", target="id")
@@ -54,7 +54,7 @@ def machine(sub: str, i: int) -> VmRef:
                             f"virtualMachines/vm{i}", target="id")
 
 
-def inventory(vm: VmRef, rnd: random.Random, seen: str) -> dict[str, Any]:
+def inventory(vm: MachineRef, rnd: random.Random, seen: str) -> dict[str, Any]:
     columns: dict[str, Any] = {"resourceId": vm.resource_id, "resourceGroup": vm.resource_group, "name": vm.name,
                                "machineKind": vm.kind, "lastSeenAt": seen}
     if rnd.random() < 0.8:  # a listing without an OS type keeps the one known (merge)
@@ -64,7 +64,7 @@ def inventory(vm: VmRef, rnd: random.Random, seen: str) -> dict[str, Any]:
     return columns
 
 
-def success(vm: VmRef, rnd: random.Random, when: datetime) -> dict[str, Any]:
+def success(vm: MachineRef, rnd: random.Random, when: datetime) -> dict[str, Any]:
     patches = rnd.sample(PATCHES, rnd.randint(0, len(PATCHES)))
     critical = sum(p["classifications"][0] in ("Critical", "Security") for p in patches)
     return {"resourceId": vm.resource_id, "lastAttemptState": "Completed", "assessedAt": iso(when),
@@ -73,7 +73,7 @@ def success(vm: VmRef, rnd: random.Random, when: datetime) -> dict[str, Any]:
             "errorCode": "", **patch_facts(patches)}
 
 
-def failure(vm: VmRef, rnd: random.Random) -> dict[str, Any]:
+def failure(vm: MachineRef, rnd: random.Random) -> dict[str, Any]:
     state = rnd.choice(["Failed", "TimedOut", "Skipped"])
     changes: dict[str, Any] = {"resourceId": vm.resource_id, "lastAttemptState": state, "errorCode": "X"}
     if state == "Skipped":

@@ -13,7 +13,7 @@ import pytest
 
 from shared.composition import Components
 from shared.core.clock import iso
-from shared.core.ids import VmRef
+from shared.core.ids import MachineRef
 from tests.app import assessments_api, maintenance_api, runs_api
 
 HOSTILE = ["x' or PartitionKey ne 'x", "' or true or '", "x') or (RowKey ne '", "x' eq 'x", "''", "%27",
@@ -30,7 +30,7 @@ def call(fn: Any, path: str, *, params: dict[str, str] | None = None,
 
 @pytest.fixture
 def seeded(services: Components) -> Components:
-    vm = VmRef(SUB, "rg1", "vm1")
+    vm = MachineRef(SUB, "rg1", "vm1")
     services.fleet.upsert_machines([(vm, {"resourceId": vm.resource_id,
                                           "osType": "Windows", "lastSeenAt": iso(datetime.now(UTC))})])
     services.fleet.note_subscriptions([SUB])
