@@ -10,6 +10,7 @@ readings (`Counter` subtraction).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,19 +27,27 @@ def install() -> None:
         metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
 
 
+def points() -> dict[str, list[Any]]:
+    """Every metric's data points, by metric name."""
+    assert _reader is not None, "call install() first"
+    data = _reader.get_metrics_data()
+    out: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                out.setdefault(metric.name, []).extend(metric.data.data_points)
+    return out
+
+
 def counts(name: str, attribute: str, **where: str) -> Counter[str]:
     """The cumulative sums of counter `name` by the value of `attribute`, over the points whose attributes
     include `where` (keys with `_` for `.`: `patchpilot_store="runs"`)."""
     assert _reader is not None, "call install() first"
     wanted = {k.replace("_", "."): v for k, v in where.items()}
     found: Counter[str] = Counter()
-    data = _reader.get_metrics_data()
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in (m for m in scope.metrics if m.name == name):
-                for point in metric.data.data_points:
-                    if all(point.attributes.get(k) == v for k, v in wanted.items()):
-                        found[str(point.attributes.get(attribute))] += int(point.value)
+    for point in points().get(name, []):
+        if all(point.attributes.get(k) == v for k, v in wanted.items()):
+            found[str(point.attributes.get(attribute))] += int(point.value)
     return found
 
 

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from azure.core.settings import settings as azure_settings
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,19 +20,19 @@ from shared.composition import Components
 from shared.core.telemetry import MACHINE_ID, QUEUE_STEP, RUN_ID, configure_telemetry
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, start
+from tools import metrics as app_metrics
 from tools.azure_simulator import Simulator
 
 EXPORTER = InMemorySpanExporter()
-READER = InMemoryMetricReader()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def otel_sdk() -> Iterator[None]:
-    """The SDK with in-memory exporters, set once (OpenTelemetry's global providers can be set once per
-    process); azure-core's spans go through the same OpenTelemetry plugin the Azure Monitor distro uses."""
+    """The SDK with an in-memory span exporter, set once (OpenTelemetry's global providers can be set once per
+    process; the metric reader is the test session's, tools/metrics.py); azure-core's spans go through the same
+    OpenTelemetry plugin the Azure Monitor distro uses."""
     trace.set_tracer_provider(provider := TracerProvider())
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
     before = azure_settings.tracing_implementation()
     azure_settings.tracing_implementation = "opentelemetry"
     yield
@@ -43,13 +41,7 @@ def otel_sdk() -> Iterator[None]:
 
 
 def metric_points() -> dict[str, list[Any]]:
-    data = READER.get_metrics_data()
-    out: dict[str, list[Any]] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                out.setdefault(metric.name, []).extend(metric.data.data_points)
-    return out
+    return app_metrics.points()
 
 
 def total(points: dict[str, list[Any]], name: str) -> float:
