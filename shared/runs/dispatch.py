@@ -41,6 +41,7 @@ from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.budget import slots as block_slots
+from shared.runs.operation_kinds import INSTALL, KINDS
 from shared.runs.ports import Dispatching, Paced, RunRows
 from shared.validation.resource_ids import parse_machine_id
 
@@ -74,7 +75,8 @@ def dispatch_run(msg: DispatchMessage, svc: DispatchDeps) -> int:
         svc.send_advance(msg.run_id)
         return 0
     now = utcnow()
-    slots = start_slots(svc, svc.store.machine_chunks(msg.run_id))
+    kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
+    slots = start_slots(svc, svc.store.machine_chunks(msg.run_id), reads_per_start=kind.reads_per_start)
     create_targets(msg.run_id, svc, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
     until = now + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
     queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
@@ -176,17 +178,18 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def start_slots(svc: DispatchDeps, chunks: list[list[str]]) -> dict[str, int]:
+def start_slots(svc: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
     from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
 
-    A start also reads the machine (its OS type; reads bucket) and posts (writes bucket), each taking its
-    token when the start runs. A start that had to wait for those would spend its guest-patch token late,
-    and held tokens spent late pile up where Compute's bucket has no room (at 10,000 machines the first 600
-    slots all fall at once, while ARM's reads allow about 60 at once: the benchmark met 429s). So a slot is
-    also no earlier than those buckets, alone, could serve the starts before it: the guest-patch slots, the
-    read schedule and the write schedule, whichever is latest (their tokens are still taken at the start,
-    from this process's leases: reserving them now would hold ARM's shared budget for the whole run)."""
+    A start also reads (the machine, for its OS type; for an install, its instance view: `reads_per_start`
+    tokens of the reads bucket) and posts (writes bucket), each taking its token when the start runs. A start
+    that had to wait for those would spend its guest-patch token late, and held tokens spent late pile up where
+    Compute's bucket has no room (at 10,000 machines the first 600 slots all fall at once, while ARM's reads
+    allow about 60 at once: the benchmark met 429s). So a slot is also no earlier than those buckets, alone,
+    could serve the starts before it: the guest-patch slots, the read schedule and the write schedule, whichever
+    is latest (their tokens are still taken at the start, from this process's leases: reserving them now would
+    hold ARM's shared budget for the whole run)."""
     by_subscription: dict[str, list[str]] = defaultdict(list)
     for rid in (rid for chunk in chunks for rid in chunk):
         vm = parse_machine_id(rid, target="machines")
@@ -194,9 +197,9 @@ def start_slots(svc: DispatchDeps, chunks: list[list[str]]) -> dict[str, int]:
     slots: dict[str, int] = {}
     for subscription, keys in by_subscription.items():
         due = svc.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
-        for name in (READS, WRITES):
-            _, alone = block_slots(svc.pacer.buckets[name], 0.0, 0.0, len(keys))
-            due = [max(d, a) for d, a in zip(due, alone, strict=True)]
+        for name, per_start in ((READS, reads_per_start), (WRITES, 1)):
+            _, alone = block_slots(svc.pacer.buckets[name], 0.0, 0.0, len(keys) * per_start)
+            due = [max(d, a) for d, a in zip(due, alone[per_start - 1::per_start], strict=True)]
         slots.update((key, math.ceil(d)) for key, d in zip(keys, due, strict=True))
     return slots
 

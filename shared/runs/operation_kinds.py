@@ -53,6 +53,12 @@ class OperationKind:
         reads = INSTANCE_VIEW.budgets if settle and self.settles_from(machine) else ()
         return self.call.budgets + tuple(b for b in reads if b not in self.call.budgets)
 
+    @property
+    def reads_per_start(self) -> int:
+        """ARM reads a start makes at most: the machine's GET (its OS type, unless a listing gave it) and, when
+        it settles from Azure, the instance view (dispatch's start slots leave room for them)."""
+        return 2 if self.settles_from_instance_view else 1
+
     def settles_from(self, machine: MachineRef) -> bool:
         """An Azure VM's instance view shows its patch installations; an Arc machine's shows none."""
         return self.settles_from_instance_view and not machine.is_hybrid
