@@ -110,7 +110,8 @@ var unrecognisedTargets = filter(patchTargetScopes, s => length(split(s, '/')) !
 var patchRoleName = 'PatchPilot VM Patch Operator (${environmentName}, ${resourceToken})'
 var patchRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-vm-patch-operator')
 // The operation status URL lies under the subscription, outside any resource group: a resource-group target's
-// role cannot reach it, so its subscription gets this role (only Microsoft.Compute/locations/operations/read).
+// role cannot reach it, so its subscription gets this role (only Microsoft.Compute/locations/operations/read and
+// Microsoft.HybridCompute/locations/updateCenterOperationResults/read).
 var pollRoleName = 'PatchPilot Operation Status Reader (${environmentName}, ${resourceToken})'
 var pollRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-operation-status-reader')
 // Subscription ids of the resource-group targets, each once (union drops duplicates).

@@ -132,7 +132,7 @@ output uri string = 'https://${functionApp.properties.defaultHostName}'
 
 // App Service Authentication (Entra ID) for people: with a client id, a browser is sent to Entra sign-in before
 // the dashboard; the API paths callers reach with a function key (Logic Apps, scripts) are excluded, so they
-// keep working with the key alone (README, "Dashboard").
+// keep working with the key alone (docs/dashboard.md).
 resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(dashboardAuthClientId)) {
   // checkov:skip=CKV_AZURE_88:checkov reads every sites/config as a web config; this one holds only authentication settings.
   // checkov:skip=CKV_AZURE_65:checkov reads every sites/config as a web config; logging is in siteConfig and Application Insights.

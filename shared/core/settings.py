@@ -1,7 +1,7 @@
 """App settings, read from the environment once per process.
 
 Azure puts app settings in the environment; locally the host loads `local.settings.json` first.
-Every setting is documented in README.md ("Settings"); the names used in trigger bindings
+Every setting is documented in docs/settings.md (tests/unit/test_docs.py checks it); the names used in trigger bindings
 (`%OPERATIONS_QUEUE%` …) must also exist as app settings, so they are in local.settings.example.json.
 """
 

@@ -4,7 +4,7 @@ nothing from a CDN: the Content-Security-Policy allows this origin only).
 The page and assets are anonymous and hold no data; the page calls the same API as everyone else with the
 caller's function key (`x-functions-key`, taken from `?code=` once or typed in, kept in sessionStorage).
 In Azure, put App Service Authentication (Entra ID) in front of the app to keep the page itself private
-(README, "Dashboard"; infra parameter `dashboardAuthClientId`).
+(docs/dashboard.md; infra parameter `dashboardAuthClientId`).
 """
 
 from __future__ import annotations

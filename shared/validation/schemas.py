@@ -169,7 +169,7 @@ def rollout_schema() -> Schema:
         "postHook": _ui(_hook(False), "Post hook"),
     }, ro.FIELDS, "rollout")
     return {"type": "object", "additionalProperties": False, "properties": props,
-            "description": "Waves, concurrency, an error budget and hooks (README, Safe rollouts)"}
+            "description": "Waves, concurrency, an error budget and hooks (docs/rollouts.md)"}
 
 
 SCOPE_ID = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGroups/[^/]{{1,90}})?/?$"}

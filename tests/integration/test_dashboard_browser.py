@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against the local host, Azurite and
 the simulator: the pages load without console errors, a run started through the API shows up and reaches its
 final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
-The run page's screenshot is the README's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
+The run page's screenshot is docs/dashboard.md's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
 
 Chromium comes from `apt-get install chromium` (.ci/run installs it); Playwright's own browser download is not
 used. Without /usr/bin/chromium the test fails, saying so: CI must run it."""
@@ -108,7 +108,7 @@ def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path
         detail.first.wait_for(timeout=10_000)
         shown_ids = " ".join(detail.all_inner_texts())
         assert failed["armCalls"] and all(c["requestId"] in shown_ids for c in failed["armCalls"])
-        # UPDATE_SCREENSHOT=1 refreshes the README's picture; otherwise it goes to the test's own directory
+        # UPDATE_SCREENSHOT=1 refreshes docs/dashboard.png; otherwise it goes to the test's own directory
         shot = ROOT / "docs" / "dashboard.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
 

@@ -39,7 +39,7 @@ INSTALL: dict[str, Any] = {
     "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
 }
 # The simulator's and the app's guest-patch bucket (per subscription): 6 at once, then one a second. The app
-# keeps rate x PACING_LATE_SECONDS of the burst back for queue lateness (README, "Pacing"): the local host
+# keeps rate x PACING_LATE_SECONDS of the burst back for queue lateness (docs/pacing.md): the local host
 # polls an idle queue at most every 2 s (host.json maxPollingInterval), so 3 s of lateness covers it.
 BURST, PER_MINUTE, LATE = 6, 60, 3
 VMS = 22

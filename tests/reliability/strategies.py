@@ -3,7 +3,7 @@ accepts, and mutations of them.
 
 Valid shapes follow shared/validation/run_request.py, install_parameters.py, rollout.py,
 assessment_request.py, scopes.py, dynamic_scope.py and shared/maintenance/configuration.py +
-recurrence.py (and the README's API section), including the alternative spellings they normalise
+recurrence.py (and docs/api.md), including the alternative spellings they normalise
 (`NeverReboot`, `Update Rollups`, `KB5034441`, any case). Mutations of a valid body: a node replaced by
 a wrong type, null, a huge string, deep nesting, unicode digits, an extreme number or a value at the edge
 of a field's domain; an extra field; a removed field; a duplicate key written into the raw JSON text; and
@@ -167,7 +167,7 @@ def assessment_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 TIME_ZONES = ("UTC", "W. Europe Standard Time", "Pacific Standard Time", "Tokyo Standard Time", "Europe/Berlin",
               "America/New_York", "india standard time", "Australia/Lord_Howe", "Asia/Kathmandu")
-# Not a bare "Month"/"2Months": Azure's service refuses those (README, "Azure input rules").
+# Not a bare "Month"/"2Months": Azure's service refuses those (docs/azure-input-rules.md).
 RECUR = ("Day", "3Days", "Week", "2Weeks Monday,Friday", "Week Saturday, Sunday", "Month day5", "2Months day1",
          "Month day1,day15", "Month day28", "Month Second Tuesday Offset2", "Month Last Sunday Offset-6",
          "month first monday", "6Hours", "12Hours", "Days")

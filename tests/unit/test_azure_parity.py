@@ -1,7 +1,7 @@
 """Azure's input shapes, field by field: each value Azure accepts is accepted (and shown normalised),
 each value it refuses is a 400 naming the field. Rules and sources: the docstrings of
-shared/maintenance/configuration.py, shared/maintenance/dynamic_scope.py,
-shared/validation/install_parameters.py and shared/arm/errors.py; the README's "Azure input rules".
+shared/maintenance/configuration.py, shared/validation/dynamic_scope.py,
+shared/validation/install_parameters.py and shared/arm/errors.py; docs/azure-input-rules.md.
 """
 
 from __future__ import annotations

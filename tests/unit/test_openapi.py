@@ -1,6 +1,6 @@
 """The OpenAPI 2.0 document: valid Swagger 2.0 (openapi-spec-validator), every route the app registers,
 kept in the repository as generated, served anonymously without secrets, and request schemas that
-accept the README's examples and refuse what the validators refuse."""
+accept the examples in the README and docs/ and refuse what the validators refuse."""
 
 from __future__ import annotations
 
@@ -112,11 +112,11 @@ def test_served_document_names_this_app_and_holds_no_secrets(monkeypatch: pytest
         {k: v for k, v in DOC.items() if k not in ("host", "schemes", "definitions")}
 
 
-# -- the README's examples --------------------------------------------------------------------------------------------
+# -- the examples in the README and docs/ ------------------------------------------------------------------------------
 
 def readme_json_examples() -> list[Any]:
-    """Every ```json block and every `curl -d '...'` body in the README, placeholders filled in."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Every ```json block and every `curl -d '...'` body in the README and docs/, placeholders filled in."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     blocks = re.findall(r"```json\n(.*?)```", text, re.DOTALL) + re.findall(r"-d '(\{.*?\})'", text, re.DOTALL)
     filled = [b.replace('"..."', json.dumps(VM)).replace("<sub>", SUB).replace("<id>", SUB) for b in blocks]
     return [json.loads(b) for b in filled]

@@ -609,7 +609,7 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.by_key = {vm.key: vm for vm in (*self.vms, *self.machines)}
-        # Indexes so a list page or a lookup never scans the fleet (10,000 VMs: see README, the simulator at scale).
+        # Indexes so a list page or a lookup never scans the fleet (10,000 VMs: docs/simulator.md, at scale).
         self._subs = {sub.lower(): sub for sub in self.subscriptions}
         self._vms_by_sub: dict[str, list[VirtualMachine]] = {}
         self._vms_by_rg: dict[tuple[str, str], list[VirtualMachine]] = {}
