@@ -3,8 +3,9 @@ the simulator: the pages load without console errors, a run started through the 
 final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
 The run page's screenshot is the README's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
 
-Chromium comes from `apt-get install chromium` (.ci/run installs it); Playwright's own browser download is not
-used. Without /usr/bin/chromium the test fails, saying so: CI must run it."""
+Chromium comes from `apt-get install chromium` (`make test` installs it first with tools/ensure_chromium.sh, or
+stops saying what to install); Playwright's own browser download is not used. Run alone without Chromium, the
+test fails, saying so: CI must run it."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def wait_done(host: HostProcess, path: str, timeout: float = 60) -> dict[str, An
 
 
 def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install chromium (make test does)"
     from playwright.sync_api import sync_playwright
 
     vms = simulator.vm_ids()
