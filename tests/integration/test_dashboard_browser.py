@@ -12,15 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 KEY = "dashboard-test-key"
@@ -28,23 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
 FINISHED = {"Succeeded", "CompletedWithErrors", "CompletedWithWarnings", "Failed", "Halted", "Canceled"}
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=4, subscriptions=2, seed=7, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=4, subscriptions=2, seed=7)
 
 
 @pytest.fixture
-def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess({**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}, tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+def host_settings(app_settings: dict[str, str]) -> dict[str, str]:
+    return {**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}
 
 
 def call(host: HostProcess, method: str, path: str, body: Any = None) -> requests.Response:

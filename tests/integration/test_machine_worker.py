@@ -18,14 +18,8 @@ from shared.core.clock import iso, utcnow
 from shared.runs.services import Services
 from tests.app import get_services, reset_services, run_workers, runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
-
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 
 
 def post_run(machines: list[str], install: dict[str, Any] | None = None, key: str | None = None,
