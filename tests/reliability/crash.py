@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from tests.integration.conftest import unique_settings
+from tests.integration.local_host_process import wait_answering
 from tests.support.bodies import INSTALL_WIDE
 from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -55,16 +56,8 @@ class Host:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.reliability.bounded_host", "--script-root", str(REPO_ROOT),
                  "--port", str(port)], env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"host exited {self.process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                requests.get(f"{self.url}/api/runs", timeout=2)
-                return self
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError(f"host not ready in {timeout}s:\n{log_path.read_text()[-3000:]}")
+        wait_answering(self.process, self.url, log_path, timeout, probe_timeout=2)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no cleanup; messages in flight stay leased."""
