@@ -53,6 +53,13 @@ def machine(view: dict[str, Any], vm_id: str) -> dict[str, Any]:
     return next(m for m in view["machines"] if m["id"].lower() == vm_id.lower())
 
 
+def run_alone(services: Services, vm: str) -> tuple[str, dict[str, Any]]:
+    """A run of `vm` alone, its messages delivered until it ends: the run's id and the machine's view."""
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    return run_id, machine(run_view(run_id), vm)
+
+
 def by_vm(sim: Simulator) -> dict[str, dict[str, int]]:
     return sim.calls()["byVm"]
 
@@ -141,9 +148,7 @@ def test_conflict_retries_are_bounded(services: Services, simulator: Simulator) 
     services = reconfigure(MAX_CONFLICT_RETRIES="2")
     simulator.set_faults(conflict_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed"
     assert "conflict" in mine["error"]["message"]
     assert by_vm(simulator)[vm.lower()]["installPatches"] == 3  # first try + 2 retries
@@ -170,18 +175,14 @@ def test_server_errors_back_off_then_fail(services: Services, simulator: Simulat
     services = reconfigure(MAX_TRANSIENT_RETRIES="2")
     simulator.set_faults(error_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and "transient" in mine["error"]["message"]
     assert len(mine["armCalls"]) == 3 and all(c["status"] >= 500 for c in mine["armCalls"])
 
 
 def test_unknown_vm_fails_with_arms_error(services: Services, simulator: Simulator) -> None:
     ghost = simulator.vm_ids()[0].rsplit("/", 1)[0] + "/does-not-exist"
-    run_id = start([ghost])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), ghost)
+    _, mine = run_alone(services, ghost)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "ResourceNotFound"
 
 
@@ -274,9 +275,7 @@ def test_queue_messages_are_base64_on_the_wire(services: Services, simulator: Si
 def test_synchronous_200_is_stored_without_polling(services: Services, simulator: Simulator) -> None:
     simulator.set_faults(sync_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Completed" and mine["status"] in ("Succeeded", "Failed")
     assert [c["op"] for c in mine["armCalls"]] == ["getVm", "instanceView", "installPatches"]
     assert by_vm(simulator)[vm.lower()]["poll"] == 0
@@ -287,9 +286,7 @@ def test_synchronous_200_is_stored_without_polling(services: Services, simulator
 def test_location_on_another_host_is_refused_and_never_called(services: Services, simulator: Simulator) -> None:
     simulator.set_faults(foreign_location_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    run_id, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "UntrustedPollingUrl"
     assert "127.0.0.2:9" in mine["error"]["message"]
     # no poll was sent anywhere
@@ -321,9 +318,7 @@ def test_dropped_connections_back_off_then_fail(services: Services, simulator: S
     services = reconfigure(MAX_TRANSIENT_RETRIES="1")
     simulator.set_faults(drop_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "ConnectionError"
     assert [c["status"] for c in mine["armCalls"]] == [None, None]  # no answer, twice
     assert simulator.calls()["byVm"][vm.lower()].get("installPatchesAccepted", 0) == 0
