@@ -1,5 +1,5 @@
 """Request bodies the tests send. `installPatches` is Compute's VirtualMachineInstallPatchesParameters
-(tests/fixtures/azure-api names the source); a run request carries it beside its machines.
+(Compute API 2025-04-01); a run request carries it beside its machines.
 
 The constants are shared by many modules: never change one in place. Copy it (`{**INSTALL, "rebootSetting": ...}`)
 or build another with install(); tests/conftest.py fails a test that changes one."""
