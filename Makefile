@@ -1,11 +1,12 @@
 # Two commands on a fresh machine (Python 3.11+, Node.js 18+):
 #   make run    install everything, start Azurite + ARM simulator + local Functions host, print a request
-#   make test   install everything, lint, run every test (starts Azurite, simulator and host itself)
+#   make test   install everything (and Chromium, tools/ensure_chromium.sh), lint, run every test (starts Azurite,
+#               simulator and host itself)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint unit bench bench-scale chaos infra-check clean
+.PHONY: setup run test lint unit chromium bench bench-scale chaos infra-check clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -28,7 +29,12 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+# Before anything else: the dashboard's browser test needs Debian's Chromium. Installed with apt-get when we are
+# root or have passwordless sudo; otherwise make stops here with one line saying what to install.
+chromium:
+	@tools/ensure_chromium.sh
+
+test: chromium lint
 	$(BIN)/python -m pytest
 
 unit: setup

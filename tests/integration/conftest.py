@@ -1,4 +1,5 @@
-"""Integration fixtures: real Azurite, the ARM simulator over HTTP, and the app's settings.
+"""Integration fixtures: real Azurite, the ARM simulator over HTTP, the app's settings, the local Functions host
+as its own process, and a webhook receiver.
 
 Each test gets its own queue and table names, so tests share one Azurite without seeing each
 other's data.
@@ -9,15 +10,17 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from shared.composition import Components
 from tests.app import get_services, reset_services
+from tests.integration.local_host_process import HostProcess
+from tests.support.events import Receiver
+from tests.support.fleet import DEV_TOKEN, sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
-
-DEV_TOKEN = "integration-test-token"
 
 # Fast retry settings: the semantics are the same as production, only the waits are short.
 FAST = {
@@ -58,8 +61,7 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     """Override in a test module to shape the fleet."""
-    return SimulatorConfig(vms=12, subscriptions=1, seed=3, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=12, seed=3)
 
 
 @pytest.fixture
@@ -81,3 +83,25 @@ def services(app_settings: dict[str, str]) -> Iterator[Components]:
     reset_services()
     yield get_services()
     reset_services()
+
+
+@pytest.fixture
+def host_settings(app_settings: dict[str, str]) -> dict[str, str]:
+    """The local host's settings; override in a test module to add some (keys, webhooks, scopes)."""
+    return app_settings
+
+
+@pytest.fixture
+def host(host_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
+    """The local Functions host running function_app.py in its own process, as `make run` starts it."""
+    proc = HostProcess(host_settings, tmp_path / "host.log").wait_ready()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback (tests.support.events.webhook_settings points the app at it)."""
+    r = Receiver()
+    yield r
+    r.server.shutdown()

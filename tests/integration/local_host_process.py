@@ -28,16 +28,8 @@ class HostProcess:
         )
 
     def wait_ready(self, timeout: float = 60.0) -> HostProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"host exited {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                requests.get(f"{self.base_url}/api/runs", timeout=1)
-                return self
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError(f"host not ready in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+        wait_answering(self.process, self.base_url, self.log_path, timeout)
+        return self
 
     def stop(self) -> None:
         self.process.terminate()
@@ -46,3 +38,19 @@ class HostProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+def wait_answering(process: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout: float,
+                   probe_timeout: float = 1) -> None:
+    """Wait until the host `process` answers GET /api/runs; if it exits first, or is not ready within
+    `timeout` seconds, raise with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"host exited {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            requests.get(f"{base_url}/api/runs", timeout=probe_timeout)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError(f"host not ready in {timeout}s:\n{log_path.read_text()[-4000:]}")

@@ -14,15 +14,13 @@ from tests.app import assessments_api
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_assessments import call, compliance, run_finished
 from tests.integration.test_maintenance import assign, configuration, finished, occurrences, put, run_of
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-from .conftest import DEV_TOKEN
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=6, subscriptions=1, seed=43, arc_machines=6, arc_disconnected=0, page_size=4,
-                           time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)
+    return sim_config(vms=6, seed=43, arc_machines=6, arc_disconnected=0, page_size=4)
 
 
 def test_a_dynamic_scope_of_arc_machines_and_a_static_vm(services: Components, simulator: Simulator) -> None:

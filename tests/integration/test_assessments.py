@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,9 +19,9 @@ from shared.composition import Components
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import assessment_workers, assessments_api, get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.compliance import assert_compliance_matches, expected_compliance
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-from .conftest import DEV_TOKEN
 
 SLOT = datetime(2026, 11, 20, 3, 0, 5, tzinfo=UTC)  # just after the default 03:00 UTC occurrence
 
@@ -30,8 +29,7 @@ SLOT = datetime(2026, 11, 20, 3, 0, 5, tzinfo=UTC)  # just after the default 03:
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # 2 subscriptions, some VMs stopped, and pages of 7 so every subscription's listing has page boundaries.
-    return SimulatorConfig(vms=40, subscriptions=2, seed=21, stopped_ratio=0.15, page_size=7, time_scale=3600.0,
-                           required_token=DEV_TOKEN, retry_after_seconds=1)
+    return sim_config(vms=40, subscriptions=2, seed=21, stopped_ratio=0.15, page_size=7)
 
 
 def configure(svc: Components, sim: Simulator, **extra: str) -> Components:
@@ -64,45 +62,6 @@ def compliance(**params: str) -> dict[str, Any]:
 def vm_route(vm_id: str) -> dict[str, str]:
     ref = parse_vm_id(vm_id, target="vm")
     return {"subscriptionId": ref.subscription_id, "resourceGroupName": ref.resource_group, "vmName": ref.name}
-
-
-def expected_compliance(sim: Simulator, *, subscription: str | None = None,
-                        os_type: str | None = None) -> dict[str, Any]:
-    """The compliance numbers computed independently from the simulator's own state."""
-    vms = [v for v in sim.state()["vms"]
-           if (subscription is None or v["subscriptionId"].lower() == subscription.lower())
-           and (os_type is None or v["osType"] == os_type)]
-    running = [v for v in vms if v["powerState"] == "running"]
-    by_class: Counter[str] = Counter()
-    machines_by_class: Counter[str] = Counter()
-    widespread: Counter[tuple[str, str]] = Counter()
-    for vm in running:
-        classes = Counter(p["classification"] for p in vm["pendingPatches"])
-        by_class.update(classes)
-        machines_by_class.update(classes.keys())
-        widespread.update({(f"KB{p['kbId']}" if p["kbId"] else p["name"], p["classification"])
-                           for p in vm["pendingPatches"]})
-    top = sorted(widespread.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    return {
-        "machines": len(vms),
-        "assessed": len(running),
-        "neverAssessed": len(vms) - len(running),
-        "notRunning": len(vms) - len(running),
-        "stale": 0,
-        "failed": 0,
-        "missingCriticalOrSecurity": sum(
-            1 for v in running if any(p["classification"] in ("Critical", "Security") for p in v["pendingPatches"])),
-        "rebootPending": sum(1 for v in running if v["rebootPending"]),
-        "upToDate": sum(1 for v in running if not v["pendingPatches"]),
-        "byClassification": {c: {"missingPatches": by_class[c], "machines": machines_by_class[c]}
-                             for c in sorted(by_class)},
-        "mostWidespreadMissingPatches": [{"patch": k, "classification": c, "machines": n} for (k, c), n in top],
-    }
-
-
-def assert_compliance_matches(actual: dict[str, Any], expected: dict[str, Any]) -> None:
-    for name, value in expected.items():
-        assert actual[name] == value, (name, actual[name], value)
 
 
 def test_sweep_assesses_running_vms_once_and_compliance_equals_the_simulator(services: Components,

@@ -16,7 +16,8 @@ from shared.composition import Components
 from shared.runs import views
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
-from tests.integration.test_machine_worker import INSTALL, finished, post_run, run_view, start
+from tests.integration.test_machine_worker import finished, post_run, run_view, start
+from tests.support.bodies import INSTALL
 from tools import metrics
 from tools.azure_simulator import Simulator
 

@@ -25,6 +25,7 @@ from shared.storage.fleet_store import FleetStore, machine_row_key
 from shared.validation.resource_ids import parse_machine_id
 from tests.app import assessments_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.fleet import sim_config
 from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -42,8 +43,7 @@ FILTERS: list[dict[str, Any]] = [{}, {"os_type": "Linux"}, {"machine_kind": HYBR
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=16, subscriptions=2, seed=5, stopped_ratio=0.2, page_size=5, time_scale=3600.0,
-                           required_token="integration-test-token", retry_after_seconds=1)
+    return sim_config(vms=16, subscriptions=2, seed=5, stopped_ratio=0.2, page_size=5)
 
 
 def machine(sub: str, i: int) -> MachineRef:

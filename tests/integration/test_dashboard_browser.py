@@ -3,23 +3,24 @@ the simulator: the pages load without console errors, a run started through the 
 final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
 The run page's screenshot is docs/dashboard.md's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
 
-Chromium comes from `apt-get install chromium` (.ci/run installs it); Playwright's own browser download is not
-used. Without /usr/bin/chromium the test fails, saying so: CI must run it."""
+Chromium comes from `apt-get install chromium` (`make test` installs it first with tools/ensure_chromium.sh, or
+stops saying what to install); Playwright's own browser download is not used. Run alone without Chromium, the
+test fails, saying so: CI must run it."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 KEY = "dashboard-test-key"
@@ -27,23 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
 FINISHED = {"Succeeded", "CompletedWithErrors", "CompletedWithWarnings", "Failed", "Halted", "Canceled"}
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=4, subscriptions=2, seed=7, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=4, subscriptions=2, seed=7)
 
 
 @pytest.fixture
-def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess({**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}, tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+def host_settings(app_settings: dict[str, str]) -> dict[str, str]:
+    return {**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}
 
 
 def call(host: HostProcess, method: str, path: str, body: Any = None) -> requests.Response:
@@ -62,7 +57,7 @@ def wait_done(host: HostProcess, path: str, timeout: float = 60) -> dict[str, An
 
 
 def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install chromium (make test does)"
     from playwright.sync_api import sync_playwright
 
     vms = simulator.vm_ids()

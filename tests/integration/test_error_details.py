@@ -5,27 +5,19 @@ Against Azurite and the ARM simulator over HTTP, delivered in-process."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
-import pytest
 
 from shared.composition import Components
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import assessments_api, runs_api
 from tests.integration.queue_pump import QueuePump
-from tests.integration.test_events import Receiver, configure
+from tests.integration.test_events import configure
 from tests.integration.test_events import start as start_run
 from tests.integration.test_events import view as run_view
+from tests.support.events import Receiver
 from tools.azure_simulator import Simulator
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 def finished(run_id: str) -> bool:

@@ -4,72 +4,25 @@ it never answers well, a pre-run hook that vetoes a run, and a post-run hook tol
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import azure.functions as func
-import pytest
 
 from shared.composition import Components
 from tests.app import get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL
+from tests.support.events import Receiver, signed, webhook_settings
 from tools.azure_simulator import Simulator
-
-KEY = "test-signing-key"
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
-
-
-class Receiver:
-    """A webhook receiver on loopback: records every request; answers `status` after `fail_first` 500s."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail_first = 0
-        self.status = 200
-        self.answer = b"ok"
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(500 if failing else receiver.status)
-                self.send_header("Content-Length", str(len(receiver.answer)))
-                self.end_headers()
-                self.wfile.write(receiver.answer)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(r["body"]) for r in self.requests if r["path"] == "/events"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 def configure(receiver: Receiver, **extra: str) -> Components:
-    os.environ.update({"EVENT_WEBHOOKS": f"{receiver.url}/events", "EVENT_SIGNING_KEY": KEY, **extra})
+    os.environ.update({**webhook_settings(receiver), **extra})
     reset_services()
     return get_services()
 
@@ -86,15 +39,6 @@ def start(machines: list[str], rollout: dict[str, Any] | None = None) -> str:
 def view(run_id: str) -> dict[str, Any]:
     return json.loads(runs_api.get_run(func.HttpRequest("GET", "http://127.0.0.1/x", body=b"",
                                                         route_params={"runId": run_id})).get_body())
-
-
-def signed(request: dict[str, Any]) -> bool:
-    """What a receiver does: HMAC of "<timestamp>.<body>", and the timestamp recent (no replays)."""
-    timestamp = request["headers"]["X-PatchPilot-Timestamp"]
-    expected = "sha256=" + hmac.new(KEY.encode(), timestamp.encode() + b"." + request["body"],
-                                    hashlib.sha256).hexdigest()
-    return (hmac.compare_digest(request["headers"].get("X-PatchPilot-Signature", ""), expected)
-            and abs(time.time() - int(timestamp)) < 300)
 
 
 def test_cloudevents_are_signed_and_retried_after_a_failing_receiver(services: Components, simulator: Simulator,

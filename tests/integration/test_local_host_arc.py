@@ -10,43 +10,30 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.infra.bicep import INFRA, parse
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
-from tests.integration.test_assessments import assert_compliance_matches
-from tests.integration.test_events import KEY, Receiver
-from tests.integration.test_local_host_rollouts import INSTALL, received
 from tests.integration.test_local_host_runs import follow
+from tests.support.bodies import INSTALL
+from tests.support.compliance import assert_compliance_matches, compliance_of
+from tests.support.events import Receiver, received, webhook_settings
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # Pages of 3: both kinds' listings cross page boundaries in every subscription.
-    return SimulatorConfig(vms=8, subscriptions=2, seed=41, arc_machines=6, arc_disconnected=1, page_size=3,
-                           time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)
+    return sim_config(vms=8, subscriptions=2, seed=41, arc_machines=6, arc_disconnected=1, page_size=3)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
-@pytest.fixture
-def host(app_settings: dict[str, str], receiver: Receiver, tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess({**app_settings, "EVENT_WEBHOOKS": f"{receiver.url}/events", "EVENT_SIGNING_KEY": KEY},
-                       tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+def host_settings(app_settings: dict[str, str], receiver: Receiver) -> dict[str, str]:
+    return {**app_settings, **webhook_settings(receiver)}
 
 
 def fleet(sim: Simulator) -> list[dict[str, Any]]:
@@ -66,35 +53,13 @@ def expected_compliance(sim: Simulator, kind: str | None = None) -> dict[str, An
     """The compliance numbers computed independently from the simulator's own state."""
     machines = [m for m in fleet(sim) if kind is None or m["kind"] == kind]
     assessed = [m for m in machines if assessable(m)]
-    by_class: Counter[str] = Counter()
-    machines_by_class: Counter[str] = Counter()
-    widespread: Counter[tuple[str, str]] = Counter()
-    for m in assessed:
-        classes = Counter(p["classification"] for p in m["pendingPatches"])
-        by_class.update(classes)
-        machines_by_class.update(classes.keys())
-        if m["kind"] == "virtualMachines":  # only Compute lists the patches themselves
-            widespread.update({(f"KB{p['kbId']}" if p["kbId"] else p["name"], p["classification"])
-                               for p in m["pendingPatches"]})
     return {
-        "machines": len(machines),
-        "assessed": len(assessed),
-        "neverAssessed": len(machines) - len(assessed),
+        # only Compute lists the patches themselves
+        **compliance_of(machines, assessed, lists_patches=lambda m: m["kind"] == "virtualMachines"),
         "notRunning": sum(1 for m in machines if m["kind"] == "virtualMachines" and m["powerState"] != "running"),
         "notConnected": sum(1 for m in machines if m["kind"] == "hybridMachines" and m["agentStatus"] != "Connected"),
-        "stale": 0,
-        "failed": 0,
-        "missingCriticalOrSecurity": sum(
-            1 for m in assessed if any(p["classification"] in ("Critical", "Security") for p in m["pendingPatches"])),
-        "rebootPending": sum(1 for m in assessed if m["rebootPending"]),
-        "upToDate": sum(1 for m in assessed if not m["pendingPatches"]),
         "byOsType": dict(sorted(Counter(m["osType"] for m in machines).items())),
         "byMachineKind": dict(sorted(Counter(m["kind"] for m in machines).items())),
-        "byClassification": {c: {"missingPatches": by_class[c], "machines": machines_by_class[c]}
-                             for c in sorted(by_class)},
-        "mostWidespreadMissingPatches": [{"patch": k, "classification": c, "machines": n}
-                                         for (k, c), n in sorted(widespread.items(),
-                                                                 key=lambda kv: (-kv[1], kv[0]))[:10]],
     }
 
 

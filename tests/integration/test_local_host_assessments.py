@@ -5,33 +5,27 @@ compliance view over HTTP equal to what the simulator holds."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
-from tests.integration.test_assessments import assert_compliance_matches, expected_compliance
 from tests.integration.test_local_host_runs import follow
+from tests.support.compliance import assert_compliance_matches, expected_compliance
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # 210 VMs in 2 subscriptions, ~10% stopped or deallocated, listed in pages of 50.
-    return SimulatorConfig(vms=210, subscriptions=2, seed=33, stopped_ratio=0.1, page_size=50, time_scale=3600.0,
-                           required_token=DEV_TOKEN, retry_after_seconds=1)
+    return sim_config(vms=210, subscriptions=2, seed=33, stopped_ratio=0.1, page_size=50)
 
 
 @pytest.fixture
-def host(app_settings: dict[str, str], simulator: Simulator, tmp_path: Path) -> Iterator[HostProcess]:
+def host_settings(app_settings: dict[str, str], simulator: Simulator) -> dict[str, str]:
     scopes = ",".join(f"/subscriptions/{s}" for s in simulator.subscriptions())
-    proc = HostProcess({**app_settings, "ASSESSMENT_SCOPES": scopes, "ASSESSMENT_SCHEDULE": "0 0 3 * * *"},
-                       tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+    return {**app_settings, "ASSESSMENT_SCOPES": scopes, "ASSESSMENT_SCHEDULE": "0 0 3 * * *"}
 
 
 def test_periodic_sweep_of_210_vms_through_the_local_host(host: HostProcess, simulator: Simulator) -> None:

@@ -7,37 +7,27 @@ property to the polling GETs, not custom headers (Azure/logicapps#611)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import SimulatorConfig
 
 KEY = "local-test-key"
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=3, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=3, seed=5)
 
 
 @pytest.fixture
-def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess({**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}, tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+def host_settings(app_settings: dict[str, str]) -> dict[str, str]:
+    return {**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}
 
 
 def follow(url: str, headers: dict[str, str], timeout: float = 120) -> requests.Response:

@@ -16,8 +16,8 @@ import requests
 
 from shared.core.clock import iso
 from shared.maintenance.timezones import resolve_time_zone
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 # Simulated seconds per real second: six hours in 12 s, a 03:55 window in about 8 s. Queue polling
@@ -28,8 +28,7 @@ ZONE = "W. Europe Standard Time"
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=12, subscriptions=1, seed=8, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=12, seed=8)
 
 
 @pytest.fixture

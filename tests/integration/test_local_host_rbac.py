@@ -8,41 +8,26 @@ each machine's outcome is reported unknown with that reason; never as the operat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.infra.bicep import role_actions
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL_LINUX_OTHER
+from tests.support.fleet import sim_config
+from tests.support.roles import PATCH_ACTIONS, POLL_ACTIONS
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
-PATCH_ACTIONS = role_actions("patch-role.bicep", "patchOperator")
-POLL_ACTIONS = role_actions("poll-role.bicep", "operationStatusReader")
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=10, subscriptions=1, seed=23, time_scale=36000.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
-
-
-@pytest.fixture
-def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess(app_settings, tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+    return sim_config(vms=10, seed=23, time_scale=36000.0)
 
 
 def run_to_end(host: HostProcess, vms: list[str], key: str) -> dict[str, Any]:
     """POST a run and follow its Location (honouring Retry-After) until it stops answering 202."""
-    resp = requests.post(f"{host.base_url}/api/runs", json={"machines": vms, "installPatches": INSTALL},
+    resp = requests.post(f"{host.base_url}/api/runs", json={"machines": vms, "installPatches": INSTALL_LINUX_OTHER},
                          headers={"Idempotency-Key": key}, timeout=30)
     assert resp.status_code == 202, resp.text
     url, deadline = resp.headers["Location"], time.monotonic() + 120

@@ -16,24 +16,18 @@ import pytest
 import requests
 from azure.data.tables import TableClient
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 FAST_RECOVERY = {"CLAIM_TIMEOUT_SECONDS": "5", "STALL_AFTER_SECONDS": "5", "SWEEP_SCHEDULE": "*/5 * * * * *"}
 LATENCY_MS = 3000  # every ARM request: the kill lands while POSTs are in flight
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=16, subscriptions=1, seed=17, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=16, seed=17)
 
 
 def states(host: HostProcess, run_id: str) -> tuple[int, dict[str, Any]]:

@@ -6,47 +6,33 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
-from tests.integration.test_events import KEY, Receiver, signed
 from tests.integration.test_local_host_runs import follow
+from tests.support.bodies import INSTALL
+from tests.support.events import Receiver, received, signed, webhook_settings
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=24, subscriptions=2, seed=31, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=24, subscriptions=2, seed=31)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
-@pytest.fixture
-def host(app_settings: dict[str, str], receiver: Receiver, tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess({**app_settings, "EVENT_WEBHOOKS": f"{receiver.url}/events", "EVENT_SIGNING_KEY": KEY},
-                       tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+def host_settings(app_settings: dict[str, str], receiver: Receiver) -> dict[str, str]:
+    return {**app_settings, **webhook_settings(receiver)}
 
 
 def test_a_rollout_through_the_local_host(host: HostProcess, simulator: Simulator, receiver: Receiver) -> None:
     body: dict[str, Any] = {
         "machines": simulator.vm_ids(),
-        "installPatches": {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-                           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-                           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}},
+        "installPatches": INSTALL,
         "rollout": {"waves": [{"name": "canary", "size": 1}, {"size": "25%"}, {"size": "rest"}],
                     "maxConcurrency": 4, "maxConcurrencyPerSubscription": 3, "maxFailures": "10%",
                     "preHook": {"url": f"{receiver.url}/pre"}}}
@@ -72,23 +58,7 @@ def test_a_rollout_through_the_local_host(host: HostProcess, simulator: Simulato
     assert [r["path"] for r in receiver.requests].count("/pre") == 1
 
 
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}
-
-
-def received(receiver: Receiver, event_type: str, timeout: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [json.loads(r["body"]) for r in receiver.requests if r["path"] == "/events"
-                 and json.loads(r["body"])["type"] == event_type]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
-@pytest.mark.parametrize("simulator_config", [SimulatorConfig(
-    vms=100, subscriptions=2, seed=32, time_scale=36000.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=100, subscriptions=2, seed=32, time_scale=36000.0)])
 def test_a_failing_canary_halts_100_vms_through_the_local_host(host: HostProcess, simulator: Simulator,
                                                                receiver: Receiver) -> None:
     receiver.fail_first = 1  # the first event delivery fails; it is retried

@@ -5,36 +5,22 @@ the simulator did, with exactly one accepted installPatches per machine."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL_WIDE
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-INSTALL = {
-    "maximumDuration": "PT3H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security", "UpdateRollUp"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]},
-}
+INSTALL = {**INSTALL_WIDE, "maximumDuration": "PT3H"}
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=60, subscriptions=2, seed=11, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
-
-
-@pytest.fixture
-def host(app_settings: dict[str, str], tmp_path: Path) -> Iterator[HostProcess]:
-    proc = HostProcess(app_settings, tmp_path / "host.log").wait_ready()
-    yield proc
-    proc.stop()
+    return sim_config(vms=60, subscriptions=2, seed=11)
 
 
 def follow(url: str, timeout: float) -> requests.Response:

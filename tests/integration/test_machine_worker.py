@@ -18,14 +18,8 @@ from shared.composition import Components
 from shared.core.clock import iso, utcnow
 from tests.app import get_services, reset_services, run_workers, runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
-
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 
 
 def post_run(machines: list[str], install: dict[str, Any] | None = None, key: str | None = None,
@@ -57,6 +51,13 @@ def finished(run_id: str) -> bool:
 
 def machine(view: dict[str, Any], vm_id: str) -> dict[str, Any]:
     return next(m for m in view["machines"] if m["id"].lower() == vm_id.lower())
+
+
+def run_alone(services: Components, vm: str) -> tuple[str, dict[str, Any]]:
+    """A run of `vm` alone, its messages delivered until it ends: the run's id and the machine's view."""
+    run_id = start([vm])
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
+    return run_id, machine(run_view(run_id), vm)
 
 
 def by_vm(sim: Simulator) -> dict[str, dict[str, int]]:
@@ -147,9 +148,7 @@ def test_conflict_retries_are_bounded(services: Components, simulator: Simulator
     services = reconfigure(MAX_CONFLICT_RETRIES="2")
     simulator.set_faults(conflict_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed"
     assert "conflict" in mine["error"]["message"]
     assert by_vm(simulator)[vm.lower()]["installPatches"] == 3  # first try + 2 retries
@@ -176,18 +175,14 @@ def test_server_errors_back_off_then_fail(services: Components, simulator: Simul
     services = reconfigure(MAX_TRANSIENT_RETRIES="2")
     simulator.set_faults(error_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and "transient" in mine["error"]["message"]
     assert len(mine["armCalls"]) == 3 and all(c["status"] >= 500 for c in mine["armCalls"])
 
 
 def test_unknown_vm_fails_with_arms_error(services: Components, simulator: Simulator) -> None:
     ghost = simulator.vm_ids()[0].rsplit("/", 1)[0] + "/does-not-exist"
-    run_id = start([ghost])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), ghost)
+    _, mine = run_alone(services, ghost)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "ResourceNotFound"
 
 
@@ -280,9 +275,7 @@ def test_queue_messages_are_base64_on_the_wire(services: Components, simulator: 
 def test_synchronous_200_is_stored_without_polling(services: Components, simulator: Simulator) -> None:
     simulator.set_faults(sync_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Completed" and mine["status"] in ("Succeeded", "Failed")
     assert [c["op"] for c in mine["armCalls"]] == ["getVm", "instanceView", "installPatches"]
     assert by_vm(simulator)[vm.lower()]["poll"] == 0
@@ -293,9 +286,7 @@ def test_synchronous_200_is_stored_without_polling(services: Components, simulat
 def test_location_on_another_host_is_refused_and_never_called(services: Components, simulator: Simulator) -> None:
     simulator.set_faults(foreign_location_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    run_id, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "UntrustedPollingUrl"
     assert "127.0.0.2:9" in mine["error"]["message"]
     # no poll was sent anywhere
@@ -327,9 +318,7 @@ def test_dropped_connections_back_off_then_fail(services: Components, simulator:
     services = reconfigure(MAX_TRANSIENT_RETRIES="1")
     simulator.set_faults(drop_rate=1.0)
     vm = simulator.vm_ids()[0]
-    run_id = start([vm])
-    QueuePump(services).run_until(lambda: finished(run_id), timeout=30)
-    mine = machine(run_view(run_id), vm)
+    _, mine = run_alone(services, vm)
     assert mine["state"] == "Failed" and mine["error"]["code"] == "ConnectionError"
     assert [c["status"] for c in mine["armCalls"]] == [None, None]  # no answer, twice
     assert simulator.calls()["byVm"][vm.lower()].get("installPatchesAccepted", 0) == 0

@@ -18,15 +18,13 @@ from shared.core.clock import iso
 from shared.maintenance.windows import open_due_windows
 from tests.app import maintenance_api, runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-from .conftest import DEV_TOKEN
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=16, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=16, seed=5)
 
 
 def call(fn: Any, method: str, route: dict[str, str], body: Any = None,
@@ -273,8 +271,7 @@ def test_a_vm_the_first_window_failed_to_patch_is_patched_by_the_second(services
     assert simulator.calls()["byVm"][vm.lower()]["installPatchesAccepted"] == 2
 
 
-@pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1-4 s, so they overlap
-    vms=8, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=8, seed=5)])  # operations of 1-4 s, so they overlap
 def test_a_window_run_follows_the_configurations_rollout(services: Components, simulator: Simulator) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     body = configuration(now - timedelta(minutes=1))

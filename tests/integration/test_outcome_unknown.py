@@ -17,24 +17,16 @@ import pytest
 
 from shared.composition import Components
 from tests.app import runs_api
-from tests.infra.bicep import role_actions
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL_LINUX_OTHER
+from tests.support.fleet import sim_config
+from tests.support.roles import PATCH_ACTIONS, POLL_ACTIONS  # what infra/ grants
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-from .conftest import DEV_TOKEN
-
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
-# Exactly what infra/ grants: the patch role on a resource-group target, the poll role at its subscription.
-PATCH_ACTIONS = role_actions("patch-role.bicep", "patchOperator")
-POLL_ACTIONS = role_actions("poll-role.bicep", "operationStatusReader")
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=12, subscriptions=1, seed=21, time_scale=36000.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=12, seed=21, time_scale=36000.0)
 
 
 def one_resource_group(sim: Simulator) -> tuple[str, list[str]]:
@@ -64,7 +56,7 @@ def test_rollout_without_the_subscription_poll_grant_ends_unknown_and_spends_no_
     scope, vms = one_resource_group(simulator)
     assert len(vms) >= 3
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS}])
-    run_id = post({"machines": vms, "installPatches": INSTALL,
+    run_id = post({"machines": vms, "installPatches": INSTALL_LINUX_OTHER,
                    "rollout": {"waves": [{"name": "canary", "machines": [vms[0]]}, {"size": "rest"}],
                                "maxFailures": 1, "maxConcurrency": 4}})
     QueuePump(services).run_until(lambda: view(run_id)["status"] not in ("Accepted", "InProgress"), timeout=60)
@@ -92,7 +84,7 @@ def test_the_subscription_poll_grant_lets_a_resource_group_target_complete(
     subscription = "/".join(scope.split("/")[:3])
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS},
                                     {"scope": subscription, "actions": POLL_ACTIONS}])
-    run_id = post({"machines": vms, "installPatches": INSTALL})
+    run_id = post({"machines": vms, "installPatches": INSTALL_LINUX_OTHER})
     QueuePump(services).run_until(lambda: view(run_id)["status"] not in ("Accepted", "InProgress"), timeout=60)
     run = view(run_id)
     assert run["states"] == {"Completed": len(vms)}, [m.get("error") for m in run["machines"]]

@@ -20,9 +20,9 @@ from shared.runs.dispatch import dispatch_run
 from shared.runs.machine_worker import run_step
 from shared.runs.pacing import Pacer
 from shared.storage.budget_store import BudgetStore
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_machine_worker import finished, reconfigure, run_view, start
+from tests.support.fleet import sim_config
 from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -34,9 +34,7 @@ VMS = 14
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=VMS, subscriptions=1, seed=5, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1, patch_ops_per_sub_burst=BURST,
-                           patch_ops_per_sub_per_min=PER_MINUTE)
+    return sim_config(vms=VMS, seed=5, patch_ops_per_sub_burst=BURST, patch_ops_per_sub_per_min=PER_MINUTE)
 
 
 def paced_services() -> Components:

@@ -18,26 +18,20 @@ from shared.core.clock import iso, utcnow
 from shared.validation.install_parameters import parameters_for_os
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import runs_api
-from tests.integration.conftest import DEV_TOKEN, unique_settings
+from tests.integration.conftest import unique_settings
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import Azurite
 
 import azure.functions as func  # isort: skip
 
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
-
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # 900x: an installation lasts a few real seconds, so one found right after its POST is InProgress.
-    return SimulatorConfig(vms=4, subscriptions=1, seed=21, time_scale=900.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=4, seed=21, time_scale=900.0)
 
 
 @pytest.fixture

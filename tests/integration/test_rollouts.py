@@ -14,24 +14,20 @@ import pytest
 from shared.composition import Components
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
+from tests.support.bodies import INSTALL_LINUX_OTHER
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
-
-from .conftest import DEV_TOKEN
-
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # Operations of 1-4 simulated hours take 0.1-0.4 s here.
-    return SimulatorConfig(vms=30, subscriptions=2, seed=12, time_scale=36000.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=30, subscriptions=2, seed=12, time_scale=36000.0)
 
 
 def post(machines: list[str], rollout: dict[str, Any], install: dict[str, Any] | None = None) -> str:
-    body = json.dumps({"machines": machines, "installPatches": install or INSTALL, "rollout": rollout}).encode()
+    body = json.dumps({"machines": machines, "installPatches": install or INSTALL_LINUX_OTHER,
+                       "rollout": rollout}).encode()
     resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1:7071/api/runs", body=body))
     assert resp.status_code == 202, resp.get_body()
     return json.loads(resp.get_body())["id"]
@@ -56,8 +52,7 @@ def installs(sim: Simulator) -> dict[str, int]:
     return {vm: c["installPatchesAccepted"] for vm, c in sim.calls()["byVm"].items()}
 
 
-@pytest.mark.parametrize("simulator_config", [SimulatorConfig(
-    vms=100, subscriptions=2, seed=14, time_scale=36000.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=100, subscriptions=2, seed=14, time_scale=36000.0)])
 def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()
     canary = vms[0]
@@ -82,8 +77,8 @@ def test_a_failing_canary_halts_a_100_vm_run_and_resume_goes_on(services: Compon
     assert sorted(m["state"] for m in run["machines"]).count("Completed") == 99
 
 
-@pytest.mark.parametrize("simulator_config", [SimulatorConfig(  # operations of 1.5-6 s: they overlap under load
-    vms=12, subscriptions=2, seed=12, time_scale=2400.0, required_token=DEV_TOKEN, retry_after_seconds=1)])
+@pytest.mark.parametrize("simulator_config",  # operations of 1.5-6 s: they overlap under load
+                         [sim_config(vms=12, subscriptions=2, seed=12, time_scale=2400.0)])
 def test_concurrency_limits_hold_per_run_and_per_subscription(services: Components, simulator: Simulator) -> None:
     run_id = post(simulator.vm_ids(), {"maxConcurrency": 3, "maxConcurrencyPerSubscription": 2})
     QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
@@ -152,7 +147,8 @@ def test_later_waves_install_the_canary_patch_set(services: Components, simulato
 ])
 def test_bad_rollouts_are_400_and_write_nothing(services: Components, simulator: Simulator, rollout: dict[str, Any],
                                                target: str) -> None:
-    body = json.dumps({"machines": simulator.vm_ids()[:3], "installPatches": INSTALL, "rollout": rollout}).encode()
+    body = json.dumps({"machines": simulator.vm_ids()[:3], "installPatches": INSTALL_LINUX_OTHER,
+                       "rollout": rollout}).encode()
     resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs", body=body))
     assert resp.status_code == 400 and json.loads(resp.get_body())["error"]["target"] == target
     assert services.store.list_runs(5, None)[0] == []

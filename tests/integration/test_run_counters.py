@@ -28,25 +28,20 @@ from shared.runs.completion import complete_run_if_done
 from shared.runs.dispatch import create_targets, queued_target
 from shared.storage.run_store import COUNTERS_PREFIX, SHARDS, counter_shard
 from tests.app import runs_api
-from tests.infra.bicep import role_actions
 from tests.integration.queue_pump import QueuePump
 from tests.integration.test_outcome_unknown import one_resource_group
+from tests.support.bodies import INSTALL_LINUX_OTHER
+from tests.support.fleet import sim_config
+from tests.support.roles import PATCH_ACTIONS
 from tools import metrics
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-from .conftest import DEV_TOKEN
-
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
-PATCH_ACTIONS = role_actions("patch-role.bicep", "patchOperator")
 SUB = "00000000-0000-0000-0000-00000000000a"
 
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=12, subscriptions=1, seed=21, time_scale=36000.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=12, seed=21, time_scale=36000.0)
 
 
 def post(body: dict[str, Any]) -> str:
@@ -84,7 +79,7 @@ def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
     # A plain run: two VMs deallocated fail, the rest complete.
     simulator.set_power(vms[0], "deallocated")
     simulator.set_power(vms[1], "deallocated")
-    plain = post({"machines": vms, "installPatches": INSTALL})
+    plain = post({"machines": vms, "installPatches": INSTALL_LINUX_OTHER})
     QueuePump(services, duplicate=True).run_until(lambda: finished(plain), timeout=90)
     states = assert_exact(services, plain)
     assert states["Failed"] == 2 and states["Completed"] == len(vms) - 2
@@ -99,7 +94,7 @@ def test_counters_equal_the_rows_after_runs_with_every_message_delivered_twice(
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS}])
     others = [vm for vm in vms if vm not in in_group]
     assert len(in_group) >= 2 and len(others) >= 4
-    rollout = post({"machines": in_group + others, "installPatches": INSTALL,
+    rollout = post({"machines": in_group + others, "installPatches": INSTALL_LINUX_OTHER,
                     "rollout": {"waves": [{"machines": in_group}, {"size": "rest"}], "maxFailures": 2,
                                 "maxConcurrency": 2}})
     QueuePump(services, duplicate=True).run_until(lambda: finished(rollout), timeout=90)
@@ -118,7 +113,7 @@ def test_counters_equal_the_rows_of_a_run_over_a_scope_listed_twice(services: Co
     (sub,) = simulator.subscriptions()
     # Every page message is delivered twice (at once, or one after the other): the copy that finds the page's
     # machines created already leaves them, and their counts, as they are.
-    run_id = post({"scopes": [f"/subscriptions/{sub}"], "installPatches": INSTALL})
+    run_id = post({"scopes": [f"/subscriptions/{sub}"], "installPatches": INSTALL_LINUX_OTHER})
     QueuePump(services, duplicate=True).run_until(lambda: finished(run_id), timeout=90)
     states = assert_exact(services, run_id)
     assert sum(states.values()) == len(simulator.vm_ids())
@@ -130,7 +125,7 @@ def new_run(svc: Components, n: int, *, counted: bool = True, rollout: dict[str,
     run_id = f"{secrets.token_hex(6)[:11]}-{secrets.token_hex(4)}"
     ids = [f"/subscriptions/{SUB}/resourceGroups/rg-{i % 7}/providers/Microsoft.Compute/virtualMachines/vm-{i:05d}"
            for i in range(n)]
-    columns: dict[str, Any] = {"operation": "installPatches", "installPatches": json.dumps(INSTALL),
+    columns: dict[str, Any] = {"operation": "installPatches", "installPatches": json.dumps(INSTALL_LINUX_OTHER),
                                "machineCount": n, "createdAt": iso(utcnow()), "active": True, "status": "Accepted"}
     if rollout is not None:
         columns["rollout"] = json.dumps(rollout)

@@ -8,7 +8,8 @@ from typing import Any
 
 from shared.composition import Components
 from tests.integration.queue_pump import QueuePump
-from tests.integration.test_machine_worker import INSTALL, finished, post_run, run_view
+from tests.integration.test_machine_worker import finished, post_run, run_view
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
 
 

@@ -28,16 +28,11 @@ from azure.data.tables import TableClient
 
 from shared.core.counters import count_rows
 from shared.core.states import machine_outcome
-from tests.integration.conftest import DEV_TOKEN
 from tests.integration.local_host_process import HostProcess
+from tests.support.bodies import INSTALL
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
-INSTALL: dict[str, Any] = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 # The simulator's and the app's guest-patch bucket (per subscription): 6 at once, then one a second. The app
 # keeps rate x PACING_LATE_SECONDS of the burst back for queue lateness (docs/pacing.md): the local host
 # polls an idle queue at most every 2 s (host.json maxPollingInterval), so 3 s of lateness covers it.
@@ -49,9 +44,7 @@ UNTOUCHED = 4  # VMs without the tag that neither run names
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    return SimulatorConfig(vms=VMS, subscriptions=1, seed=23, time_scale=3600.0, required_token=DEV_TOKEN,
-                           retry_after_seconds=1, patch_ops_per_sub_burst=BURST,
-                           patch_ops_per_sub_per_min=PER_MINUTE)
+    return sim_config(vms=VMS, seed=23, patch_ops_per_sub_burst=BURST, patch_ops_per_sub_per_min=PER_MINUTE)
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ from typing import Any
 
 import requests
 
-from tests.integration.conftest import DEV_TOKEN, unique_settings
+from tests.integration.conftest import unique_settings
+from tests.integration.local_host_process import wait_answering
+from tests.support.bodies import INSTALL_WIDE
+from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azurite import REPO_ROOT, Azurite, free_port
 
-INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
-           "windowsParameters": {"classificationsToInclude": ["Critical", "Security", "UpdateRollUp"]},
-           "linuxParameters": {"classificationsToInclude": ["Critical", "Security", "Other"]}}
 FINISHED = ("Succeeded", "CompletedWithWarnings", "Failed", "Canceled", "Halted")
 Log = Callable[[str], None]
 
@@ -56,16 +56,8 @@ class Host:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.reliability.bounded_host", "--script-root", str(REPO_ROOT),
                  "--port", str(port)], env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"host exited {self.process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                requests.get(f"{self.url}/api/runs", timeout=2)
-                return self
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError(f"host not ready in {timeout}s:\n{log_path.read_text()[-3000:]}")
+        wait_answering(self.process, self.url, log_path, timeout, probe_timeout=2)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no cleanup; messages in flight stay leased."""
@@ -89,7 +81,7 @@ def submit(host: Host, machines: list[str], key: str, log: Log = quiet, attempts
     """POST /api/runs with an Idempotency-Key, retried with the same key if the host is down at that moment."""
     for attempt in range(attempts):
         try:
-            resp = requests.post(f"{host.url}/api/runs", json={"machines": machines, "installPatches": INSTALL},
+            resp = requests.post(f"{host.url}/api/runs", json={"machines": machines, "installPatches": INSTALL_WIDE},
                                  headers={"Idempotency-Key": key}, timeout=30)
             if resp.status_code == 202:
                 return str(resp.json()["id"])
@@ -210,8 +202,7 @@ class CrashResult:
 
 
 def simulator_config(vms: int, seed: int, time_scale: float) -> SimulatorConfig:
-    return SimulatorConfig(vms=vms, subscriptions=2, seed=seed, time_scale=time_scale, required_token=DEV_TOKEN,
-                           retry_after_seconds=1)
+    return sim_config(vms=vms, subscriptions=2, seed=seed, time_scale=time_scale)
 
 
 def crash_scenario(*, seed: int, vms: int, runs: int, kills: int, time_scale: float, recovery_timeout: float,

@@ -14,15 +14,10 @@ from azure.mgmt.hybridcompute.models import LinuxParameters, MachineInstallPatch
 
 from tests.simulator.test_http import wait_done
 from tests.simulator.test_sdk_fidelity import HTTP, StaticToken, split
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
 
 API = "api-version=2024-07-10"
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import requests
 
 from tests.simulator.conftest import API
-from tests.simulator.test_http import INSTALL, wait_done
+from tests.simulator.test_http import wait_done
 from tests.simulator.test_throttling import FakeClock
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator, SimulatorConfig
 from tools.azure_simulator.throttling import BucketSet, PatchThrottle
 

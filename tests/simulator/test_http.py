@@ -10,14 +10,8 @@ import pytest
 import requests
 
 from tests.simulator.conftest import API, TOKEN
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
-
-INSTALL = {
-    "maximumDuration": "PT2H",
-    "rebootSetting": "IfRequired",
-    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-}
 
 
 def wait_done(arm: requests.Session, location: str, timeout: float = 10) -> requests.Response:

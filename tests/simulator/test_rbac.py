@@ -10,8 +10,9 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute.models import LinuxParameters, VirtualMachineInstallPatchesParameters, WindowsParameters
 
 from tests.simulator.conftest import API
-from tests.simulator.test_http import INSTALL, wait_done
+from tests.simulator.test_http import wait_done
 from tests.simulator.test_sdk_fidelity import HTTP, client_for, split
+from tests.support.bodies import INSTALL
 from tools.azure_simulator import Simulator
 from tools.azure_simulator.rbac import RoleAssignment
 
