@@ -231,7 +231,7 @@ def table(args: argparse.Namespace, tally: Tally | None, http: Tally | None, cra
         ("bound: message lease after a host dies",
          f"{RECEIVE_VISIBILITY.total_seconds():.0f} s (tools/local_host RECEIVE_VISIBILITY, as the Functions host)"
          + (f"; shortened by the harness to {args.lease_seconds:g} s" if args.lease_seconds is not None else "")),
-        ("bound: STALL_AFTER_SECONDS", f"{Settings.from_env().stall_after_seconds} s (app setting)"
+        ("bound: STALL_AFTER_SECONDS", f"{Settings.from_env().retries.stall_after_seconds} s (app setting)"
          + (f"; shortened by the harness to {args.stall_after_seconds:g} s"
             if args.stall_after_seconds is not None else "")),
         ("setting: SWEEP_SCHEDULE", args.sweep_schedule),

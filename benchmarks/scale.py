@@ -121,7 +121,7 @@ def scaled_timers(scale: float) -> dict[str, str]:
     """PatchPilot's Azure-facing waits (production defaults in Azure seconds) divided by the clock's factor."""
     def s(azure_seconds: float) -> str:
         return str(max(1, round(azure_seconds / scale)))
-    return {"POLL_MIN_SECONDS": "0", "POLL_MAX_SECONDS": s(300), "DEFAULT_RETRY_AFTER_SECONDS": s(60),
+    return {"POLL_MIN_SECONDS": "0", "DEFAULT_RETRY_AFTER_SECONDS": s(60),
             "RETRY_BASE_SECONDS": s(5), "RETRY_MAX_SECONDS": s(600), "CONFLICT_RETRY_SECONDS": s(120),
             "DISPATCH_HORIZON_SECONDS": s(120), "RUN_RETRY_AFTER_SECONDS": "1",
             # The app's budget runs on the simulator's clock too: Azure's refill rates times k, bursts unchanged.

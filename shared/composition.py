@@ -55,41 +55,42 @@ class Components:
     # -- storage -------------------------------------------------------------------------------
     @cached_property
     def account(self) -> StorageAccount:
-        return StorageAccount(self.settings)
+        return StorageAccount(self.settings.storage)
 
     @cached_property
     def store(self) -> RunStore:
-        return RunStore(self.settings, self.account)
+        return RunStore(self.settings.storage, self.account)
 
     @cached_property
     def fleet(self) -> FleetStore:
-        return FleetStore(self.settings, self.account)
+        return FleetStore(self.settings.storage, self.account,
+                          freshness_hours=self.settings.assessments.freshness_hours)
 
     @cached_property
     def maintenance(self) -> MaintenanceStore:
-        return MaintenanceStore(self.settings, self.account)
+        return MaintenanceStore(self.settings.storage, self.account)
 
     # -- ARM -----------------------------------------------------------------------------------
     @cached_property
     def arm(self) -> ArmClient:
-        return ArmClient(self.settings.arm_endpoint, credential_for(self.settings),
-                         api_version=self.settings.compute_api_version,
-                         hybridcompute_api_version=self.settings.hybridcompute_api_version,
-                         timeout=self.settings.arm_timeout_seconds)
+        return ArmClient(self.settings.arm.endpoint, credential_for(self.settings.arm, self.settings.local),
+                         api_version=self.settings.arm.compute_api_version,
+                         hybridcompute_api_version=self.settings.arm.hybridcompute_api_version,
+                         timeout=self.settings.arm.timeout_seconds)
 
     @cached_property
     def pacer(self) -> Pacer:
         """The ARM call budget every instance shares (shared/runs/pacing.py)."""
-        return Pacer(BudgetStore(self.settings, self.account), buckets_from(self.settings),
-                     lease_tokens=self.settings.pacing_lease_tokens)
+        return Pacer(BudgetStore(self.settings.storage, self.account), buckets_from(self.settings.pacing),
+                     lease_tokens=self.settings.pacing.pacing_lease_tokens)
 
     # -- runs ----------------------------------------------------------------------------------
     @cached_property
     def queues(self) -> WorkQueues:
         queue = self.account.queue
-        return WorkQueues(operations=queue(self.settings.operations_queue),
-                          dispatch=queue(self.settings.dispatch_queue),
-                          discovery=queue(self.settings.discovery_queue), events=queue(self.settings.events_queue))
+        return WorkQueues(operations=queue(self.settings.queues.operations),
+                          dispatch=queue(self.settings.queues.dispatch),
+                          discovery=queue(self.settings.queues.discovery), events=queue(self.settings.queues.events))
 
     @cached_property
     def specs(self) -> RunSpecCache:
@@ -131,7 +132,7 @@ class Components:
     def hooks(self) -> RunHooks:
         return RunHooks(
             before_start=(StoppedOrPinned(self.store),
-                          WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings))),
+                          WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings.local))),
             on_terminal={"assessPatches": lambda target, state, result, run_id:
                          record_outcome(self, target, state, result, run_id)},
             progressed=lambda run_id: on_progress(run_id, self),

@@ -12,7 +12,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
 
-from shared.core.settings import Settings
+from shared.core.settings import ArmSettings, LocalDevelopment
 
 
 class StaticTokenCredential:
@@ -25,9 +25,9 @@ class StaticTokenCredential:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-def credential_for(settings: Settings) -> TokenCredential:
-    if settings.arm_dev_token:
-        return StaticTokenCredential(settings.arm_dev_token)
+def credential_for(arm: ArmSettings, local: LocalDevelopment) -> TokenCredential:
+    if local.arm_dev_token:
+        return StaticTokenCredential(local.arm_dev_token)
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+    return DefaultAzureCredential(managed_identity_client_id=arm.managed_identity_client_id)

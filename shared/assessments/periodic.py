@@ -43,13 +43,13 @@ def scopes_fingerprint(scopes: tuple[ScopeRef, ...]) -> str:
 def start_periodic_sweep(svc: PeriodicDeps, now: datetime) -> tuple[str | None, bool]:
     """(run id, created); (None, False) when no scope is configured."""
     log = logging.getLogger(__name__)
-    if not svc.settings.assessment_scopes:
+    if not svc.settings.assessments.scopes:
         log.warning("periodic assessment: ASSESSMENT_SCOPES is empty; nothing to assess")
         return None, False
-    scopes = configured_scopes(svc.settings.assessment_scopes)
-    slot = current_slot(svc.settings.assessment_schedule, now)
+    scopes = configured_scopes(svc.settings.assessments.scopes)
+    slot = current_slot(svc.settings.assessments.schedule, now)
     if slot is None:
-        raise SettingsError(f"ASSESSMENT_SCHEDULE {svc.settings.assessment_schedule!r} had no occurrence in a year")
+        raise SettingsError(f"ASSESSMENT_SCHEDULE {svc.settings.assessments.schedule!r} had no occurrence in a year")
     new = NewRun("assessPatches", {}, scopes_fingerprint(scopes), scopes=scopes, origin="schedule")
     run, created = accept(new, internal_key(f"periodic-assessment:{iso(slot)}"), svc)
     log.info("periodic assessment for slot %s: run %s (%s)", iso(slot), run.run_id,

@@ -111,7 +111,7 @@ def _record_success(svc: ResultDeps, vm: MachineRef, result: dict[str, Any], att
                                                    separators=(",", ":"))
     history_key = svc.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
                                          {**summary, "classificationCounts": facts["classificationCounts"]}, patches)
-    svc.fleet.prune_history(vm, now - timedelta(days=svc.settings.assessment_retention_days))
+    svc.fleet.prune_history(vm, now - timedelta(days=svc.settings.assessments.retention_days))
     latest = {
         **attempt, **facts,
         "assessedAt": iso(when),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.core.settings import Settings
+from shared.core.settings import LocalDevelopment
 
 
 def utcnow() -> datetime:
@@ -22,9 +22,9 @@ def parse_iso(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def schedule_now(settings: Settings, real_now: datetime | None = None) -> datetime:
+def schedule_now(local: LocalDevelopment, real_now: datetime | None = None) -> datetime:
     real = real_now or datetime.now(UTC)
-    if not settings.schedule_clock_origin:
+    if not local.schedule_clock_origin:
         return real
-    origin = datetime.fromisoformat(settings.schedule_clock_origin.replace("Z", "+00:00"))
-    return origin + (real - origin) * settings.schedule_clock_scale
+    origin = datetime.fromisoformat(local.schedule_clock_origin.replace("Z", "+00:00"))
+    return origin + (real - origin) * local.schedule_clock_scale

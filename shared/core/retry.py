@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 import random
 
-from shared.core.settings import Settings
+from shared.core.settings import RetrySettings
 
 
-def backoff(attempt: int, settings: Settings, rng: random.Random | None = None) -> int:
+def backoff(attempt: int, retries: RetrySettings, rng: random.Random | None = None) -> int:
     """Exponential backoff with jitter: base·2^(attempt-1), capped, drawn from [cap/2, cap]."""
-    cap = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    cap = min(retries.retry_max_seconds, retries.retry_base_seconds * 2 ** max(0, attempt - 1))
     draw = (rng or random).uniform(cap / 2, cap)
     return max(1, math.ceil(draw))

@@ -79,27 +79,97 @@ def normalise_arm_endpoint(raw: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
-    storage_connection: str
-    storage_table_uri: str | None  # identity-based AzureWebJobsStorage__tableServiceUri (Azure)
-    storage_queue_uri: str | None  # ... __queueServiceUri
-    storage_client_id: str | None  # ... __clientId: the user-assigned identity for storage
-    arm_endpoint: str
-    compute_api_version: str
-    hybridcompute_api_version: str  # Arc machines: GET, list, installPatches, assessPatches
-    arm_dev_token: str | None
-    managed_identity_client_id: str | None
-    dispatch_queue: str
-    operations_queue: str
+class StorageSettings:
+    """AzureWebJobsStorage (a connection string, or identity-based `__tableServiceUri`/`__queueServiceUri` with
+    `__clientId`, the Functions host's own convention) and the tables PatchPilot keeps its state in."""
+
+    connection: str
+    table_service_uri: str | None
+    queue_service_uri: str | None
+    client_id: str | None  # the user-assigned identity for storage
     runs_table: str
     targets_table: str
     patches_table: str
+    machines_table: str
+    assessments_table: str
+    maintenance_table: str
+
+    @classmethod
+    def from_env(cls) -> StorageSettings:
+        return cls(
+            connection=_str("AzureWebJobsStorage", ""),
+            table_service_uri=os.environ.get("AzureWebJobsStorage__tableServiceUri") or None,
+            queue_service_uri=os.environ.get("AzureWebJobsStorage__queueServiceUri") or None,
+            client_id=os.environ.get("AzureWebJobsStorage__clientId") or None,
+            runs_table=_str("RUNS_TABLE", "patchruns"),
+            targets_table=_str("TARGETS_TABLE", "patchtargets"),
+            patches_table=_str("PATCHES_TABLE", "patchdetails"),
+            machines_table=_str("MACHINES_TABLE", "patchmachines"),
+            assessments_table=_str("ASSESSMENTS_TABLE", "patchassessments"),
+            maintenance_table=_str("MAINTENANCE_TABLE", "patchmaintenance"),
+        )
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The queues' names (also the `%NAME%` expressions of the queue triggers)."""
+
+    dispatch: str
+    operations: str
+    discovery: str
+    events: str
+
+    @classmethod
+    def from_env(cls) -> QueueSettings:
+        return cls(dispatch=_str("DISPATCH_QUEUE", "patch-dispatch"),
+                   operations=_str("OPERATIONS_QUEUE", "patch-operations"),
+                   discovery=_str("DISCOVERY_QUEUE", "patch-discovery"),
+                   events=_str("EVENTS_QUEUE", "patch-events"))
+
+
+@dataclass(frozen=True)
+class ArmSettings:
+    """Where ARM is (Azure's, or the simulator on loopback), each resource provider's api-version, the managed
+    identity that calls it, and how long one call may take."""
+
+    endpoint: str
+    compute_api_version: str
+    hybridcompute_api_version: str  # Arc machines: GET, list, installPatches, assessPatches
+    managed_identity_client_id: str | None
+    timeout_seconds: int
+
+    @classmethod
+    def from_env(cls) -> ArmSettings:
+        return cls(endpoint=normalise_arm_endpoint(_str("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT)),
+                   compute_api_version=_str("COMPUTE_API_VERSION", DEFAULT_COMPUTE_API_VERSION),
+                   hybridcompute_api_version=_str("HYBRIDCOMPUTE_API_VERSION", DEFAULT_HYBRIDCOMPUTE_API_VERSION),
+                   managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None,
+                   timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1))
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """What one request may ask, and how soon a caller is told to look again (Retry-After of a 202)."""
+
     max_machines_per_run: int
     max_request_bytes: int
     run_retry_after_seconds: int
+
+    @classmethod
+    def from_env(cls) -> RunLimits:
+        return cls(max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 10_000, minimum=1),
+                   # 10,000 of the longest VM ids (about 280 characters) with their JSON quotes and commas: 2.9 MB.
+                   max_request_bytes=_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
+                   run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1))
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Waiting: polls, Retry-After, backoff, retry limits, and the bounds of recovery (shared/runs/retry_policy.py,
+    shared/runs/sweeper.py)."""
+
     poll_min_seconds: int
-    poll_max_seconds: int
-    default_retry_after_seconds: int
+    default_retry_after_seconds: int  # ARM's contract: 60 s when a 202 or 429 has no Retry-After
     retry_base_seconds: int
     retry_max_seconds: int
     max_transient_retries: int
@@ -108,63 +178,11 @@ class Settings:
     operation_grace_seconds: int
     claim_timeout_seconds: int
     stall_after_seconds: int
-    arm_timeout_seconds: int
-    discovery_queue: str
-    machines_table: str
-    assessments_table: str
-    assessment_schedule: str
-    assessment_scopes: tuple[str, ...]
-    assessment_retention_days: int
-    assessment_freshness_hours: int
-    maintenance_table: str
-    events_queue: str
-    event_webhooks: tuple[str, ...]
-    event_signing_key: str | None
-    event_schema: str
-    event_max_attempts: int
-    event_connect_timeout_seconds: int  # connecting to a webhook or hook receiver
-    event_read_timeout_seconds: int  # events and post-run hooks; a pre-run hook has its own timeoutSeconds
-    schedule_clock_origin: str | None
-    schedule_clock_scale: float
-    # The shared ARM call budget (shared/runs/budget.py); defaults are Azure's limits.
-    guest_patch_burst: int = 600
-    guest_patch_per_minute: int = 200
-    arm_write_burst: int = 200
-    arm_writes_per_second: int = 10
-    arm_read_burst: int = 250
-    arm_reads_per_second: int = 25
-    poll_read_percent: int = 50
-    pacing_late_seconds: int = 5
-    pacing_lease_tokens: int = 32
-    dispatch_horizon_seconds: int = 120
 
     @classmethod
-    def from_env(cls) -> Settings:
-        endpoint = normalise_arm_endpoint(_str("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT))
-        dev_token = os.environ.get("ARM_DEV_TOKEN", "").strip() or None
-        if dev_token and not is_loopback_host(urlsplit(endpoint).hostname or ""):
-            raise SettingsError("ARM_DEV_TOKEN is only honoured for a loopback ARM_ENDPOINT (the simulator)")
+    def from_env(cls) -> RetrySettings:
         return cls(
-            storage_connection=_str("AzureWebJobsStorage", ""),
-            storage_table_uri=os.environ.get("AzureWebJobsStorage__tableServiceUri") or None,
-            storage_queue_uri=os.environ.get("AzureWebJobsStorage__queueServiceUri") or None,
-            storage_client_id=os.environ.get("AzureWebJobsStorage__clientId") or None,
-            arm_endpoint=endpoint,
-            compute_api_version=_str("COMPUTE_API_VERSION", DEFAULT_COMPUTE_API_VERSION),
-            hybridcompute_api_version=_str("HYBRIDCOMPUTE_API_VERSION", DEFAULT_HYBRIDCOMPUTE_API_VERSION),
-            arm_dev_token=dev_token,
-            managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None,
-            dispatch_queue=_str("DISPATCH_QUEUE", "patch-dispatch"),
-            operations_queue=_str("OPERATIONS_QUEUE", "patch-operations"),
-            runs_table=_str("RUNS_TABLE", "patchruns"),
-            targets_table=_str("TARGETS_TABLE", "patchtargets"),
-            patches_table=_str("PATCHES_TABLE", "patchdetails"),
-            max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 10_000, minimum=1),
-            # 10,000 of the longest VM ids (about 280 characters) with their JSON quotes and commas: 2.9 MB.
-            max_request_bytes=_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
-            run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1),
             poll_min_seconds=_int("POLL_MIN_SECONDS", 0),
-            poll_max_seconds=_int("POLL_MAX_SECONDS", 300, minimum=1),
             default_retry_after_seconds=_int("DEFAULT_RETRY_AFTER_SECONDS", 60),
             retry_base_seconds=_int("RETRY_BASE_SECONDS", 5, minimum=1),
             retry_max_seconds=_int("RETRY_MAX_SECONDS", 600, minimum=1),
@@ -178,25 +196,27 @@ class Settings:
             # A machine whose step is this far past its nextActionAt has lost its message, or its message
             # waits out a dead host's lease (10 minutes): the sweeper queues another (shared/runs/sweeper.py).
             stall_after_seconds=_int("STALL_AFTER_SECONDS", 60, minimum=1),
-            arm_timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1),
-            discovery_queue=_str("DISCOVERY_QUEUE", "patch-discovery"),
-            machines_table=_str("MACHINES_TABLE", "patchmachines"),
-            assessments_table=_str("ASSESSMENTS_TABLE", "patchassessments"),
-            assessment_schedule=_str("ASSESSMENT_SCHEDULE", DEFAULT_ASSESSMENT_SCHEDULE),
-            assessment_scopes=_list("ASSESSMENT_SCOPES"),
-            assessment_retention_days=_int("ASSESSMENT_RETENTION_DAYS", 90, minimum=1),
-            assessment_freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1),
-            maintenance_table=_str("MAINTENANCE_TABLE", "patchmaintenance"),
-            events_queue=_str("EVENTS_QUEUE", "patch-events"),
-            event_webhooks=tuple(check_hook_url(u, "EVENT_WEBHOOKS", allow_local=dev_token is not None)
-                                 for u in _list("EVENT_WEBHOOKS")),
-            event_signing_key=os.environ.get("EVENT_SIGNING_KEY", "").strip() or None,
-            event_schema=_schema(_str("EVENT_SCHEMA", "CloudEvents")),
-            event_max_attempts=_int("EVENT_MAX_ATTEMPTS", 8, minimum=1),
-            event_connect_timeout_seconds=_int("EVENT_CONNECT_TIMEOUT_SECONDS", 10, minimum=1,
-                                               maximum=MAX_EVENT_CONNECT_SECONDS),
-            event_read_timeout_seconds=_int("EVENT_READ_TIMEOUT_SECONDS", 10, minimum=1,
-                                            maximum=MAX_EVENT_READ_SECONDS),
+        )
+
+
+@dataclass(frozen=True)
+class PacingSettings:
+    """The shared ARM call budget (shared/runs/budget.py, pacing.py); defaults are Azure's limits."""
+
+    guest_patch_burst: int
+    guest_patch_per_minute: int
+    arm_write_burst: int
+    arm_writes_per_second: int
+    arm_read_burst: int
+    arm_reads_per_second: int
+    poll_read_percent: int
+    pacing_late_seconds: int
+    pacing_lease_tokens: int
+    dispatch_horizon_seconds: int
+
+    @classmethod
+    def from_env(cls) -> PacingSettings:
+        return cls(
             guest_patch_burst=_int("GUEST_PATCH_BURST", 600, minimum=1),
             guest_patch_per_minute=_int("GUEST_PATCH_PER_MINUTE", 200, minimum=1),
             arm_write_burst=_int("ARM_WRITE_BURST", 200, minimum=1),
@@ -207,8 +227,102 @@ class Settings:
             pacing_late_seconds=_int("PACING_LATE_SECONDS", 5),
             pacing_lease_tokens=_int("PACING_LEASE_TOKENS", 32, minimum=1, maximum=1000),
             dispatch_horizon_seconds=_int("DISPATCH_HORIZON_SECONDS", 120, minimum=1, maximum=86400),
-            **_schedule_clock(endpoint),  # type: ignore[arg-type]  # str | None and float, checked there
         )
+
+
+@dataclass(frozen=True)
+class AssessmentSettings:
+    """The periodic assessment (its schedule and scopes), how long history is kept, when a result is stale."""
+
+    schedule: str
+    scopes: tuple[str, ...]
+    retention_days: int
+    freshness_hours: int
+
+    @classmethod
+    def from_env(cls) -> AssessmentSettings:
+        return cls(schedule=_str("ASSESSMENT_SCHEDULE", DEFAULT_ASSESSMENT_SCHEDULE),
+                   scopes=_list("ASSESSMENT_SCOPES"),
+                   retention_days=_int("ASSESSMENT_RETENTION_DAYS", 90, minimum=1),
+                   freshness_hours=_int("ASSESSMENT_FRESHNESS_HOURS", 36, minimum=1))
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """Where events go, in which schema, signed with what, and how hard delivery tries."""
+
+    webhooks: tuple[str, ...]
+    signing_key: str | None
+    schema: str
+    max_attempts: int
+    connect_timeout_seconds: int  # connecting to a webhook or hook receiver
+    read_timeout_seconds: int  # events and post-run hooks; a pre-run hook has its own timeoutSeconds
+
+    @classmethod
+    def from_env(cls, *, allow_local: bool) -> EventSettings:
+        return cls(
+            webhooks=tuple(check_hook_url(u, "EVENT_WEBHOOKS", allow_local=allow_local)
+                           for u in _list("EVENT_WEBHOOKS")),
+            signing_key=os.environ.get("EVENT_SIGNING_KEY", "").strip() or None,
+            schema=_schema(_str("EVENT_SCHEMA", "CloudEvents")),
+            max_attempts=_int("EVENT_MAX_ATTEMPTS", 8, minimum=1),
+            connect_timeout_seconds=_int("EVENT_CONNECT_TIMEOUT_SECONDS", 10, minimum=1,
+                                         maximum=MAX_EVENT_CONNECT_SECONDS),
+            read_timeout_seconds=_int("EVENT_READ_TIMEOUT_SECONDS", 10, minimum=1, maximum=MAX_EVENT_READ_SECONDS),
+        )
+
+
+@dataclass(frozen=True)
+class LocalDevelopment:
+    """Knobs for the local simulator only, honoured only for a loopback ARM_ENDPOINT (SettingsError otherwise):
+    ARM_DEV_TOKEN (the simulator's bearer token; also lets events and hooks go to loopback), and a compressed
+    clock for maintenance windows (from SCHEDULE_CLOCK_ORIGIN, an ISO instant every host shares, time runs
+    SCHEDULE_CLOCK_SCALE times faster)."""
+
+    arm_dev_token: str | None
+    schedule_clock_origin: str | None
+    schedule_clock_scale: float
+
+    @classmethod
+    def from_env(cls, endpoint: str) -> LocalDevelopment:
+        loopback = is_loopback_host(urlsplit(endpoint).hostname or "")
+        dev_token = os.environ.get("ARM_DEV_TOKEN", "").strip() or None
+        if dev_token and not loopback:
+            raise SettingsError("ARM_DEV_TOKEN is only honoured for a loopback ARM_ENDPOINT (the simulator)")
+        origin = os.environ.get("SCHEDULE_CLOCK_ORIGIN", "").strip() or None
+        raw_scale = os.environ.get("SCHEDULE_CLOCK_SCALE", "").strip() or "1"
+        try:
+            scale = float(raw_scale)
+        except ValueError:
+            raise SettingsError(f"setting SCHEDULE_CLOCK_SCALE must be a number, got {raw_scale!r}") from None
+        if (origin or scale != 1) and not loopback:
+            raise SettingsError("SCHEDULE_CLOCK_* is only honoured for a loopback ARM_ENDPOINT (the simulator)")
+        return cls(arm_dev_token=dev_token, schedule_clock_origin=origin, schedule_clock_scale=scale)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every app setting, in groups (httpx's `Timeout`, `Limits`): each consumer takes the group it uses. Each
+    setting's name, default and bounds are written once, in its group's `from_env`."""
+
+    storage: StorageSettings
+    queues: QueueSettings
+    arm: ArmSettings
+    limits: RunLimits
+    retries: RetrySettings
+    pacing: PacingSettings
+    assessments: AssessmentSettings
+    events: EventSettings
+    local: LocalDevelopment
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        arm = ArmSettings.from_env()
+        local = LocalDevelopment.from_env(arm.endpoint)
+        return cls(storage=StorageSettings.from_env(), queues=QueueSettings.from_env(), arm=arm,
+                   limits=RunLimits.from_env(), retries=RetrySettings.from_env(), pacing=PacingSettings.from_env(),
+                   assessments=AssessmentSettings.from_env(),
+                   events=EventSettings.from_env(allow_local=local.arm_dev_token is not None), local=local)
 
 
 def check_hook_url(url: str, what: str, *, allow_local: bool) -> str:
@@ -225,24 +339,10 @@ def check_hook_url(url: str, what: str, *, allow_local: bool) -> str:
 def is_local_development(settings: Settings) -> bool:
     """Against the local ARM simulator (ARM_DEV_TOKEN, only honoured for a loopback ARM_ENDPOINT):
     event and hook receivers may then be on loopback, and nowhere else that is not public."""
-    return settings.arm_dev_token is not None
+    return settings.local.arm_dev_token is not None
 
 
 def _schema(value: str) -> str:
     if value.lower() not in ("cloudevents", "eventgrid"):
         raise SettingsError(f"setting EVENT_SCHEMA must be CloudEvents or EventGrid, got {value!r}")
     return "EventGrid" if value.lower() == "eventgrid" else "CloudEvents"
-
-
-def _schedule_clock(endpoint: str) -> dict[str, object]:
-    """A compressed clock for maintenance windows, for the simulator only (tests and demos): from
-    SCHEDULE_CLOCK_ORIGIN (an ISO instant every host shares) time runs SCHEDULE_CLOCK_SCALE times faster."""
-    origin = os.environ.get("SCHEDULE_CLOCK_ORIGIN", "").strip() or None
-    raw_scale = os.environ.get("SCHEDULE_CLOCK_SCALE", "").strip() or "1"
-    try:
-        scale = float(raw_scale)
-    except ValueError:
-        raise SettingsError(f"setting SCHEDULE_CLOCK_SCALE must be a number, got {raw_scale!r}") from None
-    if (origin or scale != 1) and not is_loopback_host(urlsplit(endpoint).hostname or ""):
-        raise SettingsError("SCHEDULE_CLOCK_* is only honoured for a loopback ARM_ENDPOINT (the simulator)")
-    return {"schedule_clock_origin": origin, "schedule_clock_scale": scale}

@@ -60,25 +60,25 @@ def post(svc: Senders, url: str, payload: Any, *, read_seconds: float, content_t
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {"Content-Type": content_type, "User-Agent": "PatchPilot", TIMESTAMP_HEADER: timestamp}
-    if svc.settings.event_signing_key:
-        headers[SIGNATURE_HEADER] = sign(body, svc.settings.event_signing_key, timestamp)
+    if svc.settings.events.signing_key:
+        headers[SIGNATURE_HEADER] = sign(body, svc.settings.events.signing_key, timestamp)
     return egress_post(svc.hooks_session, url, body, headers,
-                       connect_seconds=svc.settings.event_connect_timeout_seconds, read_seconds=read_seconds)
+                       connect_seconds=svc.settings.events.connect_timeout_seconds, read_seconds=read_seconds)
 
 
 def deliver(message: dict[str, Any], svc: Senders) -> str:
     kind = message.get("kind")
     url, payload, attempt = str(message["url"]), message["body"], int(message.get("attempt") or 1)
     cloud = kind == "event" and isinstance(payload, dict)  # Event Grid's schema is an array; hooks are plain JSON
-    answer = post(svc, url, payload, read_seconds=svc.settings.event_read_timeout_seconds,
+    answer = post(svc, url, payload, read_seconds=svc.settings.events.read_timeout_seconds,
                   content_type="application/cloudevents+json" if cloud else "application/json")
     if answer.ok:
         return "delivered"
-    if attempt >= svc.settings.event_max_attempts or answer.refused:  # a refused address: retrying changes nothing
+    if attempt >= svc.settings.events.max_attempts or answer.refused:  # a refused address: retrying changes nothing
         svc.store.dead_letter({"url": url, "kind": str(kind), "attempts": attempt, "lastStatus": answer.status or 0,
                                "lastError": answer.error or f"HTTP {answer.status}",
                                "body": json.dumps(payload)[:30000]})
         log.warning("delivery to %s dead-lettered after %d attempts: %s %s", url, attempt, answer.status, answer.error)
         return "dead-lettered"
-    svc.send_delivery({**message, "attempt": attempt + 1}, backoff(attempt, svc.settings))
+    svc.send_delivery({**message, "attempt": attempt + 1}, backoff(attempt, svc.settings.retries))
     return f"retry-{attempt}"

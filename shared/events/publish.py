@@ -42,10 +42,10 @@ def build(event_type: str, subject: str, data: dict[str, Any], *, schema: str, k
 def emit(svc: DeliveryQueue, event_type: str, subject: str, data: dict[str, Any], *, key: str = "") -> int:
     """Queue one delivery per configured webhook; returns how many. No webhooks: nothing at all."""
     settings = svc.settings
-    for url in settings.event_webhooks:
+    for url in settings.events.webhooks:
         svc.send_delivery({"kind": "event", "url": url,
-                           "body": build(event_type, subject, data, schema=settings.event_schema, key=key)})
-    return len(settings.event_webhooks)
+                           "body": build(event_type, subject, data, schema=settings.events.schema, key=key)})
+    return len(settings.events.webhooks)
 
 
 def run_subject(run_id: str) -> str:

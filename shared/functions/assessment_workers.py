@@ -45,7 +45,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         page = parse_message(msg, parse_discovery, "poisoned discovery")
         if page:
             svc = components()
-            outcome = fail_poisoned_page(page, svc, svc.settings.discovery_queue)
+            outcome = fail_poisoned_page(page, svc, svc.settings.queues.discovery)
             log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)
 
     return bp

@@ -38,8 +38,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         svc = components()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-        new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.max_request_bytes,
-                                       max_machines=svc.settings.max_machines_per_run)
+        new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.limits.max_request_bytes,
+                                       max_machines=svc.settings.limits.max_machines_per_run)
         run, _created = accept(new, key, svc)
         return accepted_run(req, run, svc.settings, collection="assessments")
 
@@ -73,7 +73,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         top = int_param(req, "top", 10, MAX_TOP)
         report = compliance_view(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type,
                                  machine_kind=kind, now=utcnow(),
-                                 freshness_hours=svc.settings.assessment_freshness_hours, top=top)
+                                 freshness_hours=svc.settings.assessments.freshness_hours, top=top)
         report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type, "machineKind": kind}
         return json_response(report)
 

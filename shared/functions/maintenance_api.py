@@ -42,7 +42,7 @@ def _config(svc: Components, name: str) -> dict[str, object]:
 
 
 def _body(req: func.HttpRequest, svc: Components) -> object:
-    return parse_json_body(req.get_body(), max_bytes=svc.settings.max_request_bytes)
+    return parse_json_body(req.get_body(), max_bytes=svc.settings.limits.max_request_bytes)
 
 
 def blueprint(components: Callable[[], Components]) -> func.Blueprint:
@@ -59,7 +59,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
                                      allow_local_hooks=is_local_development(svc.settings))
         stored = config.to_stored()
         check_json_property(stored, target="")  # stored normalised: it must fit one Table property
-        created = svc.maintenance.put_config(name, stored, schedule_now(svc.settings))
+        created = svc.maintenance.put_config(name, stored, schedule_now(svc.settings.local))
         return json_response(config.resource(), 201 if created else 200)
 
 
@@ -93,7 +93,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         stored = _config(components(), name)
         config = configuration_from_stored(str(stored["name"]), stored)
         start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
-                           else schedule_now(svc.settings))
+                           else schedule_now(svc.settings.local))
         if not 1971 <= start.year <= 9000:
             raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
         count = int_param(req, "count", 10, MAX_OCCURRENCES)

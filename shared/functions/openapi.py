@@ -334,7 +334,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         except SettingsError:
             scheme, host = "https", KEPT_HOST
         try:
-            max_machines = components().settings.max_machines_per_run
+            max_machines = components().settings.limits.max_machines_per_run
         except SettingsError:  # the document needs no storage; a misconfigured app still describes itself
             max_machines = DEFAULT_MAX_MACHINES
         return func.HttpResponse(render(build_document(host, scheme, max_machines)), status_code=200,

@@ -49,7 +49,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         step = parse_message(msg, parse_step, "poisoned step")
         if step:
             svc = components()
-            outcome = fail_poisoned_step(step, svc.step_ports, svc.settings.operations_queue)
+            outcome = fail_poisoned_step(step, svc.step_ports, svc.settings.queues.operations)
             log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
 
 
@@ -64,7 +64,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         elif parsed:
             svc = components()
             reason = (f"dispatching the run failed repeatedly and the message was moved to "
-                      f"{svc.settings.dispatch_queue}-poison")
+                      f"{svc.settings.queues.dispatch}-poison")
             failed = fail_undispatched(parsed.run_id, svc, svc.step_ports, reason)
             log.warning("poisoned dispatch run=%s: failed %d machines", parsed.run_id, failed)
 

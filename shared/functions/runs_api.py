@@ -46,7 +46,7 @@ def run_answer(req: func.HttpRequest, view: dict[str, object], settings: Setting
     """202 + Location while the run is unfinished (Logic Apps keeps polling), 200 once it is done."""
     if view["status"] in UNFINISHED:
         location = absolute_url(req, f"/api/{collection}/{view['id']}")
-        return accepted(view, location, settings.run_retry_after_seconds)
+        return accepted(view, location, settings.limits.run_retry_after_seconds)
     return json_response(view, 200)
 
 
@@ -56,7 +56,7 @@ def accepted_run(req: func.HttpRequest, run: RunRecord, settings: Settings,
     view = run_view(run, None)
     view["status"] = view.get("status") or RunStatus.ACCEPTED.value
     location = absolute_url(req, f"/api/{collection}/{run.run_id}")
-    return accepted(view, location, settings.run_retry_after_seconds)
+    return accepted(view, location, settings.limits.run_retry_after_seconds)
 
 
 def run_summary(run: RunRecord, counters: RunCounters, rows: list[MachineRecord]) -> dict[str, object]:
@@ -104,8 +104,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(svc.settings),
-                                    max_bytes=svc.settings.max_request_bytes,
-                                    max_machines=svc.settings.max_machines_per_run)
+                                    max_bytes=svc.settings.limits.max_request_bytes,
+                                    max_machines=svc.settings.limits.max_machines_per_run)
         run, _created = accept_run(request, key, svc)
         return accepted_run(req, run, svc.settings)
 

@@ -101,12 +101,12 @@ def discover_page(msg: DiscoveryMessage, svc: DiscoveryDeps) -> str:
                else svc.arm.list_url(scope, kind))
         resp = svc.arm.send(LIST_MACHINES, url)
         record_call(svc.pacer, scope.subscription_id, LIST_MACHINES, resp,
-                    default_retry_after=svc.settings.default_retry_after_seconds)
+                    default_retry_after=svc.settings.retries.default_retry_after_seconds)
     except UntrustedEndpointError as exc:
         return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
     except (ArmConnectionError, ArmAuthenticationError) as exc:
         return _retry(msg, row, svc, no_answer(exc))
-    problem = classify_read(resp, default_retry_after=svc.settings.default_retry_after_seconds)
+    problem = classify_read(resp, default_retry_after=svc.settings.retries.default_retry_after_seconds)
     if isinstance(problem, Retry):
         return _retry(msg, row, svc, problem)
     if isinstance(problem, Failed) and not (kind != VIRTUAL_MACHINES and problem.code in UNREGISTERED):
@@ -172,12 +172,12 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: D
 
 def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, retry: Retry) -> str:
     attempt = int(row.get("attempts") or 0) + 1
-    if attempt > retry_limit(retry, svc.settings):
+    if attempt > retry_limit(retry, svc.settings.retries):
         scope = parse_scope(row["scope"], target="scope")
         return _end_scope(msg, row, svc, scope, error=(retry.code, f"gave up listing after {attempt - 1} retries "
                                                                    f"({retry.kind}): {retry.message}"),
                           cause=retry.detail)
-    delay = retry_delay(retry, attempt, svc.settings)
+    delay = retry_delay(retry, attempt, svc.settings.retries)
     try:
         svc.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
                                      "nextActionAt": iso(utcnow() + timedelta(seconds=delay))})

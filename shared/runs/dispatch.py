@@ -78,7 +78,7 @@ def dispatch_run(msg: DispatchMessage, svc: DispatchDeps) -> int:
     kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
     slots = start_slots(svc, svc.store.machine_chunks(msg.run_id), reads_per_start=kind.reads_per_start)
     create_targets(msg.run_id, svc, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
-    until = now + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    until = now + timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds)
     queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
     send_starts(msg.run_id, queued, svc)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
@@ -98,7 +98,7 @@ def send_starts(run_id: str, queued: list[MachineRecord], svc: DispatchDeps) -> 
     (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
     window's 1,000 messages takes seconds."""
     now = utcnow()
-    stale = timedelta(seconds=svc.settings.pacing_late_seconds + SEND_GRACE_SECONDS)
+    stale = timedelta(seconds=svc.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS)
 
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
@@ -113,7 +113,7 @@ def send_starts(run_id: str, queued: list[MachineRecord], svc: DispatchDeps) -> 
 
 def send_next_release(run_id: str, window_from: datetime, svc: DispatchDeps) -> None:
     """The release of the window starting at `window_from`, arriving half a horizon before it."""
-    lead = svc.settings.dispatch_horizon_seconds / 2
+    lead = svc.settings.pacing.dispatch_horizon_seconds / 2
     delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
     svc.send_release(run_id, iso(window_from), math.floor(delay))
 
@@ -129,7 +129,7 @@ def release_window(run: RunRecord, window_from: datetime, svc: DispatchDeps) -> 
     run, or of a window already passed on, does nothing."""
     if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
         return 0
-    until = window_from + timedelta(seconds=svc.settings.dispatch_horizon_seconds)
+    until = window_from + timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds)
     queued = svc.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
     send_starts(run.run_id, queued, svc)
@@ -156,8 +156,8 @@ def release_overdue(run: RunRecord, svc: DispatchDeps, now: datetime) -> bool:
     released, last = run.get("releasedThrough"), run.get("lastSlotAt")
     if not released or not last or released > last or run.get("completedAt"):
         return False
-    due = parse_iso(released) - timedelta(seconds=svc.settings.dispatch_horizon_seconds / 2
-                                          - svc.settings.stall_after_seconds)
+    due = parse_iso(released) - timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds / 2
+                                          - svc.settings.retries.stall_after_seconds)
     if now < due:
         return False
     svc.send_release(run.run_id, released, 0)

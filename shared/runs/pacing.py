@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.arm.calls import GUEST_PATCH, POLLS, READS, WRITES, ArmCall
 from shared.core.errors import ConflictError, StorageContentionError
-from shared.core.settings import Settings
+from shared.core.settings import PacingSettings
 from shared.core.telemetry import budget_tokens_wasted
 from shared.runs.budget import (
     COMPUTE_GUEST_PATCH_VM_POLICY,
@@ -55,16 +55,16 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
 
 
-def buckets_from(settings: Settings) -> dict[str, Bucket]:
+def buckets_from(pacing: PacingSettings) -> dict[str, Bucket]:
     """The four buckets with the settings' limits (defaults: Azure's)."""
-    share = settings.poll_read_percent / 100
-    late = settings.pacing_late_seconds
+    share = pacing.poll_read_percent / 100
+    late = pacing.pacing_late_seconds
     return {
-        GUEST_PATCH: Bucket(GUEST_PATCH, settings.guest_patch_burst, settings.guest_patch_per_minute / 60, 1, late),
-        WRITES: Bucket(WRITES, settings.arm_write_burst, settings.arm_writes_per_second, 1, late),
-        READS: Bucket(READS, max(1.0, settings.arm_read_burst * (1 - share)),
-                      settings.arm_reads_per_second * (1 - share), 1 - share, late),
-        POLLS: Bucket(POLLS, max(1.0, settings.arm_read_burst * share), settings.arm_reads_per_second * share,
+        GUEST_PATCH: Bucket(GUEST_PATCH, pacing.guest_patch_burst, pacing.guest_patch_per_minute / 60, 1, late),
+        WRITES: Bucket(WRITES, pacing.arm_write_burst, pacing.arm_writes_per_second, 1, late),
+        READS: Bucket(READS, max(1.0, pacing.arm_read_burst * (1 - share)),
+                      pacing.arm_reads_per_second * (1 - share), 1 - share, late),
+        POLLS: Bucket(POLLS, max(1.0, pacing.arm_read_burst * share), pacing.arm_reads_per_second * share,
                       share, late),
     }
 

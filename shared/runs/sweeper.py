@@ -35,7 +35,7 @@ class SweepDeps(DispatchDeps, Features, Protocol):
 def sweep(svc: SweepDeps, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "released": 0, "requeued": 0, "relisted": 0, "completed": 0}
     store = svc.store
-    stall_after = timedelta(seconds=svc.settings.stall_after_seconds)
+    stall_after = timedelta(seconds=svc.settings.retries.stall_after_seconds)
     stalled_before = iso(now - stall_after)
     for run in store.list_active_runs():
         counts["runs"] += 1

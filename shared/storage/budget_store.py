@@ -22,7 +22,7 @@ from azure.core import MatchConditions
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.core.errors import ConflictError
-from shared.core.settings import Settings
+from shared.core.settings import StorageSettings
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 
@@ -39,8 +39,8 @@ class BudgetRow:
 class BudgetStore:
     """Rows of the shared budget; `ops` counts Table round-trips (reads, writes, conflicts)."""
 
-    def __init__(self, settings: Settings, account: StorageAccount) -> None:
-        self.table: TableClient = account.table(settings.runs_table)
+    def __init__(self, storage: StorageSettings, account: StorageAccount) -> None:
+        self.table: TableClient = account.table(storage.runs_table)
         self._count = table_counter("budget")  # Table round-trips, by operation (OpenTelemetry)
         self._seen: dict[str, BudgetRow] = {}
         self._lock = threading.Lock()

@@ -23,7 +23,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
-from shared.core.settings import Settings, SettingsError
+from shared.core.settings import SettingsError, StorageSettings
 
 AZURITE_DEFAULT = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -36,13 +36,13 @@ AZURITE_DEFAULT = (
 class StorageAccount:
     """Table and queue clients of one storage account; tables and queues are created on first use."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, storage: StorageSettings) -> None:
+        self._storage = storage
         self._created: set[str] = set()
         self._lock = threading.Lock()
 
     def _connection_string(self) -> str | None:
-        raw = self._settings.storage_connection
+        raw = self._storage.connection
         if raw.replace(" ", "").lower() == "usedevelopmentstorage=true":
             return AZURITE_DEFAULT
         return raw or None
@@ -50,25 +50,25 @@ class StorageAccount:
     def _identity_credential(self) -> Any:
         from azure.identity import DefaultAzureCredential
 
-        return DefaultAzureCredential(managed_identity_client_id=self._settings.storage_client_id)
+        return DefaultAzureCredential(managed_identity_client_id=self._storage.client_id)
 
     @cached_property
     def table_service(self) -> TableServiceClient:
         conn = self._connection_string()
         if conn:
             return TableServiceClient.from_connection_string(conn)
-        if not self._settings.storage_table_uri:
+        if not self._storage.table_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-        return TableServiceClient(endpoint=self._settings.storage_table_uri, credential=self._identity_credential())
+        return TableServiceClient(endpoint=self._storage.table_service_uri, credential=self._identity_credential())
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
         conn = self._connection_string()
         if conn:
             return QueueServiceClient.from_connection_string(conn)
-        if not self._settings.storage_queue_uri:
+        if not self._storage.queue_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
-        return QueueServiceClient(account_url=self._settings.storage_queue_uri,
+        return QueueServiceClient(account_url=self._storage.queue_service_uri,
                                   credential=self._identity_credential())
 
     def table(self, name: str) -> TableClient:

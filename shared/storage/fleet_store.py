@@ -35,7 +35,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.core.clock import iso, utcnow
 from shared.core.errors import StorageContentionError
 from shared.core.ids import MachineRef
-from shared.core.settings import Settings
+from shared.core.settings import StorageSettings
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 from shared.storage.fleet_rollup import (
@@ -95,10 +95,10 @@ def patch_classification(patch: dict[str, Any]) -> str:
 class FleetStore:
     """Table access for inventory, latest assessments and history; `ops` counts round-trips."""
 
-    def __init__(self, settings: Settings, account: StorageAccount) -> None:
-        self.machines: TableClient = account.table(settings.machines_table)
-        self.history: TableClient = account.table(settings.assessments_table)
-        self.freshness_hours = settings.assessment_freshness_hours
+    def __init__(self, storage: StorageSettings, account: StorageAccount, *, freshness_hours: int) -> None:
+        self.machines: TableClient = account.table(storage.machines_table)
+        self.history: TableClient = account.table(storage.assessments_table)
+        self.freshness_hours = freshness_hours
         self._readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet-read")  # threads made on use
         self._count = table_counter("fleet")  # Table round-trips, by operation (OpenTelemetry)
 

@@ -22,7 +22,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.core.clock import iso
 from shared.core.errors import StorageContentionError
 from shared.core.ids import MachineRef
-from shared.core.settings import Settings
+from shared.core.settings import StorageSettings
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
 from shared.storage.run_store import batches
@@ -31,8 +31,8 @@ CONFIG = "config"
 
 
 class MaintenanceStore:
-    def __init__(self, settings: Settings, account: StorageAccount) -> None:
-        self.table: TableClient = account.table(settings.maintenance_table)
+    def __init__(self, storage: StorageSettings, account: StorageAccount) -> None:
+        self.table: TableClient = account.table(storage.maintenance_table)
         self._count = table_counter("maintenance")  # Table round-trips, by operation (OpenTelemetry)
 
     # -- configurations ------------------------------------------------------------------------

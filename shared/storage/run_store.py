@@ -47,7 +47,7 @@ from shared.core.clock import iso, utcnow
 from shared.core.counters import COUNTED_COLUMNS, RunCounters, count_rows, counts_delta, machine_counts
 from shared.core.errors import ConflictError, StorageContentionError, TargetsChangedError
 from shared.core.records import MachineRecord, RunRecord, RunSpec, ScopeListing
-from shared.core.settings import Settings
+from shared.core.settings import StorageSettings
 from shared.core.states import TERMINAL_STATES
 from shared.core.telemetry import table_counter
 from shared.storage.clients import StorageAccount
@@ -175,10 +175,10 @@ def machine_entity(record: MachineRecord, changes: Mapping[str, Any] | None = No
 class RunStore:
     """All Table access for runs; `ops` counts round-trips so their cost is measurable."""
 
-    def __init__(self, settings: Settings, account: StorageAccount) -> None:
-        self.runs: TableClient = account.table(settings.runs_table)
-        self.targets: TableClient = account.table(settings.targets_table)
-        self.patches: TableClient = account.table(settings.patches_table)
+    def __init__(self, storage: StorageSettings, account: StorageAccount) -> None:
+        self.runs: TableClient = account.table(storage.runs_table)
+        self.targets: TableClient = account.table(storage.targets_table)
+        self.patches: TableClient = account.table(storage.patches_table)
         self._count = table_counter("runs")  # Table round-trips, by operation (OpenTelemetry)
 
     # -- idempotency ---------------------------------------------------------------------------

@@ -38,7 +38,6 @@ NOT_SET_IN_AZURE = {
     "ARM_DEV_TOKEN": "local ARM simulator only; settings.py refuses it for a non-loopback ARM_ENDPOINT",
     "MAX_REQUEST_BYTES": "request size guard; 4 MiB default fits 10,000 of the longest VM ids",
     "WEBSITE_HOSTNAME": "set by App Service itself (the app's default host name); Location headers use it",
-    "POLL_MAX_SECONDS": "retry tuning knob: upper bound between operation polls",
     "DEFAULT_RETRY_AFTER_SECONDS": "retry tuning knob: used when ARM sends no Retry-After",
     "RETRY_BASE_SECONDS": "retry tuning knob: backoff base for transient ARM errors",
     "RETRY_MAX_SECONDS": "retry tuning knob: backoff cap",

@@ -29,14 +29,14 @@ class QueuePump:
         self.svc = svc
         self.duplicate = duplicate
         self.delivered: Counter[str] = Counter()
-        conn = svc.settings.storage_connection
+        conn = svc.settings.storage.connection
         settings = svc.settings
         self.routes: list[tuple[QueueClient, Callable[[func.QueueMessage], None]]] = [
             (QueueClient.from_connection_string(conn, name, message_decode_policy=TextBase64DecodePolicy()), fn)
-            for name, fn in ((settings.dispatch_queue, run_workers.dispatch_worker),
-                             (settings.operations_queue, run_workers.operation_worker),
-                             (settings.discovery_queue, assessment_workers.discovery_worker),
-                             (settings.events_queue, event_workers.event_delivery))
+            for name, fn in ((settings.queues.dispatch, run_workers.dispatch_worker),
+                             (settings.queues.operations, run_workers.operation_worker),
+                             (settings.queues.discovery, assessment_workers.discovery_worker),
+                             (settings.queues.events, event_workers.event_delivery))
         ]
         for client, _fn in self.routes:
             with contextlib.suppress(ResourceExistsError):

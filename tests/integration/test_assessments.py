@@ -274,7 +274,7 @@ def test_sweeper_relists_a_scope_whose_page_message_was_lost(services: Component
     run_id, _ = start_periodic_sweep(svc, SLOT)
     assert run_id
     # the timer's host "died" after creating the run, before queuing
-    svc.account.queue(svc.settings.discovery_queue).clear_messages()
+    svc.account.queue(svc.settings.queues.discovery).clear_messages()
     assert sweep(svc, utcnow())["relisted"] == 0  # not overdue yet: nothing duplicated
     for index in range(2):
         row = svc.store.get_scope(run_id, index)

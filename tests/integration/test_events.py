@@ -151,7 +151,7 @@ def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_ru
     run_id = start(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/pre", "timeoutSeconds": 5}})
     pump = QueuePump(svc)
     pump.run_until(lambda: bool((svc.store.get_run(run_id) or {}).get("preHookRequestedAt")), timeout=30)
-    svc.account.queue(svc.settings.events_queue).clear_messages()  # the request was lost
+    svc.account.queue(svc.settings.queues.events).clear_messages()  # the request was lost
     svc.store.update_run(run_id, {"preHookRequestedAt": iso(utcnow() - timedelta(minutes=10))})
     advance(run_id, svc)  # as the sweeper does
     pump.run_until(lambda: view(run_id)["status"] == "Succeeded", timeout=60)
@@ -164,7 +164,7 @@ def test_a_lost_pre_hook_request_is_sent_again_and_a_poisoned_one_cancels_the_ru
             break
         time.sleep(0.1)
     message = json.dumps({"kind": "prehook", "runId": second}).encode()
-    svc.account.queue(svc.settings.events_queue).clear_messages()
+    svc.account.queue(svc.settings.queues.events).clear_messages()
     event_workers.event_delivery_poison(func.QueueMessage(id="m", body=message))  # it failed maxDequeueCount times
     pump.run_until(lambda: view(second)["status"] == "Canceled", timeout=30)
     assert "poison" in view(second)["rollout"]["canceledReason"]

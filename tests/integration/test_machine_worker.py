@@ -86,7 +86,7 @@ def test_every_message_delivered_twice_still_one_install_per_machine(services: C
     view = run_view(run_id)
     assert view["status"] in ("Succeeded", "CompletedWithWarnings", "Failed")
     assert all(m["state"] == "Completed" for m in view["machines"])
-    assert pump.delivered[services.settings.operations_queue] >= 2 * 2 * len(vms)  # start + ≥1 poll, twice
+    assert pump.delivered[services.settings.queues.operations] >= 2 * 2 * len(vms)  # start + ≥1 poll, twice
 
 
 def test_results_in_table_storage_equal_what_the_simulator_did(services: Components, simulator: Simulator) -> None:
@@ -122,7 +122,7 @@ def test_bad_request_writes_nothing(services: Components, simulator: Simulator) 
     assert error["target"] == "installPatches.rebootSetting" and error["code"] == "InvalidParameter"
     assert list(services.store.targets.list_entities()) == []
     assert list(services.store.runs.list_entities()) == []
-    assert services.account.queue(services.settings.dispatch_queue).peek_messages() == []
+    assert services.account.queue(services.settings.queues.dispatch).peek_messages() == []
 
 
 def test_idempotency_key(services: Components, simulator: Simulator) -> None:
@@ -247,7 +247,7 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components,
     pump = QueuePump(services)
     pump.pump_once(only="dispatch")
     pump.pump_once(only="operations")  # started; the next poll message is queued
-    services.account.queue(services.settings.operations_queue).clear_messages()  # the worker "died" before queuing it
+    services.account.queue(services.settings.queues.operations).clear_messages()  # the worker "died" before queuing it
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Running"
     assert sweep(services, utcnow())["requeued"] == 0  # not overdue yet: no duplicate work
@@ -266,8 +266,8 @@ def test_queue_messages_are_base64_on_the_wire(services: Components, simulator: 
     from azure.storage.queue import QueueClient
 
     run_id = start(simulator.vm_ids()[:1])
-    raw = QueueClient.from_connection_string(services.settings.storage_connection,
-                                             services.settings.dispatch_queue)
+    raw = QueueClient.from_connection_string(services.settings.storage.connection,
+                                             services.settings.queues.dispatch)
     [msg] = list(raw.peek_messages())
     assert json.loads(base64.b64decode(msg.content, validate=True)) == {"runId": run_id}
 

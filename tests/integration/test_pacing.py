@@ -47,7 +47,7 @@ def paced_services() -> Components:
 def second_host(svc: Components, stop: threading.Event) -> threading.Thread:
     """Another instance: its own Components, taking step messages from the same queue, each one twice."""
     other = Components(Settings.from_env())
-    queue = other.account.queue(other.settings.operations_queue)
+    queue = other.account.queue(other.settings.queues.operations)
 
     def work() -> None:
         while not stop.is_set():
@@ -158,7 +158,7 @@ def test_two_instances_share_one_budget_and_subscriptions_are_independent(servic
     """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
     bucket = {GUEST_PATCH: Bucket(GUEST_PATCH, 5, 1.0)}
     before = metrics.table_operations("budget")
-    hosts = [Pacer(BudgetStore(services.settings, services.account), bucket, clock=lambda: 1000.0)
+    hosts = [Pacer(BudgetStore(services.settings.storage, services.account), bucket, clock=lambda: 1000.0)
              for _ in range(2)]
     waits = [hosts[i % 2].reserve("sub-a", (GUEST_PATCH,)) for i in range(12)]
     assert waits == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]  # one burst between them, then one a second
@@ -179,7 +179,7 @@ def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release
     run = svc.store.get_run(run_id)
     assert run is not None
     due_in_window = [t for t in svc.store.list_targets(run_id) if t["nextActionAt"] < run["releasedThrough"]]
-    queued = svc.account.queue(svc.settings.operations_queue).get_queue_properties().approximate_message_count
+    queued = svc.account.queue(svc.settings.queues.operations).get_queue_properties().approximate_message_count
     assert queued == len(due_in_window) < VMS  # only the first window's start messages
     assert run["lastSlotAt"] > run["releasedThrough"]
 
@@ -220,7 +220,7 @@ def test_a_broken_release_chain_is_restarted_by_the_sweeper_and_a_poisoned_relea
     run_id = start(simulator.vm_ids())
     pump = QueuePump(svc)
     pump.pump_once(only="dispatch")
-    svc.account.queue(svc.settings.dispatch_queue).clear_messages()  # the chain's next release is lost
+    svc.account.queue(svc.settings.queues.dispatch).clear_messages()  # the chain's next release is lost
     run = svc.store.get_run(run_id)
     assert run is not None
     poisoned = DispatchMessage(run_id, release_from=run["releasedThrough"]).encode()

@@ -89,7 +89,7 @@ def test_a_machine_left_starting_whose_post_reached_azure_is_followed_not_failed
     vms = simulator.vm_ids()
     run_id = start_run(vms)
     QueuePump(services).pump_once(only="dispatch")
-    crash_after_claim(services, run_id, timedelta(seconds=services.settings.claim_timeout_seconds + 30))
+    crash_after_claim(services, run_id, timedelta(seconds=services.settings.retries.claim_timeout_seconds + 30))
     os_type = {vm["id"].lower(): vm["osType"] for vm in simulator.state()["vms"]}
     for vm in vms:  # the POSTs the dead host sent: Azure accepted them, nobody recorded the answer
         body = parameters_for_os(INSTALL, os_type[vm.lower()])
@@ -109,7 +109,7 @@ def test_a_machine_left_starting_whose_post_never_reached_azure_is_installed_onc
     vms = simulator.vm_ids()
     run_id = start_run(vms)
     QueuePump(services).pump_once(only="dispatch")
-    crash_after_claim(services, run_id, timedelta(seconds=services.settings.claim_timeout_seconds + 30))
+    crash_after_claim(services, run_id, timedelta(seconds=services.settings.retries.claim_timeout_seconds + 30))
 
     run = finish(services, run_id)
     assert_one_install_each_recorded_as_azure_did(run, simulator)
@@ -128,9 +128,9 @@ def test_a_fresh_claim_is_left_alone_until_it_runs_out(services: Components, sim
     assert target["state"] == "Starting" and json.loads(target.get("armCalls") or "[]") == []
     assert simulator.calls()["total"].get("instanceView", 0) == 0  # no ARM call while the claim may be live
     # ... and a look is queued for when the claim runs out (not left to the next sweep)
-    peeked = services.account.queue(services.settings.operations_queue).peek_messages(max_messages=32)
+    peeked = services.account.queue(services.settings.queues.operations).peek_messages(max_messages=32)
     assert peeked == []  # delayed: invisible now
-    props = services.account.queue(services.settings.operations_queue).get_queue_properties()
+    props = services.account.queue(services.settings.queues.operations).get_queue_properties()
     assert props.approximate_message_count == 1
 
 
@@ -164,7 +164,7 @@ def test_only_an_unreadable_instance_view_ends_as_outcome_unknown(services: Comp
     vm = simulator.vm_ids()[0]
     run_id = start_run([vm])
     QueuePump(services).pump_once(only="dispatch")
-    crash_after_claim(services, run_id, timedelta(seconds=services.settings.claim_timeout_seconds + 30))
+    crash_after_claim(services, run_id, timedelta(seconds=services.settings.retries.claim_timeout_seconds + 30))
     simulator.set_faults(error_rate=1.0)  # every ARM request: 500, before any processing
 
     run = finish(services, run_id)

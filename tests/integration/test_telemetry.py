@@ -61,7 +61,7 @@ def test_one_machines_whole_path(services: Components, simulator: Simulator) -> 
     pump = QueuePump(services)
     simulator.set_faults(throttle_rate=1.0, throttle_retry_after=1)
     pump.pump_once("dispatch")
-    pump.pump_once(services.settings.operations_queue)  # the first step meets a 429
+    pump.pump_once(services.settings.queues.operations)  # the first step meets a 429
     simulator.set_faults(throttle_rate=0.0)
     pump.run_until(lambda: finished(run_id), timeout=60)
 

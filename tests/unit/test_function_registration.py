@@ -72,7 +72,10 @@ def test_each_app_uses_the_services_it_was_built_with(monkeypatch: Any) -> None:
     monkeypatch.setenv("WEBSITE_HOSTNAME", "127.0.0.1:7071")
 
     def app_with_body_limit(limit: int) -> Any:
-        services = ProcessComponents(lambda: dataclasses.replace(Settings.from_env(), max_request_bytes=limit))
+        def settings() -> Settings:
+            read = Settings.from_env()
+            return dataclasses.replace(read, limits=dataclasses.replace(read.limits, max_request_bytes=limit))
+        services = ProcessComponents(settings)
         functions = {f.get_function_name(): f.get_user_function()
                      for f in function_app.build_app(services).get_functions()}
         return functions["create_run"]

@@ -15,7 +15,7 @@ def settings(**env: str) -> Settings:
     import os
 
     os.environ.update(env)
-    return Settings.from_env()
+    return Settings.from_env().retries
 
 
 def test_poll_never_sooner_than_retry_after_or_floor() -> None:

@@ -75,14 +75,14 @@ def test_the_compressed_schedule_clock_is_for_the_simulator_only(monkeypatch: py
     monkeypatch.setenv("SCHEDULE_CLOCK_ORIGIN", "2026-01-01T00:00:00Z")
     monkeypatch.setenv("SCHEDULE_CLOCK_SCALE", "60")
     monkeypatch.setenv("ARM_ENDPOINT", "http://127.0.0.1:8090")
-    settings = Settings.from_env()
-    assert schedule_now(settings, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    local = Settings.from_env().local
+    assert schedule_now(local, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
     monkeypatch.setenv("ARM_ENDPOINT", "https://management.azure.com")
     with pytest.raises(SettingsError):
         Settings.from_env()
     monkeypatch.delenv("SCHEDULE_CLOCK_ORIGIN")
     monkeypatch.delenv("SCHEDULE_CLOCK_SCALE")
-    assert Settings.from_env().schedule_clock_origin is None
+    assert Settings.from_env().local.schedule_clock_origin is None
 
 
 def _server(headers: list[dict[str, str]] | None = None) -> tuple[ThreadingHTTPServer, list[str | None]]:
