@@ -75,5 +75,5 @@ def test_a_machine_call_builds_its_url_from_its_path_shape(call: ArmCall) -> Non
     for machine, version in ((VM, "2025-04-01"), (ARC, "2024-07-10")):
         suffix = f"/{call.action}" if call.action else ""
         assert client.url_for(call, machine) == \
-            f"https://management.azure.com{machine.resource_id}{suffix}?api-version={version}"
+            f"https://management.azure.com{machine.resource_id}{suffix}?api-version={call.api_version or version}"
     assert get_machine(ARC).name == "getMachine" and get_machine(VM).name == "getVm"
