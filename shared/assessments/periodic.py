@@ -40,18 +40,18 @@ def scopes_fingerprint(scopes: tuple[ScopeRef, ...]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def start_periodic_sweep(svc: PeriodicDeps, now: datetime) -> tuple[str | None, bool]:
+def start_periodic_sweep(deps: PeriodicDeps, now: datetime) -> tuple[str | None, bool]:
     """(run id, created); (None, False) when no scope is configured."""
     log = logging.getLogger(__name__)
-    if not svc.settings.assessments.scopes:
+    if not deps.settings.assessments.scopes:
         log.warning("periodic assessment: ASSESSMENT_SCOPES is empty; nothing to assess")
         return None, False
-    scopes = configured_scopes(svc.settings.assessments.scopes)
-    slot = current_slot(svc.settings.assessments.schedule, now)
+    scopes = configured_scopes(deps.settings.assessments.scopes)
+    slot = current_slot(deps.settings.assessments.schedule, now)
     if slot is None:
-        raise SettingsError(f"ASSESSMENT_SCHEDULE {svc.settings.assessments.schedule!r} had no occurrence in a year")
+        raise SettingsError(f"ASSESSMENT_SCHEDULE {deps.settings.assessments.schedule!r} had no occurrence in a year")
     new = NewRun("assessPatches", {}, scopes_fingerprint(scopes), scopes=scopes, origin="schedule")
-    run, created = accept(new, internal_key(f"periodic-assessment:{iso(slot)}"), svc)
+    run, created = accept(new, internal_key(f"periodic-assessment:{iso(slot)}"), deps)
     log.info("periodic assessment for slot %s: run %s (%s)", iso(slot), run.run_id,
              "started" if created else "already started for this slot")
     return run.run_id, created

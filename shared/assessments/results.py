@@ -61,7 +61,7 @@ def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def record_outcome(svc: ResultDeps, target: Mapping[str, Any], state: MachineState,
+def record_outcome(deps: ResultDeps, target: Mapping[str, Any], state: MachineState,
                    result: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
     """Store one assessment's outcome; returns fields for the target row (the history key)."""
     vm = parse_machine_id(target["resourceId"], target="resourceId")
@@ -78,7 +78,7 @@ def record_outcome(svc: ResultDeps, target: Mapping[str, Any], state: MachineSta
                  and str(result.get("status")) in ("Succeeded", "CompletedWithWarnings"))
     if not succeeded:
         if state is MachineState.FAILED and str(target.get("errorCode")) in NOT_FOUND:
-            svc.fleet.forget_machine(vm)  # deleted in Azure: not a machine to count any more
+            deps.fleet.forget_machine(vm)  # deleted in Azure: not a machine to count any more
             return {}
         kept = stored_error(target)  # the worker's columns: ARM's whole error when it gave one
         arm = None if kept else operation_error((result or {}).get("error"))
@@ -93,13 +93,13 @@ def record_outcome(svc: ResultDeps, target: Mapping[str, Any], state: MachineSta
         elif state is MachineState.SKIPPED:  # ARM refused: the VM is not running (its 409 says how)
             attempt["notAssessedReason"] = str(message)[:1000]
             attempt["powerState"] = "deallocated" if "deallocated" in str(message).lower() else "stopped"
-        svc.fleet.record_attempt(vm, attempt, assessed_at=None)
+        deps.fleet.record_attempt(vm, attempt, assessed_at=None)
         return {}
     assert result is not None
-    return _record_success(svc, vm, result, attempt, run_id=run_id, now=now)
+    return _record_success(deps, vm, result, attempt, run_id=run_id, now=now)
 
 
-def _record_success(svc: ResultDeps, vm: MachineRef, result: dict[str, Any], attempt: dict[str, Any], *,
+def _record_success(deps: ResultDeps, vm: MachineRef, result: dict[str, Any], attempt: dict[str, Any], *,
                     run_id: str, now: datetime) -> dict[str, Any]:
     when = parse_azure_time(result.get("startDateTime")) or now
     patches = list(result.get("availablePatches") or [])
@@ -109,9 +109,9 @@ def _record_success(svc: ResultDeps, vm: MachineRef, result: dict[str, Any], att
     if vm.is_hybrid and not patches:  # HybridCompute reports counts per classification, no patch list
         facts["classificationCounts"] = json.dumps(dict(sorted(hybrid.classification_counts(result).items())),
                                                    separators=(",", ":"))
-    history_key = svc.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
+    history_key = deps.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
                                          {**summary, "classificationCounts": facts["classificationCounts"]}, patches)
-    svc.fleet.prune_history(vm, now - timedelta(days=svc.settings.assessments.retention_days))
+    deps.fleet.prune_history(vm, now - timedelta(days=deps.settings.assessments.retention_days))
     latest = {
         **attempt, **facts,
         "assessedAt": iso(when),
@@ -123,7 +123,7 @@ def _record_success(svc: ResultDeps, vm: MachineRef, result: dict[str, Any], att
         "historyKey": history_key, "powerState": "running",
         "errorCode": "", "errorMessage": "", "errorDetail": "", "notAssessedReason": "",
     }
-    if not svc.fleet.record_attempt(vm, latest, assessed_at=latest["assessedAt"]):
+    if not deps.fleet.record_attempt(vm, latest, assessed_at=latest["assessedAt"]):
         # A newer assessment is already the snapshot; this one stays in history only.
-        svc.fleet.record_attempt(vm, attempt, assessed_at=None)
+        deps.fleet.record_attempt(vm, attempt, assessed_at=None)
     return {"historyKey": history_key}

@@ -54,31 +54,31 @@ def sign(body: bytes, key: str, timestamp: str) -> str:
     return "sha256=" + hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def post(svc: Senders, url: str, payload: Any, *, read_seconds: float, content_type: str) -> Answer:
+def post(deps: Senders, url: str, payload: Any, *, read_seconds: float, content_type: str) -> Answer:
     """One signed POST through the egress session (shared/egress): the receiver's status and the
     latency, never its body. Never raises for the receiver's failures."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {"Content-Type": content_type, "User-Agent": "PatchPilot", TIMESTAMP_HEADER: timestamp}
-    if svc.settings.events.signing_key:
-        headers[SIGNATURE_HEADER] = sign(body, svc.settings.events.signing_key, timestamp)
-    return egress_post(svc.hooks_session, url, body, headers,
-                       connect_seconds=svc.settings.events.connect_timeout_seconds, read_seconds=read_seconds)
+    if deps.settings.events.signing_key:
+        headers[SIGNATURE_HEADER] = sign(body, deps.settings.events.signing_key, timestamp)
+    return egress_post(deps.hooks_session, url, body, headers,
+                       connect_seconds=deps.settings.events.connect_timeout_seconds, read_seconds=read_seconds)
 
 
-def deliver(message: dict[str, Any], svc: Senders) -> str:
+def deliver(message: dict[str, Any], deps: Senders) -> str:
     kind = message.get("kind")
     url, payload, attempt = str(message["url"]), message["body"], int(message.get("attempt") or 1)
     cloud = kind == "event" and isinstance(payload, dict)  # Event Grid's schema is an array; hooks are plain JSON
-    answer = post(svc, url, payload, read_seconds=svc.settings.events.read_timeout_seconds,
+    answer = post(deps, url, payload, read_seconds=deps.settings.events.read_timeout_seconds,
                   content_type="application/cloudevents+json" if cloud else "application/json")
     if answer.ok:
         return "delivered"
-    if attempt >= svc.settings.events.max_attempts or answer.refused:  # a refused address: retrying changes nothing
-        svc.store.dead_letter({"url": url, "kind": str(kind), "attempts": attempt, "lastStatus": answer.status or 0,
+    if attempt >= deps.settings.events.max_attempts or answer.refused:  # a refused address: retrying changes nothing
+        deps.store.dead_letter({"url": url, "kind": str(kind), "attempts": attempt, "lastStatus": answer.status or 0,
                                "lastError": answer.error or f"HTTP {answer.status}",
                                "body": json.dumps(payload)[:30000]})
         log.warning("delivery to %s dead-lettered after %d attempts: %s %s", url, attempt, answer.status, answer.error)
         return "dead-lettered"
-    svc.send_delivery({**message, "attempt": attempt + 1}, backoff(attempt, svc.settings.retries))
+    deps.send_delivery({**message, "attempt": attempt + 1}, backoff(attempt, deps.settings.retries))
     return f"retry-{attempt}"

@@ -39,11 +39,11 @@ def build(event_type: str, subject: str, data: dict[str, Any], *, schema: str, k
             "time": now, "datacontenttype": "application/json", "data": data}
 
 
-def emit(svc: DeliveryQueue, event_type: str, subject: str, data: dict[str, Any], *, key: str = "") -> int:
+def emit(deps: DeliveryQueue, event_type: str, subject: str, data: dict[str, Any], *, key: str = "") -> int:
     """Queue one delivery per configured webhook; returns how many. No webhooks: nothing at all."""
-    settings = svc.settings
+    settings = deps.settings
     for url in settings.events.webhooks:
-        svc.send_delivery({"kind": "event", "url": url,
+        deps.send_delivery({"kind": "event", "url": url,
                            "body": build(event_type, subject, data, schema=settings.events.schema, key=key)})
     return len(settings.events.webhooks)
 

@@ -44,8 +44,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def discovery_poison(msg: func.QueueMessage) -> None:
         page = parse_message(msg, parse_discovery, "poisoned discovery")
         if page:
-            svc = components()
-            outcome = fail_poisoned_page(page, svc, svc.settings.queues.discovery)
+            deps = components()
+            outcome = fail_poisoned_page(page, deps, deps.settings.queues.discovery)
             log.warning("poisoned discovery run=%s scope=%d -> %s", page.run_id, page.scope, outcome)
 
     return bp

@@ -35,30 +35,30 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @bp.route(route="assessments", methods=["POST"])
     @api_errors
     def create_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-        new = parse_assessment_request(req.get_body(), max_bytes=svc.settings.limits.max_request_bytes,
-                                       max_machines=svc.settings.limits.max_machines_per_run)
-        run, _created = accept(new, key, svc)
-        return accepted_run(req, run, svc.settings, collection="assessments")
+        new = parse_assessment_request(req.get_body(), max_bytes=deps.settings.limits.max_request_bytes,
+                                       max_machines=deps.settings.limits.max_machines_per_run)
+        run, _created = accept(new, key, deps)
+        return accepted_run(req, run, deps.settings, collection="assessments")
 
 
     @bp.route(route="assessments/{runId}", methods=["GET"])
     @api_errors
     def get_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         run_id = run_id_param(req)
-        run = svc.store.get_run(run_id)
+        run = deps.store.get_run(run_id)
         if run is None or run.get("operation") != "assessPatches":
             raise ApiError(404, "AssessmentNotFound", f"no assessment with id {run_id!r}", target="runId")
-        return run_answer(req, load_run_view(run, svc), svc.settings, collection="assessments")
+        return run_answer(req, load_run_view(run, deps), deps.settings, collection="assessments")
 
 
     @bp.route(route="compliance", methods=["GET"])
     @api_errors
     def get_compliance(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         scope = scope_from_query(req.params.get("subscriptionId"), req.params.get("resourceGroup"))
         sub, rg = (scope.subscription_id, scope.resource_group) if scope else (None, None)
         raw_os = req.params.get("osType")
@@ -71,9 +71,9 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
             raise ValidationError(f"machineKind must be virtualMachines or hybridMachines, got {quoted(raw_kind)}",
                                   target="machineKind")
         top = int_param(req, "top", 10, MAX_TOP)
-        report = compliance_view(svc.fleet, subscription_id=sub, resource_group=rg, os_type=os_type,
+        report = compliance_view(deps.fleet, subscription_id=sub, resource_group=rg, os_type=os_type,
                                  machine_kind=kind, now=utcnow(),
-                                 freshness_hours=svc.settings.assessments.freshness_hours, top=top)
+                                 freshness_hours=deps.settings.assessments.freshness_hours, top=top)
         report["filter"] = {"subscriptionId": sub, "resourceGroup": rg, "osType": os_type, "machineKind": kind}
         return json_response(report)
 
@@ -92,9 +92,9 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
 
 
     def _machine_assessment(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         vm = vm_from_route(req.route_params)
-        view = machine_assessment(svc.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))
+        view = machine_assessment(deps.fleet, vm, history=int_param(req, "history", 20, MAX_TOP))
         if view is None:
             raise ApiError(404, "MachineNotFound", f"PatchPilot has no record of {vm.resource_id}", target="machine")
         return json_response(view)

@@ -34,15 +34,15 @@ def _name(req: func.HttpRequest, key: str = "name") -> str:
     return check_name(req.route_params.get(key, ""), key)
 
 
-def _config(svc: Components, name: str) -> dict[str, object]:
-    stored = svc.maintenance.get_config(name)
+def _config(deps: Components, name: str) -> dict[str, object]:
+    stored = deps.maintenance.get_config(name)
     if stored is None:
         raise ApiError(404, "ResourceNotFound", f"no maintenance configuration {name!r}", target="name")
     return stored
 
 
-def _body(req: func.HttpRequest, svc: Components) -> object:
-    return parse_json_body(req.get_body(), max_bytes=svc.settings.limits.max_request_bytes)
+def _body(req: func.HttpRequest, deps: Components) -> object:
+    return parse_json_body(req.get_body(), max_bytes=deps.settings.limits.max_request_bytes)
 
 
 def blueprint(components: Callable[[], Components]) -> func.Blueprint:
@@ -52,14 +52,14 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @bp.route(route=BASE + "/{name}", methods=["PUT"])
     @api_errors
     def put_configuration(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         name = _name(req)
         body = _body(req, components())
         config = parse_configuration(name, body,  # validates everything before anything is written
-                                     allow_local_hooks=is_local_development(svc.settings))
+                                     allow_local_hooks=is_local_development(deps.settings))
         stored = config.to_stored()
         check_json_property(stored, target="")  # stored normalised: it must fit one Table property
-        created = svc.maintenance.put_config(name, stored, schedule_now(svc.settings.local))
+        created = deps.maintenance.put_config(name, stored, schedule_now(deps.settings.local))
         return json_response(config.resource(), 201 if created else 200)
 
 
@@ -88,17 +88,17 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @bp.route(route=BASE + "/{name}/occurrences", methods=["GET"])
     @api_errors
     def list_occurrences(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         name = _name(req)
         stored = _config(components(), name)
         config = configuration_from_stored(str(stored["name"]), stored)
         start: datetime = (parse_datetime(req.params["from"], "from") if req.params.get("from")
-                           else schedule_now(svc.settings.local))
+                           else schedule_now(deps.settings.local))
         if not 1971 <= start.year <= 9000:
             raise ValidationError("from must be a date-time between the years 1971 and 9000", target="from")
         count = int_param(req, "count", 10, MAX_OCCURRENCES)
         windows = config.schedule.next_windows(start, count)
-        recorded = {r["start"]: r for r in svc.maintenance.list_occurrences(name, start)} if windows else {}
+        recorded = {r["start"]: r for r in deps.maintenance.list_occurrences(name, start)} if windows else {}
         return json_response({"value": [occurrence_view(config, b, e, recorded.get(iso(b))) for b, e in windows]})
 
 

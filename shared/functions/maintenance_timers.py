@@ -33,8 +33,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @traced()
     def maintenance_windows(timer: func.TimerRequest) -> None:
         """Every minute by default: a window opens within a minute of its start, or is recorded as skipped."""
-        svc = components()
-        counts = open_due_windows(svc, schedule_now(svc.settings.local))
+        deps = components()
+        counts = open_due_windows(deps, schedule_now(deps.settings.local))
         if counts:
             log.info("maintenance windows: %s", dict(counts))
 

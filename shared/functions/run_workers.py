@@ -27,8 +27,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def dispatch_worker(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "dispatch")
         if parsed and parsed.advance:
-            svc = components()
-            log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, svc))
+            deps = components()
+            log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, deps))
         elif parsed:
             dispatch_run(parsed, components())
 
@@ -48,8 +48,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def operation_poison(msg: func.QueueMessage) -> None:
         step = parse_message(msg, parse_step, "poisoned step")
         if step:
-            svc = components()
-            outcome = fail_poisoned_step(step, svc.step_ports, svc.settings.queues.operations)
+            deps = components()
+            outcome = fail_poisoned_step(step, deps.step_ports, deps.settings.queues.operations)
             log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
 
 
@@ -62,10 +62,10 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         elif parsed and parsed.release_from:  # the run was dispatched: the sweeper sends the release again
             log.warning("poisoned release of run=%s from %s dropped", parsed.run_id, parsed.release_from)
         elif parsed:
-            svc = components()
+            deps = components()
             reason = (f"dispatching the run failed repeatedly and the message was moved to "
-                      f"{svc.settings.queues.dispatch}-poison")
-            failed = fail_undispatched(parsed.run_id, svc, svc.step_ports, reason)
+                      f"{deps.settings.queues.dispatch}-poison")
+            failed = fail_undispatched(parsed.run_id, deps, deps.step_ports, reason)
             log.warning("poisoned dispatch run=%s: failed %d machines", parsed.run_id, failed)
 
     return bp

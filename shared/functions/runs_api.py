@@ -100,27 +100,27 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @bp.route(route="runs", methods=["POST"])
     @api_errors
     def create_run(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
-        request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(svc.settings),
-                                    max_bytes=svc.settings.limits.max_request_bytes,
-                                    max_machines=svc.settings.limits.max_machines_per_run)
-        run, _created = accept_run(request, key, svc)
-        return accepted_run(req, run, svc.settings)
+        request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(deps.settings),
+                                    max_bytes=deps.settings.limits.max_request_bytes,
+                                    max_machines=deps.settings.limits.max_machines_per_run)
+        run, _created = accept_run(request, key, deps)
+        return accepted_run(req, run, deps.settings)
 
 
     @bp.route(route="runs/{runId}", methods=["GET"])
     @api_errors
     def get_run(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         run_id = run_id_param(req)
-        run = svc.store.get_run(run_id)
+        run = deps.store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
-        view = load_run_view(run, svc)
+        view = load_run_view(run, deps)
         view["machinesLink"] = absolute_url(req, f"/api/runs/{run_id}/machines")
-        return run_answer(req, view, svc.settings)
+        return run_answer(req, view, deps.settings)
 
 
     @bp.route(route="runs", methods=["GET"])
@@ -128,13 +128,13 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def list_runs(req: func.HttpRequest) -> func.HttpResponse:
         """`?top=1..100&continuationToken=…`: the token is the id of the last run of the previous page (what
         `nextLink` carries); anything else is refused, so a forged or mangled token is a 400, not a page."""
-        svc = components()
+        deps = components()
         top = int_param(req, "top", 20, MAX_PAGE)
         token = req.params.get("continuationToken")
         if token is not None and not RUN_ID.fullmatch(token):
             raise ValidationError(f"continuationToken {quoted(token)} is not one this API issued; follow nextLink",
                                   target="continuationToken")
-        runs, next_token = svc.store.list_runs(top, token)
+        runs, next_token = deps.store.list_runs(top, token)
         body: dict[str, object] = {"value": [run_view(r, None) for r in runs]}
         if next_token:
             body["nextLink"] = absolute_url(req, "/api/runs", {"top": str(top), "continuationToken": next_token})
@@ -159,18 +159,18 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
 
 
     def _run_machine(req: func.HttpRequest) -> func.HttpResponse:
-        svc = components()
+        deps = components()
         run_id = run_id_param(req)
         vm = vm_from_route(req.route_params)
-        target = svc.store.get_target(run_id, vm.key)
+        target = deps.store.get_target(run_id, vm.key)
         if target is None:
             raise ApiError(404, "MachineNotFound", f"run {run_id} has no machine {vm.resource_id}", target="machine")
         view = machine_view(target)
         view["runId"] = run_id
         # An assessment's patches live in the machine's history (shared/assessments/results.py).
         history_key = target.get("historyKey")
-        view["patches"] = (svc.fleet.history_patches(vm, history_key) if history_key
-                           else svc.store.list_patches(run_id, vm.key))
+        view["patches"] = (deps.fleet.history_patches(vm, history_key) if history_key
+                           else deps.store.list_patches(run_id, vm.key))
         return json_response(view)
 
 
@@ -179,9 +179,9 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def list_run_machines(req: func.HttpRequest) -> func.HttpResponse:
         """`?state=Failed&top=1..100&continuationToken=…`: a page of the run's machines in key order (what
         the dashboard shows at 10,000 machines); the token is the key of the previous page's last machine."""
-        svc = components()
+        deps = components()
         run_id = run_id_param(req)
-        run = svc.store.get_run(run_id)
+        run = deps.store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
         top = int_param(req, "top", 50, MAX_PAGE)
@@ -192,7 +192,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         if token is not None and not MACHINE_KEY.fullmatch(token):
             raise ValidationError(f"continuationToken {quoted(token)} is not one this API issued; follow nextLink",
                                   target="continuationToken")
-        machines, next_key = machines_page(run, svc, top, state, token)  # before dispatch: from the request
+        machines, next_key = machines_page(run, deps, top, state, token)  # before dispatch: from the request
         body: dict[str, object] = {"value": machines}
         if next_key:
             query = {"top": str(top), "continuationToken": next_key, **({"state": state} if state else {})}
@@ -205,16 +205,16 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def get_run_summary(req: func.HttpRequest) -> func.HttpResponse:
         """The run without its machines, with counts per state and per wave (from its counters) and a timeline
         (machines started and finished per interval): two columns of each machine are read, none is sent."""
-        svc = components()
+        deps = components()
         run_id = run_id_param(req)
-        run = svc.store.get_run(run_id)
+        run = deps.store.get_run(run_id)
         if run is None:
             raise ApiError(404, "RunNotFound", f"no run with id {run_id!r}", target="runId")
         if not run.get("dispatchedAt"):
             return json_response(run_summary(run, RunCounters(), []))
-        counters = svc.store.run_counters(run_id, counted=run.counted)
+        counters = deps.store.run_counters(run_id, counted=run.counted)
         # The timeline needs each machine's times: the one part of the summary that reads every machine.
-        rows = svc.store.list_targets(run_id, select=["operationStartedAt", "completedAt"])
+        rows = deps.store.list_targets(run_id, select=["operationStartedAt", "completedAt"])
         return json_response(run_summary(run, counters, rows))
 
 
@@ -233,7 +233,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @api_errors
     def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
         """Nothing new starts; machines already started are followed to their end; the run ends Canceled."""
-        svc = components()
+        deps = components()
         run = _rollout_run(req)
         for _ in range(5):  # conditional on what was read: a run that finishes meanwhile is not marked canceled
             if run.get("completedAt"):
@@ -241,14 +241,14 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
             if run.get("canceledAt"):
                 break
             try:
-                svc.store.update_run(run.run_id, {"canceledAt": iso(utcnow())}, etag=run.etag)
+                deps.store.update_run(run.run_id, {"canceledAt": iso(utcnow())}, etag=run.etag)
                 break
             except ConflictError:
                 run = _rollout_run(req)
         else:
             raise ApiError(409, "RunBusy", "the run kept changing; send the cancel again", target="runId")
-        advance(run.run_id, svc)
-        return run_answer(req, load_run_view(svc.store.get_run(run.run_id) or run, svc), svc.settings)
+        advance(run.run_id, deps)
+        return run_answer(req, load_run_view(deps.store.get_run(run.run_id) or run, deps), deps.settings)
 
 
     @bp.route(route="runs/{runId}/resume", methods=["POST"])
@@ -256,14 +256,14 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def resume_run(req: func.HttpRequest) -> func.HttpResponse:
         """A halted run goes on: the machines it did not start are queued again, and the error budget
         starts afresh from the failures seen so far."""
-        svc = components()
+        deps = components()
         run = _rollout_run(req)
         if not run.get("haltedReason") or run.get("canceledAt"):
             raise ApiError(409, "RunNotHalted", "only a halted run can be resumed", target="runId")
         run_id = run.run_id
-        if resume(run_id, svc) in ("busy", "retry"):
+        if resume(run_id, deps) in ("busy", "retry"):
             raise ApiError(409, "RunBusy", "the rollout controller is deciding for this run right now; send the "
                            "resume again in a few seconds", target="runId")
-        return run_answer(req, load_run_view(svc.store.get_run(run_id) or run, svc), svc.settings)
+        return run_answer(req, load_run_view(deps.store.get_run(run_id) or run, deps), deps.settings)
 
     return bp

@@ -49,19 +49,19 @@ class WindowDeps(AcceptDeps, Protocol):
     def maintenance(self) -> MaintenanceStore: ...
 
 
-def open_due_windows(svc: WindowDeps, now: datetime) -> Counter[str]:
+def open_due_windows(deps: WindowDeps, now: datetime) -> Counter[str]:
     """One pass over every configuration; returns what happened, for the log."""
     counts: Counter[str] = Counter()
-    for stored in svc.maintenance.list_configs():
+    for stored in deps.maintenance.list_configs():
         try:  # one configuration's trouble must not keep every other window shut
-            counts.update(_handle_configuration(svc, stored, now))
+            counts.update(_handle_configuration(deps, stored, now))
         except Exception:
             log.exception("maintenance configuration %s could not be handled this tick", stored.get("name"))
             counts["failed"] += 1
     return counts
 
 
-def _handle_configuration(svc: WindowDeps, stored: dict[str, Any], now: datetime) -> Counter[str]:
+def _handle_configuration(deps: WindowDeps, stored: dict[str, Any], now: datetime) -> Counter[str]:
     counts: Counter[str] = Counter()
     config = configuration_from_stored(stored["name"], stored)
     checked = parse_iso(stored["checkedThrough"])
@@ -70,15 +70,15 @@ def _handle_configuration(svc: WindowDeps, stored: dict[str, Any], now: datetime
         if begin > now:
             break
         if end <= now:
-            if svc.maintenance.get_occurrence(config.name, begin) is not None:
+            if deps.maintenance.get_occurrence(config.name, begin) is not None:
                 counts["handled"] += 1  # opened, or recorded, by an earlier tick
                 continue
-            counts[_record(svc, config, begin, end, code="Missed",
+            counts[_record(deps, config, begin, end, code="Missed",
                            reason="no timer ran while the window was open")] += 1
         else:
-            counts[open_window(svc, config, begin, end, now)] += 1
+            counts[open_window(deps, config, begin, end, now)] += 1
     if now - checked >= WATERMARK_STEP:  # not a write per configuration per tick
-        svc.maintenance.advance_watermark(stored, now)
+        deps.maintenance.advance_watermark(stored, now)
     return counts
 
 
@@ -86,39 +86,39 @@ def window_key(config: MaintenanceConfiguration, begin: datetime) -> str:
     return internal_key(f"maintenance:{config.name.lower()}:{iso(begin)}")
 
 
-def _record(svc: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
+def _record(deps: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,
             reason: str) -> str:
-    claim = svc.store.find_idempotency_claim(window_key(config, begin))
+    claim = deps.store.find_idempotency_claim(window_key(config, begin))
     if claim is not None:  # the window did open; the tick that opened it stopped before recording so
-        svc.maintenance.update_occurrence(config.name, begin, {"state": "Started", "runId": claim["runId"],
+        deps.maintenance.update_occurrence(config.name, begin, {"state": "Started", "runId": claim["runId"],
                                                                "errorCode": "", "reason": "", "windowEnd": iso(end)})
         return "handled"
-    created = svc.maintenance.record_occurrence(config.name, begin, {
+    created = deps.maintenance.record_occurrence(config.name, begin, {
         "state": "Skipped", "errorCode": code, "reason": reason, "windowEnd": iso(end)})
     if created:
         log.warning("maintenance window %s %s skipped: %s", config.name, iso(begin), reason)
     return f"skipped-{code}" if created else "handled"
 
 
-def open_window(svc: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime,
+def open_window(deps: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime,
                 now: datetime) -> str:
-    occurrence = svc.maintenance.get_occurrence(config.name, begin)
+    occurrence = deps.maintenance.get_occurrence(config.name, begin)
     if occurrence is not None and occurrence.get("state") in ("Started", "Skipped"):
         return "handled"
     remaining = end - now
     if remaining < MIN_REMAINING:
         minutes = int(remaining.total_seconds() // 60)
-        return _record(svc, config, begin, end, code="TooLate",
+        return _record(deps, config, begin, end, code="TooLate",
                        reason=f"found with {minutes} minutes of the window left; starting needs "
                        f"{int(MIN_REMAINING.total_seconds() // 60)} (10 are kept for a reboot)")
     assignments = [parse_assignment(a["name"], json.loads(a["body"]))
-                   for a in svc.maintenance.list_assignments(config.name)]
+                   for a in deps.maintenance.list_assignments(config.name)]
     if not assignments:
-        return _record(svc, config, begin, end, code="NoAssignments",
+        return _record(deps, config, begin, end, code="NoAssignments",
                        reason="nothing is assigned to this configuration")
     new = window_run(config, assignments, begin, end, remaining - REBOOT_RESERVE)
-    run, created = accept(new, window_key(config, begin), svc)
-    svc.maintenance.update_occurrence(config.name, begin, {
+    run, created = accept(new, window_key(config, begin), deps)
+    deps.maintenance.update_occurrence(config.name, begin, {
         "state": "Started", "runId": run.run_id, "errorCode": "", "reason": "", "windowEnd": iso(end)})
     if created:
         log.info("maintenance window %s %s opened: run %s", config.name, iso(begin), run.run_id)

@@ -53,21 +53,21 @@ class RolloutDeps(RunRows, Dispatching, Events, Protocol):
     """What the rollout controller uses."""
 
 
-def on_progress(run_id: str, svc: RolloutDeps) -> object:
+def on_progress(run_id: str, deps: RolloutDeps) -> object:
     """The `progressed` hook (shared/composition.py): a machine or a scope's listing finished. A rollout run's
     machines are admitted by the controller, which also closes it; any other run closes when its last machine
     ends (True when this call closed it)."""
-    spec = svc.run_spec(run_id)
+    spec = deps.run_spec(run_id)
     if spec is not None and spec.rollout:
-        return advance(run_id, svc)
-    return complete_run_if_done(run_id, svc)
+        return advance(run_id, deps)
+    return complete_run_if_done(run_id, deps)
 
 
-def advance(run_id: str, svc: RolloutDeps) -> str:
-    return locked(run_id, svc, lambda run, now: Round(run, svc, now).decide())
+def advance(run_id: str, deps: RolloutDeps) -> str:
+    return locked(run_id, deps, lambda run, now: Round(run, deps, now).decide())
 
 
-def locked(run_id: str, svc: RolloutDeps, act: Callable[[RunRecord, datetime], str], *,
+def locked(run_id: str, deps: RolloutDeps, act: Callable[[RunRecord, datetime], str], *,
            inactive_ok: bool = False) -> str:
     """Run `act` holding the run's controller lock; when it is taken, queue a retry instead.
 
@@ -75,44 +75,44 @@ def locked(run_id: str, svc: RolloutDeps, act: Callable[[RunRecord, datetime], s
     function may run, and is released only by its holder (checked by token and ETag). A decision
     that finds targets changed under it (conditional writes fail) gives way and retries too.
     """
-    store = svc.store
+    store = deps.store
     run = store.get_run(run_id)
     if run is None or not run.get("rollout") or (run.get("active") is False and not inactive_ok):
         return "inactive"
     now = utcnow()
     if str(run.get("controllerLockUntil") or "") > iso(now):
-        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
     token = secrets.token_hex(8)
     try:
         etag = store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)},
                                 etag=run.etag)
     except ConflictError:
-        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
     run = run.with_changes({"controllerLock": token}, etag)
     try:
         return act(run, now)
     except (ConflictError) as exc:
         log.info("run %s: %s; deciding again shortly", run_id, exc)
-        svc.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "retry"
     finally:
-        _release(run_id, token, svc)
+        _release(run_id, token, deps)
 
 
-def _release(run_id: str, token: str, svc: RolloutDeps) -> None:
+def _release(run_id: str, token: str, deps: RolloutDeps) -> None:
     with contextlib.suppress(Exception):
-        current = svc.store.get_run(run_id)
+        current = deps.store.get_run(run_id)
         if current is not None and current.get("controllerLock") == token:
-            svc.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current.etag)
+            deps.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current.etag)
 
 
 class Round:
     """One decision over the whole run, under its lock."""
 
-    def __init__(self, run: RunRecord, svc: RolloutDeps, now: datetime) -> None:
-        self.run, self.svc, self.now = run, svc, now
+    def __init__(self, run: RunRecord, deps: RolloutDeps, now: datetime) -> None:
+        self.run, self.deps, self.now = run, deps, now
         self.run_id = run.run_id
         self.spec: dict[str, Any] = run.rollout or {}
         self.changes: dict[str, Any] = {}
@@ -122,12 +122,12 @@ class Round:
 
     def save(self) -> None:
         if self.changes:
-            self.svc.store.update_run(self.run_id, self.changes)
+            self.deps.store.update_run(self.run_id, self.changes)
             self.run = self.run.with_changes(self.changes)
             self.changes = {}
 
     def decide(self) -> str:
-        store = self.svc.store
+        store = self.deps.store
         if not self.run.get("dispatchedAt"):
             return "waiting-dispatch"
         if self.run.get("scopeCount") and any(not s.get("done") for s in store.list_scopes(self.run_id)):
@@ -135,7 +135,7 @@ class Round:
         if not self.field("planned"):  # its own step: planning changes every target, and so their ETags
             self.plan(store.list_targets(self.run_id, select=DECISION_COLUMNS))
             self.save()
-            self.svc.send_advance(self.run_id)
+            self.deps.send_advance(self.run_id)
             return "planned"
         counters = store.run_counters(self.run_id, counted=self.run.counted)
         total = counters.machine_count
@@ -153,7 +153,7 @@ class Round:
                              f"maxFailures is {self.spec['maxFailures']}: nothing new starts",
                 haltedMachines=json.dumps(failed[:100]), haltedAt=iso(self.now))
             log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
-            emit(self.svc, "patchpilot.run.halted", run_subject(self.run_id), {
+            emit(self.deps, "patchpilot.run.halted", run_subject(self.run_id), {
                 "runId": self.run_id, "reason": self.changes["haltedReason"],
                 "machines": json.loads(self.changes["haltedMachines"])}, key=str(self.field("resumes") or 0))
             return self.stop(counters)
@@ -164,7 +164,7 @@ class Round:
             if not asked or parse_iso(asked) + patience < self.now:  # never asked, or the request was lost
                 self.changes["preHookRequestedAt"] = iso(self.now)
                 self.save()
-                self.svc.send_delivery({"kind": "prehook", "runId": self.run_id})
+                self.deps.send_delivery({"kind": "prehook", "runId": self.run_id})
             else:
                 self.save()
             return "waiting-prehook"
@@ -173,15 +173,15 @@ class Round:
     def plan(self, targets: list[MachineRecord]) -> None:
         """Waves are fixed once the machines are known: request order first, then discovered ones. With a
         percentage maxConcurrencyPerSubscription, each subscription's machine count is kept for it."""
-        requested = [vm for chunk in self.svc.store.machine_chunks(self.run_id) for vm in chunk]
+        requested = [vm for chunk in self.deps.store.machine_chunks(self.run_id) for vm in chunk]
         keys = {t.key for t in targets}
         order = [k for k in (self._key(r) for r in requested) if k in keys]
         order += sorted(keys - set(order))
         waves = assign_waves(order, self.spec.get("waves") or [])
         by_key = {t.key: t for t in targets}
         if isinstance(self.spec.get("maxConcurrencyPerSubscription"), str):
-            self.svc.store.save_subscription_counts(self.run_id, Counter(t.subscription_id for t in targets))
-        self.svc.store.merge_targets([(by_key[k], {"wave": w}) for k, w in waves.items()])
+            self.deps.store.save_subscription_counts(self.run_id, Counter(t.subscription_id for t in targets))
+        self.deps.store.merge_targets([(by_key[k], {"wave": w}) for k, w in waves.items()])
         self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
 
     @staticmethod
@@ -193,20 +193,20 @@ class Round:
         """Canceled or halted: machines not yet admitted never start; the rest are followed to their end."""
         reason = ("RunCanceled", "the run was canceled before this machine started") if self.field("canceledAt") \
             else ("RunHalted", "the run halted (maxFailures reached) before this machine started")
-        waiting = [t for t in self.svc.store.iter_targets(self.run_id, state=MachineState.QUEUED.value,
+        waiting = [t for t in self.deps.store.iter_targets(self.run_id, state=MachineState.QUEUED.value,
                                                           select=DECISION_COLUMNS)
                    if not t.get("admitted")] if counters.waiting() else []
         # The halt (or cancel) is written first: once the waiting machines are Skipped every machine may have
         # finished, and a GET in between must already see why the run stopped (Halted, not Failed).
         self.save()
-        self.svc.store.merge_targets([(t, {
+        self.deps.store.merge_targets([(t, {
             "state": MachineState.SKIPPED.value, "errorCode": reason[0], "errorMessage": reason[1], "seq": t.seq + 1,
             "completedAt": iso(self.now)}) for t in waiting])
-        complete_run_if_done(self.run_id, self.svc)
+        complete_run_if_done(self.run_id, self.deps)
         return "stopped"
 
     def admit(self, counters: RunCounters, total: int) -> str:
-        store = self.svc.store
+        store = self.deps.store
         current, waves = int(self.field("currentWave") or 0), int(self.field("waveCount") or 1)
         failure_on = self.spec.get("failureOn") or DEFAULT_FAILURE_ON
         while True:
@@ -214,7 +214,7 @@ class Round:
                 break
             if current >= waves - 1:
                 self.save()
-                complete_run_if_done(self.run_id, self.svc)
+                complete_run_if_done(self.run_id, self.deps)
                 return "done"
             if not counters.wave_admitted(current):  # nothing ran in it: nothing to soak or report
                 current += 1
@@ -226,14 +226,14 @@ class Round:
                     self.pin_patch_set(store.list_targets(self.run_id, wave=0, state=MachineState.COMPLETED.value,
                                                           select=DECISION_COLUMNS))
                 self.changes.update(soakFor=current, soakUntil=iso(self.now + soak))
-                emit(self.svc, "patchpilot.wave.completed", run_subject(self.run_id), {
+                emit(self.deps, "patchpilot.wave.completed", run_subject(self.run_id), {
                     "runId": self.run_id, "wave": current, "machines": counters.wave_total(current),
                     "failed": sum(counters.failures(failure_on, wave=current).values())},
                     key=f"{current}|{self.field('resumes') or 0}")
             until = parse_iso(self.field("soakUntil"))
             if self.now < until:
                 self.save()
-                self.svc.send_advance(self.run_id, int((until - self.now).total_seconds()) + 1)
+                self.deps.send_advance(self.run_id, int((until - self.now).total_seconds()) + 1)
                 return "soaking"
             current += 1
             self.changes["currentWave"] = current
@@ -242,7 +242,7 @@ class Round:
                              for t in chosen])
         self.save()
         for target in chosen:
-            self.svc.send_step(self.run_id, target.key, target.seq)
+            self.deps.send_step(self.run_id, target.key, target.seq)
         return f"admitted-{len(chosen)}"
 
     def choose(self, counters: RunCounters, wave: int, total: int) -> list[MachineRecord]:
@@ -255,7 +255,7 @@ class Round:
         limit = resolve(self.spec.get("maxConcurrency"), total) or total
         if in_flight >= limit or not counters.waiting(wave):
             return []
-        store = self.svc.store
+        store = self.deps.store
         per_sub_spec = self.spec.get("maxConcurrencyPerSubscription")
         busy: Counter[str] = Counter()  # machines in flight per subscription
         by_sub: dict[str, int] = {}  # machines per subscription: what a percentage limit is of
@@ -287,21 +287,21 @@ class Round:
         for target in canary:
             if str(target.get("osType") or "").lower() != "linux" or target["state"] != MachineState.COMPLETED.value:
                 continue
-            for patch in self.svc.store.list_patches(self.run_id, target.key):
+            for patch in self.deps.store.list_patches(self.run_id, target.key):
                 if patch.get("installationState") == "Installed" and patch.get("name"):
                     packages.add(f"{patch['name']}_{patch['version']}" if patch.get("version") else patch["name"])
         if packages:  # rows of their own: hundreds of packages outgrow one property
-            self.svc.store.save_pins(self.run_id, sorted(packages))
+            self.deps.store.save_pins(self.run_id, sorted(packages))
             self.changes["pinnedLinuxCount"] = len(packages)
 
 
-def resume(run_id: str, svc: RolloutDeps) -> str:
+def resume(run_id: str, deps: RolloutDeps) -> str:
     """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
     here, reopen the run, and decide again."""
     def act(run: RunRecord, now: datetime) -> str:
         if not run.get("haltedReason") or run.get("canceledAt"):
             return "not-halted"  # another resume (or a cancel) got here first
-        store = svc.store
+        store = deps.store
         targets = store.list_targets(run_id)
         failure_on = (run.rollout or {}).get("failureOn")
         baseline = sum(1 for t in targets if t.get("admitted") and t["state"] in TERMINAL_STATES
@@ -312,6 +312,6 @@ def resume(run_id: str, svc: RolloutDeps) -> str:
         store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "active": True,
                                   "failureBaseline": baseline, "completedAt": "", "resumedAt": iso(now),
                                   "resumes": int(run.get("resumes") or 0) + 1})
-        return Round(store.get_run(run_id) or run, svc, now).decide()
+        return Round(store.get_run(run_id) or run, deps, now).decide()
 
-    return locked(run_id, svc, act, inactive_ok=True)
+    return locked(run_id, deps, act, inactive_ok=True)

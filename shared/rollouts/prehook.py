@@ -17,20 +17,20 @@ class PreHookDeps(RolloutDeps, Senders, Protocol):
     """What calling a rollout's pre-run hook uses."""
 
 
-def fail_pre_hook(run_id: str, svc: PreHookDeps, reason: str) -> None:
+def fail_pre_hook(run_id: str, deps: PreHookDeps, reason: str) -> None:
     """The pre-run hook could not be called at all (its message was poisoned): the run does not start."""
-    run = svc.store.get_run(run_id)
+    run = deps.store.get_run(run_id)
     if run is None or run.get("preHookAt"):
         return
-    svc.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0,
+    deps.store.update_run(run_id, {"preHookAt": iso(utcnow()), "preHookStatus": 0,
                                   "canceledAt": iso(utcnow()), "canceledReason": reason})
-    advance(run_id, svc)
+    advance(run_id, deps)
 
 
-def pre_hook(message: dict[str, Any], svc: PreHookDeps) -> str:
+def pre_hook(message: dict[str, Any], deps: PreHookDeps) -> str:
     """Called once before the first wave: 2xx lets the run start; anything else cancels it."""
     run_id = str(message["runId"])
-    run = svc.store.get_run(run_id)
+    run = deps.store.get_run(run_id)
     if run is None or run.get("preHookAt") or run.get("canceledAt") or run.get("completedAt"):
         return "already-decided"  # decided, or the run stopped: no draining for a run that will not start
     hook = (run.rollout or {}).get("preHook") or {}
@@ -39,12 +39,12 @@ def pre_hook(message: dict[str, Any], svc: PreHookDeps) -> str:
     if called and parse_iso(str(called)) + patience > utcnow():
         return "claimed-elsewhere"  # a copy of this message is calling it (or did, and its answer is on the way)
     try:  # claim the call: a duplicated message must not call the hook twice
-        svc.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
+        deps.store.update_run(run_id, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
     except ConflictError:
         return "claimed-elsewhere"
     payload = {"runId": run_id, "event": "patchpilot.run.prehook", "machineCount": run.get("machineCount"),
                "installPatches": run.parameters}
-    answer = post(svc, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),
+    answer = post(deps, hook["url"], payload, read_seconds=float(hook.get("timeoutSeconds") or 60),
                   content_type="application/json")
     passed = answer.ok
     # Status and latency only: the hook's body never reaches the run (a hook aimed at an internal page
@@ -55,8 +55,8 @@ def pre_hook(message: dict[str, Any], svc: PreHookDeps) -> str:
         changes["canceledAt"] = iso(utcnow())
         changes["canceledReason"] = (f"the pre-run hook answered HTTP {answer.status}" if answer.status is not None
                                      else f"the pre-run hook was not reached: {answer.error}")
-        emit(svc, "patchpilot.run.canceled", run_subject(run_id),
+        emit(deps, "patchpilot.run.canceled", run_subject(run_id),
              {"runId": run_id, "reason": changes["canceledReason"]})
-    svc.store.update_run(run_id, changes)
-    advance(run_id, svc)
+    deps.store.update_run(run_id, changes)
+    advance(run_id, deps)
     return "passed" if passed else "vetoed"

@@ -64,7 +64,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 
 def accept_run(
-    request: RunRequest, idempotency_key: str | None, svc: AcceptDeps
+    request: RunRequest, idempotency_key: str | None, deps: AcceptDeps
 ) -> tuple[RunRecord, bool]:
     """An install run from `POST /api/runs`."""
     extra: tuple[tuple[str, Any], ...] = ()
@@ -72,16 +72,16 @@ def accept_run(
         extra = (("rollout", json.dumps(request.rollout, separators=(",", ":"))),)
     filters = tuple(request.filter or {} for _ in request.scopes)  # one filter, for every scope
     return accept(NewRun("installPatches", request.accepted_parameters(), request.fingerprint(), request.machines,
-                         scopes=request.scopes, filters=filters, extra=extra), idempotency_key, svc)
+                         scopes=request.scopes, filters=filters, extra=extra), idempotency_key, deps)
 
 
-def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[RunRecord, bool]:
+def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[RunRecord, bool]:
     """Returns (the run, created). A replay with the same key and body returns the first run.
 
     Raises ValidationError (400, nothing written) when the run cannot be stored, ApiError 409 when the
     key was used with another body; any other error leaves no claim and no rows (see the module doc).
     """
-    store = svc.store
+    store = deps.store
     now = iso(utcnow())
     run_id = new_run_id()
     run: dict[str, Any] = {
@@ -114,7 +114,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[R
         existing = store.get_run(run_id)
         if existing:
             if not existing.get("dispatchedAt"):
-                svc.send_dispatch(run_id)  # the first attempt may have stopped before queuing
+                deps.send_dispatch(run_id)  # the first attempt may have stopped before queuing
             return existing, False
 
     try:
@@ -125,7 +125,7 @@ def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[R
         if new.machines:
             store.save_machine_chunks(run_id, [vm.resource_id for vm in new.machines])
         if new.operation == "assessPatches" and new.machines:
-            svc.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
+            deps.fleet.note_subscriptions(vm.subscription_id for vm in new.machines)  # so compliance finds them
         created = store.create_run(run_id, run)
     except Exception:
         if claimed or not idempotency_key:  # only the request that made the claim takes back what it wrote
@@ -134,13 +134,13 @@ def accept(new: NewRun, idempotency_key: str | None, svc: AcceptDeps) -> tuple[R
     if not created:
         # A concurrent request with the same key got here first: it queues the work, we answer with its run.
         return store.get_run(run_id) or RunRecord(etag="", columns=run, run_id=run_id), False
-    emit(svc, "patchpilot.run.started", run_subject(run_id), {
+    emit(deps, "patchpilot.run.started", run_subject(run_id), {
         "runId": run_id, "operation": new.operation, "origin": new.origin, "machineCount": len(new.machines),
         "scopes": [s.resource_id for s in new.scopes]})
     for index in range(len(new.scopes)):
-        svc.send_discovery(run_id, index, 0)
+        deps.send_discovery(run_id, index, 0)
     if new.machines:
-        svc.send_dispatch(run_id)
+        deps.send_dispatch(run_id)
     return RunRecord(etag="", columns=run, run_id=run_id), True
 
 

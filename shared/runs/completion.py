@@ -19,7 +19,7 @@ class RunCloser(RunRows, Events, Protocol):
     """What closing a run uses."""
 
 
-def complete_run_if_done(run_id: str, svc: RunCloser) -> bool:
+def complete_run_if_done(run_id: str, deps: RunCloser) -> bool:
     """Called after each terminal transition; the last machine to finish closes the run.
 
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished
@@ -27,8 +27,8 @@ def complete_run_if_done(run_id: str, svc: RunCloser) -> bool:
     rows (shared.core.counters), not its machines: one query per call; when they say finished, one
     small query confirms no machine row is unfinished, and the run is read to close it.
     """
-    store = svc.store
-    spec = svc.run_spec(run_id)  # cached per process: no read
+    store = deps.store
+    spec = deps.run_spec(run_id)  # cached per process: no read
     if spec is None:
         return False
     counters = store.run_counters(run_id, counted=spec.counted)
@@ -59,8 +59,8 @@ def complete_run_if_done(run_id: str, svc: RunCloser) -> bool:
     log.info("run %s completed: %s", run_id, summary["status"])
     outcome = {"runId": run_id, "status": summary["status"], "machineCount": summary["machineCount"],
                "outcomes": summary["outcomes"]}
-    emit(svc, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(columns.get("resumes") or 0))
+    emit(deps, "patchpilot.run.completed", run_subject(run_id), outcome, key=str(columns.get("resumes") or 0))
     post_hook = (run.rollout or {}).get("postHook")
     if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
-        svc.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
+        deps.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
     return True

@@ -78,9 +78,9 @@ def _listing(row: ScopeListing, flt: dict[str, Any]) -> MachineKind | None:
     return next((k for k in kinds if k == current), kinds[0] if kinds and not current else None)
 
 
-def discover_page(msg: DiscoveryMessage, svc: DiscoveryDeps) -> str:
+def discover_page(msg: DiscoveryMessage, deps: DiscoveryDeps) -> str:
     """Process one page message. Safe to run twice."""
-    row = svc.store.get_scope(msg.run_id, msg.scope)
+    row = deps.store.get_scope(msg.run_id, msg.scope)
     if row is None:
         return "missing"
     if row.get("done"):
@@ -89,51 +89,52 @@ def discover_page(msg: DiscoveryMessage, svc: DiscoveryDeps) -> str:
         return "stale"
     scope = parse_scope(row["scope"], target="scope")
     held = set(LIST_MACHINES.budgets) if msg.held else set()
-    if (paced := paced_delay(svc.pacer, scope.subscription_id, LIST_MACHINES, held)) is not None:
-        svc.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)  # the same page, when its token is due
+    if (paced := paced_delay(deps.pacer, scope.subscription_id, LIST_MACHINES, held)) is not None:
+        # the same page, when its token is due
+        deps.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)
         return "paced"
     flt = json.loads(row.get("filter") or "{}")
     kind = _listing(row, flt)
     if kind is None:  # the filter admits no kind PatchPilot lists (parse_filter refuses that; old rows only)
-        return _end_scope(msg, row, svc, scope, error=None)
+        return _end_scope(msg, row, deps, scope, error=None)
     try:
-        url = (svc.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
-               else svc.arm.list_url(scope, kind))
-        resp = svc.arm.send(LIST_MACHINES, url)
-        record_call(svc.pacer, scope.subscription_id, LIST_MACHINES, resp,
-                    default_retry_after=svc.settings.retries.default_retry_after_seconds)
+        url = (deps.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
+               else deps.arm.list_url(scope, kind))
+        resp = deps.arm.send(LIST_MACHINES, url)
+        record_call(deps.pacer, scope.subscription_id, LIST_MACHINES, resp,
+                    default_retry_after=deps.settings.retries.default_retry_after_seconds)
     except UntrustedEndpointError as exc:
-        return _end_scope(msg, row, svc, scope, error=("UntrustedNextLink", str(exc)))
+        return _end_scope(msg, row, deps, scope, error=("UntrustedNextLink", str(exc)))
     except (ArmConnectionError, ArmAuthenticationError) as exc:
-        return _retry(msg, row, svc, no_answer(exc))
-    problem = classify_read(resp, default_retry_after=svc.settings.retries.default_retry_after_seconds)
+        return _retry(msg, row, deps, no_answer(exc))
+    problem = classify_read(resp, default_retry_after=deps.settings.retries.default_retry_after_seconds)
     if isinstance(problem, Retry):
-        return _retry(msg, row, svc, problem)
+        return _retry(msg, row, deps, problem)
     if isinstance(problem, Failed) and not (kind != VIRTUAL_MACHINES and problem.code in UNREGISTERED):
-        return _end_scope(msg, row, svc, scope, error=(problem.code, problem.message), cause=problem.detail)
+        return _end_scope(msg, row, deps, scope, error=(problem.code, problem.message), cause=problem.detail)
     body = resp.body if isinstance(resp.body, dict) and problem is None else {}
     resource_type = RESOURCE_TYPES[kind].lower()
     vms = [vm for vm in body.get("value") or []
            if str(vm.get("type") or resource_type).lower() == resource_type and filter_matches(flt, vm, os_type(vm))]
-    listed = _record_page(msg.run_id, scope, vms, svc)
+    listed = _record_page(msg.run_id, scope, vms, deps)
     next_link = str(body.get("nextLink") or "")
     kinds = _kinds(flt)
     following = kinds[kinds.index(kind) + 1] if kind in kinds and kinds.index(kind) + 1 < len(kinds) else None
     try:
         if next_link or following:  # more of this kind, or the next kind's first page
-            svc.store.update_scope(row, {"page": msg.page + 1, "nextLink": next_link, "attempts": 0,
+            deps.store.update_scope(row, {"page": msg.page + 1, "nextLink": next_link, "attempts": 0,
                                          "listing": kind if next_link else following,
                                          "listed": int(row.get("listed") or 0) + listed,
                                          "nextActionAt": iso(utcnow())})
-            svc.send_discovery(msg.run_id, msg.scope, msg.page + 1)
+            deps.send_discovery(msg.run_id, msg.scope, msg.page + 1)
             return "page"
-        return _end_scope(msg, row.with_changes({"listed": int(row.get("listed") or 0) + listed}, row.etag), svc,
+        return _end_scope(msg, row.with_changes({"listed": int(row.get("listed") or 0) + listed}, row.etag), deps,
                           scope, error=None)
     except ConflictError:
         return "lost-race"
 
 
-def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: DiscoveryDeps) -> int:
+def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], deps: DiscoveryDeps) -> int:
     """Snapshot rows, target rows and step messages for one page; every write is repeatable."""
     now = iso(utcnow())
     targets: list[MachineRecord] = []
@@ -158,36 +159,36 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], svc: D
         target = queued_target(run_id, ref.resource_id, now, osType=os, discovered=True, **extra)
         inventory.append((ref, snapshot))
         targets.append(target)
-    svc.fleet.upsert_machines(inventory)
+    deps.fleet.upsert_machines(inventory)
     if inventory:
-        svc.fleet.note_subscriptions({scope.subscription_id})
-    svc.store.create_targets(targets)  # rows an earlier delivery (or another scope) made stay as they are
-    spec = svc.run_spec(run_id)
+        deps.fleet.note_subscriptions({scope.subscription_id})
+    deps.store.create_targets(targets)  # rows an earlier delivery (or another scope) made stay as they are
+    spec = deps.run_spec(run_id)
     if spec is not None and spec.rollout:
         return len(targets)  # the rollout controller admits them once every scope is listed
     for target in targets:
-        svc.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
+        deps.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
     return len(targets)
 
 
-def _retry(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, retry: Retry) -> str:
+def _retry(msg: DiscoveryMessage, row: ScopeListing, deps: DiscoveryDeps, retry: Retry) -> str:
     attempt = int(row.get("attempts") or 0) + 1
-    if attempt > retry_limit(retry, svc.settings.retries):
+    if attempt > retry_limit(retry, deps.settings.retries):
         scope = parse_scope(row["scope"], target="scope")
-        return _end_scope(msg, row, svc, scope, error=(retry.code, f"gave up listing after {attempt - 1} retries "
+        return _end_scope(msg, row, deps, scope, error=(retry.code, f"gave up listing after {attempt - 1} retries "
                                                                    f"({retry.kind}): {retry.message}"),
                           cause=retry.detail)
-    delay = retry_delay(retry, attempt, svc.settings.retries)
+    delay = retry_delay(retry, attempt, deps.settings.retries)
     try:
-        svc.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
+        deps.store.update_scope(row, {"attempts": attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000],
                                      "nextActionAt": iso(utcnow() + timedelta(seconds=delay))})
     except ConflictError:
         return "lost-race"
-    svc.send_discovery(msg.run_id, msg.scope, msg.page, delay)
+    deps.send_discovery(msg.run_id, msg.scope, msg.page, delay)
     return f"retry-{retry.kind}"
 
 
-def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, scope: ScopeRef,
+def _end_scope(msg: DiscoveryMessage, row: ScopeListing, deps: DiscoveryDeps, scope: ScopeRef,
                error: tuple[str, str] | None, *, cause: dict[str, Any] | None = None) -> str:
     """`cause`: ARM's whole error behind `error` (details, innererror), kept for the scope's view."""
     changes: dict[str, Any] = {"done": True, "page": msg.page + 1, "listed": int(row.get("listed") or 0),
@@ -197,21 +198,21 @@ def _end_scope(msg: DiscoveryMessage, row: ScopeListing, svc: DiscoveryDeps, sco
     elif not json.loads(row.get("filter") or "{}"):
         # Only a complete listing may say a machine is gone: one nobody has listed since this listing began.
         # A filtered one (a dynamic scope: some resource types, tags, OS types) saw only part of the scope.
-        changes["removed"] = svc.fleet.remove_unseen(scope.subscription_id, scope.resource_group,
+        changes["removed"] = deps.fleet.remove_unseen(scope.subscription_id, scope.resource_group,
                                                      listed_since=str(row.get("startedAt") or row["nextActionAt"]))
     try:
-        svc.store.update_scope(row, changes)
+        deps.store.update_scope(row, changes)
     except ConflictError:
         return "lost-race"
-    svc.hooks.progressed(msg.run_id)  # the rollout controller admits the listed machines, or the run closes
+    deps.hooks.progressed(msg.run_id)  # the rollout controller admits the listed machines, or the run closes
     return "scope-failed" if error else "scope-done"
 
 
-def fail_poisoned_page(msg: DiscoveryMessage, svc: DiscoveryDeps, queue_name: str) -> str:
+def fail_poisoned_page(msg: DiscoveryMessage, deps: DiscoveryDeps, queue_name: str) -> str:
     """A page message that failed maxDequeueCount times ends its scope with the reason."""
-    row = svc.store.get_scope(msg.run_id, msg.scope)
+    row = deps.store.get_scope(msg.run_id, msg.scope)
     if row is None or row.get("done") or int(row["page"]) != msg.page:
         return "ignored"
     scope = parse_scope(row["scope"], target="scope")
-    return _end_scope(msg, row, svc, scope, error=(
+    return _end_scope(msg, row, deps, scope, error=(
         "PoisonMessage", f"listing this scope failed repeatedly and the message was moved to {queue_name}-poison"))

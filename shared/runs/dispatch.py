@@ -58,67 +58,67 @@ class DispatchDeps(RunRows, Dispatching, Paced, Protocol):
     """What dispatching and releasing a run's start messages use."""
 
 
-def dispatch_run(msg: DispatchMessage, svc: DispatchDeps) -> int:
+def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     """Returns how many machines were queued (start messages sent)."""
-    run = svc.store.get_run(msg.run_id)
+    run = deps.store.get_run(msg.run_id)
     if run is None:
         log.warning("dispatch: run %s does not exist; dropping", msg.run_id)
         return 0
     if msg.release_from:
-        return release_window(run, parse_iso(msg.release_from), svc)
+        return release_window(run, parse_iso(msg.release_from), deps)
     if run.get("dispatchedAt"):
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
     if run.get("rollout"):  # machines wait for the rollout controller to admit them
-        create_targets(msg.run_id, svc)
-        svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
-        svc.send_advance(msg.run_id)
+        create_targets(msg.run_id, deps)
+        deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
+        deps.send_advance(msg.run_id)
         return 0
     now = utcnow()
     kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
-    slots = start_slots(svc, svc.store.machine_chunks(msg.run_id), reads_per_start=kind.reads_per_start)
-    create_targets(msg.run_id, svc, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
-    until = now + timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds)
-    queued = svc.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
-    send_starts(msg.run_id, queued, svc)
+    slots = start_slots(deps, deps.store.machine_chunks(msg.run_id), reads_per_start=kind.reads_per_start)
+    create_targets(msg.run_id, deps, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
+    until = now + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
+    queued = deps.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
+    send_starts(msg.run_id, queued, deps)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
     if last_slot > until:  # before dispatchedAt: a retried dispatch must not stop short of the chain
-        send_next_release(msg.run_id, until, svc)
-    svc.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
+        send_next_release(msg.run_id, until, deps)
+    deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
                                       "releasedThrough": iso(until), "lastSlotAt": iso(last_slot)})
     log.info("dispatch: run %s queued %d machines, due before %s", msg.run_id, len(queued), iso(until))
     return len(queued)
 
 
-def send_starts(run_id: str, queued: list[MachineRecord], svc: DispatchDeps) -> None:
+def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) -> None:
     """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot more than
     PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
     that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
     (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
     window's 1,000 messages takes seconds."""
     now = utcnow()
-    stale = timedelta(seconds=svc.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS)
+    stale = timedelta(seconds=deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS)
 
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
         if due < now - stale:
-            svc.send_step(run_id, target.key, target.seq)
+            deps.send_step(run_id, target.key, target.seq)
         else:
-            svc.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),
+            deps.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),
                           held=(GUEST_PATCH,))
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(send, queued))
 
 
-def send_next_release(run_id: str, window_from: datetime, svc: DispatchDeps) -> None:
+def send_next_release(run_id: str, window_from: datetime, deps: DispatchDeps) -> None:
     """The release of the window starting at `window_from`, arriving half a horizon before it."""
-    lead = svc.settings.pacing.dispatch_horizon_seconds / 2
+    lead = deps.settings.pacing.dispatch_horizon_seconds / 2
     delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
-    svc.send_release(run_id, iso(window_from), math.floor(delay))
+    deps.send_release(run_id, iso(window_from), math.floor(delay))
 
 
-def release_window(run: RunRecord, window_from: datetime, svc: DispatchDeps) -> int:
+def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) -> int:
     """Queue the start messages of the machines due in [window_from, window_from + horizon).
 
     At least once, one chain: the messages are sent first, then the run's `releasedThrough` moves on from
@@ -129,38 +129,38 @@ def release_window(run: RunRecord, window_from: datetime, svc: DispatchDeps) -> 
     run, or of a window already passed on, does nothing."""
     if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
         return 0
-    until = window_from + timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds)
-    queued = svc.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
+    until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
+    queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
-    send_starts(run.run_id, queued, svc)
+    send_starts(run.run_id, queued, deps)
     for _ in range(RELEASE_ATTEMPTS):
         try:
-            svc.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
+            deps.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
             break
         except ConflictError:  # a duplicate of this release, or any other write to the run: look again
-            fresh = svc.store.get_run(run.run_id)
+            fresh = deps.store.get_run(run.run_id)
             if fresh is None or fresh.get("releasedThrough") != iso(window_from):
                 return len(queued)  # another delivery moved the fence on: it sends the next release
             run = fresh
     else:
         raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
     if parse_iso(str(run.get("lastSlotAt") or iso(until))) >= until:
-        send_next_release(run.run_id, until, svc)
+        send_next_release(run.run_id, until, deps)
     log.info("dispatch: run %s released %d machines due before %s", run.run_id, len(queued), iso(until))
     return len(queued)
 
 
-def release_overdue(run: RunRecord, svc: DispatchDeps, now: datetime) -> bool:
+def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:
     """The sweeper's backstop: a run whose next release should have come (half a horizon before its window,
     plus STALL_AFTER_SECONDS) and has not moved `releasedThrough` on gets that release again. True if sent."""
     released, last = run.get("releasedThrough"), run.get("lastSlotAt")
     if not released or not last or released > last or run.get("completedAt"):
         return False
-    due = parse_iso(released) - timedelta(seconds=svc.settings.pacing.dispatch_horizon_seconds / 2
-                                          - svc.settings.retries.stall_after_seconds)
+    due = parse_iso(released) - timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds / 2
+                                          - deps.settings.retries.stall_after_seconds)
     if now < due:
         return False
-    svc.send_release(run.run_id, released, 0)
+    deps.send_release(run.run_id, released, 0)
     return True
 
 
@@ -178,7 +178,7 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def start_slots(svc: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1) -> dict[str, int]:
+def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
     from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
 
@@ -196,36 +196,36 @@ def start_slots(svc: DispatchDeps, chunks: list[list[str]], *, reads_per_start: 
         by_subscription[vm.subscription_id].append(vm.key)
     slots: dict[str, int] = {}
     for subscription, keys in by_subscription.items():
-        due = svc.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
+        due = deps.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
         for name, per_start in ((READS, reads_per_start), (WRITES, 1)):
-            _, alone = block_slots(svc.pacer.buckets[name], 0.0, 0.0, len(keys) * per_start)
+            _, alone = block_slots(deps.pacer.buckets[name], 0.0, 0.0, len(keys) * per_start)
             due = [max(d, a) for d, a in zip(due, alone[per_start - 1::per_start], strict=True)]
         slots.update((key, math.ceil(d)) for key, d in zip(keys, due, strict=True))
     return slots
 
 
-def create_targets(run_id: str, svc: RunRows, due: dict[str, str] | None = None) -> bool:
+def create_targets(run_id: str, deps: RunRows, due: dict[str, str] | None = None) -> bool:
     """Create the run's target rows (and count them); rows an earlier attempt created stay as they are.
     `due`: {machine key: ISO time its first step is due} (default: now). False if some existed already."""
     now = iso(utcnow())
-    targets = [queued_target(run_id, rid, now) for chunk in svc.store.machine_chunks(run_id) for rid in chunk]
+    targets = [queued_target(run_id, rid, now) for chunk in deps.store.machine_chunks(run_id) for rid in chunk]
     if due:
         targets = [t.with_changes({"nextActionAt": due.get(t.key, now)}, t.etag) for t in targets]
-    return svc.store.create_targets(targets)
+    return deps.store.create_targets(targets)
 
 
-def undispatched_targets(run_id: str, svc: RunRows) -> list[MachineRecord]:
+def undispatched_targets(run_id: str, deps: RunRows) -> list[MachineRecord]:
     """Before dispatch has created its rows, a run's machines are all Queued: show them from the request."""
-    existing = {t.key: t for t in svc.store.list_targets(run_id)}
+    existing = {t.key: t for t in deps.store.list_targets(run_id)}
     now = iso(utcnow())
-    return [existing.get(t.key, t) for chunk in svc.store.machine_chunks(run_id)
+    return [existing.get(t.key, t) for chunk in deps.store.machine_chunks(run_id)
             for t in (queued_target(run_id, rid, now) for rid in chunk)]
 
 
-def fail_undispatched(run_id: str, svc: DispatchDeps, ports: StepPorts, reason: str) -> int:
+def fail_undispatched(run_id: str, deps: DispatchDeps, ports: StepPorts, reason: str) -> int:
     """The dispatch message itself was poisoned: fail the machines that never got going."""
     from shared.runs.machine_worker import fail_machines
 
-    create_targets(run_id, svc)
-    return fail_machines(ports, svc.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0),
+    create_targets(run_id, deps)
+    return fail_machines(ports, deps.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0),
                          "DispatchFailed", reason)

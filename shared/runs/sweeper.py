@@ -32,32 +32,32 @@ class SweepDeps(DispatchDeps, Features, Protocol):
     """What the sweeper uses."""
 
 
-def sweep(svc: SweepDeps, now: datetime) -> dict[str, int]:
+def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "released": 0, "requeued": 0, "relisted": 0, "completed": 0}
-    store = svc.store
-    stall_after = timedelta(seconds=svc.settings.retries.stall_after_seconds)
+    store = deps.store
+    stall_after = timedelta(seconds=deps.settings.retries.stall_after_seconds)
     stalled_before = iso(now - stall_after)
     for run in store.list_active_runs():
         counts["runs"] += 1
         run_id = run.run_id
         if not run.get("dispatchedAt"):
             if run["createdAt"] < stalled_before:  # its dispatch message was lost, or is held
-                svc.send_dispatch(run_id)
+                deps.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue
-        if release_overdue(run, svc, now):  # the chain of start-message releases broke (dispatch.py)
+        if release_overdue(run, deps, now):  # the chain of start-message releases broke (dispatch.py)
             counts["released"] += 1
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         for target in stalled:
-            svc.send_step(run_id, target.key, target.seq)
+            deps.send_step(run_id, target.key, target.seq)
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
-                svc.send_discovery(run_id, row.index, int(row["page"]))
+                deps.send_discovery(run_id, row.index, int(row["page"]))
                 counts["relisted"] += 1
         # A lost advance message (soak ended, slot freed) or a close nobody made is found here.
-        if svc.hooks.progressed(run_id) is True:
+        if deps.hooks.progressed(run_id) is True:
             counts["completed"] += 1
     if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)

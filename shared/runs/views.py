@@ -106,32 +106,32 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
     return view
 
 
-def load_run_view(run: RunRecord, svc: RunRows) -> dict[str, Any]:
+def load_run_view(run: RunRecord, deps: RunRows) -> dict[str, Any]:
     """The full view of a stored run: its machines (from the request until dispatch made their rows)
     and, for a run that discovers machines, its scopes. A dispatched run of more than INLINE_MACHINES
     (or one that discovers its machines: read first to know) shows the counts of its counter rows (one
     query); a smaller one reads its machines to show them, and counts those rows (so the two agree)."""
     run_id = run.run_id
-    scopes = svc.store.list_scopes(run_id) if run.get("scopeCount") else None
+    scopes = deps.store.list_scopes(run_id) if run.get("scopeCount") else None
     if not run.get("dispatchedAt"):
-        targets = undispatched_targets(run_id, svc)
+        targets = undispatched_targets(run_id, deps)
         inline = int(run.get("machineCount") or 0) <= INLINE_MACHINES and len(targets) <= INLINE_MACHINES
         return run_view(run, targets, scopes, inline=inline)
     if run.get("scopeCount") or int(run.get("machineCount") or 0) > INLINE_MACHINES:  # how many is not known
-        counters = svc.store.run_counters(run_id, counted=run.counted)  # or too many to show
+        counters = deps.store.run_counters(run_id, counted=run.counted)  # or too many to show
         if counters.machine_count > INLINE_MACHINES:  # a big run: counts only, its machines paged
             return run_view(run, None, scopes, inline=False, counters=counters)
-    return run_view(run, svc.store.list_targets(run_id), scopes)
+    return run_view(run, deps.store.list_targets(run_id), scopes)
 
 
-def machines_page(run: RunRecord, svc: RunRows, top: int, state: str | None,
+def machines_page(run: RunRecord, deps: RunRows, top: int, state: str | None,
                   after: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a run's machines (key order) and the cursor of the next; before dispatch has made
     their rows, from the request."""
     if run.get("dispatchedAt"):
-        page, cursor = svc.store.page_targets(run.run_id, top, state=state, after=after)
+        page, cursor = deps.store.page_targets(run.run_id, top, state=state, after=after)
         return [machine_view(t) for t in page], cursor
-    rows = sorted((t for t in undispatched_targets(run.run_id, svc)
+    rows = sorted((t for t in undispatched_targets(run.run_id, deps)
                    if (state is None or t.get("state") == state) and (after is None or t.key > after)),
                   key=lambda t: t.key)
     return [machine_view(t) for t in rows[:top]], (rows[top - 1].key if len(rows) > top else None)
