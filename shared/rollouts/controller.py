@@ -53,13 +53,14 @@ class RolloutDeps(RunRows, Dispatching, Events, Protocol):
     """What the rollout controller uses."""
 
 
-def on_progress(run_id: str, deps: RolloutDeps) -> object:
+def on_progress(run_id: str, deps: RolloutDeps) -> bool:
     """The `progressed` hook (shared/composition.py): a machine or a scope's listing finished. A rollout run's
-    machines are admitted by the controller, which also closes it; any other run closes when its last machine
-    ends (True when this call closed it)."""
+    machines are admitted by the controller, which also closes it (not counted here: False); any other run
+    closes when its last machine ends (True when this call closed it)."""
     spec = deps.run_spec(run_id)
     if spec is not None and spec.rollout:
-        return advance(run_id, deps)
+        advance(run_id, deps)
+        return False
     return complete_run_if_done(run_id, deps)
 
 

@@ -94,6 +94,10 @@ def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[
         "fingerprint": new.fingerprint,
         "idempotencyKey": idempotency_key or "",
     }
+    if new.operation == "installPatches":
+        # For one release also under the old column name: an instance of the previous version (a slot swap, a
+        # rolling deployment, a rollback) reads only `installPatches`. Remove once no such instance can run.
+        run["installPatches"] = run["parameters"]
     run.update(dict(new.extra))
     run["machineCount"] = len(new.machines)
     if new.scopes:

@@ -7,8 +7,8 @@ never acts on the mechanism's behalf. Each feature registers what it adds at the
                   one before it returned; the first Skip ends the machine Skipped with that reason
     on_terminal   {operation: (target with its final changes, state, result, run_id) -> extra target
                   fields}; called before the machine's final write, so a redelivery repeats it
-    progressed    (run_id) -> None: a machine (or a scope's listing) finished; the run may admit more
-                  machines (a rollout) or close
+    progressed    (run_id) -> bool: a machine (or a scope's listing) finished; the run may admit more
+                  machines (a rollout) or close. True: this call closed the run (the sweeper counts it)
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class OnTerminal(Protocol):
                  run_id: str) -> dict[str, Any]: ...
 
 
-def _no_progress_hook(run_id: str) -> None:
+def _no_progress_hook(run_id: str) -> bool:
     raise RuntimeError("no `progressed` hook is registered (see shared/composition.py)")
 
 
@@ -68,7 +68,7 @@ def _no_progress_hook(run_id: str) -> None:
 class RunHooks:
     before_start: Sequence[BeforeStart] = ()
     on_terminal: Mapping[str, OnTerminal] = field(default_factory=dict)
-    progressed: Callable[[str], object] = _no_progress_hook
+    progressed: Callable[[str], bool] = _no_progress_hook
 
     def decide(self, ctx: StartContext) -> Decision:
         """Ask each before_start hook in turn; a Proceed hands its body to the next."""

@@ -78,6 +78,13 @@ MAX_RECORDED_CALLS = 25
 EVENT_ERROR_CHARS = 16_000
 
 
+@dataclass(frozen=True)
+class MachineRead:
+    """What the GET of a machine before its start said: its OS type ("" when the model has none)."""
+
+    os_type: str
+
+
 class StepResult(str, Enum):
     """What one step did (logged by the queue trigger; asserted by tests)."""
 
@@ -184,9 +191,9 @@ class MachineStep:
         # Azure can run the operation at all, and a listing's may be stale. A VM is read only for its OS.
         if self.machine.is_hybrid or not os_type:
             read = self._read_machine()
-            if isinstance(read, StepResult):
-                return read
-            os_type = read or os_type
+            if not isinstance(read, MachineRead):
+                return read  # paced, retried, failed or skipped: this step is over
+            os_type = read.os_type or os_type
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
@@ -224,7 +231,7 @@ class MachineStep:
         return self.apply(classify_start(resp, default_retry_after=self.settings.retries.default_retry_after_seconds),
                           phase="start")
 
-    def _read_machine(self) -> str | StepResult:
+    def _read_machine(self) -> MachineRead | StepResult:
         """GET the machine before its start: its OS type (`""` when the model has none), or what this step did
         instead (paced, retried, failed, or skipped: an Arc machine whose agent is not connected)."""
         call = calls.get_machine(self.machine)
@@ -238,15 +245,15 @@ class MachineStep:
             outcome = classify_start(resp, default_retry_after=self.settings.retries.default_retry_after_seconds)
             return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()), phase="start")
         if not self.machine.is_hybrid:
-            return str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
-                       .get("osDisk", {}).get("osType") or "")
+            return MachineRead(str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
+                                   .get("osDisk", {}).get("osType") or ""))
         os_type = hybrid.os_type(resp.body) or ""
         status = hybrid.agent_status(resp.body)
         if status != hybrid.CONNECTED:  # skipped with the reason, like a deallocated VM; nothing posted
             return self.skip(hybrid.MACHINE_NOT_CONNECTED, hybrid.not_connected_reason(self.machine.name, status),
                              agentStatus=status, **({"osType": os_type} if os_type else {}))
         self.target = self.target.with_changes({"agentStatus": status})
-        return os_type
+        return MachineRead(os_type)
 
     def poll(self) -> StepResult:
         if self._past_deadline():

@@ -48,10 +48,13 @@ class OperationKind:
         return self.call.name
 
     def start_budgets(self, machine: MachineRef, *, settle: bool) -> tuple[str, ...]:
-        """What a start draws from, reserved before the claim (slow one first): the POST's budgets, and the
-        instance-view read before it when the start settles from Azure (`settle`: not already done)."""
+        """What a start draws from, reserved before the claim in the order its calls are made: the
+        instance-view read (when the start settles from Azure; `settle`: not already done), then the POST's
+        budgets (slow one first). In call order, a start that must wait for its read holds nothing else, and a
+        held guest-patch token is never spent late behind a read (a late read token risks only a read 429,
+        which delays)."""
         reads = INSTANCE_VIEW.budgets if settle and self.settles_from(machine) else ()
-        return self.call.budgets + tuple(b for b in reads if b not in self.call.budgets)
+        return tuple(b for b in reads if b not in self.call.budgets) + self.call.budgets
 
     @property
     def reads_per_start(self) -> int:

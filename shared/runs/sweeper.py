@@ -57,7 +57,7 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
                 deps.send_discovery(run_id, row.index, int(row["page"]))
                 counts["relisted"] += 1
         # A lost advance message (soak ended, slot freed) or a close nobody made is found here.
-        if deps.hooks.progressed(run_id) is True:
+        if deps.hooks.progressed(run_id):
             counts["completed"] += 1
     if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)

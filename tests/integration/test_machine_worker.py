@@ -72,6 +72,10 @@ def test_accepts_with_location_retry_after_and_function_key(services: Components
     assert resp.headers["Retry-After"] == "1"
     assert body["status"] == "Accepted" and body["machineCount"] == 2
     assert get_run(body["id"]).status_code == 202
+    stored = services.store.get_run(body["id"])
+    assert stored is not None and stored.parameters == INSTALL
+    # ... also under the old column for one release: an instance of the previous version reads only that one
+    assert json.loads(stored["installPatches"]) == INSTALL
 
 
 def test_every_message_delivered_twice_still_one_install_per_machine(services: Components,

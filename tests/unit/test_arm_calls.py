@@ -77,3 +77,10 @@ def test_a_machine_call_builds_its_url_from_its_path_shape(call: ArmCall) -> Non
         assert client.url_for(call, machine) == \
             f"https://management.azure.com{machine.resource_id}{suffix}?api-version={call.api_version or version}"
     assert get_machine(ARC).name == "getMachine" and get_machine(VM).name == "getVm"
+
+
+@pytest.mark.parametrize("call", [c for c in ALL_CALLS if "{machine}" not in c.path], ids=lambda c: c.name)
+def test_a_call_that_is_not_on_a_machine_has_no_machine_url(call: ArmCall) -> None:
+    client = ArmClient("https://management.azure.com", StaticTokenCredential("t"), api_version="2025-04-01")
+    with pytest.raises(ValueError, match=call.name):
+        client.url_for(call, VM)
