@@ -141,7 +141,7 @@ class Components:
     @cached_property
     def step_ports(self) -> StepPorts:
         return StepPorts(targets=self.store, specs=self.specs, queue=self.queues, pacer=self.pacer, arm=self.arm,
-                         hooks=self.hooks, events=self, settings=self.settings)
+                         hooks=self.hooks, events=self, retries=self.settings.retries)
 
 
 class ProcessComponents:

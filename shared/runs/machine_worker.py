@@ -52,7 +52,7 @@ from shared.core.errors import ArmAuthenticationError, ArmConnectionError, Confl
 from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
 from shared.core.records import MachineRecord, RunSpec
-from shared.core.settings import Settings
+from shared.core.settings import RetrySettings
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.core.telemetry import (
     MACHINE_ID,
@@ -154,7 +154,7 @@ class StepPorts:
     arm: Arm
     hooks: RunHooks
     events: DeliveryQueue
-    settings: Settings
+    retries: RetrySettings
 
 
 class MachineStep:
@@ -165,7 +165,7 @@ class MachineStep:
         self.target = target
         self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
         self.ports = ports
-        self.settings = ports.settings
+        self.retries = ports.retries
         self.rng = rng
         self.now = utcnow()
         self.calls: list[dict[str, Any]] = json.loads(target.get("armCalls") or "[]")
@@ -228,7 +228,7 @@ class MachineStep:
             # Dropped before an answer. A retry is safe in the common case (request never reached
             # ARM); if ARM had accepted it, the retry meets 409 while that operation runs.
             return self.retry(no_answer(exc), phase="start")
-        return self.apply(classify_start(resp, default_retry_after=self.settings.retries.default_retry_after_seconds),
+        return self.apply(classify_start(resp, default_retry_after=self.retries.default_retry_after_seconds),
                           phase="start")
 
     def _read_machine(self) -> MachineRead | StepResult:
@@ -242,7 +242,7 @@ class MachineStep:
         except (ArmConnectionError, ArmAuthenticationError) as exc:
             return self.retry(no_answer(exc), phase="start")
         if resp.status != 200:
-            outcome = classify_start(resp, default_retry_after=self.settings.retries.default_retry_after_seconds)
+            outcome = classify_start(resp, default_retry_after=self.retries.default_retry_after_seconds)
             return self.apply(outcome if isinstance(outcome, Retry | Failed) else Failed(*resp.error()), phase="start")
         if not self.machine.is_hybrid:
             return MachineRead(str(((resp.body or {}).get("properties") or {}).get("storageProfile", {})
@@ -268,9 +268,9 @@ class MachineStep:
             return self.retry(no_answer(exc), phase="poll")
         mode = self.target.get("pollMode") or "location"
         outcome = classify_instance_view(resp, str(self.target.get("installationActivityId") or ""),
-                                         default_retry_after=self.settings.retries.default_retry_after_seconds) \
+                                         default_retry_after=self.retries.default_retry_after_seconds) \
             if mode == "instanceView" else \
-            classify_poll(resp, mode=mode, default_retry_after=self.settings.retries.default_retry_after_seconds)
+            classify_poll(resp, mode=mode, default_retry_after=self.retries.default_retry_after_seconds)
         return self.apply(outcome, phase="poll")
 
     def recover_claim(self) -> StepResult:
@@ -282,7 +282,7 @@ class MachineStep:
         claim, is this run's and is followed; none means the POST never reached Azure and it is
         sent again (an assessment only reads: it is simply sent again). Only when the instance view
         cannot be read (after retries) does the machine end OutcomeUnknown."""
-        expires = parse_iso(self.target["claimedAt"]) + timedelta(seconds=self.settings.retries.claim_timeout_seconds)
+        expires = parse_iso(self.target["claimedAt"]) + timedelta(seconds=self.retries.claim_timeout_seconds)
         if self.now < expires:
             # The sweeper's copy (or a duplicate) came early. Without this look, the next sweep would.
             wait = math.ceil((expires - self.now).total_seconds()) + 1
@@ -313,7 +313,7 @@ class MachineStep:
         problem: Retry | Failed | None
         try:
             resp = self._call(INSTANCE_VIEW, self.machine)
-            problem = classify_read(resp, default_retry_after=self.settings.retries.default_retry_after_seconds)
+            problem = classify_read(resp, default_retry_after=self.retries.default_retry_after_seconds)
         except (ArmConnectionError, ArmAuthenticationError) as exc:
             problem = no_answer(exc)
         if problem is None:
@@ -332,20 +332,20 @@ class MachineStep:
     def follow_installation(self, summary: dict[str, Any]) -> StepResult:
         """An installation found in the instance view is this run's: record it when finished, else
         read the instance view again (at the polling cadence) until it is."""
-        outcome = installation_outcome(summary, retry_after=self.settings.retries.default_retry_after_seconds)
+        outcome = installation_outcome(summary, retry_after=self.retries.default_retry_after_seconds)
         if isinstance(outcome, Done):
             return self.finish(outcome.result)
         spec = self.ports.specs.run_spec(self.run_id)
         started = parse_time(summary.get("startTime")) or self.now
         duration = INSTALL.expected_duration(spec.parameters) if spec else timedelta(hours=4)
-        self._advance(poll_delay(outcome.retry_after, self.settings.retries), {
+        self._advance(poll_delay(outcome.retry_after, self.retries), {
             "state": MachineState.RUNNING.value,
             "pollUrl": self.ports.arm.url_for(INSTANCE_VIEW, self.machine),
             "pollMode": "instanceView",
             "asyncOperationUrl": "",
             "installationActivityId": str(summary["installationActivityId"]),
             "operationStartedAt": iso(started),
-            "deadline": iso(started + duration + timedelta(seconds=self.settings.retries.operation_grace_seconds)),
+            "deadline": iso(started + duration + timedelta(seconds=self.retries.operation_grace_seconds)),
             "polls": 0,
             "attempts": 0,
         })
@@ -372,8 +372,8 @@ class MachineStep:
             return self.fail("UntrustedPollingUrl", str(exc))
         spec = self.ports.specs.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
-        deadline = self.now + duration + timedelta(seconds=self.settings.retries.operation_grace_seconds)
-        delay = poll_delay(outcome.retry_after, self.settings.retries)
+        deadline = self.now + duration + timedelta(seconds=self.retries.operation_grace_seconds)
+        delay = poll_delay(outcome.retry_after, self.retries)
         self._advance(delay, {
             "state": MachineState.RUNNING.value,
             "pollUrl": outcome.poll_url,
@@ -396,7 +396,7 @@ class MachineStep:
                 changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
             except UntrustedEndpointError as exc:
                 return self.fail("UntrustedPollingUrl", str(exc))
-        self._advance(poll_delay(outcome.retry_after, self.settings.retries), changes)
+        self._advance(poll_delay(outcome.retry_after, self.retries), changes)
         return StepResult.PENDING
 
     def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> StepResult:
@@ -412,7 +412,7 @@ class MachineStep:
         the outcome."""
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
-        if attempt > retry_limit(retry, self.settings.retries):
+        if attempt > retry_limit(retry, self.retries):
             message = f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}"
             if gave_up is None:
                 return self.fail(retry.code, message, detail=retry.detail)
@@ -421,7 +421,7 @@ class MachineStep:
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
-        delay = retry_delay(retry, attempt, self.settings.retries, self.rng)
+        delay = retry_delay(retry, attempt, self.retries, self.rng)
         self._advance(delay, changes)
         if retry.kind == "throttled":
             budget_wait.record(delay, {"patchpilot.phase": phase})
@@ -489,7 +489,7 @@ class MachineStep:
             raise
         self._record(call.name, resp.status, resp.request_id)
         record_call(self.ports.pacer, self.machine.subscription_id, call, resp,
-                    default_retry_after=self.settings.retries.default_retry_after_seconds)
+                    default_retry_after=self.retries.default_retry_after_seconds)
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:

@@ -169,7 +169,7 @@ def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, floa
     hooks = RunHooks(before_start=before_start, progressed=progressed.append)
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
     ports = StepPorts(targets=targets, specs=FakeSpecs(), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
-                      events=FakeEvents(), settings=Settings.from_env())
+                      events=FakeEvents(), retries=Settings.from_env().retries)
     return Harness(journal, targets, queue, pacer, arm, progressed, ports)
 
 
