@@ -100,26 +100,10 @@ class Components:
         """A run's operation and parameters never change: one Table read per run per process."""
         return self.specs.run_spec(run_id)
 
-    # The queue senders, by the names the consumers' Protocols use (shared/runs/queues.py says what each is).
-    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None:
-        self.queues.send_step(run_id, machine, seq, delay_seconds, held=held)
-
-    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
-                       held: bool = False) -> None:
-        self.queues.send_discovery(run_id, scope, page, delay_seconds, held=held)
-
+    # Events and hooks are queued through `send_delivery` (shared/events/publish.py DeliveryQueue); every
+    # other message through `queues`.
     def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
         self.queues.send_delivery(message, delay_seconds)
-
-    def send_dispatch(self, run_id: str) -> None:
-        self.queues.send_dispatch(run_id)
-
-    def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None:
-        self.queues.send_release(run_id, release_from, delay_seconds)
-
-    def send_advance(self, run_id: str, delay_seconds: int = 0) -> None:
-        self.queues.send_advance(run_id, delay_seconds)
 
     @cached_property
     def hooks_session(self) -> EgressSession:

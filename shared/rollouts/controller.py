@@ -33,10 +33,10 @@ from shared.core.counters import RunCounters
 from shared.core.errors import ConflictError
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import TERMINAL_STATES, MachineState
-from shared.events.publish import emit, run_subject
+from shared.events.publish import DeliveryQueue, emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
-from shared.runs.ports import Dispatching, Events, RunRows
+from shared.runs.ports import Dispatching, RunRows
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
 
@@ -49,7 +49,7 @@ DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
-class RolloutDeps(RunRows, Dispatching, Events, Protocol):
+class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Protocol):
     """What the rollout controller uses."""
 
 
@@ -82,21 +82,21 @@ def locked(run_id: str, deps: RolloutDeps, act: Callable[[RunRecord, datetime], 
         return "inactive"
     now = utcnow()
     if str(run.get("controllerLockUntil") or "") > iso(now):
-        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.queues.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
     token = secrets.token_hex(8)
     try:
         etag = store.update_run(run_id, {"controllerLock": token, "controllerLockUntil": iso(now + LOCK)},
                                 etag=run.etag)
     except ConflictError:
-        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.queues.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "busy"
     run = run.with_changes({"controllerLock": token}, etag)
     try:
         return act(run, now)
     except (ConflictError) as exc:
         log.info("run %s: %s; deciding again shortly", run_id, exc)
-        deps.send_advance(run_id, BUSY_RETRY_SECONDS)
+        deps.queues.send_advance(run_id, BUSY_RETRY_SECONDS)
         return "retry"
     finally:
         _release(run_id, token, deps)
@@ -136,7 +136,7 @@ class Round:
         if not self.field("planned"):  # its own step: planning changes every target, and so their ETags
             self.plan(store.list_targets(self.run_id, select=DECISION_COLUMNS))
             self.save()
-            self.deps.send_advance(self.run_id)
+            self.deps.queues.send_advance(self.run_id)
             return "planned"
         counters = store.run_counters(self.run_id, counted=self.run.counted)
         total = counters.machine_count
@@ -234,7 +234,7 @@ class Round:
             until = parse_iso(self.field("soakUntil"))
             if self.now < until:
                 self.save()
-                self.deps.send_advance(self.run_id, int((until - self.now).total_seconds()) + 1)
+                self.deps.queues.send_advance(self.run_id, int((until - self.now).total_seconds()) + 1)
                 return "soaking"
             current += 1
             self.changes["currentWave"] = current
@@ -243,7 +243,7 @@ class Round:
                              for t in chosen])
         self.save()
         for target in chosen:
-            self.deps.send_step(self.run_id, target.key, target.seq)
+            self.deps.queues.send_step(self.run_id, target.key, target.seq)
         return f"admitted-{len(chosen)}"
 
     def choose(self, counters: RunCounters, wave: int, total: int) -> list[MachineRecord]:

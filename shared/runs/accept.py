@@ -29,15 +29,15 @@ from shared.core.clock import iso, utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.core.records import NewRun, RunRecord
 from shared.core.states import RunStatus
-from shared.events.publish import emit, run_subject
-from shared.runs.ports import Dispatching, Events, Fleet, RunRows
+from shared.events.publish import DeliveryQueue, emit, run_subject
+from shared.runs.ports import Dispatching, Fleet, RunRows
 from shared.validation.run_request import RunRequest
 
 log = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY = 255
 
 
-class AcceptDeps(RunRows, Fleet, Dispatching, Events, Protocol):
+class AcceptDeps(RunRows, Fleet, Dispatching, DeliveryQueue, Protocol):
     """What accepting a run uses."""
 
 
@@ -118,7 +118,7 @@ def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[
         existing = store.get_run(run_id)
         if existing:
             if not existing.get("dispatchedAt"):
-                deps.send_dispatch(run_id)  # the first attempt may have stopped before queuing
+                deps.queues.send_dispatch(run_id)  # the first attempt may have stopped before queuing
             return existing, False
 
     try:
@@ -142,9 +142,9 @@ def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[
         "runId": run_id, "operation": new.operation, "origin": new.origin, "machineCount": len(new.machines),
         "scopes": [s.resource_id for s in new.scopes]})
     for index in range(len(new.scopes)):
-        deps.send_discovery(run_id, index, 0)
+        deps.queues.send_discovery(run_id, index, 0)
     if new.machines:
-        deps.send_dispatch(run_id)
+        deps.queues.send_dispatch(run_id)
     return RunRecord(etag="", columns=run, run_id=run_id), True
 
 

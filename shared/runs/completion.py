@@ -9,13 +9,13 @@ from typing import Any, Protocol
 
 from shared.core.clock import iso, utcnow
 from shared.core.states import with_discovery, with_rollout
-from shared.events.publish import emit, run_subject
-from shared.runs.ports import Events, RunRows
+from shared.events.publish import DeliveryQueue, emit, run_subject
+from shared.runs.ports import RunRows
 
 log = logging.getLogger(__name__)
 
 
-class RunCloser(RunRows, Events, Protocol):
+class RunCloser(RunRows, DeliveryQueue, Protocol):
     """What closing a run uses."""
 
 

@@ -91,7 +91,7 @@ def discover_page(msg: DiscoveryMessage, deps: DiscoveryDeps) -> str:
     held = set(LIST_MACHINES.budgets) if msg.held else set()
     if (paced := paced_delay(deps.pacer, scope.subscription_id, LIST_MACHINES, held)) is not None:
         # the same page, when its token is due
-        deps.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)
+        deps.queues.send_discovery(msg.run_id, msg.scope, msg.page, paced[0], held=True)
         return "paced"
     flt = json.loads(row.get("filter") or "{}")
     kind = _listing(row, flt)
@@ -126,7 +126,7 @@ def discover_page(msg: DiscoveryMessage, deps: DiscoveryDeps) -> str:
                                          "listing": kind if next_link else following,
                                          "listed": int(row.get("listed") or 0) + listed,
                                          "nextActionAt": iso(utcnow())})
-            deps.send_discovery(msg.run_id, msg.scope, msg.page + 1)
+            deps.queues.send_discovery(msg.run_id, msg.scope, msg.page + 1)
             return "page"
         return _end_scope(msg, row.with_changes({"listed": int(row.get("listed") or 0) + listed}, row.etag), deps,
                           scope, error=None)
@@ -167,7 +167,7 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], deps: 
     if spec is not None and spec.rollout:
         return len(targets)  # the rollout controller admits them once every scope is listed
     for target in targets:
-        deps.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
+        deps.queues.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
     return len(targets)
 
 
@@ -184,7 +184,7 @@ def _retry(msg: DiscoveryMessage, row: ScopeListing, deps: DiscoveryDeps, retry:
                                      "nextActionAt": iso(utcnow() + timedelta(seconds=delay))})
     except ConflictError:
         return "lost-race"
-    deps.send_discovery(msg.run_id, msg.scope, msg.page, delay)
+    deps.queues.send_discovery(msg.run_id, msg.scope, msg.page, delay)
     return f"retry-{retry.kind}"
 
 

@@ -72,7 +72,7 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     if run.get("rollout"):  # machines wait for the rollout controller to admit them
         create_targets(msg.run_id, deps)
         deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
-        deps.send_advance(msg.run_id)
+        deps.queues.send_advance(msg.run_id)
         return 0
     now = utcnow()
     kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
@@ -103,9 +103,9 @@ def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) ->
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
         if due < now - stale:
-            deps.send_step(run_id, target.key, target.seq)
+            deps.queues.send_step(run_id, target.key, target.seq)
         else:
-            deps.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),
+            deps.queues.send_step(run_id, target.key, target.seq, math.ceil(max(0.0, (due - now).total_seconds())),
                           held=(GUEST_PATCH,))
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(send, queued))
@@ -115,7 +115,7 @@ def send_next_release(run_id: str, window_from: datetime, deps: DispatchDeps) ->
     """The release of the window starting at `window_from`, arriving half a horizon before it."""
     lead = deps.settings.pacing.dispatch_horizon_seconds / 2
     delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
-    deps.send_release(run_id, iso(window_from), math.floor(delay))
+    deps.queues.send_release(run_id, iso(window_from), math.floor(delay))
 
 
 def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) -> int:
@@ -160,7 +160,7 @@ def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:
                                           - deps.settings.retries.stall_after_seconds)
     if now < due:
         return False
-    deps.send_release(run.run_id, released, 0)
+    deps.queues.send_release(run.run_id, released, 0)
     return True
 
 

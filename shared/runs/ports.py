@@ -2,12 +2,13 @@
 names the roles it uses (`class SweepDeps(RunRows, Dispatching, Protocol)`); shared/composition.py's
 `Components` satisfies them all, and a unit test hands a fake with just those members.
 
-The machine step's own ports (TargetStore, RunSpecs, StepQueue, Arm) are in shared/runs/machine_worker.py.
+Events and hooks are queued through shared/events/publish.py's `DeliveryQueue`. The machine step's own
+ports (TargetStore, RunSpecs, StepQueue, Arm) are in shared/runs/machine_worker.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.core.records import RunSpec
 from shared.core.settings import Settings
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from shared.runs.hooks import RunHooks
     from shared.runs.machine_worker import StepPorts
     from shared.runs.pacing import Pacer
+    from shared.runs.queues import WorkQueues
     from shared.storage.fleet_store import FleetStore
     from shared.storage.run_store import RunStore
 
@@ -40,29 +42,11 @@ class Fleet(Protocol):
     def fleet(self) -> FleetStore: ...
 
 
-class Events(Protocol):
-    """Queues an event or hook delivery (shared/events/publish.py `DeliveryQueue`)."""
+class Dispatching(Protocol):
+    """Sends the run machinery's messages (shared/runs/queues.py `WorkQueues`)."""
 
     @property
-    def settings(self) -> Settings: ...
-
-    def send_delivery(self, message: dict[str, Any], delay_seconds: int = 0) -> None: ...
-
-
-class Dispatching(Protocol):
-    """Sends the run machinery's messages (shared/runs/queues.py)."""
-
-    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None: ...
-
-    def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
-                       held: bool = False) -> None: ...
-
-    def send_dispatch(self, run_id: str) -> None: ...
-
-    def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None: ...
-
-    def send_advance(self, run_id: str, delay_seconds: int = 0) -> None: ...
+    def queues(self) -> WorkQueues: ...
 
 
 class Paced(Protocol):

@@ -42,7 +42,7 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         run_id = run.run_id
         if not run.get("dispatchedAt"):
             if run["createdAt"] < stalled_before:  # its dispatch message was lost, or is held
-                deps.send_dispatch(run_id)
+                deps.queues.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue
         if release_overdue(run, deps, now):  # the chain of start-message releases broke (dispatch.py)
@@ -50,11 +50,11 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         for target in stalled:
-            deps.send_step(run_id, target.key, target.seq)
+            deps.queues.send_step(run_id, target.key, target.seq)
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
-                deps.send_discovery(run_id, row.index, int(row["page"]))
+                deps.queues.send_discovery(run_id, row.index, int(row["page"]))
                 counts["relisted"] += 1
         # A lost advance message (soak ended, slot freed) or a close nobody made is found here.
         if deps.hooks.progressed(run_id):

@@ -150,7 +150,7 @@ def test_a_redispatch_after_storage_lost_its_writes_follows_the_installation_tha
     restored = store.list_targets(run_id)
     assert {t["state"] for t in restored} == {"Queued"}
     for target in restored:  # their first step messages come round again (a redelivery, or the sweeper)
-        services.send_step(run_id, target.key, target.seq)
+        services.queues.send_step(run_id, target.key, target.seq)
 
     again = finish(services, run_id)
     assert_one_install_each_recorded_as_azure_did(again, simulator)  # still one installation per VM
