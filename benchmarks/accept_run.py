@@ -46,7 +46,8 @@ def accept(n: int) -> tuple[float, int]:
 def main() -> int:
     with Azurite() as azurite:
         os.environ.update({"AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": "http://127.0.0.1:9",
-                           "DISPATCH_QUEUE": "bench-dispatch", "OPERATIONS_QUEUE": "bench-operations"})
+                           "DISPATCH_QUEUE": "bench-dispatch", "OPERATIONS_QUEUE": "bench-operations",
+                           "WEBSITE_HOSTNAME": "127.0.0.1:7071"})  # as Core Tools sets it
         reset_services()
         accept(1)  # warm-up: creates tables and queues, opens connections
         print("| machines | accept p50 (ms) | accept max (ms) | Table round-trips | Queue sends |")

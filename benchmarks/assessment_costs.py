@@ -39,7 +39,8 @@ def sweep_costs(azurite: Azurite) -> None:
     config = SimulatorConfig(vms=VMS, subscriptions=2, seed=4, stopped_ratio=0.1, page_size=50, time_scale=3600.0,
                              required_token=DEV_TOKEN, retry_after_seconds=1)
     with Simulator(config) as sim:
-        os.environ.update({**unique_settings(azurite, sim.url), "ASSESSMENT_SCHEDULE": "0 0 3 * * *",
+        os.environ.update({**unique_settings(azurite, sim.url), "WEBSITE_HOSTNAME": "127.0.0.1:7071",
+                           "ASSESSMENT_SCHEDULE": "0 0 3 * * *",
                            "ASSESSMENT_SCOPES": ",".join(f"/subscriptions/{s}" for s in sim.subscriptions())})
         reset_services()
         svc = get_services()
@@ -99,7 +100,7 @@ def seed_fleet(rng: random.Random) -> None:
 
 
 def compliance_time(azurite: Azurite) -> None:
-    os.environ.update(unique_settings(azurite, "http://127.0.0.1:1"))
+    os.environ.update({**unique_settings(azurite, "http://127.0.0.1:1"), "WEBSITE_HOSTNAME": "127.0.0.1:7071"})
     reset_services()
     seed_fleet(random.Random(5))
     get_services()

@@ -35,7 +35,7 @@ def measure(rollout: dict[str, object] | None) -> None:
     label = "with a rollout (3 waves, maxConcurrency 20)" if rollout else "all at once"
     with Azurite() as azurite, Simulator(SimulatorConfig(vms=VMS, seed=2, time_scale=3600.0,
                                                          required_token=DEV_TOKEN, retry_after_seconds=1)) as sim:
-        os.environ.update(unique_settings(azurite, sim.url))
+        os.environ.update({**unique_settings(azurite, sim.url), "WEBSITE_HOSTNAME": "127.0.0.1:7071"})
         reset_services()
         svc = get_services()
         metrics.install()
