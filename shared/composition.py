@@ -31,9 +31,11 @@ from shared.core.clock import schedule_now
 from shared.core.records import RunSpec
 from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
+from shared.egress.session import get as egress_get
 from shared.maintenance.window_guard import WithinWindow
 from shared.rollouts.controller import on_progress
 from shared.rollouts.start_guard import StoppedOrPinned
+from shared.runs.health_check import Probe
 from shared.runs.hooks import RunHooks
 from shared.runs.machine_worker import StepPorts
 from shared.runs.pacing import Pacer, buckets_from
@@ -111,6 +113,16 @@ class Components:
         connects to is checked at connect time (shared/egress/session.py)."""
         return EgressSession(allow_loopback=is_local_development(self.settings))
 
+    @cached_property
+    def probe(self) -> Probe:
+        """A rollout's health probe: a GET through its own egress session (the hooks' policy, plus the private
+        ranges HEALTH_PROBE_NETWORKS opens), the status only, never a bearer token."""
+        health = self.settings.health
+        session = EgressSession(allow_loopback=is_local_development(self.settings), allowed=health.probe_networks)
+        half = health.probe_timeout_seconds / 2
+        return lambda url: egress_get(session, url, {"User-Agent": "PatchPilot-HealthProbe"},
+                                      connect_seconds=half, read_seconds=half)
+
     # -- features ------------------------------------------------------------------------------
     @cached_property
     def hooks(self) -> RunHooks:
@@ -125,7 +137,8 @@ class Components:
     @cached_property
     def step_ports(self) -> StepPorts:
         return StepPorts(targets=self.store, specs=self.specs, queue=self.queues, pacer=self.pacer, arm=self.arm,
-                         hooks=self.hooks, events=self, retries=self.settings.retries)
+                         hooks=self.hooks, events=self, retries=self.settings.retries, health=self.settings.health,
+                         probe=self.probe)
 
 
 class ProcessComponents:

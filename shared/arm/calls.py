@@ -38,7 +38,8 @@ class ArmCall:
     """One kind of ARM request.
 
     `name`: the audit trail's `op` (stable: stored in machine rows). `method`: GET or POST. `path`: its shape
-    below ARM_ENDPOINT: `{machine}` is a machine's resource id, `{scope}` a subscription or resource group,
+    below ARM_ENDPOINT: `{machine}` is a machine's resource id, `{subscription}` its subscription's
+    (`/subscriptions/{id}`), `{scope}` a subscription or resource group,
     `{url}` a URL ARM handed back (a `Location` to poll, a `nextLink`), which the client checks is on
     ARM_ENDPOINT before sending. `budgets`: what it draws from, slow one first. `api_version`: for a call to
     another resource provider than the machine's (Resource Health, Alerts Management); None: the machine's
@@ -73,9 +74,18 @@ LIST_MACHINES = ArmCall("listVms", "GET", "{scope}/providers/{type}", (READS,))
 INSTALL_PATCHES = ArmCall("installPatches", "POST", "{machine}/installPatches", (GUEST_PATCH, WRITES))
 ASSESS_PATCHES = ArmCall("assessPatches", "POST", "{machine}/assessPatches", (GUEST_PATCH, WRITES))
 POLL_OPERATION = ArmCall("poll", "GET", "{url}", (POLLS,))
+# Health reads of a rollout's healthCheck (shared/runs/health_check.py). Resource Health's
+# AvailabilityStatuses_GetByResource (Microsoft.ResourceHealth/availabilityStatuses/read on the machine):
+RESOURCE_HEALTH = ArmCall("resourceHealth", "GET",
+                          "{machine}/providers/Microsoft.ResourceHealth/availabilityStatuses/current", (READS,),
+                          api_version="2022-10-01")
+# Alerts Management's Alerts_GetAll at the machine's subscription (Microsoft.AlertsManagement/alerts/read there),
+# filtered by targetResource (or targetResourceGroup); later pages by nextLink:
+LIST_ALERTS = ArmCall("alerts", "GET", "{subscription}/providers/Microsoft.AlertsManagement/alerts", (READS,),
+                      api_version="2019-05-05-preview")
 
 ALL_CALLS: tuple[ArmCall, ...] = (GET_VM, GET_ARC_MACHINE, INSTANCE_VIEW, LIST_MACHINES, INSTALL_PATCHES,
-                                  ASSESS_PATCHES, POLL_OPERATION)
+                                  ASSESS_PATCHES, POLL_OPERATION, RESOURCE_HEALTH, LIST_ALERTS)
 CALLS_BY_NAME = {c.name: c for c in ALL_CALLS}
 
 

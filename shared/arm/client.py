@@ -222,10 +222,12 @@ class ArmClient:
 
     def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
         """`call`'s URL for `machine` (an Azure VM or an Arc machine, by `machine.kind`), with its provider's
-        api-version: the call's path shape with `{machine}` filled in."""
-        if "{machine}" not in call.path:
+        api-version (or the call's own): the call's path shape with `{machine}` (or the machine's
+        `{subscription}`) filled in, and `query` added."""
+        if "{machine}" not in call.path and "{subscription}" not in call.path:
             raise ValueError(f"{call.name} is not a call on a machine (its path is {call.path})")
-        path = call.path.replace("{machine}", machine.resource_id)
+        path = call.path.replace("{machine}", machine.resource_id).replace(
+            "{subscription}", f"/subscriptions/{machine.subscription_id}")
         version = call.api_version or self.api_version_for(machine.kind)
         return f"{self.endpoint}{path}?{urlencode({'api-version': version, **query})}"
 

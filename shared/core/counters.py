@@ -29,7 +29,8 @@ from shared.core.states import TERMINAL_STATES, MachineState, machine_outcome, s
 COUNTED_COLUMNS = ("state", "status", "failedPatchCount", "maintenanceWindowExceeded", "errorCode", "wave",
                    "admitted")
 # The order failure kinds are tried in (a rollout's failureOn picks the first it names: rollouts/plan.py).
-FAILURE_KINDS = ("Failed", "TimedOut", "CompletedWithWarnings", "FailedPatches", "MaintenanceWindowExceeded")
+FAILURE_KINDS = ("Failed", "TimedOut", "Unhealthy", "CompletedWithWarnings", "FailedPatches",
+                 "MaintenanceWindowExceeded")
 OUTCOME_UNKNOWN_CODE = "OutcomeUnknown"  # shared.arm.patch_status.OUTCOME_UNKNOWN (core cannot import arm)
 
 
@@ -44,6 +45,8 @@ def failure_kinds(target: Mapping[str, Any]) -> tuple[str, ...]:
         return ("Failed",)
     if state == MachineState.TIMED_OUT.value:
         return ("TimedOut",)
+    if state == MachineState.UNHEALTHY.value:  # installed as asked, but it did not come back healthy
+        return ("Unhealthy",)
     if state != MachineState.COMPLETED.value:
         return ()
     status = str(target.get("status") or "")

@@ -28,6 +28,37 @@ class NewRun:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """A rollout's `healthCheck`, validated (shared/validation/health_check.py): what is read of a machine
+    before it starts (its baseline) and after its installation ends, and for how long.
+
+    `after_seconds`: wait after the operation's final result (its reboot included) before the first read.
+    `within_seconds`: read again until every signal passes, at most this long after `after`; then the
+    machine ends Unhealthy. `signals`: of SIGNALS, in reading order. `alert_severities`: Sev0..Sev4 counted;
+    `alert_scope`: "machine" (alerts whose target is the machine) or "resourceGroup" (any in its group).
+    `probe_url`: a template with {machineName}, {resourceGroup}, {subscriptionId}; `expect_status`: the
+    probe's passing HTTP statuses."""
+
+    after_seconds: int
+    within_seconds: int
+    signals: tuple[str, ...]
+    alert_severities: tuple[str, ...] = ()
+    alert_scope: str = "machine"
+    probe_url: str = ""
+    expect_status: tuple[int, ...] = (200,)
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any] | None) -> HealthCheck | None:
+        """From the normalised JSON kept on the run (`rollout.healthCheck`), or None."""
+        if not raw:
+            return None
+        alerts, probe = raw.get("alerts") or {}, raw.get("probe") or {}
+        return cls(int(raw["afterSeconds"]), int(raw["withinSeconds"]), tuple(raw["signals"]),
+                   tuple(alerts.get("severities") or ()), str(alerts.get("scope") or "machine"),
+                   str(probe.get("url") or ""), tuple(probe.get("expectStatus") or (200,)))
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """The immutable part of a run: which operation, with which parameters."""
 
@@ -39,6 +70,7 @@ class RunSpec:
     rollout: bool = False  # machines start only when the rollout controller admits them
     created_at: str = ""  # when the run was accepted (ISO, shared.core.clock.iso)
     counted: bool = False  # its machines are counted in counter rows (shared.core.counters); older runs are not
+    health_check: HealthCheck | None = None  # read each machine's health before and after (rollout.healthCheck)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.core.errors import PatchPilotError
-from shared.egress.policy import check_url
+from shared.egress.policy import Networks, check_url, parse_networks
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_COMPUTE_API_VERSION = "2025-04-01"
@@ -273,6 +273,27 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """Health checks of rollouts (shared/runs/health_check.py): how often a machine not yet healthy is read
+    again, and the workload probe's egress (its private ranges, its time limit)."""
+
+    recheck_seconds: int  # between reads of a machine that is not healthy yet (within its healthCheck.within)
+    probe_networks: Networks  # private ranges a probe may reach (HEALTH_PROBE_NETWORKS: CIDRs, comma-separated)
+    probe_timeout_seconds: int  # connect + read, per probe
+
+    @classmethod
+    def from_env(cls) -> HealthSettings:
+        try:
+            networks = parse_networks(_str("HEALTH_PROBE_NETWORKS", ""))
+        except ValueError as exc:
+            raise SettingsError(f"setting HEALTH_PROBE_NETWORKS: {exc}") from None
+        return cls(recheck_seconds=_int("HEALTH_RECHECK_SECONDS", 60, minimum=1, maximum=3600),
+                   probe_networks=networks,
+                   probe_timeout_seconds=_int("HEALTH_PROBE_TIMEOUT_SECONDS", 10, minimum=1,
+                                              maximum=MAX_EVENT_READ_SECONDS))
+
+
+@dataclass(frozen=True)
 class LocalDevelopment:
     """Knobs for the local simulator only, honoured only for a loopback ARM_ENDPOINT (SettingsError otherwise):
     ARM_DEV_TOKEN (the simulator's bearer token; also lets events and hooks go to loopback), and a compressed
@@ -313,6 +334,7 @@ class Settings:
     pacing: PacingSettings
     assessments: AssessmentSettings
     events: EventSettings
+    health: HealthSettings
     local: LocalDevelopment
 
     @classmethod
@@ -322,7 +344,8 @@ class Settings:
         return cls(storage=StorageSettings.from_env(), queues=QueueSettings.from_env(), arm=arm,
                    limits=RunLimits.from_env(), retries=RetrySettings.from_env(), pacing=PacingSettings.from_env(),
                    assessments=AssessmentSettings.from_env(),
-                   events=EventSettings.from_env(allow_local=local.arm_dev_token is not None), local=local)
+                   events=EventSettings.from_env(allow_local=local.arm_dev_token is not None),
+                   health=HealthSettings.from_env(), local=local)
 
 
 def check_hook_url(url: str, what: str, *, allow_local: bool) -> str:

@@ -10,6 +10,11 @@ Machine state (ours) and operation status (Azure's) are different things: a mach
       └──┴───────────────┘             │ past maximumDuration + grace ──▶ TimedOut
       Queued ── VM not running (assessments only) ──▶ Skipped: recorded with the reason, not a failure
       Running ── poll refused (403) ──▶ OutcomeUnknown;  Starting, claim abandoned ──▶ OutcomeUnknown
+      With a rollout's healthCheck (shared/runs/health_check.py), an installation that ended Succeeded or
+      CompletedWithWarnings is read before it counts:
+      Running ──200──▶ Verifying ── every signal passes ──▶ Completed
+                           └── `within` ran out: a signal failed, or could not be read ──▶ Unhealthy
+      Queued ── already unhealthy before patching ──▶ Skipped (errorCode UnhealthyBeforePatching)
 
 `OutcomeUnknown` is neither success nor failure: Azure may have run (or still runs) the operation, but
 PatchPilot cannot see how it ended. Its `errorCode` says why (`PollForbidden`, `OutcomeUnknown`), ARM's
@@ -34,11 +39,13 @@ class MachineState(str, Enum):
     TIMED_OUT = "TimedOut"
     SKIPPED = "Skipped"  # deliberately not attempted (an assessment of a VM that is not running)
     OUTCOME_UNKNOWN = "OutcomeUnknown"  # the operation may run in Azure, but its end cannot be seen from here
+    VERIFYING = "Verifying"  # the installation ended; its health is being read (rollout healthCheck)
+    UNHEALTHY = "Unhealthy"  # installed, but the machine did not come back healthy (or its health is unknown)
 
 
 TERMINAL_STATES = frozenset(
     {MachineState.COMPLETED.value, MachineState.FAILED.value, MachineState.TIMED_OUT.value,
-     MachineState.SKIPPED.value, MachineState.OUTCOME_UNKNOWN.value}
+     MachineState.SKIPPED.value, MachineState.OUTCOME_UNKNOWN.value, MachineState.UNHEALTHY.value}
 )
 
 
@@ -53,11 +60,13 @@ class RunStatus(str, Enum):
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
-    """'succeeded', 'warnings', 'skipped', 'unknown' or 'failed' for a machine in a terminal state."""
+    """'succeeded', 'warnings', 'skipped', 'unknown', 'unhealthy' or 'failed' for a machine in a terminal state."""
     if target.get("state") == MachineState.SKIPPED.value:
         return "skipped"
     if target.get("state") == MachineState.OUTCOME_UNKNOWN.value:
         return "unknown"
+    if target.get("state") == MachineState.UNHEALTHY.value:
+        return "unhealthy"
     if target.get("state") != MachineState.COMPLETED.value:
         return "failed"
     status = str(target.get("status") or "")
@@ -80,9 +89,9 @@ def summarize(targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summarize_counts(states: Mapping[str, int], outcomes: Mapping[str, int]) -> dict[str, Any]:
-    """The run status machine counts imply: `Failed` if any machine failed; else `CompletedWithWarnings` if
-    any had warnings or an unknown outcome (nothing failed that we know of, but not everything is known to
-    have succeeded); else `Succeeded`; `InProgress`/`Accepted` while any is unfinished. Returns
+    """The run status machine counts imply: `Failed` if any machine failed or came back unhealthy; else
+    `CompletedWithWarnings` if any had warnings or an unknown outcome (nothing failed that we know of, but not
+    everything is known to have succeeded); else `Succeeded`; `InProgress`/`Accepted` while any is unfinished. Returns
     {"status", "machineCount", "finished", "states": {state: n}, "outcomes": {outcome: n}}."""
     states, outcomes = Counter(states), Counter(outcomes)
     total = sum(states.values())
@@ -90,7 +99,7 @@ def summarize_counts(states: Mapping[str, int], outcomes: Mapping[str, int]) -> 
     if finished < total or total == 0:
         status = RunStatus.IN_PROGRESS if finished or states[MachineState.QUEUED.value] < total \
             else RunStatus.ACCEPTED
-    elif outcomes["failed"]:
+    elif outcomes["failed"] or outcomes["unhealthy"]:
         status = RunStatus.FAILED
     elif outcomes["warnings"] or outcomes["unknown"]:
         status = RunStatus.COMPLETED_WITH_WARNINGS

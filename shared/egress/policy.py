@@ -53,15 +53,42 @@ _STILL_GLOBAL_IN_OLD_PYTHONS = (
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")  # fullmatch: `$` would also take a trailing "\n"
 
 
-def refusal(ip: IPAddress, *, allow_loopback: bool = False) -> str | None:
+Networks = tuple[IPv4Network | IPv6Network, ...]
+
+
+def parse_networks(text: str) -> Networks:
+    """Comma-separated CIDR ranges (`10.20.0.0/16, fd00::/8`); ValueError naming the bad one. A range that
+    holds a platform address (Azure's instance metadata or wire server) is refused: those are never called."""
+    networks: list[IPv4Network | IPv6Network] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            network = ipaddress.ip_network(part, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{part!r} is not a CIDR range such as 10.20.0.0/16 ({exc})") from None
+        if any(address in network for address in PLATFORM_ADDRESSES):
+            raise ValueError(f"{part!r} holds an Azure platform address (instance metadata, wire server)")
+        networks.append(network)
+    return tuple(networks)
+
+
+def refusal(ip: IPAddress, *, allow_loopback: bool = False, allowed: Networks = ()) -> str | None:
     """Why PatchPilot does not connect to `ip` (a short phrase: "a private address"), or None if it may.
 
     `allow_loopback` is the local development setting: loopback (also IPv4-mapped) is then allowed.
+    `allowed`: private ranges an operator opened (HEALTH_PROBE_NETWORKS, for health probes only); platform
+    addresses stay refused whatever is allowed.
     """
+    if isinstance(ip, IPv4Address) and ip in PLATFORM_ADDRESSES:
+        return PLATFORM_ADDRESSES[ip]
+    if any(ip.version == network.version and ip in network for network in allowed):
+        return None
     if isinstance(ip, IPv6Address):
         embedded, form = _embedded_ipv4(ip)
         if embedded is not None:
-            inner = refusal(embedded, allow_loopback=allow_loopback and form == "IPv4-mapped")
+            inner = refusal(embedded, allow_loopback=allow_loopback and form == "IPv4-mapped",
+                            allowed=allowed if form == "IPv4-mapped" else ())
             if inner:
                 return f"{form} and embeds {embedded}, {inner}"
             return None if form == "IPv4-mapped" else f"{form} (an address translated or tunnelled to IPv4)"
@@ -128,7 +155,7 @@ def is_loopback_name(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
-def check_url(url: str, *, allow_local: bool) -> str:
+def check_url(url: str, *, allow_local: bool, allowed: Networks = ()) -> str:
     """`url` without surrounding blanks if PatchPilot may POST to it; ValueError saying why not.
 
     https only (plain http only to loopback, and only with `allow_local`); no user name or password
@@ -152,7 +179,7 @@ def check_url(url: str, *, allow_local: bool) -> str:
     if local and not allow_local:
         raise ValueError(f"{url!r} names this machine (loopback), which PatchPilot does not call")
     address = literal_address(host)
-    reason = refusal(address, allow_loopback=allow_local) if address is not None else None
+    reason = refusal(address, allow_loopback=allow_local, allowed=allowed) if address is not None else None
     if reason:
         raise ValueError(f"{url!r} names {address}, which is {reason}: hooks must be public")
     return text

@@ -44,7 +44,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from shared.egress.policy import refusal
+from shared.egress.policy import Networks, refusal
 
 log = logging.getLogger(__name__)
 Resolver = Callable[..., list[tuple[Any, ...]]]  # socket.getaddrinfo's shape
@@ -72,6 +72,7 @@ class Guard:
 
     allow_loopback: bool = False
     resolver: Resolver = socket.getaddrinfo
+    allowed: Networks = ()  # private ranges opened for this session (health probes: HEALTH_PROBE_NETWORKS)
 
     def connect(self, host: str, port: int, timeout: Any, source_address: tuple[str, int] | None,
                 socket_options: list[tuple[int, int, int | bytes]] | None) -> socket.socket:
@@ -104,7 +105,8 @@ class Guard:
         raise error
 
     def _check(self, host: str, address: str) -> None:
-        reason = refusal(ip_address(address.split("%", maxsplit=1)[0]), allow_loopback=self.allow_loopback)
+        reason = refusal(ip_address(address.split("%", maxsplit=1)[0]), allow_loopback=self.allow_loopback,
+                         allowed=self.allowed)
         if reason:
             log.warning("egress refused: %s resolves to %s (%s)", host, address, reason)
             raise AddressRefusedError(host, address, reason)
@@ -154,10 +156,11 @@ class GuardedAdapter(HTTPAdapter):
 class EgressSession(requests.Session):
     """requests.Session for events and hooks: guarded connections, no proxies, no redirects."""
 
-    def __init__(self, *, allow_loopback: bool = False, resolver: Resolver = socket.getaddrinfo) -> None:
+    def __init__(self, *, allow_loopback: bool = False, resolver: Resolver = socket.getaddrinfo,
+                 allowed: Networks = ()) -> None:
         super().__init__()
         self.trust_env = False  # no HTTPS_PROXY / NO_PROXY / .netrc from the environment
-        adapter = GuardedAdapter(Guard(allow_loopback, resolver))
+        adapter = GuardedAdapter(Guard(allow_loopback, resolver, allowed))
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
@@ -191,12 +194,23 @@ def post(session: requests.Session, url: str, body: bytes, headers: Mapping[str,
 
     Never raises for the receiver's failures; only the status is read, never the body.
     """
+    return _call(session, "POST", url, body, headers, connect_seconds=connect_seconds, read_seconds=read_seconds)
+
+
+def get(session: requests.Session, url: str, headers: Mapping[str, str], *, connect_seconds: float,
+        read_seconds: float) -> Answer:
+    """GET `url` (a health probe) under the same rules as `post`: the status only, never the body."""
+    return _call(session, "GET", url, None, headers, connect_seconds=connect_seconds, read_seconds=read_seconds)
+
+
+def _call(session: requests.Session, method: str, url: str, body: bytes | None, headers: Mapping[str, str], *,
+          connect_seconds: float, read_seconds: float) -> Answer:
     started = time.monotonic()
     deadline = _Deadline(started + connect_seconds + read_seconds)
     try:
         with _deadline_for_this_thread(deadline):
-            resp = session.post(url, data=body, headers={**headers, "Connection": "close"},
-                                timeout=(connect_seconds, read_seconds), stream=True)
+            resp = session.request(method, url, data=body, headers={**headers, "Connection": "close"},
+                                   timeout=(connect_seconds, read_seconds), stream=True)
             resp.close()  # without reading the body
         if deadline.expired:  # cut mid-headers, http.client may still have made a response of what came
             raise requests.ReadTimeout("the call's deadline passed")

@@ -56,7 +56,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         name = _name(req)
         body = _body(req, components())
         config = parse_configuration(name, body,  # validates everything before anything is written
-                                     allow_local_hooks=is_local_development(deps.settings))
+                                     allow_local_hooks=is_local_development(deps.settings),
+                                     probe_networks=deps.settings.health.probe_networks)
         stored = config.to_stored()
         check_json_property(stored, target="")  # stored normalised: it must fit one Table property
         created = deps.maintenance.put_config(name, stored, schedule_now(deps.settings.local))

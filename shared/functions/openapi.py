@@ -27,12 +27,14 @@ from opentelemetry.trace import SpanKind
 
 from shared.composition import Components
 from shared.core.settings import SettingsError
+from shared.core.states import MachineState
 from shared.core.telemetry import traced
 from shared.http.responses import JSON, public_origin
 from shared.maintenance.schema import assignment_schema, configuration_schema
 from shared.validation.schemas import (
     Schema,
     assessment_request_schema,
+    health_check_schema,
     install_parameters_schema,
     rollout_schema,
     run_request_schema,
@@ -187,7 +189,7 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
     ("get", "/runs/{runId}/machines", "list_run_machines", "Runs_ListMachines", "List a run's machines",
      "A page of the run's machines, optionally in one state; follow nextLink.",
      [RUN_ID, _param("state", "query", "State", "Only machines in this state",
-                     enum=["Queued", "Starting", "Running", "Completed", "Failed", "TimedOut", "Skipped"]),
+                     enum=[s.value for s in MachineState]),
       _param("top", "query", "Page size", "1 to 100", kind="integer", minimum=1, maximum=100, default=50),
       _param("continuationToken", "query", "Continuation token", "From the previous page's nextLink")],
      _ok("MachineList", "A page of machines"), False),
@@ -218,6 +220,14 @@ def _response_definitions() -> dict[str, Schema]:
         "wave": {"type": "integer"}, "installedPatchCount": {"type": "integer"},
         "failedPatchCount": {"type": "integer"}, "pendingPatchCount": {"type": "integer"},
         "rebootStatus": {"type": "string"}, "startDateTime": {"type": "string"},
+        "health": {"type": "object", "x-nullable": True, "x-ms-summary": "Health checks",
+                   "description": "With a rollout healthCheck: status (Healthy, Unhealthy, HealthUnknown, "
+                                  "UnhealthyBeforePatching), failedSignals, and the readings after the installation "
+                                  "(after) and before it (before): signal, verdict, observed, at",
+                   "properties": {"status": {"type": "string"},
+                                  "failedSignals": {"type": "array", "items": {"type": "string"}},
+                                  "after": {"type": "array", "items": {"type": "object"}},
+                                  "before": {"type": "array", "items": {"type": "object"}}}},
         "error": {"type": "object", "x-nullable": True, "description": "ARM's error shape"},
         "armCalls": {"type": "array", "description": "operation, HTTP status and x-ms-request-id of each ARM call",
                      "items": {"type": "object"}},
@@ -296,6 +306,7 @@ def build_document(host: str = KEPT_HOST, scheme: str = "https",
         "RunRequest": run_request_schema(max_machines),
         "InstallPatchesParameters": install_parameters_schema(),
         "Rollout": rollout_schema(),
+        "HealthCheck": health_check_schema(),
         "Wave": wave_schema(),
         "AssessmentRequest": assessment_request_schema(max_machines),
         "MaintenanceConfiguration": configuration_schema(),

@@ -104,6 +104,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         public_origin(req)  # a misconfigured host name is a 500 before anything is written, not after
         key = check_idempotency_key(req.headers.get("Idempotency-Key"))
         request = parse_run_request(req.get_body(), allow_local_hooks=is_local_development(deps.settings),
+                                    probe_networks=deps.settings.health.probe_networks,
                                     max_bytes=deps.settings.limits.max_request_bytes,
                                     max_machines=deps.settings.limits.max_machines_per_run)
         run, _created = accept_run(request, key, deps)

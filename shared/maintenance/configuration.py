@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from shared.core.errors import ValidationError, quoted
 from shared.core.ids import MachineRef, ScopeRef
+from shared.egress.policy import Networks
 from shared.maintenance.recurrence import (
     Recurrence,
     RecurrenceError,
@@ -169,7 +170,7 @@ def configuration_from_stored(name: str, stored: dict[str, Any]) -> MaintenanceC
 
 
 def parse_configuration(name: str, body: object, *, stored: bool = False,
-                        allow_local_hooks: bool = False) -> MaintenanceConfiguration:
+                        allow_local_hooks: bool = False, probe_networks: Networks = ()) -> MaintenanceConfiguration:
     """Validate a PUT body. `stored`: a body PatchPilot accepted before, read back; the rules added
     since (a bare monthly `recurEvery`, a start inside a daylight-saving gap) do not apply to it, so
     a configuration that ran yesterday keeps running and listing."""
@@ -197,7 +198,8 @@ def parse_configuration(name: str, body: object, *, stored: bool = False,
         "maintenanceWindow": window,
         "installPatches": patches,
     }
-    rollout = parse_rollout(props["rollout"], allow_local_hooks=allow_local_hooks or stored) \
+    rollout = parse_rollout(props["rollout"], allow_local_hooks=allow_local_hooks or stored,
+                            probe_networks=probe_networks) \
         if props.get("rollout") is not None else None
     if rollout is not None:
         normalised["rollout"] = rollout

@@ -45,7 +45,7 @@ LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functio
 BUSY_RETRY_SECONDS = 2
 # What the controller reads of the targets it lists (with the counted ones: RunStore.iter_targets).
 DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
-                    "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode"]
+                    "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode", "unhealthySignals"]
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
@@ -147,16 +147,22 @@ class Round:
         budget = resolve(self.spec.get("maxFailures"), total)
         spent = sum(kinds.values()) - int(self.field("failureBaseline") or 0)
         if budget is not None and spent > 0 and spent >= budget:
-            failed = [t["resourceId"] for t in store.iter_targets(self.run_id, admitted=True, select=DECISION_COLUMNS)
+            failed = [t for t in store.iter_targets(self.run_id, admitted=True, select=DECISION_COLUMNS)
                       if t["state"] in TERMINAL_STATES and failure_kind(t, failure_on)]
+            details = [halt_detail(t, failure_on) for t in failed[:100]]
+            unhealthy = [f"{d['machine'].rsplit('/', 1)[-1]} ({', '.join(d['signals'])})" for d in details
+                         if d.get("signals")]
             self.changes.update(
                 haltedReason=f"{spent} machine(s) failed ({', '.join(f'{k}: {n}' for k, n in sorted(kinds.items()))}); "
-                             f"maxFailures is {self.spec['maxFailures']}: nothing new starts",
-                haltedMachines=json.dumps(failed[:100]), haltedAt=iso(self.now))
+                             f"maxFailures is {self.spec['maxFailures']}: nothing new starts"
+                             + (f"; unhealthy after patching: {', '.join(unhealthy[:10])}" if unhealthy else ""),
+                haltedMachines=json.dumps([d["machine"] for d in details]), haltedDetails=json.dumps(details),
+                haltedAt=iso(self.now))
             log.warning("run %s halted: %s", self.run_id, self.changes["haltedReason"])
             emit(self.deps, "patchpilot.run.halted", run_subject(self.run_id), {
                 "runId": self.run_id, "reason": self.changes["haltedReason"],
-                "machines": json.loads(self.changes["haltedMachines"])}, key=str(self.field("resumes") or 0))
+                "machines": [d["machine"] for d in details], "details": details},
+                key=str(self.field("resumes") or 0))
             return self.stop(counters)
         hook = self.spec.get("preHook")
         if hook and not self.field("preHookAt"):  # nothing starts before the pre-run hook said yes
@@ -296,6 +302,18 @@ class Round:
             self.changes["pinnedLinuxCount"] = len(packages)
 
 
+def halt_detail(target: MachineRecord, failure_on: list[str]) -> dict[str, Any]:
+    """One machine that spent the error budget, as the halted run and its event name it: the machine, the kind it
+    counted as, and for an Unhealthy one the signals that failed (its row's healthChecks say what they read)."""
+    detail: dict[str, Any] = {"machine": target["resourceId"], "kind": failure_kind(target, failure_on),
+                              "state": target["state"]}
+    if target.get("errorCode"):
+        detail["errorCode"] = target["errorCode"]
+    if target.get("unhealthySignals"):
+        detail["signals"] = str(target["unhealthySignals"]).split(",")
+    return detail
+
+
 def resume(run_id: str, deps: RolloutDeps) -> str:
     """Under the lock: re-queue what the halt skipped (admitted or not), count failures afresh from
     here, reopen the run, and decide again."""
@@ -310,7 +328,8 @@ def resume(run_id: str, deps: RolloutDeps) -> str:
         store.merge_targets([(t, {"state": MachineState.QUEUED.value, "admitted": False, "errorCode": "",
                                   "errorMessage": "", "completedAt": ""})
                              for t in targets if t.get("errorCode") == "RunHalted"])
-        store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedAt": "", "active": True,
+        store.update_run(run_id, {"haltedReason": "", "haltedMachines": "", "haltedDetails": "", "haltedAt": "",
+                                  "active": True,
                                   "failureBaseline": baseline, "completedAt": "", "resumedAt": iso(now),
                                   "resumes": int(run.get("resumes") or 0) + 1})
         return Round(store.get_run(run_id) or run, deps, now).decide()

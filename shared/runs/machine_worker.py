@@ -26,6 +26,7 @@ from shared.arm import calls, hybrid
 from shared.arm.calls import INSTANCE_VIEW, POLL_OPERATION, ArmCall
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
+from shared.arm.health import SignalReading
 from shared.arm.operations import (
     VM_NOT_RUNNING,
     Done,
@@ -51,8 +52,8 @@ from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
-from shared.core.records import MachineRecord, RunSpec
-from shared.core.settings import RetrySettings
+from shared.core.records import HealthCheck, MachineRecord, RunSpec
+from shared.core.settings import HealthSettings, RetrySettings
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.core.telemetry import (
     MACHINE_ID,
@@ -65,6 +66,8 @@ from shared.core.telemetry import (
     machines_started,
 )
 from shared.events.publish import DeliveryQueue, emit, run_subject
+from shared.runs import health_check
+from shared.runs.health_check import Moment, Probe, Round, Wait
 from shared.runs.hooks import RunHooks, Skip, StartContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
@@ -90,6 +93,7 @@ class StepResult(str, Enum):
 
     STARTED = "started"  # ARM accepted the operation; its Location is polled next
     PENDING = "pending"  # polled: still running
+    VERIFYING = "verifying"  # the installation ended; its health is read (again) after a delay
     FOLLOWING = "following"  # an installation found in the instance view is this run's: followed there
     PACED = "paced"  # no ARM budget now: back later, holding the tokens reserved for then
     RETRY_THROTTLED = "retry-throttled"
@@ -155,6 +159,8 @@ class StepPorts:
     hooks: RunHooks
     events: DeliveryQueue
     retries: RetrySettings
+    health: HealthSettings
+    probe: Probe
 
 
 class MachineStep:
@@ -201,16 +207,25 @@ class MachineStep:
         if isinstance(decision, Skip):  # rollouts (stopped? one patch set), maintenance windows
             return self.skip(decision.code, decision.message, osType=os_type)
         body = decision.body
+        baseline: dict[str, Any] = {}
+        if spec.health_check is not None and kind is INSTALL and not self.target.get("baselineAt"):
+            # The same signals, read before anything changes: a machine already unhealthy is not the patch's doing.
+            got = self._read_health(spec.health_check, "baseline", Moment(), osType=os_type)
+            if isinstance(got, StepResult):
+                return got
+            if health_check.verdict(got) == "Unhealthy":
+                return self._unhealthy_before(got, os_type)
+            baseline = {"baselineAt": iso(self.now), "healthBaseline": _readings_json(got), "healthRound": ""}
         settle = not settled and kind.settles_from(self.machine)
         # Budget before the claim (the POST's, and the instance-view read's when it settles first): a step that
         # must wait goes back to the queue still Queued.
         if (paced := self._paced(kind.start_budgets(self.machine, settle=settle))) is not None:
-            return self.paced(*paced, osType=os_type)
+            return self.paced(*paced, osType=os_type, **baseline)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
         since = self._installations_since(spec)
         try:
-            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now),
+            self._update({"state": MachineState.STARTING.value, "claimedAt": iso(self.now), **baseline,
                           "firstClaimedAt": self.target.get("firstClaimedAt") or iso(self.now), "osType": os_type,
                           **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
@@ -443,7 +458,79 @@ class MachineStep:
         # The result's `error` whole (details say why a package was skipped), or none at all: a
         # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
         changes.update(error_columns(operation_error(result.get("error"))))
+        spec = self.ports.specs.run_spec(self.run_id)
+        check = spec.health_check if spec is not None else None
+        if check is not None and kind is INSTALL and result.get("status") in ("Succeeded", "CompletedWithWarnings"):
+            # Azure's Succeeded is not health: read the machine after `after` (shared/runs/health_check.py).
+            self._advance(check.after_seconds, {
+                **changes, "state": MachineState.VERIFYING.value, "operationEndedAt": iso(self.now),
+                "healthDeadline": iso(self.now + timedelta(seconds=check.after_seconds + check.within_seconds)),
+                "healthRound": "", "healthReads": 0, "attempts": 0})
+            return StepResult.VERIFYING
         return self._terminal(MachineState.COMPLETED, changes, result)
+
+    def verify(self) -> StepResult:
+        """A Verifying machine: read its health signals; Completed when every one passes, read again later while
+        `within` lasts, Unhealthy when it ran out (shared/runs/health_check.py says which code)."""
+        spec = self.ports.specs.run_spec(self.run_id)
+        if spec is None or spec.health_check is None:  # nothing to verify against: the operation's result stands
+            return self._terminal(MachineState.COMPLETED, {})
+        moment = Moment(started=parse_time(self.target.get("operationStartedAt")),
+                        ended=parse_time(self.target.get("operationEndedAt")),
+                        rebooted=str(self.target.get("rebootStatus") or "") in ("Completed", "Started"))
+        got = self._read_health(spec.health_check, "after", moment)
+        if isinstance(got, StepResult):
+            return got
+        reads = int(self.target.get("healthReads") or 0) + 1
+        changes: dict[str, Any] = {"healthChecks": _readings_json(got), "healthRound": "", "healthReads": reads,
+                                   "healthReadAt": iso(self.now)}
+        outcome = health_check.verdict(got)
+        if outcome == "Healthy":
+            return self._terminal(MachineState.COMPLETED, {**changes, "health": "Healthy", "unhealthySignals": ""})
+        deadline = parse_iso(str(self.target["healthDeadline"]))
+        if self.now < deadline:  # not yet: read again (a last time at the deadline)
+            wait = min(self.ports.health.recheck_seconds, math.ceil((deadline - self.now).total_seconds()))
+            self._advance(max(1, wait), {**changes, "health": f"{outcome} (reading again)"})
+            return StepResult.VERIFYING
+        bad = health_check.failing(got)
+        message = (f"not healthy within {spec.health_check.within_seconds} s of the installation's end "
+                   f"(+{spec.health_check.after_seconds} s after it): {health_check.describe(got)}")
+        if outcome == "HealthUnknown":
+            message += " (a signal that cannot be read is not a pass)"
+        return self._unhealthy(outcome, message, bad, changes)
+
+    def _read_health(self, check: HealthCheck, phase: str, moment: Moment,
+                     **paced_changes: Any) -> list[SignalReading] | StepResult:
+        """One round of `check`'s signals (`phase` "baseline" or "after"), each ARM read paced; a round the budget
+        interrupts is kept in the row (`healthRound`) and goes on at the next delivery."""
+        state = Round.load(self.target.get("healthRound"), phase)
+        got = health_check.read_round(check, self.machine, state, io=_StepSignals(self), probe=self.ports.probe,
+                                      moment=moment)
+        if isinstance(got, Wait):
+            return self.paced(got.seconds, got.held, healthRound=got.round.dump(), **paced_changes)
+        return got
+
+    def _unhealthy_before(self, readings: list[SignalReading], os_type: str) -> StepResult:
+        bad = health_check.failing(readings)
+        message = (f"unhealthy before patching, so not patched (not counted against maxFailures): "
+                   f"{health_check.describe(readings)}")
+        self._emit_unhealthy("before", "UnhealthyBeforePatching", bad)
+        return self.skip("UnhealthyBeforePatching", message, osType=os_type, healthBaseline=_readings_json(readings),
+                         health="UnhealthyBeforePatching", healthRound="",
+                         unhealthySignals=",".join(r.signal for r in bad if r.verdict == "unhealthy"))
+
+    def _unhealthy(self, code: str, message: str, bad: list[SignalReading], changes: dict[str, Any]) -> StepResult:
+        self._emit_unhealthy("after", code, bad)
+        return self._terminal(MachineState.UNHEALTHY, {
+            **changes, "health": code, "errorCode": code, "errorMessage": message[:4000],
+            "unhealthySignals": ",".join(r.signal for r in bad)})
+
+    def _emit_unhealthy(self, phase: str, code: str, bad: list[SignalReading]) -> None:
+        emit(self.ports.events, "patchpilot.machine.unhealthy",
+             f"{run_subject(self.run_id)}{self.machine.resource_id}", {
+                 "runId": self.run_id, "machine": self.machine.resource_id, "phase": phase, "reason": code,
+                 "signals": [r.as_dict() for r in bad]},
+             key=f"{phase}|{self.target.seq}")
 
     def fail(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
              detail: dict[str, Any] | None = None) -> StepResult:
@@ -537,6 +624,26 @@ class MachineStep:
         return bool(deadline) and self.now > parse_iso(str(deadline))
 
 
+class _StepSignals:
+    """A health round's view of the step (shared/runs/health_check.py SignalCalls): its pacing and audited calls."""
+
+    def __init__(self, step: MachineStep) -> None:
+        self.step = step
+
+    def reserve(self, budgets: tuple[str, ...]) -> tuple[int, tuple[str, ...]] | None:
+        return self.step._paced(budgets)
+
+    def call(self, call: ArmCall, target: MachineRef | str) -> ArmResponse:
+        return self.step._call(call, target)
+
+    def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
+        return self.step.ports.arm.url_for(call, machine, **query)
+
+
+def _readings_json(readings: list[SignalReading]) -> str:
+    return json.dumps([r.as_dict() for r in readings])
+
+
 def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = None) -> StepResult:
     """Process one step message. Safe to run twice: duplicates return STALE or lose the ETag race."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
@@ -549,13 +656,16 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     if int(target["seq"]) != msg.seq:
         return StepResult.STALE
     step = MachineStep(target, ports, rng, held=msg.held)
-    phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover"}.get(str(target["state"]))
+    phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover",
+             MachineState.VERIFYING.value: "verify"}.get(str(target["state"]))
     annotate({QUEUE_STEP: phase or "poll"})
     try:
         if target["state"] == MachineState.QUEUED.value:
             return step.start()
         if target["state"] == MachineState.STARTING.value:
             return step.recover_claim()
+        if target["state"] == MachineState.VERIFYING.value:
+            return step.verify()
         return step.poll()
     except ConflictError:
         return StepResult.LOST_RACE  # another delivery of this message moved the target first

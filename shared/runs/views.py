@@ -31,10 +31,33 @@ def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
         if target.get(name) not in (None, ""):
             view[name] = target[name]
     view["error"] = stored_error(target)  # ARM's shape: code, message, and details/innererror when ARM gave them
-    finished = ("Completed", "Failed", "TimedOut", "OutcomeUnknown")
+    finished = ("Completed", "Failed", "TimedOut", "OutcomeUnknown", "Unhealthy", "Verifying")
     if target.get("lastRetryReason") and target.get("state") not in finished:
         view["lastRetryReason"] = target["lastRetryReason"]
+    if (health := health_view(target)) is not None:
+        view["health"] = health
     view["armCalls"] = json.loads(target.get("armCalls") or "[]")
+    return view
+
+
+def health_view(target: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A machine's health checks (rollout healthCheck): the verdict, the signals that failed, the last round's
+    readings after the installation and the baseline's before it ({signal, verdict, observed, at, code}), the
+    deadline while it is Verifying. None for a machine of a run without health checks."""
+    if not any(target.get(k) for k in ("health", "healthBaseline", "healthChecks", "healthDeadline")):
+        return None
+    view: dict[str, Any] = {}
+    if target.get("health"):
+        view["status"] = target["health"]
+    if target.get("unhealthySignals"):
+        view["failedSignals"] = str(target["unhealthySignals"]).split(",")
+    for column, name in (("healthChecks", "after"), ("healthBaseline", "before")):
+        if target.get(column):
+            view[name] = json.loads(target[column])
+    if target.get("state") == "Verifying" and target.get("healthDeadline"):
+        view["deadline"] = target["healthDeadline"]
+    if target.get("healthReads"):
+        view["reads"] = int(target["healthReads"])
     return view
 
 
@@ -55,6 +78,8 @@ def rollout_view(run: RunRecord) -> dict[str, Any]:
     if run.get("haltedReason"):
         view["halted"] = {"reason": run["haltedReason"], "at": run.get("haltedAt"),
                           "machines": json.loads(run.get("haltedMachines") or "[]")}
+        if run.get("haltedDetails"):  # each machine's failure kind, and the signals of an unhealthy one
+            view["halted"]["details"] = json.loads(run["haltedDetails"])
     if run.get("canceledAt"):
         view["canceledAt"] = run["canceledAt"]
         if run.get("canceledReason"):

@@ -46,7 +46,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.core.clock import iso, utcnow
 from shared.core.counters import COUNTED_COLUMNS, RunCounters, count_rows, counts_delta, machine_counts
 from shared.core.errors import ConflictError, StorageContentionError, TargetsChangedError
-from shared.core.records import MachineRecord, RunRecord, RunSpec, ScopeListing
+from shared.core.records import HealthCheck, MachineRecord, RunRecord, RunSpec, ScopeListing
 from shared.core.settings import StorageSettings
 from shared.core.states import TERMINAL_STATES
 from shared.core.telemetry import table_counter
@@ -339,7 +339,7 @@ class RunStore:
         return RunSpec(run.get("operation") or "installPatches", run.parameters,
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
                        str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""),
-                       run.counted)
+                       run.counted, HealthCheck.from_spec((run.rollout or {}).get("healthCheck")))
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).

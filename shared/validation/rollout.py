@@ -9,8 +9,10 @@
       "failureOn": ["Failed", "TimedOut", "FailedPatches"],
       "approveAfterDays": 7,                     # Windows: install nothing published in the last 7 days
       "preHook": {"url": "https://...", "timeoutSeconds": 60},  # must answer 2xx before the first wave
-      "postHook": {"url": "https://..."}         # told the outcome when the run ends
+      "postHook": {"url": "https://..."},        # told the outcome when the run ends
+      "healthCheck": {"after": "PT5M", "within": "PT20M", "signals": [...]}  # shared/validation/health_check.py
     }
+With a healthCheck and no failureOn, failureOn is the default plus "Unhealthy".
 A wave is `{"size": n | "n%" | "rest"}`, `{"machines": [VM ids]}` or `{"selector": {"subscriptions",
 "resourceGroups"}}` (what a VM id says; tags and locations need the VM itself and are not offered).
 """
@@ -28,17 +30,21 @@ from shared.core.settings import (
     SettingsError,
     check_hook_url,
 )
+from shared.egress.policy import Networks
 from shared.validation.durations import format_duration, parse_duration
+from shared.validation.health_check import parse_health_check
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import GUID, is_resource_group_name, parse_machine_id
 
 FIELDS = {"waves", "soakTime", "maxConcurrency", "maxConcurrencyPerSubscription", "maxFailures", "failureOn",
-          "approveAfterDays", "preHook", "postHook"}
+          "approveAfterDays", "preHook", "postHook", "healthCheck"}
 MAX_HOOK_SECONDS = MAX_EVENT_READ_SECONDS  # with the connect timeout, well within the 5-minute functionTimeout
 WAVE_FIELDS = {"name", "size", "machines", "selector"}
 FAILURES = {"failed": "Failed", "timedout": "TimedOut", "failedpatches": "FailedPatches",
-            "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded"}
+            "completedwithwarnings": "CompletedWithWarnings", "maintenancewindowexceeded": "MaintenanceWindowExceeded",
+            "unhealthy": "Unhealthy"}
 DEFAULT_FAILURE_ON = ["Failed", "TimedOut", "FailedPatches"]
+DEFAULT_FAILURE_ON_WITH_HEALTH = sorted([*DEFAULT_FAILURE_ON, "Unhealthy"])  # when healthCheck is set
 MAX_WAVES = 20
 MAX_WAVE_NAME = 64
 _PERCENT = re.compile(r"([0-9]{1,3})%")  # ASCII digits, whole string (fullmatch)
@@ -84,7 +90,7 @@ def resolve(value: int | str | None, total: int) -> int | None:
     return max(1, -(-total * int(value.rstrip("%")) // 100))
 
 
-def parse_rollout(raw: object, *, allow_local_hooks: bool = False) -> dict[str, Any]:
+def parse_rollout(raw: object, *, allow_local_hooks: bool = False, probe_networks: Networks = ()) -> dict[str, Any]:
     spec = json_object(raw, "rollout")
     reject_unknown(spec, FIELDS, "rollout")
     out: dict[str, Any] = {}
@@ -127,6 +133,10 @@ def parse_rollout(raw: object, *, allow_local_hooks: bool = False) -> dict[str, 
         if spec.get(name) is not None:
             out[name] = _hook(spec[name], f"rollout.{name}", timeout=name == "preHook",
                               allow_local=allow_local_hooks)
+    if spec.get("healthCheck") is not None:
+        out["healthCheck"] = parse_health_check(spec["healthCheck"], allow_local=allow_local_hooks,
+                                                probe_networks=probe_networks)
+        out.setdefault("failureOn", DEFAULT_FAILURE_ON_WITH_HEALTH)
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.core.errors import ValidationError
 from shared.core.ids import MachineRef, ScopeRef
+from shared.egress.policy import Networks
 from shared.validation.dynamic_scope import parse_filter
 from shared.validation.install_parameters import parse_install_parameters, reject_unknown
 from shared.validation.request_body import parse_json_body
@@ -52,7 +53,7 @@ class RunRequest:
 
 
 def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
-                      allow_local_hooks: bool = False) -> RunRequest:
+                      allow_local_hooks: bool = False, probe_networks: Networks = ()) -> RunRequest:
     data = parse_json_body(body, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise ValidationError("the request body must be a JSON object", target=None,
@@ -77,7 +78,7 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
     if "installPatches" not in data:
         raise ValidationError("installPatches is required", target="installPatches")
     params = parse_install_parameters(data["installPatches"])
-    rollout = parse_rollout(data["rollout"], allow_local_hooks=allow_local_hooks) \
+    rollout = parse_rollout(data["rollout"], allow_local_hooks=allow_local_hooks, probe_networks=probe_networks) \
         if data.get("rollout") is not None else None
     if rollout is not None:
         check_wave_machines(rollout, {m.key for m in machines})

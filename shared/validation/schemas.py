@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shared.validation import health_check as hc
 from shared.validation import install_parameters as ip
 from shared.validation import rollout as ro
 from shared.validation.assessment_request import FIELDS as ASSESSMENT_FIELDS
@@ -167,9 +168,46 @@ def rollout_schema() -> Schema:
                                 "Approve after days"),
         "preHook": _ui(_hook(True), "Pre hook"),
         "postHook": _ui(_hook(False), "Post hook"),
+        "healthCheck": _ui({"$ref": "#/definitions/HealthCheck"}, "Health check"),
     }, ro.FIELDS, "rollout")
     return {"type": "object", "additionalProperties": False, "properties": props,
             "description": "Waves, concurrency, an error budget and hooks (docs/rollouts.md)"}
+
+
+def health_check_schema() -> Schema:
+    """rollout.healthCheck (shared/validation/health_check.py)."""
+    props = _covers({
+        "after": _ui({"type": "string", "pattern": DURATION_PATTERN, "x-nullable": True,
+                      "description": "ISO 8601 duration, whole seconds, up to PT6H (default PT5M): the wait after "
+                                     "the installation's final result before the first read"}, "After"),
+        "within": _ui({"type": "string", "pattern": DURATION_PATTERN, "x-nullable": True,
+                       "description": "ISO 8601 duration, whole seconds, up to PT24H (default PT20M): how long to "
+                                      "read again until every signal passes; then the machine is Unhealthy"},
+                      "Within"),
+        "signals": _ui({"type": "array", "minItems": 1, "uniqueItems": True, "x-nullable": True,
+                        "items": {"type": "string", "enum": list(hc.SIGNAL_ORDER)},
+                        "description": "Default: vmHealth, resourceHealth (any case accepted)"}, "Signals",
+                       important=True),
+        "alerts": _ui({"type": "object", "additionalProperties": False, "x-nullable": True, "properties": {
+            "severities": {"type": "array", "minItems": 1,
+                           "items": {"type": "string", "enum": sorted(hc.SEVERITIES.values())},
+                           "description": "Default: Sev0, Sev1"},
+            "scope": {"type": "string", "enum": sorted(hc.ALERT_SCOPES.values()),
+                      "description": "machine (default) or resourceGroup"}},
+            "description": "With the alerts signal: which fired Azure Monitor alerts count"}, "Alerts"),
+        "probe": _ui({"type": "object", "additionalProperties": False, "required": ["url"], "x-nullable": True,
+                      "properties": {
+                          "url": {"type": "string", "minLength": 1, "maxLength": hc.MAX_URL,
+                                  "description": "https URL; {machineName}, {resourceGroup}, {subscriptionId} "
+                                                 "are filled in per machine"},
+                          "expectStatus": {"type": "array", "minItems": 1,
+                                           "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                                           "description": "Passing HTTP statuses (default [200])"}},
+                      "description": "With the probe signal: the workload's health URL"}, "Probe"),
+    }, hc.FIELDS, "healthCheck")
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "What a machine must read as after its installation before its wave passes "
+                           "(docs/rollouts.md#health-checks)"}
 
 
 SCOPE_ID = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGroups/[^/]{{1,90}})?/?$"}

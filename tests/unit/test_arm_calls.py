@@ -8,7 +8,18 @@ from collections.abc import Mapping
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from shared.arm.calls import ALL_CALLS, BUDGETS, GUEST_PATCH, POLLS, READS, WRITES, ArmCall, get_machine
+from shared.arm.calls import (
+    ALL_CALLS,
+    BUDGETS,
+    GUEST_PATCH,
+    LIST_ALERTS,
+    POLLS,
+    READS,
+    RESOURCE_HEALTH,
+    WRITES,
+    ArmCall,
+    get_machine,
+)
 from shared.arm.client import ArmClient, ArmResponse
 from shared.core.ids import HYBRID_MACHINES, MachineRef
 from shared.runs.pacing import paced_delay, record_call
@@ -64,7 +75,8 @@ def test_a_429_moves_the_budgets_of_the_call_that_was_refused(call: ArmCall) -> 
 def test_reads_and_writes_draw_from_the_buckets_azure_counts_them_in() -> None:
     by_name = {c.name: c for c in ALL_CALLS}
     assert by_name["installPatches"].budgets == by_name["assessPatches"].budgets == (GUEST_PATCH, WRITES)
-    assert {by_name[n].budgets for n in ("getVm", "getMachine", "instanceView", "listVms")} == {(READS,)}
+    assert {by_name[n].budgets for n in ("getVm", "getMachine", "instanceView", "listVms", "resourceHealth",
+                                         "alerts")} == {(READS,)}
     assert by_name["poll"].budgets == (POLLS,)
 
 
@@ -79,7 +91,18 @@ def test_a_machine_call_builds_its_url_from_its_path_shape(call: ArmCall) -> Non
     assert get_machine(ARC).name == "getMachine" and get_machine(VM).name == "getVm"
 
 
-@pytest.mark.parametrize("call", [c for c in ALL_CALLS if "{machine}" not in c.path], ids=lambda c: c.name)
+def test_a_subscription_call_of_a_machine_is_built_at_its_subscription_with_its_own_api_version() -> None:
+    client = ArmClient("https://management.azure.com", StaticTokenCredential("t"), api_version="2025-04-01")
+    url = client.url_for(LIST_ALERTS, VM, targetResource=VM.resource_id)
+    assert url.startswith(f"https://management.azure.com/subscriptions/{VM.subscription_id}/providers/"
+                          "Microsoft.AlertsManagement/alerts?api-version=2019-05-05-preview&targetResource=")
+    assert client.url_for(RESOURCE_HEALTH, ARC).endswith(
+        "/providers/Microsoft.HybridCompute/machines/" + ARC.name +
+        "/providers/Microsoft.ResourceHealth/availabilityStatuses/current?api-version=2022-10-01")
+
+
+@pytest.mark.parametrize("call", [c for c in ALL_CALLS if "{machine}" not in c.path and "{subscription}" not in c.path],
+                         ids=lambda c: c.name)
 def test_a_call_that_is_not_on_a_machine_has_no_machine_url(call: ArmCall) -> None:
     client = ArmClient("https://management.azure.com", StaticTokenCredential("t"), api_version="2025-04-01")
     with pytest.raises(ValueError, match=call.name):

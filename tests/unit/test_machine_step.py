@@ -7,7 +7,7 @@ that was refused, and a lost claim sends nothing. The Azurite integration tests 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from shared.arm.client import ArmResponse
 from shared.core.errors import ConflictError
 from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
-from shared.core.records import MachineRecord, RunSpec
+from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import Settings
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
 from shared.runs.machine_worker import StepPorts, StepResult, run_step
@@ -79,9 +79,13 @@ class FakeTargets:
         self.patches[key] = patches
 
 
+@dataclass
 class FakeSpecs:
+    health_check: HealthCheck | None = None
+
     def run_spec(self, run_id: str) -> RunSpec | None:
-        return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z") if run_id == RUN else None
+        return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z",
+                       health_check=self.health_check) if run_id == RUN else None
 
 
 class FakeQueue:
@@ -126,7 +130,9 @@ class FakeArm:
         return self.script[call.name].pop(0)
 
     def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
-        return f"{ENDPOINT}{call.path.replace('{machine}', machine.resource_id)}"
+        path = call.path.replace("{machine}", machine.resource_id).replace(
+            "{subscription}", f"/subscriptions/{machine.subscription_id}")
+        return f"{ENDPOINT}{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
 
     def ensure_trusted(self, url: str) -> str:
         assert url.startswith(ENDPOINT)
@@ -160,16 +166,22 @@ class Harness:
         return self.targets.rows[VM.key]
 
 
+def no_probe(url: str) -> Any:
+    raise AssertionError(f"no probe expected, got {url}")
+
+
 def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, float] | None = None,
-            before_start: tuple[Any, ...] = (), **columns: Any) -> Harness:
+            before_start: tuple[Any, ...] = (), health_check: HealthCheck | None = None,
+            probe: Callable[[str], Any] = no_probe, **columns: Any) -> Harness:
     journal = Journal()
     targets, queue = FakeTargets(journal), FakeQueue(journal)
     pacer, arm = FakePacer(journal, waits), FakeArm(journal, script)
     progressed: list[str] = []
     hooks = RunHooks(before_start=before_start, progressed=progressed.append)
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
-    ports = StepPorts(targets=targets, specs=FakeSpecs(), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
-                      events=FakeEvents(), retries=Settings.from_env().retries)
+    settings = Settings.from_env()
+    ports = StepPorts(targets=targets, specs=FakeSpecs(health_check), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
+                      events=FakeEvents(), retries=settings.retries, health=settings.health, probe=probe)
     return Harness(journal, targets, queue, pacer, arm, progressed, ports)
 
 
