@@ -111,6 +111,7 @@ class StepResult(str, Enum):
     TIMED_OUT = MachineState.TIMED_OUT.value
     SKIPPED = MachineState.SKIPPED.value
     OUTCOME_UNKNOWN = MachineState.OUTCOME_UNKNOWN.value
+    UNHEALTHY = MachineState.UNHEALTHY.value
 
 
 class TargetStore(Protocol):
