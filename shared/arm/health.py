@@ -3,8 +3,9 @@
 Verdicts:
     healthy     the signal passes
     unhealthy   the signal says the machine is not well (a definite answer)
-    waiting     no verdict yet: Resource Health `Unknown`, or a status reported before the installation ended
-                (Resource Health can lag minutes behind a reboot), an Arc agent not seen since its reboot
+    waiting     no verdict yet: Resource Health `Unknown`, or a status reported before the installation started
+                (it cannot know of it: Resource Health can lag minutes behind a reboot), an Arc agent not seen
+                since its reboot
     unreadable  the signal could not be read (403, 404, 5xx, no answer): never a pass (fail closed)
 
 Sources:
@@ -109,7 +110,7 @@ def arc_reading(resp: ArmResponse, at: str, *, rebooted_since: datetime | None) 
 
 def resource_health_reading(resp: ArmResponse, at: str, *, since: datetime | None) -> SignalReading:
     """`resourceHealth`: Available passes, Unavailable/Degraded fail, Unknown waits; a status reported before
-    `since` (the installation's end) is not about the patched machine yet: it waits."""
+    `since` (the installation's start) is not about the patched machine yet: it waits."""
     if resp.status != 200 or not isinstance(resp.body, dict):
         return unreadable("resourceHealth", at, resp)
     props = resp.body.get("properties") or {}
@@ -119,7 +120,7 @@ def resource_health_reading(resp: ArmResponse, at: str, *, since: datetime | Non
     observed = f"{state or 'no availabilityState'}" + (f": {summary}" if summary else "") + \
         (f" (reported {props.get('reportedTime')})" if props.get("reportedTime") else "")
     if since is not None and reported is not None and reported < since:
-        return SignalReading("resourceHealth", WAITING, f"{observed}; reported before the installation ended"
+        return SignalReading("resourceHealth", WAITING, f"{observed}; reported before the installation started"
                              [:MAX_OBSERVED], at)
     verdict = {"available": HEALTHY, "unavailable": UNHEALTHY, "degraded": UNHEALTHY}.get(state.lower(), WAITING)
     return SignalReading("resourceHealth", verdict, observed[:MAX_OBSERVED], at)

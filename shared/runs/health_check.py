@@ -105,11 +105,12 @@ class Wait:
 
 @dataclass(frozen=True)
 class Moment:
-    """When the readings are about: the operation's start (alerts since then count), its end (a Resource Health
-    status reported before it is stale), and whether it rebooted the machine. All None for the baseline."""
+    """When the readings are about: the operation's start (alerts fired since then count; a Resource Health status
+    reported before it cannot know of the installation), and whether it rebooted the machine. None for the
+    baseline. (Not its end: an installation's result carries no end time, and when PatchPilot saw it is later
+    than when Resource Health did.)"""
 
     started: datetime | None = None
-    ended: datetime | None = None
     rebooted: bool = False
 
 
@@ -142,7 +143,7 @@ def read_round(check: HealthCheck, machine: MachineRef, state: Round, *, io: Sig
             state.readings.append(unreadable(signal, at, reason=str(exc)))
             continue
         if signal == "resourceHealth":
-            state.readings.append(resource_health_reading(resp, at, since=moment.ended))
+            state.readings.append(resource_health_reading(resp, at, since=moment.started))
         elif machine.is_hybrid:
             state.readings.append(arc_reading(resp, at, rebooted_since=moment.started if moment.rebooted else None))
         else:

@@ -477,7 +477,6 @@ class MachineStep:
         if spec is None or spec.health_check is None:  # nothing to verify against: the operation's result stands
             return self._terminal(MachineState.COMPLETED, {})
         moment = Moment(started=parse_time(self.target.get("operationStartedAt")),
-                        ended=parse_time(self.target.get("operationEndedAt")),
                         rebooted=str(self.target.get("rebootStatus") or "") in ("Completed", "Started"))
         got = self._read_health(spec.health_check, "after", moment)
         if isinstance(got, StepResult):

@@ -137,15 +137,15 @@ def test_the_instance_view(status: int, body: Any, verdict: str) -> None:
     ("Unavailable", NOW, UNHEALTHY),
     ("Degraded", NOW, UNHEALTHY),
     ("Unknown", NOW, WAITING),
-    ("Unavailable", NOW - timedelta(minutes=10), WAITING),  # reported before the installation ended: stale
+    ("Unavailable", NOW - timedelta(minutes=10), WAITING),  # reported before the installation started: stale
     ("Available", NOW - timedelta(minutes=10), WAITING),
 ])
 def test_resource_health(state: str, reported: datetime, verdict: str) -> None:
     body = {"properties": {"availabilityState": state, "reportedTime": iso(reported), "summary": "s"}}
-    ended = NOW - timedelta(minutes=1)
-    assert resource_health_reading(answer(200, body), AT, since=ended).verdict == verdict
+    started = NOW - timedelta(minutes=1)
+    assert resource_health_reading(answer(200, body), AT, since=started).verdict == verdict
     assert resource_health_reading(answer(403, {"error": {"code": "AuthorizationFailed"}}), AT,
-                                   since=ended).verdict == UNREADABLE
+                                   since=started).verdict == UNREADABLE
 
 
 def alert(severity: str, condition: str, started: datetime, target: str = VM.resource_id) -> dict[str, Any]:
