@@ -54,6 +54,8 @@ def health_view(target: Mapping[str, Any]) -> dict[str, Any] | None:
     for column, name in (("healthChecks", "after"), ("healthBaseline", "before")):
         if target.get(column):
             view[name] = json.loads(target[column])
+    if target.get("operationEndedAt"):
+        view["since"] = target["operationEndedAt"]  # when the installation's result was seen: `after` counts from it
     if target.get("state") == "Verifying" and target.get("healthDeadline"):
         view["deadline"] = target["healthDeadline"]
     if target.get("healthReads"):
