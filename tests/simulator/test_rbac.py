@@ -137,3 +137,65 @@ def test_role_assignment_matching() -> None:
     assert RoleAssignment.parse({"scope": "/"}).covers_scope("/subscriptions/any")
     with pytest.raises(ValueError):
         RoleAssignment.parse({"scope": "subscriptions/S"})
+
+
+RH_READ = "Microsoft.ResourceHealth/availabilityStatuses/read"
+ALERTS_READ = "Microsoft.AlertsManagement/alerts/read"
+RH = "providers/Microsoft.ResourceHealth/availabilityStatuses/current"
+
+
+@pytest.mark.parametrize(
+    ("target", "assignments", "denied"),
+    [
+        # Resource Health: the action at any scope covering the machine's id.
+        ("vm", [("{vm}", [RH_READ])], None),
+        ("vm", [("{rg}", ["*/read"])], None),
+        ("vm", [("{sub}", ["Microsoft.ResourceHealth/*"])], None),
+        ("vm", [("{sub}", ["Microsoft.Compute/*"])], RH_READ),
+        ("vm", [("{other_vm}", [RH_READ])], RH_READ),
+        ("arc", [("{arc_rg}", [RH_READ])], None),
+        ("arc", [("{rg}", ["*"])], RH_READ),
+        # Alerts: the action at the subscription; a resource-group assignment never covers the list.
+        ("alerts", [("{sub}", [ALERTS_READ])], None),
+        ("alerts", [("/", ["Microsoft.AlertsManagement/alerts/*"])], None),
+        ("alerts", [("{rg}", ["*"])], ALERTS_READ),
+        ("alerts", [("{sub}", [RH_READ, "Microsoft.Compute/*"])], ALERTS_READ),
+    ],
+)
+def test_health_reads_need_their_actions(
+    make_sim: Callable[..., Simulator],
+    arm: requests.Session,
+    target: str,
+    assignments: list[tuple[str, list[str]]],
+    denied: str | None,
+) -> None:
+    sim = make_sim(principal_client_id=CLIENT, principal_object_id=OBJECT, arc_machines=2)
+    vm, other_vm = sim.vm_ids()[:2]
+    arc_machine = sim.machine_ids()[0]
+    sub = sim.subscriptions()[0]
+    scopes = {"vm": vm, "other_vm": other_vm, "rg": vm.split("/providers/")[0], "sub": f"/subscriptions/{sub}",
+              "arc_rg": arc_machine.split("/providers/")[0]}
+    sim.set_role_assignments([{"scope": s.format(**scopes), "actions": a} for s, a in assignments])
+    path, scope = {
+        "vm": (f"{vm}/{RH}", f"{vm}/{RH}"),
+        "arc": (f"{arc_machine}/{RH}", f"{arc_machine}/{RH}"),
+        "alerts": (f"/subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts", f"/subscriptions/{sub}"),
+    }[target]
+    api = "api-version=2019-05-05-preview" if target == "alerts" else "api-version=2022-10-01"
+    resp = arm.get(f"{sim.url}{path}?{api}")
+    if denied is None:
+        assert resp.status_code == 200, resp.text
+    else:
+        assert resp.status_code == 403
+        assert resp.json() == {"error": {"code": "AuthorizationFailed", "message": denial(denied, scope)}}
+        assert int(resp.headers["x-ms-ratelimit-remaining-subscription-reads"]) >= 0
+
+
+def test_resource_health_authorises_before_the_404(scoped: tuple[Simulator, str, str, str],
+                                                    arm: requests.Session) -> None:
+    sim, _, inside, outside = scoped
+    gone = f"{outside.rsplit('/', 1)[0]}/no-such-vm/{RH}?api-version=2022-10-01"
+    assert arm.get(f"{sim.url}{gone}").status_code == 403  # outside the assignment: ARM says 403 first
+    missing = f"{inside.rsplit('/', 1)[0]}/no-such-vm/{RH}?api-version=2022-10-01"
+    resp = arm.get(f"{sim.url}{missing}")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "ResourceNotFound"

@@ -1,5 +1,6 @@
-"""Microsoft's own client (azure-mgmt-compute) against the simulator: if the SDK's ARMPolling, paging and
-model deserialisation accept our responses, our LRO and list contract matches what Azure's clients expect.
+"""Microsoft's own clients (azure-mgmt-compute, and for machine health azure-mgmt-resourcehealth and
+azure-mgmt-alertsmanagement) against the simulator: if the SDK's ARMPolling, paging and model deserialisation
+accept our responses, our LRO, list and health contract matches what Azure's clients expect.
 
 Plain-http loopback needs `enforce_https=False`, azure-core's supported per-operation option for bearer
 auth over http; begin_* operations pass it on to their pollers and list operations to every page.
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.alertsmanagement import AlertsManagementClient
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     LinuxParameters,
     VirtualMachineInstallPatchesParameters,
     WindowsParameters,
 )
+from azure.mgmt.resourcehealth import ResourceHealthMgmtClient
 
 from tests.simulator.conftest import TOKEN
 from tools.azure_simulator import Simulator
@@ -136,3 +140,46 @@ def test_sdk_surfaces_arm_errors(sim: Simulator) -> None:
         )
     assert caught.value.status_code == 404 and caught.value.error is not None
     assert caught.value.error.code == "ResourceNotFound"
+
+
+def test_resource_health_through_the_sdk(make_sim: Callable[..., Simulator]) -> None:
+    """azure-mgmt-resourcehealth 1.0.0 sends api-version 2025-05-01 (the spec's 2022-10-01 is accepted too) and
+    builds the URL as `/{resourceUri}/providers/...`: resource_uri goes without its leading slash."""
+    sim = make_sim(arc_machines=2)
+    vm, machine = sim.vm_ids()[0], sim.machine_ids()[0]
+    client = ResourceHealthMgmtClient(StaticToken(), sim.subscriptions()[0], base_url=sim.url)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    sim.set_health(vm, availability_state="Degraded")
+    for resource, state in ((vm, "Degraded"), (machine, "Available")):
+        status = client.availability_statuses.get_by_resource(resource_uri=resource.lstrip("/"), **HTTP)
+        assert status.id == f"{resource}/providers/Microsoft.ResourceHealth/availabilityStatuses/current"
+        assert status.properties.availability_state == state
+        assert isinstance(status.properties.occured_time, datetime)
+        assert before - timedelta(hours=1) <= status.properties.occured_time <= datetime.now(UTC)
+        assert status.properties.reported_time >= status.properties.occured_time
+    assert status.properties.reported_time.tzinfo is not None
+    with pytest.raises(HttpResponseError) as caught:
+        client.availability_statuses.get_by_resource(resource_uri=vm.lstrip("/") + "-gone", **HTTP)
+    assert caught.value.status_code == 404
+
+
+def test_alerts_through_the_sdk(sim: Simulator) -> None:
+    """azure-mgmt-alertsmanagement 1.0.x: api-version 2019-05-05-preview; it follows nextLink verbatim."""
+    vm, other = sim.vm_ids()[:2]
+    for i in range(3):
+        sim.fire_alert(vm.lower(), f"Sev{i}", f"rule-{i}")
+    sim.fire_alert(other, "Sev1", "elsewhere")
+    resolved = sim.fire_alert(vm, "Sev1", "resolved")["id"].rsplit("/", 1)[1]
+    sim.resolve_alert(resolved)
+    client = AlertsManagementClient(StaticToken(), sim.subscriptions()[0], base_url=sim.url)
+    fired = list(client.alerts.get_all(target_resource=vm.upper(), monitor_condition="Fired", time_range="1d",
+                                       page_count=2, **HTTP))
+    assert [a.name for a in fired] == ["rule-2", "rule-1", "rule-0"]  # newest first, over two pages
+    assert sim.calls()["total"]["alerts"] == 2
+    essentials = fired[0].properties.essentials
+    assert (essentials.severity, essentials.monitor_condition, essentials.target_resource) == ("Sev2", "Fired", vm)
+    assert isinstance(essentials.start_date_time, datetime) and essentials.start_date_time <= datetime.now(UTC)
+    assert essentials.target_resource_type == "virtualmachines"
+    sev1 = list(client.alerts.get_all(severity="Sev1", monitor_condition="Resolved", **HTTP))
+    assert [a.name for a in sev1] == ["resolved"]
+    assert sev1[0].properties.essentials.monitor_condition_resolved_date_time is not None

@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conflict-rate", type=float, default=0.0)
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--patch-failure-rate", type=float, default=0.0)
+    parser.add_argument("--unhealthy-after-patch-rate", type=float, default=0.0,
+                        help="share of installations after which the machine comes back down for good")
     parser.add_argument("--role-assignments", type=json.loads, default=None,
                         help='JSON list of {"scope": "/subscriptions/<id>[/resourceGroups/<rg>]", "actions": [...]}; '
                         "default: everything allowed")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         conflict_rate=args.conflict_rate,
         throttle_rate=args.throttle_rate,
         patch_failure_rate=args.patch_failure_rate,
+        unhealthy_after_patch_rate=args.unhealthy_after_patch_rate,
     )
     config = SimulatorConfig(
         vms=args.vms,

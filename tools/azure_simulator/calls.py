@@ -21,6 +21,7 @@ PER_VM_KINDS = (
     "get",
     "instanceView",
     "poll",
+    "resourceHealth",  # GET {id}/providers/Microsoft.ResourceHealth/availabilityStatuses/current
 )
 
 
@@ -76,7 +77,7 @@ class CallLog:
                 "byVm": {
                     key: {k: counts.get(k, 0) for k in PER_VM_KINDS} for key, counts in self._by_vm.items()
                 },
-                "total": {**{k: 0 for k in (*PER_VM_KINDS, "list")}, **dict(self._total)},
+                "total": {**{k: 0 for k in (*PER_VM_KINDS, "list", "alerts")}, **dict(self._total)},
                 "throttled": self._throttled,
                 "faults": sum(self._faults.values()),
                 "faultsByKind": dict(self._faults),

@@ -22,6 +22,9 @@ class FaultSettings:
     patch_failure_rate: float = 0.0  # chance each patch selected for installation fails
     sync_rate: float = 0.0  # share of accepted patch POSTs answered 200 with the final result at once
     foreign_location_rate: float = 0.0  # share of 202s whose Location/Azure-AsyncOperation name another host
+    # share of installPatches operations after which the machine comes back down for good (health.py): Resource
+    # Health Unavailable, vmHealth unhealthy (with the extension), agent Not Ready, probe unreachable
+    unhealthy_after_patch_rate: float = 0.0
     seed: int | None = None  # seed of the fault dice; None derives it from the fleet seed
 
     def update(self, values: dict[str, Any]) -> None:

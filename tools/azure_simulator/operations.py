@@ -2,8 +2,9 @@
 
 An operation's whole outcome is decided when it is accepted (deterministically), and becomes visible when
 its real finish time passes: `settle()` then applies it to the VM (installed patches leave the pending list,
-reboot state and the instance view's patchStatus change). Nothing runs in the background, so there is no
-timer thread to race with, and a stopped simulator leaves nothing behind.
+reboot state and the instance view's patchStatus change) and, for an installation, to the machine's health
+model (health.py: its afterPatch, or the unhealthy_after_patch_rate outcome decided at acceptance). Nothing runs
+in the background, so there is no timer thread to race with, and a stopped simulator leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.fleet import Fleet, Patch, VirtualMachine, iso_z
+from tools.azure_simulator.health import HealthBook
 from tools.azure_simulator.patching import (
     InstallOutcome,
     InstallParameters,
@@ -52,6 +54,7 @@ class Operation:
     outcome: InstallOutcome | None = None
     applied: bool = False
     ended: datetime | None = None
+    goes_down: bool = False  # the machine comes back down after this installation (unhealthy_after_patch_rate)
 
     def done(self, now_real: float) -> bool:
         return now_real >= self.finish_real
@@ -100,6 +103,8 @@ class OperationEngine:
     patch_failure_rng: Callable[[], random.Random]
     patch_failure_rate: Callable[[], float]
     clock: Callable[[], float] = time.monotonic
+    # Rolled once per accepted installPatches: does the machine come back down after it? (health.py)
+    unhealthy_after_patch: Callable[[], bool] = lambda: False
     operations: dict[str, Operation] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _running: dict[str, Operation] = field(default_factory=dict)
@@ -120,6 +125,7 @@ class OperationEngine:
         self._created = datetime.now(UTC)
         self._created_real = self.clock()
         self._ids = random.Random(f"operations:{self.config.seed}")
+        self.health = HealthBook(self.lock, self.settle, self.config.seed)
         for vm in (*self.fleet.vms, *self.fleet.machines):
             self.schedule_releases(vm)
 
@@ -210,6 +216,8 @@ class OperationEngine:
             self._last_assessment[vm.key] = self._summary(
                 vm, str(uuid.uuid5(uuid.NAMESPACE_URL, op.op_id)), op.ended, op.ended
             )
+            # The machine comes back from the installation as its health model says (an assessment never counts).
+            self.health.install_completed(vm, op.ended, goes_down=op.goes_down)
         elif op.kind == "assessPatches":
             r = op.result
             self._last_assessment[vm.key] = {
@@ -289,6 +297,7 @@ class OperationEngine:
                     outcome.simulated_seconds,
                     outcome.result,
                     outcome,
+                    goes_down=self.unhealthy_after_patch(),
                 )
             )
 
@@ -378,6 +387,21 @@ class OperationEngine:
         created = vm.time_created.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00"
         power_display = {"running": "VM running", "deallocated": "VM deallocated", "stopped": "VM stopped"}
         view: dict[str, Any] = {}
+        agent_status = {
+            "code": "ProvisioningState/succeeded",
+            "level": "Info",
+            "displayStatus": "Ready",
+            "message": "GuestAgent is running and processing the extensions.",
+            "time": iso_offset(self.now()),
+        }
+        if not self.health.agent_ready(vm):
+            agent_status = {
+                "code": "ProvisioningState/Unavailable",
+                "level": "Warning",
+                "displayStatus": "Not Ready",
+                "message": "VM Agent is unresponsive.",
+                "time": iso_offset(self.now()),
+            }
         if vm.power_state == "running":
             view.update(
                 {
@@ -386,15 +410,7 @@ class OperationEngine:
                     "osVersion": vm.image.os_version,
                     "vmAgent": {
                         "vmAgentVersion": "2.7.41491.1176" if vm.os_type == "Windows" else "2.13.1.1",
-                        "statuses": [
-                            {
-                                "code": "ProvisioningState/succeeded",
-                                "level": "Info",
-                                "displayStatus": "Ready",
-                                "message": "GuestAgent is running and processing the extensions.",
-                                "time": iso_offset(self.now()),
-                            }
-                        ],
+                        "statuses": [agent_status],
                         "extensionHandlers": [],
                     },
                 }
@@ -414,6 +430,10 @@ class OperationEngine:
             }
         ]
         view["patchStatus"] = self.patch_status(vm)
+        # VirtualMachineInstanceView.vmHealth: only with the Application Health extension, and only while running.
+        vm_health = self.health.vm_health(vm) if vm.power_state == "running" else None
+        if vm_health is not None:
+            view["vmHealth"] = vm_health
         view["isVMInStandbyPool"] = False
         view["statuses"] = [
             {

@@ -1,5 +1,6 @@
-"""HTTP handling: ARM's Compute surface for VMs and patch operations, HybridCompute's for Arc machines, plus
-the /_sim admin API.
+"""HTTP handling: ARM's Compute surface for VMs and patch operations, HybridCompute's for Arc machines,
+Resource Health's availability status and Alerts Management's alert list for both (health.py), plus the /_sim
+admin API and the /_probe workload probe (outside ARM: no auth, no throttling, not counted).
 
 The pipeline for every ARM request mirrors where real Azure rejects things: count the call, roll network
 faults (drop, latency), authenticate, check api-version, roll injected 5xx/429, charge ARM's subscription
@@ -23,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from tools.azure_simulator import arc
+from tools.azure_simulator import arc, health
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.fleet import VirtualMachine
 from tools.azure_simulator.operations import Operation
@@ -36,7 +37,14 @@ _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = r"/resourcegroups/(?P<rg>[^/]+)"
 _CP = r"/providers/microsoft\.compute"
 _HC = r"/providers/microsoft\.hybridcompute"
+_MACHINE = (
+    r"/providers/(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)/(?P<name>[^/]+)"
+)
+_RH = r"/providers/microsoft\.resourcehealth/availabilitystatuses/current"
+_AM = r"/providers/microsoft\.alertsmanagement/alerts"
 ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("resourceHealth", re.compile(f"^{_SUB}{_RG}{_MACHINE}{_RH}/?$", re.I)),
+    ("alerts", re.compile(f"^{_SUB}{_AM}/?$", re.I)),
     ("arcListAll", re.compile(f"^{_SUB}{_HC}/machines/?$", re.I)),
     ("arcListRg", re.compile(f"^{_SUB}{_RG}{_HC}/machines/?$", re.I)),
     (
@@ -76,6 +84,12 @@ PROVIDERS = {
 OPERATION_ROUTES = {
     "operation": "Microsoft.Compute/locations/operations/read",
     "arcOperation": "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",
+}
+# Health routes (health.py) and the action reading them needs: Resource Health at the machine (any assignment
+# covering the machine's id), alerts at the subscription.
+HEALTH_ROUTES = {
+    "resourceHealth": "Microsoft.ResourceHealth/availabilityStatuses/read",
+    "alerts": "Microsoft.AlertsManagement/alerts/read",
 }
 ACTIONS = {
     "instanceview": "instanceView",
@@ -140,6 +154,8 @@ class ArmApi:
                 return _error(err)
             except ValueError as err:
                 return Response(400, {"error": {"code": "InvalidRequest", "message": str(err)}})
+        if req.path.lower().startswith("/_probe/"):
+            return self._probe(req)
         route, match = self._route(req.path)
         kind, vm_key = self._kind(req.method, route, match)
         sim = self.sim
@@ -201,6 +217,14 @@ class ArmApi:
         if route in OPERATION_ROUTES:
             op = self.sim.engine.operations.get(match["op"].lower())
             return "poll", op.vm.key if op is not None else None
+        if route == "alerts":
+            return "alerts", None
+        if route == "resourceHealth":
+            key = (
+                f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}/providers/{match['provider']}/"
+                f"{match['name']}"
+            ).lower()
+            return "resourceHealth", key
         kind = "microsoft.hybridcompute/machines" if route == "arc" else "microsoft.compute/virtualmachines"
         key = (
             f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}"
@@ -224,6 +248,10 @@ class ArmApi:
                 "MethodNotAllowed",
                 f"The requested resource does not support http method '{req.method}'.",
             )
+        if route == "resourceHealth":
+            return Response(200, self.sim.engine.health.availability_status(self._health_target(match)))
+        if route == "alerts":
+            return self._alerts(req, match, api_version)
         if route.startswith("list"):
             return self._list(req, route, match, api_version)
         if route == "operation":
@@ -320,6 +348,10 @@ class ArmApi:
             return (f"{PROVIDERS[route]}/read", path.split("/providers/", 1)[0]) if req.method == "GET" else None
         if route in OPERATION_ROUTES:
             return (OPERATION_ROUTES[route], path) if req.method == "GET" else None
+        if route == "alerts":
+            return (HEALTH_ROUTES[route], path.split("/providers/", 1)[0]) if req.method == "GET" else None
+        if route == "resourceHealth":
+            return (HEALTH_ROUTES[route], path) if req.method == "GET" else None
         action = (match.get("action") or "").lower()
         resource = PROVIDERS[route]
         if not action:
@@ -405,7 +437,38 @@ class ArmApi:
             self._compute_read_headers(HIGH_COST_GET, match["sub"]),
         )
 
-    def _page(self, req: Request, items: list[Any]) -> tuple[int, list[Any]]:
+    def _health_target(self, match: dict[str, str]) -> VirtualMachine:
+        """The machine a Resource Health URL names, or ARM's 404 for it."""
+        fleet = self.sim.engine.fleet
+        if match["provider"].lower().startswith("microsoft.hybridcompute"):
+            return fleet.machine(match["sub"], match["rg"], match["name"])
+        return fleet.vm(match["sub"], match["rg"], match["name"])
+
+    def _alerts(self, req: Request, match: dict[str, str], api_version: str) -> Response:
+        """Alerts_GetAll: the subscription's alerts, filtered and sorted (health.py), paged by nextLink."""
+        self.sim.engine.fleet.subscription(match["sub"])
+        size = health.page_count(req.query.get("pageCount"))
+        alerts = self.sim.engine.health.query(match["sub"], req.query)
+        start, page = self._page(req, alerts, size)
+        return Response(200, self._page_body(req, page, start, len(alerts), api_version))
+
+    def _probe(self, req: Request) -> Response:
+        """GET /_probe/{machine name or id}: the workload's health endpoint, as the machine's model says."""
+        if req.method != "GET":
+            return Response(405, {"status": "method not allowed"})
+        target = unquote(req.path)[len("/_probe/"):].strip("/")
+        fleet = self.sim.engine.fleet
+        vm = fleet.by_key.get("/" + target.lower()) if "/" in target else next(
+            (m for m in (*fleet.vms, *fleet.machines) if m.name.lower() == target.lower()), None
+        )
+        if vm is None:
+            return Response(404, {"status": "unknown machine", "machine": target})
+        status = self.sim.engine.health.probe(vm)
+        if status == 0:
+            return DROP
+        return Response(status, {"status": "ok" if 200 <= status < 300 else "unhealthy"})
+
+    def _page(self, req: Request, items: list[Any], size: int | None = None) -> tuple[int, list[Any]]:
         token = req.query.get("$skiptoken", "0")
         try:
             start = int(token)
@@ -413,7 +476,7 @@ class ArmApi:
             raise ArmError(
                 400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.", target="$skiptoken"
             ) from None
-        return start, items[start : start + self.sim.config.page_size]
+        return start, items[start : start + (size or self.sim.config.page_size)]
 
     def _page_body(
         self, req: Request, value: list[Any], start: int, total: int, api_version: str
@@ -658,7 +721,7 @@ class Handler(BaseHTTPRequestHandler):
         if payload:
             out["Content-Type"] = "application/json; charset=utf-8"
         out.update(response.headers)
-        if not req.path.startswith("/_sim"):
+        if not req.path.startswith(("/_sim", "/_probe")):
             self.api.sim.call_log.status(response.status)
         self.send_response(response.status)
         for name, value in out.items():

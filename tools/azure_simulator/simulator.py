@@ -1,4 +1,9 @@
-"""The Simulator object: builds the fleet and its state, serves it over HTTP, and exposes test hooks."""
+"""The Simulator object: builds the fleet and its state, serves it over HTTP, and exposes test hooks.
+
+Health hooks (health.py has the model): `set_health(id, **fields)` / `POST /_sim/health`, `health(id)` /
+`GET /_sim/health?machine=<id>`, `fire_alert(id, ...)` / `POST /_sim/alerts`, `resolve_alert(guid)` /
+`POST /_sim/alerts/<guid>/resolve`, `alerts()` / `GET /_sim/alerts`. `reset()` clears them all.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +78,7 @@ class Simulator:
             fleet,
             patch_failure_rng=self.faults.rng,
             patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
+            unhealthy_after_patch=lambda: self.faults.roll(self.faults.settings.unhealthy_after_patch_rate),
         )
         self.call_log = CallLog([vm.key for vm in (*fleet.vms, *fleet.machines)])
         self.arm_reads = BucketSet(c.read_burst, c.read_rate, scale=c.budget_scale)
@@ -197,8 +203,34 @@ class Simulator:
             raise ValueError(f"power state must be one of {', '.join(POWER_STATES)}")
         vm = self._vm_by_id(vm_id)
         with self.engine.lock:
+            if vm.power_state != power_state:
+                self.engine.health.power_changed(vm)
             vm.power_state = power_state
         return self.engine.vm_state(vm)
+
+    # ------------------------------------------------------------------------------ health (health.py)
+    def set_health(self, machine_id: str, **fields: Any) -> dict[str, Any]:
+        """Set a machine's health model (partial): availability_state / availabilityState ("Available",
+        "Unavailable", "Degraded", "Unknown"), vm_health (None = no Application Health extension, "healthy",
+        "unhealthy", "unknown"), agent_ready, probe_status (0 = unreachable) and after_patch (a dict of those
+        fields plus recoverAfterSeconds, lagSeconds, fireAlert; None clears it). Returns the model."""
+        return self.engine.health.set(self._vm_by_id(machine_id), fields)
+
+    def health(self, machine_id: str) -> dict[str, Any]:
+        """The machine's health model, and what Resource Health answers for it now."""
+        return self.engine.health.model(self._vm_by_id(machine_id))
+
+    def fire_alert(self, machine_id: str, severity: str = "Sev3", name: str = "Alert",
+                   monitor_condition: str = "Fired", **extra: Any) -> dict[str, Any]:
+        """An Azure Monitor alert on the machine, started now (or at extra startDateTime); returns it."""
+        values = {"severity": severity, "name": name, "monitorCondition": monitor_condition, **extra}
+        return self.engine.health.fire_alert(self._vm_by_id(machine_id), values)
+
+    def resolve_alert(self, alert_id: str) -> dict[str, Any]:
+        return self.engine.health.resolve_alert(alert_id)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.engine.health.alerts()
 
     def add_vms(self, count: int, subscription: str | None = None, os_type: str | None = None) -> list[str]:
         """New VMs appear (as someone deploying would make them): generated like the fleet, given new names."""
@@ -318,5 +350,20 @@ class AdminApi:
             sim.reset()
             return Response(200, {"reset": True, "vms": len(sim.vm_ids())})
         if req.method == "GET" and parts == ["health"]:
-            return Response(200, {"ok": True, "vms": len(sim.vm_ids())})
+            if req.query.get("machine"):
+                return Response(200, sim.health(req.query["machine"]))
+            return Response(200, {"ok": True, "vms": len(sim.vm_ids())})  # liveness
+        if req.method == "POST" and parts == ["health"]:
+            if not isinstance(body, dict) or not isinstance(body.get("machine"), str):
+                raise ValueError("body needs 'machine': a machine's resource id")
+            fields = {k: v for k, v in body.items() if k != "machine"}
+            return Response(200, sim.set_health(body["machine"], **fields))
+        if parts == ["alerts"] and req.method in ("GET", "POST"):
+            if req.method == "GET":
+                return Response(200, {"value": sim.alerts()})
+            if not isinstance(body, dict) or not isinstance(body.get("machine"), str):
+                raise ValueError("body needs 'machine': a machine's resource id")
+            return Response(201, sim.engine.health.fire_alert(sim._vm_by_id(body["machine"]), body))
+        if req.method == "POST" and len(parts) == 3 and parts[0] == "alerts" and parts[2] == "resolve":
+            return Response(200, sim.resolve_alert(parts[1]))
         raise ArmError(404, "NotFound", f"No simulator admin route {req.method} {req.path}.")
