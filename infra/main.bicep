@@ -1,6 +1,7 @@
 // PatchPilot on Azure: one resource group with a Flex Consumption Function App, its storage, monitoring and
 // one user-assigned identity; plus a custom "VM Patch Operator" role assigned on each target scope, and a custom
-// "Operation Status Reader" role at the subscription of each resource-group target (polling needs it there).
+// "Operation Status Reader" role at the subscription of each resource-group target (polling and the alerts list
+// need it there).
 // Plain resource declarations instead of br/public AVM modules so `az bicep build` and the offline checks
 // (tests/infra) work without registry access; the shapes follow the AVM / Azure-Samples Flex templates.
 targetScope = 'subscription'
@@ -109,9 +110,10 @@ var unrecognisedTargets = filter(patchTargetScopes, s => length(split(s, '/')) !
 // other subscriptions of one tenant) apart; resourceToken carries the subscription into the role name.
 var patchRoleName = 'PatchPilot VM Patch Operator (${environmentName}, ${resourceToken})'
 var patchRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-vm-patch-operator')
-// The operation status URL lies under the subscription, outside any resource group: a resource-group target's
-// role cannot reach it, so its subscription gets this role (only Microsoft.Compute/locations/operations/read and
-// Microsoft.HybridCompute/locations/updateCenterOperationResults/read).
+// The operation status URL and the alerts list lie under the subscription, outside any resource group: a
+// resource-group target's role cannot reach them, so its subscription gets this role (only
+// Microsoft.Compute/locations/operations/read, Microsoft.HybridCompute/locations/updateCenterOperationResults/read
+// and Microsoft.AlertsManagement/alerts/read).
 var pollRoleName = 'PatchPilot Operation Status Reader (${environmentName}, ${resourceToken})'
 var pollRoleDefinitionName = guid(subscription().id, environmentName, 'patchpilot-operation-status-reader')
 // Subscription ids of the resource-group targets, each once (union drops duplicates).

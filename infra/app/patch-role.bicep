@@ -11,7 +11,7 @@ resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: roleDefinitionName
   properties: {
     roleName: roleName
-    description: 'PatchPilot: read VMs and Arc-enabled servers, install and assess OS patches, follow the resulting long-running operations.'
+    description: 'PatchPilot: read VMs and Arc-enabled servers, install and assess OS patches, follow the resulting long-running operations, read their health (Resource Health, fired alerts) afterwards.'
     type: 'CustomRole'
     permissions: [
       {
@@ -36,6 +36,14 @@ resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
           // (the Location an Arc patch operation answers with; Azure Update Manager's permission table)
           'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
+          // Health-gated rollouts, after patching a VM or Arc machine:
+          // GET {machineId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current (the machine's own
+          // scope, so every assignment of this role on a subscription or resource group covers it)
+          'Microsoft.ResourceHealth/availabilityStatuses/read'
+          // GET /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts?targetResource={machineId}
+          // (a subscription path: it takes effect only where this role is assigned on a subscription; a
+          // resource-group target gets it from poll-role.bicep at its subscription, as with the LRO status)
+          'Microsoft.AlertsManagement/alerts/read'
         ]
         notActions: []
         dataActions: []

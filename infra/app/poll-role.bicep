@@ -1,7 +1,9 @@
 // The custom role PatchPilot's identity holds at the subscription of each resource-group target: reading the
-// status of the long-running operations it started. A role on a resource group does not reach the status URL,
-// /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}, which lies outside every
-// resource group (Azure Update Manager lists this permission at "Machine subscription" scope:
+// status of the long-running operations it started, and listing fired alerts for health-gated rollouts. A role on a
+// resource group reaches neither: the status URL,
+// /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}, and the alerts list,
+// /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts, lie outside every resource group (Azure Update
+// Manager lists the status permission at "Machine subscription" scope:
 // https://learn.microsoft.com/azure/update-manager/roles-permissions).
 targetScope = 'subscription'
 
@@ -15,7 +17,7 @@ resource operationStatusReader 'Microsoft.Authorization/roleDefinitions@2022-04-
   name: roleDefinitionName
   properties: {
     roleName: roleName
-    description: 'PatchPilot: read the status of the patch operations it started on VMs and Arc machines (nothing else in the subscription).'
+    description: 'PatchPilot: read the status of the patch operations it started on VMs and Arc machines, and the alerts fired in the subscription (for health-gated rollouts); no resource, no VM.'
     type: 'CustomRole'
     permissions: [
       {
@@ -25,6 +27,9 @@ resource operationStatusReader 'Microsoft.Authorization/roleDefinitions@2022-04-
           // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
           // (an Arc machine's patch operation: also outside every resource group)
           'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
+          // GET /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts?targetResource={machineId}
+          // (health-gated rollouts: the alerts list is a subscription path, also outside every resource group)
+          'Microsoft.AlertsManagement/alerts/read'
         ]
         notActions: []
         dataActions: []

@@ -11,10 +11,13 @@ import sys
 import pytest
 
 from shared.arm.operations import POLL_ACTION
-from tests.infra.bicep import BICEP_FILES, INFRA, evaluate, parse, variable
+from tests.infra.bicep import BICEP_FILES, INFRA, evaluate, parse, role_actions, variable
 
 MAIN = INFRA / "main.bicep"
 APP = INFRA / "app"
+# Health-gated rollouts: the machine's Resource Health status, and the alerts fired on it (a subscription list).
+HEALTH_ACTION = "Microsoft.ResourceHealth/availabilityStatuses/read"
+ALERTS_ACTION = "Microsoft.AlertsManagement/alerts/read"
 
 
 def test_infra_has_the_expected_bicep_files() -> None:
@@ -94,6 +97,8 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
         "Microsoft.HybridCompute/machines/installPatches/action",
         "Microsoft.HybridCompute/machines/assessPatches/action",
         "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",  # an Arc operation's Location
+        HEALTH_ACTION,  # GET {machineId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current
+        ALERTS_ACTION,  # GET /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts (subscription targets)
     }
     assert not any("*" in a for a in permissions["actions"])
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
@@ -105,9 +110,42 @@ def test_poll_role_grants_only_reading_operation_status() -> None:
     [permissions] = role["permissions"]
     # the action the app's 403 message names (shared.arm.operations), and Arc's counterpart
     arc_poll = "Microsoft.HybridCompute/locations/updateCenterOperationResults/read"
-    assert permissions["actions"] == [POLL_ACTION, arc_poll]
+    # and the alerts list of health-gated rollouts, also a subscription path
+    assert permissions["actions"] == [POLL_ACTION, arc_poll, ALERTS_ACTION]
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
     assert role["assignableScopes"] == "assignableScopes"
+
+
+def test_health_gate_reads_are_granted_where_their_urls_lie_and_nothing_wider() -> None:
+    # Health-gated rollouts read, per machine after patching:
+    #  - {machineId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current: under the machine, so the
+    #    role on the target scope (subscription or resource group) covers it; the subscription-wide poll role
+    #    must not carry it (that would reach every machine in a resource-group target's subscription);
+    #  - /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts: a subscription path, so it must be in
+    #    the role assigned at the subscription of resource-group targets (poll role) and in the patch role, which
+    #    is the only role a subscription target gets (pollRole is deployed only for resource-group targets).
+    patch = role_actions("patch-role.bicep", "patchOperator")
+    poll = role_actions("poll-role.bicep", "operationStatusReader")
+    assert HEALTH_ACTION in patch and HEALTH_ACTION not in poll
+    assert ALERTS_ACTION in patch and ALERTS_ACTION in poll
+    for actions in (patch, poll):
+        assert len(actions) == len(set(actions))
+        assert not any("*" in a for a in actions), actions  # no "*/read", "Microsoft.AlertsManagement/*", ...
+        # only reads of those two providers: no write, delete or action on health or alerts
+        providers = ("Microsoft.ResourceHealth/", "Microsoft.AlertsManagement/")
+        assert {a for a in actions if a.startswith(providers)} <= {HEALTH_ACTION, ALERTS_ACTION}
+    # every action line states the REST call it serves in the comment above it
+    for file in ("patch-role.bicep", "poll-role.bicep"):
+        lines = (APP / file).read_text().splitlines()
+        for action in (HEALTH_ACTION, ALERTS_ACTION):
+            at = [i for i, line in enumerate(lines) if line.strip() == f"'{action}'"]
+            if not at:
+                continue
+            [i] = at
+            comment = "\n".join(line for line in lines[max(0, i - 3):i] if line.strip().startswith("//"))
+            url = ("/providers/Microsoft.ResourceHealth/availabilityStatuses/current" if action == HEALTH_ACTION
+                   else "/subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts")
+            assert "GET " in comment and url in comment, f"{file}: {action} needs a comment with its REST call"
 
 
 TARGETS = ["/subscriptions/aaaa", "/subscriptions/BBBB/resourceGroups/rg-1", "/subscriptions/bbbb/resourceGroups/rg-2",
