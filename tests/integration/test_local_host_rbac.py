@@ -77,3 +77,30 @@ def test_resource_group_targets_complete_with_the_poll_role_and_end_unknown_with
     run = run_to_end(host, other[:1], "outside")
     [machine] = run["machines"]
     assert machine["state"] == "Failed" and machine["error"]["code"] == "AuthorizationFailed"
+
+
+def test_infras_roles_let_every_health_signal_be_read(host: HostProcess, simulator: Simulator) -> None:
+    """As deployed for a resource-group target, the health reads of a rollout's healthCheck are granted: Resource
+    Health on the machines (patch role), alerts at the subscription (operation-status role). Every machine passes
+    on what it read, none on what it could not."""
+    groups: dict[str, list[str]] = {}
+    for vm in simulator.vm_ids():
+        groups.setdefault("/".join(vm.split("/")[:5]), []).append(vm)
+    scope, vms = max(groups.items(), key=lambda g: len(g[1]))
+    simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS},
+                                    {"scope": "/".join(scope.split("/")[:3]), "actions": POLL_ACTIONS}])
+    body = {"machines": vms, "installPatches": INSTALL_LINUX_OTHER,
+            "rollout": {"maxFailures": 1, "healthCheck": {"after": "PT0S", "within": "PT0S",
+                                                          "signals": ["vmHealth", "resourceHealth", "alerts"]}}}
+    resp = requests.post(f"{host.base_url}/api/runs", json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    url, deadline = resp.headers["Location"], time.monotonic() + 120
+    while (resp := requests.get(url, timeout=10)).status_code == 202:
+        assert time.monotonic() < deadline, f"run still running: {resp.json()['states']}"
+        url = resp.headers["Location"]
+        time.sleep(int(resp.headers["Retry-After"]))
+    run = resp.json()
+    assert run["status"] in ("Succeeded", "CompletedWithWarnings"), run["states"]
+    for machine in run["machines"]:
+        assert machine["health"]["status"] == "Healthy"
+        assert {r["verdict"] for r in machine["health"]["after"] + machine["health"]["before"]} == {"healthy"}
