@@ -149,8 +149,9 @@ def test_after_patch_applies_when_the_install_completes_and_only_then(
     assert sim.health(vm)["afterPatch"]["availabilityState"] == "Unavailable"
 
     started = arm.post(f"{sim.url}{vm}/installPatches?{API}", json=INSTALL)
-    assert status(arm, sim, vm)["availabilityState"] == "Available"  # still running
+    assert status(arm, sim, vm)["availabilityState"] == "Available"
     assert probe(sim, vm.rsplit("/", 1)[1]) == 200
+    assert sim.operation(started.headers["x-ms-request-id"])["status"] == "InProgress"  # we looked while it ran
     assert wait_done(arm, started.headers["Location"]).json()["status"] == "Succeeded"  # Azure says Succeeded...
     ended = when(sim.operation(started.headers["x-ms-request-id"])["endTime"])
     props = status(arm, sim, vm)  # ... but the machine comes back down
@@ -173,7 +174,7 @@ def test_after_patch_recovers_and_resolves_its_alert(sim: Simulator, arm: reques
     vm = sim.vm_ids()[0]
     sim.set_health(vm, vmHealth="healthy", afterPatch={
         "availabilityState": "Degraded", "vmHealth": "unhealthy", "agentReady": False, "probeStatus": 0,
-        "recoverAfterSeconds": 0.4, "fireAlert": {"severity": "Sev1", "name": "High CPU"},
+        "recoverAfterSeconds": 0.8, "fireAlert": {"severity": "Sev1", "name": "High CPU"},
     })
     ended = install(arm, sim, vm)
     assert status(arm, sim, vm)["availabilityState"] == "Degraded"
@@ -185,10 +186,10 @@ def test_after_patch_recovers_and_resolves_its_alert(sim: Simulator, arm: reques
     assert abs(when(essentials["startDateTime"]) - ended) < timedelta(milliseconds=1)
     assert "monitorConditionResolvedDateTime" not in essentials
 
-    time.sleep(max(0.0, (ended + timedelta(seconds=0.45) - datetime.now(UTC)).total_seconds()))
+    time.sleep(max(0.0, (ended + timedelta(seconds=0.85) - datetime.now(UTC)).total_seconds()))
     props = status(arm, sim, vm)
     assert props["availabilityState"] == "Available"
-    recovered = ended + timedelta(seconds=0.4)
+    recovered = ended + timedelta(seconds=0.8)
     assert abs(when(props["occuredTime"]) - recovered) < timedelta(milliseconds=1)
     view = arm.get(f"{sim.url}{vm}/instanceView?{API}").json()
     assert view["vmHealth"]["status"] == {**view["vmHealth"]["status"], "code": "HealthState/healthy", "level": "Info",
@@ -202,7 +203,7 @@ def test_after_patch_recovers_and_resolves_its_alert(sim: Simulator, arm: reques
 
 def test_lag_answers_the_pre_patch_state_with_its_old_reported_time(sim: Simulator, arm: requests.Session) -> None:
     vm = sim.vm_ids()[0]
-    sim.set_health(vm, afterPatch={"availabilityState": "Unavailable", "lagSeconds": 0.5})
+    sim.set_health(vm, afterPatch={"availabilityState": "Unavailable", "lagSeconds": 0.8})
     before = status(arm, sim, vm)
     ended = install(arm, sim, vm)
     lagging = status(arm, sim, vm)
@@ -210,11 +211,22 @@ def test_lag_answers_the_pre_patch_state_with_its_old_reported_time(sim: Simulat
     assert when(lagging["reportedTime"]) < ended  # a client reads this as "not yet known"
     assert sim.health(vm)["availabilityState"] == "Unavailable"  # the machine itself is already down
 
-    time.sleep(max(0.0, (ended + timedelta(seconds=0.55) - datetime.now(UTC)).total_seconds()))
+    time.sleep(max(0.0, (ended + timedelta(seconds=0.85) - datetime.now(UTC)).total_seconds()))
     caught_up = status(arm, sim, vm)
     assert caught_up["availabilityState"] == "Unavailable"
     assert abs(when(caught_up["occuredTime"]) - ended) < timedelta(milliseconds=1)  # when it happened
-    assert abs(when(caught_up["reportedTime"]) - (ended + timedelta(seconds=0.5))) < timedelta(milliseconds=1)
+    assert abs(when(caught_up["reportedTime"]) - (ended + timedelta(seconds=0.8))) < timedelta(milliseconds=1)
+
+
+def test_after_patch_applies_when_arm_answers_the_post_with_the_final_result(
+    sim: Simulator, arm: requests.Session
+) -> None:
+    vm = sim.vm_ids()[0]
+    sim.set_health(vm, afterPatch={"availabilityState": "Unavailable"})
+    with sim.faults_set(sync_rate=1.0):
+        answered = arm.post(f"{sim.url}{vm}/installPatches?{API}", json=INSTALL)
+    assert answered.status_code == 200 and answered.json()["status"] == "Succeeded"
+    assert status(arm, sim, vm)["availabilityState"] == "Unavailable"
 
 
 def test_install_without_after_patch_is_taken_in_as_healthy(sim: Simulator, arm: requests.Session) -> None:
