@@ -198,9 +198,13 @@ def parse_configuration(name: str, body: object, *, stored: bool = False,
         "maintenanceWindow": window,
         "installPatches": patches,
     }
-    rollout = parse_rollout(props["rollout"], allow_local_hooks=allow_local_hooks or stored,
-                            probe_networks=probe_networks) \
-        if props.get("rollout") is not None else None
+    try:
+        rollout = parse_rollout(props["rollout"], allow_local_hooks=allow_local_hooks or stored,
+                                probe_networks=probe_networks) if props.get("rollout") is not None else None
+    except ValidationError as exc:  # the rollout's rules name `rollout.…`; here it lies under properties
+        raise ValidationError(re.sub(r"(?<![\w.])rollout\.", "properties.rollout.", exc.message),
+                              target=f"properties.{exc.target}" if exc.target else None,
+                              code=exc.code) from None
     if rollout is not None:
         normalised["rollout"] = rollout
     return MaintenanceConfiguration(name, str(data.get("location") or ""), dict(tags), normalised, schedule, install,

@@ -276,7 +276,7 @@ def test_a_window_run_follows_the_configurations_rollout(services: Components, s
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     body = configuration(now - timedelta(minutes=1))
     body["properties"]["rollout"] = {"waves": [{"name": "canary", "size": 1}, {"size": "rest"}],
-                                     "maxConcurrency": 2}
+                                     "maxConcurrency": 2, "healthCheck": {"after": "PT0S", "within": "PT0S"}}
     put("careful", body)
     assign("careful", "all", {"resourceId": f"/subscriptions/{simulator.subscriptions()[0]}"})
     assert open_due_windows(services, now)["opened"] == 1
@@ -285,6 +285,7 @@ def test_a_window_run_follows_the_configurations_rollout(services: Components, s
     run = run_of(run_id)
     assert run["status"] in ("Succeeded", "CompletedWithWarnings") and run["rollout"]["maxConcurrency"] == 2
     assert sorted(m["wave"] for m in run["machines"]) == [0] + [1] * 7
+    assert {m["health"]["status"] for m in run["machines"]} == {"Healthy"}  # the configuration's healthCheck
     assert simulator.calls()["peakConcurrentBySubscription"]["*"] <= 2
     windows_sent = [v["operations"][0]["request"] for v in simulator.state()["vms"] if v["osType"] == "Windows"]
     assert all("maxPatchPublishDate" in r["windowsParameters"] for r in windows_sent)  # one patch set

@@ -312,3 +312,19 @@ def test_the_probe_is_called_with_the_machines_names_and_never_through_arm() -> 
     installed(h)
     assert h.step() is StepResult.UNHEALTHY and h.row["unhealthySignals"] == "probe"
     assert seen == [f"https://web-01.rg.example.com/{VM.subscription_id}"] * 2
+
+
+def test_a_maintenance_configuration_carries_a_health_check_and_names_its_fields_under_properties() -> None:
+    from shared.maintenance.configuration import parse_configuration
+    from tests.unit.test_maintenance_stored import BODIES
+
+    body = json.loads(json.dumps(BODIES[0]))
+    body["properties"]["rollout"]["healthCheck"] = {"within": "PT10M", "signals": ["resourceHealth"]}
+    config = parse_configuration("nightly", body)
+    assert config.rollout is not None and config.rollout["healthCheck"]["withinSeconds"] == 600
+    assert "Unhealthy" in config.rollout["failureOn"]
+    body["properties"]["rollout"]["healthCheck"]["signals"] = ["heartbeat"]
+    with pytest.raises(ValidationError) as caught:
+        parse_configuration("nightly", body)
+    assert caught.value.target == "properties.rollout.healthCheck.signals[0]"
+    assert caught.value.message.startswith("properties.rollout.healthCheck.signals[0]")
