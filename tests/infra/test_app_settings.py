@@ -59,6 +59,9 @@ NOT_SET_IN_AZURE = {
     "PACING_LATE_SECONDS": "pacing tuning knob: queue lateness the budget keeps burst back for",
     "DISPATCH_HORIZON_SECONDS": "pacing tuning knob: how far ahead of its slot a machine's start message is queued",
     "PACING_LEASE_TOKENS": "pacing tuning knob: most budget tokens a process takes from the shared row at once",
+    "HEALTH_RECHECK_SECONDS": "health-check tuning knob: between reads of a machine not yet healthy",
+    "HEALTH_PROBE_TIMEOUT_SECONDS": "health-check tuning knob: connect plus read per workload probe",
+    "HEALTH_PROBE_NETWORKS": "egress opening an operator adds by hand for probes of private addresses; none by default",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.
