@@ -126,9 +126,10 @@ class Components:
     # -- features ------------------------------------------------------------------------------
     @cached_property
     def hooks(self) -> RunHooks:
+        window = WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings.local))
         return RunHooks(
-            before_start=(StoppedOrPinned(self.store),
-                          WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings.local))),
+            before_start=(StoppedOrPinned(self.store), window),
+            before_wait=(window.wait,),
             on_terminal={"assessPatches": lambda target, state, result, run_id:
                          record_outcome(self, target, state, result, run_id)},
             progressed=lambda run_id: on_progress(run_id, self),

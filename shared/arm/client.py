@@ -143,17 +143,33 @@ class ArmResponse:
         return parse_retry_after(self.headers.get("Retry-After"), default)
 
     def error(self) -> tuple[str, str]:
-        """(code, message) from ARM's error shape, with a fallback for non-ARM bodies."""
-        err = self.body.get("error") if isinstance(self.body, dict) else None
-        if isinstance(err, dict):
-            return str(err.get("code") or f"Http{self.status}"), str(err.get("message") or "")
-        return f"Http{self.status}", f"ARM answered {self.status} with no error body"
+        """(code, message) of ARM's error, whatever its shape (shared.arm.errors.answer_error): what Azure said is
+        kept, never replaced by a guess."""
+        error = self._error()
+        return error["code"], error["message"]
 
     def error_detail(self) -> dict[str, Any] | None:
-        """ARM's whole `error` (details, innererror), bounded for storage; None without one."""
+        """ARM's whole error (details, innererror) in ARM's shape, bounded for storage; None for an answer that is
+        not an error (a 2xx, or an operation status without one)."""
         from shared.arm.errors import operation_error
 
-        return operation_error(self.body.get("error") if isinstance(self.body, dict) else None)
+        if self.status < 400:
+            return operation_error(_error_of(self.body))
+        return operation_error(self._error())
+
+    def _error(self) -> dict[str, Any]:
+        from shared.arm.errors import answer_error
+
+        return answer_error(self.body, self.status, self.headers.get("x-ms-failure-cause"))
+
+
+def _error_of(body: Any) -> Any:
+    """The `error` (any key case) of a 2xx body: an operation status's or a result's."""
+    if not isinstance(body, dict):
+        return None
+    from shared.arm.errors import arm_keys
+
+    return next((arm_keys(v) for k, v in body.items() if str(k).lower() == "error"), None)
 
 
 _RETRY_AFTER = RetryPolicy()  # used only for its Retry-After parser (seconds or an HTTP-date)

@@ -67,6 +67,47 @@ def is_error(value: object) -> bool:
     return bool(code) or bool(str(value.get("message") or "").strip())
 
 
+_KEYS = {"code": "code", "message": "message", "target": "target", "details": "details", "innererror": "innererror",
+         "additionalinfo": "additionalInfo"}
+
+
+def arm_keys(value: Any, depth: int = 0) -> Any:
+    """An error object with ARM's key spelling (`code`, `message`, `details`...) whatever case it came in:
+    Microsoft.Maintenance answers `{"Error": {"Code", "Message"}}` (terraform-provider-azurerm#29738,
+    azure-cli#28630). Other keys are kept as given."""
+    if not isinstance(value, dict) or depth > MAX_DEPTH + 1:
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = _KEYS.get(str(key).lower()) or str(key)
+        out[name] = [arm_keys(d, depth + 1) for d in item] if name == "details" and isinstance(item, list) \
+            else item
+    return out
+
+
+def answer_error(body: object, status: int, failure_cause: str | None = None) -> dict[str, Any]:
+    """The error of an ARM answer (4xx, 5xx), in ARM's shape whatever shape it came in, never empty:
+    `{"error": {...}}` or `{"Error": {...}}` (any key case), a bare `{"code", "message"}`, a bare
+    `{"Message": "An error has occurred."}` without a code (an ARM front end during an incident), or no JSON at
+    all. Without a code the code is `Http<status>`. `failure_cause` is ARM's `x-ms-failure-cause` header
+    (`service`, `gateway`...), kept in the message: it says who failed."""
+    found: Any = None
+    if isinstance(body, dict):
+        wrapped = next((v for k, v in body.items() if str(k).lower() in ("error", "odata.error")), None)
+        found = arm_keys(wrapped if isinstance(wrapped, dict) else body)
+        if not isinstance(found, dict) or not (found.get("code") or found.get("message")):
+            found = None
+    error: dict[str, Any] = dict(found) if found else {}
+    error["code"] = str(error.get("code") or f"Http{status}")
+    message = error.get("message")
+    if isinstance(message, dict):  # OData's {"lang", "value"}
+        message = message.get("value")
+    error["message"] = str(message or f"ARM answered {status} with no error body")
+    if failure_cause:
+        error["message"] += f" (x-ms-failure-cause: {failure_cause})"
+    return error
+
+
 def operation_error(value: object, *, limit: int = MAX_ERROR_CHARS) -> dict[str, Any] | None:
     """The error to keep, in ARM's shape and at most `limit` characters of JSON; None for no error."""
     if not is_error(value):

@@ -1,10 +1,17 @@
 """Following Azure's long-running operations (installPatches, assessPatches, anything later).
 
 Pure functions: an ARM response in, an `Outcome` out. The worker turns an outcome into a Table
-update plus, maybe, a delayed queue message. Both patch operations are `final-state-via: location`:
-the result body comes from the `Location` URL (200), which answers 202 while running. When ARM
-gives only `Azure-AsyncOperation`, we follow that instead: it always answers 200 with a `status`,
-and the result is its `properties.output`.
+update plus, maybe, a delayed queue message.
+
+Which URL, Azure's rule (learn.microsoft.com/azure/azure-resource-manager/management/async-operations): when
+the 202 has `Azure-AsyncOperation`, "always use it (instead of Location) to track the status"; `Location` only
+when it is absent. The status answers 200 with `status` (InProgress until Succeeded, Failed or Canceled).
+Both patch operations are `final-state-via: location`: Compute's status carries the result in
+`properties.output`; HybridCompute's (`{"name", "status", "startTime"}`, Microsoft.HybridCompute/locations/
+operationstatus) carries none, so on Succeeded the result is read from the `Location`
+(.../operationresults/{id}), as Microsoft's SDK pollers do (azure-mgmt-core ARMPolling). A `Location` answers
+202 while running, then 200 with the result (or 204 with none). Without `Retry-After`, ARM's contract is a
+60 s wait (DEFAULT_RETRY_AFTER_SECONDS), never a hard-coded one.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ from shared.core.errors import ArmAuthenticationError, ArmConnectionError
 RetryKind = Literal["throttled", "transient", "conflict"]
 VM_NOT_RUNNING = "VMNotRunning"
 # ARM answers a patch operation on a stopped VM with the same 409 OperationNotAllowed it uses while
-# another operation runs; only the message tells them apart ("... since the VM is either deallocated
-# or marked to be deallocated", "... the VM is not running"). Retrying cannot help the former.
-_NOT_RUNNING_HINTS = ("deallocated", "not running", "stopped", "requires the vm to be running")
+# another operation runs, or while a platform host update holds the VM ("... since the VM is waiting for an
+# ongoing update to complete the resource"); only the message tells them apart ("... since the VM is either
+# deallocated or marked to be deallocated", "... the VM is not running"). Retrying cannot help the first; the
+# others are waits. The phrases are specific: a bare "stopped" also matches "the operation was stopped because
+# another operation is in progress", a wait.
+_NOT_RUNNING_HINTS = ("deallocated", "not running", "vm is stopped", "vm stopped", "is in stopped state",
+                      "requires the vm to be running")
 TERMINAL_ASYNC = {"succeeded", "failed", "canceled"}
 # An Arc machine whose agent is not Connected: HybridCompute's refusal is not documented; the simulator's guess
 # (tools/azure_simulator/arc.py) is 409 with a detail of this code. Retrying cannot help until the agent reconnects.
@@ -28,26 +39,28 @@ MACHINE_NOT_CONNECTED = "MachineNotConnected"
 
 
 def _not_connected(resp: ArmResponse) -> bool:
-    err = resp.body.get("error") if isinstance(resp.body, dict) else None
-    details = err.get("details") if isinstance(err, dict) else None
+    details = (resp.error_detail() or {}).get("details")
     return isinstance(details, list) and any(
         isinstance(d, dict) and d.get("code") == MACHINE_NOT_CONNECTED for d in details)
 
 
 @dataclass(frozen=True)
 class Started:
-    """202: the operation runs; poll `poll_url` after `retry_after` seconds."""
+    """202: the operation runs; poll `poll_url` after `retry_after` seconds. `result_url`: the Location to read
+    the result from when the status (mode "async") says Succeeded without one."""
 
     poll_url: str
     mode: Literal["location", "async"]
     retry_after: int
     async_url: str | None = None
+    result_url: str | None = None
 
 
 @dataclass(frozen=True)
 class Pending:
     retry_after: int
     poll_url: str | None = None  # a poll may hand out a new Location
+    fetch_result: bool = False  # the status says Succeeded without the result: read it from the stored Location
 
 
 @dataclass(frozen=True)
@@ -122,14 +135,14 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
         location = resp.headers.get("Location")
         async_url = resp.headers.get("Azure-AsyncOperation")
         retry_after = resp.retry_after(default_retry_after)
+        if async_url:  # Azure's rule: the status monitor when there is one (module docstring)
+            return Started(async_url, "async", retry_after, async_url, location)
         if location:
-            return Started(location, "location", retry_after, async_url)
-        if async_url:
-            return Started(async_url, "async", retry_after, async_url)
+            return Started(location, "location", retry_after)
         return Failed("MissingPollingUrl", "ARM accepted the operation but gave neither Location nor "
                       "Azure-AsyncOperation, so it cannot be followed")
     if resp.status == 200:
-        return _done_or_failed(resp)
+        return _done_or_failed(resp, default_retry_after)
     if resp.status == 409:
         code, message = resp.error()
         if _not_connected(resp):
@@ -171,6 +184,8 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
         output = (resp.body.get("properties") or {}).get("output")
         if isinstance(output, dict):
             return Done(output)
+        if status == "succeeded":  # HybridCompute's status carries no result: it is at the Location
+            return Pending(0, fetch_result=True)
         detail = resp.error_detail()
         err = detail or {}
         return Failed(str(err.get("code") or f"Operation{status.title()}"),
@@ -178,15 +193,21 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
     if resp.status == 202:
         return Pending(resp.retry_after(default_retry_after), resp.headers.get("Location"))
     if resp.status == 200:
-        return _done_or_failed(resp)
+        return _done_or_failed(resp, default_retry_after)
+    if resp.status == 204:  # finished, with no result to read how: not a failure, not a success
+        return OutcomeUnknown(NO_RESULT, "the operation finished but its Location answered 204 No Content, so "
+                              "how it ended cannot be read; see the machine's update history")
     return _failed(resp)
 
 
-def _done_or_failed(resp: ArmResponse) -> Outcome:
+NO_RESULT = "NoResult"
+
+
+def _done_or_failed(resp: ArmResponse, default_retry_after: int = 60) -> Outcome:
     if not isinstance(resp.body, dict):
         return Failed("InvalidResult", "ARM answered 200 without a JSON result body")
-    if str(resp.body.get("status", "")).lower() == "inprogress":
-        return Pending(resp.retry_after(60))
+    if str(resp.body.get("status", "")).lower() in ("inprogress", "running", "notstarted", "accepted"):
+        return Pending(resp.retry_after(default_retry_after))  # a status body from a Location: not the result yet
     return Done(resp.body)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.core.states import TERMINAL_STATES, MachineState, machine_outcome, summarize_counts
+from shared.core.states import TERMINAL_STATES, WINDOW_EXCEEDED, MachineState, machine_outcome, summarize_counts
 
 # Every column `machine_counts` reads: a write that changes none of them leaves the counts as they are.
 COUNTED_COLUMNS = ("state", "status", "failedPatchCount", "maintenanceWindowExceeded", "errorCode", "wave",
@@ -50,6 +50,8 @@ def failure_kinds(target: Mapping[str, Any]) -> tuple[str, ...]:
     if state != MachineState.COMPLETED.value:
         return ()
     status = str(target.get("status") or "")
+    if status == "Failed" and target.get("errorCode") == WINDOW_EXCEEDED:  # the window ran out: not a failure
+        return ("MaintenanceWindowExceeded",)
     kinds: list[str] = []
     if status in ("Failed", "Unknown"):
         kinds.append("Failed")

@@ -29,6 +29,12 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
+# An installation Azure ended `Failed` only because its maintenance window (maximumDuration) ran out, with patches
+# still pending and none failed: "the window ran out", not a broken machine (Update Manager's troubleshooting guide,
+# "maintenance window exceeded"). The step sets this errorCode (Azure's error kept in its details); runs count it
+# as a warning, rollouts under failureOn "MaintenanceWindowExceeded" only.
+WINDOW_EXCEEDED = "MaintenanceWindowExceeded"
+
 
 class MachineState(str, Enum):
     QUEUED = "Queued"
@@ -60,7 +66,8 @@ class RunStatus(str, Enum):
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
-    """'succeeded', 'warnings', 'skipped', 'unknown', 'unhealthy' or 'failed' for a machine in a terminal state."""
+    """'succeeded', 'warnings', 'skipped', 'unknown', 'unhealthy', 'windowExceeded' or 'failed' for a machine in a
+    terminal state."""
     if target.get("state") == MachineState.SKIPPED.value:
         return "skipped"
     if target.get("state") == MachineState.OUTCOME_UNKNOWN.value:
@@ -70,6 +77,8 @@ def machine_outcome(target: Mapping[str, Any]) -> str:
     if target.get("state") != MachineState.COMPLETED.value:
         return "failed"
     status = str(target.get("status") or "")
+    if status == "Failed" and target.get("errorCode") == WINDOW_EXCEEDED:
+        return "windowExceeded"
     if status == "Succeeded" and not target.get("failedPatchCount"):
         return "succeeded"
     if status in ("Succeeded", "CompletedWithWarnings"):
@@ -101,7 +110,7 @@ def summarize_counts(states: Mapping[str, int], outcomes: Mapping[str, int]) -> 
             else RunStatus.ACCEPTED
     elif outcomes["failed"] or outcomes["unhealthy"]:
         status = RunStatus.FAILED
-    elif outcomes["warnings"] or outcomes["unknown"]:
+    elif outcomes["warnings"] or outcomes["unknown"] or outcomes["windowExceeded"]:
         status = RunStatus.COMPLETED_WITH_WARNINGS
     else:
         status = RunStatus.SUCCEEDED

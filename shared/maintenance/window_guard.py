@@ -13,7 +13,7 @@ from shared.core.ids import MachineRef
 from shared.core.records import MachineRecord
 from shared.core.states import TERMINAL_STATES, machine_outcome
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.runs.hooks import Decision, Proceed, Skip, StartContext
+from shared.runs.hooks import Decision, Fits, Proceed, Skip, StartContext, WaitContext
 from shared.validation.durations import format_duration, parse_duration
 
 
@@ -35,6 +35,22 @@ class WithinWindow:
     leases: MachineLeases
     targets: TargetReader
     now: Callable[[], datetime]
+
+    def wait(self, ctx: WaitContext) -> Skip | Fits | None:
+        """The before_wait hook: a VM of a window's run that must wait (a 429's Retry-After of up to 20 minutes, a
+        conflict while another operation or a host update holds it, the ARM budget) waits only while it can still
+        start inside its window; otherwise it ends Skipped `WindowClosed` now, not Failed later. Inside the window
+        the window bounds the waiting, so 409s are retried until it closes, not a fixed number of times."""
+        spec = ctx.spec
+        if not spec.configuration:
+            return None
+        window_end = parse_iso(spec.window_end)
+        resume_at = self.now() + timedelta(seconds=ctx.seconds)
+        if window_end - resume_at < MIN_REMAINING:
+            return Skip("WindowClosed",
+                        f"Azure asked to wait {ctx.seconds} s ({ctx.reason}); the maintenance window closes at "
+                        f"{spec.window_end}, too soon after that to start this VM inside it")
+        return Fits()
 
     def __call__(self, ctx: StartContext) -> Decision:
         """Proceed with maximumDuration capped to what is left of the window, or Skip: the window is (nearly)

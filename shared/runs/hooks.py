@@ -5,6 +5,10 @@ never acts on the mechanism's behalf. Each feature registers what it adds at the
 
     before_start  [(StartContext) -> Proceed(body) | Skip(code, message)], in order: each sees the body the
                   one before it returned; the first Skip ends the machine Skipped with that reason
+    before_wait   [(WaitContext) -> Skip | Fits | None]: a machine not yet started is about to wait (Retry-After,
+                  a conflict's backoff, the ARM budget); Skip ends it Skipped instead (the wait cannot fit its
+                  maintenance window); Fits says a window bounds the wait, so no retry count needs to; None: no
+                  opinion (the retry limits apply)
     on_terminal   {operation: (target with its final changes, state, result, run_id) -> extra target
                   fields}; called before the machine's final write, so a redelivery repeats it
     progressed    (run_id) -> bool: a machine (or a scope's listing) finished; the run may admit more
@@ -51,6 +55,26 @@ class Skip:
 Decision = Proceed | Skip
 
 
+@dataclass(frozen=True)
+class WaitContext:
+    """A machine that has not started, about to wait `seconds` before its next try, and why (ARM's words)."""
+
+    run_id: str
+    machine: MachineRef
+    spec: RunSpec
+    seconds: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The wait fits the machine's window, and the window (not a retry count) bounds how long it may go on."""
+
+
+class BeforeWait(Protocol):
+    def __call__(self, ctx: WaitContext) -> Skip | Fits | None: ...
+
+
 class BeforeStart(Protocol):
     def __call__(self, ctx: StartContext) -> Decision: ...
 
@@ -67,6 +91,7 @@ def _no_progress_hook(run_id: str) -> bool:
 @dataclass(frozen=True)
 class RunHooks:
     before_start: Sequence[BeforeStart] = ()
+    before_wait: Sequence[BeforeWait] = ()
     on_terminal: Mapping[str, OnTerminal] = field(default_factory=dict)
     progressed: Callable[[str], bool] = _no_progress_hook
 
@@ -78,3 +103,13 @@ class RunHooks:
                 return decision
             ctx = replace(ctx, body=decision.body)
         return Proceed(ctx.body)
+
+    def decide_wait(self, ctx: WaitContext) -> Skip | Fits | None:
+        """The first Skip of the before_wait hooks; else Fits if one said so; else None."""
+        fits: Fits | None = None
+        for hook in self.before_wait:
+            decision = hook(ctx)
+            if isinstance(decision, Skip):
+                return decision
+            fits = fits or decision
+        return fits

@@ -28,6 +28,7 @@ from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
 from shared.arm.health import SignalReading
 from shared.arm.operations import (
+    NO_RESULT,
     VM_NOT_RUNNING,
     Done,
     Failed,
@@ -54,7 +55,7 @@ from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import HealthSettings, RetrySettings
-from shared.core.states import TERMINAL_STATES, MachineState
+from shared.core.states import TERMINAL_STATES, WINDOW_EXCEEDED, MachineState
 from shared.core.telemetry import (
     MACHINE_ID,
     QUEUE_STEP,
@@ -68,7 +69,7 @@ from shared.core.telemetry import (
 from shared.events.publish import DeliveryQueue, emit, run_subject
 from shared.runs import health_check
 from shared.runs.health_check import Moment, Probe, Round, Wait
-from shared.runs.hooks import RunHooks, Skip, StartContext
+from shared.runs.hooks import Fits, RunHooks, Skip, StartContext, WaitContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
 from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
@@ -382,8 +383,10 @@ class MachineStep:
         return self.fail(outcome.code, outcome.message, detail=outcome.detail)
 
     def started(self, outcome: Started) -> StepResult:
-        try:
-            self.ports.arm.ensure_trusted(outcome.poll_url)
+        try:  # the token goes to ARM_ENDPOINT only: every URL ARM handed back is checked before it is kept
+            for url in (outcome.poll_url, outcome.result_url):
+                if url:
+                    self.ports.arm.ensure_trusted(url)
         except UntrustedEndpointError as exc:
             return self.fail("UntrustedPollingUrl", str(exc))
         spec = self.ports.specs.run_spec(self.run_id)
@@ -395,6 +398,7 @@ class MachineStep:
             "pollUrl": outcome.poll_url,
             "pollMode": outcome.mode,
             "asyncOperationUrl": outcome.async_url or "",
+            "resultUrl": outcome.result_url or "",
             "operationStartedAt": iso(self.now),
             "deadline": iso(deadline),
             "polls": 0,
@@ -407,7 +411,12 @@ class MachineStep:
         if self._past_deadline():
             return self.time_out()
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
-        if outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
+        if outcome.fetch_result:  # the status said Succeeded; the result is at the operation's Location
+            if not self.target.get("resultUrl"):
+                return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
+                                    "ARM gave no Location to read it from; see the machine's update history")
+            changes.update(pollUrl=self.target["resultUrl"], pollMode="location")
+        elif outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
             try:
                 changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
             except UntrustedEndpointError as exc:
@@ -417,7 +426,12 @@ class MachineStep:
 
     def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> StepResult:
         """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and
-        any this step held already), so the next delivery calls without reserving them again."""
+        any this step held already), so the next delivery calls without reserving them again. A machine not yet
+        started whose wait cannot fit its window ends Skipped now (hooks.before_wait)."""
+        if self.target["state"] == MachineState.QUEUED.value:
+            verdict = self._wait_verdict(wait, f"the ARM budget ({', '.join(names)}) is spent until then")
+            if isinstance(verdict, Skip):
+                return self.skip(verdict.code, verdict.message, **changes)
         self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
                       held=tuple(sorted(self.held | set(names))))
         return StepResult.PACED
@@ -428,7 +442,14 @@ class MachineStep:
         the outcome."""
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
-        if attempt > retry_limit(retry, self.retries):
+        delay = retry_delay(retry, attempt, self.retries, self.rng)
+        bounded = False  # a conflict is bounded by the machine's window rather than a count (hooks.before_wait)
+        if phase == "start":
+            verdict = self._wait_verdict(delay, f"{retry.code}: {retry.message}"[:300])
+            if isinstance(verdict, Skip):
+                return self.skip(verdict.code, verdict.message, lastRetryReason=f"{retry.code}: {retry.message}"[:1000])
+            bounded = isinstance(verdict, Fits) and retry.kind == "conflict"
+        if attempt > retry_limit(retry, self.retries) and not bounded:
             message = f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}"
             if gave_up is None:
                 return self.fail(retry.code, message, detail=retry.detail)
@@ -437,11 +458,16 @@ class MachineStep:
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
-        delay = retry_delay(retry, attempt, self.retries, self.rng)
         self._advance(delay, changes)
         if retry.kind == "throttled":
             budget_wait.record(delay, {"patchpilot.phase": phase})
         return StepResult(f"retry-{retry.kind}")
+
+    def _wait_verdict(self, seconds: int, reason: str) -> Skip | Fits | None:
+        spec = self.ports.specs.run_spec(self.run_id)
+        if spec is None:
+            return None
+        return self.ports.hooks.decide_wait(WaitContext(self.run_id, self.machine, spec, seconds, reason))
 
     @cached_property
     def kind(self) -> OperationKind:
@@ -459,6 +485,12 @@ class MachineStep:
         # The result's `error` whole (details say why a package was skipped), or none at all: a
         # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
         changes.update(error_columns(operation_error(result.get("error"))))
+        if kind is INSTALL and _window_ran_out(result):
+            pending = int(result.get("pendingPatchCount") or 0)
+            changes.update(own_error_columns(
+                WINDOW_EXCEEDED, f"the maintenance window (maximumDuration) ran out with {pending} patch(es) still "
+                "pending and none failed: the machine is not broken; they install in its next window",
+                operation_error(result.get("error"))))
         spec = self.ports.specs.run_spec(self.run_id)
         check = spec.health_check if spec is not None else None
         if check is not None and kind is INSTALL and result.get("status") in ("Succeeded", "CompletedWithWarnings"):
@@ -638,6 +670,12 @@ class _StepSignals:
 
     def url_for(self, call: ArmCall, machine: MachineRef, **query: str) -> str:
         return self.step.ports.arm.url_for(call, machine, **query)
+
+
+def _window_ran_out(result: dict[str, Any]) -> bool:
+    """Azure's `Failed` that only says the window ran out (shared.core.states.WINDOW_EXCEEDED)."""
+    return (result.get("status") == "Failed" and bool(result.get("maintenanceWindowExceeded"))
+            and int(result.get("pendingPatchCount") or 0) > 0 and not int(result.get("failedPatchCount") or 0))
 
 
 def _readings_json(readings: list[SignalReading]) -> str:

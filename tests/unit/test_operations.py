@@ -25,10 +25,12 @@ def resp(status: int, body: Any = None, **headers: str) -> ArmResponse:
     return ArmResponse(status, CaseInsensitiveDict({k.replace("_", "-"): v for k, v in headers.items()}), body, "u")
 
 
-def test_202_with_location_and_async_operation_follows_location() -> None:
+def test_202_with_location_and_async_operation_tracks_the_status_and_keeps_the_location_for_the_result() -> None:
+    # Azure's rule: "If your operation returns [Azure-AsyncOperation], always use it (instead of Location) to track
+    # the status" (learn.microsoft.com/azure/azure-resource-manager/management/async-operations).
     out = classify_start(resp(202, Location=LOC + "?monitor=true", Azure_AsyncOperation=LOC, Retry_After="15"),
                          default_retry_after=60)
-    assert out == Started(LOC + "?monitor=true", "location", 15, LOC)
+    assert out == Started(LOC, "async", 15, LOC, LOC + "?monitor=true")
 
 
 def test_202_without_retry_after_waits_arms_default() -> None:
