@@ -51,7 +51,8 @@ PASCAL = {"Error": {"Code": "InvalidMaintenanceWindow", "Message": "Duration mus
 @pytest.mark.parametrize(("body", "cause", "code", "message"), [
     ({"error": {"code": "Conflict", "message": "busy"}}, None, "Conflict", "busy"),
     (PASCAL, None, "InvalidMaintenanceWindow", "Duration must be at least 1:30."),
-    ({"Message": "An error has occurred."}, "service", "Http500", "An error has occurred. (x-ms-failure-cause: service)"),
+    ({"Message": "An error has occurred."}, "service", "Http500",
+     "An error has occurred. (x-ms-failure-cause: service)"),
     ({"code": "ResourceNotFound", "message": "gone"}, None, "ResourceNotFound", "gone"),
     ({"odata.error": {"code": "X", "message": {"lang": "en", "value": "odata words"}}}, None, "X", "odata words"),
     (None, "gateway", "Http500", "ARM answered 500 with no error body (x-ms-failure-cause: gateway)"),
