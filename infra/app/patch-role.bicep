@@ -36,6 +36,11 @@ resource patchOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
           // (the Location an Arc patch operation answers with; Azure Update Manager's permission table)
           'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
+          // HybridCompute's newer answer: Azure-AsyncOperation to
+          // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/operationstatus/{id} (the status)
+          'Microsoft.HybridCompute/locations/operationstatus/read'
+          // and Location to GET .../locations/{loc}/operationresults/{id} (the result, once the status says Succeeded)
+          'Microsoft.HybridCompute/locations/operationresults/read'
           // Health-gated rollouts, after patching a VM or Arc machine:
           // GET {machineId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current (the machine's own
           // scope, so every assignment of this role on a subscription or resource group covers it)

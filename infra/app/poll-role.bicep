@@ -27,6 +27,11 @@ resource operationStatusReader 'Microsoft.Authorization/roleDefinitions@2022-04-
           // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/updateCenterOperationResults/{id}
           // (an Arc machine's patch operation: also outside every resource group)
           'Microsoft.HybridCompute/locations/updateCenterOperationResults/read'
+          // HybridCompute's newer answer: Azure-AsyncOperation to
+          // GET /subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}/operationstatus/{id} (the status)
+          'Microsoft.HybridCompute/locations/operationstatus/read'
+          // and Location to GET .../locations/{loc}/operationresults/{id} (the result, once the status says Succeeded)
+          'Microsoft.HybridCompute/locations/operationresults/read'
           // GET /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts?targetResource={machineId}
           // (health-gated rollouts: the alerts list is a subscription path, also outside every resource group)
           'Microsoft.AlertsManagement/alerts/read'

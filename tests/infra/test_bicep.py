@@ -20,6 +20,10 @@ HEALTH_ACTION = "Microsoft.ResourceHealth/availabilityStatuses/read"
 ALERTS_ACTION = "Microsoft.AlertsManagement/alerts/read"
 
 
+# HybridCompute's Azure-AsyncOperation and Location of a patch operation (#23), both at the machine's subscription
+ARC_LRO = ["Microsoft.HybridCompute/locations/operationstatus/read",
+           "Microsoft.HybridCompute/locations/operationresults/read"]
+
 def test_infra_has_the_expected_bicep_files() -> None:
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
     assert {"main.bicep", "app/api.bicep", "app/storage.bicep", "app/rbac.bicep", "app/patch-role.bicep",
@@ -97,6 +101,7 @@ def test_custom_role_grants_exactly_the_calls_the_app_makes() -> None:
         "Microsoft.HybridCompute/machines/installPatches/action",
         "Microsoft.HybridCompute/machines/assessPatches/action",
         "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",  # an Arc operation's Location
+        *ARC_LRO,  # HybridCompute's Azure-AsyncOperation (operationstatus) and Location (operationresults)
         HEALTH_ACTION,  # GET {machineId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current
         ALERTS_ACTION,  # GET /subscriptions/{sub}/providers/Microsoft.AlertsManagement/alerts (subscription targets)
     }
@@ -111,7 +116,7 @@ def test_poll_role_grants_only_reading_operation_status() -> None:
     # the action the app's 403 message names (shared.arm.operations), and Arc's counterpart
     arc_poll = "Microsoft.HybridCompute/locations/updateCenterOperationResults/read"
     # and the alerts list of health-gated rollouts, also a subscription path
-    assert permissions["actions"] == [POLL_ACTION, arc_poll, ALERTS_ACTION]
+    assert permissions["actions"] == [POLL_ACTION, arc_poll, *ARC_LRO, ALERTS_ACTION]
     assert permissions["dataActions"] == [] and permissions["notActions"] == []
     assert role["assignableScopes"] == "assignableScopes"
 
