@@ -6,7 +6,10 @@
 const KEY = "patchpilot.functionKey";
 const REFRESH_MS = 2000;
 const FINISHED = new Set(["Succeeded", "CompletedWithErrors", "CompletedWithWarnings", "Failed", "Halted", "Canceled"]);
-const STATES = ["Failed", "TimedOut", "Running", "Starting", "Queued", "Completed", "Skipped"];
+const STATES = ["Failed", "TimedOut", "Unhealthy", "OutcomeUnknown", "Running", "Verifying", "Starting", "Queued",
+  "Completed", "Skipped"];
+const FAILURES = ["Failed", "TimedOut", "Unhealthy"];  // a run page opens its machine table on the first with machines
+const DONE = ["Completed", "Failed", "TimedOut", "Skipped", "Unhealthy", "OutcomeUnknown"];
 let timer = null;
 
 (function takeKeyFromUrl() {
@@ -75,7 +78,7 @@ function runsPage(nextLink) {
       const summary = FINISHED.has(run.status) ? null : await api(`runs/${run.id}/summary`).catch(() => null);
       const s = summary || run;
       const states = (summary && summary.states) || {};
-      const done = ["Completed", "Failed", "TimedOut", "Skipped"].reduce((n, k) => n + (states[k] || 0), 0);
+      const done = DONE.reduce((n, k) => n + (states[k] || 0), 0);
       const total = s.machineCount || 0;
       const pct = FINISHED.has(s.status) ? 100 : total ? Math.round(100 * done / total) : 0;
       return h("tr", { "data-run": run.id },
@@ -97,20 +100,23 @@ function runPage(runId) {
   let detailNode = h("div", { id: "machine-detail" });
 
   async function loadMachines(summary) {
-    if (view.state === null) view.state = (summary.states.Failed || summary.states.TimedOut) ? (summary.states.Failed ? "Failed" : "TimedOut") : "";
+    if (view.state === null) view.state = FAILURES.find((s) => summary.states[s]) || "";
     const query = `runs/${runId}/machines?top=50` + (view.state ? `&state=${view.state}` : "");
     const page = await api(view.link || query);
+    const withHealth = Boolean(summary.rollout && summary.rollout.healthCheck) || page.value.some((m) => m.health);
     const filter = h("select", { id: "state-filter", onchange: (e) => { view.state = e.target.value; view.link = null; refresh(); } },
       h("option", { value: "" }, "All states"), STATES.map((s) => h("option", { value: s }, `${s} (${summary.states[s] || 0})`)));
     filter.value = view.state;
     const rows = page.value.map((m) => h("tr", { "data-machine": m.id },
       h("td", {}, m.id.split("/").pop()), h("td", { class: `state state-${m.state}` }, m.state),
+      withHealth ? healthCell(m.health) : null,
       h("td", {}, m.status || ""), h("td", {}, m.wave ?? ""),
       h("td", {}, m.installedPatchCount ?? ""), h("td", {}, m.failedPatchCount ?? ""),
       h("td", { class: "error" }, m.error ? `${m.error.code}: ${m.error.message}` : ""),
       h("td", {}, h("button", { onclick: () => { view.detail = m.id; refresh(); } }, "Patches"))));
     return h("section", {}, h("h3", {}, "Machines "), filter,
-      h("table", { id: "machines" }, h("tr", {}, ["VM", "State", "Status", "Wave", "Installed", "Failed", "Error", ""].map((t) => h("th", {}, t))), rows),
+      h("table", { id: "machines" }, h("tr", {}, ["VM", "State", withHealth ? "Health" : null, "Status", "Wave", "Installed", "Failed", "Error", ""]
+        .filter((t) => t !== null).map((t) => h("th", {}, t))), rows),
       page.nextLink ? h("button", { onclick: () => { view.link = page.nextLink; refresh(); } }, "Next page") : null,
       view.link ? h("button", { onclick: () => { view.link = null; refresh(); } }, "First page") : null);
   }
@@ -131,11 +137,48 @@ function runPage(runId) {
     machinesNode = await loadMachines(s);
     detailNode = await loadDetail();
     show(h("h2", {}, `Run ${runId} `, h("span", { id: "run-status", class: `status-${s.status}` }, s.status)),
+      haltBanner(s.rollout),
       h("div", { class: "cards", id: "state-counts" }, Object.entries(s.states).map(([k, v]) => h("div", { class: "card", "data-state": k }, h("b", {}, v), k))),
       wavesTable(s), timelineChart(s.timeline), machinesNode, detailNode);
     return !FINISHED.has(s.status);
   });
   refresh();
+}
+
+// A halted rollout says why at the top: the reason, and each machine that spent the error budget with its kind
+// (Unhealthy, Failed, ...), error code and failed health signals (`rollout.halted` in the summary).
+function haltBanner(rollout) {
+  const halted = rollout && rollout.halted;
+  if (!halted) return null;
+  const details = halted.details || (halted.machines || []).map((machine) => ({ machine }));
+  return h("section", { id: "halt-reason", class: "banner", role: "alert" },
+    h("h3", {}, "Rollout halted", halted.at ? h("span", { class: "muted" }, ` at ${halted.at}`) : null),
+    h("p", { class: "halt-text" }, halted.reason || ""),
+    details.length ? h("ul", { class: "halted-machines" }, details.map((d) => h("li", { "data-halted": d.machine, title: d.machine },
+      h("b", {}, String(d.machine).split("/").pop()),
+      d.kind ? [" ", h("span", { class: `halt-kind state-${d.kind}` }, d.kind)] : null,
+      d.errorCode && d.errorCode !== d.kind ? [" ", h("code", { class: "error-code" }, d.errorCode)] : null,
+      (d.signals || []).length ? [": ", d.signals.map((sig, i) => [i ? ", " : "", h("code", { class: "signal" }, sig)])] : null))) : null);
+}
+
+// A machine's health checks (rollout healthCheck): its verdict, then a `signal: verdict — observed` line for each
+// reading that did not pass (failed, unreadable, or still waiting while Verifying); a machine unhealthy before
+// patching shows its baseline ("before") readings instead.
+const HEALTH_OK = new Set(["Healthy"]);
+function healthCell(health) {
+  if (!health) return h("td", { class: "health" });
+  const status = health.status || "Verifying";
+  const tone = HEALTH_OK.has(status) ? "health-ok" : /reading again|Verifying/i.test(status) ? "health-pending" : "health-bad";
+  const before = status === "UnhealthyBeforePatching";
+  const failed = new Set(health.failedSignals || []);
+  const readings = (before ? health.before : health.after) || [];
+  const shown = readings.filter((r) => failed.has(r.signal) || r.verdict !== "healthy");
+  return h("td", { class: "health", "data-status": status },
+    h("span", { class: `health-status ${tone}` }, status),
+    health.deadline ? h("span", { class: "muted" }, ` until ${health.deadline}`) : null,
+    shown.length && before ? h("div", { class: "muted" }, "before patching:") : null,
+    shown.map((r) => h("div", { class: `health-reading verdict-${r.verdict}`, "data-signal": r.signal, "data-phase": before ? "before" : "after",
+      title: r.at || "" }, `${r.signal}: ${r.verdict}`, r.observed ? ` — ${r.observed}` : "", r.code ? ` (${r.code})` : "")));
 }
 
 function wavesTable(s) {

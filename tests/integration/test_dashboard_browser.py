@@ -1,6 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against the local host, Azurite and
 the simulator: the pages load without console errors, a run started through the API shows up and reaches its
-final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's.
+final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's;
+a health-gated rollout halted by an unhealthy canary says why at the top of its page, and the canary's row shows
+the signal that failed.
 The run page's screenshot is docs/dashboard.md's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
 
 Chromium comes from `apt-get install chromium` (`make test` installs it first with tools/ensure_chromium.sh, or
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,7 @@ def simulator_config() -> SimulatorConfig:
 
 @pytest.fixture
 def host_settings(app_settings: dict[str, str]) -> dict[str, str]:
-    return {**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY}
+    return {**app_settings, "LOCAL_HOST_FUNCTION_KEYS": KEY, "HEALTH_RECHECK_SECONDS": "1"}
 
 
 def call(host: HostProcess, method: str, path: str, body: Any = None) -> requests.Response:
@@ -56,10 +60,24 @@ def wait_done(host: HostProcess, path: str, timeout: float = 60) -> dict[str, An
         time.sleep(0.5)
 
 
-def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
+@contextmanager
+def chromium(errors: list[str]) -> Iterator[Any]:
+    """A page in headless Chromium that adds every console error and page error to `errors`."""
     assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install chromium (make test does)"
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page
+        finally:
+            browser.close()
+
+
+def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path: Path) -> None:
     vms = simulator.vm_ids()
     assessment = call(host, "POST", "assessments", {"machines": vms})
     assert assessment.status_code == 202, assessment.text
@@ -77,11 +95,7 @@ def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path
     run_id = started.json()["id"]
 
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with chromium(errors) as page:
         page.goto(f"{host.base_url}/api/dashboard?code={KEY}")
         assert "code=" not in page.url, (errors, page.content()[:3000])  # the key leaves the address bar
 
@@ -122,5 +136,52 @@ def test_dashboard_in_chromium(host: HostProcess, simulator: Simulator, tmp_path
         page.goto(f"{host.base_url}/api/dashboard#/maintenance")
         page.wait_for_selector('section[data-config="patch-tuesday"] table, #load-error', timeout=15_000)
         assert page.locator("#load-error").count() == 0, page.locator("#load-error").inner_text()
-        browser.close()
+    assert errors == [], errors
+
+
+def test_a_halted_rollout_shows_why_and_the_unhealthy_canary(host: HostProcess, simulator: Simulator) -> None:
+    vms = simulator.vm_ids()
+    canary = vms[0]
+    simulator.set_health(canary, after_patch={"availabilityState": "Unavailable"})  # installs, does not come back
+    body = {"machines": vms, "installPatches": INSTALL,
+            "rollout": {"waves": [{"name": "canary", "machines": [canary]}, {"size": "rest"}], "maxFailures": 1,
+                        "healthCheck": {"after": "PT1S", "within": "PT3S",
+                                        "signals": ["vmHealth", "resourceHealth"]}}}
+    started = call(host, "POST", "runs", body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    final = wait_done(host, f"runs/{run_id}", timeout=120)
+    assert final["status"] == "Halted", final.get("states")
+    halted = final["rollout"]["halted"]
+    assert [m.lower() for m in halted["machines"]] == [canary.lower()], halted
+    shown = next(m for m in final["machines"] if m["id"].lower() == canary.lower())
+    assert shown["state"] == "Unhealthy" and shown["health"]["failedSignals"] == ["resourceHealth"], shown
+    name = canary.split("/")[-1]
+
+    errors: list[str] = []
+    with chromium(errors) as page:
+        page.goto(f"{host.base_url}/api/dashboard?code={KEY}#/runs/{run_id}")
+        banner = page.locator("#halt-reason")
+        banner.wait_for(timeout=15_000)
+        assert page.locator("#run-status").inner_text() == "Halted"
+        # the banner comes first on the page, right under the run's heading
+        assert page.locator("#main > :nth-child(2)").get_attribute("id") == "halt-reason"
+        text = banner.inner_text()
+        assert name in text and "resourceHealth" in text, text
+        assert halted["reason"] in text
+        item = banner.locator(f'li[data-halted="{halted["machines"][0]}"]')
+        assert "Unhealthy" in item.inner_text() and "resourceHealth" in item.locator(".signal").inner_text()
+
+        row = page.locator(f'tr[data-machine="{shown["id"]}"]')
+        row.wait_for(timeout=10_000)  # the filter opens on Unhealthy
+        assert row.locator(".state").inner_text() == "Unhealthy"
+        health = row.locator("td.health")
+        assert health.locator(".health-status").inner_text() == "Unhealthy"
+        failing = health.locator('.health-reading[data-signal="resourceHealth"]')
+        reading = next(r for r in shown["health"]["after"] if r["signal"] == "resourceHealth")
+        assert failing.inner_text() == f"resourceHealth: {reading['verdict']} — {reading['observed']}"
+        assert reading["verdict"] == "unhealthy" and "Unavailable" in reading["observed"]
+        assert health.locator('.health-reading[data-signal="vmHealth"]').count() == 0  # it passed: not listed
+        assert page.locator('#state-counts [data-state="Unhealthy"] b').inner_text() == "1"
+        assert "null" not in page.inner_text("#main") and "undefined" not in page.inner_text("#main")
     assert errors == [], errors
