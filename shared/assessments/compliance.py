@@ -6,6 +6,13 @@ machines. A `resourceGroup` filter reads that resource group's rows instead (a R
 kept per resource group. A subscription without a usable rollup (rows written before rollups existed, or a
 freshnessHours raised since) is answered from its rows once, and the rollup is built from them for later views.
 
+Classifications are reported by the API's names (shared/arm/patch_results.py). Results have been stored
+canonical since PatchPilot canonicalised them; rows (and the rollups that sum them) written before keep the names
+Azure gave ("Security Updates"), so the report merges names when it renders, for the rollups and the rows alike:
+a class is never split in two. (A row written before that named one class both ways counts that machine twice in
+the class's `machines`, until its next assessment rewrites the row.) `linuxOtherUpdates` is the Linux machines
+with updates classified Other and how many, from the same sums: no extra read.
+
 `assessed` vs `stale` is decided in whole minutes: a machine assessed in or after the minute in which
 now - freshnessHours falls is assessed, before it stale (fleet_rollup.cutoff_minute), for the rollups and the
 rows alike, so both give the same answer. `compliance_report` is the same computation over rows, and the
@@ -20,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.arm.patch_results import OTHER, canonical_classification
 from shared.core.clock import iso
 from shared.core.ids import HYBRID_MACHINES, VIRTUAL_MACHINES, machine_kind_of
 from shared.storage.fleet_rollup import SHARDS, Tally, cutoff_minute, is_built, shard_tally
@@ -31,6 +39,9 @@ COLUMNS = ["resourceId", "osType", "powerState", "assessedAt", "assessmentStatus
 OS_TYPES = {"windows": "Windows", "linux": "Linux"}
 MACHINE_KINDS = {"virtualmachines": VIRTUAL_MACHINES, "hybridmachines": HYBRID_MACHINES}
 REBUILD_APPROXIMATE_AFTER = timedelta(hours=24)
+LINUX_OTHER_NOTE = ("updates classified Other are not installed by a run whose "
+                    "linuxParameters.classificationsToInclude lacks Other; "
+                    "many Ubuntu security fixes are classified Other")
 NAMES = ("machines", "assessed", "stale", "neverAssessed", "failed", "notRunning", "notConnected",
          "missingCriticalOrSecurity", "rebootPending", "upToDate")
 
@@ -48,6 +59,15 @@ def load_snapshot(fleet: FleetStore, *, subscription_id: str | None, resource_gr
     if machine_kind:
         rows = [row for row in rows if machine_kind_of(str(row.get("resourceId") or "")) == machine_kind]
     return rows
+
+
+def _canonical(by_class: Counter[str]) -> Counter[str]:
+    """Sums by classification under the API's names: those of rows stored before PatchPilot canonicalised them
+    ("Security Updates") merged into the API's ("Security")."""
+    merged: Counter[str] = Counter()
+    for name, n in by_class.items():
+        merged[canonical_classification(name)] += n
+    return merged
 
 
 def compliance_report(rows: Iterable[dict[str, Any]], *, now: datetime, freshness_hours: int,
@@ -71,6 +91,7 @@ def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int
     patches_by_class: Counter[str] = Counter()
     machines_by_class: Counter[str] = Counter()
     widespread: Counter[tuple[str, str]] = Counter()
+    linux_other: Counter[str] = Counter()
     by_subscription: dict[str, Counter[str]] = {}
     for (subscription, os, kind), g in tally.groups.items():
         if (os_type and os != os_type) or (machine_kind and kind != machine_kind):
@@ -83,9 +104,13 @@ def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int
              "stale": stale, "neverAssessed": g.n["neverAssessed"]})
         os_counts[os or "Unknown"] += g.n["machines"]
         kind_counts[kind] += g.n["machines"]
-        patches_by_class.update(g.patches_by_class)
-        machines_by_class.update(g.machines_by_class)
-        widespread.update(g.widespread)
+        patches, machines = _canonical(g.patches_by_class), _canonical(g.machines_by_class)
+        patches_by_class.update(patches)
+        machines_by_class.update(machines)
+        for (key, name), n in g.widespread.items():
+            widespread[(key, canonical_classification(name))] += n
+        if os.lower() == "linux":
+            linux_other.update({"machines": machines[OTHER], "updates": patches[OTHER]})
     return {
         "generatedAt": iso(now),
         "freshnessHours": freshness_hours,
@@ -103,6 +128,9 @@ def render_report(tally: Tally, *, now: datetime, freshness_hours: int, top: int
                                                    key=lambda kv: (-kv[1], kv[0]))[:top]
         ],
         "mostWidespreadMissingPatchesApproximate": tally.approximate,
+        # Linux machines whose latest assessment lists updates classified Other, and how many such updates
+        "linuxOtherUpdates": {"machines": linux_other["machines"], "updates": linux_other["updates"],
+                              **({"note": LINUX_OTHER_NOTE} if linux_other["machines"] > 0 else {})},
     }
 
 

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 
 from shared.arm import hybrid
 from shared.arm.errors import error_columns, operation_error, stored_error
+from shared.arm.patch_results import assessment_patches, canonical_counts, normalise_patch, primary_classification
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
 from shared.core.ids import MachineRef
 from shared.core.settings import Settings
 from shared.core.states import MachineState
 from shared.runs.ports import Fleet
-from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_classification, patch_key
+from shared.storage.fleet_store import MAX_MISSING_CHARS, MAX_MISSING_KEPT, patch_key
 from shared.validation.install_parameters import parse_datetime
 from shared.validation.resource_ids import parse_machine_id
 
@@ -46,9 +47,11 @@ def parse_azure_time(value: object) -> datetime | None:
 
 
 def patch_facts(patches: list[dict[str, Any]]) -> dict[str, Any]:
-    """What compliance needs from the patch list, compact enough for the snapshot entity."""
-    classes = Counter(patch_classification(p) for p in patches)
-    missing = sorted({(patch_key(p), patch_classification(p)) for p in patches})
+    """What compliance needs from the patch list, compact enough for the snapshot entity. Classifications are
+    counted by the API's names ("Security Updates" is "Security": shared/arm/patch_results.py)."""
+    patches = [normalise_patch(p) for p in patches]
+    classes = Counter(primary_classification(p) for p in patches)
+    missing = sorted({(patch_key(p), primary_classification(p)) for p in patches})
     kept = missing[:MAX_MISSING_KEPT]
     text = json.dumps([list(m) for m in kept], separators=(",", ":"))
     while len(text) > MAX_MISSING_CHARS:  # long Windows titles or package names: keep what fits
@@ -102,12 +105,12 @@ def record_outcome(deps: ResultDeps, target: Mapping[str, Any], state: MachineSt
 def _record_success(deps: ResultDeps, vm: MachineRef, result: dict[str, Any], attempt: dict[str, Any], *,
                     run_id: str, now: datetime) -> dict[str, Any]:
     when = parse_azure_time(result.get("startDateTime")) or now
-    patches = list(result.get("availablePatches") or [])
+    patches = assessment_patches(result)  # `availablePatches` or an older api-version's `patches`, normalised
     summary = {k: result[k] for k in SUMMARY_FIELDS if result.get(k) is not None}
     summary["runId"] = run_id
     facts = patch_facts(patches)
     if vm.is_hybrid and not patches:  # HybridCompute reports counts per classification, no patch list
-        facts["classificationCounts"] = json.dumps(dict(sorted(hybrid.classification_counts(result).items())),
+        facts["classificationCounts"] = json.dumps(canonical_counts(hybrid.classification_counts(result)),
                                                    separators=(",", ":"))
     history_key = deps.fleet.save_history(vm, when, str(result.get("assessmentActivityId") or ""),
                                          {**summary, "classificationCounts": facts["classificationCounts"]}, patches)

@@ -19,7 +19,7 @@ from shared.composition import Components
 from shared.validation.resource_ids import parse_vm_id
 from tests.app import assessment_workers, assessments_api, get_services, reset_services, runs_api
 from tests.integration.queue_pump import QueuePump
-from tests.support.compliance import assert_compliance_matches, expected_compliance
+from tests.support.compliance import api_named, assert_compliance_matches, expected_compliance
 from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -93,12 +93,13 @@ def test_sweep_assesses_running_vms_once_and_compliance_equals_the_simulator(ser
     assert_compliance_matches(compliance(subscriptionId=sub), expected_compliance(simulator, subscription=sub))
     assert_compliance_matches(compliance(osType="linux"), expected_compliance(simulator, os_type="Linux"))
 
-    # One machine's latest result is exactly what the simulator returned, every patch included.
+    # One machine's latest result is what the simulator returned, every patch included (classes by the API's names).
     vm_id = next(v["id"] for v in states if v["powerState"] == "running")
     status, view, _ = call(assessments_api.get_machine_assessment, "GET", "/api/machines/x/assessment",
                            route=vm_route(vm_id))
     op = next(o for o in simulator.state()["vms"] if o["id"] == vm_id)["operations"][0]
-    assert status == 200 and view["latest"]["availablePatches"] == op["result"]["availablePatches"]
+    assert status == 200
+    assert view["latest"]["availablePatches"] == [api_named(p) for p in op["result"]["availablePatches"]]
     assert view["latest"]["assessmentActivityId"] == op["result"]["assessmentActivityId"]
     assert len(view["history"]) == 1
 
@@ -160,7 +161,7 @@ def test_on_demand_assessment_follows_the_async_pattern(services: Components, si
         "GET", "http://127.0.0.1/api/runs/x/machines/y", body=b"", route_params={"runId": run_id,
                                                                                   **vm_route(running[0])})).get_body())
     op = next(v for v in simulator.state()["vms"] if v["id"] == running[0])["operations"][0]
-    assert detail["patches"] == op["result"]["availablePatches"]
+    assert detail["patches"] == [api_named(p) for p in op["result"]["availablePatches"]]
 
     # A run id of the wrong kind is not an assessment.
     only_critical = {"classificationsToInclude": ["Critical"]}

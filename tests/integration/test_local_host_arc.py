@@ -19,7 +19,7 @@ from tests.infra.bicep import INFRA, parse
 from tests.integration.local_host_process import HostProcess
 from tests.integration.test_local_host_runs import follow
 from tests.support.bodies import INSTALL
-from tests.support.compliance import assert_compliance_matches, compliance_of
+from tests.support.compliance import api_name, assert_compliance_matches, compliance_of
 from tests.support.events import Receiver, received, webhook_settings
 from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
@@ -110,7 +110,7 @@ def test_a_mixed_fleet_through_the_local_host(host: HostProcess, simulator: Simu
     view = requests.get(f"{host.base_url}/api/machines{arc['id']}/assessment", timeout=30)
     assert view.status_code == 200, view.text
     latest = view.json()["latest"]
-    assert latest["classificationCounts"] == dict(Counter(p["classification"] for p in arc["pendingPatches"]))
+    assert latest["classificationCounts"] == dict(Counter(api_name(p["classification"]) for p in arc["pendingPatches"]))
     assert latest["availablePatches"] == [] and view.json()["id"] == arc["id"]
     assert view.json()["machineKind"] == "hybridMachines" and view.json()["agentStatus"] == "Connected"
 

@@ -10,6 +10,19 @@ from typing import Any
 from tools.azure_simulator import Simulator
 
 Machine = dict[str, Any]
+# The simulator reports two Windows classes by display name, as Azure's examples do; PatchPilot stores and counts
+# every class by the API's name (WindowsParameters.classificationsToInclude), so the oracle does too.
+API_NAMES = {"Definition Updates": "Definition", "Update Rollups": "UpdateRollUp", "Security Updates": "Security",
+             "Critical Updates": "Critical", "Feature Packs": "FeaturePack", "Service Packs": "ServicePack"}
+
+
+def api_name(classification: str) -> str:
+    return API_NAMES.get(classification, classification)
+
+
+def api_named(patch: dict[str, Any]) -> dict[str, Any]:
+    """A patch of a simulator's result as PatchPilot keeps and shows it: classifications by the API's names."""
+    return {**patch, "classifications": [api_name(c) for c in patch.get("classifications") or []]}
 
 
 def compliance_of(machines: list[Machine], assessed: list[Machine],
@@ -21,11 +34,11 @@ def compliance_of(machines: list[Machine], assessed: list[Machine],
     machines_by_class: Counter[str] = Counter()
     widespread: Counter[tuple[str, str]] = Counter()
     for m in assessed:
-        classes = Counter(p["classification"] for p in m["pendingPatches"])
+        classes = Counter(api_name(p["classification"]) for p in m["pendingPatches"])
         by_class.update(classes)
         machines_by_class.update(classes.keys())
         if lists_patches(m):
-            widespread.update({(f"KB{p['kbId']}" if p["kbId"] else p["name"], p["classification"])
+            widespread.update({(f"KB{p['kbId']}" if p["kbId"] else p["name"], api_name(p["classification"]))
                                for p in m["pendingPatches"]})
     top = sorted(widespread.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     return {
