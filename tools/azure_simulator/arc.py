@@ -15,6 +15,12 @@ Microsoft's `azure-mgmt-hybridcompute` client (10.x, api-version 2026-07-15) rea
   `lastModifiedDateTime`, `startedBy`, `patchServiceUsed`, `osType` and `errorDetails`;
   MachineAssessPatchesResult carries `availablePatchCountByClassification` instead of the patch list.
 - `maximumDuration` is required in MachineInstallPatchesParameters.
+- Fault setting `arc_lro_style = "async"` answers the 202 the ARM-RPC way instead (server.py): an
+  `Azure-AsyncOperation` to `.../locations/{loc}/operationstatus/{id}` (200 with id, name, status, startTime and at
+  the end endTime, and error when the result says Failed; never properties.output) and a `Location` to
+  `.../locations/{loc}/operationresults/{id}` (202 to itself while running, then 200 with the result above), no
+  `Retry-After`; reading them needs `Microsoft.HybridCompute/locations/operationstatus/read` and
+  `.../operationresults/read` at the machine's subscription.
 
 A machine whose agent is not Connected cannot run an operation. What HybridCompute answers then is not
 documented in the spec or docs found; the simulator answers 409 OperationNotAllowed with a detail

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+# The string-valued settings and what each accepts (the first is the default: today's behaviour).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "error_shape": ("arm", "pascal", "bare", "toplevel"),
+    "arc_lro_style": ("location", "async"),
+    "conflict_style": ("operation", "hostupdate"),
+    "classification_style": ("name", "display"),
+}
+
 
 @dataclass
 class FaultSettings:
@@ -25,29 +33,62 @@ class FaultSettings:
     # share of installPatches operations after which the machine comes back down for good (health.py): Resource
     # Health Unavailable, vmHealth unhealthy (with the extension), agent Not Ready, probe unreachable
     unhealthy_after_patch_rate: float = 0.0
+    # How every error the simulator answers on ARM's surface is shaped (errors.py: render_error): "arm"
+    # ({"error": {"code", "message"}}), "pascal" ({"Error": {"Code", "Message", "Target", "Details"}}, as
+    # Microsoft.Maintenance answers validation errors), "bare" (5xx only: {"Message": "An error has occurred."},
+    # no code, with x-ms-failure-cause: service; other errors keep ARM's shape), "toplevel" ({"code", "message"}).
+    error_shape: str = "arm"
+    failure_cause_header: bool = False  # every 5xx also carries x-ms-failure-cause: service ("bare" always does)
+    # An injected 429 reports this many reads left in x-ms-ratelimit-remaining-subscription-reads (None: the
+    # bucket's real count), so a far-off throttle_retry_after can come with thousands of reads "left".
+    throttle_remaining_reads: int | None = None
+    # HybridCompute's 202 for installPatches/assessPatches: "location" (Location to updateCenterOperationResults
+    # + Retry-After) or "async" (Azure-AsyncOperation to .../operationstatus/{id} and Location to
+    # .../operationresults/{id}, no Retry-After).
+    arc_lro_style: str = "location"
+    # What a spurious conflict (conflict_rate) says: "operation" (another operation is in progress) or
+    # "hostupdate" (the VM is waiting for an ongoing update to complete the resource).
+    conflict_style: str = "operation"
+    host_update_seconds: float = 0.0  # default length of a host-update window (Simulator.start_host_update)
+    # Patch lists in Compute results: "name" (Security, Critical, FeaturePack, ...) or "display" (Windows:
+    # Security Updates, Critical Updates, Feature Packs, ...; Linux keeps its names and says kbId: null).
+    classification_style: str = "name"
     seed: int | None = None  # seed of the fault dice; None derives it from the fleet seed
 
     def update(self, values: dict[str, Any]) -> None:
-        """Apply a partial update, refusing unknown names and out-of-range rates (fail loudly in tests)."""
-        known = {f.name: f for f in fields(self)}
+        """Apply a partial update, refusing unknown names and out-of-range values (fail loudly in tests).
+
+        All or nothing: one bad value leaves every setting as it was."""
+        known = {f.name for f in fields(self)}
+        staged = {}
         for name, value in values.items():
             if name not in known:
                 raise ValueError(f"unknown fault setting {name!r}; known: {', '.join(sorted(known))}")
-            if name.endswith("_rate"):
-                rate = float(value)
-                if not 0.0 <= rate <= 1.0:
-                    raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-                setattr(self, name, rate)
-            elif name == "seed":
-                setattr(self, name, None if value is None else int(value))
-            else:
-                number = int(value)
-                if number < 0:
-                    raise ValueError(f"{name} must be >= 0, got {value!r}")
-                setattr(self, name, number)
+            staged[name] = _checked(name, value)
+        for name, value in staged.items():
+            setattr(self, name, value)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _checked(name: str, value: Any) -> Any:
+    """One fault setting's value, converted to its type, or ValueError."""
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+        return value
+    if name == "failure_cause_header":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if name == "seed" or (name == "throttle_remaining_reads" and value is None):
+        return None if value is None else int(value)
+    number = float(value) if name.endswith("_rate") or name == "host_update_seconds" else int(value)
+    if number < 0 or (name.endswith("_rate") and number > 1):
+        bounds = "between 0 and 1" if name.endswith("_rate") else ">= 0"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+    return number
 
 
 @dataclass
@@ -85,6 +126,9 @@ class SimulatorConfig:
     # `upcoming_within_hours` of simulated time; every VM of that OS type gets them as they publish.
     upcoming_patches: int = 0
     upcoming_within_hours: float = 72.0
+    # Ubuntu: share of the security fixes its images publish that reach the machine through the -updates pocket
+    # and so are classified Other, as Azure's patch extension reports them (fleet.py); 0 keeps them Security.
+    ubuntu_other_security_share: float = 0.0
     faults: FaultSettings = field(default_factory=FaultSettings)
     # Azure Arc-enabled servers (Microsoft.HybridCompute/machines), Windows and Linux by arc_windows_ratio, in
     # resource group rg-arc-onprem of each subscription; this many report agent status Disconnected / Expired.
@@ -130,6 +174,8 @@ class SimulatorConfig:
             raise ValueError("time_scale must be > 0")
         if self.arc_machines < 0 or self.arc_disconnected < 0 or self.arc_expired < 0:
             raise ValueError("need arc_machines, arc_disconnected and arc_expired >= 0")
+        if not 0.0 <= self.ubuntu_other_security_share <= 1.0:
+            raise ValueError("ubuntu_other_security_share must be between 0 and 1")
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")
         if isinstance(self.faults, dict):

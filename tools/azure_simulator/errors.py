@@ -39,3 +39,39 @@ class ArmError(Exception):
 
 def invalid_parameter(target: str, message: str) -> ArmError:
     return ArmError(400, "InvalidParameter", message, target=target)
+
+
+# error_shape (FaultSettings) -> what the answer's body looks like; "arm" is ArmError.body().
+BARE_MESSAGE = "An error has occurred."
+FAILURE_CAUSE = ("x-ms-failure-cause", "service")
+
+
+def _pascal(detail: dict[str, Any]) -> dict[str, Any]:
+    return {key[:1].upper() + key[1:]: value for key, value in detail.items()}
+
+
+def render_error(
+    err: ArmError, shape: str = "arm", *, failure_cause: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers an error is answered with, in one of the shapes Azure's services answer with.
+
+    - "arm": `{"error": {"code", "message", "target"?, "details"?}}` (ARM's and Compute's);
+    - "pascal": `{"Error": {"Code", "Message", "Target", "Details"}}` (Microsoft.Maintenance's validation
+      errors, hashicorp/terraform-provider-azurerm#29738), Target null and Details [] when there are none;
+    - "bare": for a 5xx only, `{"Message": "An error has occurred."}` with no code and the header
+      `x-ms-failure-cause: service` (as during incidents); any other status keeps ARM's shape;
+    - "toplevel": `{"code", "message", "target"?, "details"?}` without the `error` wrapper.
+    `failure_cause` adds `x-ms-failure-cause: service` to any 5xx, whatever the shape.
+    """
+    headers = dict(err.headers)
+    server_side = err.status >= 500
+    if server_side and (failure_cause or shape == "bare"):
+        headers.setdefault(*FAILURE_CAUSE)
+    if shape == "pascal":
+        return {"Error": {"Code": err.code, "Message": err.message, "Target": err.target,
+                          "Details": [_pascal(d) for d in err.details or []]}}, headers
+    if shape == "bare" and server_side:
+        return {"Message": BARE_MESSAGE}, headers
+    if shape == "toplevel":
+        return err.body()["error"], headers
+    return err.body(), headers

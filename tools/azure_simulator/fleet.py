@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,7 @@ class Patch:
     published: datetime
     duration: float
     requests_reboot: bool  # for CanRequestReboot: whether installing it actually asks for a reboot
+    security_fix: bool = False  # a security fix reported as Other (Ubuntu's -updates pocket: see updates_pocket)
 
     @property
     def needs_reboot(self) -> bool:
@@ -92,6 +93,7 @@ class Patch:
             "rebootBehavior": self.reboot_behavior,
             "publishedDate": self.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "simulatedSeconds": self.duration,
+            **({"securityFix": True} if self.security_fix else {}),
         }
 
 
@@ -460,6 +462,24 @@ def linux_catalog(image: OsImage, rng: random.Random) -> list[Patch]:
     return patches
 
 
+def updates_pocket(catalog: list[Patch], image: OsImage, share: float) -> list[Patch]:
+    """Ubuntu: `share` of the image's security fixes classified Other instead of Security.
+
+    Azure's patch extension classifies an Ubuntu package Security only when the candidate version comes from
+    the -security pocket; Canonical publishes security fixes to -updates too, and a package apt takes from there
+    is reported Other, so a "Critical and Security only" installation skips a real security fix. Which packages
+    are drawn depends only on distribution and package name (not the seed), so every VM of an image agrees, and
+    a larger share keeps the packages a smaller one chose."""
+    if share <= 0 or image.os_name != "ubuntu":
+        return catalog
+    return [
+        replace(p, classification="Other", security_fix=True)
+        if p.classification == "Security" and random.Random(f"updates-pocket:{image.product}:{p.name}").random() < share
+        else p
+        for p in catalog
+    ]
+
+
 def new_patch(os_type: str, classification: str, name: str | None, published: datetime, n: int) -> Patch:
     """An update published during the simulation (Windows: a KB; Linux: a package version)."""
     rng = random.Random(f"published:{os_type}:{n}:{published.isoformat()}")
@@ -709,12 +729,16 @@ def build_fleet(
     windows_ratio: float = 0.5,
     stopped_ratio: float = 0.0,
     location: str = "westus",
+    ubuntu_other_security_share: float = 0.0,
 ) -> Fleet:
     """Generate a fleet; the same arguments always give the same fleet."""
     rng = random.Random(f"fleet:{seed}")
     subs = [new_uuid(rng) for _ in range(subscriptions)]
     windows_catalogs = {image.product: windows_catalog(image, rng) for image in WINDOWS_IMAGES}
-    linux_catalogs = {image.product: linux_catalog(image, rng) for image in LINUX_IMAGES}
+    linux_catalogs = {
+        image.product: updates_pocket(linux_catalog(image, rng), image, ubuntu_other_security_share)
+        for image in LINUX_IMAGES
+    }
 
     windows_count = round(vms * windows_ratio)
     os_types = ["Windows"] * windows_count + ["Linux"] * (vms - windows_count)
@@ -789,6 +813,7 @@ def build_arc_machines(
     disconnected: int = 0,
     expired: int = 0,
     location: str = "westus",
+    ubuntu_other_security_share: float = 0.0,
 ) -> list[VirtualMachine]:
     """Arc-enabled servers (on-premises Windows and Linux), spread over the subscriptions in one resource group.
 
@@ -799,7 +824,10 @@ def build_arc_machines(
     """
     rng = random.Random(f"arc:{seed}")
     windows_catalogs = {image.product: windows_catalog(image, rng) for image in WINDOWS_IMAGES}
-    linux_catalogs = {image.product: linux_catalog(image, rng) for image in LINUX_IMAGES}
+    linux_catalogs = {
+        image.product: updates_pocket(linux_catalog(image, rng), image, ubuntu_other_security_share)
+        for image in LINUX_IMAGES
+    }
     windows_count = round(count * windows_ratio)
     os_types = ["Windows"] * windows_count + ["Linux"] * (count - windows_count)
     order = list(range(count))

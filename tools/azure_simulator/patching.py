@@ -378,3 +378,38 @@ def assessment_result(
         "availablePatches": [p.available(activity_id, assessed_at) for p in available],
         "error": None,
     }
+
+
+# classification_style "display": the reported string -> the display name some Azure answers carry.
+DISPLAY_CLASSIFICATIONS = {
+    "Security": "Security Updates",
+    "Critical": "Critical Updates",
+    "Definition Updates": "Definition Updates",
+    "Update Rollups": "Update Rollups",
+    "FeaturePack": "Feature Packs",
+    "ServicePack": "Service Packs",
+    "Tools": "Tools",
+    "Updates": "Updates",
+}
+# Before 2020-12-01 the assessment result named its list `patches` (azure-rest-api-specs PR #11768 renamed it).
+AVAILABLE_PATCHES_SINCE = "2020-12-01"
+
+
+def _display(patch: dict[str, Any], os_type: str) -> dict[str, Any]:
+    if os_type == "Linux":  # Linux keeps Security/Critical/Other, and says outright it has no KB
+        return {**patch, "kbId": None}
+    return {**patch, "classifications": [DISPLAY_CLASSIFICATIONS.get(c, c) for c in patch["classifications"]]}
+
+
+def result_view(
+    result: dict[str, Any], kind: str, os_type: str, api_version: str, classification_style: str = "name"
+) -> dict[str, Any]:
+    """Compute's result as answered for the POST's api-version and the classification_style fault setting
+    (the engine keeps one canonical result; this never changes it)."""
+    view = dict(result)
+    key = "availablePatches" if kind == "assessPatches" else "patches"
+    if classification_style == "display" and isinstance(view.get(key), list):
+        view[key] = [_display(p, os_type) for p in view[key]]
+    if kind == "assessPatches" and api_version[:10] < AVAILABLE_PATCHES_SINCE and key in view:
+        view["patches"] = view.pop(key)
+    return view

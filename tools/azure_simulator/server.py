@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from tools.azure_simulator import arc, health
-from tools.azure_simulator.errors import ArmError
+from tools.azure_simulator.errors import ArmError, render_error
 from tools.azure_simulator.fleet import VirtualMachine
-from tools.azure_simulator.operations import Operation
-from tools.azure_simulator.patching import validate_install
+from tools.azure_simulator.operations import Operation, iso_offset
+from tools.azure_simulator.patching import result_view, validate_install
 
 if TYPE_CHECKING:
     from tools.azure_simulator.simulator import Simulator
@@ -50,6 +50,14 @@ ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "arcOperation",
         re.compile(f"^{_SUB}{_HC}/locations/(?P<loc>[^/]+)/updatecenteroperationresults/(?P<op>[^/]+)/?$", re.I),
+    ),
+    (
+        "arcOperationStatus",
+        re.compile(f"^{_SUB}{_HC}/locations/(?P<loc>[^/]+)/operationstatus/(?P<op>[^/]+)/?$", re.I),
+    ),
+    (
+        "arcOperationResult",
+        re.compile(f"^{_SUB}{_HC}/locations/(?P<loc>[^/]+)/operationresults/(?P<op>[^/]+)/?$", re.I),
     ),
     (
         "arc",
@@ -84,6 +92,9 @@ PROVIDERS = {
 OPERATION_ROUTES = {
     "operation": "Microsoft.Compute/locations/operations/read",
     "arcOperation": "Microsoft.HybridCompute/locations/updateCenterOperationResults/read",
+    # arc_lro_style "async": the Azure-AsyncOperation and Location of HybridCompute's ARM-RPC operations.
+    "arcOperationStatus": "Microsoft.HybridCompute/locations/operationstatus/read",
+    "arcOperationResult": "Microsoft.HybridCompute/locations/operationresults/read",
 }
 # Health routes (health.py) and the action reading them needs: Resource Health at the machine (any assignment
 # covering the machine's id), alerts at the subscription.
@@ -139,6 +150,16 @@ def _error(err: ArmError) -> Response:
     return Response(err.status, err.body(), dict(err.headers))
 
 
+def host_update_conflict(action: str) -> ArmError:
+    """Compute's 409 while the platform updates the VM's host (a maintenance event, not a patch operation)."""
+    return ArmError(
+        409,
+        "OperationNotAllowed",
+        f"The operation '{action}' is not allowed since the VM is waiting for an ongoing update to complete the "
+        "resource.",
+    )
+
+
 class ArmApi:
     """Turns a parsed Request into a Response; all state lives on the Simulator."""
 
@@ -179,13 +200,20 @@ class ArmApi:
                     "write" if write else "read", match, sim.faults.settings.throttle_retry_after
                 )
                 err.bucket = "injected"
+                if not write and sim.faults.settings.throttle_remaining_reads is not None:
+                    # ARM's counter need not agree with the Retry-After (azure-rest-api-specs#270)
+                    err.headers["x-ms-ratelimit-remaining-subscription-reads"] = str(
+                        sim.faults.settings.throttle_remaining_reads
+                    )
                 raise err
             if match is not None:
                 extra.update(self._charge_arm(req, match["sub"], write))
                 self._authorize(req, route, match)
             response = self._dispatch(req, route, match, api_version)
         except ArmError as err:
-            response = _error(err)
+            settings = sim.faults.settings
+            body, headers = render_error(err, settings.error_shape, failure_cause=settings.failure_cause_header)
+            response = Response(err.status, body, headers)
             if err.status == 429:
                 sim.call_log.throttle(err.bucket or "other", match["sub"] if match else None)
         for name, value in extra.items():
@@ -260,6 +288,10 @@ class ArmApi:
             return self._list_arc(req, route, match, api_version)
         if route == "arcOperation":
             return self._poll_arc(match, api_version)
+        if route == "arcOperationStatus":
+            return self._arc_operation_status(match)
+        if route == "arcOperationResult":
+            return self._arc_operation_result(match, api_version)
         if route == "arc":
             machine = self.sim.engine.fleet.machine(match["sub"], match["rg"], match["machine"])
             if action is None:
@@ -499,8 +531,8 @@ class ArmApi:
         value = [arc.machine_model(m) for m in page]
         return Response(200, self._page_body(req, value, start, len(machines), api_version))
 
-    def _poll_arc(self, match: dict[str, str], api_version: str) -> Response:
-        """HybridCompute's Location: 202 (+ Location, Retry-After) while running, then 200 with the result."""
+    def _arc_op(self, match: dict[str, str]) -> Operation:
+        """The Arc operation an operation URL names, or the 404 for an id, subscription or location it is not."""
         op = self.sim.engine.get(match["op"])
         if (
             op is None
@@ -509,6 +541,41 @@ class ArmApi:
             or op.vm.location.lower() != match["loc"].lower()
         ):
             raise ArmError(404, "NotFound", "The entity was not found in this Azure location.")
+        return op
+
+    def _arc_operation_status(self, match: dict[str, str]) -> Response:
+        """arc_lro_style "async": ARM's operation-status resource, 200 always; no result in it (no
+        properties.output). A finished operation whose result says Failed is Failed, with the result's error."""
+        op = self._arc_op(match)
+        body: dict[str, Any] = {
+            "id": self._arc_path(op, "operationstatus"),
+            "name": op.op_id,
+            "status": "InProgress",
+            "startTime": iso_offset(op.started),
+        }
+        if op.done(self.sim.engine.clock()):
+            failed = op.result.get("status") == "Failed"
+            body["status"] = "Failed" if failed else "Succeeded"
+            body["endTime"] = iso_offset(op.end_time())
+            if failed:
+                error = op.result.get("error") or {}
+                body["error"] = {
+                    "code": error.get("code") or "OperationFailed",
+                    "message": error.get("message") or f"The {op.kind} operation failed.",
+                }
+        return Response(200, body)
+
+    def _arc_operation_result(self, match: dict[str, str], api_version: str) -> Response:
+        """arc_lro_style "async": 202 with a Location to itself (no Retry-After) while running, then 200 with
+        the result the updateCenterOperationResults URL answers."""
+        op = self._arc_op(match)
+        if not op.done(self.sim.engine.clock()):
+            return Response(202, None, {"Location": self.arc_async_url(op, "operationresults", api_version)})
+        return Response(200, arc.result(op.vm, op.kind, op.result, op.end_time()))
+
+    def _poll_arc(self, match: dict[str, str], api_version: str) -> Response:
+        """HybridCompute's Location: 202 (+ Location, Retry-After) while running, then 200 with the result."""
+        op = self._arc_op(match)
         if not op.done(self.sim.engine.clock()):
             return Response(
                 202,
@@ -545,12 +612,31 @@ class ArmApi:
                     }
                 )
                 return Response(202, None, headers)
-            return Response(200, op.result, headers)
+            return Response(200, self._result(op), headers)
         if not op.done(now):
             headers["Retry-After"] = str(self.sim.config.retry_after_seconds)
-        return Response(200, op.async_body(now), headers)
+        body = op.async_body(now)
+        if "properties" in body:
+            body["properties"] = {"output": self._result(op)}
+        return Response(200, body, headers)
+
+    def _result(self, op: Operation) -> dict[str, Any]:
+        """A Compute operation's result as answered: per the POST's api-version and classification_style."""
+        return result_view(op.result, op.kind, op.vm.os_type, op.api_version,
+                           self.sim.faults.settings.classification_style)
 
     # ----------------------------------------------------------------------------------- writes
+    @staticmethod
+    def _arc_path(op: Operation, kind: str) -> str:
+        return (
+            f"/subscriptions/{op.vm.subscription_id}/providers/Microsoft.HybridCompute/locations/{op.vm.location}/"
+            f"{kind}/{op.op_id}"
+        )
+
+    def arc_async_url(self, op: Operation, kind: str, api_version: str) -> str:
+        """arc_lro_style "async": .../locations/{loc}/operationstatus/{id} or .../operationresults/{id}."""
+        return f"{self.sim.url}{self._arc_path(op, kind)}?{urlencode({'api-version': api_version})}"
+
     def operation_url(self, op: Operation, api_version: str, *, monitor: bool = False) -> str:
         if op.vm.arc:
             return (
@@ -594,7 +680,12 @@ class ArmApi:
             "Retry-After": str(sim.config.retry_after_seconds),
             "x-ms-request-id": op.op_id,
         }
-        if vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
+        if vm.arc and sim.faults.settings.arc_lro_style == "async":
+            # ARM's async-operation pattern: both URLs, and no Retry-After (the client picks its interval).
+            headers["Azure-AsyncOperation"] = self.arc_async_url(op, "operationstatus", api_version)
+            headers["Location"] = self.arc_async_url(op, "operationresults", api_version)
+            del headers["Retry-After"]
+        elif vm.arc:  # HybridCompute's 202 names only a Location (Machine_InstallPatches.json)
             del headers["Azure-AsyncOperation"]
         if remaining:
             headers["x-ms-ratelimit-remaining-resource"] = remaining
@@ -602,7 +693,7 @@ class ArmApi:
             # ARM may answer a POST with the final 200 at once; the operation is then already over.
             sim.engine.finish_now(op)
             sim.call_log.fault("sync")
-            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else op.result
+            final = arc.result(vm, op.kind, op.result, op.end_time()) if vm.arc else self._result(op)
             return Response(200, final, {"x-ms-request-id": op.op_id})
         if sim.faults.roll(sim.faults.settings.foreign_location_rate):
             # A Location on a host that is not ARM: a client must not send its token there.
@@ -635,7 +726,13 @@ class ArmApi:
                     409, "OperationNotAllowed", "The operation requires the VM to be running (or set to run)."
                 )
             running = sim.engine.running(vm)
+            if running is None and sim.host_updating(vm):
+                sim.call_log.fault("hostUpdate")
+                raise host_update_conflict(action)
             spurious = running is None and sim.faults.conflict()
+            if spurious and sim.faults.settings.conflict_style == "hostupdate":
+                sim.call_log.fault("conflict")
+                raise host_update_conflict(action)
             if running is not None or spurious:
                 if spurious:
                     sim.call_log.fault("conflict")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,11 +63,13 @@ class Simulator:
             windows_ratio=c.windows_ratio,
             stopped_ratio=c.stopped_ratio,
             location=c.location,
+            ubuntu_other_security_share=c.ubuntu_other_security_share,
         )
         if c.arc_machines:
             fleet.add_machines(build_arc_machines(
                 c.arc_machines, fleet.subscriptions, c.seed, windows_ratio=c.arc_windows_ratio,
                 disconnected=min(c.arc_disconnected, c.arc_machines), expired=c.arc_expired, location=c.location,
+                ubuntu_other_security_share=c.ubuntu_other_security_share,
             ))
         if c.upcoming_patches:
             upcoming = upcoming_patches(c.upcoming_patches, c.upcoming_within_hours, c.seed, datetime.now(UTC))
@@ -87,6 +90,7 @@ class Simulator:
             name: BucketSet(size, rate, scale=c.budget_scale) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
         self.authorizer = Authorizer(c.role_assignments)
+        self._host_updates: dict[str, float] = {}  # machine key -> monotonic end of its host-update window
         self.patch_throttle = PatchThrottle(
             c.patch_ops_per_vm_burst,
             c.patch_ops_per_vm_per_min,
@@ -208,6 +212,28 @@ class Simulator:
             vm.power_state = power_state
         return self.engine.vm_state(vm)
 
+    def start_host_update(self, vm_id: str, seconds: float | None = None) -> dict[str, Any]:
+        """The platform starts updating the machine's host: for `seconds` real seconds (default: the fault
+        setting host_update_seconds) its installPatches/assessPatches POSTs answer 409 OperationNotAllowed
+        "... waiting for an ongoing update to complete the resource." Returns {"id", "seconds", "until"}."""
+        vm = self._vm_by_id(vm_id)
+        length = self.faults.settings.host_update_seconds if seconds is None else float(seconds)
+        if length <= 0:
+            raise ValueError("a host update needs seconds > 0 (pass seconds or set host_update_seconds)")
+        with self.engine.lock:
+            self._host_updates[vm.key] = time.monotonic() + length
+        until = datetime.now(UTC).timestamp() + length
+        return {"id": vm.id, "seconds": length, "until": datetime.fromtimestamp(until, UTC).isoformat()}
+
+    def host_updating(self, vm: Any) -> bool:
+        """Is the machine inside a host-update window now?"""
+        with self.engine.lock:
+            end = self._host_updates.get(vm.key)
+            if end is not None and time.monotonic() >= end:
+                del self._host_updates[vm.key]
+                end = None
+            return end is not None
+
     # ------------------------------------------------------------------------------ health (health.py)
     def set_health(self, machine_id: str, **fields: Any) -> dict[str, Any]:
         """Set a machine's health model (partial): availability_state / availabilityState ("Available",
@@ -243,7 +269,8 @@ class Simulator:
             extra = build_fleet(count, 1, self.config.seed * 1000 + self._added,
                                 windows_ratio={"windows": 1.0, "linux": 0.0}.get((os_type or "").lower(),
                                                                               self.config.windows_ratio),
-                                location=self.config.location)
+                                location=self.config.location,
+                                ubuntu_other_security_share=self.config.ubuntu_other_security_share)
             groups = list(fleet.resource_groups.get(sub.lower(), {}).values()) or ["rg-added"]
             ids = []
             for i, vm in enumerate(extra.vms):
@@ -328,6 +355,9 @@ class AdminApi:
         if req.method == "POST" and parts == ["publish"]:
             return Response(201, sim.publish_patch(str(body.get("osType")), str(body.get("classification", "Security")),
                                                    body.get("name")))
+        if req.method == "POST" and parts[:1] in (["vms"], ["machines"]) and parts[-1:] == ["hostupdate"]:
+            seconds = body.get("seconds") if isinstance(body, dict) else None
+            return Response(200, sim.start_host_update("/" + "/".join(parts[1:-1]), seconds))
         if req.method == "POST" and parts[:1] == ["vms"] and parts[-1:] == ["power"]:
             state = body.get("powerState") or body.get("state")
             return Response(200, sim.set_power("/" + "/".join(parts[1:-1]), str(state)))
