@@ -220,6 +220,10 @@ def _response_definitions() -> dict[str, Schema]:
         "wave": {"type": "integer"}, "installedPatchCount": {"type": "integer"},
         "failedPatchCount": {"type": "integer"}, "pendingPatchCount": {"type": "integer"},
         "rebootStatus": {"type": "string"}, "startDateTime": {"type": "string"},
+        "notSelectedByClassification": {"type": "object", "x-nullable": True,
+                                        "description": "Patches the run's classifications left out, by "
+                                                       "classification (Ubuntu ships many security fixes as Other)",
+                                        "additionalProperties": {"type": "integer"}},
         "health": {"type": "object", "x-nullable": True, "x-ms-summary": "Health checks",
                    "description": "With a rollout healthCheck: status (Healthy, Unhealthy, HealthUnknown, "
                                   "UnhealthyBeforePatching), failedSignals, and the readings after the installation "
@@ -271,7 +275,11 @@ def _response_definitions() -> dict[str, Schema]:
                 "mostWidespreadMissingPatchesApproximate": {
                     "type": "boolean", "description": "True when a subscription's rollup had more distinct missing "
                     "patches than it can keep: those least widespread were dropped, so counts may be low."},
-                "filter": {"type": "object"}}},
+                "filter": {"type": "object"},
+                "linuxOtherUpdates": {"type": "object", "description": "Linux machines with updates classified "
+                                      "Other, and how many: a Security-only run does not install them",
+                                      "properties": {"machines": {"type": "integer"}, "updates": {"type": "integer"},
+                                                     "note": {"type": "string"}}}}},
             "MachineAssessment": {"type": "object"},
             "MaintenanceConfigurationList": listing("MaintenanceConfiguration"),
             "ConfigurationAssignmentList": listing("ConfigurationAssignment"),

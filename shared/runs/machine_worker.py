@@ -42,6 +42,7 @@ from shared.arm.operations import (
     classify_start,
     no_answer,
 )
+from shared.arm.patch_results import install_patches, not_selected_by_classification
 from shared.arm.patch_status import (
     OUTCOME_UNKNOWN,
     classify_instance_view,
@@ -478,10 +479,12 @@ class MachineStep:
         kind = self.kind
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
-        if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
-            self.ports.targets.save_patches(self.run_id, self.target.key,
-                                        list(result.get(kind.patches_field) or []))
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
+        if not kind.keeps_history:  # assessments keep their patches in the machine's history instead
+            patches = install_patches(result)  # classifications by the API's names, never "None" for a null kbId
+            self.ports.targets.save_patches(self.run_id, self.target.key, patches)
+            if not_selected := not_selected_by_classification(patches):  # Ubuntu's security fixes classed Other
+                changes["notSelectedByClassification"] = json.dumps(not_selected, separators=(",", ":"))
         # The result's `error` whole (details say why a package was skipped), or none at all: a
         # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
         changes.update(error_columns(operation_error(result.get("error"))))

@@ -34,6 +34,8 @@ def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
     finished = ("Completed", "Failed", "TimedOut", "OutcomeUnknown", "Unhealthy", "Verifying")
     if target.get("lastRetryReason") and target.get("state") not in finished:
         view["lastRetryReason"] = target["lastRetryReason"]
+    if target.get("notSelectedByClassification"):  # e.g. {"Other": 12}: what the classifications left out
+        view["notSelectedByClassification"] = json.loads(target["notSelectedByClassification"])
     if (health := health_view(target)) is not None:
         view["health"] = health
     view["armCalls"] = json.loads(target.get("armCalls") or "[]")
