@@ -60,7 +60,9 @@ class Started:
 class Pending:
     retry_after: int
     poll_url: str | None = None  # a poll may hand out a new Location
-    fetch_result: bool = False  # the status says Succeeded without the result: read it from the stored Location
+    fetch_result: bool = False  # the status ended without the result: read it from the stored Location
+    # ... and without a stored Location: what the status alone says (None: Succeeded, but how is unknown)
+    otherwise: Failed | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -184,12 +186,13 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
         output = (resp.body.get("properties") or {}).get("output")
         if isinstance(output, dict):
             return Done(output)
-        if status == "succeeded":  # HybridCompute's status carries no result: it is at the Location
-            return Pending(0, fetch_result=True)
         detail = resp.error_detail()
         err = detail or {}
-        return Failed(str(err.get("code") or f"Operation{status.title()}"),
-                      str(err.get("message") or f"the operation ended {status} without a result"), detail)
+        failed = Failed(str(err.get("code") or f"Operation{status.title()}"),
+                        str(err.get("message") or f"the operation ended {status} without a result"), detail)
+        if status in ("succeeded", "failed"):  # HybridCompute's status carries no result: it is at the Location
+            return Pending(0, fetch_result=True, otherwise=None if status == "succeeded" else failed)
+        return failed
     if resp.status == 202:
         return Pending(resp.retry_after(default_retry_after), resp.headers.get("Location"))
     if resp.status == 200:

@@ -414,6 +414,8 @@ class MachineStep:
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
         if outcome.fetch_result:  # the status said Succeeded; the result is at the operation's Location
             if not self.target.get("resultUrl"):
+                if outcome.otherwise is not None:
+                    return self.apply(outcome.otherwise, phase="poll")
                 return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
                                     "ARM gave no Location to read it from; see the machine's update history")
             changes.update(pollUrl=self.target["resultUrl"], pollMode="location")

@@ -210,7 +210,11 @@ def test_arc_tracks_the_status_monitor_and_reads_the_result_from_location() -> N
                          default_retry_after=60) == Pending(0, fetch_result=True)
     failed = classify_poll(answer(200, {**running, "status": "Failed", "error": {"code": "E", "message": "m"}}),
                            mode="async", default_retry_after=60)
-    assert isinstance(failed, Failed) and failed.code == "E"
+    # the result (which patches failed, and why) is at the Location too; without one, the status's error stands
+    assert isinstance(failed, Pending) and failed.fetch_result and failed.otherwise is not None
+    assert failed.otherwise.code == "E"
+    canceled = classify_poll(answer(200, {**running, "status": "Canceled"}), mode="async", default_retry_after=60)
+    assert isinstance(canceled, Failed) and canceled.code == "OperationCanceled"
     assert classify_poll(answer(202, None), mode="location", default_retry_after=60) == Pending(60, None)
     result = {"status": "Succeeded", "installedPatchCount": 3}
     assert classify_poll(answer(200, result), mode="location", default_retry_after=60) == Done(result)

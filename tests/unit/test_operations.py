@@ -118,7 +118,7 @@ def test_async_mode_reads_status_and_output() -> None:
     assert done == Done({"status": "Succeeded"})
     failed = classify_poll(resp(200, {"status": "Failed", "error": {"code": "E", "message": "m"}}), mode="async",
                            default_retry_after=60)
-    assert failed == Failed("E", "m")
+    assert failed == Pending(0, fetch_result=True) and failed.otherwise == Failed("E", "m")  # the result: at Location
 
 
 def test_retry_after_parsing() -> None:
