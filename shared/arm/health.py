@@ -4,8 +4,7 @@ Verdicts:
     healthy     the signal passes
     unhealthy   the signal says the machine is not well (a definite answer)
     waiting     no verdict yet: Resource Health `Unknown`, or a status reported before the installation started
-                (it cannot know of it: Resource Health can lag minutes behind a reboot), an Arc agent not seen
-                since its reboot
+                (it cannot know of it: Resource Health can lag minutes behind a reboot)
     unreadable  the signal could not be read (403, 404, 5xx, no answer): never a pass (fail closed)
 
 Sources:
@@ -36,12 +35,16 @@ UNHEALTHY = "unhealthy"
 WAITING = "waiting"
 UNREADABLE = "unreadable"
 MAX_OBSERVED = 300
+# A reading's code when it fails because the machine is not running (deallocated, stopped, an Arc agent not
+# connected): before patching that is not "unhealthy" (the start answers it as it always does: VMNotRunning,
+# MachineNotConnected); after patching it is.
+NOT_RUNNING = "NotRunning"
 
 
 @dataclass(frozen=True)
 class SignalReading:
     """One signal read once: `verdict` (above), `observed` (what was read, in a line), `at` (ISO, when read),
-    `code` (ARM's error code for an unreadable signal, else "")."""
+    `code` (ARM's error code for an unreadable signal; NOT_RUNNING for a machine that is not running; else "")."""
 
     signal: str
     verdict: str
@@ -77,7 +80,7 @@ def vm_reading(resp: ArmResponse, at: str) -> SignalReading:
     if not power:
         return SignalReading("vmHealth", WAITING, "no PowerState in the instance view yet", at)
     if power != "running":
-        return SignalReading("vmHealth", UNHEALTHY, f"PowerState/{power}", at)
+        return SignalReading("vmHealth", UNHEALTHY, f"PowerState/{power}", at, NOT_RUNNING)
     agent_statuses = (view.get("vmAgent") or {}).get("statuses") or []
     agent = str((agent_statuses[0] if agent_statuses else {}).get("displayStatus") or "")
     if agent != "Ready":
@@ -92,19 +95,18 @@ def vm_reading(resp: ArmResponse, at: str) -> SignalReading:
     return SignalReading("vmHealth", verdict, f"PowerState/running, VM agent Ready, vmHealth {code}", at)
 
 
-def arc_reading(resp: ArmResponse, at: str, *, rebooted_since: datetime | None) -> SignalReading:
-    """The `vmHealth` signal of an Arc machine: its agent `Connected`; after a reboot, its last status change
-    after the operation started (the agent came back), else `waiting`."""
+def arc_reading(resp: ArmResponse, at: str) -> SignalReading:
+    """The `vmHealth` signal of an Arc machine: its Connected Machine agent `Connected` (read `after` the result,
+    so after its reboot). Not `lastStatusChange`: it moves only when the agent's status flips, and a reboot
+    shorter than the agent's disconnect threshold never flips it."""
     if resp.status != 200 or not isinstance(resp.body, dict):
         return unreadable("vmHealth", at, resp)
     props = resp.body.get("properties") or {}
     status = str(props.get("status") or "")
-    changed = parse_time(props.get("lastStatusChange"))
     if status != "Connected":
         return SignalReading("vmHealth", UNHEALTHY if status else WAITING,
-                             f"agent {status or 'status missing'} since {props.get('lastStatusChange') or '?'}", at)
-    if rebooted_since is not None and (changed is None or changed < rebooted_since):
-        return SignalReading("vmHealth", WAITING, "agent Connected, not seen reconnecting since its reboot", at)
+                             f"agent {status or 'status missing'} since {props.get('lastStatusChange') or '?'}", at,
+                             NOT_RUNNING if status else "")
     return SignalReading("vmHealth", HEALTHY, "agent Connected", at)
 
 
@@ -123,7 +125,9 @@ def resource_health_reading(resp: ArmResponse, at: str, *, since: datetime | Non
         return SignalReading("resourceHealth", WAITING, f"{observed}; reported before the installation started"
                              [:MAX_OBSERVED], at)
     verdict = {"available": HEALTHY, "unavailable": UNHEALTHY, "degraded": UNHEALTHY}.get(state.lower(), WAITING)
-    return SignalReading("resourceHealth", verdict, observed[:MAX_OBSERVED], at)
+    # Unavailable because someone stopped it (reasonType "Customer Initiated"): not running, not broken
+    stopped = verdict == UNHEALTHY and str(props.get("reasonType") or "").lower() == "customer initiated"
+    return SignalReading("resourceHealth", verdict, observed[:MAX_OBSERVED], at, NOT_RUNNING if stopped else "")
 
 
 def fired_alerts(resp: ArmResponse, *, severities: Iterable[str], since: datetime | None,

@@ -34,6 +34,7 @@ from typing import Any
 # "maintenance window exceeded"). The step sets this errorCode (Azure's error kept in its details); runs count it
 # as a warning, rollouts under failureOn "MaintenanceWindowExceeded" only.
 WINDOW_EXCEEDED = "MaintenanceWindowExceeded"
+UNHEALTHY_BEFORE = "UnhealthyBeforePatching"  # Skipped: a health check's baseline found the machine broken already
 
 
 class MachineState(str, Enum):
@@ -66,10 +67,11 @@ class RunStatus(str, Enum):
 
 
 def machine_outcome(target: Mapping[str, Any]) -> str:
-    """'succeeded', 'warnings', 'skipped', 'unknown', 'unhealthy', 'windowExceeded' or 'failed' for a machine in a
-    terminal state."""
+    """'succeeded', 'warnings', 'skipped', 'skippedUnhealthy', 'unknown', 'unhealthy', 'windowExceeded' or 'failed'
+    for a machine in a terminal state."""
     if target.get("state") == MachineState.SKIPPED.value:
-        return "skipped"
+        # not patched because it was broken already: no failure of the patch, but not a clean run either
+        return "skippedUnhealthy" if target.get("errorCode") == UNHEALTHY_BEFORE else "skipped"
     if target.get("state") == MachineState.OUTCOME_UNKNOWN.value:
         return "unknown"
     if target.get("state") == MachineState.UNHEALTHY.value:
@@ -110,7 +112,7 @@ def summarize_counts(states: Mapping[str, int], outcomes: Mapping[str, int]) -> 
             else RunStatus.ACCEPTED
     elif outcomes["failed"] or outcomes["unhealthy"]:
         status = RunStatus.FAILED
-    elif outcomes["warnings"] or outcomes["unknown"] or outcomes["windowExceeded"]:
+    elif outcomes["warnings"] or outcomes["unknown"] or outcomes["windowExceeded"] or outcomes["skippedUnhealthy"]:
         status = RunStatus.COMPLETED_WITH_WARNINGS
     else:
         status = RunStatus.SUCCEEDED

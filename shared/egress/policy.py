@@ -181,5 +181,7 @@ def check_url(url: str, *, allow_local: bool, allowed: Networks = ()) -> str:
     address = literal_address(host)
     reason = refusal(address, allow_loopback=allow_local, allowed=allowed) if address is not None else None
     if reason:
-        raise ValueError(f"{url!r} names {address}, which is {reason}: hooks must be public")
+        raise ValueError(f"{url!r} names {address}, which is {reason}: PatchPilot calls public addresses only"
+                         + (" (a health probe may call private ranges HEALTH_PROBE_NETWORKS opens)"
+                            if reason.startswith("a private") else ""))
     return text

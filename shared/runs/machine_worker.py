@@ -26,7 +26,7 @@ from shared.arm import calls, hybrid
 from shared.arm.calls import INSTANCE_VIEW, POLL_OPERATION, ArmCall
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
-from shared.arm.health import SignalReading
+from shared.arm.health import NOT_RUNNING, SignalReading
 from shared.arm.operations import (
     NO_RESULT,
     VM_NOT_RUNNING,
@@ -216,7 +216,9 @@ class MachineStep:
             got = self._read_health(spec.health_check, "baseline", Moment(), osType=os_type)
             if isinstance(got, StepResult):
                 return got
-            if health_check.verdict(got) == "Unhealthy":
+            # A machine that is not running is not "unhealthy" before patching: the start answers it as always
+            # (VMNotRunning, MachineNotConnected); after patching it is.
+            if health_check.verdict([r for r in got if r.code != NOT_RUNNING]) == "Unhealthy":
                 return self._unhealthy_before(got, os_type)
             baseline = {"baselineAt": iso(self.now), "healthBaseline": _readings_json(got), "healthRound": ""}
         settle = not settled and kind.settles_from(self.machine)
@@ -513,8 +515,7 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         if spec is None or spec.health_check is None:  # nothing to verify against: the operation's result stands
             return self._terminal(MachineState.COMPLETED, {})
-        moment = Moment(started=parse_time(self.target.get("operationStartedAt")),
-                        rebooted=str(self.target.get("rebootStatus") or "") in ("Completed", "Started"))
+        moment = Moment(started=parse_time(self.target.get("operationStartedAt")))
         got = self._read_health(spec.health_check, "after", moment)
         if isinstance(got, StepResult):
             return got
@@ -523,15 +524,18 @@ class MachineStep:
                                    "healthReadAt": iso(self.now)}
         outcome = health_check.verdict(got)
         if outcome == "Healthy":
-            return self._terminal(MachineState.COMPLETED, {**changes, "health": "Healthy", "unhealthySignals": ""})
+            return self._terminal(MachineState.COMPLETED, {**changes, "health": "Healthy", "lastVerdict": "Healthy",
+                                                           "unhealthySignals": ""})
         deadline = parse_iso(str(self.target["healthDeadline"]))
         if self.now < deadline:  # not yet: read again (a last time at the deadline)
             wait = min(self.ports.health.recheck_seconds, math.ceil((deadline - self.now).total_seconds()))
-            self._advance(max(1, wait), {**changes, "health": f"{outcome} (reading again)"})
+            self._advance(max(1, wait), {**changes, "health": "Verifying", "lastVerdict": outcome})
             return StepResult.VERIFYING
         bad = health_check.failing(got)
-        message = (f"not healthy within {spec.health_check.within_seconds} s of the installation's end "
-                   f"(+{spec.health_check.after_seconds} s after it): {health_check.describe(got)}")
+        check = spec.health_check
+        message = (f"no round of health reads passed from {check.after_seconds} s to "
+                   f"{check.after_seconds + check.within_seconds} s after the installation's result: "
+                   f"{health_check.describe(got)}")
         if outcome == "HealthUnknown":
             message += " (a signal that cannot be read is not a pass)"
         return self._unhealthy(outcome, message, bad, changes)
@@ -542,7 +546,7 @@ class MachineStep:
         interrupts is kept in the row (`healthRound`) and goes on at the next delivery."""
         state = Round.load(self.target.get("healthRound"), phase)
         got = health_check.read_round(check, self.machine, state, io=_StepSignals(self), probe=self.ports.probe,
-                                      moment=moment)
+                                      moment=moment, default_retry_after=self.retries.default_retry_after_seconds)
         if isinstance(got, Wait):
             return self.paced(got.seconds, got.held, healthRound=got.round.dump(), **paced_changes)
         return got
@@ -551,16 +555,18 @@ class MachineStep:
         bad = health_check.failing(readings)
         message = (f"unhealthy before patching, so not patched (not counted against maxFailures): "
                    f"{health_check.describe(readings)}")
-        self._emit_unhealthy("before", "UnhealthyBeforePatching", bad)
-        return self.skip("UnhealthyBeforePatching", message, osType=os_type, healthBaseline=_readings_json(readings),
-                         health="UnhealthyBeforePatching", healthRound="",
-                         unhealthySignals=",".join(r.signal for r in bad if r.verdict == "unhealthy"))
+        result = self.skip("UnhealthyBeforePatching", message, osType=os_type,
+                           healthBaseline=_readings_json(readings), health="UnhealthyBeforePatching", healthRound="",
+                           unhealthySignals=",".join(r.signal for r in bad if r.verdict == "unhealthy"))
+        self._emit_unhealthy("before", "UnhealthyBeforePatching", bad)  # after the write: a lost race sends none
+        return result
 
     def _unhealthy(self, code: str, message: str, bad: list[SignalReading], changes: dict[str, Any]) -> StepResult:
-        self._emit_unhealthy("after", code, bad)
-        return self._terminal(MachineState.UNHEALTHY, {
-            **changes, "health": code, "errorCode": code, "errorMessage": message[:4000],
+        result = self._terminal(MachineState.UNHEALTHY, {
+            **changes, "health": code, "lastVerdict": code, "errorCode": code, "errorMessage": message[:4000],
             "unhealthySignals": ",".join(r.signal for r in bad)})
+        self._emit_unhealthy("after", code, bad)  # after the write: a lost race sends none
+        return result
 
     def _emit_unhealthy(self, phase: str, code: str, bad: list[SignalReading]) -> None:
         emit(self.ports.events, "patchpilot.machine.unhealthy",

@@ -43,14 +43,17 @@ def machine_view(target: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def health_view(target: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A machine's health checks (rollout healthCheck): the verdict, the signals that failed, the last round's
-    readings after the installation and the baseline's before it ({signal, verdict, observed, at, code}), the
-    deadline while it is Verifying. None for a machine of a run without health checks."""
+    """A machine's health checks (rollout healthCheck): `status` (Verifying, Healthy, Unhealthy, HealthUnknown,
+    UnhealthyBeforePatching), `lastRound` (the last round's verdict: Healthy, Unhealthy, HealthUnknown), the signals
+    that failed, the last round's readings after the installation and the baseline's before it ({signal, verdict,
+    observed, at, code}), the deadline while it is Verifying. None for a machine of a run without health checks."""
     if not any(target.get(k) for k in ("health", "healthBaseline", "healthChecks", "healthDeadline")):
         return None
     view: dict[str, Any] = {}
     if target.get("health"):
         view["status"] = target["health"]
+    if target.get("lastVerdict"):
+        view["lastRound"] = target["lastVerdict"]
     if target.get("unhealthySignals"):
         view["failedSignals"] = str(target["unhealthySignals"]).split(",")
     for column, name in (("healthChecks", "after"), ("healthBaseline", "before")):

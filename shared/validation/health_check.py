@@ -22,9 +22,11 @@ deduplicated in reading order, severities canonical ("Sev1"), the probe's status
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from shared.core.errors import ValidationError, quoted
 from shared.egress.policy import Networks, check_url
@@ -99,7 +101,7 @@ def _signals(value: object, target: str) -> list[str]:
     for i, item in enumerate(value):
         canonical = SIGNALS.get(item.lower()) if isinstance(item, str) else None
         if canonical is None:
-            raise ValidationError(f"{target}[{i}] is {quoted(item)}; allowed: {', '.join(SIGNAL_ORDER)}",
+            raise ValidationError(f"{target}[{i}] is {_shown(item)}; allowed: {', '.join(SIGNAL_ORDER)}",
                                   target=f"{target}[{i}]")
         chosen.add(canonical)
     return [s for s in SIGNAL_ORDER if s in chosen]
@@ -135,9 +137,13 @@ def _probe(value: object, target: str, *, allow_local: bool, networks: Networks)
         raise ValidationError(f"{target}.url must be an https URL of at most {MAX_URL} characters",
                               target=f"{target}.url")
     unknown = [p for p in _PLACEHOLDER.findall(url) if p not in PLACEHOLDERS]
+    allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
     if unknown:
-        raise ValidationError(f"{target}.url has placeholder {{{unknown[0]}}}; allowed: "
-                              f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}", target=f"{target}.url")
+        raise ValidationError(f"{target}.url has placeholder {{{unknown[0]}}}; allowed: {allowed}",
+                              target=f"{target}.url")
+    if "{" in _PLACEHOLDER.sub("", url) or "}" in _PLACEHOLDER.sub("", url):
+        raise ValidationError(f"{target}.url has an unclosed brace; placeholders are {allowed}",
+                              target=f"{target}.url")
     try:  # the URL as it will be called, with a sample machine's names in it (a name is resolved only then)
         check_url(expand_probe_url(url, PLACEHOLDERS), allow_local=allow_local, allowed=networks)
     except ValueError as exc:
@@ -150,6 +156,13 @@ def _probe(value: object, target: str, *, allow_local: bool, networks: Networks)
     return {"url": url.strip(), "expectStatus": sorted(set(statuses))}
 
 
+def _shown(value: object) -> str:
+    """A value as JSON shows it (null, not None)."""
+    return quoted(value) if isinstance(value, str) else json.dumps(value, default=str)[:60]
+
+
 def expand_probe_url(template: str, names: dict[str, str]) -> str:
-    """`template` with {machineName}, {resourceGroup} and {subscriptionId} replaced by `names`' values."""
-    return _PLACEHOLDER.sub(lambda m: names.get(m.group(1), m.group(0)), template)
+    """`template` with {machineName}, {resourceGroup} and {subscriptionId} replaced by `names`' values,
+    percent-encoded (a resource group may hold `(`, `)` and `.`)."""
+    return _PLACEHOLDER.sub(lambda m: quote(names[m.group(1)], safe="") if m.group(1) in names else m.group(0),
+                            template)

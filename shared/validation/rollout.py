@@ -12,7 +12,7 @@
       "postHook": {"url": "https://..."},        # told the outcome when the run ends
       "healthCheck": {"after": "PT5M", "within": "PT20M", "signals": [...]}  # shared/validation/health_check.py
     }
-With a healthCheck and no failureOn, failureOn is the default plus "Unhealthy".
+With a healthCheck and no failureOn, failureOn is the default plus "Unhealthy"; with no maxFailures, it is 1.
 A wave is `{"size": n | "n%" | "rest"}`, `{"machines": [VM ids]}` or `{"selector": {"subscriptions",
 "resourceGroups"}}` (what a VM id says; tags and locations need the VM itself and are not offered).
 """
@@ -137,6 +137,7 @@ def parse_rollout(raw: object, *, allow_local_hooks: bool = False, probe_network
         out["healthCheck"] = parse_health_check(spec["healthCheck"], allow_local=allow_local_hooks,
                                                 probe_networks=probe_networks)
         out.setdefault("failureOn", DEFAULT_FAILURE_ON_WITH_HEALTH)
+        out.setdefault("maxFailures", 1)  # a bad patch halts the rollout by itself, unless told otherwise
     return out
 
 

@@ -108,7 +108,7 @@ def test_a_machine_unhealthy_before_patching_is_reported_and_spends_no_error_bud
     vms = simulator.vm_ids()
     simulator.set_health(vms[2], availability_state="Degraded")  # broken already: not the patch's doing
     view = run(host, vms, {"signals": ["vmHealth", "resourceHealth"]})
-    assert view["status"] == "Succeeded", view["states"]  # maxFailures 1 was not spent
+    assert view["status"] == "CompletedWithWarnings", view["states"]  # not Halted: maxFailures 1 was not spent
     broken = machine(view, vms[2])
     assert broken["state"] == "Skipped" and broken["error"]["code"] == "UnhealthyBeforePatching"
     assert broken["health"]["status"] == "UnhealthyBeforePatching"
@@ -132,3 +132,16 @@ def test_a_healthy_fleet_completes_every_wave_after_one_round_of_reads(host: Hos
     ops = [c["op"] for m in view["machines"] for c in m["armCalls"]]
     assert ops.count("resourceHealth") == ops.count("alerts") == 2 * len(vms)  # before and after, once each
 
+
+
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=1, seed=42, time_scale=36000.0, arc_machines=3,
+                                                         arc_disconnected=0)])
+def test_arc_machines_that_reboot_pass_on_their_agent_and_resource_health(host: HostProcess,
+                                                                        simulator: Simulator) -> None:
+    """An Arc machine's lastStatusChange does not move over a short reboot: it passes on `Connected`."""
+    arc = simulator.machine_ids()
+    view = run(host, arc, {"signals": ["vmHealth", "resourceHealth"]})
+    assert view["status"] == "Succeeded", view["states"]
+    for m in view["machines"]:
+        assert m["machineKind"] == "hybridMachines" and m["health"]["status"] == "Healthy", m.get("health")
+        assert [c["op"] for c in m["armCalls"]].count("getMachine") >= 2  # the agent's status, before and after
