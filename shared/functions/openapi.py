@@ -225,13 +225,19 @@ def _response_definitions() -> dict[str, Schema]:
                                                        "classification (Ubuntu ships many security fixes as Other)",
                                         "additionalProperties": {"type": "integer"}},
         "health": {"type": "object", "x-nullable": True, "x-ms-summary": "Health checks",
-                   "description": "With a rollout healthCheck: status (Healthy, Unhealthy, HealthUnknown, "
-                                  "UnhealthyBeforePatching), failedSignals, and the readings after the installation "
-                                  "(after) and before it (before): signal, verdict, observed, at",
-                   "properties": {"status": {"type": "string"},
+                   "description": "With a rollout healthCheck: status, lastRound (the last round's verdict), "
+                                  "failedSignals, and the readings after the installation (after) and before it "
+                                  "(before): signal, verdict (healthy, unhealthy, waiting, unreadable), observed, at, "
+                                  "code",
+                   "properties": {"status": {"type": "string", "enum": ["Verifying", "Healthy", "Unhealthy",
+                                                                         "HealthUnknown", "UnhealthyBeforePatching"]},
+                                  "lastRound": {"type": "string", "enum": ["Healthy", "Unhealthy", "HealthUnknown"]},
                                   "failedSignals": {"type": "array", "items": {"type": "string"}},
-                                  "after": {"type": "array", "items": {"type": "object"}},
-                                  "before": {"type": "array", "items": {"type": "object"}}}},
+                                  "after": {"type": "array", "items": {"$ref": "#/definitions/HealthReading"}},
+                                  "before": {"type": "array", "items": {"$ref": "#/definitions/HealthReading"}},
+                                  "since": {"type": "string", "format": "date-time"},
+                                  "deadline": {"type": "string", "format": "date-time"},
+                                  "reads": {"type": "integer"}}},
         "error": {"type": "object", "x-nullable": True, "description": "ARM's error shape"},
         "armCalls": {"type": "array", "description": "operation, HTTP status and x-ms-request-id of each ARM call",
                      "items": {"type": "object"}},
@@ -244,7 +250,15 @@ def _response_definitions() -> dict[str, Schema]:
         "createdAt": {"type": "string", "format": "date-time"},
         "completedAt": {"type": "string", "format": "date-time"},
         "machineCount": {"type": "integer"}, "states": {"type": "object"}, "outcomes": {"type": "object"},
-        "installPatches": {"type": "object"}, "rollout": {"type": "object"},
+        "installPatches": {"type": "object"},
+        "rollout": {"type": "object", "description": "The rollout as accepted, with currentWave, waveCount, and when "
+                    "halted `halted`", "properties": {"halted": {"type": "object", "properties": {
+                        "reason": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
+                        "machines": {"type": "array", "items": {"type": "string"}},
+                        "details": {"type": "array", "items": {"type": "object", "properties": {
+                            "machine": {"type": "string"}, "kind": {"type": "string"}, "state": {"type": "string"},
+                            "errorCode": {"type": "string"},
+                            "signals": {"type": "array", "items": {"type": "string"}}}}}}}}},
         "machines": {"type": "array", "items": {"$ref": "#/definitions/Machine"}}}}
 
     def listing(ref: str, paged: bool = False) -> Schema:
@@ -260,7 +274,12 @@ def _response_definitions() -> dict[str, Schema]:
         "timeline": {"type": "array", "items": {"type": "object", "properties": {
             "at": {"type": "string", "format": "date-time"}, "started": {"type": "integer"},
             "finished": {"type": "integer"}}}}}}
-    return {"Error": error, "Machine": machine, "Run": run, "RunList": listing("Run", paged=True),
+    reading = {"type": "object", "properties": {
+        "signal": {"type": "string", "enum": ["vmHealth", "resourceHealth", "alerts", "probe"]},
+        "verdict": {"type": "string", "enum": ["healthy", "unhealthy", "waiting", "unreadable"]},
+        "observed": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "code": {"type": "string"}}}
+    return {"Error": error, "Machine": machine, "Run": run, "HealthReading": reading,
+            "RunList": listing("Run", paged=True),
             "RunSummary": summary, "MachineList": listing("Machine", paged=True),
             "Compliance": {"type": "object", "properties": {
                 "generatedAt": {"type": "string", "format": "date-time"}, "freshnessHours": {"type": "integer"},
