@@ -110,7 +110,8 @@ function runPage(runId) {
     const rows = page.value.map((m) => h("tr", { "data-machine": m.id },
       h("td", {}, m.id.split("/").pop()), h("td", { class: `state state-${m.state}` }, m.state),
       withHealth ? healthCell(m.health) : null,
-      h("td", {}, m.status || ""), h("td", {}, m.wave ?? ""),
+      h("td", {}, m.error && m.error.code === "MaintenanceWindowExceeded" ? "Window exceeded" : (m.status || "")),
+      h("td", {}, m.wave ?? ""),
       h("td", {}, m.installedPatchCount ?? ""), h("td", {}, m.failedPatchCount ?? ""),
       h("td", { class: "error" }, m.error ? `${m.error.code}: ${m.error.message}` : ""),
       h("td", {}, h("button", { onclick: () => { view.detail = m.id; refresh(); } }, "Patches"))));

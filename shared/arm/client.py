@@ -151,25 +151,16 @@ class ArmResponse:
     def error_detail(self) -> dict[str, Any] | None:
         """ARM's whole error (details, innererror) in ARM's shape, bounded for storage; None for an answer that is
         not an error (a 2xx, or an operation status without one)."""
-        from shared.arm.errors import operation_error
+        from shared.arm.errors import operation_error, result_error
 
         if self.status < 400:
-            return operation_error(_error_of(self.body))
+            return operation_error(result_error(self.body))
         return operation_error(self._error())
 
     def _error(self) -> dict[str, Any]:
         from shared.arm.errors import answer_error
 
         return answer_error(self.body, self.status, self.headers.get("x-ms-failure-cause"))
-
-
-def _error_of(body: Any) -> Any:
-    """The `error` (any key case) of a 2xx body: an operation status's or a result's."""
-    if not isinstance(body, dict):
-        return None
-    from shared.arm.errors import arm_keys
-
-    return next((arm_keys(v) for k, v in body.items() if str(k).lower() == "error"), None)
 
 
 _RETRY_AFTER = RetryPolicy()  # used only for its Retry-After parser (seconds or an HTTP-date)

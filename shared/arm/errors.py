@@ -94,6 +94,8 @@ def answer_error(body: object, status: int, failure_cause: str | None = None) ->
     found: Any = None
     if isinstance(body, dict):
         wrapped = next((v for k, v in body.items() if str(k).lower() in ("error", "odata.error")), None)
+        if isinstance(wrapped, str) and wrapped.strip():  # {"error": "text"}
+            wrapped = {"message": wrapped}
         found = arm_keys(wrapped if isinstance(wrapped, dict) else body)
         if not isinstance(found, dict) or not (found.get("code") or found.get("message")):
             found = None
@@ -106,6 +108,13 @@ def answer_error(body: object, status: int, failure_cause: str | None = None) ->
     if failure_cause:
         error["message"] += f" (x-ms-failure-cause: {failure_cause})"
     return error
+
+
+def result_error(body: object) -> Any:
+    """The `error` of a result or an operation status (a 2xx body), whatever its key case, in ARM's key spelling."""
+    if not isinstance(body, dict):
+        return None
+    return next((arm_keys(v) for k, v in body.items() if str(k).lower() == "error"), None)
 
 
 def operation_error(value: object, *, limit: int = MAX_ERROR_CHARS) -> dict[str, Any] | None:

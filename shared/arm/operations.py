@@ -9,9 +9,10 @@ when it is absent. The status answers 200 with `status` (InProgress until Succee
 Both patch operations are `final-state-via: location`: Compute's status carries the result in
 `properties.output`; HybridCompute's (`{"name", "status", "startTime"}`, Microsoft.HybridCompute/locations/
 operationstatus) carries none, so on Succeeded the result is read from the `Location`
-(.../operationresults/{id}), as Microsoft's SDK pollers do (azure-mgmt-core ARMPolling). A `Location` answers
-202 while running, then 200 with the result (or 204 with none). Without `Retry-After`, ARM's contract is a
-60 s wait (DEFAULT_RETRY_AFTER_SECONDS), never a hard-coded one.
+(.../operationresults/{id}), as Microsoft's SDK pollers do (azure-mgmt-core ARMPolling); a status Failed or
+Canceled is final, with its error (the pollers stop there too). A `Location` answers 202 while running, then 200
+with the result (a 200 that is no result, or a 204, is OutcomeUnknown `NoResult`). Without `Retry-After`, ARM's
+contract is a 60 s wait (DEFAULT_RETRY_AFTER_SECONDS), never a hard-coded one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ VM_NOT_RUNNING = "VMNotRunning"
 # another operation is in progress", a wait.
 _NOT_RUNNING_HINTS = ("deallocated", "not running", "vm is stopped", "vm stopped", "is in stopped state",
                       "requires the vm to be running")
+# A 409 that says what holds the machine, and so will clear: another operation, or a platform host update. Only
+# these (and 429s) are waited out for as long as a maintenance window lasts; any other 409 keeps its retry count.
+_BUSY_HINTS = ("in progress", "another operation", "ongoing update", "operationinprogress", "is being updated")
 TERMINAL_ASYNC = {"succeeded", "failed", "canceled"}
 # An Arc machine whose agent is not Connected: HybridCompute's refusal is not documented; the simulator's guess
 # (tools/azure_simulator/arc.py) is 409 with a detail of this code. Retrying cannot help until the agent reconnects.
@@ -60,9 +64,7 @@ class Started:
 class Pending:
     retry_after: int
     poll_url: str | None = None  # a poll may hand out a new Location
-    fetch_result: bool = False  # the status ended without the result: read it from the stored Location
-    # ... and without a stored Location: what the status alone says (None: Succeeded, but how is unknown)
-    otherwise: Failed | None = field(default=None, compare=False)
+    fetch_result: bool = False  # the status says Succeeded without the result: read it from the stored Location
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Retry:
     message: str
     # ARM's whole error (shared.arm.errors), kept if retries run out; not part of an outcome's identity
     detail: dict[str, Any] | None = field(default=None, compare=False)
+    # a definite refusal that will clear (a 429, or a 409 naming what holds the machine): a window may bound it
+    clears: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ Outcome = Started | Pending | Done | Retry | Failed | OutcomeUnknown
 def _retryable(resp: ArmResponse, default_retry_after: int) -> Retry | None:
     code, message = resp.error()
     if resp.status == 429:
-        return Retry("throttled", resp.retry_after(default_retry_after), code, message, resp.error_detail())
+        return Retry("throttled", resp.retry_after(default_retry_after), code, message, resp.error_detail(),
+                     clears=True)
     if resp.status == 408 or resp.status >= 500:
         header = resp.headers.get("Retry-After")
         return Retry("transient", resp.retry_after(0) if header else None, code, message, resp.error_detail())
@@ -152,7 +157,10 @@ def classify_start(resp: ArmResponse, *, default_retry_after: int) -> Outcome:
         if any(hint in message.lower() for hint in _NOT_RUNNING_HINTS):
             return Failed(VM_NOT_RUNNING, message, resp.error_detail())
         hinted = resp.retry_after(0) if "Retry-After" in resp.headers else None
-        return Retry("conflict", hinted, code, message, resp.error_detail())
+        # Retry-After 0 (or unreadable) on a 409 is no hint: a re-POST at once would loop until the window closes
+        detail = resp.error_detail()
+        busy = any(hint in f"{message} {detail}".lower() for hint in _BUSY_HINTS)
+        return Retry("conflict", hinted or None, code, message, detail, clears=busy)
     retry = _retryable(resp, default_retry_after)
     if retry:
         return retry
@@ -169,12 +177,16 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
         return retry
     if resp.status == 403:
         code, _ = resp.error()
+        arc = "/microsoft.hybridcompute/" in resp.url.lower()
+        grant = ("Microsoft.HybridCompute/locations/operationstatus/read, .../operationresults/read and "
+                 ".../updateCenterOperationResults/read" if arc else POLL_ACTION)
+        history = "the machine's update history in Azure Update Manager" if arc else \
+            "the VM's patch history (instanceView.patchStatus)"
         return OutcomeUnknown(
             POLL_FORBIDDEN,
             f"ARM refused to show this operation's status (403 {code}; its error is in details) although it "
-            f"accepted the operation, which goes on in Azure: its outcome is unknown here. Grant {POLL_ACTION} "
-            "at the VM's subscription (the PatchPilot poll role in infra/) and see the VM's patch history "
-            "(instanceView.patchStatus) for how it ended",
+            f"accepted the operation, which goes on in Azure: its outcome is unknown here. Grant {grant} "
+            f"at the machine's subscription (the PatchPilot poll role in infra/) and see {history} for how it ended",
             resp.error_detail(),
         )
     if mode == "async":
@@ -190,9 +202,9 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
         err = detail or {}
         failed = Failed(str(err.get("code") or f"Operation{status.title()}"),
                         str(err.get("message") or f"the operation ended {status} without a result"), detail)
-        if status in ("succeeded", "failed"):  # HybridCompute's status carries no result: it is at the Location
-            return Pending(0, fetch_result=True, otherwise=None if status == "succeeded" else failed)
-        return failed
+        if status == "succeeded":  # HybridCompute's status carries no result: it is at the Location
+            return Pending(0, fetch_result=True)
+        return failed  # Failed or Canceled is final, with the status's error (as azure-core's pollers take it)
     if resp.status == 202:
         return Pending(resp.retry_after(default_retry_after), resp.headers.get("Location"))
     if resp.status == 200:
@@ -206,11 +218,23 @@ def classify_poll(resp: ArmResponse, *, mode: str, default_retry_after: int) -> 
 NO_RESULT = "NoResult"
 
 
+# What makes a body an operation's result (VirtualMachineInstallPatchesResult / AssessPatchesResult, HybridCompute's
+# Machine*PatchesResult), not a status (`{"name", "status", "startTime"}`): a 200 without any is no result.
+RESULT_KEYS = ("installationActivityId", "assessmentActivityId", "installedPatchCount", "failedPatchCount",
+               "pendingPatchCount", "availablePatchCount", "patches", "availablePatches", "rebootStatus",
+               "availablePatchCountByClassification", "lastModifiedDateTime", "maintenanceWindowExceeded",
+               "excludedPatchCount", "notSelectedPatchCount", "error", "errorDetails")
+
+
 def _done_or_failed(resp: ArmResponse, default_retry_after: int = 60) -> Outcome:
     if not isinstance(resp.body, dict):
         return Failed("InvalidResult", "ARM answered 200 without a JSON result body")
     if str(resp.body.get("status", "")).lower() in ("inprogress", "running", "notstarted", "accepted"):
         return Pending(resp.retry_after(default_retry_after))  # a status body from a Location: not the result yet
+    if not any(key in resp.body for key in RESULT_KEYS):  # an operation's Succeeded is not the installation's
+        return OutcomeUnknown(NO_RESULT, f"the operation ended {resp.body.get('status') or 'without a status'} but "
+                              "ARM answered with no result to read how the installation went; see the machine's "
+                              "update history")
     return Done(resp.body)
 
 

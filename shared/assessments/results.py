@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.arm import hybrid
-from shared.arm.errors import error_columns, operation_error, stored_error
+from shared.arm.errors import error_columns, operation_error, result_error, stored_error
 from shared.arm.patch_results import assessment_patches, canonical_counts, normalise_patch, primary_classification
 from shared.core.clock import iso, utcnow
 from shared.core.errors import ValidationError
@@ -84,7 +84,7 @@ def record_outcome(deps: ResultDeps, target: Mapping[str, Any], state: MachineSt
             deps.fleet.forget_machine(vm)  # deleted in Azure: not a machine to count any more
             return {}
         kept = stored_error(target)  # the worker's columns: ARM's whole error when it gave one
-        arm = None if kept else operation_error((result or {}).get("error"))
+        arm = None if kept else operation_error(result_error(result))
         error = kept or arm or {"code": f"Assessment{(result or {}).get('status', '')}", "message": ""}
         message = str(error.get("message") or "")
         attempt.update(lastAttemptState=MachineState.FAILED.value if state is MachineState.COMPLETED

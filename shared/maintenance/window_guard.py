@@ -48,7 +48,7 @@ class WithinWindow:
         resume_at = self.now() + timedelta(seconds=ctx.seconds)
         if window_end - resume_at < MIN_REMAINING:
             return Skip("WindowClosed",
-                        f"Azure asked to wait {ctx.seconds} s ({ctx.reason}); the maintenance window closes at "
+                        f"the next try would be in {ctx.seconds} s ({ctx.reason}); the maintenance window closes at "
                         f"{spec.window_end}, too soon after that to start this VM inside it")
         return Fits()
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from shared.arm import calls, hybrid
 from shared.arm.calls import INSTANCE_VIEW, POLL_OPERATION, ArmCall
 from shared.arm.client import ArmResponse
-from shared.arm.errors import error_columns, operation_error, own_error_columns, stored_error
+from shared.arm.errors import error_columns, operation_error, own_error_columns, result_error, stored_error
 from shared.arm.health import NOT_RUNNING, SignalReading
 from shared.arm.operations import (
     NO_RESULT,
@@ -416,8 +416,6 @@ class MachineStep:
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
         if outcome.fetch_result:  # the status said Succeeded; the result is at the operation's Location
             if not self.target.get("resultUrl"):
-                if outcome.otherwise is not None:
-                    return self.apply(outcome.otherwise, phase="poll")
                 return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
                                     "ARM gave no Location to read it from; see the machine's update history")
             changes.update(pollUrl=self.target["resultUrl"], pollMode="location")
@@ -448,12 +446,12 @@ class MachineStep:
         counter = {"conflict": "conflicts", "throttled": "throttles"}.get(retry.kind, "attempts")
         attempt = int(self.target.get(counter) or 0) + 1
         delay = retry_delay(retry, attempt, self.retries, self.rng)
-        bounded = False  # a conflict is bounded by the machine's window rather than a count (hooks.before_wait)
-        if phase == "start":
+        bounded = False  # a wait that clears is bounded by the machine's window rather than a count (before_wait)
+        if phase == "start" and retry.clears:  # a definite refusal: nothing started (a 5xx or no answer may have)
             verdict = self._wait_verdict(delay, f"{retry.code}: {retry.message}"[:300])
             if isinstance(verdict, Skip):
                 return self.skip(verdict.code, verdict.message, lastRetryReason=f"{retry.code}: {retry.message}"[:1000])
-            bounded = isinstance(verdict, Fits) and retry.kind == "conflict"
+            bounded = isinstance(verdict, Fits)
         if attempt > retry_limit(retry, self.retries) and not bounded:
             message = f"gave up after {attempt - 1} retries ({retry.kind}): {retry.message}"
             if gave_up is None:
@@ -491,13 +489,13 @@ class MachineStep:
                 changes["notSelectedByClassification"] = json.dumps(not_selected, separators=(",", ":"))
         # The result's `error` whole (details say why a package was skipped), or none at all: a
         # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
-        changes.update(error_columns(operation_error(result.get("error"))))
+        changes.update(error_columns(operation_error(result_error(result))))
         if kind is INSTALL and _window_ran_out(result):
             pending = int(result.get("pendingPatchCount") or 0)
             changes.update(own_error_columns(
                 WINDOW_EXCEEDED, f"the maintenance window (maximumDuration) ran out with {pending} patch(es) still "
                 "pending and none failed: the machine is not broken; they install in its next window",
-                operation_error(result.get("error"))))
+                operation_error(result_error(result))))
         spec = self.ports.specs.run_spec(self.run_id)
         check = spec.health_check if spec is not None else None
         if check is not None and kind is INSTALL and result.get("status") in ("Succeeded", "CompletedWithWarnings"):

@@ -259,9 +259,9 @@ def throttled_buckets(headers: Mapping[str, str], budgets: tuple[str, ...] = (GU
 
 def record_call(pacer: Budget, subscription: str, call: ArmCall, resp: ArmResponse, *,
                 default_retry_after: int) -> None:
-    """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget. A 429 on
-    a read moves only the budgets that read draws from; on a write, what Compute's headers say ran out
-    (`throttled_buckets`).
+    """After an ARM call: ARM's remaining-* headers and a 429's Retry-After move the shared budget, whatever the
+    counters still show. A 429 on a read (or a poll) moves both read shares, never a write's; on a write, what
+    Compute's headers say ran out (`throttled_buckets`).
 
     Never raises: the call was made, and failing the step now would leave a machine claimed with its
     operation sent (shared/runs/machine_worker.py). A correction missed costs at most one more 429."""
@@ -269,6 +269,8 @@ def record_call(pacer: Budget, subscription: str, call: ArmCall, resp: ArmRespon
     retry_after = resp.retry_after(default_retry_after) if resp.status == 429 else None
     if resp.status == 429 and call.is_write:
         names = throttled_buckets(resp.headers, call.budgets)
+    elif resp.status == 429:  # reads and polls are two shares of one ARM read limit: both wait it out
+        names = tuple(dict.fromkeys((*call.budgets, READS, POLLS)))
     try:
         pacer.observe(subscription, names, resp.status, resp.headers, retry_after)
     except Exception:  # the budget is advice: the call already happened (docstring)

@@ -23,7 +23,7 @@ from shared.arm.errors import (
     own_error_columns,
     stored_error,
 )
-from shared.arm.operations import Done, Failed, Pending, Retry, classify_poll, classify_start
+from shared.arm.operations import Done, Failed, Retry, classify_poll, classify_start
 from shared.core.errors import ValidationError
 from shared.maintenance.configuration import configuration_from_stored, parse_configuration
 from shared.validation.dynamic_scope import parse_filter
@@ -357,10 +357,7 @@ def test_arm_error_answers_keep_their_details() -> None:
     done = classify_poll(resp(200, {"status": "Failed", "error": ESM}), mode="location", default_retry_after=60)
     assert isinstance(done, Done) and done.result["error"] == ESM
     failed_async = classify_poll(resp(200, {"status": "Failed", "error": ESM}), mode="async", default_retry_after=60)
-    # the result is read from the Location when there is one; else the status's error stands, details whole
-    assert isinstance(failed_async, Pending) and failed_async.fetch_result
-    assert failed_async.otherwise is not None and failed_async.otherwise.detail == ESM
-    assert failed_async.otherwise.code == "1"
+    assert isinstance(failed_async, Failed) and failed_async.detail == ESM and failed_async.code == "1"
 
 
 OPERATION_NOT_ALLOWED = {"code": "OperationNotAllowed", "message": "the VM is deallocated",

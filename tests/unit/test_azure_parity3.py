@@ -163,6 +163,46 @@ def test_which_409s_are_waits(message: str, kind: str) -> None:
     assert (out.kind if isinstance(out, Retry) else out.code) == kind  # type: ignore[union-attr]
 
 
+def test_a_409_with_retry_after_0_or_unreadable_waits_the_conflict_backoff_not_zero() -> None:
+    for hint in ("0", "soon"):
+        out = classify_start(answer(409, HOST_UPDATE, Retry_After=hint), default_retry_after=60)
+        assert isinstance(out, Retry) and out.retry_after is None  # CONFLICT_RETRY_SECONDS, not a tight loop
+    h, _ = step_with_window({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [
+        answer(409, HOST_UPDATE, Retry_After="0")]}, Fits())
+    assert h.step() is StepResult.RETRY_CONFLICT and h.queue.delays[-1] >= 1
+
+
+def test_a_start_that_may_have_reached_azure_is_never_skipped_by_the_window() -> None:
+    # a 504 on the POST: Azure may have accepted it, so "not started" would be a lie; it is retried (and the
+    # instance view settles what Azure did), whatever the window says
+    h, seen = step_with_window({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [
+        answer(504, {"Message": "An error has occurred."})]}, Skip("WindowClosed", "cannot fit"))
+    assert h.step() is StepResult.RETRY_TRANSIENT and seen == [] and h.row["state"] == "Queued"
+
+
+def test_a_409_that_names_no_busy_reason_keeps_its_retry_count_inside_a_window() -> None:
+    odd = answer(409, {"error": {"code": "Conflict", "message": "The VM's provisioning state is Failed."}})
+    h, _ = step_with_window({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [odd]}, Fits(),
+                            conflicts=50)
+    assert h.step() is StepResult.FAILED and h.row["errorCode"] == "Conflict"  # counted, not waited out
+
+
+def test_a_429_holds_the_shared_read_budget_until_retry_after_whatever_the_counters_say() -> None:
+    from shared.arm.calls import POLLS
+    from shared.runs.pacing import Pacer, record_call
+    from tests.unit.test_budget import RowStore
+
+    clock = [1000.0]
+    buckets = {READS: Bucket(READS, 125, 12.5, 0.5, 5), POLLS: Bucket(POLLS, 125, 12.5, 0.5, 5)}
+    pacer = Pacer(RowStore(), buckets, clock=lambda: clock[0], lease_tokens=1)  # type: ignore[arg-type]
+    refused = answer(429, {"error": {"code": "SubscriptionRequestsThrottled",
+                                     "message": "try again after '1200' seconds"}},
+                     Retry_After="1200", x_ms_ratelimit_remaining_subscription_reads="11999")
+    record_call(pacer, "sub", POLL_OPERATION, refused, default_retry_after=60)
+    for name in (READS, POLLS):  # a poll's 429 is ARM's read limit: every read waits it out
+        assert pacer.reserve("sub", (name,)) == pytest.approx(1200, abs=1)
+
+
 def test_inside_a_window_409s_are_retried_past_the_count_limit_until_the_window_says_stop() -> None:
     conflict = answer(409, HOST_UPDATE)
     h, _ = step_with_window({INSTANCE_VIEW.name: [NO_INSTALLATION] * 2, INSTALL_PATCHES.name: [conflict] * 2},
@@ -189,9 +229,20 @@ def test_failed_only_because_the_window_ran_out_is_window_exceeded() -> None:
     assert json.loads(row["errorDetail"])["details"][0]["message"] == "window exceeded"  # Azure's error, kept
     assert failure_kinds(row) == ("MaintenanceWindowExceeded",) and machine_outcome(row) == "windowExceeded"
     assert summarize([row])["status"] == "CompletedWithWarnings"
-    broken = {**ran_out, "failedPatchCount": 1}  # a patch failed too: that is a failure
-    assert failure_kinds({"state": "Completed", "status": "Failed", "failedPatchCount": 1,
-                          "maintenanceWindowExceeded": broken["maintenanceWindowExceeded"]})[0] == "Failed"
+    for broken in ({**ran_out, "failedPatchCount": 1}, {**ran_out, "pendingPatchCount": 0}):  # a real failure
+        h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION],
+                     INSTALL_PATCHES.name: [answer(202, None, Location=location)],
+                     POLL_OPERATION.name: [answer(200, broken)]}, osType="Windows")
+        h.step()
+        h.step()
+        assert h.row["errorCode"] != "MaintenanceWindowExceeded" and failure_kinds(dict(h.row))[0] == "Failed"
+
+
+def test_a_result_location_off_the_arm_endpoint_is_refused_before_the_token_goes_there() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [
+        answer(202, None, Azure_AsyncOperation=ARC_STATUS, Location="https://attacker.example.com/results/1")]},
+        osType="Windows")
+    assert h.step() is StepResult.FAILED and h.row["errorCode"] == "UntrustedPollingUrl"
 
 
 # -- 4. Arc operations -------------------------------------------------------------------------------------------
@@ -210,9 +261,7 @@ def test_arc_tracks_the_status_monitor_and_reads_the_result_from_location() -> N
                          default_retry_after=60) == Pending(0, fetch_result=True)
     failed = classify_poll(answer(200, {**running, "status": "Failed", "error": {"code": "E", "message": "m"}}),
                            mode="async", default_retry_after=60)
-    # the result (which patches failed, and why) is at the Location too; without one, the status's error stands
-    assert isinstance(failed, Pending) and failed.fetch_result and failed.otherwise is not None
-    assert failed.otherwise.code == "E"
+    assert isinstance(failed, Failed) and failed.code == "E"  # final, as azure-core's pollers take a Failed status
     canceled = classify_poll(answer(200, {**running, "status": "Canceled"}), mode="async", default_retry_after=60)
     assert isinstance(canceled, Failed) and canceled.code == "OperationCanceled"
     assert classify_poll(answer(202, None), mode="location", default_retry_after=60) == Pending(60, None)

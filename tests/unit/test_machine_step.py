@@ -14,9 +14,19 @@ from typing import Any
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from shared.arm.calls import GET_VM, GUEST_PATCH, INSTALL_PATCHES, INSTANCE_VIEW, POLL_OPERATION, READS, WRITES, ArmCall
+from shared.arm.calls import (
+    GET_VM,
+    GUEST_PATCH,
+    INSTALL_PATCHES,
+    INSTANCE_VIEW,
+    POLL_OPERATION,
+    POLLS,
+    READS,
+    WRITES,
+    ArmCall,
+)
 from shared.arm.client import ArmResponse
-from shared.core.errors import ConflictError
+from shared.core.errors import ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
 from shared.core.messages import StepMessage
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
@@ -135,7 +145,8 @@ class FakeArm:
         return f"{ENDPOINT}{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
 
     def ensure_trusted(self, url: str) -> str:
-        assert url.startswith(ENDPOINT)
+        if not url.startswith(ENDPOINT + "/"):  # as ArmClient does: the token goes to ARM_ENDPOINT only
+            raise UntrustedEndpointError(url, endpoint=ENDPOINT)
         return url
 
 
@@ -236,7 +247,7 @@ def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts
 def test_a_throttled_read_moves_only_the_read_budget() -> None:
     h = harness({INSTANCE_VIEW.name: [answer(429, None, Retry_After="9")]}, osType="Windows")
     assert h.step() is StepResult.RETRY_THROTTLED
-    assert h.pacer.observed == [((READS,), 429)]  # guest patch and writes untouched
+    assert h.pacer.observed == [((READS, POLLS), 429)]  # ARM's read limit (both shares); guest patch, writes untouched
     assert "installPatches" not in h.journal.kinds() and h.queue.delays[-1] == 9
 
 

@@ -53,9 +53,13 @@ def test_synchronous_200_is_done() -> None:
 
 
 def test_finished_is_not_succeeded_the_status_is_kept() -> None:
-    out = classify_poll(resp(200, {"status": "Failed", "error": {"code": "X"}}), mode="location",
-                        default_retry_after=60)
+    out = classify_poll(resp(200, {"status": "Failed", "error": {"code": "X"}, "failedPatchCount": 1}),
+                        mode="location", default_retry_after=60)
     assert isinstance(out, Done) and out.result["status"] == "Failed"
+    # a 200 that is no result (an operation status: no counts, no activity id) is not taken for one
+    status_only = classify_poll(resp(200, {"name": "op", "status": "Succeeded", "startTime": "2026-12-04T10:00:00Z"}),
+                                mode="location", default_retry_after=60)
+    assert isinstance(status_only, OutcomeUnknown) and status_only.code == "NoResult"
 
 
 def test_409_is_a_conflict_retry() -> None:
@@ -118,7 +122,7 @@ def test_async_mode_reads_status_and_output() -> None:
     assert done == Done({"status": "Succeeded"})
     failed = classify_poll(resp(200, {"status": "Failed", "error": {"code": "E", "message": "m"}}), mode="async",
                            default_retry_after=60)
-    assert failed == Pending(0, fetch_result=True) and failed.otherwise == Failed("E", "m")  # the result: at Location
+    assert failed == Failed("E", "m")  # final, with the status's error (as azure-core's pollers take it)
 
 
 def test_retry_after_parsing() -> None:
