@@ -34,7 +34,7 @@ from typing import Any
 API_CLASSIFICATIONS = ("Critical", "Security", "UpdateRollUp", "FeaturePack", "ServicePack", "Definition", "Tools",
                        "Updates", "Other")
 OTHER = "Other"  # the Linux class Ubuntu's updates-pocket security fixes often land in (docs/assessments.md)
-UNCLASSIFIED = "Unclassified"  # a patch with no classification (as fleet_store.patch_classification counts it)
+UNCLASSIFIED = "Unclassified"  # a patch with no classification
 NOT_SELECTED = "NotSelected"  # PatchInstallationState: available, but outside the operation's criteria
 
 

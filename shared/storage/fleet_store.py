@@ -87,11 +87,6 @@ def patch_key(patch: dict[str, Any]) -> str:
     return str(patch.get("name") or patch.get("patchId") or "unknown")
 
 
-def patch_classification(patch: dict[str, Any]) -> str:
-    classes = patch.get("classifications") or []
-    return str(classes[0]) if classes else "Unclassified"
-
-
 class FleetStore:
     """Table access for inventory, latest assessments and history; `ops` counts round-trips."""
 
