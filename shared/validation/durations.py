@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from shared.core.errors import quoted
+from shared.core.errors import ValidationError, quoted
 
 MAX_DIGITS = 6  # 999999 hours is 114 years: more than any field takes, far less than timedelta's limit
 _N = rf"[0-9]{{1,{MAX_DIGITS}}}"
@@ -53,3 +53,21 @@ def format_duration(value: timedelta) -> str:
     if seconds or out == "PT":
         out += f"{seconds}S"
     return out
+
+
+def duration_field(value: object, target: str, *, maximum: timedelta, example: str,
+                   whole_seconds: bool = False) -> timedelta:
+    """A request field that is an ISO 8601 duration from PT0S to `maximum`: ValidationError naming `target`
+    otherwise (not a string, not a duration, too long; with `whole_seconds`, a fraction of a second)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{target} must be an ISO 8601 duration string such as {example}", target=target)
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise ValidationError(f"{target}: {exc}", target=target) from None
+    if whole_seconds and duration.total_seconds() % 1:
+        raise ValidationError(f"{target} must be whole seconds", target=target)
+    if duration > maximum:
+        raise ValidationError(f"{target} is {format_duration(duration)}; at most {format_duration(maximum)}",
+                              target=target)
+    return duration

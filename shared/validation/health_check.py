@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from shared.core.errors import ValidationError, quoted
 from shared.egress.policy import Networks, check_url
-from shared.validation.durations import format_duration, parse_duration
+from shared.validation.durations import duration_field, format_duration
 from shared.validation.install_parameters import json_object, reject_unknown
 
 FIELDS = {"after", "within", "signals", "alerts", "probe"}
@@ -78,18 +78,7 @@ def parse_health_check(raw: object, target: str = "rollout.healthCheck", *, allo
 def _duration(value: object, target: str, default: timedelta, maximum: timedelta) -> timedelta:
     if value is None:
         return default
-    if not isinstance(value, str):
-        raise ValidationError(f"{target} must be an ISO 8601 duration string such as PT5M", target=target)
-    try:
-        duration = parse_duration(value)
-    except ValueError as exc:
-        raise ValidationError(f"{target}: {exc}", target=target) from None
-    if duration.total_seconds() % 1:
-        raise ValidationError(f"{target} must be whole seconds", target=target)
-    if duration > maximum:
-        raise ValidationError(f"{target} is {format_duration(duration)}; at most {format_duration(maximum)}",
-                              target=target)
-    return duration
+    return duration_field(value, target, maximum=maximum, example="PT5M", whole_seconds=True)
 
 
 def _signals(value: object, target: str) -> list[str]:

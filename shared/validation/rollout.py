@@ -31,7 +31,7 @@ from shared.core.settings import (
     check_hook_url,
 )
 from shared.egress.policy import Networks
-from shared.validation.durations import format_duration, parse_duration
+from shared.validation.durations import duration_field, format_duration
 from shared.validation.health_check import parse_health_check
 from shared.validation.install_parameters import json_object, reject_unknown
 from shared.validation.resource_ids import GUID, is_resource_group_name, parse_machine_id
@@ -143,17 +143,7 @@ def parse_rollout(raw: object, *, allow_local_hooks: bool = False, probe_network
 
 def _soak_time(value: object) -> str:
     """An ISO 8601 duration from PT0S to MAX_SOAK."""
-    target = "rollout.soakTime"
-    if not isinstance(value, str):
-        raise ValidationError(f"{target} must be an ISO 8601 duration string such as PT30M", target=target)
-    try:
-        soak = parse_duration(value)
-    except ValueError as exc:
-        raise ValidationError(f"{target}: {exc}", target=target) from None
-    if soak > MAX_SOAK:
-        raise ValidationError(f"{target} is {format_duration(soak)}; at most {format_duration(MAX_SOAK)} (30 days)",
-                              target=target)
-    return format_duration(soak)
+    return format_duration(duration_field(value, "rollout.soakTime", maximum=MAX_SOAK, example="PT30M"))
 
 
 def _hook(raw: object, target: str, *, timeout: bool, allow_local: bool) -> dict[str, Any]:
