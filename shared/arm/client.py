@@ -51,6 +51,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from shared.arm.calls import LIST_MACHINES, ArmCall
+from shared.arm.errors import answer_error, operation_error, result_error
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, UntrustedEndpointError
 from shared.core.ids import HYBRID_MACHINES, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, MachineRef, ScopeRef
 from shared.core.telemetry import arm_calls, arm_throttled
@@ -151,15 +152,11 @@ class ArmResponse:
     def error_detail(self) -> dict[str, Any] | None:
         """ARM's whole error (details, innererror) in ARM's shape, bounded for storage; None for an answer that is
         not an error (a 2xx, or an operation status without one)."""
-        from shared.arm.errors import operation_error, result_error
-
         if self.status < 400:
             return operation_error(result_error(self.body))
         return operation_error(self._error())
 
     def _error(self) -> dict[str, Any]:
-        from shared.arm.errors import answer_error
-
         return answer_error(self.body, self.status, self.headers.get("x-ms-failure-cause"))
 
 

@@ -118,15 +118,6 @@ class Wait:
     round: Round
 
 
-@dataclass(frozen=True)
-class Moment:
-    """When the readings are about: the operation's start (alerts fired since then count; a Resource Health status
-    reported before it cannot know of the installation). None for the baseline. (Not its end: an installation's
-    result carries no end time, and when PatchPilot saw it is later than when Resource Health did.)"""
-
-    started: datetime | None = None
-
-
 def _transient_wait(resp: ArmResponse, default_retry_after: int) -> int | None:
     """How long ARM asks to wait before reading again (a 429's Retry-After, a 5xx's or a backoff); None: the answer
     is not a transient failure."""
@@ -138,11 +129,13 @@ def _transient_wait(resp: ArmResponse, default_retry_after: int) -> int | None:
 
 
 def read_round(check: HealthCheck, machine: MachineRef, state: Round, *, io: SignalCalls, probe: Probe,
-               moment: Moment, default_retry_after: int = 60,
+               since: datetime | None, default_retry_after: int = 60,
                now: Callable[[], datetime] = utcnow) -> list[SignalReading] | Wait:
     """Read each of `check.signals` not yet read in `state`, in order; the round's readings, or a Wait (the budget,
     or a transient failure read again after ARM's Retry-After or a backoff, TRANSIENT_TRIES times, before the
-    signal counts as unreadable)."""
+    signal counts as unreadable). `since`: the operation's start (alerts fired since then count; a Resource Health
+    status reported before it cannot know of the installation); None for the baseline. Not its end: a result carries
+    no end time, and when PatchPilot saw it is later than when Resource Health did."""
     done = {r.signal for r in state.readings}
     for signal in check.signals:
         if signal in done:
@@ -154,7 +147,7 @@ def read_round(check: HealthCheck, machine: MachineRef, state: Round, *, io: Sig
             state.readings.append(probe_reading(answer.status, answer.error, iso(now()), expect=check.expect_status))
             continue
         if signal == "alerts":
-            reading = _read_alerts(check, machine, state, io=io, moment=moment, now=now,
+            reading = _read_alerts(check, machine, state, io=io, since=since, now=now,
                                    default_retry_after=default_retry_after)
             if isinstance(reading, Wait):
                 return reading
@@ -175,7 +168,7 @@ def read_round(check: HealthCheck, machine: MachineRef, state: Round, *, io: Sig
                 (wait := state.again(signal, seconds)) is not None:
             return Wait(wait, (), state)
         if signal == "resourceHealth":
-            state.readings.append(resource_health_reading(resp, at, since=moment.started))
+            state.readings.append(resource_health_reading(resp, at, since=since))
         elif machine.is_hybrid:
             state.readings.append(arc_reading(resp, at))
         else:
@@ -195,7 +188,7 @@ def _time_range(since: datetime | None, now: datetime) -> str:
     return next((name for span, name in TIME_RANGES if now - since < span), "30d")
 
 
-def _read_alerts(check: HealthCheck, machine: MachineRef, state: Round, *, io: SignalCalls, moment: Moment,
+def _read_alerts(check: HealthCheck, machine: MachineRef, state: Round, *, io: SignalCalls, since: datetime | None,
                  now: Callable[[], datetime], default_retry_after: int) -> SignalReading | Wait:
     """Every page of the machine's Fired alerts since the operation started, each page a paced read."""
     while True:
@@ -208,7 +201,7 @@ def _read_alerts(check: HealthCheck, machine: MachineRef, state: Round, *, io: S
             query = {"targetResourceGroup": machine.resource_group} if check.alert_scope == "resourceGroup" \
                 else {"targetResource": machine.resource_id}
             target = io.url_for(LIST_ALERTS, machine, **query, monitorCondition="Fired",
-                                timeRange=_time_range(moment.started, now()))
+                                timeRange=_time_range(since, now()))
         try:
             resp = io.call(LIST_ALERTS, target)
         except UntrustedEndpointError as exc:
@@ -222,7 +215,7 @@ def _read_alerts(check: HealthCheck, machine: MachineRef, state: Round, *, io: S
             return Wait(wait, (), state)
         if resp.status != 200 or not isinstance(resp.body, dict):
             return unreadable("alerts", at, resp)
-        state.alerts_found += fired_alerts(resp, severities=check.alert_severities, since=moment.started,
+        state.alerts_found += fired_alerts(resp, severities=check.alert_severities, since=since,
                                            machine_id=machine.resource_id, scope=check.alert_scope)
         state.alert_pages += 1
         next_link = str(resp.body.get("nextLink") or "")

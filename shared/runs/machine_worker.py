@@ -69,7 +69,7 @@ from shared.core.telemetry import (
 )
 from shared.events.publish import DeliveryQueue, emit, run_subject
 from shared.runs import health_check
-from shared.runs.health_check import Moment, Probe, Round, Wait
+from shared.runs.health_check import Probe, Round, Wait
 from shared.runs.hooks import Fits, RunHooks, Skip, StartContext, WaitContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
@@ -213,7 +213,7 @@ class MachineStep:
         baseline: dict[str, Any] = {}
         if spec.health_check is not None and kind is INSTALL and not self.target.get("baselineAt"):
             # The same signals, read before anything changes: a machine already unhealthy is not the patch's doing.
-            got = self._read_health(spec.health_check, "baseline", Moment(), osType=os_type)
+            got = self._read_health(spec.health_check, "baseline", None, osType=os_type)
             if isinstance(got, StepResult):
                 return got
             # A machine that is not running is not "unhealthy" before patching: the start answers it as always
@@ -513,8 +513,7 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         if spec is None or spec.health_check is None:  # nothing to verify against: the operation's result stands
             return self._terminal(MachineState.COMPLETED, {})
-        moment = Moment(started=parse_time(self.target.get("operationStartedAt")))
-        got = self._read_health(spec.health_check, "after", moment)
+        got = self._read_health(spec.health_check, "after", parse_time(self.target.get("operationStartedAt")))
         if isinstance(got, StepResult):
             return got
         reads = int(self.target.get("healthReads") or 0) + 1
@@ -538,13 +537,13 @@ class MachineStep:
             message += " (a signal that cannot be read is not a pass)"
         return self._unhealthy(outcome, message, bad, changes)
 
-    def _read_health(self, check: HealthCheck, phase: str, moment: Moment,
+    def _read_health(self, check: HealthCheck, phase: str, since: datetime | None,
                      **paced_changes: Any) -> list[SignalReading] | StepResult:
         """One round of `check`'s signals (`phase` "baseline" or "after"), each ARM read paced; a round the budget
         interrupts is kept in the row (`healthRound`) and goes on at the next delivery."""
         state = Round.load(self.target.get("healthRound"), phase)
         got = health_check.read_round(check, self.machine, state, io=_StepSignals(self), probe=self.ports.probe,
-                                      moment=moment, default_retry_after=self.retries.default_retry_after_seconds)
+                                      since=since, default_retry_after=self.retries.default_retry_after_seconds)
         if isinstance(got, Wait):
             return self.paced(got.seconds, got.held, healthRound=got.round.dump(), **paced_changes)
         return got
