@@ -10,21 +10,13 @@ queue messages; per wave, the wall time from its first admission to its last mac
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-import azure.functions as func
-
-from tests.app import get_services, reset_services, runs_api
-from tests.integration.conftest import DEV_TOKEN, unique_settings
-from tests.integration.queue_pump import QueuePump
+from benchmarks.run_costs import run_to_end, stack
 from tools import metrics
-from tools.azure_simulator import Simulator, SimulatorConfig
-from tools.azurite import Azurite
 
 VMS = 40
 INSTALL = {"maximumDuration": "PT4H", "rebootSetting": "IfRequired",
@@ -40,27 +32,12 @@ def _time(text: str) -> datetime:
 
 
 def measure(health: bool) -> dict[str, Any]:
-    with Azurite() as azurite, Simulator(SimulatorConfig(vms=VMS, seed=2, time_scale=3600.0,
-                                                         required_token=DEV_TOKEN, retry_after_seconds=1)) as sim:
-        os.environ.update({**unique_settings(azurite, sim.url), "WEBSITE_HOSTNAME": "127.0.0.1:7071"})
-        reset_services()
-        svc = get_services()
-        metrics.install()
+    with stack(VMS) as (svc, sim):
         calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
         table_before = metrics.table_operations("runs")
         rollout = {**ROLLOUT, **({"healthCheck": HEALTH} if health else {})}
         request = {"machines": sim.vm_ids(), "installPatches": INSTALL, "rollout": rollout}
-        started = time.perf_counter()
-        resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs",
-                                                    body=json.dumps(request).encode()))
-        run_id = json.loads(resp.get_body())["id"]
-
-        def done() -> bool:
-            run = svc.store.get_run(run_id)
-            return bool(run and run.get("completedAt"))
-
-        QueuePump(svc).run_until(done, timeout=900)
-        elapsed = time.perf_counter() - started
+        run_id, elapsed = run_to_end(svc, request, timeout=900)
         targets = svc.store.list_targets(run_id)
         waves: dict[int, list[Any]] = defaultdict(list)
         for t in targets:

@@ -11,9 +11,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import azure.functions as func
 
+from shared.composition import Components
 from tests.app import get_services, reset_services, runs_api
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.queue_pump import QueuePump
@@ -31,30 +34,42 @@ ROLLOUT = {"waves": [{"name": "canary", "size": 1}, {"size": "10%"}, {"size": "r
            "maxFailures": "10%"}
 
 
-def measure(rollout: dict[str, object] | None) -> None:
-    label = "with a rollout (3 waves, maxConcurrency 20)" if rollout else "all at once"
-    with Azurite() as azurite, Simulator(SimulatorConfig(vms=VMS, seed=2, time_scale=3600.0,
+@contextmanager
+def stack(vms: int) -> Iterator[tuple[Components, Simulator]]:
+    """Azurite, a simulator of `vms` VMs (1-4 h operations at 3600x, Retry-After 1 s) and the app wired to them,
+    its OpenTelemetry counters read by tools/metrics.py."""
+    with Azurite() as azurite, Simulator(SimulatorConfig(vms=vms, seed=2, time_scale=3600.0,
                                                          required_token=DEV_TOKEN, retry_after_seconds=1)) as sim:
         os.environ.update({**unique_settings(azurite, sim.url), "WEBSITE_HOSTNAME": "127.0.0.1:7071"})
         reset_services()
-        svc = get_services()
         metrics.install()
+        yield get_services(), sim
+
+
+def run_to_end(svc: Components, request: dict[str, object], timeout: float) -> tuple[str, float]:
+    """POST `request` as a run and deliver queue messages in-process until it completes: (run id, seconds)."""
+    started = time.perf_counter()
+    resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs",
+                                                body=json.dumps(request).encode()))
+    run_id = str(json.loads(resp.get_body())["id"])
+
+    def done() -> bool:
+        run = svc.store.get_run(run_id)
+        return bool(run and run.get("completedAt"))
+
+    QueuePump(svc).run_until(done, timeout=timeout)
+    return run_id, time.perf_counter() - started
+
+
+def measure(rollout: dict[str, object] | None) -> None:
+    label = "with a rollout (3 waves, maxConcurrency 20)" if rollout else "all at once"
+    with stack(VMS) as (svc, sim):
         calls_before, sent_before = metrics.arm_calls(), metrics.queue_messages()
         table_before = metrics.table_operations("runs")
         request: dict[str, object] = {"machines": sim.vm_ids(), "installPatches": INSTALL}
         if rollout:
             request["rollout"] = rollout
-        started = time.perf_counter()
-        resp = runs_api.create_run(func.HttpRequest("POST", "http://127.0.0.1/api/runs",
-                                                    body=json.dumps(request).encode()))
-        run_id = json.loads(resp.get_body())["id"]
-
-        def done() -> bool:
-            run = svc.store.get_run(run_id)
-            return bool(run and run.get("completedAt"))
-
-        QueuePump(svc).run_until(done, timeout=600)
-        elapsed = time.perf_counter() - started
+        _, elapsed = run_to_end(svc, request, timeout=600)
         arm_calls = metrics.arm_calls() - calls_before
         arm = sum(arm_calls.values())
         table_ops = metrics.table_operations("runs") - table_before
