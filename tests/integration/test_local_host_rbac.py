@@ -25,9 +25,11 @@ def simulator_config() -> SimulatorConfig:
     return sim_config(vms=10, seed=23, time_scale=36000.0)
 
 
-def run_to_end(host: HostProcess, vms: list[str], key: str) -> dict[str, Any]:
-    """POST a run and follow its Location (honouring Retry-After) until it stops answering 202."""
-    resp = requests.post(f"{host.base_url}/api/runs", json={"machines": vms, "installPatches": INSTALL_LINUX_OTHER},
+def run_to_end(host: HostProcess, vms: list[str], key: str, **extra: Any) -> dict[str, Any]:
+    """POST a run (`extra`: more body fields) and follow its Location (honouring Retry-After) until it stops
+    answering 202."""
+    resp = requests.post(f"{host.base_url}/api/runs",
+                         json={"machines": vms, "installPatches": INSTALL_LINUX_OTHER, **extra},
                          headers={"Idempotency-Key": key}, timeout=30)
     assert resp.status_code == 202, resp.text
     url, deadline = resp.headers["Location"], time.monotonic() + 120
@@ -89,17 +91,9 @@ def test_infras_roles_let_every_health_signal_be_read(host: HostProcess, simulat
     scope, vms = max(groups.items(), key=lambda g: len(g[1]))
     simulator.set_role_assignments([{"scope": scope, "actions": PATCH_ACTIONS},
                                     {"scope": "/".join(scope.split("/")[:3]), "actions": POLL_ACTIONS}])
-    body = {"machines": vms, "installPatches": INSTALL_LINUX_OTHER,
-            "rollout": {"maxFailures": 1, "healthCheck": {"after": "PT0S", "within": "PT0S",
-                                                          "signals": ["vmHealth", "resourceHealth", "alerts"]}}}
-    resp = requests.post(f"{host.base_url}/api/runs", json=body, timeout=30)
-    assert resp.status_code == 202, resp.text
-    url, deadline = resp.headers["Location"], time.monotonic() + 120
-    while (resp := requests.get(url, timeout=10)).status_code == 202:
-        assert time.monotonic() < deadline, f"run still running: {resp.json()['states']}"
-        url = resp.headers["Location"]
-        time.sleep(int(resp.headers["Retry-After"]))
-    run = resp.json()
+    run = run_to_end(host, vms, "health", rollout={
+        "maxFailures": 1, "healthCheck": {"after": "PT0S", "within": "PT0S",
+                                          "signals": ["vmHealth", "resourceHealth", "alerts"]}})
     assert run["status"] in ("Succeeded", "CompletedWithWarnings"), run["states"]
     for machine in run["machines"]:
         assert machine["health"]["status"] == "Healthy"
