@@ -489,13 +489,13 @@ class MachineStep:
                 changes["notSelectedByClassification"] = json.dumps(not_selected, separators=(",", ":"))
         # The result's `error` whole (details say why a package was skipped), or none at all: a
         # succeeded result's {"code": "0", "details": []} is no error (shared.arm.errors).
-        changes.update(error_columns(operation_error(result_error(result))))
+        azure_error = operation_error(result_error(result))
+        changes.update(error_columns(azure_error))
         if kind is INSTALL and _window_ran_out(result):
             pending = int(result.get("pendingPatchCount") or 0)
             changes.update(own_error_columns(
                 WINDOW_EXCEEDED, f"the maintenance window (maximumDuration) ran out with {pending} patch(es) still "
-                "pending and none failed: the machine is not broken; they install in its next window",
-                operation_error(result_error(result))))
+                "pending and none failed: the machine is not broken; they install in its next window", azure_error))
         spec = self.ports.specs.run_spec(self.run_id)
         check = spec.health_check if spec is not None else None
         if check is not None and kind is INSTALL and result.get("status") in ("Succeeded", "CompletedWithWarnings"):
