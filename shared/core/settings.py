@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from shared.core.errors import PatchPilotError
@@ -294,6 +294,26 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class PlanSettings:
+    """Plans before apply and predicted durations (shared/plans/, shared/runs/predictions.py): how long a plan may
+    wait for its apply, the duration predicted for a machine with no history and no peers, and whether a run
+    starts each wave's machines longest predicted first."""
+
+    max_age_hours: int  # a plan older than this is refused at apply (PlanExpired)
+    default_install_seconds: int  # an installation's predicted duration when neither its machine nor its peers have one
+    longest_first: bool  # order each wave's starts by predicted duration, longest first (off: request order)
+
+    @classmethod
+    def from_env(cls) -> PlanSettings:
+        raw = _str("LONGEST_FIRST", "true").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise SettingsError(f"setting LONGEST_FIRST must be true or false, got {raw!r}")
+        return cls(max_age_hours=_int("PLAN_MAX_AGE_HOURS", 24, minimum=1, maximum=24 * 14),
+                   default_install_seconds=_int("DEFAULT_INSTALL_SECONDS", 1200, minimum=60, maximum=4 * 3600),
+                   longest_first=raw in ("true", "1"))
+
+
+@dataclass(frozen=True)
 class LocalDevelopment:
     """Knobs for the local simulator only, honoured only for a loopback ARM_ENDPOINT (SettingsError otherwise):
     ARM_DEV_TOKEN (the simulator's bearer token; also lets events and hooks go to loopback), and a compressed
@@ -336,6 +356,7 @@ class Settings:
     events: EventSettings
     health: HealthSettings
     local: LocalDevelopment
+    plans: PlanSettings = field(default_factory=PlanSettings.from_env)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -345,7 +366,7 @@ class Settings:
                    limits=RunLimits.from_env(), retries=RetrySettings.from_env(), pacing=PacingSettings.from_env(),
                    assessments=AssessmentSettings.from_env(),
                    events=EventSettings.from_env(allow_local=local.arm_dev_token is not None),
-                   health=HealthSettings.from_env(), local=local)
+                   health=HealthSettings.from_env(), local=local, plans=PlanSettings.from_env())
 
 
 def check_hook_url(url: str, what: str, *, allow_local: bool) -> str:

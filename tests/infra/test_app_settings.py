@@ -62,6 +62,9 @@ NOT_SET_IN_AZURE = {
     "HEALTH_RECHECK_SECONDS": "health-check tuning knob: between reads of a machine not yet healthy",
     "HEALTH_PROBE_TIMEOUT_SECONDS": "health-check tuning knob: connect plus read per workload probe",
     "HEALTH_PROBE_NETWORKS": "egress opening an operator adds by hand for probes of private addresses; none by default",
+    "PLAN_MAX_AGE_HOURS": "plan tuning knob: how long a plan may wait for its apply",
+    "DEFAULT_INSTALL_SECONDS": "plan tuning knob: predicted duration with no history",
+    "LONGEST_FIRST": "start-order knob: longest predicted first (the default) or request order",
 }
 
 # Set in Azure for the Functions host or the platform, not read by the app's own code.
