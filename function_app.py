@@ -17,6 +17,7 @@ from shared.functions import (
     maintenance_api,
     maintenance_timers,
     openapi,
+    plans_api,
     run_workers,
     runs_api,
 )
@@ -25,7 +26,7 @@ from shared.functions import (
 def build_app(components: Callable[[], Components]) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     for module in (runs_api, run_workers, maintenance_timers, assessments_api, assessment_workers, maintenance_api,
-                   event_workers, openapi, dashboard):
+                   event_workers, openapi, dashboard, plans_api):
         app.register_functions(module.blueprint(components))
     return app
 

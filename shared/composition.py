@@ -7,6 +7,8 @@
                   rollouts      before_start: a stopped run's machine does not start; Linux pins after the canary
                                 progressed: the controller admits machines and closes rollout runs
                   maintenance   before_start: inside the window, once per VM across overlapping windows
+                  plans         before_start: a planned run's machine installs its planned patches, or is skipped
+                                when its predicted duration no longer fits the window (shared/plans/apply.py)
                   assessments   on_terminal (assessPatches): history and the latest snapshot per machine
     step_ports    what a machine step uses (shared/runs/machine_worker.py StepPorts), each a small Protocol
 
@@ -33,6 +35,7 @@ from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
 from shared.egress.session import get as egress_get
 from shared.maintenance.window_guard import WithinWindow
+from shared.plans.apply import FollowPlan
 from shared.rollouts.controller import on_progress
 from shared.rollouts.start_guard import StoppedOrPinned
 from shared.runs.health_check import Probe
@@ -43,8 +46,10 @@ from shared.runs.queues import WorkQueues
 from shared.runs.specs import RunSpecCache
 from shared.storage.budget_store import BudgetStore
 from shared.storage.clients import StorageAccount
+from shared.storage.duration_store import DurationStore
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore
+from shared.storage.plan_store import PlanStore
 from shared.storage.run_store import RunStore
 
 
@@ -71,6 +76,14 @@ class Components:
     @cached_property
     def maintenance(self) -> MaintenanceStore:
         return MaintenanceStore(self.settings.storage, self.account)
+
+    @cached_property
+    def plans(self) -> PlanStore:
+        return PlanStore(self.settings.storage, self.account)
+
+    @cached_property
+    def durations(self) -> DurationStore:
+        return DurationStore(self.settings.storage, self.account)
 
     # -- ARM -----------------------------------------------------------------------------------
     @cached_property
@@ -127,8 +140,9 @@ class Components:
     @cached_property
     def hooks(self) -> RunHooks:
         window = WithinWindow(self.maintenance, self.store, lambda: schedule_now(self.settings.local))
+        plan = FollowPlan(self.plans, lambda: schedule_now(self.settings.local))
         return RunHooks(
-            before_start=(StoppedOrPinned(self.store), window),
+            before_start=(StoppedOrPinned(self.store), window, plan),
             before_wait=(window.wait,),
             on_terminal={"assessPatches": lambda target, state, result, run_id:
                          record_outcome(self, target, state, result, run_id)},

@@ -62,4 +62,4 @@ class Triggers:
 triggers = Triggers()
 # One namespace for all: the names are unique across blueprints (the host requires it).
 runs_api = run_workers = assessments_api = assessment_workers = maintenance_api = maintenance_timers = \
-    event_workers = triggers
+    event_workers = plans_api = triggers

@@ -52,7 +52,8 @@ class PatchPilotError(Exception):
 class ApiError(PatchPilotError):
     """An error answer for our own HTTP API, in ARM's shape so callers parse one format."""
 
-    def __init__(self, status: int, code: str, message: str, *, target: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, target: str | None = None,
+                 details: list[dict[str, str]] | None = None) -> None:
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE - 1] + "…"
         super().__init__(message)
@@ -60,9 +61,13 @@ class ApiError(PatchPilotError):
         self.code = code
         self.message = message
         self.target = short_target(target)
+        self.details = details or []
 
     def body(self) -> dict[str, Any]:
-        return arm_error_body(self.code, self.message, self.target)
+        body = arm_error_body(self.code, self.message, self.target)
+        if self.details:  # ARM's ErrorDetail list: {code, target, message} each
+            body["error"]["details"] = self.details[:100]
+        return body
 
 
 class ValidationError(ApiError):

@@ -56,10 +56,12 @@ class DispatchMessage:
     # a dispatched run: send the start messages of the machines whose slot is due from this time on
     # (ISO 8601, UTC) up to DISPATCH_HORIZON_SECONDS later (shared/runs/dispatch.py release_starts)
     release_from: str = ""
+    plan: bool = False  # `run_id` is a plan's id: plan it (shared/plans/build.py), nothing is dispatched
 
     def encode(self) -> str:
         return _encode({"runId": self.run_id, **({"advance": True} if self.advance else {}),
-                        **({"releaseFrom": self.release_from} if self.release_from else {})})
+                        **({"releaseFrom": self.release_from} if self.release_from else {}),
+                        **({"plan": True} if self.plan else {})})
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def parse_dispatch(body: str) -> DispatchMessage:
     release_from = data.get("releaseFrom", "")
     if not isinstance(release_from, str) or (release_from and not _is_iso(release_from)):
         raise BadMessageError(f"bad releaseFrom {release_from!r}")
-    return DispatchMessage(str(data["runId"]), data.get("advance") is True, release_from)
+    return DispatchMessage(str(data["runId"]), data.get("advance") is True, release_from, data.get("plan") is True)
 
 
 def parse_discovery(body: str) -> DiscoveryMessage:

@@ -71,6 +71,7 @@ class RunSpec:
     created_at: str = ""  # when the run was accepted (ISO, shared.core.clock.iso)
     counted: bool = False  # its machines are counted in counter rows (shared.core.counters); older runs are not
     health_check: HealthCheck | None = None  # read each machine's health before and after (rollout.healthCheck)
+    plan_id: str = ""  # the plan this run applies (shared/plans/): each machine installs its planned patches
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +151,19 @@ class RunRecord(StoredRecord):
 
     def with_changes(self, changes: Mapping[str, Any], etag: str | None = None) -> RunRecord:
         return replace(self, columns={**self.columns, **changes}, etag=self.etag if etag is None else etag)
+
+
+@dataclass(frozen=True, eq=False)
+class PlanRecord(StoredRecord):
+    """A plan (`POST /api/plans`): the request it answers, its status, summary and the run that applied it."""
+
+    plan_id: str = ""
+
+    def json_column(self, name: str) -> Any:
+        """A column holding JSON, decoded (None when absent or empty); a long one is kept in parts `name`, `name1`,
+        ... (shared/storage/plan_store.py split_column), joined here."""
+        raw = "".join(str(self.columns.get(name if i == 0 else f"{name}{i}") or "") for i in range(16))
+        return json.loads(raw) if raw else None
 
 
 @dataclass(frozen=True, eq=False)

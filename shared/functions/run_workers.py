@@ -11,6 +11,7 @@ from shared.composition import Components
 from shared.core.messages import parse_dispatch, parse_step
 from shared.core.telemetry import traced
 from shared.functions.queue_input import parse_message
+from shared.plans.build import build_plan
 from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run, fail_undispatched
 from shared.runs.machine_worker import fail_poisoned_step, run_step
@@ -26,7 +27,9 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @traced()
     def dispatch_worker(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "dispatch")
-        if parsed and parsed.advance:
+        if parsed and parsed.plan:
+            log.info("plan %s -> %s", parsed.run_id, build_plan(parsed.run_id, components()))
+        elif parsed and parsed.advance:
             deps = components()
             log.info("rollout run=%s -> %s", parsed.run_id, advance(parsed.run_id, deps))
         elif parsed:
@@ -57,7 +60,10 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @traced()
     def dispatch_poison(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
-        if parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
+        if parsed and parsed.plan:  # planning failed past its own error handling: the plan says Failed
+            components().plans.update_plan(parsed.run_id, {"status": "Failed", "errorCode": "PlanningFailed",
+                                                           "errorMessage": "planning failed repeatedly"})
+        elif parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
             log.warning("poisoned advance for run=%s dropped", parsed.run_id)
         elif parsed and parsed.release_from:  # the run was dispatched: the sweeper sends the release again
             log.warning("poisoned release of run=%s from %s dropped", parsed.run_id, parsed.release_from)

@@ -83,7 +83,12 @@ def _handle_configuration(deps: WindowDeps, stored: dict[str, Any], now: datetim
 
 
 def window_key(config: MaintenanceConfiguration, begin: datetime) -> str:
-    return internal_key(f"maintenance:{config.name.lower()}:{iso(begin)}")
+    return occurrence_key(config.name, begin)
+
+
+def occurrence_key(configuration: str, begin: datetime) -> str:
+    """The idempotency key of a window's run: the timer's, and a plan applied to that window's (shared/plans/)."""
+    return internal_key(f"maintenance:{configuration.lower()}:{iso(begin)}")
 
 
 def _record(deps: WindowDeps, config: MaintenanceConfiguration, begin: datetime, end: datetime, *, code: str,

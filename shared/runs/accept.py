@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ApiError, ValidationError
 from shared.core.records import NewRun, RunRecord
 from shared.core.states import RunStatus
@@ -118,7 +120,7 @@ def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[
         existing = store.get_run(run_id)
         if existing:
             if not existing.get("dispatchedAt"):
-                deps.queues.send_dispatch(run_id)  # the first attempt may have stopped before queuing
+                deps.queues.send_dispatch(run_id, not_before_delay(existing))  # the first attempt may have stopped
             return existing, False
 
     try:
@@ -144,8 +146,16 @@ def accept(new: NewRun, idempotency_key: str | None, deps: AcceptDeps) -> tuple[
     for index in range(len(new.scopes)):
         deps.queues.send_discovery(run_id, index, 0)
     if new.machines:
-        deps.queues.send_dispatch(run_id)
+        deps.queues.send_dispatch(run_id, not_before_delay(run))
     return RunRecord(etag="", columns=run, run_id=run_id), True
+
+
+def not_before_delay(run: Mapping[str, Any]) -> int:
+    """Seconds until a run may be dispatched: a run applied ahead of its maintenance window waits for it
+    (`notBefore`, ISO; shared/plans/apply.py). 0 for every other run."""
+    if not run.get("notBefore"):
+        return 0
+    return max(0, math.ceil((parse_iso(str(run["notBefore"])) - utcnow()).total_seconds()))
 
 
 def _forget(store: Any, idempotency_key: str | None, run_id: str) -> None:

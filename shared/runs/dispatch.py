@@ -69,6 +69,9 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     if run.get("dispatchedAt"):
         log.info("dispatch: run %s already dispatched at %s", msg.run_id, run["dispatchedAt"])
         return 0
+    if run.get("notBefore") and parse_iso(str(run["notBefore"])) > utcnow():
+        log.info("dispatch: run %s waits for its window at %s", msg.run_id, run["notBefore"])
+        return 0  # its own delayed message (or the sweeper, after notBefore) comes back then
     if run.get("rollout"):  # machines wait for the rollout controller to admit them
         create_targets(msg.run_id, deps)
         deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})

@@ -148,6 +148,12 @@ class Pacer:
         self._update(subscription, [name], decide)
         return due
 
+    def peek(self, subscription: str) -> dict[str, float]:
+        """Read, never take: each bucket's `tat` (epoch seconds) as stored, i.e. what other runs have reserved.
+        A plan (shared/plans/) schedules its starts after them, as dispatch would."""
+        rows = self.store.read(subscription, list(self.buckets))
+        return {name: rows[name].tat for name in self.buckets}
+
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
         """After a call that drew from `names`: a 429 empties them until `retry_after`; a remaining-*

@@ -18,6 +18,7 @@ accepted POST (`operationStartedAt`) to the poll that found it finished, so it i
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,3 +185,14 @@ def with_sample(samples: Sequence[Sample], new: Sample) -> tuple[Sample, ...]:
     """`new` first, then the others (one per `at`: a run recorded twice keeps one), at most MAX_SAMPLES."""
     kept = [s for s in samples if s.at != new.at]
     return (new, *kept)[:MAX_SAMPLES]
+
+
+def history_from_row(row: Mapping[str, object]) -> MachineHistory:
+    """A stored duration row (shared/storage/duration_store.py: `osType`, `samples` as JSON) as a MachineHistory;
+    unreadable samples are dropped, not raised: a history is advice, never a reason to fail."""
+    try:
+        raw = json.loads(str(row.get("samples") or "[]"))
+        samples = tuple(Sample.from_json(s) for s in raw if isinstance(s, dict))
+    except (ValueError, TypeError):
+        samples = ()
+    return MachineHistory(os_type=str(row.get("osType") or ""), samples=samples)

@@ -44,8 +44,13 @@ class WorkQueues:
         """An event or hook call to make, off the caller's path (shared/events/delivery.py)."""
         _send(self._events, "events", encode_delivery(message), delay_seconds)
 
-    def send_dispatch(self, run_id: str) -> None:
-        _send(self._dispatch, "dispatch", DispatchMessage(run_id).encode())
+    def send_dispatch(self, run_id: str, delay_seconds: int = 0) -> None:
+        """Fan the run out; `delay_seconds`: not before then (a run applied ahead of its maintenance window)."""
+        _send(self._dispatch, "dispatch", DispatchMessage(run_id).encode(), delay_seconds)
+
+    def send_plan(self, plan_id: str) -> None:
+        """Plan a stored plan request (shared/plans/build.py), on the dispatch queue."""
+        _send(self._dispatch, "dispatch", DispatchMessage(plan_id, plan=True).encode())
 
     def send_release(self, run_id: str, release_from: str, delay_seconds: int) -> None:
         """Come back at `delay_seconds` to queue the start messages due from `release_from` on (dispatch.py)."""

@@ -41,7 +41,8 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         counts["runs"] += 1
         run_id = run.run_id
         if not run.get("dispatchedAt"):
-            if run["createdAt"] < stalled_before:  # its dispatch message was lost, or is held
+            # its dispatch message was lost, or is held (a run applied ahead of its window waits for it first)
+            if max(str(run["createdAt"]), str(run.get("notBefore") or "")) < stalled_before:
                 deps.queues.send_dispatch(run_id)
                 counts["redispatched"] += 1
             continue

@@ -118,6 +118,8 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
     if run.get("maintenanceConfiguration"):
         view["maintenanceWindow"] = {"configuration": run["maintenanceConfiguration"],
                                      "startDateTime": run.get("windowStart"), "endDateTime": run.get("windowEnd")}
+    if run.get("planId"):  # the plan it applies (POST /api/plans/{id}/apply): each machine installs its planned patches
+        view["planId"] = run["planId"]
     if targets is not None or counters is not None:
         summary = counters.summary() if counters is not None else summarize(targets or [])
         status = with_rollout(with_discovery(summary["status"], scopes or [], summary["machineCount"]), run)

@@ -339,7 +339,8 @@ class RunStore:
         return RunSpec(run.get("operation") or "installPatches", run.parameters,
                        bool(run.get("scopeCount")), str(run.get("maintenanceConfiguration") or ""),
                        str(run.get("windowEnd") or ""), bool(run.get("rollout")), str(run.get("createdAt") or ""),
-                       run.counted, HealthCheck.from_spec((run.rollout or {}).get("healthCheck")))
+                       run.counted, HealthCheck.from_spec((run.rollout or {}).get("healthCheck")),
+                       str(run.get("planId") or ""))
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge `changes`; with `etag`, only if the run is unchanged since read (else ConflictError).
