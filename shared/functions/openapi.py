@@ -36,6 +36,7 @@ from shared.validation.schemas import (
     assessment_request_schema,
     health_check_schema,
     install_parameters_schema,
+    plan_request_schema,
     rollout_schema,
     run_request_schema,
     wave_schema,
@@ -67,6 +68,7 @@ ARC_PARAMS = [
     _param("resourceGroupName", "path", "Resource group", "The Arc machine's resource group"),
     _param("machineName", "path", "Machine name", "The Arc-enabled server's name"),
 ]
+PLAN_ID = _param("planId", "path", "Plan id", "The id POST /plans returned", pattern="^[0-9a-f]{11}-[0-9a-f]{8}$")
 IDEMPOTENCY = _param("Idempotency-Key", "header", "Idempotency key",
                      "The same key with an equivalent body returns the first run; a different body is a 409",
                      maxLength=128)
@@ -196,6 +198,25 @@ OPERATIONS: list[tuple[str, str, str, str, str, str, list[dict[str, Any]], dict[
     ("get", "/runs/{runId}/summary", "get_run_summary", "Runs_GetSummary", "Get a run's summary",
      "The run without its machines: counts per state and per wave, and a timeline of machines started and "
      "finished.", [RUN_ID], _ok("RunSummary", "The summary"), False),
+    ("post", "/plans", "create_plan", "Plans_Create", "Plan a patch run (what-if)",
+     "Takes what Runs_Create takes (or a maintenance configuration, to plan its next window) and answers 202 + "
+     "Location + Retry-After; the plan's URL answers 202 while planning, then 200 with each machine's patches from "
+     "its latest assessment, predicted durations and start times inside the ARM budgets, and the window fit.",
+     [_body("PlanRequest", "Plan")], _lro("Plan", "The plan"), True),
+    ("get", "/plans/{planId}", "get_plan", "Plans_Get", "Get a plan",
+     "202 while planning, 200 with the plan: summary, totals by classification and patch, waves, window fit.",
+     [PLAN_ID], _lro("Plan", "The plan"), True),
+    ("get", "/plans/{planId}/machines", "list_plan_machines", "Plans_ListMachines", "List a plan's machines",
+     "A page of planned machines with their patches, prediction and predicted start and finish; follow nextLink.",
+     [PLAN_ID, _param("top", "query", "Page size", "1 to 100", kind="integer", minimum=1, maximum=100, default=50),
+      _param("continuationToken", "query", "Continuation token", "From the previous page's nextLink")],
+     _ok("PlanMachineList", "A page of planned machines"), False),
+    ("get", "/plans/{planId}/csv", "plan_csv", "Plans_GetCsv", "Get a plan as CSV",
+     "One line per machine and patch (text/csv), for a change ticket.", [PLAN_ID], _ok(None, "The CSV"), False),
+    ("post", "/plans/{planId}/apply", "apply_plan_run", "Plans_Apply", "Apply a plan",
+     "Starts the run that installs this plan and nothing newer (a repeated apply answers the same run); 409 "
+     "PlanExpired, PlanOutdated, WindowPassed or PlanNotReady with the reason.",
+     [PLAN_ID], _lro("Run", "The run"), True),
     ("get", "/dashboard", "get_dashboard", "Dashboard_Get", "The dashboard page",
      "HTML (anonymous; it calls this API with the caller's function key).", [], _ok(None, "The page"), False),
     ("get", "/dashboard/{asset}", "get_dashboard_asset", "Dashboard_GetAsset", "A dashboard asset",
@@ -251,6 +272,7 @@ def _response_definitions() -> dict[str, Schema]:
         "completedAt": {"type": "string", "format": "date-time"},
         "machineCount": {"type": "integer"}, "states": {"type": "object"}, "outcomes": {"type": "object"},
         "installPatches": {"type": "object"},
+        "planId": {"type": "string", "x-ms-summary": "Plan it applies"},
         "rollout": {"type": "object", "description": "The rollout as accepted, with currentWave, waveCount, and when "
                     "halted `halted`", "properties": {"halted": {"type": "object", "properties": {
                         "reason": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
@@ -260,6 +282,43 @@ def _response_definitions() -> dict[str, Schema]:
                             "errorCode": {"type": "string"},
                             "signals": {"type": "array", "items": {"type": "string"}}}}}}}}},
         "machines": {"type": "array", "items": {"$ref": "#/definitions/Machine"}}}}
+
+    plan: Schema = {"type": "object", "properties": {
+        "id": {"type": "string", "x-ms-summary": "Plan id"},
+        "status": {"type": "string", "enum": ["Planning", "Succeeded", "Failed"], "x-ms-summary": "Status"},
+        "createdAt": {"type": "string", "format": "date-time"}, "plannedAt": {"type": "string", "format": "date-time"},
+        "machineCount": {"type": "integer"}, "installPatches": {"type": "object"}, "rollout": {"type": "object"},
+        "maintenanceWindow": {"type": "object", "x-nullable": True, "properties": {
+            "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"}}},
+        "maintenanceConfiguration": {"type": "string", "x-nullable": True},
+        "summary": {"type": "object", "x-ms-summary": "Summary", "description": "machineCount, actions, assessments, "
+                    "installing, patchInstalls, rebootsExpected, order, predictedStart, predictedFinish, "
+                    "predictedMakespan (ISO 8601) and its basis, waves, subscriptions, window {start, end, fits, "
+                    "wouldNotStart, wouldNotFinish}, outsideWindow [{machine, code, message}], totals "
+                    "{byClassification, byPatch}",
+                    "properties": {"installing": {"type": "integer"}, "patchInstalls": {"type": "integer"},
+                                   "predictedMakespan": {"type": "string"},
+                                   "window": {"type": "object", "x-nullable": True},
+                                   "outsideWindow": {"type": "array", "items": {"type": "object"}},
+                                   "totals": {"type": "object"}}},
+        "machinesLink": {"type": "string"}, "csvLink": {"type": "string"}, "applyLink": {"type": "string"},
+        "appliedRunId": {"type": "string", "x-ms-summary": "Run that applied it"},
+        "runLink": {"type": "string"}, "error": {"type": "object", "x-nullable": True}}}
+    plan_machine: Schema = {"type": "object", "properties": {
+        "resourceId": {"type": "string"}, "osType": {"type": "string"}, "wave": {"type": "integer"},
+        "action": {"type": "string", "enum": ["Install", "NothingToInstall", "NotAssessed", "NoParametersForOsType"]},
+        "assessment": {"type": "object", "properties": {
+            "status": {"type": "string", "enum": ["Current", "Stale", "Missing"]},
+            "assessedAt": {"type": "string", "format": "date-time"}, "ageHours": {"type": "number"}}},
+        "patchCount": {"type": "integer"}, "rebootExpected": {"type": "boolean"},
+        "prediction": {"type": "object", "properties": {
+            "seconds": {"type": "integer"}, "basis": {"type": "string", "enum": ["machine", "peers", "default"]},
+            "samples": {"type": "integer"}, "error": {"type": "number", "x-nullable": True}}},
+        "predictedStart": {"type": "string", "format": "date-time"},
+        "predictedFinish": {"type": "string", "format": "date-time"},
+        "outside": {"type": "object", "x-nullable": True, "properties": {
+            "code": {"type": "string", "enum": ["WindowClosed", "WouldNotFinish"]}, "message": {"type": "string"}}},
+        "patches": {"type": "array", "items": {"type": "object"}}}}
 
     def listing(ref: str, paged: bool = False) -> Schema:
         props: Schema = {"value": {"type": "array", "items": {"$ref": f"#/definitions/{ref}"}}}
@@ -308,7 +367,8 @@ def _response_definitions() -> dict[str, Schema]:
                 "startLocal": {"type": "string"}, "endLocal": {"type": "string"}, "timeZone": {"type": "string"},
                 "maximumDuration": {"type": "string"}, "state": {"type": "string"}, "runId": {"type": "string"},
                 "error": {"type": "object"}}},
-            "OccurrenceList": listing("Occurrence")}
+            "OccurrenceList": listing("Occurrence"),
+            "Plan": plan, "PlanMachine": plan_machine, "PlanMachineList": listing("PlanMachine", paged=True)}
 
 
 def build_document(host: str = KEPT_HOST, scheme: str = "https",
@@ -331,6 +391,7 @@ def build_document(host: str = KEPT_HOST, scheme: str = "https",
         paths.setdefault(path, {})[method] = operation
     definitions = {
         "RunRequest": run_request_schema(max_machines),
+        "PlanRequest": plan_request_schema(max_machines),
         "InstallPatchesParameters": install_parameters_schema(),
         "Rollout": rollout_schema(),
         "HealthCheck": health_check_schema(),

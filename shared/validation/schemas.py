@@ -229,6 +229,26 @@ def run_request_schema(max_machines: int) -> Schema:
             "properties": props, "description": "machines, or scopes (with an optional filter): one of the two"}
 
 
+def plan_request_schema(max_machines: int) -> Schema:
+    """POST /api/plans: a run request plus its maintenance window, or a maintenance configuration alone
+    (shared/plans/request.py)."""
+    run = run_request_schema(max_machines)
+    props = {**run["properties"],
+             "maintenanceWindow": _ui({"type": "object", "additionalProperties": False, "x-nullable": True,
+                                       "required": ["startDateTime", "duration"],
+                                       "description": "The window the run would have: which machines would not "
+                                                      "start or finish in it",
+                                       "properties": {"startDateTime": {"type": "string", "format": "date-time"},
+                                                      "duration": {"type": "string",
+                                                                   "description": "ISO 8601, PT1H30M to PT6H"}}},
+                                      "Maintenance window"),
+             "maintenanceConfiguration": _ui({"type": "string", "description": "Instead of everything else: plan "
+                                              "this maintenance configuration's next window"},
+                                             "Maintenance configuration")}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "A run request (+ maintenanceWindow), or maintenanceConfiguration alone"}
+
+
 def assessment_request_schema(max_machines: int) -> Schema:
     scope = SCOPE_ID
     props = _covers({
