@@ -227,3 +227,32 @@ def test_apply_of_an_unknown_or_unfinished_plan(services: Components, simulator:
                            body={"machines": vms(simulator)[:1], "installPatches": INSTALL})
     status, err = apply(view["id"])  # not pumped: still Planning
     assert status == 409 and err["error"]["code"] == "PlanNotReady"
+
+
+def test_a_configurations_next_window_is_planned_and_its_applied_run_is_the_windows_run(
+        services: Components, simulator: Simulator) -> None:
+    from shared.maintenance.windows import open_due_windows
+    from tests.integration.test_maintenance import assign, configuration, occurrences, put
+
+    machines = vms(simulator)[:2]
+    assess(services, machines)
+    begin = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    put("nightly", configuration(begin))
+    for i, machine in enumerate(machines):
+        assign("nightly", f"vm{i}", {"resourceId": machine})
+    view = plan(services, {"maintenanceConfiguration": "nightly"})
+    assert view["maintenanceConfiguration"] == "nightly"
+    assert view["maintenanceWindow"] == {"start": iso(begin), "end": iso(begin + timedelta(hours=3))}
+    assert set(planned_machines(view["id"])) == {m.lower() for m in machines}
+    assert view["installPatches"]["maximumDuration"] == "PT2H50M"  # the window less the reboot reserve
+    status, run = apply(view["id"])
+    assert status == 202, run
+    assert run["maintenanceWindow"]["configuration"] == "nightly" and run["planId"] == view["id"]
+    pump = QueuePump(services)
+    while pump.pump_once():  # everything due now: its dispatch is not (it waits for the window)
+        pass
+    assert services.store.get_run(run["id"]).get("dispatchedAt") in (None, "")  # type: ignore[union-attr]
+    # the window timer finds the plan's run instead of opening another
+    open_due_windows(services, begin)
+    window = occurrences("nightly", begin, 1)[0]
+    assert window["state"] == "Started" and window["runId"] == run["id"]
