@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,27 @@ EXAMPLES = readme_json_examples()
 
 
 def test_readme_run_example_is_accepted_by_schema_and_api() -> None:
-    runs = [e for e in EXAMPLES if isinstance(e, dict) and "installPatches" in e and "machines" in e]
+    runs = [e for e in EXAMPLES if isinstance(e, dict) and "installPatches" in e and "machines" in e
+            and "maintenanceWindow" not in e]
     assert runs, "the README shows a run body"
     for body in runs:
         assert list(schema_of("RunRequest").iter_errors(body)) == []
         assert api_accepts_run(body)
+
+
+def test_docs_plan_examples_are_accepted_by_schema_and_api() -> None:
+    from shared.core.clock import utcnow
+    from shared.plans.request import parse_plan_request
+
+    plans = [e for e in EXAMPLES if isinstance(e, dict) and ("maintenanceWindow" in e or
+                                                             "maintenanceConfiguration" in e)]
+    assert len(plans) >= 2, "docs/plans.md shows a plan body with a window and one for a configuration"
+    for body in plans:
+        assert list(schema_of("PlanRequest").iter_errors(body)) == []
+        window = body.get("maintenanceWindow")
+        tomorrow = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the example's date may have passed
+        sent = {**body, "maintenanceWindow": {**window, "startDateTime": tomorrow}} if window else body
+        parse_plan_request(json.dumps(sent).encode(), now=utcnow(), max_bytes=1 << 20, max_machines=100)
 
 
 def test_readme_maintenance_examples_are_accepted_by_schema_and_api() -> None:
