@@ -306,7 +306,8 @@ def _response_definitions() -> dict[str, Schema]:
         "runLink": {"type": "string"}, "error": {"type": "object", "x-nullable": True}}}
     plan_machine: Schema = {"type": "object", "properties": {
         "resourceId": {"type": "string"}, "osType": {"type": "string"}, "wave": {"type": "integer"},
-        "action": {"type": "string", "enum": ["Install", "NothingToInstall", "NotAssessed", "NoParametersForOsType"]},
+        "action": {"type": "string", "enum": ["Install", "NothingToInstall", "NotAssessed", "NoParametersForOsType",
+                                             "NoPatchList"]},
         "assessment": {"type": "object", "properties": {
             "status": {"type": "string", "enum": ["Current", "Stale", "Missing"]},
             "assessedAt": {"type": "string", "format": "date-time"}, "ageHours": {"type": "number"}}},

@@ -8,7 +8,10 @@ redelivered message plans again and rewrites the same rows; a plan that is no lo
 At 10,000 machines that is about 10,000 reads and 100 writes in one invocation, inside functionTimeout.
 
 What a machine's entry says (the shape `GET /api/plans/{id}/machines` serves):
-    {"resourceId", "osType", "wave", "action": Install | NothingToInstall | NotAssessed | NoParametersForOsType,
+    {"resourceId", "osType", "wave",
+     "action": Install | NothingToInstall | NotAssessed | NoParametersForOsType | NoPatchList (an Arc machine:
+               HybridCompute's assessment counts patches per classification without listing them, so a plan cannot
+               pin them; it is left out of the applied run),
      "assessment": {"status": Current | Stale | Missing, "assessedAt", "ageHours", "historyKey"},
      "patchCount", "rebootExpected", "prediction": {"seconds", "basis", "samples", "error"},
      "predictedStart", "predictedFinish", "outside": {"code", "message"} | absent}
@@ -122,6 +125,10 @@ def plan_machine(vm: MachineRef, row: Mapping[str, Any] | None, available: list[
     entry: dict[str, Any] = {"resourceId": vm.resource_id, "osType": os_type, "assessment": assessment}
     if assessment["status"] == "Missing" or available is None:
         entry.update(action="NotAssessed", patchCount=0, rebootExpected=False)
+        return entry, []
+    if vm.is_hybrid and not available and json.loads(str((row or {}).get("classificationCounts") or "{}")):
+        # HybridCompute's assessPatches reports counts per classification, no patch list: nothing to pin
+        entry.update(action="NoPatchList", patchCount=0, rebootExpected=False)
         return entry, []
     patches = planned_patches(available, install, os_type)
     if patches is None:

@@ -256,3 +256,17 @@ def test_a_configurations_next_window_is_planned_and_its_applied_run_is_the_wind
     open_due_windows(services, begin)
     window = occurrences("nightly", begin, 1)[0]
     assert window["state"] == "Started" and window["runId"] == run["id"]
+
+
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=2, seed=78, time_scale=36000.0, arc_machines=1,
+                                                          arc_disconnected=0)])
+def test_an_arc_machine_whose_assessment_only_counts_is_not_planned(services: Components,
+                                                                    simulator: Simulator) -> None:
+    arc = [m for m in simulator.machine_ids() if "/Microsoft.HybridCompute/" in m]
+    assert arc
+    assess(services, arc)
+    view = plan(services, {"machines": arc, "installPatches": INSTALL})
+    entry = planned_machines(view["id"])[arc[0].lower()]
+    assert entry["action"] == "NoPatchList" and entry["assessment"]["status"] == "Current"
+    status, err = apply(view["id"])
+    assert status == 409 and err["error"]["code"] == "NothingToInstall"
