@@ -1,8 +1,9 @@
 """The composition root: the app's whole object graph, built once per process from its settings, wired by hand.
 
-    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore; the budget rows
+    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore, DurationStore; the budget rows
     arm           ArmClient (azure-core pipeline, same-origin before the bearer token)
-    runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget)
+    runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget), a run's own
+                  predicted durations (none yet: dispatch predicts from the histories)
     features      the machine step's hooks, each built with the ports it needs:
                   rollouts      before_start: a stopped run's machine does not start; Linux pins after the canary
                                 progressed: the controller admits machines and closes rollout runs
@@ -20,7 +21,7 @@ credentials.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -28,7 +29,7 @@ from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
 from shared.assessments.results import record_outcome
 from shared.core.clock import schedule_now
-from shared.core.records import RunSpec
+from shared.core.records import RunRecord, RunSpec
 from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
 from shared.egress.session import get as egress_get
@@ -43,6 +44,7 @@ from shared.runs.queues import WorkQueues
 from shared.runs.specs import RunSpecCache
 from shared.storage.budget_store import BudgetStore
 from shared.storage.clients import StorageAccount
+from shared.storage.duration_store import DurationStore
 from shared.storage.fleet_store import FleetStore
 from shared.storage.maintenance_store import MaintenanceStore
 from shared.storage.run_store import RunStore
@@ -71,6 +73,11 @@ class Components:
     @cached_property
     def maintenance(self) -> MaintenanceStore:
         return MaintenanceStore(self.settings.storage, self.account)
+
+    @cached_property
+    def durations(self) -> DurationStore:
+        """Each machine's past installation durations (shared/runs/install_history.py)."""
+        return DurationStore(self.settings.storage, self.account)
 
     # -- ARM -----------------------------------------------------------------------------------
     @cached_property
@@ -101,6 +108,11 @@ class Components:
     def run_spec(self, run_id: str) -> RunSpec | None:
         """A run's operation and parameters never change: one Table read per run per process."""
         return self.specs.run_spec(run_id)
+
+    def predicted_seconds(self, run: RunRecord, keys: Sequence[str]) -> Mapping[str, float] | None:
+        """A run's own predicted durations, {machine key: seconds}, asked by dispatch before any history
+        (shared/runs/install_history.py RunPredictions). No run carries its own yet: None."""
+        return None
 
     # Events and hooks are queued through `send_delivery` (shared/events/publish.py DeliveryQueue); every
     # other message through `queues`.

@@ -36,6 +36,7 @@ from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import DeliveryQueue, emit, run_subject
 from shared.rollouts.plan import assign_waves, failure_kind
 from shared.runs.completion import complete_run_if_done
+from shared.runs.install_history import Durations
 from shared.runs.ports import Dispatching, RunRows
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
@@ -49,7 +50,7 @@ DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
-class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Protocol):
+class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Durations, Protocol):
     """What the rollout controller uses."""
 
 
