@@ -1,8 +1,9 @@
 """The composition root: the app's whole object graph, built once per process from its settings, wired by hand.
 
-    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore; the budget rows
+    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore, DurationStore; the budget rows
     arm           ArmClient (azure-core pipeline, same-origin before the bearer token)
-    runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget)
+    runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget), a run's own
+                  predicted durations (a planned run's from its plan; others: dispatch predicts from the histories)
     features      the machine step's hooks, each built with the ports it needs:
                   rollouts      before_start: a stopped run's machine does not start; Linux pins after the canary
                                 progressed: the controller admits machines and closes rollout runs
@@ -22,7 +23,7 @@ credentials.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -30,12 +31,12 @@ from shared.arm.client import ArmClient
 from shared.arm.credentials import credential_for
 from shared.assessments.results import record_outcome
 from shared.core.clock import schedule_now
-from shared.core.records import RunSpec
+from shared.core.records import RunRecord, RunSpec
 from shared.core.settings import Settings, is_local_development
 from shared.egress import EgressSession
 from shared.egress.session import get as egress_get
 from shared.maintenance.window_guard import WithinWindow
-from shared.plans.apply import FollowPlan
+from shared.plans.apply import FollowPlan, planned_seconds
 from shared.rollouts.controller import on_progress
 from shared.rollouts.start_guard import StoppedOrPinned
 from shared.runs.health_check import Probe
@@ -83,6 +84,7 @@ class Components:
 
     @cached_property
     def durations(self) -> DurationStore:
+        """Each machine's past installation durations (shared/runs/install_history.py)."""
         return DurationStore(self.settings.storage, self.account)
 
     # -- ARM -----------------------------------------------------------------------------------
@@ -114,6 +116,16 @@ class Components:
     def run_spec(self, run_id: str) -> RunSpec | None:
         """A run's operation and parameters never change: one Table read per run per process."""
         return self.specs.run_spec(run_id)
+
+    def predicted_seconds(self, run: RunRecord, keys: Sequence[str]) -> Mapping[str, float] | None:
+        """A run's own predicted durations, {machine key: seconds}, asked by dispatch before any history
+        (shared/runs/install_history.py RunPredictions): a run that applies a plan starts its machines in the plan's
+        order, with the plan's predictions (shared/plans/apply.py). Any other run: None."""
+        plan_id = str(run.get("planId") or "")
+        if not plan_id:
+            return None
+        planned = planned_seconds(self.plans, plan_id)
+        return {key: planned[key] for key in keys if key in planned}
 
     # Events and hooks are queued through `send_delivery` (shared/events/publish.py DeliveryQueue); every
     # other message through `queues`.

@@ -11,10 +11,19 @@ taken queues a delayed
 
 A decision reads the run's counters (shared.core.counters: per state, per wave, admitted, failures by
 kind), not its machines: a constant number of Table round-trips whatever the run's size. Machines are
-listed only to change them: all of them once to plan the waves; the current wave's Queued ones, up to
-maxConcurrency (all of the wave without one), when slots are free to admit them; the canary wave once
-to pin its patch set; the failed ones once to name them in a halt; the waiting ones once to skip them.
-With a maxConcurrencyPerSubscription, the machines in flight (≤ maxConcurrency) are listed too.
+listed only to change them: all of them once to plan the waves; the current wave's next ones to start, as
+many as slots are free (all of the wave without a maxConcurrency), when slots are free to admit them; the
+canary wave once to pin its patch set; the failed ones once to name them in a halt; the waiting ones once to
+skip them. With a maxConcurrencyPerSubscription, the machines in flight (≤ maxConcurrency) and the wave's
+waiting ones are listed too.
+
+Start order: planning gives each machine its place in its wave's start order (`startRank`): the longest
+predicted duration first (`predictedSeconds`, written by dispatch; LONGEST_FIRST, the default), else the
+request's order (shared/rollouts/plan.py start_ranks). Machines are admitted in that order, so the machines of
+a wave already admitted are its first `wave:<n>:admitted` ranks (a counter) and the next ones are a rank window:
+one query of just the machines to admit, as cheap as taking them in key order. (A wave's waiting machines are
+read whole, and sorted, only with a per-subscription limit, which skips some, or when the window comes back
+short of what the counters say waits; a rollout planned before ranks existed admits in key order, as before.)
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -34,8 +44,9 @@ from shared.core.errors import ConflictError
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import TERMINAL_STATES, MachineState
 from shared.events.publish import DeliveryQueue, emit, run_subject
-from shared.rollouts.plan import assign_waves, failure_kind
+from shared.rollouts.plan import assign_waves, failure_kind, start_ranks
 from shared.runs.completion import complete_run_if_done
+from shared.runs.install_history import Durations
 from shared.runs.ports import Dispatching, RunRows
 from shared.validation.durations import parse_duration
 from shared.validation.rollout import DEFAULT_FAILURE_ON, resolve
@@ -45,11 +56,12 @@ LOCK = timedelta(minutes=6)  # longer than a function may run (host.json functio
 BUSY_RETRY_SECONDS = 2
 # What the controller reads of the targets it lists (with the counted ones: RunStore.iter_targets).
 DECISION_COLUMNS = ["resourceId", "state", "seq", "wave", "admitted", "status",
-                    "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode", "unhealthySignals"]
+                    "failedPatchCount", "maintenanceWindowExceeded", "osType", "errorCode", "unhealthySignals",
+                    "predictedSeconds", "startRank"]
 PRE_HOOK_SLACK = timedelta(minutes=5)  # beyond the hook's timeout before its request counts as lost
 
 
-class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Protocol):
+class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Durations, Protocol):
     """What the rollout controller uses."""
 
 
@@ -178,18 +190,22 @@ class Round:
         return self.admit(counters, total)
 
     def plan(self, targets: list[MachineRecord]) -> None:
-        """Waves are fixed once the machines are known: request order first, then discovered ones. With a
-        percentage maxConcurrencyPerSubscription, each subscription's machine count is kept for it."""
+        """Waves are fixed once the machines are known: request order first, then discovered ones; so is each
+        machine's place in its wave's start order (`startRank`: longest predicted first, or request order).
+        With a percentage maxConcurrencyPerSubscription, each subscription's machine count is kept for it."""
         requested = [vm for chunk in self.deps.store.machine_chunks(self.run_id) for vm in chunk]
         keys = {t.key for t in targets}
         order = [k for k in (self._key(r) for r in requested) if k in keys]
         order += sorted(keys - set(order))
         waves = assign_waves(order, self.spec.get("waves") or [])
         by_key = {t.key: t for t in targets}
+        predicted = {t.key: float(t["predictedSeconds"]) for t in targets
+                     if isinstance(t.get("predictedSeconds"), (int, float))}
+        ranks = start_ranks(order, waves, predicted, longest_first=self.deps.settings.plans.longest_first)
         if isinstance(self.spec.get("maxConcurrencyPerSubscription"), str):
             self.deps.store.save_subscription_counts(self.run_id, Counter(t.subscription_id for t in targets))
-        self.deps.store.merge_targets([(by_key[k], {"wave": w}) for k, w in waves.items()])
-        self.changes.update(planned=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
+        self.deps.store.merge_targets([(by_key[k], {"wave": w, "startRank": ranks[k]}) for k, w in waves.items()])
+        self.changes.update(planned=True, ranked=True, currentWave=0, waveCount=max(waves.values(), default=0) + 1)
 
     @staticmethod
     def _key(resource_id: str) -> str:
@@ -253,11 +269,13 @@ class Round:
         return f"admitted-{len(chosen)}"
 
     def choose(self, counters: RunCounters, wave: int, total: int) -> list[MachineRecord]:
-        """The machines of `wave` to admit now, in key order, within maxConcurrency (and per subscription).
+        """The machines of `wave` to admit now, in start order (`startRank`; key order for a rollout planned
+        before ranks), within maxConcurrency (and per subscription).
 
-        Lists the wave's Queued machines only when a slot is free and one waits; at most maxConcurrency of
-        them are read without a per-subscription limit (those waiting, and admitted ones back in Queued for
-        a retry, which are in flight)."""
+        Lists the wave's machines only when a slot is free and one waits: without a per-subscription limit just
+        the rank window of those to admit (module doc); a rollout planned before ranks reads at most
+        maxConcurrency Queued ones in key order (those waiting, and admitted ones back in Queued for a retry,
+        which are in flight)."""
         in_flight = counters.in_flight
         limit = resolve(self.spec.get("maxConcurrency"), total) or total
         if in_flight >= limit or not counters.waiting(wave):
@@ -274,8 +292,7 @@ class Round:
                 by_sub = kept if kept is not None else dict(  # planned before the counts were kept: count here
                     Counter(t.subscription_id for t in store.iter_targets(self.run_id, select=["RowKey"])))
         chosen: list[MachineRecord] = []
-        candidates = store.iter_targets(self.run_id, wave=wave, state=MachineState.QUEUED.value,
-                                        select=DECISION_COLUMNS, per_page=None if per_sub_spec else limit)
+        candidates = self.candidates(counters, wave, limit - in_flight, whole=per_sub_spec is not None)
         for target in (t for t in candidates if not t.get("admitted")):
             if in_flight + len(chosen) >= limit:
                 break
@@ -286,6 +303,26 @@ class Round:
             busy[sub] += 1
             chosen.append(target)
         return chosen
+
+    def candidates(self, counters: RunCounters, wave: int, wanted: int, *, whole: bool) -> Iterable[MachineRecord]:
+        """The wave's Queued machines to consider, in start order: the rank window of the next `wanted` (ranked
+        runs, not `whole`), the whole wave sorted by rank (`whole`, or a window that came back short), or for
+        a rollout planned before ranks the wave in key order, read as the caller goes."""
+        store = self.deps.store
+        queued = MachineState.QUEUED.value
+        if not self.field("ranked"):
+            return store.iter_targets(self.run_id, wave=wave, state=queued, select=DECISION_COLUMNS,
+                                      per_page=None if whole else wanted)
+        if not whole:
+            first = counters.wave_admitted(wave)  # admitted in rank order: ranks [0, first) are admitted
+            window = [t for t in store.iter_targets(self.run_id, wave=wave, state=queued, rank_from=first,
+                                                    rank_before=first + wanted, select=DECISION_COLUMNS)
+                      if not t.get("admitted")]
+            if len(window) >= min(wanted, counters.waiting(wave)):
+                return sorted(window, key=_rank)
+            log.warning("run %s: wave %d's next ranks from %d hold %d waiting machines, its counters say %d wait; "
+                        "reading the whole wave", self.run_id, wave, first, len(window), counters.waiting(wave))
+        return sorted(store.iter_targets(self.run_id, wave=wave, state=queued, select=DECISION_COLUMNS), key=_rank)
 
     def pin_patch_set(self, canary: list[MachineRecord]) -> None:
         """Later waves install nothing the canary did not: on Linux, exactly the package versions it
@@ -300,6 +337,12 @@ class Round:
         if packages:  # rows of their own: hundreds of packages outgrow one property
             self.deps.store.save_pins(self.run_id, sorted(packages))
             self.changes["pinnedLinuxCount"] = len(packages)
+
+
+def _rank(target: MachineRecord) -> float:
+    """A machine's place in its wave's start order; one without (rows planned before ranks) goes last."""
+    rank = target.get("startRank")
+    return float(rank) if isinstance(rank, int) else math.inf
 
 
 def halt_detail(target: MachineRecord, failure_on: list[str]) -> dict[str, Any]:

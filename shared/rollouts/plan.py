@@ -1,7 +1,9 @@
-"""Pure rollout decisions: which wave each machine is in, and which outcomes spend the error budget."""
+"""Pure rollout decisions: which wave each machine is in, in which order a wave's machines start, and which
+outcomes spend the error budget."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +38,22 @@ def assign_waves(keys: list[str], waves: list[dict[str, Any]]) -> dict[str, int]
     for key in remaining:
         assigned[key] = len(waves) - 1
     return assigned
+
+
+def start_ranks(order: list[str], waves: Mapping[str, int], predicted: Mapping[str, float], *,
+                longest_first: bool) -> dict[str, int]:
+    """Machine key -> its place (0-based) in its wave's start order: `order` (the request's), or with
+    `longest_first` the longest predicted seconds first (a stable sort: equal predictions keep `order`; a machine
+    without a prediction counts as 0 s). Every key of `order` must have a wave."""
+    by_wave: dict[int, list[str]] = defaultdict(list)
+    for key in order:
+        by_wave[waves[key]].append(key)
+    ranks: dict[str, int] = {}
+    for members in by_wave.values():
+        if longest_first:
+            members.sort(key=lambda k: -predicted.get(k, 0.0))
+        ranks.update((key, rank) for rank, key in enumerate(members))
+    return ranks
 
 
 def _selected(key: str, selector: dict[str, list[str]]) -> bool:

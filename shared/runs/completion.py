@@ -1,4 +1,6 @@
-"""Closing a run: the last machine to finish (or the rollout controller) records its final status."""
+"""Closing a run: the last machine to finish (or the rollout controller) records its final status; an install
+run then adds each machine's installation to its history (shared/runs/install_history.py), from which later
+runs predict durations."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from typing import Any, Protocol
 from shared.core.clock import iso, utcnow
 from shared.core.states import with_discovery, with_rollout
 from shared.events.publish import DeliveryQueue, emit, run_subject
+from shared.runs.install_history import Durations, record_run
+from shared.runs.operation_kinds import INSTALL
 from shared.runs.ports import RunRows
 
 log = logging.getLogger(__name__)
 
 
-class RunCloser(RunRows, DeliveryQueue, Protocol):
+class RunCloser(RunRows, DeliveryQueue, Durations, Protocol):
     """What closing a run uses."""
 
 
@@ -25,7 +29,9 @@ def complete_run_if_done(run_id: str, deps: RunCloser) -> bool:
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished
     machine. Two callers may both close it; the write is the same either way. Reads the run's counter
     rows (shared.core.counters), not its machines: one query per call; when they say finished, one
-    small query confirms no machine row is unfinished, and the run is read to close it.
+    small query confirms no machine row is unfinished, and the run is read to close it. After the close, an
+    install run's durations go to the machines' histories (one query of its rows, then per subscription one
+    query and a write per 100 machines; a failure there is logged and the run stays closed).
     """
     store = deps.store
     spec = deps.run_spec(run_id)  # cached per process: no read
@@ -63,4 +69,6 @@ def complete_run_if_done(run_id: str, deps: RunCloser) -> bool:
     post_hook = (run.rollout or {}).get("postHook")
     if post_hook:  # told once per close; a receiver dedupes a rare second close by runId
         deps.send_delivery({"kind": "posthook", "url": post_hook["url"], "body": outcome})
+    if spec.operation == INSTALL.action:  # after the events: they need not wait for the histories
+        record_run(run_id, deps)
     return True

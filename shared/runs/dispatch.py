@@ -23,6 +23,15 @@ fences duplicated release messages (an ETag-conditional write after the window's
 lost release is sent again by the sweeper (release_overdue), and a release that reaches the poison queue
 is dropped for the sweeper to redo, never taken for a failed dispatch. A slot that passed more than a
 horizon ago (an earlier dispatch attempt's) is not spent: that machine reserves again.
+
+Longest first: an install run's rows carry each machine's predicted duration (`predictedSeconds`, whole
+seconds, and `predictionBasis`: "plan", "machine", "peers" or "default"; shared/runs/install_history.py,
+one partition query of the histories per subscription), and with LONGEST_FIRST (the default) the earliest
+slots of each subscription go to the longest predicted machines. The budget hands out the same slots either
+way; only who gets which changes, so the last machines to start are the short ones and the run ends sooner
+(a machine started late that also runs long sets the makespan). The sort is stable: equal predictions (a
+fleet with no history: all the default) keep the request's order. A rollout's rows get their predictions
+here too; its controller admits each wave's machines in that order (shared/rollouts/controller.py).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -41,8 +51,10 @@ from shared.core.messages import DispatchMessage
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.budget import slots as block_slots
+from shared.runs.install_history import Durations, RunPredictions, predict_machines, prediction_columns
 from shared.runs.operation_kinds import INSTALL, KINDS
 from shared.runs.ports import Dispatching, Paced, RunRows
+from shared.runs.predictions import Prediction
 from shared.validation.resource_ids import parse_machine_id
 
 if TYPE_CHECKING:
@@ -54,7 +66,7 @@ RELEASE_ATTEMPTS = 5
 SEND_GRACE_SECONDS = 15
 
 
-class DispatchDeps(RunRows, Dispatching, Paced, Protocol):
+class DispatchDeps(RunRows, Dispatching, Paced, Durations, RunPredictions, Protocol):
     """What dispatching and releasing a run's start messages use."""
 
 
@@ -72,15 +84,19 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     if run.get("notBefore") and parse_iso(str(run["notBefore"])) > utcnow():
         log.info("dispatch: run %s waits for its window at %s", msg.run_id, run["notBefore"])
         return 0  # its own delayed message (or the sweeper, after notBefore) comes back then
+    kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
+    chunks = deps.store.machine_chunks(msg.run_id)
+    predictions = predict_machines(run, machine_keys(chunks), deps) if kind is INSTALL else {}
     if run.get("rollout"):  # machines wait for the rollout controller to admit them
-        create_targets(msg.run_id, deps)
+        create_targets(msg.run_id, deps, chunks=chunks, predictions=predictions)
         deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value})
         deps.queues.send_advance(msg.run_id)
         return 0
     now = utcnow()
-    kind = KINDS.get(str(run.get("operation") or INSTALL.action), INSTALL)
-    slots = start_slots(deps, deps.store.machine_chunks(msg.run_id), reads_per_start=kind.reads_per_start)
-    create_targets(msg.run_id, deps, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()})
+    slots = start_slots(deps, chunks, reads_per_start=kind.reads_per_start,
+                        predicted={key: p.seconds for key, p in predictions.items()})
+    create_targets(msg.run_id, deps, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()},
+                   chunks=chunks, predictions=predictions)
     until = now + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
     send_starts(msg.run_id, queued, deps)
@@ -181,9 +197,19 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1) -> dict[str, int]:
+def machine_keys(chunks: list[list[str]]) -> list[str]:
+    """The machine keys (MachineRef.key) of a run's machine list, in the request's order."""
+    return [parse_machine_id(rid, target="machines").key for chunk in chunks for rid in chunk]
+
+
+def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1,
+                predicted: Mapping[str, float] | None = None) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
     from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
+
+    Within a subscription the slots go in the request's order or, with LONGEST_FIRST (settings.plans) and
+    `predicted` ({machine key: seconds}), to the longest predicted first; equal predictions keep the request's
+    order (a stable sort), and a machine without one counts as 0 s.
 
     A start also reads (the machine, for its OS type; for an install, its instance view: `reads_per_start`
     tokens of the reads bucket) and posts (writes bucket), each taking its token when the start runs. A start
@@ -199,6 +225,8 @@ def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start:
         by_subscription[vm.subscription_id].append(vm.key)
     slots: dict[str, int] = {}
     for subscription, keys in by_subscription.items():
+        if predicted and deps.settings.plans.longest_first:
+            keys.sort(key=lambda k: -predicted.get(k, 0.0))
         due = deps.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
         for name, per_start in ((READS, reads_per_start), (WRITES, 1)):
             _, alone = block_slots(deps.pacer.buckets[name], 0.0, 0.0, len(keys) * per_start)
@@ -207,13 +235,19 @@ def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start:
     return slots
 
 
-def create_targets(run_id: str, deps: RunRows, due: dict[str, str] | None = None) -> bool:
+def create_targets(run_id: str, deps: RunRows, due: dict[str, str] | None = None, *,
+                   chunks: list[list[str]] | None = None, predictions: Mapping[str, Prediction] | None = None) -> bool:
     """Create the run's target rows (and count them); rows an earlier attempt created stay as they are.
-    `due`: {machine key: ISO time its first step is due} (default: now). False if some existed already."""
+    `due`: {machine key: ISO time its first step is due} (default: now). `chunks`: the run's machine list as
+    read already (default: read it). `predictions`: {machine key: Prediction}, kept on each row as
+    `predictedSeconds` and `predictionBasis`. False if some existed already."""
     now = iso(utcnow())
-    targets = [queued_target(run_id, rid, now) for chunk in deps.store.machine_chunks(run_id) for rid in chunk]
-    if due:
-        targets = [t.with_changes({"nextActionAt": due.get(t.key, now)}, t.etag) for t in targets]
+    chunks = deps.store.machine_chunks(run_id) if chunks is None else chunks
+    targets = [queued_target(run_id, rid, now) for chunk in chunks for rid in chunk]
+    if due or predictions:
+        targets = [t.with_changes({**({"nextActionAt": due.get(t.key, now)} if due else {}),
+                                   **(prediction_columns(predictions[t.key]) if predictions and t.key in predictions
+                                      else {})}, t.etag) for t in targets]
     return deps.store.create_targets(targets)
 
 

@@ -188,11 +188,13 @@ def with_sample(samples: Sequence[Sample], new: Sample) -> tuple[Sample, ...]:
 
 
 def history_from_row(row: Mapping[str, object]) -> MachineHistory:
-    """A stored duration row (shared/storage/duration_store.py: `osType`, `samples` as JSON) as a MachineHistory;
-    unreadable samples are dropped, not raised: a history is advice, never a reason to fail."""
+    """A stored duration row (shared/storage/duration_store.py `histories`: `osType`, `samples` a list of Sample JSON
+    objects, or their JSON text) as a MachineHistory; unreadable samples are dropped, not raised: a history is
+    advice, never a reason to fail."""
     try:
-        raw = json.loads(str(row.get("samples") or "[]"))
-        samples = tuple(Sample.from_json(s) for s in raw if isinstance(s, dict))
+        raw = row.get("samples") or []
+        raw = json.loads(raw) if isinstance(raw, str) else raw
+        samples = tuple(Sample.from_json(s) for s in raw if isinstance(s, dict))  # type: ignore[union-attr]
     except (ValueError, TypeError):
         samples = ()
     return MachineHistory(os_type=str(row.get("osType") or ""), samples=samples)

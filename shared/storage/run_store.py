@@ -450,13 +450,14 @@ class RunStore:
     def iter_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
                      wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
-                     due_before: str | None = None, select: list[str] | None = None,
-                     per_page: int | None = None) -> Iterator[MachineRecord]:
+                     due_before: str | None = None, rank_from: int | None = None, rank_before: int | None = None,
+                     select: list[str] | None = None, per_page: int | None = None) -> Iterator[MachineRecord]:
         """A run's targets in key order, read page by page (≤ `per_page`, ≤ 1000) as the caller goes on:
         optionally only those in `state`, at `seq`, not in a terminal state (`unfinished`), unfinished with
         their next action due before an ISO time, (not) admitted by the rollout controller, in rollout
-        `wave` (set on every machine when its rollout is planned), or with `nextActionAt` in
-        [due_from, due_before) (ISO times). `select` keeps big columns (armCalls,
+        `wave` (set on every machine when its rollout is planned), with `nextActionAt` in
+        [due_from, due_before) (ISO times), or with `startRank` (a rollout machine's place in its wave's start
+        order, set with `wave`) in [rank_from, rank_before). `select` keeps big columns (armCalls,
         error details) off the wire when a caller needs few; the counted columns (COUNTED_COLUMNS) always
         come, so a record read this way can be written back conditionally (update_target, merge_targets)."""
         query = "PartitionKey eq @run and RowKey lt @below"
@@ -469,7 +470,9 @@ class RunStore:
                                     ("admitted eq @admitted", "admitted", admitted),
                                     ("nextActionAt ge @dueFrom", "dueFrom", due_from),
                                     ("nextActionAt lt @dueBefore", "dueBefore", due_before),
-                                    ("wave eq @wave", "wave", wave)):
+                                    ("wave eq @wave", "wave", wave),
+                                    ("startRank ge @rankFrom", "rankFrom", rank_from),
+                                    ("startRank lt @rankBefore", "rankBefore", rank_before)):
             if value is not None:
                 query += f" and {clause}"
                 parameters[name] = value

@@ -177,8 +177,8 @@ def test_a_window_too_short_names_the_machine_and_the_run_skips_it_for_that_reas
     assess(services, machines)
     slow = parse_machine_id(machines[0], target="m")
     # its own history: two hours per installation (the others have none: DEFAULT_INSTALL_SECONDS, 20 min)
-    services.durations.save(slow.subscription_id, [(slow, {"osType": "", "samples": json.dumps(
-        [Sample(at=iso(utcnow() - timedelta(days=7)), seconds=7200, patches=0, rebooted=False).to_json()])})])
+    services.durations.save(slow.subscription_id, [(slow, {"osType": "", "samples": [
+        Sample(at=iso(utcnow() - timedelta(days=7)), seconds=7200, patches=0, rebooted=False).to_json()]})])
     start = datetime.now(UTC) - timedelta(minutes=5)
     view = plan(services, {"machines": machines, "installPatches": INSTALL,
                            "maintenanceWindow": {"startDateTime": iso(start), "duration": "PT1H30M"}})
