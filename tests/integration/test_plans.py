@@ -191,6 +191,8 @@ def test_a_window_too_short_names_the_machine_and_the_run_skips_it_for_that_reas
     assert status == 202, run
     done = finish(services, run["id"])
     rows = {t["id"].lower(): t for t in done["machines"]}
+    stored = {t.key: t for t in services.store.list_targets(run["id"])}
+    assert stored[slow.key]["predictionBasis"] == "plan" and stored[slow.key]["predictedSeconds"] == 7200
     assert rows[slow.resource_id.lower()]["state"] == "Skipped"
     assert rows[slow.resource_id.lower()]["error"]["code"] == "WouldNotFinish"
     others = [m.lower() for m in machines[1:] if planned_machines(view["id"])[m.lower()]["action"] == "Install"]
