@@ -46,13 +46,29 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
-async function api(path) {
-  // `path` is relative to /api/ (the page is /api/dashboard), or a nextLink
-  const resp = await fetch(path, { headers: { "x-functions-key": sessionStorage.getItem(KEY) || "" } });
+async function api(path, method = "GET") {
+  // `path` is relative to /api/ (the page is /api/dashboard), or a link the API gave (nextLink, applyLink)
+  const resp = await fetch(path, { method, headers: { "x-functions-key": sessionStorage.getItem(KEY) || "" } });
   if (resp.status === 401) throw new Error("401: give a function key above");
   const body = resp.status === 204 ? null : await resp.json();
-  if (resp.status >= 400) throw new Error((body && body.error && body.error.message) || "HTTP " + resp.status);
+  if (resp.status >= 400) {
+    const error = (body && body.error) || {};
+    throw Object.assign(new Error(error.message || "HTTP " + resp.status), { error });  // error.details: planActions lists them
+  }
   return body;
+}
+
+// A download that needs the function key: fetched with it, then saved from a blob (a plain link would go without
+// the key and answer 401; putting the key in the link would leave it in history and logs).
+async function download(link, filename) {
+  const resp = await fetch(link, { headers: { "x-functions-key": sessionStorage.getItem(KEY) || "" } });
+  if (!resp.ok) throw new Error(`download: HTTP ${resp.status}`);
+  const url = URL.createObjectURL(await resp.blob());
+  const a = h("a", { href: url, download: filename });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 function show(...nodes) {
@@ -259,10 +275,205 @@ function maintenancePage() {
   });
 }
 
+// -- plans (POST /api/plans): what a run would install where, predicted against the window; Apply starts that run --
+const PLAN_ID = /^[0-9a-f]{11}-[0-9a-f]{8}$/;
+const TOP_PATCHES = 10;
+
+const vmName = (id) => String(id).split("/").pop();
+const when = (iso) => (iso ? String(iso).slice(0, 16).replace("T", " ") + " UTC" : "");
+const duration = (seconds) => (seconds >= 60 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds)} s`);
+const percent = (fraction) => `${Math.round(100 * fraction)}%`;
+const counts = (obj) => Object.entries(obj || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+
+function openPlanForm() {
+  const input = h("input", { id: "plan-id", placeholder: "plan id", autocomplete: "off", size: 24 });
+  const note = h("span", { class: "error" });
+  return h("form", { id: "open-plan", onsubmit: (e) => {
+    e.preventDefault();
+    const id = input.value.trim().toLowerCase();
+    if (PLAN_ID.test(id)) location.hash = `#/plans/${id}`;
+    else note.textContent = " not a plan id (the id POST /api/plans answered, like 0123456789a-0badf00d)";
+  } }, input, " ", h("button", { type: "submit" }, "Open plan"), note);
+}
+
+function plansPage() {
+  every(async () => {
+    show(h("h2", {}, "Plans"),
+      h("p", { class: "muted" }, "A plan (POST /api/plans) lists the patches a run would install on each machine, and when ",
+        "each machine would start and finish against the maintenance window. Open one by its id:"), openPlanForm());
+    return false;
+  });
+}
+
+function planPage(planId) {
+  const view = { link: null, applying: false, applyError: null };
+  let refresh;
+  refresh = () => every(async () => {
+    const plan = await api(`plans/${planId}`);
+    const ready = plan.status === "Succeeded";
+    const page = ready ? await api(view.link || `plans/${planId}/machines?top=50`) : null;
+    const s = plan.summary;
+    show(h("h2", {}, `Plan ${plan.id} `, h("span", { id: "plan-status", class: `status-${plan.status}` }, plan.status)),
+      h("p", { class: "muted" }, `created ${when(plan.createdAt)}`, plan.plannedAt ? `, planned ${when(plan.plannedAt)}` : "",
+        plan.maintenanceConfiguration ? `, for maintenance configuration ${plan.maintenanceConfiguration}` : ""),
+      plan.error ? h("p", { class: "error", id: "plan-error" }, `${plan.error.code}: ${plan.error.message}`) : null,
+      plan.status === "Planning" ? h("p", { class: "muted" }, "planning…") : null,
+      ready ? planActions(plan, view, refresh) : null,
+      s ? [planSummary(s), planWindow(s), wavesOfPlan(s), planTotals(s)] : null,
+      page ? [planTimeline(s && s.window, page.value, Boolean(page.nextLink || view.link)),
+        planMachines(page, view, refresh)] : null);
+    return plan.status === "Planning";
+  });
+  refresh();
+}
+
+// Apply (POST applyLink) once the plan has Succeeded and no run applied it; afterwards the run it started.
+function planActions(plan, view, refresh) {
+  const s = plan.summary || {};
+  const apply = async () => {
+    if (!confirm(`Apply plan ${plan.id} now: install ${s.patchInstalls} patches on ${s.installing} machines?`)) return;
+    view.applying = true;
+    refresh();
+    try {
+      await api(plan.applyLink, "POST");
+      view.applyError = null;
+    } catch (err) {
+      view.applyError = err;
+    }
+    view.applying = false;
+    refresh();
+  };
+  const csv = h("a", { id: "plan-csv", href: plan.csvLink, onclick: (e) => {
+    e.preventDefault();
+    download(plan.csvLink, `plan-${plan.id}.csv`).catch((err) => { e.target.textContent = err.message; });
+  } }, "CSV (one line per machine and patch)");
+  const err = view.applyError;
+  return h("section", { id: "plan-actions" },
+    plan.appliedRunId
+      ? h("p", { id: "plan-applied" }, "Applied by run ", h("a", { id: "plan-run", href: `#/runs/${encodeURIComponent(plan.appliedRunId)}` }, plan.appliedRunId),
+        plan.appliedAt ? h("span", { class: "muted" }, ` at ${when(plan.appliedAt)}`) : null, " · ", csv)
+      : h("p", {}, h("button", { id: "apply-plan", onclick: apply, ...(view.applying ? { disabled: "" } : {}) },
+        view.applying ? "Applying…" : "Apply"), h("span", { class: "muted" }, " starts the run that installs exactly this plan · "), csv),
+    err ? h("div", { class: "error", id: "apply-error" }, `${err.error && err.error.code ? err.error.code + ": " : ""}${err.message}`,
+      (err.error && err.error.details || []).length ? h("ul", {}, err.error.details.map((d) => h("li", {},
+        `${d.code}: ${d.target ? vmName(d.target) + ": " : ""}${d.message || ""}`))) : null) : null);
+}
+
+function planSummary(s) {
+  const b = s.basis || {};
+  const order = s.order === "longestFirst" ? "longest predicted first" : "in request order";
+  return h("section", {},
+    h("div", { class: "cards", id: "plan-summary" }, [["machineCount", "machines"], ["installing", "installing"],
+      ["patchInstalls", "patch installs"], ["rebootsExpected", "reboots expected"], ["predictedMakespan", "predicted makespan"]]
+      .map(([k, label]) => h("div", { class: "card", "data-count": k },
+        h("b", {}, k === "predictedMakespan" ? duration(s.predictedMakespanSeconds || 0) : s[k]), label))),
+    h("p", { id: "plan-basis" }, s.predictedStart ? `Predicted ${when(s.predictedStart)} → ${when(s.predictedFinish)} (${s.predictedMakespan}); ` : "",
+      `machines start ${order}. Durations from: `, h("span", { "data-basis": "machine" }, `own history ${b.machine || 0}`), ", ",
+      h("span", { "data-basis": "peers" }, `OS peers ${b.peers || 0}`), ", ", h("span", { "data-basis": "default" }, `default ${b.default || 0}`), "; ",
+      h("span", { id: "plan-error-rate" }, b.meanAbsoluteError === null || b.meanAbsoluteError === undefined
+        ? "no past prediction to measure the error against yet"
+        : `mean absolute error of past predictions ${percent(b.meanAbsoluteError)}`), "."),
+    b.note ? h("p", { class: "muted" }, b.note) : null,
+    h("p", { class: "muted", id: "plan-actions-count" }, `actions: ${counts(s.actions)}; assessments: ${counts(s.assessments)}`));
+}
+
+function planWindow(s) {
+  const w = s.window;
+  if (!w) return h("section", { id: "plan-window" }, h("p", { class: "muted" }, "No maintenance window: nothing checked against one."));
+  const outside = s.outsideWindow || [];
+  const counted = (w.wouldNotStart || 0) + (w.wouldNotFinish || 0);
+  return h("section", { id: "plan-window" }, h("h3", {}, "Maintenance window"),
+    h("p", {}, `${when(w.start)} → ${when(w.end)}: `, w.fits
+      ? h("span", { class: "window-fit health-ok", "data-fits": "true" }, "every machine fits")
+      : h("span", { class: "window-fit health-bad", "data-fits": "false" },
+        `does not fit: ${w.wouldNotStart} would not start, ${w.wouldNotFinish} would not finish`)),
+    outside.length ? h("table", { id: "outside-window" }, h("tr", {}, ["VM", "Code", "Why"].map((t) => h("th", {}, t))),
+      outside.map((o) => h("tr", { "data-machine": o.machine }, h("td", { title: o.machine }, vmName(o.machine)),
+        h("td", { class: "outside-code error" }, o.code), h("td", { class: "outside-message" }, o.message)))) : null,
+    counted > outside.length ? h("p", { class: "muted" }, `the first ${outside.length} of ${counted} shown; the CSV lists all`) : null);
+}
+
+function wavesOfPlan(s) {
+  const waves = s.waves || [];
+  if (waves.length < 2) return null;
+  return h("section", {}, h("h3", {}, "Waves"), h("table", { id: "plan-waves" },
+    h("tr", {}, ["Wave", "Machines", "Predicted start", "Predicted finish"].map((t) => h("th", {}, t))),
+    waves.map((w) => h("tr", {}, h("td", {}, w.name), h("td", {}, w.machineCount), h("td", {}, when(w.predictedStart)), h("td", {}, when(w.predictedFinish))))));
+}
+
+function planTotals(s) {
+  const totals = s.totals || {};
+  const patches = totals.byPatch || [];
+  return h("section", { id: "plan-totals" }, h("h3", {}, "Patches by classification"),
+    h("table", { id: "by-classification" }, h("tr", {}, ["Classification", "Patches", "Installs", "Machines"].map((t) => h("th", {}, t))),
+      Object.entries(totals.byClassification || {}).map(([c, v]) => h("tr", { "data-classification": c },
+        h("td", {}, c), h("td", {}, v.patches), h("td", {}, v.installs), h("td", {}, v.machines)))),
+    h("h3", {}, "Most installed patches"),
+    h("table", { id: "top-patches" }, h("tr", {}, ["Patch", "Name", "Classification", "Reboot", "Published", "Machines", "Versions"].map((t) => h("th", {}, t))),
+      patches.slice(0, TOP_PATCHES).map((p) => h("tr", { "data-patch": p.patch }, h("td", {}, p.patch), h("td", {}, p.name),
+        h("td", {}, p.classification), h("td", {}, p.rebootBehavior || ""), h("td", {}, when(p.publishedDate)), h("td", {}, p.machines),
+        h("td", {}, (p.versions || []).join(", "))))),
+    patches.length > TOP_PATCHES || totals.byPatchTruncated ? h("p", { class: "muted" }, "more in the CSV") : null);
+}
+
+// Each machine's predicted start → finish as a bar, against the window's start and end (shaded); a machine that
+// would not fit is red. The machines of the page shown below, in order of predicted start.
+function planTimeline(window, machines, paged) {
+  const rows = machines.filter((m) => m.predictedStart && m.predictedFinish)
+    .sort((a, b) => Date.parse(a.predictedStart) - Date.parse(b.predictedStart));
+  if (!rows.length) return null;
+  const W = 720, label = 170, plot = W - label - 10, rowH = 18, top = 18, H = top + rows.length * rowH + 22;
+  const times = rows.flatMap((m) => [Date.parse(m.predictedStart), Date.parse(m.predictedFinish)]);
+  if (window) times.push(Date.parse(window.start), Date.parse(window.end));
+  const t0 = Math.min(...times), t1 = Math.max(t0 + 1000, ...times);
+  const x = (iso) => label + plot * (Date.parse(iso) - t0) / (t1 - t0);
+  const bottom = H - 20;
+  return h("section", {}, h("h3", {}, "Predicted timeline", paged ? h("span", { class: "muted" }, " (this page's machines)") : null),
+    svg("svg", { width: W, height: H, id: "plan-timeline" },
+      window ? [
+        svg("rect", { x: x(window.start), y: 0, width: Math.max(1, x(window.end) - x(window.start)), height: bottom, fill: "#e6f0e6", class: "window" },
+          svg("title", {}, `maintenance window ${when(window.start)} → ${when(window.end)}`)),
+        svg("line", { x1: x(window.end), x2: x(window.end), y1: 0, y2: bottom, stroke: "#b3261e", class: "window-end" }),
+        svg("text", { x: x(window.start) + 3, y: 12 }, "window"),
+        svg("text", { x: x(window.end) + 3, y: 12 }, `end ${when(window.end)}`)] : null,
+      rows.map((m, i) => {
+        const y = top + i * rowH, name = vmName(m.resourceId);
+        return [svg("text", { x: 0, y: y + 11 }, name.length > 26 ? name.slice(0, 25) + "…" : name),
+          svg("rect", { x: x(m.predictedStart), y, width: Math.max(2, x(m.predictedFinish) - x(m.predictedStart)), height: rowH - 5,
+            fill: m.outside ? "#b3261e" : "#5b8def", "data-machine": m.resourceId },
+          svg("title", {}, `${name}: ${when(m.predictedStart)} → ${when(m.predictedFinish)}${m.outside ? ` (${m.outside.code})` : ""}`))];
+      }),
+      svg("text", { x: label, y: H - 5 }, when(new Date(t0).toISOString())),
+      svg("text", { x: W - 10, y: H - 5, "text-anchor": "end" }, when(new Date(t1).toISOString()))));
+}
+
+function planMachines(page, view, refresh) {
+  const prediction = (p) => p ? [duration(p.seconds), h("span", { class: "muted" }, ` ${p.basis}`,
+    p.samples ? `, ${p.samples} sample${p.samples === 1 ? "" : "s"}` : "", p.error !== null && p.error !== undefined ? `, ±${percent(p.error)}` : "")] : "";
+  const rows = page.value.map((m) => h("tr", { "data-machine": m.resourceId },
+    h("td", { title: m.resourceId }, vmName(m.resourceId)), h("td", {}, m.osType || ""), h("td", {}, m.wave ?? ""),
+    h("td", {}, m.action), h("td", { class: "muted" }, (m.assessment || {}).status || "",
+      (m.assessment || {}).ageHours !== undefined ? ` ${m.assessment.ageHours} h ago` : ""),
+    h("td", { class: "patch-count" }, (m.patches || []).length ? h("details", {}, h("summary", {}, m.patchCount),
+      h("ul", {}, m.patches.map((p) => h("li", {}, p.kbId ? `KB${String(p.kbId).replace(/^KB/i, "")} ` : "", p.name,
+        p.version ? ` ${p.version}` : "", h("span", { class: "muted" }, ` ${p.classification}`))))) : m.patchCount),
+    h("td", {}, m.rebootExpected ? "yes" : ""), h("td", { class: "prediction" }, prediction(m.prediction)),
+    h("td", {}, when(m.predictedStart)), h("td", {}, when(m.predictedFinish)),
+    h("td", { class: "outside-code error", title: m.outside ? m.outside.message : "" }, m.outside ? m.outside.code : "")));
+  return h("section", {}, h("h3", {}, "Machines"),
+    h("table", { id: "plan-machines" }, h("tr", {}, ["VM", "OS", "Wave", "Action", "Assessment", "Patches", "Reboot", "Predicted",
+      "Predicted start", "Predicted finish", "Window"].map((t) => h("th", {}, t))), rows),
+    page.nextLink ? h("button", { onclick: () => { view.link = page.nextLink; refresh(); } }, "Next page") : null,
+    view.link ? h("button", { onclick: () => { view.link = null; refresh(); } }, "First page") : null);
+}
+
 function route() {
   const hash = location.hash || "#/";
   const run = hash.match(/^#\/runs\/([0-9a-f-]+)$/);
+  const plan = hash.match(/^#\/plans\/([0-9a-f-]+)$/);
   if (run) runPage(run[1]);
+  else if (plan) planPage(plan[1]);
+  else if (hash === "#/plans") plansPage();
   else if (hash === "#/compliance") compliancePage();
   else if (hash === "#/maintenance") maintenancePage();
   else runsPage(null);
