@@ -99,7 +99,8 @@ function runsPage(nextLink) {
       const pct = FINISHED.has(s.status) ? 100 : total ? Math.round(100 * done / total) : 0;
       return h("tr", { "data-run": run.id },
         h("td", {}, h("a", { href: `#/runs/${run.id}` }, run.id)),
-        h("td", {}, run.operation), h("td", { class: `status-${s.status}` }, s.status),
+        h("td", {}, run.operation, run.planId ? [" ", h("a", { href: `#/plans/${run.planId}`, class: "muted" }, "plan")] : null),
+        h("td", { class: `status-${s.status}` }, s.status),
         h("td", {}, total), h("td", {}, h("span", { class: "bar" }, h("span", { style: `width:${pct}%` })), ` ${pct}%`),
         h("td", { class: "muted" }, run.createdAt || ""));
     }));
@@ -153,7 +154,8 @@ function runPage(runId) {
     const s = await api(`runs/${runId}/summary`);
     machinesNode = await loadMachines(s);
     detailNode = await loadDetail();
-    show(h("h2", {}, `Run ${runId} `, h("span", { id: "run-status", class: `status-${s.status}` }, s.status)),
+    show(h("h2", {}, `Run ${runId} `, h("span", { id: "run-status", class: `status-${s.status}` }, s.status),
+      s.planId ? h("span", { id: "run-plan", class: "muted" }, " applies plan ", h("a", { href: `#/plans/${s.planId}` }, s.planId)) : null),
       haltBanner(s.rollout),
       h("div", { class: "cards", id: "state-counts" }, Object.entries(s.states).map(([k, v]) => h("div", { class: "card", "data-state": k }, h("b", {}, v), k))),
       wavesTable(s), timelineChart(s.timeline), machinesNode, detailNode);
