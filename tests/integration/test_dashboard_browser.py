@@ -2,8 +2,10 @@
 the simulator: the pages load without console errors, a run started through the API shows up and reaches its
 final state on screen, a failed machine's error is visible, and the compliance chart's numbers equal the API's;
 a health-gated rollout halted by an unhealthy canary says why at the top of its page, and the canary's row shows
-the signal that failed.
-The run page's screenshot is docs/dashboard.md's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1).
+the signal that failed; a plan opened by its id shows its summary, the machine its window is too short for with
+its code, on its timeline too, and its CSV; Apply links the run, and the run links back to the plan.
+The run page's screenshot is docs/dashboard.md's (docs/dashboard.png, refreshed with UPDATE_SCREENSHOT=1), and so
+is the plan page's (docs/dashboard-plan.png).
 
 Chromium comes from `apt-get install chromium` (`make test` installs it first with tools/ensure_chromium.sh, or
 stops saying what to install); Playwright's own browser download is not used. Run alone without Chromium, the
@@ -16,12 +18,17 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from shared.composition import Components
+from shared.core.clock import iso, utcnow
+from shared.runs.predictions import Sample
+from shared.validation.resource_ids import parse_machine_id
 from tests.integration.local_host_process import HostProcess
 from tests.support.bodies import INSTALL
 from tests.support.fleet import sim_config
@@ -183,5 +190,106 @@ def test_a_halted_rollout_shows_why_and_the_unhealthy_canary(host: HostProcess, 
         assert reading["verdict"] == "unhealthy" and "Unavailable" in reading["observed"]
         assert health.locator('.health-reading[data-signal="vmHealth"]').count() == 0  # it passed: not listed
         assert page.locator('#state-counts [data-state="Unhealthy"] b').inner_text() == "1"
+        assert "null" not in page.inner_text("#main") and "undefined" not in page.inner_text("#main")
+    assert errors == [], errors
+
+
+def test_a_plan_shows_its_window_fit_and_links_the_run_that_applied_it(
+        host: HostProcess, services: Components, simulator: Simulator, tmp_path: Path) -> None:
+    vms = [v for v in simulator.vm_ids() if "/Microsoft.Compute/" in v]
+    assessment = call(host, "POST", "assessments", {"machines": vms})
+    assert assessment.status_code == 202, assessment.text
+    wait_done(host, f"assessments/{assessment.json()['id']}")
+    # the slow machine: one with something to install, whose own history says two hours (its last prediction
+    # was 100 min: a 17% error); the others have none (DEFAULT_INSTALL_SECONDS, 20 min)
+    wanted = {vm["id"].lower() for vm in simulator.state()["vms"]
+              if any(p["classification"] in ("Critical", "Security") for p in vm["pendingPatches"])}
+    slow = parse_machine_id(next(v for v in vms if v.lower() in wanted), target="m")
+    services.durations.save(slow.subscription_id, [(slow, {"osType": "", "samples": [Sample(
+        at=iso(utcnow() - timedelta(days=7)), seconds=7200, patches=0, rebooted=False, predicted=6000).to_json()]})])
+    window = {"startDateTime": iso(datetime.now(UTC) - timedelta(minutes=5)), "duration": "PT1H30M"}
+    created = call(host, "POST", "plans", {"machines": vms, "installPatches": INSTALL, "maintenanceWindow": window})
+    assert created.status_code == 202, created.text
+    plan = wait_done(host, f"plans/{created.json()['id']}")
+    summary = plan["summary"]
+    assert [(o["machine"].lower(), o["code"]) for o in summary["outsideWindow"]] == [
+        (slow.resource_id.lower(), "WouldNotFinish")], summary
+    slow_id = summary["outsideWindow"][0]["machine"]
+    machines = {m["resourceId"]: m for m in call(host, "GET", f"plans/{plan['id']}/machines?top=50").json()["value"]}
+
+    errors: list[str] = []
+    dialogs: list[str] = []
+    with chromium(errors) as page:
+        page.goto(f"{host.base_url}/api/dashboard?code={KEY}#/plans")
+        page.locator("#plan-id").fill(plan["id"])
+        page.get_by_role("button", name="Open plan").click()
+        page.locator("#plan-machines").wait_for(timeout=15_000)
+        assert page.locator("#plan-status").inner_text() == "Succeeded"
+        for name in ("machineCount", "installing", "patchInstalls", "rebootsExpected"):
+            assert page.locator(f'#plan-summary [data-count="{name}"] b').inner_text() == str(summary[name]), name
+        basis = page.locator("#plan-basis").inner_text()
+        assert "own history 1" in basis and "longest predicted first" in basis, basis
+        assert summary["basis"]["meanAbsoluteError"] == 0.167
+        assert page.locator("#plan-error-rate").inner_text() == "mean absolute error of past predictions 17%"
+
+        fit = page.locator("#plan-window .window-fit")
+        assert fit.get_attribute("data-fits") == "false"
+        assert fit.inner_text() == "does not fit: 0 would not start, 1 would not finish"
+        outside = page.locator(f'#outside-window tr[data-machine="{slow_id}"]')
+        assert outside.locator(".outside-code").inner_text() == "WouldNotFinish"
+        assert outside.locator(".outside-message").inner_text() == summary["outsideWindow"][0]["message"]
+        assert page.locator("#outside-window tr[data-machine]").count() == 1
+
+        row = page.locator(f'#plan-machines tr[data-machine="{slow_id}"]')
+        assert row.locator(".outside-code").inner_text() == "WouldNotFinish"
+        assert row.locator(".prediction").inner_text() == "120 min machine, 1 sample, ±17%"
+        assert row.locator(".patch-count summary").inner_text() == str(machines[slow_id]["patchCount"])
+        for cls, counts in summary["totals"]["byClassification"].items():
+            cells = page.locator(f'#by-classification tr[data-classification="{cls}"] td').all_inner_texts()
+            assert cells == [cls, str(counts["patches"]), str(counts["installs"]), str(counts["machines"])], cls
+        # the timeline: one bar per machine installing, the slow one red, all against the window
+        bars = page.locator("#plan-timeline rect[data-machine]")
+        assert bars.count() == sum(1 for m in machines.values() if m.get("predictedStart")) == summary["installing"]
+        assert page.locator(f'#plan-timeline rect[data-machine="{slow_id}"]').get_attribute("fill") == "#b3261e"
+        assert page.locator("#plan-timeline rect.window").count() == 1
+
+        with page.expect_download() as download:
+            page.locator("#plan-csv").click()
+        csv_path = tmp_path / "plan.csv"
+        download.value.save_as(csv_path)
+        lines = csv_path.read_text().strip().splitlines()
+        assert lines[0].startswith("resourceId,osType,wave,action") and len(lines) == 1 + summary["patchInstalls"]
+        assert "null" not in page.inner_text("#main") and "undefined" not in page.inner_text("#main")
+        # UPDATE_SCREENSHOT=1 refreshes docs/dashboard-plan.png; otherwise it goes to the test's own directory
+        shot = ROOT / "docs" / "dashboard-plan.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "plan.png"
+        page.screenshot(path=str(shot), full_page=True)
+
+        page.once("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+        page.locator("#apply-plan").click()
+        applied = page.locator("#plan-run")
+        applied.wait_for(timeout=15_000)
+        run_id = call(host, "GET", f"plans/{plan['id']}").json()["appliedRunId"]
+        assert applied.inner_text() == run_id
+        assert dialogs == [f"Apply plan {plan['id']} now: install {summary['patchInstalls']} patches on "
+                           f"{summary['installing']} machines?"]
+        assert page.locator("#apply-plan").count() == 0  # applied: no second button
+
+        applied.click()
+        back = page.locator("#run-plan a")
+        back.wait_for(timeout=15_000)
+        assert page.url.endswith(f"#/runs/{run_id}")
+        assert back.inner_text() == plan["id"] and call(host, "GET", f"runs/{run_id}").json()["planId"] == plan["id"]
+        # the run skips the machine the plan said would not finish, for that reason
+        page.wait_for_function("s => s.includes(document.getElementById('run-status')?.textContent)",
+                               arg=sorted(FINISHED), timeout=60_000)
+        skipped = page.locator(f'tr[data-machine="{slow_id}"]')
+        assert skipped.locator(".state").inner_text() == "Skipped"
+        assert skipped.locator(".error").inner_text().startswith("WouldNotFinish: ")
+        back.click()
+        page.locator("#plan-run").wait_for(timeout=15_000)
+        assert page.url.endswith(f"#/plans/{plan['id']}")
+
+        page.goto(f"{host.base_url}/api/dashboard#/")
+        page.locator(f'tr[data-run="{run_id}"] a[href="#/plans/{plan["id"]}"]').wait_for(timeout=15_000)
         assert "null" not in page.inner_text("#main") and "undefined" not in page.inner_text("#main")
     assert errors == [], errors
