@@ -321,9 +321,10 @@ function planPage(planId) {
       plan.error ? h("p", { class: "error", id: "plan-error" }, `${plan.error.code}: ${plan.error.message}`) : null,
       plan.status === "Planning" ? h("p", { class: "muted" }, "planning…") : null,
       ready ? planActions(plan, view, refresh) : null,
-      s ? [planSummary(s), planWindow(s), wavesOfPlan(s), planTotals(s)] : null,
-      page ? [planTimeline(s && s.window, page.value, Boolean(page.nextLink || view.link)),
-        planMachines(page, view, refresh)] : null);
+      s ? [planSummary(s), planWindow(s)] : null,
+      page ? planTimeline(s && s.window, page.value, Boolean(page.nextLink || view.link)) : null,
+      s ? [wavesOfPlan(s), planTotals(s)] : null,
+      page ? planMachines(page, view, refresh) : null);
     return plan.status === "Planning";
   });
   refresh();
@@ -437,7 +438,9 @@ function planTimeline(window, machines, paged) {
           svg("title", {}, `maintenance window ${when(window.start)} → ${when(window.end)}`)),
         svg("line", { x1: x(window.end), x2: x(window.end), y1: 0, y2: bottom, stroke: "#b3261e", class: "window-end" }),
         svg("text", { x: x(window.start) + 3, y: 12 }, "window"),
-        svg("text", { x: x(window.end) + 3, y: 12 }, `end ${when(window.end)}`)] : null,
+        x(window.end) > W - 160  // the end's label left of its line when it would run off the chart
+          ? svg("text", { x: x(window.end) - 3, y: 12, "text-anchor": "end" }, `end ${when(window.end)}`)
+          : svg("text", { x: x(window.end) + 3, y: 12 }, `end ${when(window.end)}`)] : null,
       rows.map((m, i) => {
         const y = top + i * rowH, name = vmName(m.resourceId);
         return [svg("text", { x: 0, y: y + 11 }, name.length > 26 ? name.slice(0, 25) + "…" : name),
