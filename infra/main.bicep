@@ -235,6 +235,7 @@ module api 'app/api.bicep' = {
       '/api/compliance'
       '/api/machines'
       '/api/maintenance-configurations'
+      '/api/plans'
       '/api/openapi.json'
     ]
   }

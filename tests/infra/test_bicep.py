@@ -230,3 +230,18 @@ def test_parameters_file_matches_main_bicep() -> None:
 def test_azure_yaml_deploys_this_folder_as_a_python_function() -> None:
     text = (INFRA.parent / "azure.yaml").read_text()
     assert re.search(r"^services:\n  api:\n    project: \.\n    language: python\n    host: function$", text, re.M)
+
+
+def test_every_api_route_but_the_dashboards_is_left_to_function_keys_when_sign_in_is_on() -> None:
+    """With dashboardAuthClientId, App Service Authentication sends browsers to sign-in except on keyOnlyPaths: a
+    route missing there would redirect Logic Apps and scripts (plans were, once)."""
+    from pathlib import Path
+
+    from tests.unit.test_docs import http_routes
+
+    text = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    listed = re.search(r"keyOnlyPaths: \[(.*?)\]", text, re.DOTALL)
+    assert listed is not None
+    paths = set(re.findall(r"'([^']+)'", listed.group(1)))
+    routes = {"/api/" + route.split("/")[0] for _, route in http_routes(Path(__file__).resolve().parents[2])}
+    assert routes - {"/api/dashboard"} <= paths, routes - paths
