@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 
 from shared.composition import Components
-from shared.core.clock import utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ApiError, ValidationError, quoted
 from shared.core.records import PlanRecord
 from shared.core.settings import is_local_development
@@ -33,6 +34,7 @@ from shared.plans.build import PLANNING
 from shared.plans.request import parse_plan_request
 
 MAX_PAGE = 100
+STUCK_SECONDS = 300  # planning 10,000 machines takes under a minute; five means its message is gone
 CSV_COLUMNS = ("resourceId", "osType", "wave", "action", "assessment", "assessedAt", "patch", "name", "version",
                "classification", "rebootBehavior", "publishedDate", "rebootExpected", "predictedSeconds",
                "predictionBasis", "predictedStart", "predictedFinish", "outsideWindow")
@@ -67,6 +69,16 @@ def plan_view(req: func.HttpRequest, plan: PlanRecord) -> dict[str, Any]:
         view["appliedAt"] = plan.get("appliedAt")
         view["runLink"] = absolute_url(req, f"/api/runs/{plan['appliedRunId']}")
     return view
+
+
+def requeue_if_stuck(plan: PlanRecord, deps: Components) -> None:
+    """A plan Planning for STUCK_SECONDS lost its message (its send failed after the plan was stored, or it went
+    to the poison queue unanswered): the caller polling it queues it again, at most once per STUCK_SECONDS. Planning
+    twice is harmless (shared/plans/build.py)."""
+    since = str(plan.get("requeuedAt") or plan.get("createdAt") or "")
+    if since and utcnow() - parse_iso(since) > timedelta(seconds=STUCK_SECONDS):
+        deps.plans.update_plan(plan.plan_id, {"requeuedAt": iso(utcnow())})
+        deps.queues.send_plan(plan.plan_id)
 
 
 def machine_view(entry: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,6 +137,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         plan = _plan(req, deps)
         view = plan_view(req, plan)
         if plan.get("status") == PLANNING:
+            requeue_if_stuck(plan, deps)
             return accepted(view, absolute_url(req, f"/api/plans/{plan.plan_id}"),
                             deps.settings.limits.run_retry_after_seconds)
         return json_response(view)

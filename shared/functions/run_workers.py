@@ -60,9 +60,12 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @traced()
     def dispatch_poison(msg: func.QueueMessage) -> None:
         parsed = parse_message(msg, parse_dispatch, "poisoned dispatch")
-        if parsed and parsed.plan:  # planning failed past its own error handling: the plan says Failed
-            components().plans.update_plan(parsed.run_id, {"status": "Failed", "errorCode": "PlanningFailed",
-                                                           "errorMessage": "planning failed repeatedly"})
+        if parsed and parsed.plan:  # planning failed past its own error handling: a plan still Planning says Failed
+            plans = components().plans
+            plan = plans.get_plan(parsed.run_id)
+            if plan is not None and plan.get("status") == "Planning":
+                plans.update_plan(parsed.run_id, {"status": "Failed", "errorCode": "PlanningFailed",
+                                                  "errorMessage": "planning failed repeatedly"}, etag=plan.etag)
         elif parsed and parsed.advance:  # only a nudge: the sweeper advances the run anyway
             log.warning("poisoned advance for run=%s dropped", parsed.run_id)
         elif parsed and parsed.release_from:  # the run was dispatched: the sweeper sends the release again

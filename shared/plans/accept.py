@@ -6,7 +6,8 @@
   (shared/validation/dynamic_scope.py). The inventory keeps no tags, so a scope filter with `tagSettings` is
   refused (400 naming `filter.tagSettings`): name the machines instead. Applying the plan installs on the
   machines it lists, not on what a later listing would find.
-- A maintenance configuration's plan is its next window (the one open now, else the next to start), its static
+- A maintenance configuration's plan is its next window to start (one open now is already the window timer's), its
+  static
   assignments' VMs and its dynamic scopes' machines from the inventory (the same tag rule), with its own
   installPatches (maximumDuration: the window less the reboot reserve, as shared/maintenance/windows.py) and rollout.
 Nothing is written before everything that can refuse the request has run.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.core.clock import iso, schedule_now, utcnow
@@ -107,7 +108,8 @@ def resolve(request: PlanRequest, deps: AcceptPlanDeps, now: datetime) -> dict[s
                            target="maintenanceConfiguration")
         config = configuration_from_stored(request.configuration, stored)
         clock = schedule_now(deps.settings.local)
-        window = config.schedule.window_at(clock) or next(iter(config.schedule.windows(clock)), None)
+        # the next window to start: one open now is the timer's to open (within a minute), not a plan's
+        window = next(iter(config.schedule.windows(clock + timedelta(seconds=1))), None)
         if window is None:
             raise ValidationError(f"maintenance configuration {config.name!r} has no window to come",
                                   target="maintenanceConfiguration")

@@ -26,6 +26,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -35,9 +36,9 @@ from shared.core.errors import ApiError
 from shared.core.ids import MachineRef
 from shared.core.records import NewRun, PlanRecord, RunRecord
 from shared.core.settings import Settings
-from shared.maintenance.limits import MIN_REMAINING
+from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
 from shared.maintenance.windows import occurrence_key
-from shared.plans.build import SUCCEEDED
+from shared.plans.build import READ_PARALLELISM, SUCCEEDED
 from shared.plans.schedule import WOULD_NOT_FINISH
 from shared.plans.selection import PlannedPatch, pinned_body, planned_patches
 from shared.runs.accept import AcceptDeps, accept, internal_key
@@ -55,6 +56,8 @@ class PlanReader(PlanMachines, Protocol):
     def update_plan(self, plan_id: str, changes: Mapping[str, Any], etag: str | None = None) -> None: ...
 
     def iter_machines(self, plan_id: str, *, patches: bool = True) -> Any: ...
+
+    def machine_ids(self, plan_id: str) -> list[str]: ...
 
 
 class Assessed(Protocol):
@@ -94,22 +97,30 @@ def outdated_machines(plan: PlanRecord, entries: list[tuple[str, dict[str, Any],
     for key, entry, patches in entries:
         if entry.get("action") == "Install":
             by_sub[key.split("|", 1)[0]].append((key, entry, patches))
-    details = []
+    changed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
     for sub, group in by_sub.items():
         rows = {f"{sub}|{r['RowKey']}": r for r in fleet.query_machines(sub, select=["historyKey", "assessedAt"])}
         for key, entry, patches in group:
             row = rows.get(key) or {}
-            if str(row.get("historyKey") or "") == entry["assessment"].get("historyKey"):
-                continue  # not assessed since: the plan stands
-            vm = parse_machine_id(entry["resourceId"], target="machines")
-            now_available = fleet.history_patches(vm, str(row["historyKey"])) if row.get("historyKey") else []
-            still = {_patch_identity(p) for p in planned_patches(now_available, install, entry["osType"]) or []}
-            gone = [p for p in (PlannedPatch.from_json(x) for x in patches) if _patch_identity(p) not in still]
-            if gone:
-                names = ", ".join(f"{p.key}{' ' + p.version if p.version else ''}" for p in gone[:10])
-                details.append({"code": "PlannedPatchesGone", "target": entry["resourceId"],
-                                "message": f"assessed again at {row.get('assessedAt') or 'an unknown time'}: "
-                                           f"{len(gone)} planned patch(es) no longer available ({names})"})
+            if str(row.get("historyKey") or "") != entry["assessment"].get("historyKey"):
+                changed.append((row, entry, patches))  # assessed since: compare (unchanged ones: the plan stands)
+
+    def now_available(item: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        row, entry, _ = item
+        vm = parse_machine_id(entry["resourceId"], target="machines")
+        return fleet.history_patches(vm, str(row["historyKey"])) if row.get("historyKey") else []
+
+    with ThreadPoolExecutor(max_workers=READ_PARALLELISM) as pool:  # after a nightly assessment: every machine
+        lists = list(pool.map(now_available, changed))
+    details = []
+    for (row, entry, patches), available in zip(changed, lists, strict=True):
+        still = {_patch_identity(p) for p in planned_patches(available, install, entry["osType"]) or []}
+        gone = [p for p in (PlannedPatch.from_json(x) for x in patches) if _patch_identity(p) not in still]
+        if gone:
+            names = ", ".join(f"{p.key}{' ' + p.version if p.version else ''}" for p in gone[:10])
+            details.append({"code": "PlannedPatchesGone", "target": entry["resourceId"],
+                            "message": f"assessed again at {row.get('assessedAt') or 'an unknown time'}: "
+                                       f"{len(gone)} planned patch(es) no longer available ({names})"})
     return details
 
 
@@ -126,8 +137,11 @@ def apply_plan(plan_id: str, deps: ApplyDeps) -> tuple[RunRecord, bool]:
                        target="planId")
     key = _apply_key(plan)
     claim = deps.store.find_idempotency_claim(key)
-    if claim is not None and (run := deps.store.get_run(claim["runId"])) is not None and \
-            run.get("planId") == plan_id:
+    if claim is not None and (run := deps.store.get_run(claim["runId"])) is not None:
+        if run.get("planId") != plan_id:
+            raise _taken(plan, run)
+        if plan.get("appliedRunId") != run.run_id:  # an apply that stopped before saying so
+            deps.plans.update_plan(plan_id, {"appliedRunId": run.run_id, "appliedAt": iso(utcnow())})
         return run, False  # applied before: the same run
     now = utcnow()
     planned_at = parse_iso(str(plan.get("plannedAt") or plan["createdAt"]))
@@ -152,13 +166,17 @@ def apply_plan(plan_id: str, deps: ApplyDeps) -> tuple[RunRecord, bool]:
     if details:
         raise ApiError(409, "PlanOutdated", f"{len(details)} machine(s) were assessed again since the plan and some "
                        "planned patches are gone: plan again", target="planId", details=details)
-    machines = tuple(parse_machine_id(e["resourceId"], target="machines") for _, e, _ in entries
-                     if e.get("action") == "Install")
-    if not machines:
+    # The plan's machines with something to install, in the plan's request order (its timeline's tie order)
+    by_key = {key: entry for key, entry, _ in entries if entry.get("action") == "Install"}
+    order = [vm for vm in (parse_machine_id(rid, target="machines") for rid in deps.plans.machine_ids(plan_id))
+             if vm.key in by_key]
+    if not order:
         raise ApiError(409, "NothingToInstall", "the plan installs nothing on any of its machines", target="planId")
+    machines = tuple(order)
     extra: list[tuple[str, Any]] = [("planId", plan_id)]
     if plan.get("rollout"):
-        extra.append(("rollout", plan["rollout"]))
+        extra.append(("rollout", json.dumps(frozen_waves(plan.json_column("rollout"), machines, by_key),
+                                            separators=(",", ":"))))
     if window:
         extra += [("maintenanceConfiguration", configuration or f"plan-{plan_id}"),
                   ("windowStart", window["start"]), ("windowEnd", window["end"]), ("notBefore", window["start"])]
@@ -166,8 +184,32 @@ def apply_plan(plan_id: str, deps: ApplyDeps) -> tuple[RunRecord, bool]:
     new = NewRun("installPatches", parameters, _fingerprint(plan), machines,
                  origin="maintenance" if configuration else "plan", extra=tuple(extra))
     run, created = accept(new, key, deps)
+    if run.get("planId") != plan_id:  # the window's timer (or another plan of the window) got the key first
+        raise _taken(plan, run)
     deps.plans.update_plan(plan_id, {"appliedRunId": run.run_id, "appliedAt": iso(now)})
     return run, created
+
+
+def _taken(plan: PlanRecord, run: RunRecord) -> ApiError:
+    other = f"plan {run['planId']}" if run.get("planId") else "the maintenance window timer"
+    return ApiError(409, "WindowAlreadyOpened", f"this plan's window already has its run {run.run_id}, started by "
+                    f"{other}: it installs what that one selected, not this plan", target="planId")
+
+
+def frozen_waves(rollout: dict[str, Any], machines: tuple[Any, ...], entries: Mapping[str, dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """The plan's rollout with its wave assignment frozen: each wave names the machines the plan put in it (a size
+    or selector would pick again, among fewer machines, and the run's canary would not be the plan's). A wave the
+    plan left empty is dropped."""
+    waves = rollout.get("waves") or []
+    if not waves:
+        return rollout
+    frozen = []
+    for index, wave in enumerate(waves):
+        members = [vm.key for vm in machines if entries[vm.key].get("wave", 0) == index]  # as parse_rollout keeps them
+        if members:
+            frozen.append({**({"name": wave["name"]} if wave.get("name") else {}), "machines": members})
+    return {**rollout, "waves": frozen}
 
 
 def _apply_key(plan: PlanRecord) -> str:
@@ -202,8 +244,10 @@ class FollowPlan:
             return Skip("NotInPlan", f"plan {ctx.spec.plan_id} has no entry for this machine")
         entry, raw = found
         seconds = float((entry.get("prediction") or {}).get("seconds") or 0)
-        if ctx.spec.window_end and seconds:
-            left = (parse_iso(ctx.spec.window_end) - self.now()).total_seconds()
+        # Not when an earlier try claimed it: Azure may be installing already, and the step settles that first
+        if ctx.spec.window_end and seconds and not ctx.first_claimed_at:
+            # what the window's run gives Azure: what is left, less the reboot reserve (window_guard.py)
+            left = (parse_iso(ctx.spec.window_end) - self.now() - REBOOT_RESERVE).total_seconds()
             if seconds > left:
                 return Skip(WOULD_NOT_FINISH, f"predicted to take {round(seconds / 60)} min "
                             f"({(entry.get('prediction') or {}).get('basis')}), and only {max(0, round(left / 60))} "

@@ -47,7 +47,9 @@ from shared.validation.rollout import resolve
 
 log = logging.getLogger(__name__)
 READ_PARALLELISM = 8
-MAX_PATCH_TOTALS = 500  # patches listed in the plan's totals (the CSV lists every machine's)
+MAX_PATCH_TOTALS = 200  # patches listed in the plan's totals (the CSV and machine pages list every machine's)
+MAX_OUTSIDE_LISTED = 100  # machines outside the window named in the summary (counts cover all; pages show each)
+MAX_VERSIONS_LISTED = 10  # Linux versions of one package listed in its totals row
 PLANNING, SUCCEEDED, FAILED = "Planning", "Succeeded", "Failed"
 
 
@@ -147,7 +149,8 @@ def build_plan(plan_id: str, deps: PlanDeps) -> str:
         return "" if plan is None else str(plan.get("status"))
     try:
         return _build(plan, deps)
-    except Exception as exc:  # the plan says why; the message is not retried into the poison queue
+    except (ValueError, KeyError, TypeError) as exc:  # the request cannot be planned: the plan says why, at once
+        # (a storage or network failure propagates instead: the queue delivers the message again)
         log.exception("plan %s failed", plan_id)
         deps.plans.update_plan(plan_id, {"status": FAILED, "errorCode": "PlanningFailed",
                                          "errorMessage": f"{type(exc).__name__}: {exc}"[:1000]})
@@ -190,18 +193,21 @@ def _build(plan: PlanRecord, deps: PlanDeps) -> str:
                              rebooted=entry["rebootExpected"], default_seconds=settings.plans.default_install_seconds)
         entry["prediction"] = prediction.to_json()
         entries[vm.key], patches[vm.key], predictions[vm.key] = entry, planned, prediction
-    waves = assign_waves([vm.key for vm in vms], (rollout or {}).get("waves") or [])
     installing = [vm for vm in vms if entries[vm.key]["action"] == "Install"]
+    # The run that applies the plan holds exactly these machines, in this order (shared/plans/apply.py), and its
+    # waves are this assignment, frozen: the plan's canary is the run's.
+    waves = assign_waves([vm.key for vm in installing], (rollout or {}).get("waves") or [])
     begin = max(now, window.start) if window else now
     timeline = schedule(
         [Item(vm.key, vm.subscription_id, waves.get(vm.key, 0), predictions[vm.key].seconds) for vm in installing],
         begin=begin, buckets=deps.pacer.buckets, reserved={s: deps.pacer.peek(s) for s in
                                                            {vm.subscription_id for vm in installing}},
-        limits=_limits(rollout, len(installing)), longest_first=settings.plans.longest_first,
+        limits=_limits(rollout, len(installing), install), longest_first=settings.plans.longest_first,
         reads_per_start=INSTALL.reads_per_start, window=window, min_remaining=MIN_REMAINING)
     for vm in vms:
         entry = entries[vm.key]
-        entry["wave"] = waves.get(vm.key, 0)
+        if vm.key in waves:
+            entry["wave"] = waves[vm.key]
         slot = timeline.slots.get(vm.key)
         if slot is not None:
             entry["predictedStart"], entry["predictedFinish"] = iso(slot.start), iso(slot.finish)
@@ -217,16 +223,17 @@ def _build(plan: PlanRecord, deps: PlanDeps) -> str:
     return SUCCEEDED
 
 
-def _limits(rollout: Mapping[str, Any] | None, total: int) -> Limits:
+def _limits(rollout: Mapping[str, Any] | None, total: int, install: Mapping[str, Any]) -> Limits:
+    maximum = parse_duration(install["maximumDuration"]).total_seconds() if install.get("maximumDuration") else None
     if not rollout:
-        return Limits()
+        return Limits(maximum_seconds=maximum)
     health = rollout.get("healthCheck") or {}
     after = parse_duration(health["after"]).total_seconds() if health.get("after") else (300.0 if health else 0.0)
     soak = parse_duration(rollout["soakTime"]).total_seconds() if rollout.get("soakTime") else 0.0
     return Limits(max_concurrency=resolve(rollout["maxConcurrency"], total) if rollout.get("maxConcurrency") else None,
                   max_per_subscription=(resolve(rollout["maxConcurrencyPerSubscription"], total)
                                         if rollout.get("maxConcurrencyPerSubscription") else None),
-                  soak_seconds=soak, verify_seconds=after)
+                  soak_seconds=soak, verify_seconds=after, maximum_seconds=maximum)
 
 
 def plan_summary(entries: Mapping[str, dict[str, Any]], patches: Mapping[str, list[PlannedPatch]],
@@ -256,7 +263,8 @@ def plan_summary(entries: Mapping[str, dict[str, Any]], patches: Mapping[str, li
                if entries[k].get("outside")]
     makespan = (timeline.finish - begin).total_seconds() if timeline.finish else 0.0
     waves = (rollout or {}).get("waves") or [{}]
-    patch_rows = sorted(({**r, "versions": sorted(r["versions"])} for r in by_patch.values()),
+    patch_rows = sorted(({**r, "versions": sorted(r["versions"])[:MAX_VERSIONS_LISTED],
+                          "versionCount": len(r["versions"])} for r in by_patch.values()),
                         key=lambda r: (-r["machines"], r["patch"]))
     return {
         "machineCount": len(entries),
@@ -287,7 +295,8 @@ def plan_summary(entries: Mapping[str, dict[str, Any]], patches: Mapping[str, li
                     "wouldNotStart": sum(1 for o in outside if o["code"] == "WindowClosed"),
                     "wouldNotFinish": sum(1 for o in outside if o["code"] == "WouldNotFinish")}
                    if window else None),
-        "outsideWindow": outside[:1000],
+        "outsideWindow": outside[:MAX_OUTSIDE_LISTED],
+        "outsideWindowTruncated": len(outside) > MAX_OUTSIDE_LISTED,
         "totals": {
             "byClassification": {c: {"patches": len(v["patches"]), "installs": v["installs"],
                                      "machines": len(v["machines"])} for c, v in sorted(by_class.items())},

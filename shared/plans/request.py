@@ -81,7 +81,8 @@ def parse_plan_request(body: bytes, *, now: datetime, max_bytes: int, max_machin
         return PlanRequest(run=None, configuration=name.strip().rstrip("/").rsplit("/", 1)[-1])
     reject_unknown(data, RUN_FIELDS | {"maintenanceWindow", "maintenanceConfiguration"}, "")
     window = parse_window(data["maintenanceWindow"], now) if data.get("maintenanceWindow") is not None else None
-    run_body = json.dumps({k: v for k, v in data.items() if k != "maintenanceWindow"}).encode()
+    run_body = json.dumps({k: v for k, v in data.items()
+                           if k not in ("maintenanceWindow", "maintenanceConfiguration")}).encode()
     run = parse_run_request(run_body, max_bytes=max(max_bytes, len(run_body)), max_machines=max_machines,
                             allow_local_hooks=allow_local_hooks, probe_networks=probe_networks)
     return PlanRequest(run=run, window=window)

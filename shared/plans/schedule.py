@@ -12,8 +12,10 @@ The model is how a run starts machines (shared/runs/dispatch.py `start_slots`, s
   healthCheck, been verified after `after`), plus `soakTime`.
 - With a window: a machine whose start would come later than MIN_REMAINING before the window's end is
   `WindowClosed` (the run skips it with that code: shared/maintenance/window_guard.py), one that would start but
-  whose predicted finish is after the end is `WouldNotFinish` (the run skips it at its start, when what is left of
-  the window is shorter than its predicted duration: shared/plans/apply.py).
+  whose predicted finish is after the window's end less the 10-minute reboot reserve (or after maximumDuration) is
+  `WouldNotFinish` (the run skips it at its start, when what is left is shorter than its predicted duration:
+  shared/plans/apply.py). Without a window, a prediction longer than maximumDuration is `ExceedsMaximumDuration`
+  (a warning: Azure installs what fits and leaves the rest pending).
 Durations are predictions (shared/runs/predictions.py); the makespan's basis says how many machines had which.
 """
 
@@ -26,11 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.arm.calls import GUEST_PATCH, READS, WRITES
+from shared.maintenance.limits import REBOOT_RESERVE
 from shared.runs.budget import Bucket
 from shared.runs.budget import slots as block_slots
 
 WINDOW_CLOSED = "WindowClosed"
 WOULD_NOT_FINISH = "WouldNotFinish"
+EXCEEDS_MAXIMUM_DURATION = "ExceedsMaximumDuration"  # no window: a warning, the run does not skip it
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Limits:
     max_per_subscription: int | None = None
     soak_seconds: float = 0.0
     verify_seconds: float = 0.0
+    maximum_seconds: float | None = None  # installPatches' maximumDuration: Azure stops starting patches then
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,8 @@ def schedule(items: Sequence[Item], *, begin: datetime, buckets: Mapping[str, Bu
             heapq.heappush(subs, holds)
             wave_end = max(wave_end, holds)
             timeline.slots[item.key] = _slot(item, start, done, window, min_remaining=min_remaining,
-                                                reserved_seconds=held.get(item.subscription))
+                                             reserved_seconds=held.get(item.subscription),
+                                             maximum_seconds=limits.maximum_seconds)
         timeline.waves.append((_at(wave_begin), _at(wave_end)))
         wave_begin = wave_end + limits.soak_seconds
     for sub in {i.subscription for i in items}:
@@ -153,9 +159,14 @@ def _at(epoch: float) -> datetime:
 
 
 def _slot(item: Item, start: float, done: float, window: Window | None, *, min_remaining: timedelta,
-          reserved_seconds: float | None) -> Slot:
+          reserved_seconds: float | None, maximum_seconds: float | None) -> Slot:
     slot = Slot(_at(start), _at(done))
     if window is None:
+        if maximum_seconds is not None and item.seconds > maximum_seconds:
+            return Slot(slot.start, slot.finish, EXCEEDS_MAXIMUM_DURATION,
+                        f"predicted to take {round(item.seconds / 60)} min, longer than maximumDuration "
+                        f"({round(maximum_seconds / 60)} min): Azure stops starting patches then, the rest stay "
+                        "pending")
         return slot
     latest_start = (window.end - min_remaining).timestamp()
     if start > latest_start:
@@ -165,8 +176,13 @@ def _slot(item: Item, start: float, done: float, window: Window | None, *, min_r
         if reserved_seconds:
             why += f"; other runs already hold {round(reserved_seconds)} s of the subscription's guest-patch budget"
         return Slot(slot.start, slot.finish, WINDOW_CLOSED, why)
-    if done > window.end.timestamp():
+    # the run gives Azure what is left of the window less the reboot reserve, and never more than maximumDuration
+    deadline = window.end.timestamp() - REBOOT_RESERVE.total_seconds()
+    if maximum_seconds is not None:
+        deadline = min(deadline, start + maximum_seconds)
+    if done > deadline:
         return Slot(slot.start, slot.finish, WOULD_NOT_FINISH,
                     f"predicted to take {round(item.seconds / 60)} min from {_at(start).isoformat()}, finishing after "
-                    f"the window closes at {window.end.isoformat()}")
+                    f"{_at(deadline).isoformat()} (the window closes at {window.end.isoformat()}, less the "
+                    f"{round(REBOOT_RESERVE.total_seconds() / 60)} minutes kept for a reboot, or maximumDuration)")
     return slot

@@ -16,9 +16,9 @@ exclusions and inclusions" docs):
   has one pending (`rebootPending`), unless rebootSetting is `Never`; `Always` reboots anyway.
 
 `pinned_body` is the body that installs a plan and nothing newer (issue #21): on Windows the planned KBs by
-`kbNumbersToInclude` (patches without a KB by their exact name) and `maxPatchPublishDate` at the newest planned
-patch, on Linux the planned `name_version`s by `packageNameMasksToInclude`, the classification filters removed
-so nothing else qualifies; the request's exclusions stay.
+`kbNumbersToInclude` (patches without a KB by their exact name) and `maxPatchPublishDate` the second after the
+newest planned patch, on Linux the planned `name_version`s by `packageNameMasksToInclude`, the classification
+filters removed so nothing else qualifies; the request's exclusions stay.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.arm.patch_results import normalise_patch, primary_classification
@@ -170,8 +170,11 @@ def pinned_body(body: Mapping[str, Any], patches: Sequence[PlannedPatch], os_typ
             windows["patchNameMasksToInclude"] = names
         dates = [p.published for p in patches if p.published]
         if dates:
-            newest = max(parse_datetime(d, "publishedDate") for d in dates)
-            windows["maxPatchPublishDate"] = newest.strftime("%Y-%m-%dT%H:%M:%SZ")
+            # Azure reports publishedDate to the second but may compare the exact time: the newest planned patch,
+            # published at 10:49:45.6, must not fall after a cut-off of 10:49:45. The next whole second; the KB
+            # list, not the date, is what keeps other patches out.
+            newest = max(parse_datetime(d, "publishedDate") for d in dates).replace(microsecond=0)
+            windows["maxPatchPublishDate"] = (newest + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {**body, "windowsParameters": windows}
     if os_type.lower() == "linux" and "linuxParameters" in body:
         linux = {k: v for k, v in body["linuxParameters"].items()

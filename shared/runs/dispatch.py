@@ -53,7 +53,7 @@ from shared.core.states import MachineState, RunStatus
 from shared.runs.budget import slots as block_slots
 from shared.runs.install_history import Durations, RunPredictions, predict_machines, prediction_columns
 from shared.runs.operation_kinds import INSTALL, KINDS
-from shared.runs.ports import Dispatching, Paced, RunRows
+from shared.runs.ports import Dispatching, Fleet, Paced, RunRows
 from shared.runs.predictions import Prediction
 from shared.validation.resource_ids import parse_machine_id
 
@@ -66,7 +66,7 @@ RELEASE_ATTEMPTS = 5
 SEND_GRACE_SECONDS = 15
 
 
-class DispatchDeps(RunRows, Dispatching, Paced, Durations, RunPredictions, Protocol):
+class DispatchDeps(RunRows, Dispatching, Paced, Durations, RunPredictions, Fleet, Protocol):
     """What dispatching and releasing a run's start messages use."""
 
 

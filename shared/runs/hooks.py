@@ -35,6 +35,7 @@ class StartContext:
     os_type: str  # "Windows", "Linux", or "" when unknown
     spec: RunSpec
     body: dict[str, Any] | None  # the operation's request body as it stands (None: the operation takes none)
+    first_claimed_at: str = ""  # an earlier try claimed it (ISO): Azure may be running its operation already
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ closing the same run) changes nothing: a sample is keyed by its start (predictio
 
 Predicting (`predict_machines`, called by shared/runs/dispatch.py when it creates a run's rows): a run that
 carries its own predictions (a plan's: `RunPredictions.predicted_seconds`) uses them (basis "plan"); every other
-machine is predicted from its own history, then its OS peers' (the histories of the run's subscriptions), then
-DEFAULT_INSTALL_SECONDS: one partition query per subscription, only for machines the run did not predict.
+machine is predicted from its own history, then its OS peers' (the histories of the run's subscriptions; a machine
+with no history of its own takes its OS type from the inventory), then DEFAULT_INSTALL_SECONDS: one partition query
+per subscription, only for machines the run did not predict, and one of the inventory when some have no history.
 
 A history read or write is advisory: a failure to record is logged, never raised (the run has closed already);
 at dispatch a failure propagates, and the dispatch message is retried like any other storage failure.
@@ -30,7 +31,7 @@ from shared.core.clock import parse_iso
 from shared.core.ids import MachineRef
 from shared.core.records import MachineRecord, RunRecord
 from shared.core.states import MachineState
-from shared.runs.ports import RunRows
+from shared.runs.ports import Fleet, RunRows
 from shared.runs.predictions import MachineHistory, PeerModel, Prediction, Sample, predict, with_sample
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class RunPredictions(Protocol):
     def predicted_seconds(self, run: RunRecord, keys: Sequence[str]) -> Mapping[str, float] | None: ...
 
 
-class Predicting(RunRows, Durations, RunPredictions, Protocol):
+class Predicting(RunRows, Durations, RunPredictions, Fleet, Protocol):
     """What predicting a run's machines uses."""
 
 
@@ -169,8 +170,14 @@ def predict_machines(run: RunRecord, keys: Sequence[str], deps: Predicting) -> d
     histories = read_histories({k.split("|", 1)[0] for k in rest}, deps)
     peers = PeerModel.from_histories(histories.values())
     default = deps.settings.plans.default_install_seconds
+    os_types: dict[str, str] = {}
+    unknown = {k.split("|", 1)[0] for k in rest if k not in histories}
+    if peers.count and unknown:  # machines with no history of their own: their OS, for their peers' durations
+        for subscription in sorted(unknown):  # one partition query of the inventory each
+            for row in deps.fleet.query_machines(subscription, select=["osType"]):
+                os_types[f"{subscription}|{row['RowKey']}"] = str(row.get("osType") or "")
     for key in rest:
-        out[key] = predict(histories.get(key), peers, default_seconds=default)
+        out[key] = predict(histories.get(key), peers, os_type=os_types.get(key, ""), default_seconds=default)
     return out
 
 

@@ -206,7 +206,8 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
-        decision = self.ports.hooks.decide(StartContext(self.run_id, self.machine, os_type, spec, body))
+        decision = self.ports.hooks.decide(StartContext(self.run_id, self.machine, os_type, spec, body,
+                                                        str(self.target.get("firstClaimedAt") or "")))
         if isinstance(decision, Skip):  # rollouts (stopped? one patch set), maintenance windows
             return self.skip(decision.code, decision.message, osType=os_type)
         body = decision.body

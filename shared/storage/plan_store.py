@@ -48,6 +48,7 @@ def split_column(name: str, text: str) -> dict[str, str]:
     parts = [text[i:i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]
     if len(parts) > MAX_PARTS:
         raise ValueError(f"{name} is {len(text)} characters; at most {MAX_PARTS * PART_CHARS} are kept")
+    parts += [""] * (MAX_PARTS - len(parts))  # a merge must blank what a longer earlier value left behind
     return {(name if i == 0 else f"{name}{i}"): part for i, part in enumerate(parts)}
 
 

@@ -272,3 +272,42 @@ def test_an_arc_machine_whose_assessment_only_counts_is_not_planned(services: Co
     assert entry["action"] == "NoPatchList" and entry["assessment"]["status"] == "Current"
     status, err = apply(view["id"])
     assert status == 409 and err["error"]["code"] == "NothingToInstall"
+
+
+def test_the_runs_canary_and_waves_are_the_plans(services: Components, simulator: Simulator) -> None:
+    machines = vms(simulator)[:4]
+    assess(services, machines[1:])  # the first machine is not assessed: the plan leaves it out of the run
+    rollout = {"waves": [{"name": "canary", "size": 1}, {"size": "rest"}], "soakTime": "PT0S"}
+    view = plan(services, {"machines": machines, "installPatches": INSTALL, "rollout": rollout})
+    entries = planned_machines(view["id"])
+    assert entries[machines[0].lower()]["action"] == "NotAssessed"
+    installing = [m for m in machines if entries[m.lower()]["action"] == "Install"]
+    canary = [m for m in installing if entries[m.lower()]["wave"] == 0]
+    assert canary == installing[:1]  # the first machine with something to install, in request order
+    status, run = apply(view["id"])
+    assert status == 202, run
+    assert [w.get("machines") for w in run["rollout"]["waves"]] == [
+        [parse_machine_id(m, target="m").key for m in ms] for ms in (canary, installing[1:])]
+    done = finish(services, run["id"])
+    waves = {m["id"].lower(): m["wave"] for m in done["machines"]}
+    assert {m.lower(): 0 for m in canary} == {m: w for m, w in waves.items() if w == 0}
+
+
+def test_a_second_plan_of_the_same_window_is_refused_once_the_first_was_applied(services: Components,
+                                                                                simulator: Simulator) -> None:
+    from tests.integration.test_maintenance import assign, configuration, put
+
+    machines = vms(simulator)[:2]
+    assess(services, machines)
+    begin = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    put("nightly", configuration(begin))
+    for i, machine in enumerate(machines):
+        assign("nightly", f"vm{i}", {"resourceId": machine})
+    first, second = plan(services, {"maintenanceConfiguration": "nightly"}), plan(
+        services, {"maintenanceConfiguration": "nightly"})
+    status, run = apply(first["id"])
+    assert status == 202 and run["planId"] == first["id"]
+    status, err = apply(second["id"])
+    assert status == 409 and err["error"]["code"] == "WindowAlreadyOpened", err
+    assert run["id"] in err["error"]["message"] and first["id"] in err["error"]["message"]
+    assert "appliedRunId" not in get_plan(second["id"])[1]

@@ -76,10 +76,23 @@ class FakeStore:
         yield from self.targets
 
 
+class FakeInventory:
+    """The fleet inventory's OS types (FleetStore.query_machines), by machine key."""
+
+    def __init__(self, os_types: Mapping[str, str] | None = None) -> None:
+        self.os_types = dict(os_types or {})
+        self.queries: list[str] = []
+
+    def query_machines(self, subscription_id: str, resource_group: str | None = None, **_: Any) -> list[dict[str, Any]]:
+        self.queries.append(subscription_id)
+        return [{"RowKey": k.split("|", 1)[1], "osType": os} for k, os in self.os_types.items()
+                if k.split("|", 1)[0] == subscription_id]
+
+
 def deps(targets: list[MachineRecord], durations: FakeDurations | None = None, *,
-         planned: Mapping[str, float] | None = None) -> SimpleNamespace:
+         planned: Mapping[str, float] | None = None, inventory: FakeInventory | None = None) -> SimpleNamespace:
     return SimpleNamespace(
-        store=FakeStore(targets), durations=durations or FakeDurations(),
+        store=FakeStore(targets), durations=durations or FakeDurations(), fleet=inventory or FakeInventory(),
         settings=SimpleNamespace(plans=PlanSettings(max_age_hours=24, default_install_seconds=1200,
                                                     longest_first=True), events=SimpleNamespace(webhooks=())),
         run_spec=lambda run_id: RunSpec("installPatches", {}, counted=True),
@@ -155,6 +168,17 @@ def test_dispatch_predicts_from_own_history_else_the_default_with_one_query_per_
     assert (got[key("old")].seconds, got[key("old")].basis) == (400.0, "machine")
     assert {got[k].basis for k in keys[1:]} == {"default"} and got[key("new")].seconds == 1200.0
     assert sorted(durations.queries) == sorted([SUB, other])
+
+
+def test_a_machine_with_no_history_takes_its_os_peers_duration() -> None:
+    durations = FakeDurations({key("old"): {"osType": "Linux", "samples": [
+        Sample("2026-11-02T03:00:00.000Z", 500.0, 5, False).to_json()]}})
+    inventory = FakeInventory({key("new"): "Linux", key("win"): "Windows"})
+    got = predict_machines(RunRecord(etag="", run_id=RUN, columns={}), [key("old"), key("new"), key("win")],
+                           deps([], durations, inventory=inventory))
+    assert (got[key("new")].seconds, got[key("new")].basis) == (500.0, "peers")  # a Linux machine, like "old"
+    assert got[key("win")].basis == "default"  # no Windows peer has a history
+    assert inventory.queries == [SUB]  # one inventory query for the subscription
 
 
 def test_a_run_that_carries_its_own_predictions_is_asked_first() -> None:

@@ -61,7 +61,7 @@ def test_a_pinned_body_installs_the_plan_and_nothing_newer() -> None:
     assert body is not None
     assert body["windowsParameters"] == {
         "kbNumbersToExclude": ["1"], "kbNumbersToInclude": ["2267602", "5066586"],
-        "maxPatchPublishDate": "2025-10-19T08:00:00Z"}
+        "maxPatchPublishDate": "2025-10-19T08:00:01Z"}
     newer = {**WIN, "patchId": "w3", "kbId": "5070000", "publishedDate": "2025-11-11T17:00:00Z"}
     assert not selected(newer, body["windowsParameters"], "Windows")
     assert all(selected(p, body["windowsParameters"], "Windows") for p in (WIN, DEFENDER))
@@ -167,3 +167,51 @@ def test_a_plan_request_with_a_window_or_a_configuration() -> None:
     by_id = parse_plan_request(json.dumps({"maintenanceConfiguration": "/maintenance-configurations/nightly"}).encode(),
                                now=NOW, max_bytes=1 << 20, max_machines=100)
     assert by_id.configuration == "nightly" and by_id.run is None
+
+
+def test_a_pin_keeps_the_newest_planned_patch_published_within_a_second() -> None:
+    fresh = {**WIN, "publishedDate": "2025-10-14T17:00:00.6Z"}  # Azure shows seconds; the exact time is later
+    planned = planned_patches([fresh], {"windowsParameters": {"classificationsToInclude": ["Security"]}}, "Windows")
+    assert planned is not None
+    body = pinned_body({"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
+                        "windowsParameters": {"classificationsToInclude": ["Security"]}}, planned, "Windows")
+    assert body is not None and selected(fresh, body["windowsParameters"], "Windows")
+
+
+def test_the_window_keeps_its_reboot_reserve_and_maximum_duration_bounds_a_machine() -> None:
+    window = Window(BEGIN, BEGIN + timedelta(hours=2))
+    tight = schedule([Item("s|rg|a", "s", 0, 6700.0)], begin=BEGIN, buckets=BUCKETS, reserved={}, limits=Limits(),
+                     longest_first=True, window=window)  # 112 min: inside 2 h, not inside 2 h less 10 min
+    assert tight.slots["s|rg|a"].outside == WOULD_NOT_FINISH
+    capped = schedule([Item("s|rg|a", "s", 0, 4000.0)], begin=BEGIN, buckets=BUCKETS, reserved={},
+                      limits=Limits(maximum_seconds=3600.0), longest_first=True, window=window)
+    assert capped.slots["s|rg|a"].outside == WOULD_NOT_FINISH
+    no_window = schedule([Item("s|rg|a", "s", 0, 4000.0)], begin=BEGIN, buckets=BUCKETS, reserved={},
+                         limits=Limits(maximum_seconds=3600.0), longest_first=True)
+    assert no_window.slots["s|rg|a"].outside == "ExceedsMaximumDuration"
+
+
+def test_a_summary_of_thousands_of_machines_outside_the_window_stays_storable() -> None:
+    from shared.plans.build import plan_summary
+    from shared.storage.plan_store import MAX_PARTS, PART_CHARS
+
+    rg = "rg-" + "x" * 50
+    items = [Item(f"s|{rg}|vm{i:05d}", "s", 0, 3600.0 * 5) for i in range(3000)]
+    window = Window(BEGIN, BEGIN + timedelta(hours=3))
+    timeline = schedule(items, begin=BEGIN, buckets=BUCKETS, reserved={}, limits=Limits(max_concurrency=50),
+                        longest_first=True, window=window)
+    entries: dict[str, dict[str, Any]] = {}
+    patches: dict[str, list[PlannedPatch]] = {}
+    for i, item in enumerate(items):
+        slot = timeline.slots[item.key]
+        entries[item.key] = {"resourceId": f"/subscriptions/s/resourceGroups/{rg}/providers/Microsoft.Compute/"
+                                           f"virtualMachines/vm{i:05d}", "action": "Install", "wave": 0,
+                             "assessment": {"status": "Current"}, "rebootExpected": True,
+                             "prediction": {"seconds": item.seconds, "basis": "default", "error": None},
+                             "outside": {"code": slot.outside, "message": slot.reason}}
+        patches[item.key] = [PlannedPatch(f"p{j}", f"package-{j}-{'y' * 40}", "Security", version=f"1.{i}.{j}")
+                             for j in range(600)][i % 500:i % 500 + 3]
+    summary = plan_summary(entries, patches, timeline, window=window, rollout=None, longest_first=True, begin=BEGIN)
+    assert summary["window"]["wouldNotStart"] + summary["window"]["wouldNotFinish"] == 3000
+    assert len(summary["outsideWindow"]) == 100 and summary["outsideWindowTruncated"]
+    assert len(json.dumps(summary)) < MAX_PARTS * PART_CHARS / 2
