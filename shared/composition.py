@@ -158,7 +158,7 @@ class Components:
             before_wait=(window.wait,),
             on_terminal={"assessPatches": lambda target, state, result, run_id:
                          record_outcome(self, target, state, result, run_id)},
-            progressed=lambda run_id: on_progress(run_id, self),
+            progressed=lambda run_id, machine=None: on_progress(run_id, self, machine),
         )
 
     @cached_property

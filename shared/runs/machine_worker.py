@@ -656,7 +656,8 @@ class MachineStep:
             **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))
                else {})},
             key=str(self.target["seq"]))  # one id per finish
-        self.ports.hooks.progressed(run_id)  # frees a rollout slot (admits the next machine), or closes the run
+        # frees a rollout slot (admits the next machine), or closes the run
+        self.ports.hooks.progressed(run_id, self.target.key)
         return StepResult(state.value)
 
     def _past_deadline(self) -> bool:

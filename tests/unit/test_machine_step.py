@@ -188,7 +188,7 @@ def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, floa
     targets, queue = FakeTargets(journal), FakeQueue(journal)
     pacer, arm = FakePacer(journal, waits), FakeArm(journal, script)
     progressed: list[str] = []
-    hooks = RunHooks(before_start=before_start, progressed=progressed.append)
+    hooks = RunHooks(before_start=before_start, progressed=lambda run_id, machine=None: bool(progressed.append(run_id)))
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
     settings = Settings.from_env()
     ports = StepPorts(targets=targets, specs=FakeSpecs(health_check), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
