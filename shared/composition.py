@@ -107,7 +107,8 @@ class Components:
         queue = self.account.queue
         return WorkQueues(operations=queue(self.settings.queues.operations),
                           dispatch=queue(self.settings.queues.dispatch),
-                          discovery=queue(self.settings.queues.discovery), events=queue(self.settings.queues.events))
+                          discovery=queue(self.settings.queues.discovery), events=queue(self.settings.queues.events),
+                          polls=queue(self.settings.queues.polls))
 
     @cached_property
     def specs(self) -> RunSpecCache:

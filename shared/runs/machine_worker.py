@@ -136,7 +136,7 @@ class StepQueue(Protocol):
     """Where a step queues the next one, delayed: the way a step waits (shared/runs/queues.py)."""
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None: ...
+                  held: tuple[str, ...] = (), poll: bool = False) -> None: ...
 
 
 class Arm(Protocol):
@@ -306,7 +306,7 @@ class MachineStep:
         if self.now < expires:
             # The sweeper's copy (or a duplicate) came early. Without this look, the next sweep would.
             wait = math.ceil((expires - self.now).total_seconds()) + 1
-            self.ports.queue.send_step(self.run_id, self.target.key, self.target.seq, wait)
+            self.ports.queue.send_step(self.run_id, self.target.key, self.target.seq, wait, poll=True)
             return StepResult.CLAIMED_ELSEWHERE
         if not self.kind.settles_from_instance_view:
             return self.start(settled=True)
@@ -634,7 +634,8 @@ class MachineStep:
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held)
+        self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held,
+                                   poll=self.target["state"] != MachineState.QUEUED.value)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> StepResult:

@@ -70,7 +70,8 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
                     continue  # its start message waits in a backlog: a copy would only deepen it
             if counts["requeued"] >= MAX_REQUEUED_PER_SWEEP:
                 break  # a backlog looks like lost messages; more copies would only deepen it (next sweep goes on)
-            deps.queues.send_step(run_id, target.key, target.seq)
+            deps.queues.send_step(run_id, target.key, target.seq,
+                                  poll=target["state"] != MachineState.QUEUED.value)
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
