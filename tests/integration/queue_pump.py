@@ -35,9 +35,9 @@ class QueuePump:
             (QueueClient.from_connection_string(conn, name, message_decode_policy=TextBase64DecodePolicy()), fn)
             for name, fn in ((settings.queues.dispatch, run_workers.dispatch_worker),
                              (settings.queues.operations, run_workers.operation_worker),
-                             (settings.queues.polls, run_workers.poll_worker),
                              (settings.queues.discovery, assessment_workers.discovery_worker),
-                             (settings.queues.events, event_workers.event_delivery))
+                             (settings.queues.events, event_workers.event_delivery),
+                             (settings.queues.polls, run_workers.poll_worker))
         ]
         for client, _fn in self.routes:
             with contextlib.suppress(ResourceExistsError):
