@@ -190,6 +190,37 @@ def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps) -> bool:
                                         select=["nextActionAt"], top=1))
 
 
+def extend_releases(run_id: str, last_slot: datetime, deps: DispatchDeps) -> datetime:
+    """Machines listed later (a scope's page, shared/runs/discovery.py) join the release chain: the first page starts
+    it (`releasedThrough` a horizon from now), a later one moves `lastSlotAt` on, and restarts the chain when it had
+    ended before this slot. Returns `releasedThrough` as it stands: the caller sends the starts due before it; the
+    chain queues the rest. ETag-conditional, retried; a release that moved the fence meanwhile is read again."""
+    horizon = timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
+    for _ in range(RELEASE_ATTEMPTS):
+        run = deps.store.get_run(run_id)
+        if run is None:
+            return utcnow()
+        released, last = run.get("releasedThrough"), run.get("lastSlotAt")
+        if not released:
+            until = utcnow() + horizon
+            changes = {"releasedThrough": iso(until), "lastSlotAt": iso(max(last_slot, until))}
+            restart = last_slot > until
+        else:
+            until = parse_iso(str(released))
+            if last and parse_iso(str(last)) >= last_slot:
+                return until  # the chain reaches this slot already
+            changes = {"lastSlotAt": iso(last_slot)}
+            restart = last_slot >= until and (not last or parse_iso(str(last)) < until)  # the chain had ended
+        try:
+            deps.store.update_run(run_id, changes, etag=run.etag)
+        except ConflictError:
+            continue
+        if restart:
+            send_next_release(run_id, until, deps)
+        return until
+    raise StorageContentionError(f"run {run_id} kept changing; the queue will retry this page")
+
+
 def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:
     """The sweeper's backstop: a run whose next release should have come (half a horizon before its window,
     plus STALL_AFTER_SECONDS) and has not moved `releasedThrough` on gets that release again. True if sent."""
