@@ -89,6 +89,7 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(t
 // Queue and table names: one place for storage (pre-created) and app settings (read by the code).
 var dispatchQueue = 'patch-dispatch'
 var operationsQueue = 'patch-operations'
+var pollsQueue = 'patch-polls'
 var runsTable = 'patchruns'
 var targetsTable = 'patchtargets'
 var patchesTable = 'patchdetails'
@@ -151,6 +152,8 @@ module storage 'app/storage.bicep' = {
       '${dispatchQueue}-poison'
       operationsQueue
       '${operationsQueue}-poison'
+      pollsQueue
+      '${pollsQueue}-poison'
       discoveryQueue
       '${discoveryQueue}-poison'
       eventsQueue
@@ -187,6 +190,7 @@ var appSettings = {
   AZURE_CLIENT_ID: identity.outputs.clientId
   DISPATCH_QUEUE: dispatchQueue
   OPERATIONS_QUEUE: operationsQueue
+  POLLS_QUEUE: pollsQueue
   RUNS_TABLE: runsTable
   TARGETS_TABLE: targetsTable
   PATCHES_TABLE: patchesTable

@@ -107,7 +107,8 @@ class Components:
         queue = self.account.queue
         return WorkQueues(operations=queue(self.settings.queues.operations),
                           dispatch=queue(self.settings.queues.dispatch),
-                          discovery=queue(self.settings.queues.discovery), events=queue(self.settings.queues.events))
+                          discovery=queue(self.settings.queues.discovery), events=queue(self.settings.queues.events),
+                          polls=queue(self.settings.queues.polls))
 
     @cached_property
     def specs(self) -> RunSpecCache:
@@ -158,7 +159,7 @@ class Components:
             before_wait=(window.wait,),
             on_terminal={"assessPatches": lambda target, state, result, run_id:
                          record_outcome(self, target, state, result, run_id)},
-            progressed=lambda run_id: on_progress(run_id, self),
+            progressed=lambda run_id, machine=None: on_progress(run_id, self, machine),
         )
 
     @cached_property

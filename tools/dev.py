@@ -26,12 +26,19 @@ DEV_TOKEN = "local-simulator-token"
 
 
 def ensure_local_settings(arm_endpoint: str) -> Path:
-    """local.settings.json is not committed; create it from the example the first time."""
+    """local.settings.json is not committed; create it from the example the first time, and add a setting the
+    example gained since (a new queue's binding name: the host cannot index a trigger whose %NAME% has no value)."""
     path = REPO_ROOT / "local.settings.json"
+    example = REPO_ROOT / "local.settings.example.json"
     if not path.exists():
-        shutil.copy(REPO_ROOT / "local.settings.example.json", path)
+        shutil.copy(example, path)
         print(f"created {path.name} from local.settings.example.json")
     data = json.loads(path.read_text())
+    missing = {k: v for k, v in json.loads(example.read_text())["Values"].items() if k not in data["Values"]}
+    if missing:
+        data["Values"].update(missing)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"added {', '.join(sorted(missing))} to {path.name} from local.settings.example.json")
     if data["Values"].get("ARM_ENDPOINT") != arm_endpoint:
         print(f"note: local.settings.json has ARM_ENDPOINT={data['Values'].get('ARM_ENDPOINT')}; "
               f"this run overrides it with {arm_endpoint}")

@@ -118,11 +118,13 @@ class QueueSettings:
     operations: str
     discovery: str
     events: str
+    polls: str  # a machine's steps once its operation was claimed: polls never queue before starts
 
     @classmethod
     def from_env(cls) -> QueueSettings:
         return cls(dispatch=_str("DISPATCH_QUEUE", "patch-dispatch"),
                    operations=_str("OPERATIONS_QUEUE", "patch-operations"),
+                   polls=_str("POLLS_QUEUE", "patch-polls"),
                    discovery=_str("DISCOVERY_QUEUE", "patch-discovery"),
                    events=_str("EVENTS_QUEUE", "patch-events"))
 

@@ -46,6 +46,28 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
                      msg.dequeue_count, outcome)
 
 
+    @bp.queue_trigger(arg_name="msg", queue_name="%POLLS_QUEUE%", connection="AzureWebJobsStorage")
+    @traced()
+    def poll_worker(msg: func.QueueMessage) -> None:
+        """The same step as operation_worker, for machines whose operation was claimed (polls, health reads):
+        their own queue, so a backlog of polls never delays a start (shared/runs/queues.py)."""
+        step = parse_message(msg, parse_step, "poll")
+        if step:
+            outcome = run_step(step, components().step_ports)
+            log.info("poll run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
+                     msg.dequeue_count, outcome)
+
+
+    @bp.queue_trigger(arg_name="msg", queue_name="%POLLS_QUEUE%-poison", connection="AzureWebJobsStorage")
+    @traced()
+    def poll_poison(msg: func.QueueMessage) -> None:
+        step = parse_message(msg, parse_step, "poisoned poll")
+        if step:
+            deps = components()
+            outcome = fail_poisoned_step(step, deps.step_ports, deps.settings.queues.polls)
+            log.warning("poisoned poll run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
+
+
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
     @traced()
     def operation_poison(msg: func.QueueMessage) -> None:

@@ -65,15 +65,15 @@ class RolloutDeps(RunRows, Dispatching, DeliveryQueue, Durations, Protocol):
     """What the rollout controller uses."""
 
 
-def on_progress(run_id: str, deps: RolloutDeps) -> bool:
-    """The `progressed` hook (shared/composition.py): a machine or a scope's listing finished. A rollout run's
-    machines are admitted by the controller, which also closes it (not counted here: False); any other run
-    closes when its last machine ends (True when this call closed it)."""
+def on_progress(run_id: str, deps: RolloutDeps, machine: str | None = None) -> bool:
+    """The `progressed` hook (shared/composition.py): a machine (`machine`, its key) or a scope's listing finished.
+    A rollout run's machines are admitted by the controller, which also closes it (not counted here: False); any
+    other run closes when its last machine ends (True when this call closed it)."""
     spec = deps.run_spec(run_id)
     if spec is not None and spec.rollout:
         advance(run_id, deps)
         return False
-    return complete_run_if_done(run_id, deps)
+    return complete_run_if_done(run_id, deps, machine=machine)
 
 
 def advance(run_id: str, deps: RolloutDeps) -> str:

@@ -23,11 +23,13 @@ class RunCloser(RunRows, DeliveryQueue, Durations, Protocol):
     """What closing a run uses."""
 
 
-def complete_run_if_done(run_id: str, deps: RunCloser) -> bool:
+def complete_run_if_done(run_id: str, deps: RunCloser, *, machine: str | None = None) -> bool:
     """Called after each terminal transition; the last machine to finish closes the run.
 
     Each caller checks *after* its own update, so whichever finishes last sees no unfinished
-    machine. Two callers may both close it; the write is the same either way. Reads the run's counter
+    machine. A caller naming the `machine` that just ended skips even the counters' read while that machine's own
+    shard still counts unfinished ones (RunStore.shard_unfinished): only the last to end in each shard reads.
+    Two callers may both close it; the write is the same either way. Reads the run's counter
     rows (shared.core.counters), not its machines: one query per call; when they say finished, one
     small query confirms no machine row is unfinished, and the run is read to close it. After the close, an
     install run's durations go to the machines' histories (one query of its rows, then per subscription one
@@ -36,6 +38,10 @@ def complete_run_if_done(run_id: str, deps: RunCloser) -> bool:
     store = deps.store
     spec = deps.run_spec(run_id)  # cached per process: no read
     if spec is None:
+        return False
+    if machine is not None and spec.counted and store.shard_unfinished(run_id, machine):
+        # `machine` just ended in this process: its counter shard, as that write left it, still counts unfinished
+        # machines, so the run was not finished then; the shard's last machine to end looks (no read here)
         return False
     counters = store.run_counters(run_id, counted=spec.counted)
     if counters.unfinished:

@@ -24,7 +24,7 @@ from shared.arm import hybrid
 from shared.arm.calls import LIST_MACHINES
 from shared.arm.errors import own_error_columns
 from shared.arm.operations import Failed, Retry, classify_read, no_answer
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import (
     ArmAuthenticationError,
     ArmConnectionError,
@@ -36,7 +36,8 @@ from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, Mac
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
 from shared.runs.completion import RunCloser
-from shared.runs.dispatch import DispatchDeps, queued_target
+from shared.runs.dispatch import DispatchDeps, extend_releases, queued_target, send_starts, start_slots
+from shared.runs.operation_kinds import INSTALL, KINDS
 from shared.runs.pacing import paced_delay, record_call
 from shared.runs.ports import Features, Fleet
 from shared.runs.retry_policy import retry_delay, retry_limit
@@ -162,12 +163,19 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], deps: 
     deps.fleet.upsert_machines(inventory)
     if inventory:
         deps.fleet.note_subscriptions({scope.subscription_id})
-    deps.store.create_targets(targets)  # rows an earlier delivery (or another scope) made stay as they are
     spec = deps.run_spec(run_id)
-    if spec is not None and spec.rollout:
-        return len(targets)  # the rollout controller admits them once every scope is listed
-    for target in targets:
-        deps.queues.send_step(run_id, target.key, 0)  # a duplicate finds seq moved on: harmless
+    if spec is None or spec.rollout or not targets:
+        deps.store.create_targets(targets)  # rows an earlier delivery (or another scope) made stay as they are
+        return len(targets)  # a rollout's controller admits them once every scope is listed
+    # Slotted like an explicit run's machines (dispatch.start_slots): each gets its guest-patch token's slot, and
+    # the run's release chain queues its start message a horizon ahead of it, held back under backpressure.
+    kind = KINDS.get(spec.operation, INSTALL)
+    slots = start_slots(deps, [[t["resourceId"] for t in targets]], reads_per_start=kind.reads_per_start)
+    start = utcnow()
+    targets = [t.with_changes({"nextActionAt": iso(start + timedelta(seconds=slots[t.key]))}) for t in targets]
+    deps.store.create_targets(targets)  # rows an earlier delivery made keep their slots; a copy is fenced by seq
+    released = extend_releases(run_id, max(parse_iso(t["nextActionAt"]) for t in targets), deps)
+    send_starts(run_id, [t for t in targets if parse_iso(t["nextActionAt"]) < released], deps)
     return len(targets)
 
 

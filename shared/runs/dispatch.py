@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 SEND_PARALLELISM = 16
 RELEASE_ATTEMPTS = 5
 SEND_GRACE_SECONDS = 15
+# Backpressure (release_window): a start message due this long ago and still not taken means the consumers are
+# behind; the next window waits BACKLOG_RECHECK_SECONDS and looks again.
+BACKLOG_SECONDS = 30
+BACKLOG_RECHECK_SECONDS = 10
 
 
 class DispatchDeps(RunRows, Dispatching, Paced, Durations, RunPredictions, Fleet, Protocol):
@@ -148,6 +152,15 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     run, or of a window already passed on, does nothing."""
     if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
         return 0
+    if backlogged(run.run_id, window_from, deps):
+        # Backpressure: the consumers have not taken the start messages already due, so queueing more now only
+        # deepens the backlog (Azurite's receive scans every message; Azure's queue and a capped plan slow down
+        # too). Come back later; the fence stays, so this window is released once, when they have caught up.
+        # Its slots pass meanwhile: send_starts then lets those steps reserve afresh (a slower pace, never a pile).
+        deps.queues.send_release(run.run_id, iso(window_from), BACKLOG_RECHECK_SECONDS)
+        log.info("dispatch: run %s holds back the window from %s: start messages due earlier are still queued",
+                 run.run_id, iso(window_from))
+        return 0
     until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
@@ -167,6 +180,45 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
         send_next_release(run.run_id, until, deps)
     log.info("dispatch: run %s released %d machines due before %s", run.run_id, len(queued), iso(until))
     return len(queued)
+
+
+def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps) -> bool:
+    """Whether a start message this run has released (a slot before `window_from`), due BACKLOG_SECONDS ago or more,
+    has not been taken yet (its machine is still Queued at seq 0): one query that stops at the first match."""
+    due = iso(min(window_from, utcnow() - timedelta(seconds=BACKLOG_SECONDS)))
+    return bool(deps.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0, due_before=due,
+                                        select=["nextActionAt"], top=1))
+
+
+def extend_releases(run_id: str, last_slot: datetime, deps: DispatchDeps) -> datetime:
+    """Machines listed later (a scope's page, shared/runs/discovery.py) join the release chain: the first page starts
+    it (`releasedThrough` a horizon from now), a later one moves `lastSlotAt` on, and restarts the chain when it had
+    ended before this slot. Returns `releasedThrough` as it stands: the caller sends the starts due before it; the
+    chain queues the rest. ETag-conditional, retried; a release that moved the fence meanwhile is read again."""
+    horizon = timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
+    for _ in range(RELEASE_ATTEMPTS):
+        run = deps.store.get_run(run_id)
+        if run is None:
+            return utcnow()
+        released, last = run.get("releasedThrough"), run.get("lastSlotAt")
+        if not released:
+            until = utcnow() + horizon
+            changes = {"releasedThrough": iso(until), "lastSlotAt": iso(max(last_slot, until))}
+            restart = last_slot > until
+        else:
+            until = parse_iso(str(released))
+            if last and parse_iso(str(last)) >= last_slot:
+                return until  # the chain reaches this slot already
+            changes = {"lastSlotAt": iso(last_slot)}
+            restart = last_slot >= until and (not last or parse_iso(str(last)) < until)  # the chain had ended
+        try:
+            deps.store.update_run(run_id, changes, etag=run.etag)
+        except ConflictError:
+            continue
+        if restart:
+            send_next_release(run_id, until, deps)
+        return until
+    raise StorageContentionError(f"run {run_id} kept changing; the queue will retry this page")
 
 
 def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:

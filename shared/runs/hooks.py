@@ -11,13 +11,14 @@ never acts on the mechanism's behalf. Each feature registers what it adds at the
                   opinion (the retry limits apply)
     on_terminal   {operation: (target with its final changes, state, result, run_id) -> extra target
                   fields}; called before the machine's final write, so a redelivery repeats it
-    progressed    (run_id) -> bool: a machine (or a scope's listing) finished; the run may admit more
+    progressed    (run_id, machine key | None) -> bool: a machine (or a scope's listing: None) finished; the run may
+                  admit more
                   machines (a rollout) or close. True: this call closed the run (the sweeper counts it)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -85,7 +86,11 @@ class OnTerminal(Protocol):
                  run_id: str) -> dict[str, Any]: ...
 
 
-def _no_progress_hook(run_id: str) -> bool:
+class Progressed(Protocol):
+    def __call__(self, run_id: str, machine: str | None = None) -> bool: ...
+
+
+def _no_progress_hook(run_id: str, machine: str | None = None) -> bool:
     raise RuntimeError("no `progressed` hook is registered (see shared/composition.py)")
 
 
@@ -94,7 +99,7 @@ class RunHooks:
     before_start: Sequence[BeforeStart] = ()
     before_wait: Sequence[BeforeWait] = ()
     on_terminal: Mapping[str, OnTerminal] = field(default_factory=dict)
-    progressed: Callable[[str], bool] = _no_progress_hook
+    progressed: Progressed = _no_progress_hook
 
     def decide(self, ctx: StartContext) -> Decision:
         """Ask each before_start hook in turn; a Proceed hands its body to the next."""

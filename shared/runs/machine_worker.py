@@ -136,7 +136,7 @@ class StepQueue(Protocol):
     """Where a step queues the next one, delayed: the way a step waits (shared/runs/queues.py)."""
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None: ...
+                  held: tuple[str, ...] = (), poll: bool = False) -> None: ...
 
 
 class Arm(Protocol):
@@ -307,7 +307,7 @@ class MachineStep:
         if self.now < expires:
             # The sweeper's copy (or a duplicate) came early. Without this look, the next sweep would.
             wait = math.ceil((expires - self.now).total_seconds()) + 1
-            self.ports.queue.send_step(self.run_id, self.target.key, self.target.seq, wait)
+            self.ports.queue.send_step(self.run_id, self.target.key, self.target.seq, wait, poll=True)
             return StepResult.CLAIMED_ELSEWHERE
         if not self.kind.settles_from_instance_view:
             return self.start(settled=True)
@@ -635,7 +635,8 @@ class MachineStep:
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
-        self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held)
+        self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held,
+                                   poll=self.target["state"] != MachineState.QUEUED.value)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> StepResult:
@@ -657,7 +658,8 @@ class MachineStep:
             **({"error": error} if (error := operation_error(stored_error(self.target), limit=EVENT_ERROR_CHARS))
                else {})},
             key=str(self.target["seq"]))  # one id per finish
-        self.ports.hooks.progressed(run_id)  # frees a rollout slot (admits the next machine), or closes the run
+        # frees a rollout slot (admits the next machine), or closes the run
+        self.ports.hooks.progressed(run_id, self.target.key)
         return StepResult(state.value)
 
     def _past_deadline(self) -> bool:

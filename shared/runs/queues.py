@@ -24,17 +24,24 @@ class WorkQueues:
     """Sends each kind of message to its queue (names from the QUEUE settings)."""
 
     def __init__(self, *, operations: QueueSender, dispatch: QueueSender, discovery: QueueSender,
-                 events: QueueSender) -> None:
+                 events: QueueSender, polls: QueueSender | None = None) -> None:
         self._operations = operations
+        self._polls = polls or operations
         self._dispatch = dispatch
         self._discovery = discovery
         self._events = events
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None:
+                  held: tuple[str, ...] = (), poll: bool = False) -> None:
         """A machine's next step. `held`: the ARM budget buckets its tokens are already reserved in
-        (shared/runs/pacing.py)."""
-        _send(self._operations, "operations", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+        (shared/runs/pacing.py). `poll`: the machine's operation was claimed (a poll, a retry after the claim, a
+        health read): POLLS_QUEUE, so a backlog of polls never delays a start, whose slot holds budget tokens
+        that are spent on time or wasted (issue #22). Starts (and their paced or retried tries) go to
+        OPERATIONS_QUEUE. Both queues' triggers run the same step; `seq` fences a copy on either."""
+        if poll:
+            _send(self._polls, "polls", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+        else:
+            _send(self._operations, "operations", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
                        held: bool = False) -> None:

@@ -34,7 +34,8 @@ import hashlib
 import itertools
 import json
 import secrets
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ COUNTERS_PREFIX = "~counts-"
 MACHINES_BELOW = "~"  # every machine key sorts below: MachineRef.key starts with the subscription id (hex digits)
 COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
 SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
+SHARD_CACHE_ENTRIES = 64 * SHARDS  # counter shards kept per process (RunStore._shards): 64 runs' worth
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
 
 
@@ -180,6 +182,10 @@ class RunStore:
         self.targets: TableClient = account.table(storage.targets_table)
         self.patches: TableClient = account.table(storage.patches_table)
         self._count = table_counter("runs")  # Table round-trips, by operation (OpenTelemetry)
+        # Counter shards as this process last wrote or read them: a transition starts from the cached shard, not a
+        # read, and only a lost ETag race (another writer moved it) reads it again. Bounded: newest runs kept.
+        self._shards: OrderedDict[tuple[str, str], Shard] = OrderedDict()
+        self._shards_lock = threading.Lock()
 
     # -- idempotency ---------------------------------------------------------------------------
     def claim_idempotency_key(self, key: str, fingerprint: str, run_id: str) -> dict[str, Any]:
@@ -614,9 +620,34 @@ class RunStore:
     def _read_shard(self, run_id: str, shard_key: str) -> Shard:
         self._count("readCounters")
         try:
-            return _shard(self.targets.get_entity(run_id, shard_key))
+            shard = _shard(self.targets.get_entity(run_id, shard_key))
         except ResourceNotFoundError:
             return Shard(Counter())
+        self._remember_shard(run_id, shard_key, shard)
+        return shard
+
+    def _cached_shard(self, run_id: str, shard_key: str) -> Shard | None:
+        with self._shards_lock:
+            return self._shards.get((run_id, shard_key))
+
+    def _remember_shard(self, run_id: str, shard_key: str, shard: Shard) -> None:
+        with self._shards_lock:
+            self._shards[(run_id, shard_key)] = shard
+            self._shards.move_to_end((run_id, shard_key))
+            while len(self._shards) > SHARD_CACHE_ENTRIES:
+                self._shards.popitem(last=False)
+
+    def _forget_shard(self, run_id: str, shard_key: str) -> None:
+        with self._shards_lock:
+            self._shards.pop((run_id, shard_key), None)
+
+    def shard_unfinished(self, run_id: str, key: str) -> int | None:
+        """Unfinished machines in the counter shard of machine `key`, as this process last committed or read it;
+        None when it has no copy. Right after this process's own counted write of that machine the copy is exact
+        (the write was conditional on the shard's ETag), so a positive count then means the run cannot have
+        finished at that moment; whoever later finishes the shard's last machine sees 0 (complete_run_if_done)."""
+        shard = self._cached_shard(run_id, counter_shard(key))
+        return None if shard is None else RunCounters(dict(shard.counts)).unfinished
 
     def _submit_counted(self, run_id: str, shard_key: str, shard: Shard | None, ops: list[Any],
                         delta: Mapping[str, int]) -> tuple[list[Mapping[str, Any]], Shard]:
@@ -629,7 +660,7 @@ class RunStore:
         A failed machine operation raises the SDK's TableTransactionError for the caller to interpret."""
         for _ in range(SHARD_ATTEMPTS):
             if shard is None:
-                shard = self._read_shard(run_id, shard_key)
+                shard = self._cached_shard(run_id, shard_key) or self._read_shard(run_id, shard_key)
             counts = Counter(shard.counts)
             counts.update(delta)
             entity = {"PartitionKey": run_id, "RowKey": shard_key,
@@ -640,13 +671,16 @@ class RunStore:
             try:
                 results = self.targets.submit_transaction([*ops, shard_op])
             except TableTransactionError as exc:
+                self._forget_shard(run_id, shard_key)  # whatever failed, the cached copy is no longer trusted
                 if exc.index == len(ops) and getattr(exc, "error_code", None) in (
                         *PRECONDITION_FAILED, "EntityAlreadyExists", "ResourceNotFound"):
                     self._count("counterRetry")
-                    shard = None  # another machine of this shard was counted first: read it again
+                    shard = self._read_shard(run_id, shard_key)  # another writer counted first: read it again
                     continue
                 raise
-            return results, Shard(counts, str(results[-1]["etag"]))
+            written = Shard(counts, str(results[-1]["etag"]))
+            self._remember_shard(run_id, shard_key, written)
+            return results, written
         raise StorageContentionError(f"the counters {run_id}/{shard_key} kept changing; retrying the step")
 
     # -- patches -------------------------------------------------------------------------------

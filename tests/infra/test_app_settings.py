@@ -155,7 +155,7 @@ def code_defaults() -> dict[str, object]:
 
 
 @pytest.mark.parametrize("name", ["COMPUTE_API_VERSION", "HYBRIDCOMPUTE_API_VERSION",
-                                  "DISPATCH_QUEUE", "OPERATIONS_QUEUE", "RUNS_TABLE",
+                                  "DISPATCH_QUEUE", "OPERATIONS_QUEUE", "POLLS_QUEUE", "RUNS_TABLE",
                                   "TARGETS_TABLE", "PATCHES_TABLE", "MAX_MACHINES_PER_RUN", "POLL_MIN_SECONDS",
                                   "RUN_RETRY_AFTER_SECONDS"])
 def test_bicep_values_match_code_defaults(name: str) -> None:

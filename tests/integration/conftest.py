@@ -43,6 +43,7 @@ def unique_settings(azurite: Azurite, arm_url: str) -> dict[str, str]:
         "ARM_DEV_TOKEN": DEV_TOKEN,
         "DISPATCH_QUEUE": f"dispatch-{tag}",
         "OPERATIONS_QUEUE": f"operations-{tag}",
+        "POLLS_QUEUE": f"polls-{tag}",
         "RUNS_TABLE": f"runs{tag}",
         "TARGETS_TABLE": f"targets{tag}",
         "PATCHES_TABLE": f"patches{tag}",

@@ -36,7 +36,8 @@ class QueuePump:
             for name, fn in ((settings.queues.dispatch, run_workers.dispatch_worker),
                              (settings.queues.operations, run_workers.operation_worker),
                              (settings.queues.discovery, assessment_workers.discovery_worker),
-                             (settings.queues.events, event_workers.event_delivery))
+                             (settings.queues.events, event_workers.event_delivery),
+                             (settings.queues.polls, run_workers.poll_worker))
         ]
         for client, _fn in self.routes:
             with contextlib.suppress(ResourceExistsError):

@@ -7,6 +7,8 @@ and every message is delivered twice; the simulator refuses any installPatches o
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -233,3 +235,34 @@ def test_a_broken_release_chain_is_restarted_by_the_sweeper_and_a_poisoned_relea
     assert sweep(svc, window - timedelta(seconds=0.5))["released"] == 1
     pump.run_until(lambda: finished(run_id), timeout=60)  # the restarted chain releases every window
     assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+
+
+def test_a_release_waits_while_the_start_messages_already_due_are_not_taken(
+        services: Components, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backpressure: consumers that fall behind (none at all here) hold the next window back instead of piling its
+    messages on the backlog; the sweeper does not release it either; once they catch up every machine starts once."""
+    from shared.runs import dispatch as dispatch_module
+    from shared.runs.sweeper import sweep
+
+    svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
+                      DISPATCH_HORIZON_SECONDS="4", STALL_AFTER_SECONDS="1")
+    monkeypatch.setattr(dispatch_module, "BACKLOG_SECONDS", 1)
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    pump = QueuePump(svc)
+    pump.pump_once(only="dispatch")
+    run = svc.store.get_run(run_id)
+    assert run is not None
+    operations = svc.account.queue(svc.settings.queues.operations)
+    queued = operations.get_queue_properties().approximate_message_count
+    time.sleep(3)  # the first window's slots pass; nobody takes their messages
+    release = DispatchMessage(run_id, release_from=run["releasedThrough"])
+    assert dispatch_run(release, svc) == 0
+    assert svc.store.get_run(run_id)["releasedThrough"] == run["releasedThrough"]  # type: ignore[index]
+    sweep(svc, datetime.now(UTC))  # machines of the held window are not "stalled": the sweeper sends none of them
+    assert operations.get_queue_properties().approximate_message_count == queued
+
+    pump.run_until(lambda: finished(run_id), timeout=90)
+    assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+    calls: dict[str, Any] = simulator.calls()
+    assert all(calls["byVm"][vm.lower()]["installPatchesAccepted"] == 1 for vm in vms)

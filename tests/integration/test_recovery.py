@@ -127,10 +127,11 @@ def test_a_fresh_claim_is_left_alone_until_it_runs_out(services: Components, sim
     (target,) = services.store.list_targets(run_id)
     assert target["state"] == "Starting" and json.loads(target.get("armCalls") or "[]") == []
     assert simulator.calls()["total"].get("instanceView", 0) == 0  # no ARM call while the claim may be live
-    # ... and a look is queued for when the claim runs out (not left to the next sweep)
-    peeked = services.account.queue(services.settings.queues.operations).peek_messages(max_messages=32)
+    # ... and a look is queued for when the claim runs out (not left to the next sweep), on the polls queue:
+    # the machine is claimed
+    peeked = services.account.queue(services.settings.queues.polls).peek_messages(max_messages=32)
     assert peeked == []  # delayed: invisible now
-    props = services.account.queue(services.settings.queues.operations).get_queue_properties()
+    props = services.account.queue(services.settings.queues.polls).get_queue_properties()
     assert props.approximate_message_count == 1
 
 

@@ -240,7 +240,7 @@ def is_arm_error(body: Any) -> bool:
 # -- storage --------------------------------------------------------------------------------------------
 TABLE_SETTINGS = ("RUNS_TABLE", "TARGETS_TABLE", "PATCHES_TABLE", "MACHINES_TABLE", "ASSESSMENTS_TABLE",
                   "MAINTENANCE_TABLE")
-QUEUE_SETTINGS = ("DISPATCH_QUEUE", "OPERATIONS_QUEUE", "DISCOVERY_QUEUE", "EVENTS_QUEUE")
+QUEUE_SETTINGS = ("DISPATCH_QUEUE", "OPERATIONS_QUEUE", "POLLS_QUEUE", "DISCOVERY_QUEUE", "EVENTS_QUEUE")
 
 
 class StorageProbe:

@@ -102,12 +102,14 @@ class FakeQueue:
     def __init__(self, journal: Journal) -> None:
         self.sent: list[StepMessage] = []
         self.delays: list[int] = []
+        self.polls: list[bool] = []  # which queue: POLLS_QUEUE (True) or OPERATIONS_QUEUE
         self.journal = journal
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = ()) -> None:
+                  held: tuple[str, ...] = (), poll: bool = False) -> None:
         self.sent.append(StepMessage(run_id, machine, seq, held))
         self.delays.append(delay_seconds)
+        self.polls.append(poll)
         self.journal.add("queue", delay_seconds)
 
 
@@ -188,7 +190,7 @@ def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, floa
     targets, queue = FakeTargets(journal), FakeQueue(journal)
     pacer, arm = FakePacer(journal, waits), FakeArm(journal, script)
     progressed: list[str] = []
-    hooks = RunHooks(before_start=before_start, progressed=progressed.append)
+    hooks = RunHooks(before_start=before_start, progressed=lambda run_id, machine=None: bool(progressed.append(run_id)))
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
     settings = Settings.from_env()
     ports = StepPorts(targets=targets, specs=FakeSpecs(health_check), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
@@ -226,6 +228,7 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
                                                                          RESULT]})
     h.step()
     assert h.step() is StepResult.PENDING and h.queue.delays[-1] == 5
+    assert h.queue.polls == [True, True]  # once claimed, every step goes to POLLS_QUEUE: polls never delay starts
     del h.journal.entries[:]
     assert h.step() is StepResult.COMPLETED
     assert h.journal.kinds()[:2] == ["reserve", "arm"] and h.journal.entries[0] == ("reserve", "polls")
@@ -256,6 +259,7 @@ def test_no_budget_now_goes_back_to_the_queue_holding_what_it_took() -> None:
                 waits={GUEST_PATCH: 42.5}, osType="Windows")
     assert h.step() is StepResult.PACED
     assert h.row["state"] == "Queued" and h.queue.delays[-1] == 43
+    assert h.queue.polls == [False]  # a start that waits stays a start (OPERATIONS_QUEUE)
     assert h.queue.sent[-1].held == (GUEST_PATCH, READS)  # the read taken before it, and the one that waits
     assert "arm" not in h.journal.kinds()  # nothing sent, nothing claimed
     h.pacer.waits.clear()

@@ -14,6 +14,7 @@ from shared.core.settings import Settings, SettingsError
 CASES: list[tuple[str, str, str, Any, tuple[str, Any], str]] = [
     ("storage", "runs_table", "RUNS_TABLE", "patchruns", ("runsx", "runsx"), ""),
     ("queues", "operations", "OPERATIONS_QUEUE", "patch-operations", ("ops-1", "ops-1"), ""),
+    ("queues", "polls", "POLLS_QUEUE", "patch-polls", ("polls-1", "polls-1"), ""),
     ("arm", "timeout_seconds", "ARM_TIMEOUT_SECONDS", 30, ("12", 12), "0"),
     ("arm", "endpoint", "ARM_ENDPOINT", "https://management.azure.com",
      ("https://Example.Test:8443", "https://example.test:8443"), "http://example.test"),
