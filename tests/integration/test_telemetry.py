@@ -75,8 +75,11 @@ def test_one_machines_whole_path(services: Components, simulator: Simulator) -> 
     assert create.attributes["http.response.status_code"] == 202
     assert by_name["dispatch_worker"]
 
-    steps = [s for s in by_name["operation_worker"] if s.attributes.get(RUN_ID) == run_id]
+    # starts on OPERATIONS_QUEUE, polls (once claimed) on POLLS_QUEUE: a consumer span per invocation of either
+    steps = [s for s in by_name["operation_worker"] + by_name.get("poll_worker", [])
+             if s.attributes.get(RUN_ID) == run_id]
     assert steps, "a span per operation_worker invocation"
+    assert {s.attributes[QUEUE_STEP] for s in by_name.get("poll_worker", [])} == {"poll"}
     for step in steps:
         assert step.kind == SpanKind.CONSUMER
         assert step.attributes[MACHINE_ID].lower() == vm.lower()
