@@ -19,6 +19,17 @@ ones, machines handed to the first free worker in order), since at these sizes i
     make bench-scale                        # the issue's scenarios: 10,000 VMs at 2x, 1 subscription then 4 (~1 h)
     python -m benchmarks.scale --quick      # 200 VMs at 20x, 1 subscription: about a minute
     python -m benchmarks.scale --machines 2000 --scale 6   # a shorter look (2,000 VMs at 6x, ~10 min)
+    python -m benchmarks.scale --scenarios longest --subscriptions 1   # longest first (below): 10,000 VMs, ~75 min
+
+`--scenarios longest` (issue #21, longest first): the fleet of the first `--subscriptions` count, patched twice
+by PatchPilot on the same Azurite (same tables, so the first run's installation histories are there for the
+second) and each time a fresh simulator of the same seed (the same VMs with the same patches): first with
+LONGEST_FIRST=false (request order; its close writes every machine's history), then with LONGEST_FIRST=true
+(each machine predicted from that history, the longest started first). Both rows print the request-order bound
+and, beside it, the clairvoyant bound with the makespan's ratio to it (the target: at most 1.10 at 10,000
+machines in one subscription); the second row's note gives the predictions' bases, their median error against
+the durations the simulator drew, and the bound in the predicted order (what the predictions allow, before the
+stack's own delays). The user script is not run in this scenario. `--scenarios fleet longest` runs both.
 
 Why 2x for 10,000: at k-times speed the app must run about 2.6 queue messages and 9 Table round-trips per
 machine at k x 3.3 starts/s per subscription, and on the 2-core development machine the local stack (Azurite's
@@ -40,16 +51,25 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
+from azure.data.tables import TableClient
 
-from benchmarks.scale_bound import makespan_bound
+from benchmarks.scale_bound import Budgets, makespan_bound
 from benchmarks.scale_proxy import CountingProxy, StorageCounts, longest_gaps
-from benchmarks.scale_sim import arm_summary, budgets, compressed_config, config_fields, install_durations
+from benchmarks.scale_sim import (
+    arm_summary,
+    budgets,
+    compressed_config,
+    config_fields,
+    install_durations,
+    install_seconds_by_vm,
+)
 from tests.integration.conftest import DEV_TOKEN, unique_settings
 from tests.integration.local_host_process import HostProcess
 from tools.azurite import REPO_ROOT, Azurite, connection_string
@@ -61,6 +81,7 @@ INSTALL = {"maximumDuration": "PT2H", "rebootSetting": "IfRequired",
            "windowsParameters": {"classificationsToInclude": CLASSIFICATIONS},
            "linuxParameters": {"classificationsToInclude": CLASSIFICATIONS}}
 STALL_SECONDS = 10.0
+SCENARIOS = ("fleet", "longest")
 ARM_KINDS = ("installPatches", "poll", "get", "instanceView", "list")
 
 
@@ -222,17 +243,20 @@ def machine_states(base: str, ids: list[str]) -> str:
 
 
 def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argparse.Namespace, *,
-                   logs: Path) -> Row:
+                   logs: Path, label: str = "PatchPilot", base: dict[str, str] | None = None,
+                   then: Callable[[Row, dict[str, str], list[str], SimProcess], None] | None = None) -> Row:
     """`azurite` serves blobs and queues, `tables` the Table service: two Node processes, so storage can use
-    both cores of the development machine (one Azurite process is single-threaded)."""
-    row = Row("PatchPilot" + (f" ({args.hosts} hosts)" if args.hosts > 1 else ""), n, subs, args.scale)
+    both cores of the development machine (one Azurite process is single-threaded). `base`: the app's settings
+    (default: fresh table and queue names; the same `base` twice shares its tables); `then(row, settings, ids,
+    sim)`: called once the runs are done and measured, before the hosts stop."""
+    row = Row(label + (f" ({args.hosts} hosts)" if args.hosts > 1 else ""), n, subs, args.scale)
     sim = SimProcess(n, subs, args.scale, args.seed)
     counts = StorageCounts()
     proxies = [CountingProxy("table", tables.table_port, counts).start(),
                CountingProxy("queue", azurite.queue_port, counts).start()]
     hosts: list[HostProcess] = []
     try:
-        settings = unique_settings(azurite, sim.url)
+        settings = {**(base or unique_settings(azurite, sim.url)), "ARM_ENDPOINT": sim.url}
         for name in ("MAX_TRANSIENT_RETRIES", "MAX_CONFLICT_RETRIES"):  # production defaults, not the tests' 30
             settings.pop(name, None)
         settings.update(scaled_timers(args.scale))
@@ -272,6 +296,8 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         row.done = sum(len(d) for d in durations.values())
         row.bound = makespan_bound(durations, budgets(sim.config), in_order=True)
         row.bound_any = makespan_bound(durations, budgets(sim.config))
+        if then is not None:
+            then(row, settings, ids, sim)
         return row
     finally:
         for host in hosts:
@@ -279,6 +305,64 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         for proxy in proxies:
             proxy.stop()
         sim.stop()
+
+
+# ------------------------------------------------------------------------------------------------ longest first
+def run_longest(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argparse.Namespace, *,
+                logs: Path) -> list[Row]:
+    """The fleet twice on the same tables, each time on a fresh simulator of the same seed: request order (its
+    close writes the histories), then longest first from them (module doc)."""
+    base = unique_settings(azurite, "http://127.0.0.1:9")  # ARM_ENDPOINT: each run's own simulator
+    tables_url = connection_string(azurite.blob_port, azurite.queue_port, tables.table_port)
+
+    def histories_written(row: Row, settings: dict[str, str], ids: list[str], sim: SimProcess) -> None:
+        # The close writes them after the run's final write: wait for them before the host stops.
+        client = TableClient.from_connection_string(tables_url, settings["MACHINES_TABLE"])
+        subscriptions = {vm.split("/")[2].lower() for vm in sim.vm_ids()}
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stored = sum(1 for sub in subscriptions for _ in client.query_entities(
+                "PartitionKey eq @p", parameters={"p": f"~durations|{sub}"}, select=["RowKey"]))
+            if stored >= row.done:
+                break
+            time.sleep(2)
+        row.note = "; ".join(filter(None, [row.note, f"{stored:,} histories written"]))
+
+    def predictions(row: Row, settings: dict[str, str], ids: list[str], sim: SimProcess) -> None:
+        client = TableClient.from_connection_string(tables_url, settings["TARGETS_TABLE"])
+        predicted: dict[str, float] = {}
+        bases: dict[str, int] = {}
+        for run_id in ids:
+            for e in client.query_entities("PartitionKey eq @run and RowKey lt '~'", parameters={"run": run_id},
+                                           select=["resourceId", "predictedSeconds", "predictionBasis"]):
+                predicted[str(e["resourceId"]).lower()] = float(e.get("predictedSeconds") or 0)
+                basis = str(e.get("predictionBasis") or "none")
+                bases[basis] = bases.get(basis, 0) + 1
+        real = install_seconds_by_vm(sim.get("vms"))
+        errors = sorted(abs(predicted[vm] - s) / s for vm, s in real.items() if vm in predicted and s > 0)
+        in_predicted_order = predicted_order_bound(sim.vm_ids(), predicted, real, budgets(sim.config))
+        row.note = "; ".join(filter(None, [
+            row.note, "predicted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(bases.items())),
+            f"median prediction error {100 * errors[len(errors) // 2]:.0f}%" if errors else "",
+            f"bound in predicted order {fmt_time(in_predicted_order, row.scale)}"]))
+
+    first = run_patchpilot(azurite, tables, n, subs, args, logs=logs, label="PatchPilot, request order",
+                           base={**base, "LONGEST_FIRST": "false"}, then=histories_written)
+    print(f"  PatchPilot {n}/{subs}, request order: done", flush=True)
+    second = run_patchpilot(azurite, tables, n, subs, args, logs=logs, label="PatchPilot, longest first",
+                            base={**base, "LONGEST_FIRST": "true"}, then=predictions)
+    print(f"  PatchPilot {n}/{subs}, longest first: done", flush=True)
+    return [first, second]
+
+
+def predicted_order_bound(vms: list[str], predicted: dict[str, float], real: dict[str, float],
+                          budget: Budgets) -> float:
+    """The makespan bound when each subscription's machines start in the predicted order (longest first; equal
+    predictions in request order, as the app sorts), each taking what it really took (scale_bound.py)."""
+    by_sub: dict[str, list[float]] = {}
+    for vm in sorted((v.lower() for v in vms if v.lower() in real), key=lambda v: -predicted.get(v, 0.0)):
+        by_sub.setdefault(vm.split("/")[2], []).append(real[vm])
+    return makespan_bound(by_sub, budget, in_order=True)
 
 
 # ------------------------------------------------------------------------------------------------ user script
@@ -439,6 +523,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Azurite persisting to disk (default: --inMemoryPersistence; its LokiJS store re-serialises "
                         "every table to disk every few seconds, which at 10,000 machines is Azurite's main cost)")
     p.add_argument("--quick", action="store_true", help="200 VMs at 20x, one subscription: about a minute")
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["fleet"],
+                   help="fleet: PatchPilot and the user script per --subscriptions count (the default); longest: "
+                        "the first count's fleet twice, request order then longest first from its history")
     args = p.parse_args(argv)
     if args.quick:
         args.machines, args.scale, args.sdk_seconds, args.timeout = 200, 20.0, 10.0, 180.0
@@ -455,13 +542,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{3600 / args.scale:.0f} s), PatchPilot through {args.hosts} local host process(es); logs in {logs}",
           flush=True)
     with Azurite(in_memory=not args.azurite_disk) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
-        for subs in args.subscriptions:
+        for subs in args.subscriptions if "fleet" in args.scenarios else []:
             started = time.monotonic()
             rows.append(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs))
             print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
             for workers in args.sdk_workers:
                 rows.append(run_sdk(args.machines, subs, workers, args))
                 print(f"  SDK {workers} workers {args.machines}/{subs}: done", flush=True)
+        if "longest" in args.scenarios:
+            rows += run_longest(azurite, tables, args.machines, args.subscriptions[0], args, logs=logs)
     print()
     print_table(rows)
     return 0

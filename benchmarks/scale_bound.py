@@ -36,10 +36,11 @@ def earliest_starts(n: int, buckets: list[tuple[int, float]]) -> list[float]:
 def subscription_bound(durations: list[float], budgets: Budgets, *, in_order: bool = False) -> float:
     """Lower bound on the makespan (seconds) of one subscription's installs with these durations.
 
-    `in_order`: the machines start in the order given (the request's), as any client that cannot know an
-    installation's duration before it runs must start them; otherwise the longest go first (a clairvoyant
-    client's bound, which no real one reaches: with durations of 1-11 minutes, the last machines started
-    at the buckets' pace then take their own time, which pairing cannot hide)."""
+    `in_order`: the machines start in the order given: the request's, as a client that cannot know an
+    installation's duration before it runs starts them (with durations of 1-11 minutes, the last machines
+    started at the buckets' pace then take their own time, which pairing cannot hide), or the order a
+    prediction gave (scale.py predicted_order_bound); otherwise the longest go first (a clairvoyant client's
+    bound: what longest first with perfect predictions reaches)."""
     if not durations:
         return 0.0
     buckets = [(budgets.write_burst, budgets.write_rate)]

@@ -7,7 +7,8 @@ grows a feature (a budget clock, 429s counted per bucket, peak in-flight) only t
   clock `scale` times faster than Azure's. Uses `SimulatorConfig.compressed` when the simulator has it; otherwise
   multiplies the refill rates itself (bursts unchanged), which is the same thing for buckets refilled on real time.
 - `budgets(config)`: the per-subscription buckets, in real seconds, for the makespan bound.
-- `arm_summary(calls)`, `install_durations(state)`: what the bound and the table need from /_sim/calls and /_sim/vms.
+- `arm_summary(calls)`, `install_durations(state)`, `install_seconds_by_vm(state)`: what the bound and the table
+  need from /_sim/calls and /_sim/vms.
 
 `python -m benchmarks.scale_sim '<json>'` serves one simulator in its own process (so its HTTP threads do not
 share a GIL with the harness), prints its URL on the first line, and stops when stdin closes.
@@ -80,6 +81,16 @@ def install_durations(state: dict[str, Any]) -> dict[str, list[float]]:
         if ops:
             sub = vm["id"].split("/")[2].lower()
             out.setdefault(sub, []).append(float(ops[0]["realSeconds"]))
+    return out
+
+
+def install_seconds_by_vm(state: dict[str, Any]) -> dict[str, float]:
+    """From GET /_sim/vms: real seconds of each VM's first installPatches operation, by its id in lower case."""
+    out: dict[str, float] = {}
+    for vm in state.get("vms", []):
+        ops = [op for op in vm.get("operations", []) if op.get("kind") == "installPatches"]
+        if ops:
+            out[str(vm["id"]).lower()] = float(ops[0]["realSeconds"])
     return out
 
 

@@ -30,8 +30,10 @@ one partition query of the histories per subscription), and with LONGEST_FIRST (
 slots of each subscription go to the longest predicted machines. The budget hands out the same slots either
 way; only who gets which changes, so the last machines to start are the short ones and the run ends sooner
 (a machine started late that also runs long sets the makespan). The sort is stable: equal predictions (a
-fleet with no history: all the default) keep the request's order. A rollout's rows get their predictions
-here too; its controller admits each wave's machines in that order (shared/rollouts/controller.py).
+fleet with no history: all the default) keep the request's order. The start messages of a window are sent
+in slot order, the longest first among machines due at once (a burst's slots are all "now", and the workers
+take them in about the order sent). A rollout's rows get their predictions here too; its controller admits
+each wave's machines in that order (shared/rollouts/controller.py).
 """
 
 from __future__ import annotations
@@ -119,9 +121,14 @@ def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) ->
     PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
     that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
     (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
-    window's 1,000 messages takes seconds."""
+    window's 1,000 messages takes seconds.
+
+    Sent in slot order and, with LONGEST_FIRST, the longest predicted first among machines due at once: a
+    burst's slots are all "now", and the queue hands out equal-delay messages roughly in the order sent, so at
+    the pace the workers take them that order is the order they start in."""
     now = utcnow()
     stale = timedelta(seconds=deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS)
+    queued = sorted(queued, key=lambda t: start_order(t, longest_first=deps.settings.plans.longest_first))
 
     def send(target: MachineRecord) -> None:
         due = parse_iso(str(target.get("nextActionAt") or iso(now)))
@@ -132,6 +139,14 @@ def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) ->
                           held=(GUEST_PATCH,))
     with ThreadPoolExecutor(max_workers=SEND_PARALLELISM) as pool:
         list(pool.map(send, queued))
+
+
+def start_order(target: MachineRecord, *, longest_first: bool) -> tuple[str, float]:
+    """Sort key of a Queued row for sending its start: when it is due (ISO), then (`longest_first`) the
+    longest predicted first; ties keep the order given (a stable sort)."""
+    predicted = target.get("predictedSeconds")
+    seconds = float(predicted) if longest_first and isinstance(predicted, (int, float)) else 0.0
+    return str(target.get("nextActionAt") or ""), -seconds
 
 
 def send_next_release(run_id: str, window_from: datetime, deps: DispatchDeps) -> None:

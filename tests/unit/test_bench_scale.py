@@ -158,3 +158,18 @@ def test_a_refused_fleet_is_split_by_what_the_refusal_says() -> None:
     assert smaller_chunk(refusal(cap), 2000) == 1000
     assert smaller_chunk(refusal(size), 10_000) == 4750  # half fits; 5% slack for longer ids
     assert smaller_chunk(refusal({"code": "InvalidRequest", "target": "installPatches", "message": "no"}), 10) is None
+
+
+def test_the_predicted_order_bound_starts_machines_as_the_app_sorts_them() -> None:
+    from benchmarks.scale import parse_args, predicted_order_bound
+
+    budgets = Budgets(read_burst=1000, read_rate=1.0, write_burst=1000, write_rate=1.0,
+                      patch_sub_burst=1, patch_sub_rate=1.0)
+    vms = [f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{n}" for n in "abc"]
+    real = {vm.lower(): seconds for vm, seconds in zip(vms, [1.0, 10.0, 1.0], strict=True)}
+    right = {vm.lower(): seconds for vm, seconds in zip(vms, [1.0, 9.0, 2.0], strict=True)}
+    assert predicted_order_bound(vms, right, real, budgets) == pytest.approx(10.0)  # b first: as the clairvoyant
+    wrong = {vms[0].lower(): 9.0}  # a first, then b and c (no prediction: 0 s) in request order
+    assert predicted_order_bound(vms, wrong, real, budgets) == pytest.approx(11.0)
+    assert parse_args([]).scenarios == ["fleet"]
+    assert parse_args(["--scenarios", "longest", "--quick"]).scenarios == ["longest"]

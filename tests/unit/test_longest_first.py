@@ -4,14 +4,21 @@ start in that order too (shared/rollouts/plan.py start_ranks)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from shared.arm.calls import GUEST_PATCH, READS, WRITES
+from shared.core.clock import iso, utcnow
 from shared.core.ids import MachineRef
+from shared.core.records import MachineRecord
 from shared.core.settings import PlanSettings
 from shared.rollouts.plan import start_ranks
+from shared.runs import dispatch
 from shared.runs.budget import Bucket, slots
-from shared.runs.dispatch import start_slots
+from shared.runs.dispatch import send_starts, start_slots
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 # A fixed fleet in request order: seconds each installation takes. The long ones are not first.
@@ -28,9 +35,18 @@ class FakePacer:
         return slots(Bucket(GUEST_PATCH, 1, 1.0), 0.0, 0.0, k)[1]
 
 
+class FakeQueues:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_step(self, run_id: str, key: str, seq: int, delay: int = 0, **_: Any) -> None:
+        self.sent.append(key)
+
+
 def deps(*, longest_first: bool) -> SimpleNamespace:
-    return SimpleNamespace(pacer=FakePacer(), settings=SimpleNamespace(
-        plans=PlanSettings(max_age_hours=24, default_install_seconds=1200, longest_first=longest_first)))
+    return SimpleNamespace(pacer=FakePacer(), queues=FakeQueues(), settings=SimpleNamespace(
+        plans=PlanSettings(max_age_hours=24, default_install_seconds=1200, longest_first=longest_first),
+        pacing=SimpleNamespace(pacing_late_seconds=5)))
 
 
 def chunks() -> list[list[str]]:
@@ -74,3 +90,16 @@ def test_a_wave_starts_longest_first_and_waves_stay_as_assigned() -> None:
     seconds = {"a": 100.0, "b": 300.0, "c": 50.0, "e": 50.0}  # d has no prediction: 0 s, last
     assert start_ranks(order, waves, seconds, longest_first=True) == {"b": 0, "a": 1, "c": 0, "e": 1, "d": 2}
     assert start_ranks(order, waves, seconds, longest_first=False) == {"a": 0, "b": 1, "c": 0, "d": 1, "e": 2}
+
+
+@pytest.mark.parametrize(("longest_first", "expected"), [(True, ["b", "c", "a", "d"]), (False, ["a", "b", "c", "d"])])
+def test_start_messages_due_at_once_are_sent_longest_first(monkeypatch: pytest.MonkeyPatch, longest_first: bool,
+                                                           expected: list[str]) -> None:
+    monkeypatch.setattr(dispatch, "SEND_PARALLELISM", 1)  # one sender: the order sent is the order asked
+    now, later = iso(utcnow() + timedelta(seconds=1)), iso(utcnow() + timedelta(seconds=30))
+    rows = [MachineRecord(etag="", run_id="r", key=name, columns={"seq": 0, "nextActionAt": due,
+                                                                    "predictedSeconds": seconds})
+            for name, due, seconds in (("a", now, 5), ("b", now, 50), ("c", now, 20), ("d", later, 100))]
+    d = deps(longest_first=longest_first)
+    send_starts("r", rows, d)  # a burst: a, b and c due at once, then d
+    assert d.queues.sent == expected

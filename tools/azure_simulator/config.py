@@ -120,7 +120,8 @@ class SimulatorConfig:
     # Budget clock: every token bucket refills budget_scale times faster than Azure's (burst sizes unchanged),
     # so every bucket-derived Retry-After is in that scaled clock. See `compressed()` for the consistent setting.
     budget_scale: float = 1.0
-    operation_seconds: tuple[float, float] = (60.0, 240.0)  # simulated fixed overhead of each operation
+    # simulated fixed overhead of each operation; an installation's is drawn per machine (and its n-th installation)
+    operation_seconds: tuple[float, float] = (60.0, 240.0)
     reboot_seconds: float = 180.0  # simulated time a reboot adds to an installation
     # Patches published after the simulator starts: this many new ones per OS type, spread over the first
     # `upcoming_within_hours` of simulated time; every VM of that OS type gets them as they publish.

@@ -269,9 +269,9 @@ class OperationEngine:
         self, vm: VirtualMachine, params: InstallParameters, request: Any, api_version: str
     ) -> Operation:
         with self.lock:
-            op_id, rng = self._next()
+            op_id, _ = self._next()
             started = self.now()
-            overhead = rng.uniform(*self.config.operation_seconds)
+            overhead = self._install_overhead(vm)
             outcome = simulate_install(
                 list(vm.pending),
                 params,
@@ -300,6 +300,13 @@ class OperationEngine:
                     goes_down=self.unhealthy_after_patch(),
                 )
             )
+
+    def _install_overhead(self, vm: VirtualMachine) -> float:
+        """An installation's fixed overhead (simulated seconds), drawn per machine and per how many installations
+        it has had here, not per the order operations arrive in: a machine that is slow to install stays slow
+        whichever order a client starts the fleet in, and the same seed gives each machine the same durations."""
+        installs = sum(1 for op_id in self._by_vm.get(vm.key, []) if self.operations[op_id].kind == "installPatches")
+        return random.Random(f"overhead:{self.config.seed}:{vm.key}:{installs}").uniform(*self.config.operation_seconds)
 
     def start_assess(self, vm: VirtualMachine, request: Any, api_version: str) -> Operation:
         with self.lock:
