@@ -109,6 +109,8 @@ def main() -> int:
             },
         }, separators=(",", ":"))
         api = f"http://127.0.0.1:{args.port}/api"
+        others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
+        plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
         window = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
         window_iso = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
         maintenance = json.dumps({"location": "westeurope", "properties": {
@@ -142,6 +144,16 @@ ALOC=$(curl -s -o /dev/null -D - -X POST {api}/assessments -H 'Content-Type: app
   -d '{{"scopes":["{scope}"]}}' | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ALOC"
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$ALOC"
 curl -s -w '\\n' {api}/compliance
+
+Plan before you patch: what the same request would install on four other VMs (after the assessment above),
+how long each would take and when it would start; then apply exactly that plan (nothing published since):
+
+PLOC=$(curl -s -o /dev/null -D - -X POST {api}/plans -H 'Content-Type: application/json' -d '{plan_body}' \\
+  | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$PLOC"
+curl -s -w '\\nHTTP %{{http_code}}\\n' "$PLOC"
+curl -s -w '\\nHTTP %{{http_code}}\\n' -X POST "${{PLOC%%\\?*}}/apply"
+
+(the dashboard shows a plan at {api}/dashboard#/plans/<plan id>)
 
 A maintenance schedule (Azure's InGuestPatch shape) whose first window opens at {window} UTC, two
 minutes from now, for every VM tagged owner=payments; then the windows it will open:
