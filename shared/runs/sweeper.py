@@ -15,10 +15,11 @@ claim is CLAIM_TIMEOUT_SECONDS old (machine_worker.recover_claim). Recovery afte
 bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval.
 
 A backlog is not a loss, and copies deepen it (issue #22: the stack collapsed when they piled up). So the
-sweeper sends at most MAX_REQUEUED_PER_SWEEP copies a sweep; leaves a machine whose start window is not
+sweeper sends at most MAX_REQUEUED_PER_SWEEP copies a sweep, and leaves a machine whose start window is not
 released yet to the release chain (dispatch.release_window, which holds windows back while the consumers are
-behind); and copies no start message of a run whose released starts are backlogged (dispatch.backlogged): a
-start held by a dead host then waits out its visibility timeout, as it would without the sweeper.
+behind). It still copies released starts that look stalled: from the Table a start in a backlog and one held by a
+dead host look the same, and the dead host's must not wait out its 10-minute visibility timeout
+(tests/integration/test_local_host_recovery.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from shared.core.clock import iso, parse_iso
+from shared.core.clock import iso
 from shared.core.states import MachineState
-from shared.runs.dispatch import DispatchDeps, backlogged, release_overdue
+from shared.runs.dispatch import DispatchDeps, release_overdue
 from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,10 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         released = str(run.get("releasedThrough") or "")
-        behind: bool | None = None  # is the run's start backlog behind (asked once, when a start looks stalled)
         for target in stalled:
-            if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released:
-                if str(target.get("nextActionAt") or "") >= released:
-                    continue  # not released yet: its window comes with the release chain (held under backpressure)
-                if behind is None:
-                    behind = backlogged(run_id, parse_iso(released), deps)
-                if behind:
-                    continue  # its start message waits in a backlog: a copy would only deepen it
+            if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released \
+                    and str(target.get("nextActionAt") or "") >= released:
+                continue  # not released yet: its window comes with the release chain (held under backpressure)
             if counts["requeued"] >= MAX_REQUEUED_PER_SWEEP:
                 break  # a backlog looks like lost messages; more copies would only deepen it (next sweep goes on)
             deps.queues.send_step(run_id, target.key, target.seq,
