@@ -23,6 +23,20 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     """This module's triggers, bound to the app's components (function_app.py calls this once)."""
     bp = func.Blueprint()
 
+    def step_from(msg: func.QueueMessage, what: str) -> None:
+        """Both step queues (starts, polls) run the same machine step."""
+        step = parse_message(msg, parse_step, what)
+        if step:
+            outcome = run_step(step, components().step_ports)
+            log.info("%s run=%s machine=%s seq=%d dequeue=%s -> %s", what, step.run_id, step.machine, step.seq,
+                     msg.dequeue_count, outcome)
+
+    def poisoned_step(msg: func.QueueMessage, what: str, queue_name: str) -> None:
+        step = parse_message(msg, parse_step, f"poisoned {what}")
+        if step:
+            outcome = fail_poisoned_step(step, components().step_ports, queue_name)
+            log.warning("poisoned %s run=%s machine=%s -> %s", what, step.run_id, step.machine, outcome)
+
     @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%", connection="AzureWebJobsStorage")
     @traced()
     def dispatch_worker(msg: func.QueueMessage) -> None:
@@ -39,11 +53,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%", connection="AzureWebJobsStorage")
     @traced()
     def operation_worker(msg: func.QueueMessage) -> None:
-        step = parse_message(msg, parse_step, "step")
-        if step:
-            outcome = run_step(step, components().step_ports)
-            log.info("step run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
-                     msg.dequeue_count, outcome)
+        step_from(msg, "step")
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%POLLS_QUEUE%", connection="AzureWebJobsStorage")
@@ -51,31 +61,19 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     def poll_worker(msg: func.QueueMessage) -> None:
         """The same step as operation_worker, for machines whose operation was claimed (polls, health reads):
         their own queue, so a backlog of polls never delays a start (shared/runs/queues.py)."""
-        step = parse_message(msg, parse_step, "poll")
-        if step:
-            outcome = run_step(step, components().step_ports)
-            log.info("poll run=%s machine=%s seq=%d dequeue=%s -> %s", step.run_id, step.machine, step.seq,
-                     msg.dequeue_count, outcome)
+        step_from(msg, "poll")
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%POLLS_QUEUE%-poison", connection="AzureWebJobsStorage")
     @traced()
     def poll_poison(msg: func.QueueMessage) -> None:
-        step = parse_message(msg, parse_step, "poisoned poll")
-        if step:
-            deps = components()
-            outcome = fail_poisoned_step(step, deps.step_ports, deps.settings.queues.polls)
-            log.warning("poisoned poll run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
+        poisoned_step(msg, "poll", components().settings.queues.polls)
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%OPERATIONS_QUEUE%-poison", connection="AzureWebJobsStorage")
     @traced()
     def operation_poison(msg: func.QueueMessage) -> None:
-        step = parse_message(msg, parse_step, "poisoned step")
-        if step:
-            deps = components()
-            outcome = fail_poisoned_step(step, deps.step_ports, deps.settings.queues.operations)
-            log.warning("poisoned step run=%s machine=%s -> %s", step.run_id, step.machine, outcome)
+        poisoned_step(msg, "step", components().settings.queues.operations)
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%DISPATCH_QUEUE%-poison", connection="AzureWebJobsStorage")

@@ -86,6 +86,12 @@ def window_key(config: MaintenanceConfiguration, begin: datetime) -> str:
     return occurrence_key(config.name, begin)
 
 
+def window_fingerprint(configuration: str, begin: datetime) -> str:
+    """What a window's run is, for its idempotency claim: the configuration and the window's start (a plan applied
+    to the window claims it with the same, shared/plans/apply.py)."""
+    return hashlib.sha256(f"{configuration.lower()}|{iso(begin)}".encode()).hexdigest()
+
+
 def occurrence_key(configuration: str, begin: datetime) -> str:
     """The idempotency key of a window's run: the timer's, and a plan applied to that window's (shared/plans/)."""
     return internal_key(f"maintenance:{configuration.lower()}:{iso(begin)}")
@@ -142,7 +148,7 @@ def window_run(config: MaintenanceConfiguration, assignments: list[Assignment], 
         rollout = (("rollout", json.dumps(config.rollout, separators=(",", ":"))),)
     machines = {a.vm.key: a.vm for a in assignments if a.vm is not None}
     dynamic = [a for a in assignments if a.scope is not None]
-    fingerprint = hashlib.sha256(f"{config.name.lower()}|{iso(begin)}".encode()).hexdigest()
+    fingerprint = window_fingerprint(config.name, begin)
     return NewRun(
         "installPatches", parameters, fingerprint,
         machines=tuple(machines[k] for k in sorted(machines)),

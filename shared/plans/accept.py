@@ -28,8 +28,9 @@ from shared.core.settings import Settings
 from shared.maintenance.configuration import configuration_from_stored, parse_assignment
 from shared.maintenance.limits import REBOOT_RESERVE
 from shared.maintenance.windows import window_run
-from shared.plans.build import PLANNING, new_plan_id, plan_fingerprint
+from shared.plans.build import PLANNING, plan_fingerprint
 from shared.plans.request import PlanRequest
+from shared.runs.accept import new_run_id
 from shared.validation.dynamic_scope import filter_matches
 from shared.validation.resource_ids import parse_machine_id
 
@@ -149,7 +150,7 @@ def accept_plan(request: PlanRequest, deps: AcceptPlanDeps) -> PlanRecord:
         "maintenanceConfiguration": what["configuration"],
     }
     columns["fingerprint"] = plan_fingerprint({**columns, "createdAt": "", "machines": [m.key for m in machines]})
-    plan_id = new_plan_id()
+    plan_id = new_run_id()  # the same shape as a run's: plans sort newest first, the API checks one pattern
     deps.plans.create_plan(plan_id, columns, [m.resource_id for m in machines])
     deps.queues.send_plan(plan_id)
     return PlanRecord(etag="", columns=columns, plan_id=plan_id)

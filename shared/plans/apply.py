@@ -37,7 +37,7 @@ from shared.core.ids import MachineRef
 from shared.core.records import NewRun, PlanRecord, RunRecord
 from shared.core.settings import Settings
 from shared.maintenance.limits import MIN_REMAINING, REBOOT_RESERVE
-from shared.maintenance.windows import occurrence_key
+from shared.maintenance.windows import occurrence_key, window_fingerprint
 from shared.plans.build import READ_PARALLELISM, SUCCEEDED
 from shared.plans.schedule import WOULD_NOT_FINISH
 from shared.plans.selection import PlannedPatch, pinned_body, planned_patches
@@ -225,7 +225,7 @@ def _fingerprint(plan: PlanRecord) -> str:
     window = plan.json_column("window")
     configuration = str(plan.get("maintenanceConfiguration") or "")
     if configuration and window:  # what the window timer's run is (shared/maintenance/windows.py window_run)
-        return hashlib.sha256(f"{configuration.lower()}|{window['start']}".encode()).hexdigest()
+        return window_fingerprint(configuration, parse_iso(window["start"]))
     return hashlib.sha256(json.dumps(["plan", plan.plan_id]).encode()).hexdigest()
 
 

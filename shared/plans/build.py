@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
-import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +37,9 @@ from shared.plans.schedule import Item, Limits, Timeline, Window, schedule
 from shared.plans.selection import PlannedPatch, planned_patches, reboot_expected
 from shared.rollouts.plan import assign_waves
 from shared.runs.budget import Bucket
+from shared.runs.install_history import DurationRows, read_histories
 from shared.runs.operation_kinds import INSTALL
-from shared.runs.predictions import MachineHistory, PeerModel, Prediction, history_from_row, predict
+from shared.runs.predictions import PeerModel, Prediction, predict
 from shared.validation.durations import format_duration, parse_duration
 from shared.validation.resource_ids import parse_machine_id
 from shared.validation.rollout import resolve
@@ -70,10 +69,6 @@ class Snapshots(Protocol):
     def history_patches(self, vm: MachineRef, history_key: str) -> list[dict[str, Any]]: ...
 
 
-class Histories(Protocol):
-    def histories(self, subscription_id: str) -> dict[str, dict[str, Any]]: ...
-
-
 class BudgetState(Protocol):
     @property
     def buckets(self) -> dict[str, Bucket]: ...
@@ -91,18 +86,13 @@ class PlanDeps(Protocol):
     def fleet(self) -> Snapshots: ...
 
     @property
-    def durations(self) -> Histories: ...
+    def durations(self) -> DurationRows: ...
 
     @property
     def pacer(self) -> BudgetState: ...
 
     @property
     def settings(self) -> Settings: ...
-
-
-def new_plan_id() -> str:
-    """As run ids: inverted milliseconds + random, so plans sort newest first."""
-    return f"{0xFFFFFFFFFFF - int(time.time() * 1000):011x}-{secrets.token_hex(4)}"
 
 
 def _snapshot_key(subscription: str, row_key: str) -> str:
@@ -169,10 +159,9 @@ def _build(plan: PlanRecord, deps: PlanDeps) -> str:
     for vm in vms:
         by_sub[vm.subscription_id].append(vm)
     rows: dict[str, dict[str, Any]] = {}
-    histories: dict[str, MachineHistory] = {}
     for sub in by_sub:
         rows.update((_snapshot_key(sub, r["RowKey"]), r) for r in deps.fleet.query_machines(sub))
-        histories.update((k, history_from_row(v)) for k, v in deps.durations.histories(sub).items())
+    histories = read_histories(by_sub, deps)  # the same reader dispatch predicts with
     peers = PeerModel.from_histories(histories.values())
 
     def read(vm: MachineRef) -> tuple[MachineRef, list[dict[str, Any]] | None]:

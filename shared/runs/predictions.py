@@ -18,7 +18,6 @@ accepted POST (`operationStartedAt`) to the poll that found it finished, so it i
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,15 +185,3 @@ def with_sample(samples: Sequence[Sample], new: Sample) -> tuple[Sample, ...]:
     kept = [s for s in samples if s.at != new.at]
     return (new, *kept)[:MAX_SAMPLES]
 
-
-def history_from_row(row: Mapping[str, object]) -> MachineHistory:
-    """A stored duration row (shared/storage/duration_store.py `histories`: `osType`, `samples` a list of Sample JSON
-    objects, or their JSON text) as a MachineHistory; unreadable samples are dropped, not raised: a history is
-    advice, never a reason to fail."""
-    try:
-        raw = row.get("samples") or []
-        raw = json.loads(raw) if isinstance(raw, str) else raw
-        samples = tuple(Sample.from_json(s) for s in raw if isinstance(s, dict))  # type: ignore[union-attr]
-    except (ValueError, TypeError):
-        samples = ()
-    return MachineHistory(os_type=str(row.get("osType") or ""), samples=samples)
