@@ -14,9 +14,16 @@ harness then splits it into runs of at most that many and times them together. T
 `ComputeManagementClient.virtual_machines.begin_install_patches(...).result()` in a ThreadPoolExecutor-like pool
 of 15 and of 100 workers (the SDK's own retry policy on); it is stopped after `--sdk-seconds` and its makespan is
 projected from what it did (per-machine time = the operation's duration + the overhead measured on finished
-ones, machines handed to the first free worker in order), since at these sizes it would take hours.
+ones, machines handed to the first free worker in order), since at these sizes it would take hours. The
+projection is checked in the same run: on `--sdk-check-machines` VMs (300) at `--sdk-check-scale` (20x) each
+pool is projected from the same time box in Azure seconds, then run to completion, and both rows print.
 
-    make bench-scale                        # the issue's scenarios: 10,000 VMs at 2x, 1 subscription then 4 (~1 h)
+Queue messages per machine print by queue (the setting's stem: dispatch, operations = starts, polls, ...), from
+the deletes the proxy sees, i.e. messages the app's functions finished. `--worker-threads N` sets the local
+host's PYTHON_THREADPOOL_THREAD_COUNT: a throttled consumer, to show that runs release work only as fast as it
+is taken (backpressure) rather than letting the queues grow.
+
+    make bench-scale                        # all of it: 10,000 VMs at 2x, longest (1 subscription), then 4 (~2 h)
     python -m benchmarks.scale --quick      # 200 VMs at 20x, 1 subscription: about a minute
     python -m benchmarks.scale --machines 2000 --scale 6   # a shorter look (2,000 VMs at 6x, ~10 min)
     python -m benchmarks.scale --scenarios longest --subscriptions 1   # longest first (below): 10,000 VMs, ~75 min
@@ -29,7 +36,9 @@ LONGEST_FIRST=false (request order; its close writes every machine's history), t
 and, beside it, the clairvoyant bound with the makespan's ratio to it (the target: at most 1.10 at 10,000
 machines in one subscription); the second row's note gives the predictions' bases, their median error against
 the durations the simulator drew, and the bound in the predicted order (what the predictions allow, before the
-stack's own delays). The user script is not run in this scenario. `--scenarios fleet longest` runs both.
+stack's own delays). The user script is not run in this scenario. By default both scenarios run, longest
+first; its request-order row then stands for that subscription count's fleet row (it is one), and the fleet
+scenario runs the other counts.
 
 Why 2x for 10,000: at k-times speed the app must run about 2.6 queue messages and 9 Table round-trips per
 machine at k x 3.3 starts/s per subscription, and on the 2-core development machine the local stack (Azurite's
@@ -43,6 +52,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import os
 import random
 import statistics
@@ -103,6 +113,7 @@ class Row:
     runs: int = 0
     stall: tuple[float, list[float]] | None = None
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
+    message_kinds: dict[str, float] = field(default_factory=dict)  # per machine, by queue (setting name's stem)
     elapsed: float = 0.0  # real seconds the scenario was followed (the makespan, or the timeout)
     done: int = 0
     note: str = ""
@@ -260,6 +271,8 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         for name in ("MAX_TRANSIENT_RETRIES", "MAX_CONFLICT_RETRIES"):  # production defaults, not the tests' 30
             settings.pop(name, None)
         settings.update(scaled_timers(args.scale))
+        if args.worker_threads:
+            settings["PYTHON_THREADPOOL_THREAD_COUNT"] = str(args.worker_threads)
         settings["AzureWebJobsStorage"] = connection_string(azurite.blob_port, proxies[1].port, proxies[0].port)
         hosts = [HostProcess(settings, logs / f"host-{n}-{subs}-{i}.log") for i in range(args.hosts)]
         for host in hosts:
@@ -267,6 +280,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         vms = sim.vm_ids()
         base = hosts[0].base_url
         before, _ = counts.snapshot()
+        done_before = counts.done_snapshot()
         started = time.monotonic()
         wall_started = time.time()
         ids, row.post_ms, refusals = post_runs(base, vms)
@@ -289,6 +303,10 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         row.table_kinds = {k[6:]: (after[k] - before[k]) / n for k in after if k.startswith("table:")}
         row.table_kinds["query"] = max(0.0, row.table_kinds.get("query", 0.0) - gets / n)
         row.messages = after["queue:delete"] - before["queue:delete"]
+        queues = {str(v).lower(): k.removesuffix("_QUEUE").lower() for k, v in settings.items() if k.endswith("_QUEUE")}
+        for queue, count in (counts.done_snapshot() - done_before).items():
+            kind = queues.get(queue.lower(), "other")
+            row.message_kinds[kind] = row.message_kinds.get(kind, 0.0) + count / n
         calls = sim.get("calls")
         row.arm = arm_summary(calls)
         row.arm_per_machine = per_machine_calls(calls, vms)
@@ -366,8 +384,13 @@ def predicted_order_bound(vms: list[str], predicted: dict[str, float], real: dic
 
 
 # ------------------------------------------------------------------------------------------------ user script
-def run_sdk(n: int, subs: int, workers: int, args: argparse.Namespace) -> Row:
-    """The script users write today: begin_install_patches(...).result() per VM in a pool of `workers` threads."""
+def run_sdk(n: int, subs: int, workers: int, args: argparse.Namespace, *, scale: float | None = None,
+            seconds: float | None = None, label: str = "") -> Row:
+    """The script users write today: begin_install_patches(...).result() per VM in a pool of `workers` threads,
+    stopped after `seconds` (default `--sdk-seconds`; `math.inf`: to completion) and projected if unfinished,
+    on a clock of `scale` (default `--scale`)."""
+    scale = args.scale if scale is None else scale
+    seconds = args.sdk_seconds if seconds is None else seconds
     from azure.core.credentials import AccessToken
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.compute.models import LinuxParameters, VirtualMachineInstallPatchesParameters, WindowsParameters
@@ -376,8 +399,8 @@ def run_sdk(n: int, subs: int, workers: int, args: argparse.Namespace) -> Row:
         def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
             return AccessToken(DEV_TOKEN, int(time.time()) + 3600)
 
-    row = Row(f"SDK script, {workers} workers", n, subs, args.scale)
-    sim = SimProcess(n, subs, args.scale, args.seed)
+    row = Row(f"SDK script, {workers} workers{label}", n, subs, scale)
+    sim = SimProcess(n, subs, scale, args.seed)
     try:
         vms = sim.vm_ids()
         clients = {sub: ComputeManagementClient(StaticToken(), sub, base_url=sim.url, connection_verify=False)
@@ -418,7 +441,7 @@ def run_sdk(n: int, subs: int, workers: int, args: argparse.Namespace) -> Row:
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
         for t in threads:
             t.start()
-        deadline = begin + args.sdk_seconds
+        deadline = begin + seconds
         while time.monotonic() < deadline and any(t.is_alive() for t in threads):
             time.sleep(0.5)
         stop.set()
@@ -480,32 +503,43 @@ def fmt_time(seconds: float | None, scale: float) -> str:
     return f"{seconds:.0f} s ({azure / 3600:.1f} h)" if azure >= 3600 else f"{seconds:.0f} s ({azure / 60:.0f} min)"
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], *, header: bool = True) -> None:
+    if header:
+        print_header()
+    for r in rows:
+        print_row(r)
+
+
+def print_header() -> None:
     print("| client | VMs / subs | makespan real (Azure) | bound, request order, real (Azure) | ratio | "
           "clairvoyant bound (ratio) | 429s / ARM calls | "
           "ARM calls per machine: install, poll, get, instanceView, list | Table round-trips per machine (by kind) | "
-          "POST /api/runs ms (runs) | queue messages per machine (per s) | longest queue gap s (gaps >10 s) | "
-          "peak in flight | note |")
+          "POST /api/runs ms (runs) | queue messages per machine (per s) (by queue) | "
+          "longest queue gap s (gaps >10 s) | peak in flight | note |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |")
-    for r in rows:
-        ratio = f"{r.makespan / r.bound:.2f}" if r.makespan and r.bound else "-"
-        any_order = (f"{fmt_time(r.bound_any, r.scale)} ({r.makespan / r.bound_any:.2f})"
-                     if r.makespan and r.bound_any else "-")
-        share = f"{100 * r.arm.get('throttled', 0) / max(1, r.arm.get('responses', 0)):.1f}%"
-        by_bucket = r.arm.get("throttledByBucket")
-        if by_bucket:
-            share += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_bucket.items())) + ")"
-        kinds = ", ".join(f"{r.arm_per_machine.get(k, 0):.2f}" for k in ARM_KINDS)
-        table = "-" if r.table_per_machine is None else f"{r.table_per_machine:.1f} (" + ", ".join(
-            f"{k} {v:.1f}" for k, v in sorted(r.table_kinds.items())) + ")"
-        post = (f"{statistics.median(r.post_ms):.0f} p50, {max(r.post_ms):.0f} max ({r.runs})" if r.post_ms else "-")
-        stall = (f"{r.stall[0]:.1f} ({len(r.stall[1])}" + "".join(f", at {at:.0f} s" for at in r.stall[1][:3]) + ")"
-                 if r.stall else "-")
-        msgs = f"{r.messages / r.machines:.1f} ({r.messages / r.elapsed:.0f})" if r.messages and r.elapsed else "-"
-        makespan = ("~" if r.projected else "") + fmt_time(r.makespan, r.scale)
-        peak = r.arm.get("peakInFlight", 0) or "-"
-        print(f"| {r.client} | {r.machines:,} / {r.subscriptions} | {makespan} | {fmt_time(r.bound, r.scale)} | "
-              f"{ratio} | {any_order} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {r.note} |")
+
+
+def print_row(r: Row) -> None:
+    ratio = f"{r.makespan / r.bound:.2f}" if r.makespan and r.bound else "-"
+    any_order = (f"{fmt_time(r.bound_any, r.scale)} ({r.makespan / r.bound_any:.2f})"
+                 if r.makespan and r.bound_any else "-")
+    share = f"{100 * r.arm.get('throttled', 0) / max(1, r.arm.get('responses', 0)):.1f}%"
+    by_bucket = r.arm.get("throttledByBucket")
+    if by_bucket:
+        share += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_bucket.items())) + ")"
+    kinds = ", ".join(f"{r.arm_per_machine.get(k, 0):.2f}" for k in ARM_KINDS)
+    table = "-" if r.table_per_machine is None else f"{r.table_per_machine:.1f} (" + ", ".join(
+        f"{k} {v:.1f}" for k, v in sorted(r.table_kinds.items())) + ")"
+    post = (f"{statistics.median(r.post_ms):.0f} p50, {max(r.post_ms):.0f} max ({r.runs})" if r.post_ms else "-")
+    stall = (f"{r.stall[0]:.1f} ({len(r.stall[1])}" + "".join(f", at {at:.0f} s" for at in r.stall[1][:3]) + ")"
+             if r.stall else "-")
+    msgs = f"{r.messages / r.machines:.2f} ({r.messages / r.elapsed:.0f}/s)" if r.messages and r.elapsed else "-"
+    if r.message_kinds:
+        msgs += " (" + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.message_kinds.items()) if v >= 0.005) + ")"
+    makespan = ("~" if r.projected else "") + fmt_time(r.makespan, r.scale)
+    peak = r.arm.get("peakInFlight", 0) or "-"
+    print(f"| {r.client} | {r.machines:,} / {r.subscriptions} | {makespan} | {fmt_time(r.bound, r.scale)} | "
+          f"{ratio} | {any_order} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {r.note} |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -522,14 +556,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--azurite-disk", action="store_true",
                    help="Azurite persisting to disk (default: --inMemoryPersistence; its LokiJS store re-serialises "
                         "every table to disk every few seconds, which at 10,000 machines is Azurite's main cost)")
+    p.add_argument("--sdk-check-machines", type=int, default=300,
+                   help="the user script also runs to completion on this many VMs (one subscription), beside its "
+                        "projection from the same time box, so the projection is checked (0: skip)")
+    p.add_argument("--sdk-check-scale", type=float, default=20.0,
+                   help="the clock of that check (at 2x, 15 workers would take an hour on 300 VMs)")
+    p.add_argument("--worker-threads", type=int, default=0,
+                   help="PYTHON_THREADPOOL_THREAD_COUNT of the local host (0: the worker's default): fewer threads "
+                        "throttle the consumer, to show backpressure")
     p.add_argument("--quick", action="store_true", help="200 VMs at 20x, one subscription: about a minute")
-    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["fleet"],
-                   help="fleet: PatchPilot and the user script per --subscriptions count (the default); longest: "
-                        "the first count's fleet twice, request order then longest first from its history")
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["longest", "fleet"],
+                   help="fleet: PatchPilot and the user script per --subscriptions count; longest: the first "
+                        "count's fleet twice, request order then longest first from its history (default: both, "
+                        "longest first; its request-order row stands for that count's fleet row)")
     args = p.parse_args(argv)
     if args.quick:
         args.machines, args.scale, args.sdk_seconds, args.timeout = 200, 20.0, 10.0, 180.0
         args.subscriptions = [1]
+        args.sdk_check_machines = 100
     return args
 
 
@@ -541,16 +585,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Fleet scale: {args.machines:,} VMs per scenario, clock {args.scale:g}x Azure (an Azure hour = "
           f"{3600 / args.scale:.0f} s), PatchPilot through {args.hosts} local host process(es); logs in {logs}",
           flush=True)
+
+    def done(*new: Row) -> None:  # each row as it is taken, so a long run that is stopped keeps what it measured
+        for row in new:
+            rows.append(row)
+            print_row(row)
+        sys.stdout.flush()
+
     with Azurite(in_memory=not args.azurite_disk) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
+        covered: set[int] = set()
+        if "longest" in args.scenarios:
+            done(*run_longest(azurite, tables, args.machines, args.subscriptions[0], args, logs=logs))
+            covered.add(args.subscriptions[0])  # its request-order row is that count's fleet row
         for subs in args.subscriptions if "fleet" in args.scenarios else []:
             started = time.monotonic()
-            rows.append(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs))
-            print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
+            if subs not in covered:
+                done(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs))
+                print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
             for workers in args.sdk_workers:
-                rows.append(run_sdk(args.machines, subs, workers, args))
-                print(f"  SDK {workers} workers {args.machines}/{subs}: done", flush=True)
-        if "longest" in args.scenarios:
-            rows += run_longest(azurite, tables, args.machines, args.subscriptions[0], args, logs=logs)
+                done(run_sdk(args.machines, subs, workers, args))
+    for workers in args.sdk_workers if args.sdk_check_machines and "fleet" in args.scenarios else []:
+        # The projection checked: the same pool time-boxed and projected, then run to completion (module doc).
+        box = args.sdk_seconds * args.scale / args.sdk_check_scale
+        done(run_sdk(args.sdk_check_machines, 1, workers, args, scale=args.sdk_check_scale, seconds=box,
+                     label=", projected"),
+             run_sdk(args.sdk_check_machines, 1, workers, args, scale=args.sdk_check_scale, seconds=math.inf,
+                     label=", measured"))
     print()
     print_table(rows)
     return 0

@@ -28,12 +28,17 @@ class StorageCounts:
     """What went through the proxy: requests by service and kind, and queue progress stamps."""
 
     requests: Counter[str] = field(default_factory=Counter)  # "table:query", "queue:send", ...
+    done_by_queue: Counter[str] = field(default_factory=Counter)  # queue name -> messages deleted (finished)
     progress: list[float] = field(default_factory=list)  # monotonic stamps of queue sends/deletes/updates
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> tuple[Counter[str], list[float]]:
         with self.lock:
             return Counter(self.requests), list(self.progress)
+
+    def done_snapshot(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.done_by_queue)
 
     @staticmethod
     def table(counts: Counter[str]) -> int:
@@ -61,6 +66,12 @@ def classify(service: str, method: str, path: str) -> str:
         if method == "GET":
             return "queue:peek" if "peekonly=true" in path.lower() else "queue:receive"
     return "queue:other"
+
+
+def queue_name(path: str) -> str:
+    """The queue of a message request's path: /<account>/<queue>/messages/<id> (Azurite's path-style URL)."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    return parts[parts.index("messages") - 1] if "messages" in parts and parts.index("messages") > 0 else ""
 
 
 PROGRESS = frozenset({"queue:send", "queue:delete", "queue:update"})
@@ -105,6 +116,8 @@ class CountingProxy:
         kind = classify(self.service, method, path)
         with self.counts.lock:
             self.counts.requests[kind] += 1
+            if kind == "queue:delete":
+                self.counts.done_by_queue[queue_name(path)] += 1
             if kind in PROGRESS:
                 self.counts.progress.append(time.monotonic())
 

@@ -73,7 +73,7 @@ from shared.runs.health_check import Probe, Round, Wait
 from shared.runs.hooks import Fits, RunHooks, Skip, StartContext, WaitContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
-from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
+from shared.runs.retry_policy import first_poll_delay, poll_delay, retry_delay, retry_limit
 from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
@@ -396,7 +396,11 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
         deadline = self.now + duration + timedelta(seconds=self.retries.operation_grace_seconds)
-        delay = poll_delay(outcome.retry_after, self.retries)
+        predicted = self.target.get("predictedSeconds")
+        delay = first_poll_delay(outcome.retry_after, self.retries,
+                                 predicted_seconds=float(predicted) if isinstance(predicted, (int, float)) else None,
+                                 basis=str(self.target.get("predictionBasis") or ""),
+                                 deadline_seconds=(deadline - self.now).total_seconds())
         self._advance(delay, {
             "state": MachineState.RUNNING.value,
             "pollUrl": outcome.poll_url,

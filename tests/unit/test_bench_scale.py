@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
-from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, longest_gaps
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, longest_gaps, queue_name
 from benchmarks.scale_sim import budgets, compressed_config
 
 AZURE = Budgets(read_burst=250, read_rate=25.0, write_burst=200, write_rate=10.0,
@@ -80,6 +80,8 @@ def test_storage_requests_are_classified_by_what_they_do_to_messages() -> None:
     assert classify("queue", "DELETE", "/devstoreaccount1/q/messages/abc?popreceipt=x") == "queue:delete"
     assert classify("queue", "PUT", "/devstoreaccount1/q/messages/abc?popreceipt=x") == "queue:update"
     assert classify("queue", "DELETE", "/devstoreaccount1/q/messages") == "queue:other"  # clear, not progress
+    assert queue_name("/devstoreaccount1/patch-polls/messages/abc?popreceipt=x") == "patch-polls"
+    assert queue_name("/devstoreaccount1/patch-polls") == ""
 
 
 def test_gaps_include_the_edges_and_count_only_long_ones() -> None:
@@ -120,6 +122,7 @@ def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
         got, progress = counts.snapshot()
         assert got == {"queue:send": 1, "queue:receive": 1, "queue:delete": 1}
         assert len(progress) == 2
+        assert counts.done_snapshot() == {"q": 1}  # finished messages by queue, for messages per machine by kind
     finally:
         proxy.stop()
         loop.call_soon_threadsafe(server.close)
@@ -171,5 +174,5 @@ def test_the_predicted_order_bound_starts_machines_as_the_app_sorts_them() -> No
     assert predicted_order_bound(vms, right, real, budgets) == pytest.approx(10.0)  # b first: as the clairvoyant
     wrong = {vms[0].lower(): 9.0}  # a first, then b and c (no prediction: 0 s) in request order
     assert predicted_order_bound(vms, wrong, real, budgets) == pytest.approx(11.0)
-    assert parse_args([]).scenarios == ["fleet"]
+    assert parse_args([]).scenarios == ["longest", "fleet"]  # make bench-scale: both issues' tables in one run
     assert parse_args(["--scenarios", "longest", "--quick"]).scenarios == ["longest"]

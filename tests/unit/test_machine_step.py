@@ -237,6 +237,16 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
     assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
 
 
+@pytest.mark.parametrize(("basis", "first_poll"), [("machine", 540), ("peers", 540), ("default", 17)])
+def test_a_predicted_installation_is_first_polled_near_its_predicted_end(basis: str, first_poll: int) -> None:
+    # 600 s predicted from history: one poll at 540 s rather than one every Retry-After (17 s) from the start;
+    # a guess with no history behind it keeps ARM's Retry-After.
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                predictedSeconds=600, predictionBasis=basis)
+    assert h.step() is StepResult.STARTED
+    assert h.queue.delays == [first_poll] and h.queue.polls == [True]
+
+
 def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts_budgets() -> None:
     h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION],
                  INSTALL_PATCHES.name: [answer(429, {"error": {"code": "TooManyRequests", "message": "slow"}},

@@ -8,7 +8,7 @@ from shared.arm.operations import Retry
 from shared.core.retry import backoff
 from shared.core.settings import Settings
 from shared.core.states import summarize
-from shared.runs.retry_policy import poll_delay, retry_delay, retry_limit
+from shared.runs.retry_policy import first_poll_delay, poll_delay, retry_delay, retry_limit
 
 
 def settings(**env: str) -> Settings:
@@ -22,6 +22,18 @@ def test_poll_never_sooner_than_retry_after_or_floor() -> None:
     s = settings(POLL_MIN_SECONDS="30")
     assert poll_delay(10, s) == 30
     assert poll_delay(45, s) == 45
+
+
+def test_first_poll_waits_for_a_prediction_from_history_only() -> None:
+    s = settings(POLL_MIN_SECONDS="0")
+    kw = {"deadline_seconds": 7200.0}
+    assert first_poll_delay(60, s, predicted_seconds=600, basis="machine", **kw) == 540  # 90% of it
+    assert first_poll_delay(60, s, predicted_seconds=600, basis="peers", **kw) == 540
+    assert first_poll_delay(60, s, predicted_seconds=600, basis="default", **kw) == 60  # no information
+    assert first_poll_delay(60, s, predicted_seconds=600, basis="plan", **kw) == 60  # may be the default
+    assert first_poll_delay(60, s, predicted_seconds=30, basis="machine", **kw) == 60  # never before Retry-After
+    assert first_poll_delay(60, s, predicted_seconds=None, basis="machine", **kw) == 60
+    assert first_poll_delay(60, s, predicted_seconds=9000, basis="machine", deadline_seconds=3600.0) == 3600
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
