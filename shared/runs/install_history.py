@@ -182,5 +182,9 @@ def predict_machines(run: RunRecord, keys: Sequence[str], deps: Predicting) -> d
 
 
 def prediction_columns(prediction: Prediction) -> dict[str, Any]:
-    """What a target row keeps of its prediction: `predictedSeconds` (whole seconds) and `predictionBasis`."""
-    return {"predictedSeconds": round(prediction.seconds), "predictionBasis": prediction.basis}
+    """What a target row keeps of its prediction: `predictedSeconds` (whole seconds) and `predictionBasis`, and
+    `shortestSeconds` (its shortest recorded installation) when it has a history of its own."""
+    columns: dict[str, Any] = {"predictedSeconds": round(prediction.seconds), "predictionBasis": prediction.basis}
+    if prediction.shortest is not None:
+        columns["shortestSeconds"] = round(prediction.shortest)
+    return columns

@@ -396,11 +396,10 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
         deadline = self.now + duration + timedelta(seconds=self.retries.operation_grace_seconds)
-        predicted = self.target.get("predictedSeconds")
         delay = first_poll_delay(outcome.retry_after, self.retries,
-                                 predicted_seconds=float(predicted) if isinstance(predicted, (int, float)) else None,
-                                 basis=str(self.target.get("predictionBasis") or ""),
-                                 deadline_seconds=(deadline - self.now).total_seconds())
+                                 shortest_seconds=self._shortest_installation(spec),
+                                 ends_in_seconds=(min(deadline, self._window_end(spec) or deadline)
+                                                  - self.now).total_seconds())
         self._advance(delay, {
             "state": MachineState.RUNNING.value,
             "pollUrl": outcome.poll_url,
@@ -665,6 +664,20 @@ class MachineStep:
         # frees a rollout slot (admits the next machine), or closes the run
         self.ports.hooks.progressed(run_id, self.target.key)
         return StepResult(state.value)
+
+    def _shortest_installation(self, spec: RunSpec | None) -> float | None:
+        """The machine's shortest recorded installation (`shortestSeconds`, written with its prediction), when its
+        first poll may wait for it: an install run with no rollout and no health check, where nothing (a wave's
+        failure gate, a soak, a health read) waits on an early end (retry_policy.first_poll_delay)."""
+        shortest = self.target.get("shortestSeconds")
+        if (spec is None or spec.operation != INSTALL.action or spec.rollout or spec.health_check is not None
+                or not isinstance(shortest, (int, float))):
+            return None
+        return float(shortest)
+
+    @staticmethod
+    def _window_end(spec: RunSpec | None) -> datetime | None:
+        return parse_iso(spec.window_end) if spec is not None and spec.window_end else None
 
     def _past_deadline(self) -> bool:
         deadline = self.target.get("deadline")

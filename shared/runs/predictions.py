@@ -13,14 +13,16 @@ Per machine a prediction comes from, in order:
 The error is kept: each sample records the prediction made for it (`predicted`, when one was), and a
 prediction's `error` is the mean absolute relative error |actual - predicted| / actual over the machine's samples
 that have one (None before any). A duration is the installation's wall time as PatchPilot saw it: from the
-accepted POST (`operationStartedAt`) to the poll that found it finished, so it includes up to one poll interval.
+accepted POST (`operationStartedAt`) to the poll that found it finished, so it includes up to one poll interval,
+or, when the first poll (90% of the machine's shortest installation, retry_policy.first_poll_delay) found it
+finished already, it is that poll's time: an upper bound, which lowers the shortest and so the next first poll.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_SAMPLES = 8  # kept per machine, newest first
 MIN_PEER_SAMPLES = 8  # fewer: the peers' median instead of their linear model
@@ -64,12 +66,15 @@ class MachineHistory:
 @dataclass(frozen=True)
 class Prediction:
     """`seconds` predicted; `basis` "machine" | "peers" | "default"; `samples` behind it; `error`: the mean absolute
-    relative error of this machine's past predictions (None: none made yet)."""
+    relative error of this machine's past predictions (None: none made yet); `shortest`: the shortest of the
+    machine's own recorded installations (None: it has none), which times its first poll
+    (shared/runs/retry_policy.py `first_poll_delay`)."""
 
     seconds: float
     basis: str
     samples: int
     error: float | None = None
+    shortest: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"seconds": round(self.seconds), "basis": self.basis, "samples": self.samples,
@@ -158,21 +163,28 @@ def predict(history: MachineHistory | None, peers: PeerModel, *, os_type: str = 
     os_type = os_type or (history.os_type if history is not None else "")
     error = _error(own)
     if own:
-        model = peers.linear.get(os_type.lower())
-        if model is not None and patches is not None:
-            ratios = sorted(s.seconds / model(s.patches, s.rebooted) for s in own)
-            factor = min(max(statistics.median(ratios), FACTOR_RANGE[0]), FACTOR_RANGE[1])
-            reboot = own[0].rebooted if rebooted is None else rebooted
-            return Prediction(model(patches, reboot) * factor, "machine", len(own), error)
-        if patches is not None and own[0].patches > 0 and patches != own[0].patches:
-            # no peer model: scale the latest by patch count, half of it being fixed overhead
-            latest = own[0]
-            return Prediction(latest.seconds * (0.5 + 0.5 * patches / latest.patches), "machine", len(own), error)
-        return Prediction(statistics.median(s.seconds for s in own), "machine", len(own), error)
+        own_prediction = _own(own, peers, os_type, patches, rebooted=rebooted, error=error)
+        return replace(own_prediction, shortest=min(s.seconds for s in own))
     peer = peers.estimate(os_type, patches, rebooted)
     if peer is not None:
         return Prediction(peer[0], "peers", peer[1], error)
     return Prediction(float(default_seconds), "default", 0, error)
+
+
+def _own(own: Sequence[Sample], peers: PeerModel, os_type: str, patches: int | None, *, rebooted: bool | None,
+         error: float | None) -> Prediction:
+    """The prediction from the machine's own samples (basis "machine")."""
+    model = peers.linear.get(os_type.lower())
+    if model is not None and patches is not None:
+        ratios = sorted(s.seconds / model(s.patches, s.rebooted) for s in own)
+        factor = min(max(statistics.median(ratios), FACTOR_RANGE[0]), FACTOR_RANGE[1])
+        reboot = own[0].rebooted if rebooted is None else rebooted
+        return Prediction(model(patches, reboot) * factor, "machine", len(own), error)
+    if patches is not None and own[0].patches > 0 and patches != own[0].patches:
+        # no peer model: scale the latest by patch count, half of it being fixed overhead
+        latest = own[0]
+        return Prediction(latest.seconds * (0.5 + 0.5 * patches / latest.patches), "machine", len(own), error)
+    return Prediction(statistics.median(s.seconds for s in own), "machine", len(own), error)
 
 
 def _error(samples: Sequence[Sample]) -> float | None:

@@ -16,25 +16,27 @@ def poll_delay(retry_after: int, retries: RetrySettings) -> int:
     return max(retry_after, retries.poll_min_seconds)
 
 
-# A prediction from the machine's own installations or its OS peers' (shared/runs/predictions.py); not "default"
-# (no information) nor "plan" (a plan's own prediction may itself be the default).
-INFORMED_BASES = frozenset({"machine", "peers"})
-FIRST_POLL_SHARE = 0.9  # the first poll at this share of the predicted duration
+FIRST_POLL_SHARE = 0.9  # the first poll at this share of the machine's shortest recorded installation
 
 
-def first_poll_delay(retry_after: int, retries: RetrySettings, *, predicted_seconds: float | None,
-                     basis: str | None, deadline_seconds: float) -> int:
-    """Seconds from an accepted installPatches to its first poll: `poll_delay`, or, when the installation's
-    duration is predicted from history (`basis` in INFORMED_BASES), 90% of the prediction if that is later,
-    never past the operation's deadline (`deadline_seconds` from now).
+def first_poll_delay(retry_after: int, retries: RetrySettings, *, shortest_seconds: float | None,
+                     ends_in_seconds: float) -> int:
+    """Seconds from an accepted installPatches to its first poll: `poll_delay`, or, when the machine has a
+    history of its own (`shortest_seconds`: its shortest recorded installation, shared/runs/predictions.py), 90%
+    of that if later. Never later than one Retry-After before `ends_in_seconds` (the sooner of the operation's
+    deadline and its maintenance window's end, from now), so the end is polled before the step would time out.
+    The caller uses it only where nothing waits on an early end: no rollout, no health check.
 
-    Polling later than ARM's Retry-After is allowed (it is a minimum, RFC 9110 §10.2.3); polling a 40-minute
-    installation every minute spends about 40 reads and queue messages to learn one thing. The recorded
-    durations run from the accepted POST to the poll that saw the end, so a prediction that comes too late
-    shrinks by 10% per installation until the first poll falls before the end again (install_history.py)."""
+    Polling later than ARM's Retry-After is allowed (it is a minimum: RFC 9110 §10.2.3); polling a 40-minute
+    installation every minute spends 40 reads and queue messages to learn one thing. Why the shortest, not the
+    prediction: a duration is recorded from the accepted POST to the poll that saw the end, so an installation
+    that ended before its first poll is recorded at that poll (90% of the shortest), which becomes the new
+    shortest: the first poll comes 10% sooner after each such installation until it falls before the end
+    again, and it never drifts later (a median would: install_history.py)."""
     delay = poll_delay(retry_after, retries)
-    if predicted_seconds and predicted_seconds > 0 and basis in INFORMED_BASES:
-        delay = max(delay, min(int(predicted_seconds * FIRST_POLL_SHARE), int(deadline_seconds)))
+    if shortest_seconds and shortest_seconds > 0:
+        latest = int(ends_in_seconds) - delay
+        delay = max(delay, min(int(shortest_seconds * FIRST_POLL_SHARE), latest))
     return delay
 
 

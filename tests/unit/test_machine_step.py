@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -92,10 +92,11 @@ class FakeTargets:
 @dataclass
 class FakeSpecs:
     health_check: HealthCheck | None = None
+    rollout: bool = False
 
     def run_spec(self, run_id: str) -> RunSpec | None:
         return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z",
-                       health_check=self.health_check) if run_id == RUN else None
+                       health_check=self.health_check, rollout=self.rollout) if run_id == RUN else None
 
 
 class FakeQueue:
@@ -237,12 +238,16 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
     assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
 
 
-@pytest.mark.parametrize(("basis", "first_poll"), [("machine", 540), ("peers", 540), ("default", 17)])
-def test_a_predicted_installation_is_first_polled_near_its_predicted_end(basis: str, first_poll: int) -> None:
-    # 600 s predicted from history: one poll at 540 s rather than one every Retry-After (17 s) from the start;
-    # a guess with no history behind it keeps ARM's Retry-After.
+@pytest.mark.parametrize(("columns", "rollout", "first_poll"), [
+    ({"shortestSeconds": 600}, False, 540),  # its shortest installation took 600 s: one poll at 540 s
+    ({"predictedSeconds": 600, "predictionBasis": "peers"}, False, 17),  # no history of its own: Retry-After
+    ({"shortestSeconds": 600}, True, 17),  # a rollout gates waves on failures: an early end must be seen early
+])
+def test_a_machine_with_a_history_is_first_polled_near_its_shortest_installation(
+        columns: dict[str, Any], rollout: bool, first_poll: int) -> None:
     h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
-                predictedSeconds=600, predictionBasis=basis)
+                **columns)
+    h.ports = replace(h.ports, specs=FakeSpecs(rollout=rollout))
     assert h.step() is StepResult.STARTED
     assert h.queue.delays == [first_poll] and h.queue.polls == [True]
 

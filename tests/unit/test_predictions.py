@@ -3,6 +3,8 @@ fallbacks from machine to peers to the default, and the error kept from past pre
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from shared.runs.predictions import (
@@ -71,6 +73,39 @@ def test_without_a_patch_count_a_machine_is_its_own_median() -> None:
                                           for i, s in enumerate([500.0, 300.0, 400.0], start=1)))
     got = predict(own, model, default_seconds=1200)
     assert (got.seconds, got.basis, got.samples) == (400.0, "machine", 3)
+
+
+def test_the_shortest_installation_times_the_first_poll_and_the_loop_does_not_drift_later() -> None:
+    # The loop the worker runs: first poll at 90% of the shortest recorded installation (retry_policy), the
+    # duration recorded at the poll that saw the end (every Retry-After after the first). A machine whose
+    # installations got shorter (40 min, then 2 min) is first polled 10% sooner each time until its first poll
+    # falls before the end; one whose durations vary keeps its first poll at or below its shortest.
+    from shared.core.settings import Settings
+    from shared.runs.retry_policy import first_poll_delay
+
+    retries = Settings.from_env().retries
+    model = PeerModel.from_histories([])
+
+    def install(history: MachineHistory, i: int, actual: float) -> tuple[MachineHistory, float]:
+        got = predict(history, model, default_seconds=1200)
+        first = first_poll_delay(60, retries, shortest_seconds=got.shortest, ends_in_seconds=4 * 3600)
+        seen = first if actual <= first else first + 60 * -(-(actual - first) // 60)
+        new = Sample(f"2026-{i // 28 + 1:02d}-{i % 28 + 1:02d}T00:00:00Z", seen, 3, False)
+        return MachineHistory("Windows", with_sample(history.samples, new)), first
+
+    history = MachineHistory("Windows", (Sample("2025-12-01T00:00:00Z", 2400.0, 3, False),))
+    firsts = []
+    for i in range(40):
+        history, first = install(history, i, 120.0)
+        firsts.append(first)
+    assert firsts[0] == 2160 and all(b < a for a, b in itertools.pairwise(firsts) if a > 120)
+    assert firsts[-1] <= 120  # it caught up with the 2-minute installations
+    history = MachineHistory("Windows", (Sample("2025-12-01T00:00:00Z", 600.0, 3, False),))
+    shortest = []
+    for i, actual in enumerate([300.0, 900.0, 450.0, 600.0, 750.0, 320.0, 880.0, 500.0] * 4):
+        history, first = install(history, i, actual)
+        shortest.append(predict(history, model, default_seconds=1200).shortest)
+    assert max(shortest) <= 600 and min(shortest) >= 0.9 * 300 * 0.9  # never later, never far below the true floor
 
 
 def test_without_a_peer_model_the_latest_scales_by_half_its_patches() -> None:

@@ -24,16 +24,15 @@ def test_poll_never_sooner_than_retry_after_or_floor() -> None:
     assert poll_delay(45, s) == 45
 
 
-def test_first_poll_waits_for_a_prediction_from_history_only() -> None:
+def test_first_poll_waits_for_the_shortest_recorded_installation_but_not_past_the_end() -> None:
     s = settings(POLL_MIN_SECONDS="0")
-    kw = {"deadline_seconds": 7200.0}
-    assert first_poll_delay(60, s, predicted_seconds=600, basis="machine", **kw) == 540  # 90% of it
-    assert first_poll_delay(60, s, predicted_seconds=600, basis="peers", **kw) == 540
-    assert first_poll_delay(60, s, predicted_seconds=600, basis="default", **kw) == 60  # no information
-    assert first_poll_delay(60, s, predicted_seconds=600, basis="plan", **kw) == 60  # may be the default
-    assert first_poll_delay(60, s, predicted_seconds=30, basis="machine", **kw) == 60  # never before Retry-After
-    assert first_poll_delay(60, s, predicted_seconds=None, basis="machine", **kw) == 60
-    assert first_poll_delay(60, s, predicted_seconds=9000, basis="machine", deadline_seconds=3600.0) == 3600
+    assert first_poll_delay(60, s, shortest_seconds=600, ends_in_seconds=7200) == 540  # 90% of it
+    assert first_poll_delay(60, s, shortest_seconds=None, ends_in_seconds=7200) == 60  # no history: Retry-After
+    assert first_poll_delay(60, s, shortest_seconds=30, ends_in_seconds=7200) == 60  # never before Retry-After
+    # a history longer than this operation may run (a shorter maximumDuration, a window closing): one Retry-After
+    # before the end, so the step polls rather than times out unpolled
+    assert first_poll_delay(60, s, shortest_seconds=9000, ends_in_seconds=3600) == 3540
+    assert first_poll_delay(60, s, shortest_seconds=9000, ends_in_seconds=30) == 60
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
