@@ -327,7 +327,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
 
 # ------------------------------------------------------------------------------------------------ longest first
 def run_longest(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argparse.Namespace, *,
-                logs: Path) -> list[Row]:
+                logs: Path, taken: Callable[[Row], None] = lambda row: None) -> list[Row]:
     """The fleet twice on the same tables, each time on a fresh simulator of the same seed: request order (its
     close writes the histories), then longest first from them (module doc)."""
     base = unique_settings(azurite, "http://127.0.0.1:9")  # ARM_ENDPOINT: each run's own simulator
@@ -367,9 +367,11 @@ def run_longest(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argp
     first = run_patchpilot(azurite, tables, n, subs, args, logs=logs, label="PatchPilot, request order",
                            base={**base, "LONGEST_FIRST": "false"}, then=histories_written)
     print(f"  PatchPilot {n}/{subs}, request order: done", flush=True)
+    taken(first)
     second = run_patchpilot(azurite, tables, n, subs, args, logs=logs, label="PatchPilot, longest first",
                             base={**base, "LONGEST_FIRST": "true"}, then=predictions)
     print(f"  PatchPilot {n}/{subs}, longest first: done", flush=True)
+    taken(second)
     return [first, second]
 
 
@@ -588,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(*new: Row) -> None:  # each row as it is taken, so a long run that is stopped keeps what it measured
         for row in new:
+            if not rows:
+                print_header()
             rows.append(row)
             print_row(row)
         sys.stdout.flush()
@@ -595,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     with Azurite(in_memory=not args.azurite_disk) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
         covered: set[int] = set()
         if "longest" in args.scenarios:
-            done(*run_longest(azurite, tables, args.machines, args.subscriptions[0], args, logs=logs))
+            run_longest(azurite, tables, args.machines, args.subscriptions[0], args, logs=logs, taken=done)
             covered.add(args.subscriptions[0])  # its request-order row is that count's fleet row
         for subs in args.subscriptions if "fleet" in args.scenarios else []:
             started = time.monotonic()
