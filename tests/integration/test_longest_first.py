@@ -74,11 +74,19 @@ def test_a_closed_run_writes_histories_and_the_next_run_predicts_from_them(servi
     assert {t["predictionBasis"] for t in rows} == {"machine"}
     assert {t.key: t["predictedSeconds"] for t in rows} == {
         k: round(h["samples"][0]["seconds"]) for k, h in histories.items()}
+    assert {t.key: t["shortestSeconds"] for t in rows} == {  # times the first poll (retry_policy.first_poll_delay)
+        k: round(h["samples"][0]["seconds"]) for k, h in histories.items()}
     assert not non_increasing([round(histories[key(vm)]["samples"][0]["seconds"]) for vm in vms])  # not so asked
     by_slot = sorted(rows, key=lambda t: (t["nextActionAt"], t.key))
     assert len({t["nextActionAt"] for t in rows}) == VMS  # one slot each
     assert non_increasing([t["predictedSeconds"] for t in by_slot])
     QueuePump(svc).run_until(lambda: finished(run_id), timeout=90)
+    # Each machine first polled at 90% of its shortest installation, not one Retry-After (1 s) after its start.
+    # (Nothing is left to install the second time, so each installation ends at once and is seen at that poll.)
+    ended = {t.key: seconds_between(t["operationStartedAt"], t["completedAt"]) for t in svc.store.list_targets(run_id)}
+    shortest = {t.key: t["shortestSeconds"] for t in rows}
+    assert max(shortest.values()) >= 5
+    assert all(ended[k] >= int(0.9 * s) - 0.5 for k, s in shortest.items()), (ended, shortest)
     again = services.durations.histories(vms[0].split("/")[2])
     assert all(len(h["samples"]) == 2 for h in again.values())  # one more installation each
     assert all(h["samples"][0]["predicted"] == round(h["samples"][1]["seconds"]) for h in again.values())
