@@ -15,9 +15,12 @@ MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message'
 
 
 class QueueSender(Protocol):
-    """What sending needs of azure-storage-queue's `QueueClient` (built with TextBase64EncodePolicy)."""
+    """What sending (and the sweeper's look at a backlog) needs of azure-storage-queue's `QueueClient` (built with
+    TextBase64EncodePolicy)."""
 
     def send_message(self, content: Any, *, visibility_timeout: int | None = None) -> Any: ...
+
+    def peek_messages(self, max_messages: int | None = None, **kwargs: Any) -> Any: ...
 
 
 class WorkQueues:
@@ -42,6 +45,14 @@ class WorkQueues:
             _send(self._polls, "polls", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
         else:
             _send(self._operations, "operations", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+
+    def waiting(self, *, poll: bool) -> bool:
+        """Whether the step queue (POLLS_QUEUE if `poll`, else OPERATIONS_QUEUE) has a message that is visible now,
+        i.e. due and not taken by any host: one Peek Messages call. A live host's leased messages and a dead
+        host's are invisible, so a visible one means the consumers are behind (a backlog), not that messages
+        were lost (shared/runs/sweeper.py)."""
+        client = self._polls if poll else self._operations
+        return any(True for _ in client.peek_messages(max_messages=1))
 
     def send_discovery(self, run_id: str, scope: int, page: int, delay_seconds: int = 0, *,
                        held: bool = False) -> None:

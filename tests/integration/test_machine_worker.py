@@ -265,6 +265,28 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components,
     assert sweep(services, utcnow())["runs"] == 0  # the run is closed
 
 
+def test_sweeper_copies_no_overdue_step_while_its_queue_has_a_backlog(services: Components,
+                                                                      simulator: Simulator) -> None:
+    """A visible message in the step's queue means the consumers are behind, not that messages were lost: a copy
+    would only deepen the backlog (issue #22). With nothing visible, the overdue step's message is gone: copied."""
+    from shared.runs.sweeper import sweep
+
+    vm = simulator.vm_ids()[0]
+    run_id = start([vm])
+    pump = QueuePump(services)
+    pump.pump_once(only="dispatch")  # the start message is queued, due now, and nobody has taken it
+    target = services.store.get_target(run_id, _key(vm))
+    assert target is not None and target["state"] == "Queued"
+    services.store.update_target(target, {"nextActionAt": iso(utcnow() - timedelta(minutes=20))})
+    counts = sweep(services, utcnow())
+    assert (counts["requeued"], counts["behind"]) == (0, 1)
+    services.account.queue(services.settings.queues.operations).clear_messages()  # now it is lost
+    counts = sweep(services, utcnow())
+    assert (counts["requeued"], counts["behind"]) == (1, 0)
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert by_vm(simulator)[vm.lower()]["installPatchesAccepted"] == 1
+
+
 def test_queue_messages_are_base64_on_the_wire(services: Components, simulator: Simulator) -> None:
     """The queue trigger's default messageEncoding is base64; raw text would fail in the real host."""
     import base64
