@@ -130,12 +130,19 @@ class CountingProxy:
         back = asyncio.ensure_future(self._pipe(up_reader, writer))
         try:
             await self._requests(reader, up_writer)
-        finally:
-            with contextlib.suppress(Exception):
-                up_writer.close()
-            await asyncio.wait([back], timeout=30)
-            with contextlib.suppress(Exception):
-                writer.close()
+        except asyncio.CancelledError:
+            # stop() cancels open connections. asyncio's server reads this task's exception() in a callback, which
+            # raises for a cancelled task and printed a traceback per kept-alive connection at every stop.
+            back.cancel()
+            for stream in (up_writer, writer):
+                with contextlib.suppress(Exception):
+                    stream.close()
+            return
+        with contextlib.suppress(Exception):
+            up_writer.close()
+        await asyncio.wait([back], timeout=30)  # the last responses reach the client before it is closed
+        with contextlib.suppress(Exception):
+            writer.close()
 
     async def _requests(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
         while True:
