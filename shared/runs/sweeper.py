@@ -12,17 +12,20 @@ within seconds, so such a machine's message is lost, held by a dead host, or stu
 in every case a second message is harmless: `seq`, ETags and the `Starting` claim let only one
 delivery act, and the other finds the step moved on ("stale"). A claimed machine is settled once its
 claim is CLAIM_TIMEOUT_SECONDS old (machine_worker.recover_claim). Recovery after a crash is so
-bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval.
+bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval, when no backlog is
+waiting (below).
 
 A backlog is not a loss, and copies deepen it (issue #22: the stack collapsed when they piled up; at 10,000
-machines over four subscriptions a quarter of all step messages were such copies, found stale). From the Table a
-step in a backlog and one held by a dead host look the same; the queue tells them apart. A message held by a
-host, live or dead, is invisible; so when the step's queue has a visible message (WorkQueues.waiting: one Peek
-per queue and sweep) the consumers are behind, a live host will reach the overdue step, and no copy is sent.
-When it has none, an overdue step's message is lost or held by a dead host: it is copied, so a dead host's does
-not wait out its 10-minute visibility timeout (tests/integration/test_local_host_recovery.py). The sweeper also
-sends at most MAX_REQUEUED_PER_SWEEP copies a sweep, and leaves a machine whose start window is not released
-yet to the release chain (dispatch.release_window, which holds windows back while the consumers are behind).
+machines over four subscriptions about 29% of all step messages were such copies, found stale). From the Table a
+step in a backlog and one whose message is lost or held by a dead host look the same. The queue narrows it: a
+message held by a host, live or dead, is invisible, so when the step's queue has a visible message
+(WorkQueues.waiting: one Peek per queue and sweep) the consumers are behind, and a step overdue by less than
+STALL_AFTER_SECONDS + BACKLOG_GRACE (10 minutes, the host's lease) is not copied: its message most likely waits
+in that backlog. Past that, or when the queue shows nothing visible, it is copied. The price: while a backlog
+lasts, a lost message or a dead host's is recovered after up to about 10 minutes instead of one
+(tests/integration/test_local_host_recovery.py: no backlog, recovered in seconds). The sweeper also sends at most
+MAX_REQUEUED_PER_SWEEP copies a sweep, and leaves a machine whose start window is not released yet to the release
+chain (dispatch.release_window, which holds windows back while the consumers are behind).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from azure.core.exceptions import AzureError
+
 from shared.core.clock import iso
 from shared.core.states import MachineState
 from shared.runs.dispatch import DispatchDeps, release_overdue
@@ -38,6 +43,10 @@ from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
 MAX_REQUEUED_PER_SWEEP = 500  # step messages one sweep sends again, over all runs
+# How long a backlog may hold back a copy: the Functions host's queue lease (10 minutes, see above). A step overdue
+# longer than STALL_AFTER_SECONDS + this is copied whatever the queue shows: its message may be lost (a send that
+# failed after its Table write) while other work keeps the queue busy.
+BACKLOG_GRACE = timedelta(minutes=10)
 
 
 class SweepDeps(DispatchDeps, Features, Protocol):
@@ -50,6 +59,7 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
     store = deps.store
     stall_after = timedelta(seconds=deps.settings.retries.stall_after_seconds)
     stalled_before = iso(now - stall_after)
+    lost_before = iso(now - stall_after - BACKLOG_GRACE)  # overdue so long that no backlog explains it
     behind: dict[bool, bool] = {}  # per step queue (poll or not): a backlog is waiting there (asked once a sweep)
     for run in store.list_active_runs():
         counts["runs"] += 1
@@ -72,11 +82,12 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
             if counts["requeued"] >= MAX_REQUEUED_PER_SWEEP:
                 break  # a backlog looks like lost messages; more copies would only deepen it (next sweep goes on)
             poll = target["state"] != MachineState.QUEUED.value
-            if poll not in behind:
-                behind[poll] = deps.queues.waiting(poll=poll)
-            if behind[poll]:
-                counts["behind"] += 1  # its message waits in a backlog a live host is working through
-                continue
+            if str(target.get("nextActionAt") or "") >= lost_before:
+                if poll not in behind:
+                    behind[poll] = _waiting(deps, poll)
+                if behind[poll]:
+                    counts["behind"] += 1  # its message most likely waits in a backlog a live host works through
+                    continue
             deps.queues.send_step(run_id, target.key, target.seq, poll=poll)
             counts["requeued"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
@@ -89,3 +100,14 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
     if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
         log.warning("sweep re-queued work: %s", counts)
     return counts
+
+
+def _waiting(deps: SweepDeps, poll: bool) -> bool:
+    """Whether the step queue has a visible message; a queue that cannot be read counts as not backlogged (copy,
+    as before the look: a duplicate is harmless, a sweep that stops halfway is not)."""
+    try:
+        return deps.queues.waiting(poll=poll)
+    except AzureError:  # the queue service failed or could not be reached: fall back to copying
+        log.warning("sweep: could not peek the %s queue; copying overdue steps", "polls" if poll else "operations",
+                    exc_info=True)
+        return False

@@ -253,7 +253,8 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components,
     pump = QueuePump(services)
     pump.pump_once(only="dispatch")
     pump.pump_once(only="operations")  # started; the next poll message is queued
-    services.account.queue(services.settings.queues.operations).clear_messages()  # the worker "died" before queuing it
+    for queue in (services.settings.queues.operations, services.settings.queues.polls):
+        services.account.queue(queue).clear_messages()  # the worker "died" before queuing it
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Running"
     assert sweep(services, utcnow())["requeued"] == 0  # not overdue yet: no duplicate work
@@ -269,7 +270,7 @@ def test_sweeper_copies_no_overdue_step_while_its_queue_has_a_backlog(services: 
                                                                       simulator: Simulator) -> None:
     """A visible message in the step's queue means the consumers are behind, not that messages were lost: a copy
     would only deepen the backlog (issue #22). With nothing visible, the overdue step's message is gone: copied."""
-    from shared.runs.sweeper import sweep
+    from shared.runs.sweeper import BACKLOG_GRACE, sweep
 
     vm = simulator.vm_ids()[0]
     run_id = start([vm])
@@ -277,10 +278,13 @@ def test_sweeper_copies_no_overdue_step_while_its_queue_has_a_backlog(services: 
     pump.pump_once(only="dispatch")  # the start message is queued, due now, and nobody has taken it
     target = services.store.get_target(run_id, _key(vm))
     assert target is not None and target["state"] == "Queued"
-    services.store.update_target(target, {"nextActionAt": iso(utcnow() - timedelta(minutes=20))})
+    overdue = timedelta(seconds=services.settings.retries.stall_after_seconds + 60)
+    services.store.update_target(target, {"nextActionAt": iso(utcnow() - overdue)})
     counts = sweep(services, utcnow())
     assert (counts["requeued"], counts["behind"]) == (0, 1)
-    services.account.queue(services.settings.queues.operations).clear_messages()  # now it is lost
+    # ... but not for ever: overdue past the host's lease, no backlog explains it (its message may be lost)
+    assert sweep(services, utcnow() + BACKLOG_GRACE)["requeued"] == 1
+    services.account.queue(services.settings.queues.operations).clear_messages()  # now nothing is waiting
     counts = sweep(services, utcnow())
     assert (counts["requeued"], counts["behind"]) == (1, 0)
     pump.run_until(lambda: finished(run_id), timeout=30)
