@@ -105,19 +105,46 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
                    chunks=chunks, predictions=predictions)
     until = now + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
-    send_starts(msg.run_id, queued, deps)
+    shift = defer_start_schedule(deps, machine_subscriptions(chunks), reserved_at=now)
+    send_starts(msg.run_id, queued, deps, shift=shift)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
     if last_slot > until:  # before dispatchedAt: a retried dispatch must not stop short of the chain
         send_next_release(msg.run_id, until, deps)
     deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
-                                      "releasedThrough": iso(until), "lastSlotAt": iso(last_slot)})
+                                      "releasedThrough": iso(until), "lastSlotAt": iso(last_slot),
+                                      START_SHIFT_COLUMN: shift})
     log.info("dispatch: run %s queued %d machines, due before %s", msg.run_id, len(queued), iso(until))
     return len(queued)
 
 
-def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) -> None:
-    """Each machine's first step, delayed to its slot and holding its guest-patch token. A slot more than
+def defer_start_schedule(deps: DispatchDeps, subscriptions: list[str], *, reserved_at: datetime) -> int:
+    """Whole seconds by which a run's start schedule moves: from when its slots were reserved (`reserved_at`)
+    to now, when its first start messages go. The schedule counts Compute's bucket refilling from the
+    reservation, but until the first start is spent the bucket is full and refill is lost: writing 10,000
+    rows and listing the first window took 13 s in the benchmark, and the schedule then granted about 90
+    starts more than Compute's bucket holds, which met 429s two minutes in (the longest-first machines
+    throttled were re-slotted after every other machine). So every start message is sent `shift` seconds
+    later than its row's slot (`startShiftSeconds` on the run, for the releases), and each subscription's
+    stored budget moves on by as much, so a later run's slots do not overlap the shifted ones.
+
+    One budget write per subscription, only when the shift is a whole second or more. The burst's messages
+    are due now either way; the cost is the shift itself, once, at the end of the run's schedule."""
+    shift = math.floor((utcnow() - reserved_at).total_seconds())
+    if shift < 1:
+        return 0
+    bucket = deps.pacer.buckets[GUEST_PATCH]
+    for subscription in subscriptions:
+        deps.pacer.reserve_block(subscription, GUEST_PATCH, math.ceil(shift * bucket.rate))
+    return shift
+
+
+START_SHIFT_COLUMN = "startShiftSeconds"
+
+
+def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps, *, shift: int = 0) -> None:
+    """Each machine's first step, delayed to its slot (`shift` seconds later: defer_start_schedule) and holding
+    its guest-patch token. A slot more than
     PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
     that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
     (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
@@ -131,7 +158,7 @@ def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps) ->
     queued = sorted(queued, key=lambda t: start_order(t, longest_first=deps.settings.plans.longest_first))
 
     def send(target: MachineRecord) -> None:
-        due = parse_iso(str(target.get("nextActionAt") or iso(now)))
+        due = parse_iso(str(target.get("nextActionAt") or iso(now))) + timedelta(seconds=shift)
         if due < now - stale:
             deps.queues.send_step(run_id, target.key, target.seq)
         else:
@@ -167,7 +194,8 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     run, or of a window already passed on, does nothing."""
     if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
         return 0
-    if backlogged(run.run_id, window_from, deps):
+    shift = int(run.get(START_SHIFT_COLUMN) or 0)
+    if backlogged(run.run_id, window_from, deps, shift=shift):
         # Backpressure: the consumers have not taken the start messages already due, so queueing more now only
         # deepens the backlog (Azurite's receive scans every message; Azure's queue and a capped plan slow down
         # too). Come back later; the fence stays, so this window is released once, when they have caught up.
@@ -179,7 +207,7 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
-    send_starts(run.run_id, queued, deps)
+    send_starts(run.run_id, queued, deps, shift=shift)
     for _ in range(RELEASE_ATTEMPTS):
         try:
             deps.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
@@ -197,10 +225,11 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     return len(queued)
 
 
-def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps) -> bool:
-    """Whether a start message this run has released (a slot before `window_from`), due BACKLOG_SECONDS ago or more,
-    has not been taken yet (its machine is still Queued at seq 0): one query that stops at the first match."""
-    due = iso(min(window_from, utcnow() - timedelta(seconds=BACKLOG_SECONDS)))
+def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps, *, shift: int = 0) -> bool:
+    """Whether a start message this run has released (a slot before `window_from`), visible BACKLOG_SECONDS ago or
+    more (its slot plus the run's `shift`), has not been taken yet (its machine is still Queued at seq 0): one query
+    that stops at the first match."""
+    due = iso(min(window_from, utcnow() - timedelta(seconds=BACKLOG_SECONDS + shift)))
     return bool(deps.store.list_targets(run_id, state=MachineState.QUEUED.value, seq=0, due_before=due,
                                         select=["nextActionAt"], top=1))
 
@@ -262,6 +291,12 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
         "nextActionAt": now,
         **columns,
     })
+
+
+def machine_subscriptions(chunks: list[list[str]]) -> list[str]:
+    """The subscriptions of a run's machine list, each once, in the request's order."""
+    return list(dict.fromkeys(parse_machine_id(rid, target="machines").subscription_id
+                              for chunk in chunks for rid in chunk))
 
 
 def machine_keys(chunks: list[list[str]]) -> list[str]:

@@ -155,6 +155,40 @@ def test_dispatch_reserves_start_slots_in_one_block(services: Components, simula
     assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate
 
 
+def test_the_start_schedule_counts_from_when_its_messages_go_not_from_the_reservation(
+        services: Components, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing a large run's rows takes a while after its slots are reserved (13 s at 10,000 machines), and meanwhile
+    Compute's bucket sits full, losing refill: slots counted from the reservation then over-spend it by that much.
+    Here the rows take 10 s: counted from the reservation, all 14 starts would be due at once against a burst of
+    10 (429s); the schedule moves by the 10 s instead, and the budget with it, so a later run does not overlap."""
+    from shared.runs import dispatch as dispatch_module
+
+    svc = reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE),
+                      PACING_LATE_SECONDS=str(LATE))  # ARM's reads as Azure's: guest patch alone paces the starts
+    slow_rows = dispatch_module.create_targets
+
+    def create_targets(*args: Any, **kwargs: Any) -> bool:
+        created = slow_rows(*args, **kwargs)
+        time.sleep(10)
+        return created
+    monkeypatch.setattr(dispatch_module, "create_targets", create_targets)
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    QueuePump(svc).pump_once(only="dispatch")
+    run = svc.store.get_run(run_id)
+    assert run is not None and run["startShiftSeconds"] >= 10
+    # the budget moved on with the schedule: its last slot, 14 tokens at 1 s from a full bucket, is 10 s later
+    tat = svc.pacer.peek(vms[0].split("/")[2])[GUEST_PATCH]
+    assert tat >= parse_iso(run["dispatchedAt"]).timestamp() + VMS - 1
+    QueuePump(svc, duplicate=True).run_until(lambda: finished(run_id), timeout=60)
+    calls: dict[str, Any] = simulator.calls()
+    assert calls["throttledByBucket"]["computeGuestPatchSubscription"] == 0
+    (starts,) = calls["operationStartsPerSecond"].values()
+    for width, started in window_counts(starts):
+        assert started <= BURST + PER_MINUTE / 60 * width, (width, started, starts)
+    assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+
+
 def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Components,
                                                                           simulator: Simulator) -> None:
     """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""
