@@ -99,13 +99,14 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
         deps.queues.send_advance(msg.run_id)
         return 0
     now = utcnow()
+    block_starts: dict[str, float] = {}
     slots = start_slots(deps, chunks, reads_per_start=kind.reads_per_start,
-                        predicted={key: p.seconds for key, p in predictions.items()})
+                        predicted={key: p.seconds for key, p in predictions.items()}, block_starts=block_starts)
     create_targets(msg.run_id, deps, {key: iso(now + timedelta(seconds=s)) for key, s in slots.items()},
                    chunks=chunks, predictions=predictions)
     until = now + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
-    shift = defer_start_schedule(deps, machine_subscriptions(chunks), reserved_at=now)
+    shift = defer_start_schedule(deps, block_starts)
     send_starts(msg.run_id, queued, deps, shift=shift)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
@@ -118,24 +119,30 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     return len(queued)
 
 
-def defer_start_schedule(deps: DispatchDeps, subscriptions: list[str], *, reserved_at: datetime) -> int:
-    """Whole seconds by which a run's start schedule moves: from when its slots were reserved (`reserved_at`)
-    to now, when its first start messages go. The schedule counts Compute's bucket refilling from the
-    reservation, but until the first start is spent the bucket is full and refill is lost: writing 10,000
-    rows and listing the first window took 13 s in the benchmark, and the schedule then granted about 90
-    starts more than Compute's bucket holds, which met 429s two minutes in (the longest-first machines
-    throttled were re-slotted after every other machine). So every start message is sent `shift` seconds
-    later than its row's slot (`startShiftSeconds` on the run, for the releases), and each subscription's
-    stored budget moves on by as much, so a later run's slots do not overlap the shifted ones.
+def defer_start_schedule(deps: DispatchDeps, block_starts: Mapping[str, float]) -> int:
+    """Whole seconds by which a run's start schedule moves, now that its first start messages go.
+    `block_starts`: {subscription: epoch second its block of slots counts from} (start_slots).
 
-    One budget write per subscription, only when the shift is a whole second or more. The burst's messages
-    are due now either way; the cost is the shift itself, once, at the end of the run's schedule."""
-    shift = math.floor((utcnow() - reserved_at).total_seconds())
+    A block counts Compute's bucket refilling from its start, but a bucket that is full then (nothing reserved
+    before, or the earlier reservations ran out before now) stays full until the first start is spent, and its
+    refill is lost. Writing 10,000 rows and listing the first window took 13 s in the benchmark; counted from
+    the reservation, the schedule granted about 90 starts more than Compute's bucket held, which met 429s two
+    minutes in (and the longest-first machines throttled were re-slotted after every other machine). So the
+    shift is the refill lost, the most of any subscription of the run: every start message is sent that much
+    later than its row's slot (`startShiftSeconds` on the run, for its releases, the backlog check and the
+    sweeper), and each subscription's stored budget moves on by as much (Pacer.defer), so a later reservation
+    does not overlap the shifted slots. A subscription that lost less waits the same (one shift per run).
+
+    Not covered: a reservation made on the same subscription during the lag itself (another dispatch, a
+    throttled start reserving again) is granted inside this run's shifted tail; it is rare and at most the lag
+    long, and a 429 it meets only delays. One budget write per subscription, only when the shift is a whole
+    second or more."""
+    now = deps.pacer.clock()
+    shift = math.floor(max((now - start for start in block_starts.values()), default=0.0))
     if shift < 1:
         return 0
-    bucket = deps.pacer.buckets[GUEST_PATCH]
-    for subscription in subscriptions:
-        deps.pacer.reserve_block(subscription, GUEST_PATCH, math.ceil(shift * bucket.rate))
+    for subscription in block_starts:
+        deps.pacer.defer(subscription, GUEST_PATCH, shift)
     return shift
 
 
@@ -293,19 +300,14 @@ def queued_target(run_id: str, resource_id: str, now: str, **columns: object) ->
     })
 
 
-def machine_subscriptions(chunks: list[list[str]]) -> list[str]:
-    """The subscriptions of a run's machine list, each once, in the request's order."""
-    return list(dict.fromkeys(parse_machine_id(rid, target="machines").subscription_id
-                              for chunk in chunks for rid in chunk))
-
-
 def machine_keys(chunks: list[list[str]]) -> list[str]:
     """The machine keys (MachineRef.key) of a run's machine list, in the request's order."""
     return [parse_machine_id(rid, target="machines").key for chunk in chunks for rid in chunk]
 
 
 def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start: int = 1,
-                predicted: Mapping[str, float] | None = None) -> dict[str, int]:
+                predicted: Mapping[str, float] | None = None,
+                block_starts: dict[str, float] | None = None) -> dict[str, int]:
     """Reserve a guest-patch token per machine, one block per subscription: {machine key: whole seconds
     from now until its start is due}. Machine keys repeat nowhere (validation refuses duplicates).
 
@@ -320,7 +322,8 @@ def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start:
     allow about 60 at once: the benchmark met 429s). So a slot is also no earlier than those buckets, alone,
     could serve the starts before it: the guest-patch slots, the read schedule and the write schedule, whichever
     is latest (their tokens are still taken at the start, from this process's leases: reserving them now would
-    hold ARM's shared budget for the whole run)."""
+    hold ARM's shared budget for the whole run). `block_starts` (if given) gets {subscription: epoch second its
+    block counts from} (defer_start_schedule)."""
     by_subscription: dict[str, list[str]] = defaultdict(list)
     for rid in (rid for chunk in chunks for rid in chunk):
         vm = parse_machine_id(rid, target="machines")
@@ -329,7 +332,10 @@ def start_slots(deps: DispatchDeps, chunks: list[list[str]], *, reads_per_start:
     for subscription, keys in by_subscription.items():
         if predicted and deps.settings.plans.longest_first:
             keys.sort(key=lambda k: -predicted.get(k, 0.0))
-        due = deps.pacer.reserve_block(subscription, GUEST_PATCH, len(keys))
+        started: list[float] = []
+        due = deps.pacer.reserve_block(subscription, GUEST_PATCH, len(keys), started=started)
+        if block_starts is not None and started:
+            block_starts[subscription] = started[0]
         for name, per_start in ((READS, reads_per_start), (WRITES, 1)):
             _, alone = block_slots(deps.pacer.buckets[name], 0.0, 0.0, len(keys) * per_start)
             due = [max(d, a) for d, a in zip(due, alone[per_start - 1::per_start], strict=True)]

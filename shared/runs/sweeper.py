@@ -36,9 +36,9 @@ from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
-from shared.core.clock import iso
+from shared.core.clock import iso, parse_iso
 from shared.core.states import MachineState
-from shared.runs.dispatch import DispatchDeps, release_overdue
+from shared.runs.dispatch import START_SHIFT_COLUMN, DispatchDeps, release_overdue
 from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,13 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         released = str(run.get("releasedThrough") or "")
+        shift = timedelta(seconds=int(run.get(START_SHIFT_COLUMN) or 0))
         for target in stalled:
-            if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released \
-                    and str(target.get("nextActionAt") or "") >= released:
-                continue  # not released yet: its window comes with the release chain (held under backpressure)
+            if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released:
+                if str(target.get("nextActionAt") or "") >= released:
+                    continue  # not released yet: its window comes with the release chain (held under backpressure)
+                if shift and parse_iso(str(target["nextActionAt"])) + shift >= now - stall_after:
+                    continue  # its start message is due `shift` after its slot (dispatch.defer_start_schedule)
             if counts["requeued"] >= MAX_REQUEUED_PER_SWEEP:
                 break  # a backlog looks like lost messages; more copies would only deepen it (next sweep goes on)
             poll = target["state"] != MachineState.QUEUED.value
