@@ -107,6 +107,7 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     until = now + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(msg.run_id, state=MachineState.QUEUED.value, seq=0, due_before=iso(until))
     shift = defer_start_schedule(deps, block_starts)
+    sent_at = utcnow()
     send_starts(msg.run_id, queued, deps, shift=shift)
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
@@ -114,7 +115,7 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
         send_next_release(msg.run_id, until, deps)
     deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
                                       "releasedThrough": iso(until), "lastSlotAt": iso(last_slot),
-                                      START_SHIFT_COLUMN: shift})
+                                      START_SHIFT_COLUMN: shift, RELEASED_AT_COLUMN: iso(sent_at)})
     log.info("dispatch: run %s queued %d machines, due before %s", msg.run_id, len(queued), iso(until))
     return len(queued)
 
@@ -147,6 +148,7 @@ def defer_start_schedule(deps: DispatchDeps, block_starts: Mapping[str, float]) 
 
 
 START_SHIFT_COLUMN = "startShiftSeconds"
+RELEASED_AT_COLUMN = "releasedAt"  # when the latest window's start messages were sent (the sweeper's start_message_due)
 
 
 def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps, *, shift: int = 0) -> None:
@@ -214,10 +216,12 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
+    sent_at = utcnow()
     send_starts(run.run_id, queued, deps, shift=shift)
     for _ in range(RELEASE_ATTEMPTS):
         try:
-            deps.store.update_run(run.run_id, {"releasedThrough": iso(until)}, etag=run.etag)
+            deps.store.update_run(run.run_id, {"releasedThrough": iso(until), RELEASED_AT_COLUMN: iso(sent_at)},
+                                  etag=run.etag)
             break
         except ConflictError:  # a duplicate of this release, or any other write to the run: look again
             fresh = deps.store.get_run(run.run_id)
