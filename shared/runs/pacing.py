@@ -136,17 +136,28 @@ class Pacer:
             with lease.lock:
                 lease.due.clear()
 
-    def reserve_block(self, subscription: str, name: str, k: int, *, at_epoch: bool = False) -> list[float]:
+    def reserve_block(self, subscription: str, name: str, k: int, *, at_epoch: bool = False,
+                      started: list[float] | None = None) -> list[float]:
         """`k` tokens of one bucket at once (a dispatcher's start slots, a lease): for each, seconds from
-        now, or with `at_epoch` the epoch second it is due."""
+        now, or with `at_epoch` the epoch second it is due. `started` (if given) gets the epoch second the
+        block counts from: now if the bucket was full, else when the tokens reserved before it run out."""
         due: list[float] = []
 
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
             tat, found = block_slots(self.buckets[name], rows[name].tat, now, k)
             due[:] = [now + d for d in found] if at_epoch else found
+            if started is not None:
+                started[:] = [max(rows[name].tat, now)]
             return {name: tat}, 0.0
         self._update(subscription, [name], decide)
         return due
+
+    def defer(self, subscription: str, name: str, seconds: float) -> None:
+        """Move the bucket's schedule on by `seconds`: tokens already reserved are spent that much later
+        (shared/runs/dispatch.py defer_start_schedule), so later reservations must come after them."""
+        def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
+            return {name: rows[name].tat + seconds}, 0.0
+        self._update(subscription, [name], decide)
 
     def peek(self, subscription: str) -> dict[str, float]:
         """Read, never take: each bucket's `tat` (epoch seconds) as stored, i.e. what other runs have reserved.

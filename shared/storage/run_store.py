@@ -37,6 +37,7 @@ import secrets
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ MACHINES_BELOW = "~"  # every machine key sorts below: MachineRef.key starts wit
 COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
 SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
 SHARD_CACHE_ENTRIES = 64 * SHARDS  # counter shards kept per process (RunStore._shards): 64 runs' worth
+SHARD_LOCK_SECONDS = 30.0  # a thread waits this long for its shard's turn (RunStore._shard_turn), then goes alone
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
 
 
@@ -186,6 +188,9 @@ class RunStore:
         # read, and only a lost ETag race (another writer moved it) reads it again. Bounded: newest runs kept.
         self._shards: OrderedDict[tuple[str, str], Shard] = OrderedDict()
         self._shards_lock = threading.Lock()
+        # Threads of this process take turns on a shard (_submit_counted), so only other processes make them lose
+        # its ETag race. Bounded like the cache.
+        self._shard_locks: OrderedDict[tuple[str, str], threading.Lock] = OrderedDict()
 
     # -- idempotency ---------------------------------------------------------------------------
     def claim_idempotency_key(self, key: str, fingerprint: str, run_id: str) -> dict[str, Any]:
@@ -649,15 +654,40 @@ class RunStore:
         shard = self._cached_shard(run_id, counter_shard(key))
         return None if shard is None else RunCounters(dict(shard.counts)).unfinished
 
+    @contextmanager
+    def _shard_turn(self, run_id: str, shard_key: str) -> Iterator[None]:
+        """This process's threads write a counter shard one at a time (the pacer's rows likewise,
+        shared/runs/pacing.py): each starts from the shard the one before it wrote, so they stop losing its
+        ETag race to each other, each loss a GET and a second transaction (about 0.9 Table round-trips per
+        machine at 10,000 machines with 16 worker threads). A thread that waits SHARD_LOCK_SECONDS (a call
+        hanging in the holder) goes ahead alone, fenced by the ETag as before."""
+        with self._shards_lock:
+            lock = self._shard_locks.setdefault((run_id, shard_key), threading.Lock())
+            self._shard_locks.move_to_end((run_id, shard_key))
+            while len(self._shard_locks) > SHARD_CACHE_ENTRIES:
+                self._shard_locks.popitem(last=False)
+        got = lock.acquire(timeout=SHARD_LOCK_SECONDS)
+        try:
+            yield
+        finally:
+            if got:
+                lock.release()
+
     def _submit_counted(self, run_id: str, shard_key: str, shard: Shard | None, ops: list[Any],
                         delta: Mapping[str, int]) -> tuple[list[Mapping[str, Any]], Shard]:
         """Submit the machine operations `ops` and the shard's counts moved by `delta` as one transaction,
         the shard write conditional on its ETag as read (`shard`: one with no ETag is created; None: read
-        it now); returns the transaction's results and the shard as now stored.
+        it now, or take this process's copy); returns the transaction's results and the shard as now stored.
+        Threads of one process take turns per shard (_shard_turn).
 
         When only the shard changed since read (the transaction's failed operation is the last), it is
         read again and the transaction retried, SHARD_ATTEMPTS times at most, then StorageContentionError.
         A failed machine operation raises the SDK's TableTransactionError for the caller to interpret."""
+        with self._shard_turn(run_id, shard_key):
+            return self._submit_counted_now(run_id, shard_key, shard, ops, delta)
+
+    def _submit_counted_now(self, run_id: str, shard_key: str, shard: Shard | None, ops: list[Any],
+                            delta: Mapping[str, int]) -> tuple[list[Mapping[str, Any]], Shard]:
         for _ in range(SHARD_ATTEMPTS):
             if shard is None:
                 shard = self._cached_shard(run_id, shard_key) or self._read_shard(run_id, shard_key)

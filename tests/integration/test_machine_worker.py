@@ -280,6 +280,7 @@ def test_sweeper_copies_no_overdue_step_while_its_queue_has_a_backlog(services: 
     assert target is not None and target["state"] == "Queued"
     overdue = timedelta(seconds=services.settings.retries.stall_after_seconds + 60)
     services.store.update_target(target, {"nextActionAt": iso(utcnow() - overdue)})
+    services.store.update_run(run_id, {"releasedAt": iso(utcnow() - overdue)})  # its message went out then
     counts = sweep(services, utcnow())
     assert (counts["requeued"], counts["behind"]) == (0, 1)
     # ... but not for ever: overdue past the host's lease, no backlog explains it (its message may be lost)

@@ -155,6 +155,51 @@ def test_dispatch_reserves_start_slots_in_one_block(services: Components, simula
     assert due[-1] >= (VMS - granted) / (PER_MINUTE / 60) - 1  # ... the rest spread at the bucket's rate
 
 
+def test_the_start_schedule_counts_from_when_its_messages_go_not_from_the_reservation(
+        services: Components, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing a large run's rows takes a while after its slots are reserved (13 s at 10,000 machines), and meanwhile
+    Compute's bucket sits full, losing refill: slots counted from the reservation then over-spend it by that much.
+    Here the rows take 10 s: counted from the reservation, all 14 starts would be due at once against a burst of
+    10 (429s). The schedule moves by the lag instead, the budget exactly as much, and the sweeper does not take
+    the starts whose messages are not due yet for stalled ones."""
+    from shared.runs import dispatch as dispatch_module
+    from shared.runs.sweeper import sweep
+
+    svc = reconfigure(GUEST_PATCH_BURST=str(BURST), GUEST_PATCH_PER_MINUTE=str(PER_MINUTE),
+                      PACING_LATE_SECONDS=str(LATE), STALL_AFTER_SECONDS="1")  # ARM's reads as Azure's
+    slow_rows = dispatch_module.create_targets
+
+    def create_targets(*args: Any, **kwargs: Any) -> bool:
+        created = slow_rows(*args, **kwargs)
+        time.sleep(10)
+        return created
+    monkeypatch.setattr(dispatch_module, "create_targets", create_targets)
+    vms = simulator.vm_ids()
+    run_id = start(vms)
+    QueuePump(svc).pump_once(only="dispatch")
+    run = svc.store.get_run(run_id)
+    assert run is not None
+    shift = run["startShiftSeconds"]
+    assert shift >= 10
+    # the budget moved on by the shift, no more: 14 tokens at 1 s from a full bucket, from the reservation (which
+    # came just before the rows were created) plus the shift
+    tat = svc.pacer.peek(vms[0].split("/")[2])[GUEST_PATCH]
+    reserved = min(parse_iso(t["createdAt"]) for t in svc.store.list_targets(run_id)).timestamp()
+    assert tat <= reserved + VMS + shift + 0.5
+    assert tat >= parse_iso(run["dispatchedAt"]).timestamp() + VMS - 1
+    # every slot but the burst's is overdue by more than STALL_AFTER_SECONDS, but no message is late
+    swept = sweep(svc, datetime.now(UTC))
+    assert swept["requeued"] == swept["behind"] == 0
+
+    QueuePump(svc, duplicate=True).run_until(lambda: finished(run_id), timeout=60)
+    calls: dict[str, Any] = simulator.calls()
+    assert calls["throttledByBucket"]["computeGuestPatchSubscription"] == 0
+    (starts,) = calls["operationStartsPerSecond"].values()
+    for width, started in window_counts(starts):
+        assert started <= BURST + PER_MINUTE / 60 * width, (width, started, starts)
+    assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+
+
 def test_two_instances_share_one_budget_and_subscriptions_are_independent(services: Components,
                                                                           simulator: Simulator) -> None:
     """Two Pacers with their own caches (two hosts) over the same Table rows, on a frozen clock."""

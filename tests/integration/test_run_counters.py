@@ -161,6 +161,7 @@ def test_racing_writers_leave_the_counters_exact(services: Components) -> None:
     threads = [threading.Thread(target=write, args=(contested, "Failed")),
                *(threading.Thread(target=write, args=(t, "Running")) for t in same_shard[1:]),
                threading.Thread(target=write, args=(contested, "Completed"))]
+    before = metrics.table_operations("runs")
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -168,6 +169,25 @@ def test_racing_writers_leave_the_counters_exact(services: Components) -> None:
     assert results.count("conflict") == 1 and len(results) == len(same_shard) + 1
     states = assert_exact(services, run_id)
     assert states["Running"] == len(same_shard) - 1 and states["Failed"] + states["Completed"] == 1
+    # threads of one process take turns on the shard: none lost its ETag race to another, none read it again
+    assert (metrics.table_operations("runs") - before)["counterRetry"] == 0
+
+    # Two processes (stores with their own shard copies) still race, and the ETag keeps the counts exact.
+    from shared.core.settings import Settings
+    other = Components(Settings.from_env()).store
+    more = [t for t in rows if counter_shard(t.key) == shard][8:16]
+    barrier = threading.Barrier(len(more))
+
+    def write_from(owner: Any, target: MachineRecord) -> None:
+        barrier.wait()
+        owner.update_target(target, {"state": "Running", "seq": target.seq + 1})
+    threads = [threading.Thread(target=write_from, args=((store, other)[i % 2], t)) for i, t in enumerate(more)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    states = assert_exact(services, run_id)
+    assert states["Running"] == len(same_shard) - 1 + len(more)
 
     stale = store.get_target(run_id, same_shard[1].key)
     assert stale is not None

@@ -30,7 +30,7 @@ class FakePacer:
 
     buckets = {READS: Bucket(READS, 1000, 1000.0), WRITES: Bucket(WRITES, 1000, 1000.0)}
 
-    def reserve_block(self, subscription: str, name: str, k: int) -> list[float]:
+    def reserve_block(self, subscription: str, name: str, k: int, **_: Any) -> list[float]:
         assert name == GUEST_PATCH
         return slots(Bucket(GUEST_PATCH, 1, 1.0), 0.0, 0.0, k)[1]
 
