@@ -23,7 +23,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from shared.arm import calls, hybrid
-from shared.arm.calls import INSTANCE_VIEW, POLL_OPERATION, ArmCall
+from shared.arm.calls import GUEST_PATCH, INSTANCE_VIEW, POLL_OPERATION, ArmCall
 from shared.arm.client import ArmResponse
 from shared.arm.errors import error_columns, operation_error, own_error_columns, result_error, stored_error
 from shared.arm.health import NOT_RUNNING, SignalReading
@@ -173,6 +173,7 @@ class MachineStep:
                  held: tuple[str, ...] = ()) -> None:
         self.target = target
         self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
+        self.refused: set[str] = set()  # budgets of a call ARM answered 429: their tokens were not spent
         self.ports = ports
         self.retries = ports.retries
         self.rng = rng
@@ -463,9 +464,16 @@ class MachineStep:
             code, context = gave_up  # what Azure did could not be learnt: the outcome is unknown, not failed
             return self.unknown(code, f"{context}{message} ({retry.code})", detail=retry.detail)
         changes: dict[str, Any] = {counter: attempt, "lastRetryReason": f"{retry.code}: {retry.message}"[:1000]}
+        held: tuple[str, ...] = ()
         if phase == "start":
             changes["state"] = MachineState.QUEUED.value
-        self._advance(delay, changes)
+            if retry.kind == "throttled":
+                # A throttled start keeps its guest-patch token (held from its slot, or refused with the POST: a
+                # 429 spends none) and tries again after Retry-After. Reserving anew would put it behind every slot
+                # the run reserved at dispatch: at 10,000 machines, long machines that longest first had started
+                # first were throttled and then started about 20 minutes later, last, and set the makespan.
+                held = tuple(sorted((self.held | self.refused) & {GUEST_PATCH}))
+        self._advance(delay, changes, held=held)
         if retry.kind == "throttled":
             budget_wait.record(delay, {"patchpilot.phase": phase})
         return StepResult(f"retry-{retry.kind}")
@@ -621,6 +629,8 @@ class MachineStep:
         self._record(call.name, resp.status, resp.request_id)
         record_call(self.ports.pacer, self.machine.subscription_id, call, resp,
                     default_retry_after=self.retries.default_retry_after_seconds)
+        if resp.status == 429:
+            self.refused |= set(call.budgets) & {GUEST_PATCH}
         return resp
 
     def _record(self, op: str, status: int | None, request_id: str | None) -> None:

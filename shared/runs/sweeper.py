@@ -58,13 +58,13 @@ def start_message_due(run: RunRecord, slot: datetime) -> datetime:
     """When the start message of a released machine whose slot is `slot` was due: its slot plus the run's
     `startShiftSeconds` (dispatch.defer_start_schedule), and no earlier than the run's latest release
     (`releasedAt`). Under backpressure a window is released after its slots have passed (dispatch.release_window),
-    so its rows' slots say nothing of when their messages went; and since a release waits until every start due
-    30 s before it has been taken, a machine still waiting for its start is, but for a lost message, in the latest
-    window. Without this, each late window's machines looked overdue by as long as the backlog had lasted, and
-    past the backlog grace the sweeper copied them all: at 10,000 machines over four subscriptions, 9,704 copies
-    found their start taken and 4,900 found the machine finished (29 % of all steps). A start message lost in an
-    older window still holds every later release back (the backlog check), so it is copied STALL_AFTER_SECONDS
-    after the latest release."""
+    so its rows' slots say nothing of when their messages went; and since a release waits until every start due 30 s
+    before it has been taken, a machine still waiting for its start is, but for a lost message, in the latest window
+    or due within those 30 s before it. Without this, each late window's machines looked overdue by as long as the
+    backlog had lasted, and past the backlog grace the sweeper copied them all: at 10,000 machines over four
+    subscriptions, 9,704 copies found their start taken and 4,900 found the machine finished (29 % of all steps). A
+    start message lost in an older window still holds every later release back (the backlog check), so it is copied
+    STALL_AFTER_SECONDS after the latest release."""
     due = slot + timedelta(seconds=int(run.get(START_SHIFT_COLUMN) or 0))
     if run.get(RELEASED_AT_COLUMN):
         due = max(due, parse_iso(str(run[RELEASED_AT_COLUMN])))

@@ -66,7 +66,9 @@ MACHINES_BELOW = "~"  # every machine key sorts below: MachineRef.key starts wit
 COUNTERS_VERSION = 1  # on a run entity: its counter rows are maintained (runs before have none)
 SHARD_ATTEMPTS = 10  # a transition re-reads its shard this often when other machines' writes won it
 SHARD_CACHE_ENTRIES = 64 * SHARDS  # counter shards kept per process (RunStore._shards): 64 runs' worth
-SHARD_LOCK_SECONDS = 30.0  # a thread waits this long for its shard's turn (RunStore._shard_turn), then goes alone
+# A thread waits this long for its shard's turn (RunStore._shard_turn), then goes alone, ETag-fenced as before: a
+# transaction takes about 0.1 s, but a holder's call can hang in the SDK's retries (minutes under throttling).
+SHARD_LOCK_SECONDS = 2.0
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
 
 
@@ -660,12 +662,17 @@ class RunStore:
         shared/runs/pacing.py): each starts from the shard the one before it wrote, so they stop losing its
         ETag race to each other, each loss a GET and a second transaction (about 0.9 Table round-trips per
         machine at 10,000 machines with 16 worker threads). A thread that waits SHARD_LOCK_SECONDS (a call
-        hanging in the holder) goes ahead alone, fenced by the ETag as before."""
+        hanging in the holder) goes ahead alone, fenced by the ETag as before. A caller that read its shard
+        before its turn (create_targets, merge_targets) may still lose once to this process's own writes."""
         with self._shards_lock:
-            lock = self._shard_locks.setdefault((run_id, shard_key), threading.Lock())
+            lock = self._shard_locks.get((run_id, shard_key))
+            if lock is None:
+                lock = self._shard_locks[(run_id, shard_key)] = threading.Lock()
             self._shard_locks.move_to_end((run_id, shard_key))
-            while len(self._shard_locks) > SHARD_CACHE_ENTRIES:
-                self._shard_locks.popitem(last=False)
+            if len(self._shard_locks) > SHARD_CACHE_ENTRIES:  # the oldest free locks go; a held one stays
+                for key in [k for k, held in self._shard_locks.items() if not held.locked()][
+                        :len(self._shard_locks) - SHARD_CACHE_ENTRIES]:
+                    del self._shard_locks[key]
         got = lock.acquire(timeout=SHARD_LOCK_SECONDS)
         try:
             yield

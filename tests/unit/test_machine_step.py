@@ -260,6 +260,20 @@ def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts
     assert h.row["state"] == "Queued" and h.row["throttles"] == 1  # not sent: started again later
     assert h.queue.delays[-1] == 30
     assert h.pacer.observed[-1] == ((GUEST_PATCH, WRITES), 429)  # no Compute header: ARM's write limit
+    # the refused POST spent no guest-patch token: the retry keeps it instead of queueing behind the run's slots
+    assert h.queue.sent[-1].held == (GUEST_PATCH,)
+    del h.journal.entries[:]
+    h.arm.script[INSTALL_PATCHES.name].append(ACCEPTED)
+    h.arm.script[INSTANCE_VIEW.name].append(NO_INSTALLATION)
+    assert h.step() is StepResult.STARTED
+    assert ("reserve", GUEST_PATCH) not in h.journal.entries
+
+
+def test_a_throttled_read_keeps_the_guest_patch_token_the_start_held() -> None:
+    h = harness({INSTANCE_VIEW.name: [answer(429, None, Retry_After="9")]}, osType="Windows")
+    h.queue.sent.append(StepMessage(RUN, VM.key, 0, (GUEST_PATCH,)))  # its slot's token, from dispatch
+    assert h.step() is StepResult.RETRY_THROTTLED
+    assert h.queue.sent[-1].held == (GUEST_PATCH,)
 
 
 def test_a_throttled_read_moves_only_the_read_budget() -> None:
