@@ -219,3 +219,37 @@ def test_a_resume_that_meets_a_busy_controller_says_so(services: Components, sim
     services.store.update_run(run_id, {"controllerLockUntil": ""})
     status, _ = action(runs_api.resume_run, run_id)
     assert status in (200, 202) and view(run_id)["status"] != "Halted"
+
+
+def test_a_write_between_the_lock_release_read_and_its_write_does_not_leave_the_lock_held(
+        services: Components, simulator: Simulator) -> None:
+    """The pre-run hook's worker claims the hook (an ETag-conditional write on the run) right after the decision that
+    asked for it: when that write lands between the decision's release read and its release write, the lock was
+    kept for six minutes and a vetoed run sat with its machines Queued (a flaky local-host test showed it)."""
+    from types import SimpleNamespace
+
+    from shared.core.clock import iso, utcnow
+    from shared.rollouts.controller import locked
+
+    run_id = post(simulator.vm_ids()[:2], {"maxConcurrency": 1})
+    store = services.store
+    released: list[bool] = []
+
+    class InterleavedStore:  # the real store; one other writer slips in after the release's read
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def get_run(self, rid: str) -> Any:
+            run = store.get_run(rid)
+            if released == [True]:
+                released.append(True)
+                store.update_run(rid, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
+            return run
+
+    def act(run: Any, now: Any) -> str:
+        released.append(True)  # the decision is done; the next read is the release's
+        return "decided"
+
+    assert locked(run_id, SimpleNamespace(store=InterleavedStore(), queues=services.queues), act) == "decided"
+    assert len(released) == 2  # the other write did land between the read and the write
+    assert str(store.get_run(run_id).get("controllerLockUntil") or "") <= iso(utcnow())
