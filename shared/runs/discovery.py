@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.arm import hybrid
@@ -179,12 +179,18 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], deps: 
         # A redelivery (the first died before sending), or a machine another scope listed too: rows made earlier keep
         # their slots, and the release chain may have passed those slots already. Send from what is stored, not from
         # this delivery's slots, or such a machine's start waits for the sweeper (and holds the run's releases back).
-        stored = (deps.store.get_target(run_id, t.key) for t in targets)
-        targets = [t for t in stored if t is not None and t["state"] == MachineState.QUEUED.value and t.seq == 0]
+        # One listing of the run's waiting starts (pages of 1,000), not a point read per machine of the page.
+        keys = {t.key for t in targets}
+        targets = [t for t in deps.store.iter_targets(run_id, state=MachineState.QUEUED.value, seq=0,
+                                                      select=["resourceId", "seq", "nextActionAt", "predictedSeconds"])
+                   if t.key in keys]
         if not targets:
             return listed
-    released = extend_releases(run_id, max(parse_iso(t["nextActionAt"]) for t in targets), deps)
-    send_starts(run_id, [t for t in targets if parse_iso(t["nextActionAt"]) < released], deps)
+
+    def slot(target: MachineRecord) -> datetime:
+        return parse_iso(str(target.get("nextActionAt") or iso(start)))
+    released = extend_releases(run_id, max(slot(t) for t in targets), deps)
+    send_starts(run_id, [t for t in targets if slot(t) < released], deps)
     return listed
 
 
