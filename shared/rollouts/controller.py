@@ -28,7 +28,6 @@ short of what the counters say waits; a rollout planned before ranks existed adm
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -114,11 +113,28 @@ def locked(run_id: str, deps: RolloutDeps, act: Callable[[RunRecord, datetime], 
         _release(run_id, token, deps)
 
 
+RELEASE_ATTEMPTS = 5
+
+
 def _release(run_id: str, token: str, deps: RolloutDeps) -> None:
-    with contextlib.suppress(Exception):
-        current = deps.store.get_run(run_id)
-        if current is not None and current.get("controllerLock") == token:
+    """Give the lock back if it is still ours. Another writer may change the run between our read and our
+    conditional write (a pre-run hook's claim, a cancel, a release window): that ETag conflict is not a reason
+    to keep the lock, so read again and retry. A lock left held makes every decision of the run wait for its
+    expiry (LOCK, six minutes): a canceled run would sit with its machines Queued all that time."""
+    for _ in range(RELEASE_ATTEMPTS):
+        try:
+            current = deps.store.get_run(run_id)
+            if current is None or current.get("controllerLock") != token:
+                return
             deps.store.update_run(run_id, {"controllerLockUntil": ""}, etag=current.etag)
+            return
+        except ConflictError:
+            continue
+        except Exception:  # storage unreachable: the lock expires after LOCK, as for a holder that died
+            log.warning("run %s: controller lock not released; it expires after %s", run_id, LOCK, exc_info=True)
+            return
+    log.warning("run %s: controller lock not released after %d conflicts; it expires after %s",
+                run_id, RELEASE_ATTEMPTS, LOCK)
 
 
 class Round:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.arm import hybrid
@@ -35,6 +35,7 @@ from shared.core.errors import (
 from shared.core.ids import MACHINE_KINDS, RESOURCE_TYPES, VIRTUAL_MACHINES, MachineKind, MachineRef, ScopeRef
 from shared.core.messages import DiscoveryMessage
 from shared.core.records import MachineRecord, ScopeListing
+from shared.core.states import MachineState
 from shared.runs.completion import RunCloser
 from shared.runs.dispatch import DispatchDeps, extend_releases, queued_target, send_starts, start_slots
 from shared.runs.operation_kinds import INSTALL, KINDS
@@ -173,10 +174,24 @@ def _record_page(run_id: str, scope: ScopeRef, vms: list[dict[str, Any]], deps: 
     slots = start_slots(deps, [[t["resourceId"] for t in targets]], reads_per_start=kind.reads_per_start)
     start = utcnow()
     targets = [t.with_changes({"nextActionAt": iso(start + timedelta(seconds=slots[t.key]))}) for t in targets]
-    deps.store.create_targets(targets)  # rows an earlier delivery made keep their slots; a copy is fenced by seq
-    released = extend_releases(run_id, max(parse_iso(t["nextActionAt"]) for t in targets), deps)
-    send_starts(run_id, [t for t in targets if parse_iso(t["nextActionAt"]) < released], deps)
-    return len(targets)
+    listed = len(targets)
+    if not deps.store.create_targets(targets):
+        # A redelivery (the first died before sending), or a machine another scope listed too: rows made earlier keep
+        # their slots, and the release chain may have passed those slots already. Send from what is stored, not from
+        # this delivery's slots, or such a machine's start waits for the sweeper (and holds the run's releases back).
+        # One listing of the run's waiting starts (pages of 1,000), not a point read per machine of the page.
+        keys = {t.key for t in targets}
+        targets = [t for t in deps.store.iter_targets(run_id, state=MachineState.QUEUED.value, seq=0,
+                                                      select=["resourceId", "seq", "nextActionAt", "predictedSeconds"])
+                   if t.key in keys]
+        if not targets:
+            return listed
+
+    def slot(target: MachineRecord) -> datetime:
+        return parse_iso(str(target.get("nextActionAt") or iso(start)))
+    released = extend_releases(run_id, max(slot(t) for t in targets), deps)
+    send_starts(run_id, [t for t in targets if slot(t) < released], deps)
+    return listed
 
 
 def _retry(msg: DiscoveryMessage, row: ScopeListing, deps: DiscoveryDeps, retry: Retry) -> str:

@@ -219,3 +219,89 @@ def test_a_resume_that_meets_a_busy_controller_says_so(services: Components, sim
     services.store.update_run(run_id, {"controllerLockUntil": ""})
     status, _ = action(runs_api.resume_run, run_id)
     assert status in (200, 202) and view(run_id)["status"] != "Halted"
+
+
+def test_a_write_between_the_lock_release_read_and_its_write_does_not_leave_the_lock_held(
+        services: Components, simulator: Simulator) -> None:
+    """The pre-run hook's worker claims the hook (an ETag-conditional write on the run) right after the decision that
+    asked for it: when that write lands between the decision's release read and its release write, the lock was
+    kept for six minutes and a vetoed run sat with its machines Queued (a flaky local-host test showed it)."""
+    from types import SimpleNamespace
+
+    from shared.core.clock import iso, utcnow
+    from shared.rollouts.controller import locked
+
+    run_id = post(simulator.vm_ids()[:2], {"maxConcurrency": 1})
+    store = services.store
+    released: list[bool] = []
+
+    class InterleavedStore:  # the real store; one other writer slips in after the release's read
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def get_run(self, rid: str) -> Any:
+            run = store.get_run(rid)
+            if released == [True]:
+                released.append(True)
+                store.update_run(rid, {"preHookCalledAt": iso(utcnow())}, etag=run.etag)
+            return run
+
+    def act(run: Any, now: Any) -> str:
+        released.append(True)  # the decision is done; the next read is the release's
+        return "decided"
+
+    assert locked(run_id, SimpleNamespace(store=InterleavedStore(), queues=services.queues), act) == "decided"
+    assert len(released) == 2  # the other write did land between the read and the write
+    assert str(store.get_run(run_id).get("controllerLockUntil") or "") <= iso(utcnow())
+
+
+def test_the_pre_run_hook_is_called_when_the_controller_gives_its_lock_back_between_the_claims_read_and_write(
+        services: Components, simulator: Simulator) -> None:
+    """The controller queues the hook's message holding its lock and gives the lock back right after: that write
+    changes the run's ETag under the hook's claim. The claim must read again, not take the conflict for another
+    copy's claim (which left the hook uncalled, and the run waiting, for the hook's timeout + 5 minutes)."""
+    import http.server
+    import threading
+
+    from shared.rollouts.prehook import pre_hook
+
+    hits: list[bytes] = []
+
+    class Veto(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Veto)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = services.store
+    reads: list[str] = []
+
+    class ReleaseInBetween:  # the real store; the controller's lock release lands after the claim's first read
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def get_run(self, rid: str) -> Any:
+            run = store.get_run(rid)
+            reads.append(rid)
+            if len(reads) == 1:
+                store.update_run(rid, {"controllerLockUntil": ""})
+            return run
+
+    class Deps:
+        def __getattr__(self, name: str) -> Any:
+            return ReleaseInBetween() if name == "store" else getattr(services, name)
+
+    try:
+        run_id = post(simulator.vm_ids()[:2], {"preHook": {"url": f"http://127.0.0.1:{server.server_address[1]}/hook",
+                                                           "timeoutSeconds": 10}})
+        assert pre_hook({"kind": "prehook", "runId": run_id}, Deps()) == "vetoed"  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+    assert len(hits) == 1
+    run = store.get_run(run_id)
+    assert run is not None and run.get("canceledReason") == "the pre-run hook answered HTTP 503"

@@ -79,3 +79,57 @@ def test_a_scope_runs_starts_are_slotted_and_released_like_an_explicit_runs(serv
     calls = simulator.calls()
     assert calls["total"].get("installPatchesAccepted") == 14
     assert calls["throttled"] == 0, calls["throttledByBucket"]
+
+
+@pytest.mark.parametrize("simulator_config", [sim_config(vms=20, seed=5, patch_ops_per_sub_burst=10,
+                                                         patch_ops_per_sub_per_min=60)])
+def test_a_page_delivered_again_after_dying_before_its_sends_starts_the_machines_from_their_stored_slots(
+        services: Components, simulator: Simulator) -> None:
+    """The first delivery wrote the rows with their slots and died before sending: the redelivery reserves later
+    slots, but the rows keep the first ones, which the release chain has already passed. It must send from the
+    stored slots, or those machines wait for the sweeper (about 11 minutes) and hold the run's releases back."""
+    import time
+
+    from shared.core.clock import parse_iso, utcnow
+    from shared.core.messages import DiscoveryMessage
+    from shared.runs.discovery import discover_page
+    from tests.integration.test_machine_worker import reconfigure
+
+    svc = reconfigure(GUEST_PATCH_BURST="10", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="2",
+                      DISPATCH_HORIZON_SECONDS="4")
+    (sub,) = simulator.subscriptions()
+    status, body = post({"scopes": [f"/subscriptions/{sub}"]})
+    assert status == 202, body
+    run_id = body["id"]
+
+    class DiesOnSend:  # the host died after the rows were written, before any start message went
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def send_step(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("host died")
+
+    class Dying:
+        queues = DiesOnSend(svc.queues)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(svc, name)
+
+    message = DiscoveryMessage(run_id, 0, 0)
+    with pytest.raises(RuntimeError):
+        discover_page(message, Dying())  # type: ignore[arg-type]
+    operations = svc.account.queue(svc.settings.queues.operations)
+    assert operations.get_queue_properties().approximate_message_count == 0
+    assert discover_page(message, svc) == "page"  # the redelivery (the Arc machines' page follows)
+    run = svc.store.get_run(run_id)
+    assert run is not None
+    stored = {t.key: t["nextActionAt"] for t in svc.store.list_targets(run_id)}
+    due = {key for key, slot in stored.items() if slot < run["releasedThrough"]}
+    assert 10 <= len(due) < len(stored) == 20  # the first delivery's burst is due; the rest wait for their release
+    assert operations.get_queue_properties().approximate_message_count == len(due)
+    time.sleep(max(0.0, (parse_iso(run["releasedThrough"]) - utcnow()).total_seconds()) + 1.5)  # all visible now
+    sent = [json.loads(m.content) for m in operations.peek_messages(max_messages=32)]
+    assert sorted(m["machine"] for m in sent) == sorted(due)
