@@ -15,6 +15,7 @@ from shared.composition import Components
 from tests.app import runs_api
 from tests.integration.queue_pump import QueuePump
 from tests.support.bodies import INSTALL_LINUX_OTHER
+from tests.support.events import Receiver
 from tests.support.fleet import sim_config
 from tools.azure_simulator import Simulator, SimulatorConfig
 
@@ -256,28 +257,13 @@ def test_a_write_between_the_lock_release_read_and_its_write_does_not_leave_the_
 
 
 def test_the_pre_run_hook_is_called_when_the_controller_gives_its_lock_back_between_the_claims_read_and_write(
-        services: Components, simulator: Simulator) -> None:
+        services: Components, simulator: Simulator, receiver: Receiver) -> None:
     """The controller queues the hook's message holding its lock and gives the lock back right after: that write
     changes the run's ETag under the hook's claim. The claim must read again, not take the conflict for another
     copy's claim (which left the hook uncalled, and the run waiting, for the hook's timeout + 5 minutes)."""
-    import http.server
-    import threading
-
     from shared.rollouts.prehook import pre_hook
 
-    hits: list[bytes] = []
-
-    class Veto(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            hits.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self.send_response(503)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Veto)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver.status = 503
     store = services.store
     reads: list[str] = []
 
@@ -296,12 +282,8 @@ def test_the_pre_run_hook_is_called_when_the_controller_gives_its_lock_back_betw
         def __getattr__(self, name: str) -> Any:
             return ReleaseInBetween() if name == "store" else getattr(services, name)
 
-    try:
-        run_id = post(simulator.vm_ids()[:2], {"preHook": {"url": f"http://127.0.0.1:{server.server_address[1]}/hook",
-                                                           "timeoutSeconds": 10}})
-        assert pre_hook({"kind": "prehook", "runId": run_id}, Deps()) == "vetoed"  # type: ignore[arg-type]
-    finally:
-        server.shutdown()
-    assert len(hits) == 1
+    run_id = post(simulator.vm_ids()[:2], {"preHook": {"url": f"{receiver.url}/hook", "timeoutSeconds": 10}})
+    assert pre_hook({"kind": "prehook", "runId": run_id}, Deps()) == "vetoed"  # type: ignore[arg-type]
+    assert len(receiver.requests) == 1
     run = store.get_run(run_id)
     assert run is not None and run.get("canceledReason") == "the pre-run hook answered HTTP 503"
