@@ -4,6 +4,8 @@
     DISPATCH_QUEUE  DispatchMessage    create a run's machine rows and queue their first steps (or, with
                                        `advance`, have the rollout controller decide again)
     OPERATIONS_QUEUE StepMessage       one step of one machine's operation (`seq` fences duplicates)
+    POLLS_QUEUE     StepMessage       the same, once its operation was claimed: a poll or a health read, which
+                                       may carry the row its sender wrote (CarriedRow)
     DISCOVERY_QUEUE DiscoveryMessage   list one page of one scope of a run (`page` fences duplicates)
     EVENTS_QUEUE    delivery (a dict)  an event, a post-run hook call, or the pre-run hook of a run
 
@@ -14,8 +16,10 @@ A malformed body is dropped with a log line, never retried: BadMessageError.
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.clock import iso, parse_iso
@@ -33,6 +37,52 @@ def _encode(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+INT32 = (-(2**31), 2**31 - 1)  # Table storage's Edm.Int32: a larger int is read back as an Int64 EntityProperty
+CARRIED_ROW_LIMIT = 32_000  # characters of JSON: Azure queue messages are <= 64 KiB, base64 takes 4/3 of that
+
+
+@dataclass(frozen=True)
+class CarriedRow:
+    """A machine's row as the sender of a step message had just written it: the ETag Table storage returned
+    and the columns it holds (what a read would give: str, bool, int32 and finite float values only).
+
+    A poll (or health read) step acts on it instead of reading the row again, then writes with its ETag: a row
+    changed since (a copy of the message won, or any other write) fails that If-Match, and the step reads the row
+    and acts again. So only steps whose calls before their write are ARM reads carry one (machine_worker.py
+    CARRIED_STATES); a start must see the row as stored. Costs and why: docs/performance.md."""
+
+    etag: str
+    columns: Mapping[str, str | int | float | bool]
+
+    @classmethod
+    def of(cls, etag: str, columns: Mapping[str, Any]) -> CarriedRow | None:
+        """The row as a message can carry it, or None when a value would not read back the same from JSON
+        (an Int64, a datetime, bytes) or there is no ETag. None values are left out: Table storage does not
+        store them (a merge with one keeps the old value), and they read back as absent."""
+        if not etag:
+            return None
+        kept: dict[str, str | int | float | bool] = {}
+        for name, value in columns.items():
+            if value is None:
+                continue
+            if not (isinstance(value, (bool, str)) or (isinstance(value, int) and INT32[0] <= value <= INT32[1])
+                    or (isinstance(value, float) and math.isfinite(value))):
+                return None
+            kept[name] = value
+        return cls(etag, kept)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"etag": self.etag, "columns": dict(self.columns)}
+
+    @classmethod
+    def from_json(cls, raw: object) -> CarriedRow | None:
+        """The carried row of a parsed message; None when it is not one (the step then reads the row)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("etag"), str) or not isinstance(raw.get("columns"),
+                                                                                                dict):
+            return None
+        return cls.of(raw["etag"], raw["columns"])
+
+
 @dataclass(frozen=True)
 class StepMessage:
     """'Do the next thing for this machine': start its operation, or poll it. `seq` fences duplicates."""
@@ -43,10 +93,18 @@ class StepMessage:
     # The ARM budget buckets its tokens were reserved in when it was sent: it calls without reserving
     # those again (shared/runs/pacing.py).
     held: tuple[str, ...] = ()
+    # The row as the sender wrote it (a poll's or health read's), so the step need not read it: CarriedRow.
+    row: CarriedRow | None = field(default=None, hash=False)
 
     def encode(self) -> str:
-        return _encode({"runId": self.run_id, "machine": self.machine, "seq": self.seq,
-                        **({"held": list(self.held)} if self.held else {})})
+        """The JSON body; the carried row is left out when it would pass CARRIED_ROW_LIMIT."""
+        body = {"runId": self.run_id, "machine": self.machine, "seq": self.seq,
+                **({"held": list(self.held)} if self.held else {})}
+        if self.row is not None:
+            carried = _encode({**body, "row": self.row.to_json()})
+            if len(carried) <= CARRIED_ROW_LIMIT:
+                return carried
+        return _encode(body)
 
 
 @dataclass(frozen=True)
@@ -104,7 +162,7 @@ def parse_step(body: str) -> StepMessage:
     if not isinstance(held, list) or len(held) > 8 or not all(isinstance(h, str) and BUCKET.fullmatch(h)
                                                                for h in held):
         raise BadMessageError(f"bad held {held!r}")
-    return StepMessage(str(data["runId"]), machine, seq, tuple(held))
+    return StepMessage(str(data["runId"]), machine, seq, tuple(held), CarriedRow.from_json(data.get("row")))
 
 
 def _is_iso(value: str) -> bool:

@@ -53,7 +53,7 @@ from shared.arm.patch_status import (
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
-from shared.core.messages import StepMessage
+from shared.core.messages import CarriedRow, StepMessage
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import HealthSettings, RetrySettings
 from shared.core.states import TERMINAL_STATES, WINDOW_EXCEEDED, MachineState
@@ -81,6 +81,9 @@ MAX_RECORDED_CALLS = 25
 # An event travels as one queue message (64 KiB, base64-encoded: 48K characters of JSON) per webhook:
 # its error is bounded tighter than the record's (shared.arm.errors.MAX_ERROR_CHARS).
 EVENT_ERROR_CHARS = 16_000
+# States whose next step only reads ARM before it writes (a poll, a health read): their messages carry the row
+# (run_step). Not Queued (a start POSTs installPatches: it must see a cancel) nor Starting (it may POST again).
+CARRIED_STATES = frozenset({MachineState.RUNNING.value, MachineState.VERIFYING.value})
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class StepQueue(Protocol):
     """Where a step queues the next one, delayed: the way a step waits (shared/runs/queues.py)."""
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = (), poll: bool = False) -> None: ...
+                  held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None: ...
 
 
 class Arm(Protocol):
@@ -648,8 +651,10 @@ class MachineStep:
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
+        carried = (CarriedRow.of(self.target.etag, self.target.columns)
+                   if self.target["state"] in CARRIED_STATES else None)
         self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held,
-                                   poll=self.target["state"] != MachineState.QUEUED.value)
+                                   poll=self.target["state"] != MachineState.QUEUED.value, row=carried)
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> StepResult:
@@ -721,8 +726,21 @@ def _readings_json(readings: list[SignalReading]) -> str:
 
 
 def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = None) -> StepResult:
-    """Process one step message. Safe to run twice: duplicates return STALE or lose the ETag race."""
+    """Process one step message. Safe to run twice: duplicates return STALE or lose the ETag race.
+
+    A message that carries its machine's row (a poll or health read: CARRIED_STATES, shared/core/messages.py
+    CarriedRow) is acted on without reading the row: one Table round-trip less per poll. Its write is
+    If-Match on the carried ETag, so a row changed since (a copy of this message won, a cancel, any write) makes
+    it read the row and act again: that costs the ARM read again, never a wrong write. A start always reads."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
+    row = msg.row
+    if (row is not None and row.columns.get("seq") == msg.seq and row.columns.get("state") in CARRIED_STATES
+            and isinstance(row.columns.get("resourceId"), str)):
+        carried = MachineRecord(etag=row.etag, columns=dict(row.columns), run_id=msg.run_id, key=msg.machine)
+        result = _step(carried, msg, ports, rng)
+        if result is not StepResult.LOST_RACE:
+            return result
+        annotate({"patchpilot.step.carried_row": "changed"})  # read the row as stored and look again
     target = ports.targets.get_target(msg.run_id, msg.machine)
     if target is None:
         return StepResult.MISSING
@@ -731,6 +749,12 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
         return StepResult.FINISHED
     if int(target["seq"]) != msg.seq:
         return StepResult.STALE
+    return _step(target, msg, ports, rng)
+
+
+def _step(target: MachineRecord, msg: StepMessage, ports: StepPorts, rng: random.Random | None) -> StepResult:
+    """The step for the machine's state; LOST_RACE when its write found the row changed."""
+    annotate({MACHINE_ID: str(target.get("resourceId") or "")})
     step = MachineStep(target, ports, rng, held=msg.held)
     phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover",
              MachineState.VERIFYING.value: "verify"}.get(str(target["state"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.core.messages import DiscoveryMessage, DispatchMessage, StepMessage, encode_delivery
+from shared.core.messages import CarriedRow, DiscoveryMessage, DispatchMessage, StepMessage, encode_delivery
 from shared.core.telemetry import queue_messages_sent
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message's initial invisibility
@@ -35,16 +35,18 @@ class WorkQueues:
         self._events = events
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = (), poll: bool = False) -> None:
+                  held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None:
         """A machine's next step. `held`: the ARM budget buckets its tokens are already reserved in
         (shared/runs/pacing.py). `poll`: the machine's operation was claimed (a poll, a retry after the claim, a
         health read): POLLS_QUEUE, so a backlog of polls never delays a start, whose slot holds budget tokens
         that are spent on time or wasted (issue #22). Starts (and their paced or retried tries) go to
-        OPERATIONS_QUEUE. Both queues' triggers run the same step; `seq` fences a copy on either."""
+        OPERATIONS_QUEUE. Both queues' triggers run the same step; `seq` fences a copy on either. `row`: the
+        machine's row as just written, carried so the step need not read it (shared/core/messages.py CarriedRow)."""
+        body = StepMessage(run_id, machine, seq, held, row).encode()
         if poll:
-            _send(self._polls, "polls", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+            _send(self._polls, "polls", body, delay_seconds)
         else:
-            _send(self._operations, "operations", StepMessage(run_id, machine, seq, held).encode(), delay_seconds)
+            _send(self._operations, "operations", body, delay_seconds)
 
     def waiting(self, *, poll: bool) -> bool:
         """Whether the step queue (POLLS_QUEUE if `poll`, else OPERATIONS_QUEUE) has a message that is visible now,

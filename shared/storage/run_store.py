@@ -109,11 +109,12 @@ def machine_chunk_entities(run_id: str, resource_ids: list[str]) -> list[dict[st
 def merge_conditionally(client: TableClient, entity: dict[str, Any], etag: str) -> str:
     """Merge `entity` if the stored row's ETag is still `etag`; returns the new ETag.
 
-    Raises ConflictError when another writer got there first: the caller must stop."""
+    Raises ConflictError when another writer got there first (or the row is gone: If-Match on a deleted row
+    is 404): the caller must stop, or read the row again."""
     try:
         meta = client.update_entity(entity, mode=UpdateMode.MERGE, etag=etag,
                                     match_condition=MatchConditions.IfNotModified)
-    except ResourceModifiedError as exc:
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise ConflictError(f"{entity['PartitionKey']}/{entity['RowKey']} changed since it was read") from exc
     return str(meta["etag"])
 

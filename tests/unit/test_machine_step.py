@@ -7,6 +7,7 @@ that was refused, and a lost claim sends nothing. The Azurite integration tests 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,7 +29,7 @@ from shared.arm.calls import (
 from shared.arm.client import ArmResponse
 from shared.core.errors import ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
-from shared.core.messages import StepMessage
+from shared.core.messages import CarriedRow, StepMessage, parse_step
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import Settings
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
@@ -67,6 +68,7 @@ class FakeTargets:
         self.rows: dict[str, MachineRecord] = {}
         self.patches: dict[str, list[dict[str, Any]]] = {}
         self.journal = journal
+        self.reads = 0  # get_target calls: a step acting on a carried row reads none
         self._etags = itertools.count(1)
 
     def put(self, columns: Mapping[str, Any]) -> MachineRecord:
@@ -75,6 +77,7 @@ class FakeTargets:
         return row
 
     def get_target(self, run_id: str, key: str) -> MachineRecord | None:
+        self.reads += 1
         return self.rows.get(key)
 
     def update_target(self, target: MachineRecord, changes: dict[str, Any]) -> MachineRecord:
@@ -107,8 +110,8 @@ class FakeQueue:
         self.journal = journal
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
-                  held: tuple[str, ...] = (), poll: bool = False) -> None:
-        self.sent.append(StepMessage(run_id, machine, seq, held))
+                  held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None:
+        self.sent.append(StepMessage(run_id, machine, seq, held, row))
         self.delays.append(delay_seconds)
         self.polls.append(poll)
         self.journal.add("queue", delay_seconds)
@@ -236,6 +239,77 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
     assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2
     assert h.targets.patches[VM.key] == [{"name": "KB1"}, {"name": "KB2"}]
     assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
+
+
+def travelled(msg: StepMessage) -> StepMessage:
+    """`msg` as the next step gets it: its carried row through JSON, as in the queue (CarriedRow.to_json/from_json)."""
+    row = CarriedRow.from_json(json.loads(json.dumps(msg.row.to_json()))) if msg.row is not None else None
+    return replace(msg, row=row)
+
+
+def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
+                                                                         RESULT]})
+    assert h.step() is StepResult.STARTED and h.targets.reads == 1  # a start reads its row: it must see a cancel
+    sent = travelled(h.queue.sent[-1])
+    assert sent.row is not None and sent.row.etag == h.row.etag and sent.row.columns["state"] == "Running"
+    assert sent.row.columns == {k: v for k, v in h.row.columns.items() if v is not None}
+    assert run_step(sent, h.ports) is StepResult.PENDING
+    assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.COMPLETED
+    assert h.targets.reads == 1  # neither poll read the row
+    assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2 and h.row["polls"] == 1
+
+
+def test_a_carried_row_that_changed_since_is_read_and_the_step_acts_again() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
+                                                                         answer(202, None, Retry_After="7")]})
+    h.step()
+    carried = h.queue.sent[-1]
+    h.targets.put({**h.row.columns, "note": "another writer"})  # same seq, new ETag: a write the message missed
+    del h.journal.entries[:]
+    assert run_step(carried, h.ports) is StepResult.PENDING
+    assert h.targets.reads == 2  # the start's, then this step's after its If-Match failed
+    assert h.journal.kinds().count("arm") == 2 and h.journal.kinds().count("write") == 1  # polled again, wrote once
+    assert h.row["note"] == "another writer" and h.row["polls"] == 1 and h.queue.delays[-1] == 7
+
+
+def test_a_copy_of_a_carried_poll_that_lost_stops_without_a_second_write() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
+                                                                         answer(202, None, Retry_After="5")]})
+    h.step()
+    carried = h.queue.sent[-1]
+    assert run_step(carried, h.ports) is StepResult.PENDING
+    writes = h.journal.kinds().count("write")
+    assert run_step(carried, h.ports) is StepResult.STALE  # the copy: its If-Match fails, the row says seq moved
+    assert h.journal.kinds().count("write") == writes and len(h.queue.sent) == 2  # the start's and the poll's
+
+
+def test_starts_never_carry_a_row_and_a_queued_row_carried_is_not_trusted() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                waits={GUEST_PATCH: 42.5}, osType="Windows")
+    assert h.step() is StepResult.PACED
+    assert h.queue.sent[-1].row is None  # a start waits as a start: it reads its row when it runs
+    # a forged or older message carrying a Queued row (say, from before a cancel): the step reads the row
+    h.targets.put({**h.row.columns, "state": "Skipped", "errorCode": "RunCanceled"})
+    forged = StepMessage(RUN, VM.key, h.row.seq, (), CarriedRow.of("0", {**h.row.columns, "state": "Queued"}))
+    assert run_step(forged, h.ports) is StepResult.FINISHED and "arm" not in h.journal.kinds()
+
+
+def test_a_row_is_carried_only_when_every_value_reads_back_the_same_and_the_message_stays_small() -> None:
+    assert CarriedRow.of("e", {"a": "x", "b": 1, "c": 1.5, "d": True, "gone": None}) == CarriedRow(
+        "e", {"a": "x", "b": 1, "c": 1.5, "d": True})  # None is not stored by Table storage
+    assert CarriedRow.of("e", {"big": 2**31}) is None  # read back as an Int64 EntityProperty, not an int
+    assert CarriedRow.of("e", {"nan": float("nan")}) is None and CarriedRow.of("", {"a": "x"}) is None
+    run = "e5dd4c8afe8-fcad69ec"
+    small = StepMessage(run, VM.key, 3, (), CarriedRow("e", {"a": "x"}))
+    assert parse_step(small.encode()) == small
+    large = StepMessage(run, VM.key, 3, (), CarriedRow("e", {"a": "x" * 40_000}))
+    assert parse_step(large.encode()).row is None  # past CARRIED_ROW_LIMIT: sent without it, the step reads
+    bad = small.encode().replace('"etag":"e"', '"etag":5')
+    assert parse_step(bad).row is None and parse_step(bad).seq == 3  # a malformed row is ignored, not the step
 
 
 @pytest.mark.parametrize(("columns", "rollout", "first_poll"), [

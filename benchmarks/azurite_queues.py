@@ -1,0 +1,78 @@
+"""What one queue receive costs the local stack's storage (Azurite) as messages wait in its queues (issue #22).
+
+Why this exists: at 10,000 machines over four subscriptions the local stack runs about 17 queue messages a second
+where Azure's budgets allow about 40, and Azurite's one Node.js thread is the busiest thing on the machine. Azurite
+3.x keeps every queue's messages in one LokiJS collection, and Get Messages (the receive every queue listener of
+the host sends, busy or idle) filters that whole collection (`LokiQueueMetadataStore.getMessages`: a `find` on
+accountName, queueName and timeNextVisible, which its indices do not cover). So a receive's cost grows with the
+messages waiting anywhere in the account, including invisible ones: the delayed polls and slotted starts a large
+run keeps in flight by design (one per running machine, and a release horizon of starts). Azure Queue storage
+does not behave so: a queue's scalability target (2,000 messages a second) does not depend on its length
+(https://learn.microsoft.com/azure/storage/queues/scalability-targets).
+
+Measured here, in one run on this machine: the mean time of a receive (up to 16 messages, as the host's batchSize)
+on an empty queue, while another queue of the same Azurite holds N invisible messages (the peer: N = 0), and, for
+contrast, a Table point read while a table holds N entities. Prints a table; run with
+`.venv/bin/python -m benchmarks.azurite_queues`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
+
+from tools.azurite import Azurite
+
+WAITING = (0, 2_000, 5_000, 10_000, 20_000)  # invisible messages (and table entities) beside the measured call
+CALLS = 40  # per measurement
+BODY = "x" * 300  # about a step message's size
+
+
+def _mean_ms(call: Callable[[], object], n: int = CALLS) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - started) / n * 1000
+
+
+def measure() -> list[tuple[int, float, float]]:
+    rows = []
+    with Azurite(in_memory=True) as azurite:
+        waiting = QueueClient.from_connection_string(azurite.connection_string, "waiting")
+        waiting.create_queue()
+        empty = QueueClient.from_connection_string(azurite.connection_string, "listened")
+        empty.create_queue()
+        table = TableServiceClient.from_connection_string(azurite.connection_string).create_table("entities")
+        table.upsert_entity({"PartitionKey": "p", "RowKey": "read", "x": 0})
+        have = 0
+        with ThreadPoolExecutor(16) as pool:
+            for n in WAITING:
+                # invisible for an hour, as a delayed poll or slotted start is until its time
+                list(pool.map(lambda _: waiting.send_message(BODY, visibility_timeout=3600), range(n - have)))
+                list(pool.map(lambda i: table.upsert_entity({"PartitionKey": f"run{i % 50}", "RowKey": f"m{i:06d}",
+                                                             "body": BODY}), range(have, n)))
+                have = n
+                receive = _mean_ms(lambda: list(empty.receive_messages(messages_per_page=16, max_messages=16)))
+                read = _mean_ms(lambda: table.get_entity("p", "read"))
+                rows.append((n, receive, read))
+    return rows
+
+
+def main() -> int:
+    rows = measure()
+    base = rows[0][1]
+    print("| messages waiting in the account | receive on an empty queue, ms | times the peer (none waiting) "
+          "| Table point read, ms (same count of entities) |")
+    print("| ---: | ---: | ---: | ---: |")
+    for n, receive, read in rows:
+        print(f"| {n:,} | {receive:.1f} | {receive / base:.1f} | {read:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
