@@ -71,7 +71,7 @@ import requests
 from azure.data.tables import TableClient
 
 from benchmarks.scale_bound import Budgets, makespan_bound
-from benchmarks.scale_proxy import CountingProxy, StorageCounts, longest_gaps
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, flow, longest_gaps
 from benchmarks.scale_sim import (
     arm_summary,
     budgets,
@@ -115,8 +115,41 @@ class Row:
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
     message_kinds: dict[str, float] = field(default_factory=dict)  # per machine, by queue (setting name's stem)
     elapsed: float = 0.0  # real seconds the scenario was followed (the makespan, or the timeout)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process over `elapsed` (cpu_seconds)
+    rate_by_minute: list[float] = field(default_factory=list)  # messages finished per second, minute by minute
+    waiting_by_minute: list[int] = field(default_factory=list)  # messages in the queues at each minute's end
+    held_back: int = 0  # releases that held their window back: the consumers had not taken what was due
     done: int = 0
     note: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ CPU
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far, from /proc (Linux; 0.0 elsewhere or
+    when it is gone). Shows which process is the limit: Azurite's Node.js processes are single-threaded, so one
+    near 100 % of a core is saturated whatever the others do (benchmarks/azurite_queues.py says why the queues' is)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    children: dict[int, list[int]] = {}
+    usage: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ... (proc(5) fields 3-)
+        this = int(entry.parent.name)
+        children.setdefault(int(fields[1]), []).append(this)
+        usage[this] = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, and those of reaped children
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += usage.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in processes.items()}
 
 
 # ------------------------------------------------------------------------------------------------ simulator
@@ -281,6 +314,10 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         base = hosts[0].base_url
         before, _ = counts.snapshot()
         done_before = counts.done_snapshot()
+        watched = {"queues Azurite": azurite.process.pid if azurite.process else 0,
+                   "tables Azurite": tables.process.pid if tables.process else 0, "simulator": sim.process.pid,
+                   **{f"host {i}" if len(hosts) > 1 else "host": h.process.pid for i, h in enumerate(hosts)}}
+        cpu_before = cpu_snapshot(watched)
         started = time.monotonic()
         wall_started = time.time()
         ids, row.post_ms, refusals = post_runs(base, vms)
@@ -290,6 +327,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         done, gets = wait_runs(base, ids, args.timeout, counts)
         ended = time.monotonic()
         row.elapsed = ended - started
+        row.cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_snapshot(watched).items()}
         after, stamps = counts.snapshot()
         if len(done) == len(ids):
             last = max(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in done.values())
@@ -297,6 +335,9 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         else:
             row.note = "; ".join(filter(None, [row.note, f"{len(done)}/{len(ids)} runs done in {args.timeout:.0f} s"]))
         row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
+        row.rate_by_minute, row.waiting_by_minute = flow(*counts.flow_stamps(), started, ended)
+        row.held_back = sum(path.read_text(errors="replace").count("holds back the window")
+                            for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists())
         row.note = "; ".join(filter(None, [row.note, machine_states(base, ids)]))
         # Table round-trips of the app: all Table requests less the harness's own GET /api/runs (one query each).
         row.table_per_machine = max(0, StorageCounts.table(after) - StorageCounts.table(before) - gets) / n
@@ -540,8 +581,19 @@ def print_row(r: Row) -> None:
         msgs += " (" + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.message_kinds.items()) if v >= 0.005) + ")"
     makespan = ("~" if r.projected else "") + fmt_time(r.makespan, r.scale)
     peak = r.arm.get("peakInFlight", 0) or "-"
+    note = r.note
+    if len(r.rate_by_minute) >= 3:  # the first and last minutes are ramps: the steady part is between
+        steady = sorted(r.rate_by_minute[1:-1])
+        q = [steady[min(len(steady) - 1, int(p * len(steady)))] for p in (0.1, 0.5, 0.9)]
+        note = "; ".join(filter(None, [note, f"messages finished per s by minute p10/p50/p90 {q[0]:.0f}/{q[1]:.0f}/"
+                                             f"{q[2]:.0f}; in the queues at most {max(r.waiting_by_minute):,}, "
+                                             f"{r.waiting_by_minute[-1]:,} at the end; releases held back "
+                                             f"{r.held_back:,} times"]))
+    if r.cpu and r.elapsed:
+        busy = ", ".join(f"{k} {100 * v / r.elapsed:.0f}%" for k, v in sorted(r.cpu.items(), key=lambda kv: -kv[1]))
+        note = "; ".join(filter(None, [note, f"CPU, share of one core: {busy}"]))
     print(f"| {r.client} | {r.machines:,} / {r.subscriptions} | {makespan} | {fmt_time(r.bound, r.scale)} | "
-          f"{ratio} | {any_order} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {r.note} |")
+          f"{ratio} | {any_order} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {note} |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

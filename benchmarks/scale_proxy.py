@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import threading
 import time
 from collections import Counter
@@ -30,11 +31,18 @@ class StorageCounts:
     requests: Counter[str] = field(default_factory=Counter)  # "table:query", "queue:send", ...
     done_by_queue: Counter[str] = field(default_factory=Counter)  # queue name -> messages deleted (finished)
     progress: list[float] = field(default_factory=list)  # monotonic stamps of queue sends/deletes/updates
+    sends: list[float] = field(default_factory=list)  # monotonic stamps of queue sends
+    deletes: list[float] = field(default_factory=list)  # monotonic stamps of queue deletes (a message finished)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> tuple[Counter[str], list[float]]:
         with self.lock:
             return Counter(self.requests), list(self.progress)
+
+    def flow_stamps(self) -> tuple[list[float], list[float]]:
+        """(sends, deletes) stamps so far."""
+        with self.lock:
+            return list(self.sends), list(self.deletes)
 
     def done_snapshot(self) -> Counter[str]:
         with self.lock:
@@ -118,6 +126,9 @@ class CountingProxy:
             self.counts.requests[kind] += 1
             if kind == "queue:delete":
                 self.counts.done_by_queue[queue_name(path)] += 1
+                self.counts.deletes.append(time.monotonic())
+            elif kind == "queue:send":
+                self.counts.sends.append(time.monotonic())
             if kind in PROGRESS:
                 self.counts.progress.append(time.monotonic())
 
@@ -178,6 +189,25 @@ class CountingProxy:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+def flow(sends: list[float], deletes: list[float], start: float, end: float, minute: float = 60.0
+         ) -> tuple[list[float], list[int]]:
+    """Per `minute` of [start, end): messages finished per second, and messages in the queues at the minute's end
+    (sent minus finished since `start`, visible or not yet). Shows backpressure: a steady rate and a bounded count,
+    not a collapse."""
+    bins = max(1, math.ceil((end - start) / minute))
+    done = [0] * bins
+    added = [0] * bins
+    for stamps, into in ((deletes, done), (sends, added)):
+        for t in stamps:
+            if start <= t < end:
+                into[min(bins - 1, int((t - start) // minute))] += 1
+    waiting, level = [], 0
+    for a, d in zip(added, done, strict=True):
+        level += a - d
+        waiting.append(level)
+    return [d / minute for d in done], waiting
 
 
 def longest_gaps(stamps: list[float], start: float, end: float, threshold: float) -> tuple[float, list[float]]:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from benchmarks.scale import cpu_seconds
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
-from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, longest_gaps, queue_name
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, flow, longest_gaps, queue_name
 from benchmarks.scale_sim import budgets, compressed_config
 
 AZURE = Budgets(read_burst=250, read_rate=25.0, write_burst=200, write_rate=10.0,
@@ -176,3 +181,35 @@ def test_the_predicted_order_bound_starts_machines_as_the_app_sorts_them() -> No
     assert predicted_order_bound(vms, wrong, real, budgets) == pytest.approx(11.0)
     assert parse_args([]).scenarios == ["longest", "fleet"]  # make bench-scale: both issues' tables in one run
     assert parse_args(["--scenarios", "longest", "--quick"]).scenarios == ["longest"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_cpu_seconds_count_a_process_and_its_children_running_or_ended() -> None:
+    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}])\n"  # ended and reaped: in the parent's children times
+        f"child = subprocess.Popen([sys.executable, '-c', {burn!r} + 'input()'], stdin=subprocess.PIPE)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "child.communicate(b'\\n')\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 10
+        while cpu_seconds(parent.pid) < 0.8 and time.monotonic() < deadline:  # the live child's burn is ending
+            time.sleep(0.05)
+        assert cpu_seconds(parent.pid) >= 0.8  # both children's 0.4 s, the running one through the process tree
+        assert cpu_seconds(2**22 + 7) == 0.0  # no such process
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.write("\n")
+        parent.stdin.close()
+        parent.wait(10)
+
+
+def test_flow_gives_the_rate_and_what_waits_minute_by_minute() -> None:
+    sends = [0.5] * 120 + [61.0] * 30  # a window released at once, then a smaller one
+    deletes = [10.0 + i / 2 for i in range(100)] + [70.0 + i for i in range(40)]  # 100 in minute 0, 40 in minute 1
+    rate, waiting = flow(sends, deletes, start=0.0, end=120.0)
+    assert rate == [100 / 60, 40 / 60] and waiting == [20, 10]
+    assert flow([], [130.0], start=0.0, end=120.0) == ([0.0, 0.0], [0, 0])  # stamps after the end are not counted
