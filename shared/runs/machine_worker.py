@@ -173,8 +173,11 @@ class MachineStep:
     """Carries one target through one step; each entry point returns a `StepResult` (for logs and tests)."""
 
     def __init__(self, target: MachineRecord, ports: StepPorts, rng: random.Random | None = None,
-                 held: tuple[str, ...] = ()) -> None:
+                 held: tuple[str, ...] = (), carried: bool = False) -> None:
         self.target = target
+        # acting on the row its message carried (run_step): confirmed against storage before any write that is not
+        # the row's own If-Match update (_confirm_row)
+        self.carried = carried
         self.held = set(held)  # the ARM budget buckets this step's tokens are already reserved in (pacing.py)
         self.refused: set[str] = set()  # budgets of a call ARM answered 429: their tokens were not spent
         self.ports = ports
@@ -492,7 +495,19 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         return KINDS[spec.operation] if spec and spec.operation in KINDS else INSTALL
 
+    def _confirm_row(self) -> None:
+        """Before a side effect other than the row's own If-Match write (patch rows, an assessment's fleet record):
+        a step acting on a carried row reads the row once and stops (ConflictError: run_step reads it and looks
+        again) when it changed since, e.g. a late copy of a poll whose machine has finished already."""
+        if not self.carried:
+            return
+        stored = self.ports.targets.get_target(self.run_id, self.target.key)
+        if stored is None or stored.etag != self.target.etag:
+            raise ConflictError(f"{self.run_id}/{self.target.key} changed since its message was sent")
+        self.carried = False
+
     def finish(self, result: dict[str, Any]) -> StepResult:
+        self._confirm_row()
         kind = self.kind
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
@@ -658,6 +673,7 @@ class MachineStep:
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> StepResult:
+        self._confirm_row()
         record = self.ports.hooks.on_terminal.get(self.kind.action)
         if record is not None:  # before our own update: a redelivery then writes the same rows again
             changes = {**changes, **record({**self.target, **changes}, state, result, self.run_id)}
@@ -731,13 +747,15 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     A message that carries its machine's row (a poll or health read: CARRIED_STATES, shared/core/messages.py
     CarriedRow) is acted on without reading the row: one Table round-trip less per poll. Its write is
     If-Match on the carried ETag, so a row changed since (a copy of this message won, a cancel, any write) makes
-    it read the row and act again: that costs the ARM read again, never a wrong write. A start always reads."""
+    it read the row and act again: that costs the ARM read again. Before any other write (patch rows, an assessment's
+    fleet record) the step confirms the row with one read (MachineStep._confirm_row), so a late copy of a poll
+    whose machine has moved on writes nothing. A start always reads."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
     row = msg.row
     if (row is not None and row.columns.get("seq") == msg.seq and row.columns.get("state") in CARRIED_STATES
             and isinstance(row.columns.get("resourceId"), str)):
         carried = MachineRecord(etag=row.etag, columns=dict(row.columns), run_id=msg.run_id, key=msg.machine)
-        result = _step(carried, msg, ports, rng)
+        result = _step(carried, msg, ports, rng, carried=True)
         if result is not StepResult.LOST_RACE:
             return result
         annotate({"patchpilot.step.carried_row": "changed"})  # read the row as stored and look again
@@ -752,10 +770,11 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     return _step(target, msg, ports, rng)
 
 
-def _step(target: MachineRecord, msg: StepMessage, ports: StepPorts, rng: random.Random | None) -> StepResult:
+def _step(target: MachineRecord, msg: StepMessage, ports: StepPorts, rng: random.Random | None, *,
+          carried: bool = False) -> StepResult:
     """The step for the machine's state; LOST_RACE when its write found the row changed."""
     annotate({MACHINE_ID: str(target.get("resourceId") or "")})
-    step = MachineStep(target, ports, rng, held=msg.held)
+    step = MachineStep(target, ports, rng, held=msg.held, carried=carried)
     phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover",
              MachineState.VERIFYING.value: "verify"}.get(str(target["state"]))
     annotate({QUEUE_STEP: phase or "poll"})

@@ -257,7 +257,7 @@ def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None
     assert sent.row.columns == {k: v for k, v in h.row.columns.items() if v is not None}
     assert run_step(sent, h.ports) is StepResult.PENDING
     assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.COMPLETED
-    assert h.targets.reads == 1  # neither poll read the row
+    assert h.targets.reads == 2  # the pending poll read none; the finishing one once, before its patch rows
     assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2 and h.row["polls"] == 1
 
 
@@ -285,6 +285,28 @@ def test_a_copy_of_a_carried_poll_that_lost_stops_without_a_second_write() -> No
     writes = h.journal.kinds().count("write")
     assert run_step(carried, h.ports) is StepResult.STALE  # the copy: its If-Match fails, the row says seq moved
     assert h.journal.kinds().count("write") == writes and len(h.queue.sent) == 2  # the start's and the poll's
+
+
+def test_a_late_copy_of_a_carried_poll_writes_nothing_once_its_machine_has_finished() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                 POLL_OPERATION.name: [answer(202, None, Retry_After="5"), RESULT, RESULT]})
+    recorded: list[str] = []
+    saved: list[str] = []
+
+    def record(row: Any, state: Any, result: Any, run_id: str) -> dict[str, Any]:
+        recorded.append(state.value)  # an assessment's fleet record, say: a side effect before the row's write
+        return {}
+
+    h.ports = replace(h.ports, hooks=replace(h.ports.hooks, on_terminal={"installPatches": record}))
+    save = h.targets.save_patches
+    h.targets.save_patches = lambda *a: (saved.append(a[1]), save(*a))[1]  # type: ignore[method-assign]
+    h.step()
+    assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.PENDING
+    last_poll = travelled(h.queue.sent[-1])
+    assert run_step(last_poll, h.ports) is StepResult.COMPLETED and recorded == ["Completed"] and len(saved) == 1
+    # the host died before deleting that message: it comes back, minutes later, with the row as it was then
+    assert run_step(last_poll, h.ports) is StepResult.FINISHED
+    assert recorded == ["Completed"] and len(saved) == 1  # no second record, no patches written again
 
 
 def test_starts_never_carry_a_row_and_a_queued_row_carried_is_not_trusted() -> None:
