@@ -247,10 +247,14 @@ def travelled(msg: StepMessage) -> StepMessage:
     return replace(msg, row=row)
 
 
+def started_then_polled(*polls: ArmResponse) -> Harness:
+    """A Windows VM whose start is accepted (Retry-After 17), then answers `polls` in turn."""
+    return harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                    POLL_OPERATION.name: list(polls)})
+
+
 def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None:
-    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
-                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
-                                                                         RESULT]})
+    h = started_then_polled(answer(202, None, Retry_After="5"), RESULT)
     assert h.step() is StepResult.STARTED and h.targets.reads == 1  # a start reads its row: it must see a cancel
     sent = travelled(h.queue.sent[-1])
     assert sent.row is not None and sent.row.etag == h.row.etag and sent.row.columns["state"] == "Running"
@@ -262,9 +266,7 @@ def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None
 
 
 def test_a_carried_row_that_changed_since_is_read_and_the_step_acts_again() -> None:
-    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
-                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
-                                                                         answer(202, None, Retry_After="7")]})
+    h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
     h.step()
     carried = h.queue.sent[-1]
     h.targets.put({**h.row.columns, "note": "another writer"})  # same seq, new ETag: a write the message missed
@@ -276,9 +278,7 @@ def test_a_carried_row_that_changed_since_is_read_and_the_step_acts_again() -> N
 
 
 def test_a_copy_of_a_carried_poll_that_lost_stops_without_a_second_write() -> None:
-    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
-                 INSTALL_PATCHES.name: [ACCEPTED], POLL_OPERATION.name: [answer(202, None, Retry_After="5"),
-                                                                         answer(202, None, Retry_After="5")]})
+    h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="5"))
     h.step()
     carried = h.queue.sent[-1]
     assert run_step(carried, h.ports) is StepResult.PENDING
@@ -288,8 +288,7 @@ def test_a_copy_of_a_carried_poll_that_lost_stops_without_a_second_write() -> No
 
 
 def test_a_late_copy_of_a_carried_poll_writes_nothing_once_its_machine_has_finished() -> None:
-    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
-                 POLL_OPERATION.name: [answer(202, None, Retry_After="5"), RESULT, RESULT]})
+    h = started_then_polled(answer(202, None, Retry_After="5"), RESULT, RESULT)
     recorded: list[str] = []
     saved: list[str] = []
 
