@@ -662,7 +662,16 @@ class MachineStep:
         self.target = self.ports.targets.update_target(self.target, changes)
 
     def _advance(self, delay: int, changes: dict[str, Any], *, held: tuple[str, ...] = ()) -> None:
-        """Record the step and queue the next one; raises ConflictError if we lost a race."""
+        """Record the step and queue the next one; raises ConflictError if we lost a race.
+
+        A machine left Running is polled next: its poll's budget is booked now when the budget is backlogged
+        past `delay` (Budget.book), and the message is queued for when that token is due, so the poll calls
+        when it arrives instead of finding the budget spent and being queued again."""
+        if not held and changes.get("state", self.target["state"]) == MachineState.RUNNING.value:
+            (budget,) = POLL_OPERATION.budgets
+            booked = self.ports.pacer.book(self.machine.subscription_id, budget, delay)
+            if booked is not None:
+                delay, held = max(delay, math.ceil(booked)), (budget,)
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})

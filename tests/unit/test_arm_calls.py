@@ -39,6 +39,9 @@ class Recorder:
         self.reserved.extend(names)
         return 0.0
 
+    def book(self, subscription: str, name: str, after: float) -> float | None:
+        return None
+
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
         self.observed.append((names, status, retry_after))

@@ -161,8 +161,12 @@ class RowStore:
         self.rows: dict[tuple[str, str], tuple[float, str]] = {}
         self.ops: Counter[str] = Counter()
 
-    def cached(self, subscription: str, buckets: list[str]) -> None:
-        return None
+    def cached(self, subscription: str, buckets: list[str]) -> dict[str, Any] | None:
+        """As BudgetStore: the rows this process last read or wrote (it is the only process here)."""
+        from shared.storage.budget_store import BudgetRow
+        if not all((subscription, b) in self.rows for b in buckets):
+            return None
+        return {b: BudgetRow(*self.rows[(subscription, b)]) for b in buckets}
 
     def read(self, subscription: str, buckets: list[str]) -> dict[str, Any]:
         from shared.storage.budget_store import BudgetRow
@@ -222,6 +226,22 @@ def test_a_429_drops_the_lease_so_the_next_call_waits_for_the_moved_row() -> Non
         p.reserve("sub", (READS,))
     p.observe("sub", (READS,), 429, {}, retry_after=30.0)
     assert p.reserve("sub", (READS,)) >= 29.0
+
+
+def test_a_poll_is_booked_only_when_the_budget_is_backlogged_past_its_retry_after() -> None:
+    clock = [1000.0]
+    p = pacer(clock, 32)  # 5 tokens/s, 5 of its burst granted at once (late 1 s keeps 5 back)
+    assert p.book("sub", READS, 10.0) is None  # a row never seen: nothing is booked
+    for _ in range(60):  # 61 polls due now: the last waits (61 - 5) / 5 = 11.2 s
+        p.reserve("sub", (READS,))
+    backlog = p.reserve("sub", (READS,))
+    assert backlog == pytest.approx(11.2)
+    assert p.book("sub", READS, 30.0) is None  # Retry-After 30 s: the budget has room before then
+    booked = p.book("sub", READS, 12.0)  # Retry-After 12 s: the next token (11.4 s) is within `late` of it
+    assert booked == pytest.approx(11.4)
+    assert p.reserve("sub", (READS,)) > booked  # the booked token is taken: the next reservation comes after it
+    clock[0] += 60.0  # the backlog is spent: a poll after Retry-After needs no booking, and nothing was wasted
+    assert p.book("sub", READS, 5.0) is None and p.reserve("sub", (READS,)) == 0.0
 
 
 @pytest.mark.parametrize(("headers", "expected"), [

@@ -120,14 +120,23 @@ class FakeQueue:
 class FakePacer:
     """Grants every reservation now unless `waits` says otherwise; records what moved after a call."""
 
-    def __init__(self, journal: Journal, waits: Mapping[str, float] | None = None) -> None:
+    def __init__(self, journal: Journal, waits: Mapping[str, float] | None = None,
+                 backlog: Mapping[str, float] | None = None) -> None:
         self.journal = journal
         self.waits = dict(waits or {})
+        self.backlog = dict(backlog or {})  # seconds until a bucket's next token is due (book())
         self.observed: list[tuple[tuple[str, ...], int]] = []
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         self.journal.add("reserve", names[0])
         return self.waits.get(names[0], 0.0)
+
+    def book(self, subscription: str, name: str, after: float) -> float | None:
+        due = self.backlog.get(name, 0.0)
+        if due < after:
+            return None
+        self.journal.add("book", name)
+        return due
 
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
@@ -188,11 +197,11 @@ def no_probe(url: str) -> Any:
 
 
 def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, float] | None = None,
-            before_start: tuple[Any, ...] = (), health_check: HealthCheck | None = None,
-            probe: Callable[[str], Any] = no_probe, **columns: Any) -> Harness:
+            backlog: Mapping[str, float] | None = None, before_start: tuple[Any, ...] = (),
+            health_check: HealthCheck | None = None, probe: Callable[[str], Any] = no_probe, **columns: Any) -> Harness:
     journal = Journal()
     targets, queue = FakeTargets(journal), FakeQueue(journal)
-    pacer, arm = FakePacer(journal, waits), FakeArm(journal, script)
+    pacer, arm = FakePacer(journal, waits, backlog), FakeArm(journal, script)
     progressed: list[str] = []
     hooks = RunHooks(before_start=before_start, progressed=lambda run_id, machine=None: bool(progressed.append(run_id)))
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
@@ -239,6 +248,22 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
     assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2
     assert h.targets.patches[VM.key] == [{"name": "KB1"}, {"name": "KB2"}]
     assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
+
+
+def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_and_calls_when_it_arrives() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                 POLL_OPERATION.name: [answer(202, None, Retry_After="5"), RESULT]}, backlog={POLLS: 40.2})
+    assert h.step() is StepResult.STARTED
+    # Retry-After said 17 s; the polls' next token is due in 40.2 s: booked now, the message comes then
+    assert h.journal.entries[-3:] == [("book", POLLS), ("write", "Running"), ("queue", 41)]
+    assert h.queue.sent[-1].held == (POLLS,)
+    del h.journal.entries[:]
+    h.pacer.backlog = {POLLS: 3.0}  # the backlog has cleared: Retry-After (5 s) comes first, nothing is booked
+    assert h.step() is StepResult.PENDING
+    assert h.journal.kinds()[:2] == ["arm", "write"]  # the booked token is spent: no reserve, no pacing
+    assert h.queue.delays[-1] == 5 and h.queue.sent[-1].held == ()
+    del h.journal.entries[:]
+    assert h.step() is StepResult.COMPLETED and h.journal.entries[0] == ("reserve", POLLS)
 
 
 def travelled(msg: StepMessage) -> StepMessage:
