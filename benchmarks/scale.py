@@ -55,12 +55,14 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,6 +121,7 @@ class Row:
     rate_by_minute: list[float] = field(default_factory=list)  # messages finished per second, minute by minute
     waiting_by_minute: list[int] = field(default_factory=list)  # messages in the queues at each minute's end
     held_back: int = 0  # releases that held their window back: the consumers had not taken what was due
+    paced: Counter[str] = field(default_factory=Counter)  # steps that found no budget, by "state budgets"
     done: int = 0
     note: str = ""
 
@@ -336,8 +339,10 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
             row.note = "; ".join(filter(None, [row.note, f"{len(done)}/{len(ids)} runs done in {args.timeout:.0f} s"]))
         row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
         row.rate_by_minute, row.waiting_by_minute = flow(*counts.flow_stamps(), started, ended)
-        row.held_back = sum(path.read_text(errors="replace").count("holds back the window")
-                            for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists())
+        host_logs = [path.read_text(errors="replace")
+                     for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists()]
+        row.held_back = sum(text.count("holds back the window") for text in host_logs)
+        row.paced = sum((paced_steps(text) for text in host_logs), Counter())
         row.note = "; ".join(filter(None, [row.note, machine_states(base, ids)]))
         # Table round-trips of the app: all Table requests less the harness's own GET /api/runs (one query each).
         row.table_per_machine = max(0, StorageCounts.table(after) - StorageCounts.table(before) - gets) / n
@@ -589,11 +594,23 @@ def print_row(r: Row) -> None:
                                              f"{q[2]:.0f}; in the queues at most {max(r.waiting_by_minute):,}, "
                                              f"{r.waiting_by_minute[-1]:,} at the end; releases held back "
                                              f"{r.held_back:,} times"]))
+    if r.paced:
+        note = "; ".join(filter(None, [note, "paced steps per machine: " + ", ".join(
+            f"{k} {v / r.machines:.2f}" for k, v in r.paced.most_common())]))
     if r.cpu and r.elapsed:
         busy = ", ".join(f"{k} {100 * v / r.elapsed:.0f}%" for k, v in sorted(r.cpu.items(), key=lambda kv: -kv[1]))
         note = "; ".join(filter(None, [note, f"CPU, share of one core: {busy}"]))
     print(f"| {r.client} | {r.machines:,} / {r.subscriptions} | {makespan} | {fmt_time(r.bound, r.scale)} | "
           f"{ratio} | {any_order} | {share} | {kinds} | {table} | {post} | {msgs} | {stall} | {peak} | {note} |")
+
+
+PACED_LINE = re.compile(r"paced run=\S+ machine=\S+ state=(\w+) wait=\d+s budgets=(\S+)")
+
+
+def paced_steps(log_text: str) -> Counter[str]:
+    """Steps that found no ARM budget and were queued again (machine_worker's "paced" log line), counted by
+    the machine's state and the buckets it waited for: "Queued reads" is a start, "Running polls" a poll."""
+    return Counter(f"{state} {budgets}" for state, budgets in PACED_LINE.findall(log_text))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -446,6 +446,8 @@ class MachineStep:
             verdict = self._wait_verdict(wait, f"the ARM budget ({', '.join(names)}) is spent until then")
             if isinstance(verdict, Skip):
                 return self.skip(verdict.code, verdict.message, **changes)
+        log.info("paced run=%s machine=%s state=%s wait=%ds budgets=%s", self.run_id, self.target.key,
+                 self.target["state"], wait, ",".join(names))
         self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
                       held=tuple(sorted(self.held | set(names))))
         return StepResult.PACED

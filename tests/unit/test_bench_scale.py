@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import cpu_seconds
+from benchmarks.scale import cpu_seconds, paced_steps
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
 from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, flow, longest_gaps, queue_name
 from benchmarks.scale_sim import budgets, compressed_config
@@ -213,3 +213,16 @@ def test_flow_gives_the_rate_and_what_waits_minute_by_minute() -> None:
     rate, waiting = flow(sends, deletes, start=0.0, end=120.0)
     assert rate == [100 / 60, 40 / 60] and waiting == [20, 10]
     assert flow([], [130.0], start=0.0, end=120.0) == ([0.0, 0.0], [0, 0])  # stamps after the end are not counted
+
+
+def test_paced_steps_are_counted_by_state_and_budget_from_the_workers_own_log_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from shared.arm.calls import READS
+    from shared.runs.machine_worker import StepResult
+    from tests.unit.test_machine_step import harness
+    h = harness({}, waits={READS: 3.0})  # no OS type yet: the start reads the VM first, and that read must wait
+    with caplog.at_level("INFO", logger="shared.runs.machine_worker"):
+        assert h.step() is StepResult.PACED
+    text = "\n".join(f"[2026-12-05 01:00:00,000] {r.getMessage()}" for r in caplog.records)
+    assert paced_steps(text + "\n" + text) == {"Queued reads": 2}
+    assert paced_steps("step run=r machine=m seq=0 dequeue=1 -> StepResult.PACED") == {}  # the result line is not it
