@@ -151,8 +151,22 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine spent busy so far (all of /proc/stat's first line but idle and
+    iowait), whoever spent them: against the processes' own shares it says whether the machine was full."""
+    try:
+        ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick  # user..steal, less idle and iowait (proc(5))
+
+
 def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_seconds(pid) for name, pid in processes.items()}
+    """CPU seconds so far of each named process (with its children), and of the whole machine
+    (`machine, N cores`: at most N times the elapsed time)."""
+    return {**{name: cpu_seconds(pid) for name, pid in processes.items()},
+            f"machine, {os.cpu_count() or 1} cores": machine_busy_seconds()}
 
 
 # ------------------------------------------------------------------------------------------------ simulator

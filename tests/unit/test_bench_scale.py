@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import cpu_seconds, paced_steps
+from benchmarks.scale import cpu_seconds, machine_busy_seconds, paced_steps
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
 from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, flow, longest_gaps, queue_name
 from benchmarks.scale_sim import budgets, compressed_config
@@ -226,3 +226,12 @@ def test_paced_steps_are_counted_by_state_and_budget_from_the_workers_own_log_li
     text = "\n".join(f"[2026-12-05 01:00:00,000] {r.getMessage()}" for r in caplog.records)
     assert paced_steps(text + "\n" + text) == {"Queued reads": 2}
     assert paced_steps("step run=r machine=m seq=0 dequeue=1 -> StepResult.PACED") == {}  # the result line is not it
+
+
+def test_machine_busy_seconds_grow_by_what_a_process_burns() -> None:
+    before, started = machine_busy_seconds(), time.process_time()
+    deadline = time.monotonic() + 20
+    while time.process_time() - started < 0.3 and time.monotonic() < deadline:  # 0.3 s of CPU, however shared
+        pass
+    burnt = time.process_time() - started
+    assert burnt >= 0.3 and machine_busy_seconds() - before >= burnt - 0.05  # this loop's own CPU is in it
