@@ -116,6 +116,7 @@ class Row:
     stall: tuple[float, list[float]] | None = None
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
     message_kinds: dict[str, float] = field(default_factory=dict)  # per machine, by queue (setting name's stem)
+    queue_requests: dict[str, float] = field(default_factory=dict)  # Queue requests per machine, by kind
     elapsed: float = 0.0  # real seconds the scenario was followed (the makespan, or the timeout)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process over `elapsed` (cpu_seconds)
     rate_by_minute: list[float] = field(default_factory=list)  # messages finished per second, minute by minute
@@ -362,6 +363,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         row.table_per_machine = max(0, StorageCounts.table(after) - StorageCounts.table(before) - gets) / n
         row.table_kinds = {k[6:]: (after[k] - before[k]) / n for k in after if k.startswith("table:")}
         row.table_kinds["query"] = max(0.0, row.table_kinds.get("query", 0.0) - gets / n)
+        row.queue_requests = {k[6:]: (after[k] - before[k]) / n for k in after if k.startswith("queue:")}
         row.messages = after["queue:delete"] - before["queue:delete"]
         queues = {str(v).lower(): k.removesuffix("_QUEUE").lower() for k, v in settings.items() if k.endswith("_QUEUE")}
         for queue, count in (counts.done_snapshot() - done_before).items():
@@ -608,6 +610,9 @@ def print_row(r: Row) -> None:
                                              f"{q[2]:.0f}; in the queues at most {max(r.waiting_by_minute):,}, "
                                              f"{r.waiting_by_minute[-1]:,} at the end; releases held back "
                                              f"{r.held_back:,} times"]))
+    if r.queue_requests:  # each one Azurite scans its waiting messages for, but sends (benchmarks/azurite_queues.py)
+        note = "; ".join(filter(None, [note, "Queue requests per machine: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(r.queue_requests.items(), key=lambda kv: -kv[1]) if v >= 0.005)]))
     if r.paced:
         note = "; ".join(filter(None, [note, "paced steps per machine: " + ", ".join(
             f"{k} {v / r.machines:.2f}" for k, v in r.paced.most_common())]))
