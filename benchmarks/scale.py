@@ -164,9 +164,10 @@ def machine_busy_seconds() -> float:
 
 
 def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process (with its children), and of the whole machine
-    (`machine, N cores`: at most N times the elapsed time)."""
+    """CPU seconds so far of each named process (with its children), of this harness's own process (its
+    counting proxy forwards every storage request), and of the whole machine (at most N cores times the time)."""
     return {**{name: cpu_seconds(pid) for name, pid in processes.items()},
+            "harness (this process: counting proxy, driver)": time.process_time(),
             f"machine, {os.cpu_count() or 1} cores": machine_busy_seconds()}
 
 
