@@ -41,6 +41,7 @@ from shared.runs.budget import (
     COMPUTE_GUEST_PATCH_VM_POLICY,
     Bucket,
     observe,
+    observe_shared,
     penalize,
     remaining_by_bucket,
 )
@@ -70,6 +71,7 @@ def buckets_from(pacing: PacingSettings) -> dict[str, Bucket]:
     }
 
 
+SHARED_READS = (READS, POLLS)  # two shares of ARM's one read limit: its remaining-reads header counts both
 LEASE_DEMAND_SECONDS = 1.0  # a block covers what this process asked for in the last second
 
 
@@ -97,6 +99,7 @@ class Pacer:
         self._leases: dict[tuple[str, str], Lease] = {}
         self._leases_lock = threading.Lock()
         self._row_locks: dict[str, threading.Lock] = {}
+        self._spent: dict[tuple[str, str], float] = {}  # (subscription, bucket): `tat` of the calls made (observe)
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
@@ -202,6 +205,7 @@ class Pacer:
         header lower than our accounting moves the bucket it names on. Writes only when something moves."""
         remaining = remaining_by_bucket(headers)
         candidates = [n for n in self.buckets if n in names or n in remaining]
+        spent = self._note_spent(subscription, names if status != 429 else ())
 
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
             moved: dict[str, float] = {}
@@ -212,7 +216,11 @@ class Pacer:
                     if new > tat:
                         moved[n] = new
                         tat = new
-                if n in remaining and (implied := observe(bucket, tat, now, remaining[n])) is not None:
+                if n not in remaining:
+                    continue
+                implied = (observe_shared(bucket, tat, now, remaining[n], spent) if n in SHARED_READS
+                           else observe(bucket, tat, now, remaining[n]))
+                if implied is not None:
                     moved[n] = implied
             return moved, 0.0
         if candidates:
@@ -225,6 +233,16 @@ class Pacer:
             self._update(subscription, candidates, decide_and_note)
             if moved_names:
                 self.drop_leases(subscription, moved_names)
+
+    def _note_spent(self, subscription: str, names: tuple[str, ...]) -> dict[str, tuple[Bucket, float]]:
+        """Count one call made from each of `names`; returns the read shares' calls made so far (observe_shared)."""
+        now = self.clock()
+        with self._leases_lock:
+            for name in names:
+                key = (subscription.lower(), name)
+                self._spent[key] = max(self._spent.get(key, 0.0), now) + self.buckets[name].interval
+            return {n: (self.buckets[n], self._spent.get((subscription.lower(), n), 0.0))
+                    for n in SHARED_READS if n in self.buckets}
 
     def _update(self, subscription: str, names: list[str],
                 decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:

@@ -16,6 +16,7 @@ from shared.runs.budget import (
     WRITES,
     Bucket,
     observe,
+    observe_shared,
     penalize,
     remaining_by_bucket,
     reserve,
@@ -103,10 +104,31 @@ def test_a_low_remaining_header_moves_the_budget_a_high_one_does_not() -> None:
     assert observe(bucket, 150.0, 100.0, remaining=600) is None  # never gives reserved tokens back
 
 
-def test_shared_read_bucket_headers_are_scaled_by_share() -> None:
-    polls = Bucket(POLLS, 125, 12.5, share=0.5)
-    moved = observe(polls, 0.0, 10.0, remaining=50)  # 200 of ARM's 250 reads spent: 25 of our 125 left
-    assert moved is not None and abs((moved - 10.0) / polls.interval - 100) < 1e-6
+def test_the_shared_read_header_moves_each_share_by_its_part_of_what_our_calls_do_not_explain() -> None:
+    reads, polls = Bucket(READS, 125, 12.5, share=0.5), Bucket(POLLS, 125, 12.5, share=0.5)
+    idle = {READS: (reads, 0.0), POLLS: (polls, 0.0)}
+    moved = observe_shared(polls, 0.0, 10.0, 50, idle)  # 200 of ARM's 250 reads spent, none of them ours
+    assert moved is not None and (moved - 10.0) / polls.interval == pytest.approx(100)  # half of them: polls' share
+    assert observe_shared(reads, 0.0, 10.0, 50, idle) == moved  # and reads by the same (its share)
+    assert observe_shared(polls, moved, 10.0, 50, idle) is None  # absolute: the same header moves it once
+    burst = {READS: (reads, 0.0), POLLS: (polls, 10.0 + 60 * polls.interval)}  # we just made 60 polls
+    assert observe_shared(reads, 0.0, 10.0, 190, burst) is None  # ARM's 60 used are our polls: reads stay
+    assert observe_shared(polls, burst[POLLS][1], 10.0, 190, burst) is None  # polls too: as reserved
+
+
+def test_a_burst_of_our_own_polls_does_not_pace_the_reads_but_another_clients_reads_do() -> None:
+    from shared.runs.pacing import Pacer
+    clock = [1000.0]
+    store = RowStore()
+    shares = {READS: Bucket(READS, 125, 12.5, 0.5), POLLS: Bucket(POLLS, 125, 12.5, 0.5)}
+    p = Pacer(store, shares, clock=lambda: clock[0], lease_tokens=1)  # type: ignore[arg-type]
+    p.reserve("sub", (READS,))
+    for left in range(249, 189, -1):  # 60 polls at once, ARM's remaining reads falling with each
+        p.reserve("sub", (POLLS,))
+        p.observe("sub", (POLLS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": str(left)})
+    assert store.rows[("sub", READS)][0] <= clock[0] + shares[READS].interval  # one read reserved, nothing moved
+    p.observe("sub", (READS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": "40"})  # 150 not ours
+    assert store.rows[("sub", READS)][0] - clock[0] == pytest.approx(75 * shares[READS].interval, abs=0.1)
 
 
 def test_headers_are_read_by_bucket() -> None:
