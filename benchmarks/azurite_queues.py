@@ -14,6 +14,13 @@ Delete Message and Update Message first clear the queue's expired messages (`cle
 accountName, queueName and expirationTime), so they scan the collection too: a message's whole life in a queue
 (sent, received, deleted) pays for the messages waiting beside it at least twice.
 
+And in memory (--inMemoryPersistence) its queue garbage collector (`QueueGCManager`, every 60 s) deletes the
+extents of the messages deleted since, one at a time, each delete also summing the sizes of every chunk still
+held (`MemoryExtentStore.deleteExtents`, a log line's argument evaluated even with --silent): the whole process,
+every queue of it, stops for 20-30 s once a minute at a few thousand messages a minute. On disk the extents are
+files holding many messages and the pause goes. The second table measures that: a steady flow of one message at a
+time (sent, received, deleted) beside 1,000 waiting, for STALL_SECONDS, in memory and on disk.
+
 Measured here, in one run on this machine: the mean time of a receive (up to 16 messages, as the host's batchSize)
 on an empty queue, and of one message's life (send, receive, delete) on a third queue, while another queue of the
 same Azurite holds N invisible messages (the peer: N = 0), and, for contrast, a Table point read while a table
@@ -33,6 +40,7 @@ from azure.storage.queue import QueueClient
 
 from tools.azurite import Azurite
 
+STALL_SECONDS = 150  # two and a half of Azurite's 60 s GC intervals
 WAITING = (0, 2_000, 5_000, 10_000, 20_000)  # invisible messages (and table entities) beside the measured call
 CALLS = 40  # per measurement
 BODY = "x" * 300  # about a step message's size
@@ -76,7 +84,30 @@ def measure() -> list[tuple[int, float, float, float]]:
     return rows
 
 
+def stalls(in_memory: bool, seconds: float = STALL_SECONDS, waiting: int = 1_000) -> tuple[int, float, int]:
+    """A steady flow beside `waiting` invisible messages: (messages done, the longest single message's life in
+    seconds, how many took over a second)."""
+    with Azurite(in_memory=in_memory) as azurite:
+        parked = QueueClient.from_connection_string(azurite.connection_string, "waiting")
+        parked.create_queue()
+        work = QueueClient.from_connection_string(azurite.connection_string, "work")
+        work.create_queue()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: parked.send_message(BODY, visibility_timeout=3600), range(waiting)))
+        done, longest, slow = 0, 0.0, 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            at = time.monotonic()
+            work.send_message(BODY)
+            for msg in work.receive_messages(messages_per_page=1, max_messages=1):
+                work.delete_message(msg)
+            took = time.monotonic() - at
+            done, longest, slow = done + 1, max(longest, took), slow + (took > 1.0)
+        return done, longest, slow
+
+
 def main() -> int:
+    flow = [(mode, *stalls(mode == "in memory")) for mode in ("in memory", "on disk")]
     rows = measure()
     base = rows[0][1]
     print("| messages waiting in the account | receive on an empty queue, ms | times the peer (none waiting) "
@@ -85,6 +116,12 @@ def main() -> int:
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, receive, life, read in rows:
         print(f"| {n:,} | {receive:.1f} | {receive / base:.1f} | {life:.1f} | {life / rows[0][2]:.1f} | {read:.1f} |")
+    print()
+    print(f"| Azurite's queues | messages sent, received and deleted one at a time in {STALL_SECONDS} s, "
+          "1,000 waiting | longest single message, s | messages over 1 s |")
+    print("| --- | ---: | ---: | ---: |")
+    for mode, done, longest, slow in flow:
+        print(f"| {mode} | {done:,} | {longest:.1f} | {slow} |")
     return 0
 
 
