@@ -668,18 +668,12 @@ class MachineStep:
 
         A machine left Running is polled next: its poll's budget is booked now when the budget is backlogged
         past `delay` (Budget.book), and the message is queued for when that token is due, so the poll calls
-        when it arrives instead of finding the budget spent and being queued again. A shorter backlog is
-        added to `delay` instead (nothing booked: a token held for later than the backlog would leave the
-        bucket idle until then): while more machines are in flight than the poll budget serves at
-        Retry-After, each is polled that much less often, so the polls' demand falls to what the budget
-        serves rather than each poll arriving to a spent budget and being queued again."""
+        when it arrives instead of finding the budget spent and being queued again."""
         if not held and changes.get("state", self.target["state"]) == MachineState.RUNNING.value:
             (budget,) = POLL_OPERATION.budgets
             booked = self.ports.pacer.book(self.machine.subscription_id, budget, delay)
             if booked is not None:
                 delay, held = max(delay, math.ceil(booked)), (budget,)
-            else:
-                delay += math.ceil(self.ports.pacer.backlog(self.machine.subscription_id, budget))
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
         self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})

@@ -128,14 +128,6 @@ class Pacer:
         the bucket idle until then: GCRA keeps one `tat`, so the capacity before a future token is lost."""
         return self._take_leased(subscription, name, after=after)
 
-    def backlog(self, subscription: str, name: str) -> float:
-        """Seconds until this process's next token of `name` is due, read without taking one (0: it has room)."""
-        bucket = self.buckets[name]
-        lease = self._lease(subscription, name)
-        with lease.lock:
-            now = self.clock()
-            return max(0.0, self._next_due(subscription, bucket, lease, now))
-
     def _reserve_leased(self, subscription: str, name: str) -> float:
         """One token of `name`, from this process's lease (refilled with a block when empty)."""
         due = self._take_leased(subscription, name, after=None)
@@ -286,8 +278,6 @@ class Budget(Protocol):
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float: ...
 
     def book(self, subscription: str, name: str, after: float) -> float | None: ...
-
-    def backlog(self, subscription: str, name: str) -> float: ...
 
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None: ...

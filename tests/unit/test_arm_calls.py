@@ -42,9 +42,6 @@ class Recorder:
     def book(self, subscription: str, name: str, after: float) -> float | None:
         return None
 
-    def backlog(self, subscription: str, name: str) -> float:
-        return 0.0
-
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
         self.observed.append((names, status, retry_after))

@@ -124,7 +124,7 @@ class FakePacer:
                  backlog: Mapping[str, float] | None = None) -> None:
         self.journal = journal
         self.waits = dict(waits or {})
-        self.due = dict(backlog or {})  # seconds until a bucket's next token is due (book(), backlog())
+        self.backlog = dict(backlog or {})  # seconds until a bucket's next token is due (book())
         self.observed: list[tuple[tuple[str, ...], int]] = []
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
@@ -132,14 +132,11 @@ class FakePacer:
         return self.waits.get(names[0], 0.0)
 
     def book(self, subscription: str, name: str, after: float) -> float | None:
-        due = self.due.get(name, 0.0)
+        due = self.backlog.get(name, 0.0)
         if due < after:
             return None
         self.journal.add("book", name)
         return due
-
-    def backlog(self, subscription: str, name: str) -> float:
-        return self.due.get(name, 0.0)
 
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
@@ -253,7 +250,7 @@ def test_a_poll_draws_from_the_poll_budget_and_records_the_result() -> None:
     assert h.progressed == [RUN]  # the run is told a machine finished (a rollout admits the next, or it closes)
 
 
-def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_else_comes_the_backlog_later() -> None:
+def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_and_calls_when_it_arrives() -> None:
     h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
                  POLL_OPERATION.name: [answer(202, None, Retry_After="5"), RESULT]}, backlog={POLLS: 40.2})
     assert h.step() is StepResult.STARTED
@@ -261,10 +258,10 @@ def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_else_co
     assert h.journal.entries[-3:] == [("book", POLLS), ("write", "Running"), ("queue", 41)]
     assert h.queue.sent[-1].held == (POLLS,)
     del h.journal.entries[:]
-    h.pacer.due = {POLLS: 3.0}  # shorter than Retry-After (5 s): nothing is booked, the poll comes 3 s later
+    h.pacer.backlog = {POLLS: 3.0}  # the backlog has cleared: Retry-After (5 s) comes first, nothing is booked
     assert h.step() is StepResult.PENDING
     assert h.journal.kinds()[:2] == ["arm", "write"]  # the booked token is spent: no reserve, no pacing
-    assert h.queue.delays[-1] == 8 and h.queue.sent[-1].held == ()
+    assert h.queue.delays[-1] == 5 and h.queue.sent[-1].held == ()
     del h.journal.entries[:]
     assert h.step() is StepResult.COMPLETED and h.journal.entries[0] == ("reserve", POLLS)
 
