@@ -33,7 +33,7 @@ SLACK_TOKENS = 2  # a header must show this many tokens fewer than we account be
 @dataclass(frozen=True)
 class Bucket:
     """`burst` tokens, refilled at `rate` tokens per second; `share` of ARM's bucket it stands for
-    (polls: POLL_READ_PERCENT of the reads, so a header's remaining count is scaled by it).
+    (polls: POLL_READ_PERCENT of the reads, reads the rest: observe_shared reads ARM's header with it).
 
     `late` seconds: how late a reserved token may be spent. A queue delivers a delayed message late, and
     tokens spent late can pile up where ARM's bucket has no room; keeping `rate·late` tokens of the burst
@@ -95,10 +95,11 @@ def penalize(bucket: Bucket, tat: float, now: float, retry_after: float) -> floa
 
 
 def observe(bucket: Bucket, tat: float, now: float, remaining: float) -> float | None:
-    """ARM says `remaining` tokens are left: the `tat` that implies, if it is later than ours by more than
+    """ARM says `remaining` tokens are left of a bucket that is ours alone (writes, guest patches; the two
+    shares of ARM's reads: observe_shared): the `tat` that implies, if it is later than ours by more than
     SLACK_TOKENS (someone else spends from the same budget, or our accounting is behind); else None.
     A header never moves `tat` back: tokens we reserved and have not spent yet are not in ARM's count."""
-    used = bucket.burst - max(0.0, remaining) * bucket.share
+    used = bucket.burst - max(0.0, remaining)
     implied = now + used * bucket.interval
     return implied if implied > max(tat, now) + SLACK_TOKENS * bucket.interval else None
 
@@ -139,7 +140,7 @@ def remaining_by_bucket(headers: Mapping[str, str]) -> dict[str, float]:
         if policy.strip() == COMPUTE_GUEST_PATCH_POLICY and value is not None:
             found[GUEST_PATCH] = value
     if READS in found:
-        found[POLLS] = found[READS]  # the same ARM bucket; Bucket.share scales it
+        found[POLLS] = found[READS]  # the same ARM bucket, read for each share by observe_shared
     return found
 
 

@@ -235,10 +235,11 @@ class Pacer:
                 self.drop_leases(subscription, moved_names)
 
     def _note_spent(self, subscription: str, names: tuple[str, ...]) -> dict[str, tuple[Bucket, float]]:
-        """Count one call made from each of `names`; returns the read shares' calls made so far (observe_shared)."""
+        """Count one call made from each read share in `names`; returns the shares' calls made so far
+        (observe_shared)."""
         now = self.clock()
         with self._leases_lock:
-            for name in names:
+            for name in (n for n in names if n in SHARED_READS):
                 key = (subscription.lower(), name)
                 self._spent[key] = max(self._spent.get(key, 0.0), now) + self.buckets[name].interval
             return {n: (self.buckets[n], self._spent.get((subscription.lower(), n), 0.0))
