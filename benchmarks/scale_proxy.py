@@ -174,9 +174,14 @@ class CountingProxy:
             if chunked:  # not sent by the Azure SDKs; pass the rest through uncounted rather than misparse it
                 await self._pipe(reader, up)
                 return
-            if length:
-                up.write(await reader.readexactly(length))
-            await up.drain()
+            try:
+                if length:
+                    up.write(await reader.readexactly(length))
+                await up.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # the client went away mid-request: Azurite closed its side of a kept-alive connection (Node's
+                # 5 s keepAliveTimeout) as the client sent on it, and the pipe back closed the client's socket
+                return
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -128,6 +129,40 @@ def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
         assert got == {"queue:send": 1, "queue:receive": 1, "queue:delete": 1}
         assert len(progress) == 2
         assert counts.done_snapshot() == {"q": 1}  # finished messages by queue, for messages per machine by kind
+    finally:
+        proxy.stop()
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def test_proxy_survives_a_client_that_leaves_mid_request() -> None:
+    # Azurite (Node) closes a kept-alive connection after 5 idle seconds; a client that sent on it just then
+    # leaves mid-body. The proxy dropped that connection with an unhandled IncompleteReadError on its loop
+    # (bench-scale printed the traceback in session 19); it must close quietly and go on serving others.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                del head
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    proxy = CountingProxy("queue", server.sockets[0].getsockname()[1], StorageCounts()).start()
+    unhandled: list[dict[str, object]] = []
+    proxy._loop.call_soon_threadsafe(proxy._loop.set_exception_handler, lambda _, ctx: unhandled.append(ctx))
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as conn:
+            conn.sendall(b"POST /a/q/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1012\r\n\r\nabc")
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as conn:
+            conn.sendall(b"GET /a/q/messages?numofmessages=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 204")
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), proxy._loop).result(timeout=5)
+        assert unhandled == []
     finally:
         proxy.stop()
         loop.call_soon_threadsafe(server.close)
