@@ -5,8 +5,9 @@ read/write buckets, Compute's guest-patch buckets and the 202's Retry-After all 
 bursts unchanged; PatchPilot's own timers are divided by k too), so Azure's ratios hold and an Azure hour takes
 3600/k real seconds. Per scenario it prints: makespan, the lower bound computed from the buckets and the
 operations' real durations (scale_bound.py), their ratio, 429s as a share of all ARM responses, ARM calls per
-machine by kind, Table round-trips per machine, POST /api/runs latency, and the longest gap with no queue
-progress (a stall over 10 s is counted).
+machine by kind, Table round-trips per machine, POST /api/runs latency, the longest gap with no queue
+progress (a gap over 10 s is counted), and, in the note, the longest stall: time with a message due (visible)
+and none finished, which leaves out the quiet of a run's last minutes between Retry-After polls.
 
 PatchPilot runs as the local Functions host process(es) (`tools.local_host`, as `make run` starts it) with
 Azurite behind a counting proxy (scale_proxy.py). A run over the app's MAX_MACHINES_PER_RUN is refused, so the
@@ -75,7 +76,7 @@ import requests
 from azure.data.tables import TableClient
 
 from benchmarks.scale_bound import Budgets, makespan_bound
-from benchmarks.scale_proxy import CountingProxy, StorageCounts, flow, longest_gaps
+from benchmarks.scale_proxy import CountingProxy, StorageCounts, flow, longest_gaps, longest_stall
 from benchmarks.scale_sim import (
     arm_summary,
     budgets,
@@ -116,6 +117,7 @@ class Row:
     post_ms: list[float] = field(default_factory=list)
     runs: int = 0
     stall: tuple[float, list[float]] | None = None
+    due_stall: float | None = None  # longest time a message was due and none finished (longest_stall)
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
     message_kinds: dict[str, float] = field(default_factory=dict)  # per machine, by queue (setting name's stem)
     queue_requests: dict[str, float] = field(default_factory=dict)  # Queue requests per machine, by kind
@@ -356,6 +358,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         else:
             row.note = "; ".join(filter(None, [row.note, f"{len(done)}/{len(ids)} runs done in {args.timeout:.0f} s"]))
         row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
+        row.due_stall = longest_stall(*counts.due_stamps(), started, ended)
         row.rate_by_minute, row.waiting_by_minute = flow(*counts.flow_stamps(), started, ended)
         host_logs = [path.read_text(errors="replace")
                      for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists()]
@@ -613,6 +616,8 @@ def print_row(r: Row) -> None:
                                              f"{q[2]:.0f}; in the queues at most {max(r.waiting_by_minute):,}, "
                                              f"{r.waiting_by_minute[-1]:,} at the end; releases held back "
                                              f"{r.held_back:,} times"]))
+    if r.due_stall is not None:
+        note = "; ".join(filter(None, [note, f"longest stall (a message due, none finished) {r.due_stall:.1f} s"]))
     if r.queue_requests:  # each one Azurite scans its waiting messages for, but sends (benchmarks/azurite_queues.py)
         note = "; ".join(filter(None, [note, "Queue requests per machine: " + ", ".join(
             f"{k} {v:.2f}" for k, v in sorted(r.queue_requests.items(), key=lambda kv: -kv[1]) if v >= 0.005)]))

@@ -13,11 +13,13 @@ connection without terminating it; this reads only the request line and Content-
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import math
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,6 +35,7 @@ class StorageCounts:
     progress: list[float] = field(default_factory=list)  # monotonic stamps of queue sends/deletes/updates
     sends: list[float] = field(default_factory=list)  # monotonic stamps of queue sends
     deletes: list[float] = field(default_factory=list)  # monotonic stamps of queue deletes (a message finished)
+    dues: list[float] = field(default_factory=list)  # when each sent message became visible: send + visibilitytimeout
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> tuple[Counter[str], list[float]]:
@@ -43,6 +46,11 @@ class StorageCounts:
         """(sends, deletes) stamps so far."""
         with self.lock:
             return list(self.sends), list(self.deletes)
+
+    def due_stamps(self) -> tuple[list[float], list[float]]:
+        """(dues, deletes) stamps so far: when each sent message became visible, and when messages finished."""
+        with self.lock:
+            return list(self.dues), list(self.deletes)
 
     def done_snapshot(self) -> Counter[str]:
         with self.lock:
@@ -83,6 +91,15 @@ def queue_name(path: str) -> str:
 
 
 PROGRESS = frozenset({"queue:send", "queue:delete", "queue:update"})
+
+
+def visibility_timeout(path: str) -> float:
+    """Put Message's `visibilitytimeout` (whole seconds; 0 when absent: visible at once)."""
+    query = urllib.parse.parse_qs(path.partition("?")[2])
+    try:
+        return float(query.get("visibilitytimeout", ["0"])[0])
+    except ValueError:
+        return 0.0
 
 
 class CountingProxy:
@@ -128,7 +145,9 @@ class CountingProxy:
                 self.counts.done_by_queue[queue_name(path)] += 1
                 self.counts.deletes.append(time.monotonic())
             elif kind == "queue:send":
-                self.counts.sends.append(time.monotonic())
+                now = time.monotonic()
+                self.counts.sends.append(now)
+                self.counts.dues.append(now + visibility_timeout(path))
             if kind in PROGRESS:
                 self.counts.progress.append(time.monotonic())
 
@@ -213,6 +232,26 @@ def flow(sends: list[float], deletes: list[float], start: float, end: float, min
         level += a - d
         waiting.append(level)
     return [d / minute for d in done], waiting
+
+
+def longest_stall(dues: list[float], finishes: list[float], start: float, end: float) -> float:
+    """The longest time in [start, end] during which a message was due (visible) and none finished, in seconds.
+
+    A plain gap between finished messages (longest_gaps) also counts the quiet of a run's last minutes, when the
+    few machines left are polled once a Retry-After and nothing is due between polls: no stall, only the cadence.
+    Here a gap counts only from the moment more messages had come due than had finished (the queue held visible
+    work): approximate, as a delete is matched to no particular send, but a stall of the queue service or of the
+    consumers shows whole."""
+    due = sorted(dues)
+    done = sorted(finishes)
+    before = bisect.bisect_right(done, start)  # finished before the window (an earlier scenario's messages)
+    points = [start, *done[before:bisect.bisect_right(done, end)], end]
+    longest = 0.0
+    for i, (a, b) in enumerate(itertools.pairwise(points)):
+        finished = before + i  # during (a, b) this many have finished; the next to come due is work left waiting
+        if finished < len(due) and due[finished] < b:
+            longest = max(longest, b - max(a, due[finished]))
+    return longest
 
 
 def longest_gaps(stamps: list[float], start: float, end: float, threshold: float) -> tuple[float, list[float]]:

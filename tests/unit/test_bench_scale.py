@@ -16,7 +16,16 @@ import pytest
 
 from benchmarks.scale import cpu_seconds, machine_busy_seconds, paced_steps
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
-from benchmarks.scale_proxy import CountingProxy, StorageCounts, classify, flow, longest_gaps, queue_name
+from benchmarks.scale_proxy import (
+    CountingProxy,
+    StorageCounts,
+    classify,
+    flow,
+    longest_gaps,
+    longest_stall,
+    queue_name,
+    visibility_timeout,
+)
 from benchmarks.scale_sim import budgets, compressed_config
 
 AZURE = Budgets(read_burst=250, read_rate=25.0, write_burst=200, write_rate=10.0,
@@ -93,6 +102,25 @@ def test_storage_requests_are_classified_by_what_they_do_to_messages() -> None:
 def test_gaps_include_the_edges_and_count_only_long_ones() -> None:
     assert longest_gaps([2.0, 3.0, 15.0], 0.0, 16.0, 10.0) == (12.0, [3.0])
     assert longest_gaps([], 0.0, 5.0, 10.0) == (5.0, [])
+
+
+def test_a_stall_is_time_with_a_message_due_and_none_finished_not_a_quiet_tail() -> None:
+    # A run's last machines are polled once a Retry-After (30 s): 32 s between finished messages, but nothing was
+    # due in between, so no stall; longest_gaps counts that quiet as a 32 s gap.
+    tail_dues, tail_done = [0.0, 32.0], [0.5, 32.5]
+    assert longest_gaps(tail_done, 0.0, 33.0, 10.0)[0] == pytest.approx(32.0)
+    assert longest_stall(tail_dues, tail_done, 0.0, 33.0) == pytest.approx(0.5)
+    # A message due at 5 s that nothing finishes until 40 s (the queue service paused): a 35 s stall.
+    assert longest_stall([1.0, 5.0, 6.0], [1.2, 40.0, 40.1], 0.0, 41.0) == pytest.approx(35.0)
+    # Still waiting at the end of the window: counted up to the end.
+    assert longest_stall([1.0, 2.0], [1.5], 0.0, 20.0) == pytest.approx(18.0)
+    # An earlier scenario's messages, due and finished before this window, do not shift the count.
+    assert longest_stall([-50.0, -40.0, 3.0], [-45.0, -39.0, 3.5], 0.0, 30.0) == pytest.approx(0.5)
+
+
+def test_the_proxy_records_when_a_sent_message_comes_due() -> None:
+    assert visibility_timeout("/devstoreaccount1/q/messages?visibilitytimeout=30&messagettl=-1") == 30.0
+    assert visibility_timeout("/devstoreaccount1/q/messages") == 0.0
 
 
 def test_proxy_counts_each_request_on_a_keep_alive_connection() -> None:
