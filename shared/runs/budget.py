@@ -104,25 +104,26 @@ def observe(bucket: Bucket, tat: float, now: float, remaining: float) -> float |
     return implied if implied > max(tat, now) + SLACK_TOKENS * bucket.interval else None
 
 
-def observe_shared(bucket: Bucket, tat: float, now: float, remaining: float,
-                   spent: Mapping[str, tuple[Bucket, float]]) -> float | None:
+def observe_shared(bucket: Bucket, tat: float, now: float, remaining: float, *,
+                   own_tat: float, ours: float) -> float | None:
     """ARM's read limit is one bucket that our reads and polls buckets share (each its `share` of it): its
-    remaining-reads header counts the calls of both, and every other client's. `spent`: for each share, (its
-    Bucket, the `tat` of the calls this process has made from it), a GCRA of calls made, not of reservations.
-    What the header shows used beyond those calls is someone else's (another tool in the subscription, or
-    another instance of this app, whose reservations are in the shared rows already, so that errs slow), and
-    each share is moved by its part of it: the `tat` that implies, if later than ours by more than SLACK_TOKENS,
-    else None.
+    remaining-reads header counts the calls of both, and every other client's. `ours`: how many of ARM's read
+    tokens this process's calls still account for (a GCRA of every read call we sent, of either share, at ARM's
+    own refill rate, capped at its burst: ARM refills its bucket at that rate whoever spent it). What the header
+    shows used beyond `ours` is someone else's (another tool in the subscription, or another instance of this
+    app, whose reservations are in the shared rows already, so that errs slow). Each share is moved by its part
+    of it, counted from `own_tat` (a GCRA of this share's calls sent, at the share's rate, so the same header
+    moves it once): the `tat` that implies, if later than ours by more than SLACK_TOKENS, else None.
 
     Why not `observe` with the header scaled by the share, as before: our own polls go in bursts (a lease, a
     queue batch), and a burst of 60 polls read as "our reads share spent 30" moved the reads bucket on by
     2.4 s, so the starts due then were paced for a second or three and queued again: 0.68 a machine at
-    10,000 machines in one subscription (docs/performance.md)."""
+    10,000 machines in one subscription (docs/performance.md). Why `ours` drains at ARM's rate, not each
+    share's: a share's calls drain from ARM's bucket at ARM's rate, so counting them at the share's slower rate
+    took up to (burst - share's burst) of another client's reads for ours, and missed them."""
     arm_burst = bucket.burst / bucket.share
-    ours = sum(max(0.0, spent_tat - now) * b.rate for b, spent_tat in spent.values())
-    unexplained = max(0.0, arm_burst - max(0.0, remaining) - ours)
-    own = spent.get(bucket.name)
-    implied = max(own[1] if own else now, now) + unexplained * bucket.share * bucket.interval
+    unexplained = max(0.0, arm_burst - max(0.0, remaining) - min(max(0.0, ours), arm_burst))
+    implied = max(own_tat, now) + unexplained * bucket.share * bucket.interval
     return implied if implied > max(tat, now) + SLACK_TOKENS * bucket.interval else None
 
 

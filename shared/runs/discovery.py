@@ -102,6 +102,7 @@ def discover_page(msg: DiscoveryMessage, deps: DiscoveryDeps) -> str:
     try:
         url = (deps.arm.ensure_trusted(row["nextLink"]) if row.get("nextLink")
                else deps.arm.list_url(scope, kind))
+        deps.pacer.sending(scope.subscription_id, LIST_MACHINES.budgets)
         resp = deps.arm.send(LIST_MACHINES, url)
         record_call(deps.pacer, scope.subscription_id, LIST_MACHINES, resp,
                     default_retry_after=deps.settings.retries.default_retry_after_seconds)

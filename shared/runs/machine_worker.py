@@ -641,6 +641,7 @@ class MachineStep:
         """Make one ARM call (its budget reserved by _paced), record it in the audit trail, and let ARM's
         answer correct the shared budget (remaining-* headers, a 429's Retry-After)."""
         self.held -= set(call.budgets)  # spent on this call
+        self.ports.pacer.sending(self.machine.subscription_id, call.budgets)
         try:
             resp = self.ports.arm.send(call, target, body)
         except (ArmConnectionError, ArmAuthenticationError):
@@ -669,18 +670,34 @@ class MachineStep:
         A machine left Running is polled next: its poll's budget is booked now when the budget is backlogged
         past `delay` (Budget.book), and the message is queued for when that token is due, so the poll calls
         when it arrives instead of finding the budget spent and being queued again."""
+        booked: float | None = None
         if not held and changes.get("state", self.target["state"]) == MachineState.RUNNING.value:
             (budget,) = POLL_OPERATION.budgets
-            booked = self.ports.pacer.book(self.machine.subscription_id, budget, delay)
+            booked = self._book(budget, delay)
             if booked is not None:
                 delay, held = max(delay, math.ceil(booked)), (budget,)
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
-        self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
+        try:
+            self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
+        except ConflictError:
+            if booked is not None:  # no message will spend it: the token goes back to the lease
+                self.ports.pacer.release(self.machine.subscription_id, held[0], booked)
+            raise
         carried = (CarriedRow.of(self.target.etag, self.target.columns)
                    if self.target["state"] in CARRIED_STATES else None)
         self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held,
                                    poll=self.target["state"] != MachineState.QUEUED.value, row=carried)
+
+    def _book(self, budget: str, after: int) -> float | None:
+        """Budget.book, as advice: the operation is sent, so a budget row that cannot be read or written now
+        (a Table error, contention) leaves the poll unbooked (it reserves when it arrives) instead of failing
+        the step and leaving the machine's row behind its operation."""
+        try:
+            return self.ports.pacer.book(self.machine.subscription_id, budget, after)
+        except Exception:  # the budget is advice here (docstring); the poll reserves when it comes
+            log.warning("could not book a poll's budget in %s", self.machine.subscription_id, exc_info=True)
+            return None
 
     def _terminal(self, state: MachineState, changes: dict[str, Any],
                   result: dict[str, Any] | None = None) -> StepResult:
@@ -766,10 +783,12 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     if (row is not None and row.columns.get("seq") == msg.seq and row.columns.get("state") in CARRIED_STATES
             and isinstance(row.columns.get("resourceId"), str)):
         carried = MachineRecord(etag=row.etag, columns=dict(row.columns), run_id=msg.run_id, key=msg.machine)
-        result = _step(carried, msg, ports, rng, carried=True)
+        result, held = _step(carried, msg, ports, rng, carried=True)
         if result is not StepResult.LOST_RACE:
             return result
         annotate({"patchpilot.step.carried_row": "changed"})  # read the row as stored and look again
+    else:
+        held = msg.held
     target = ports.targets.get_target(msg.run_id, msg.machine)
     if target is None:
         return StepResult.MISSING
@@ -778,27 +797,31 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
         return StepResult.FINISHED
     if int(target["seq"]) != msg.seq:
         return StepResult.STALE
-    return _step(target, msg, ports, rng)
+    return _step(target, msg, ports, rng, held=held)[0]
 
 
 def _step(target: MachineRecord, msg: StepMessage, ports: StepPorts, rng: random.Random | None, *,
-          carried: bool = False) -> StepResult:
-    """The step for the machine's state; LOST_RACE when its write found the row changed."""
+          carried: bool = False, held: tuple[str, ...] | None = None) -> tuple[StepResult, tuple[str, ...]]:
+    """The step for the machine's state (holding `held`, by default the message's tokens), and the held tokens
+    it did not spend. LOST_RACE when its write found the row changed: a second look then holds only what the
+    first did not spend, so one token is never spent on two calls."""
     annotate({MACHINE_ID: str(target.get("resourceId") or "")})
-    step = MachineStep(target, ports, rng, held=msg.held, carried=carried)
+    step = MachineStep(target, ports, rng, held=msg.held if held is None else held, carried=carried)
     phase = {MachineState.QUEUED.value: "start", MachineState.STARTING.value: "recover",
              MachineState.VERIFYING.value: "verify"}.get(str(target["state"]))
     annotate({QUEUE_STEP: phase or "poll"})
     try:
         if target["state"] == MachineState.QUEUED.value:
-            return step.start()
-        if target["state"] == MachineState.STARTING.value:
-            return step.recover_claim()
-        if target["state"] == MachineState.VERIFYING.value:
-            return step.verify()
-        return step.poll()
+            result = step.start()
+        elif target["state"] == MachineState.STARTING.value:
+            result = step.recover_claim()
+        elif target["state"] == MachineState.VERIFYING.value:
+            result = step.verify()
+        else:
+            result = step.poll()
     except ConflictError:
-        return StepResult.LOST_RACE  # another delivery of this message moved the target first
+        result = StepResult.LOST_RACE  # another delivery of this message moved the target first
+    return result, tuple(sorted(step.held))
 
 
 def fail_poisoned_step(msg: StepMessage, ports: StepPorts, queue_name: str) -> StepResult:

@@ -6,9 +6,11 @@ its instance view and a page of a scope's list take reads; a poll takes polls (P
 reads; `reads` has the rest). Budgets are per subscription (ARM's regional limits are counted at the ARM front
 end that serves PatchPilot, one region, so a subscription is the key). A step asks `reserve` before its call:
 0 means call now; otherwise the tokens are held and the step is re-queued to come back after that many seconds
-and call without reserving again (StepMessage.held). After the call, `observe` moves the budget on when ARM
+and call without reserving again (StepMessage.held). Just before the call, `sending` counts it (a header
+answering one call already counts the others in flight); after it, `observe` moves the budget on when ARM
 says it is lower than we accounted (remaining-* headers) or answered 429 (Retry-After), so the next
-reservations wait; it writes only then.
+reservations wait; it writes only then. Known gap: the calls `sending` counts are this process's, so with
+several instances each takes the others' reads for another client's and paces a little slower than it must.
 
 Leases: a reservation (a GET, a poll, each bucket of a POST) is served from tokens this process took from
 the shared row in one block, sized by the process's own demand over the last second (at most
@@ -24,6 +26,7 @@ leases, so the next call reserves from the moved row.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -99,7 +102,9 @@ class Pacer:
         self._leases: dict[tuple[str, str], Lease] = {}
         self._leases_lock = threading.Lock()
         self._row_locks: dict[str, threading.Lock] = {}
-        self._spent: dict[tuple[str, str], float] = {}  # (subscription, bucket): `tat` of the calls made (observe)
+        # (subscription, bucket): `tat` of the calls sent from that read share; (subscription, ""): of all read
+        # calls sent, at ARM's read rate (sending, observe_shared)
+        self._spent: dict[tuple[str, str], float] = {}
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
@@ -117,9 +122,9 @@ class Pacer:
     def book(self, subscription: str, name: str, after: float) -> float | None:
         """Take one token of `name` for a call that will not go before `after` seconds from now (a poll about
         to be queued after ARM's Retry-After), but only when the bucket is backlogged that far: returns the
-        seconds from now until the token may be spent, at least `after - Bucket.late` (a call made at `after`
-        spends it at most `late` seconds late, which the burst kept back allows). None, nothing taken, when
-        the next token is due sooner.
+        seconds from now until the token may be spent, at least `after`. None, nothing taken, when the next
+        token is due sooner: a token due before `after` would be spent late by the call before the queue's
+        own lateness, and `Bucket.late` (the burst kept back) is for the queue's lateness alone.
 
         Why only then: the caller queues its message to arrive when its token is due and calls without
         reserving again (StepMessage.held), instead of arriving at `after`, finding the budget spent and
@@ -127,6 +132,14 @@ class Pacer:
         subscription, docs/performance.md). A token taken for later than the bucket's backlog would leave
         the bucket idle until then: GCRA keeps one `tat`, so the capacity before a future token is lost."""
         return self._take_leased(subscription, name, after=after)
+
+    def release(self, subscription: str, name: str, due: float) -> None:
+        """Give back one token of `name` taken for a call that will not be made (a booked poll whose row write
+        lost its race): `due` seconds from now, as `book` or `reserve` returned it. It goes back to this
+        process's lease, where the next reservation takes it (dropped there if it is not spent in time)."""
+        lease = self._lease(subscription, name)
+        with lease.lock:
+            bisect.insort(lease.due, self.clock() + max(0.0, due))
 
     def _reserve_leased(self, subscription: str, name: str) -> float:
         """One token of `name`, from this process's lease (refilled with a block when empty)."""
@@ -142,7 +155,7 @@ class Pacer:
             while lease.due and lease.due[0] < now - bucket.late:  # too late to spend safely (Bucket.late)
                 lease.due.popleft()
                 budget_tokens_wasted.add(1, {"patchpilot.budget": name})
-            if after is not None and self._next_due(subscription, bucket, lease, now) < after - bucket.late:
+            if after is not None and self._next_due(subscription, bucket, lease, now) < after:
                 return None
             lease.asked.append(now)
             while lease.asked and lease.asked[0] < now - LEASE_DEMAND_SECONDS:
@@ -205,7 +218,6 @@ class Pacer:
         header lower than our accounting moves the bucket it names on. Writes only when something moves."""
         remaining = remaining_by_bucket(headers)
         candidates = [n for n in self.buckets if n in names or n in remaining]
-        spent = self._note_spent(subscription, names if status != 429 else ())
 
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
             moved: dict[str, float] = {}
@@ -218,8 +230,11 @@ class Pacer:
                         tat = new
                 if n not in remaining:
                     continue
-                implied = (observe_shared(bucket, tat, now, remaining[n], spent) if n in SHARED_READS
-                           else observe(bucket, tat, now, remaining[n]))
+                if n in SHARED_READS:
+                    own_tat, ours = self._spent_now(subscription, n, now)
+                    implied = observe_shared(bucket, tat, now, remaining[n], own_tat=own_tat, ours=ours)
+                else:
+                    implied = observe(bucket, tat, now, remaining[n])
                 if implied is not None:
                     moved[n] = implied
             return moved, 0.0
@@ -234,16 +249,36 @@ class Pacer:
             if moved_names:
                 self.drop_leases(subscription, moved_names)
 
-    def _note_spent(self, subscription: str, names: tuple[str, ...]) -> dict[str, tuple[Bucket, float]]:
-        """Count one call made from each read share in `names`; returns the shares' calls made so far
-        (observe_shared)."""
+    def sending(self, subscription: str, names: tuple[str, ...]) -> None:
+        """A call that draws from `names` is about to be sent: count it (for observe_shared) before it goes,
+        so that a header answering one call, which already counts the other calls in flight, finds those
+        counted as ours and not as another client's."""
         now = self.clock()
+        reads = [n for n in names if n in SHARED_READS and n in self.buckets]
+        if not reads:
+            return
+        arm_rate = self._arm_read_rate()
+        cap = now + self._arm_read_burst() / arm_rate
         with self._leases_lock:
-            for name in (n for n in names if n in SHARED_READS):
+            for name in reads:
                 key = (subscription.lower(), name)
                 self._spent[key] = max(self._spent.get(key, 0.0), now) + self.buckets[name].interval
-            return {n: (self.buckets[n], self._spent.get((subscription.lower(), n), 0.0))
-                    for n in SHARED_READS if n in self.buckets}
+            key = (subscription.lower(), "")
+            self._spent[key] = min(max(self._spent.get(key, 0.0), now) + 1.0 / arm_rate, cap)
+
+    def _arm_read_rate(self) -> float:
+        return sum(self.buckets[n].rate for n in SHARED_READS if n in self.buckets)
+
+    def _arm_read_burst(self) -> float:
+        return max(self.buckets[n].burst / self.buckets[n].share for n in SHARED_READS if n in self.buckets)
+
+    def _spent_now(self, subscription: str, name: str, now: float) -> tuple[float, float]:
+        """For observe_shared: (the `tat` of `name`'s calls sent, how many of ARM's read tokens our calls of
+        both shares still account for at `now`)."""
+        with self._leases_lock:
+            own = self._spent.get((subscription.lower(), name), 0.0)
+            ours = max(0.0, self._spent.get((subscription.lower(), ""), 0.0) - now) * self._arm_read_rate()
+        return own, ours
 
     def _update(self, subscription: str, names: list[str],
                 decide: Callable[[dict[str, BudgetRow], float], tuple[dict[str, float], float]]) -> float:
@@ -279,6 +314,10 @@ class Budget(Protocol):
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float: ...
 
     def book(self, subscription: str, name: str, after: float) -> float | None: ...
+
+    def release(self, subscription: str, name: str, due: float) -> None: ...
+
+    def sending(self, subscription: str, names: tuple[str, ...]) -> None: ...
 
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None: ...

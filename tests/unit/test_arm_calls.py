@@ -33,6 +33,7 @@ COMPUTE_SUBSCRIPTION_LIMIT = "Microsoft.Compute/VMGuestPatchOperationSubscriptio
 class Recorder:
     def __init__(self) -> None:
         self.reserved: list[str] = []
+        self.sent: list[str] = []
         self.observed: list[tuple[tuple[str, ...], int, float | None]] = []
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
@@ -41,6 +42,12 @@ class Recorder:
 
     def book(self, subscription: str, name: str, after: float) -> float | None:
         return None
+
+    def release(self, subscription: str, name: str, due: float) -> None:
+        pass
+
+    def sending(self, subscription: str, names: tuple[str, ...]) -> None:
+        self.sent.extend(names)
 
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:

@@ -106,14 +106,50 @@ def test_a_low_remaining_header_moves_the_budget_a_high_one_does_not() -> None:
 
 def test_the_shared_read_header_moves_each_share_by_its_part_of_what_our_calls_do_not_explain() -> None:
     reads, polls = Bucket(READS, 125, 12.5, share=0.5), Bucket(POLLS, 125, 12.5, share=0.5)
-    idle = {READS: (reads, 0.0), POLLS: (polls, 0.0)}
-    moved = observe_shared(polls, 0.0, 10.0, 50, idle)  # 200 of ARM's 250 reads spent, none of them ours
+    idle = {"own_tat": 0.0, "ours": 0.0}
+    moved = observe_shared(polls, 0.0, 10.0, 50, **idle)  # 200 of ARM's 250 reads spent, none of them ours
     assert moved is not None and (moved - 10.0) / polls.interval == pytest.approx(100)  # half of them: polls' share
-    assert observe_shared(reads, 0.0, 10.0, 50, idle) == moved  # and reads by the same (its share)
-    assert observe_shared(polls, moved, 10.0, 50, idle) is None  # absolute: the same header moves it once
-    burst = {READS: (reads, 0.0), POLLS: (polls, 10.0 + 60 * polls.interval)}  # we just made 60 polls
-    assert observe_shared(reads, 0.0, 10.0, 190, burst) is None  # ARM's 60 used are our polls: reads stay
-    assert observe_shared(polls, burst[POLLS][1], 10.0, 190, burst) is None  # polls too: as reserved
+    assert observe_shared(reads, 0.0, 10.0, 50, **idle) == moved  # and reads by the same (its share)
+    assert observe_shared(polls, moved, 10.0, 50, **idle) is None  # absolute: the same header moves it once
+    sixty = 10.0 + 60 * polls.interval  # we just sent 60 polls: 60 of ARM's tokens are ours
+    # ARM's 60 used are our polls: reads stay
+    assert observe_shared(reads, 0.0, 10.0, 190, own_tat=0.0, ours=60) is None
+    assert observe_shared(polls, sixty, 10.0, 190, own_tat=sixty, ours=60) is None  # polls too: as reserved
+
+
+def test_our_calls_drain_from_arms_read_bucket_at_arms_rate_not_their_shares() -> None:
+    from shared.runs.pacing import Pacer
+    clock = [1000.0]
+    store = RowStore()
+    shares = {READS: Bucket(READS, 125, 12.5, 0.5), POLLS: Bucket(POLLS, 125, 12.5, 0.5)}
+    p = Pacer(store, shares, clock=lambda: clock[0], lease_tokens=1)  # type: ignore[arg-type]
+    for _ in range(100):  # 100 polls reserved and sent at once: ARM (25/s) has refilled them all 4 s later
+        p.reserve("sub", (POLLS,))
+        p.sending("sub", (POLLS,))
+    clock[0] += 4.0
+    before = store.rows[("sub", POLLS)][0]
+    # 50 of ARM's 250 are used now, and none of them are ours: another client's, of which polls take half.
+    # Counted at the polls' own 12.5/s, our 100 would still explain 50 of them and nothing would move.
+    p.observe("sub", (POLLS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": "200"})
+    assert store.rows[("sub", POLLS)][0] - before == pytest.approx(25 * shares[POLLS].interval)
+
+
+def test_calls_in_flight_are_ours_when_a_header_answering_one_of_them_counts_them_all() -> None:
+    from shared.runs.pacing import Pacer
+    clock = [1000.0]
+    store = RowStore()
+    shares = {READS: Bucket(READS, 125, 12.5, 0.5), POLLS: Bucket(POLLS, 125, 12.5, 0.5)}
+    p = Pacer(store, shares, clock=lambda: clock[0], lease_tokens=1)  # type: ignore[arg-type]
+    p.reserve("sub", (READS,))  # a start's read, due now
+    for _ in range(40):  # 40 polls reserved and sent by as many threads before the first answer comes back
+        p.reserve("sub", (POLLS,))
+        p.sending("sub", (POLLS,))
+    rows = dict(store.rows)
+    for left in range(210, 250):  # the answers, each header counting all 40 (and what ARM refilled since)
+        p.observe("sub", (POLLS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": str(left)})
+    # nothing moved: every call the header counts is ours. Counted as each answer came back, the first header's
+    # 39 calls still in flight would look like another client's and push the start's read 1.6 s on.
+    assert store.rows == rows
 
 
 def test_a_burst_of_our_own_polls_does_not_pace_the_reads_but_another_clients_reads_do() -> None:
@@ -125,8 +161,10 @@ def test_a_burst_of_our_own_polls_does_not_pace_the_reads_but_another_clients_re
     p.reserve("sub", (READS,))
     for left in range(249, 189, -1):  # 60 polls at once, ARM's remaining reads falling with each
         p.reserve("sub", (POLLS,))
+        p.sending("sub", (POLLS,))
         p.observe("sub", (POLLS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": str(left)})
     assert store.rows[("sub", READS)][0] <= clock[0] + shares[READS].interval  # one read reserved, nothing moved
+    p.sending("sub", (READS,))
     p.observe("sub", (READS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": "40"})  # 150 not ours
     assert store.rows[("sub", READS)][0] - clock[0] == pytest.approx(75 * shares[READS].interval, abs=0.1)
 
@@ -259,11 +297,24 @@ def test_a_poll_is_booked_only_when_the_budget_is_backlogged_past_its_retry_afte
     backlog = p.reserve("sub", (READS,))
     assert backlog == pytest.approx(11.2)
     assert p.book("sub", READS, 30.0) is None  # Retry-After 30 s: the budget has room before then
-    booked = p.book("sub", READS, 12.0)  # Retry-After 12 s: the next token (11.4 s) is within `late` of it
+    # Retry-After 12 s: the next token (11.4 s) would be spent 0.6 s late before the queue adds its own lateness
+    assert p.book("sub", READS, 12.0) is None
+    booked = p.book("sub", READS, 11.0)  # Retry-After 11 s: the next token is due after it: booked
     assert booked == pytest.approx(11.4)
     assert p.reserve("sub", (READS,)) > booked  # the booked token is taken: the next reservation comes after it
     clock[0] += 60.0  # the backlog is spent: a poll after Retry-After needs no booking, and nothing was wasted
     assert p.book("sub", READS, 5.0) is None and p.reserve("sub", (READS,)) == 0.0
+
+
+def test_a_released_token_is_the_next_one_reserved() -> None:
+    clock = [1000.0]
+    p = pacer(clock, 32)
+    for _ in range(60):
+        p.reserve("sub", (READS,))
+    booked = p.book("sub", READS, 11.0)
+    assert booked is not None
+    p.release("sub", READS, booked)  # its poll will not be sent (its row's write lost the race)
+    assert p.reserve("sub", (READS,)) == pytest.approx(booked)  # not lost: the next reservation takes it
 
 
 @pytest.mark.parametrize(("headers", "expected"), [

@@ -138,6 +138,12 @@ class FakePacer:
         self.journal.add("book", name)
         return due
 
+    def release(self, subscription: str, name: str, due: float) -> None:
+        self.journal.add("release", name)
+
+    def sending(self, subscription: str, names: tuple[str, ...]) -> None:
+        pass
+
     def observe(self, subscription: str, names: tuple[str, ...], status: int, headers: Mapping[str, str],
                 retry_after: float | None = None) -> None:
         self.observed.append((names, status))
@@ -264,6 +270,55 @@ def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_and_cal
     assert h.queue.delays[-1] == 5 and h.queue.sent[-1].held == ()
     del h.journal.entries[:]
     assert h.step() is StepResult.COMPLETED and h.journal.entries[0] == ("reserve", POLLS)
+
+
+def test_a_poll_whose_booking_fails_is_queued_unbooked_and_the_operation_is_still_recorded() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                backlog={POLLS: 40.2})
+
+    def unreachable(subscription: str, name: str, after: float) -> float | None:
+        raise ConflictError("the budget row kept changing")  # StorageContentionError / a Table error alike
+    h.pacer.book = unreachable  # type: ignore[method-assign]
+    assert h.step() is StepResult.STARTED  # the POST went out: the row must say so
+    assert h.row["state"] == "Running" and h.row["pollUrl"] == LOCATION
+    assert h.queue.delays[-1] == 17 and h.queue.sent[-1].held == ()  # at Retry-After; it reserves when it comes
+
+
+def test_a_booked_token_is_given_back_when_the_rows_write_loses_its_race() -> None:
+    h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
+    h.step()
+    carried = h.queue.sent[-1]
+    h.pacer.backlog = {POLLS: 40.0}  # the next poll would be booked ...
+    h.targets.put({**h.row.columns, "note": "another writer"})  # ... but the carried row's If-Match fails
+    del h.journal.entries[:]
+    assert run_step(carried, h.ports) is StepResult.PENDING
+    kinds = h.journal.kinds()
+    assert kinds.count("book") == 2 and kinds.count("release") == 1  # the losing write's token went back
+    assert kinds.index("release") < kinds.index("write")
+
+
+def test_a_second_look_after_a_lost_race_reserves_what_the_first_spent() -> None:
+    h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
+    h.step()
+    carried = replace(h.queue.sent[-1], held=(POLLS,))  # a booked poll: its token is held
+    h.targets.put({**h.row.columns, "note": "another writer"})
+    del h.journal.entries[:]
+    assert run_step(carried, h.ports) is StepResult.PENDING
+    # the first look spent the held token on its poll; the second look's poll reserves its own
+    assert h.journal.entries[0] == ("arm", "poll") and ("reserve", POLLS) in h.journal.entries[1:]
+    assert h.journal.kinds().count("arm") == 2
+
+
+def test_a_call_is_counted_against_the_read_budget_before_it_is_sent() -> None:
+    h = started_then_polled(answer(202, None, Retry_After="5"))
+    order: list[str] = []
+    h.pacer.sending = lambda subscription, names: order.append(f"sending {names[0]}")  # type: ignore[method-assign]
+    send = h.arm.send
+    h.arm.send = lambda call, target, body=None: (order.append(f"send {call.name}"), send(call, target, body))[1]  # type: ignore[method-assign]
+    h.step()
+    h.step()
+    assert order == ["sending reads", "send getVm", "sending reads", "send instanceView",
+                     "sending guestPatch", "send installPatches", "sending polls", "send poll"]
 
 
 def travelled(msg: StepMessage) -> StepMessage:
