@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +32,8 @@ from shared.core.ids import MachineRef
 from shared.core.messages import CarriedRow, StepMessage, parse_step
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import Settings
+from shared.core.states import MachineState
+from shared.runs.health_check import Probe, ProbeAnswer
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
 from shared.runs.machine_worker import StepPorts, StepResult, run_step
 
@@ -198,18 +200,22 @@ class Harness:
         return self.targets.rows[VM.key]
 
 
-def no_probe(url: str) -> Any:
+def no_probe(url: str) -> ProbeAnswer:
     raise AssertionError(f"no probe expected, got {url}")
 
 
 def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, float] | None = None,
             backlog: Mapping[str, float] | None = None, before_start: tuple[Any, ...] = (),
-            health_check: HealthCheck | None = None, probe: Callable[[str], Any] = no_probe, **columns: Any) -> Harness:
+            health_check: HealthCheck | None = None, probe: Probe = no_probe, **columns: Any) -> Harness:
     journal = Journal()
     targets, queue = FakeTargets(journal), FakeQueue(journal)
     pacer, arm = FakePacer(journal, waits, backlog), FakeArm(journal, script)
     progressed: list[str] = []
-    hooks = RunHooks(before_start=before_start, progressed=lambda run_id, machine=None: bool(progressed.append(run_id)))
+
+    def progress(run_id: str, machine: str | None = None) -> bool:
+        progressed.append(run_id)
+        return False
+    hooks = RunHooks(before_start=before_start, progressed=progress)
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
     settings = Settings.from_env()
     ports = StepPorts(targets=targets, specs=FakeSpecs(health_check), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
@@ -267,7 +273,7 @@ def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_and_cal
     h.pacer.backlog = {POLLS: 3.0}  # the backlog has cleared: Retry-After (5 s) comes first, nothing is booked
     assert h.step() is StepResult.PENDING
     assert h.journal.kinds()[:2] == ["arm", "write"]  # the booked token is spent: no reserve, no pacing
-    assert h.queue.delays[-1] == 5 and h.queue.sent[-1].held == ()
+    assert h.queue.delays[-1] == 5 and not h.queue.sent[-1].held
     del h.journal.entries[:]
     assert h.step() is StepResult.COMPLETED and h.journal.entries[0] == ("reserve", POLLS)
 
@@ -312,9 +318,16 @@ def test_a_second_look_after_a_lost_race_reserves_what_the_first_spent() -> None
 def test_a_call_is_counted_against_the_read_budget_before_it_is_sent() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"))
     order: list[str] = []
-    h.pacer.sending = lambda subscription, names: order.append(f"sending {names[0]}")  # type: ignore[method-assign]
     send = h.arm.send
-    h.arm.send = lambda call, target, body=None: (order.append(f"send {call.name}"), send(call, target, body))[1]  # type: ignore[method-assign]
+
+    def sending(subscription: str, names: tuple[str, ...]) -> None:
+        order.append(f"sending {names[0]}")
+
+    def sent(call: ArmCall, target: MachineRef | str, body: Any = None) -> ArmResponse:
+        order.append(f"send {call.name}")
+        return send(call, target, body)
+    h.pacer.sending = sending  # type: ignore[method-assign]
+    h.arm.send = sent  # type: ignore[method-assign]
     h.step()
     h.step()
     assert order == ["sending reads", "send getVm", "sending reads", "send instanceView",
@@ -372,13 +385,18 @@ def test_a_late_copy_of_a_carried_poll_writes_nothing_once_its_machine_has_finis
     recorded: list[str] = []
     saved: list[str] = []
 
-    def record(row: Any, state: Any, result: Any, run_id: str) -> dict[str, Any]:
+    def record(target: Mapping[str, Any], state: MachineState, result: dict[str, Any] | None,
+               run_id: str) -> dict[str, Any]:
         recorded.append(state.value)  # an assessment's fleet record, say: a side effect before the row's write
         return {}
 
     h.ports = replace(h.ports, hooks=replace(h.ports.hooks, on_terminal={"installPatches": record}))
     save = h.targets.save_patches
-    h.targets.save_patches = lambda *a: (saved.append(a[1]), save(*a))[1]  # type: ignore[method-assign]
+
+    def save_patches(run_id: str, key: str, patches: list[dict[str, Any]]) -> None:
+        saved.append(key)
+        save(run_id, key, patches)
+    h.targets.save_patches = save_patches  # type: ignore[method-assign]
     h.step()
     assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.PENDING
     last_poll = travelled(h.queue.sent[-1])
