@@ -7,10 +7,11 @@ reads; `reads` has the rest). Budgets are per subscription (ARM's regional limit
 end that serves PatchPilot, one region, so a subscription is the key). A step asks `reserve` before its call:
 0 means call now; otherwise the tokens are held and the step is re-queued to come back after that many seconds
 and call without reserving again (StepMessage.held). Just before the call, `sending` counts it (a header
-answering one call already counts the others in flight); after it, `observe` moves the budget on when ARM
-says it is lower than we accounted (remaining-* headers) or answered 429 (Retry-After), so the next
-reservations wait; it writes only then. Known gap: the calls `sending` counts are this process's, so with
-several instances each takes the others' reads for another client's and paces a little slower than it must.
+answering one call also counts those of ours in flight that ARM handled first); after it, `observe` moves
+the budget on when ARM says it is lower than we accounted (remaining-* headers) or answered 429
+(Retry-After), so the next reservations wait; it writes only then. Known gap: the calls `sending` counts
+are this process's, so with several instances each takes the others' reads for another client's and paces a
+little slower than it must.
 
 Leases: a reservation (a GET, a poll, each bucket of a POST) is served from tokens this process took from
 the shared row in one block, sized by the process's own demand over the last second (at most
@@ -102,9 +103,8 @@ class Pacer:
         self._leases: dict[tuple[str, str], Lease] = {}
         self._leases_lock = threading.Lock()
         self._row_locks: dict[str, threading.Lock] = {}
-        # (subscription, bucket): `tat` of the calls sent from that read share; (subscription, ""): of all read
-        # calls sent, at ARM's read rate (sending, observe_shared)
-        self._spent: dict[tuple[str, str], float] = {}
+        self._spent: dict[tuple[str, str], float] = {}  # (subscription, read share): `tat` of its calls sent
+        self._sent_reads: dict[str, float] = {}  # subscription: `tat` of all our read calls sent, at ARM's read rate
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
@@ -124,7 +124,8 @@ class Pacer:
         to be queued after ARM's Retry-After), but only when the bucket is backlogged that far: returns the
         seconds from now until the token may be spent, at least `after`. None, nothing taken, when the next
         token is due sooner: a token due before `after` would be spent late by the call before the queue's
-        own lateness, and `Bucket.late` (the burst kept back) is for the queue's lateness alone.
+        own lateness, and `Bucket.late` (the burst kept back) is for the queue's lateness (and the caller's
+        rounding up to whole seconds).
 
         Why only then: the caller queues its message to arrive when its token is due and calls without
         reserving again (StepMessage.held), instead of arriving at `after`, finding the budget spent and
@@ -136,7 +137,8 @@ class Pacer:
     def release(self, subscription: str, name: str, due: float) -> None:
         """Give back one token of `name` taken for a call that will not be made (a booked poll whose row write
         lost its race): `due` seconds from now, as `book` or `reserve` returned it. It goes back to this
-        process's lease, where the next reservation takes it (dropped there if it is not spent in time)."""
+        process's lease, where the next booking or leased reservation takes it (with PACING_LEASE_TOKENS 1,
+        only a booking; dropped there if it is not spent in time)."""
         lease = self._lease(subscription, name)
         with lease.lock:
             bisect.insort(lease.due, self.clock() + max(0.0, due))
@@ -263,8 +265,8 @@ class Pacer:
             for name in reads:
                 key = (subscription.lower(), name)
                 self._spent[key] = max(self._spent.get(key, 0.0), now) + self.buckets[name].interval
-            key = (subscription.lower(), "")
-            self._spent[key] = min(max(self._spent.get(key, 0.0), now) + 1.0 / arm_rate, cap)
+            sub = subscription.lower()
+            self._sent_reads[sub] = min(max(self._sent_reads.get(sub, 0.0), now) + 1.0 / arm_rate, cap)
 
     def _arm_read_rate(self) -> float:
         return sum(self.buckets[n].rate for n in SHARED_READS if n in self.buckets)
@@ -277,7 +279,7 @@ class Pacer:
         both shares still account for at `now`)."""
         with self._leases_lock:
             own = self._spent.get((subscription.lower(), name), 0.0)
-            ours = max(0.0, self._spent.get((subscription.lower(), ""), 0.0) - now) * self._arm_read_rate()
+            ours = max(0.0, self._sent_reads.get(subscription.lower(), 0.0) - now) * self._arm_read_rate()
         return own, ours
 
     def _update(self, subscription: str, names: list[str],
