@@ -221,23 +221,31 @@ class Pacer:
         remaining = remaining_by_bucket(headers)
         candidates = [n for n in self.buckets if n in names or n in remaining]
 
+        why: list[str] = []  # of the last decide: what moved each bucket (logged once the row is written)
+
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
             moved: dict[str, float] = {}
+            why.clear()
             for n in candidates:
                 bucket, tat = self.buckets[n], rows[n].tat
                 if status == 429 and n in names:
                     new = penalize(bucket, tat, now, float(retry_after or 0))
                     if new > tat:
+                        why.append(f"{n} 429 backlog {max(tat, now) - now:.1f}s -> {new - now:.1f}s")
                         moved[n] = new
                         tat = new
                 if n not in remaining:
                     continue
+                ours = None
                 if n in SHARED_READS:
                     own_tat, ours = self._spent_now(subscription, n, now)
                     implied = observe_shared(bucket, tat, now, remaining[n], own_tat=own_tat, ours=ours)
                 else:
                     implied = observe(bucket, tat, now, remaining[n])
                 if implied is not None:
+                    why.append(f"{n} header remaining {remaining[n]:g}" + (f" ours {ours:.0f}" if ours is not None
+                                                                          else "")
+                               + f" backlog {max(tat, now) - now:.1f}s -> {implied - now:.1f}s")
                     moved[n] = implied
             return moved, 0.0
         if candidates:
@@ -249,6 +257,8 @@ class Pacer:
                 return moved, wait
             self._update(subscription, candidates, decide_and_note)
             if moved_names:
+                # what slowed the pace, for an operator (and the benchmark): ARM's count or a 429, not ours
+                log.info("budget moved subscription=%s status=%d %s", subscription, status, "; ".join(why))
                 self.drop_leases(subscription, moved_names)
 
     def sending(self, subscription: str, names: tuple[str, ...]) -> None:

@@ -152,21 +152,28 @@ def test_calls_in_flight_are_ours_when_a_header_answering_one_of_them_counts_the
     assert store.rows == rows
 
 
-def test_a_burst_of_our_own_polls_does_not_pace_the_reads_but_another_clients_reads_do() -> None:
+def test_a_burst_of_our_own_polls_does_not_pace_the_reads_but_another_clients_reads_do(
+        caplog: pytest.LogCaptureFixture) -> None:
     from shared.runs.pacing import Pacer
     clock = [1000.0]
     store = RowStore()
     shares = {READS: Bucket(READS, 125, 12.5, 0.5), POLLS: Bucket(POLLS, 125, 12.5, 0.5)}
     p = Pacer(store, shares, clock=lambda: clock[0], lease_tokens=1)  # type: ignore[arg-type]
     p.reserve("sub", (READS,))
+    caplog.set_level("INFO", logger="shared.runs.pacing")
     for left in range(249, 189, -1):  # 60 polls at once, ARM's remaining reads falling with each
         p.reserve("sub", (POLLS,))
         p.sending("sub", (POLLS,))
         p.observe("sub", (POLLS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": str(left)})
     assert store.rows[("sub", READS)][0] <= clock[0] + shares[READS].interval  # one read reserved, nothing moved
+    assert not [r for r in caplog.records if "budget moved" in r.getMessage()]  # our own polls: nothing said
     p.sending("sub", (READS,))
     p.observe("sub", (READS,), 200, {"x-ms-ratelimit-remaining-subscription-reads": "40"})  # 150 not ours
     assert store.rows[("sub", READS)][0] - clock[0] == pytest.approx(75 * shares[READS].interval, abs=0.1)
+    # an operator (and the benchmark's log) sees what slowed the pace: ARM's count, what of it was ours, how far
+    said = [r.getMessage() for r in caplog.records if "budget moved" in r.getMessage()]
+    assert len(said) == 1 and "subscription=sub" in said[0] and "reads header remaining 40" in said[0]
+    assert "-> 6.0s" in said[0]  # 75 tokens of the reads share at 12.5/s
 
 
 def test_headers_are_read_by_bucket() -> None:
