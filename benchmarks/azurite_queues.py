@@ -7,7 +7,7 @@ its calls hand LokiJS an array, which LokiJS treats as a batch: adaptive indices
 the whole collection re-sorted with a JavaScript comparator. `clearExpiredMessages` does it before every Get
 Messages, Peek, Delete and Update Message (`coll.remove(docs)`, nearly always with `docs` empty), and
 `getMessages` again when it marks what it received (`coll.update(docs)`). So each queue request cost time in
-proportion to n log n of the messages waiting anywhere in the account, invisible ones included: the delayed
+proportion to n log n of the messages waiting anywhere in this Azurite, invisible ones included: the delayed
 polls and slotted starts a large run keeps in flight by design. Azure Queue storage does not behave so (a
 queue's target of 2,000 messages a second does not depend on its length:
 https://learn.microsoft.com/azure/storage/queues/scalability-targets). `patches/azurite+3.37.0.patch` (applied
