@@ -112,7 +112,7 @@ def dispatch_run(msg: DispatchMessage, deps: DispatchDeps) -> int:
     # Rows of an earlier attempt keep that attempt's slots: the latest of any row bounds the releases.
     last_slot = max([now + timedelta(seconds=s) for s in slots.values()] + [until], default=until)
     if last_slot > until:  # before dispatchedAt: a retried dispatch must not stop short of the chain
-        send_next_release(msg.run_id, until, deps)
+        send_next_release(msg.run_id, until, deps, shift=shift)
     deps.store.update_run(msg.run_id, {"dispatchedAt": iso(utcnow()), "status": RunStatus.IN_PROGRESS.value,
                                       "releasedThrough": iso(until), "lastSlotAt": iso(last_slot),
                                       START_SHIFT_COLUMN: shift, RELEASED_AT_COLUMN: iso(sent_at)})
@@ -185,10 +185,11 @@ def start_order(target: MachineRecord, *, longest_first: bool) -> tuple[str, flo
     return str(target.get("nextActionAt") or ""), -seconds
 
 
-def send_next_release(run_id: str, window_from: datetime, deps: DispatchDeps) -> None:
-    """The release of the window starting at `window_from`, arriving half a horizon before it."""
+def send_next_release(run_id: str, window_from: datetime, deps: DispatchDeps, *, shift: int = 0) -> None:
+    """The release of the window starting at `window_from` (slot time: its messages are due `shift` seconds
+    later, the run's startShiftSeconds), arriving half a horizon before it."""
     lead = deps.settings.pacing.dispatch_horizon_seconds / 2
-    delay = max(0.0, (window_from - utcnow()).total_seconds() - lead)
+    delay = max(0.0, (window_from - utcnow()).total_seconds() + shift - lead)
     deps.queues.send_release(run_id, iso(window_from), math.floor(delay))
 
 
@@ -216,12 +217,15 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
+    late = shift_late_window(run, window_from, queued, deps, shift=shift)
+    shift += late
     sent_at = utcnow()
     send_starts(run.run_id, queued, deps, shift=shift)
+    changes = {"releasedThrough": iso(until), RELEASED_AT_COLUMN: iso(sent_at),
+               **({START_SHIFT_COLUMN: shift} if late else {})}
     for _ in range(RELEASE_ATTEMPTS):
         try:
-            deps.store.update_run(run.run_id, {"releasedThrough": iso(until), RELEASED_AT_COLUMN: iso(sent_at)},
-                                  etag=run.etag)
+            deps.store.update_run(run.run_id, changes, etag=run.etag)
             break
         except ConflictError:  # a duplicate of this release, or any other write to the run: look again
             fresh = deps.store.get_run(run.run_id)
@@ -231,9 +235,44 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     else:
         raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
     if parse_iso(str(run.get("lastSlotAt") or iso(until))) >= until:
-        send_next_release(run.run_id, until, deps)
-    log.info("dispatch: run %s released %d machines due before %s", run.run_id, len(queued), iso(until))
+        send_next_release(run.run_id, until, deps, shift=shift)
+    log.info("dispatch: run %s released %d machines due before %s%s", run.run_id, len(queued), iso(until),
+             f" (its slots {late} s late: the run's schedule moves on to {shift} s)" if late else "")
     return len(queued)
+
+
+def shift_late_window(run: RunRecord, window_from: datetime, queued: list[MachineRecord], deps: DispatchDeps, *,
+                      shift: int) -> int:
+    """Whole seconds by which the run's remaining start schedule moves, when a window is released after its
+    slots passed (0 if not): a backlog held it (release_window), or its release came late.
+
+    Without it, every start of such a window is stale (send_starts: its slot more than PACING_LATE_SECONDS +
+    SEND_GRACE_SECONDS past) and reserves a guest-patch token afresh, which GCRA grants after every slot the run
+    reserved: each waited 95-114 s and was queued twice, and its own slot's token was lost (at 10,000 machines
+    over four subscriptions on one 2-core machine, a third of all starts; docs/performance.md). Moving the
+    schedule instead starts the window now, in its order, on the tokens it holds: the pace slows to what the
+    consumers take (the issue's backpressure), and no start is queued twice. Compute's refill during the hold
+    is lost either way; the consumers could not have spent it.
+
+    The run's `startShiftSeconds` grows by the lateness (written with the release's fence), and the guest-patch
+    budget of each subscription with machines in the run moves on as much (Pacer.defer), so that a later
+    reservation does not overlap the moved slots. A redelivered release that did this before its fence write
+    moves the budget twice: slower, never faster. Start messages already queued keep their tokens (spent late,
+    Bucket.late); the backlog check and the sweeper count them with the new shift, so they are judged up to
+    the shift's growth later."""
+    if not queued:
+        return 0
+    first = min(parse_iso(str(t.get("nextActionAt") or iso(window_from))) for t in queued)
+    late = math.floor((utcnow() - first).total_seconds()) - shift
+    if late <= deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS:
+        return 0  # send_starts spends these tokens as they are
+    # the run's listed machines (one query) and this window's (a scope run's machines are not in the list)
+    resource_ids = [rid for chunk in deps.store.machine_chunks(run.run_id) for rid in chunk]
+    resource_ids += [str(t["resourceId"]) for t in queued if t.get("resourceId")]
+    subscriptions = {parse_machine_id(rid, target="machines").subscription_id for rid in resource_ids}
+    for subscription in sorted(subscriptions):
+        deps.pacer.defer(subscription, GUEST_PATCH, late)
+    return late
 
 
 def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps, *, shift: int = 0) -> bool:
@@ -271,7 +310,7 @@ def extend_releases(run_id: str, last_slot: datetime, deps: DispatchDeps) -> dat
         except ConflictError:
             continue
         if restart:
-            send_next_release(run_id, until, deps)
+            send_next_release(run_id, until, deps, shift=int(run.get(START_SHIFT_COLUMN) or 0))
         return until
     raise StorageContentionError(f"run {run_id} kept changing; the queue will retry this page")
 
@@ -288,9 +327,10 @@ def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:
     released, last = run.get("releasedThrough"), run.get("lastSlotAt")
     if not released or not last or released > last or run.get("completedAt"):
         return False
-    due = parse_iso(released) - timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds / 2
-                                          - deps.settings.retries.stall_after_seconds)
-    if now < due or backlogged(run.run_id, parse_iso(released), deps, shift=int(run.get(START_SHIFT_COLUMN) or 0)):
+    shift = int(run.get(START_SHIFT_COLUMN) or 0)
+    due = parse_iso(released) + timedelta(seconds=shift - deps.settings.pacing.dispatch_horizon_seconds / 2
+                                          + deps.settings.retries.stall_after_seconds)
+    if now < due or backlogged(run.run_id, parse_iso(released), deps, shift=shift):
         return False
     deps.queues.send_release(run.run_id, released, 0)
     return True
