@@ -44,6 +44,7 @@ from shared.runs.hooks import RunHooks
 from shared.runs.machine_worker import StepPorts
 from shared.runs.pacing import Pacer, buckets_from
 from shared.runs.queues import WorkQueues
+from shared.runs.run_durations import RunDurations
 from shared.runs.specs import RunSpecCache
 from shared.storage.budget_store import BudgetStore
 from shared.storage.clients import StorageAccount
@@ -166,7 +167,11 @@ class Components:
     def step_ports(self) -> StepPorts:
         return StepPorts(targets=self.store, specs=self.specs, queue=self.queues, pacer=self.pacer, arm=self.arm,
                          hooks=self.hooks, events=self, retries=self.settings.retries, health=self.settings.health,
-                         probe=self.probe)
+                         probe=self.probe, durations=self.run_durations)
+
+    @cached_property
+    def run_durations(self) -> RunDurations:
+        return RunDurations()  # this process's view of how long each run's installations take
 
 
 class ProcessComponents:

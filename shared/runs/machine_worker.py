@@ -74,6 +74,7 @@ from shared.runs.hooks import Fits, RunHooks, Skip, StartContext, WaitContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
 from shared.runs.retry_policy import first_poll_delay, poll_delay, retry_delay, retry_limit
+from shared.runs.run_durations import DurationHints
 from shared.validation.resource_ids import parse_machine_id
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class StepPorts:
     retries: RetrySettings
     health: HealthSettings
     probe: Probe
+    durations: DurationHints
 
 
 class MachineStep:
@@ -511,6 +513,10 @@ class MachineStep:
     def finish(self, result: dict[str, Any]) -> StepResult:
         self._confirm_row()
         kind = self.kind
+        started = parse_time(self.target.get("operationStartedAt"))
+        if kind is INSTALL and started is not None:  # times later first polls (shared/runs/run_durations.py)
+            self.ports.durations.observe(self.run_id, str(self.target.get("osType") or ""),
+                                         (self.now - started).total_seconds())
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
@@ -725,14 +731,16 @@ class MachineStep:
         return StepResult(state.value)
 
     def _shortest_installation(self, spec: RunSpec | None) -> float | None:
-        """The machine's shortest recorded installation (`shortestSeconds`, written with its prediction), when its
+        """The machine's shortest recorded installation (`shortestSeconds`, written with its prediction) or, with
+        none, how soon the run's installations on its OS type have been ending (run_durations.py), when its
         first poll may wait for it: an install run with no rollout and no health check, where nothing (a wave's
         failure gate, a soak, a health read) waits on an early end (retry_policy.first_poll_delay)."""
-        shortest = self.target.get("shortestSeconds")
-        if (spec is None or spec.operation != INSTALL.action or spec.rollout or spec.health_check is not None
-                or not isinstance(shortest, (int, float))):
+        if spec is None or spec.operation != INSTALL.action or spec.rollout or spec.health_check is not None:
             return None
-        return float(shortest)
+        shortest = self.target.get("shortestSeconds")
+        if isinstance(shortest, (int, float)):
+            return float(shortest)
+        return self.ports.durations.early_end(self.run_id, str(self.target.get("osType") or ""))
 
     @staticmethod
     def _window_end(spec: RunSpec | None) -> datetime | None:

@@ -36,6 +36,7 @@ from shared.core.states import MachineState
 from shared.runs.health_check import Probe, ProbeAnswer
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
 from shared.runs.machine_worker import StepPorts, StepResult, run_step
+from shared.runs.run_durations import MIN_SAMPLES, RunDurations
 
 ENDPOINT = "https://management.azure.com"
 VM = MachineRef("00000000-0000-0000-0000-000000000001", "rg", "web-01")
@@ -206,7 +207,8 @@ def no_probe(url: str) -> ProbeAnswer:
 
 def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, float] | None = None,
             backlog: Mapping[str, float] | None = None, before_start: tuple[Any, ...] = (),
-            health_check: HealthCheck | None = None, probe: Probe = no_probe, **columns: Any) -> Harness:
+            health_check: HealthCheck | None = None, probe: Probe = no_probe,
+            durations: RunDurations | None = None, **columns: Any) -> Harness:
     journal = Journal()
     targets, queue = FakeTargets(journal), FakeQueue(journal)
     pacer, arm = FakePacer(journal, waits, backlog), FakeArm(journal, script)
@@ -219,7 +221,8 @@ def harness(script: Mapping[str, list[ArmResponse]], *, waits: Mapping[str, floa
     targets.put({"state": "Queued", "seq": 0, "resourceId": VM.resource_id, **columns})
     settings = Settings.from_env()
     ports = StepPorts(targets=targets, specs=FakeSpecs(health_check), queue=queue, pacer=pacer, arm=arm, hooks=hooks,
-                      events=FakeEvents(), retries=settings.retries, health=settings.health, probe=probe)
+                      events=FakeEvents(), retries=settings.retries, health=settings.health, probe=probe,
+                      durations=durations if durations is not None else RunDurations())
     return Harness(journal, targets, queue, pacer, arm, progressed, ports)
 
 
@@ -443,6 +446,53 @@ def test_a_machine_with_a_history_is_first_polled_near_its_shortest_installation
     h.ports = replace(h.ports, specs=FakeSpecs(rollout=rollout))
     assert h.step() is StepResult.STARTED
     assert h.queue.delays == [first_poll] and h.queue.polls == [True]
+
+
+@pytest.mark.parametrize(("seen", "os_type", "rollout", "first_poll"), [
+    (MIN_SAMPLES, "Windows", False, 270),  # the run's Windows installations end from 300 s: first poll at 90 %
+    (MIN_SAMPLES - 1, "Windows", False, 17),  # too few seen yet: ARM's Retry-After
+    (MIN_SAMPLES, "Linux", False, 17),  # another OS type's ends say nothing of this one's
+    (MIN_SAMPLES, "Windows", True, 17),  # a rollout's failure gate waits on early ends
+])
+def test_a_machine_without_a_history_is_first_polled_near_the_runs_early_ends_on_its_os_type(
+        seen: int, os_type: str, rollout: bool, first_poll: int) -> None:
+    durations = RunDurations()
+    for i in range(seen):
+        durations.observe(RUN, os_type, 300.0 + i)
+    durations.observe("another-run", "Windows", 30.0)
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                durations=durations)
+    h.ports = replace(h.ports, specs=FakeSpecs(rollout=rollout))
+    assert h.step() is StepResult.STARTED
+    assert h.queue.delays == [first_poll]
+
+
+def test_a_finished_installation_is_seen_by_the_runs_durations_with_its_os_type() -> None:
+    durations = RunDurations()
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                 POLL_OPERATION.name: [RESULT] * MIN_SAMPLES}, durations=durations)
+    h.step()
+    for _ in range(MIN_SAMPLES):  # the same end delivered again is seen again: a hint, not a count
+        h.targets.put({**h.row, "state": "Running", "seq": 1, "operationStartedAt": "2020-01-01T00:00:00Z"})
+        assert h.step() is StepResult.COMPLETED
+    assert durations.early_end(RUN, "Windows") is not None and durations.early_end(RUN, "Windows") > 3600
+    assert durations.early_end(RUN, "Linux") is None
+
+
+def test_run_durations_keep_the_low_quantile_within_their_bounds() -> None:
+    from shared.runs import run_durations
+
+    durations = RunDurations()
+    for i in range(run_durations.MAX_SAMPLES * 3):  # 0 .. 6143 s, in a scrambled order
+        durations.observe("r", "Linux", float((i * 7919) % (run_durations.MAX_SAMPLES * 3)))
+    low = durations.early_end("r", "Linux")
+    assert low is not None and abs(low - 0.1 * run_durations.MAX_SAMPLES * 3) < 60
+    for i in range(run_durations.MAX_RUNS):
+        durations.observe(f"run-{i}", "Linux", 1.0)
+    assert durations.early_end("r", "Linux") is None  # the oldest run is forgotten
+    durations.observe("r", "", 5.0)
+    durations.observe("r", "Linux", 0.0)
+    assert durations.early_end("r", "") is None
 
 
 def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts_budgets() -> None:

@@ -1,0 +1,71 @@
+"""How long a run's installations are taking, as this process saw them end: the first poll of a machine with no
+history of its own (shared/runs/predictions.py `shortest`) waits for the run's early ends instead of polling at
+ARM's Retry-After from the start.
+
+Why: on a fleet's first run no machine has a history, so every installation was polled from its first
+Retry-After (60 s in Azure) on. At 10,000 machines over four subscriptions (benchmarks/scale.py), the
+simulator's installations take 30-340 s on the 2x clock (median 197; Linux's tenth percentile 57, Windows'
+124): about seven polls each if nothing else slows them, each a queue message and a Table write, where the
+stack's message rate is the limit (docs/performance.md). Once a run has seen MIN_SAMPLES machines of an OS
+type end, a machine of that type started later has its first poll at 90% of their LOW_QUANTILE (the same
+FIRST_POLL_SHARE as a machine's own shortest: retry_policy.first_poll_delay): a machine that ends before it is
+seen late by at most that much, and its observed duration (the poll's time) lowers the quantile, as a
+machine's shortest does.
+
+Process-local on purpose: it is a hint, read on every start, and one more Table read per start costs more than
+it saves. Each host instance learns from the ends it polled; one that has seen fewer than MIN_SAMPLES polls at
+Retry-After, as before. Bounded: MAX_SAMPLES per (run, OS type), halved by keeping every other one when full
+(the quantiles stay), and the MAX_RUNS runs seen last.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+MIN_SAMPLES = 20  # ends of an OS type seen in the run before they time a first poll
+LOW_QUANTILE = 0.1
+MAX_SAMPLES = 2048
+MAX_RUNS = 64
+
+
+class DurationHints(Protocol):
+    """What a machine step uses (shared/runs/machine_worker.py StepPorts)."""
+
+    def observe(self, run_id: str, os_type: str, seconds: float) -> None: ...
+
+    def early_end(self, run_id: str, os_type: str) -> float | None: ...
+
+
+class RunDurations:
+    """Thread-safe; one per process (shared/composition.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
+
+    def observe(self, run_id: str, os_type: str, seconds: float) -> None:
+        """An installation of the run on a machine of `os_type` was seen ended `seconds` after ARM accepted it
+        (the poll's time: an upper bound of its duration)."""
+        if not os_type or seconds <= 0:
+            return
+        with self._lock:
+            by_os = self._runs.setdefault(run_id, {})
+            self._runs.move_to_end(run_id)
+            while len(self._runs) > MAX_RUNS:
+                self._runs.popitem(last=False)
+            samples = by_os.setdefault(os_type, [])
+            bisect.insort(samples, seconds)
+            if len(samples) > MAX_SAMPLES:
+                del samples[1::2]
+
+    def early_end(self, run_id: str, os_type: str) -> float | None:
+        """Seconds by which LOW_QUANTILE of the run's installations on `os_type` machines had ended, as this
+        process saw them; None until it has seen MIN_SAMPLES."""
+        with self._lock:
+            samples = self._runs.get(run_id, {}).get(os_type)
+            if not samples or len(samples) < MIN_SAMPLES:
+                return None
+            return samples[int(LOW_QUANTILE * (len(samples) - 1))]
