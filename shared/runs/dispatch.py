@@ -148,14 +148,16 @@ def defer_start_schedule(deps: DispatchDeps, block_starts: Mapping[str, float]) 
 
 
 START_SHIFT_COLUMN = "startShiftSeconds"
+SHIFTED_WINDOW_COLUMN = "shiftedWindow"  # the window whose lateness last moved startShiftSeconds (shift_late_window)
 RELEASED_AT_COLUMN = "releasedAt"  # when the latest window's start messages were sent (the sweeper's start_message_due)
 
 
 def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps, *, shift: int = 0) -> None:
     """Each machine's first step, delayed to its slot (`shift` seconds later: defer_start_schedule) and holding
     its guest-patch token. A slot more than
-    PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a release
-    that came late) is not spent, since tokens spent that late can pile up beyond Compute's bucket
+    PACING_LATE_SECONDS + SEND_GRACE_SECONDS past (a row of an earlier dispatch attempt that died, a late window of
+    a run with scopes: shift_late_window moves any other late window's schedule first) is not spent, since
+    tokens spent that late can pile up beyond Compute's bucket
     (Bucket.late): that step reserves again. The grace covers the sending itself: queueing the first
     window's 1,000 messages takes seconds.
 
@@ -209,7 +211,7 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
         # Backpressure: the consumers have not taken the start messages already due, so queueing more now only
         # deepens the backlog (Azurite's receive scans every message; Azure's queue and a capped plan slow down
         # too). Come back later; the fence stays, so this window is released once, when they have caught up.
-        # Its slots pass meanwhile: send_starts then lets those steps reserve afresh (a slower pace, never a pile).
+        # Its slots pass meanwhile: when it goes, the run's schedule moves on by as much (shift_late_window).
         deps.queues.send_release(run.run_id, iso(window_from), BACKLOG_RECHECK_SECONDS)
         log.info("dispatch: run %s holds back the window from %s: start messages due earlier are still queued",
                  run.run_id, iso(window_from))
@@ -217,15 +219,17 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     until = window_from + timedelta(seconds=deps.settings.pacing.dispatch_horizon_seconds)
     queued = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, seq=0,
                                     due_from=iso(window_from), due_before=iso(until))
-    late = shift_late_window(run, window_from, queued, deps, shift=shift)
-    shift += late
+    shifted = shift_late_window(run, window_from, queued, deps)
+    if shifted is None:
+        return 0  # another delivery moved the fence on meanwhile: it sends the next release
+    run, late = shifted
+    shift = int(run.get(START_SHIFT_COLUMN) or 0)
     sent_at = utcnow()
     send_starts(run.run_id, queued, deps, shift=shift)
-    changes = {"releasedThrough": iso(until), RELEASED_AT_COLUMN: iso(sent_at),
-               **({START_SHIFT_COLUMN: shift} if late else {})}
     for _ in range(RELEASE_ATTEMPTS):
         try:
-            deps.store.update_run(run.run_id, changes, etag=run.etag)
+            deps.store.update_run(run.run_id, {"releasedThrough": iso(until), RELEASED_AT_COLUMN: iso(sent_at)},
+                                  etag=run.etag)
             break
         except ConflictError:  # a duplicate of this release, or any other write to the run: look again
             fresh = deps.store.get_run(run.run_id)
@@ -241,38 +245,59 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     return len(queued)
 
 
-def shift_late_window(run: RunRecord, window_from: datetime, queued: list[MachineRecord], deps: DispatchDeps, *,
-                      shift: int) -> int:
-    """Whole seconds by which the run's remaining start schedule moves, when a window is released after its
-    slots passed (0 if not): a backlog held it (release_window), or its release came late.
+def shift_late_window(run: RunRecord, window_from: datetime, queued: list[MachineRecord],
+                      deps: DispatchDeps) -> tuple[RunRecord, int] | None:
+    """When a window is released after its slots passed (a backlog held it, release_window, or its release came
+    late): move the run's remaining start schedule on by the lateness. Returns (the run as now stored, whole
+    seconds moved: 0 if the window is on time), or None when another delivery moved the fence on meanwhile.
 
     Without it, every start of such a window is stale (send_starts: its slot more than PACING_LATE_SECONDS +
     SEND_GRACE_SECONDS past) and reserves a guest-patch token afresh, which GCRA grants after every slot the run
-    reserved: each waited 95-114 s and was queued twice, and its own slot's token was lost (at 10,000 machines
-    over four subscriptions on one 2-core machine, a third of all starts; docs/performance.md). Moving the
-    schedule instead starts the window now, in its order, on the tokens it holds: the pace slows to what the
-    consumers take (the issue's backpressure), and no start is queued twice. Compute's refill during the hold
-    is lost either way; the consumers could not have spent it.
+    reserved: at 10,000 machines over four subscriptions on one 2-core machine a held window's 1,600 starts
+    each waited 95-114 s, were queued twice and lost their own slot's token (0.40 paced starts a machine over
+    the run; docs/performance.md). Moving the schedule instead starts the window now, in its order, on the
+    tokens it holds: the pace slows to what the consumers take, and no start is queued twice. Compute's refill
+    during the hold is lost either way; the consumers could not have spent it.
 
-    The run's `startShiftSeconds` grows by the lateness (written with the release's fence), and the guest-patch
-    budget of each subscription with machines in the run moves on as much (Pacer.defer), so that a later
-    reservation does not overlap the moved slots. A redelivered release that did this before its fence write
-    moves the budget twice: slower, never faster. Start messages already queued keep their tokens (spent late,
-    Bucket.late); the backlog check and the sweeper count them with the new shift, so they are judged up to
-    the shift's growth later."""
-    if not queued:
-        return 0
-    first = min(parse_iso(str(t.get("nextActionAt") or iso(window_from))) for t in queued)
-    late = math.floor((utcnow() - first).total_seconds()) - shift
-    if late <= deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS:
-        return 0  # send_starts spends these tokens as they are
-    # the run's listed machines (one query) and this window's (a scope run's machines are not in the list)
-    resource_ids = [rid for chunk in deps.store.machine_chunks(run.run_id) for rid in chunk]
-    resource_ids += [str(t["resourceId"]) for t in queued if t.get("resourceId")]
-    subscriptions = {parse_machine_id(rid, target="machines").subscription_id for rid in resource_ids}
-    for subscription in sorted(subscriptions):
-        deps.pacer.defer(subscription, GUEST_PATCH, late)
-    return late
+    Once per window: `startShiftSeconds` grows by the lateness with `shiftedWindow` set to this window, in one
+    ETag-conditional write before anything is sent. Only the delivery whose write won moves each subscription's
+    guest-patch budget on as much (Pacer.defer), so that a reservation made after it does not overlap the moved
+    slots; a copy running beside it, or a redelivery after a crash, finds `shiftedWindow` and reuses the shift.
+    Errs slow: the subscriptions are every one the run lists (one query), including those whose slots have all
+    passed, and reservations other runs made before the move still overlap the moved slots (a 429 only delays).
+    Not for a run with scopes: its pages reserve and send their slots in real time (shared/runs/discovery.py),
+    so a run-wide shift would move those twice; their late windows still reserve afresh. Start messages already
+    queued keep their tokens (spent late, Bucket.late); the backlog check and the sweeper count them with the
+    new shift, so they are judged up to the shift's growth later."""
+    for _ in range(RELEASE_ATTEMPTS):
+        if run.get("releasedThrough") != iso(window_from):
+            return None
+        if run.get(SHIFTED_WINDOW_COLUMN) == iso(window_from):
+            return run, 0  # this window's shift is made (and its budgets moved) already
+        shift = int(run.get(START_SHIFT_COLUMN) or 0)
+        if not queued or run.get("scopeCount"):
+            return run, 0
+        first = min(parse_iso(str(t.get("nextActionAt") or iso(window_from))) for t in queued)
+        lateness = (utcnow() - first).total_seconds() - shift  # as send_starts judges a slot stale
+        if lateness <= deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS:
+            return run, 0  # send_starts spends these tokens as they are
+        late = math.ceil(lateness)
+        changes = {START_SHIFT_COLUMN: shift + late, SHIFTED_WINDOW_COLUMN: iso(window_from)}
+        try:
+            etag = deps.store.update_run(run.run_id, changes, etag=run.etag)
+        except ConflictError:  # a copy of this release, or any other write to the run: look again
+            fresh = deps.store.get_run(run.run_id)
+            if fresh is None:
+                return None
+            run = fresh
+            continue
+        subscriptions = {parse_machine_id(rid, target="machines").subscription_id
+                         for rid in [*(rid for chunk in deps.store.machine_chunks(run.run_id) for rid in chunk),
+                                     *(str(t["resourceId"]) for t in queued if t.get("resourceId"))]}
+        for subscription in sorted(subscriptions):
+            deps.pacer.defer(subscription, GUEST_PATCH, late)
+        return run.with_changes(changes, etag), late
+    raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
 
 
 def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps, *, shift: int = 0) -> bool:

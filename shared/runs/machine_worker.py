@@ -515,8 +515,10 @@ class MachineStep:
         kind = self.kind
         started = parse_time(self.target.get("operationStartedAt"))
         if kind is INSTALL and started is not None:  # times later first polls (shared/runs/run_durations.py)
+            # when this poll was due, not when the queue delivered it: a backlog's lateness is not installation time
+            due = parse_time(self.target.get("nextActionAt")) or self.now
             self.ports.durations.observe(self.run_id, str(self.target.get("osType") or ""),
-                                         (self.now - started).total_seconds())
+                                         (min(self.now, due) - started).total_seconds())
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}

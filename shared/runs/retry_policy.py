@@ -32,7 +32,9 @@ def first_poll_delay(retry_after: int, retries: RetrySettings, *, shortest_secon
     prediction: a duration is recorded from the accepted POST to the poll that saw the end, so an installation
     that ended before its first poll is recorded at that poll (90% of the shortest), which becomes the new
     shortest: the first poll comes 10% sooner after each such installation until it falls before the end
-    again, and it never drifts later (a median would: install_history.py)."""
+    again, and it never drifts later (a median would: install_history.py). For a machine with no history the
+    caller may pass the run's early ends instead (shared/runs/run_durations.py): a quantile, which can move later
+    as the run's longer installations end."""
     delay = poll_delay(retry_after, retries)
     if shortest_seconds and shortest_seconds > 0:
         latest = int(ends_in_seconds) - delay

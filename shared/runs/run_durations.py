@@ -8,9 +8,15 @@ simulator's installations take 30-340 s on the 2x clock (median 197; Linux's ten
 124): about seven polls each if nothing else slows them, each a queue message and a Table write, where the
 stack's message rate is the limit (docs/performance.md). Once a run has seen MIN_SAMPLES machines of an OS
 type end, a machine of that type started later has its first poll at 90% of their LOW_QUANTILE (the same
-FIRST_POLL_SHARE as a machine's own shortest: retry_policy.first_poll_delay): a machine that ends before it is
-seen late by at most that much, and its observed duration (the poll's time) lowers the quantile, as a
-machine's shortest does.
+FIRST_POLL_SHARE as a machine's own shortest: retry_policy.first_poll_delay). A duration is counted to when the
+poll that saw the end was due (not when the queue delivered it: a backlog's lateness is not installation time),
+so a machine that ended before its first poll counts as that poll's time, which lowers the quantile, as a
+machine's shortest does. An end seen twice (a duplicate delivery) is counted twice: it is a hint.
+
+Measured (docs/performance.md, session 22): no change in either benchmark scenario. With four subscriptions the
+polls queue's own lateness is longer than the wait this adds; with one, the polls share of ARM's reads caps the
+polls below the demand with or without it (6.8 polls a machine unhindered, 5.1 with it, from the simulator's
+durations). It is for a queue that keeps up and Azure's longer installations.
 
 Process-local on purpose: it is a hint, read on every start, and one more Table read per start costs more than
 it saves. Each host instance learns from the ends it polled; one that has seen fewer than MIN_SAMPLES polls at
