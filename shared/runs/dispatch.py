@@ -148,8 +148,13 @@ def defer_start_schedule(deps: DispatchDeps, block_starts: Mapping[str, float]) 
 
 
 START_SHIFT_COLUMN = "startShiftSeconds"
-SHIFTED_WINDOW_COLUMN = "shiftedWindow"  # the window whose lateness last moved startShiftSeconds (shift_late_window)
 RELEASED_AT_COLUMN = "releasedAt"  # when the latest window's start messages were sent (the sweeper's start_message_due)
+
+
+def start_shift(run: RunRecord) -> int:
+    """Whole seconds every start message of the run goes after its row's slot (`startShiftSeconds`: the refill a
+    dispatch lost, defer_start_schedule, plus each late window's move, shift_late_window)."""
+    return int(run.get(START_SHIFT_COLUMN) or 0)
 
 
 def send_starts(run_id: str, queued: list[MachineRecord], deps: DispatchDeps, *, shift: int = 0) -> None:
@@ -206,7 +211,7 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     run, or of a window already passed on, does nothing."""
     if run.get("releasedThrough") != iso(window_from) or run.get("completedAt") or run.get("canceledAt"):
         return 0
-    shift = int(run.get(START_SHIFT_COLUMN) or 0)
+    shift = start_shift(run)
     if backlogged(run.run_id, window_from, deps, shift=shift):
         # Backpressure: the consumers have not taken the start messages already due, so queueing more now only
         # deepens the backlog (Azurite's receive scans every message; Azure's queue and a capped plan slow down
@@ -223,7 +228,7 @@ def release_window(run: RunRecord, window_from: datetime, deps: DispatchDeps) ->
     if shifted is None:
         return 0  # another delivery moved the fence on meanwhile: it sends the next release
     run, late = shifted
-    shift = int(run.get(START_SHIFT_COLUMN) or 0)
+    shift = start_shift(run)
     sent_at = utcnow()
     send_starts(run.run_id, queued, deps, shift=shift)
     for _ in range(RELEASE_ATTEMPTS):
@@ -259,12 +264,14 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
     tokens it holds: the pace slows to what the consumers take, and no start is queued twice. Compute's refill
     during the hold is lost either way; the consumers could not have spent it.
 
-    Once per window: `startShiftSeconds` grows by the lateness with `shiftedWindow` set to this window, in one
-    ETag-conditional write before anything is sent. Only the delivery whose write won moves each subscription's
-    guest-patch budget on as much (Pacer.defer), so that a reservation made after it does not overlap the moved
-    slots; a copy running beside it, or a redelivery after a crash, finds `shiftedWindow` and reuses the shift.
-    Errs slow: the subscriptions are every one the run lists (one query), including those whose slots have all
-    passed, and reservations other runs made before the move still overlap the moved slots (a 429 only delays).
+    Once per lateness: `startShiftSeconds` grows by it in an ETag-conditional write before anything is sent, and
+    only the delivery whose write won moves each subscription's guest-patch budget on as much (Pacer.defer), so
+    that a reservation made after it does not overlap the moved slots. A copy running beside it loses the write,
+    reads the run again and finds the window on time under the new shift; a redelivery after a crash finds it late
+    only by the time since, and moves the schedule (and the budgets) by that, as it must for its starts to hold
+    their tokens. Errs slow: the subscriptions are every one the run lists (one query), including those whose
+    slots have all passed, and reservations other runs made before the move still overlap the moved slots (a 429
+    only delays).
     Not for a run with scopes: its pages reserve and send their slots in real time (shared/runs/discovery.py),
     so a run-wide shift would move those twice; their late windows still reserve afresh. Start messages already
     queued keep their tokens (spent late, Bucket.late); the backlog check and the sweeper count them with the
@@ -272,9 +279,7 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
     for _ in range(RELEASE_ATTEMPTS):
         if run.get("releasedThrough") != iso(window_from):
             return None
-        if run.get(SHIFTED_WINDOW_COLUMN) == iso(window_from):
-            return run, 0  # this window's shift is made (and its budgets moved) already
-        shift = int(run.get(START_SHIFT_COLUMN) or 0)
+        shift = start_shift(run)
         if not queued or run.get("scopeCount"):
             return run, 0
         first = min(parse_iso(str(t.get("nextActionAt") or iso(window_from))) for t in queued)
@@ -282,7 +287,7 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
         if lateness <= deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS:
             return run, 0  # send_starts spends these tokens as they are
         late = math.ceil(lateness)
-        changes = {START_SHIFT_COLUMN: shift + late, SHIFTED_WINDOW_COLUMN: iso(window_from)}
+        changes = {START_SHIFT_COLUMN: shift + late}
         try:
             etag = deps.store.update_run(run.run_id, changes, etag=run.etag)
         except ConflictError:  # a copy of this release, or any other write to the run: look again
@@ -292,8 +297,7 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
             run = fresh
             continue
         subscriptions = {parse_machine_id(rid, target="machines").subscription_id
-                         for rid in [*(rid for chunk in deps.store.machine_chunks(run.run_id) for rid in chunk),
-                                     *(str(t["resourceId"]) for t in queued if t.get("resourceId"))]}
+                         for chunk in deps.store.machine_chunks(run.run_id) for rid in chunk}
         for subscription in sorted(subscriptions):
             deps.pacer.defer(subscription, GUEST_PATCH, late)
         return run.with_changes(changes, etag), late
@@ -335,7 +339,7 @@ def extend_releases(run_id: str, last_slot: datetime, deps: DispatchDeps) -> dat
         except ConflictError:
             continue
         if restart:
-            send_next_release(run_id, until, deps, shift=int(run.get(START_SHIFT_COLUMN) or 0))
+            send_next_release(run_id, until, deps, shift=start_shift(run))
         return until
     raise StorageContentionError(f"run {run_id} kept changing; the queue will retry this page")
 
@@ -352,7 +356,7 @@ def release_overdue(run: RunRecord, deps: DispatchDeps, now: datetime) -> bool:
     released, last = run.get("releasedThrough"), run.get("lastSlotAt")
     if not released or not last or released > last or run.get("completedAt"):
         return False
-    shift = int(run.get(START_SHIFT_COLUMN) or 0)
+    shift = start_shift(run)
     due = parse_iso(released) + timedelta(seconds=shift - deps.settings.pacing.dispatch_horizon_seconds / 2
                                           + deps.settings.retries.stall_after_seconds)
     if now < due or backlogged(run.run_id, parse_iso(released), deps, shift=shift):

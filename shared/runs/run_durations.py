@@ -53,8 +53,8 @@ class RunDurations:
         self._runs: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
 
     def observe(self, run_id: str, os_type: str, seconds: float) -> None:
-        """An installation of the run on a machine of `os_type` was seen ended `seconds` after ARM accepted it
-        (the poll's time: an upper bound of its duration)."""
+        """An installation of the run on a machine of `os_type` was seen ended by a poll due `seconds` after ARM
+        accepted it (the module's docstring says why the poll's due time, not when it ran)."""
         if not os_type or seconds <= 0:
             return
         with self._lock:

@@ -39,7 +39,7 @@ from azure.core.exceptions import AzureError
 from shared.core.clock import iso, parse_iso
 from shared.core.records import RunRecord
 from shared.core.states import MachineState
-from shared.runs.dispatch import RELEASED_AT_COLUMN, START_SHIFT_COLUMN, DispatchDeps, release_overdue
+from shared.runs.dispatch import RELEASED_AT_COLUMN, DispatchDeps, release_overdue, start_shift
 from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def start_message_due(run: RunRecord, slot: datetime) -> datetime:
     subscriptions, 9,704 copies found their start taken and 4,900 found the machine finished (29 % of all steps). A
     start message lost in an older window still holds every later release back (the backlog check), so it is copied
     STALL_AFTER_SECONDS after the latest release."""
-    due = slot + timedelta(seconds=int(run.get(START_SHIFT_COLUMN) or 0))
+    due = slot + timedelta(seconds=start_shift(run))
     if run.get(RELEASED_AT_COLUMN):
         due = max(due, parse_iso(str(run[RELEASED_AT_COLUMN])))
     return due
