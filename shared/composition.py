@@ -42,7 +42,7 @@ from shared.rollouts.start_guard import StoppedOrPinned
 from shared.runs.health_check import Probe
 from shared.runs.hooks import RunHooks
 from shared.runs.machine_worker import StepPorts
-from shared.runs.pacing import Pacer, buckets_from
+from shared.runs.pacing import SPACING_RETRY_AFTERS, Pacer, buckets_from
 from shared.runs.queues import WorkQueues
 from shared.runs.run_durations import RunDurations
 from shared.runs.specs import RunSpecCache
@@ -100,7 +100,8 @@ class Components:
     def pacer(self) -> Pacer:
         """The ARM call budget every instance shares (shared/runs/pacing.py)."""
         return Pacer(BudgetStore(self.settings.storage, self.account), buckets_from(self.settings.pacing),
-                     lease_tokens=self.settings.pacing.pacing_lease_tokens)
+                     lease_tokens=self.settings.pacing.pacing_lease_tokens,
+                     spacing_ceiling=SPACING_RETRY_AFTERS * self.settings.retries.default_retry_after_seconds)
 
     # -- runs ----------------------------------------------------------------------------------
     @cached_property

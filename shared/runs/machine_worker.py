@@ -437,8 +437,19 @@ class MachineStep:
                 changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
             except UntrustedEndpointError as exc:
                 return self.fail("UntrustedPollingUrl", str(exc))
-        self._advance(poll_delay(outcome.retry_after, self.retries), changes)
+        self._advance(self._next_poll_delay(outcome.retry_after, spaced=not outcome.fetch_result), changes)
         return StepResult.PENDING
+
+    def _next_poll_delay(self, retry_after: int, *, spaced: bool) -> int:
+        """The wait before polling a running operation again: its Retry-After, plus the polls share's spacing
+        when the next poll asks about the operation (not when it fetches a result already there)."""
+        if not spaced:
+            return poll_delay(retry_after, self.retries)
+        deadline = self.target.get("deadline")
+        ends_in = (parse_iso(str(deadline)) - self.now).total_seconds() if deadline else None
+        (budget,) = POLL_OPERATION.budgets
+        return poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
+                          spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))
 
     def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> StepResult:
         """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and

@@ -52,6 +52,7 @@ from shared.runs.budget import (
 from shared.runs.budget import reserve as reserve_one
 from shared.runs.budget import reserve_all as reserve_tokens
 from shared.runs.budget import slots as block_slots
+from shared.runs.budget import spacing as next_spacing
 from shared.storage.budget_store import BudgetRow, BudgetStore
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8  # conditional writes lost in a row before the step fails and the queue retries it
+SPACING_RETRY_AFTERS = 3  # Pacer.spacing adds at most this many of ARM's default Retry-After to a poll
 
 
 def buckets_from(pacing: PacingSettings) -> dict[str, Bucket]:
@@ -92,10 +94,11 @@ class Pacer:
     """Reserves and corrects the shared budget; `clock` is epoch seconds (every host shares it).
 
     `lease_tokens`: the most tokens a single-bucket reservation takes from the shared row at once (1: no
-    leases, every call one transaction)."""
+    leases, every call one transaction). `spacing_ceiling`: the most seconds `spacing` adds to a call."""
 
     def __init__(self, store: BudgetStore, buckets: Mapping[str, Bucket],
-                 clock: Callable[[], float] = time.time, lease_tokens: int = 1) -> None:
+                 clock: Callable[[], float] = time.time, lease_tokens: int = 1,
+                 spacing_ceiling: float = 180.0) -> None:
         self.store = store
         self.buckets = dict(buckets)
         self.clock = clock
@@ -105,15 +108,25 @@ class Pacer:
         self._row_locks: dict[str, threading.Lock] = {}
         self._spent: dict[tuple[str, str], float] = {}  # (subscription, read share): `tat` of its calls sent
         self._sent_reads: dict[str, float] = {}  # subscription: `tat` of all our read calls sent, at ARM's read rate
+        self.spacing_ceiling = spacing_ceiling
+        self._spacing: dict[tuple[str, str], tuple[float, float]] = {}  # (subscription, bucket): (seconds, when)
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
         if len(names) == 1 and k == 1 and self.lease_tokens > 1:
             return self._reserve_leased(subscription, names[0])
 
+        taken: list[tuple[dict[str, float], float]] = []
+
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
-            return reserve_tokens({n: (self.buckets[n], rows[n].tat) for n in names}, now, k)
-        return self._update(subscription, list(names), decide)
+            tats, wait = reserve_tokens({n: (self.buckets[n], rows[n].tat) for n in names}, now, k)
+            taken[:] = [(tats, now)]
+            return tats, wait
+        wait = self._update(subscription, list(names), decide)
+        if len(names) == 1 and k == 1 and taken:
+            tats, at = taken[0]
+            self._note_backlog(subscription, self.buckets[names[0]], tats[names[0]] - at, at)
+        return wait
 
     def _lease(self, subscription: str, name: str) -> Lease:
         with self._leases_lock:
@@ -167,7 +180,31 @@ class Pacer:
                 # due times as epoch seconds of the reservation's own clock reading: the row lock and the
                 # Table round-trips before it must not make the tokens look due earlier than granted
                 lease.due.extend(self.reserve_block(subscription, name, size, at_epoch=True))
-            return max(0.0, lease.due.popleft() - self.clock())
+            due = lease.due.popleft()
+            now = self.clock()
+            # the token's place in the bucket's schedule: the row's `tat` less the lease's tokens after it (its due
+            # time is clamped to when the block was taken, so it cannot tell a full bucket from a busy one)
+            rows = self.store.cached(subscription, [name])
+            if rows is not None:
+                self._note_backlog(subscription, bucket, rows[name].tat - now - len(lease.due) * bucket.interval, now)
+            return max(0.0, due - now)
+
+    def spacing(self, subscription: str, name: str) -> float:
+        """Seconds to ask for a call of bucket `name` later than its earliest time (a poll: after ARM's
+        Retry-After), so that calls which can wait fit the bucket instead of finding it spent and being queued
+        twice: 0 unless this process's reservations of it have been finding its burst in use (budget.spacing,
+        at most `spacing_ceiling`). Process-local: each host instance steers on the backlog of the one shared
+        row, so several settle alike."""
+        with self._leases_lock:
+            return self._spacing.get((subscription.lower(), name), (0.0, 0.0))[0]
+
+    def _note_backlog(self, subscription: str, bucket: Bucket, backlog: float, now: float) -> None:
+        """A reservation of `bucket` just found its schedule `backlog` seconds ahead: move its spacing."""
+        key = (subscription.lower(), bucket.name)
+        with self._leases_lock:
+            current, at = self._spacing.get(key, (0.0, now))
+            self._spacing[key] = (next_spacing(bucket, current, max(0.0, backlog), now - at, self.spacing_ceiling),
+                                  now)
 
     def _next_due(self, subscription: str, bucket: Bucket, lease: Lease, now: float) -> float:
         """Seconds from `now` until this process's next token of `bucket` is due, read without taking it:
@@ -326,6 +363,8 @@ class Budget(Protocol):
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float: ...
 
     def book(self, subscription: str, name: str, after: float) -> float | None: ...
+
+    def spacing(self, subscription: str, name: str) -> float: ...
 
     def release(self, subscription: str, name: str, due: float) -> None: ...
 

@@ -10,10 +10,19 @@ from shared.core.retry import backoff
 from shared.core.settings import RetrySettings
 
 
-def poll_delay(retry_after: int, retries: RetrySettings) -> int:
+def poll_delay(retry_after: int, retries: RetrySettings, *, spacing: float = 0.0,
+               ends_in_seconds: float | None = None) -> int:
     """Never sooner than ARM's Retry-After; never sooner than POLL_MIN_SECONDS either, because a
-    fleet polling every 10 s would spend the subscription's read budget (25/s) on nothing."""
-    return max(retry_after, retries.poll_min_seconds)
+    fleet polling every 10 s would spend the subscription's read budget (25/s) on nothing.
+
+    `spacing` (seconds, shared/runs/pacing.py Pacer.spacing: the subscription's polls have been finding their
+    share of ARM's reads spent) is added in whole seconds, but not past `ends_in_seconds` (the operation's
+    deadline, from now), so the poll that would time the operation out still comes when it is due. Retry-After
+    is a minimum (RFC 9110 §10.2.3); a poll the budget cannot serve sooner is as late either way, and
+    asked for later it costs one queue message instead of two."""
+    delay = max(retry_after, retries.poll_min_seconds)
+    room = float("inf") if ends_in_seconds is None else ends_in_seconds - delay
+    return delay + int(max(0.0, min(spacing, room)))
 
 
 FIRST_POLL_SHARE = 0.9  # the first poll at this share of the machine's shortest recorded installation

@@ -43,6 +43,9 @@ class Recorder:
     def book(self, subscription: str, name: str, after: float) -> float | None:
         return None
 
+    def spacing(self, subscription: str, name: str) -> float:
+        return 0.0
+
     def release(self, subscription: str, name: str, due: float) -> None:
         pass
 

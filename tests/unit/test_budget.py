@@ -357,3 +357,67 @@ def test_a_start_that_waits_for_guest_patch_does_not_charge_the_writes_at_that_f
     assert paced is not None and paced[0] > 900 and paced[1] == (GUEST_PATCH,)  # holds only what it took
     assert ("sub", WRITES) not in store.rows  # ARM's writes are free for every other call meanwhile
     assert paced_delay(p, "sub", INSTALL_PATCHES, {GUEST_PATCH}) is None  # held: writes now
+
+
+def test_spacing_grows_while_the_backlog_is_over_its_target_and_shrinks_to_zero_under_it() -> None:
+    from shared.runs.budget import SPACING_ERROR_MAX, SPACING_GAIN, SPACING_STEP_MAX, SPACING_TARGET, spacing
+    polls = Bucket(POLLS, 10, 5, 1, 1)  # tolerance 1 s
+    assert polls.tolerance == 1.0
+    at_target = SPACING_TARGET * polls.tolerance
+    assert spacing(polls, 4.0, at_target, 1.0, 60.0) == pytest.approx(4.0)  # at the target: stays
+    assert spacing(polls, 4.0, at_target + 1.0, 2.0, 60.0) == pytest.approx(4.0 + SPACING_GAIN * 2.0)
+    assert spacing(polls, 4.0, 0.0, 2.0, 60.0) == pytest.approx(4.0 - SPACING_GAIN * at_target * 2.0)
+    assert spacing(polls, 0.0, 0.0, 2.0, 60.0) == 0.0  # never negative: a poll never comes before Retry-After
+    assert spacing(polls, 59.0, 500.0, 2.0, 60.0) == 60.0  # at most the ceiling
+    # a reading after a long quiet spell counts for SPACING_STEP_MAX at most, and a far backlog (a 429's) is capped
+    assert spacing(polls, 0.0, 1e6, 3600.0, 1e9) == pytest.approx(SPACING_GAIN * SPACING_ERROR_MAX * SPACING_STEP_MAX)
+
+
+def closed_loop(p: Any, clock: list[float], operations: int, seconds: float, delay: float, *,
+                spaced: bool) -> tuple[int, int]:
+    """`operations` running installations, each polled `delay` seconds (ARM's Retry-After) after its last poll,
+    plus the pacer's spacing if `spaced`; a poll that must wait comes back when its token is due, holding it (a
+    second queue message). Returns (polls sent, polls paced)."""
+    import heapq
+    due = [(clock[0] + i * delay / operations, i, False) for i in range(operations)]
+    heapq.heapify(due)
+    sent = paced = 0
+    end = clock[0] + seconds
+    while due[0][0] < end:
+        at, op, held = heapq.heappop(due)
+        clock[0] = at
+        wait = 0.0 if held else p.reserve("sub", (POLLS,))
+        if wait > 0:
+            paced += 1
+            heapq.heappush(due, (at + wait, op, True))
+            continue
+        sent += 1
+        heapq.heappush(due, (at + delay + (p.spacing("sub", POLLS) if spaced else 0.0), op, False))
+    return sent, paced
+
+
+@pytest.mark.parametrize("lease_tokens", [1, 32])
+def test_polls_spaced_by_the_pacer_fit_the_budget_instead_of_being_paced_twice(lease_tokens: int) -> None:
+    from shared.runs.pacing import Pacer
+
+    def fresh() -> tuple[Any, list[float]]:  # the benchmark's polls share over 5: tolerance 3 s, Retry-After 30 s
+        clock = [1000.0]
+        return Pacer(RowStore(), {POLLS: Bucket(POLLS, 25, 5, 1, 2)},  # type: ignore[arg-type]
+                     clock=lambda: clock[0], lease_tokens=lease_tokens, spacing_ceiling=90.0), clock
+    # 300 operations polled every 30 s ask 10 polls a second of a share that grants 5
+    p, clock = fresh()
+    sent, paced = closed_loop(p, clock, 300, 600.0, 30.0, spaced=False)
+    assert paced > 0.8 * sent  # at Retry-After alone, nearly every poll arrives early and is queued twice
+    p, clock = fresh()
+    closed_loop(p, clock, 300, 600.0, 30.0, spaced=True)  # the spacing settles
+    sent, paced = closed_loop(p, clock, 300, 600.0, 30.0, spaced=True)
+    assert paced < 0.25 * sent  # most polls come when their token is due
+    # the share is still used, though not to the last token: the spacing overshoots a demand that comes all at
+    # once (300 operations in 30 s) and swings about its settling point (docs/pacing.md)
+    assert sent > 0.7 * 5 * 600
+    assert 15.0 < p.spacing("sub", POLLS) < 60.0  # about 300 / 5 - 30 s
+    settled = p.spacing("sub", POLLS)
+    closed_loop(p, clock, 30, 300.0, 30.0, spaced=True)  # demand falls to 1 a second: the spacing falls
+    assert p.spacing("sub", POLLS) < settled - 5.0
+    closed_loop(p, clock, 30, 1500.0, 30.0, spaced=True)  # and is gone: polls at about Retry-After again
+    assert p.spacing("sub", POLLS) < 1.0

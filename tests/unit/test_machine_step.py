@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from shared.arm.calls import (
     ArmCall,
 )
 from shared.arm.client import ArmResponse
+from shared.core.clock import iso, utcnow
 from shared.core.errors import ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
 from shared.core.messages import CarriedRow, StepMessage, parse_step
@@ -124,8 +126,9 @@ class FakePacer:
     """Grants every reservation now unless `waits` says otherwise; records what moved after a call."""
 
     def __init__(self, journal: Journal, waits: Mapping[str, float] | None = None,
-                 backlog: Mapping[str, float] | None = None) -> None:
+                 backlog: Mapping[str, float] | None = None, spacing: float = 0.0) -> None:
         self.journal = journal
+        self.spaced = spacing  # Pacer.spacing of the polls share
         self.waits = dict(waits or {})
         self.backlog = dict(backlog or {})  # seconds until a bucket's next token is due (book())
         self.observed: list[tuple[tuple[str, ...], int]] = []
@@ -140,6 +143,9 @@ class FakePacer:
             return None
         self.journal.add("book", name)
         return due
+
+    def spacing(self, subscription: str, name: str) -> float:
+        return self.spaced
 
     def release(self, subscription: str, name: str, due: float) -> None:
         self.journal.add("release", name)
@@ -568,3 +574,25 @@ def test_a_features_decision_is_applied_by_the_step(decision: Any, state: str) -
     assert h.row["state"] == state
     if state == "Skipped":
         assert h.row["errorCode"] == "RunHalted" and "arm" not in h.journal.kinds()
+
+
+def test_a_poll_comes_later_by_the_poll_shares_spacing_but_never_past_the_deadline_nor_for_a_result() -> None:
+    status_url = "https://management.azure.com/subscriptions/s/providers/Microsoft.Compute/locations/westeurope/" \
+                 "operations/op-1?api-version=2024-07-01"
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION],
+                 INSTALL_PATCHES.name: [answer(202, None, Location=LOCATION, Azure_AsyncOperation=status_url,
+                                               Retry_After="17")],
+                 POLL_OPERATION.name: [answer(200, {"status": "InProgress"}, Retry_After="5"),
+                                       answer(200, {"status": "InProgress"}, Retry_After="5"),
+                                       answer(200, {"status": "Succeeded"})]})
+    h.pacer.spaced = 12.7  # the polls share has been finding its burst in use
+    assert h.step() is StepResult.STARTED
+    assert h.queue.delays[-1] == 17  # the first poll is timed by the start (Retry-After, or the run's early ends)
+    assert h.step() is StepResult.PENDING
+    assert h.queue.delays[-1] == 5 + 12  # Retry-After, then the spacing in whole seconds
+    h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(seconds=9))})
+    assert h.step() is StepResult.PENDING
+    assert h.queue.delays[-1] in (8, 9)  # only up to the deadline: the poll that times it out comes on time
+    h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(hours=1))})
+    assert h.step() is StepResult.PENDING  # the status says Succeeded: its result is read next, not spaced
+    assert h.row["pollUrl"] == LOCATION and h.queue.delays[-1] == 0
