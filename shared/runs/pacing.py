@@ -9,7 +9,9 @@ end that serves PatchPilot, one region, so a subscription is the key). A step as
 and call without reserving again (StepMessage.held). Just before the call, `sending` counts it (a header
 answering one call also counts those of ours in flight that ARM handled first); after it, `observe` moves
 the budget on when ARM says it is lower than we accounted (remaining-* headers) or answered 429
-(Retry-After), so the next reservations wait; it writes only then. Known gap: the calls `sending` counts
+(Retry-After), so the next reservations wait; it writes only then. A poll asks `spacing` how much later than
+ARM's Retry-After to come, so that the polls fit their share instead of arriving early and being queued twice
+(budget.spacing; docs/pacing.md#polls). Known gap: the calls `sending` counts
 are this process's, so with several instances each takes the others' reads for another client's and paces a
 little slower than it must.
 
