@@ -453,27 +453,29 @@ class RunStore:
     def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
                      wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
-                     due_before: str | None = None, select: list[str] | None = None,
+                     due_before: str | None = None, throttled: bool = False, select: list[str] | None = None,
                      top: int | None = None) -> list[MachineRecord]:
         """A run's targets in key order (iter_targets), at most `top` of them."""
         return list(itertools.islice(self.iter_targets(
             run_id, state=state, seq=seq, unfinished_due_before=unfinished_due_before, admitted=admitted,
-            wave=wave, unfinished=unfinished, due_from=due_from, due_before=due_before, select=select,
-            per_page=top), top))
+            wave=wave, unfinished=unfinished, due_from=due_from, due_before=due_before, throttled=throttled,
+            select=select, per_page=top), top))
 
     def iter_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
                      wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
                      due_before: str | None = None, rank_from: int | None = None, rank_before: int | None = None,
-                     select: list[str] | None = None, per_page: int | None = None) -> Iterator[MachineRecord]:
+                     throttled: bool = False, select: list[str] | None = None,
+                     per_page: int | None = None) -> Iterator[MachineRecord]:
         """A run's targets in key order, read page by page (≤ `per_page`, ≤ 1000) as the caller goes on:
         optionally only those in `state`, at `seq`, not in a terminal state (`unfinished`), unfinished with
         their next action due before an ISO time, (not) admitted by the rollout controller, in rollout
         `wave` (set on every machine when its rollout is planned), with `nextActionAt` in
-        [due_from, due_before) (ISO times), or with `startRank` (a rollout machine's place in its wave's start
-        order, set with `wave`) in [rank_from, rank_before). `select` keeps big columns (armCalls,
-        error details) off the wire when a caller needs few; the counted columns (COUNTED_COLUMNS) always
-        come, so a record read this way can be written back conditionally (update_target, merge_targets)."""
+        [due_from, due_before) (ISO times), with `startRank` (a rollout machine's place in its wave's start
+        order, set with `wave`) in [rank_from, rank_before), or (`throttled`) answered 429 at least once.
+        `select` keeps big columns (armCalls, error details) off the wire when a caller needs few; the counted
+        columns (COUNTED_COLUMNS) always come, so a record read this way can be written back conditionally
+        (update_target, merge_targets)."""
         query = "PartitionKey eq @run and RowKey lt @below"
         parameters: dict[str, Any] = {"run": run_id, "below": MACHINES_BELOW}
         if unfinished or unfinished_due_before is not None:
@@ -490,6 +492,8 @@ class RunStore:
             if value is not None:
                 query += f" and {clause}"
                 parameters[name] = value
+        if throttled:
+            query += " and throttles gt 0"
         select = None if select is None else sorted({*select, *COUNTED_COLUMNS, "PartitionKey", "RowKey"})
         for page in self.targets.query_entities(query, parameters=parameters,
                                                 results_per_page=min(per_page or 1000, 1000),

@@ -368,3 +368,45 @@ def test_a_window_released_after_its_slots_moves_the_schedule_once_instead_of_qu
     calls: dict[str, Any] = simulator.calls()
     assert calls["throttledByBucket"]["computeGuestPatchSubscription"] == 0
     assert all(calls["byVm"][vm.lower()]["installPatchesAccepted"] == 1 for vm in vms)  # each started once
+
+
+def test_starts_waiting_out_a_429_get_slots_of_their_own_at_the_next_release(
+        services: Components, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run reserves its slots at Compute's full rate, so a start refused with 429 that tries again holding its
+    token is one start more than any later moment has room for, and would keep a start refused until the run's last
+    slot (docs/performance.md, session 23). The next release moves the run's schedule (and the subscription's
+    budget) on by one slot for each start waiting so, leaving them a gap at the head of its window."""
+    from shared.runs import dispatch as dispatch_module
+
+    svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
+                      DISPATCH_HORIZON_SECONDS="4")  # a slot is 1 s
+    vms = simulator.vm_ids()
+    subscription = vms[0].split("/")[2]
+    run_id = start(vms)
+    pump = QueuePump(svc)
+    pump.pump_once(only="dispatch")
+    run = svc.store.get_run(run_id)
+    assert run is not None
+    window = parse_iso(run["releasedThrough"])
+    queued = svc.store.list_targets(run_id, state="Queued", seq=0, due_from=run["releasedThrough"])
+    assert queued
+    shift0 = int(run.get("startShiftSeconds") or 0)
+    # nothing waits out a 429 and the window is on time: the schedule stays
+    assert dispatch_module.shift_late_window(run, window, queued, svc) == (run, 0)
+
+    released = svc.store.list_targets(run_id, state="Queued", seq=0, due_before=run["releasedThrough"])
+    for target in released[:3]:  # three starts of the window before were refused and wait out Retry-After
+        svc.store.update_target(target, {"throttles": 1, "seq": 1})
+    tat_before = svc.pacer.peek(subscription)[GUEST_PATCH]
+    shifted = dispatch_module.shift_late_window(run, window, queued, svc)
+    assert shifted is not None and shifted[1] == 3  # three slots of 1 s
+    moved = svc.store.get_run(run_id)
+    assert moved is not None and moved["startShiftSeconds"] == shift0 + 3
+    assert svc.pacer.peek(subscription)[GUEST_PATCH] == pytest.approx(tat_before + 3, abs=0.01)
+
+    for target in svc.store.list_targets(run_id, state="Queued", throttled=True):  # they start: the run goes on
+        svc.store.update_target(target, {"seq": 0})
+    pump.run_until(lambda: finished(run_id), timeout=90)
+    assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
+    calls: dict[str, Any] = simulator.calls()
+    assert all(calls["byVm"][vm.lower()]["installPatchesAccepted"] == 1 for vm in vms)
