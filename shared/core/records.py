@@ -93,6 +93,9 @@ class StoredRecord(Mapping[str, Any]):
         return len(self.columns)
 
 
+THROTTLED_AT_COLUMN = "throttledAt"  # a machine's column: when its start was last refused with 429 holding its slot
+
+
 @dataclass(frozen=True, eq=False)
 class MachineRecord(StoredRecord):
     """One machine of a run: where its operation stands (state, seq, poll URL, counters, result)."""

@@ -50,7 +50,7 @@ from shared.arm.calls import GUEST_PATCH, READS, WRITES
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError, StorageContentionError
 from shared.core.messages import DispatchMessage
-from shared.core.records import MachineRecord, RunRecord
+from shared.core.records import THROTTLED_AT_COLUMN, MachineRecord, RunRecord
 from shared.core.states import MachineState, RunStatus
 from shared.runs.budget import slots as block_slots
 from shared.runs.install_history import Durations, RunPredictions, predict_machines, prediction_columns
@@ -70,7 +70,6 @@ SEND_GRACE_SECONDS = 15
 # behind; the next window waits BACKLOG_RECHECK_SECONDS and looks again.
 BACKLOG_SECONDS = 30
 BACKLOG_RECHECK_SECONDS = 10
-THROTTLED_COUNTED = 1000  # throttled starts counted at a release, at most (one query page)
 
 
 class DispatchDeps(RunRows, Dispatching, Paced, Durations, RunPredictions, Fleet, Protocol):
@@ -150,6 +149,7 @@ def defer_start_schedule(deps: DispatchDeps, block_starts: Mapping[str, float]) 
 
 START_SHIFT_COLUMN = "startShiftSeconds"
 RELEASED_AT_COLUMN = "releasedAt"  # when the latest window's start messages were sent (the sweeper's start_message_due)
+ROOM_FOR_COLUMN = "roomForWindow"  # the window whose release made room for throttled starts (room_for_throttled)
 
 
 def start_shift(run: RunRecord) -> int:
@@ -287,13 +287,16 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
             return run, 0
         first = min(parse_iso(str(t.get("nextActionAt") or iso(window_from))) for t in queued)
         lateness = (utcnow() - first).total_seconds() - shift  # as send_starts judges a slot stale
-        room = room_for_throttled(run.run_id, deps)
+        # once a window: a copy of this release, or a redelivery after the write below, finds its marker
+        room = 0 if run.get(ROOM_FOR_COLUMN) == iso(window_from) else room_for_throttled(run, deps)
         if lateness <= deps.settings.pacing.pacing_late_seconds + SEND_GRACE_SECONDS:
             lateness = 0.0  # send_starts spends these tokens as they are
         if not lateness and not room:
             return run, 0
         late = math.ceil(lateness) + room
-        changes = {START_SHIFT_COLUMN: shift + late}
+        changes: dict[str, object] = {START_SHIFT_COLUMN: shift + late}
+        if room:
+            changes[ROOM_FOR_COLUMN] = iso(window_from)
         try:
             etag = deps.store.update_run(run.run_id, changes, etag=run.etag)
         except ConflictError:  # a copy of this release, or any other write to the run: look again
@@ -310,9 +313,10 @@ def shift_late_window(run: RunRecord, window_from: datetime, queued: list[Machin
     raise StorageContentionError(f"run {run.run_id} kept changing; the queue will retry this release")
 
 
-def room_for_throttled(run_id: str, deps: DispatchDeps) -> int:
-    """Whole seconds of guest-patch slots for the run's starts that wait out a 429 (Queued, `throttles` > 0):
-    one slot (60 / GUEST_PATCH_PER_MINUTE s) each, rounded up; one query.
+def room_for_throttled(run: RunRecord, deps: DispatchDeps) -> int:
+    """Whole seconds of guest-patch slots for the run's starts that wait out a 429 they met since its last
+    release (Queued, `throttledAt` at or after `releasedAt`, set when the retry keeps its slot's token): one slot
+    (60 / GUEST_PATCH_PER_MINUTE s) each, rounded up, at most a horizon's worth; one query.
 
     Why: the run reserves its slots at Compute's full rate, so a start sent late (after a stall of the host or
     the queue, beyond the burst kept back for lateness, Bucket.late) finds Compute's bucket spent, is refused
@@ -322,11 +326,18 @@ def room_for_throttled(run_id: str, deps: DispatchDeps) -> int:
     one subscription (docs/performance.md, session 23): a 13 s pause of the host made 74 starts late, and for the
     next seven minutes, to the run's last slot, 5,301 installPatches were refused (7.6 % of the ARM calls). With
     the schedule moved on by their slots at the next release, they start in the gap it leaves at the window's
-    head; until then (at most a horizon) they are still refused. Errs slow: a start that waits across two
-    releases is counted at both, and a 429 of ARM's read or write limit counts as Compute's."""
-    throttled = deps.store.list_targets(run_id, state=MachineState.QUEUED.value, throttled=True,
-                                        select=["throttles"], top=THROTTLED_COUNTED)
-    return math.ceil(len(throttled) * 60.0 / deps.settings.pacing.guest_patch_per_minute) if throttled else 0
+    head; until then (at most a horizon) they are still refused. Errs slow: a start refused again after this
+    release is counted at the next as well, a 429 of ARM's read or write limit or of the machine's own Compute
+    policy counts as one of the subscription's, and the whole run moves (startShiftSeconds is run-wide). Not for
+    runs with scopes (shift_late_window returns before it)."""
+    since = run.get(RELEASED_AT_COLUMN) or run.get("dispatchedAt")
+    if not since:
+        return 0
+    slot = 60.0 / deps.settings.pacing.guest_patch_per_minute
+    most = max(1, int(deps.settings.pacing.dispatch_horizon_seconds / slot))
+    throttled = deps.store.list_targets(run.run_id, state=MachineState.QUEUED.value, throttled_since=str(since),
+                                        select=[THROTTLED_AT_COLUMN], top=most)
+    return math.ceil(len(throttled) * slot)
 
 
 def backlogged(run_id: str, window_from: datetime, deps: DispatchDeps, *, shift: int = 0) -> bool:

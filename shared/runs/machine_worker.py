@@ -54,7 +54,7 @@ from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ArmAuthenticationError, ArmConnectionError, ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
 from shared.core.messages import CarriedRow, StepMessage
-from shared.core.records import HealthCheck, MachineRecord, RunSpec
+from shared.core.records import THROTTLED_AT_COLUMN, HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import HealthSettings, RetrySettings
 from shared.core.states import TERMINAL_STATES, WINDOW_EXCEEDED, MachineState
 from shared.core.telemetry import (
@@ -494,6 +494,8 @@ class MachineStep:
                 # the run reserved at dispatch: at 10,000 machines, long machines that longest first had started
                 # first were throttled and then started about 20 minutes later, last, and set the makespan.
                 held = tuple(sorted((self.held | self.refused) & {GUEST_PATCH}))
+                if held:  # its try will be one start more than its slot's moment: the next release makes room
+                    changes[THROTTLED_AT_COLUMN] = iso(self.now)  # (shared/runs/dispatch.py room_for_throttled)
         self._advance(delay, changes, held=held)
         if retry.kind == "throttled":
             budget_wait.record(delay, {"patchpilot.phase": phase})

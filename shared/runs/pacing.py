@@ -112,6 +112,7 @@ class Pacer:
         self._sent_reads: dict[str, float] = {}  # subscription: `tat` of all our read calls sent, at ARM's read rate
         self.spacing_ceiling = spacing_ceiling
         self._spacing: dict[tuple[str, str], tuple[float, float]] = {}  # (subscription, bucket): (seconds, when)
+        self._spacing_lock = threading.Lock()
 
     def reserve(self, subscription: str, names: tuple[str, ...], k: int = 1) -> float:
         """Take `k` tokens from each named bucket: seconds from now until they may be spent (0: now)."""
@@ -195,18 +196,24 @@ class Pacer:
         """Seconds to ask for a call of bucket `name` later than its earliest time (a poll: after ARM's
         Retry-After), so that calls which can wait fit the bucket instead of finding it spent and being queued
         twice: 0 unless this process's reservations of it have been finding its burst in use (budget.spacing,
-        at most `spacing_ceiling`). Process-local: each host instance steers on the backlog of the one shared
-        row, so several settle alike."""
-        with self._leases_lock:
-            return self._spacing.get((subscription.lower(), name), (0.0, 0.0))[0]
+        at most `spacing_ceiling`); the time since the last reservation counts as a quiet spell, so a spacing
+        left from a busy run does not outlive it. Process-local: each host instance steers on the backlog of the
+        one shared row, so several settle alike."""
+        key = (subscription.lower(), name)
+        with self._spacing_lock:
+            current, at = self._spacing.get(key, (0.0, 0.0))
+        if not current:
+            return 0.0
+        return next_spacing(self.buckets[name], current, 0.0, self.clock() - at, self.spacing_ceiling)
 
     def _note_backlog(self, subscription: str, bucket: Bucket, backlog: float, now: float) -> None:
-        """A reservation of `bucket` just found its schedule `backlog` seconds ahead: move its spacing."""
+        """A reservation of `bucket` just found its schedule `backlog` seconds ahead: move its spacing. A reading
+        older than the last (threads report after their row lock) counts for no time."""
         key = (subscription.lower(), bucket.name)
-        with self._leases_lock:
+        with self._spacing_lock:
             current, at = self._spacing.get(key, (0.0, now))
             self._spacing[key] = (next_spacing(bucket, current, max(0.0, backlog), now - at, self.spacing_ceiling),
-                                  now)
+                                  max(at, now))
 
     def _next_due(self, subscription: str, bucket: Bucket, lease: Lease, now: float) -> float:
         """Seconds from `now` until this process's next token of `bucket` is due, read without taking it:

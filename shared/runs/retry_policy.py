@@ -16,12 +16,13 @@ def poll_delay(retry_after: int, retries: RetrySettings, *, spacing: float = 0.0
     fleet polling every 10 s would spend the subscription's read budget (25/s) on nothing.
 
     `spacing` (seconds, shared/runs/pacing.py Pacer.spacing: the subscription's polls have been finding their
-    share of ARM's reads spent) is added in whole seconds, but not past `ends_in_seconds` (the operation's
-    deadline, from now), so the poll that would time the operation out still comes when it is due. Retry-After
-    is a minimum (RFC 9110 §10.2.3); a poll the budget cannot serve sooner is as late either way, and
-    asked for later it costs one queue message instead of two."""
+    share of ARM's reads spent) is added in whole seconds, but only up to one Retry-After before
+    `ends_in_seconds` (the operation's deadline, from now), as first_poll_delay does: a poll that came at the
+    deadline would time the operation out without asking ARM, so the last stretch is polled as without spacing.
+    Retry-After is a minimum (RFC 9110 §10.2.3); a poll the budget cannot serve sooner is as late either way,
+    and asked for later it costs one queue message instead of two."""
     delay = max(retry_after, retries.poll_min_seconds)
-    room = float("inf") if ends_in_seconds is None else ends_in_seconds - delay
+    room = float("inf") if ends_in_seconds is None else ends_in_seconds - 2 * delay
     return delay + int(max(0.0, min(spacing, room)))
 
 

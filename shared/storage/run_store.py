@@ -48,7 +48,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.core.clock import iso, utcnow
 from shared.core.counters import COUNTED_COLUMNS, RunCounters, count_rows, counts_delta, machine_counts
 from shared.core.errors import ConflictError, StorageContentionError, TargetsChangedError
-from shared.core.records import HealthCheck, MachineRecord, RunRecord, RunSpec, ScopeListing
+from shared.core.records import THROTTLED_AT_COLUMN, HealthCheck, MachineRecord, RunRecord, RunSpec, ScopeListing
 from shared.core.settings import StorageSettings
 from shared.core.states import TERMINAL_STATES
 from shared.core.telemetry import table_counter
@@ -453,26 +453,27 @@ class RunStore:
     def list_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
                      wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
-                     due_before: str | None = None, throttled: bool = False, select: list[str] | None = None,
+                     due_before: str | None = None, throttled_since: str | None = None, select: list[str] | None = None,
                      top: int | None = None) -> list[MachineRecord]:
         """A run's targets in key order (iter_targets), at most `top` of them."""
         return list(itertools.islice(self.iter_targets(
             run_id, state=state, seq=seq, unfinished_due_before=unfinished_due_before, admitted=admitted,
-            wave=wave, unfinished=unfinished, due_from=due_from, due_before=due_before, throttled=throttled,
+            wave=wave, unfinished=unfinished, due_from=due_from, due_before=due_before, throttled_since=throttled_since,
             select=select, per_page=top), top))
 
     def iter_targets(self, run_id: str, *, state: str | None = None, seq: int | None = None,
                      unfinished_due_before: str | None = None, admitted: bool | None = None,
                      wave: int | None = None, unfinished: bool = False, due_from: str | None = None,
                      due_before: str | None = None, rank_from: int | None = None, rank_before: int | None = None,
-                     throttled: bool = False, select: list[str] | None = None,
+                     throttled_since: str | None = None, select: list[str] | None = None,
                      per_page: int | None = None) -> Iterator[MachineRecord]:
         """A run's targets in key order, read page by page (≤ `per_page`, ≤ 1000) as the caller goes on:
         optionally only those in `state`, at `seq`, not in a terminal state (`unfinished`), unfinished with
         their next action due before an ISO time, (not) admitted by the rollout controller, in rollout
         `wave` (set on every machine when its rollout is planned), with `nextActionAt` in
         [due_from, due_before) (ISO times), with `startRank` (a rollout machine's place in its wave's start
-        order, set with `wave`) in [rank_from, rank_before), or (`throttled`) answered 429 at least once.
+        order, set with `wave`) in [rank_from, rank_before), or whose start was last refused with 429
+        (`throttledAt`) at or after `throttled_since` (an ISO time).
         `select` keeps big columns (armCalls, error details) off the wire when a caller needs few; the counted
         columns (COUNTED_COLUMNS) always come, so a record read this way can be written back conditionally
         (update_target, merge_targets)."""
@@ -488,12 +489,11 @@ class RunStore:
                                     ("nextActionAt lt @dueBefore", "dueBefore", due_before),
                                     ("wave eq @wave", "wave", wave),
                                     ("startRank ge @rankFrom", "rankFrom", rank_from),
-                                    ("startRank lt @rankBefore", "rankBefore", rank_before)):
+                                    ("startRank lt @rankBefore", "rankBefore", rank_before),
+                                    (f"{THROTTLED_AT_COLUMN} ge @throttledSince", "throttledSince", throttled_since)):
             if value is not None:
                 query += f" and {clause}"
                 parameters[name] = value
-        if throttled:
-            query += " and throttles gt 0"
         select = None if select is None else sorted({*select, *COUNTED_COLUMNS, "PartitionKey", "RowKey"})
         for page in self.targets.query_entities(query, parameters=parameters,
                                                 results_per_page=min(per_page or 1000, 1000),

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shared.composition import Components
-from shared.core.clock import parse_iso
+from shared.core.clock import iso, parse_iso
 from shared.core.messages import DispatchMessage, parse_step
 from shared.core.settings import Settings
 from shared.runs.budget import GUEST_PATCH, Bucket
@@ -375,7 +375,7 @@ def test_starts_waiting_out_a_429_get_slots_of_their_own_at_the_next_release(
     """The run reserves its slots at Compute's full rate, so a start refused with 429 that tries again holding its
     token is one start more than any later moment has room for, and would keep a start refused until the run's last
     slot (docs/performance.md, session 23). The next release moves the run's schedule (and the subscription's
-    budget) on by one slot for each start waiting so, leaving them a gap at the head of its window."""
+    budget) on by one slot for each start refused since the last release and still waiting, once."""
     from shared.runs import dispatch as dispatch_module
 
     svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
@@ -386,7 +386,7 @@ def test_starts_waiting_out_a_429_get_slots_of_their_own_at_the_next_release(
     pump = QueuePump(svc)
     pump.pump_once(only="dispatch")
     run = svc.store.get_run(run_id)
-    assert run is not None
+    assert run is not None and run["releasedAt"]
     window = parse_iso(run["releasedThrough"])
     queued = svc.store.list_targets(run_id, state="Queued", seq=0, due_from=run["releasedThrough"])
     assert queued
@@ -395,17 +395,27 @@ def test_starts_waiting_out_a_429_get_slots_of_their_own_at_the_next_release(
     assert dispatch_module.shift_late_window(run, window, queued, svc) == (run, 0)
 
     released = svc.store.list_targets(run_id, state="Queued", seq=0, due_before=run["releasedThrough"])
-    for target in released[:3]:  # three starts of the window before were refused and wait out Retry-After
-        svc.store.update_target(target, {"throttles": 1, "seq": 1})
+    since = parse_iso(run["releasedAt"])
+    # three starts of the window before were refused and wait out Retry-After holding their slots; one more was
+    # refused before that window went out (a release already made room for it)
+    for target, at in zip(released[:4], [1, 1, 1, -1], strict=True):
+        svc.store.update_target(target, {"throttles": 1, "seq": 1, "throttledAt": iso(since + timedelta(seconds=at))})
     tat_before = svc.pacer.peek(subscription)[GUEST_PATCH]
     shifted = dispatch_module.shift_late_window(run, window, queued, svc)
     assert shifted is not None and shifted[1] == 3  # three slots of 1 s
     moved = svc.store.get_run(run_id)
     assert moved is not None and moved["startShiftSeconds"] == shift0 + 3
     assert svc.pacer.peek(subscription)[GUEST_PATCH] == pytest.approx(tat_before + 3, abs=0.01)
+    # a copy of the same release (it read the run before the move) makes no more room
+    again = dispatch_module.shift_late_window(run, window, queued, svc)
+    assert again is not None and again[1] == 0
+    assert svc.store.get_run(run_id)["startShiftSeconds"] == shift0 + 3  # type: ignore[index]
+    assert svc.pacer.peek(subscription)[GUEST_PATCH] == pytest.approx(tat_before + 3, abs=0.01)
 
-    for target in svc.store.list_targets(run_id, state="Queued", throttled=True):  # they start: the run goes on
-        svc.store.update_target(target, {"seq": 0})
+    for target in released[:4]:  # they start: the run goes on
+        fresh = svc.store.get_target(run_id, target.key)
+        assert fresh is not None
+        svc.store.update_target(fresh, {"seq": 0})
     pump.run_until(lambda: finished(run_id), timeout=90)
     assert [m["state"] for m in run_view(run_id)["machines"]] == ["Completed"] * VMS
     calls: dict[str, Any] = simulator.calls()

@@ -417,6 +417,10 @@ def test_polls_spaced_by_the_pacer_fit_the_budget_instead_of_being_paced_twice(l
     assert sent > 0.7 * 5 * 600
     assert 15.0 < p.spacing("sub", POLLS) < 60.0  # about 300 / 5 - 30 s
     settled = p.spacing("sub", POLLS)
+    quiet = Pacer(RowStore(), {POLLS: Bucket(POLLS, 25, 5, 1, 2)},  # type: ignore[arg-type]
+                  clock=lambda: clock[0] + 600.0, spacing_ceiling=90.0)
+    quiet._spacing = dict(p._spacing)
+    assert quiet.spacing("sub", POLLS) == 0.0  # ten minutes without a poll: a busy run's spacing is gone
     closed_loop(p, clock, 30, 300.0, 30.0, spaced=True)  # demand falls to 1 a second: the spacing falls
     assert p.spacing("sub", POLLS) < settled - 5.0
     closed_loop(p, clock, 30, 1500.0, 30.0, spaced=True)  # and is gone: polls at about Retry-After again

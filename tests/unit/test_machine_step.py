@@ -509,8 +509,9 @@ def test_a_throttled_post_waits_retry_after_from_queued_and_moves_only_the_posts
     assert h.row["state"] == "Queued" and h.row["throttles"] == 1  # not sent: started again later
     assert h.queue.delays[-1] == 30
     assert h.pacer.observed[-1] == ((GUEST_PATCH, WRITES), 429)  # no Compute header: ARM's write limit
-    # the refused POST spent no guest-patch token: the retry keeps it instead of queueing behind the run's slots
-    assert h.queue.sent[-1].held == (GUEST_PATCH,)
+    # the refused POST spent no guest-patch token: the retry keeps it instead of queueing behind the run's slots,
+    # and says when, so the run's next release makes room for it (dispatch.room_for_throttled)
+    assert h.queue.sent[-1].held == (GUEST_PATCH,) and h.row["throttledAt"]
     del h.journal.entries[:]
     h.arm.script[INSTALL_PATCHES.name].append(ACCEPTED)
     h.arm.script[INSTANCE_VIEW.name].append(NO_INSTALLATION)
@@ -522,7 +523,13 @@ def test_a_throttled_read_keeps_the_guest_patch_token_the_start_held() -> None:
     h = harness({INSTANCE_VIEW.name: [answer(429, None, Retry_After="9")]}, osType="Windows")
     h.queue.sent.append(StepMessage(RUN, VM.key, 0, (GUEST_PATCH,)))  # its slot's token, from dispatch
     assert h.step() is StepResult.RETRY_THROTTLED
-    assert h.queue.sent[-1].held == (GUEST_PATCH,)
+    assert h.queue.sent[-1].held == (GUEST_PATCH,) and h.row["throttledAt"]
+
+
+def test_a_throttled_start_holding_no_slot_reserves_afresh_and_asks_no_room() -> None:
+    h = harness({GET_VM.name: [answer(429, None, Retry_After="9")]})
+    assert h.step() is StepResult.RETRY_THROTTLED  # its first read, before any guest-patch token was taken
+    assert h.queue.sent[-1].held == () and "throttledAt" not in h.row.columns
 
 
 def test_a_throttled_read_moves_only_the_read_budget() -> None:
@@ -590,9 +597,10 @@ def test_a_poll_comes_later_by_the_poll_shares_spacing_but_never_past_the_deadli
     assert h.queue.delays[-1] == 17  # the first poll is timed by the start (Retry-After, or the run's early ends)
     assert h.step() is StepResult.PENDING
     assert h.queue.delays[-1] == 5 + 12  # Retry-After, then the spacing in whole seconds
-    h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(seconds=9))})
+    h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(seconds=14))})
     assert h.step() is StepResult.PENDING
-    assert h.queue.delays[-1] in (8, 9)  # only up to the deadline: the poll that times it out comes on time
+    # spaced only up to one Retry-After before the deadline, so the operation is still asked about before it
+    assert h.queue.delays[-1] in (8, 9)
     h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(hours=1))})
     assert h.step() is StepResult.PENDING  # the status says Succeeded: its result is read next, not spaced
     assert h.row["pollUrl"] == LOCATION and h.queue.delays[-1] == 0
