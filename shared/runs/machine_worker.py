@@ -442,11 +442,15 @@ class MachineStep:
 
     def _next_poll_delay(self, retry_after: int, *, spaced: bool) -> int:
         """The wait before polling a running operation again: its Retry-After, plus the polls share's spacing
-        when the next poll asks about the operation (not when it fetches a result already there)."""
+        when the next poll asks about the operation (not when it fetches a result already there), up to one
+        Retry-After before the sooner of its deadline and its maintenance window's end (as the first poll)."""
         if not spaced:
             return poll_delay(retry_after, self.retries)
         deadline = self.target.get("deadline")
-        ends_in = (parse_iso(str(deadline)) - self.now).total_seconds() if deadline else None
+        ends = [parse_iso(str(deadline))] if deadline else []
+        window_end = self._window_end(self.ports.specs.run_spec(self.run_id))  # cached per process
+        ends += [window_end] if window_end is not None else []
+        ends_in = (min(ends) - self.now).total_seconds() if ends else None
         (budget,) = POLL_OPERATION.budgets
         return poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
                           spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))

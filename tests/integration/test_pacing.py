@@ -16,6 +16,7 @@ import pytest
 from shared.composition import Components
 from shared.core.clock import iso, parse_iso
 from shared.core.messages import DispatchMessage, parse_step
+from shared.core.records import RunRecord
 from shared.core.settings import Settings
 from shared.runs.budget import GUEST_PATCH, Bucket
 from shared.runs.dispatch import dispatch_run
@@ -214,9 +215,9 @@ def test_two_instances_share_one_budget_and_subscriptions_are_independent(servic
     assert hosts[0].reserve("sub-b", (GUEST_PATCH,)) == 0  # another subscription: its own full bucket
 
 
-def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release_does_nothing(
-        services: Components, simulator: Simulator) -> None:
-    # 14 machines, 2 at once then 1 per second: slots over about 12 s; messages queued 4 s ahead.
+def first_window_released(simulator: Simulator) -> tuple[Components, list[str], str, str, QueuePump, RunRecord]:
+    """A run of the simulator's VMs on a guest-patch budget of 2 burst and a 1 s slot (windows of 4 s, no lateness
+    kept back), dispatched, its first window released: (services, VMs, their subscription, run id, pump, run)."""
     svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
                       DISPATCH_HORIZON_SECONDS="4")
     vms = simulator.vm_ids()
@@ -225,6 +226,13 @@ def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release
     pump.pump_once(only="dispatch")
     run = svc.store.get_run(run_id)
     assert run is not None
+    return svc, vms, vms[0].split("/")[2], run_id, pump, run
+
+
+def test_start_messages_are_released_a_horizon_at_a_time_and_a_duplicate_release_does_nothing(
+        services: Components, simulator: Simulator) -> None:
+    # 14 machines, 2 at once then 1 per second: slots over about 12 s; messages queued 4 s ahead.
+    svc, vms, _, run_id, pump, run = first_window_released(simulator)
     due_in_window = [t for t in svc.store.list_targets(run_id) if t["nextActionAt"] < run["releasedThrough"]]
     queued = svc.account.queue(svc.settings.queues.operations).get_queue_properties().approximate_message_count
     assert queued == len(due_in_window) < VMS  # only the first window's start messages
@@ -324,16 +332,8 @@ def test_a_window_released_after_its_slots_moves_the_schedule_once_instead_of_qu
     afresh after every slot of the run and be queued twice (docs/performance.md, session 22)."""
     from shared.runs import dispatch as dispatch_module
 
-    svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
-                      DISPATCH_HORIZON_SECONDS="4")
     monkeypatch.setattr(dispatch_module, "SEND_GRACE_SECONDS", 1)
-    vms = simulator.vm_ids()
-    subscription = vms[0].split("/")[2]
-    run_id = start(vms)
-    pump = QueuePump(svc)
-    pump.pump_once(only="dispatch")
-    run = svc.store.get_run(run_id)
-    assert run is not None
+    svc, vms, subscription, run_id, pump, run = first_window_released(simulator)
     shift0 = int(run.get("startShiftSeconds") or 0)
     window = parse_iso(run["releasedThrough"])
     tat_before = svc.pacer.peek(subscription)[GUEST_PATCH]
@@ -378,15 +378,8 @@ def test_starts_waiting_out_a_429_get_slots_of_their_own_at_the_next_release(
     budget) on by one slot for each start refused since the last release and still waiting, once."""
     from shared.runs import dispatch as dispatch_module
 
-    svc = reconfigure(GUEST_PATCH_BURST="2", GUEST_PATCH_PER_MINUTE="60", PACING_LATE_SECONDS="0",
-                      DISPATCH_HORIZON_SECONDS="4")  # a slot is 1 s
-    vms = simulator.vm_ids()
-    subscription = vms[0].split("/")[2]
-    run_id = start(vms)
-    pump = QueuePump(svc)
-    pump.pump_once(only="dispatch")
-    run = svc.store.get_run(run_id)
-    assert run is not None and run["releasedAt"]
+    svc, vms, subscription, run_id, pump, run = first_window_released(simulator)
+    assert run["releasedAt"]
     window = parse_iso(run["releasedThrough"])
     queued = svc.store.list_targets(run_id, state="Queued", seq=0, due_from=run["releasedThrough"])
     assert queued

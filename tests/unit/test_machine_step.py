@@ -101,10 +101,12 @@ class FakeTargets:
 class FakeSpecs:
     health_check: HealthCheck | None = None
     rollout: bool = False
+    window_end: str = ""
 
     def run_spec(self, run_id: str) -> RunSpec | None:
         return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z",
-                       health_check=self.health_check, rollout=self.rollout) if run_id == RUN else None
+                       health_check=self.health_check, rollout=self.rollout,
+                       window_end=self.window_end) if run_id == RUN else None
 
 
 class FakeQueue:
@@ -602,5 +604,10 @@ def test_a_poll_comes_later_by_the_poll_shares_spacing_but_never_past_the_deadli
     # spaced only up to one Retry-After before the deadline, so the operation is still asked about before it
     assert h.queue.delays[-1] in (8, 9)
     h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(hours=1))})
+    h.ports.specs.window_end = iso(utcnow() + timedelta(seconds=14))  # type: ignore[attr-defined]
+    h.arm.script[POLL_OPERATION.name].insert(0, answer(200, {"status": "InProgress"}, Retry_After="5"))
+    assert h.step() is StepResult.PENDING
+    assert h.queue.delays[-1] in (8, 9)  # and before the maintenance window's end
+    h.ports.specs.window_end = ""  # type: ignore[attr-defined]
     assert h.step() is StepResult.PENDING  # the status says Succeeded: its result is read next, not spaced
     assert h.row["pollUrl"] == LOCATION and h.queue.delays[-1] == 0
