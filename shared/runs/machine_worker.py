@@ -405,10 +405,10 @@ class MachineStep:
         spec = self.ports.specs.run_spec(self.run_id)
         duration = KINDS[spec.operation].expected_duration(spec.parameters) if spec else timedelta(hours=4)
         deadline = self.now + duration + timedelta(seconds=self.retries.operation_grace_seconds)
+        ends_in = self._seconds_to_end(deadline, spec)
+        assert ends_in is not None  # the deadline is known
         delay = first_poll_delay(outcome.retry_after, self.retries,
-                                 shortest_seconds=self._shortest_installation(spec),
-                                 ends_in_seconds=(min(deadline, self._window_end(spec) or deadline)
-                                                  - self.now).total_seconds())
+                                 shortest_seconds=self._shortest_installation(spec), ends_in_seconds=ends_in)
         self._advance(delay, {
             "state": MachineState.RUNNING.value,
             "pollUrl": outcome.poll_url,
@@ -447,13 +447,17 @@ class MachineStep:
         if not spaced:
             return poll_delay(retry_after, self.retries)
         deadline = self.target.get("deadline")
-        ends = [parse_iso(str(deadline))] if deadline else []
-        window_end = self._window_end(self.ports.specs.run_spec(self.run_id))  # cached per process
-        ends += [window_end] if window_end is not None else []
-        ends_in = (min(ends) - self.now).total_seconds() if ends else None
+        ends_in = self._seconds_to_end(parse_iso(str(deadline)) if deadline else None,
+                                       self.ports.specs.run_spec(self.run_id))  # the spec is cached per process
         (budget,) = POLL_OPERATION.budgets
         return poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
                           spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))
+
+    def _seconds_to_end(self, deadline: datetime | None, spec: RunSpec | None) -> float | None:
+        """Seconds from now to the sooner of the operation's deadline and its maintenance window's end (None:
+        neither is known)."""
+        ends = [end for end in (deadline, self._window_end(spec)) if end is not None]
+        return (min(ends) - self.now).total_seconds() if ends else None
 
     def paced(self, wait: int, names: tuple[str, ...], **changes: Any) -> StepResult:
         """No ARM budget now: come back after `wait` seconds, holding the tokens reserved for then (and

@@ -119,16 +119,11 @@ class Pacer:
         if len(names) == 1 and k == 1 and self.lease_tokens > 1:
             return self._reserve_leased(subscription, names[0])
 
-        taken: list[tuple[dict[str, float], float]] = []
-
         def decide(rows: dict[str, BudgetRow], now: float) -> tuple[dict[str, float], float]:
-            tats, wait = reserve_tokens({n: (self.buckets[n], rows[n].tat) for n in names}, now, k)
-            taken[:] = [(tats, now)]
-            return tats, wait
+            return reserve_tokens({n: (self.buckets[n], rows[n].tat) for n in names}, now, k)
         wait = self._update(subscription, list(names), decide)
-        if len(names) == 1 and k == 1 and taken:
-            tats, at = taken[0]
-            self._note_backlog(subscription, self.buckets[names[0]], tats[names[0]] - at, at)
+        if len(names) == 1 and k == 1:
+            self._note_place(subscription, self.buckets[names[0]], tokens_after=0)
         return wait
 
     def _lease(self, subscription: str, name: str) -> Lease:
@@ -184,13 +179,9 @@ class Pacer:
                 # Table round-trips before it must not make the tokens look due earlier than granted
                 lease.due.extend(self.reserve_block(subscription, name, size, at_epoch=True))
             due = lease.due.popleft()
-            now = self.clock()
-            # the token's place in the bucket's schedule: the row's `tat` less the lease's tokens after it (its due
-            # time is clamped to when the block was taken, so it cannot tell a full bucket from a busy one)
-            rows = self.store.cached(subscription, [name])
-            if rows is not None:
-                self._note_backlog(subscription, bucket, rows[name].tat - now - len(lease.due) * bucket.interval, now)
-            return max(0.0, due - now)
+            # its due time is clamped to when the block was taken, so it cannot tell a full bucket from a busy one
+            self._note_place(subscription, bucket, tokens_after=len(lease.due))
+            return max(0.0, due - self.clock())
 
     def spacing(self, subscription: str, name: str) -> float:
         """Seconds to ask for a call of bucket `name` later than its earliest time (a poll: after ARM's
@@ -206,9 +197,16 @@ class Pacer:
             return 0.0
         return next_spacing(self.buckets[name], current, 0.0, self.clock() - at, self.spacing_ceiling)
 
-    def _note_backlog(self, subscription: str, bucket: Bucket, backlog: float, now: float) -> None:
-        """A reservation of `bucket` just found its schedule `backlog` seconds ahead: move its spacing. A reading
-        older than the last (threads report after their row lock) counts for no time."""
+    def _note_place(self, subscription: str, bucket: Bucket, *, tokens_after: int) -> None:
+        """A token of `bucket` was just taken: move its spacing by how far ahead of now the token stands in the
+        bucket's schedule (the row's `tat` as this process last wrote or read it, less `tokens_after` of this
+        process's own taken after it). A reading older than the last (threads report after their row lock) counts
+        for no time."""
+        rows = self.store.cached(subscription, [bucket.name])
+        if rows is None:
+            return
+        now = self.clock()
+        backlog = rows[bucket.name].tat - now - tokens_after * bucket.interval
         key = (subscription.lower(), bucket.name)
         with self._spacing_lock:
             current, at = self._spacing.get(key, (0.0, now))
