@@ -267,6 +267,7 @@ class Invoker:
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._generation = 0
+        self._restarts = 0
 
     # -- worker lifecycle ------------------------------------------------------------------------------
     def start(self, function_timeout: timedelta | None, max_workers: int | None) -> None:
@@ -296,8 +297,9 @@ class Invoker:
 
     @property
     def worker_restarts(self) -> int:
-        """How many times the worker was restarted after a function timeout."""
-        return max(self._generation - 1, 0)
+        """How many worker restarts after a function timeout have completed (the old worker is stopped)."""
+        with self._lock:
+            return self._restarts
 
     def restart_worker_with(self, invocation_id: str) -> bool:
         """RestartWorkerWithInvocationIdAsync: restart the worker only if it still runs that invocation."""
@@ -307,6 +309,8 @@ class Invoker:
                 return False
             self._worker = self._new_worker()
         old.kill()
+        with self._lock:  # counted once the old worker is stopped: a caller seeing it can rely on that
+            self._restarts += 1
         return True
 
     def stop(self) -> None:
