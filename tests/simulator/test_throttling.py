@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from tools.azure_simulator.clock import AzureClock, azure_clock
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.throttling import PatchThrottle, TokenBucket
 
@@ -69,3 +71,21 @@ def test_patch_policy_can_be_disabled() -> None:
     throttle = PatchThrottle(None, None, None, None, FakeClock())
     for _ in range(100):
         assert throttle.charge("vm", "sub") == ""
+
+
+def test_default_clock_is_azures_it_runs_on_through_a_pause_of_this_machine_and_never_goes_back(monkeypatch) -> None:
+    """A paused VM stops CLOCK_MONOTONIC while the wall clock jumps ahead on resume (tools/azure_simulator/clock.py);
+    Azure's buckets refill over that pause, as PatchPilot's pacing (on the wall clock) expects them to."""
+    wall = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)  # frozen: the pause, as this machine's monotonic clock saw it
+    clock = AzureClock()
+    bucket = TokenBucket(2, 1.0, clock)
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]
+    wall[0] += 13.0  # resumed: the wall clock has moved on
+    assert bucket.remaining() == 2
+    wall[0] -= 60.0  # stepped back (NTP): held at its latest reading, so nothing drains or runs backwards
+    assert clock() == 1_000_013.0 and bucket.remaining() == 2
+    wall[0] += 61.0
+    assert clock() == 1_000_014.0
+    assert TokenBucket(1, 1.0).clock is azure_clock  # the simulator's buckets default to it

@@ -13,7 +13,6 @@ import heapq
 import itertools
 import random
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tools.azure_simulator.clock import azure_clock
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.fleet import Fleet, Patch, VirtualMachine, iso_z
 from tools.azure_simulator.health import HealthBook
@@ -47,8 +47,8 @@ class Operation:
     request: Any
     api_version: str
     started: datetime  # wall clock
-    started_real: float  # monotonic
-    finish_real: float  # monotonic
+    started_real: float  # OperationEngine.clock (Azure's: clock.py)
+    finish_real: float  # OperationEngine.clock
     simulated_seconds: float
     result: dict[str, Any]
     outcome: InstallOutcome | None = None
@@ -102,7 +102,7 @@ class OperationEngine:
     fleet: Fleet
     patch_failure_rng: Callable[[], random.Random]
     patch_failure_rate: Callable[[], float]
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = azure_clock  # real seconds on Azure's clock (clock.py)
     # Rolled once per accepted installPatches: does the machine come back down after it? (health.py)
     unhealthy_after_patch: Callable[[], bool] = lambda: False
     operations: dict[str, Operation] = field(default_factory=dict)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,7 +89,7 @@ class Simulator:
             name: BucketSet(size, rate, scale=c.budget_scale) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
         self.authorizer = Authorizer(c.role_assignments)
-        self._host_updates: dict[str, float] = {}  # machine key -> monotonic end of its host-update window
+        self._host_updates: dict[str, float] = {}  # machine key -> end of its host-update window (engine.clock)
         self.patch_throttle = PatchThrottle(
             c.patch_ops_per_vm_burst,
             c.patch_ops_per_vm_per_min,
@@ -221,7 +220,7 @@ class Simulator:
         if length <= 0:
             raise ValueError("a host update needs seconds > 0 (pass seconds or set host_update_seconds)")
         with self.engine.lock:
-            self._host_updates[vm.key] = time.monotonic() + length
+            self._host_updates[vm.key] = self.engine.clock() + length
         until = datetime.now(UTC).timestamp() + length
         return {"id": vm.id, "seconds": length, "until": datetime.fromtimestamp(until, UTC).isoformat()}
 
@@ -229,7 +228,7 @@ class Simulator:
         """Is the machine inside a host-update window now?"""
         with self.engine.lock:
             end = self._host_updates.get(vm.key)
-            if end is not None and time.monotonic() >= end:
+            if end is not None and self.engine.clock() >= end:
                 del self._host_updates[vm.key]
                 end = None
             return end is not None

@@ -1,8 +1,9 @@
 """Token buckets as ARM (since 2024) and Compute describe them: a burst capacity refilled at a steady rate.
 
 ARM: per subscription, reads 250 tokens + 25/s, writes 200 + 10/s. Compute: per resource and per
-subscription buckets per operation group, refilled per minute. Refill runs on real time multiplied by the
-simulator's `budget_scale` (1 = Azure's rates; see SimulatorConfig.budget_scale), never on the simulated clock.
+subscription buckets per operation group, refilled per minute. Refill runs on real time (Azure's clock: clock.py)
+multiplied by the simulator's `budget_scale` (1 = Azure's rates; see SimulatorConfig.budget_scale), never on the
+simulated clock.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from tools.azure_simulator.clock import azure_clock
 from tools.azure_simulator.errors import ArmError
 
 
@@ -24,7 +25,7 @@ class TokenBucket:
 
     capacity: float
     rate: float
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = azure_clock
     tokens: float = field(init=False)
     _stamp: float = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
@@ -73,7 +74,7 @@ class BucketSet:
         self,
         capacity: float | None,
         rate_per_second: float | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = azure_clock,
         scale: float = 1.0,
     ) -> None:
         self.enabled = capacity is not None and rate_per_second is not None
@@ -117,7 +118,7 @@ class PatchThrottle:
         vm_per_min: float | None,
         sub_burst: int | None,
         sub_per_min: float | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = azure_clock,
         scale: float = 1.0,
     ) -> None:
         self.per_vm = BucketSet(vm_burst, None if vm_per_min is None else vm_per_min * scale / 60.0, clock)
