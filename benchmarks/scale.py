@@ -118,6 +118,7 @@ class Row:
     runs: int = 0
     stall: tuple[float, list[float]] | None = None
     due_stall: float | None = None  # longest time a message was due and none finished (longest_stall)
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # the machine stood still (PauseWatch.between)
     messages: int = 0  # queue messages the app's functions finished (deletes through the proxy)
     message_kinds: dict[str, float] = field(default_factory=dict)  # per machine, by queue (setting name's stem)
     queue_requests: dict[str, float] = field(default_factory=dict)  # Queue requests per machine, by kind
@@ -165,6 +166,46 @@ def machine_busy_seconds() -> float:
         return 0.0
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick  # user..steal, less idle and iowait (proc(5))
+
+
+class PauseWatch:
+    """Times this machine stood still: a paused virtual machine stops the monotonic clock, and the wall clock jumps
+    ahead when it resumes (tools/azure_simulator/clock.py). Every stamp the stack's gaps and stalls are measured
+    on is monotonic, so a pause is none of them; it is reported beside them so that what follows one (starts due
+    together) is read as the machine's doing. A thread compares the two clocks every `every` seconds; a pause is
+    the wall clock running on `threshold` seconds or more beyond the monotonic one. `pauses`: (monotonic stamp at
+    resume, seconds)."""
+
+    def __init__(self, every: float = 0.25, threshold: float = 1.0) -> None:
+        self.every, self.threshold = every, threshold
+        self.pauses: list[tuple[float, float]] = []
+        self._last: tuple[float, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pause-watch", daemon=True)
+
+    def start(self) -> PauseWatch:
+        self.observe(time.time(), time.monotonic())
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self.observe(time.time(), time.monotonic())
+
+    def observe(self, wall: float, mono: float) -> None:
+        """One reading of both clocks: a pause if the wall clock ran on `threshold` s or more beyond the other."""
+        if self._last is not None and (wall - self._last[0]) - (mono - self._last[1]) >= self.threshold:
+            self.pauses.append((mono, (wall - self._last[0]) - (mono - self._last[1])))
+        self._last = (wall, mono)
+
+    def between(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The pauses that ended between two monotonic stamps: (seconds after `start`, seconds paused)."""
+        return [(at - start, lost) for at, lost in self.pauses if start <= at <= end]
 
 
 def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
@@ -322,6 +363,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
     proxies = [CountingProxy("table", tables.table_port, counts).start(),
                CountingProxy("queue", azurite.queue_port, counts).start()]
     hosts: list[HostProcess] = []
+    watch = PauseWatch().start()
     try:
         settings = {**(base or unique_settings(azurite, sim.url)), "ARM_ENDPOINT": sim.url}
         for name in ("MAX_TRANSIENT_RETRIES", "MAX_CONFLICT_RETRIES"):  # production defaults, not the tests' 30
@@ -359,6 +401,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
             row.note = "; ".join(filter(None, [row.note, f"{len(done)}/{len(ids)} runs done in {args.timeout:.0f} s"]))
         row.stall = longest_gaps(stamps, started, ended, STALL_SECONDS)
         row.due_stall = longest_stall(*counts.due_stamps(), started, ended)
+        row.pauses = watch.between(started, ended)
         row.rate_by_minute, row.waiting_by_minute = flow(*counts.flow_stamps(), started, ended)
         host_logs = [path.read_text(errors="replace")
                      for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists()]
@@ -386,6 +429,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
             then(row, settings, ids, sim)
         return row
     finally:
+        watch.stop()
         for host in hosts:
             host.stop()
         for proxy in proxies:
@@ -618,6 +662,11 @@ def print_row(r: Row) -> None:
                                              f"{r.held_back:,} times"]))
     if r.due_stall is not None:
         note = "; ".join(filter(None, [note, f"longest stall (a message due, none finished) {r.due_stall:.1f} s"]))
+    if r.pauses:  # not the stack's: every process stood still (PauseWatch)
+        at, longest = max(r.pauses, key=lambda p: p[1])
+        paused = sum(p[1] for p in r.pauses)
+        note = "; ".join(filter(None, [note, f"the machine was paused {len(r.pauses)} times ({paused:.1f} s; "
+                                             f"longest {longest:.1f} s, at {at:.0f} s)"]))
     if r.queue_requests:  # each one Azurite scans its waiting messages for, but sends (benchmarks/azurite_queues.py)
         note = "; ".join(filter(None, [note, "Queue requests per machine: " + ", ".join(
             f"{k} {v:.2f}" for k, v in sorted(r.queue_requests.items(), key=lambda kv: -kv[1]) if v >= 0.005)]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import cpu_seconds, machine_busy_seconds, paced_steps
+from benchmarks.scale import PauseWatch, cpu_seconds, machine_busy_seconds, paced_steps
 from benchmarks.scale_bound import Budgets, earliest_starts, makespan_bound, subscription_bound
 from benchmarks.scale_proxy import (
     CountingProxy,
@@ -298,3 +298,19 @@ def test_machine_busy_seconds_grow_by_what_a_process_burns() -> None:
         pass
     burnt = time.process_time() - started
     assert burnt >= 0.3 and machine_busy_seconds() - before >= burnt - 0.05  # this loop's own CPU is in it
+
+
+def test_a_pause_is_the_wall_clock_running_on_beyond_the_monotonic_one() -> None:
+    """A paused VM: the monotonic clock stands, the wall clock jumps ahead on resume (PauseWatch)."""
+    watch = PauseWatch(threshold=1.0)
+    wall, mono = 1000.0, 50.0
+    for jump in (0.0, 0.5, 0.0, 13.0, 0.0):  # 0.25 s readings; 0.5 s is under the threshold, 13 s a pause
+        wall, mono = wall + 0.25 + jump, mono + 0.25
+        watch.observe(wall, mono)
+    assert watch.pauses == [(51.0, pytest.approx(13.0))]
+    assert watch.between(50.0, mono) == [(1.0, pytest.approx(13.0))]
+    assert watch.between(51.1, mono) == []
+    live = PauseWatch(every=0.01).start()  # the thread's own readings, on a machine that is not paused: none
+    time.sleep(0.1)
+    live.stop()
+    assert live.pauses == [] and live._last is not None
