@@ -173,13 +173,15 @@ class PauseWatch:
     ahead when it resumes (tools/azure_simulator/clock.py). Every stamp the stack's gaps and stalls are measured
     on is monotonic, so a pause is none of them; it is reported beside them so that what follows one (starts due
     together) is read as the machine's doing. A thread compares the two clocks every `every` seconds; a pause is
-    the wall clock running on `threshold` seconds or more beyond the monotonic one. `pauses`: (monotonic stamp at
-    resume, seconds)."""
+    the wall clock running on `threshold` seconds or more beyond the monotonic one (a forward step of the wall
+    clock, NTP's, reads as one too). `pauses`: (monotonic stamp when it was seen, up to `every` after the resume,
+    seconds)."""
 
     def __init__(self, every: float = 0.25, threshold: float = 1.0) -> None:
         self.every, self.threshold = every, threshold
         self.pauses: list[tuple[float, float]] = []
         self._last: tuple[float, float] | None = None
+        self.readings = 0  # the thread's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pause-watch", daemon=True)
 
@@ -196,6 +198,7 @@ class PauseWatch:
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
             self.observe(time.time(), time.monotonic())
+            self.readings += 1
 
     def observe(self, wall: float, mono: float) -> None:
         """One reading of both clocks: a pause if the wall clock ran on `threshold` s or more beyond the other."""
@@ -665,7 +668,8 @@ def print_row(r: Row) -> None:
     if r.pauses:  # not the stack's: every process stood still (PauseWatch)
         at, longest = max(r.pauses, key=lambda p: p[1])
         paused = sum(p[1] for p in r.pauses)
-        note = "; ".join(filter(None, [note, f"the machine was paused {len(r.pauses)} times ({paused:.1f} s; "
+        times = f"{len(r.pauses)} time" + ("s" if len(r.pauses) > 1 else "")
+        note = "; ".join(filter(None, [note, f"the machine was paused {times} ({paused:.1f} s; "
                                              f"longest {longest:.1f} s, at {at:.0f} s)"]))
     if r.queue_requests:  # each one Azurite scans its waiting messages for, but sends (benchmarks/azurite_queues.py)
         note = "; ".join(filter(None, [note, "Queue requests per machine: " + ", ".join(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from tools.azure_simulator.clock import AzureClock, azure_clock
+from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.errors import ArmError
+from tools.azure_simulator.simulator import Simulator
 from tools.azure_simulator.throttling import PatchThrottle, TokenBucket
 
 
@@ -73,19 +74,30 @@ def test_patch_policy_can_be_disabled() -> None:
         assert throttle.charge("vm", "sub") == ""
 
 
-def test_default_clock_is_azures_it_runs_on_through_a_pause_of_this_machine_and_never_goes_back(monkeypatch) -> None:
-    """A paused VM stops CLOCK_MONOTONIC while the wall clock jumps ahead on resume (tools/azure_simulator/clock.py);
-    Azure's buckets refill over that pause, as PatchPilot's pacing (on the wall clock) expects them to."""
-    wall = [1_000_000.0]
-    monkeypatch.setattr(time, "time", lambda: wall[0])
-    monkeypatch.setattr(time, "monotonic", lambda: 5.0)  # frozen: the pause, as this machine's monotonic clock saw it
-    clock = AzureClock()
+
+def test_azures_clock_runs_on_through_a_pause_of_this_machine_and_through_a_step_back() -> None:
+    """A paused VM stops CLOCK_MONOTONIC while the wall clock jumps ahead on resume (tools/azure_simulator/clock.py):
+    Azure's buckets refill over that pause, as PatchPilot's pacing (on the wall clock) expects them to. A wall
+    clock stepped back (NTP) neither runs the simulator backwards nor stops it."""
+    wall, mono = [1_000_000.0], [5.0]
+    clock = AzureClock(wall=lambda: wall[0], monotonic=lambda: mono[0])
     bucket = TokenBucket(2, 1.0, clock)
+    assert clock() == 1_000_000.0
     assert [bucket.try_take() for _ in range(3)] == [True, True, False]
-    wall[0] += 13.0  # resumed: the wall clock has moved on
-    assert bucket.remaining() == 2
-    wall[0] -= 60.0  # stepped back (NTP): held at its latest reading, so nothing drains or runs backwards
+    wall[0] += 13.0  # resumed after 13 s: the wall clock moved on, the monotonic one did not
     assert clock() == 1_000_013.0 and bucket.remaining() == 2
-    wall[0] += 61.0
+    wall[0] -= 60.0  # stepped back
+    assert clock() == 1_000_013.0
+    mono[0] += 1.0  # and time goes on
     assert clock() == 1_000_014.0
-    assert TokenBucket(1, 1.0).clock is azure_clock  # the simulator's buckets default to it
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]
+    mono[0] += 1.0
+    assert bucket.try_take()
+
+
+def test_the_simulator_keeps_one_clock_azures() -> None:
+    sim = Simulator(SimulatorConfig(vms=2))
+    clocks = {id(sim.engine.clock), id(sim.arm_reads._clock), id(sim.arm_writes._clock),
+              id(sim.patch_throttle.per_vm._clock), id(sim.patch_throttle.per_sub._clock),
+              *(id(b._clock) for b in sim.compute_reads.values())}
+    assert clocks == {id(azure_clock)}

@@ -1,34 +1,41 @@
-"""Azure's clock, as the simulator keeps it: the wall clock, never going back.
+"""Azure's clock, as the simulator keeps it: the monotonic clock, moved forward whenever the wall clock is ahead.
 
-Why not `time.monotonic`: Azure's time runs on while the machine that runs PatchPilot stands still. A
-paused virtual machine (this development machine is one) stops CLOCK_MONOTONIC but not the wall clock,
-which jumps ahead on resume: measured in a benchmark log (docs/performance.md, session 24), an invocation
-that spanned a 12.8 s pause took 255 ms by `time.monotonic` and 13.1 s by the wall clock. PatchPilot paces on
-the wall clock (shared/runs/pacing.py: epoch seconds, shared by every host), as it must against Azure. A
-simulator on the monotonic clock then saw none of the pause: its buckets had not refilled and its operations
-had not moved on, while PatchPilot's schedule had, so the starts due in the pause were refused together, which
-Azure would not have done. The wall clock can also be stepped back (NTP): the simulator holds it at its
-latest reading instead, so a bucket never drains and an operation never runs backwards.
+Why not `time.monotonic` alone: Azure's time runs on while the machine that runs PatchPilot stands still. A
+paused virtual machine (this development machine is one) stops CLOCK_MONOTONIC, and the wall clock jumps ahead
+when it resumes: in session 23's benchmark log (docs/performance.md, session 24) an invocation that spanned a
+12.8 s silence took 255 ms by the host's `time.monotonic` and 13.1 s by the wall clock. PatchPilot paces on the
+wall clock (shared/runs/pacing.py: epoch seconds, shared by every host), as it must against Azure. A simulator
+on the monotonic clock saw none of the pause: its buckets had not refilled and its operations had not moved on
+while PatchPilot's schedule had, so the starts due in the pause were refused together, which Azure would not do.
+Why not `time.time` alone: a wall clock stepped back (NTP) would run the simulator backwards or, held, stop it.
+So: monotonic time plus an offset that only grows, to the wall clock's lead whenever that is larger. It reads as
+epoch seconds, never goes back, keeps running through a backward step, and jumps forward over a pause (and over a
+forward step of the wall clock, which is indistinguishable from one).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections.abc import Callable
 
 
 class AzureClock:
-    """Callable: epoch seconds, the latest of `time.time()` readings so far (never less than an earlier one)."""
+    """Callable: seconds, near the epoch's (see the module docstring). `wall` and `monotonic` are the sources
+    (injectable for tests)."""
 
-    def __init__(self) -> None:
-        self._latest = 0.0
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._monotonic = wall, monotonic
+        self._offset = -math.inf
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        now = time.time()
         with self._lock:
-            self._latest = max(self._latest, now)
-            return self._latest
+            mono = self._monotonic()
+            self._offset = max(self._offset, self._wall() - mono)
+            return mono + self._offset
 
 
-azure_clock = AzureClock()  # the simulator's one clock: buckets, operations, host updates
+azure_clock = AzureClock()  # the simulator's default clock: buckets, operations, host updates

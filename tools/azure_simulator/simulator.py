@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tools.azure_simulator.calls import CallLog
+from tools.azure_simulator.clock import azure_clock
 from tools.azure_simulator.config import SimulatorConfig
 from tools.azure_simulator.errors import ArmError
 from tools.azure_simulator.faults import FaultInjector
@@ -75,18 +76,21 @@ class Simulator:
             for vm in (*fleet.vms, *fleet.machines):
                 vm.upcoming = list(upcoming[vm.os_type])
         self.faults = FaultInjector(c.faults, c.seed)
+        clock = azure_clock  # one clock for the operations and every bucket (clock.py)
         self.engine = OperationEngine(
             c,
             fleet,
+            clock=clock,
             patch_failure_rng=self.faults.rng,
             patch_failure_rate=lambda: self.faults.settings.patch_failure_rate,
             unhealthy_after_patch=lambda: self.faults.roll(self.faults.settings.unhealthy_after_patch_rate),
         )
         self.call_log = CallLog([vm.key for vm in (*fleet.vms, *fleet.machines)])
-        self.arm_reads = BucketSet(c.read_burst, c.read_rate, scale=c.budget_scale)
-        self.arm_writes = BucketSet(c.write_burst, c.write_rate, scale=c.budget_scale)
+        self.arm_reads = BucketSet(c.read_burst, c.read_rate, clock, scale=c.budget_scale)
+        self.arm_writes = BucketSet(c.write_burst, c.write_rate, clock, scale=c.budget_scale)
         self.compute_reads = {
-            name: BucketSet(size, rate, scale=c.budget_scale) for name, (size, rate) in COMPUTE_READ_POLICIES.items()
+            name: BucketSet(size, rate, clock, scale=c.budget_scale)
+            for name, (size, rate) in COMPUTE_READ_POLICIES.items()
         }
         self.authorizer = Authorizer(c.role_assignments)
         self._host_updates: dict[str, float] = {}  # machine key -> end of its host-update window (engine.clock)
@@ -95,6 +99,7 @@ class Simulator:
             c.patch_ops_per_vm_per_min,
             c.patch_ops_per_sub_burst,
             c.patch_ops_per_sub_per_min,
+            clock,
             scale=c.budget_scale,
         )
 
@@ -150,7 +155,8 @@ class Simulator:
         (`throttledByBucket`: armReads, armWrites, computeGuestPatchSubscription, computeGuestPatchVm, injected;
         and per subscription), operations in flight now and at most (`peakConcurrentBySubscription`, "*" = all),
         and `operationStartsPerSecond`: per subscription, [[second, operations accepted], ...] where second
-        counts whole real seconds since the simulator started (multiply by `budgetScale` for Azure seconds)."""
+        counts whole real seconds on Azure's clock (clock.py) since the simulator started (multiply by `budgetScale` for
+        Azure seconds)."""
         with self.engine.lock:
             in_flight = self.engine.in_flight()  # settles first: finished operations no longer count as running
             peaks = dict(self.engine.peak_concurrent)
@@ -220,9 +226,9 @@ class Simulator:
         if length <= 0:
             raise ValueError("a host update needs seconds > 0 (pass seconds or set host_update_seconds)")
         with self.engine.lock:
-            self._host_updates[vm.key] = self.engine.clock() + length
-        until = datetime.now(UTC).timestamp() + length
-        return {"id": vm.id, "seconds": length, "until": datetime.fromtimestamp(until, UTC).isoformat()}
+            end = self._host_updates[vm.key] = self.engine.clock() + length
+        # the clock reads as epoch seconds (clock.py)
+        return {"id": vm.id, "seconds": length, "until": datetime.fromtimestamp(end, UTC).isoformat()}
 
     def host_updating(self, vm: Any) -> bool:
         """Is the machine inside a host-update window now?"""

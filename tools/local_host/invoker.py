@@ -297,7 +297,8 @@ class Invoker:
 
     @property
     def worker_restarts(self) -> int:
-        """How many worker restarts after a function timeout have completed (the old worker is stopped)."""
+        """How many worker restarts after a function timeout are done: counted once the old worker is killed
+        (`WorkerProcessExit` pending in each of its running threads, its answers dropped)."""
         with self._lock:
             return self._restarts
 
@@ -309,7 +310,7 @@ class Invoker:
                 return False
             self._worker = self._new_worker()
         old.kill()
-        with self._lock:  # counted once the old worker is stopped: a caller seeing it can rely on that
+        with self._lock:  # counted after kill(): a caller that sees it can rely on the old threads being told
             self._restarts += 1
         return True
 
