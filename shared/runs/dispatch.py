@@ -318,15 +318,17 @@ def room_for_throttled(run: RunRecord, deps: DispatchDeps) -> int:
     release (Queued, `throttledAt` at or after `releasedAt`, set when the retry keeps its slot's token): one slot
     (60 / GUEST_PATCH_PER_MINUTE s) each, rounded up, at most a horizon's worth; one query.
 
-    Why: the run reserves its slots at Compute's full rate, so a start sent late (after a stall of the host or
-    the queue, beyond the burst kept back for lateness, Bucket.late) finds Compute's bucket spent, is refused
-    with 429 and tries again after Retry-After holding its token, and every try after its slot has passed is one
-    start more than the schedule has room for: it is refused again, or takes the token of a start on time, which
-    is refused in its place. Nothing drains that excess before the run's last slot. Measured at 10,000 machines in
-    one subscription (docs/performance.md, session 23): a 13 s pause of the host made 74 starts late, and for the
-    next seven minutes, to the run's last slot, 5,301 installPatches were refused (7.6 % of the ARM calls). With
-    the schedule moved on by their slots at the next release, they start in the gap it leaves at the window's
-    head; until then (at most a horizon) they are still refused. Errs slow: a start refused again after this
+    Why: the run reserves its slots at Compute's full rate, so a start Compute refuses (its bucket spent by a
+    caller PatchPilot does not see: another tool or Update Manager's own schedules patching in the subscription,
+    whose guest-patch budget is shared) tries again after Retry-After holding its token, and every try after its
+    slot has passed is one start more than the schedule has room for: it is refused again, or takes the token of a
+    start on time, which is refused in its place. Nothing drains that excess before the run's last slot. Seen at
+    10,000 machines in one subscription (docs/performance.md, session 23): 74 starts refused together, then for
+    seven minutes, to the run's last slot, 5,301 installPatches refused (7.6 % of the ARM calls). That trigger was
+    the simulator's (this VM was paused 12.8 s; the simulator's clock stood still while PatchPilot's moved on,
+    fixed in session 24: tools/azure_simulator/clock.py), the seven minutes were this schedule's. With the
+    schedule moved on by their slots at the next release, they start in the gap it leaves at the window's head;
+    until then (at most a horizon) they are still refused. Errs slow: a start refused again after this
     release is counted at the next as well, a 429 of ARM's read or write limit or of the machine's own Compute
     policy counts as one of the subscription's, and the whole run moves (startShiftSeconds is run-wide). Not for
     runs with scopes (shift_late_window returns before it)."""
