@@ -746,10 +746,11 @@ def main(argv: list[str] | None = None) -> int:
             print_row(row)
         sys.stdout.flush()
 
-    # Each scenario on fresh Azurite processes (the longest pair shares them by design): the tables' Azurite keeps
-    # every table in memory, and four subscriptions measured after one subscription's two 10,000-machine runs went at
-    # 1.57 and 1.87 of their bound where alone they went at 1.25-1.33 (docs/performance.md, session 24). The queues'
-    # Azurite is on disk: in memory its extent GC stops it for 20-30 s a minute (azurite_queues.py).
+    # Each scenario on fresh Azurite processes (the longest pair shares them by design), so a scenario is measured as
+    # it runs alone: the tables' Azurite keeps every table in memory, and before this four subscriptions ran after
+    # one subscription's two 10,000-machine runs (1.57 and 1.87 of their bound in two full runs; alone 1.25-1.53 over
+    # six runs, so the spread hides how much that cost: docs/performance.md, session 24). The queues' Azurite is on
+    # disk: in memory its extent GC stops it for 20-30 s a minute (azurite_queues.py).
     covered: set[int] = set()
     if "longest" in args.scenarios:
         with Azurite(in_memory=False) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
