@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.dashboard_reads
 	$(BIN)/python -m benchmarks.health_costs
 	$(BIN)/python -m benchmarks.azurite_queues
+	$(BIN)/python -m benchmarks.table_transactions
 
 # The full reliability run (issue #15): endpoint fuzzing, host kills and an Azurite restart mid-run, ARM faults.
 # Prints a table; bounded (about 30 min today: recovery waits out the 10-min message lease and the sweeper).

@@ -1,6 +1,8 @@
 """The composition root: the app's whole object graph, built once per process from its settings, wired by hand.
 
-    storage       one StorageAccount; RunStore, FleetStore, MaintenanceStore, DurationStore; the budget rows
+    storage       one StorageAccount (its Table transactions without azure-core's per-call thread pools:
+                  shared/storage/serial_multipart.py); RunStore, FleetStore, MaintenanceStore, DurationStore;
+                  the budget rows
     arm           ArmClient (azure-core pipeline, same-origin before the bearer token)
     runs          WorkQueues (a sender per queue), RunSpecCache, Pacer (the shared ARM budget), a run's own
                   predicted durations (a planned run's from its plan; others: dispatch predicts from the histories)
@@ -46,6 +48,7 @@ from shared.runs.pacing import SPACING_RETRY_AFTERS, Pacer, buckets_from
 from shared.runs.queues import WorkQueues
 from shared.runs.run_durations import RunDurations
 from shared.runs.specs import RunSpecCache
+from shared.storage import serial_multipart
 from shared.storage.budget_store import BudgetStore
 from shared.storage.clients import StorageAccount
 from shared.storage.duration_store import DurationStore
@@ -64,6 +67,7 @@ class Components:
     # -- storage -------------------------------------------------------------------------------
     @cached_property
     def account(self) -> StorageAccount:
+        serial_multipart.install()  # Table transactions without azure-core's per-call thread pools
         return StorageAccount(self.settings.storage)
 
     @cached_property
