@@ -62,17 +62,17 @@ def measure(variant: str, threads: int, connection_string: str) -> dict[str, flo
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     threading.Thread.start = counting_start  # type: ignore[method-assign]  # counts the transactions' threads
     try:
-        cpu = time.process_time()
-        deadline = time.monotonic() + SECONDS
+        cpu, began = time.process_time(), time.monotonic()
+        deadline = began + SECONDS
         for w in workers:
             original_start(w)
         for w in workers:
             w.join()
-        cpu = time.process_time() - cpu
+        cpu, elapsed = time.process_time() - cpu, time.monotonic() - began
     finally:
         threading.Thread.start = original_start  # type: ignore[method-assign]
     total = sum(done)
-    return {"per_s": total / SECONDS, "threads_per_tx": starts[0] / total, "cpu_ms": 1000 * cpu / total}
+    return {"per_s": total / elapsed, "threads_per_tx": starts[0] / total, "cpu_ms": 1000 * cpu / total}
 
 
 def main() -> None:

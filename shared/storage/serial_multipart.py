@@ -6,21 +6,22 @@ it runs the part policies' `on_request` on every part inside a new `concurrent.f
 recursively (a Table transaction is a batch holding one changeset holding the operations: two pools), and
 after the answer it runs their `on_response` inside another new pool. Each pool starts its threads on first
 use, and `ThreadPoolExecutor.submit` starts a thread while holding `concurrent.futures.thread`'s process-wide
-`_global_shutdown_lock`, waiting until the new thread has run. So every Table transaction starts three to five
-threads, one at a time across the whole process, and under a busy GIL each start waits for the GIL to be
-handed over. The machine step submits about five transactions a machine (docs/performance.md), from every
-worker thread at once.
+`_global_shutdown_lock`, waiting until the new thread has started. So a two-operation transaction (the machine
+step's shape) starts three threads (benchmarks/table_transactions.py counts them), one at a time across the whole
+process, and under a busy GIL each start waits for the GIL to be handed over. The machine step submits about
+five transactions a machine (docs/performance.md), from every worker thread at once.
 
 Measured (`python -m benchmarks.table_transactions`, two-operation transactions against Azurite on the
 2-core development machine): see docs/performance.md, session 25. The policies the Tables SDK gives the parts
 (`StorageHeadersPolicy`) only set headers, so running them one after another in the calling thread is the same
-work without the threads; the order of exceptions is the same too (`executor.map` raises the first part's).
+work without the threads. A failing policy raises the first failing part's exception, as `executor.map` does;
+the copy stops there, where the pool had run the other parts' policies too (headers on a request then not sent).
 
 `install()` replaces those two functions with serial copies of the same code. It is a patch of a library's
 private functions, done only for the azure-core versions whose code was read and tested (`VERIFIED`): any
-other version is left as it is, and says so in the log once, so an upgrade is never silently patched with code
-written for an older one (tests/integration/test_serial_multipart.py fails on a new version until it is
-checked and added). Why not the library as it is: it halves the Table transactions one thread can send. Why
+other version is left as it is, with a warning in the log, so an upgrade is never silently patched with code
+written for an older one (tests/unit/test_serial_multipart.py fails on a new version until it is checked and
+added). Why not the library as it is: it halves the Table transactions one thread can send. Why
 not our own $batch code: the SDK's serialization and its error mapping (`TableTransactionError.index`, which
 the run store reads) stay the SDK's. To be reported upstream (Azure/azure-sdk-for-python, azure-core).
 """
@@ -78,9 +79,10 @@ def _parts_serially(response: Any) -> Iterator[Any]:
 
 
 def install(version: str | None = None) -> bool:
-    """Use the serial copies in this process if azure-core's `version` (default: the one imported) is in
-    VERIFIED; returns whether they are in use. Idempotent and thread-safe; the composition root calls it
-    before the first storage client is built."""
+    """Use the serial copies in this process if azure-core's `version` is in VERIFIED; returns whether they
+    are in use. `version` is for tests: the app passes nothing, and the imported azure-core's is checked. Logs a
+    warning when the version is not verified. Idempotent and thread-safe; the copies are looked up at each call,
+    so clients built before it use them too. The composition root calls it once per process."""
     version = azure.core.__version__ if version is None else version
     if version not in VERIFIED:
         log.warning("azure-core %s is not one of %s: Table transactions keep its per-call thread pools "

@@ -1,15 +1,13 @@
 """Table transactions through the serial multipart copies (shared/storage/serial_multipart.py), on Azurite: no
 thread is started per transaction, and what the run store reads from a transaction, its results and a failed
-operation's index and code, is what the SDK gives."""
+operation's index and code, is what the SDK gives. The copies themselves: tests/unit/test_serial_multipart.py."""
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
 from collections.abc import Iterator
 
-import azure.core
 import pytest
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 
@@ -39,11 +37,6 @@ def thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
-def test_the_installed_azure_core_is_one_whose_code_was_checked() -> None:
-    """An upgrade fails here until its two functions are read again and the version added to VERIFIED."""
-    assert azure.core.__version__ in serial_multipart.VERIFIED
-
-
 def test_a_transaction_starts_no_thread(table: TableClient, thread_starts: list[str]) -> None:
     assert serial_multipart.install()
     results = table.submit_transaction([
@@ -69,9 +62,3 @@ def test_a_failed_operation_keeps_its_index_and_code_and_nothing_is_written(tabl
     assert failed.value.index == 1
     assert failed.value.error_code == "EntityAlreadyExists"
     assert {e["RowKey"]: e["n"] for e in table.list_entities()} == {"taken": 0}
-
-
-def test_an_unchecked_version_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger=serial_multipart.__name__):
-        assert serial_multipart.install(version="99.0.0") is False
-    assert "azure-core 99.0.0 is not one of" in caplog.text
