@@ -1,4 +1,4 @@
-"""Table transactions without azure-core's two thread pools per call.
+"""Table transactions without azure-core's per-call thread pools, their bodies written without the email package.
 
 What azure-core 1.41.0 does (azure/core/pipeline/_base.py `Pipeline._prepare_multipart_mixed_request`,
 azure/core/utils/_pipeline_transport_rest_shared.py `_parts_helper`): before a multipart/mixed request is sent
@@ -17,7 +17,11 @@ Measured (`python -m benchmarks.table_transactions`, two-operation transactions 
 work without the threads. A failing policy raises the first failing part's exception, as `executor.map` does;
 the copy stops there, where the pool had run the other parts' policies too (headers on a request then not sent).
 
-`install()` replaces those two functions with serial copies of the same code. It is a patch of a library's
+The body of the request (`_prepare_multipart_body_helper`) is built by flattening an `email.message.Message`,
+which costs more than the rest of the transaction's preparation: `_prepare_body_directly` writes the same bytes
+(its docstring says which, and when it leaves the work to the original).
+
+`install()` replaces those functions with copies: serial, and without email for the body. It patches a library's
 private functions, done only for the azure-core versions whose code was read and tested (`VERIFIED`): any
 other version is left as it is, with a warning in the log, so an upgrade is never silently patched with code
 written for an older one (tests/unit/test_serial_multipart.py fails on a new version until it is checked and
@@ -29,6 +33,7 @@ the run store reads) stay the SDK's. To be reported upstream (Azure/azure-sdk-fo
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -38,14 +43,16 @@ from azure.core.pipeline import PipelineContext, PipelineRequest, PipelineRespon
 from azure.core.pipeline import _base as pipeline_base
 from azure.core.pipeline._tools import await_result
 from azure.core.pipeline.transport import _base as transport_base
+from azure.core.rest import _helpers as rest_helpers
 from azure.core.rest import _http_response_impl as rest_response
 from azure.core.utils import _pipeline_transport_rest_shared as shared_helpers
 
 log = logging.getLogger(__name__)
 
-VERIFIED = frozenset({"1.41.0"})  # azure-core versions whose two functions were read and match these copies
+VERIFIED = frozenset({"1.41.0"})  # azure-core versions whose three functions were read and match these copies
 
 _lock = threading.Lock()
+_ORIGINAL_BODY_HELPER = shared_helpers._prepare_multipart_body_helper
 
 
 def _prepare_serially(request: Any) -> None:
@@ -78,6 +85,55 @@ def _parts_serially(response: Any) -> Iterator[Any]:
     return responses  # type: ignore[no-any-return]
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_PLAIN_HEADER = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what email's HTTP policy writes back verbatim
+
+
+def _prepare_body_directly(http_request: Any, content_index: int = 0) -> int:
+    """`_prepare_multipart_body_helper` of azure-core 1.41.0 without the email package: the same bytes.
+
+    The original builds the body as an `email.message.Message` and flattens it with `email.policy.HTTP`, which
+    parses and re-renders every header through email's header registry (10 % of the host's GIL time in the
+    four-subscription benchmark, docs/performance.md session 26). Its output for the parts azure-core gives it
+    is: per part, `--boundary`, the part's headers, a blank line, the payload with every bare CR or LF written
+    as CRLF (the generator rewrites line ends), CRLF; then `--boundary--` and CRLF. A part's header values
+    are written as given when they are printable ASCII. Anything else goes to the original, so the copy only
+    ever writes what it would: no boundary set (email makes one up), a header value it might re-fold, a
+    payload with bytes outside ASCII (which email raises UnicodeEncodeError on inside a changeset; the Tables
+    SDK's JSON is ASCII, non-ASCII characters escaped).
+    tests/unit/test_serial_multipart.py compares the two on the same requests."""
+    info = http_request.multipart_mixed_info
+    if not info:
+        return 0
+    requests, boundary = info[0], info[2]
+    if not boundary or not _PLAIN_HEADER.fullmatch(boundary):
+        return _ORIGINAL_BODY_HELPER(http_request, content_index)
+    start = content_index
+    chunks: list[bytes] = []
+    for req in requests:
+        if req.multipart_mixed_info:
+            content_index = req.prepare_multipart_body(content_index=content_index)
+            content_type = req.headers["Content-Type"]
+            if not _PLAIN_HEADER.fullmatch(content_type):
+                return _ORIGINAL_BODY_HELPER(http_request, start)
+            headers = f"Content-Type: {content_type}\r\n"
+            payload = req.serialize()
+            payload = payload[payload.index(b"--"):]  # as the original: without the HTTP/1.1 line and its headers
+        else:
+            headers = ("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+                       f"Content-ID: {content_index}\r\n")
+            payload = req.serialize()
+            content_index += 1
+        if not payload.isascii():  # email writes these, or refuses them inside a changeset: its call
+            return _ORIGINAL_BODY_HELPER(http_request, start)
+        chunks.append(b"--%s\r\n%s\r\n%s\r\n" % (boundary.encode("ascii"), headers.encode("ascii"),
+                                                    _LINE_END.sub(b"\r\n", payload)))
+    chunks.append(b"--%s--\r\n" % boundary.encode("ascii"))
+    http_request.set_bytes_body(b"".join(chunks))
+    http_request.headers["Content-Type"] = "multipart/mixed; boundary=" + boundary
+    return content_index
+
+
 def install(version: str | None = None) -> bool:
     """Use the serial copies in this process if azure-core's `version` is in VERIFIED; returns whether they
     are in use. `version` is for tests: the app passes nothing, and the imported azure-core's is checked. Logs a
@@ -94,4 +150,6 @@ def install(version: str | None = None) -> bool:
                 _prepare_serially)
             for module in (shared_helpers, rest_response, transport_base):
                 module._parts_helper = _parts_serially  # type: ignore[attr-defined]
+            for module in (rest_helpers, transport_base):  # where the original is imported by name and called
+                module._prepare_multipart_body_helper = _prepare_body_directly  # type: ignore[attr-defined]
     return True

@@ -12,8 +12,12 @@ from typing import Any
 
 import azure.core
 import pytest
+from azure.core import rest
+from azure.core.pipeline import transport
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.core.pipeline.transport import _base as transport_base
 from azure.core.rest import HttpRequest
+from azure.core.rest import _helpers as rest_helpers
 
 from shared.storage import serial_multipart
 
@@ -89,3 +93,87 @@ def test_an_unchecked_version_is_left_alone(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.WARNING, logger=serial_multipart.__name__):
         assert serial_multipart.install(version="99.0.0") is False
     assert "azure-core 99.0.0 is not one of" in caplog.text
+
+
+BODIES: list[Any] = [
+    None,  # a DELETE
+    b"",
+    {"PartitionKey": "p", "RowKey": "\u00e9t\u00e9", "text": "two\nlines", "n": 1},  # JSON: escaped, one line
+    "raw text\nwith a bare LF\rand a bare CR\r\nand CRLF\n",  # what email's generator rewrites to CRLF
+    b"\x00\x7f control bytes",
+    "From the start of a line\r\n--cs\r\n",  # mbox quoting and a boundary-like line: email leaves both
+]
+
+
+def _batch(module: Any, bodies: list[Any], *, changesets: int = 1, boundary: str | None = "batch_1") -> Any:
+    """A Table-transaction-shaped request built from azure-core's `module` (rest or pipeline.transport)."""
+    batch = module.HttpRequest("POST", "http://127.0.0.1:10002/devstoreaccount1/$batch")
+    parts: list[Any] = []
+    for c in range(changesets):
+        ops = []
+        for i, body in enumerate(bodies):
+            url = f"http://127.0.0.1:10002/devstoreaccount1/t(PartitionKey='p',RowKey='{c}-{i}')"
+            if body is None:
+                ops.append(module.HttpRequest("DELETE", url, headers={"If-Match": "*"}))
+            elif isinstance(body, dict):
+                ops.append(module.HttpRequest("PATCH", url, headers={"Prefer": "return-no-content"}, json=body)
+                           if module is rest else _transport_json(module, url, body))
+            else:
+                ops.append(module.HttpRequest("PUT", url, data=body) if module is not rest
+                           else module.HttpRequest("PUT", url, content=body))
+        changeset = module.HttpRequest("PATCH", "http://127.0.0.1:10002/devstoreaccount1/$batch")
+        changeset.set_multipart_mixed(*ops, boundary=f"changeset_{c}-9c1e6f0a-1b2c-4d5e-8f90")
+        parts.append(changeset)
+    parts.append(module.HttpRequest("GET", "http://127.0.0.1:10002/devstoreaccount1/t()"))  # a part outside
+    batch.set_multipart_mixed(*parts, boundary=boundary)
+    return batch
+
+
+def _transport_json(module: Any, url: str, body: dict[str, Any]) -> Any:
+    request = module.HttpRequest("PATCH", url, headers={"Prefer": "return-no-content"})
+    request.set_json_body(body)
+    return request
+
+
+@pytest.mark.parametrize("module", [rest, transport], ids=["rest", "pipeline.transport"])
+@pytest.mark.parametrize("changesets", [1, 3])
+def test_the_body_is_the_same_bytes_the_email_package_writes(module: Any, changesets: int) -> None:
+    """The copy against azure-core's own helper, on the same requests: body, Content-Type, next Content-ID."""
+    theirs, ours = _batch(module, BODIES, changesets=changesets), _batch(module, BODIES, changesets=changesets)
+
+    their_index = serial_multipart._ORIGINAL_BODY_HELPER(theirs, 5)
+    our_index = serial_multipart._prepare_body_directly(ours, 5)
+
+    assert our_index == their_index == 5 + changesets * len(BODIES) + 1
+    assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "multipart/mixed; boundary=batch_1"
+    assert ours.body == theirs.body
+    assert b"with a bare LF\r\nand a bare CR\r\n" in ours.body  # the case the copy must rewrite, as email does
+
+
+@pytest.mark.parametrize("body", ["caf\u00e9".encode(), b"\xff\x85"])
+def test_a_payload_outside_ascii_is_left_to_the_email_package_which_refuses_it_in_a_changeset(body: bytes) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        serial_multipart._ORIGINAL_BODY_HELPER(_batch(rest, [body]), 0)
+    with pytest.raises(UnicodeEncodeError):
+        serial_multipart._prepare_body_directly(_batch(rest, [body]))
+
+
+def test_a_batch_without_a_boundary_is_left_to_the_email_package() -> None:
+    """email makes a boundary up (one the payload does not contain): the copy does not try to."""
+    request = _batch(rest, [b"x"], boundary=None)
+
+    assert serial_multipart._prepare_body_directly(request) == 2
+    assert request.headers["Content-Type"].startswith("multipart/mixed; boundary===")  # email's own
+
+
+def test_the_body_copy_is_what_requests_use_once_installed() -> None:
+    assert serial_multipart.install()
+    request = _batch(rest, [b"x"])
+    request.prepare_multipart_body()  # azure-core's entry point, as Pipeline.run calls it
+    legacy = _batch(transport, [b"x"])
+    legacy.prepare_multipart_body()
+
+    assert rest_helpers._prepare_multipart_body_helper is serial_multipart._prepare_body_directly
+    assert transport_base._prepare_multipart_body_helper is serial_multipart._prepare_body_directly
+    assert request.content.startswith(b"--batch_1\r\nContent-Type: multipart/mixed; boundary=changeset_0")
+    assert legacy.body == request.content
