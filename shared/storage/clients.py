@@ -9,6 +9,7 @@ the same convention the Functions host uses for its own bindings. One `StorageAc
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from functools import cached_property
@@ -22,6 +23,7 @@ from azure.storage.queue import (
     TextBase64DecodePolicy,
     TextBase64EncodePolicy,
 )
+from requests.utils import get_environ_proxies
 
 from shared.core.settings import SettingsError, StorageSettings
 
@@ -31,6 +33,27 @@ AZURITE_DEFAULT = (
     "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
+
+
+def environment_read_once(endpoint: str) -> dict[str, Any]:
+    """Client options (azure-core's `use_env_settings`, `proxies`, `connection_verify`) holding what `requests`
+    would read from the environment on every request to `endpoint`, read once now: the proxy for it
+    (`HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`, none when `NO_PROXY` covers its host: requests'
+    `get_environ_proxies`) and the CA bundle (`REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE`, as
+    `Session.merge_environment_settings` picks it). `.netrc` is not read: a storage request carries its own
+    Authorization (SharedKey or a bearer token), which a `.netrc` entry for the host would replace.
+
+    Why: with the environment trusted, each Table and queue request walks the whole environment twice and looks
+    for `~/.netrc` (requests' `merge_environment_settings` and `get_netrc_auth`): 7.5 % of the host's GIL time
+    in the four-subscription benchmark (docs/performance.md, session 26). The Functions host sets a worker's
+    environment when it starts it and restarts it when app settings change, so reading it once per client
+    loses nothing."""
+    options: dict[str, Any] = {"use_env_settings": False}
+    if proxies := get_environ_proxies(endpoint):
+        options["proxies"] = proxies
+    if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        options["connection_verify"] = bundle
+    return options
 
 
 class StorageAccount:
@@ -55,21 +78,25 @@ class StorageAccount:
     @cached_property
     def table_service(self) -> TableServiceClient:
         conn = self._connection_string()
-        if conn:
-            return TableServiceClient.from_connection_string(conn)
+        if conn:  # built twice: the connection string's endpoint, parsed by the SDK, decides the proxy
+            endpoint = TableServiceClient.from_connection_string(conn).url
+            return TableServiceClient.from_connection_string(conn, **environment_read_once(endpoint))
         if not self._storage.table_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-        return TableServiceClient(endpoint=self._storage.table_service_uri, credential=self._identity_credential())
+        return TableServiceClient(endpoint=self._storage.table_service_uri, credential=self._identity_credential(),
+                                  **environment_read_once(self._storage.table_service_uri))
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
         conn = self._connection_string()
         if conn:
-            return QueueServiceClient.from_connection_string(conn)
+            endpoint = QueueServiceClient.from_connection_string(conn).url
+            return QueueServiceClient.from_connection_string(conn, **environment_read_once(endpoint))
         if not self._storage.queue_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
         return QueueServiceClient(account_url=self._storage.queue_service_uri,
-                                  credential=self._identity_credential())
+                                  credential=self._identity_credential(),
+                                  **environment_read_once(self._storage.queue_service_uri))
 
     def table(self, name: str) -> TableClient:
         client = self.table_service.get_table_client(name)
