@@ -1,5 +1,6 @@
-"""What a Table transaction costs the app's process with azure-core as shipped and with the serial multipart copies
-(shared/storage/serial_multipart.py, issue #22).
+"""What a Table transaction costs the app's process with azure-core as shipped, with the serial multipart copies
+(shared/storage/serial_multipart.py, issue #22) with and without the body written directly, and with the client
+options the app builds its clients with (shared/storage/clients.py `environment_read_once`).
 
 Why this exists: at 10,000 machines over four subscriptions the local stack's worker threads were the limit while
 no process was saturated. A profile of the host (py-spy, GIL-holding samples) put 39 % of its Python time in
@@ -11,7 +12,9 @@ Measured here, in one run: two-operation transactions (an upsert of a machine's 
 partition, the machine step's shape) sent as fast as they go for SECONDS, by 1 and by 6 threads (6: the Python
 worker's default pool on 2 cores), against a fresh in-memory Azurite; transactions a second, threads started per
 transaction and this process's CPU milliseconds per transaction. Each variant runs in its own process, since the
-copies, once installed, stay. Run with `.venv/bin/python -m benchmarks.table_transactions`.
+copies, once installed, stay. This process's environment is what the app would see (a proxy or CA bundle set
+there is read per request as shipped, once with the app's options).
+Run with `.venv/bin/python -m benchmarks.table_transactions`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ import uuid
 
 SECONDS = 10.0
 THREADS = (1, 6)
-VARIANTS = {"azure-core as shipped": "shipped", "serial multipart": "serial"}
+VARIANTS = {
+    "azure-core as shipped": "shipped",
+    "serial parts, body by email (session 25)": "serial-email",
+    "serial parts, body written directly": "serial",
+    "and the environment read once (the app's clients)": "app",
+}
 
 
 def measure(variant: str, threads: int, connection_string: str) -> dict[str, float]:
@@ -33,11 +41,21 @@ def measure(variant: str, threads: int, connection_string: str) -> dict[str, flo
     from azure.data.tables import TableServiceClient
 
     from shared.storage import serial_multipart
+    from shared.storage.clients import environment_read_once
 
-    if variant == "serial" and not serial_multipart.install():
+    if variant != "shipped" and not serial_multipart.install():
         raise SystemExit("this azure-core is not one the serial copies were checked against")
-    service = TableServiceClient.from_connection_string(connection_string)
-    table = service.create_table_if_not_exists(f"tx{variant}{threads}")
+    if variant == "serial-email":  # session 25's copies: the body as azure-core writes it
+        from azure.core.pipeline.transport import _base as transport_base
+        from azure.core.rest import _helpers as rest_helpers
+
+        for module in (rest_helpers, transport_base):
+            module._prepare_multipart_body_helper = serial_multipart._ORIGINAL_BODY_HELPER  # type: ignore[attr-defined]
+    options: dict[str, object] = {}
+    if variant == "app":
+        options = environment_read_once(TableServiceClient.from_connection_string(connection_string).url)
+    service = TableServiceClient.from_connection_string(connection_string, **options)
+    table = service.create_table_if_not_exists(f"tx{variant.replace('-', '')}{threads}")
     starts = [0]
     original_start = threading.Thread.start
 
