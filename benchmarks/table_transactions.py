@@ -1,6 +1,6 @@
 """What a Table transaction costs the app's process with azure-core as shipped, with the serial multipart copies
 (shared/storage/serial_multipart.py, issue #22) with and without the body written directly, and with the client
-options the app builds its clients with (shared/storage/clients.py `environment_read_once`).
+options the app builds its clients with (shared/storage/clients.py `client_options_from_environment`).
 
 Why this exists: at 10,000 machines over four subscriptions the local stack's worker threads were the limit while
 no process was saturated. A profile of the host (py-spy, GIL-holding samples) put 39 % of its Python time in
@@ -41,7 +41,7 @@ def measure(variant: str, threads: int, connection_string: str) -> dict[str, flo
     from azure.data.tables import TableServiceClient
 
     from shared.storage import serial_multipart
-    from shared.storage.clients import environment_read_once
+    from shared.storage.clients import client_options_from_environment
 
     if variant != "shipped" and not serial_multipart.install():
         raise SystemExit("this azure-core is not one the serial copies were checked against")
@@ -53,7 +53,7 @@ def measure(variant: str, threads: int, connection_string: str) -> dict[str, flo
             module._prepare_multipart_body_helper = serial_multipart._ORIGINAL_BODY_HELPER  # type: ignore[attr-defined]
     options: dict[str, object] = {}
     if variant == "app":
-        options = environment_read_once(TableServiceClient.from_connection_string(connection_string).url)
+        options = client_options_from_environment(TableServiceClient.from_connection_string(connection_string).url)
     service = TableServiceClient.from_connection_string(connection_string, **options)
     table = service.create_table_if_not_exists(f"tx{variant.replace('-', '')}{threads}")
     starts = [0]

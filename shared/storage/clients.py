@@ -35,7 +35,7 @@ AZURITE_DEFAULT = (
 )
 
 
-def environment_read_once(endpoint: str) -> dict[str, Any]:
+def client_options_from_environment(endpoint: str) -> dict[str, Any]:
     """Client options (azure-core's `use_env_settings`, `proxies`, `connection_verify`) holding what `requests`
     would read from the environment on every request to `endpoint`, read once now: the proxy for it
     (`HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`, none when `NO_PROXY` covers its host: requests'
@@ -47,7 +47,11 @@ def environment_read_once(endpoint: str) -> dict[str, Any]:
     for `~/.netrc` (requests' `merge_environment_settings` and `get_netrc_auth`): 7.5 % of the host's GIL time
     in the four-subscription benchmark (docs/performance.md, session 26). The Functions host sets a worker's
     environment when it starts it and restarts it when app settings change, so reading it once per client
-    loses nothing."""
+    loses only this: a request the SDK sends to another host (a secondary endpoint) gets the primary's proxy
+    decision.
+
+    `endpoint`: the client's URL as the SDK resolved it (`client.url`: scheme included, which the proxy choice
+    and NO_PROXY need). Returns keyword arguments for an azure-data-tables or azure-storage-queue client."""
     options: dict[str, Any] = {"use_env_settings": False}
     if proxies := get_environ_proxies(endpoint):
         options["proxies"] = proxies
@@ -80,23 +84,24 @@ class StorageAccount:
         conn = self._connection_string()
         if conn:  # built twice: the connection string's endpoint, parsed by the SDK, decides the proxy
             endpoint = TableServiceClient.from_connection_string(conn).url
-            return TableServiceClient.from_connection_string(conn, **environment_read_once(endpoint))
+            return TableServiceClient.from_connection_string(conn, **client_options_from_environment(endpoint))
         if not self._storage.table_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-        return TableServiceClient(endpoint=self._storage.table_service_uri, credential=self._identity_credential(),
-                                  **environment_read_once(self._storage.table_service_uri))
+        uri, credential = self._storage.table_service_uri, self._identity_credential()
+        endpoint = TableServiceClient(endpoint=uri, credential=credential).url  # the SDK adds https:// if missing
+        return TableServiceClient(endpoint=uri, credential=credential, **client_options_from_environment(endpoint))
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
         conn = self._connection_string()
         if conn:
             endpoint = QueueServiceClient.from_connection_string(conn).url
-            return QueueServiceClient.from_connection_string(conn, **environment_read_once(endpoint))
+            return QueueServiceClient.from_connection_string(conn, **client_options_from_environment(endpoint))
         if not self._storage.queue_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
-        return QueueServiceClient(account_url=self._storage.queue_service_uri,
-                                  credential=self._identity_credential(),
-                                  **environment_read_once(self._storage.queue_service_uri))
+        uri, credential = self._storage.queue_service_uri, self._identity_credential()
+        endpoint = QueueServiceClient(account_url=uri, credential=credential).url  # https:// added if missing
+        return QueueServiceClient(account_url=uri, credential=credential, **client_options_from_environment(endpoint))
 
     def table(self, name: str) -> TableClient:
         client = self.table_service.get_table_client(name)

@@ -1,5 +1,6 @@
 """The storage account's clients (shared/storage/clients.py) read the environment's proxy and CA settings once,
-when they are built, not on every request, and still go through the proxy the environment names, on Azurite."""
+when they are built, not on every request, and still go through the proxy the environment names, on Azurite.
+The options themselves, case by case: tests/unit/test_storage_client_options.py."""
 
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ def proxy() -> Iterator[ForwardingProxy]:
     running.close()
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def proxy_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Only `variables` of the proxy settings (urllib reads either case, lowercase first; REQUEST_METHOD, a CGI
+    request's, makes it ignore HTTP_PROXY)."""
+    for name in (*PROXY_VARIABLES, *(v.upper() for v in PROXY_VARIABLES), "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 def _account(azurite: Azurite) -> StorageAccount:
     settings = dataclasses.replace(StorageSettings.from_env(), connection=azurite.connection_string)
     return StorageAccount(settings)
@@ -92,12 +105,14 @@ def _use_storage(account: StorageAccount) -> None:
 def test_no_request_reads_the_environment(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
     """requests looks the proxies up and reads ~/.netrc per request when it trusts the environment."""
     lookups: list[str] = []
+    azurite_ports = {azurite.table_port, azurite.queue_port}
     for name in ("get_environ_proxies", "get_netrc_auth"):
         original = getattr(requests.sessions, name)
 
-        def counting(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-            lookups.append(_name)
-            return _original(*args, **kwargs)
+        def counting(url: str, *args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            if urlsplit(url).port in azurite_ports:  # this test's requests, not another thread's
+                lookups.append(_name)
+            return _original(url, *args, **kwargs)
 
         monkeypatch.setattr(requests.sessions, name, counting)
 
@@ -108,20 +123,17 @@ def test_no_request_reads_the_environment(azurite: Azurite, monkeypatch: pytest.
 
 def test_the_environments_proxy_is_used(azurite: Azurite, proxy: ForwardingProxy,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    proxy_environment(monkeypatch, HTTP_PROXY=proxy.url)
 
     _use_storage(_account(azurite))
 
-    hosts = {urlsplit(url).port for url in proxy.urls}
-    assert hosts == {azurite.table_port, azurite.queue_port}
+    ports = {urlsplit(url).port for url in proxy.urls}
+    assert ports == {azurite.table_port, azurite.queue_port}
     assert any("$batch" in url for url in proxy.urls)
 
 
 def test_no_proxy_still_bypasses_it(azurite: Azurite, proxy: ForwardingProxy, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxy_environment(monkeypatch, HTTP_PROXY=proxy.url, NO_PROXY="127.0.0.1")
 
     _use_storage(_account(azurite))
 

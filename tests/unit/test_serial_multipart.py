@@ -47,7 +47,7 @@ def _transaction(policy: Recording, *urls: str) -> HttpRequest:
 
 
 def test_the_installed_azure_core_is_one_whose_code_was_checked() -> None:
-    """An upgrade fails here until its two functions are read again and the version added to VERIFIED."""
+    """An upgrade fails here until its three functions are read again and the version added to VERIFIED."""
     assert azure.core.__version__ in serial_multipart.VERIFIED
 
 
@@ -105,7 +105,8 @@ BODIES: list[Any] = [
 ]
 
 
-def _batch(module: Any, bodies: list[Any], *, changesets: int = 1, boundary: str | None = "batch_1") -> Any:
+def _batch(module: Any, bodies: list[Any], *, changesets: int = 1, boundary: str | None = "batch_1",
+           changeset_boundary: str = "changeset_{c}-9c1e6f0a-1b2c-4d5e-8f90", outside: bool = True) -> Any:
     """A Table-transaction-shaped request built from azure-core's `module` (rest or pipeline.transport)."""
     batch = module.HttpRequest("POST", "http://127.0.0.1:10002/devstoreaccount1/$batch")
     parts: list[Any] = []
@@ -122,9 +123,10 @@ def _batch(module: Any, bodies: list[Any], *, changesets: int = 1, boundary: str
                 ops.append(module.HttpRequest("PUT", url, data=body) if module is not rest
                            else module.HttpRequest("PUT", url, content=body))
         changeset = module.HttpRequest("PATCH", "http://127.0.0.1:10002/devstoreaccount1/$batch")
-        changeset.set_multipart_mixed(*ops, boundary=f"changeset_{c}-9c1e6f0a-1b2c-4d5e-8f90")
+        changeset.set_multipart_mixed(*ops, boundary=changeset_boundary.format(c=c))
         parts.append(changeset)
-    parts.append(module.HttpRequest("GET", "http://127.0.0.1:10002/devstoreaccount1/t()"))  # a part outside
+    if outside:
+        parts.append(module.HttpRequest("GET", "http://127.0.0.1:10002/devstoreaccount1/t()"))  # a part outside
     batch.set_multipart_mixed(*parts, boundary=boundary)
     return batch
 
@@ -135,34 +137,118 @@ def _transport_json(module: Any, url: str, body: dict[str, Any]) -> Any:
     return request
 
 
+class Helpers:
+    """Which body helper azure-core's requests call (the name their modules imported), and how often the copy
+    handed a request back to the original."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.handed_back = 0
+        original = serial_multipart._ORIGINAL_BODY_HELPER
+
+        def counting(request: Any, content_index: int = 0) -> int:
+            self.handed_back += 1
+            return original(request, content_index)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(serial_multipart, "_ORIGINAL_BODY_HELPER", counting)
+        self.original = original
+
+    def use(self, helper: Any) -> None:
+        for module in (rest_helpers, transport_base):
+            self.monkeypatch.setattr(module, "_prepare_multipart_body_helper", helper)
+
+    def theirs(self, request: Any, content_index: int = 0) -> int:
+        """azure-core's own helper, at every level (a changeset's parts too)."""
+        self.use(self.original)
+        return self.original(request, content_index)  # type: ignore[no-any-return]
+
+    def ours(self, request: Any, content_index: int = 0) -> int:
+        """The copy at every level, counting what it hands back."""
+        self.use(serial_multipart._prepare_body_directly)
+        return serial_multipart._prepare_body_directly(request, content_index)
+
+
+@pytest.fixture
+def helpers(monkeypatch: pytest.MonkeyPatch) -> Helpers:
+    return Helpers(monkeypatch)
+
+
 @pytest.mark.parametrize("module", [rest, transport], ids=["rest", "pipeline.transport"])
 @pytest.mark.parametrize("changesets", [1, 3])
-def test_the_body_is_the_same_bytes_the_email_package_writes(module: Any, changesets: int) -> None:
-    """The copy against azure-core's own helper, on the same requests: body, Content-Type, next Content-ID."""
+def test_the_body_is_the_same_bytes_the_email_package_writes(helpers: Helpers, module: Any, changesets: int) -> None:
+    """The copy against azure-core's own helper, on the same requests: body, Content-Type, next Content-ID; the
+    copy wrote all of it (nothing handed back)."""
     theirs, ours = _batch(module, BODIES, changesets=changesets), _batch(module, BODIES, changesets=changesets)
 
-    their_index = serial_multipart._ORIGINAL_BODY_HELPER(theirs, 5)
-    our_index = serial_multipart._prepare_body_directly(ours, 5)
+    their_index = helpers.theirs(theirs, 5)
+    our_index = helpers.ours(ours, 5)
 
+    assert helpers.handed_back == 0
     assert our_index == their_index == 5 + changesets * len(BODIES) + 1
     assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "multipart/mixed; boundary=batch_1"
     assert ours.body == theirs.body
     assert b"with a bare LF\r\nand a bare CR\r\n" in ours.body  # the case the copy must rewrite, as email does
+    assert b"Content-ID: 5\r\n" in ours.body and f"Content-ID: {our_index - 2}\r\n".encode() in ours.body
+
+
+@pytest.mark.parametrize("module", [rest, transport], ids=["rest", "pipeline.transport"])
+def test_a_changeset_inside_a_changeset_is_the_same_bytes(helpers: Helpers, module: Any) -> None:
+    def build() -> Any:
+        inner = _batch(module, [b"a", None], boundary="changeset_inner", outside=False)
+        outer = module.HttpRequest("POST", "http://127.0.0.1:10002/devstoreaccount1/$batch")
+        outer.set_multipart_mixed(inner, module.HttpRequest("GET", "http://t/x"), boundary="batch_outer")
+        return outer
+
+    theirs, ours = build(), build()
+    assert helpers.ours(ours) == helpers.theirs(theirs) == 3
+    assert helpers.handed_back == 0
+    assert ours.body == theirs.body
+
+
+@pytest.mark.parametrize("boundary", ["batch_1 ", 'a"b', "a\\b", "=?utf-8?q?a?=", " ", '"q"', "b" * 71])
+def test_a_boundary_email_would_change_is_left_to_it(helpers: Helpers, boundary: str) -> None:
+    """email unquotes, strips, decodes or replaces these (sometimes wrongly): whatever it writes is written."""
+    theirs, ours = _batch(rest, [b"x"], boundary=boundary), _batch(rest, [b"x"], boundary=boundary)
+    helpers.theirs(theirs)
+
+    helpers.ours(ours)
+
+    assert helpers.handed_back == 1
+    if not boundary.strip() or boundary == '"q"':  # email made one up: random, so only its shape compares
+        assert ours.headers["Content-Type"].startswith("multipart/mixed; boundary===")
+    else:
+        assert ours.body == theirs.body
+
+
+@pytest.mark.parametrize("module", [rest, transport], ids=["rest", "pipeline.transport"])
+def test_no_parts_is_left_to_email_which_writes_an_empty_part(helpers: Helpers, module: Any) -> None:
+    """`TableClient.submit_transaction([])` sends an empty changeset and relies on the service's 400 for it."""
+    theirs, ours = _batch(module, [], outside=False), _batch(module, [], outside=False)
+    helpers.theirs(theirs)
+
+    helpers.ours(ours)
+
+    assert helpers.handed_back == 1  # the empty changeset; the batch around it is the copy's
+    assert ours.body == theirs.body
+    assert b"--changeset_0-9c1e6f0a-1b2c-4d5e-8f90\r\n\r\n--changeset_0-9c1e6f0a-1b2c-4d5e-8f90--" in ours.body
 
 
 @pytest.mark.parametrize("body", ["caf\u00e9".encode(), b"\xff\x85"])
-def test_a_payload_outside_ascii_is_left_to_the_email_package_which_refuses_it_in_a_changeset(body: bytes) -> None:
+def test_a_payload_outside_ascii_is_left_to_the_email_package_which_refuses_it_in_a_changeset(
+        helpers: Helpers, body: bytes) -> None:
     with pytest.raises(UnicodeEncodeError):
-        serial_multipart._ORIGINAL_BODY_HELPER(_batch(rest, [body]), 0)
+        helpers.theirs(_batch(rest, [body]))
     with pytest.raises(UnicodeEncodeError):
-        serial_multipart._prepare_body_directly(_batch(rest, [body]))
+        helpers.ours(_batch(rest, [body]))
+    assert helpers.handed_back == 3  # the changeset; the batch, whose original prepares the changeset again
 
 
-def test_a_batch_without_a_boundary_is_left_to_the_email_package() -> None:
+def test_a_batch_without_a_boundary_is_left_to_the_email_package(helpers: Helpers) -> None:
     """email makes a boundary up (one the payload does not contain): the copy does not try to."""
     request = _batch(rest, [b"x"], boundary=None)
 
-    assert serial_multipart._prepare_body_directly(request) == 2
+    assert helpers.ours(request) == 2
+    assert helpers.handed_back == 1
     assert request.headers["Content-Type"].startswith("multipart/mixed; boundary===")  # email's own
 
 
