@@ -9,12 +9,12 @@ the same convention the Functions host uses for its own bindings. One `StorageAc
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import (
@@ -23,7 +23,6 @@ from azure.storage.queue import (
     TextBase64DecodePolicy,
     TextBase64EncodePolicy,
 )
-from requests.utils import get_environ_proxies
 
 from shared.core.settings import SettingsError, StorageSettings
 
@@ -37,10 +36,10 @@ AZURITE_DEFAULT = (
 
 def client_options_from_environment(endpoint: str) -> dict[str, Any]:
     """Client options (azure-core's `use_env_settings`, `proxies`, `connection_verify`) holding what `requests`
-    would read from the environment on every request to `endpoint`, read once now: the proxy for it
-    (`HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`, none when `NO_PROXY` covers its host: requests'
-    `get_environ_proxies`) and the CA bundle (`REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE`, as
-    `Session.merge_environment_settings` picks it). `.netrc` is not read: a storage request carries its own
+    would read from the environment on every request to `endpoint`, read once now by requests itself
+    (`Session.merge_environment_settings`): the proxy for it (the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`
+    variables, none when `NO_PROXY` covers its host) and the CA bundle (`REQUESTS_CA_BUNDLE`, then
+    `CURL_CA_BUNDLE`). `.netrc` is not read: a storage request carries its own
     Authorization (SharedKey or a bearer token), which a `.netrc` entry for the host would replace.
 
     Why: with the environment trusted, each Table and queue request walks the whole environment twice and looks
@@ -52,11 +51,13 @@ def client_options_from_environment(endpoint: str) -> dict[str, Any]:
 
     `endpoint`: the client's URL as the SDK resolved it (`client.url`: scheme included, which the proxy choice
     and NO_PROXY need). Returns keyword arguments for an azure-data-tables or azure-storage-queue client."""
+    with requests.Session() as session:  # requests' own reading of the environment, once
+        found = session.merge_environment_settings(endpoint, {}, None, None, None)
     options: dict[str, Any] = {"use_env_settings": False}
-    if proxies := get_environ_proxies(endpoint):
-        options["proxies"] = proxies
-    if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
-        options["connection_verify"] = bundle
+    if found["proxies"]:
+        options["proxies"] = found["proxies"]
+    if found["verify"] is not True:  # a CA bundle's path
+        options["connection_verify"] = found["verify"]
     return options
 
 

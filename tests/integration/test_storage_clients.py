@@ -104,6 +104,8 @@ def _use_storage(account: StorageAccount) -> None:
 
 def test_no_request_reads_the_environment(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
     """requests looks the proxies up and reads ~/.netrc per request when it trusts the environment."""
+    account = _account(azurite)
+    assert account.table_service and account.queue_service  # built: the environment read once, here
     lookups: list[str] = []
     azurite_ports = {azurite.table_port, azurite.queue_port}
     for name in ("get_environ_proxies", "get_netrc_auth"):
@@ -116,7 +118,7 @@ def test_no_request_reads_the_environment(azurite: Azurite, monkeypatch: pytest.
 
         monkeypatch.setattr(requests.sessions, name, counting)
 
-    _use_storage(_account(azurite))
+    _use_storage(account)
 
     assert lookups == []
 
