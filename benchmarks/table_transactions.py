@@ -46,10 +46,7 @@ def measure(variant: str, threads: int, connection_string: str) -> dict[str, flo
     if variant != "shipped" and not serial_multipart.install():
         raise SystemExit("this azure-core is not one the serial copies were checked against")
     if variant == "serial-email":  # session 25's copies: the body as azure-core writes it
-        from azure.core.pipeline.transport import _base as transport_base
-        from azure.core.rest import _helpers as rest_helpers
-
-        for module in (rest_helpers, transport_base):
+        for module in serial_multipart.BODY_HELPER_CALLERS:
             module._prepare_multipart_body_helper = serial_multipart._ORIGINAL_BODY_HELPER  # type: ignore[attr-defined]
     options: dict[str, object] = {}
     if variant == "app":

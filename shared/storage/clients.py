@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from functools import cached_property
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, TypeVar
 
 import requests
 from azure.core.exceptions import ResourceExistsError
@@ -25,6 +25,8 @@ from azure.storage.queue import (
 )
 
 from shared.core.settings import SettingsError, StorageSettings
+
+Client = TypeVar("Client", TableServiceClient, QueueServiceClient)
 
 AZURITE_DEFAULT = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -61,6 +63,13 @@ def client_options_from_environment(endpoint: str) -> dict[str, Any]:
     return options
 
 
+def _with_environment(build: Callable[..., Client]) -> Client:
+    """The client `build(**options)` makes, with `client_options_from_environment` for the URL the SDK resolves
+    (a connection string's endpoint; a service URI with https:// added when it has no scheme): built once without
+    options to read that URL, which costs no request."""
+    return build(**client_options_from_environment(build().url))
+
+
 class StorageAccount:
     """Table and queue clients of one storage account; tables and queues are created on first use."""
 
@@ -83,26 +92,22 @@ class StorageAccount:
     @cached_property
     def table_service(self) -> TableServiceClient:
         conn = self._connection_string()
-        if conn:  # built twice: the connection string's endpoint, parsed by the SDK, decides the proxy
-            endpoint = TableServiceClient.from_connection_string(conn).url
-            return TableServiceClient.from_connection_string(conn, **client_options_from_environment(endpoint))
+        if conn:
+            return _with_environment(partial(TableServiceClient.from_connection_string, conn))
         if not self._storage.table_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-        uri, credential = self._storage.table_service_uri, self._identity_credential()
-        endpoint = TableServiceClient(endpoint=uri, credential=credential).url  # the SDK adds https:// if missing
-        return TableServiceClient(endpoint=uri, credential=credential, **client_options_from_environment(endpoint))
+        return _with_environment(partial(TableServiceClient, endpoint=self._storage.table_service_uri,
+                                         credential=self._identity_credential()))
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
         conn = self._connection_string()
         if conn:
-            endpoint = QueueServiceClient.from_connection_string(conn).url
-            return QueueServiceClient.from_connection_string(conn, **client_options_from_environment(endpoint))
+            return _with_environment(partial(QueueServiceClient.from_connection_string, conn))
         if not self._storage.queue_service_uri:
             raise SettingsError("set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
-        uri, credential = self._storage.queue_service_uri, self._identity_credential()
-        endpoint = QueueServiceClient(account_url=uri, credential=credential).url  # https:// added if missing
-        return QueueServiceClient(account_url=uri, credential=credential, **client_options_from_environment(endpoint))
+        return _with_environment(partial(QueueServiceClient, account_url=self._storage.queue_service_uri,
+                                         credential=self._identity_credential()))
 
     def table(self, name: str) -> TableClient:
         client = self.table_service.get_table_client(name)

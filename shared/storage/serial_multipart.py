@@ -54,6 +54,7 @@ VERIFIED = frozenset({"1.41.0"})  # azure-core versions whose three functions we
 
 _lock = threading.Lock()
 _ORIGINAL_BODY_HELPER = shared_helpers._prepare_multipart_body_helper
+BODY_HELPER_CALLERS = (rest_helpers, transport_base)  # where the original is imported by name and called
 
 
 def _prepare_serially(request: Any) -> None:
@@ -157,6 +158,6 @@ def install(version: str | None = None) -> bool:
                 _prepare_serially)
             for module in (shared_helpers, rest_response, transport_base):
                 module._parts_helper = _parts_serially  # type: ignore[attr-defined]
-            for module in (rest_helpers, transport_base):  # where the original is imported by name and called
+            for module in BODY_HELPER_CALLERS:
                 module._prepare_multipart_body_helper = _prepare_body_directly  # type: ignore[attr-defined]
     return True

@@ -154,7 +154,7 @@ class Helpers:
         self.original = original
 
     def use(self, helper: Any) -> None:
-        for module in (rest_helpers, transport_base):
+        for module in serial_multipart.BODY_HELPER_CALLERS:
             self.monkeypatch.setattr(module, "_prepare_multipart_body_helper", helper)
 
     def theirs(self, request: Any, content_index: int = 0) -> int:
