@@ -18,6 +18,7 @@ import requests.sessions
 
 from shared.core.settings import StorageSettings
 from shared.storage.clients import StorageAccount
+from tests.support.environment import proxy_environment
 from tools.azurite import Azurite
 
 
@@ -70,18 +71,6 @@ def proxy() -> Iterator[ForwardingProxy]:
     running = ForwardingProxy()
     yield running
     running.close()
-
-
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def proxy_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
-    """Only `variables` of the proxy settings (urllib reads either case, lowercase first; REQUEST_METHOD, a CGI
-    request's, makes it ignore HTTP_PROXY)."""
-    for name in (*PROXY_VARIABLES, *(v.upper() for v in PROXY_VARIABLES), "REQUEST_METHOD"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
 
 
 def _account(azurite: Azurite) -> StorageAccount:

@@ -11,7 +11,7 @@ import pytest
 from shared.core.settings import StorageSettings
 from shared.storage import clients
 from shared.storage.clients import StorageAccount, client_options_from_environment
-from tests.integration.test_storage_clients import proxy_environment
+from tests.support.environment import proxy_environment
 
 TABLES = "https://acct.table.core.windows.net"
 
