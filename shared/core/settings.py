@@ -149,6 +149,9 @@ class ArmSettings:
                    timeout_seconds=_int("ARM_TIMEOUT_SECONDS", 30, minimum=1))
 
 
+DEFAULT_MAX_MACHINES_PER_RUN = 10_000  # MAX_MACHINES_PER_RUN unset; openapi.json's maxItems shows it
+
+
 @dataclass(frozen=True)
 class RunLimits:
     """What one request may ask, and how soon a caller is told to look again (Retry-After of a 202)."""
@@ -159,7 +162,7 @@ class RunLimits:
 
     @classmethod
     def from_env(cls) -> RunLimits:
-        return cls(max_machines_per_run=_int("MAX_MACHINES_PER_RUN", 10_000, minimum=1),
+        return cls(max_machines_per_run=_int("MAX_MACHINES_PER_RUN", DEFAULT_MAX_MACHINES_PER_RUN, minimum=1),
                    # 10,000 of the longest VM ids (about 280 characters) with their JSON quotes and commas: 2.9 MB.
                    max_request_bytes=_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024),
                    run_retry_after_seconds=_int("RUN_RETRY_AFTER_SECONDS", 20, minimum=1))

@@ -26,7 +26,7 @@ import azure.functions as func
 from opentelemetry.trace import SpanKind
 
 from shared.composition import Components
-from shared.core.settings import SettingsError
+from shared.core.settings import DEFAULT_MAX_MACHINES_PER_RUN, SettingsError
 from shared.core.states import MachineState
 from shared.core.telemetry import traced
 from shared.http.responses import JSON, public_origin
@@ -43,7 +43,6 @@ from shared.validation.schemas import (
 )
 
 KEPT_HOST = "your-function-app.azurewebsites.net"
-DEFAULT_MAX_MACHINES = 1000  # MAX_MACHINES_PER_RUN's default; the setting can lower or raise it
 VM_PATH = ("subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
            "/providers/Microsoft.Compute/virtualMachines/{vmName}")
 
@@ -373,7 +372,7 @@ def _response_definitions() -> dict[str, Schema]:
 
 
 def build_document(host: str = KEPT_HOST, scheme: str = "https",
-                   max_machines: int = DEFAULT_MAX_MACHINES) -> dict[str, Any]:
+                   max_machines: int = DEFAULT_MAX_MACHINES_PER_RUN) -> dict[str, Any]:
     """The whole Swagger 2.0 document, as a dict (deterministic: same arguments, same document)."""
     paths: dict[str, dict[str, Any]] = {}
     for method, path, _name, operation_id, summary, description, params, responses, lro in OPERATIONS:
@@ -436,7 +435,7 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         try:
             max_machines = components().settings.limits.max_machines_per_run
         except SettingsError:  # the document needs no storage; a misconfigured app still describes itself
-            max_machines = DEFAULT_MAX_MACHINES
+            max_machines = DEFAULT_MAX_MACHINES_PER_RUN
         return func.HttpResponse(render(build_document(host, scheme, max_machines)), status_code=200,
                                  headers={"Content-Type": JSON, "Cache-Control": "no-cache"})
 

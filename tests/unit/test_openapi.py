@@ -19,6 +19,7 @@ from openapi_spec_validator import OpenAPIV2SpecValidator
 
 from shared.composition import ProcessComponents
 from shared.core.errors import ValidationError
+from shared.core.settings import RunLimits
 from shared.functions.openapi import ANONYMOUS, OPERATIONS, build_document, render
 from shared.maintenance.configuration import parse_assignment, parse_configuration
 from shared.validation.assessment_request import parse_assessment_request
@@ -54,6 +55,15 @@ def test_the_document_is_valid_swagger_2() -> None:
 def test_the_kept_document_is_the_generated_one() -> None:
     kept = (ROOT / "openapi.json").read_text(encoding="utf-8")
     assert kept == render(DOC), "openapi.json is stale: .venv/bin/python -m shared.functions.openapi > openapi.json"
+
+
+def test_the_kept_document_has_the_machine_limit_of_an_app_with_no_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """openapi.json (what a Logic Apps connector imports) once said 1,000 machines where the app took 10,000."""
+    monkeypatch.delenv("MAX_MACHINES_PER_RUN", raising=False)
+    enforced = RunLimits.from_env().max_machines_per_run
+    kept = json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))["definitions"]
+    for schema in ("RunRequest", "PlanRequest", "AssessmentRequest"):
+        assert kept[schema]["properties"]["machines"]["maxItems"] == enforced, schema
 
 
 def test_every_http_function_is_documented_with_its_route_and_methods() -> None:
