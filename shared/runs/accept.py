@@ -49,10 +49,18 @@ def new_run_id() -> str:
     return f"{inverted:011x}-{secrets.token_hex(4)}"
 
 
+INTERNAL_KEY_PREFIX = "\x00"
+
+
 def internal_key(name: str) -> str:
-    """A claim key for PatchPilot's own runs (schedule slots, maintenance windows). It starts with NUL,
-    which check_idempotency_key refuses in a caller's header (and strip() keeps): no collision."""
-    return "\x00" + name
+    """A claim key for PatchPilot's own runs (schedule slots, maintenance windows, plans applied). It starts
+    with NUL, which check_idempotency_key refuses in a caller's header (and strip() keeps): no collision."""
+    return INTERNAL_KEY_PREFIX + name
+
+
+def is_internal_key(key: str) -> bool:
+    """A key internal_key made: not the caller's, so not shown as its Idempotency-Key (`origin` says whose)."""
+    return key.startswith(INTERNAL_KEY_PREFIX)
 
 
 def check_idempotency_key(key: str | None) -> str | None:

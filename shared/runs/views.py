@@ -11,6 +11,7 @@ from shared.core.counters import RunCounters
 from shared.core.ids import machine_kind_of
 from shared.core.records import RunRecord
 from shared.core.states import summarize, with_discovery, with_rollout
+from shared.runs.accept import is_internal_key
 from shared.runs.dispatch import undispatched_targets
 from shared.runs.ports import RunRows
 
@@ -135,7 +136,7 @@ def run_view(run: RunRecord, targets: Sequence[Mapping[str, Any]] | None,
         view["rollout"] = rollout_view(run)
     if run.get("completedAt"):
         view["completedAt"] = run["completedAt"]
-    if run.get("idempotencyKey"):
+    if run.get("idempotencyKey") and not is_internal_key(run["idempotencyKey"]):  # the caller's header only
         view["idempotencyKey"] = run["idempotencyKey"]
     return view
 
