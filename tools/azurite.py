@@ -55,6 +55,9 @@ class Azurite:
     table_port: int = 0
     location: str | None = None
     in_memory: bool = False  # --inMemoryPersistence: nothing written to disk (benchmarks; tests keep the default)
+    # Its own process group, so a terminal's Ctrl-C reaches only the parent, which stops it after what uses it
+    # (tools/dev.py: a host whose storage vanished first retried for 15 s before it could stop).
+    own_process_group: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _owns_location: bool = field(default=False, repr=False)
 
@@ -82,7 +85,8 @@ class Azurite:
         ]
         os.makedirs(self.location, exist_ok=True)
         log = open(os.path.join(self.location, "azurite.log"), "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.location)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.location,
+                                        process_group=0 if self.own_process_group else None)
         deadline = time.monotonic() + timeout
         for port in (self.blob_port, self.queue_port, self.table_port):
             while True:

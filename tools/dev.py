@@ -84,7 +84,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     with contextlib.ExitStack() as services:  # whatever started is stopped, however we leave
         azurite = services.enter_context(
-            Azurite(blob_port=10000, queue_port=10001, table_port=10002, location=str(REPO_ROOT / ".azurite"))
+            Azurite(blob_port=10000, queue_port=10001, table_port=10002, location=str(REPO_ROOT / ".azurite"),
+                    own_process_group=True)
         )
         sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
                                         port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
@@ -93,9 +94,13 @@ def main() -> int:
         ensure_local_settings(sim.url)
         scope = f"/subscriptions/{sim.subscriptions()[0]}"
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
-               "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope}
+               "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope,
+               # A VM busy with another operation is tried again after this (120 s in Azure); the simulator's
+               # operations last a second or two here, so the assessment below waits seconds, not minutes.
+               "CONFLICT_RETRY_SECONDS": "10"}
         host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
-                                 "--port", str(args.port)], env=env, cwd=REPO_ROOT)
+                                 "--port", str(args.port)], env=env, cwd=REPO_ROOT,
+                                process_group=0)  # Ctrl-C reaches only this process, which stops the host first
         services.callback(stop_process, host)
         wait_http(f"http://127.0.0.1:{args.port}/api/runs")
         vms = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][:4]
@@ -111,8 +116,10 @@ def main() -> int:
         api = f"http://127.0.0.1:{args.port}/api"
         others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
         plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
-        window = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M")
-        window_iso = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
+        # The next whole minute at least five minutes away: time to read and send what comes before it.
+        opens = (datetime.now(UTC) + timedelta(minutes=6)).replace(second=0, microsecond=0)
+        window = opens.strftime("%Y-%m-%d %H:%M")
+        window_iso = (opens - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
         maintenance = json.dumps({"location": "westeurope", "properties": {
             "maintenanceScope": "InGuestPatch",
             "maintenanceWindow": {"startDateTime": window, "duration": "02:00", "timeZone": "UTC", "recurEvery": "Day"},
@@ -138,7 +145,7 @@ curl -s -w '\\nHTTP %{{http_code}}\\n' "$LOC"
 
 Assess the whole simulated subscription now (the periodic_assessment timer does this daily for
 ASSESSMENT_SCOPES={scope}), follow it the same way (repeat until it answers 200: a VM the run above is
-still patching answers 409 and is assessed after it), then ask for the compliance view:
+still patching answers 409 and is assessed about 10 s later), then ask for the compliance view:
 
 ALOC=$(curl -s -o /dev/null -D - -X POST {api}/assessments -H 'Content-Type: application/json' \\
   -d '{{"scopes":["{scope}"]}}' | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ALOC"
@@ -155,8 +162,9 @@ curl -s -w '\\nHTTP %{{http_code}}\\n' -X POST "${{PLOC%%\\?*}}/apply"
 
 (the dashboard shows a plan at {api}/dashboard#/plans/<plan id>)
 
-A maintenance schedule (Azure's InGuestPatch shape) whose first window opens at {window} UTC, two
-minutes from now, for every VM tagged owner=payments; then the windows it will open:
+A maintenance schedule (Azure's InGuestPatch shape) whose first window opens at {window} UTC (five to
+six minutes after this was printed; if that has passed, put a later time in startDateTime), for every VM
+tagged owner=payments; then the windows it will open:
 
 curl -s -w '\\n' -X PUT {api}/maintenance-configurations/nightly -H 'Content-Type: application/json' \\
   -d '{maintenance}'
