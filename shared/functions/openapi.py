@@ -272,6 +272,11 @@ def _response_definitions() -> dict[str, Schema]:
         "machineCount": {"type": "integer"}, "states": {"type": "object"}, "outcomes": {"type": "object"},
         "installPatches": {"type": "object"},
         "planId": {"type": "string", "x-ms-summary": "Plan it applies"},
+        "origin": {"type": "string", "enum": ["api", "plan", "maintenance", "schedule"], "x-ms-summary": "Started by",
+                   "description": "api: a caller's POST; plan: POST /api/plans/{planId}/apply; maintenance: a "
+                   "maintenance window; schedule: the periodic assessment"},
+        "idempotencyKey": {"type": "string", "x-ms-summary": "Idempotency key",
+                           "description": "The Idempotency-Key header the run was created with, if any"},
         "rollout": {"type": "object", "description": "The rollout as accepted, with currentWave, waveCount, and when "
                     "halted `halted`", "properties": {"halted": {"type": "object", "properties": {
                         "reason": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
