@@ -45,9 +45,12 @@ def ensure_local_settings(arm_endpoint: str) -> Path:
     return path
 
 
-def wait_http(url: str, timeout: float = 60.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until `url` answers; RuntimeError if `proc` (what serves it) exits first or `timeout` (s) passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the host exited with {proc.returncode} before {url} answered")
         try:
             requests.get(url, timeout=1)
             return
@@ -56,12 +59,17 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+HOST_STOP_WAIT = 35.0  # s: past the local host's own graceful stop (LocalHost.shutdown_timeout, 30 s)
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after HOST_STOP_WAIT or at a second Ctrl-C (which _stop raises here)."""
     proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+        proc.wait(timeout=HOST_STOP_WAIT)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
         proc.kill()
+        proc.wait()
 
 
 def main() -> int:
@@ -74,60 +82,71 @@ def main() -> int:
 
     from tools.azure_simulator import Simulator, SimulatorConfig
 
-    stop = False
+    stop = serving = False
 
     def _stop(*_: object) -> None:
         nonlocal stop
-        stop = True
+        again, stop = stop, True
+        if again or not serving:  # still starting, or a second signal: unwind now; the ExitStack stops what started
+            raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    with contextlib.ExitStack() as services:  # whatever started is stopped, however we leave
-        azurite = services.enter_context(
-            Azurite(blob_port=10000, queue_port=10001, table_port=10002, location=str(REPO_ROOT / ".azurite"),
-                    own_process_group=True)
-        )
-        sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
-                                        port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
-                                        upcoming_patches=3, upcoming_within_hours=72.0)).start()
-        services.callback(sim.stop)
-        ensure_local_settings(sim.url)
-        scope = f"/subscriptions/{sim.subscriptions()[0]}"
-        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
-               "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope,
-               # A VM busy with another operation is tried again after this (120 s in Azure); the simulator's
-               # operations last a second or two here, so the assessment below waits seconds, not minutes.
-               "CONFLICT_RETRY_SECONDS": "10"}
-        host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
-                                 "--port", str(args.port)], env=env, cwd=REPO_ROOT,
-                                process_group=0)  # Ctrl-C reaches only this process, which stops the host first
-        services.callback(stop_process, host)
-        wait_http(f"http://127.0.0.1:{args.port}/api/runs")
-        vms = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][:4]
-        body = json.dumps({
-            "machines": vms,
-            "installPatches": {
-                "maximumDuration": "PT2H",
-                "rebootSetting": "IfRequired",
-                "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-                "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
-            },
-        }, separators=(",", ":"))
-        api = f"http://127.0.0.1:{args.port}/api"
-        others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
-        plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
-        # The next whole minute at least five minutes away: time to read and send what comes before it.
-        opens = (datetime.now(UTC) + timedelta(minutes=6)).replace(second=0, microsecond=0)
-        window = opens.strftime("%Y-%m-%d %H:%M")
-        window_iso = (opens - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
-        maintenance = json.dumps({"location": "westeurope", "properties": {
-            "maintenanceScope": "InGuestPatch",
-            "maintenanceWindow": {"startDateTime": window, "duration": "02:00", "timeZone": "UTC", "recurEvery": "Day"},
-            "installPatches": {"rebootSetting": "IfRequired",
-                               "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
-                               "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}}},
-            separators=(",", ":"))
-        print(f"""
+    # The children have process groups of their own (a terminal's signals reach only this process), so every
+    # signal that would have reached them must end this one through its ExitStack: a closed terminal (SIGHUP)
+    # and Ctrl-\ (SIGQUIT) too, or they would outlive it and hold the ports.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, _stop)
+    try:
+        with contextlib.ExitStack() as services:  # whatever started is stopped, however we leave
+            # Stopped through the stack even if Ctrl-C lands while it starts: its own process group does not get it.
+            azurite = Azurite(blob_port=10000, queue_port=10001, table_port=10002,
+                              location=str(REPO_ROOT / ".azurite"), own_process_group=True)
+            services.callback(azurite.stop)
+            azurite.start()
+            sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
+                                            port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
+                                            upcoming_patches=3, upcoming_within_hours=72.0)).start()
+            services.callback(sim.stop)
+            settings = ensure_local_settings(sim.url)
+            scope = f"/subscriptions/{sim.subscriptions()[0]}"
+            env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
+                   "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope}
+            # A VM busy with another operation is tried again after this (120 s in Azure); the simulator's
+            # operations last a second or two here, so the assessment below waits seconds, not minutes. Unless the
+            # shell or local.settings.json says otherwise.
+            values = json.loads(settings.read_text()).get("Values") or {}
+            if "CONFLICT_RETRY_SECONDS" not in os.environ and "CONFLICT_RETRY_SECONDS" not in values:
+                env["CONFLICT_RETRY_SECONDS"] = "10"
+            host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
+                                     "--port", str(args.port)], env=env, cwd=REPO_ROOT,
+                                    process_group=0)  # Ctrl-C reaches only this process, which stops the host first
+            services.callback(stop_process, host)
+            wait_http(f"http://127.0.0.1:{args.port}/api/runs", host)
+            vms = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][:4]
+            body = json.dumps({
+                "machines": vms,
+                "installPatches": {
+                    "maximumDuration": "PT2H",
+                    "rebootSetting": "IfRequired",
+                    "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                    "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                },
+            }, separators=(",", ":"))
+            api = f"http://127.0.0.1:{args.port}/api"
+            others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
+            plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
+            # The next whole minute at least five minutes away: time to read and send what comes before it.
+            opens = (datetime.now(UTC) + timedelta(minutes=6)).replace(second=0, microsecond=0)
+            window = opens.strftime("%Y-%m-%d %H:%M")
+            window_iso = (opens - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:00Z")
+            maintenance = json.dumps({"location": "westeurope", "properties": {
+                "maintenanceScope": "InGuestPatch",
+                "maintenanceWindow": {"startDateTime": window, "duration": "02:00", "timeZone": "UTC",
+                                      "recurEvery": "Day"},
+                "installPatches": {"rebootSetting": "IfRequired",
+                                   "windowsParameters": {"classificationsToInclude": ["Critical", "Security"]},
+                                   "linuxParameters": {"classificationsToInclude": ["Critical", "Security"]}}}},
+                separators=(",", ":"))
+            print(f"""
 PatchPilot is running:
   Functions host   {api}
   ARM simulator    {sim.url}  ({args.vms} VMs, {args.time_scale:g}x time; state at {sim.url}/_sim/vms)
@@ -179,9 +198,13 @@ curl -s -w '\\n' "{api}/maintenance-configurations/nightly/occurrences?count=3&f
 
 Ctrl-C stops everything.
 """, flush=True)
-        while not stop and host.poll() is None:
-            time.sleep(0.5)
-    return 0 if stop else (host.returncode or 1)
+            serving = True  # from here a signal ends the loop below, and the stack stops the host, then the rest
+            while not stop and host.poll() is None:
+                time.sleep(0.5)
+        return 0 if stop else (host.returncode or 1)
+    except KeyboardInterrupt:  # raised by _stop while starting, or at a second signal
+        print("stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
