@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,9 +25,10 @@ from tools.azurite import REPO_ROOT, Azurite
 DEV_TOKEN = "local-simulator-token"
 
 
-def ensure_local_settings(arm_endpoint: str) -> Path:
+def ensure_local_settings(arm_endpoint: str) -> dict[str, Any]:
     """local.settings.json is not committed; create it from the example the first time, and add a setting the
-    example gained since (a new queue's binding name: the host cannot index a trigger whose %NAME% has no value)."""
+    example gained since (a new queue's binding name: the host cannot index a trigger whose %NAME% has no value).
+    Returns its Values."""
     path = REPO_ROOT / "local.settings.json"
     example = REPO_ROOT / "local.settings.example.json"
     if not path.exists():
@@ -42,7 +43,7 @@ def ensure_local_settings(arm_endpoint: str) -> Path:
     if data["Values"].get("ARM_ENDPOINT") != arm_endpoint:
         print(f"note: local.settings.json has ARM_ENDPOINT={data['Values'].get('ARM_ENDPOINT')}; "
               f"this run overrides it with {arm_endpoint}")
-    return path
+    return dict(data["Values"])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -106,14 +107,13 @@ def main() -> int:
                                             port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
                                             upcoming_patches=3, upcoming_within_hours=72.0)).start()
             services.callback(sim.stop)
-            settings = ensure_local_settings(sim.url)
+            values = ensure_local_settings(sim.url)
             scope = f"/subscriptions/{sim.subscriptions()[0]}"
             env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "ARM_ENDPOINT": sim.url,
                    "ARM_DEV_TOKEN": DEV_TOKEN, "ASSESSMENT_SCOPES": scope}
             # A VM busy with another operation is tried again after this (120 s in Azure); the simulator's
             # operations last a second or two here, so the assessment below waits seconds, not minutes. Unless the
             # shell or local.settings.json says otherwise.
-            values = json.loads(settings.read_text()).get("Values") or {}
             if "CONFLICT_RETRY_SECONDS" not in os.environ and "CONFLICT_RETRY_SECONDS" not in values:
                 env["CONFLICT_RETRY_SECONDS"] = "10"
             host = subprocess.Popen([sys.executable, "-m", "tools.local_host", "--script-root", str(REPO_ROOT),
