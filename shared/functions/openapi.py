@@ -31,6 +31,7 @@ from shared.core.states import MachineState
 from shared.core.telemetry import traced
 from shared.http.responses import JSON, public_origin
 from shared.maintenance.schema import assignment_schema, configuration_schema
+from shared.runs.accept import MAX_IDEMPOTENCY_KEY
 from shared.validation.schemas import (
     Schema,
     assessment_request_schema,
@@ -70,7 +71,7 @@ ARC_PARAMS = [
 PLAN_ID = _param("planId", "path", "Plan id", "The id POST /plans returned", pattern="^[0-9a-f]{11}-[0-9a-f]{8}$")
 IDEMPOTENCY = _param("Idempotency-Key", "header", "Idempotency key",
                      "The same key with an equivalent body returns the first run; a different body is a 409",
-                     maxLength=128)
+                     minLength=1, maxLength=MAX_IDEMPOTENCY_KEY)
 CONFIG_NAME = _param("name", "path", "Configuration name", "Maintenance configuration name",
                      pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ASSIGNMENT_NAME = _param("assignmentName", "path", "Assignment name", "Assignment name",

@@ -22,6 +22,7 @@ from shared.core.errors import ValidationError
 from shared.core.settings import RunLimits
 from shared.functions.openapi import ANONYMOUS, OPERATIONS, build_document, render
 from shared.maintenance.configuration import parse_assignment, parse_configuration
+from shared.runs.accept import MAX_IDEMPOTENCY_KEY, check_idempotency_key
 from shared.validation.assessment_request import parse_assessment_request
 from shared.validation.run_request import parse_run_request
 from tests.app import function_app, triggers
@@ -64,6 +65,19 @@ def test_the_kept_document_has_the_machine_limit_of_an_app_with_no_setting(monke
     kept = json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))["definitions"]
     for schema in ("RunRequest", "PlanRequest", "AssessmentRequest"):
         assert kept[schema]["properties"]["machines"]["maxItems"] == enforced, schema
+
+
+def test_the_kept_document_has_the_idempotency_key_length_the_app_enforces() -> None:
+    """It said 128 characters where check_idempotency_key takes 255 (docs/api.md: 1-255)."""
+    kept = json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))
+    headers = [p for path in kept["paths"].values() for op in path.values() if isinstance(op, dict)
+               for p in op.get("parameters", []) if p.get("name") == "Idempotency-Key"]
+    assert headers
+    for header in headers:
+        assert (header["minLength"], header["maxLength"]) == (1, MAX_IDEMPOTENCY_KEY)
+    check_idempotency_key("k" * MAX_IDEMPOTENCY_KEY)
+    with pytest.raises(ValidationError):
+        check_idempotency_key("k" * (MAX_IDEMPOTENCY_KEY + 1))
 
 
 def test_every_http_function_is_documented_with_its_route_and_methods() -> None:
