@@ -73,7 +73,7 @@ from shared.runs.health_check import Probe, Round, Wait
 from shared.runs.hooks import Fits, RunHooks, Skip, StartContext, WaitContext
 from shared.runs.operation_kinds import INSTALL, KINDS, OperationKind
 from shared.runs.pacing import Budget, paced_delay, record_call
-from shared.runs.retry_policy import first_poll_delay, poll_delay, retry_delay, retry_limit
+from shared.runs.retry_policy import first_poll_delay, later_poll_delay, poll_delay, retry_delay, retry_limit
 from shared.runs.run_durations import DurationHints
 from shared.validation.resource_ids import parse_machine_id
 
@@ -427,6 +427,8 @@ class MachineStep:
         if self._past_deadline():
             return self.time_out()
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
+        if not outcome.fetch_result:  # seen running now: an end seen later is timed from here (finish)
+            changes["runningAt"] = iso(self.now)
         if outcome.fetch_result:  # the status said Succeeded; the result is at the operation's Location
             if not self.target.get("resultUrl"):
                 return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
@@ -443,15 +445,17 @@ class MachineStep:
     def _next_poll_delay(self, retry_after: int, *, spaced: bool) -> int:
         """The wait before polling a running operation again: its Retry-After, plus the polls share's spacing
         when the next poll asks about the operation (not when it fetches a result already there), up to one
-        Retry-After before the sooner of its deadline and its maintenance window's end (as the first poll)."""
+        Retry-After before the sooner of its deadline and its maintenance window's end (as the first poll); later
+        still when the run's longer installations say it is likely to run on (retry_policy.later_poll_delay)."""
         if not spaced:
             return poll_delay(retry_after, self.retries)
         deadline = self.target.get("deadline")
         ends_in = self._seconds_to_end(parse_iso(str(deadline)) if deadline else None,
                                        self.ports.specs.run_spec(self.run_id))  # the spec is cached per process
         (budget,) = POLL_OPERATION.budgets
-        return poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
-                          spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))
+        return later_poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
+                                later_seconds=self._later_end(self.ports.specs.run_spec(self.run_id)),
+                                spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))
 
     def _seconds_to_end(self, deadline: datetime | None, spec: RunSpec | None) -> float | None:
         """Seconds from now to the sooner of the operation's deadline and its maintenance window's end (None:
@@ -537,9 +541,12 @@ class MachineStep:
         started = parse_time(self.target.get("operationStartedAt"))
         if kind is INSTALL and started is not None:  # times later first polls (shared/runs/run_durations.py)
             # when this poll was due, not when the queue delivered it: a backlog's lateness is not installation time
-            due = parse_time(self.target.get("nextActionAt")) or self.now
+            ended = min(self.now, parse_time(self.target.get("nextActionAt")) or self.now)
+            running = parse_time(self.target.get("runningAt"))  # the last poll that saw it running, if any
+            if running is not None and started < running < ended:  # ended in between: count the middle
+                ended = running + (ended - running) / 2
             self.ports.durations.observe(self.run_id, str(self.target.get("osType") or ""),
-                                         (min(self.now, due) - started).total_seconds())
+                                         (ended - started).total_seconds())
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}
@@ -764,6 +771,17 @@ class MachineStep:
         if isinstance(shortest, (int, float)):
             return float(shortest)
         return self.ports.durations.early_end(self.run_id, str(self.target.get("osType") or ""))
+
+    def _later_end(self, spec: RunSpec | None) -> float | None:
+        """Seconds until a third of the run's installations on this machine's OS type that have run longer than
+        this one had ended (run_durations.py `later_end`), when its next poll may wait for it: as
+        `_shortest_installation`, an install run with no rollout and no health check."""
+        started = parse_time(self.target.get("operationStartedAt"))
+        if started is None or spec is None or spec.operation != INSTALL.action or spec.rollout \
+                or spec.health_check is not None:
+            return None
+        return self.ports.durations.later_end(self.run_id, str(self.target.get("osType") or ""),
+                                              (self.now - started).total_seconds())
 
     @staticmethod
     def _window_end(spec: RunSpec | None) -> datetime | None:

@@ -52,6 +52,29 @@ def first_poll_delay(retry_after: int, retries: RetrySettings, *, shortest_secon
     return delay
 
 
+LATER_POLL_CAP = 4  # a later poll waits at most this many of its Retry-After (poll_delay) for the run's ends
+
+
+def later_poll_delay(retry_after: int, retries: RetrySettings, *, later_seconds: float | None, spacing: float = 0.0,
+                     ends_in_seconds: float | None = None) -> int:
+    """Seconds until the next poll of an installation a poll has just found running: `poll_delay`, or, when the
+    run's installations that ran longer say so (`later_seconds`: shared/runs/run_durations.py `later_end`, the
+    wait until a third of them had ended), that wait if longer, capped at LATER_POLL_CAP times `poll_delay`'s
+    Retry-After part, so an end is seen at most that late. Never later than one Retry-After before
+    `ends_in_seconds` (the sooner of the operation's deadline and its maintenance window's end, from now), as
+    `first_poll_delay`. The caller uses it only where nothing waits on an early end (no rollout, no health
+    check). Retry-After is a minimum (RFC 9110 §10.2.3): polling later is allowed, and a fleet's first run
+    (no machine has a history) otherwise polls every installation at every Retry-After to its end."""
+    delay = poll_delay(retry_after, retries, spacing=spacing, ends_in_seconds=ends_in_seconds)
+    if later_seconds and later_seconds > delay:
+        step = max(retry_after, retries.poll_min_seconds)
+        latest = LATER_POLL_CAP * step
+        if ends_in_seconds is not None:
+            latest = min(latest, int(ends_in_seconds) - step)
+        delay = max(delay, min(int(later_seconds), latest))
+    return delay
+
+
 def retry_delay(retry: Retry, attempt: int, retries: RetrySettings, rng: random.Random | None = None) -> int:
     """429 waits exactly what ARM said; 409 waits what ARM said or CONFLICT_RETRY_SECONDS;
     5xx and dropped connections back off exponentially (or wait ARM's hint when it gave one)."""

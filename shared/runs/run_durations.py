@@ -18,6 +18,17 @@ polls queue's own lateness is longer than the wait this adds; with one, the poll
 polls below the demand with or without it (6.8 polls a machine unhindered, 5.1 with it, from the simulator's
 durations). It is for a queue that keeps up and Azure's longer installations.
 
+**Later polls** (issue #22: a first run spent 3.4 polls a machine, each a queue message and a Table write): a poll
+that finds the installation still running at age `t` asks `later_end`: the wait until LATER_QUANTILE (a third) of
+the run's installations on that OS type that ran longer than `t` had ended, when MIN_SAMPLES of them have been
+seen. retry_policy.later_poll_delay waits that long, never less than Retry-After and never more than
+LATER_POLL_CAP Retry-Afters, so an end is seen at most that late. Where few installations ran longer (the run's
+tail, or its early minutes) it is None and the next poll is at Retry-After, as before. What the run has seen
+lags its longer installations (they end later), so the wait errs short. An end seen by a later poll is counted at
+the middle of its last interval (between the poll that saw it running and the one that saw it ended, in
+MachineStep.finish), since a longer wait would otherwise add half of itself to every sample and, through the
+quantiles, to the next waits.
+
 Process-local on purpose: it is a hint, read on every start, and one more Table read per start costs more than
 it saves. Each host instance learns from the ends it polled; one that has seen fewer than MIN_SAMPLES polls at
 Retry-After, as before. Bounded: MAX_SAMPLES per (run, OS type), halved by keeping every other one when full
@@ -31,8 +42,9 @@ import threading
 from collections import OrderedDict
 from typing import Protocol
 
-MIN_SAMPLES = 20  # ends of an OS type seen in the run before they time a first poll
+MIN_SAMPLES = 20  # ends of an OS type seen in the run before they time a first poll (or a later one)
 LOW_QUANTILE = 0.1
+LATER_QUANTILE = 1 / 3  # a later poll when a third of the run's longer installations had ended
 MAX_SAMPLES = 2048
 MAX_RUNS = 64
 
@@ -43,6 +55,8 @@ class DurationHints(Protocol):
     def observe(self, run_id: str, os_type: str, seconds: float) -> None: ...
 
     def early_end(self, run_id: str, os_type: str) -> float | None: ...
+
+    def later_end(self, run_id: str, os_type: str, elapsed: float) -> float | None: ...
 
 
 class RunDurations:
@@ -75,3 +89,17 @@ class RunDurations:
             if not samples or len(samples) < MIN_SAMPLES:
                 return None
             return samples[int(LOW_QUANTILE * (len(samples) - 1))]
+
+    def later_end(self, run_id: str, os_type: str, elapsed: float) -> float | None:
+        """Seconds from `elapsed` (seconds since ARM accepted an installation that a poll has just found still
+        running) until LATER_QUANTILE of the run's installations on `os_type` that took longer than `elapsed`
+        had ended, as this process saw them; None until it has seen MIN_SAMPLES such installations."""
+        with self._lock:
+            samples = self._runs.get(run_id, {}).get(os_type)
+            if not samples:
+                return None
+            shorter = bisect.bisect_right(samples, elapsed)
+            longer = len(samples) - shorter
+            if longer < MIN_SAMPLES:
+                return None
+            return samples[shorter + int(LATER_QUANTILE * (longer - 1))] - elapsed

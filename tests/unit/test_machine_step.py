@@ -487,6 +487,49 @@ def test_a_finished_installation_is_seen_by_the_runs_durations_with_its_os_type(
     assert durations.early_end(RUN, "Linux") is None
 
 
+@pytest.mark.parametrize(("seen", "retry_after", "rollout", "next_poll"), [
+    (60, 30, False, 69),  # a third of the run's 60 longer installations had ended 69 s on from this one's age
+    (60, 10, False, 40),  # but never more than four Retry-Afters later: an end is seen at most that late
+    (60, 30, True, 30),  # a rollout's failure gate waits on early ends: ARM's Retry-After
+    (MIN_SAMPLES - 1, 30, False, 30),  # too few of the run's installations ran longer: Retry-After
+])
+def test_a_running_installation_is_polled_again_when_a_third_of_the_runs_longer_ones_had_ended(
+        seen: int, retry_after: int, rollout: bool, next_poll: int) -> None:
+    durations = RunDurations()
+    for i in range(seen):
+        durations.observe(RUN, "Windows", 100.0 + i)  # 100 .. 159 s
+    for i in range(MIN_SAMPLES):
+        durations.observe(RUN, "Windows", 10.0 + i)  # shorter than this one's age: they say nothing of it
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                 POLL_OPERATION.name: [answer(200, {"status": "InProgress"}, Retry_After=str(retry_after))]},
+                durations=durations)
+    h.ports = replace(h.ports, specs=FakeSpecs(rollout=rollout))
+    assert h.step() is StepResult.STARTED
+    h.targets.put({**h.row.columns, "operationStartedAt": iso(utcnow() - timedelta(seconds=50))})
+    assert h.step() is StepResult.PENDING
+    assert h.queue.delays[-1] in (next_poll - 1, next_poll)  # 119 s, the 20th of the 60, less its 50 s so far
+    assert h.row["runningAt"] and h.row["polls"] == 1
+
+
+def test_an_end_a_later_poll_saw_is_counted_at_the_middle_of_its_last_interval() -> None:
+    seen: list[float] = []
+
+    class Recording(RunDurations):
+        def observe(self, run_id: str, os_type: str, seconds: float) -> None:
+            seen.append(seconds)
+
+    h = harness({POLL_OPERATION.name: [RESULT, RESULT]}, durations=Recording(), osType="Windows")
+    start = utcnow() - timedelta(seconds=600)
+    columns = {"state": "Running", "seq": 1, "pollUrl": LOCATION, "pollMode": "location",
+               "operationStartedAt": iso(start), "deadline": iso(start + timedelta(hours=4)),
+               "nextActionAt": iso(start + timedelta(seconds=300))}
+    h.targets.put({**h.row.columns, **columns, "runningAt": iso(start + timedelta(seconds=200))})
+    assert h.step() is StepResult.COMPLETED
+    h.targets.put({**h.row.columns, **columns, "state": "Running", "runningAt": ""})
+    assert h.step() is StepResult.COMPLETED  # seen ended by its first poll: counted at that poll, as before
+    assert [round(s) for s in seen] == [250, 300]  # between the poll that saw it running (200 s) and this one
+
+
 def test_run_durations_keep_the_low_quantile_within_their_bounds() -> None:
     from shared.runs import run_durations
 
@@ -495,6 +538,9 @@ def test_run_durations_keep_the_low_quantile_within_their_bounds() -> None:
         durations.observe("r", "Linux", float((i * 7919) % (run_durations.MAX_SAMPLES * 3)))
     low = durations.early_end("r", "Linux")
     assert low is not None and abs(low - 0.1 * run_durations.MAX_SAMPLES * 3) < 60
+    later = durations.later_end("r", "Linux", 3000.0)  # a third of the way from 3000 s to the 6143 s end
+    assert later is not None and abs(later - (6144 - 3000) / 3) < 60
+    assert durations.later_end("r", "Linux", 6140.0) is None  # too few ran longer: the run's tail
     for i in range(run_durations.MAX_RUNS):
         durations.observe(f"run-{i}", "Linux", 1.0)
     assert durations.early_end("r", "Linux") is None  # the oldest run is forgotten

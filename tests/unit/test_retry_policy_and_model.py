@@ -8,7 +8,7 @@ from shared.arm.operations import Retry
 from shared.core.retry import backoff
 from shared.core.settings import Settings
 from shared.core.states import summarize
-from shared.runs.retry_policy import first_poll_delay, poll_delay, retry_delay, retry_limit
+from shared.runs.retry_policy import first_poll_delay, later_poll_delay, poll_delay, retry_delay, retry_limit
 
 
 def settings(**env: str) -> Settings:
@@ -33,6 +33,16 @@ def test_first_poll_waits_for_the_shortest_recorded_installation_but_not_past_th
     # before the end, so the step polls rather than times out unpolled
     assert first_poll_delay(60, s, shortest_seconds=9000, ends_in_seconds=3600) == 3540
     assert first_poll_delay(60, s, shortest_seconds=9000, ends_in_seconds=30) == 60
+
+
+def test_a_later_poll_waits_for_the_runs_longer_installations_within_four_retry_afters_and_the_end() -> None:
+    s = settings()
+    assert later_poll_delay(60, s, later_seconds=None) == 60  # nothing known: Retry-After
+    assert later_poll_delay(60, s, later_seconds=150.7) == 150
+    assert later_poll_delay(60, s, later_seconds=20) == 60  # never before Retry-After
+    assert later_poll_delay(60, s, later_seconds=900) == 240  # at most four Retry-Afters
+    assert later_poll_delay(60, s, later_seconds=900, ends_in_seconds=200) == 140  # a Retry-After before the end
+    assert later_poll_delay(60, s, later_seconds=150, spacing=30.4) == 150  # spacing is a floor, not added on
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
