@@ -427,8 +427,6 @@ class MachineStep:
         if self._past_deadline():
             return self.time_out()
         changes: dict[str, Any] = {"polls": int(self.target.get("polls") or 0) + 1, "attempts": 0}
-        if not outcome.fetch_result:  # seen running now: an end seen later is timed from here (finish)
-            changes["runningAt"] = iso(self.now)
         if outcome.fetch_result:  # the status said Succeeded; the result is at the operation's Location
             if not self.target.get("resultUrl"):
                 return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
@@ -541,12 +539,9 @@ class MachineStep:
         started = parse_time(self.target.get("operationStartedAt"))
         if kind is INSTALL and started is not None:  # times later first polls (shared/runs/run_durations.py)
             # when this poll was due, not when the queue delivered it: a backlog's lateness is not installation time
-            ended = min(self.now, parse_time(self.target.get("nextActionAt")) or self.now)
-            running = parse_time(self.target.get("runningAt"))  # the last poll that saw it running, if any
-            if running is not None and started < running < ended:  # ended in between: count the middle
-                ended = running + (ended - running) / 2
+            due = parse_time(self.target.get("nextActionAt")) or self.now
             self.ports.durations.observe(self.run_id, str(self.target.get("osType") or ""),
-                                         (ended - started).total_seconds())
+                                         (min(self.now, due) - started).total_seconds())
         if self.machine.is_hybrid:  # HybridCompute's result shapes: counts instead of patch lists, errorDetails
             result = hybrid.compute_shaped(kind.action, result)
         changes: dict[str, Any] = {k: result[k] for k in kind.result_fields if result.get(k) is not None}

@@ -24,10 +24,10 @@ the run's installations on that OS type that ran longer than `t` had ended, when
 seen. retry_policy.later_poll_delay waits that long, never less than Retry-After and never more than
 LATER_POLL_CAP Retry-Afters, so an end is seen at most that late. Where few installations ran longer (the run's
 tail, or its early minutes) it is None and the next poll is at Retry-After, as before. What the run has seen
-lags its longer installations (they end later), so the wait errs short. An end seen by a later poll is counted at
-the middle of its last interval (between the poll that saw it running and the one that saw it ended, in
-MachineStep.finish), since a longer wait would otherwise add half of itself to every sample and, through the
-quantiles, to the next waits.
+lags its longer installations (they end later), so the wait errs short. An end is still counted at the poll that
+saw it, so a longer wait adds to the samples and, through the quantiles, to the next waits; the cap bounds that.
+(Counting it at the middle of its last interval instead lowered the tenth percentile the first polls use, and
+four subscriptions polled more: 1.74 polls a machine, docs/performance.md session 28.)
 
 Process-local on purpose: it is a hint, read on every start, and one more Table read per start costs more than
 it saves. Each host instance learns from the ends it polled; one that has seen fewer than MIN_SAMPLES polls at
