@@ -271,14 +271,18 @@ class LocalHost:
         from azure.storage.queue import QueueServiceClient
 
         self._add_routes()
-        queue_services: dict[str, QueueServiceClient] = {}
         for info in self.functions.values():
             if info.trigger_type == "queueTrigger":
                 try:
                     conn = _conn(info.properties.get("connection"))
                 except SettingsError as exc:
                     raise HostStartupError(f"Function '{info.name}': {exc}") from None
-                service = queue_services.setdefault(conn, QueueServiceClient.from_connection_string(conn))
+                # A client of its own per listener, its connection pool as large as what it has in flight
+                # (requests keeps 10 a host: more threads than that discarded their connections and opened new
+                # ones, logging "Connection pool is full" hundreds of times a benchmark run)
+                service = QueueServiceClient.from_connection_string(
+                    conn, transport=_pooled_transport(self.config.queues.batch_size
+                                                      + self.config.queues.effective_new_batch_threshold + 2))
                 listener = QueueListener(info, self.invoker, service, self.config.queues)
                 try:
                     listener.start()
@@ -409,3 +413,17 @@ class LocalHost:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _pooled_transport(connections: int) -> Any:
+    """azure-core's RequestsTransport on a requests Session that keeps `connections` connections a host (its
+    default, HTTPAdapter's, keeps 10)."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
