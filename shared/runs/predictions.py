@@ -13,9 +13,11 @@ Per machine a prediction comes from, in order:
 The error is kept: each sample records the prediction made for it (`predicted`, when one was), and a
 prediction's `error` is the mean absolute relative error |actual - predicted| / actual over the machine's samples
 that have one (None before any). A duration is the installation's wall time as PatchPilot saw it: from the
-accepted POST (`operationStartedAt`) to the poll that found it finished, so it includes up to one poll interval,
-or, when the first poll (90% of the machine's shortest installation, retry_policy.first_poll_delay) found it
-finished already, it is that poll's time: an upper bound, which lowers the shortest and so the next first poll.
+accepted POST (`operationStartedAt`) to the poll that found it finished, so it includes up to one poll interval
+(one Retry-After, or up to four where later polls wait for the run's longer installations: retry_policy
+later_poll_delay), or, when the first poll (90% of the machine's shortest installation,
+retry_policy.first_poll_delay) found it finished already, it is that poll's time: an upper bound, which lowers
+the shortest and so the next first poll.
 """
 
 from __future__ import annotations

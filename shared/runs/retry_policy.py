@@ -64,7 +64,8 @@ def later_poll_delay(retry_after: int, retries: RetrySettings, *, later_seconds:
     `ends_in_seconds` (the sooner of the operation's deadline and its maintenance window's end, from now), as
     `first_poll_delay`. The caller uses it only where nothing waits on an early end (no rollout, no health
     check). Retry-After is a minimum (RFC 9110 §10.2.3): polling later is allowed, and a fleet's first run
-    (no machine has a history) otherwise polls every installation at every Retry-After to its end."""
+    (no machine has a history) otherwise polls every installation at every Retry-After to its end. With a
+    Retry-After of 0 and no POLL_MIN_SECONDS there is nothing to scale the cap by, and it is `poll_delay`."""
     delay = poll_delay(retry_after, retries, spacing=spacing, ends_in_seconds=ends_in_seconds)
     if later_seconds and later_seconds > delay:
         step = max(retry_after, retries.poll_min_seconds)

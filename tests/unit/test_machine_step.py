@@ -519,6 +519,12 @@ def test_run_durations_keep_the_low_quantile_within_their_bounds() -> None:
         durations.observe("r", "Linux", float((i * 7919) % (run_durations.MAX_SAMPLES * 3)))
     low = durations.early_end("r", "Linux")
     assert low is not None and abs(low - 0.1 * run_durations.MAX_SAMPLES * 3) < 60
+    exact = RunDurations()
+    for seconds in [*range(100, 160), *range(10, 30)]:
+        exact.observe("r", "Linux", float(seconds))
+    assert exact.later_end("r", "Linux", 50.0) == 69.0  # the 20th of the 60 longer (119 s), less 50 s
+    assert exact.later_end("r", "Linux", 139.0) == 7.0  # exactly MIN_SAMPLES longer: 140-159, the 7th is 146 s
+    assert exact.later_end("r", "Linux", 140.0) is None  # 19 longer
     later = durations.later_end("r", "Linux", 3000.0)  # a third of the way from 3000 s to the 6143 s end
     assert later is not None and abs(later - (6144 - 3000) / 3) < 60
     assert durations.later_end("r", "Linux", 6140.0) is None  # too few ran longer: the run's tail

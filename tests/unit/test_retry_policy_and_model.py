@@ -43,6 +43,7 @@ def test_a_later_poll_waits_for_the_runs_longer_installations_within_four_retry_
     assert later_poll_delay(60, s, later_seconds=900) == 240  # at most four Retry-Afters
     assert later_poll_delay(60, s, later_seconds=900, ends_in_seconds=200) == 140  # a Retry-After before the end
     assert later_poll_delay(60, s, later_seconds=150, spacing=30.4) == 150  # spacing is a floor, not added on
+    assert later_poll_delay(0, s, later_seconds=150) == 0  # ARM said poll now, and no POLL_MIN_SECONDS: no cap
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:

@@ -416,14 +416,13 @@ class LocalHost:
 
 
 def _pooled_transport(connections: int) -> Any:
-    """azure-core's RequestsTransport on a requests Session that keeps `connections` connections a host (its
-    default, HTTPAdapter's, keeps 10)."""
-    import requests
+    """azure-core's RequestsTransport as it sets itself up (its adapter: urllib3's retries off, larger reads),
+    with each adapter's pool keeping `connections` connections a host instead of requests' 10."""
     from azure.core.pipeline.transport import RequestsTransport
-    from requests.adapters import HTTPAdapter
+    from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE
 
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return RequestsTransport(session=session, session_owner=True)
+    transport = RequestsTransport()
+    transport.open()  # makes and mounts its session's adapters
+    for adapter in {id(a): a for a in transport.session.adapters.values()}.values():
+        adapter.init_poolmanager(DEFAULT_POOLSIZE, connections, block=DEFAULT_POOLBLOCK)
+    return transport
