@@ -448,11 +448,10 @@ class MachineStep:
         if not spaced:
             return poll_delay(retry_after, self.retries)
         deadline = self.target.get("deadline")
-        ends_in = self._seconds_to_end(parse_iso(str(deadline)) if deadline else None,
-                                       self.ports.specs.run_spec(self.run_id))  # the spec is cached per process
+        spec = self.ports.specs.run_spec(self.run_id)  # cached per process
+        ends_in = self._seconds_to_end(parse_iso(str(deadline)) if deadline else None, spec)
         (budget,) = POLL_OPERATION.budgets
-        return later_poll_delay(retry_after, self.retries, ends_in_seconds=ends_in,
-                                later_seconds=self._later_end(self.ports.specs.run_spec(self.run_id)),
+        return later_poll_delay(retry_after, self.retries, ends_in_seconds=ends_in, later_seconds=self._later_end(spec),
                                 spacing=self.ports.pacer.spacing(self.machine.subscription_id, budget))
 
     def _seconds_to_end(self, deadline: datetime | None, spec: RunSpec | None) -> float | None:
@@ -760,7 +759,7 @@ class MachineStep:
         none, how soon the run's installations on its OS type have been ending (run_durations.py), when its
         first poll may wait for it: an install run with no rollout and no health check, where nothing (a wave's
         failure gate, a soak, a health read) waits on an early end (retry_policy.first_poll_delay)."""
-        if spec is None or spec.operation != INSTALL.action or spec.rollout or spec.health_check is not None:
+        if not _polls_may_wait(spec):
             return None
         shortest = self.target.get("shortestSeconds")
         if isinstance(shortest, (int, float)):
@@ -772,8 +771,7 @@ class MachineStep:
         this one had ended (run_durations.py `later_end`), when its next poll may wait for it: as
         `_shortest_installation`, an install run with no rollout and no health check."""
         started = parse_time(self.target.get("operationStartedAt"))
-        if started is None or spec is None or spec.operation != INSTALL.action or spec.rollout \
-                or spec.health_check is not None:
+        if started is None or not _polls_may_wait(spec):
             return None
         return self.ports.durations.later_end(self.run_id, str(self.target.get("osType") or ""),
                                               (self.now - started).total_seconds())
@@ -785,6 +783,13 @@ class MachineStep:
     def _past_deadline(self) -> bool:
         deadline = self.target.get("deadline")
         return bool(deadline) and self.now > parse_iso(str(deadline))
+
+
+def _polls_may_wait(spec: RunSpec | None) -> bool:
+    """Whether an installation's polls may come later than its Retry-After (retry_policy first_poll_delay and
+    later_poll_delay): an install run with no rollout and no health check, where nothing (a wave's failure gate,
+    a soak, a health read) waits on an early end."""
+    return spec is not None and spec.operation == INSTALL.action and not spec.rollout and spec.health_check is None
 
 
 class _StepSignals:

@@ -277,12 +277,10 @@ class LocalHost:
                     conn = _conn(info.properties.get("connection"))
                 except SettingsError as exc:
                     raise HostStartupError(f"Function '{info.name}': {exc}") from None
-                # A client of its own per listener, its connection pool as large as what it has in flight
-                # (requests keeps 10 a host: more threads than that discarded their connections and opened new
-                # ones, logging "Connection pool is full" hundreds of times a benchmark run)
+                # A client of its own per listener, a connection for each message in flight plus its receive
+                # loop and visibility renewer (requests keeps 10 a host and discards the rest after use)
                 service = QueueServiceClient.from_connection_string(
-                    conn, transport=_pooled_transport(self.config.queues.batch_size
-                                                      + self.config.queues.effective_new_batch_threshold + 2))
+                    conn, transport=_pooled_transport(self.config.queues.max_in_flight + 2))
                 listener = QueueListener(info, self.invoker, service, self.config.queues)
                 try:
                     listener.start()

@@ -68,6 +68,11 @@ class QueuesOptions:
             return self.new_batch_threshold
         return (self.batch_size // 2) * (os.cpu_count() or 1)
 
+    @property
+    def max_in_flight(self) -> int:
+        """Messages a listener may be processing at once: a batch, and the next fetched at the threshold."""
+        return self.batch_size + self.effective_new_batch_threshold
+
 
 @dataclass(frozen=True)
 class SingletonOptions:

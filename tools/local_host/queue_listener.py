@@ -120,7 +120,7 @@ class QueueListener:
         self.poison: QueueClient | None = service.get_queue_client(poison) if poison else None
         self.threshold = options.effective_new_batch_threshold
         self._pool = ThreadPoolExecutor(
-            max_workers=options.batch_size + self.threshold, thread_name_prefix=f"queue-{fn.name}"
+            max_workers=options.max_in_flight, thread_name_prefix=f"queue-{fn.name}"
         )
         self._processing: set[Future[None]] = set()
         self._in_flight: dict[str, _InFlight] = {}
