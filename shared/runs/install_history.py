@@ -2,13 +2,15 @@
 predict how long each of its machines will take (shared/runs/predictions.py), so the longest start first.
 
 Recording (`record_run`, called by shared/runs/completion.py after an installPatches run's final write): each
-machine whose operation ran to an end (Completed or Unhealthy, with an `operationStartedAt`) gives one Sample:
-`at` its operationStartedAt, `seconds` from then to `operationEndedAt` (a health-checked machine: when its
-result came, before verifying) or else `completedAt`, `patches` its installedPatchCount, `rebooted` when its
-rebootStatus is "Completed", and `predicted` the predictedSeconds dispatch wrote on its row (so each prediction's
-error is kept). Cost, per subscription of the run: one partition query of the stored histories and ⌈n/100⌉
-batch writes, whatever n; the run's rows are one query (paged) for the whole run. Recording twice (two callers
-closing the same run) changes nothing: a sample is keyed by its start (predictions.with_sample).
+machine whose operation ran to an end (Completed or Unhealthy, with an `operationStartedAt`) gives one Sample: `at`
+its operationStartedAt, `seconds` from then to its end: the poll that saw it ended (`operationEndedAt` for a
+health-checked machine, when its result came, before verifying; else `completedAt`) or, when an earlier poll had
+seen it running (`runningSeenAt`), the middle of those two polls (see `sample_of`), `patches` its
+installedPatchCount, `rebooted` when its rebootStatus is "Completed", and `predicted` the predictedSeconds dispatch
+wrote on its row (so each prediction's error is kept). Cost, per subscription of the run: one partition query of
+the stored histories and ⌈n/100⌉ batch writes, whatever n; the run's rows are one query (paged) for the whole run.
+Recording twice (two callers closing the same run) changes nothing: a sample is keyed by its start
+(predictions.with_sample).
 
 Predicting (`predict_machines`, called by shared/runs/dispatch.py when it creates a run's rows): a run that
 carries its own predictions (a plan's: `RunPredictions.predicted_seconds`) uses them (basis "plan"); every other
@@ -37,8 +39,8 @@ from shared.runs.predictions import MachineHistory, PeerModel, Prediction, Sampl
 log = logging.getLogger(__name__)
 
 # What recording reads of a run's rows (iter_targets adds the counted columns and the keys).
-HISTORY_COLUMNS = ["resourceId", "osType", "state", "operationStartedAt", "operationEndedAt", "completedAt",
-                   "installedPatchCount", "rebootStatus", "predictedSeconds"]
+HISTORY_COLUMNS = ["resourceId", "osType", "state", "operationStartedAt", "runningSeenAt", "operationEndedAt",
+                   "completedAt", "installedPatchCount", "rebootStatus", "predictedSeconds"]
 ENDED = (MachineState.COMPLETED.value, MachineState.UNHEALTHY.value)  # the operation's end was seen
 PLAN_BASIS = "plan"
 
@@ -92,14 +94,25 @@ def to_row(history: MachineHistory) -> dict[str, Any]:
 
 def sample_of(target: Mapping[str, Any]) -> Sample | None:
     """The Sample a finished machine of an install run gives (see the module doc), or None: its operation did not
-    run to a seen end, or its times do not read."""
+    run to a seen end, or its times do not read.
+
+    The end is somewhere between the last poll that saw the installation running (`runningSeenAt`) and the one
+    that saw it ended, which can be up to retry_policy.LATER_POLL_CAP Retry-Afters apart when later polls wait
+    for the run's longer installations (retry_policy.later_poll_delay); counting it at their middle errs by at
+    most half that either way, where counting it at the second poll always errs long. With no poll that saw it
+    running (the first poll found it ended) the first poll's time is kept: an upper bound, which lowers the
+    machine's shortest installation and so its next first poll (retry_policy.first_poll_delay)."""
     started, ended = target.get("operationStartedAt"), target.get("operationEndedAt") or target.get("completedAt")
     if target.get("state") not in ENDED or not started or not ended:
         return None
     try:
-        seconds = (parse_iso(str(ended)) - parse_iso(str(started))).total_seconds()
+        start, end = parse_iso(str(started)), parse_iso(str(ended))
+        running = parse_iso(str(target["runningSeenAt"])) if target.get("runningSeenAt") else None
     except ValueError:
         return None
+    if running is not None and start < running < end:
+        end = running + (end - running) / 2
+    seconds = (end - start).total_seconds()
     if seconds <= 0:
         return None
     predicted = target.get("predictedSeconds")

@@ -432,11 +432,13 @@ class MachineStep:
                 return self.unknown(NO_RESULT, "the operation's status says Succeeded but carries no result, and "
                                     "ARM gave no Location to read it from; see the machine's update history")
             changes.update(pollUrl=self.target["resultUrl"], pollMode="location")
-        elif outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
-            try:
-                changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
-            except UntrustedEndpointError as exc:
-                return self.fail("UntrustedPollingUrl", str(exc))
+        else:  # it is running: its end comes after now (the installation's history counts from it: install_history)
+            changes["runningSeenAt"] = iso(self.now)
+            if outcome.poll_url and outcome.poll_url != self.target.get("pollUrl"):
+                try:
+                    changes["pollUrl"] = self.ports.arm.ensure_trusted(outcome.poll_url)
+                except UntrustedEndpointError as exc:
+                    return self.fail("UntrustedPollingUrl", str(exc))
         self._advance(self._next_poll_delay(outcome.retry_after, spaced=not outcome.fetch_result), changes)
         return StepResult.PENDING
 

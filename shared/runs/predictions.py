@@ -13,9 +13,10 @@ Per machine a prediction comes from, in order:
 The error is kept: each sample records the prediction made for it (`predicted`, when one was), and a
 prediction's `error` is the mean absolute relative error |actual - predicted| / actual over the machine's samples
 that have one (None before any). A duration is the installation's wall time as PatchPilot saw it: from the
-accepted POST (`operationStartedAt`) to the poll that found it finished, so it includes up to one poll interval
-(one Retry-After, or up to four where later polls wait for the run's longer installations: retry_policy
-later_poll_delay), or, when the first poll (90% of the machine's shortest installation,
+accepted POST (`operationStartedAt`) to the middle of the last poll that found it running and the one that found
+it finished (install_history.sample_of), so it is off by up to half a poll interval either way (half a
+Retry-After, or up to two where later polls wait for the run's longer installations: retry_policy
+later_poll_delay); or, when the first poll (90% of the machine's shortest installation,
 retry_policy.first_poll_delay) found it finished already, it is that poll's time: an upper bound, which lowers
 the shortest and so the next first poll.
 """

@@ -630,8 +630,10 @@ def test_a_poll_comes_later_by_the_poll_shares_spacing_but_never_past_the_deadli
     h.pacer.spaced = 12.7  # the polls share has been finding its burst in use
     assert h.step() is StepResult.STARTED
     assert h.queue.delays[-1] == 17  # the first poll is timed by the start (Retry-After, or the run's early ends)
+    assert "runningSeenAt" not in h.row.columns
     assert h.step() is StepResult.PENDING
     assert h.queue.delays[-1] == 5 + 12  # Retry-After, then the spacing in whole seconds
+    assert h.row["runningSeenAt"]  # the end comes after this poll (the machine's history counts from it)
     h.targets.put({**h.row.columns, "deadline": iso(utcnow() + timedelta(seconds=14))})
     assert h.step() is StepResult.PENDING
     # spaced only up to one Retry-After before the deadline, so the operation is still asked about before it
@@ -642,5 +644,8 @@ def test_a_poll_comes_later_by_the_poll_shares_spacing_but_never_past_the_deadli
     assert h.step() is StepResult.PENDING
     assert h.queue.delays[-1] in (8, 9)  # and before the maintenance window's end
     h.ports.specs.window_end = ""  # type: ignore[attr-defined]
+    running_seen = h.row["runningSeenAt"]
+    h.targets.put({**h.row.columns, "runningSeenAt": "2026-12-01T03:00:00.000Z"})
     assert h.step() is StepResult.PENDING  # the status says Succeeded: its result is read next, not spaced
     assert h.row["pollUrl"] == LOCATION and h.queue.delays[-1] == 0
+    assert h.row["runningSeenAt"] == "2026-12-01T03:00:00.000Z" != running_seen  # it had ended: not "running"
