@@ -34,6 +34,28 @@ AZURITE_DEFAULT = (
     "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
+# Connections kept per storage host: one per invocation the worker runs at once (its sync thread pool is
+# min(32, CPUs + 4) threads by default: shared/functions/event_workers.py), as the ARM session keeps
+# (shared/arm/client.py new_session).
+POOL_CONNECTIONS = 32
+
+
+def pooled_transport(connections: int) -> Any:
+    """azure-core's RequestsTransport as it sets itself up (its adapter: urllib3's retries off, larger reads),
+    with each adapter's pool keeping `connections` connections a host instead of requests' 10.
+
+    Why: a client's pool keeps 10 connections; with more threads using it at once, each connection past the
+    10th is closed after its request ("Connection pool is full, discarding connection") and the next one
+    opened again, a TLS handshake each against Azure Storage. azure-core has no option for the pool's size,
+    so its session's adapters are re-initialised (requests' HTTPAdapter.init_poolmanager)."""
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE
+
+    transport = RequestsTransport()
+    transport.open()  # makes and mounts its session's adapters
+    for adapter in {id(a): a for a in transport.session.adapters.values()}.values():
+        adapter.init_poolmanager(DEFAULT_POOLSIZE, connections, block=DEFAULT_POOLBLOCK)
+    return transport
 
 
 def client_options_from_environment(endpoint: str) -> dict[str, Any]:
@@ -66,8 +88,8 @@ def client_options_from_environment(endpoint: str) -> dict[str, Any]:
 def _with_environment(build: Callable[..., Client]) -> Client:
     """The client `build(**options)` makes, with `client_options_from_environment` for the URL the SDK resolves
     (a connection string's endpoint; a service URI with https:// added when it has no scheme): built once without
-    options to read that URL, which costs no request."""
-    return build(**client_options_from_environment(build().url))
+    options to read that URL, which costs no request; and a transport keeping POOL_CONNECTIONS connections."""
+    return build(**client_options_from_environment(build().url), transport=pooled_transport(POOL_CONNECTIONS))
 
 
 class StorageAccount:

@@ -108,18 +108,3 @@ def test_two_hosts_compete_and_each_message_runs_once(
     assert sorted(r["tag"] for r in got) == sorted(tags)
     assert all(r["dequeue_count"] == 1 for r in got)
     assert len({r["pid"] for r in got}) == 2  # both hosts took part
-
-
-def test_a_listeners_client_keeps_a_connection_for_each_message_in_flight() -> None:
-    """A listener has batchSize + newBatchThreshold invocations in flight, each deleting its own message: requests
-    keeps 10 connections a host and discards the rest (opening new ones, "Connection pool is full"). Its client
-    keeps that many, and azure-core's own adapter settings (urllib3 retries off: its retry policy retries)."""
-    from requests.adapters import DEFAULT_POOLSIZE
-
-    from tools.local_host.host import _pooled_transport
-
-    transport = _pooled_transport(34)
-    adapter = transport.session.get_adapter("http://127.0.0.1:10001/devstoreaccount1/q")
-    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 34 > DEFAULT_POOLSIZE
-    assert adapter.max_retries.total is False and adapter is transport.session.get_adapter("https://x/")
-    assert type(adapter).__name__ == "BiggerBlockSizeHTTPAdapter"

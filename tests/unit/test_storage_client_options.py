@@ -76,3 +76,36 @@ def test_identity_based_clients_choose_the_proxy_for_the_url_the_sdk_resolved(mo
     assert account.table_service and account.queue_service
 
     assert [e.rstrip("/") for e in asked] == [TABLES, "https://acct.queue.core.windows.net"]
+
+
+def test_a_pooled_transport_keeps_its_connections_and_azure_cores_adapter() -> None:
+    """requests keeps 10 connections a host and discards the rest after use ("Connection pool is full"): the
+    transport keeps as many as asked, with azure-core's own adapter settings (urllib3 retries off: azure-core's
+    retry policy retries)."""
+    from requests.adapters import DEFAULT_POOLSIZE
+
+    transport = clients.pooled_transport(34)
+    adapter = transport.session.get_adapter("http://127.0.0.1:10001/devstoreaccount1/q")
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 34 > DEFAULT_POOLSIZE
+    assert adapter.max_retries.total is False and adapter is transport.session.get_adapter("https://x/")
+    assert type(adapter).__name__ == "BiggerBlockSizeHTTPAdapter"
+
+
+def test_the_apps_table_and_queue_clients_keep_a_connection_per_worker_thread() -> None:
+    """The worker runs up to min(32, CPUs + 4) sync invocations at once, each with its Table and queue calls."""
+    account = StorageAccount(dataclasses.replace(StorageSettings.from_env(), connection="UseDevelopmentStorage=true"))
+    service = account.table_service
+    for client in (service, service.get_table_client("t"), account.queue_service,
+                   account.queue_service.get_queue_client("q")):
+        adapter = _session_of(client).get_adapter("http://127.0.0.1:10002/devstoreaccount1")
+        assert adapter.poolmanager.connection_pool_kw["maxsize"] == clients.POOL_CONNECTIONS > 10
+
+
+def _session_of(client: Any) -> Any:
+    """The requests session under an SDK client (through its generated client and a shared transport's wrapper)."""
+    while not hasattr(client, "_pipeline"):
+        client = client._client
+    transport = client._pipeline._transport
+    while not hasattr(transport, "session"):
+        transport = transport._transport
+    return transport.session

@@ -270,6 +270,8 @@ class LocalHost:
         from azure.storage.blob import BlobServiceClient
         from azure.storage.queue import QueueServiceClient
 
+        from shared.storage.clients import pooled_transport  # imported once the app's settings are applied
+
         self._add_routes()
         for info in self.functions.values():
             if info.trigger_type == "queueTrigger":
@@ -280,7 +282,7 @@ class LocalHost:
                 # A client of its own per listener, a connection for each message in flight plus its receive
                 # loop and visibility renewer (requests keeps 10 a host and discards the rest after use)
                 service = QueueServiceClient.from_connection_string(
-                    conn, transport=_pooled_transport(self.config.queues.max_in_flight + 2))
+                    conn, transport=pooled_transport(self.config.queues.max_in_flight + 2))
                 listener = QueueListener(info, self.invoker, service, self.config.queues)
                 try:
                     listener.start()
@@ -411,16 +413,3 @@ class LocalHost:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _pooled_transport(connections: int) -> Any:
-    """azure-core's RequestsTransport as it sets itself up (its adapter: urllib3's retries off, larger reads),
-    with each adapter's pool keeping `connections` connections a host instead of requests' 10."""
-    from azure.core.pipeline.transport import RequestsTransport
-    from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE
-
-    transport = RequestsTransport()
-    transport.open()  # makes and mounts its session's adapters
-    for adapter in {id(a): a for a in transport.session.adapters.values()}.values():
-        adapter.init_poolmanager(DEFAULT_POOLSIZE, connections, block=DEFAULT_POOLBLOCK)
-    return transport
