@@ -769,7 +769,7 @@ class MachineStep:
         return self.ports.durations.early_end(self.run_id, str(self.target.get("osType") or ""))
 
     def _later_end(self, spec: RunSpec | None) -> float | None:
-        """Seconds until a third of the run's installations on this machine's OS type that have run longer than
+        """Seconds until half the run's installations on this machine's OS type that have run longer than
         this one had ended (run_durations.py `later_end`), when its next poll may wait for it: as
         `_shortest_installation`, an install run with no rollout and no health check."""
         started = parse_time(self.target.get("operationStartedAt"))

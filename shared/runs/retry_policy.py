@@ -59,7 +59,7 @@ def later_poll_delay(retry_after: int, retries: RetrySettings, *, later_seconds:
                      ends_in_seconds: float | None = None) -> int:
     """Seconds until the next poll of an installation a poll has just found running: `poll_delay`, or, when the
     run's installations that ran longer say so (`later_seconds`: shared/runs/run_durations.py `later_end`, the
-    wait until a third of them had ended), that wait if longer, capped at LATER_POLL_CAP times `poll_delay`'s
+    wait until half of them had ended), that wait if longer, capped at LATER_POLL_CAP times `poll_delay`'s
     Retry-After part, so an end is seen at most that late. Never later than one Retry-After before
     `ends_in_seconds` (the sooner of the operation's deadline and its maintenance window's end, from now), as
     `first_poll_delay`. The caller uses it only where nothing waits on an early end (no rollout, no health

@@ -19,7 +19,7 @@ polls below the demand with or without it (6.8 polls a machine unhindered, 5.1 w
 durations). It is for a queue that keeps up and Azure's longer installations.
 
 **Later polls** (issue #22: a first run spent 3.4 polls a machine, each a queue message and a Table write): a poll
-that finds the installation still running at age `t` asks `later_end`: the wait until LATER_QUANTILE (a third) of
+that finds the installation still running at age `t` asks `later_end`: the wait until LATER_QUANTILE (half) of
 the run's installations on that OS type that ran longer than `t` had ended, when MIN_SAMPLES of them have been
 seen. retry_policy.later_poll_delay waits that long, never less than Retry-After and never more than
 LATER_POLL_CAP Retry-Afters, so an end is seen at most that late. Where few installations ran longer (the run's
@@ -44,7 +44,7 @@ from typing import Protocol
 
 MIN_SAMPLES = 20  # ends of an OS type seen in the run before they time a first poll (or a later one)
 LOW_QUANTILE = 0.1
-LATER_QUANTILE = 1 / 3  # a later poll when a third of the run's longer installations had ended
+LATER_QUANTILE = 1 / 2  # a later poll when half the run's longer installations had ended (a third: session 28)
 MAX_SAMPLES = 2048
 MAX_RUNS = 64
 

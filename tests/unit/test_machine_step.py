@@ -488,12 +488,12 @@ def test_a_finished_installation_is_seen_by_the_runs_durations_with_its_os_type(
 
 
 @pytest.mark.parametrize(("seen", "retry_after", "rollout", "next_poll"), [
-    (60, 30, False, 69),  # a third of the run's 60 longer installations had ended 69 s on from this one's age
+    (60, 30, False, 79),  # half the run's 60 longer installations had ended 79 s on from this one's age
     (60, 10, False, 40),  # but never more than four Retry-Afters later: an end is seen at most that late
     (60, 30, True, 30),  # a rollout's failure gate waits on early ends: ARM's Retry-After
     (MIN_SAMPLES - 1, 30, False, 30),  # too few of the run's installations ran longer: Retry-After
 ])
-def test_a_running_installation_is_polled_again_when_a_third_of_the_runs_longer_ones_had_ended(
+def test_a_running_installation_is_polled_again_when_half_the_runs_longer_ones_had_ended(
         seen: int, retry_after: int, rollout: bool, next_poll: int) -> None:
     durations = RunDurations()
     for i in range(seen):
@@ -507,7 +507,7 @@ def test_a_running_installation_is_polled_again_when_a_third_of_the_runs_longer_
     assert h.step() is StepResult.STARTED
     h.targets.put({**h.row.columns, "operationStartedAt": iso(utcnow() - timedelta(seconds=50))})
     assert h.step() is StepResult.PENDING
-    assert h.queue.delays[-1] in (next_poll - 1, next_poll)  # 119 s, the 20th of the 60, less its 50 s so far
+    assert h.queue.delays[-1] in (next_poll - 1, next_poll)  # 129 s, the 30th of the 60, less its 50 s so far
     assert h.row["polls"] == 1
 
 
@@ -522,11 +522,11 @@ def test_run_durations_keep_the_low_quantile_within_their_bounds() -> None:
     exact = RunDurations()
     for seconds in [*range(100, 160), *range(10, 30)]:
         exact.observe("r", "Linux", float(seconds))
-    assert exact.later_end("r", "Linux", 50.0) == 69.0  # the 20th of the 60 longer (119 s), less 50 s
-    assert exact.later_end("r", "Linux", 139.0) == 7.0  # exactly MIN_SAMPLES longer: 140-159, the 7th is 146 s
+    assert exact.later_end("r", "Linux", 50.0) == 79.0  # the 30th of the 60 longer (129 s), less 50 s
+    assert exact.later_end("r", "Linux", 139.0) == 10.0  # exactly MIN_SAMPLES longer: 140-159, the 10th is 149 s
     assert exact.later_end("r", "Linux", 140.0) is None  # 19 longer
-    later = durations.later_end("r", "Linux", 3000.0)  # a third of the way from 3000 s to the 6143 s end
-    assert later is not None and abs(later - (6144 - 3000) / 3) < 60
+    later = durations.later_end("r", "Linux", 3000.0)  # half the way from 3000 s to the 6143 s end
+    assert later is not None and abs(later - (6144 - 3000) / 2) < 60
     assert durations.later_end("r", "Linux", 6140.0) is None  # too few ran longer: the run's tail
     for i in range(run_durations.MAX_RUNS):
         durations.observe(f"run-{i}", "Linux", 1.0)
