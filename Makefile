@@ -23,7 +23,7 @@ node_modules/.installed: package.json package-lock.json $(wildcard patches/*.pat
 run: setup
 	$(BIN)/python -m tools.dev
 
-# ruff; the layer rule (import-linter contract in pyproject.toml); mypy --strict on shared/
+# ruff; the layer rule (import-linter contract in pyproject.toml); mypy --strict on shared/ and tools/azure_simulator/
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports

@@ -191,21 +191,21 @@ class ArmApi:
         try:
             self._authenticate(req)
             api_version = self._api_version(req)
-            if (err := sim.faults.server_error()) is not None:
-                sim.call_log.fault(f"http{err.status}")
-                raise err
+            if (server_error := sim.faults.server_error()) is not None:
+                sim.call_log.fault(f"http{server_error.status}")
+                raise server_error
             if sim.faults.throttled():
                 sim.call_log.fault("throttle")
-                err = self._arm_throttle_error(
+                throttle = self._arm_throttle_error(
                     "write" if write else "read", match, sim.faults.settings.throttle_retry_after
                 )
-                err.bucket = "injected"
+                throttle.bucket = "injected"
                 if not write and sim.faults.settings.throttle_remaining_reads is not None:
                     # ARM's counter need not agree with the Retry-After (azure-rest-api-specs#270)
-                    err.headers["x-ms-ratelimit-remaining-subscription-reads"] = str(
+                    throttle.headers["x-ms-ratelimit-remaining-subscription-reads"] = str(
                         sim.faults.settings.throttle_remaining_reads
                     )
-                raise err
+                raise throttle
             if match is not None:
                 extra.update(self._charge_arm(req, match["sub"], write))
                 self._authorize(req, route, match)
