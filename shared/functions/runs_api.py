@@ -24,13 +24,13 @@ from shared.validation.resource_ids import vm_from_route
 from shared.validation.run_request import parse_run_request
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
-# A machine's storage key (MachineRef.key): subscription|resource group|vm name, lower case, no / \\ # ?
-MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f]{1,90}"
-                         r"\|[a-z0-9_.-]{1,64}")
+# A machine's storage key (MachineRef.key): subscription|resource group|name, lower case, no / \\ # ?, and
+# |hybridmachines after an Arc-enabled server's name
+MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f\x7f]{1,90}"
+                         r"\|[a-z0-9_.-]{1,64}(?:\|hybridmachines)?")
 STATES = [s.value for s in MachineState]
 TIMELINE_BUCKETS = 60
 MAX_PAGE = 100
-MACHINE_KEY = re.compile(r"(?:[^|/\\#?\x00-\x1f\x7f]{1,100}\|){2}[^|/\\#?\x00-\x1f\x7f]{1,100}")  # sub|rg|vm
 UNFINISHED = (RunStatus.ACCEPTED.value, RunStatus.IN_PROGRESS.value)
 
 
