@@ -63,7 +63,8 @@ def configuration_schema() -> Schema:
         "location": {"type": "string", "x-nullable": True}, "tags": tags_schema(),
         "systemData": _FREE, "etag": {"type": "string"},
         "properties": {"type": "object", "additionalProperties": False, "required": ["maintenanceScope",
-                                                                                    "maintenanceWindow"],
+                                                                                    "maintenanceWindow",
+                                                                                    "installPatches"],
                        "properties": properties},
     }, mc.RESOURCE_FIELDS, "maintenance configuration"),
         "description": "Microsoft.Maintenance/maintenanceConfigurations (InGuestPatch), as Azure exports it"}

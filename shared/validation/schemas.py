@@ -26,7 +26,7 @@ from shared.validation import rollout as ro
 from shared.validation.assessment_request import FIELDS as ASSESSMENT_FIELDS
 from shared.validation.durations import _DURATION
 from shared.validation.dynamic_scope import FILTER_FIELDS, KNOWN_TYPES
-from shared.validation.resource_ids import _GUID, _VM_ID
+from shared.validation.resource_ids import _GUID, _HYBRID_ID, _VM_ID
 from shared.validation.run_request import RUN_FIELDS
 from shared.validation.tags import MAX_NAME, MAX_TAGS, MAX_VALUE
 
@@ -42,8 +42,11 @@ def ecma_pattern(compiled: re.Pattern[str]) -> str:
 
 DURATION_PATTERN = ecma_pattern(_DURATION)
 VM_ID_PATTERN = ecma_pattern(_VM_ID)
+MACHINE_ID_PATTERN = f"{VM_ID_PATTERN}|{ecma_pattern(_HYBRID_ID)}"  # each alternative anchored
 GUID_PATTERN = f"^{_GUID}$"
-COUNT_OR_PERCENT = r"^(?:[0-9]{1,7}|(?:100|[1-9][0-9]?)%)$"
+# A count is a JSON number (`minimum`/`maximum` bind it); a string must be a percentage (rollout.count_or_percent).
+PERCENT = r"(?:100|[1-9][0-9]?)%"
+COUNT_OR_PERCENT = f"^{PERCENT}$"
 
 
 def _ui(schema: Schema, summary: str, *, important: bool = False) -> Schema:
@@ -66,10 +69,14 @@ def _enum_list(table: dict[str, str], summary: str) -> Schema:
     return _strings(summary, item={"type": "string", "enum": values})
 
 
-def vm_id_schema() -> Schema:
-    return {"type": "string", "pattern": VM_ID_PATTERN, "x-ms-summary": "VM resource id",
+def machine_id_schema() -> Schema:
+    """An Azure VM's or an Arc-enabled server's resource id (resource_ids.parse_machine_id). The pattern is the
+    ids' canonical casing; the API also takes them in any case, as ARM does."""
+    return {"type": "string", "pattern": MACHINE_ID_PATTERN, "x-ms-summary": "Machine resource id",
             "description": "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-                           "/providers/Microsoft.Compute/virtualMachines/{vmName}"}
+                           "/providers/Microsoft.Compute/virtualMachines/{vmName}, or an Arc-enabled server's "
+                           "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+                           "/providers/Microsoft.HybridCompute/machines/{machineName}"}
 
 
 def install_parameters_schema() -> Schema:
@@ -117,10 +124,10 @@ def install_parameters_schema() -> Schema:
                            "linuxParameters: each VM gets its own OS's part."}
 
 
-def _count(summary: str, description: str) -> Schema:
+def _count(summary: str, description: str, *, minimum: int = 0) -> Schema:
     # No `type`: a whole number or a string "N%"; `minimum`/`maximum` bind numbers, `pattern` strings.
-    return _ui({"minimum": 0, "maximum": ro.MAX_COUNT, "pattern": COUNT_OR_PERCENT, "description": description},
-               summary)
+    return _ui({"minimum": minimum, "maximum": ro.MAX_COUNT, "pattern": COUNT_OR_PERCENT,
+                "description": description}, summary)
 
 
 def _hook(timeout: bool) -> Schema:
@@ -136,10 +143,10 @@ def _hook(timeout: bool) -> Schema:
 def wave_schema() -> Schema:
     props = _covers({
         "name": {"type": "string", "maxLength": ro.MAX_WAVE_NAME, "x-ms-summary": "Wave name"},
-        "size": {"minimum": 1, "maximum": ro.MAX_COUNT, "pattern": r"^(?:[0-9]{1,7}|(?:100|[1-9][0-9]?)%|rest)$",
+        "size": {"minimum": 1, "maximum": ro.MAX_COUNT, "pattern": f"^(?:{PERCENT}|rest)$",
                  "x-ms-summary": "Size", "description": "A number of machines, a percentage such as \"10%\", "
                                                         "or \"rest\" (last wave only)"},
-        "machines": {"type": "array", "minItems": 1, "items": vm_id_schema(), "x-ms-summary": "Machines"},
+        "machines": {"type": "array", "minItems": 1, "items": machine_id_schema(), "x-ms-summary": "Machines"},
         "selector": {"type": "object", "additionalProperties": False, "minProperties": 1, "x-ms-summary": "Selector",
                      "properties": {"subscriptions": {"type": "array",
                                                       "items": {"type": "string", "pattern": GUID_PATTERN}},
@@ -158,9 +165,11 @@ def rollout_schema() -> Schema:
         "soakTime": _ui({"type": "string", "pattern": DURATION_PATTERN, "x-nullable": True,
                          "description": "ISO 8601 duration up to P30D between a finished wave and the next"},
                         "Soak time"),
-        "maxConcurrency": _count("Max concurrency", "Operations in flight in the run: a number >= 1 or \"N%\""),
+        "maxConcurrency": _count("Max concurrency", "Operations in flight in the run: a number >= 1 or \"N%\"",
+                                 minimum=1),
         "maxConcurrencyPerSubscription": _count("Max concurrency per subscription",
-                                                "Operations in flight in one subscription: a number >= 1 or \"N%\""),
+                                                "Operations in flight in one subscription: a number >= 1 or \"N%\"",
+                                                minimum=1),
         "maxFailures": _count("Max failures", "Failures after which nothing new starts: a number or \"N%\""),
         "failureOn": _ui({"type": "array", "minItems": 1, "x-nullable": True,
                           "items": {"type": "string", "enum": list(ro.FAILURES.values())}}, "Failure on"),
@@ -216,7 +225,7 @@ SCOPE_ID = {"type": "string", "pattern": f"^/subscriptions/{_GUID}(?:/resourceGr
 def run_request_schema(max_machines: int) -> Schema:
     props = _covers({
         "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
-                         "items": vm_id_schema()}, "Machines", important=True),
+                         "items": machine_id_schema()}, "Machines", important=True),
         "scopes": _ui({"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True, "items": SCOPE_ID,
                        "description": "Instead of machines: subscriptions and resource groups whose machines "
                                       "(those passing `filter`) are listed through ARM"}, "Scopes"),
@@ -253,7 +262,7 @@ def assessment_request_schema(max_machines: int) -> Schema:
     scope = SCOPE_ID
     props = _covers({
         "machines": _ui({"type": "array", "minItems": 1, "maxItems": max_machines, "uniqueItems": True,
-                         "items": vm_id_schema()}, "Machines", important=True),
+                         "items": machine_id_schema()}, "Machines", important=True),
         "scopes": _ui({"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True, "items": scope},
                       "Scopes", important=True),
     }, ASSESSMENT_FIELDS, "assessment request")

@@ -252,6 +252,10 @@ REFUSED = [
     ("wave size 101%", changed("rollout.waves.0.size", "101%")),
     ("wave name too long", changed("rollout.waves.0.name", "w" * 65)),
     ("maxConcurrency not a count", changed("rollout.maxConcurrency", "lots")),
+    ("maxConcurrency zero", changed("rollout.maxConcurrency", 0)),
+    ("maxConcurrencyPerSubscription zero", changed("rollout.maxConcurrencyPerSubscription", 0)),
+    ("maxConcurrency a number in a string", changed("rollout.maxConcurrency", "5")),
+    ("wave size a number in a string", changed("rollout.waves.0.size", "5")),
     ("maxFailures negative", changed("rollout.maxFailures", -1)),
     ("failureOn empty", changed("rollout.failureOn", [])),
     ("failureOn unknown", changed("rollout.failureOn", ["Exploded"])),
@@ -270,6 +274,27 @@ REFUSED = [
 def test_the_base_body_is_accepted_by_both() -> None:
     assert list(schema_of("RunRequest").iter_errors(BASE_RUN)) == []
     assert api_accepts_run(BASE_RUN)
+
+
+ARC = f"/subscriptions/{SUB}/resourceGroups/rg-edge/providers/Microsoft.HybridCompute/machines/store-12"
+ACCEPTED = [
+    ("an Arc-enabled server", changed("machines.1", ARC)),
+    ("an Arc-enabled server in a wave", changed("rollout.waves.0", {"machines": [ARC]}) | {"machines": [VM, ARC]}),
+    ("no failures allowed", changed("rollout.maxFailures", 0)),
+    ("a count as a number", changed("rollout.maxConcurrencyPerSubscription", 5)),
+]
+
+
+@pytest.mark.parametrize(("case", "body"), ACCEPTED, ids=[case for case, _ in ACCEPTED])
+def test_what_the_api_accepts_the_schema_accepts(case: str, body: dict[str, Any]) -> None:
+    assert api_accepts_run(body), f"the API refuses {case}"
+    assert list(schema_of("RunRequest").iter_errors(body)) == [], f"the schema refuses {case}"
+
+
+def test_an_assessment_of_an_arc_enabled_server_is_accepted_by_both() -> None:
+    body = {"machines": [VM, ARC]}
+    parse_assessment_request(json.dumps(body).encode(), max_bytes=1 << 20, max_machines=1000)
+    assert list(schema_of("AssessmentRequest").iter_errors(body)) == []
 
 
 @pytest.mark.parametrize(("case", "body"), REFUSED, ids=[case for case, _ in REFUSED])
@@ -312,7 +337,7 @@ def test_maintenance_bodies_the_api_refuses_the_schema_refuses() -> None:
     bad: list[dict[str, Any]] = []
     for path, value in [("properties.maintenanceScope", "Host"), ("properties.maintenanceWindow.duration", "3h"),
                         ("properties.maintenanceWindow.startDateTime", "2026-01-01T22:00:00Z"),
-                        ("properties.maintenanceWindow.recurEvery", DELETE),
+                        ("properties.maintenanceWindow.recurEvery", DELETE), ("properties.installPatches", DELETE),
                         ("properties.installPatches.rebootSetting", "Sometimes"),
                         ("properties.visibility", "Private"), ("properties.color", "blue"), ("kind", "x")]:
         body = copy.deepcopy(good)
