@@ -40,9 +40,11 @@ AZURITE_DEFAULT = (
 POOL_CONNECTIONS = 32
 
 
-def pooled_transport(connections: int) -> Any:
+def pooled_transport(connections: int, **options: Any) -> Any:
     """azure-core's RequestsTransport as it sets itself up (its adapter: urllib3's retries off, larger reads),
-    with each adapter's pool keeping `connections` connections a host instead of requests' 10.
+    with each adapter's pool keeping `connections` connections a host instead of requests' 10. `options`: the
+    transport's keyword arguments (`use_env_settings`, `connection_verify`, ...), which a client given its own
+    transport no longer passes on to one it would build.
 
     Why: a client's pool keeps 10 connections; with more threads using it at once, each connection past the
     10th is closed after its request ("Connection pool is full, discarding connection") and the next one
@@ -51,7 +53,7 @@ def pooled_transport(connections: int) -> Any:
     from azure.core.pipeline.transport import RequestsTransport
     from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE
 
-    transport = RequestsTransport()
+    transport = RequestsTransport(**options)
     transport.open()  # makes and mounts its session's adapters
     for adapter in {id(a): a for a in transport.session.adapters.values()}.values():
         adapter.init_poolmanager(DEFAULT_POOLSIZE, connections, block=DEFAULT_POOLBLOCK)
@@ -88,8 +90,10 @@ def client_options_from_environment(endpoint: str) -> dict[str, Any]:
 def _with_environment(build: Callable[..., Client]) -> Client:
     """The client `build(**options)` makes, with `client_options_from_environment` for the URL the SDK resolves
     (a connection string's endpoint; a service URI with https:// added when it has no scheme): built once without
-    options to read that URL, which costs no request; and a transport keeping POOL_CONNECTIONS connections."""
-    return build(**client_options_from_environment(build().url), transport=pooled_transport(POOL_CONNECTIONS))
+    options to read that URL, which costs no request; and a transport keeping POOL_CONNECTIONS connections, built
+    with the same options (a client given a transport applies only its pipeline's to it: `proxies`)."""
+    options = client_options_from_environment(build().url)
+    return build(**options, transport=pooled_transport(POOL_CONNECTIONS, **options))
 
 
 class StorageAccount:

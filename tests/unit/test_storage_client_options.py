@@ -91,21 +91,29 @@ def test_a_pooled_transport_keeps_its_connections_and_azure_cores_adapter() -> N
     assert type(adapter).__name__ == "BiggerBlockSizeHTTPAdapter"
 
 
-def test_the_apps_table_and_queue_clients_keep_a_connection_per_worker_thread() -> None:
-    """The worker runs up to min(32, CPUs + 4) sync invocations at once, each with its Table and queue calls."""
+def test_the_apps_table_and_queue_clients_keep_a_connection_per_worker_thread(tmp_path: Any,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs up to min(32, CPUs + 4) sync invocations at once, each with its Table and queue calls; the
+    transport that keeps them still has the options read from the environment once (the environment not trusted
+    per request, the CA bundle)."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     account = StorageAccount(dataclasses.replace(StorageSettings.from_env(), connection="UseDevelopmentStorage=true"))
     service = account.table_service
     for client in (service, service.get_table_client("t"), account.queue_service,
                    account.queue_service.get_queue_client("q")):
-        adapter = _session_of(client).get_adapter("http://127.0.0.1:10002/devstoreaccount1")
+        transport = _transport_of(client)
+        adapter = transport.session.get_adapter("http://127.0.0.1:10002/devstoreaccount1")
         assert adapter.poolmanager.connection_pool_kw["maxsize"] == clients.POOL_CONNECTIONS > 10
+        assert transport.session.trust_env is False and transport.connection_config.verify == str(bundle)
 
 
-def _session_of(client: Any) -> Any:
-    """The requests session under an SDK client (through its generated client and a shared transport's wrapper)."""
+def _transport_of(client: Any) -> Any:
+    """The RequestsTransport under an SDK client (through its generated client and a shared transport's wrapper)."""
     while not hasattr(client, "_pipeline"):
         client = client._client
     transport = client._pipeline._transport
     while not hasattr(transport, "session"):
         transport = transport._transport
-    return transport.session
+    return transport
