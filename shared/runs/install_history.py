@@ -101,24 +101,29 @@ def sample_of(target: Mapping[str, Any]) -> Sample | None:
     for the run's longer installations (retry_policy.later_poll_delay); counting it at their middle errs by at
     most half that either way, where counting it at the second poll always errs long. With no poll that saw it
     running (the first poll found it ended) the first poll's time is kept: an upper bound, which lowers the
-    machine's shortest installation and so its next first poll (retry_policy.first_poll_delay)."""
+    machine's shortest installation and so its next first poll (retry_policy.first_poll_delay). The poll's time
+    is kept beside the middle (`seen`): the shortest is taken from it (predictions.Sample)."""
     started, ended = target.get("operationStartedAt"), target.get("operationEndedAt") or target.get("completedAt")
     if target.get("state") not in ENDED or not started or not ended:
         return None
     try:
         start, end = parse_iso(str(started)), parse_iso(str(ended))
-        running = parse_iso(str(target["runningSeenAt"])) if target.get("runningSeenAt") else None
     except ValueError:
         return None
-    if running is not None and start < running < end:
-        end = running + (end - running) / 2
-    seconds = (end - start).total_seconds()
-    if seconds <= 0:
+    try:  # a time that does not read leaves the end at the poll that saw it
+        running = parse_iso(str(target["runningSeenAt"])) if target.get("runningSeenAt") else None
+    except ValueError:
+        running = None
+    seen = (end - start).total_seconds()
+    if seen <= 0:
         return None
+    between = running is not None and start < running < end
+    seconds = ((running + (end - running) / 2) - start).total_seconds() if running is not None and between else seen
     predicted = target.get("predictedSeconds")
     return Sample(at=str(started), seconds=seconds, patches=int(target.get("installedPatchCount") or 0),
                   rebooted=target.get("rebootStatus") == "Completed",
-                  predicted=float(predicted) if isinstance(predicted, (int, float)) and predicted > 0 else None)
+                  predicted=float(predicted) if isinstance(predicted, (int, float)) and predicted > 0 else None,
+                  seen=seen if between else None)
 
 
 def merged(current: MachineHistory | None, sample: Sample, os_type: str) -> MachineHistory:

@@ -18,7 +18,8 @@ it finished (install_history.sample_of), so it is off by up to half a poll inter
 Retry-After, or up to two where later polls wait for the run's longer installations: retry_policy
 later_poll_delay); or, when the first poll (90% of the machine's shortest installation,
 retry_policy.first_poll_delay) found it finished already, it is that poll's time: an upper bound, which lowers
-the shortest and so the next first poll.
+the shortest and so the next first poll. The shortest is taken from each sample's poll that saw the end (`seen`),
+never from a middle, which could fall before the end and bring first polls early for good.
 """
 
 from __future__ import annotations
@@ -35,27 +36,38 @@ FACTOR_RANGE = (0.2, 5.0)  # a machine's ratio to its peers is clipped to this (
 @dataclass(frozen=True)
 class Sample:
     """One past installation: when it started (ISO), how long it took (seconds), patches installed, whether the
-    machine rebooted, and the prediction made for it (seconds, None when none was made)."""
+    machine rebooted, the prediction made for it (seconds, None when none was made), and, when `seconds` counts
+    its end between two polls (install_history.sample_of), `seen`: seconds to the poll that saw it ended, an
+    upper bound, which the shortest (the first poll's timing) is taken from."""
 
     at: str
     seconds: float
     patches: int
     rebooted: bool
     predicted: float | None = None
+    seen: float | None = None
+
+    @property
+    def seen_by(self) -> float:
+        """Seconds by which the installation had certainly ended (the poll that saw it)."""
+        return self.seen if self.seen is not None else self.seconds
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"at": self.at, "seconds": round(self.seconds, 1), "patches": self.patches,
                                   "rebooted": self.rebooted}
         if self.predicted is not None:
             out["predicted"] = round(self.predicted, 1)
+        if self.seen is not None:
+            out["seen"] = round(self.seen, 1)
         return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> Sample:
-        predicted = raw.get("predicted")
+        predicted, seen = raw.get("predicted"), raw.get("seen")
         return cls(at=str(raw.get("at") or ""), seconds=float(raw.get("seconds") or 0.0),  # type: ignore[arg-type]
                    patches=int(raw.get("patches") or 0), rebooted=bool(raw.get("rebooted")),  # type: ignore[call-overload]
-                   predicted=float(predicted) if isinstance(predicted, (int, float)) else None)
+                   predicted=float(predicted) if isinstance(predicted, (int, float)) else None,
+                   seen=float(seen) if isinstance(seen, (int, float)) else None)
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,7 @@ def predict(history: MachineHistory | None, peers: PeerModel, *, os_type: str = 
     error = _error(own)
     if own:
         own_prediction = _own(own, peers, os_type, patches, rebooted=rebooted, error=error)
-        return replace(own_prediction, shortest=min(s.seconds for s in own))
+        return replace(own_prediction, shortest=min(s.seen_by for s in own))  # upper bounds: see Sample
     peer = peers.estimate(os_type, patches, rebooted)
     if peer is not None:
         return Prediction(peer[0], "peers", peer[1], error)

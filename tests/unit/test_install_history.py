@@ -111,17 +111,19 @@ def test_a_finished_installation_gives_one_sample_with_what_it_took() -> None:
 
 
 def test_an_end_seen_after_a_running_poll_counts_at_the_middle_of_the_two_polls() -> None:
-    def seconds(**columns: Any) -> float | None:
+    def seconds(**columns: Any) -> tuple[float, float | None] | None:
         sample = sample_of(finished("vm1", **columns))
-        return None if sample is None else sample.seconds
+        return None if sample is None else (sample.seconds, sample.seen)
 
-    # running at 03:05:30, ended by 03:07:30 (a later poll waited two minutes): the end is in between
-    assert seconds(runningSeenAt="2026-12-01T03:05:30.000Z") == 390.0
-    assert seconds(runningSeenAt="2026-12-01T03:04:00.000Z", operationEndedAt="2026-12-01T03:05:00.000Z") == 270.0
-    # a time outside the installation (a clock step, a copy of a poll that ran late) is not used
-    for odd in ("2026-12-01T02:59:00.000Z", "2026-12-01T03:07:30.000Z", "2026-12-01T03:09:00.000Z"):
-        assert seconds(runningSeenAt=odd) == 450.0
-    assert seconds(runningSeenAt="yesterday") is None
+    # running at 03:05:30, ended by 03:07:30 (a later poll waited two minutes): the end is in between, and the
+    # poll that saw it is kept (the shortest, which times first polls, is an upper bound)
+    assert seconds(runningSeenAt="2026-12-01T03:05:30.000Z") == (390.0, 450.0)
+    assert seconds(runningSeenAt="2026-12-01T03:04:00.000Z",
+                   operationEndedAt="2026-12-01T03:05:00.000Z") == (270.0, 300.0)
+    # a time outside the installation (a clock step, a copy of a poll that ran late), or one that does not read,
+    # is not used
+    for odd in ("2026-12-01T02:59:00.000Z", "2026-12-01T03:07:30.000Z", "2026-12-01T03:09:00.000Z", "yesterday"):
+        assert seconds(runningSeenAt=odd) == (450.0, None)
 
 
 @pytest.mark.parametrize("columns", [

@@ -108,6 +108,17 @@ def test_the_shortest_installation_times_the_first_poll_and_the_loop_does_not_dr
     assert max(shortest) <= 600 and min(shortest) >= 0.9 * 300 * 0.9  # never later, never far below the true floor
 
 
+def test_the_shortest_comes_from_the_polls_that_saw_the_ends_not_from_a_middle() -> None:
+    """A duration counted between two polls (install_history.sample_of) may fall before the end: the first poll
+    is timed from the poll that saw it (`seen`), an upper bound, so it never comes early for good."""
+    between = Sample("2026-11-02T00:00:00Z", 300.0, 3, False, seen=400.0)
+    assert Sample.from_json(between.to_json()) == between
+    assert "seen" not in Sample("2026-11-01T00:00:00Z", 500.0, 3, False).to_json()
+    history = MachineHistory("Linux", (between, Sample("2026-11-01T00:00:00Z", 500.0, 3, False)))
+    got = predict(history, PeerModel.from_histories([]), default_seconds=1200)
+    assert got.shortest == 400.0 and got.seconds < 500.0  # the prediction reads the middle
+
+
 def test_without_a_peer_model_the_latest_scales_by_half_its_patches() -> None:
     latest = MachineHistory("Linux", (Sample("2026-11-02T00:00:00Z", 400.0, 4, False),
                                       Sample("2026-11-01T00:00:00Z", 100.0, 4, False)))
