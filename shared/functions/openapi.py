@@ -235,7 +235,7 @@ def _response_definitions() -> dict[str, Schema]:
         "code": {"type": "string"}, "message": {"type": "string"}, "target": {"type": "string"},
         "details": {"type": "array", "items": {"type": "object"}}}}}}
     machine = {"type": "object", "properties": {
-        "id": {"type": "string", "x-ms-summary": "VM resource id"},
+        "id": {"type": "string", "x-ms-summary": "Machine resource id"},
         "state": {"type": "string", "x-ms-summary": "State"},
         "status": {"type": "string", "x-ms-summary": "Operation status"},
         "wave": {"type": "integer"}, "installedPatchCount": {"type": "integer"},

@@ -25,8 +25,9 @@ from shared.validation.run_request import parse_run_request
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # always fullmatch: `$` would also take "…\n"
 # A machine's storage key (MachineRef.key): subscription|resource group|name, lower case, no / \\ # ?, and
-# |hybridmachines after an Arc-enabled server's name
-MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f\x7f]{1,90}"
+# |hybridmachines after an Arc-enabled server's name. A resource group's 90 characters can lower-case to up to
+# 180 code points (U+0130 İ becomes i and a combining dot), so its part may be that long.
+MACHINE_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\|[^/\\#?|\x00-\x1f\x7f]{1,180}"
                          r"\|[a-z0-9_.-]{1,64}(?:\|hybridmachines)?")
 STATES = [s.value for s in MachineState]
 TIMELINE_BUCKETS = 60

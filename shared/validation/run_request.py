@@ -60,8 +60,8 @@ def parse_run_request(body: bytes, *, max_bytes: int, max_machines: int,
                               code="InvalidRequestContent")
     reject_unknown(data, RUN_FIELDS, "")
     if ("machines" in data) == ("scopes" in data):
-        raise ValidationError("give exactly one of machines (VM resource ids) or scopes (subscription or "
-                              "resource group ids)", target="machines" if "machines" in data else None)
+        raise ValidationError("give exactly one of machines (VM or Arc-enabled server resource ids) or scopes "
+                              "(subscription or resource group ids)", target="machines" if "machines" in data else None)
     scopes: tuple[ScopeRef, ...] = ()
     flt: dict[str, Any] | None = None
     if "scopes" in data:

@@ -141,3 +141,19 @@ def test_compliance_counts_kinds_and_disconnected_agents() -> None:
     assert report["notConnected"] == 1 and report["notRunning"] == 0 and report["failed"] == 0
     assert report["assessed"] == 2 and report["neverAssessed"] == 1
     assert report["byClassification"] == {"Security": {"missingPatches": 2, "machines": 1}}
+
+
+@pytest.mark.parametrize("resource_group", ["rg-web", "(Prod)_rg.1", "a" * 89 + "\u0130", "\u0130" * 90, "日本語"])
+@pytest.mark.parametrize("kind", ["virtualMachines", "hybridMachines"])
+def test_every_machine_key_the_app_issues_is_a_continuation_token_it_takes_back(resource_group: str,
+                                                                                kind: str) -> None:
+    """A page of machines links to the next by its last machine's key (runs_api, plans_api): an Arc-enabled
+    server's has a fourth part, and lower-casing can lengthen a resource group (U+0130 İ: two code points)."""
+    from shared.core.ids import MachineRef
+    from shared.functions.runs_api import MACHINE_KEY
+    from shared.validation.resource_ids import is_resource_group_name
+
+    assert is_resource_group_name(resource_group)
+    key = MachineRef("00000000-0000-0000-0000-00000000000a", resource_group, "Web-1", kind).key
+    assert MACHINE_KEY.fullmatch(key), key
+    assert not MACHINE_KEY.fullmatch(key + "|x") and not MACHINE_KEY.fullmatch(key.replace("|", "/", 1))
