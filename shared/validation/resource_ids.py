@@ -45,6 +45,50 @@ _HYBRID_ID = re.compile(
 )
 
 
+_TYPES = {"microsoft.compute/virtualmachines": ("Microsoft.Compute/virtualMachines", re.compile(_VM, re.ASCII),
+                                                 "a VM name: 1-64 letters, digits, '_', '.' or '-', starting with a "
+                                                 "letter, digit or '_' and not ending with '.' or '-'"),
+          "microsoft.hybridcompute/machines": ("Microsoft.HybridCompute/machines", re.compile(_HYBRID, re.ASCII),
+                                               "an Arc-enabled server's name: 1-54 letters, digits, '_', '.' or '-'")}
+
+
+def id_problem(text: str, *, arc: bool = True) -> str:
+    """The first part of `text` that keeps it from being a machine resource id (an Azure VM's, or with `arc` an
+    Arc-enabled server's), said so that a caller sees the typo: an error message quotes only the start of a
+    value (errors.quoted), and a resource id's mistake is usually near its end. Segment names and rules as in
+    parse_machine_id; literals are compared case-insensitively, as ARM does."""
+    types = [t for k, t in _TYPES.items() if arc or k.endswith("virtualmachines")]
+    expected_type = " or ".join(t[0] for t in types)
+    parts = text.strip().split("/")
+    literals = {1: "subscriptions", 3: "resourceGroups", 5: "providers"}
+    if not text.strip():
+        return "it is empty"
+    if parts[0]:
+        return "it does not start with /subscriptions/"
+    for i, part in enumerate(parts[1:9], start=1):
+        if i in literals and part.lower() != literals[i].lower():
+            return f"{quoted(part)} stands where {literals[i]!r} belongs (segment {i})"
+        if i == 2 and not GUID.fullmatch(part):
+            return f"the subscription id {quoted(part)} is not a GUID"
+        if i == 4 and not is_resource_group_name(part):
+            return (f"the resource group name {quoted(part)} is not 1-90 letters, digits, '-', '_', '.', '(' or ')' "
+                    "not ending with '.'")
+        if i == 7:
+            kind = f"{parts[6]}/{part}"
+            found = next((t for t in types if t[0].lower() == kind.lower()), None)
+            if found is None:
+                return f"the resource type {quoted(kind)} is not {expected_type}"
+        if i == 8:
+            found = next(t for t in types if t[0].lower() == f"{parts[6]}/{parts[7]}".lower())
+            if not found[1].fullmatch(part):
+                return f"{quoted(part)} is not {found[2]}"
+    if len(parts) < 9:
+        return f"it ends after {quoted(parts[-1] or parts[-2])}: the id names no machine"
+    if len(parts) > 9:
+        return f"{quoted('/'.join(parts[9:]))} follows the machine's name"
+    return "its parts do not read as one"  # not reached for an id the patterns refused; said rather than raised
+
+
 def parse_vm_id(value: object, *, target: str) -> MachineRef:
     """Parse `/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}`."""
     if not isinstance(value, str):
@@ -52,7 +96,7 @@ def parse_vm_id(value: object, *, target: str) -> MachineRef:
     match = _VM_ID.fullmatch(value.strip())
     if not match or not is_resource_group_name(match["rg"]):
         raise ValidationError(
-            f"{target} is not a virtual machine resource id: expected "
+            f"{target} is not a virtual machine resource id ({id_problem(value, arc=False)}): expected "
             "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
             "/providers/Microsoft.Compute/virtualMachines/{vmName}, got " + quoted(value),
             target=target,
@@ -92,7 +136,7 @@ def parse_machine_id(value: object, *, target: str) -> MachineRef:
     elif is_resource_group_name(match["rg"]):
         return MachineRef(match["sub"].lower(), match["rg"], match["machine"], HYBRID_MACHINES)
     raise ValidationError(
-        f"{target} is not a machine resource id: expected "
+        f"{target} is not a machine resource id ({id_problem(value)}): expected "
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
         "/providers/Microsoft.Compute/virtualMachines/{vmName} or "
         "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"

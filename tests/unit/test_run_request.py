@@ -150,3 +150,35 @@ def test_fingerprint_ignores_spelling_and_order() -> None:
     b = parse(body(machines=[vm2, VM], installPatches=install(rebootSetting="never")))
     c = parse(body(machines=[VM], installPatches=install(rebootSetting="never")))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+SUB_RG = "/subscriptions/20b46a6d-0000-0000-0000-000000000001/resourceGroups/rg-web/providers/"
+
+
+@pytest.mark.parametrize(("machine", "said"), [
+    (SUB_RG + "Microsoft.Compute/virtualMachine/web-1",
+     "the resource type 'Microsoft.Compute/virtualMachine' is not Microsoft.Compute/virtualMachines or "
+     "Microsoft.HybridCompute/machines"),
+    (SUB_RG + "Microsfot.Compute/virtualMachines/web-1", "the resource type 'Microsfot.Compute/virtualMachines'"),
+    (SUB_RG + "Microsoft.Compute/virtualMachines/web-1.", "'web-1.' is not a VM name"),
+    (SUB_RG + "Microsoft.HybridCompute/machines/" + "s" * 55, "is not an Arc-enabled server's name"),
+    (SUB_RG + "Microsoft.Compute/virtualMachines/web-1/extensions/x", "'extensions/x' follows the machine's name"),
+    (SUB_RG + "Microsoft.Compute/virtualMachines", "it ends after 'virtualMachines'"),
+    (SUB_RG.replace("resourceGroups", "resourcegroup") + "Microsoft.Compute/virtualMachines/web-1",
+     "'resourcegroup' stands where 'resourceGroups' belongs"),
+    (SUB_RG.replace("rg-web", "rg-web.") + "Microsoft.Compute/virtualMachines/web-1", "resource group name 'rg-web.'"),
+    ("/subscriptions/prod/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/a", "'prod' is not a GUID"),
+    ("subscriptions/x", "does not start with /subscriptions/"),
+    ("  ", "it is empty"),
+])
+def test_a_machine_id_that_does_not_read_says_which_part_is_wrong(machine: str, said: str) -> None:
+    """An error repeats only the start of a value (errors.quoted), and an id's typo is usually near its end: the
+    message names the part that is wrong."""
+    body = json.dumps({"machines": [machine], "installPatches": {"maximumDuration": "PT2H",
+                                                                 "rebootSetting": "IfRequired",
+                                                                 "linuxParameters": {"classificationsToInclude":
+                                                                                     ["Critical"]}}})
+    with pytest.raises(ValidationError) as refused:
+        parse_run_request(body.encode(), max_bytes=1 << 20, max_machines=10)
+    assert refused.value.target == "machines[0]" and refused.value.code == "InvalidResourceId"
+    assert said in str(refused.value), str(refused.value)
