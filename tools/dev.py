@@ -76,6 +76,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vms", type=int, default=20, help="simulated fleet size")
+    parser.add_argument("--arc", type=int, default=2, help="simulated Azure Arc-enabled servers (connected)")
     parser.add_argument("--time-scale", type=float, default=600.0, help="simulated seconds per real second")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--arm-port", type=int, default=8090)
@@ -105,7 +106,8 @@ def main() -> int:
             azurite.start()
             sim = Simulator(SimulatorConfig(vms=args.vms, subscriptions=1, seed=1, time_scale=args.time_scale,
                                             port=args.arm_port, retry_after_seconds=2, stopped_ratio=0.1,
-                                            upcoming_patches=3, upcoming_within_hours=72.0)).start()
+                                            upcoming_patches=3, upcoming_within_hours=72.0,
+                                            arc_machines=args.arc, arc_disconnected=0)).start()
             services.callback(sim.stop)
             values = ensure_local_settings(sim.url)
             scope = f"/subscriptions/{sim.subscriptions()[0]}"
@@ -132,6 +134,13 @@ def main() -> int:
                 },
             }, separators=(",", ":"))
             api = f"http://127.0.0.1:{args.port}/api"
+            arc = [m["id"] for m in sim.state()["arcMachines"]]
+            arc_body = json.dumps({**json.loads(body), "machines": arc}, separators=(",", ":"))
+            arc_text = f"""
+Azure Arc-enabled servers are patched the same way ({len(arc)} in the simulator, {sim.url}/_sim/machines):
+
+curl -s -D - -o /dev/null -X POST {api}/runs -H 'Content-Type: application/json' -d '{arc_body}'
+""" if arc else ""
             others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
             plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
             # The next whole minute at least five minutes away: time to read and send what comes before it.
@@ -149,7 +158,8 @@ def main() -> int:
             print(f"""
 PatchPilot is running:
   Functions host   {api}
-  ARM simulator    {sim.url}  ({args.vms} VMs, {args.time_scale:g}x time; state at {sim.url}/_sim/vms)
+  ARM simulator    {sim.url}  ({args.vms} VMs, {len(arc)} Arc-enabled servers, {args.time_scale:g}x time; state at
+                   {sim.url}/_sim/vms)
   Azurite          blob 10000, queue 10001, table 10002 (data in .azurite/)
 
 Start a run on four simulated VMs (answers 202 with Location and Retry-After):
@@ -161,7 +171,7 @@ LOC=$(curl -s -o /dev/null -D - -X POST {api}/runs -H 'Content-Type: application
 Follow it (202 while it runs, 200 with every machine's result when it is done):
 
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$LOC"
-
+{arc_text}
 Assess the whole simulated subscription now (the periodic_assessment timer does this daily for
 ASSESSMENT_SCOPES={scope}), follow it the same way (repeat until it answers 200: a VM the run above is
 still patching answers 409 and is assessed about 10 s later), then ask for the compliance view:
