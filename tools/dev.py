@@ -137,9 +137,11 @@ def main() -> int:
             arc = [m["id"] for m in sim.state()["arcMachines"]]
             arc_body = json.dumps({**json.loads(body), "machines": arc}, separators=(",", ":"))
             arc_text = f"""
-Azure Arc-enabled servers are patched the same way ({len(arc)} in the simulator, {sim.url}/_sim/machines):
+Azure Arc-enabled servers are patched the same way ({sim.url}/_sim/machines lists them):
 
-curl -s -D - -o /dev/null -X POST {api}/runs -H 'Content-Type: application/json' -d '{arc_body}'
+ARCLOC=$(curl -s -o /dev/null -D - -X POST {api}/runs -H 'Content-Type: application/json' -d '{arc_body}' \\
+  | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ARCLOC"
+curl -s -w '\\nHTTP %{{http_code}}\\n' "$ARCLOC"
 """ if arc else ""
             others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
             plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
@@ -158,7 +160,7 @@ curl -s -D - -o /dev/null -X POST {api}/runs -H 'Content-Type: application/json'
             print(f"""
 PatchPilot is running:
   Functions host   {api}
-  ARM simulator    {sim.url}  ({args.vms} VMs, {len(arc)} Arc-enabled servers, {args.time_scale:g}x time; state at
+  ARM simulator    {sim.url}  ({args.vms} VMs, {len(arc)} Arc-enabled server(s), {args.time_scale:g}x time; state at
                    {sim.url}/_sim/vms)
   Azurite          blob 10000, queue 10001, table 10002 (data in .azurite/)
 

@@ -46,10 +46,12 @@ _HYBRID_ID = re.compile(
 
 
 _TYPES = {"microsoft.compute/virtualmachines": ("Microsoft.Compute/virtualMachines", re.compile(_VM, re.ASCII),
-                                                 "a VM name: 1-64 letters, digits, '_', '.' or '-', starting with a "
-                                                 "letter, digit or '_' and not ending with '.' or '-'"),
+                                                 "a VM name: 1-64 ASCII letters, digits, '_', '.' or '-', starting "
+                                                 "with a letter, digit or '_', not ending with '.' or '-' (one "
+                                                 "character: a letter or digit)"),
           "microsoft.hybridcompute/machines": ("Microsoft.HybridCompute/machines", re.compile(_HYBRID, re.ASCII),
-                                               "an Arc-enabled server's name: 1-54 letters, digits, '_', '.' or '-'")}
+                                               "an Arc-enabled server's name: 1-54 ASCII letters, digits, '_', '.' "
+                                               "or '-'")}
 
 
 def id_problem(text: str, *, arc: bool = True) -> str:
@@ -59,31 +61,42 @@ def id_problem(text: str, *, arc: bool = True) -> str:
     parse_machine_id; literals are compared case-insensitively, as ARM does."""
     types = [t for k, t in _TYPES.items() if arc or k.endswith("virtualmachines")]
     expected_type = " or ".join(t[0] for t in types)
-    parts = text.strip().split("/")
-    literals = {1: "subscriptions", 3: "resourceGroups", 5: "providers"}
-    if not text.strip():
+    text = text.strip()
+    if not text:
         return "it is empty"
-    if parts[0]:
+    if not text.startswith("/"):
         return "it does not start with /subscriptions/"
+    if text == "/":
+        return "it is only '/'"
+    parts = text.split("/")
+    if parts[-1] == "" and len(parts) > 2:
+        if len(parts) == 10:
+            return "it ends with a '/'"
+        parts.pop()  # ".../providers/": it ends there
+    doubled = next((i for i, part in enumerate(parts[1:], start=1) if not part), None)
+    if doubled is not None:
+        return f"a '/' is doubled after {quoted(parts[doubled - 1])}" if doubled > 1 else "it starts with '//'"
+    literals = {1: "subscriptions", 3: "resourceGroups", 5: "providers"}
     for i, part in enumerate(parts[1:9], start=1):
         if i in literals and part.lower() != literals[i].lower():
             return f"{quoted(part)} stands where {literals[i]!r} belongs (segment {i})"
         if i == 2 and not GUID.fullmatch(part):
             return f"the subscription id {quoted(part)} is not a GUID"
         if i == 4 and not is_resource_group_name(part):
-            return (f"the resource group name {quoted(part)} is not 1-90 letters, digits, '-', '_', '.', '(' or ')' "
-                    "not ending with '.'")
+            return (f"the resource group name {quoted(part)} is not 1-90 letters, digits, '-', '_', '.', '(' or "
+                    "')', not ending with '.'")
         if i == 7:
             kind = f"{parts[6]}/{part}"
-            found = next((t for t in types if t[0].lower() == kind.lower()), None)
-            if found is None:
+            if not any(t[0].lower() == kind.lower() for t in types):
                 return f"the resource type {quoted(kind)} is not {expected_type}"
         if i == 8:
-            found = next(t for t in types if t[0].lower() == f"{parts[6]}/{parts[7]}".lower())
-            if not found[1].fullmatch(part):
-                return f"{quoted(part)} is not {found[2]}"
+            _, rule, said = next(t for t in types if t[0].lower() == f"{parts[6]}/{parts[7]}".lower())
+            if not rule.fullmatch(part):
+                other = next((c for c in part if not c.isascii()), None)
+                held = f" (it holds {other!r}, U+{ord(other):04X})" if other else ""
+                return f"{quoted(part)} is not {said}{held}"
     if len(parts) < 9:
-        return f"it ends after {quoted(parts[-1] or parts[-2])}: the id names no machine"
+        return f"it ends after {quoted(parts[-1])}: the id names no machine"
     if len(parts) > 9:
         return f"{quoted('/'.join(parts[9:]))} follows the machine's name"
     return "its parts do not read as one"  # not reached for an id the patterns refused; said rather than raised

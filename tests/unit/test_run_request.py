@@ -170,6 +170,10 @@ SUB_RG = "/subscriptions/20b46a6d-0000-0000-0000-000000000001/resourceGroups/rg-
     ("/subscriptions/prod/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/a", "'prod' is not a GUID"),
     ("subscriptions/x", "does not start with /subscriptions/"),
     ("  ", "it is empty"),
+    (SUB_RG + "Microsoft.Compute/virtualMachines/web-1/", "it ends with a '/'"),
+    (SUB_RG.replace("/providers/", "//providers/") + "Microsoft.Compute/virtualMachines/web-1",
+     "a '/' is doubled after 'rg-web'"),
+    (SUB_RG + "Microsoft.Compute/virtualMachines/w\u00e9b-1", "it holds 'é', U+00E9"),
 ])
 def test_a_machine_id_that_does_not_read_says_which_part_is_wrong(machine: str, said: str) -> None:
     """An error repeats only the start of a value (errors.quoted), and an id's typo is usually near its end: the
@@ -182,3 +186,12 @@ def test_a_machine_id_that_does_not_read_says_which_part_is_wrong(machine: str, 
         parse_run_request(body.encode(), max_bytes=1 << 20, max_machines=10)
     assert refused.value.target == "machines[0]" and refused.value.code == "InvalidResourceId"
     assert said in str(refused.value), str(refused.value)
+
+
+def test_where_only_a_vm_will_do_an_arc_id_is_said_to_be_the_wrong_type() -> None:
+    from shared.validation.resource_ids import parse_vm_id
+
+    with pytest.raises(ValidationError) as refused:
+        parse_vm_id(SUB_RG + "Microsoft.HybridCompute/machines/store-1", target="vm")
+    assert "the resource type 'Microsoft.HybridCompute/machines' is not Microsoft.Compute/virtualMachines)" in str(
+        refused.value)
