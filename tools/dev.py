@@ -123,7 +123,9 @@ def main() -> int:
                                     process_group=0)  # Ctrl-C reaches only this process, which stops the host first
             services.callback(stop_process, host)
             wait_http(f"http://127.0.0.1:{args.port}/api/runs", host)
-            vms = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][:4]
+            fleet = sim.state()
+            running = [v["id"] for v in fleet["vms"] if v["powerState"] == "running"]
+            vms = running[:4]
             body = json.dumps({
                 "machines": vms,
                 "installPatches": {
@@ -134,7 +136,7 @@ def main() -> int:
                 },
             }, separators=(",", ":"))
             api = f"http://127.0.0.1:{args.port}/api"
-            arc = [m["id"] for m in sim.state()["arcMachines"]]
+            arc = [m["id"] for m in fleet["arcMachines"]]
             arc_body = json.dumps({**json.loads(body), "machines": arc}, separators=(",", ":"))
             arc_text = f"""
 Azure Arc-enabled servers are patched the same way ({sim.url}/_sim/machines lists them):
@@ -143,7 +145,7 @@ ARCLOC=$(curl -s -o /dev/null -D - -X POST {api}/runs -H 'Content-Type: applicat
   | awk 'tolower($1)=="location:" {{print $2}}' | tr -d '\\r'); echo "$ARCLOC"
 curl -s -w '\\nHTTP %{{http_code}}\\n' "$ARCLOC"
 """ if arc else ""
-            others = [v["id"] for v in sim.state()["vms"] if v["powerState"] == "running"][4:8] or vms
+            others = running[4:8] or vms
             plan_body = json.dumps({**json.loads(body), "machines": others}, separators=(",", ":"))
             # The next whole minute at least five minutes away: time to read and send what comes before it.
             opens = (datetime.now(UTC) + timedelta(minutes=6)).replace(second=0, microsecond=0)

@@ -117,13 +117,14 @@ def sample_of(target: Mapping[str, Any]) -> Sample | None:
     seen = (end - start).total_seconds()
     if seen <= 0:
         return None
-    between = running is not None and start < running < end
-    seconds = ((running + (end - running) / 2) - start).total_seconds() if running is not None and between else seen
+    seconds, upper = seen, None
+    if running is not None and start < running < end:
+        seconds, upper = (running + (end - running) / 2 - start).total_seconds(), seen
     predicted = target.get("predictedSeconds")
     return Sample(at=str(started), seconds=seconds, patches=int(target.get("installedPatchCount") or 0),
                   rebooted=target.get("rebootStatus") == "Completed",
                   predicted=float(predicted) if isinstance(predicted, (int, float)) and predicted > 0 else None,
-                  seen=seen if between else None)
+                  seen=upper)
 
 
 def merged(current: MachineHistory | None, sample: Sample, os_type: str) -> MachineHistory:

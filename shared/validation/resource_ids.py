@@ -59,8 +59,8 @@ def id_problem(text: str, *, arc: bool = True) -> str:
     Arc-enabled server's), said so that a caller sees the typo: an error message quotes only the start of a
     value (errors.quoted), and a resource id's mistake is usually near its end. Segment names and rules as in
     parse_machine_id; literals are compared case-insensitively, as ARM does."""
-    types = [t for k, t in _TYPES.items() if arc or k.endswith("virtualmachines")]
-    expected_type = " or ".join(t[0] for t in types)
+    types = {k: t for k, t in _TYPES.items() if arc or k == "microsoft.compute/virtualmachines"}
+    expected_type = " or ".join(t[0] for t in types.values())
     text = text.strip()
     if not text:
         return "it is empty"
@@ -85,12 +85,10 @@ def id_problem(text: str, *, arc: bool = True) -> str:
         if i == 4 and not is_resource_group_name(part):
             return (f"the resource group name {quoted(part)} is not 1-90 letters, digits, '-', '_', '.', '(' or "
                     "')', not ending with '.'")
-        if i == 7:
-            kind = f"{parts[6]}/{part}"
-            if not any(t[0].lower() == kind.lower() for t in types):
-                return f"the resource type {quoted(kind)} is not {expected_type}"
+        if i == 7 and f"{parts[6]}/{part}".lower() not in types:
+            return f"the resource type {quoted(parts[6] + '/' + part)} is not {expected_type}"
         if i == 8:
-            _, rule, said = next(t for t in types if t[0].lower() == f"{parts[6]}/{parts[7]}".lower())
+            _, rule, said = types[f"{parts[6]}/{parts[7]}".lower()]
             if not rule.fullmatch(part):
                 other = next((c for c in part if not c.isascii()), None)
                 held = f" (it holds {other!r}, U+{ord(other):04X})" if other else ""
