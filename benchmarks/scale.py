@@ -255,7 +255,7 @@ def scaled_timers(scale: float) -> dict[str, str]:
         return str(max(1, round(azure_seconds / scale)))
     return {"POLL_MIN_SECONDS": "0", "DEFAULT_RETRY_AFTER_SECONDS": s(60),
             "RETRY_BASE_SECONDS": s(5), "RETRY_MAX_SECONDS": s(600), "CONFLICT_RETRY_SECONDS": s(120),
-            "DISPATCH_HORIZON_SECONDS": s(120), "RUN_RETRY_AFTER_SECONDS": "1",
+            "DISPATCH_HORIZON_SECONDS": s(120), "RUN_RETRY_AFTER_SECONDS": "1", "POLL_ROUND_SECONDS": s(5),
             # The app's budget runs on the simulator's clock too: Azure's refill rates times k, bursts unchanged.
             # Queue lateness is real time, so the burst kept back for it (rate x late) would grow k-fold: at 6x
             # and 5 s, more than the read bucket's whole burst. It is divided by k as well (at least 1 s).

@@ -45,6 +45,7 @@ from shared.runs.health_check import Probe
 from shared.runs.hooks import RunHooks
 from shared.runs.machine_worker import StepPorts
 from shared.runs.pacing import SPACING_RETRY_AFTERS, Pacer, buckets_from
+from shared.runs.poll_rounds import PollRounds
 from shared.runs.queues import WorkQueues
 from shared.runs.run_durations import RunDurations
 from shared.runs.specs import RunSpecCache
@@ -169,8 +170,13 @@ class Components:
         )
 
     @cached_property
+    def poll_rounds(self) -> PollRounds:
+        """The step queue machine steps send to: step messages, and polls left to their run's rounds."""
+        return PollRounds(self.store, self.queues, round_seconds=self.settings.retries.poll_round_seconds)
+
+    @cached_property
     def step_ports(self) -> StepPorts:
-        return StepPorts(targets=self.store, specs=self.specs, queue=self.queues, pacer=self.pacer, arm=self.arm,
+        return StepPorts(targets=self.store, specs=self.specs, queue=self.poll_rounds, pacer=self.pacer, arm=self.arm,
                          hooks=self.hooks, events=self, retries=self.settings.retries, health=self.settings.health,
                          probe=self.probe, durations=self.run_durations)
 

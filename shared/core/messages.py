@@ -108,6 +108,18 @@ class StepMessage:
 
 
 @dataclass(frozen=True)
+class PollRoundMessage:
+    """'Poll every machine of this run whose poll is due' (shared/runs/poll_rounds.py), on POLLS_QUEUE beside the
+    step messages. `seq` fences duplicates: only a message whose seq the run's round row still holds claims it."""
+
+    run_id: str
+    seq: int
+
+    def encode(self) -> str:
+        return _encode({"runId": self.run_id, "round": self.seq})
+
+
+@dataclass(frozen=True)
 class DispatchMessage:
     run_id: str
     advance: bool = False  # a rollout run: ask its controller to decide again, rather than fan out
@@ -163,6 +175,17 @@ def parse_step(body: str) -> StepMessage:
                                                                for h in held):
         raise BadMessageError(f"bad held {held!r}")
     return StepMessage(str(data["runId"]), machine, seq, tuple(held), CarriedRow.from_json(data.get("row")))
+
+
+def parse_poll(body: str) -> StepMessage | PollRoundMessage:
+    """A message of POLLS_QUEUE: a machine's step (parse_step) or a run's poll round (`{"runId", "round": seq}`)."""
+    data = _load(body)
+    if "round" not in data:
+        return parse_step(body)
+    seq = data["round"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT32[1]:
+        raise BadMessageError(f"bad round {seq!r}")
+    return PollRoundMessage(str(data["runId"]), seq)
 
 
 def _is_iso(value: str) -> bool:

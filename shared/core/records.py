@@ -74,6 +74,16 @@ class RunSpec:
     plan_id: str = ""  # the plan this run applies (shared/plans/): each machine installs its planned patches
 
 
+@dataclass(frozen=True)
+class PollRoundRow:
+    """A run's chain of poll rounds as stored (shared/runs/poll_rounds.py): the `seq` its current round message
+    carries, when that round is due (`at`, ISO 8601 UTC; "" when none is), and the row's ETag (None: no row yet)."""
+
+    seq: int
+    at: str
+    etag: str | None
+
+
 @dataclass(frozen=True, eq=False)
 class StoredRecord(Mapping[str, Any]):
     """A stored row as a read-only record: typed identity and ETag, and its other columns by name

@@ -183,6 +183,7 @@ class RetrySettings:
     operation_grace_seconds: int
     claim_timeout_seconds: int
     stall_after_seconds: int
+    poll_round_seconds: int
 
     @classmethod
     def from_env(cls) -> RetrySettings:
@@ -201,6 +202,8 @@ class RetrySettings:
             # A machine whose step is this far past its nextActionAt has lost its message, or its message
             # waits out a dead host's lease (10 minutes): the sweeper queues another (shared/runs/sweeper.py).
             stall_after_seconds=_int("STALL_AFTER_SECONDS", 60, minimum=1),
+            # A run's poll rounds come at most this often: a due poll waits up to this long (poll_rounds.py).
+            poll_round_seconds=_int("POLL_ROUND_SECONDS", 5, minimum=1),
         )
 
 

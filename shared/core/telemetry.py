@@ -9,7 +9,8 @@ azure-core, so every ARM call through shared/arm/client.py becomes a dependency 
 
 What is recorded (learn.microsoft.com/azure/azure-monitor/app/opentelemetry-enable?tabs=python):
 - a span per function invocation (`patchpilot.function` attributes), and on a machine's step
-  RUN_ID, MACHINE_ID and QUEUE_STEP (`start`, `poll`, `recover`);
+  RUN_ID, MACHINE_ID and QUEUE_STEP (`start`, `poll`, `recover`, `verify`); on a run's poll round RUN_ID and
+  QUEUE_STEP `round`, with an INTERNAL span `machine_poll` per machine it polls (RUN_ID, MACHINE_ID, QUEUE_STEP `poll`);
 - ARM calls: CLIENT spans with `az.service_request_id`, `http.response.status_code` (azure-core) and
   `patchpilot.arm.ratelimit.*` (the `x-ms-ratelimit-remaining-*` headers) and `patchpilot.arm.retry_after`;
 - metrics: machines started, completed and failed (`{machine}`), ARM 429 answers (`{response}`), and
@@ -25,6 +26,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
@@ -100,6 +102,25 @@ def annotate(attributes: Mapping[str, str | int]) -> None:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def spanned_in_threads(name: str, fn: Callable[[A], R]) -> Callable[[A], R]:
+    """`fn` for a pool's worker threads (ThreadPoolExecutor.map): each call runs in an INTERNAL span `name`, a child
+    of the span current where this is called (a poll round's polls: shared/runs/poll_rounds.py). OpenTelemetry's
+    context is per thread and a pool's threads start with none, so without this their spans (an ARM call's
+    dependency span) would have no parent."""
+    parent = otel_context.get_current()
+
+    def run(arg: A) -> R:
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL):
+                return fn(arg)
+        finally:
+            otel_context.detach(token)
+    return run
 
 
 def traced(kind: SpanKind = SpanKind.CONSUMER) -> Callable[[F], F]:

@@ -8,13 +8,14 @@ from collections.abc import Callable
 import azure.functions as func
 
 from shared.composition import Components
-from shared.core.messages import parse_dispatch, parse_step
+from shared.core.messages import PollRoundMessage, parse_dispatch, parse_poll, parse_step
 from shared.core.telemetry import traced
 from shared.functions.queue_input import parse_message
 from shared.plans.build import build_plan
 from shared.rollouts.controller import advance
 from shared.runs.dispatch import dispatch_run, fail_undispatched
 from shared.runs.machine_worker import fail_poisoned_step, run_step
+from shared.runs.poll_rounds import run_round
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
                      msg.dequeue_count, outcome)
 
     def poisoned_step(msg: func.QueueMessage, what: str, queue_name: str) -> None:
-        step = parse_message(msg, parse_step, f"poisoned {what}")
-        if step:
+        step = parse_message(msg, parse_poll, f"poisoned {what}")
+        if isinstance(step, PollRoundMessage):  # only a nudge: the sweeper finds its machines when overdue
+            log.warning("poisoned poll round %d of run=%s dropped", step.seq, step.run_id)
+        elif step:
             outcome = fail_poisoned_step(step, components().step_ports, queue_name)
             log.warning("poisoned %s run=%s machine=%s -> %s", what, step.run_id, step.machine, outcome)
 
@@ -60,8 +63,17 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
     @traced()
     def poll_worker(msg: func.QueueMessage) -> None:
         """The same step as operation_worker, for machines whose operation was claimed (polls, health reads):
-        their own queue, so a backlog of polls never delays a start (shared/runs/queues.py)."""
-        step_from(msg, "poll")
+        their own queue, so a backlog of polls never delays a start (shared/runs/queues.py); and runs' poll
+        rounds (shared/runs/poll_rounds.py)."""
+        parsed = parse_message(msg, parse_poll, "poll")
+        if isinstance(parsed, PollRoundMessage):
+            deps = components()
+            log.info("poll round run=%s seq=%d dequeue=%s -> %s", parsed.run_id, parsed.seq, msg.dequeue_count,
+                     run_round(parsed, deps.step_ports, deps.store, deps.poll_rounds))
+        elif parsed:
+            outcome = run_step(parsed, components().step_ports)
+            log.info("poll run=%s machine=%s seq=%d dequeue=%s -> %s", parsed.run_id, parsed.machine, parsed.seq,
+                     msg.dequeue_count, outcome)
 
 
     @bp.queue_trigger(arg_name="msg", queue_name="%POLLS_QUEUE%-poison", connection="AzureWebJobsStorage")

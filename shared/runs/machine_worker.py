@@ -142,6 +142,10 @@ class StepQueue(Protocol):
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
                   held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None: ...
 
+    def send_poll(self, run_id: str, machine: str, seq: int, delay_seconds: int, at: datetime) -> None:
+        """The machine (its row just written Running, `pollRound`, `nextActionAt` = `at`, `delay_seconds` from the
+        step's now) is polled by its run's rounds (shared/runs/poll_rounds.py): one must come by `at`."""
+
 
 class Arm(Protocol):
     """ARM, one call value at a time (shared/arm/client.py `ArmClient` is one)."""
@@ -175,8 +179,12 @@ class MachineStep:
     """Carries one target through one step; each entry point returns a `StepResult` (for logs and tests)."""
 
     def __init__(self, target: MachineRecord, ports: StepPorts, rng: random.Random | None = None,
-                 held: tuple[str, ...] = (), carried: bool = False) -> None:
+                 held: tuple[str, ...] = (), carried: bool = False, *,
+                 deferred: list[tuple[MachineRecord, dict[str, Any]]] | None = None) -> None:
         self.target = target
+        # a poll round's step (shared/runs/poll_rounds.py): a machine left Running is not written here but added
+        # to this list, which the round writes in batches and covers with its next round
+        self.deferred = deferred
         # acting on the row its message carried (run_step): confirmed against storage before any write that is not
         # the row's own If-Match update (_confirm_row)
         self.carried = carried
@@ -693,29 +701,43 @@ class MachineStep:
             self.calls.pop(polls[0] if polls else 0)
 
     def _update(self, changes: dict[str, Any]) -> None:
-        changes = {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
-        self.target = self.ports.targets.update_target(self.target, changes)
+        self.target = self.ports.targets.update_target(self.target, self._stamped(changes))
+
+    def _stamped(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
 
     def _advance(self, delay: int, changes: dict[str, Any], *, held: tuple[str, ...] = ()) -> None:
         """Record the step and queue the next one; raises ConflictError if we lost a race.
 
-        A machine left Running is polled next: its poll's budget is booked now when the budget is backlogged
-        past `delay` (Budget.book), and the message is queued for when that token is due, so the poll calls
-        when it arrives instead of finding the budget spent and being queued again."""
+        A machine left Running is polled next, by its run's poll rounds (shared/runs/poll_rounds.py: the row
+        says `pollRound`, and a round comes by `nextActionAt`), unless its poll holds budget tokens: a paced poll,
+        or one whose budget is backlogged past `delay` (Budget.book), which is booked now and queued as its own
+        message for when that token is due, so the poll calls when it arrives instead of finding the budget spent
+        and being queued again."""
         booked: float | None = None
-        if not held and changes.get("state", self.target["state"]) == MachineState.RUNNING.value:
+        running = changes.get("state", self.target["state"]) == MachineState.RUNNING.value
+        if not held and running:
             (budget,) = POLL_OPERATION.budgets
             booked = self._book(budget, delay)
             if booked is not None:
                 delay, held = max(delay, math.ceil(booked)), (budget,)
         seq = self.target.seq + 1
         next_at = self.now + timedelta(seconds=delay)
+        in_rounds = running and not held
+        changes = {**changes, "seq": seq, "nextActionAt": iso(next_at),
+                   **({"pollRound": in_rounds} if running or self.target.get("pollRound") else {})}
+        if in_rounds and self.deferred is not None:  # a round's poll: the round writes it, in a batch
+            self.deferred.append((self.target, self._stamped(changes)))
+            return
         try:
-            self._update({**changes, "seq": seq, "nextActionAt": iso(next_at)})
+            self._update(changes)
         except ConflictError:
             if booked is not None:  # no message will spend it: the token goes back to the lease
                 self.ports.pacer.release(self.machine.subscription_id, held[0], booked)
             raise
+        if in_rounds:
+            self.ports.queue.send_poll(self.run_id, self.target.key, seq, delay, next_at)
+            return
         carried = (CarriedRow.of(self.target.etag, self.target.columns)
                    if self.target["state"] in CARRIED_STATES else None)
         self.ports.queue.send_step(self.run_id, self.target.key, seq, delay, held=held,

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.core.messages import CarriedRow, DiscoveryMessage, DispatchMessage, StepMessage, encode_delivery
+from shared.core.messages import (
+    CarriedRow,
+    DiscoveryMessage,
+    DispatchMessage,
+    PollRoundMessage,
+    StepMessage,
+    encode_delivery,
+)
 from shared.core.telemetry import queue_messages_sent
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # Azure Queue's limit for a message's initial invisibility
@@ -47,6 +54,10 @@ class WorkQueues:
             _send(self._polls, "polls", body, delay_seconds)
         else:
             _send(self._operations, "operations", body, delay_seconds)
+
+    def send_round(self, run_id: str, seq: int, delay_seconds: int = 0) -> None:
+        """A run's poll round (shared/runs/poll_rounds.py), on POLLS_QUEUE with the polls it replaces."""
+        _send(self._polls, "polls", PollRoundMessage(run_id, seq).encode(), delay_seconds)
 
     def waiting(self, *, poll: bool) -> bool:
         """Whether the step queue (POLLS_QUEUE if `poll`, else OPERATIONS_QUEUE) has a message that is visible now,

@@ -10,7 +10,9 @@ unfinished machines whose next action (`nextActionAt`, when their message became
 STALL_AFTER_SECONDS, and queues a step at their current `seq`. A live host takes a due message
 within seconds, so such a machine's message is lost, held by a dead host, or stuck in a backlog;
 in every case a second message is harmless: `seq`, ETags and the `Starting` claim let only one
-delivery act, and the other finds the step moved on ("stale"). A claimed machine is settled once its
+delivery act, and the other finds the step moved on ("stale"). Machines left to their run's poll rounds
+(shared/runs/poll_rounds.py) get no message each: when any is overdue and no round was due lately, the sweeper
+queues the run a round (PollRounds.revive). A claimed machine is settled once its
 claim is CLAIM_TIMEOUT_SECONDS old (machine_worker.recover_claim). Recovery after a crash is so
 bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval, when no backlog is
 waiting (below).
@@ -50,8 +52,17 @@ MAX_REQUEUED_PER_SWEEP = 500  # step messages one sweep sends again, over all ru
 BACKLOG_GRACE = timedelta(minutes=10)
 
 
+class RoundReviver(Protocol):
+    """Queues a run's poll round when its machines left to the rounds are overdue (shared/runs/poll_rounds.py)."""
+
+    def revive(self, run_id: str, overdue_before: datetime) -> bool: ...
+
+
 class SweepDeps(DispatchDeps, Features, Protocol):
     """What the sweeper uses."""
+
+    @property
+    def poll_rounds(self) -> RoundReviver: ...
 
 
 def start_message_due(run: RunRecord, slot: datetime) -> datetime:
@@ -73,7 +84,7 @@ def start_message_due(run: RunRecord, slot: datetime) -> datetime:
 
 def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
     counts = {"runs": 0, "redispatched": 0, "released": 0, "requeued": 0, "behind": 0, "relisted": 0,
-              "completed": 0}
+              "rounds": 0, "completed": 0}
     store = deps.store
     stall_after = timedelta(seconds=deps.settings.retries.stall_after_seconds)
     stalled_before = iso(now - stall_after)
@@ -93,7 +104,11 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         released = str(run.get("releasedThrough") or "")
+        in_rounds = False  # an overdue machine is left to the run's poll rounds: one round polls them all
         for target in stalled:
+            if target["state"] == MachineState.RUNNING.value and target.get("pollRound") is True:
+                in_rounds = True
+                continue
             due = str(target.get("nextActionAt") or "")
             if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released:
                 if due >= released:
@@ -112,6 +127,8 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
                     continue
             deps.queues.send_step(run_id, target.key, target.seq, poll=poll)
             counts["requeued"] += 1
+        if in_rounds and deps.poll_rounds.revive(run_id, now - stall_after):
+            counts["rounds"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
                 deps.queues.send_discovery(run_id, row.index, int(row["page"]))
@@ -119,7 +136,7 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         # A lost advance message (soak ended, slot freed) or a close nobody made is found here.
         if deps.hooks.progressed(run_id):
             counts["completed"] += 1
-    if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"]:
+    if counts["redispatched"] or counts["released"] or counts["requeued"] or counts["relisted"] or counts["rounds"]:
         log.warning("sweep re-queued work: %s", counts)
     return counts
 

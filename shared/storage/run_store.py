@@ -7,6 +7,8 @@ Layout (why: every read the API and workers make is a point read or one-partitio
                                                     one transaction so accepting 1,000 machines is 1 round-trip
                    PK runId,  RK "scope-NNN" / "pins-NNNN" / "subs-NNNN"   discovery scopes, a rollout's pinned
                                                     Linux packages, its machines per subscription
+                   PK runId,  RK "pollround"        the run's chain of poll rounds: `seq`, `at`
+                                                    (shared/runs/poll_rounds.py)
     TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
                    PK runId,  RK "~counts-NN"   the run's machine counts (shared.core.counters), in SHARDS
                                                 rows: a machine is counted in shard sha256(key) mod SHARDS.
@@ -48,7 +50,15 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from shared.core.clock import iso, utcnow
 from shared.core.counters import COUNTED_COLUMNS, RunCounters, count_rows, counts_delta, machine_counts
 from shared.core.errors import ConflictError, StorageContentionError, TargetsChangedError
-from shared.core.records import THROTTLED_AT_COLUMN, HealthCheck, MachineRecord, RunRecord, RunSpec, ScopeListing
+from shared.core.records import (
+    THROTTLED_AT_COLUMN,
+    HealthCheck,
+    MachineRecord,
+    PollRoundRow,
+    RunRecord,
+    RunSpec,
+    ScopeListing,
+)
 from shared.core.settings import StorageSettings
 from shared.core.states import TERMINAL_STATES
 from shared.core.telemetry import table_counter
@@ -70,6 +80,7 @@ SHARD_CACHE_ENTRIES = 64 * SHARDS  # counter shards kept per process (RunStore._
 # transaction takes about 0.1 s, but a holder's call can hang in the SDK's retries (minutes under throttling).
 SHARD_LOCK_SECONDS = 2.0
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
+POLL_ROUND_KEY = "pollround"
 
 
 def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -540,6 +551,88 @@ class RunStore:
             if getattr(exc, "error_code", None) in PRECONDITION_FAILED:
                 raise TargetsChangedError("a target changed while the rollout controller decided") from exc
             raise
+
+    # -- poll rounds (shared/runs/poll_rounds.py) ---------------------------------------------------
+    def get_round(self, run_id: str) -> PollRoundRow:
+        """The run's poll-round row; PollRoundRow(0, "", None) when it has none yet."""
+        self._count("pollRound")
+        try:
+            entity = self.runs.get_entity(run_id, POLL_ROUND_KEY)
+        except ResourceNotFoundError:
+            return PollRoundRow(0, "", None)
+        return PollRoundRow(int(entity.get("seq") or 0), str(entity.get("at") or ""), _etag(entity))
+
+    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
+        """Store the round row if it is still as read (`etag`; None: create it); ConflictError otherwise."""
+        self._count("pollRound")
+        entity = {"PartitionKey": run_id, "RowKey": POLL_ROUND_KEY, "seq": seq, "at": at}
+        try:
+            if etag is None:
+                self.runs.create_entity(entity)
+            else:
+                self.runs.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                        match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConflictError(f"the poll rounds of {run_id} changed since read") from exc
+
+    def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]:
+        """Up to `top` Running machines whose polls are left to the run's rounds (`pollRound`), due before `before`
+        (ISO): whole rows, as a step reads them."""
+        query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
+                 " and nextActionAt lt @before")
+        rows: list[MachineRecord] = []
+        for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
+                                                                   "state": "Running", "before": before},
+                                                results_per_page=min(top, 1000)).by_page():
+            self._count("duePolls")
+            rows.extend(to_machine(e) for e in page)
+            if len(rows) >= top:
+                break
+        return rows[:top]
+
+    def next_poll_at(self, run_id: str, after: str) -> str | None:
+        """The earliest `nextActionAt` at or after `after` (ISO) of the Running machines left to the run's rounds,
+        or None when there is none (a query of that one column)."""
+        query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
+                 " and nextActionAt ge @after")
+        earliest: str | None = None
+        for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
+                                                                   "state": "Running", "after": after},
+                                                results_per_page=1000, select=["nextActionAt"]).by_page():
+            self._count("nextPoll")
+            for entity in page:
+                due = str(entity.get("nextActionAt") or "")
+                if due and (earliest is None or due < earliest):
+                    earliest = due
+        return earliest
+
+    def merge_polled(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> int:
+        """Merge each machine's `changes` if its row is unchanged since read, in transactions of ≤ 100 (a round's
+        polls of one run: one PartitionKey); changes that move a count go one by one (update_target). A
+        transaction one row of which changed is refused whole: its rows are then merged one at a time, and those
+        that changed are left as another writer made them. Returns how many were written."""
+        written = 0
+        plain = [(r, c) for r, c in changes if not counts_delta(r.columns, {**r.columns, **c})]
+        single = [(r, c) for r, c in changes if counts_delta(r.columns, {**r.columns, **c})]
+        by_key = {r.key: (r, c) for r, c in plain}
+        for batch in batches(machine_entity(r, c) for r, c in plain):
+            self._count("targetMerge")
+            try:
+                self.targets.submit_transaction([("update", e, {
+                    "mode": UpdateMode.MERGE, "etag": by_key[e["RowKey"]][0].etag,
+                    "match_condition": MatchConditions.IfNotModified}) for e in batch])
+                written += len(batch)
+            except TableTransactionError as exc:
+                if getattr(exc, "error_code", None) not in (*PRECONDITION_FAILED, "ResourceNotFound"):
+                    raise
+                single.extend(by_key[e["RowKey"]] for e in batch)
+        for record, change in single:
+            try:
+                self.update_target(record, change)
+                written += 1
+            except ConflictError:
+                continue  # another delivery moved it first
+        return written
 
     def save_pins(self, run_id: str, packages: list[str]) -> None:
         """The canary's Linux package versions, in rows of up to 500 (well under a property's 64 KiB)."""

@@ -47,6 +47,7 @@ NOT_SET_IN_AZURE = {
     "OPERATION_GRACE_SECONDS": "sweeper tuning knob: how long an operation may run before it is chased",
     "CLAIM_TIMEOUT_SECONDS": "sweeper tuning knob: when a claimed step counts as abandoned",
     "STALL_AFTER_SECONDS": "sweeper tuning knob: how overdue a step is before the sweeper queues another",
+    "POLL_ROUND_SECONDS": "polling tuning knob: how often a run's poll round may come",
     "ARM_TIMEOUT_SECONDS": "HTTP timeout per ARM call",
     "EVENT_MAX_ATTEMPTS": "delivery tuning knob: attempts before an event becomes a dead letter",
     "EVENT_CONNECT_TIMEOUT_SECONDS": "delivery tuning knob: connect timeout for events and hooks",

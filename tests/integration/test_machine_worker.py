@@ -252,14 +252,17 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components,
     run_id = start([vm])
     pump = QueuePump(services)
     pump.pump_once(only="dispatch")
-    pump.pump_once(only="operations")  # started; the next poll message is queued
+    pump.pump_once(only="operations")  # started; the run's poll round is queued
     for queue in (services.settings.queues.operations, services.settings.queues.polls):
         services.account.queue(queue).clear_messages()  # the worker "died" before queuing it
     target = services.store.get_target(run_id, _key(vm))
-    assert target is not None and target["state"] == "Running"
-    assert sweep(services, utcnow())["requeued"] == 0  # not overdue yet: no duplicate work
-    services.store.update_target(target, {"nextActionAt": iso(utcnow() - timedelta(minutes=20))})
-    assert sweep(services, utcnow())["requeued"] == 1
+    assert target is not None and target["state"] == "Running" and target["pollRound"] is True
+    assert sweep(services, utcnow())["rounds"] == 0  # not overdue yet: no duplicate work
+    long_ago = iso(utcnow() - timedelta(minutes=20))  # twenty minutes on, the poll and its round are overdue
+    services.store.update_target(target, {"nextActionAt": long_ago})
+    chain = services.store.get_round(run_id)
+    services.store.put_round(run_id, chain.seq, long_ago, chain.etag)
+    assert sweep(services, utcnow())["rounds"] == 1  # the run gets its round again (shared/runs/poll_rounds.py)
     pump.run_until(lambda: finished(run_id), timeout=30)
     assert machine(run_view(run_id), vm)["state"] == "Completed"
     assert by_vm(simulator)[vm.lower()]["installPatchesAccepted"] == 1

@@ -75,13 +75,16 @@ def test_one_machines_whole_path(services: Components, simulator: Simulator) -> 
     assert create.attributes["http.response.status_code"] == 202
     assert by_name["dispatch_worker"]
 
-    # starts on OPERATIONS_QUEUE, polls (once claimed) on POLLS_QUEUE: a consumer span per invocation of either
-    steps = [s for s in by_name["operation_worker"] + by_name.get("poll_worker", [])
-             if s.attributes.get(RUN_ID) == run_id]
-    assert steps, "a span per operation_worker invocation"
-    assert {s.attributes[QUEUE_STEP] for s in by_name.get("poll_worker", [])} == {"poll"}
+    # starts on OPERATIONS_QUEUE: a consumer span per invocation. Polls (once claimed) are made by the run's poll
+    # rounds on POLLS_QUEUE: a consumer span per round, and in it an INTERNAL span per machine it polled
+    rounds = [s for s in by_name.get("poll_worker", []) if s.attributes.get(RUN_ID) == run_id]
+    assert rounds and {s.attributes[QUEUE_STEP] for s in rounds} == {"round"}
+    assert all(s.kind == SpanKind.CONSUMER for s in rounds)
+    round_ids = {s.context.span_id for s in rounds}
+    polls = [s for s in by_name.get("machine_poll", []) if s.attributes.get(RUN_ID) == run_id]
+    assert polls and all(s.kind == SpanKind.INTERNAL and s.parent and s.parent.span_id in round_ids for s in polls)
+    steps = [s for s in by_name["operation_worker"] if s.attributes.get(RUN_ID) == run_id] + polls
     for step in steps:
-        assert step.kind == SpanKind.CONSUMER
         assert step.attributes[MACHINE_ID].lower() == vm.lower()
         assert step.attributes[QUEUE_STEP] in ("start", "poll")
     phases = [s.attributes[QUEUE_STEP] for s in sorted(steps, key=lambda s: s.start_time or 0)]

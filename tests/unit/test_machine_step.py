@@ -10,7 +10,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from shared.arm.calls import (
     ArmCall,
 )
 from shared.arm.client import ArmResponse
-from shared.core.clock import iso, utcnow
+from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError, UntrustedEndpointError
 from shared.core.ids import MachineRef
 from shared.core.messages import CarriedRow, StepMessage, parse_step
@@ -37,7 +37,7 @@ from shared.core.settings import Settings
 from shared.core.states import MachineState
 from shared.runs.health_check import Probe, ProbeAnswer
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
-from shared.runs.machine_worker import StepPorts, StepResult, run_step
+from shared.runs.machine_worker import MachineStep, StepPorts, StepResult, run_step
 from shared.runs.run_durations import MIN_SAMPLES, RunDurations
 
 ENDPOINT = "https://management.azure.com"
@@ -114,6 +114,7 @@ class FakeQueue:
         self.sent: list[StepMessage] = []
         self.delays: list[int] = []
         self.polls: list[bool] = []  # which queue: POLLS_QUEUE (True) or OPERATIONS_QUEUE
+        self.rounds: list[int] = []  # seqs of the polls left to the run's rounds (send_poll)
         self.journal = journal
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
@@ -122,6 +123,11 @@ class FakeQueue:
         self.delays.append(delay_seconds)
         self.polls.append(poll)
         self.journal.add("queue", delay_seconds)
+
+    def send_poll(self, run_id: str, machine: str, seq: int, delay_seconds: int, at: datetime) -> None:
+        """A poll left to the run's rounds: recorded as the step message a round stands for (no row, no tokens)."""
+        self.rounds.append(seq)
+        self.send_step(run_id, machine, seq, delay_seconds, poll=True)
 
 
 class FakePacer:
@@ -289,6 +295,31 @@ def test_a_poll_is_booked_when_its_budget_is_backlogged_past_retry_after_and_cal
     assert h.step() is StepResult.COMPLETED and h.journal.entries[0] == ("reserve", POLLS)
 
 
+def test_a_running_machine_is_left_to_its_runs_poll_rounds_unless_its_poll_holds_a_token() -> None:
+    h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
+                 POLL_OPERATION.name: [answer(202, None, Retry_After="5"), answer(202, None, Retry_After="5")]},
+                backlog={POLLS: 40.2})
+    assert h.step() is StepResult.STARTED  # booked: its own message, holding the token, as before
+    assert h.row["pollRound"] is False and h.queue.rounds == [] and h.queue.sent[-1].held == (POLLS,)
+    h.pacer.backlog = {}
+    assert h.step() is StepResult.PENDING  # nothing held next: the run's rounds poll it, no message of its own
+    assert h.row["pollRound"] is True and h.queue.rounds == [h.row.seq]
+    assert h.journal.entries[-2:] == [("write", "Running"), ("queue", 5)]  # written, then a round made sure of
+
+
+def test_a_poll_in_a_round_hands_its_write_to_the_round_instead_of_writing() -> None:
+    h = started_then_polled(answer(202, None, Retry_After="5"))
+    h.step()
+    before, writes = h.row, h.journal.kinds().count("write")
+    deferred: list[tuple[MachineRecord, dict[str, Any]]] = []
+    assert MachineStep(before, h.ports, deferred=deferred).poll() is StepResult.PENDING
+    assert h.journal.kinds().count("write") == writes and h.row.etag == before.etag  # nothing written ...
+    ((record, changes),) = deferred  # ... but handed over, with the ETag it was read with, for the round's batch
+    assert record.etag == before.etag and changes["seq"] == before.seq + 1 and changes["pollRound"] is True
+    assert changes["polls"] == 1 and "armCalls" in changes
+    assert abs((parse_iso(changes["nextActionAt"]) - utcnow()).total_seconds() - 5) < 2  # at its Retry-After
+
+
 def test_a_poll_whose_booking_fails_is_queued_unbooked_and_the_operation_is_still_recorded() -> None:
     h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
                 backlog={POLLS: 40.2})
@@ -304,7 +335,7 @@ def test_a_poll_whose_booking_fails_is_queued_unbooked_and_the_operation_is_stil
 def test_a_booked_token_is_given_back_when_the_rows_write_loses_its_race() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
     h.step()
-    carried = h.queue.sent[-1]
+    carried = carried_poll(h)
     h.pacer.backlog = {POLLS: 40.0}  # the next poll would be booked ...
     h.targets.put({**h.row.columns, "note": "another writer"})  # ... but the carried row's If-Match fails
     del h.journal.entries[:]
@@ -317,7 +348,7 @@ def test_a_booked_token_is_given_back_when_the_rows_write_loses_its_race() -> No
 def test_a_second_look_after_a_lost_race_reserves_what_the_first_spent() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
     h.step()
-    carried = replace(h.queue.sent[-1], held=(POLLS,))  # a booked poll: its token is held
+    carried = replace(carried_poll(h), held=(POLLS,))  # a booked poll: its token is held
     h.targets.put({**h.row.columns, "note": "another writer"})
     del h.journal.entries[:]
     assert run_step(carried, h.ports) is StepResult.PENDING
@@ -351,6 +382,13 @@ def travelled(msg: StepMessage) -> StepMessage:
     return replace(msg, row=row)
 
 
+def carried_poll(h: Harness) -> StepMessage:
+    """A poll message carrying the machine's row as stored (a booked or paced poll's, which keep their own message:
+    a poll left to the run's rounds has none), through JSON as in the queue."""
+    row = h.row
+    return travelled(StepMessage(RUN, VM.key, row.seq, (), CarriedRow.of(row.etag, row.columns)))
+
+
 def started_then_polled(*polls: ArmResponse) -> Harness:
     """A Windows VM whose start is accepted (Retry-After 17), then answers `polls` in turn."""
     return harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED],
@@ -360,11 +398,10 @@ def started_then_polled(*polls: ArmResponse) -> Harness:
 def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"), RESULT)
     assert h.step() is StepResult.STARTED and h.targets.reads == 1  # a start reads its row: it must see a cancel
-    sent = travelled(h.queue.sent[-1])
-    assert sent.row is not None and sent.row.etag == h.row.etag and sent.row.columns["state"] == "Running"
-    assert sent.row.columns == {k: v for k, v in h.row.columns.items() if v is not None}
+    sent = carried_poll(h)
+    assert sent.row is not None and sent.row.columns == {k: v for k, v in h.row.columns.items() if v is not None}
     assert run_step(sent, h.ports) is StepResult.PENDING
-    assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.COMPLETED
+    assert run_step(carried_poll(h), h.ports) is StepResult.COMPLETED
     assert h.targets.reads == 2  # the pending poll read none; the finishing one once, before its patch rows
     assert h.row["state"] == "Completed" and h.row["installedPatchCount"] == 2 and h.row["polls"] == 1
 
@@ -372,7 +409,7 @@ def test_a_poll_acts_on_the_row_its_message_carries_without_reading_it() -> None
 def test_a_carried_row_that_changed_since_is_read_and_the_step_acts_again() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="7"))
     h.step()
-    carried = h.queue.sent[-1]
+    carried = carried_poll(h)
     h.targets.put({**h.row.columns, "note": "another writer"})  # same seq, new ETag: a write the message missed
     del h.journal.entries[:]
     assert run_step(carried, h.ports) is StepResult.PENDING
@@ -384,7 +421,7 @@ def test_a_carried_row_that_changed_since_is_read_and_the_step_acts_again() -> N
 def test_a_copy_of_a_carried_poll_that_lost_stops_without_a_second_write() -> None:
     h = started_then_polled(answer(202, None, Retry_After="5"), answer(202, None, Retry_After="5"))
     h.step()
-    carried = h.queue.sent[-1]
+    carried = carried_poll(h)
     assert run_step(carried, h.ports) is StepResult.PENDING
     writes = h.journal.kinds().count("write")
     assert run_step(carried, h.ports) is StepResult.STALE  # the copy: its If-Match fails, the row says seq moved
@@ -409,8 +446,8 @@ def test_a_late_copy_of_a_carried_poll_writes_nothing_once_its_machine_has_finis
         save(run_id, key, patches)
     h.targets.save_patches = save_patches  # type: ignore[method-assign]
     h.step()
-    assert run_step(travelled(h.queue.sent[-1]), h.ports) is StepResult.PENDING
-    last_poll = travelled(h.queue.sent[-1])
+    assert run_step(carried_poll(h), h.ports) is StepResult.PENDING
+    last_poll = carried_poll(h)
     assert run_step(last_poll, h.ports) is StepResult.COMPLETED and recorded == ["Completed"] and len(saved) == 1
     # the host died before deleting that message: it comes back, minutes later, with the row as it was then
     assert run_step(last_poll, h.ports) is StepResult.FINISHED

@@ -21,6 +21,7 @@ CASES: list[tuple[str, str, str, Any, tuple[str, Any], str]] = [
     ("limits", "max_machines_per_run", "MAX_MACHINES_PER_RUN", 10_000, ("50", 50), "0"),
     ("retries", "default_retry_after_seconds", "DEFAULT_RETRY_AFTER_SECONDS", 60, ("7", 7), "soon"),
     ("retries", "claim_timeout_seconds", "CLAIM_TIMEOUT_SECONDS", 90, ("120", 120), "0"),
+    ("retries", "poll_round_seconds", "POLL_ROUND_SECONDS", 5, ("2", 2), "0"),
     ("pacing", "guest_patch_per_minute", "GUEST_PATCH_PER_MINUTE", 200, ("60", 60), "0"),
     ("pacing", "poll_read_percent", "POLL_READ_PERCENT", 50, ("25", 25), "100"),
     ("assessments", "scopes", "ASSESSMENT_SCOPES", (), ("/subscriptions/a; /subscriptions/b",

@@ -1,0 +1,152 @@
+"""Poll rounds (shared/runs/poll_rounds.py) against Azurite and the ARM simulator: one message polls every due machine
+of a run, a copy of it polls nothing, and a round that was lost is found again by the sweeper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.composition import Components
+from shared.core.clock import iso, parse_iso, utcnow
+from shared.core.messages import PollRoundMessage
+from shared.core.records import MachineRecord
+from shared.runs import machine_worker
+from shared.runs.poll_rounds import RoundResult, run_round
+from shared.runs.sweeper import sweep
+from tests.integration.queue_pump import QueuePump
+from tests.integration.test_machine_worker import finished, machine, run_view, start
+from tests.support.fleet import sim_config
+from tools.azure_simulator import Simulator, SimulatorConfig
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    # installations long enough that a poll finds them running (simulated minutes, real seconds), and a Retry-After
+    # that leaves every start of the run time to find the first one's round still ahead
+    return replace(sim_config(vms=6, seed=3, time_scale=400.0), retry_after_seconds=4)
+
+
+def started(services: Components, simulator: Simulator) -> tuple[str, list[MachineRecord]]:
+    """A run of the simulator's VMs, every one started (Running) and left to the run's poll rounds."""
+    run_id = start(simulator.vm_ids())
+    pump = QueuePump(services)
+    pump.pump_once(only="dispatch")
+    pump.pump_once(only="operations")
+    rows = services.store.list_targets(run_id)
+    assert [r["state"] for r in rows] == ["Running"] * len(rows) and all(r.get("pollRound") is True for r in rows)
+    return run_id, rows
+
+
+def polls(simulator: Simulator) -> int:
+    return int(simulator.calls()["total"]["poll"])
+
+
+def queued(services: Components) -> int:
+    """Messages in POLLS_QUEUE, visible or not (their delay)."""
+    props = services.account.queue(services.settings.queues.polls).get_queue_properties()
+    return int(props.approximate_message_count)
+
+
+def make_due(services: Components, run_id: str) -> None:
+    for row in services.store.list_targets(run_id):
+        services.store.update_target(row, {"nextActionAt": iso(utcnow() - timedelta(seconds=1))})
+
+
+def round_now(services: Components, seq: int, run_id: str) -> RoundResult:
+    return run_round(PollRoundMessage(run_id, seq), services.step_ports, services.store, services.poll_rounds)
+
+
+def test_one_round_message_polls_every_due_machine_of_the_run(services: Components, simulator: Simulator) -> None:
+    run_id, rows = started(services, simulator)
+    assert queued(services) == 1  # six machines Running, one round message for them all (no poll message each)
+    chain = services.store.get_round(run_id)
+    assert chain.seq == 0 and chain.at == min(str(r["nextActionAt"]) for r in rows)
+    make_due(services, run_id)
+    before = polls(simulator)
+    assert round_now(services, 0, run_id) is RoundResult.POLLED
+    assert polls(simulator) - before == len(rows)  # every machine polled once, by one message
+    assert services.store.get_round(run_id).seq == 1  # claimed: its copies find it moved on
+    for row in services.store.list_targets(run_id):
+        assert row["state"] in ("Running", "Completed")
+        if row["state"] == "Running":  # written back (in a batch) with its next poll, still left to the rounds
+            assert row["polls"] == 1 and row["pollRound"] is True and row.seq == 2
+            assert parse_iso(str(row["nextActionAt"])) > utcnow() - timedelta(seconds=1)
+    # the copy of that message polls nothing
+    assert round_now(services, 0, run_id) is RoundResult.STALE
+    assert polls(simulator) - before == len(rows)
+
+
+def test_two_copies_of_a_round_at_once_poll_each_machine_once(services: Components, simulator: Simulator) -> None:
+    run_id, rows = started(services, simulator)
+    make_due(services, run_id)
+    before = polls(simulator)
+    results: list[RoundResult] = []
+    copies = [threading.Thread(target=lambda: results.append(round_now(services, 0, run_id))) for _ in range(2)]
+    for t in copies:
+        t.start()
+    for t in copies:
+        t.join()
+    assert sorted(results) == [RoundResult.POLLED, RoundResult.STALE]
+    assert polls(simulator) - before == len(rows)
+
+
+def test_a_run_left_to_rounds_finishes_with_fewer_messages_than_polls(services: Components,
+                                                                        simulator: Simulator) -> None:
+    run_id = start(simulator.vm_ids())
+    pump = QueuePump(services)
+    pump.run_until(lambda: finished(run_id), timeout=120)
+    assert all(m["state"] == "Completed" for m in run_view(run_id)["machines"])
+    calls = simulator.calls()["total"]
+    assert calls["installPatches"] == len(simulator.vm_ids())
+    # each machine was polled about its installation more than once; the messages that did it were the rounds
+    assert calls["poll"] > pump.delivered[services.settings.queues.polls]
+
+
+def test_a_lost_round_is_found_by_the_sweeper_and_the_run_finishes(services: Components,
+                                                                     simulator: Simulator) -> None:
+    run_id, rows = started(services, simulator)
+    services.account.queue(services.settings.queues.polls).clear_messages()  # the round message was lost
+    assert sweep(services, utcnow())["rounds"] == 0  # not overdue yet
+    # twenty minutes on: the machines' polls and the round that should have made them are overdue
+    long_ago = iso(utcnow() - timedelta(minutes=20))
+    for row in services.store.list_targets(run_id):
+        services.store.update_target(row, {"nextActionAt": long_ago})
+    chain = services.store.get_round(run_id)
+    services.store.put_round(run_id, chain.seq, long_ago, chain.etag)
+    swept = sweep(services, utcnow())
+    assert swept["rounds"] == 1 and swept["requeued"] == 0  # one round for the run, no step message per machine
+    assert queued(services) == 1
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
+    view = run_view(run_id)
+    assert all(machine(view, vm)["state"] == "Completed" for vm in simulator.vm_ids())
+    assert simulator.calls()["total"]["installPatches"] == len(rows)
+
+
+def test_a_poll_that_raises_in_a_round_is_handed_to_a_step_message(services: Components, simulator: Simulator,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, rows = started(services, simulator)
+    broken = rows[0].key
+    poll = machine_worker.MachineStep.poll
+
+    def failing(self: machine_worker.MachineStep) -> Any:
+        if self.target.key == broken:
+            raise RuntimeError("a bug in one machine's poll")
+        return poll(self)
+    monkeypatch.setattr(machine_worker.MachineStep, "poll", failing)
+    services.account.queue(services.settings.queues.polls).clear_messages()
+    make_due(services, run_id)
+    assert round_now(services, 0, run_id) is RoundResult.POLLED
+    row = services.store.get_target(run_id, broken)
+    assert row is not None and row["state"] == "Running" and row["pollRound"] is False  # out of the rounds ...
+    time.sleep(1.5)  # the step message waits DEFAULT_RETRY_AFTER_SECONDS (1 s here)
+    bodies = [m.content for m in services.account.queue(services.settings.queues.polls).peek_messages(max_messages=32)]
+    # ... with a step message of its own at its seq (retried, and poisoned if it keeps failing), besides the round
+    assert sum(f'"machine":"{broken}","seq":{row.seq}' in b for b in bodies) == 1, bodies
+    monkeypatch.setattr(machine_worker.MachineStep, "poll", poll)
+    QueuePump(services).run_until(lambda: finished(run_id), timeout=120)
+    assert run_view(run_id)["status"] in ("Succeeded", "CompletedWithWarnings")

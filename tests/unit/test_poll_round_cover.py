@@ -1,0 +1,152 @@
+"""PollRounds.cover and revive, and a round's claim (shared/runs/poll_rounds.py): when a machine joins its run's poll
+rounds, a round is kept due no later than its poll, and one message is queued only when none is."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from shared.core.clock import iso
+from shared.core.errors import ConflictError
+from shared.core.messages import CarriedRow, PollRoundMessage
+from shared.core.records import MachineRecord, PollRoundRow
+from shared.runs.machine_worker import StepPorts
+from shared.runs.poll_rounds import PollRounds, RoundResult, run_round
+
+NOW = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+RUN = "run-1"
+
+
+class Rows:
+    """The round row as a Table would keep it: an ETag that changes with each write, If-Match enforced."""
+
+    def __init__(self, row: PollRoundRow | None = None, *, conflicts: int = 0) -> None:
+        self.row = row
+        self.writes: list[tuple[int, str]] = []
+        self.conflicts = conflicts  # writes that lose to another writer first
+
+    def get_round(self, run_id: str) -> PollRoundRow:
+        return self.row or PollRoundRow(0, "", None)
+
+    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
+        current = self.row.etag if self.row else None
+        if self.conflicts:
+            self.conflicts -= 1
+            self.row = PollRoundRow(self.get_round(run_id).seq, self.get_round(run_id).at, f"{current}-other")
+            raise ConflictError("changed")
+        if etag != current:
+            raise ConflictError("changed")
+        self.row = PollRoundRow(seq, at, f"e{len(self.writes) + 1}")
+        self.writes.append((seq, at))
+
+    def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]:
+        return []
+
+    def next_poll_at(self, run_id: str, after: str) -> str | None:
+        return None
+
+    def merge_polled(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> int:
+        return len(changes)
+
+    def update_target(self, target: MachineRecord, changes: dict[str, Any]) -> MachineRecord:
+        return target
+
+
+class Queues:
+    def __init__(self) -> None:
+        self.rounds: list[tuple[int, int]] = []
+
+    def send_round(self, run_id: str, seq: int, delay_seconds: int = 0) -> None:
+        self.rounds.append((seq, delay_seconds))
+
+    def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
+                  held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None:
+        raise AssertionError("no step message")
+
+
+def rounds(row: PollRoundRow | None = None, **kw: Any) -> tuple[PollRounds, Rows, Queues]:
+    store, queues = Rows(row, **kw), Queues()
+    return PollRounds(store, queues, clock=lambda: NOW), store, queues
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_the_first_machine_of_a_run_queues_its_first_round() -> None:
+    chain, store, queues = rounds()
+    chain.cover(RUN, at(30))
+    assert store.writes == [(0, iso(at(30)))] and queues.rounds == [(0, 30)]
+
+
+def test_a_round_already_due_before_the_poll_is_kept_and_nothing_is_sent() -> None:
+    chain, store, queues = rounds(PollRoundRow(4, iso(at(10)), "e0"))
+    chain.cover(RUN, at(30))
+    chain.cover(RUN, at(10))  # due at the same moment: that round queries after this machine's row was written
+    assert store.writes == [] and queues.rounds == []
+
+
+def test_a_poll_due_before_the_next_round_brings_a_round_forward_at_the_same_seq() -> None:
+    chain, store, queues = rounds(PollRoundRow(4, iso(at(60)), "e0"))
+    chain.cover(RUN, at(12.5))
+    # the later message keeps seq 4 too: whichever comes first claims the round, the other finds it moved on
+    assert store.writes == [(4, iso(at(12.5)))] and queues.rounds == [(4, 13)]  # the delay rounded up, never early
+
+
+def test_a_round_due_now_may_have_queried_already_so_another_is_queued() -> None:
+    for due in (at(0.4), at(-3)):  # at work (within IN_FLIGHT), or overdue (lost, or in a backlog)
+        chain, store, queues = rounds(PollRoundRow(7, iso(due), "e0"))
+        chain.cover(RUN, at(20))
+        assert store.writes == [(7, iso(at(20)))] and queues.rounds == [(7, 20)]
+
+
+def test_no_round_left_after_a_run_went_quiet_queues_one() -> None:
+    chain, store, queues = rounds(PollRoundRow(9, "", "e0"))  # the last round found nothing more to poll
+    chain.cover(RUN, at(5))
+    assert store.writes == [(9, iso(at(5)))] and queues.rounds == [(9, 5)]
+
+
+def test_a_cover_that_loses_its_write_reads_the_row_again() -> None:
+    chain, store, queues = rounds(PollRoundRow(2, iso(at(90)), "e0"), conflicts=1)
+    chain.cover(RUN, at(30))
+    assert store.writes == [(2, iso(at(30)))] and queues.rounds == [(2, 30)]
+
+
+def test_the_sweeper_revives_a_run_whose_round_is_overdue_but_not_one_due_lately() -> None:
+    chain, store, queues = rounds(PollRoundRow(3, iso(at(-30)), "e0"))
+    assert chain.revive(RUN, at(-60)) is False  # due 30 s ago: its message may be on its way or in a backlog
+    assert chain.revive(RUN, at(-10)) is True
+    assert store.writes == [(3, iso(NOW))] and queues.rounds == [(3, 0)]
+
+
+class CoveredMeanwhile(Rows):
+    """A cover writes the row (same seq, its machine's poll time) between the round's read and its claim."""
+
+    def __init__(self, row: PollRoundRow, cover_at: datetime, later: datetime | None) -> None:
+        super().__init__(row)
+        self.cover_at, self.later = cover_at, later
+
+    def next_poll_at(self, run_id: str, after: str) -> str | None:
+        return iso(self.later) if self.later else None
+
+    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
+        if self.cover_at is not None:
+            row = self.get_round(run_id)
+            self.row, self.cover_at = PollRoundRow(row.seq, iso(self.cover_at), "e-cover"), None  # type: ignore[assignment]
+        super().put_round(run_id, seq, at, etag)
+
+
+def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_successor() -> None:
+    for later, successor in ((at(100), at(7)), (None, at(7)), (at(6), at(6))):
+        store, queues = CoveredMeanwhile(PollRoundRow(0, iso(at(-1)), "e0"), at(7), later), Queues()
+        chain = PollRounds(store, queues, clock=lambda: NOW)
+        assert run_round(PollRoundMessage(RUN, 0), cast(StepPorts, None), store, chain) is RoundResult.POLLED
+        assert store.writes == [(1, iso(successor))]
+        assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
+
+
+def test_a_copy_of_a_round_or_one_for_a_run_without_rounds_does_nothing() -> None:
+    for row in (PollRoundRow(5, iso(at(-1)), "e0"), None):
+        chain, store, queues = rounds(row)
+        assert run_round(PollRoundMessage(RUN, 4), cast(StepPorts, None), store, chain) is RoundResult.STALE
+        assert store.writes == [] and queues.rounds == []
