@@ -759,8 +759,8 @@ class MachineStep:
         record = self.ports.hooks.on_terminal.get(self.kind.action)
         if record is not None:  # before our own update: a redelivery then writes the same rows again
             changes = {**changes, **record({**self.target, **changes}, state, result, self.run_id)}
-        self._update({**changes, "state": state.value, "seq": self.target.seq + 1,
-                      "completedAt": iso(utcnow())})
+        self._update({**changes, "state": state.value, "seq": self.target.seq + 1, "completedAt": iso(utcnow()),
+                      **({"pollRound": False} if self.target.get("pollRound") else {})})
         if state is MachineState.COMPLETED:
             machines_completed.add(1, {"patchpilot.operation": self.kind.action})
         elif state in (MachineState.FAILED, MachineState.TIMED_OUT):

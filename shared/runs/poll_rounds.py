@@ -4,32 +4,37 @@ Before, each poll of each machine was its own delayed queue message: at 10,000 m
 machine, and a Table write per poll. Now a machine whose operation runs is left to its run's rounds: its row says
 so (`pollRound`, with `nextActionAt` when its poll is due) and no message is sent for it. A round message, on
 POLLS_QUEUE beside the step messages:
-1. claims the round: the run's round row (`seq`, `at`: shared/storage/run_store.py) moves to `seq + 1`, If-Match,
-   so of two copies of one round message only one polls, and the next round (`seq + 1`) is queued for the earliest
-   poll not yet due, POLL_ROUND_SECONDS after this one at the soonest: before any poll, so a round that dies halfway
-   still has a successor;
-2. polls the due machines (one query, whole rows: no read per machine) as the step does (MachineStep.poll), at most
-   ROUND_POLLS of them on ROUND_THREADS threads; an installation that ended is finished there (its result, patches
-   and events, as before);
-3. writes the machines still running back in transactions of ≤ 100 rows (ETag per row) and makes sure a round comes
-   by the earliest of their next polls (`cover`).
+1. claims the round: the run's round row (`seq`, `at`: shared/storage/run_store.py) moves to `seq + 1` with no
+   round queued (`at` ""), If-Match, so of two copies of one round message only one polls;
+2. polls the due machines (one query, whole rows: no read per machine, oldest due first) as the step does
+   (MachineStep.poll), at most ROUND_POLLS of them on ROUND_THREADS threads and for at most ROUND_BUSY_SHARE of
+   POLL_ROUND_SECONDS (what it has no time for stays due); an installation that ended is finished there (its
+   result, patches and events, as before);
+3. writes the machines still running back in transactions of ≤ 100 rows (ETag per row), and then queues its
+   successor (`cover`) for the earliest poll of the run not yet due (one more query, of that column), no sooner
+   than POLL_ROUND_SECONDS after itself: after its writes, so the successor never polls a row this round polled
+   and has not written back yet. Should the round fail halfway, it still covers what it knows of (the message is
+   retried and finds the round claimed).
 
-`cover(run_id, at)` is how a machine joins the rounds (a started operation, a poll that found it running): it keeps
-the round row due no later than `at`. A round row due in the future, no later than `at`, is kept: that round queries
-after the caller's row was written, so it sees the machine. Otherwise (no round, a later one, or one due now that may
-have queried already) the row is set to `at` at the same `seq` and a round message queued for then: of two messages
-with one `seq`, the first to come claims it and the other finds it moved on. A round whose claim loses to a cover
-takes the cover's time into its own successor's.
+`cover(run_id, at)` is how a machine joins the rounds (a started operation, a poll of its own that found it
+running): it keeps the round row due no later than `at`. A round row due in the future, no later than `at`, is
+kept: that round queries after the caller's row was written, so it sees the machine. Otherwise (no round queued, a
+later one, or one due now that may have queried already) the row is set to `at` at the same `seq` and a round
+message queued for then: of two messages with one `seq`, the first to come claims it and the other finds it moved
+on. A round whose claim loses to a cover takes the cover's time into its successor's.
 
-What is lost is found by the sweeper: machines left to the rounds that are overdue, with no round due lately, make it
-queue a round at the row's seq (`revive`, shared/runs/sweeper.py); a machine
-whose poll holds budget tokens (a paced or booked poll) keeps its own message, not the rounds: the round could not
-spend those tokens. A machine whose poll raises is handed to a step message of its own, which retries it and, when
-it keeps failing, ends the machine through the poison queue (machine_worker.fail_poisoned_step).
+What is lost (a host that died in a round, a failed cover) is found by the sweeper: machines left to the rounds
+that are overdue, with no round due soon or lately, make it queue a round at the row's seq (`revive`,
+shared/runs/sweeper.py), about STALL_AFTER_SECONDS plus a sweep after their poll was due. A machine whose poll
+holds budget tokens (a paced or booked poll) keeps its own message, not the rounds: the round could not spend
+those tokens. A machine whose poll raises is handed to a step message of its own, which retries it and, when it
+keeps failing, ends the machine through the poison queue (machine_worker.fail_poisoned_step).
 
-Cost at 10,000 machines: a round a run about every POLL_ROUND_SECONDS while polls are due (two queries, the round row's
-read and write, one message), where each poll was a message and a write. A poll is late by up to POLL_ROUND_SECONDS plus
-the queue's delivery.
+Cost at 10,000 machines: a round a run about every POLL_ROUND_SECONDS while polls are due (two queries, the second
+of one column over the run's running machines; the round row read and written twice; one message, two when a
+start's cover meets a round at work), where each poll was a message and a write. A poll is late by up to
+POLL_ROUND_SECONDS plus the queue's delivery. One run's rounds come one at a time, each polling at most ROUND_POLLS;
+past that, polls wait (they are also paced to their share of the subscription's reads, which in Azure binds first).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
+from azure.core.exceptions import AzureError
+
 from shared.core.clock import iso, parse_iso, utcnow
 from shared.core.errors import ConflictError
 from shared.core.messages import CarriedRow, PollRoundMessage
@@ -53,7 +60,8 @@ from shared.core.telemetry import MACHINE_ID, QUEUE_STEP, RUN_ID, annotate, span
 from shared.runs.machine_worker import MachineStep, StepPorts, StepResult
 
 log = logging.getLogger(__name__)
-ROUND_POLLS = 400  # machines one round reads; with more due, the next round comes POLL_ROUND_SECONDS after it
+ROUND_POLLS = 400  # machines one round polls at most; with more due, the next round comes POLL_ROUND_SECONDS after it
+DUE_READ = 1000  # due rows one round reads (one page), polled oldest first
 # A round polls for at most this share of POLL_ROUND_SECONDS, and leaves what is still due to its successor: it has
 # written its rows back before the successor queries them (a row polled but not yet written back is still due).
 ROUND_BUSY_SHARE = 0.8
@@ -116,14 +124,20 @@ class PollRounds:
 
     def send_poll(self, run_id: str, machine: str, seq: int, delay_seconds: int, at: datetime) -> None:
         """Machine `machine` (its row written with `pollRound` and `nextActionAt` = `at`) is polled by the run's
-        rounds: one comes by `at`."""
-        self.cover(run_id, at)
+        rounds: one comes by `at`. A cover that fails (storage unreachable) is logged, not raised: the row is
+        written, and a retry of the step would find it moved on; the sweeper revives the run's rounds when the
+        machine is overdue."""
+        try:
+            self.cover(run_id, at)
+        except AzureError:
+            log.warning("could not make sure of a poll round of run %s for %s; the sweeper will", run_id, machine,
+                        exc_info=True)
 
     def cover(self, run_id: str, at: datetime) -> None:
         """Make sure a round of run `run_id` comes no later than `at` and after now (module docstring). One read
         of the round row; a write and a message only when no round is due in (now + IN_FLIGHT, at]. A row that
-        keeps changing (COVER_ATTEMPTS) is left: the sweeper sends the machine a step message when it is
-        overdue."""
+        keeps changing (COVER_ATTEMPTS) is left: the sweeper revives the run's rounds when its machines are
+        overdue (revive)."""
         for _ in range(COVER_ATTEMPTS):
             row = self.store.get_round(run_id)
             now = self.clock()
@@ -139,13 +153,16 @@ class PollRounds:
         log.warning("poll rounds of run %s kept changing; the sweeper will find what is overdue", run_id)
 
     def revive(self, run_id: str, overdue_before: datetime) -> bool:
-        """The sweeper found machines of the run left to its rounds overdue: queue a round now unless one was due
-        after `overdue_before` (its message is on its way, or waits in a backlog). True if one was queued. A copy
-        of a round whose message was only late is harmless: the first to come claims the round's seq."""
+        """The sweeper found machines of the run left to its rounds overdue: queue a round now unless one is due
+        soon or was due lately, after `overdue_before` and no later than POLL_ROUND_SECONDS from now (its message is
+        on its way, or waits in a backlog). A round row with none queued (""), one due long ago, or one due later
+        than the overdue machines allow (a round or a cover that failed halfway left them so) gets one. True if
+        one was queued. A copy of a round whose message was only late is harmless: the first to come claims the
+        round's seq."""
         row = self.store.get_round(run_id)
-        if row.at and parse_iso(row.at) > overdue_before:
-            return False
         now = self.clock()
+        if row.at and overdue_before < parse_iso(row.at) <= now + timedelta(seconds=self.round_seconds):
+            return False
         try:
             self.store.put_round(run_id, row.seq, iso(now), row.etag)
         except ConflictError:
@@ -161,46 +178,68 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
     if row.etag is None or row.seq != msg.seq:
         return RoundResult.STALE
     now = rounds.clock()
-    due_before = iso(now + timedelta(seconds=1))
-    due = store.due_polls(msg.run_id, due_before, ROUND_POLLS + 1)
-    more = len(due) > ROUND_POLLS
-    due = due[:ROUND_POLLS]
-    soonest = now + timedelta(seconds=rounds.round_seconds)
-    successor: datetime | None = soonest if more else None
-    if not more and (later := store.next_poll_at(msg.run_id, due_before)) is not None:
-        successor = max(parse_iso(later), soonest)
+    asked = _future(row.at, now)  # a cover's time, should one have set it before this round read the row
     for _ in range(CLAIM_ATTEMPTS):
-        try:
-            store.put_round(msg.run_id, msg.seq + 1, iso(successor) if successor else "", row.etag)
+        try:  # claimed, with no round queued ("") until this one has polled: a cover meanwhile queues its own
+            store.put_round(msg.run_id, msg.seq + 1, "", row.etag)
             break
         except ConflictError:
             row = store.get_round(msg.run_id)
             if row.seq != msg.seq:
                 return RoundResult.STALE  # a copy of this message claimed it
-            if row.at:  # a cover moved this round earlier meanwhile: its machine is polled by the successor
-                asked = max(parse_iso(row.at), now + timedelta(seconds=1))
-                successor = asked if successor is None else min(successor, asked)
+            # A cover moved this round meanwhile (its message has this seq and will find it moved on): its machine
+            # may have been written after this round's query, so the successor comes by its time.
+            covered = _future(row.at, now) or now
+            asked = covered if asked is None else min(asked, covered)
     else:
         log.warning("poll round %d of run %s could not be claimed; the sweeper will find what is overdue",
                     msg.seq, msg.run_id)
         return RoundResult.STALE
-    if successor is not None:
-        rounds.queues.send_round(msg.run_id, msg.seq + 1, math.ceil((successor - now).total_seconds()))
-    outcomes = _poll_all(due, ports, store, rounds,
-                         time.monotonic() + ROUND_BUSY_SHARE * rounds.round_seconds) if due else Counter()
-    if outcomes.get(LEFT):  # what the time ran out on is still due: the successor comes at the soonest
-        rounds.cover(msg.run_id, soonest)
+    successor = asked
+    outcomes: Counter[str] = Counter()
+    try:
+        due_before = iso(now + timedelta(seconds=1))
+        # Oldest due first: with more due than a round can poll, what it leaves is the newest, never the same rows.
+        due = sorted(store.due_polls(msg.run_id, due_before, DUE_READ),
+                     key=lambda r: str(r.get("nextActionAt") or ""))
+        soonest = now + timedelta(seconds=rounds.round_seconds)
+        later = store.next_poll_at(msg.run_id, due_before)
+        if later is not None:
+            successor = _sooner(successor, max(parse_iso(later), soonest))
+        if len(due) > ROUND_POLLS:
+            successor, due = _sooner(successor, soonest), due[:ROUND_POLLS]
+        outcomes, next_polls = _poll_all(due, ports, store, time.monotonic() + ROUND_BUSY_SHARE * rounds.round_seconds)
+        if outcomes.get(LEFT):  # what the time ran out on is still due
+            successor = _sooner(successor, soonest)
+        if next_polls is not None:
+            successor = _sooner(successor, max(next_polls, soonest))
+    finally:  # even when polling failed halfway: what was written stays covered (the message is retried: STALE)
+        if successor is not None:
+            rounds.cover(msg.run_id, successor)
     log.info("poll round %d of run %s: %d due (%s)%s", msg.seq, msg.run_id, len(due),
              ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())),
-             f", next at {iso(successor)}" if successor else ", none left")
+             f", next by {iso(successor)}" if successor else ", none left")
     return RoundResult.POLLED
 
 
-def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore, rounds: PollRounds,
-              busy_until: float) -> Counter[str]:
-    """Poll `due` (whole rows as the round read them) until `busy_until` (time.monotonic()), write those still
-    running in batches, cover their next polls; returns what the steps did, by StepResult value ("handed-over":
-    a poll that raised; LEFT: not polled, the time was up)."""
+def _future(at: str, now: datetime) -> datetime | None:
+    """`at` (ISO, or "") when it is after `now`."""
+    when = parse_iso(at) if at else None
+    return when if when is not None and when > now else None
+
+
+def _sooner(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None else min(a, b)
+
+
+def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore,
+              busy_until: float) -> tuple[Counter[str], datetime | None]:
+    """Poll `due` (whole rows as the round read them, oldest first) until `busy_until` (time.monotonic()) and write
+    those still running back in batches. Returns what the steps did, by StepResult value ("handed-over": a poll that
+    raised; LEFT: not polled, the time was up; "unwritten": still running, but another writer moved the row first),
+    and the earliest next poll of those written (None: none)."""
+    if not due:
+        return Counter(), None
     deferred: list[tuple[MachineRecord, dict[str, Any]]] = []
     lock = threading.Lock()
 
@@ -209,11 +248,14 @@ def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore, rou
             return LEFT
         annotate({RUN_ID: target.run_id, MACHINE_ID: str(target.get("resourceId") or ""), QUEUE_STEP: "poll"})
         kept: list[tuple[MachineRecord, dict[str, Any]]] = []
+        # Not `carried`: the row is fresh from the round's query, so a finish does not read it again before its
+        # patch rows; should another writer have moved it meanwhile, what the finish writes before its If-Match
+        # write (patch rows, an assessment's fleet record) is the same final result written again.
         step = MachineStep(target, ports, deferred=kept)
         try:
             result = step.poll()
         except ConflictError:
-            return StepResult.LOST_RACE.value  # another delivery (a step message, the sweeper's copy) moved it first
+            return StepResult.LOST_RACE.value  # another delivery (a step message, a copy of a round) moved it first
         except Exception:  # one machine must not stop the round: its own message retries it (module docstring)
             log.exception("poll of %s/%s in a round failed; handing it to a step message", target.run_id,
                           target.key)
@@ -225,12 +267,12 @@ def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore, rou
 
     with ThreadPoolExecutor(max_workers=min(ROUND_THREADS, len(due)), thread_name_prefix="poll-round") as pool:
         outcomes = Counter(pool.map(spanned_in_threads("machine_poll", poll), due))
-    if deferred:
-        written = store.merge_polled(deferred)
-        outcomes["lost-race"] += len(deferred) - written
-        outcomes[StepResult.PENDING.value] -= len(deferred) - written
-        rounds.cover(due[0].run_id, min(parse_iso(str(changes["nextActionAt"])) for _, changes in deferred))
-    return +outcomes
+    if not deferred:
+        return outcomes, None
+    unwritten = len(deferred) - store.merge_polled(deferred)
+    if unwritten:
+        outcomes["unwritten"] = unwritten
+    return outcomes, min(parse_iso(str(changes["nextActionAt"])) for _, changes in deferred)
 
 
 def _hand_over(target: MachineRecord, ports: StepPorts, store: RoundStore) -> None:

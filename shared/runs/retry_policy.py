@@ -20,7 +20,8 @@ def poll_delay(retry_after: int, retries: RetrySettings, *, spacing: float = 0.0
     `ends_in_seconds` (the operation's deadline, from now), as first_poll_delay does: a poll that came at the
     deadline would time the operation out without asking ARM, so the last stretch is polled as without spacing.
     Retry-After is a minimum (RFC 9110 §10.2.3); a poll the budget cannot serve sooner is as late either way,
-    and asked for later it costs one queue message instead of two."""
+    and asked for later it is made once instead of found unserved and paced (a message of its own, holding a
+    token, where a poll left to its run's poll rounds would have taken none: shared/runs/poll_rounds.py)."""
     delay = max(retry_after, retries.poll_min_seconds)
     room = float("inf") if ends_in_seconds is None else ends_in_seconds - 2 * delay
     return delay + int(max(0.0, min(spacing, room)))

@@ -104,10 +104,10 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
         stalled = store.list_targets(run_id, unfinished_due_before=stalled_before,
                                      admitted=True if run.get("rollout") else None)  # the controller starts others
         released = str(run.get("releasedThrough") or "")
-        in_rounds = False  # an overdue machine is left to the run's poll rounds: one round polls them all
+        # Overdue machines left to the run's poll rounds get no message each: one round polls them all (below).
+        in_rounds = [t for t in stalled if t["state"] == MachineState.RUNNING.value and t.get("pollRound") is True]
         for target in stalled:
-            if target["state"] == MachineState.RUNNING.value and target.get("pollRound") is True:
-                in_rounds = True
+            if target.get("pollRound") is True and target["state"] == MachineState.RUNNING.value:
                 continue
             due = str(target.get("nextActionAt") or "")
             if target.seq == 0 and target["state"] == MachineState.QUEUED.value and released:

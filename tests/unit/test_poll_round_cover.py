@@ -112,11 +112,17 @@ def test_a_cover_that_loses_its_write_reads_the_row_again() -> None:
     assert store.writes == [(2, iso(at(30)))] and queues.rounds == [(2, 30)]
 
 
-def test_the_sweeper_revives_a_run_whose_round_is_overdue_but_not_one_due_lately() -> None:
+def test_the_sweeper_revives_a_run_whose_round_is_overdue_but_not_one_due_soon_or_lately() -> None:
     chain, store, queues = rounds(PollRoundRow(3, iso(at(-30)), "e0"))
     assert chain.revive(RUN, at(-60)) is False  # due 30 s ago: its message may be on its way or in a backlog
     assert chain.revive(RUN, at(-10)) is True
     assert store.writes == [(3, iso(NOW))] and queues.rounds == [(3, 0)]
+    # none queued (a round that claimed and died), or one due later than overdue machines allow: revived
+    for row in (PollRoundRow(3, "", "e0"), PollRoundRow(3, iso(at(600)), "e0")):
+        chain, store, queues = rounds(row)
+        assert chain.revive(RUN, at(-60)) is True and queues.rounds == [(3, 0)]
+    chain, store, queues = rounds(PollRoundRow(3, iso(at(4)), "e0"))  # due within POLL_ROUND_SECONDS: left
+    assert chain.revive(RUN, at(-60)) is False and queues.rounds == []
 
 
 class CoveredMeanwhile(Rows):
@@ -141,7 +147,8 @@ def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_succ
         store, queues = CoveredMeanwhile(PollRoundRow(0, iso(at(-1)), "e0"), at(7), later), Queues()
         chain = PollRounds(store, queues, clock=lambda: NOW)
         assert run_round(PollRoundMessage(RUN, 0), cast(StepPorts, None), store, chain) is RoundResult.POLLED
-        assert store.writes == [(1, iso(successor))]
+        # claimed with no round queued, then (nothing was due) the successor queued for the cover's time
+        assert store.writes == [(1, ""), (1, iso(successor))]
         assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
 
 
