@@ -198,7 +198,7 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
     successor = asked
     outcomes: Counter[str] = Counter()
     try:
-        due_before = iso(now + timedelta(seconds=1))
+        due_before = iso(now)  # not a moment sooner: Retry-After is a minimum (RFC 9110 §10.2.3)
         # Oldest due first: with more due than a round can poll, what it leaves is the newest, never the same rows.
         due = sorted(store.due_polls(msg.run_id, due_before, DUE_READ),
                      key=lambda r: str(r.get("nextActionAt") or ""))

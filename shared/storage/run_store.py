@@ -576,10 +576,10 @@ class RunStore:
             raise ConflictError(f"the poll rounds of {run_id} changed since read") from exc
 
     def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]:
-        """Up to `top` Running machines whose polls are left to the run's rounds (`pollRound`), due before `before`
-        (ISO): whole rows, as a step reads them."""
+        """Up to `top` Running machines whose polls are left to the run's rounds (`pollRound`), due at or before
+        `before` (ISO): whole rows, as a step reads them."""
         query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
-                 " and nextActionAt lt @before")
+                 " and nextActionAt le @before")
         rows: list[MachineRecord] = []
         for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
                                                                    "state": "Running", "before": before},
@@ -591,10 +591,10 @@ class RunStore:
         return rows[:top]
 
     def next_poll_at(self, run_id: str, after: str) -> str | None:
-        """The earliest `nextActionAt` at or after `after` (ISO) of the Running machines left to the run's rounds,
+        """The earliest `nextActionAt` after `after` (ISO) of the Running machines left to the run's rounds,
         or None when there is none (a query of that one column)."""
         query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
-                 " and nextActionAt ge @after")
+                 " and nextActionAt gt @after")
         earliest: str | None = None
         for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
                                                                    "state": "Running", "after": after},

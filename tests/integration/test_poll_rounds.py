@@ -67,18 +67,23 @@ def test_one_round_message_polls_every_due_machine_of_the_run(services: Componen
     chain = services.store.get_round(run_id)
     assert chain.seq == 0 and chain.at == min(str(r["nextActionAt"]) for r in rows)
     make_due(services, run_id)
+    later = services.store.get_target(run_id, rows[-1].key)
+    assert later is not None  # ... but one, whose Retry-After has not passed: not polled a moment early
+    services.store.update_target(later, {"nextActionAt": iso(utcnow() + timedelta(seconds=30))})
     before = polls(simulator)
     assert round_now(services, 0, run_id) is RoundResult.POLLED
-    assert polls(simulator) - before == len(rows)  # every machine polled once, by one message
-    assert services.store.get_round(run_id).seq == 1  # claimed: its copies find it moved on
-    for row in services.store.list_targets(run_id):
+    assert polls(simulator) - before == len(rows) - 1  # every machine due polled once, by one message
+    chain = services.store.get_round(run_id)
+    assert chain.seq == 1 and chain.at  # claimed (its copies find it moved on), and its successor queued
+    assert parse_iso(chain.at) <= utcnow() + timedelta(seconds=30)  # by the poll it left
+    for row in services.store.list_targets(run_id)[:-1]:
         assert row["state"] in ("Running", "Completed")
         if row["state"] == "Running":  # written back (in a batch) with its next poll, still left to the rounds
             assert row["polls"] == 1 and row["pollRound"] is True and row.seq == 2
             assert parse_iso(str(row["nextActionAt"])) > utcnow() - timedelta(seconds=1)
     # the copy of that message polls nothing
     assert round_now(services, 0, run_id) is RoundResult.STALE
-    assert polls(simulator) - before == len(rows)
+    assert polls(simulator) - before == len(rows) - 1
 
 
 def test_two_copies_of_a_round_at_once_poll_each_machine_once(services: Components, simulator: Simulator) -> None:
