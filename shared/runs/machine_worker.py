@@ -102,6 +102,7 @@ class StepResult(str, Enum):
     VERIFYING = "verifying"  # the installation ended; its health is read (again) after a delay
     FOLLOWING = "following"  # an installation found in the instance view is this run's: followed there
     PACED = "paced"  # no ARM budget now: back later, holding the tokens reserved for then
+    NO_BUDGET = "no-budget"  # a poll round's poll found no budget now: the token went back, the machine stays due
     RETRY_THROTTLED = "retry-throttled"
     RETRY_TRANSIENT = "retry-transient"
     RETRY_CONFLICT = "retry-conflict"
@@ -297,6 +298,14 @@ class MachineStep:
         if self._past_deadline():
             return self.time_out()
         if (paced := self._paced(POLL_OPERATION.budgets)) is not None:
+            if self.deferred is not None:
+                # A round's poll does not wait holding a token (a message and a row write of its own): the token
+                # goes back to this process's lease, where the round's successor takes it, and the machine stays
+                # due for that round (shared/runs/poll_rounds.py).
+                wait, names = paced
+                for name in names:
+                    self.ports.pacer.release(self.machine.subscription_id, name, wait)
+                return StepResult.NO_BUDGET
             return self.paced(*paced)
         try:
             resp = self._call(POLL_OPERATION, self.target["pollUrl"])

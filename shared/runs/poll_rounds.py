@@ -8,8 +8,10 @@ POLLS_QUEUE beside the step messages:
    round queued (`at` ""), If-Match, so of two copies of one round message only one polls;
 2. polls the due machines (one query, whole rows: no read per machine, oldest due first) as the step does
    (MachineStep.poll), at most ROUND_POLLS of them on ROUND_THREADS threads and for at most ROUND_BUSY_SHARE of
-   POLL_ROUND_SECONDS (what it has no time for stays due); an installation that ended is finished there (its
-   result, patches and events, as before);
+   POLL_ROUND_SECONDS, and in each subscription only while its polls' budget has a token now (what it has no time
+   or budget for stays due, and its token goes back: a round never leaves a poll waiting with a token, which would
+   take a message and a row write of its own); an installation that ended is finished there (its result, patches
+   and events, as before);
 3. writes the machines still running back in transactions of ≤ 100 rows (ETag per row), and then queues its
    successor (`cover`) for the earliest poll of the run not yet due (one more query, of that column), no sooner
    than POLL_ROUND_SECONDS after itself: after its writes, so the successor never polls a row this round polled
@@ -209,7 +211,7 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
         if len(due) > ROUND_POLLS:
             successor, due = _sooner(successor, soonest), due[:ROUND_POLLS]
         outcomes, next_polls = _poll_all(due, ports, store, time.monotonic() + ROUND_BUSY_SHARE * rounds.round_seconds)
-        if outcomes.get(LEFT):  # what the time ran out on is still due
+        if outcomes.get(LEFT) or outcomes.get(StepResult.NO_BUDGET.value):  # what the time or budget left is due
             successor = _sooner(successor, soonest)
         if next_polls is not None:
             successor = _sooner(successor, max(next_polls, soonest))
@@ -236,15 +238,18 @@ def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore,
               busy_until: float) -> tuple[Counter[str], datetime | None]:
     """Poll `due` (whole rows as the round read them, oldest first) until `busy_until` (time.monotonic()) and write
     those still running back in batches. Returns what the steps did, by StepResult value ("handed-over": a poll that
-    raised; LEFT: not polled, the time was up; "unwritten": still running, but another writer moved the row first),
+    raised; LEFT: not polled, the time was up or its subscription's polls' budget was spent; "no-budget": the poll
+    that found it spent; "unwritten": still running, but another writer moved the row first),
     and the earliest next poll of those written (None: none)."""
     if not due:
         return Counter(), None
     deferred: list[tuple[MachineRecord, dict[str, Any]]] = []
     lock = threading.Lock()
+    spent: set[str] = set()  # subscriptions whose polls' budget a poll of this round found spent
 
     def poll(target: MachineRecord) -> str:
-        if time.monotonic() > busy_until:
+        subscription = target.key.split("|", 1)[0]
+        if time.monotonic() > busy_until or subscription in spent:
             return LEFT
         annotate({RUN_ID: target.run_id, MACHINE_ID: str(target.get("resourceId") or ""), QUEUE_STEP: "poll"})
         kept: list[tuple[MachineRecord, dict[str, Any]]] = []
@@ -263,6 +268,8 @@ def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore,
             return "handed-over"
         with lock:
             deferred.extend(kept)
+            if result is StepResult.NO_BUDGET:  # the rest of the subscription waits for the successor too
+                spent.add(subscription)
         return result.value
 
     with ThreadPoolExecutor(max_workers=min(ROUND_THREADS, len(due)), thread_name_prefix="poll-round") as pool:

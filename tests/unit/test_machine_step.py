@@ -320,6 +320,19 @@ def test_a_poll_in_a_round_hands_its_write_to_the_round_instead_of_writing() -> 
     assert abs((parse_iso(changes["nextActionAt"]) - utcnow()).total_seconds() - 5) < 2  # at its Retry-After
 
 
+def test_a_poll_in_a_round_that_finds_no_budget_gives_its_token_back_and_stays_due() -> None:
+    h = started_then_polled(answer(202, None, Retry_After="5"))
+    h.step()
+    before, sent = h.row, len(h.queue.sent)
+    h.pacer.waits = {POLLS: 4.0}
+    del h.journal.entries[:]
+    deferred: list[tuple[MachineRecord, dict[str, Any]]] = []
+    assert MachineStep(before, h.ports, deferred=deferred).poll() is StepResult.NO_BUDGET
+    # no ARM call, no write, no message holding the token (as a step's paced poll would): the token went back
+    assert h.journal.kinds() == ["reserve", "release"] and deferred == [] and len(h.queue.sent) == sent
+    assert h.row.etag == before.etag
+
+
 def test_a_poll_whose_booking_fails_is_queued_unbooked_and_the_operation_is_still_recorded() -> None:
     h = harness({GET_VM.name: [WINDOWS_VM], INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
                 backlog={POLLS: 40.2})
