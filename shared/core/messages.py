@@ -27,6 +27,8 @@ from shared.core.errors import PatchPilotError
 
 RUN_ID = re.compile(r"[0-9a-f]{11}-[0-9a-f]{8}")  # fullmatch: `$` would also take "…\n"
 BUCKET = re.compile(r"[A-Za-z]{1,32}")
+# A subscription id as machine keys hold it (MachineRef.key: case-folded GUID)
+SUBSCRIPTION = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class BadMessageError(PatchPilotError, ValueError):
@@ -109,14 +111,18 @@ class StepMessage:
 
 @dataclass(frozen=True)
 class PollRoundMessage:
-    """'Poll every machine of this run whose poll is due' (shared/runs/poll_rounds.py), on POLLS_QUEUE beside the
-    step messages. `seq` fences duplicates: only a message whose seq the run's round row still holds claims it."""
+    """'Poll every machine of this run in this subscription whose poll is due' (shared/runs/poll_rounds.py), on
+    POLLS_QUEUE beside the step messages. `seq` fences duplicates: only a message whose seq the chain's round row
+    still holds claims it. `subscription`: the chain's subscription id as machine keys hold it (lower case); ""
+    (a message queued before chains were per subscription) polls the whole run."""
 
     run_id: str
     seq: int
+    subscription: str = ""
 
     def encode(self) -> str:
-        return _encode({"runId": self.run_id, "round": self.seq})
+        return _encode({"runId": self.run_id, "round": self.seq,
+                        **({"subscription": self.subscription} if self.subscription else {})})
 
 
 @dataclass(frozen=True)
@@ -178,14 +184,17 @@ def parse_step(body: str) -> StepMessage:
 
 
 def parse_poll(body: str) -> StepMessage | PollRoundMessage:
-    """A message of POLLS_QUEUE: a machine's step (parse_step) or a run's poll round (`{"runId", "round": seq}`)."""
+    """A message of POLLS_QUEUE: a machine's step (parse_step) or a poll round of a run's machines in one
+    subscription (`{"runId", "round": seq, "subscription"}`)."""
     data = _load(body)
     if "round" not in data:
         return parse_step(body)
-    seq = data["round"]
+    seq, subscription = data["round"], data.get("subscription", "")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT32[1]:
         raise BadMessageError(f"bad round {seq!r}")
-    return PollRoundMessage(str(data["runId"]), seq)
+    if not isinstance(subscription, str) or (subscription and not SUBSCRIPTION.fullmatch(subscription)):
+        raise BadMessageError(f"bad subscription {subscription!r}")
+    return PollRoundMessage(str(data["runId"]), seq, subscription)
 
 
 def _is_iso(value: str) -> bool:

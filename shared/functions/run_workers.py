@@ -68,7 +68,8 @@ def blueprint(components: Callable[[], Components]) -> func.Blueprint:
         parsed = parse_message(msg, parse_poll, "poll")
         if isinstance(parsed, PollRoundMessage):
             deps = components()
-            log.info("poll round run=%s seq=%d dequeue=%s -> %s", parsed.run_id, parsed.seq, msg.dequeue_count,
+            log.info("poll round run=%s subscription=%s seq=%d dequeue=%s -> %s", parsed.run_id,
+                     parsed.subscription or "all", parsed.seq, msg.dequeue_count,
                      run_round(parsed, deps.step_ports, deps.store, deps.poll_rounds))
         elif parsed:
             outcome = run_step(parsed, components().step_ports)

@@ -87,13 +87,13 @@ class RoundResult(str, Enum):
 class RoundStore(Protocol):
     """The round row and the machine rows a round reads and writes (shared/storage/run_store.py RunStore)."""
 
-    def get_round(self, run_id: str) -> PollRoundRow: ...
+    def get_round(self, run_id: str, subscription: str) -> PollRoundRow: ...
 
-    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None: ...
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None: ...
 
-    def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]: ...
+    def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]: ...
 
-    def next_poll_at(self, run_id: str, after: str) -> str | None: ...
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None: ...
 
     def merge_polled(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> int: ...
 
@@ -103,7 +103,7 @@ class RoundStore(Protocol):
 class RoundSender(Protocol):
     """The queues a round sends to (shared/runs/queues.py WorkQueues)."""
 
-    def send_round(self, run_id: str, seq: int, delay_seconds: int = 0) -> None: ...
+    def send_round(self, run_id: str, subscription: str, seq: int, delay_seconds: int = 0) -> None: ...
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
                   held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None: ...
@@ -130,63 +130,72 @@ class PollRounds:
         written, and a retry of the step would find it moved on; the sweeper revives the run's rounds when the
         machine is overdue."""
         try:
-            self.cover(run_id, at)
+            self.cover(run_id, subscription_of(machine), at)
         except AzureError:
             log.warning("could not make sure of a poll round of run %s for %s; the sweeper will", run_id, machine,
                         exc_info=True)
 
-    def cover(self, run_id: str, at: datetime) -> None:
-        """Make sure a round of run `run_id` comes no later than `at` and after now (module docstring). One read
-        of the round row; a write and a message only when no round is due in (now + IN_FLIGHT, at]. A row that
-        keeps changing (COVER_ATTEMPTS) is left: the sweeper revives the run's rounds when its machines are
-        overdue (revive)."""
+    def cover(self, run_id: str, subscription: str, at: datetime) -> None:
+        """Make sure a round of run `run_id`'s chain for `subscription` (lower case, as machine keys hold it) comes
+        no later than `at` and after now (module docstring). One read of the round row; a write and a message
+        only when no round is due in (now + IN_FLIGHT, at]. A row that keeps changing (COVER_ATTEMPTS) is left:
+        the sweeper revives the chain when its machines are overdue (revive)."""
         for _ in range(COVER_ATTEMPTS):
-            row = self.store.get_round(run_id)
+            row = self.store.get_round(run_id, subscription)
             now = self.clock()
             if row.at and now + IN_FLIGHT < parse_iso(row.at) <= at:
                 return
             when = max(at, now)
             try:
-                self.store.put_round(run_id, row.seq, iso(when), row.etag)
+                self.store.put_round(run_id, subscription, row.seq, iso(when), row.etag)
             except ConflictError:
                 continue
-            self.queues.send_round(run_id, row.seq, math.ceil((when - now).total_seconds()))
+            self.queues.send_round(run_id, subscription, row.seq, math.ceil((when - now).total_seconds()))
             return
-        log.warning("poll rounds of run %s kept changing; the sweeper will find what is overdue", run_id)
+        log.warning("poll rounds of run %s (%s) kept changing; the sweeper will find what is overdue", run_id,
+                    subscription or "all")
 
-    def revive(self, run_id: str, overdue_before: datetime) -> bool:
-        """The sweeper found machines of the run left to its rounds overdue: queue a round now unless one is due
+    def revive(self, run_id: str, subscription: str, overdue_before: datetime) -> bool:
+        """The sweeper found machines of the run in `subscription` left to its rounds overdue: queue a round of
+        that chain now unless one is due
         soon or was due lately, after `overdue_before` and no later than POLL_ROUND_SECONDS from now (its message is
         on its way, or waits in a backlog). A round row with none queued (""), one due long ago, or one due later
         than the overdue machines allow (a round or a cover that failed halfway left them so) gets one. True if
         one was queued. A copy of a round whose message was only late is harmless: the first to come claims the
         round's seq."""
-        row = self.store.get_round(run_id)
+        row = self.store.get_round(run_id, subscription)
         now = self.clock()
         if row.at and overdue_before < parse_iso(row.at) <= now + timedelta(seconds=self.round_seconds):
             return False
         try:
-            self.store.put_round(run_id, row.seq, iso(now), row.etag)
+            self.store.put_round(run_id, subscription, row.seq, iso(now), row.etag)
         except ConflictError:
             return False  # it moved meanwhile: a round is under way
-        self.queues.send_round(run_id, row.seq)
+        self.queues.send_round(run_id, subscription, row.seq)
         return True
+
+
+def subscription_of(machine: str) -> str:
+    """The subscription id a machine key (MachineRef.key: "sub|rg|name…", lower case) starts with: its chain."""
+    return machine.split("|", 1)[0]
 
 
 def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds: PollRounds) -> RoundResult:
     """Process one round message (module docstring). Safe to run twice: a copy finds the round row moved on."""
-    annotate({RUN_ID: msg.run_id, QUEUE_STEP: "round", "patchpilot.round.seq": msg.seq})
-    row = store.get_round(msg.run_id)
+    annotate({RUN_ID: msg.run_id, QUEUE_STEP: "round", "patchpilot.round.seq": msg.seq,
+              "patchpilot.round.subscription": msg.subscription})
+    sub = msg.subscription
+    row = store.get_round(msg.run_id, sub)
     if row.etag is None or row.seq != msg.seq:
         return RoundResult.STALE
     now = rounds.clock()
     asked = _future(row.at, now)  # a cover's time, should one have set it before this round read the row
     for _ in range(CLAIM_ATTEMPTS):
         try:  # claimed, with no round queued ("") until this one has polled: a cover meanwhile queues its own
-            store.put_round(msg.run_id, msg.seq + 1, "", row.etag)
+            store.put_round(msg.run_id, sub, msg.seq + 1, "", row.etag)
             break
         except ConflictError:
-            row = store.get_round(msg.run_id)
+            row = store.get_round(msg.run_id, sub)
             if row.seq != msg.seq:
                 return RoundResult.STALE  # a copy of this message claimed it
             # A cover moved this round meanwhile (its message has this seq and will find it moved on): its machine
@@ -194,18 +203,18 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
             covered = _future(row.at, now) or now
             asked = covered if asked is None else min(asked, covered)
     else:
-        log.warning("poll round %d of run %s could not be claimed; the sweeper will find what is overdue",
-                    msg.seq, msg.run_id)
+        log.warning("poll round %d of run %s (%s) could not be claimed; the sweeper will find what is overdue",
+                    msg.seq, msg.run_id, sub or "all")
         return RoundResult.STALE
     successor = asked
     outcomes: Counter[str] = Counter()
     try:
         due_before = iso(now)  # not a moment sooner: Retry-After is a minimum (RFC 9110 §10.2.3)
         # Oldest due first: with more due than a round can poll, what it leaves is the newest, never the same rows.
-        due = sorted(store.due_polls(msg.run_id, due_before, DUE_READ),
+        due = sorted(store.due_polls(msg.run_id, sub, due_before, DUE_READ),
                      key=lambda r: str(r.get("nextActionAt") or ""))
         soonest = now + timedelta(seconds=rounds.round_seconds)
-        later = store.next_poll_at(msg.run_id, due_before)
+        later = store.next_poll_at(msg.run_id, sub, due_before)
         if later is not None:
             successor = _sooner(successor, max(parse_iso(later), soonest))
         if len(due) > ROUND_POLLS:
@@ -217,8 +226,8 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
             successor = _sooner(successor, max(next_polls, soonest))
     finally:  # even when polling failed halfway: what was written stays covered (the message is retried: STALE)
         if successor is not None:
-            rounds.cover(msg.run_id, successor)
-    log.info("poll round %d of run %s: %d due (%s)%s", msg.seq, msg.run_id, len(due),
+            rounds.cover(msg.run_id, sub, successor)
+    log.info("poll round %d of run %s (%s): %d due (%s)%s", msg.seq, msg.run_id, sub or "all", len(due),
              ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())),
              f", next by {iso(successor)}" if successor else ", none left")
     return RoundResult.POLLED
@@ -248,7 +257,7 @@ def _poll_all(due: list[MachineRecord], ports: StepPorts, store: RoundStore,
     spent: set[str] = set()  # subscriptions whose polls' budget a poll of this round found spent
 
     def poll(target: MachineRecord) -> str:
-        subscription = target.key.split("|", 1)[0]
+        subscription = subscription_of(target.key)
         if time.monotonic() > busy_until or subscription in spent:
             return LEFT
         annotate({RUN_ID: target.run_id, MACHINE_ID: str(target.get("resourceId") or ""), QUEUE_STEP: "poll"})

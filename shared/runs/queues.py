@@ -55,9 +55,10 @@ class WorkQueues:
         else:
             _send(self._operations, "operations", body, delay_seconds)
 
-    def send_round(self, run_id: str, seq: int, delay_seconds: int = 0) -> None:
-        """A run's poll round (shared/runs/poll_rounds.py), on POLLS_QUEUE with the polls it replaces."""
-        _send(self._polls, "polls", PollRoundMessage(run_id, seq).encode(), delay_seconds)
+    def send_round(self, run_id: str, subscription: str, seq: int, delay_seconds: int = 0) -> None:
+        """A poll round of a run's machines in `subscription` (shared/runs/poll_rounds.py), on POLLS_QUEUE with the
+        polls it replaces."""
+        _send(self._polls, "polls", PollRoundMessage(run_id, seq, subscription).encode(), delay_seconds)
 
     def waiting(self, *, poll: bool) -> bool:
         """Whether the step queue (POLLS_QUEUE if `poll`, else OPERATIONS_QUEUE) has a message that is visible now,

@@ -12,7 +12,7 @@ within seconds, so such a machine's message is lost, held by a dead host, or stu
 in every case a second message is harmless: `seq`, ETags and the `Starting` claim let only one
 delivery act, and the other finds the step moved on ("stale"). Machines left to their run's poll rounds
 (shared/runs/poll_rounds.py) get no message each: when any is overdue and no round was due lately, the sweeper
-queues the run a round (PollRounds.revive). A claimed machine is settled once its
+queues a round of that subscription's chain (PollRounds.revive). A claimed machine is settled once its
 claim is CLAIM_TIMEOUT_SECONDS old (machine_worker.recover_claim). Recovery after a crash is so
 bounded by about STALL_AFTER_SECONDS (or CLAIM_TIMEOUT_SECONDS) plus one sweep interval, when no backlog is
 waiting (below).
@@ -42,6 +42,7 @@ from shared.core.clock import iso, parse_iso
 from shared.core.records import RunRecord
 from shared.core.states import MachineState
 from shared.runs.dispatch import RELEASED_AT_COLUMN, DispatchDeps, release_overdue, start_shift
+from shared.runs.poll_rounds import subscription_of
 from shared.runs.ports import Features
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ BACKLOG_GRACE = timedelta(minutes=10)
 class RoundReviver(Protocol):
     """Queues a run's poll round when its machines left to the rounds are overdue (shared/runs/poll_rounds.py)."""
 
-    def revive(self, run_id: str, overdue_before: datetime) -> bool: ...
+    def revive(self, run_id: str, subscription: str, overdue_before: datetime) -> bool: ...
 
 
 class SweepDeps(DispatchDeps, Features, Protocol):
@@ -127,8 +128,9 @@ def sweep(deps: SweepDeps, now: datetime) -> dict[str, int]:
                     continue
             deps.queues.send_step(run_id, target.key, target.seq, poll=poll)
             counts["requeued"] += 1
-        if in_rounds and deps.poll_rounds.revive(run_id, now - stall_after):
-            counts["rounds"] += 1
+        for subscription in sorted({subscription_of(t.key) for t in in_rounds}):  # a chain per subscription
+            if deps.poll_rounds.revive(run_id, subscription, now - stall_after):
+                counts["rounds"] += 1
         if run.get("scopeCount"):  # a discovery page whose message was lost
             for row in store.list_scopes(run_id, unfinished_due_before=stalled_before):
                 deps.queues.send_discovery(run_id, row.index, int(row["page"]))

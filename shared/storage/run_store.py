@@ -80,7 +80,7 @@ SHARD_CACHE_ENTRIES = 64 * SHARDS  # counter shards kept per process (RunStore._
 # transaction takes about 0.1 s, but a holder's call can hang in the SDK's retries (minutes under throttling).
 SHARD_LOCK_SECONDS = 2.0
 PRECONDITION_FAILED = ("UpdateConditionNotSatisfied", "ConditionNotMet")
-POLL_ROUND_KEY = "pollround"
+POLL_ROUND_KEY = "pollround"  # a run's round row; "pollround|<subscription>" per subscription (round_key)
 
 
 def batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -128,6 +128,17 @@ def merge_conditionally(client: TableClient, entity: dict[str, Any], etag: str) 
     except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise ConflictError(f"{entity['PartitionKey']}/{entity['RowKey']} changed since it was read") from exc
     return str(meta["etag"])
+
+
+def round_key(subscription: str) -> str:
+    """The RowKey of a run's chain of poll rounds for `subscription` ("": the whole run, as before chains were
+    per subscription)."""
+    return f"{POLL_ROUND_KEY}|{subscription}" if subscription else POLL_ROUND_KEY
+
+
+def _machines_of(subscription: str) -> tuple[str, str]:
+    """The RowKey range of a run's machines in `subscription` (MachineRef.key starts with "sub|"); "": all."""
+    return key_range(f"{subscription}|") if subscription else ("", MACHINES_BELOW)
 
 
 def key_range(prefix: str) -> tuple[str, str]:
@@ -553,19 +564,20 @@ class RunStore:
             raise
 
     # -- poll rounds (shared/runs/poll_rounds.py) ---------------------------------------------------
-    def get_round(self, run_id: str) -> PollRoundRow:
-        """The run's poll-round row; PollRoundRow(0, "", None) when it has none yet."""
+    def get_round(self, run_id: str, subscription: str) -> PollRoundRow:
+        """The poll-round row of the run's chain for `subscription` (lower case; "": the whole run);
+        PollRoundRow(0, "", None) when it has none yet."""
         self._count("pollRound")
         try:
-            entity = self.runs.get_entity(run_id, POLL_ROUND_KEY)
+            entity = self.runs.get_entity(run_id, round_key(subscription))
         except ResourceNotFoundError:
             return PollRoundRow(0, "", None)
         return PollRoundRow(int(entity.get("seq") or 0), str(entity.get("at") or ""), _etag(entity))
 
-    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
-        """Store the round row if it is still as read (`etag`; None: create it); ConflictError otherwise."""
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
+        """Store the chain's round row if it is still as read (`etag`; None: create it); ConflictError otherwise."""
         self._count("pollRound")
-        entity = {"PartitionKey": run_id, "RowKey": POLL_ROUND_KEY, "seq": seq, "at": at}
+        entity = {"PartitionKey": run_id, "RowKey": round_key(subscription), "seq": seq, "at": at}
         try:
             if etag is None:
                 self.runs.create_entity(entity)
@@ -575,13 +587,14 @@ class RunStore:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConflictError(f"the poll rounds of {run_id} changed since read") from exc
 
-    def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]:
-        """Up to `top` Running machines whose polls are left to the run's rounds (`pollRound`), due at or before
-        `before` (ISO): whole rows, as a step reads them."""
-        query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
-                 " and nextActionAt le @before")
+    def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
+        """Up to `top` Running machines of `subscription` ("": any) whose polls are left to the run's rounds
+        (`pollRound`), due at or before `before` (ISO): whole rows, as a step reads them."""
+        low, high = _machines_of(subscription)
+        query = ("PartitionKey eq @run and RowKey ge @low and RowKey lt @high and state eq @state"
+                 " and pollRound eq true and nextActionAt le @before")
         rows: list[MachineRecord] = []
-        for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
+        for page in self.targets.query_entities(query, parameters={"run": run_id, "low": low, "high": high,
                                                                    "state": "Running", "before": before},
                                                 results_per_page=min(top, 1000)).by_page():
             self._count("duePolls")
@@ -590,13 +603,14 @@ class RunStore:
                 break
         return rows[:top]
 
-    def next_poll_at(self, run_id: str, after: str) -> str | None:
-        """The earliest `nextActionAt` after `after` (ISO) of the Running machines left to the run's rounds,
-        or None when there is none (a query of that one column)."""
-        query = ("PartitionKey eq @run and RowKey lt @below and state eq @state and pollRound eq true"
-                 " and nextActionAt gt @after")
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
+        """The earliest `nextActionAt` after `after` (ISO) of the Running machines of `subscription` ("": any) left
+        to the run's rounds, or None when there is none (a query of that one column)."""
+        low, high = _machines_of(subscription)
+        query = ("PartitionKey eq @run and RowKey ge @low and RowKey lt @high and state eq @state"
+                 " and pollRound eq true and nextActionAt gt @after")
         earliest: str | None = None
-        for page in self.targets.query_entities(query, parameters={"run": run_id, "below": MACHINES_BELOW,
+        for page in self.targets.query_entities(query, parameters={"run": run_id, "low": low, "high": high,
                                                                    "state": "Running", "after": after},
                                                 results_per_page=1000, select=["nextActionAt"]).by_page():
             self._count("nextPoll")

@@ -260,8 +260,9 @@ def test_sweeper_requeues_a_machine_whose_message_was_lost(services: Components,
     assert sweep(services, utcnow())["rounds"] == 0  # not overdue yet: no duplicate work
     long_ago = iso(utcnow() - timedelta(minutes=20))  # twenty minutes on, the poll and its round are overdue
     services.store.update_target(target, {"nextActionAt": long_ago})
-    chain = services.store.get_round(run_id)
-    services.store.put_round(run_id, chain.seq, long_ago, chain.etag)
+    sub = _key(vm).split("|", 1)[0]
+    chain = services.store.get_round(run_id, sub)
+    services.store.put_round(run_id, sub, chain.seq, long_ago, chain.etag)
     assert sweep(services, utcnow())["rounds"] == 1  # the run gets its round again (shared/runs/poll_rounds.py)
     pump.run_until(lambda: finished(run_id), timeout=30)
     assert machine(run_view(run_id), vm)["state"] == "Completed"

@@ -3,17 +3,21 @@ and a malformed body is refused, never half-read."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.core.messages import (
     BadMessageError,
     DiscoveryMessage,
     DispatchMessage,
+    PollRoundMessage,
     StepMessage,
     encode_delivery,
     parse_delivery,
     parse_discovery,
     parse_dispatch,
+    parse_poll,
     parse_step,
 )
 
@@ -56,3 +60,15 @@ def test_a_release_message_round_trips_and_a_bad_time_is_refused() -> None:
         body = msg.encode().replace("2026-11-30T09:48:03.738423Z", bad)
         with pytest.raises(BadMessageError):
             parse_dispatch(body)
+
+
+def test_a_poll_round_names_its_subscription_and_an_older_one_the_whole_run() -> None:
+    sub = "5b4b650e-28b9-4790-b3ab-ddbd88d727c4"
+    for message in (PollRoundMessage(RUN, 4, sub), PollRoundMessage(RUN, 0)):
+        assert parse_poll(message.encode()) == message
+    assert parse_poll(f'{{"runId":"{RUN}","round":4}}') == PollRoundMessage(RUN, 4, "")  # queued before chains
+    step = StepMessage(RUN, f"{sub}|rg|vm", 3)
+    assert parse_poll(step.encode()) == step  # the polls queue also carries steps
+    for bad in (sub.upper(), "sub-1", f"{sub}|rg", 7):  # not as machine keys hold it: not a chain's row key
+        with pytest.raises(BadMessageError):
+            parse_poll(json.dumps({"runId": RUN, "round": 4, "subscription": bad}))

@@ -15,34 +15,42 @@ from shared.runs.poll_rounds import PollRounds, RoundResult, run_round
 
 NOW = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
 RUN = "run-1"
+SUB = "0f6c2d3e-1a2b-4c5d-8e9f-000000000001"  # a chain's subscription, as machine keys hold it
 
 
 class Rows:
     """The round row as a Table would keep it: an ETag that changes with each write, If-Match enforced."""
 
     def __init__(self, row: PollRoundRow | None = None, *, conflicts: int = 0) -> None:
-        self.row = row
+        self.row = row  # the row of SUB's chain
+        self.others: dict[str, PollRoundRow] = {}  # other subscriptions' chains (written as-is)
         self.writes: list[tuple[int, str]] = []
         self.conflicts = conflicts  # writes that lose to another writer first
 
-    def get_round(self, run_id: str) -> PollRoundRow:
+    def get_round(self, run_id: str, subscription: str) -> PollRoundRow:
+        if subscription != SUB:
+            return self.others.get(subscription, PollRoundRow(0, "", None))
         return self.row or PollRoundRow(0, "", None)
 
-    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
+        if subscription != SUB:
+            self.others[subscription] = PollRoundRow(seq, at, "o")
+            return
         current = self.row.etag if self.row else None
         if self.conflicts:
             self.conflicts -= 1
-            self.row = PollRoundRow(self.get_round(run_id).seq, self.get_round(run_id).at, f"{current}-other")
+            row = self.get_round(run_id, subscription)
+            self.row = PollRoundRow(row.seq, row.at, f"{current}-other")
             raise ConflictError("changed")
         if etag != current:
             raise ConflictError("changed")
         self.row = PollRoundRow(seq, at, f"e{len(self.writes) + 1}")
         self.writes.append((seq, at))
 
-    def due_polls(self, run_id: str, before: str, top: int) -> list[MachineRecord]:
+    def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
         return []
 
-    def next_poll_at(self, run_id: str, after: str) -> str | None:
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
         return None
 
     def merge_polled(self, changes: list[tuple[MachineRecord, dict[str, Any]]]) -> int:
@@ -54,10 +62,14 @@ class Rows:
 
 class Queues:
     def __init__(self) -> None:
-        self.rounds: list[tuple[int, int]] = []
+        self.rounds: list[tuple[int, int]] = []  # SUB's chain: (seq, delay)
+        self.others: list[tuple[str, int, int]] = []
 
-    def send_round(self, run_id: str, seq: int, delay_seconds: int = 0) -> None:
-        self.rounds.append((seq, delay_seconds))
+    def send_round(self, run_id: str, subscription: str, seq: int, delay_seconds: int = 0) -> None:
+        if subscription == SUB:
+            self.rounds.append((seq, delay_seconds))
+        else:
+            self.others.append((subscription, seq, delay_seconds))
 
     def send_step(self, run_id: str, machine: str, seq: int, delay_seconds: int = 0, *,
                   held: tuple[str, ...] = (), poll: bool = False, row: CarriedRow | None = None) -> None:
@@ -75,20 +87,20 @@ def at(seconds: float) -> datetime:
 
 def test_the_first_machine_of_a_run_queues_its_first_round() -> None:
     chain, store, queues = rounds()
-    chain.cover(RUN, at(30))
+    chain.cover(RUN, SUB, at(30))
     assert store.writes == [(0, iso(at(30)))] and queues.rounds == [(0, 30)]
 
 
 def test_a_round_already_due_before_the_poll_is_kept_and_nothing_is_sent() -> None:
     chain, store, queues = rounds(PollRoundRow(4, iso(at(10)), "e0"))
-    chain.cover(RUN, at(30))
-    chain.cover(RUN, at(10))  # due at the same moment: that round queries after this machine's row was written
+    chain.cover(RUN, SUB, at(30))
+    chain.cover(RUN, SUB, at(10))  # due at the same moment: that round queries after this machine's row was written
     assert store.writes == [] and queues.rounds == []
 
 
 def test_a_poll_due_before_the_next_round_brings_a_round_forward_at_the_same_seq() -> None:
     chain, store, queues = rounds(PollRoundRow(4, iso(at(60)), "e0"))
-    chain.cover(RUN, at(12.5))
+    chain.cover(RUN, SUB, at(12.5))
     # the later message keeps seq 4 too: whichever comes first claims the round, the other finds it moved on
     assert store.writes == [(4, iso(at(12.5)))] and queues.rounds == [(4, 13)]  # the delay rounded up, never early
 
@@ -96,33 +108,33 @@ def test_a_poll_due_before_the_next_round_brings_a_round_forward_at_the_same_seq
 def test_a_round_due_now_may_have_queried_already_so_another_is_queued() -> None:
     for due in (at(0.4), at(-3)):  # at work (within IN_FLIGHT), or overdue (lost, or in a backlog)
         chain, store, queues = rounds(PollRoundRow(7, iso(due), "e0"))
-        chain.cover(RUN, at(20))
+        chain.cover(RUN, SUB, at(20))
         assert store.writes == [(7, iso(at(20)))] and queues.rounds == [(7, 20)]
 
 
 def test_no_round_left_after_a_run_went_quiet_queues_one() -> None:
     chain, store, queues = rounds(PollRoundRow(9, "", "e0"))  # the last round found nothing more to poll
-    chain.cover(RUN, at(5))
+    chain.cover(RUN, SUB, at(5))
     assert store.writes == [(9, iso(at(5)))] and queues.rounds == [(9, 5)]
 
 
 def test_a_cover_that_loses_its_write_reads_the_row_again() -> None:
     chain, store, queues = rounds(PollRoundRow(2, iso(at(90)), "e0"), conflicts=1)
-    chain.cover(RUN, at(30))
+    chain.cover(RUN, SUB, at(30))
     assert store.writes == [(2, iso(at(30)))] and queues.rounds == [(2, 30)]
 
 
 def test_the_sweeper_revives_a_run_whose_round_is_overdue_but_not_one_due_soon_or_lately() -> None:
     chain, store, queues = rounds(PollRoundRow(3, iso(at(-30)), "e0"))
-    assert chain.revive(RUN, at(-60)) is False  # due 30 s ago: its message may be on its way or in a backlog
-    assert chain.revive(RUN, at(-10)) is True
+    assert chain.revive(RUN, SUB, at(-60)) is False  # due 30 s ago: its message may be on its way or in a backlog
+    assert chain.revive(RUN, SUB, at(-10)) is True
     assert store.writes == [(3, iso(NOW))] and queues.rounds == [(3, 0)]
     # none queued (a round that claimed and died), or one due later than overdue machines allow: revived
     for row in (PollRoundRow(3, "", "e0"), PollRoundRow(3, iso(at(600)), "e0")):
         chain, store, queues = rounds(row)
-        assert chain.revive(RUN, at(-60)) is True and queues.rounds == [(3, 0)]
+        assert chain.revive(RUN, SUB, at(-60)) is True and queues.rounds == [(3, 0)]
     chain, store, queues = rounds(PollRoundRow(3, iso(at(4)), "e0"))  # due within POLL_ROUND_SECONDS: left
-    assert chain.revive(RUN, at(-60)) is False and queues.rounds == []
+    assert chain.revive(RUN, SUB, at(-60)) is False and queues.rounds == []
 
 
 class CoveredMeanwhile(Rows):
@@ -132,21 +144,21 @@ class CoveredMeanwhile(Rows):
         super().__init__(row)
         self.cover_at, self.later = cover_at, later
 
-    def next_poll_at(self, run_id: str, after: str) -> str | None:
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
         return iso(self.later) if self.later else None
 
-    def put_round(self, run_id: str, seq: int, at: str, etag: str | None) -> None:
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
         if self.cover_at is not None:
-            row = self.get_round(run_id)
+            row = self.get_round(run_id, subscription)
             self.row, self.cover_at = PollRoundRow(row.seq, iso(self.cover_at), "e-cover"), None  # type: ignore[assignment]
-        super().put_round(run_id, seq, at, etag)
+        super().put_round(run_id, subscription, seq, at, etag)
 
 
 def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_successor() -> None:
     for later, successor in ((at(100), at(7)), (None, at(7)), (at(6), at(6))):
         store, queues = CoveredMeanwhile(PollRoundRow(0, iso(at(-1)), "e0"), at(7), later), Queues()
         chain = PollRounds(store, queues, clock=lambda: NOW)
-        assert run_round(PollRoundMessage(RUN, 0), cast(StepPorts, None), store, chain) is RoundResult.POLLED
+        assert run_round(PollRoundMessage(RUN, 0, SUB), cast(StepPorts, None), store, chain) is RoundResult.POLLED
         # claimed with no round queued, then (nothing was due) the successor queued for the cover's time
         assert store.writes == [(1, ""), (1, iso(successor))]
         assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
@@ -155,5 +167,17 @@ def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_succ
 def test_a_copy_of_a_round_or_one_for_a_run_without_rounds_does_nothing() -> None:
     for row in (PollRoundRow(5, iso(at(-1)), "e0"), None):
         chain, store, queues = rounds(row)
-        assert run_round(PollRoundMessage(RUN, 4), cast(StepPorts, None), store, chain) is RoundResult.STALE
+        assert run_round(PollRoundMessage(RUN, 4, SUB), cast(StepPorts, None), store, chain) is RoundResult.STALE
         assert store.writes == [] and queues.rounds == []
+
+
+def test_each_subscription_has_its_own_chain_of_rounds() -> None:
+    """A round polls one subscription's machines (its budget is that subscription's): a round of one chain due
+    soon does not cover a machine of another, which gets its own round row and message."""
+    chain, store, queues = rounds(PollRoundRow(4, iso(at(10)), "e0"))
+    other = "0f6c2d3e-1a2b-4c5d-8e9f-000000000002"
+    chain.send_poll(RUN, f"{other}|rg|vm-7", 3, 30, at(30))
+    assert store.writes == [] and queues.rounds == []  # SUB's chain untouched
+    assert store.others == {other: PollRoundRow(0, iso(at(30)), "o")} and queues.others == [(other, 0, 30)]
+    chain.send_poll(RUN, f"{SUB}|rg|vm-1", 3, 30, at(30))  # SUB's round at +10 s covers it
+    assert store.writes == [] and queues.rounds == []
