@@ -76,12 +76,16 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class PollRoundRow:
-    """A run's chain of poll rounds as stored (shared/runs/poll_rounds.py): the `seq` its current round message
-    carries, when that round is due (`at`, ISO 8601 UTC; "" when none is), and the row's ETag (None: no row yet)."""
+    """A chain of poll rounds of a run as stored (shared/runs/poll_rounds.py): the `seq` its next round message
+    carries, and the row's ETag (None: no row yet). Queued (`polling` false): `at` is when that round is due (ISO
+    8601 UTC; "" when none is queued). Polling (a round claimed it and polls): `at` is when it claimed, and `wanted`
+    the earliest poll a cover asked its successor to come by meanwhile ("" none)."""
 
     seq: int
     at: str
     etag: str | None
+    polling: bool = False
+    wanted: str = ""
 
 
 @dataclass(frozen=True, eq=False)

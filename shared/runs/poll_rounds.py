@@ -1,42 +1,50 @@
-"""Poll rounds: one queue message polls every machine of a run whose poll is due (issue #22).
+"""Poll rounds: one queue message polls every machine of a run in one subscription whose poll is due (issue #22).
 
 Before, each poll of each machine was its own delayed queue message: at 10,000 machines about three messages a
 machine, and a Table write per poll. Now a machine whose operation runs is left to its run's rounds: its row says
-so (`pollRound`, with `nextActionAt` when its poll is due) and no message is sent for it. A round message, on
+so (`pollRound`, with `nextActionAt` when its poll is due) and no message is sent for it. A run has a chain of
+rounds per subscription (the budget its polls draw from is the subscription's; one chain per run polled only what
+one round's time allows while four subscriptions' budgets allowed four times that). A round message, on
 POLLS_QUEUE beside the step messages:
-1. claims the round: the run's round row (`seq`, `at`: shared/storage/run_store.py) moves to `seq + 1` with no
-   round queued (`at` ""), If-Match, so of two copies of one round message only one polls;
-2. polls the due machines (one query, whole rows: no read per machine, oldest due first) as the step does
-   (MachineStep.poll), at most ROUND_POLLS of them on ROUND_THREADS threads and for at most ROUND_BUSY_SHARE of
-   POLL_ROUND_SECONDS, and in each subscription only while its polls' budget has a token now (what it has no time
-   or budget for stays due, and its token goes back: a round never leaves a poll waiting with a token, which would
-   take a message and a row write of its own); an installation that ended is finished there (its result, patches
-   and events, as before);
+1. claims the round: the chain's round row (`seq`, `at`, `polling`, `wanted`: shared/storage/run_store.py, RowKey
+   `pollround|<subscription>`) moves to `seq + 1`, polling since now, If-Match, so of two copies of one round
+   message only one polls;
+2. polls the chain's due machines (one query over the subscription's keys, whole rows: no read per machine, oldest
+   due first) as the step does (MachineStep.poll), at most ROUND_POLLS of them on ROUND_THREADS threads and for at
+   most ROUND_BUSY_SHARE of POLL_ROUND_SECONDS, and only while the subscription's polls' budget has a token now
+   (what it has no time or budget for stays due, and its token goes back: a round never leaves a poll waiting with
+   a token, which would take a message and a row write of its own); an installation that ended is finished there
+   (its result, patches and events, as before);
 3. writes the machines still running back in transactions of ≤ 100 rows (ETag per row), and then queues its
-   successor (`cover`) for the earliest poll of the run not yet due (one more query, of that column), no sooner
-   than POLL_ROUND_SECONDS after itself: after its writes, so the successor never polls a row this round polled
-   and has not written back yet. Should the round fail halfway, it still covers what it knows of (the message is
-   retried and finds the round claimed).
+   successor for the earliest poll of the chain not yet due (one more query, of that column), no sooner than
+   POLL_ROUND_SECONDS after itself, or sooner if a cover asked for it meanwhile (`wanted`): the row goes back to
+   queued at `seq + 1` (If-Match on its claim; a cover's write makes it read `wanted` and try again) and one
+   message is sent. After its writes, so the successor never polls a row this round polled and has not written
+   back yet. Should the round fail halfway, it still queues what it knows of (the message is retried and finds the
+   round claimed).
 
-`cover(run_id, at)` is how a machine joins the rounds (a started operation, a poll of its own that found it
-running): it keeps the round row due no later than `at`. A round row due in the future, no later than `at`, is
-kept: that round queries after the caller's row was written, so it sees the machine. Otherwise (no round queued, a
-later one, or one due now that may have queried already) the row is set to `at` at the same `seq` and a round
-message queued for then: of two messages with one `seq`, the first to come claims it and the other finds it moved
-on. A round whose claim loses to a cover takes the cover's time into its successor's.
+`cover(run_id, subscription, at)` is how a machine joins the rounds (a started operation, a poll of its own that
+found it running): it keeps the chain due no later than `at`. A round at work (`polling`) is asked for `at`
+(`wanted`, written only when sooner than what it was asked for): it queues its successor when done, after its
+queries, so no message is needed. A queued round due in the future, no later than `at`, is kept: it queries after
+the caller's row was written, so it sees the machine. Otherwise (no round queued, a later one, or one due now that
+may have queried already) the row is set to `at` at the same `seq` and a round message queued for then: of two
+messages with one `seq`, the first to come claims it and the other finds it moved on. A round whose claim loses
+to a cover takes the cover's time into its successor's.
 
 What is lost (a host that died in a round, a failed cover) is found by the sweeper: machines left to the rounds
-that are overdue, with no round due soon or lately, make it queue a round at the row's seq (`revive`,
-shared/runs/sweeper.py), about STALL_AFTER_SECONDS plus a sweep after their poll was due. A machine whose poll
-holds budget tokens (a paced or booked poll) keeps its own message, not the rounds: the round could not spend
-those tokens. A machine whose poll raises is handed to a step message of its own, which retries it and, when it
-keeps failing, ends the machine through the poison queue (machine_worker.fail_poisoned_step).
+that are overdue, with no round due soon or lately nor one at work since lately, make it queue a round of their
+chain at the row's seq (`revive`, shared/runs/sweeper.py), about STALL_AFTER_SECONDS plus a sweep after their poll
+was due. A machine whose poll holds budget tokens (a paced or booked poll) keeps its own message, not the rounds:
+the round could not spend those tokens. A machine whose poll raises is handed to a step message of its own, which
+retries it and, when it keeps failing, ends the machine through the poison queue (machine_worker.fail_poisoned_step).
 
-Cost at 10,000 machines: a round a run about every POLL_ROUND_SECONDS while polls are due (two queries, the second
-of one column over the run's running machines; the round row read and written twice; one message, two when a
-start's cover meets a round at work), where each poll was a message and a write. A poll is late by up to
-POLL_ROUND_SECONDS plus the queue's delivery. One run's rounds come one at a time, each polling at most ROUND_POLLS;
-past that, polls wait (they are also paced to their share of the subscription's reads, which in Azure binds first).
+Cost at 10,000 machines: a round a run and subscription about every POLL_ROUND_SECONDS while polls are due (two
+queries, the second of one column over the chain's running machines; the round row read once and written twice,
+and once more for each cover that asks sooner while it polls; one message), where each poll was a message and a
+write. A poll is late by up to POLL_ROUND_SECONDS plus the queue's delivery. One chain's rounds come one at a time,
+each polling at most ROUND_POLLS; past that, polls wait (they are also paced to their share of the subscription's
+reads, which in Azure binds first).
 """
 
 from __future__ import annotations
@@ -89,7 +97,8 @@ class RoundStore(Protocol):
 
     def get_round(self, run_id: str, subscription: str) -> PollRoundRow: ...
 
-    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None: ...
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None, *,
+                  polling: bool = False, wanted: str = "") -> str: ...
 
     def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]: ...
 
@@ -138,11 +147,21 @@ class PollRounds:
     def cover(self, run_id: str, subscription: str, at: datetime) -> None:
         """Make sure a round of run `run_id`'s chain for `subscription` (lower case, as machine keys hold it) comes
         no later than `at` and after now (module docstring). One read of the round row; a write and a message
-        only when no round is due in (now + IN_FLIGHT, at]. A row that keeps changing (COVER_ATTEMPTS) is left:
+        only when no round is due in (now + IN_FLIGHT, at]; a round at work is asked for `at` instead (a write
+        only when it was asked for no time as soon). A row that keeps changing (COVER_ATTEMPTS) is left:
         the sweeper revives the chain when its machines are overdue (revive)."""
         for _ in range(COVER_ATTEMPTS):
             row = self.store.get_round(run_id, subscription)
             now = self.clock()
+            if row.polling:  # a round at work queues its successor when done: by `at`, if it is asked to
+                if row.wanted and parse_iso(row.wanted) <= at:
+                    return
+                try:
+                    self.store.put_round(run_id, subscription, row.seq, row.at, row.etag, polling=True,
+                                         wanted=iso(at))
+                except ConflictError:
+                    continue  # it finished (or another cover asked) meanwhile: read it again
+                return
             if row.at and now + IN_FLIGHT < parse_iso(row.at) <= at:
                 return
             when = max(at, now)
@@ -157,7 +176,7 @@ class PollRounds:
 
     def revive(self, run_id: str, subscription: str, overdue_before: datetime) -> bool:
         """The sweeper found machines of the run in `subscription` left to its rounds overdue: queue a round of
-        that chain now unless one is due
+        that chain now unless one claimed it after `overdue_before` and is at work, or one is due
         soon or was due lately, after `overdue_before` and no later than POLL_ROUND_SECONDS from now (its message is
         on its way, or waits in a backlog). A round row with none queued (""), one due long ago, or one due later
         than the overdue machines allow (a round or a cover that failed halfway left them so) gets one. True if
@@ -165,7 +184,10 @@ class PollRounds:
         round's seq."""
         row = self.store.get_round(run_id, subscription)
         now = self.clock()
-        if row.at and overdue_before < parse_iso(row.at) <= now + timedelta(seconds=self.round_seconds):
+        if row.polling and overdue_before < parse_iso(row.at):
+            return False  # a round claimed it lately and is at work (it queues its successor when done)
+        if not row.polling and row.at and overdue_before < parse_iso(row.at) <= now + timedelta(
+                seconds=self.round_seconds):
             return False
         try:
             self.store.put_round(run_id, subscription, row.seq, iso(now), row.etag)
@@ -186,23 +208,24 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
               "patchpilot.round.subscription": msg.subscription})
     sub = msg.subscription
     row = store.get_round(msg.run_id, sub)
-    if row.etag is None or row.seq != msg.seq:
-        return RoundResult.STALE
+    if row.etag is None or row.seq != msg.seq or row.polling:
+        return RoundResult.STALE  # a copy, or a later round's message, moved it on (or a round is at work)
     now = rounds.clock()
     asked = _future(row.at, now)  # a cover's time, should one have set it before this round read the row
+    claimed: str | None = None
     for _ in range(CLAIM_ATTEMPTS):
-        try:  # claimed, with no round queued ("") until this one has polled: a cover meanwhile queues its own
-            store.put_round(msg.run_id, sub, msg.seq + 1, "", row.etag)
+        try:  # claimed: polling, since now; a cover meanwhile asks for its time (`wanted`) rather than queue a round
+            claimed = store.put_round(msg.run_id, sub, msg.seq + 1, iso(now), row.etag, polling=True)
             break
         except ConflictError:
             row = store.get_round(msg.run_id, sub)
-            if row.seq != msg.seq:
+            if row.seq != msg.seq or row.polling:
                 return RoundResult.STALE  # a copy of this message claimed it
             # A cover moved this round meanwhile (its message has this seq and will find it moved on): its machine
             # may have been written after this round's query, so the successor comes by its time.
             covered = _future(row.at, now) or now
             asked = covered if asked is None else min(asked, covered)
-    else:
+    if claimed is None:
         log.warning("poll round %d of run %s (%s) could not be claimed; the sweeper will find what is overdue",
                     msg.seq, msg.run_id, sub or "all")
         return RoundResult.STALE
@@ -225,12 +248,41 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
         if next_polls is not None:
             successor = _sooner(successor, max(next_polls, soonest))
     finally:  # even when polling failed halfway: what was written stays covered (the message is retried: STALE)
-        if successor is not None:
-            rounds.cover(msg.run_id, sub, successor)
+        successor = _queue_successor(msg, store, rounds, claimed, successor)
     log.info("poll round %d of run %s (%s): %d due (%s)%s", msg.seq, msg.run_id, sub or "all", len(due),
              ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())),
              f", next by {iso(successor)}" if successor else ", none left")
     return RoundResult.POLLED
+
+
+def _queue_successor(msg: PollRoundMessage, store: RoundStore, rounds: PollRounds, etag: str,
+                     successor: datetime | None) -> datetime | None:
+    """End the round claimed with ETag `etag`: the chain's row goes back to queued, at seq + 1, due at `successor`
+    or at what covers asked for while it polled (`wanted`), whichever is sooner, and that round's message is
+    queued (none when neither is). Should the row have been revived meanwhile (the sweeper took this round for
+    dead), `successor` is covered as a machine's poll is. Returns the time queued for."""
+    sub, seq = msg.subscription, msg.seq + 1
+    for _ in range(COVER_ATTEMPTS):
+        try:
+            store.put_round(msg.run_id, sub, seq, iso(successor) if successor else "", etag)
+            break
+        except ConflictError:
+            row = store.get_round(msg.run_id, sub)
+            if row.seq != seq or not row.polling or row.etag is None:  # revived (or moved on) meanwhile
+                if successor is not None:
+                    rounds.cover(msg.run_id, sub, successor)
+                return successor
+            if row.wanted:  # a cover asked for its machine's poll
+                successor = _sooner(successor, parse_iso(row.wanted))
+            etag = row.etag
+    else:
+        log.warning("poll round %d of run %s (%s) could not queue its successor; the sweeper will find what is "
+                    "overdue", msg.seq, msg.run_id, sub or "all")
+        return successor
+    if successor is not None:
+        now = rounds.clock()
+        rounds.queues.send_round(msg.run_id, sub, seq, max(0, math.ceil((successor - now).total_seconds())))
+    return successor
 
 
 def _future(at: str, now: datetime) -> datetime | None:

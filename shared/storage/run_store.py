@@ -572,20 +572,25 @@ class RunStore:
             entity = self.runs.get_entity(run_id, round_key(subscription))
         except ResourceNotFoundError:
             return PollRoundRow(0, "", None)
-        return PollRoundRow(int(entity.get("seq") or 0), str(entity.get("at") or ""), _etag(entity))
+        return PollRoundRow(int(entity.get("seq") or 0), str(entity.get("at") or ""), _etag(entity),
+                            entity.get("polling") is True, str(entity.get("wanted") or ""))
 
-    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
-        """Store the chain's round row if it is still as read (`etag`; None: create it); ConflictError otherwise."""
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None, *,
+                  polling: bool = False, wanted: str = "") -> str:
+        """Store the chain's round row (PollRoundRow's fields) if it is still as read (`etag`; None: create it) and
+        return its new ETag; ConflictError otherwise."""
         self._count("pollRound")
-        entity = {"PartitionKey": run_id, "RowKey": round_key(subscription), "seq": seq, "at": at}
+        entity = {"PartitionKey": run_id, "RowKey": round_key(subscription), "seq": seq, "at": at,
+                  "polling": polling, "wanted": wanted}
         try:
             if etag is None:
-                self.runs.create_entity(entity)
+                meta = self.runs.create_entity(entity)
             else:
-                self.runs.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                        match_condition=MatchConditions.IfNotModified)
+                meta = self.runs.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConflictError(f"the poll rounds of {run_id} changed since read") from exc
+        return str(meta.get("etag") or "")
 
     def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
         """Up to `top` Running machines of `subscription` ("": any) whose polls are left to the run's rounds
@@ -626,8 +631,10 @@ class RunStore:
         transaction one row of which changed is refused whole: its rows are then merged one at a time, and those
         that changed are left as another writer made them. Returns how many were written."""
         written = 0
-        plain = [(r, c) for r, c in changes if not counts_delta(r.columns, {**r.columns, **c})]
-        single = [(r, c) for r, c in changes if counts_delta(r.columns, {**r.columns, **c})]
+        plain: list[tuple[MachineRecord, dict[str, Any]]] = []
+        single: list[tuple[MachineRecord, dict[str, Any]]] = []
+        for record, change in changes:
+            (single if counts_delta(record.columns, {**record.columns, **change}) else plain).append((record, change))
         by_key = {r.key: (r, c) for r, c in plain}
         for batch in batches(machine_entity(r, c) for r, c in plain):
             self._count("targetMerge")

@@ -3,6 +3,7 @@ rounds, a round is kept due no later than its poll, and one message is queued on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -32,20 +33,21 @@ class Rows:
             return self.others.get(subscription, PollRoundRow(0, "", None))
         return self.row or PollRoundRow(0, "", None)
 
-    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None, *,
+                  polling: bool = False, wanted: str = "") -> str:
         if subscription != SUB:
             self.others[subscription] = PollRoundRow(seq, at, "o")
-            return
+            return "o"
         current = self.row.etag if self.row else None
         if self.conflicts:
             self.conflicts -= 1
-            row = self.get_round(run_id, subscription)
-            self.row = PollRoundRow(row.seq, row.at, f"{current}-other")
+            self.row = replace(self.get_round(run_id, subscription), etag=f"{current}-other")
             raise ConflictError("changed")
         if etag != current:
             raise ConflictError("changed")
-        self.row = PollRoundRow(seq, at, f"e{len(self.writes) + 1}")
-        self.writes.append((seq, at))
+        self.row = PollRoundRow(seq, at, f"e{len(self.writes) + 1}", polling, wanted)
+        self.writes.append((seq, at) if not (polling or wanted) else (seq, at, polling, wanted))
+        return self.row.etag or ""
 
     def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
         return []
@@ -147,11 +149,12 @@ class CoveredMeanwhile(Rows):
     def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
         return iso(self.later) if self.later else None
 
-    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None) -> None:
+    def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None, *,
+                  polling: bool = False, wanted: str = "") -> str:
         if self.cover_at is not None:
             row = self.get_round(run_id, subscription)
             self.row, self.cover_at = PollRoundRow(row.seq, iso(self.cover_at), "e-cover"), None  # type: ignore[assignment]
-        super().put_round(run_id, subscription, seq, at, etag)
+        return super().put_round(run_id, subscription, seq, at, etag, polling=polling, wanted=wanted)
 
 
 def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_successor() -> None:
@@ -159,8 +162,8 @@ def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_succ
         store, queues = CoveredMeanwhile(PollRoundRow(0, iso(at(-1)), "e0"), at(7), later), Queues()
         chain = PollRounds(store, queues, clock=lambda: NOW)
         assert run_round(PollRoundMessage(RUN, 0, SUB), cast(StepPorts, None), store, chain) is RoundResult.POLLED
-        # claimed with no round queued, then (nothing was due) the successor queued for the cover's time
-        assert store.writes == [(1, ""), (1, iso(successor))]
+        # claimed (polling since now), then (nothing was due) the successor queued for the cover's time
+        assert store.writes == [(1, iso(NOW), True, ""), (1, iso(successor))]
         assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
 
 
@@ -181,3 +184,46 @@ def test_each_subscription_has_its_own_chain_of_rounds() -> None:
     assert store.others == {other: PollRoundRow(0, iso(at(30)), "o")} and queues.others == [(other, 0, 30)]
     chain.send_poll(RUN, f"{SUB}|rg|vm-1", 3, 30, at(30))  # SUB's round at +10 s covers it
     assert store.writes == [] and queues.rounds == []
+
+
+def test_a_cover_while_a_round_polls_asks_that_round_for_its_time_and_sends_nothing() -> None:
+    chain, store, queues = rounds(PollRoundRow(5, iso(at(-1)), "e0", polling=True))  # claimed a second ago
+    chain.cover(RUN, SUB, at(30))
+    chain.cover(RUN, SUB, at(40))  # asked for no later already: not written
+    assert store.writes == [(5, iso(at(-1)), True, iso(at(30)))] and queues.rounds == []
+    chain.cover(RUN, SUB, at(20))
+    assert store.writes[-1] == (5, iso(at(-1)), True, iso(at(20))) and queues.rounds == []
+
+
+class CoveredWhilePolling(Rows):
+    """Covers come while the round polls (between its query and its end), as starts of the run do."""
+
+    def __init__(self, row: PollRoundRow, chain: list[PollRounds], asks: list[datetime]) -> None:
+        super().__init__(row)
+        self.chain, self.asks = chain, asks
+
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
+        for when in self.asks:
+            self.chain[0].cover(run_id, subscription, when)
+        return iso(at(60))  # the earliest poll the round's query saw
+
+
+def test_a_round_queues_one_successor_by_the_earliest_poll_covers_asked_for_while_it_polled() -> None:
+    for asks, successor in (([at(30), at(12)], at(12)), ([], at(60)), ([at(90)], at(60))):
+        holder: list[PollRounds] = []
+        store, queues = CoveredWhilePolling(PollRoundRow(0, iso(at(-1)), "e0"), holder, asks), Queues()
+        holder.append(PollRounds(store, queues, clock=lambda: NOW))
+        assert run_round(PollRoundMessage(RUN, 0, SUB), cast(StepPorts, None), store, holder[0]) is RoundResult.POLLED
+        # one message, the successor's, whatever the covers asked (they sent none); the row queued again
+        assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
+        assert store.row == PollRoundRow(1, iso(successor), store.row.etag if store.row else None)
+
+
+def test_the_sweeper_revives_a_round_that_claimed_long_ago_and_never_finished() -> None:
+    chain, store, queues = rounds(PollRoundRow(6, iso(at(-1)), "e0", polling=True, wanted=iso(at(5))))
+    assert chain.revive(RUN, SUB, at(-60)) is False and queues.rounds == []  # at work
+    chain, store, queues = rounds(PollRoundRow(6, iso(at(-600)), "e0", polling=True))  # its host died in it
+    assert chain.revive(RUN, SUB, at(-60)) is True
+    assert store.row == PollRoundRow(6, iso(NOW), "e1") and queues.rounds == [(6, 0)]
+    # a copy of the message of the round taken for dead finds the row moved on
+    assert run_round(PollRoundMessage(RUN, 5, SUB), cast(StepPorts, None), store, chain) is RoundResult.STALE
