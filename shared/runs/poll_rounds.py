@@ -26,10 +26,11 @@ POLLS_QUEUE beside the step messages:
 `cover(run_id, subscription, at)` is how a machine joins the rounds (a started operation, a poll of its own that
 found it running): it keeps the chain due no later than `at`. A round at work (`polling`) is asked for `at`
 (`wanted`, written only when sooner than what it was asked for): it queues its successor when done, after its
-queries, so no message is needed. A queued round due in the future, no later than `at`, is kept: it queries after
-the caller's row was written, so it sees the machine. Otherwise (no round queued, a later one, or one due now that
-may have queried already) the row is set to `at` at the same `seq` and a round message queued for then: of two
-messages with one `seq`, the first to come claims it and the other finds it moved on. A round whose claim loses
+queries, so no message is needed. A queued round due no later than `at` (even one due already, whose message is
+on its way or in a backlog) is kept: it claims the row before it queries, so it queries after the caller's row was
+written and sees the machine. Otherwise (no round queued, or a later one) the row is set to `at` at the same `seq`
+and a round message queued for then: of two messages with one `seq`, the first to come claims it and the other
+finds it moved on. A round whose claim loses
 to a cover takes the cover's time into its successor's.
 
 What is lost (a host that died in a round, a failed cover) is found by the sweeper: machines left to the rounds
@@ -78,10 +79,6 @@ ROUND_BUSY_SHARE = 0.8
 ROUND_THREADS = 8  # polls of one round at a time (each an ARM read and, when it ended, a few Table writes)
 COVER_ATTEMPTS = 5  # a cover whose round-row write loses reads the row again this often
 CLAIM_ATTEMPTS = 5
-# A round due this soon may be at work already (its query made before the caller's write), should the host's clock
-# run behind the queue service's: not relied on. Its message was queued with a whole-second delay rounded up, so it
-# becomes visible at its `at` or after, never before.
-IN_FLIGHT = timedelta(seconds=0.5)
 LEFT = "left"  # a due machine a round had no time left for (its successor polls it)
 
 
@@ -146,9 +143,9 @@ class PollRounds:
 
     def cover(self, run_id: str, subscription: str, at: datetime) -> None:
         """Make sure a round of run `run_id`'s chain for `subscription` (lower case, as machine keys hold it) comes
-        no later than `at` and after now (module docstring). One read of the round row; a write and a message
-        only when no round is due in (now + IN_FLIGHT, at]; a round at work is asked for `at` instead (a write
-        only when it was asked for no time as soon). A row that keeps changing (COVER_ATTEMPTS) is left:
+        no later than `at` (module docstring). One read of the round row; a write and a message only when no
+        round is queued for `at` or sooner; a round at work is asked for `at` instead (a write only when it was
+        asked for no time as soon). A row that keeps changing (COVER_ATTEMPTS) is left:
         the sweeper revives the chain when its machines are overdue (revive)."""
         for _ in range(COVER_ATTEMPTS):
             row = self.store.get_round(run_id, subscription)
@@ -162,7 +159,9 @@ class PollRounds:
                 except ConflictError:
                     continue  # it finished (or another cover asked) meanwhile: read it again
                 return
-            if row.at and now + IN_FLIGHT < parse_iso(row.at) <= at:
+            # Queued, not claimed: its queries come after its claim, so after this machine's row was written. Due
+            # already, its message is on its way or waits in a backlog (a lost one: the sweeper revives the chain).
+            if row.at and parse_iso(row.at) <= at:
                 return
             when = max(at, now)
             try:

@@ -107,11 +107,11 @@ def test_a_poll_due_before_the_next_round_brings_a_round_forward_at_the_same_seq
     assert store.writes == [(4, iso(at(12.5)))] and queues.rounds == [(4, 13)]  # the delay rounded up, never early
 
 
-def test_a_round_due_now_may_have_queried_already_so_another_is_queued() -> None:
-    for due in (at(0.4), at(-3)):  # at work (within IN_FLIGHT), or overdue (lost, or in a backlog)
+def test_a_round_due_already_but_not_claimed_is_kept_for_it_queries_after_its_claim() -> None:
+    for due in (at(0.4), at(0), at(-3)):  # its message on its way, or waiting in a backlog: no copy of it
         chain, store, queues = rounds(PollRoundRow(7, iso(due), "e0"))
         chain.cover(RUN, SUB, at(20))
-        assert store.writes == [(7, iso(at(20)))] and queues.rounds == [(7, 20)]
+        assert store.writes == [] and queues.rounds == []
 
 
 def test_no_round_left_after_a_run_went_quiet_queues_one() -> None:
