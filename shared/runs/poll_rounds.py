@@ -20,8 +20,9 @@ POLLS_QUEUE beside the step messages:
    POLL_ROUND_SECONDS after itself, or sooner if a cover asked for it meanwhile (`wanted`): the row goes back to
    queued at `seq + 1` (If-Match on its claim; a cover's write makes it read `wanted` and try again) and one
    message is sent. After its writes, so the successor never polls a row this round polled and has not written
-   back yet. Should the round fail halfway, it still queues what it knows of (the message is retried and finds the
-   round claimed).
+   back yet. Should the round fail halfway, it still queues a successor, POLL_ROUND_SECONDS on (the message is
+   retried and finds the round claimed). A whole-run round (a message from before chains were per subscription)
+   queues none of its own: it covers the chains of the machines it read.
 
 `cover(run_id, subscription, at)` is how a machine joins the rounds (a started operation, a poll of its own that
 found it running): it keeps the chain due no later than `at`. A round at work (`polling`) is asked for `at`
@@ -30,8 +31,9 @@ queries, so no message is needed. A queued round due no later than `at` (even on
 on its way or in a backlog) is kept: it claims the row before it queries, so it queries after the caller's row was
 written and sees the machine. Otherwise (no round queued, or a later one) the row is set to `at` at the same `seq`
 and a round message queued for then: of two messages with one `seq`, the first to come claims it and the other
-finds it moved on. A round whose claim loses
-to a cover takes the cover's time into its successor's.
+finds it moved on. A round whose claim loses to a cover claims again: the cover's machine was written before,
+so its queries see it. A round claimed more than ROUND_STALE_SECONDS ago and still polling is taken for dead: a
+cover queues a round in its place, as the sweeper does (`revive`).
 
 What is lost (a host that died in a round, a failed cover) is found by the sweeper: machines left to the rounds
 that are overdue, with no round due soon or lately nor one at work since lately, make it queue a round of their
@@ -79,6 +81,13 @@ ROUND_BUSY_SHARE = 0.8
 ROUND_THREADS = 8  # polls of one round at a time (each an ARM read and, when it ended, a few Table writes)
 COVER_ATTEMPTS = 5  # a cover whose round-row write loses reads the row again this often
 CLAIM_ATTEMPTS = 5
+SUCCESSOR_ATTEMPTS = 20  # a round's end write loses only to covers asking a sooner time: each a new, sooner `wanted`
+# A round claimed longer ago than this (or ROUND_STALE_ROUNDS times POLL_ROUND_SECONDS) and still polling is taken for
+# dead (its host died, or its end write failed): a cover or the sweeper queues a round in its place. A round is busy
+# for ROUND_BUSY_SHARE of POLL_ROUND_SECONDS plus its writes; should one be slower still, the round in its place
+# polls rows it has not written back yet: their writes lose their ETags, nothing is done twice but the poll.
+ROUND_STALE_SECONDS = 60
+ROUND_STALE_ROUNDS = 6
 LEFT = "left"  # a due machine a round had no time left for (its successor polls it)
 
 
@@ -150,7 +159,7 @@ class PollRounds:
         for _ in range(COVER_ATTEMPTS):
             row = self.store.get_round(run_id, subscription)
             now = self.clock()
-            if row.polling:  # a round at work queues its successor when done: by `at`, if it is asked to
+            if self.at_work(row, now):  # it queues its successor when done: by `at`, if it is asked to
                 if row.wanted and parse_iso(row.wanted) <= at:
                     return
                 try:
@@ -161,7 +170,7 @@ class PollRounds:
                 return
             # Queued, not claimed: its queries come after its claim, so after this machine's row was written. Due
             # already, its message is on its way or waits in a backlog (a lost one: the sweeper revives the chain).
-            if row.at and parse_iso(row.at) <= at:
+            if not row.polling and row.at and parse_iso(row.at) <= at:
                 return
             when = max(at, now)
             try:
@@ -173,9 +182,13 @@ class PollRounds:
         log.warning("poll rounds of run %s (%s) kept changing; the sweeper will find what is overdue", run_id,
                     subscription or "all")
 
+    def at_work(self, row: PollRoundRow, now: datetime) -> bool:
+        """Whether a round claimed the chain's row (`polling`) lately enough to be alive (ROUND_STALE_SECONDS)."""
+        return row.polling and bool(row.at) and parse_iso(row.at) > _stale_before(self.round_seconds, now)
+
     def revive(self, run_id: str, subscription: str, overdue_before: datetime) -> bool:
         """The sweeper found machines of the run in `subscription` left to its rounds overdue: queue a round of
-        that chain now unless one claimed it after `overdue_before` and is at work, or one is due
+        that chain now unless one is at work (claimed within ROUND_STALE_SECONDS: at_work), or one is due
         soon or was due lately, after `overdue_before` and no later than POLL_ROUND_SECONDS from now (its message is
         on its way, or waits in a backlog). A round row with none queued (""), one due long ago, or one due later
         than the overdue machines allow (a round or a cover that failed halfway left them so) gets one. True if
@@ -183,7 +196,7 @@ class PollRounds:
         round's seq."""
         row = self.store.get_round(run_id, subscription)
         now = self.clock()
-        if row.polling and overdue_before < parse_iso(row.at):
+        if self.at_work(row, now):
             return False  # a round claimed it lately and is at work (it queues its successor when done)
         if not row.polling and row.at and overdue_before < parse_iso(row.at) <= now + timedelta(
                 seconds=self.round_seconds):
@@ -194,6 +207,10 @@ class PollRounds:
             return False  # it moved meanwhile: a round is under way
         self.queues.send_round(run_id, subscription, row.seq)
         return True
+
+
+def _stale_before(round_seconds: int, now: datetime) -> datetime:
+    return now - timedelta(seconds=max(ROUND_STALE_SECONDS, ROUND_STALE_ROUNDS * round_seconds))
 
 
 def subscription_of(machine: str) -> str:
@@ -210,32 +227,30 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
     if row.etag is None or row.seq != msg.seq or row.polling:
         return RoundResult.STALE  # a copy, or a later round's message, moved it on (or a round is at work)
     now = rounds.clock()
-    asked = _future(row.at, now)  # a cover's time, should one have set it before this round read the row
     claimed: str | None = None
     for _ in range(CLAIM_ATTEMPTS):
         try:  # claimed: polling, since now; a cover meanwhile asks for its time (`wanted`) rather than queue a round
             claimed = store.put_round(msg.run_id, sub, msg.seq + 1, iso(now), row.etag, polling=True)
             break
         except ConflictError:
+            # A cover moved this round meanwhile (its message has this seq and will find it moved on). Its machine
+            # was written before the cover, so before this round's queries, which come after the claim: they see it.
             row = store.get_round(msg.run_id, sub)
             if row.seq != msg.seq or row.polling:
                 return RoundResult.STALE  # a copy of this message claimed it
-            # A cover moved this round meanwhile (its message has this seq and will find it moved on): its machine
-            # may have been written after this round's query, so the successor comes by its time.
-            covered = _future(row.at, now) or now
-            asked = covered if asked is None else min(asked, covered)
     if claimed is None:
         log.warning("poll round %d of run %s (%s) could not be claimed; the sweeper will find what is overdue",
                     msg.seq, msg.run_id, sub or "all")
         return RoundResult.STALE
-    successor = asked
+    successor: datetime | None = None
     outcomes: Counter[str] = Counter()
+    soonest = now + timedelta(seconds=rounds.round_seconds)
+    due: list[MachineRecord] = []
     try:
         due_before = iso(now)  # not a moment sooner: Retry-After is a minimum (RFC 9110 §10.2.3)
         # Oldest due first: with more due than a round can poll, what it leaves is the newest, never the same rows.
         due = sorted(store.due_polls(msg.run_id, sub, due_before, DUE_READ),
                      key=lambda r: str(r.get("nextActionAt") or ""))
-        soonest = now + timedelta(seconds=rounds.round_seconds)
         later = store.next_poll_at(msg.run_id, sub, due_before)
         if later is not None:
             successor = _sooner(successor, max(parse_iso(later), soonest))
@@ -246,8 +261,16 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
             successor = _sooner(successor, soonest)
         if next_polls is not None:
             successor = _sooner(successor, max(next_polls, soonest))
-    finally:  # even when polling failed halfway: what was written stays covered (the message is retried: STALE)
-        successor = _queue_successor(msg, store, rounds, claimed, successor)
+    except BaseException:  # failed halfway: what it read may still be due, or polled and not written back
+        successor = _sooner(successor, soonest)
+        raise
+    finally:  # what was written stays covered (the message is retried and finds the round claimed: STALE)
+        if sub:
+            successor = _queue_successor(msg, store, rounds, claimed, successor)
+        else:  # a whole-run round queued before chains were per subscription: its machines go to their chains
+            _queue_successor(msg, store, rounds, claimed, None)
+            for chain in sorted({subscription_of(r.key) for r in due}):
+                rounds.cover(msg.run_id, chain, successor or soonest)
     log.info("poll round %d of run %s (%s): %d due (%s)%s", msg.seq, msg.run_id, sub or "all", len(due),
              ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())),
              f", next by {iso(successor)}" if successor else ", none left")
@@ -261,7 +284,7 @@ def _queue_successor(msg: PollRoundMessage, store: RoundStore, rounds: PollRound
     queued (none when neither is). Should the row have been revived meanwhile (the sweeper took this round for
     dead), `successor` is covered as a machine's poll is. Returns the time queued for."""
     sub, seq = msg.subscription, msg.seq + 1
-    for _ in range(COVER_ATTEMPTS):
+    for _ in range(SUCCESSOR_ATTEMPTS):
         try:
             store.put_round(msg.run_id, sub, seq, iso(successor) if successor else "", etag)
             break
@@ -275,19 +298,13 @@ def _queue_successor(msg: PollRoundMessage, store: RoundStore, rounds: PollRound
                 successor = _sooner(successor, parse_iso(row.wanted))
             etag = row.etag
     else:
-        log.warning("poll round %d of run %s (%s) could not queue its successor; the sweeper will find what is "
-                    "overdue", msg.seq, msg.run_id, sub or "all")
-        return successor
+        log.warning("poll round %d of run %s (%s) could not queue its successor; a cover or the sweeper will take "
+                    "it for dead after ROUND_STALE_SECONDS", msg.seq, msg.run_id, sub or "all")
+        return None
     if successor is not None:
         now = rounds.clock()
         rounds.queues.send_round(msg.run_id, sub, seq, max(0, math.ceil((successor - now).total_seconds())))
     return successor
-
-
-def _future(at: str, now: datetime) -> datetime | None:
-    """`at` (ISO, or "") when it is after `now`."""
-    when = parse_iso(at) if at else None
-    return when if when is not None and when > now else None
 
 
 def _sooner(a: datetime | None, b: datetime) -> datetime:

@@ -7,8 +7,9 @@ Layout (why: every read the API and workers make is a point read or one-partitio
                                                     one transaction so accepting 1,000 machines is 1 round-trip
                    PK runId,  RK "scope-NNN" / "pins-NNNN" / "subs-NNNN"   discovery scopes, a rollout's pinned
                                                     Linux packages, its machines per subscription
-                   PK runId,  RK "pollround"        the run's chain of poll rounds: `seq`, `at`
-                                                    (shared/runs/poll_rounds.py)
+                   PK runId,  RK "pollround|<sub>"  the run's chain of poll rounds for one subscription:
+                                                    `seq`, `at`, `polling`, `wanted` ("pollround": a
+                                                    whole-run chain of before; shared/runs/poll_rounds.py)
     TARGETS_TABLE  PK runId,  RK machine key    one entity per machine: state, seq, operation result
                    PK runId,  RK "~counts-NN"   the run's machine counts (shared.core.counters), in SHARDS
                                                 rows: a machine is counted in shard sha256(key) mod SHARDS.

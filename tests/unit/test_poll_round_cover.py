@@ -3,9 +3,12 @@ rounds, a round is kept due no later than its poll, and one message is queued on
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+
+import pytest
 
 from shared.core.clock import iso
 from shared.core.errors import ConflictError
@@ -157,14 +160,73 @@ class CoveredMeanwhile(Rows):
         return super().put_round(run_id, subscription, seq, at, etag, polling=polling, wanted=wanted)
 
 
-def test_a_round_whose_claim_loses_to_a_cover_keeps_the_covers_time_for_its_successor() -> None:
-    for later, successor in ((at(100), at(7)), (None, at(7)), (at(6), at(6))):
+def test_a_round_whose_claim_loses_to_a_cover_claims_again_and_takes_its_successor_from_its_query() -> None:
+    """The cover's machine was written before the cover, so before the round's queries (they come after its
+    claim): the query (next_poll_at here) sees it, and no extra round is queued for the cover's time."""
+    for later in (at(100), None, at(6)):
         store, queues = CoveredMeanwhile(PollRoundRow(0, iso(at(-1)), "e0"), at(7), later), Queues()
         chain = PollRounds(store, queues, clock=lambda: NOW)
         assert run_round(PollRoundMessage(RUN, 0, SUB), cast(StepPorts, None), store, chain) is RoundResult.POLLED
-        # claimed (polling since now), then (nothing was due) the successor queued for the cover's time
-        assert store.writes == [(1, iso(NOW), True, ""), (1, iso(successor))]
-        assert queues.rounds == [(1, round((successor - NOW).total_seconds()))]
+        assert store.writes == [(1, iso(NOW), True, ""), (1, iso(later) if later else "")]
+        assert queues.rounds == ([(1, round((later - NOW).total_seconds()))] if later else [])
+
+
+class ClaimFirst(Rows):
+    """A round's queries must come after its claim: that is what lets a cover trust a queued round due already."""
+
+    def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
+        assert self.row is not None and self.row.polling, "queried before claiming"
+        return []
+
+
+def test_a_round_claims_before_it_queries() -> None:
+    store, queues = ClaimFirst(PollRoundRow(2, iso(at(-1)), "e0")), Queues()
+    assert run_round(PollRoundMessage(RUN, 2, SUB), cast(StepPorts, None), store,
+                     PollRounds(store, queues, clock=lambda: NOW)) is RoundResult.POLLED
+
+
+class FailsHalfway(Rows):
+    def due_polls(self, run_id: str, subscription: str, before: str, top: int) -> list[MachineRecord]:
+        raise RuntimeError("storage went away mid-round")
+
+
+def test_a_round_that_fails_halfway_still_queues_its_successor() -> None:
+    store, queues = FailsHalfway(PollRoundRow(2, iso(at(-1)), "e0")), Queues()
+    chain = PollRounds(store, queues, clock=lambda: NOW)
+    with pytest.raises(RuntimeError):
+        run_round(PollRoundMessage(RUN, 2, SUB), cast(StepPorts, None), store, chain)
+    assert store.row is not None and not store.row.polling and queues.rounds == [(3, 5)]  # POLL_ROUND_SECONDS on
+
+
+def test_a_cover_takes_a_round_claimed_long_ago_for_dead_and_queues_one_in_its_place() -> None:
+    chain, store, queues = rounds(PollRoundRow(6, iso(at(-600)), "e0", polling=True, wanted=iso(at(-500))))
+    chain.cover(RUN, SUB, at(30))
+    assert store.row == PollRoundRow(6, iso(at(30)), "e1") and queues.rounds == [(6, 30)]
+
+
+def test_a_whole_run_round_from_before_chains_covers_the_chains_of_what_it_read() -> None:
+    """A message queued before chains were per subscription (no subscription) polls the run once more and hands
+    its machines to their subscriptions' chains: no whole-run chain goes on beside them."""
+    other = "0f6c2d3e-1a2b-4c5d-8e9f-000000000002"
+
+    class Legacy(Rows):
+        def get_round(self, run_id: str, subscription: str) -> PollRoundRow:  # the whole-run row stands as SUB's
+            return super().get_round(run_id, SUB if subscription == "" else subscription)
+
+        def put_round(self, run_id: str, subscription: str, seq: int, at: str, etag: str | None, *,
+                      polling: bool = False, wanted: str = "") -> str:
+            return super().put_round(run_id, SUB if subscription == "" else subscription, seq, at, etag,
+                                     polling=polling, wanted=wanted)
+
+    store, queues = Legacy(PollRoundRow(3, iso(at(-1)), "e0")), Queues()
+    chain = PollRounds(store, queues, clock=lambda: NOW)
+    due = [MachineRecord(etag="x", columns={"state": "Done"}, run_id=RUN, key=f"{other}|rg|vm-{i}") for i in range(2)]
+    store.due_polls = lambda run_id, subscription, before, top: due  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("shared.runs.poll_rounds._poll_all", lambda *a: (Counter(), None))
+        assert run_round(PollRoundMessage(RUN, 3), cast(StepPorts, None), store, chain) is RoundResult.POLLED
+    assert queues.rounds == []  # no successor on the whole-run row
+    assert queues.others == [(other, 0, 5)]  # its machines' chain covered, POLL_ROUND_SECONDS on
 
 
 def test_a_copy_of_a_round_or_one_for_a_run_without_rounds_does_nothing() -> None:
