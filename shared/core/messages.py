@@ -48,10 +48,11 @@ class CarriedRow:
     """A machine's row as the sender of a step message had just written it: the ETag Table storage returned
     and the columns it holds (what a read would give: str, bool, int32 and finite float values only).
 
-    A poll (or health read) step acts on it instead of reading the row again, then writes with its ETag: a row
-    changed since (a copy of the message won, or any other write) fails that If-Match, and the step reads the row
-    and acts again. So only steps whose calls before their write are ARM reads carry one (machine_worker.py
-    CARRIED_STATES); a start must see the row as stored. Costs and why: docs/performance.md."""
+    A start, poll or health read step acts on it instead of reading the row again, then writes with its ETag: a
+    row changed since (a copy of the message won, or any other write) fails that If-Match, and the step reads the
+    row and acts again. So only steps whose calls before their first write are ARM reads carry one
+    (machine_worker.py CARRIED_STATES: a start's first write is its claim, before installPatches). A start message
+    carries the row its release listed (shared/runs/dispatch.py send_starts). Costs and why: docs/performance.md."""
 
     etag: str
     columns: Mapping[str, str | int | float | bool]

@@ -82,9 +82,12 @@ MAX_RECORDED_CALLS = 25
 # An event travels as one queue message (64 KiB, base64-encoded: 48K characters of JSON) per webhook:
 # its error is bounded tighter than the record's (shared.arm.errors.MAX_ERROR_CHARS).
 EVENT_ERROR_CHARS = 16_000
-# States whose next step only reads ARM before it writes (a poll, a health read): their messages carry the row
-# (run_step). Not Queued (a start POSTs installPatches: it must see a cancel) nor Starting (it may POST again).
-CARRIED_STATES = frozenset({MachineState.RUNNING.value, MachineState.VERIFYING.value})
+# States whose next step only reads ARM before its first row write (run_step): their messages carry the row.
+# Running and Verifying (a poll, a health read) and Queued: a start's calls before its claim are reads (the GET of
+# the machine, a health baseline), and the claim is If-Match on the carried ETag, so installPatches is never sent
+# on a row that changed since (a cancel is read from the run row, shared/rollouts/start_guard.py). Not Starting:
+# recover_claim may POST again on what it reads.
+CARRIED_STATES = frozenset({MachineState.QUEUED.value, MachineState.RUNNING.value, MachineState.VERIFYING.value})
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,8 @@ class MachineStep:
                           "firstClaimedAt": self.target.get("firstClaimedAt") or iso(self.now), "osType": os_type,
                           **({"agentStatus": self.target["agentStatus"]} if self.target.get("agentStatus") else {})})
         except ConflictError:
+            if self.carried:
+                raise  # the carried row is out of date, not necessarily claimed: run_step reads it and looks again
             return StepResult.LOST_CLAIM
         if settle:
             # An answer lost (dropped connection, a crash after Azure accepted it, a storage write
@@ -711,6 +716,7 @@ class MachineStep:
 
     def _update(self, changes: dict[str, Any]) -> None:
         self.target = self.ports.targets.update_target(self.target, self._stamped(changes))
+        self.carried = False  # the If-Match write confirmed the row: it is as stored now (_confirm_row)
 
     def _stamped(self, changes: dict[str, Any]) -> dict[str, Any]:
         return {**changes, "armCalls": json.dumps(self.calls), "updatedAt": iso(utcnow())}
@@ -859,7 +865,8 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     If-Match on the carried ETag, so a row changed since (a copy of this message won, a cancel, any write) makes
     it read the row and act again: that costs the ARM read again. Before any other write (patch rows, an assessment's
     fleet record) the step confirms the row with one read (MachineStep._confirm_row), so a late copy of a poll
-    whose machine has moved on writes nothing. A start always reads."""
+    whose machine has moved on writes nothing. A start carries its row from the release that listed it
+    (shared/runs/dispatch.py send_starts): its claim is that If-Match write, before installPatches is sent."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
     row = msg.row
     if (row is not None and row.columns.get("seq") == msg.seq and row.columns.get("state") in CARRIED_STATES

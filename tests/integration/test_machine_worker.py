@@ -94,6 +94,37 @@ def test_every_message_delivered_twice_still_one_install_per_machine(services: C
     assert pump.delivered[services.settings.queues.operations] >= 2 * 2 * len(vms)  # start + ≥1 poll, twice
 
 
+def test_a_start_acts_on_the_row_its_release_listed_without_reading_it(services: Components,
+                                                                        simulator: Simulator) -> None:
+    """The dispatch's start messages carry each Queued row as listed (ETag and columns): a start claims it If-Match,
+    one Table read less per machine; and every machine still starts once."""
+    import base64
+
+    from azure.storage.queue import QueueClient
+
+    from shared.core.messages import parse_step
+    from tools import metrics
+
+    vms = simulator.vm_ids()[:3]
+    run_id = start(vms)
+    pump = QueuePump(services)
+    pump.pump_once(only="dispatch")
+    raw = QueueClient.from_connection_string(services.settings.storage.connection, services.settings.queues.operations)
+    sent = [parse_step(base64.b64decode(m.content).decode()) for m in raw.peek_messages(max_messages=32)]
+    stored = {t.key: t for t in services.store.list_targets(run_id)}
+    assert len(sent) == len(vms) and all(m.row is not None for m in sent)
+    for message in sent:
+        assert message.row is not None and message.row.etag == stored[message.machine].etag
+        assert message.row.columns["state"] == "Queued" and message.row.columns["resourceId"] in vms
+    metrics.install()
+    before = metrics.table_operations("runs")
+    pump.pump_once(only="operations")
+    assert (metrics.table_operations("runs") - before)["getTarget"] == 0
+    assert {t["state"] for t in services.store.list_targets(run_id)} <= {"Running", "Completed"}
+    pump.run_until(lambda: finished(run_id), timeout=30)
+    assert all(by_vm(simulator)[vm.lower()]["installPatches"] == 1 for vm in vms)
+
+
 def test_results_in_table_storage_equal_what_the_simulator_did(services: Components, simulator: Simulator) -> None:
     vms = simulator.vm_ids()[:6]
     run_id = start(vms)

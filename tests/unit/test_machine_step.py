@@ -467,13 +467,44 @@ def test_a_late_copy_of_a_carried_poll_writes_nothing_once_its_machine_has_finis
     assert recorded == ["Completed"] and len(saved) == 1  # no second record, no patches written again
 
 
-def test_starts_never_carry_a_row_and_a_queued_row_carried_is_not_trusted() -> None:
+def carried_start(h: Harness, held: tuple[str, ...] = ()) -> StepMessage:
+    """A start message carrying the machine's Queued row as stored (what dispatch.send_starts sends), through JSON."""
+    row = h.row
+    return travelled(StepMessage(RUN, VM.key, row.seq, held, CarriedRow.of(row.etag, row.columns)))
+
+
+def test_a_start_acts_on_the_row_its_message_carries_and_claims_it_if_match() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]}, osType="Windows")
+    assert run_step(carried_start(h, (GUEST_PATCH,)), h.ports) is StepResult.STARTED
+    assert h.targets.reads == 0  # the claim's If-Match stood in for the read
+    assert h.journal.kinds().count("write") == 2 and h.journal.entries.count(("arm", INSTALL_PATCHES.name)) == 1
+
+
+def test_a_paced_start_carries_its_row_to_its_next_try() -> None:
     h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
                 waits={GUEST_PATCH: 42.5}, osType="Windows")
     assert h.step() is StepResult.PACED
-    assert h.queue.sent[-1].row is None  # a start waits as a start: it reads its row when it runs
-    # a forged or older message carrying a Queued row (say, from before a cancel): the step reads the row
-    h.targets.put({**h.row.columns, "state": "Skipped", "errorCode": "RunCanceled"})
+    sent = h.queue.sent[-1]
+    assert sent.row is not None and sent.row.etag == h.row.etag and sent.row.columns.get("state") == "Queued"
+
+
+def test_a_carried_start_whose_row_was_claimed_since_reads_it_and_does_not_post_again() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]}, osType="Windows")
+    message = carried_start(h)
+    # a copy of this start message won meanwhile: the row is Starting now, at the same seq, with a fresh claim
+    h.targets.put({**h.row.columns, "state": "Starting", "claimedAt": iso(utcnow())})
+    assert run_step(message, h.ports) is StepResult.CLAIMED_ELSEWHERE  # the claim's If-Match failed: read, looked again
+    assert h.targets.reads == 1 and ("arm", INSTALL_PATCHES.name) not in h.journal.entries
+    assert "write" not in h.journal.kinds()
+
+
+def test_a_carried_start_of_a_machine_ended_since_sends_nothing() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]}, osType="Windows")
+    message = carried_start(h)
+    h.targets.put({**h.row.columns, "state": "Skipped", "errorCode": "RunCanceled"})  # any write since the release
+    assert run_step(message, h.ports) is StepResult.FINISHED
+    assert "arm" not in h.journal.kinds() and "write" not in h.journal.kinds()
+    # a forged or older message whose ETag never was the row's: the same
     forged = StepMessage(RUN, VM.key, h.row.seq, (), CarriedRow.of("0", {**h.row.columns, "state": "Queued"}))
     assert run_step(forged, h.ports) is StepResult.FINISHED and "arm" not in h.journal.kinds()
 
