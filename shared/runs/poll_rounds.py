@@ -265,6 +265,7 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
         successor = _sooner(successor, soonest)
         raise
     finally:  # what was written stays covered (the message is retried and finds the round claimed: STALE)
+        asked = successor
         if sub:
             successor = _queue_successor(msg, store, rounds, claimed, successor)
         else:  # a whole-run round queued before chains were per subscription: its machines go to their chains
@@ -273,7 +274,8 @@ def run_round(msg: PollRoundMessage, ports: StepPorts, store: RoundStore, rounds
                 rounds.cover(msg.run_id, chain, successor or soonest)
     log.info("poll round %d of run %s (%s): %d due (%s)%s", msg.seq, msg.run_id, sub or "all", len(due),
              ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())),
-             f", next by {iso(successor)}" if successor else ", none left")
+             f", next by {iso(successor)}" if successor
+             else ", its successor not queued" if asked is not None and sub else ", none left")
     return RoundResult.POLLED
 
 

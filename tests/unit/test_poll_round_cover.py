@@ -289,3 +289,28 @@ def test_the_sweeper_revives_a_round_that_claimed_long_ago_and_never_finished() 
     assert store.row == PollRoundRow(6, iso(NOW), "e1") and queues.rounds == [(6, 0)]
     # a copy of the message of the round taken for dead finds the row moved on
     assert run_round(PollRoundMessage(RUN, 5, SUB), cast(StepPorts, None), store, chain) is RoundResult.STALE
+
+
+class RevivedWhilePolling(Rows):
+    """The sweeper took the round for dead while it polled (revive): the row is queued again at the claimed seq, or
+    that revived round has already claimed it in turn."""
+
+    def __init__(self, row: PollRoundRow, chain: list[PollRounds], then: PollRoundRow) -> None:
+        super().__init__(row)
+        self.chain, self.then = chain, then
+
+    def next_poll_at(self, run_id: str, subscription: str, after: str) -> str | None:
+        self.row = self.then  # the round's end write, If-Match on its claim, now fails
+        return iso(at(60))
+
+
+def test_a_round_revived_while_it_polled_covers_its_successor_instead_of_queuing_it() -> None:
+    # revived and queued for now: that round comes first, so nothing is written or sent
+    # revived and already claimed by the revived round: the successor's time goes to that round as `wanted`
+    for then, writes in ((PollRoundRow(1, iso(NOW), "r1"), []),
+                         (PollRoundRow(2, iso(NOW), "r2", polling=True), [(2, iso(NOW), True, iso(at(60)))])):
+        holder: list[PollRounds] = []
+        store, queues = RevivedWhilePolling(PollRoundRow(0, iso(at(-1)), "e0"), holder, then), Queues()
+        holder.append(PollRounds(store, queues, clock=lambda: NOW))
+        assert run_round(PollRoundMessage(RUN, 0, SUB), cast(StepPorts, None), store, holder[0]) is RoundResult.POLLED
+        assert store.writes[1:] == writes and queues.rounds == []  # the claim, then only what the cover wrote
