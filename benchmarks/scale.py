@@ -24,7 +24,10 @@ the deletes the proxy sees, i.e. messages the app's functions finished. `--worke
 host's PYTHON_THREADPOOL_THREAD_COUNT: a throttled consumer, to show that runs release work only as fast as it
 is taken (backpressure) rather than letting the queues grow.
 
-    make bench-scale                        # all of it: 10,000 VMs at 2x, longest (1 subscription), then 4 (~2 h)
+    make bench-scale                        # all of it: 10,000 VMs at 2x, longest (1 subscription), then 4 on one
+                                            # host process and on two (--scaled-out) (~2 h 15 min)
+    python -m benchmarks.scale --scenarios fleet --subscriptions 1 4   # issue #22's table: 1 and 4 subscriptions
+                                            # (4 on one host process and on two), the SDK script (~75 min)
     python -m benchmarks.scale --quick      # 200 VMs at 20x, 1 subscription: about a minute
     python -m benchmarks.scale --machines 2000 --scale 6   # a shorter look (2,000 VMs at 6x, ~10 min)
     python -m benchmarks.scale --scenarios longest --subscriptions 1   # longest first (below): 10,000 VMs, ~75 min
@@ -355,12 +358,15 @@ def machine_states(base: str, ids: list[str]) -> str:
 
 def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: argparse.Namespace, *,
                    logs: Path, label: str = "PatchPilot", base: dict[str, str] | None = None,
-                   then: Callable[[Row, dict[str, str], list[str], SimProcess], None] | None = None) -> Row:
+                   then: Callable[[Row, dict[str, str], list[str], SimProcess], None] | None = None,
+                   hosts_count: int | None = None) -> Row:
     """`azurite` serves blobs and queues, `tables` the Table service: two Node processes, so storage can use
     both cores of the development machine (one Azurite process is single-threaded). `base`: the app's settings
     (default: fresh table and queue names; the same `base` twice shares its tables); `then(row, settings, ids,
-    sim)`: called once the runs are done and measured, before the hosts stop."""
-    row = Row(label + (f" ({args.hosts} hosts)" if args.hosts > 1 else ""), n, subs, args.scale)
+    sim)`: called once the runs are done and measured, before the hosts stop. `hosts_count`: local host processes
+    sharing the queues (default `--hosts`)."""
+    hosts_count = args.hosts if hosts_count is None else hosts_count
+    row = Row(label + (f" ({hosts_count} hosts)" if hosts_count > 1 else ""), n, subs, args.scale)
     sim = SimProcess(n, subs, args.scale, args.seed)
     counts = StorageCounts()
     proxies = [CountingProxy("table", tables.table_port, counts).start(),
@@ -375,7 +381,7 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         if args.worker_threads:
             settings["PYTHON_THREADPOOL_THREAD_COUNT"] = str(args.worker_threads)
         settings["AzureWebJobsStorage"] = connection_string(azurite.blob_port, proxies[1].port, proxies[0].port)
-        hosts = [HostProcess(settings, logs / f"host-{n}-{subs}-{i}.log") for i in range(args.hosts)]
+        hosts = [HostProcess(settings, logs / f"host-{n}-{subs}-{hosts_count}-{i}.log") for i in range(hosts_count)]
         for host in hosts:
             host.wait_ready()
         vms = sim.vm_ids()
@@ -407,7 +413,8 @@ def run_patchpilot(azurite: Azurite, tables: Azurite, n: int, subs: int, args: a
         row.pauses = watch.between(started, ended)
         row.rate_by_minute, row.waiting_by_minute = flow(*counts.flow_stamps(), started, ended)
         host_logs = [path.read_text(errors="replace")
-                     for path in (logs / f"host-{n}-{subs}-{i}.log" for i in range(args.hosts)) if path.exists()]
+                     for path in (logs / f"host-{n}-{subs}-{hosts_count}-{i}.log" for i in range(hosts_count))
+                     if path.exists()]
         row.held_back = sum(text.count("holds back the window") for text in host_logs)
         row.paced = sum((paced_steps(text) for text in host_logs), Counter())
         row.note = "; ".join(filter(None, [row.note, machine_states(base, ids)]))
@@ -700,6 +707,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subscriptions", type=int, nargs="+", default=[1, 4], help="one scenario per count")
     p.add_argument("--scale", type=float, default=2.0, help="Azure seconds per real second, for everything")
     p.add_argument("--hosts", type=int, default=1, help="local host processes sharing the queues")
+    p.add_argument("--scaled-out", type=int, default=2,
+                   help="each fleet scenario over more than one subscription runs again on this many host processes "
+                        "(as Azure scales a queue-triggered app out to more instances; 0: not run)")
     p.add_argument("--sdk-workers", type=int, nargs="*", default=[15, 100], help="pool sizes of the user script")
     p.add_argument("--sdk-seconds", type=float, default=30.0, help="time box of each user-script run")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up on a PatchPilot scenario after this")
@@ -726,6 +736,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.machines, args.scale, args.sdk_seconds, args.timeout = 200, 20.0, 10.0, 180.0
         args.subscriptions = [1]
         args.sdk_check_machines = 100
+        args.scaled_out = 0
     return args
 
 
@@ -762,6 +773,15 @@ def main(argv: list[str] | None = None) -> int:
             with Azurite(in_memory=False) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
                 done(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs))
             print(f"  PatchPilot {args.machines}/{subs}: {time.monotonic() - started:.0f} s", flush=True)
+        if subs > 1 and args.scaled_out > args.hosts:
+            # The same scenario on more host processes sharing the queues: what one process of one 2-core machine
+            # cannot take, Azure's scale-out (instances) or FUNCTIONS_WORKER_PROCESS_COUNT does (issue #22).
+            started = time.monotonic()
+            with Azurite(in_memory=False) as azurite, Azurite(in_memory=not args.azurite_disk) as tables:
+                done(run_patchpilot(azurite, tables, args.machines, subs, args, logs=logs,
+                                    hosts_count=args.scaled_out))
+            print(f"  PatchPilot {args.machines}/{subs} on {args.scaled_out} hosts: "
+                  f"{time.monotonic() - started:.0f} s", flush=True)
         for workers in args.sdk_workers:
             done(run_sdk(args.machines, subs, workers, args))
     for workers in args.sdk_workers if args.sdk_check_machines and "fleet" in args.scenarios else []:
