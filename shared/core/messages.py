@@ -50,9 +50,10 @@ class CarriedRow:
 
     A start, poll or health read step acts on it instead of reading the row again, then writes with its ETag: a
     row changed since (a copy of the message won, or any other write) fails that If-Match, and the step reads the
-    row and acts again. So only steps whose calls before their first write are ARM reads carry one
-    (machine_worker.py CARRIED_STATES: a start's first write is its claim, before installPatches). A start message
-    carries the row its release listed (shared/runs/dispatch.py send_starts). Costs and why: docs/performance.md."""
+    row and acts again. So only steps that make no ARM write (and no write to another row without confirming this
+    one first) before their first write carry one (machine_worker.py CARRIED_STATES: a start's first write is its
+    claim, before installPatches). A start message carries the row its release listed (shared/runs/dispatch.py
+    send_starts). Costs and why: docs/performance.md."""
 
     etag: str
     columns: Mapping[str, str | int | float | bool]
@@ -96,7 +97,8 @@ class StepMessage:
     # The ARM budget buckets its tokens were reserved in when it was sent: it calls without reserving
     # those again (shared/runs/pacing.py).
     held: tuple[str, ...] = ()
-    # The row as the sender wrote it (a poll's or health read's), so the step need not read it: CarriedRow.
+    # The row as the sender wrote or listed it (a start's, poll's or health read's), so the step need not read it:
+    # CarriedRow.
     row: CarriedRow | None = field(default=None, hash=False)
 
     def encode(self) -> str:

@@ -82,11 +82,12 @@ MAX_RECORDED_CALLS = 25
 # An event travels as one queue message (64 KiB, base64-encoded: 48K characters of JSON) per webhook:
 # its error is bounded tighter than the record's (shared.arm.errors.MAX_ERROR_CHARS).
 EVENT_ERROR_CHARS = 16_000
-# States whose next step only reads ARM before its first row write (run_step): their messages carry the row.
-# Running and Verifying (a poll, a health read) and Queued: a start's calls before its claim are reads (the GET of
-# the machine, a health baseline), and the claim is If-Match on the carried ETag, so installPatches is never sent
-# on a row that changed since (a cancel is read from the run row, shared/rollouts/start_guard.py). Not Starting:
-# recover_claim may POST again on what it reads.
+# States whose next step makes no ARM write and no other row's write before its own row's If-Match write (run_step):
+# their messages carry the row. Running and Verifying (a poll, a health read) and Queued: before its claim a start
+# only reads ARM (the machine's GET, a health baseline) and reserves budget tokens (given back if the row turns out
+# changed), and a maintenance window's lease is written only after the row is confirmed; the claim is If-Match on
+# the carried ETag, so installPatches is never sent on a row that changed since (a cancel is read from the run row,
+# shared/rollouts/start_guard.py). Not Starting: recover_claim may POST again on what it reads.
 CARRIED_STATES = frozenset({MachineState.QUEUED.value, MachineState.RUNNING.value, MachineState.VERIFYING.value})
 
 
@@ -227,6 +228,10 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
+        if spec.configuration:
+            # A maintenance window's hook writes the VM's lease (shared/maintenance/window_guard.py): a write other
+            # than the row's own, so a carried row is confirmed first (one read, as before rows were carried).
+            self._confirm_row()
         decision = self.ports.hooks.decide(StartContext(self.run_id, self.machine, os_type, spec, body,
                                                         str(self.target.get("firstClaimedAt") or "")))
         if isinstance(decision, Skip):  # rollouts (stopped? one patch set), maintenance windows
@@ -246,8 +251,12 @@ class MachineStep:
         settle = not settled and kind.settles_from(self.machine)
         # Budget before the claim (the POST's, and the instance-view read's when it settles first): a step that
         # must wait goes back to the queue still Queued.
-        if (paced := self._paced(kind.start_budgets(self.machine, settle=settle))) is not None:
+        budgets = kind.start_budgets(self.machine, settle=settle)
+        if (paced := self._paced(budgets)) is not None:
             return self.paced(*paced, osType=os_type, **baseline)
+        # Reserved for now: held by this step until its calls spend them, so a carried row found changed at the
+        # claim hands them to the second look (run_step) instead of dropping them.
+        self.held |= set(budgets)
         # The claim: after this succeeds no other delivery of this message can send the operation.
         # firstClaimedAt stays: an installation that started after it is this run's (patch_status.py).
         since = self._installations_since(spec)
@@ -494,8 +503,13 @@ class MachineStep:
                 return self.skip(verdict.code, verdict.message, **changes)
         log.info("paced run=%s machine=%s state=%s wait=%ds budgets=%s", self.run_id, self.target.key,
                  self.target["state"], wait, ",".join(names))
-        self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
-                      held=tuple(sorted(self.held | set(names))))
+        try:
+            self._advance(wait, {**changes, "paced": int(self.target.get("paced") or 0) + 1},
+                          held=tuple(sorted(self.held | set(names))))
+        except ConflictError:  # no message will spend the tokens reserved for then: they go back to the lease
+            for name in names:
+                self.ports.pacer.release(self.machine.subscription_id, name, wait)
+            raise
         return StepResult.PACED
 
     def retry(self, retry: Retry, *, phase: str, gave_up: tuple[str, str] | None = None) -> StepResult:
@@ -860,32 +874,38 @@ def _readings_json(readings: list[SignalReading]) -> str:
 def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = None) -> StepResult:
     """Process one step message. Safe to run twice: duplicates return STALE or lose the ETag race.
 
-    A message that carries its machine's row (a poll or health read: CARRIED_STATES, shared/core/messages.py
-    CarriedRow) is acted on without reading the row: one Table round-trip less per poll. Its write is
-    If-Match on the carried ETag, so a row changed since (a copy of this message won, a cancel, any write) makes
-    it read the row and act again: that costs the ARM read again. Before any other write (patch rows, an assessment's
-    fleet record) the step confirms the row with one read (MachineStep._confirm_row), so a late copy of a poll
-    whose machine has moved on writes nothing. A start carries its row from the release that listed it
-    (shared/runs/dispatch.py send_starts): its claim is that If-Match write, before installPatches is sent."""
+    A message that carries its machine's row (a start, poll or health read: CARRIED_STATES, shared/core/messages.py
+    CarriedRow) is acted on without reading the row: one Table round-trip less per step. Its write is
+    If-Match on the carried ETag, so a row changed since (a copy of this message won, any write) makes it read the
+    row and act again: that costs the ARM reads again, and the budget tokens the first look held are handed to the
+    second, or given back (Budget.release) when the row says there is nothing to do. Before any other write (patch
+    rows, an assessment's fleet record, a window's lease) the step confirms the row with one read
+    (MachineStep._confirm_row), so a late copy whose machine has moved on writes nothing. A start carries its row
+    from the release that listed it (shared/runs/dispatch.py send_starts): its claim is that If-Match write, before
+    installPatches is sent."""
     annotate({RUN_ID: msg.run_id, "patchpilot.step.seq": msg.seq})
     row = msg.row
+    looked: MachineRecord | None = None  # the carried row, when the step acted on it and found it changed
     if (row is not None and row.columns.get("seq") == msg.seq and row.columns.get("state") in CARRIED_STATES
             and isinstance(row.columns.get("resourceId"), str)):
         carried = MachineRecord(etag=row.etag, columns=dict(row.columns), run_id=msg.run_id, key=msg.machine)
         result, held = _step(carried, msg, ports, rng, carried=True)
         if result is not StepResult.LOST_RACE:
             return result
+        looked = carried
         annotate({"patchpilot.step.carried_row": "changed"})  # read the row as stored and look again
     else:
         held = msg.held
     target = ports.targets.get_target(msg.run_id, msg.machine)
-    if target is None:
-        return StepResult.MISSING
+    stopped = (StepResult.MISSING if target is None else StepResult.FINISHED
+               if target["state"] in TERMINAL_STATES else StepResult.STALE if int(target["seq"]) != msg.seq else None)
+    if stopped is not None or target is None:
+        if looked is not None:  # tokens the carried look held (or reserved) for calls it did not make: given back
+            subscription = parse_machine_id(looked.resource_id, target="resourceId").subscription_id
+            for name in held:
+                ports.pacer.release(subscription, name, 0.0)
+        return stopped or StepResult.MISSING
     annotate({MACHINE_ID: str(target.get("resourceId") or "")})
-    if target["state"] in TERMINAL_STATES:
-        return StepResult.FINISHED
-    if int(target["seq"]) != msg.seq:
-        return StepResult.STALE
     return _step(target, msg, ports, rng, held=held)[0]
 
 

@@ -102,11 +102,12 @@ class FakeSpecs:
     health_check: HealthCheck | None = None
     rollout: bool = False
     window_end: str = ""
+    configuration: str = ""
 
     def run_spec(self, run_id: str) -> RunSpec | None:
         return RunSpec("installPatches", INSTALL, created_at="2026-12-01T00:00:00.000000Z",
                        health_check=self.health_check, rollout=self.rollout,
-                       window_end=self.window_end) if run_id == RUN else None
+                       window_end=self.window_end, configuration=self.configuration) if run_id == RUN else None
 
 
 class FakeQueue:
@@ -498,15 +499,52 @@ def test_a_carried_start_whose_row_was_claimed_since_reads_it_and_does_not_post_
     assert "write" not in h.journal.kinds()
 
 
-def test_a_carried_start_of_a_machine_ended_since_sends_nothing() -> None:
+def given_back(h: Harness) -> bool:
+    """Every token reserved was given back (Budget.release): none is lost to a start that did not call."""
+    return (sorted(d for k, d in h.journal.entries if k == "reserve")
+            == sorted(d for k, d in h.journal.entries if k == "release"))
+
+
+def test_a_carried_start_of_a_machine_ended_since_sends_nothing_and_gives_its_tokens_back() -> None:
     h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]}, osType="Windows")
     message = carried_start(h)
     h.targets.put({**h.row.columns, "state": "Skipped", "errorCode": "RunCanceled"})  # any write since the release
     assert run_step(message, h.ports) is StepResult.FINISHED
     assert "arm" not in h.journal.kinds() and "write" not in h.journal.kinds()
+    assert "reserve" in h.journal.kinds() and given_back(h)  # the instance view's and the POST's, reserved to claim
     # a forged or older message whose ETag never was the row's: the same
     forged = StepMessage(RUN, VM.key, h.row.seq, (), CarriedRow.of("0", {**h.row.columns, "state": "Queued"}))
     assert run_step(forged, h.ports) is StepResult.FINISHED and "arm" not in h.journal.kinds()
+
+
+def test_a_carried_start_changed_since_that_must_wait_gives_back_what_it_reserved_for_then() -> None:
+    h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                waits={GUEST_PATCH: 42.5}, osType="Windows")
+    message = carried_start(h)
+    h.targets.put({**h.row.columns, "note": "another writer"})  # still Queued at its seq: the second look waits
+    assert run_step(message, h.ports) is StepResult.PACED and h.targets.reads == 1
+    released = [d for k, d in h.journal.entries if k == "release"]
+    assert released == [READS, GUEST_PATCH]  # the first look's, whose write failed; the second holds its own
+    assert h.journal.kinds().count("write") == 1 and h.queue.sent[-1].held == (GUEST_PATCH, READS)
+
+
+def test_a_carried_start_of_a_maintenance_window_confirms_its_row_before_the_window_leases_the_vm() -> None:
+    leases: list[str] = []
+
+    def window(ctx: StartContext) -> Proceed:  # the window's hook writes the VM's lease (window_guard.py)
+        leases.append(ctx.run_id)
+        return Proceed(ctx.body)
+    for changed in (True, False):
+        h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
+                    before_start=(window,), osType="Windows")
+        h.ports = replace(h.ports, specs=FakeSpecs(configuration="mc-1", window_end=iso(utcnow() + timedelta(hours=3))))
+        message = carried_start(h)
+        leases.clear()
+        if changed:
+            h.targets.put({**h.row.columns, "state": "Skipped", "errorCode": "WindowClosed"})
+            assert run_step(message, h.ports) is StepResult.FINISHED and leases == [] and given_back(h)
+        else:
+            assert run_step(message, h.ports) is StepResult.STARTED and leases == [RUN] and h.targets.reads == 1
 
 
 def test_a_row_is_carried_only_when_every_value_reads_back_the_same_and_the_message_stays_small() -> None:
