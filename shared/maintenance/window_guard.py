@@ -66,6 +66,7 @@ class WithinWindow:
                         f"only {int(left.total_seconds() // 60)} minutes of the window were left when "
                         f"this VM's turn came; it was not started outside its window")
         vm, run_id = ctx.machine, ctx.run_id
+        ctx.confirm()  # a lease is a write of its own: not for a machine whose row moved on (a carried start's)
         holder = self.leases.lease(vm, run_id=run_id, configuration=spec.configuration, until=window_end, now=now)
         if holder is not None:
             theirs = self.targets.get_target(holder["runId"], vm.key)

@@ -18,7 +18,7 @@ never acts on the mechanism's behalf. Each feature registers what it adds at the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,6 +37,9 @@ class StartContext:
     spec: RunSpec
     body: dict[str, Any] | None  # the operation's request body as it stands (None: the operation takes none)
     first_claimed_at: str = ""  # an earlier try claimed it (ISO): Azure may be running its operation already
+    # Called by a hook before it writes anything of its own (a lease): raises ConflictError when the machine's row
+    # changed since the step read it, or since its message carried it (machine_worker.py MachineStep._confirm_row).
+    confirm: Callable[[], None] = field(default=lambda: None, compare=False)
 
 
 @dataclass(frozen=True)

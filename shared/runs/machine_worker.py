@@ -85,9 +85,10 @@ EVENT_ERROR_CHARS = 16_000
 # States whose next step makes no ARM write and no other row's write before its own row's If-Match write (run_step):
 # their messages carry the row. Running and Verifying (a poll, a health read) and Queued: before its claim a start
 # only reads ARM (the machine's GET, a health baseline) and reserves budget tokens (given back if the row turns out
-# changed), and a maintenance window's lease is written only after the row is confirmed; the claim is If-Match on
-# the carried ETag, so installPatches is never sent on a row that changed since (a cancel is read from the run row,
-# shared/rollouts/start_guard.py). Not Starting: recover_claim may POST again on what it reads.
+# changed), and a maintenance window's hook confirms the row before it writes the VM's lease (StartContext.confirm);
+# the claim is If-Match on the carried ETag, so installPatches is never sent on a row that changed since (a cancel
+# is read from the run row, shared/rollouts/start_guard.py). Not Starting: recover_claim may POST again on what it
+# reads.
 CARRIED_STATES = frozenset({MachineState.QUEUED.value, MachineState.RUNNING.value, MachineState.VERIFYING.value})
 
 
@@ -228,12 +229,9 @@ class MachineStep:
         body, unusable = kind.request_body(spec.parameters, os_type)
         if unusable:
             return self.fail("NoParametersForOsType", unusable, extra={"osType": os_type})
-        if spec.configuration:
-            # A maintenance window's hook writes the VM's lease (shared/maintenance/window_guard.py): a write other
-            # than the row's own, so a carried row is confirmed first (one read, as before rows were carried).
-            self._confirm_row()
         decision = self.ports.hooks.decide(StartContext(self.run_id, self.machine, os_type, spec, body,
-                                                        str(self.target.get("firstClaimedAt") or "")))
+                                                        str(self.target.get("firstClaimedAt") or ""),
+                                                        confirm=self._confirm_row))
         if isinstance(decision, Skip):  # rollouts (stopped? one patch set), maintenance windows
             return self.skip(decision.code, decision.message, osType=os_type)
         body = decision.body
@@ -897,16 +895,23 @@ def run_step(msg: StepMessage, ports: StepPorts, rng: random.Random | None = Non
     else:
         held = msg.held
     target = ports.targets.get_target(msg.run_id, msg.machine)
-    stopped = (StepResult.MISSING if target is None else StepResult.FINISHED
-               if target["state"] in TERMINAL_STATES else StepResult.STALE if int(target["seq"]) != msg.seq else None)
-    if stopped is not None or target is None:
+    stopped = StepResult.MISSING if target is None else _nothing_to_do(target, msg.seq)
+    if stopped is not None:
         if looked is not None:  # tokens the carried look held (or reserved) for calls it did not make: given back
             subscription = parse_machine_id(looked.resource_id, target="resourceId").subscription_id
             for name in held:
                 ports.pacer.release(subscription, name, 0.0)
-        return stopped or StepResult.MISSING
+        return stopped
+    assert target is not None  # for mypy: a missing row stopped above
     annotate({MACHINE_ID: str(target.get("resourceId") or "")})
     return _step(target, msg, ports, rng, held=held)[0]
+
+
+def _nothing_to_do(target: MachineRecord, seq: int) -> StepResult | None:
+    """FINISHED (the machine ended already) or STALE (its row moved past `seq`), else None: the step goes on."""
+    if target["state"] in TERMINAL_STATES:
+        return StepResult.FINISHED
+    return StepResult.STALE if int(target["seq"]) != seq else None
 
 
 def _step(target: MachineRecord, msg: StepMessage, ports: StepPorts, rng: random.Random | None, *,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -35,6 +35,7 @@ from shared.core.messages import CarriedRow, StepMessage, parse_step
 from shared.core.records import HealthCheck, MachineRecord, RunSpec
 from shared.core.settings import Settings
 from shared.core.states import MachineState
+from shared.maintenance.window_guard import WithinWindow
 from shared.runs.health_check import Probe, ProbeAnswer
 from shared.runs.hooks import Proceed, RunHooks, Skip, StartContext
 from shared.runs.machine_worker import MachineStep, StepPorts, StepResult, run_step
@@ -531,10 +532,13 @@ def test_a_carried_start_changed_since_that_must_wait_gives_back_what_it_reserve
 def test_a_carried_start_of_a_maintenance_window_confirms_its_row_before_the_window_leases_the_vm() -> None:
     leases: list[str] = []
 
-    def window(ctx: StartContext) -> Proceed:  # the window's hook writes the VM's lease (window_guard.py)
-        leases.append(ctx.run_id)
-        return Proceed(ctx.body)
+    class Leases:  # the maintenance store's leases (shared/storage/maintenance_store.py): a write of its own
+        def lease(self, vm: MachineRef, *, run_id: str, configuration: str, until: datetime, now: datetime,
+                  take_over: str | None = None) -> dict[str, Any] | None:
+            leases.append(run_id)
+            return None
     for changed in (True, False):
+        window = WithinWindow(Leases(), cast(Any, None), utcnow)  # the real hook, on a fake store
         h = harness({INSTANCE_VIEW.name: [NO_INSTALLATION], INSTALL_PATCHES.name: [ACCEPTED]},
                     before_start=(window,), osType="Windows")
         h.ports = replace(h.ports, specs=FakeSpecs(configuration="mc-1", window_end=iso(utcnow() + timedelta(hours=3))))
